@@ -1,0 +1,483 @@
+//! Typed bodies of every command and response (spec §4).
+//!
+//! Each type has `to_bytes` producing the exact TLV encoding the spec gives
+//! and `parse` accepting exactly that encoding.
+
+use crate::tlv::{encode, encode_all, tags, TlvList};
+use crate::{ProtocolError, CARD_ID_LEN, CERT_LEN, CHALLENGE_LEN, MAC_LEN};
+
+/// Card identifier.
+pub type CardId = [u8; CARD_ID_LEN];
+
+/// The application's life-cycle state (spec §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    /// `01`: manufactured, waiting for PERSONALIZE.
+    Personalization,
+    /// `02`: personalized and in use.
+    Active,
+    /// `03`: blocked for good.
+    Blocked,
+}
+
+impl Lifecycle {
+    /// The encoded byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Personalization => 0x01,
+            Self::Active => 0x02,
+            Self::Blocked => 0x03,
+        }
+    }
+
+    /// Decodes the byte.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] for unknown states.
+    pub fn from_byte(b: u8) -> Result<Self, ProtocolError> {
+        match b {
+            0x01 => Ok(Self::Personalization),
+            0x02 => Ok(Self::Active),
+            0x03 => Ok(Self::Blocked),
+            _ => Err(ProtocolError::InvalidValue(tags::LIFECYCLE)),
+        }
+    }
+}
+
+/// Response to SELECT (spec §4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectResponse {
+    /// Card identifier.
+    pub card_id: CardId,
+    /// Applet version.
+    pub applet_version: u8,
+    /// Version of the card's diversified keys.
+    pub key_version: u8,
+    /// Life-cycle state.
+    pub lifecycle: Lifecycle,
+    /// SHA-256 of the stored signed profile; absent before personalization.
+    pub profile_digest: Option<[u8; 32]>,
+    /// Fresh card challenge for this session.
+    pub card_challenge: [u8; CHALLENGE_LEN],
+}
+
+impl SelectResponse {
+    /// Encodes the response data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = encode_all(&[
+            (tags::CARD_ID, &self.card_id),
+            (tags::VERSIONS, &[self.applet_version, self.key_version]),
+            (tags::LIFECYCLE, &[self.lifecycle.to_byte()]),
+        ]);
+        if let Some(d) = &self.profile_digest {
+            out.extend(encode(tags::PROFILE_DIGEST, d));
+        }
+        out.extend(encode(tags::CARD_CHALLENGE, &self.card_challenge));
+        out
+    }
+
+    /// Decodes the response data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[
+            tags::CARD_ID,
+            tags::VERSIONS,
+            tags::LIFECYCLE,
+            tags::PROFILE_DIGEST,
+            tags::CARD_CHALLENGE,
+        ])?;
+        let [applet_version, key_version] = l.array::<2>(tags::VERSIONS)?;
+        let [lc] = l.array::<1>(tags::LIFECYCLE)?;
+        Ok(Self {
+            card_id: l.array(tags::CARD_ID)?,
+            applet_version,
+            key_version,
+            lifecycle: Lifecycle::from_byte(lc)?,
+            profile_digest: match l.get(tags::PROFILE_DIGEST) {
+                Some(_) => Some(l.array(tags::PROFILE_DIGEST)?),
+                None => None,
+            },
+            card_challenge: l.array(tags::CARD_CHALLENGE)?,
+        })
+    }
+}
+
+/// Data of the AUTHENTICATE command (spec §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCommand {
+    /// Host challenge.
+    pub host_challenge: [u8; CHALLENGE_LEN],
+    /// Host cryptogram.
+    pub host_cryptogram: [u8; MAC_LEN],
+}
+
+impl AuthCommand {
+    /// Encodes the command data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::HOST_CHALLENGE, &self.host_challenge),
+            (tags::HOST_CRYPTOGRAM, &self.host_cryptogram),
+        ])
+    }
+
+    /// Decodes the command data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::HOST_CHALLENGE, tags::HOST_CRYPTOGRAM])?;
+        Ok(Self {
+            host_challenge: l.array(tags::HOST_CHALLENGE)?,
+            host_cryptogram: l.array(tags::HOST_CRYPTOGRAM)?,
+        })
+    }
+}
+
+/// Response data of AUTHENTICATE, before the R-MAC (spec §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthResponse {
+    /// Card cryptogram.
+    pub card_cryptogram: [u8; MAC_LEN],
+    /// Current balance.
+    pub balance: u32,
+    /// Current transaction counter (the counter of the last transaction).
+    pub counter: u32,
+    /// Life-cycle state.
+    pub lifecycle: Lifecycle,
+    /// The most recent log record, absent on a card that never transacted.
+    pub last_record: Option<LogRecord>,
+}
+
+impl AuthResponse {
+    /// Encodes the response data (without the MAC object).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = encode_all(&[
+            (tags::CARD_CRYPTOGRAM, &self.card_cryptogram),
+            (tags::BALANCE, &self.balance.to_be_bytes()),
+            (tags::COUNTER, &self.counter.to_be_bytes()),
+            (tags::LIFECYCLE, &[self.lifecycle.to_byte()]),
+        ]);
+        if let Some(r) = &self.last_record {
+            out.extend(encode(tags::LOG_RECORD, &r.to_bytes()));
+        }
+        out
+    }
+
+    /// Decodes the response data (without the MAC object).
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[
+            tags::CARD_CRYPTOGRAM,
+            tags::BALANCE,
+            tags::COUNTER,
+            tags::LIFECYCLE,
+            tags::LOG_RECORD,
+        ])?;
+        let [lc] = l.array::<1>(tags::LIFECYCLE)?;
+        Ok(Self {
+            card_cryptogram: l.array(tags::CARD_CRYPTOGRAM)?,
+            balance: l.u32(tags::BALANCE)?,
+            counter: l.u32(tags::COUNTER)?,
+            lifecycle: Lifecycle::from_byte(lc)?,
+            last_record: l.get(tags::LOG_RECORD).map(LogRecord::parse).transpose()?,
+        })
+    }
+}
+
+/// Kind of a card transaction (spec §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxKind {
+    /// `01`: points added.
+    Earn,
+    /// `02`: points spent.
+    Redeem,
+}
+
+impl TxKind {
+    /// The encoded byte.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Earn => 0x01,
+            Self::Redeem => 0x02,
+        }
+    }
+
+    /// Decodes the byte.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] for unknown kinds.
+    pub fn from_byte(b: u8) -> Result<Self, ProtocolError> {
+        match b {
+            0x01 => Ok(Self::Earn),
+            0x02 => Ok(Self::Redeem),
+            _ => Err(ProtocolError::InvalidValue(tags::LOG_RECORD)),
+        }
+    }
+
+    /// Lower-case name used in human and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Earn => "earn",
+            Self::Redeem => "redeem",
+        }
+    }
+}
+
+/// Data of EARN and REDEEM (spec §4.4, §4.5), before the MAC object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxCommand {
+    /// Points to add or spend; never zero.
+    pub amount: u32,
+    /// The terminal's identifier.
+    pub terminal_id: u32,
+    /// The terminal's sequence number for this transaction.
+    pub terminal_seq: u32,
+    /// Terminal time, seconds since the Unix epoch.
+    pub time: u32,
+}
+
+impl TxCommand {
+    /// Encodes the command data (without the MAC object).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::AMOUNT, &self.amount.to_be_bytes()),
+            (tags::TERMINAL_ID, &self.terminal_id.to_be_bytes()),
+            (tags::TERMINAL_SEQ, &self.terminal_seq.to_be_bytes()),
+            (tags::TIME, &self.time.to_be_bytes()),
+        ])
+    }
+
+    /// Decodes the command data (without the MAC object).
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::AMOUNT, tags::TERMINAL_ID, tags::TERMINAL_SEQ, tags::TIME])?;
+        Ok(Self {
+            amount: l.u32(tags::AMOUNT)?,
+            terminal_id: l.u32(tags::TERMINAL_ID)?,
+            terminal_seq: l.u32(tags::TERMINAL_SEQ)?,
+            time: l.u32(tags::TIME)?,
+        })
+    }
+}
+
+/// One record of the card's transaction log (spec §6.2): 41 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogRecord {
+    /// Transaction counter value given to this transaction.
+    pub counter: u32,
+    /// Earn or redeem.
+    pub kind: TxKind,
+    /// Points added or spent.
+    pub amount: u32,
+    /// Balance after the transaction.
+    pub balance_after: u32,
+    /// Terminal identifier.
+    pub terminal_id: u32,
+    /// Terminal sequence number.
+    pub terminal_seq: u32,
+    /// Terminal time, seconds since the Unix epoch.
+    pub time: u32,
+    /// Transaction certificate (spec §5.7).
+    pub certificate: [u8; CERT_LEN],
+}
+
+impl LogRecord {
+    /// Encoded length of a record.
+    pub const LEN: usize = 25 + CERT_LEN;
+
+    /// The bytes covered by the certificate (spec §5.7): a domain tag, the
+    /// card id and every field of the record but the certificate.
+    pub fn certified_bytes(&self, card_id: &CardId) -> Vec<u8> {
+        let mut out = Vec::with_capacity(38);
+        out.extend_from_slice(b"TC");
+        out.push(0x01);
+        out.extend_from_slice(card_id);
+        out.extend_from_slice(&self.to_bytes()[..25]);
+        out
+    }
+
+    /// Encodes the record.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.counter.to_be_bytes());
+        out.push(self.kind.to_byte());
+        out.extend_from_slice(&self.amount.to_be_bytes());
+        out.extend_from_slice(&self.balance_after.to_be_bytes());
+        out.extend_from_slice(&self.terminal_id.to_be_bytes());
+        out.extend_from_slice(&self.terminal_seq.to_be_bytes());
+        out.extend_from_slice(&self.time.to_be_bytes());
+        out.extend_from_slice(&self.certificate);
+        out
+    }
+
+    /// Decodes a record.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] on a wrong length or kind.
+    pub fn parse(b: &[u8]) -> Result<Self, ProtocolError> {
+        let bad = ProtocolError::InvalidValue(tags::LOG_RECORD);
+        if b.len() != Self::LEN {
+            return Err(bad);
+        }
+        let u = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut certificate = [0u8; CERT_LEN];
+        certificate.copy_from_slice(&b[25..]);
+        Ok(Self {
+            counter: u(0),
+            kind: TxKind::from_byte(b[4])?,
+            amount: u(5),
+            balance_after: u(9),
+            terminal_id: u(13),
+            terminal_seq: u(17),
+            time: u(21),
+            certificate,
+        })
+    }
+}
+
+/// Plaintext of PERSONALIZE (spec §4.7), encrypted on the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PersonalizeData {
+    /// Version of the diversified keys.
+    pub key_version: u8,
+    /// The card's authentication key.
+    pub key_auth: zeroize::Zeroizing<[u8; 16]>,
+    /// The card's certificate key.
+    pub key_cert: zeroize::Zeroizing<[u8; 16]>,
+    /// Per-transaction cap on EARN amounts.
+    pub earn_cap: u32,
+    /// Per-transaction cap on REDEEM amounts.
+    pub redeem_cap: u32,
+    /// Consecutive authentication failures before authentication blocks
+    /// (1 to 15).
+    pub auth_limit: u8,
+    /// The signed profile blob (spec §7).
+    pub profile: Vec<u8>,
+}
+
+impl core::fmt::Debug for PersonalizeData {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PersonalizeData")
+            .field("key_version", &self.key_version)
+            .field("earn_cap", &self.earn_cap)
+            .field("redeem_cap", &self.redeem_cap)
+            .field("auth_limit", &self.auth_limit)
+            .field("profile_len", &self.profile.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PersonalizeData {
+    /// Encodes the plaintext.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut caps = [0u8; 8];
+        caps[..4].copy_from_slice(&self.earn_cap.to_be_bytes());
+        caps[4..].copy_from_slice(&self.redeem_cap.to_be_bytes());
+        zeroize::Zeroizing::new(encode_all(&[
+            (tags::KEY_VERSION, &[self.key_version]),
+            (tags::KEY_AUTH, self.key_auth.as_slice()),
+            (tags::KEY_CERT, self.key_cert.as_slice()),
+            (tags::CAPS, &caps),
+            (tags::AUTH_TRIES, &[self.auth_limit]),
+            (tags::PROFILE, &self.profile),
+        ]))
+    }
+
+    /// Decodes the plaintext.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data or an auth limit outside 1–15.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[
+            tags::KEY_VERSION,
+            tags::KEY_AUTH,
+            tags::KEY_CERT,
+            tags::CAPS,
+            tags::AUTH_TRIES,
+            tags::PROFILE,
+        ])?;
+        let caps = l.array::<8>(tags::CAPS)?;
+        let [key_version] = l.array::<1>(tags::KEY_VERSION)?;
+        let [auth_limit] = l.array::<1>(tags::AUTH_TRIES)?;
+        if !(1..=15).contains(&auth_limit) {
+            return Err(ProtocolError::InvalidValue(tags::AUTH_TRIES));
+        }
+        Ok(Self {
+            key_version,
+            key_auth: zeroize::Zeroizing::new(l.array(tags::KEY_AUTH)?),
+            key_cert: zeroize::Zeroizing::new(l.array(tags::KEY_CERT)?),
+            earn_cap: u32::from_be_bytes([caps[0], caps[1], caps[2], caps[3]]),
+            redeem_cap: u32::from_be_bytes([caps[4], caps[5], caps[6], caps[7]]),
+            auth_limit,
+            profile: l.require(tags::PROFILE)?.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record() -> LogRecord {
+        LogRecord {
+            counter: 7,
+            kind: TxKind::Redeem,
+            amount: 50,
+            balance_after: 70,
+            terminal_id: 0x0102_0304,
+            terminal_seq: 9,
+            time: 1_800_000_000,
+            certificate: [0xAB; 16],
+        }
+    }
+
+    #[test]
+    fn record_round_trip() {
+        let r = record();
+        assert_eq!(LogRecord::parse(&r.to_bytes()).unwrap(), r);
+        assert_eq!(r.to_bytes().len(), LogRecord::LEN);
+        assert_eq!(r.certified_bytes(&[1; 8]).len(), 36);
+    }
+
+    #[test]
+    fn auth_response_round_trip() {
+        let a = AuthResponse {
+            card_cryptogram: [1; 8],
+            balance: 70,
+            counter: 2,
+            lifecycle: Lifecycle::Active,
+            last_record: Some(record()),
+        };
+        assert_eq!(AuthResponse::parse(&a.to_bytes()).unwrap(), a);
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = SelectResponse::parse(&bytes);
+            let _ = AuthCommand::parse(&bytes);
+            let _ = AuthResponse::parse(&bytes);
+            let _ = TxCommand::parse(&bytes);
+            let _ = LogRecord::parse(&bytes);
+            let _ = PersonalizeData::parse(&bytes);
+        }
+
+        #[test]
+        fn tx_command_round_trip(amount: u32, terminal_id: u32, terminal_seq: u32, time: u32) {
+            let c = TxCommand { amount, terminal_id, terminal_seq, time };
+            prop_assert_eq!(TxCommand::parse(&c.to_bytes()).unwrap(), c);
+        }
+    }
+}
