@@ -1,1 +1,2 @@
-//! x
+//! Software Tessera card.
+pub mod vpcd;
