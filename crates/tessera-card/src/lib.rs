@@ -1,1 +1,434 @@
-//! x
+//! The Tessera loyalty card application (spec §4–§6) as a sans-I/O state
+//! machine: [`Applet::handle`] takes command APDU bytes and returns response
+//! APDU bytes. Persistent memory comes in through [`Storage`], randomness
+//! through a [`rand_core`] generator; there are no files, sockets or clocks
+//! in here.
+//!
+//! Every command is parsed into a typed form first, then executed; each
+//! handler names the spec section it implements.
+
+mod state;
+pub mod storage;
+
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use tessera_crypto::cert::certificate;
+use tessera_crypto::channel::{SecureChannel, SessionKeys};
+use tessera_crypto::sign::profile_digest;
+use tessera_crypto::{CryptoError, Key};
+use tessera_protocol::apdu::{Command, Response};
+use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
+use tessera_protocol::messages::{
+    AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind,
+};
+use tessera_protocol::profile::MAX_PROFILE_BLOB;
+use tessera_protocol::tlv::{encode, tags, TlvList};
+use tessera_protocol::{Ins, StatusWord, AID, APPLET_VERSION, CHALLENGE_LEN, LOG_CAPACITY};
+
+pub use state::CardState;
+pub use storage::{Field, MemoryStorage, Storage, StorageError};
+
+/// Errors when bringing the applet up from its storage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CardError {
+    /// A persistent field is missing or holds an impossible value.
+    #[error("corrupt card memory: field {0}")]
+    CorruptState(String),
+    /// The storage refused the write.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Transient (RAM) session state, lost on power-off or reset (spec §5.1).
+enum Session {
+    /// Nothing selected.
+    Idle,
+    /// Selected; the challenge is single-use and consumed by AUTHENTICATE or
+    /// PERSONALIZE.
+    Selected { challenge: Option<[u8; CHALLENGE_LEN]> },
+    /// Mutually authenticated, with its secure channel.
+    Authenticated { channel: Box<SecureChannel> },
+}
+
+/// Result of a command handler: a response, or a status word alone.
+type Outcome = Result<Response, StatusWord>;
+
+/// The card application.
+pub struct Applet<S: Storage, R: RngCore + CryptoRng> {
+    storage: S,
+    rng: R,
+    state: CardState,
+    session: Session,
+    /// Set when a commit failed with a power loss: the card is dead until
+    /// the host builds a new applet from the storage.
+    powered_off: bool,
+}
+
+impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
+    /// Powers the applet up over `storage`, which must have been
+    /// manufactured ([`Applet::manufacture`]).
+    ///
+    /// # Errors
+    /// [`CardError::CorruptState`] when the storage does not hold a valid
+    /// card.
+    pub fn new(storage: S, rng: R) -> Result<Self, CardError> {
+        let state = CardState::load(&storage)?;
+        Ok(Self { storage, rng, state, session: Session::Idle, powered_off: false })
+    }
+
+    /// Writes a blank card into `storage` (spec §6.3): life-cycle
+    /// personalization, the card id and its transport key.
+    ///
+    /// # Errors
+    /// [`CardError::Storage`] if the commit fails.
+    pub fn manufacture(storage: &mut S, card_id: [u8; 8], perso_key: &Key) -> Result<(), CardError> {
+        let mut writes = vec![
+            (Field::Lifecycle, vec![Lifecycle::Personalization.to_byte()]),
+            (Field::CardId, card_id.to_vec()),
+            (Field::KeyVersion, vec![0]),
+            (Field::KeyPerso, perso_key.bytes().to_vec()),
+            (Field::KeyAuth, Vec::new()),
+            (Field::KeyCert, Vec::new()),
+            (Field::Balance, 0u32.to_be_bytes().to_vec()),
+            (Field::Counter, 0u32.to_be_bytes().to_vec()),
+            (Field::Caps, vec![0; 8]),
+            (Field::AuthFailures, vec![0]),
+            (Field::AuthLimit, vec![0]),
+            (Field::Profile, Vec::new()),
+        ];
+        writes.extend((0..LOG_CAPACITY as u8).map(|i| (Field::Log(i), Vec::new())));
+        storage.commit(&writes)?;
+        Ok(())
+    }
+
+    /// The committed state, as the applet sees it.
+    pub fn state(&self) -> &CardState {
+        &self.state
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The storage, mutably (for hosts that arm fault hooks).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Gives the storage back (power-off).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// Gives the storage and the random source back (power-off).
+    pub fn into_parts(self) -> (S, R) {
+        (self.storage, self.rng)
+    }
+
+    /// Whether a power loss stopped the applet.
+    pub fn is_powered_off(&self) -> bool {
+        self.powered_off
+    }
+
+    /// Clears the transient state, as a warm reset does.
+    pub fn reset(&mut self) {
+        self.session = Session::Idle;
+    }
+
+    /// Processes one command APDU and returns the response APDU. Never
+    /// panics; malformed input gets the spec's status word and changes
+    /// nothing.
+    pub fn handle(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if self.powered_off {
+            return Response::status(StatusWord::MemoryFailure).to_bytes();
+        }
+        let response = match Command::parse(apdu) {
+            Ok(cmd) => match self.dispatch(&cmd) {
+                Ok(r) => r,
+                Err(sw) => Response::status(sw),
+            },
+            Err(_) => Response::status(StatusWord::WrongLength),
+        };
+        response.to_bytes()
+    }
+
+    fn dispatch(&mut self, cmd: &Command) -> Outcome {
+        let ins = cmd.instruction();
+        let expected_cla = match ins {
+            Ins::Select => CLA_ISO,
+            Ins::Authenticate | Ins::Personalize => CLA_PROPRIETARY,
+            Ins::ReadProfile | Ins::Earn | Ins::Redeem | Ins::ReadLog | Ins::Block => CLA_SECURE,
+            _ => return Err(StatusWord::InsNotSupported),
+        };
+        if cmd.cla != expected_cla {
+            return Err(StatusWord::ClaNotSupported);
+        }
+        if ins == Ins::Select {
+            return self.select(cmd);
+        }
+        if matches!(self.session, Session::Idle) {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        match ins {
+            Ins::Authenticate => self.authenticate(cmd),
+            Ins::Personalize => self.personalize(cmd),
+            _ => {
+                let data = self.unwrap_secure(cmd)?;
+                match ins {
+                    Ins::ReadProfile => self.read_profile(cmd, &data),
+                    Ins::Earn => self.transact(TxKind::Earn, cmd, &data),
+                    Ins::Redeem => self.transact(TxKind::Redeem, cmd, &data),
+                    Ins::ReadLog => self.read_log(cmd, &data),
+                    _ => self.block(cmd, &data),
+                }
+            }
+        }
+    }
+
+    /// §5.5: checks the C-MAC of a secure command. A wrong MAC closes the
+    /// session (`6988`); a command without a session gets `6982`.
+    fn unwrap_secure(&mut self, cmd: &Command) -> Result<Vec<u8>, StatusWord> {
+        let Session::Authenticated { channel } = &mut self.session else {
+            return Err(StatusWord::SecurityNotSatisfied);
+        };
+        match channel.verify_command(cmd) {
+            Ok(data) => Ok(data),
+            Err(_) => {
+                self.session = Session::Selected { challenge: None };
+                Err(StatusWord::BadMac)
+            }
+        }
+    }
+
+    fn respond(&self, data: Vec<u8>) -> Outcome {
+        match &self.session {
+            Session::Authenticated { channel } => Ok(channel.protect_response(data)),
+            _ => Err(StatusWord::SecurityNotSatisfied),
+        }
+    }
+
+    fn commit(&mut self, writes: Vec<(Field, Vec<u8>)>) -> Result<(), StatusWord> {
+        match self.storage.commit(&writes) {
+            Ok(()) => {
+                self.state.apply(&writes);
+                Ok(())
+            }
+            Err(StorageError::PowerLost) => {
+                self.powered_off = true;
+                self.session = Session::Idle;
+                Err(StatusWord::MemoryFailure)
+            }
+            Err(StorageError::Failure(_)) => Err(StatusWord::MemoryFailure),
+        }
+    }
+
+    /// §4.1 SELECT by AID.
+    fn select(&mut self, cmd: &Command) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0x04, 0x00) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if cmd.data != AID {
+            self.session = Session::Idle;
+            return Err(StatusWord::NotFound);
+        }
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        self.rng.fill_bytes(&mut challenge);
+        self.session = Session::Selected { challenge: Some(challenge) };
+        let s = &self.state;
+        let body = SelectResponse {
+            card_id: s.card_id,
+            applet_version: APPLET_VERSION,
+            key_version: s.key_version,
+            lifecycle: s.lifecycle,
+            profile_digest: (!s.profile.is_empty()).then(|| profile_digest(&s.profile)),
+            card_challenge: challenge,
+        };
+        let sw = if s.lifecycle == Lifecycle::Blocked { StatusWord::ApplicationBlocked } else { StatusWord::Ok };
+        Ok(Response { data: body.to_bytes(), sw })
+    }
+
+    fn take_challenge(&mut self) -> Result<[u8; CHALLENGE_LEN], StatusWord> {
+        match &mut self.session {
+            Session::Selected { challenge } => challenge.take().ok_or(StatusWord::ConditionsNotSatisfied),
+            Session::Authenticated { .. } | Session::Idle => {
+                self.session = Session::Selected { challenge: None };
+                Err(StatusWord::ConditionsNotSatisfied)
+            }
+        }
+    }
+
+    /// §4.2 AUTHENTICATE: mutual authentication in one round trip.
+    fn authenticate(&mut self, cmd: &Command) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let card_challenge = self.take_challenge()?;
+        let req = AuthCommand::parse(&cmd.data).map_err(|_| StatusWord::WrongData)?;
+        let limit = self.state.auth_limit;
+        let failures = self.state.auth_failures;
+        if failures >= limit {
+            return Err(StatusWord::AuthBlocked);
+        }
+        // §6.4: the failure counter is raised before the check and lowered
+        // after success, so tearing can never grant a free try.
+        self.commit(vec![(Field::AuthFailures, vec![failures + 1])])?;
+        let k_auth = self.state.key_auth.clone().ok_or(StatusWord::ConditionsNotSatisfied)?;
+        let keys = SessionKeys::derive(&k_auth, &req.host_challenge, &card_challenge);
+        if !tessera_crypto::ct_eq(&keys.host_cryptogram(), &req.host_cryptogram) {
+            let remaining = limit - (failures + 1);
+            return Err(if remaining == 0 {
+                StatusWord::AuthBlocked
+            } else {
+                StatusWord::AuthFailed { remaining }
+            });
+        }
+        self.commit(vec![(Field::AuthFailures, vec![0])])?;
+        let body = AuthResponse {
+            card_cryptogram: keys.card_cryptogram(),
+            balance: self.state.balance,
+            counter: self.state.counter,
+            lifecycle: self.state.lifecycle,
+            last_record: self.state.last_record().cloned(),
+        };
+        self.session = Session::Authenticated { channel: Box::new(SecureChannel::new(keys)) };
+        self.respond(body.to_bytes())
+    }
+
+    /// §4.3 READ PROFILE: the signed profile, encrypted under S-ENC.
+    fn read_profile(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if !data.is_empty() {
+            return Err(StatusWord::WrongData);
+        }
+        let profile = Zeroizing::new(self.state.profile.clone());
+        let Session::Authenticated { channel } = &mut self.session else {
+            return Err(StatusWord::SecurityNotSatisfied);
+        };
+        let ct = channel.encrypt(&profile);
+        self.respond(encode(tags::ENCRYPTED, &ct))
+    }
+
+    /// §4.4 EARN and §4.5 REDEEM.
+    fn transact(&mut self, kind: TxKind, cmd: &Command, data: &[u8]) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let tx = TxCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
+        if tx.amount == 0 {
+            return Err(StatusWord::WrongData);
+        }
+        let s = &self.state;
+        let balance_after = match kind {
+            TxKind::Earn => {
+                if tx.amount > s.earn_cap {
+                    return Err(StatusWord::AboveCap);
+                }
+                s.balance.checked_add(tx.amount).ok_or(StatusWord::BalanceOverflow)?
+            }
+            TxKind::Redeem => {
+                if tx.amount > s.redeem_cap {
+                    return Err(StatusWord::AboveCap);
+                }
+                s.balance.checked_sub(tx.amount).ok_or(StatusWord::InsufficientBalance)?
+            }
+        };
+        let counter = s.counter.checked_add(1).ok_or(StatusWord::CounterExhausted)?;
+        let mut record = LogRecord {
+            counter,
+            kind,
+            amount: tx.amount,
+            balance_after,
+            terminal_id: tx.terminal_id,
+            terminal_seq: tx.terminal_seq,
+            time: tx.time,
+            certificate: [0; 16],
+        };
+        let k_cert = s.key_cert.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+        record.certificate = certificate(k_cert, &s.card_id, &record);
+        // §6.4: balance, counter and the log slot change in one commit.
+        self.commit(vec![
+            (Field::Balance, balance_after.to_be_bytes().to_vec()),
+            (Field::Counter, counter.to_be_bytes().to_vec()),
+            (Field::Log(CardState::slot(counter)), record.to_bytes()),
+        ])?;
+        self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
+    }
+
+    /// §4.6 READ LOG: record P1 (1 = newest).
+    fn read_log(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        if cmd.p2 != 0 || cmd.p1 == 0 || usize::from(cmd.p1) > LOG_CAPACITY {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if !data.is_empty() {
+            return Err(StatusWord::WrongData);
+        }
+        let rec = self.state.records().nth(usize::from(cmd.p1) - 1).cloned();
+        let rec = rec.ok_or(StatusWord::RecordNotFound)?;
+        self.respond(encode(tags::LOG_RECORD, &rec.to_bytes()))
+    }
+
+    /// §4.8 BLOCK: blocks the application for good.
+    fn block(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if !data.is_empty() {
+            return Err(StatusWord::WrongData);
+        }
+        self.commit(vec![(Field::Lifecycle, vec![Lifecycle::Blocked.to_byte()])])?;
+        let resp = self.respond(Vec::new());
+        self.session = Session::Selected { challenge: None };
+        resp
+    }
+
+    /// §4.7 PERSONALIZE: once, keyed by the card's transport key.
+    fn personalize(&mut self, cmd: &Command) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if self.state.lifecycle != Lifecycle::Personalization {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let challenge = self.take_challenge()?;
+        let k_perso = self.state.key_perso.clone().ok_or(StatusWord::ConditionsNotSatisfied)?;
+        let keys = SessionKeys::personalization(&k_perso, &self.state.card_id, &challenge);
+        let mut channel = SecureChannel::new_personalization(keys);
+        let data = channel.verify_command(cmd).map_err(|e| match e {
+            CryptoError::Truncated => StatusWord::WrongData,
+            _ => StatusWord::BadMac,
+        })?;
+        let list = TlvList::parse(&data).map_err(|_| StatusWord::WrongData)?;
+        list.only(&[tags::ENCRYPTED]).map_err(|_| StatusWord::WrongData)?;
+        let ct = list.require(tags::ENCRYPTED).map_err(|_| StatusWord::WrongData)?;
+        let plain = channel.decrypt(ct).map_err(|_| StatusWord::WrongData)?;
+        let p = PersonalizeData::parse(&plain).map_err(|_| StatusWord::WrongData)?;
+        if p.profile.len() > MAX_PROFILE_BLOB {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+        let mut caps = p.earn_cap.to_be_bytes().to_vec();
+        caps.extend_from_slice(&p.redeem_cap.to_be_bytes());
+        self.commit(vec![
+            (Field::KeyVersion, vec![p.key_version]),
+            (Field::KeyAuth, p.key_auth.to_vec()),
+            (Field::KeyCert, p.key_cert.to_vec()),
+            (Field::Caps, caps),
+            (Field::AuthLimit, vec![p.auth_limit]),
+            (Field::AuthFailures, vec![0]),
+            (Field::Profile, p.profile.clone()),
+            (Field::KeyPerso, Vec::new()),
+            (Field::Lifecycle, vec![Lifecycle::Active.to_byte()]),
+        ])?;
+        Ok(Response::status(StatusWord::Ok))
+    }
+}

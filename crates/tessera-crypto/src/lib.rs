@@ -14,6 +14,7 @@ pub mod cert;
 pub mod channel;
 pub mod kdf;
 pub mod keys;
+pub mod rng;
 pub mod sign;
 
 use aes::cipher::{BlockEncrypt, KeyInit};

@@ -1,0 +1,162 @@
+//! The typed view of the card's persistent fields.
+
+use tessera_crypto::Key;
+use tessera_protocol::messages::{Lifecycle, LogRecord};
+use tessera_protocol::LOG_CAPACITY;
+
+use crate::storage::{Field, Storage};
+use crate::CardError;
+
+/// The card's committed persistent state, decoded from its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardState {
+    /// Life-cycle state.
+    pub lifecycle: Lifecycle,
+    /// Card identifier.
+    pub card_id: [u8; 8],
+    /// Key version (0 before personalization).
+    pub key_version: u8,
+    /// Transport key (present only before personalization).
+    pub key_perso: Option<Key>,
+    /// Authentication key.
+    pub key_auth: Option<Key>,
+    /// Certificate key.
+    pub key_cert: Option<Key>,
+    /// Balance in points.
+    pub balance: u32,
+    /// Counter of the last transaction (0 = none yet).
+    pub counter: u32,
+    /// Per-transaction earn cap.
+    pub earn_cap: u32,
+    /// Per-transaction redeem cap.
+    pub redeem_cap: u32,
+    /// Consecutive authentication failures.
+    pub auth_failures: u8,
+    /// Failures before authentication blocks.
+    pub auth_limit: u8,
+    /// Log slots; slot `(counter - 1) % 8` holds the record of `counter`.
+    pub log: [Option<LogRecord>; LOG_CAPACITY],
+    /// The signed profile blob (empty before personalization).
+    pub profile: Vec<u8>,
+}
+
+fn corrupt(f: Field) -> CardError {
+    CardError::CorruptState(f.name())
+}
+
+fn fixed<const N: usize>(s: &dyn Storage, f: Field) -> Result<[u8; N], CardError> {
+    s.read(f).and_then(|v| v.try_into().ok()).ok_or_else(|| corrupt(f))
+}
+
+fn decode_key(v: &[u8], f: Field) -> Result<Option<Key>, CardError> {
+    match v.len() {
+        0 => Ok(None),
+        16 => {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(v);
+            let key = Key::new(k);
+            zeroize::Zeroize::zeroize(&mut k);
+            Ok(Some(key))
+        }
+        _ => Err(corrupt(f)),
+    }
+}
+
+impl CardState {
+    /// Slot of the record with transaction counter `counter` (≥ 1).
+    pub fn slot(counter: u32) -> u8 {
+        (counter.wrapping_sub(1) % LOG_CAPACITY as u32) as u8
+    }
+
+    /// Decodes every field.
+    ///
+    /// # Errors
+    /// [`CardError::CorruptState`] naming the first bad field.
+    pub fn load(s: &dyn Storage) -> Result<Self, CardError> {
+        let mut state = Self {
+            lifecycle: Lifecycle::from_byte(fixed::<1>(s, Field::Lifecycle)?[0])
+                .map_err(|_| corrupt(Field::Lifecycle))?,
+            card_id: fixed(s, Field::CardId)?,
+            key_version: fixed::<1>(s, Field::KeyVersion)?[0],
+            key_perso: None,
+            key_auth: None,
+            key_cert: None,
+            balance: u32::from_be_bytes(fixed(s, Field::Balance)?),
+            counter: u32::from_be_bytes(fixed(s, Field::Counter)?),
+            earn_cap: 0,
+            redeem_cap: 0,
+            auth_failures: fixed::<1>(s, Field::AuthFailures)?[0],
+            auth_limit: fixed::<1>(s, Field::AuthLimit)?[0],
+            log: Default::default(),
+            profile: s.read(Field::Profile).ok_or_else(|| corrupt(Field::Profile))?,
+        };
+        for f in [Field::KeyPerso, Field::KeyAuth, Field::KeyCert] {
+            let v = zeroize::Zeroizing::new(s.read(f).ok_or_else(|| corrupt(f))?);
+            state.set(f, &v)?;
+        }
+        state.set(Field::Caps, &fixed::<8>(s, Field::Caps)?)?;
+        for i in 0..LOG_CAPACITY as u8 {
+            let v = s.read(Field::Log(i)).ok_or_else(|| corrupt(Field::Log(i)))?;
+            state.set(Field::Log(i), &v)?;
+        }
+        if state.lifecycle == Lifecycle::Active && (state.key_auth.is_none() || state.key_cert.is_none()) {
+            return Err(corrupt(Field::KeyAuth));
+        }
+        Ok(state)
+    }
+
+    fn set(&mut self, f: Field, v: &[u8]) -> Result<(), CardError> {
+        let one = || v.first().copied().filter(|_| v.len() == 1).ok_or_else(|| corrupt(f));
+        let four = || -> Result<u32, CardError> {
+            Ok(u32::from_be_bytes(v.try_into().map_err(|_| corrupt(f))?))
+        };
+        match f {
+            Field::Lifecycle => self.lifecycle = Lifecycle::from_byte(one()?).map_err(|_| corrupt(f))?,
+            Field::CardId => self.card_id = v.try_into().map_err(|_| corrupt(f))?,
+            Field::KeyVersion => self.key_version = one()?,
+            Field::KeyPerso => self.key_perso = decode_key(v, f)?,
+            Field::KeyAuth => self.key_auth = decode_key(v, f)?,
+            Field::KeyCert => self.key_cert = decode_key(v, f)?,
+            Field::Balance => self.balance = four()?,
+            Field::Counter => self.counter = four()?,
+            Field::Caps => {
+                if v.len() != 8 {
+                    return Err(corrupt(f));
+                }
+                self.earn_cap = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+                self.redeem_cap = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
+            }
+            Field::AuthFailures => self.auth_failures = one()?,
+            Field::AuthLimit => self.auth_limit = one()?,
+            Field::Log(i) => {
+                let slot = self.log.get_mut(usize::from(i)).ok_or_else(|| corrupt(f))?;
+                *slot = if v.is_empty() { None } else { Some(LogRecord::parse(v).map_err(|_| corrupt(f))?) };
+            }
+            Field::Profile => self.profile = v.to_vec(),
+        }
+        Ok(())
+    }
+
+    /// Applies committed writes to this mirror. The writes were produced by
+    /// the applet itself and decode; a failure would leave the mirror as it
+    /// was for that field.
+    pub(crate) fn apply(&mut self, writes: &[(Field, Vec<u8>)]) {
+        for (f, v) in writes {
+            let _ = self.set(*f, v);
+        }
+    }
+
+    /// The newest log record.
+    pub fn last_record(&self) -> Option<&LogRecord> {
+        if self.counter == 0 {
+            return None;
+        }
+        self.log[usize::from(Self::slot(self.counter))].as_ref()
+    }
+
+    /// Log records, newest first.
+    pub fn records(&self) -> impl Iterator<Item = &LogRecord> + '_ {
+        let n = (self.counter as usize).min(LOG_CAPACITY);
+        (0..n as u32).filter_map(move |k| self.log[usize::from(Self::slot(self.counter - k))].as_ref())
+    }
+}

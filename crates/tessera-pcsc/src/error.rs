@@ -1,0 +1,88 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+use tessera_transport::TransportError;
+
+/// Errors of PC/SC reader discovery, card waiting and connection.
+///
+/// No variant carries a `pcsc` type: PC/SC failures without a dedicated
+/// variant are kept as [`PcscError::Pcsc`] with the operation, the PC/SC
+/// status code and its description.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PcscError {
+    /// The PC/SC service (`pcscd`) is not running or cannot be reached.
+    #[error("the PC/SC service (pcscd) is not running")]
+    NoService,
+    /// The service runs but has no reader.
+    #[error("no smart-card reader is available")]
+    NoReaders,
+    /// No reader has the wanted name, nor contains it.
+    #[error("no reader matches {wanted:?} (available: {available:?})")]
+    ReaderNotFound {
+        /// The name or name fragment asked for.
+        wanted: String,
+        /// The readers there are.
+        available: Vec<String>,
+    },
+    /// The wanted fragment is contained in several reader names.
+    #[error("{wanted:?} matches several readers: {matches:?}")]
+    AmbiguousReader {
+        /// The name fragment asked for.
+        wanted: String,
+        /// The readers containing it.
+        matches: Vec<String>,
+    },
+    /// A reader name cannot be passed to PC/SC (it contains a NUL byte).
+    #[error("invalid reader name {0:?}")]
+    InvalidReaderName(String),
+    /// There is no card in the reader.
+    #[error("no card in reader {0:?}")]
+    NoCard(String),
+    /// The card left the field, was reset or lost power during the
+    /// operation.
+    #[error("card removed or reset")]
+    CardRemoved,
+    /// The awaited event did not happen in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The card answered with fewer than the two bytes of a status word, or
+    /// chained responses that never end.
+    #[error("malformed response: {0}")]
+    MalformedResponse(String),
+    /// Any other PC/SC failure.
+    #[error("PC/SC {operation} failed: {message} (0x{code:08X})")]
+    Pcsc {
+        /// The PC/SC call that failed (`SCardConnect`, ...).
+        operation: &'static str,
+        /// The PC/SC status code (`SCARD_E_*`, `SCARD_W_*`).
+        code: u32,
+        /// Its description.
+        message: String,
+    },
+}
+
+impl PcscError {
+    pub(crate) fn from_pcsc(operation: &'static str, err: pcsc::Error) -> Self {
+        match err {
+            pcsc::Error::NoService | pcsc::Error::ServiceStopped => Self::NoService,
+            pcsc::Error::NoReadersAvailable => Self::NoReaders,
+            pcsc::Error::RemovedCard
+            | pcsc::Error::ResetCard
+            | pcsc::Error::UnpoweredCard => Self::CardRemoved,
+            other => Self::Pcsc { operation, code: other as u32, message: other.to_string() },
+        }
+    }
+}
+
+impl From<PcscError> for TransportError {
+    fn from(err: PcscError) -> Self {
+        match err {
+            PcscError::CardRemoved | PcscError::NoCard(_) => TransportError::CardRemoved,
+            PcscError::Timeout(d) => TransportError::Timeout(d),
+            PcscError::MalformedResponse(m) => TransportError::MalformedResponse(m),
+            other => TransportError::Io(other.to_string()),
+        }
+    }
+}
