@@ -34,7 +34,11 @@ pub fn get_response(le: u8) -> [u8; 5] {
 /// retry.
 pub fn with_le(command: &[u8], le: u8) -> Option<Vec<u8>> {
     let mut parsed = Command::parse(command).ok()?;
-    parsed.le = Some(if le == 0 { SHORT_MAX_NE } else { usize::from(le) });
+    parsed.le = Some(if le == 0 {
+        SHORT_MAX_NE
+    } else {
+        usize::from(le)
+    });
     Some(parsed.to_bytes())
 }
 
@@ -118,7 +122,13 @@ mod tests {
 
     impl Script {
         fn new(steps: &[(&[u8], &[u8])]) -> Self {
-            Self { steps: steps.iter().map(|(c, r)| (c.to_vec(), r.to_vec())).collect(), at: 0 }
+            Self {
+                steps: steps
+                    .iter()
+                    .map(|(c, r)| (c.to_vec(), r.to_vec()))
+                    .collect(),
+                at: 0,
+            }
         }
 
         fn send(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
@@ -129,7 +139,11 @@ mod tests {
         }
 
         fn done(&self) {
-            assert_eq!(self.at, self.steps.len(), "not every scripted exchange happened");
+            assert_eq!(
+                self.at,
+                self.steps.len(),
+                "not every scripted exchange happened"
+            );
         }
     }
 
@@ -213,7 +227,7 @@ mod tests {
     #[test]
     fn extended_command_passes_through() {
         let mut cmd = vec![0x80, 0xE2, 0, 0, 0, 0x01, 0x00];
-        cmd.extend(std::iter::repeat(0x5A).take(256));
+        cmd.extend([0x5A; 256]);
         cmd.extend([0x00, 0x00]);
         let mut s = Script::new(&[(&cmd, &[0x90, 0x00])]);
         assert_eq!(transceive(&cmd, |c| s.send(c)).unwrap(), [0x90, 0]);

@@ -23,7 +23,10 @@ pub(crate) fn reader_cstring(name: &str) -> Result<CString, PcscError> {
 pub fn list_readers() -> Result<Vec<String>, PcscError> {
     let ctx = establish()?;
     match ctx.list_readers_owned() {
-        Ok(names) => Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect()),
+        Ok(names) => Ok(names
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()),
         Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
         Err(e) => Err(PcscError::from_pcsc("SCardListReaders", e)),
     }
@@ -45,12 +48,21 @@ pub fn choose_reader(readers: &[String], wanted: &str) -> Result<String, PcscErr
         return Ok(exact.clone());
     }
     let needle = wanted.to_ascii_lowercase();
-    let matches: Vec<String> =
-        readers.iter().filter(|r| r.to_ascii_lowercase().contains(&needle)).cloned().collect();
-    match matches.len() {
-        0 => Err(PcscError::ReaderNotFound { wanted: wanted.to_owned(), available: readers.to_vec() }),
-        1 => Ok(matches.into_iter().next().unwrap_or_default()),
-        _ => Err(PcscError::AmbiguousReader { wanted: wanted.to_owned(), matches }),
+    let matches: Vec<String> = readers
+        .iter()
+        .filter(|r| r.to_ascii_lowercase().contains(&needle))
+        .cloned()
+        .collect();
+    match matches.as_slice() {
+        [] => Err(PcscError::ReaderNotFound {
+            wanted: wanted.to_owned(),
+            available: readers.to_vec(),
+        }),
+        [only] => Ok(only.clone()),
+        _ => Err(PcscError::AmbiguousReader {
+            wanted: wanted.to_owned(),
+            matches,
+        }),
     }
 }
 
@@ -119,20 +131,33 @@ mod tests {
     use super::*;
 
     fn readers() -> Vec<String> {
-        ["Virtual PCD 00 00", "Virtual PCD 00 01", "ACS ACR122U PICC Interface 00 00"]
-            .map(String::from)
-            .to_vec()
+        [
+            "Virtual PCD 00 00",
+            "Virtual PCD 00 01",
+            "ACS ACR122U PICC Interface 00 00",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     #[test]
     fn exact_name_wins() {
-        assert_eq!(choose_reader(&readers(), "Virtual PCD 00 01").unwrap(), "Virtual PCD 00 01");
+        assert_eq!(
+            choose_reader(&readers(), "Virtual PCD 00 01").unwrap(),
+            "Virtual PCD 00 01"
+        );
     }
 
     #[test]
     fn unique_fragment_any_case() {
-        assert_eq!(choose_reader(&readers(), "acr122").unwrap(), "ACS ACR122U PICC Interface 00 00");
-        assert_eq!(choose_reader(&readers(), "00 01").unwrap(), "Virtual PCD 00 01");
+        assert_eq!(
+            choose_reader(&readers(), "acr122").unwrap(),
+            "ACS ACR122U PICC Interface 00 00"
+        );
+        assert_eq!(
+            choose_reader(&readers(), "00 01").unwrap(),
+            "Virtual PCD 00 01"
+        );
     }
 
     #[test]
@@ -151,7 +176,10 @@ mod tests {
 
     #[test]
     fn empty_fragment_picks_the_only_reader() {
-        assert_eq!(choose_reader(&readers()[..1], "").unwrap(), "Virtual PCD 00 00");
+        assert_eq!(
+            choose_reader(&readers()[..1], "").unwrap(),
+            "Virtual PCD 00 00"
+        );
         assert!(matches!(
             choose_reader(&readers(), ""),
             Err(PcscError::AmbiguousReader { .. })
@@ -160,7 +188,10 @@ mod tests {
 
     #[test]
     fn missing_reader() {
-        assert!(matches!(choose_reader(&readers(), "Omnikey"), Err(PcscError::ReaderNotFound { .. })));
+        assert!(matches!(
+            choose_reader(&readers(), "Omnikey"),
+            Err(PcscError::ReaderNotFound { .. })
+        ));
         assert!(matches!(choose_reader(&[], "x"), Err(PcscError::NoReaders)));
     }
 }

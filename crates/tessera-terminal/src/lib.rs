@@ -1,1 +1,523 @@
-//! x
+//! The Tessera terminal library.
+//!
+//! A [`Terminal`] talks to cards through any
+//! [`Transport`](tessera_transport::Transport). A tap yields a
+//! [`Session`] — only obtainable after SELECT, mutual authentication and
+//! offline verification of the card's signed profile — on which earns and
+//! redeems produce [`Receipt`]s carrying the card's transaction certificate:
+//!
+//! ```
+//! # use tessera_terminal::*;
+//! # use tessera_crypto::{keys::IssuerKeys, rng::Rng};
+//! # use tessera_simulator::SimCard;
+//! # let keys = IssuerKeys::test().unwrap();
+//! # let mut card = SimCard::manufacture([1; 8], &keys.card_perso_key(&[1; 8]), Rng::seeded(1)).unwrap();
+//! # let profile = tessera_protocol::profile::Profile {
+//! #     card_id: [1; 8], version: 1, name: "Ada".into(),
+//! #     birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+//! #     home_city: "Lyon".into(), household: [0; 8], preferences: vec![], tier: 0,
+//! #     valid_from: tessera_protocol::profile::Date::new(2026, 1, 1).unwrap(),
+//! #     valid_until: tessera_protocol::profile::Date::new(2030, 1, 1).unwrap() };
+//! # issuer::personalize(&mut card, &keys, profile, &issuer::IssueParams::default()).unwrap();
+//! let mut terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), SystemClock, 42);
+//! let mut session = terminal.tap(&mut card)?;
+//! println!("Hello {}", session.card().profile.name);
+//! let receipt = session.earn(120)?;
+//! assert_eq!(receipt.record.balance_after, 120);
+//! # Ok::<(), TerminalError>(())
+//! ```
+//!
+//! Every exchange is recorded with its duration in an [`AuditTrace`]
+//! ([`Terminal::take_trace`]). The terminal assumes no clock it was not
+//! given ([`Clock`]) and no reader: integrators' tests use the simulator.
+
+mod cache;
+mod error;
+pub mod issuer;
+mod sam;
+mod trace;
+
+use std::time::Instant;
+
+use tessera_crypto::channel::SecureChannel;
+use tessera_crypto::rng::Rng;
+use tessera_crypto::sign::profile_digest;
+use tessera_protocol::apdu::{Command, Response};
+use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
+use tessera_protocol::messages::{AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind};
+use tessera_protocol::profile::{Profile, SignedProfile};
+use tessera_protocol::tlv::{tags, TlvList};
+use tessera_protocol::{Ins, StatusWord, AID, CHALLENGE_LEN};
+use tessera_transport::{Transport, TransportError};
+
+pub use cache::ProfileCache;
+pub use error::{PendingTx, TerminalError};
+pub use sam::{Sam, SoftwareSam};
+pub use trace::{AuditTrace, TraceEntry};
+
+use rand_core::RngCore;
+
+/// The terminal's source of wall-clock time.
+pub trait Clock {
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> u32;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u32 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock stopped at a given time (tests, reproducible traces).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub u32);
+
+impl Clock for FixedClock {
+    fn now(&self) -> u32 {
+        self.0
+    }
+}
+
+/// What the terminal knows about the card in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardInfo {
+    /// Card identifier.
+    pub card_id: CardId,
+    /// Key version.
+    pub key_version: u8,
+    /// Balance after the last transaction.
+    pub balance: u32,
+    /// Counter of the last transaction.
+    pub counter: u32,
+    /// The card's most recent log record.
+    pub last_record: Option<LogRecord>,
+    /// The verified customer profile.
+    pub profile: Profile,
+    /// SHA-256 of the signed profile blob.
+    pub profile_digest: [u8; 32],
+    /// Whether the profile came from the cache (no READ PROFILE).
+    pub profile_cached: bool,
+}
+
+/// Proof of a completed card transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The card.
+    pub card_id: CardId,
+    /// The card's key version (selects the certificate master).
+    pub key_version: u8,
+    /// The card's log record, with its certificate.
+    pub record: LogRecord,
+}
+
+/// Whether an interrupted transaction happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The card committed it; here is its record.
+    Completed(LogRecord),
+    /// The card never committed it.
+    NotDone,
+}
+
+/// A terminal: a key holder, a clock, an identity and a sequence counter.
+pub struct Terminal<S: Sam, C: Clock> {
+    sam: S,
+    clock: C,
+    terminal_id: u32,
+    next_seq: u32,
+    cache: ProfileCache,
+    trace: AuditTrace,
+    rng: Rng,
+}
+
+impl<S: Sam, C: Clock> Terminal<S, C> {
+    /// A terminal with an in-memory profile cache, OS randomness and
+    /// sequence numbers starting at 1.
+    pub fn new(sam: S, clock: C, terminal_id: u32) -> Self {
+        Self { sam, clock, terminal_id, next_seq: 1, cache: ProfileCache::new(), trace: AuditTrace::default(), rng: Rng::Os }
+    }
+
+    /// Replaces the profile cache.
+    pub fn with_cache(mut self, cache: ProfileCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Replaces the random source (seeded for reproducible traces).
+    pub fn with_rng(mut self, rng: Rng) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// Sets the next terminal sequence number (from the caller's durable
+    /// store).
+    pub fn set_next_seq(&mut self, seq: u32) {
+        self.next_seq = seq;
+    }
+
+    /// The next terminal sequence number.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// This terminal's id.
+    pub fn terminal_id(&self) -> u32 {
+        self.terminal_id
+    }
+
+    /// The profile cache.
+    pub fn cache_mut(&mut self) -> &mut ProfileCache {
+        &mut self.cache
+    }
+
+    /// The exchanges recorded since the last call, leaving the trace empty.
+    pub fn take_trace(&mut self) -> AuditTrace {
+        std::mem::take(&mut self.trace)
+    }
+
+    /// The exchanges recorded so far.
+    pub fn trace(&self) -> &AuditTrace {
+        &self.trace
+    }
+
+    /// Starts a session with the card in `transport`: SELECT, mutual
+    /// AUTHENTICATE, and READ PROFILE unless the profile is cached — two or
+    /// three command APDUs.
+    ///
+    /// # Errors
+    /// [`TerminalError`] when the card is absent, not Tessera, blocked,
+    /// not genuine, or its profile does not verify.
+    pub fn tap<T: Transport>(&mut self, mut transport: T) -> Result<Session<'_, S, C, T>, TerminalError> {
+        // §4.1 SELECT
+        let cmd = Command::new(CLA_ISO, Ins::Select, 0x04, 0x00, AID.to_vec(), Some(256));
+        let resp = exchange(&mut transport, &mut self.trace, "SELECT", &cmd)?;
+        match resp.sw {
+            StatusWord::Ok => {}
+            StatusWord::ApplicationBlocked => return Err(TerminalError::CardBlocked),
+            StatusWord::NotFound => return Err(TerminalError::NotTessera),
+            sw => return Err(TerminalError::Card { command: "SELECT", sw }),
+        }
+        let sel = SelectResponse::parse(&resp.data).map_err(|e| TerminalError::from(("SELECT", e)))?;
+        match sel.lifecycle {
+            Lifecycle::Active => {}
+            Lifecycle::Personalization => return Err(TerminalError::NotPersonalized),
+            Lifecycle::Blocked => return Err(TerminalError::CardBlocked),
+        }
+        let digest = sel.profile_digest.ok_or_else(|| TerminalError::malformed("SELECT", "no profile digest"))?;
+
+        // §4.2 AUTHENTICATE
+        let mut host_challenge = [0u8; CHALLENGE_LEN];
+        self.rng.fill_bytes(&mut host_challenge);
+        let keys = self.sam.session_keys(&sel.card_id, sel.key_version, &host_challenge, &sel.card_challenge)?;
+        let req = AuthCommand { host_challenge, host_cryptogram: keys.host_cryptogram() };
+        let expected_card_cryptogram = keys.card_cryptogram();
+        let cmd = Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, req.to_bytes(), Some(256));
+        let resp = exchange(&mut transport, &mut self.trace, "AUTHENTICATE", &cmd)?;
+        match resp.sw {
+            StatusWord::Ok => {}
+            StatusWord::AuthFailed { remaining } => return Err(TerminalError::AuthRefused { remaining }),
+            StatusWord::AuthBlocked => return Err(TerminalError::AuthBlocked),
+            sw => return Err(TerminalError::Card { command: "AUTHENTICATE", sw }),
+        }
+        let channel = SecureChannel::new(keys);
+        let body = channel.verify_response(&resp).map_err(|_| TerminalError::NotGenuine)?;
+        let auth = AuthResponse::parse(&body).map_err(|e| TerminalError::from(("AUTHENTICATE", e)))?;
+        if !tessera_crypto::ct_eq(&auth.card_cryptogram, &expected_card_cryptogram) {
+            return Err(TerminalError::NotGenuine);
+        }
+        if auth.last_record.as_ref().is_some_and(|r| r.counter != auth.counter || r.balance_after != auth.balance) {
+            return Err(TerminalError::malformed("AUTHENTICATE", "last record disagrees with balance"));
+        }
+
+        let mut session = Session {
+            terminal: self,
+            transport,
+            channel,
+            card: CardInfo {
+                card_id: sel.card_id,
+                key_version: sel.key_version,
+                balance: auth.balance,
+                counter: auth.counter,
+                last_record: auth.last_record,
+                profile: placeholder_profile(sel.card_id),
+                profile_digest: digest,
+                profile_cached: false,
+            },
+        };
+
+        // §4.3 READ PROFILE, unless cached.
+        let issuer = session.terminal.sam.issuer_public_key().clone();
+        let cached = session.terminal.cache.get(&digest, &issuer).cloned();
+        let signed = match cached {
+            Some(sp) => {
+                session.card.profile_cached = true;
+                sp
+            }
+            None => {
+                let sp = session.read_profile(&digest)?;
+                issuer.verify(&sp).map_err(|_| TerminalError::BadProfileSignature)?;
+                sp
+            }
+        };
+        if signed.profile.card_id != sel.card_id {
+            return Err(TerminalError::ProfileCardMismatch);
+        }
+        if !session.card.profile_cached {
+            session.terminal.cache.insert(digest, signed.clone());
+        }
+        session.card.profile = signed.profile;
+        Ok(session)
+    }
+}
+
+fn placeholder_profile(card_id: CardId) -> Profile {
+    let d = tessera_protocol::profile::Date { year: 1900, month: 1, day: 1 };
+    Profile {
+        card_id,
+        version: 0,
+        name: String::new(),
+        birth_date: d,
+        home_city: String::new(),
+        household: [0; 8],
+        preferences: Vec::new(),
+        tier: 0,
+        valid_from: d,
+        valid_until: d,
+    }
+}
+
+/// Sends one command, records it in the trace, parses the response.
+pub(crate) fn exchange<T: Transport>(
+    transport: &mut T,
+    trace: &mut AuditTrace,
+    label: &'static str,
+    cmd: &Command,
+) -> Result<Response, TransportError> {
+    let bytes = cmd.to_bytes();
+    let start = Instant::now();
+    let result = transport.transmit(&bytes);
+    let duration = start.elapsed();
+    trace.entries.push(TraceEntry {
+        label,
+        command: bytes,
+        response: result.as_ref().ok().cloned(),
+        duration,
+    });
+    let raw = result?;
+    Response::parse(&raw).map_err(|e| TransportError::MalformedResponse(e.to_string()))
+}
+
+/// An authenticated session with one card.
+///
+/// Obtained only from [`Terminal::tap`]; holds the secure channel, so
+/// every command it sends is MAC'd and every answer checked.
+pub struct Session<'t, S: Sam, C: Clock, T: Transport> {
+    terminal: &'t mut Terminal<S, C>,
+    transport: T,
+    channel: SecureChannel,
+    card: CardInfo,
+}
+
+impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
+    /// The card as authenticated.
+    pub fn card(&self) -> &CardInfo {
+        &self.card
+    }
+
+    fn secure(&mut self, label: &'static str, ins: Ins, p1: u8, data: &[u8], le: usize) -> Result<Response, TransportError> {
+        let cmd = self.channel.protect_command(CLA_SECURE, ins.into(), p1, 0, data, Some(le));
+        exchange(&mut self.transport, &mut self.terminal.trace, label, &cmd)
+    }
+
+    fn verified(&self, label: &'static str, resp: &Response) -> Result<TlvList, TerminalError> {
+        let body = self.channel.verify_response(resp).map_err(|_| TerminalError::NotGenuine)?;
+        TlvList::parse(&body).map_err(|e| TerminalError::from((label, e)))
+    }
+
+    fn read_profile(&mut self, digest: &[u8; 32]) -> Result<SignedProfile, TerminalError> {
+        let resp = self.secure("READ PROFILE", Ins::ReadProfile, 0, &[], 65_536)?;
+        if resp.sw != StatusWord::Ok {
+            return Err(TerminalError::Card { command: "READ PROFILE", sw: resp.sw });
+        }
+        let l = self.verified("READ PROFILE", &resp)?;
+        let ct = l.require(tags::ENCRYPTED).map_err(|e| TerminalError::from(("READ PROFILE", e)))?;
+        let blob = self.channel.decrypt(ct).map_err(|_| TerminalError::NotGenuine)?;
+        if profile_digest(&blob) != *digest {
+            return Err(TerminalError::malformed("READ PROFILE", "profile does not match its digest"));
+        }
+        SignedProfile::parse(&blob).map_err(|_| TerminalError::BadProfileSignature)
+    }
+
+    /// §4.4 EARN: adds points. One command APDU.
+    ///
+    /// # Errors
+    /// [`TerminalError::Interrupted`] when the answer was lost (resolve it
+    /// at the next tap), the card's refusals as typed variants.
+    pub fn earn(&mut self, points: u32) -> Result<Receipt, TerminalError> {
+        self.transact(TxKind::Earn, points)
+    }
+
+    /// §4.5 REDEEM: spends points. One command APDU.
+    ///
+    /// # Errors
+    /// As [`Session::earn`]; [`TerminalError::InsufficientBalance`] without
+    /// talking to the card when the balance is known to be too low.
+    pub fn redeem(&mut self, points: u32) -> Result<Receipt, TerminalError> {
+        self.transact(TxKind::Redeem, points)
+    }
+
+    fn transact(&mut self, kind: TxKind, amount: u32) -> Result<Receipt, TerminalError> {
+        if amount == 0 {
+            return Err(TerminalError::InvalidRequest("the amount must be at least 1 point"));
+        }
+        if kind == TxKind::Redeem && amount > self.card.balance {
+            return Err(TerminalError::InsufficientBalance { balance: self.card.balance });
+        }
+        if kind == TxKind::Earn && self.card.balance.checked_add(amount).is_none() {
+            return Err(TerminalError::BalanceOverflow);
+        }
+        let seq = self.terminal.next_seq;
+        // A sequence number is spent by every attempt that may reach a card.
+        self.terminal.next_seq = seq.wrapping_add(1);
+        let tx = TxCommand { amount, terminal_id: self.terminal.terminal_id, terminal_seq: seq, time: self.terminal.clock.now() };
+        let (label, ins) = match kind {
+            TxKind::Earn => ("EARN", Ins::Earn),
+            TxKind::Redeem => ("REDEEM", Ins::Redeem),
+        };
+        let pending = PendingTx {
+            card_id: self.card.card_id,
+            expected_counter: self.card.counter.wrapping_add(1),
+            kind,
+            amount,
+            terminal_id: tx.terminal_id,
+            terminal_seq: seq,
+        };
+        let resp = match self.secure(label, ins, 0, &tx.to_bytes(), 256) {
+            Ok(r) => r,
+            Err(TransportError::CardRemoved | TransportError::Timeout(_)) => {
+                return Err(TerminalError::Interrupted(Box::new(pending)))
+            }
+            Err(e) => return Err(TerminalError::Transport(e)),
+        };
+        match resp.sw {
+            StatusWord::Ok => {}
+            StatusWord::InsufficientBalance => return Err(TerminalError::InsufficientBalance { balance: self.card.balance }),
+            StatusWord::BalanceOverflow => return Err(TerminalError::BalanceOverflow),
+            StatusWord::AboveCap => return Err(TerminalError::AboveCap),
+            StatusWord::CounterExhausted => return Err(TerminalError::CounterExhausted),
+            sw => return Err(TerminalError::Card { command: label, sw }),
+        }
+        let l = self.verified(label, &resp)?;
+        let rec = LogRecord::parse(l.require(tags::LOG_RECORD).map_err(|e| TerminalError::from((label, e)))?)
+            .map_err(|e| TerminalError::from((label, e)))?;
+        let expected_balance = match kind {
+            TxKind::Earn => self.card.balance.checked_add(amount),
+            TxKind::Redeem => self.card.balance.checked_sub(amount),
+        };
+        if rec.counter != pending.expected_counter
+            || rec.kind != kind
+            || rec.amount != amount
+            || Some(rec.balance_after) != expected_balance
+            || rec.terminal_id != tx.terminal_id
+            || rec.terminal_seq != seq
+            || rec.time != tx.time
+        {
+            return Err(TerminalError::malformed(label, "record does not match the request"));
+        }
+        self.card.balance = rec.balance_after;
+        self.card.counter = rec.counter;
+        self.card.last_record = Some(rec.clone());
+        Ok(Receipt { card_id: self.card.card_id, key_version: self.card.key_version, record: rec })
+    }
+
+    /// §4.6 READ LOG: record `n` (1 = newest), `None` past the end.
+    ///
+    /// # Errors
+    /// [`TerminalError`] on transport or protocol failure; `n` outside 1–8
+    /// is [`TerminalError::InvalidRequest`].
+    pub fn read_log(&mut self, n: u8) -> Result<Option<LogRecord>, TerminalError> {
+        if n == 0 || usize::from(n) > tessera_protocol::LOG_CAPACITY {
+            return Err(TerminalError::InvalidRequest("log records are numbered 1 to 8"));
+        }
+        let resp = self.secure("READ LOG", Ins::ReadLog, n, &[], 256)?;
+        match resp.sw {
+            StatusWord::Ok => {}
+            StatusWord::RecordNotFound => return Ok(None),
+            sw => return Err(TerminalError::Card { command: "READ LOG", sw }),
+        }
+        let l = self.verified("READ LOG", &resp)?;
+        let rec = l.require(tags::LOG_RECORD).map_err(|e| TerminalError::from(("READ LOG", e)))?;
+        Ok(Some(LogRecord::parse(rec).map_err(|e| TerminalError::from(("READ LOG", e)))?))
+    }
+
+    /// The whole log, newest first (up to 8 records).
+    ///
+    /// # Errors
+    /// As [`Session::read_log`].
+    pub fn read_full_log(&mut self) -> Result<Vec<LogRecord>, TerminalError> {
+        let mut out = Vec::new();
+        for n in 1..=tessera_protocol::LOG_CAPACITY as u8 {
+            match self.read_log(n)? {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tells whether an interrupted transaction happened, from the card's
+    /// own log: never guess, never retry blindly.
+    ///
+    /// # Errors
+    /// [`TerminalError::InvalidRequest`] if `pending` is for another card;
+    /// transport errors while reading the log.
+    pub fn resolve(&mut self, pending: &PendingTx) -> Result<Resolution, TerminalError> {
+        if pending.card_id != self.card.card_id {
+            return Err(TerminalError::InvalidRequest("pending transaction is for another card"));
+        }
+        if self.card.counter < pending.expected_counter {
+            return Ok(Resolution::NotDone);
+        }
+        let matches = |r: &LogRecord| {
+            r.counter == pending.expected_counter
+                && r.terminal_id == pending.terminal_id
+                && r.terminal_seq == pending.terminal_seq
+                && r.kind == pending.kind
+                && r.amount == pending.amount
+        };
+        if let Some(r) = self.card.last_record.as_ref().filter(|r| r.counter == pending.expected_counter) {
+            return Ok(if matches(r) { Resolution::Completed(r.clone()) } else { Resolution::NotDone });
+        }
+        let back = self.card.counter - pending.expected_counter + 1;
+        if back > tessera_protocol::LOG_CAPACITY as u32 {
+            return Err(TerminalError::InvalidRequest("the record has left the card's log"));
+        }
+        match self.read_log(back as u8)? {
+            Some(r) if r.counter == pending.expected_counter => {
+                Ok(if matches(&r) { Resolution::Completed(r) } else { Resolution::NotDone })
+            }
+            _ => Err(TerminalError::malformed("READ LOG", "log does not hold the expected counter")),
+        }
+    }
+
+    /// §4.8 BLOCK: blocks the card for good (hotlisted card at the till).
+    ///
+    /// # Errors
+    /// [`TerminalError`] on transport or protocol failure.
+    pub fn block(mut self) -> Result<(), TerminalError> {
+        let resp = self.secure("BLOCK", Ins::Block, 0, &[], 256)?;
+        if resp.sw != StatusWord::Ok {
+            return Err(TerminalError::Card { command: "BLOCK", sw: resp.sw });
+        }
+        self.verified("BLOCK", &resp)?;
+        Ok(())
+    }
+}

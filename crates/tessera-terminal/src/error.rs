@@ -1,0 +1,121 @@
+//! The terminal's error type.
+
+use tessera_protocol::messages::TxKind;
+use tessera_protocol::{ProtocolError, StatusWord};
+use tessera_transport::TransportError;
+
+/// A transaction whose outcome is unknown because the card's answer was
+/// lost. The next tap tells ([`crate::Terminal::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTx {
+    /// The card.
+    pub card_id: [u8; 8],
+    /// The counter the card would have given the transaction.
+    pub expected_counter: u32,
+    /// Earn or redeem.
+    pub kind: TxKind,
+    /// Points.
+    pub amount: u32,
+    /// This terminal's id.
+    pub terminal_id: u32,
+    /// This terminal's sequence number for the attempt.
+    pub terminal_seq: u32,
+}
+
+/// Everything that can go wrong at the terminal.
+///
+/// Variants separate the card's refusals (a status word), a card or link
+/// that broke the protocol (malformed or unauthenticated bytes), and misuse
+/// of the API by the caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TerminalError {
+    /// The link failed (card removed, timeout, reader I/O) outside a
+    /// transaction.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The card's answer to a transaction was lost: it may or may not have
+    /// happened.
+    #[error("card removed during {}: outcome unknown until the next tap", .0.kind.name())]
+    Interrupted(Box<PendingTx>),
+    /// The card is not a Tessera card (SELECT answered `6A82`).
+    #[error("not a Tessera card")]
+    NotTessera,
+    /// The card is blocked.
+    #[error("card blocked")]
+    CardBlocked,
+    /// The card has not been personalized.
+    #[error("card not personalized")]
+    NotPersonalized,
+    /// The card was already personalized.
+    #[error("card already personalized")]
+    AlreadyPersonalized,
+    /// The terminal holds no key for the card's key version.
+    #[error("no terminal key for key version {0}")]
+    UnknownKeyVersion(u8),
+    /// Mutual authentication failed: the card rejected our cryptogram.
+    #[error("authentication refused by the card ({remaining} tries left)")]
+    AuthRefused {
+        /// Tries left before the card blocks authentication.
+        remaining: u8,
+    },
+    /// The card's authentication is blocked after too many failures.
+    #[error("card authentication blocked")]
+    AuthBlocked,
+    /// The card's cryptogram or a response MAC did not verify: the card is
+    /// not genuine or the link was tampered with.
+    #[error("card failed authentication (cryptogram or MAC)")]
+    NotGenuine,
+    /// The profile's issuer signature does not verify.
+    #[error("profile signature invalid")]
+    BadProfileSignature,
+    /// The profile is signed for another card.
+    #[error("profile belongs to another card")]
+    ProfileCardMismatch,
+    /// The redemption exceeds the balance.
+    #[error("insufficient balance: {balance} points")]
+    InsufficientBalance {
+        /// The card's balance.
+        balance: u32,
+    },
+    /// The amount exceeds the card's per-transaction cap.
+    #[error("amount above the card's per-transaction cap")]
+    AboveCap,
+    /// The earn would overflow the balance.
+    #[error("balance would overflow")]
+    BalanceOverflow,
+    /// The card can no longer count transactions.
+    #[error("card transaction counter exhausted")]
+    CounterExhausted,
+    /// The caller asked for something impossible (zero points, …).
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The card answered with an unexpected status word.
+    #[error("card answered {sw} to {command}")]
+    Card {
+        /// The command.
+        command: &'static str,
+        /// Its status word.
+        sw: StatusWord,
+    },
+    /// The card's answer was malformed or inconsistent with the request.
+    #[error("malformed card response to {command}: {detail}")]
+    Malformed {
+        /// The command.
+        command: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl TerminalError {
+    pub(crate) fn malformed(command: &'static str, e: impl ToString) -> Self {
+        Self::Malformed { command, detail: e.to_string() }
+    }
+}
+
+impl From<(&'static str, ProtocolError)> for TerminalError {
+    fn from((command, e): (&'static str, ProtocolError)) -> Self {
+        Self::malformed(command, e)
+    }
+}

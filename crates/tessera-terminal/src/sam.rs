@@ -1,0 +1,60 @@
+//! The secure access module: the terminal's key holder (spec §5.1).
+
+use tessera_crypto::channel::SessionKeys;
+use tessera_crypto::kdf::{diversify, labels};
+use tessera_crypto::keys::TerminalKeys;
+use tessera_crypto::sign::IssuerPublicKey;
+use tessera_protocol::messages::CardId;
+use tessera_protocol::CHALLENGE_LEN;
+
+use crate::TerminalError;
+
+/// What a terminal needs from its key holder. A hardware module can
+/// implement this; card keys never leave it, only session keys do.
+pub trait Sam {
+    /// Session keys for a card, from its id, key version and both
+    /// challenges.
+    ///
+    /// # Errors
+    /// [`TerminalError::UnknownKeyVersion`].
+    fn session_keys(
+        &self,
+        card_id: &CardId,
+        key_version: u8,
+        host_challenge: &[u8; CHALLENGE_LEN],
+        card_challenge: &[u8; CHALLENGE_LEN],
+    ) -> Result<SessionKeys, TerminalError>;
+
+    /// The issuer public key that verifies profiles.
+    fn issuer_public_key(&self) -> &IssuerPublicKey;
+}
+
+/// A software key store holding the terminal bundle.
+pub struct SoftwareSam {
+    keys: TerminalKeys,
+}
+
+impl SoftwareSam {
+    /// A SAM over a terminal key bundle.
+    pub fn new(keys: TerminalKeys) -> Self {
+        Self { keys }
+    }
+}
+
+impl Sam for SoftwareSam {
+    fn session_keys(
+        &self,
+        card_id: &CardId,
+        key_version: u8,
+        host_challenge: &[u8; CHALLENGE_LEN],
+        card_challenge: &[u8; CHALLENGE_LEN],
+    ) -> Result<SessionKeys, TerminalError> {
+        let master = self.keys.auth_masters.get(&key_version).ok_or(TerminalError::UnknownKeyVersion(key_version))?;
+        let k_auth = diversify(master, labels::CARD_AUTH, card_id, key_version);
+        Ok(SessionKeys::derive(&k_auth, host_challenge, card_challenge))
+    }
+
+    fn issuer_public_key(&self) -> &IssuerPublicKey {
+        &self.keys.issuer_public
+    }
+}
