@@ -2,7 +2,8 @@
 # Installs the Debian packages Tessera's PC/SC tests and tools need:
 # the PC/SC daemon and its client library headers, the vpcd virtual reader
 # driver (vsmartcard-vpcd) and the independent tools used for cross-checks
-# (opensc-tool, pcsc_scan/scriptor).
+# (opensc-tool, pcsc_scan/scriptor), plus pkg-config and ss (iproute2) when
+# those commands are missing.
 #
 # Idempotent: installs nothing when every package is already there, and runs
 # `apt-get update` at most once. Uses sudo only when not running as root.
@@ -19,10 +20,11 @@ for p in "${packages[@]}"; do
     fi
 done
 
-# libpcsclite-dev links against pkg-config at build time of the pcsc-sys crate.
-if ! command -v pkg-config >/dev/null 2>&1; then
-    missing+=(pkg-config)
-fi
+# Commands the build and the scripts use, with the package that has them:
+# the pcsc-sys crate finds libpcsclite through pkg-config; pcscd-up.sh checks
+# listening ports with ss.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps: all packages present (${packages[*]})"

@@ -68,7 +68,6 @@ find_driver() {
 }
 if ! command -v pcscd >/dev/null 2>&1 || ! find_driver >/dev/null || ! command -v ss >/dev/null 2>&1; then
     "$here/install-deps.sh"
-    command -v ss >/dev/null 2>&1 || { echo "pcscd-up: ss (iproute2) is missing" >&2; exit 1; }
 fi
 pcscd_bin="$(command -v pcscd || true)"
 [ -z "$pcscd_bin" ] && [ -x /usr/sbin/pcscd ] && pcscd_bin=/usr/sbin/pcscd
@@ -82,7 +81,14 @@ pidfile="$dir/pcscd.pid"
 "$here/pcscd-down.sh" --dir "$dir" --quiet || true
 
 # Any other pcscd would own /run/pcscd/pcscd.comm and the vpcd ports.
-other_pids() { pgrep -x pcscd || true; }
+# (/proc rather than pgrep: procps may be absent on a bare machine.)
+other_pids() {
+    local d
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = pcscd ] && echo "${d#/proc/}"
+    done
+    return 0
+}
 if [ -n "$(other_pids)" ]; then
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         echo "pcscd-up: stopping the system pcscd service (systemd)" >&2

@@ -1,6 +1,8 @@
 //! Issue a card, tap, earn 120, redeem 50 (issue acceptance: end to end,
 //! round trips, certificates).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use tessera_crypto::keys::IssuerKeys;
 use tessera_protocol::messages::TxKind;
 use tessera_suite::{issued_card, test_terminal};

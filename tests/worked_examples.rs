@@ -7,6 +7,8 @@
 //! Regenerate after a deliberate spec change with
 //! `TESSERA_REGENERATE_FIXTURES=1 cargo test --test worked_examples`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -65,8 +67,8 @@ fn generate() -> Examples {
     let redeem = terminal.take_trace();
 
     // Derived values a vendor checks an implementation against.
-    let sel = SelectResponse::parse(&earn.entries[0].response.as_ref().unwrap()[..]
-        .split_at(earn.entries[0].response.as_ref().unwrap().len() - 2).0).unwrap();
+    let sel_raw = earn.entries[0].response.clone().unwrap();
+    let sel = SelectResponse::parse(&sel_raw[..sel_raw.len() - 2]).unwrap();
     let auth_cmd = Command::parse(&earn.entries[1].command).unwrap();
     let auth = AuthCommand::parse(&auth_cmd.data).unwrap();
     let k_auth = keys.card_auth_key(&id);
@@ -79,10 +81,18 @@ fn generate() -> Examples {
     let _ = writeln!(v, "K_perso = {}", hex::encode_upper(keys.card_perso_key(&id).bytes()));
     let _ = writeln!(v, "K_auth = {}", hex::encode_upper(k_auth.bytes()));
     let _ = writeln!(v, "K_cert = {}", hex::encode_upper(k_cert.bytes()));
-    let _ = writeln!(v, "issuer_public_key = {}", keys.issuer.public().to_hex().to_uppercase());
+    let _ = writeln!(
+        v,
+        "issuer_public_key = {}",
+        keys.issuer.public().to_hex().to_uppercase()
+    );
     let _ = writeln!(v, "profile_body = {}", hex::encode_upper(&signed.body));
     let _ = writeln!(v, "profile_signature = {}", hex::encode_upper(signed.signature));
-    let _ = writeln!(v, "profile_digest = {}", hex::encode_upper(profile_digest(&signed.to_bytes())));
+    let _ = writeln!(
+        v,
+        "profile_digest = {}",
+        hex::encode_upper(profile_digest(&signed.to_bytes()))
+    );
     let _ = writeln!(v, "# earn session");
     let _ = writeln!(v, "card_challenge = {}", hex::encode_upper(sel.card_challenge));
     let _ = writeln!(v, "host_challenge = {}", hex::encode_upper(auth.host_challenge));
@@ -92,8 +102,16 @@ fn generate() -> Examples {
     let _ = writeln!(v, "host_cryptogram = {}", hex::encode_upper(sk.host_cryptogram()));
     let _ = writeln!(v, "card_cryptogram = {}", hex::encode_upper(sk.card_cryptogram()));
     let _ = writeln!(v, "# redeem record and its certificate");
-    let _ = writeln!(v, "redeem_certified_bytes = {}", hex::encode_upper(receipt.record.certified_bytes(&id)));
-    let _ = writeln!(v, "redeem_certificate = {}", hex::encode_upper(certificate(&k_cert, &id, &receipt.record)));
+    let _ = writeln!(
+        v,
+        "redeem_certified_bytes = {}",
+        hex::encode_upper(receipt.record.certified_bytes(&id))
+    );
+    let _ = writeln!(
+        v,
+        "redeem_certificate = {}",
+        hex::encode_upper(certificate(&k_cert, &id, &receipt.record))
+    );
 
     Examples {
         personalize: render("Personalization of card 7E57000000000001 with the test keys", &perso),
@@ -136,7 +154,12 @@ fn replay(card: &mut SimCard, file: &str) -> usize {
         } else if let Some(resp) = line.strip_prefix("< ") {
             let cmd = pending.take().unwrap();
             let got = card.transmit(&cmd).unwrap();
-            assert_eq!(hex::encode_upper(got), resp, "{file}: response to {}", hex::encode_upper(&cmd));
+            assert_eq!(
+                hex::encode_upper(got),
+                resp,
+                "{file}: response to {}",
+                hex::encode_upper(&cmd)
+            );
             count += 1;
         }
     }

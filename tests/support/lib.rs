@@ -17,13 +17,25 @@ pub fn anna() -> Profile {
         card_id: [0; 8],
         version: 1,
         name: "Анна Петрова".into(),
-        birth_date: Date { year: 1990, month: 3, day: 14 },
+        birth_date: Date {
+            year: 1990,
+            month: 3,
+            day: 14,
+        },
         home_city: "Нижний Новгород".into(),
         household: *b"HH000042",
         preferences: vec!["coffee".into(), "bakery".into()],
         tier: 1,
-        valid_from: Date { year: 2026, month: 1, day: 1 },
-        valid_until: Date { year: 2030, month: 12, day: 31 },
+        valid_from: Date {
+            year: 2026,
+            month: 1,
+            day: 1,
+        },
+        valid_until: Date {
+            year: 2030,
+            month: 12,
+            day: 31,
+        },
     }
 }
 
@@ -55,5 +67,9 @@ pub fn issued_card(n: u32, seed: u64) -> (SimCard, SignedProfile) {
 #[allow(clippy::expect_used)]
 pub fn test_terminal(terminal_id: u32) -> Terminal<SoftwareSam, FixedClock> {
     let keys = IssuerKeys::test().expect("test keys");
-    Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(TEST_TIME), terminal_id)
+    Terminal::new(
+        SoftwareSam::new(keys.terminal_keys()),
+        FixedClock(TEST_TIME),
+        terminal_id,
+    )
 }

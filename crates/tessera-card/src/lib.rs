@@ -75,7 +75,13 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
     /// card.
     pub fn new(storage: S, rng: R) -> Result<Self, CardError> {
         let state = CardState::load(&storage)?;
-        Ok(Self { storage, rng, state, session: Session::Idle, powered_off: false })
+        Ok(Self {
+            storage,
+            rng,
+            state,
+            session: Session::Idle,
+            powered_off: false,
+        })
     }
 
     /// Writes a blank card into `storage` (spec §6.3): life-cycle
@@ -236,7 +242,9 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         }
         let mut challenge = [0u8; CHALLENGE_LEN];
         self.rng.fill_bytes(&mut challenge);
-        self.session = Session::Selected { challenge: Some(challenge) };
+        self.session = Session::Selected {
+            challenge: Some(challenge),
+        };
         let s = &self.state;
         let body = SelectResponse {
             card_id: s.card_id,
@@ -246,8 +254,15 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             profile_digest: (!s.profile.is_empty()).then(|| profile_digest(&s.profile)),
             card_challenge: challenge,
         };
-        let sw = if s.lifecycle == Lifecycle::Blocked { StatusWord::ApplicationBlocked } else { StatusWord::Ok };
-        Ok(Response { data: body.to_bytes(), sw })
+        let sw = if s.lifecycle == Lifecycle::Blocked {
+            StatusWord::ApplicationBlocked
+        } else {
+            StatusWord::Ok
+        };
+        Ok(Response {
+            data: body.to_bytes(),
+            sw,
+        })
     }
 
     fn take_challenge(&mut self) -> Result<[u8; CHALLENGE_LEN], StatusWord> {
@@ -296,7 +311,9 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             lifecycle: self.state.lifecycle,
             last_record: self.state.last_record().cloned(),
         };
-        self.session = Session::Authenticated { channel: Box::new(SecureChannel::new(keys)) };
+        self.session = Session::Authenticated {
+            channel: Box::new(SecureChannel::new(keys)),
+        };
         self.respond(body.to_bytes())
     }
 
@@ -340,7 +357,9 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                 if tx.amount > s.redeem_cap {
                     return Err(StatusWord::AboveCap);
                 }
-                s.balance.checked_sub(tx.amount).ok_or(StatusWord::InsufficientBalance)?
+                s.balance
+                    .checked_sub(tx.amount)
+                    .ok_or(StatusWord::InsufficientBalance)?
             }
         };
         let counter = s.counter.checked_add(1).ok_or(StatusWord::CounterExhausted)?;

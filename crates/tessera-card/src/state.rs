@@ -107,9 +107,7 @@ impl CardState {
 
     fn set(&mut self, f: Field, v: &[u8]) -> Result<(), CardError> {
         let one = || v.first().copied().filter(|_| v.len() == 1).ok_or_else(|| corrupt(f));
-        let four = || -> Result<u32, CardError> {
-            Ok(u32::from_be_bytes(v.try_into().map_err(|_| corrupt(f))?))
-        };
+        let four = || -> Result<u32, CardError> { Ok(u32::from_be_bytes(v.try_into().map_err(|_| corrupt(f))?)) };
         match f {
             Field::Lifecycle => self.lifecycle = Lifecycle::from_byte(one()?).map_err(|_| corrupt(f))?,
             Field::CardId => self.card_id = v.try_into().map_err(|_| corrupt(f))?,
@@ -130,7 +128,11 @@ impl CardState {
             Field::AuthLimit => self.auth_limit = one()?,
             Field::Log(i) => {
                 let slot = self.log.get_mut(usize::from(i)).ok_or_else(|| corrupt(f))?;
-                *slot = if v.is_empty() { None } else { Some(LogRecord::parse(v).map_err(|_| corrupt(f))?) };
+                *slot = if v.is_empty() {
+                    None
+                } else {
+                    Some(LogRecord::parse(v).map_err(|_| corrupt(f))?)
+                };
             }
             Field::Profile => self.profile = v.to_vec(),
         }

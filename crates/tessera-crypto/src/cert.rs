@@ -24,7 +24,9 @@ pub struct CertificateVerifier {
 impl CertificateVerifier {
     /// A verifier for the given `(key_version, master)` pairs.
     pub fn new(masters: impl IntoIterator<Item = (u8, Key)>) -> Self {
-        Self { masters: masters.into_iter().collect() }
+        Self {
+            masters: masters.into_iter().collect(),
+        }
     }
 
     /// Verifies the certificate carried by `record`.

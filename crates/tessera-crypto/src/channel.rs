@@ -65,12 +65,21 @@ impl SessionKeys {
         context[..8].copy_from_slice(card_id);
         context[8..].copy_from_slice(card_challenge);
         let mac = derive_key(k_perso, labels::P_MAC, &context);
-        Self { enc: derive_key(k_perso, labels::P_ENC, &context), rmac: mac.clone(), mac, context }
+        Self {
+            enc: derive_key(k_perso, labels::P_ENC, &context),
+            rmac: mac.clone(),
+            mac,
+            context,
+        }
     }
 
     /// For the spec's worked examples: the three keys as hex.
     pub fn to_hex(&self) -> [String; 3] {
-        [hex::encode(self.enc.bytes()), hex::encode(self.mac.bytes()), hex::encode(self.rmac.bytes())]
+        [
+            hex::encode(self.enc.bytes()),
+            hex::encode(self.mac.bytes()),
+            hex::encode(self.rmac.bytes()),
+        ]
     }
 }
 
@@ -88,19 +97,30 @@ impl SecureChannel {
         let mut chain = Zeroizing::new([0u8; 16]);
         chain[..8].copy_from_slice(&keys.card_cryptogram());
         chain[8..].copy_from_slice(&keys.host_cryptogram());
-        Self { keys, chain, enc_counter: 0 }
+        Self {
+            keys,
+            chain,
+            enc_counter: 0,
+        }
     }
 
     /// Opens a personalization channel: chaining value is the personalization
     /// context `card_id ‖ card_challenge`.
     pub fn new_personalization(keys: SessionKeys) -> Self {
         let chain = Zeroizing::new(keys.context);
-        Self { keys, chain, enc_counter: 0 }
+        Self {
+            keys,
+            chain,
+            enc_counter: 0,
+        }
     }
 
     fn command_mac(&self, cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8]) -> [u8; 16] {
         let len = u16::try_from(data.len()).unwrap_or(u16::MAX).to_be_bytes();
-        cmac_parts(&self.keys.mac, &[self.chain.as_slice(), &[cla, ins, p1, p2], &len, data])
+        cmac_parts(
+            &self.keys.mac,
+            &[self.chain.as_slice(), &[cla, ins, p1, p2], &len, data],
+        )
     }
 
     /// Terminal side: builds a command whose data is `data ‖ 8E 08 C-MAC`
@@ -112,7 +132,14 @@ impl SecureChannel {
         out.extend_from_slice(data);
         out.extend_from_slice(&[tags::MAC as u8, MAC_LEN as u8]);
         out.extend_from_slice(&full[..MAC_LEN]);
-        Command { cla, ins, p1, p2, data: out, le }
+        Command {
+            cla,
+            ins,
+            p1,
+            p2,
+            data: out,
+            le,
+        }
     }
 
     /// Card side: checks the C-MAC of a protected command and returns its
@@ -191,7 +218,7 @@ impl SecureChannel {
     /// [`CryptoError::BadCiphertext`] on a wrong length or padding.
     pub fn decrypt(&mut self, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let iv = self.next_iv();
-        if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
             return Err(CryptoError::BadCiphertext);
         }
         cbc::Decryptor::<aes::Aes128>::new(self.keys.enc.bytes().into(), &iv.into())

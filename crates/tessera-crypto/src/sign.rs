@@ -25,7 +25,9 @@ impl IssuerKey {
     /// [`CryptoError::BadKey`] if it is not a valid P-256 scalar.
     pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
         let bytes = zeroize::Zeroizing::new(hex::decode(s.trim()).map_err(|_| CryptoError::BadKey)?);
-        SigningKey::from_slice(&bytes).map(Self).map_err(|_| CryptoError::BadKey)
+        SigningKey::from_slice(&bytes)
+            .map(Self)
+            .map_err(|_| CryptoError::BadKey)
     }
 
     /// Generates a fresh key from OS randomness.
@@ -51,7 +53,11 @@ impl IssuerKey {
     pub fn sign(&self, profile: &Profile) -> Result<SignedProfile, ProtocolError> {
         let body = profile.body_bytes()?;
         let sig: Signature = self.0.sign(&body);
-        Ok(SignedProfile { profile: profile.clone(), body, signature: sig.to_bytes().into() })
+        Ok(SignedProfile {
+            profile: profile.clone(),
+            body,
+            signature: sig.to_bytes().into(),
+        })
     }
 }
 
@@ -66,7 +72,9 @@ impl IssuerPublicKey {
     /// [`CryptoError::BadKey`] if it is not a point on P-256.
     pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
         let bytes = hex::decode(s.trim()).map_err(|_| CryptoError::BadKey)?;
-        VerifyingKey::from_sec1_bytes(&bytes).map(Self).map_err(|_| CryptoError::BadKey)
+        VerifyingKey::from_sec1_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| CryptoError::BadKey)
     }
 
     /// The compressed SEC1 encoding as hex.

@@ -68,9 +68,7 @@ impl PcscError {
         match err {
             pcsc::Error::NoService | pcsc::Error::ServiceStopped => Self::NoService,
             pcsc::Error::NoReadersAvailable => Self::NoReaders,
-            pcsc::Error::RemovedCard | pcsc::Error::ResetCard | pcsc::Error::UnpoweredCard => {
-                Self::CardRemoved
-            }
+            pcsc::Error::RemovedCard | pcsc::Error::ResetCard | pcsc::Error::UnpoweredCard => Self::CardRemoved,
             other => Self::Pcsc {
                 operation,
                 code: other as u32,

@@ -34,11 +34,7 @@ pub fn get_response(le: u8) -> [u8; 5] {
 /// retry.
 pub fn with_le(command: &[u8], le: u8) -> Option<Vec<u8>> {
     let mut parsed = Command::parse(command).ok()?;
-    parsed.le = Some(if le == 0 {
-        SHORT_MAX_NE
-    } else {
-        usize::from(le)
-    });
+    parsed.le = Some(if le == 0 { SHORT_MAX_NE } else { usize::from(le) });
     Some(parsed.to_bytes())
 }
 
@@ -123,10 +119,7 @@ mod tests {
     impl Script {
         fn new(steps: &[(&[u8], &[u8])]) -> Self {
             Self {
-                steps: steps
-                    .iter()
-                    .map(|(c, r)| (c.to_vec(), r.to_vec()))
-                    .collect(),
+                steps: steps.iter().map(|(c, r)| (c.to_vec(), r.to_vec())).collect(),
                 at: 0,
             }
         }
@@ -139,11 +132,7 @@ mod tests {
         }
 
         fn done(&self) {
-            assert_eq!(
-                self.at,
-                self.steps.len(),
-                "not every scripted exchange happened"
-            );
+            assert_eq!(self.at, self.steps.len(), "not every scripted exchange happened");
         }
     }
 

@@ -23,10 +23,7 @@ pub(crate) fn reader_cstring(name: &str) -> Result<CString, PcscError> {
 pub fn list_readers() -> Result<Vec<String>, PcscError> {
     let ctx = establish()?;
     match ctx.list_readers_owned() {
-        Ok(names) => Ok(names
-            .into_iter()
-            .map(|n| n.to_string_lossy().into_owned())
-            .collect()),
+        Ok(names) => Ok(names.into_iter().map(|n| n.to_string_lossy().into_owned()).collect()),
         Err(pcsc::Error::NoReadersAvailable) => Ok(Vec::new()),
         Err(e) => Err(PcscError::from_pcsc("SCardListReaders", e)),
     }
@@ -154,10 +151,7 @@ mod tests {
             choose_reader(&readers(), "acr122").unwrap(),
             "ACS ACR122U PICC Interface 00 00"
         );
-        assert_eq!(
-            choose_reader(&readers(), "00 01").unwrap(),
-            "Virtual PCD 00 01"
-        );
+        assert_eq!(choose_reader(&readers(), "00 01").unwrap(), "Virtual PCD 00 01");
     }
 
     #[test]
@@ -176,10 +170,7 @@ mod tests {
 
     #[test]
     fn empty_fragment_picks_the_only_reader() {
-        assert_eq!(
-            choose_reader(&readers()[..1], "").unwrap(),
-            "Virtual PCD 00 00"
-        );
+        assert_eq!(choose_reader(&readers()[..1], "").unwrap(), "Virtual PCD 00 00");
         assert!(matches!(
             choose_reader(&readers(), ""),
             Err(PcscError::AmbiguousReader { .. })

@@ -60,12 +60,8 @@ enum Failure {
 fn classify(err: pcsc::Error) -> Failure {
     use pcsc::Error as E;
     match err {
-        E::RemovedCard | E::NoSmartcard | E::ResetCard | E::UnpoweredCard | E::UnresponsiveCard => {
-            Failure::Card
-        }
-        E::NoService | E::ServiceStopped | E::InvalidHandle | E::CommError | E::Shutdown => {
-            Failure::Service
-        }
+        E::RemovedCard | E::NoSmartcard | E::ResetCard | E::UnpoweredCard | E::UnresponsiveCard => Failure::Card,
+        E::NoService | E::ServiceStopped | E::InvalidHandle | E::CommError | E::Shutdown => Failure::Service,
         _ => Failure::Other,
     }
 }
@@ -86,10 +82,12 @@ fn classify(err: pcsc::Error) -> Failure {
 ///   `InvalidHandle`, `CommError`): the call fails with
 ///   [`TransportError::CardRemoved`] — whether the card executed the command
 ///   is unknown — and the next call establishes a new context and connects
-///   again by reader name. A SELECT (`00 A4 04 ..`), which starts every
-///   session and is idempotent, is retried once over the new connection
-///   instead of failing, so a terminal that was idle while `pcscd`
-///   restarted sees no error at all.
+///   again by reader name.
+/// - A SELECT (`00 A4 04 ..`), which starts every session and changes
+///   nothing, that fails with `CardRemoved` over a connection kept from
+///   earlier (the card was tapped again, reset, or `pcscd` restarted while
+///   the terminal was idle) is sent once more over a fresh connection, so a
+///   new session starts without an error.
 /// - No card in the reader when (re)connecting: `CardRemoved`.
 /// - Other PC/SC failures: [`TransportError::Io`].
 pub struct PcscTransport {
@@ -243,11 +241,9 @@ impl PcscTransport {
         };
         // Prefer T=1; fall back to T=0 for cards that only speak T=0.
         let card = match context.connect(&self.reader_c, ShareMode::Shared, Protocols::T1) {
-            Err(pcsc::Error::ProtoMismatch) => context.connect(
-                &self.reader_c,
-                ShareMode::Shared,
-                Protocols::T0 | Protocols::T1,
-            ),
+            Err(pcsc::Error::ProtoMismatch) => {
+                context.connect(&self.reader_c, ShareMode::Shared, Protocols::T0 | Protocols::T1)
+            }
             other => other,
         };
         let card = match card {
@@ -328,13 +324,15 @@ impl PcscTransport {
 
 impl Transport for PcscTransport {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
-        // Remember whether a live-looking handle was used: only then can a
-        // service failure be a stale handle from before a pcscd restart.
+        // A handle kept from an earlier exchange may be stale: the card was
+        // removed and tapped again, reset by another application, or pcscd
+        // restarted. A SELECT, which starts every session and changes
+        // nothing, is then sent once more over a fresh connection instead
+        // of failing; any other command fails with CardRemoved, as the
+        // session it belongs to is gone.
         let had_connection = self.card.is_some();
         match iso7816::transceive(command, |c| self.exchange(c)) {
-            Err(TransportError::CardRemoved)
-                if had_connection && self.context.is_none() && is_select(command) =>
-            {
+            Err(TransportError::CardRemoved) if had_connection && is_select(command) => {
                 iso7816::transceive(command, |c| self.exchange(c))
             }
             other => other,
@@ -349,15 +347,7 @@ fn is_select(command: &[u8]) -> bool {
 
 /// `00 A4 04 00 09 <AID> 00`: SELECT the Tessera application by name.
 fn select_aid() -> Vec<u8> {
-    Command::new(
-        CLA_ISO,
-        Ins::Select,
-        0x04,
-        0x00,
-        AID.to_vec(),
-        Some(SHORT_MAX_NE),
-    )
-    .to_bytes()
+    Command::new(CLA_ISO, Ins::Select, 0x04, 0x00, AID.to_vec(), Some(SHORT_MAX_NE)).to_bytes()
 }
 
 #[cfg(test)]

@@ -27,7 +27,14 @@ pub struct Command {
 impl Command {
     /// Builds a command with the given header, data and expected length.
     pub fn new(cla: u8, ins: Ins, p1: u8, p2: u8, data: Vec<u8>, le: Option<usize>) -> Self {
-        Self { cla, ins: ins.into(), p1, p2, data, le }
+        Self {
+            cla,
+            ins: ins.into(),
+            p1,
+            p2,
+            data,
+            le,
+        }
     }
 
     /// The instruction as a typed value.
@@ -67,15 +74,20 @@ impl Command {
                 }
                 match n - 3 {
                     m if m == lc => (&body[3..], None),
-                    m if m == lc + 2 => {
-                        (&body[3..3 + lc], Some(extended_ne(body[3 + lc], body[4 + lc])))
-                    }
+                    m if m == lc + 2 => (&body[3..3 + lc], Some(extended_ne(body[3 + lc], body[4 + lc]))),
                     _ => return Err(malformed("extended Lc disagrees with the data length")),
                 }
             }
             _ => return Err(malformed("truncated extended length field")),
         };
-        Ok(Self { cla, ins, p1, p2, data: data.to_vec(), le })
+        Ok(Self {
+            cla,
+            ins,
+            p1,
+            p2,
+            data: data.to_vec(),
+            le,
+        })
     }
 
     /// Whether this command needs the extended length encoding.
@@ -149,7 +161,10 @@ impl Response {
 
     /// A `9000` response with data.
     pub fn ok(data: Vec<u8>) -> Self {
-        Self { data, sw: StatusWord::Ok }
+        Self {
+            data,
+            sw: StatusWord::Ok,
+        }
     }
 
     /// Splits response bytes into data and status word.
@@ -161,7 +176,10 @@ impl Response {
             return Err(ProtocolError::TruncatedResponse);
         }
         let (data, sw) = bytes.split_at(bytes.len() - 2);
-        Ok(Self { data: data.to_vec(), sw: StatusWord::from(u16::from_be_bytes([sw[0], sw[1]])) })
+        Ok(Self {
+            data: data.to_vec(),
+            sw: StatusWord::from(u16::from_be_bytes([sw[0], sw[1]])),
+        })
     }
 
     /// Encodes data followed by SW1 SW2.
@@ -196,7 +214,14 @@ mod tests {
 
     #[test]
     fn extended_round_trip() {
-        let c = Command { cla: 0x80, ins: 0xE2, p1: 0, p2: 0, data: vec![7; 300], le: Some(1000) };
+        let c = Command {
+            cla: 0x80,
+            ins: 0xE2,
+            p1: 0,
+            p2: 0,
+            data: vec![7; 300],
+            le: Some(1000),
+        };
         let bytes = c.to_bytes();
         assert_eq!(&bytes[4..7], &[0, 0x01, 0x2C]);
         assert_eq!(Command::parse(&bytes).unwrap(), c);

@@ -38,7 +38,7 @@ impl Date {
     /// # Errors
     /// [`ProtocolError::InvalidValue`] (tag 0) if the date does not exist.
     pub fn new(year: u16, month: u8, day: u8) -> Result<Self, ProtocolError> {
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
         let days = match month {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
             4 | 6 | 9 | 11 => 30,
@@ -66,7 +66,11 @@ impl Date {
         if y.len() != 4 || m.len() != 2 || d.len() != 2 {
             return Err(bad);
         }
-        Self::new(y.parse().map_err(|_| bad.clone())?, m.parse().map_err(|_| bad.clone())?, d.parse().map_err(|_| bad)?)
+        Self::new(
+            y.parse().map_err(|_| bad.clone())?,
+            m.parse().map_err(|_| bad.clone())?,
+            d.parse().map_err(|_| bad)?,
+        )
     }
 
     fn to_bytes(self) -> [u8; 4] {
@@ -229,7 +233,11 @@ impl SignedProfile {
         let l = TlvList::parse(sig_obj)?;
         l.only(&[tags::SIGNATURE])?;
         let signature = l.array(tags::SIGNATURE)?;
-        Ok(Self { profile: Profile::parse_body(body)?, body: body.to_vec(), signature })
+        Ok(Self {
+            profile: Profile::parse_body(body)?,
+            body: body.to_vec(),
+            signature,
+        })
     }
 }
 
@@ -256,7 +264,11 @@ mod tests {
     #[test]
     fn utf8_profile_round_trips() {
         let p = anna();
-        let sp = SignedProfile { body: p.body_bytes().unwrap(), profile: p, signature: [9; 64] };
+        let sp = SignedProfile {
+            body: p.body_bytes().unwrap(),
+            profile: p,
+            signature: [9; 64],
+        };
         assert_eq!(SignedProfile::parse(&sp.to_bytes()).unwrap(), sp);
     }
 

@@ -149,7 +149,9 @@ impl TlvList {
     /// # Errors
     /// [`ProtocolError::MissingTag`] or [`ProtocolError::InvalidValue`].
     pub fn array<const N: usize>(&self, tag: u32) -> Result<[u8; N], ProtocolError> {
-        self.require(tag)?.try_into().map_err(|_| ProtocolError::InvalidValue(tag))
+        self.require(tag)?
+            .try_into()
+            .map_err(|_| ProtocolError::InvalidValue(tag))
     }
 
     /// A mandatory 4-byte big-endian number.

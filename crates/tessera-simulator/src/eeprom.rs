@@ -42,7 +42,12 @@ impl Eeprom {
         journal: Vec<(Field, Vec<u8>)>,
         journal_committed: bool,
     ) -> Self {
-        Self { cells, journal, journal_committed, ..Self::default() }
+        Self {
+            cells,
+            journal,
+            journal_committed,
+            ..Self::default()
+        }
     }
 
     /// Arms (or disarms) the power-cut hook and resets the write count.
@@ -82,6 +87,11 @@ impl Eeprom {
         self.journal.clear();
         self.journal_committed = false;
         rolled
+    }
+
+    /// Whether a journal is pending (the image was saved mid-commit).
+    pub fn has_journal(&self) -> bool {
+        self.journal_committed || !self.journal.is_empty()
     }
 
     /// The committed cells (after recovery, the card's state).
@@ -134,7 +144,8 @@ mod tests {
     #[test]
     fn every_cut_point_is_old_or_new() {
         let mut base = Eeprom::new();
-        base.commit(&[(Field::Balance, vec![0; 4]), (Field::Counter, vec![0; 4])]).unwrap();
+        base.commit(&[(Field::Balance, vec![0; 4]), (Field::Counter, vec![0; 4])])
+            .unwrap();
         let writes = [(Field::Balance, vec![0, 0, 0, 5]), (Field::Counter, vec![0, 0, 0, 1])];
         let mut new = base.clone();
         new.commit(&writes).unwrap();

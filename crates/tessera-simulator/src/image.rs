@@ -110,7 +110,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Eeprom, ImageError> {
 /// # Errors
 /// [`ImageError`] on I/O failure or a bad image.
 pub fn load(path: &Path) -> Result<Eeprom, ImageError> {
-    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let io = |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let meta = fs::metadata(path).map_err(io)?;
     if meta.len() > MAX_IMAGE_BYTES {
         return Err(ImageError::Corrupt("file too large".into()));
@@ -132,12 +135,18 @@ pub fn save(path: &Path, e: &Eeprom) -> Result<(), ImageError> {
 /// # Errors
 /// [`ImageError::Io`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let io = |source| ImageError::Io { path: path.to_owned(), source };
+    let io = |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;

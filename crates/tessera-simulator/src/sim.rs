@@ -10,8 +10,8 @@ use tessera_transport::{Transport, TransportError};
 
 use crate::eeprom::{Eeprom, PowerCut};
 use crate::image::{self, ImageError};
-use tessera_crypto::rng::Rng as SimRng;
 use crate::vpcd::VirtualCard;
+use tessera_crypto::rng::Rng as SimRng;
 
 /// The simulator's answer to reset (spec §2): T=1, historical bytes
 /// "TESSERA-01".
@@ -98,11 +98,15 @@ impl SimCard {
     /// [`SimError`] for a missing, unreadable or corrupt image.
     pub fn open(path: &Path, rng: SimRng) -> Result<Self, SimError> {
         let e = image::load(path)?;
+        let torn = e.has_journal();
         let mut card = Self::from_eeprom(e, rng)?;
         card.path = Some(path.to_owned());
         card.saved_generation = card.eeprom().map(Eeprom::generation).unwrap_or(0);
-        // Recovery at power-up may have rolled a journal: persist it.
-        card.persist()?;
+        if torn {
+            // Recovery at power-up resolved a torn commit: persist the result.
+            card.saved_generation = u64::MAX;
+            card.persist()?;
+        }
         Ok(card)
     }
 
@@ -312,10 +316,6 @@ impl VirtualCard for SimCard {
     }
 
     fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
-        match Transport::transmit(self, apdu) {
-            Ok(r) => r,
-            Err(_) => Vec::new(),
-        }
+        Transport::transmit(self, apdu).unwrap_or_default()
     }
 }
-

@@ -26,7 +26,10 @@ impl ProfileCache {
     /// A cache mirrored in `dir` (created if missing).
     pub fn in_dir(dir: PathBuf) -> Self {
         let _ = fs::create_dir_all(&dir);
-        Self { map: HashMap::new(), dir: Some(dir) }
+        Self {
+            map: HashMap::new(),
+            dir: Some(dir),
+        }
     }
 
     /// The verified profile with this digest, if known. A file in the cache

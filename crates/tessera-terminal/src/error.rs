@@ -110,7 +110,10 @@ pub enum TerminalError {
 
 impl TerminalError {
     pub(crate) fn malformed(command: &'static str, e: impl ToString) -> Self {
-        Self::Malformed { command, detail: e.to_string() }
+        Self::Malformed {
+            command,
+            detail: e.to_string(),
+        }
     }
 }
 

@@ -27,7 +27,11 @@ pub struct IssueParams {
 
 impl Default for IssueParams {
     fn default() -> Self {
-        Self { earn_cap: 100_000, redeem_cap: 100_000, auth_limit: 5 }
+        Self {
+            earn_cap: 100_000,
+            redeem_cap: 100_000,
+            auth_limit: 5,
+        }
     }
 }
 
@@ -59,7 +63,9 @@ pub fn personalize_traced<T: Transport>(
     trace: &mut AuditTrace,
 ) -> Result<SignedProfile, TerminalError> {
     if !(1..=15).contains(&params.auth_limit) {
-        return Err(TerminalError::InvalidRequest("the authentication limit must be 1 to 15"));
+        return Err(TerminalError::InvalidRequest(
+            "the authentication limit must be 1 to 15",
+        ));
     }
     let cmd = Command::new(CLA_ISO, Ins::Select, 0x04, 0x00, AID.to_vec(), Some(256));
     let resp = exchange(&mut transport, trace, "SELECT", &cmd)?;
@@ -74,7 +80,10 @@ pub fn personalize_traced<T: Transport>(
         return Err(TerminalError::AlreadyPersonalized);
     }
     profile.card_id = sel.card_id;
-    let signed = keys.issuer.sign(&profile).map_err(|_| TerminalError::InvalidRequest("profile cannot be encoded"))?;
+    let signed = keys
+        .issuer
+        .sign(&profile)
+        .map_err(|_| TerminalError::InvalidRequest("profile cannot be encoded"))?;
     let data = PersonalizeData {
         key_version: keys.key_version,
         key_auth: Zeroizing::new(*keys.card_auth_key(&sel.card_id).bytes()),
@@ -88,12 +97,26 @@ pub fn personalize_traced<T: Transport>(
         return Err(TerminalError::InvalidRequest("profile too large for the card"));
     }
     let k_perso = keys.card_perso_key(&sel.card_id);
-    let mut channel = SecureChannel::new_personalization(SessionKeys::personalization(&k_perso, &sel.card_id, &sel.card_challenge));
+    let mut channel = SecureChannel::new_personalization(SessionKeys::personalization(
+        &k_perso,
+        &sel.card_id,
+        &sel.card_challenge,
+    ));
     let ct = channel.encrypt(&data.to_bytes());
-    let cmd = channel.protect_command(CLA_PROPRIETARY, Ins::Personalize.into(), 0, 0, &encode(tags::ENCRYPTED, &ct), None);
+    let cmd = channel.protect_command(
+        CLA_PROPRIETARY,
+        Ins::Personalize.into(),
+        0,
+        0,
+        &encode(tags::ENCRYPTED, &ct),
+        None,
+    );
     let resp = exchange(&mut transport, trace, "PERSONALIZE", &cmd)?;
     if resp.sw != StatusWord::Ok {
-        return Err(TerminalError::Card { command: "PERSONALIZE", sw: resp.sw });
+        return Err(TerminalError::Card {
+            command: "PERSONALIZE",
+            sw: resp.sw,
+        });
     }
     Ok(signed)
 }

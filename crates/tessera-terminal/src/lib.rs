@@ -44,7 +44,9 @@ use tessera_crypto::rng::Rng;
 use tessera_crypto::sign::profile_digest;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
-use tessera_protocol::messages::{AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind};
+use tessera_protocol::messages::{
+    AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind,
+};
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
 use tessera_protocol::{Ins, StatusWord, AID, CHALLENGE_LEN};
@@ -142,7 +144,15 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
     /// A terminal with an in-memory profile cache, OS randomness and
     /// sequence numbers starting at 1.
     pub fn new(sam: S, clock: C, terminal_id: u32) -> Self {
-        Self { sam, clock, terminal_id, next_seq: 1, cache: ProfileCache::new(), trace: AuditTrace::default(), rng: Rng::Os }
+        Self {
+            sam,
+            clock,
+            terminal_id,
+            next_seq: 1,
+            cache: ProfileCache::new(),
+            trace: AuditTrace::default(),
+            rng: Rng::Os,
+        }
     }
 
     /// Replaces the profile cache.
@@ -211,13 +221,20 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
             Lifecycle::Personalization => return Err(TerminalError::NotPersonalized),
             Lifecycle::Blocked => return Err(TerminalError::CardBlocked),
         }
-        let digest = sel.profile_digest.ok_or_else(|| TerminalError::malformed("SELECT", "no profile digest"))?;
+        let digest = sel
+            .profile_digest
+            .ok_or_else(|| TerminalError::malformed("SELECT", "no profile digest"))?;
 
         // §4.2 AUTHENTICATE
         let mut host_challenge = [0u8; CHALLENGE_LEN];
         self.rng.fill_bytes(&mut host_challenge);
-        let keys = self.sam.session_keys(&sel.card_id, sel.key_version, &host_challenge, &sel.card_challenge)?;
-        let req = AuthCommand { host_challenge, host_cryptogram: keys.host_cryptogram() };
+        let keys = self
+            .sam
+            .session_keys(&sel.card_id, sel.key_version, &host_challenge, &sel.card_challenge)?;
+        let req = AuthCommand {
+            host_challenge,
+            host_cryptogram: keys.host_cryptogram(),
+        };
         let expected_card_cryptogram = keys.card_cryptogram();
         let cmd = Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, req.to_bytes(), Some(256));
         let resp = exchange(&mut transport, &mut self.trace, "AUTHENTICATE", &cmd)?;
@@ -225,7 +242,12 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
             StatusWord::Ok => {}
             StatusWord::AuthFailed { remaining } => return Err(TerminalError::AuthRefused { remaining }),
             StatusWord::AuthBlocked => return Err(TerminalError::AuthBlocked),
-            sw => return Err(TerminalError::Card { command: "AUTHENTICATE", sw }),
+            sw => {
+                return Err(TerminalError::Card {
+                    command: "AUTHENTICATE",
+                    sw,
+                })
+            }
         }
         let channel = SecureChannel::new(keys);
         let body = channel.verify_response(&resp).map_err(|_| TerminalError::NotGenuine)?;
@@ -233,8 +255,15 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
         if !tessera_crypto::ct_eq(&auth.card_cryptogram, &expected_card_cryptogram) {
             return Err(TerminalError::NotGenuine);
         }
-        if auth.last_record.as_ref().is_some_and(|r| r.counter != auth.counter || r.balance_after != auth.balance) {
-            return Err(TerminalError::malformed("AUTHENTICATE", "last record disagrees with balance"));
+        if auth
+            .last_record
+            .as_ref()
+            .is_some_and(|r| r.counter != auth.counter || r.balance_after != auth.balance)
+        {
+            return Err(TerminalError::malformed(
+                "AUTHENTICATE",
+                "last record disagrees with balance",
+            ));
         }
 
         let mut session = Session {
@@ -279,7 +308,11 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
 }
 
 fn placeholder_profile(card_id: CardId) -> Profile {
-    let d = tessera_protocol::profile::Date { year: 1900, month: 1, day: 1 };
+    let d = tessera_protocol::profile::Date {
+        year: 1900,
+        month: 1,
+        day: 1,
+    };
     Profile {
         card_id,
         version: 0,
@@ -332,26 +365,46 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         &self.card
     }
 
-    fn secure(&mut self, label: &'static str, ins: Ins, p1: u8, data: &[u8], le: usize) -> Result<Response, TransportError> {
-        let cmd = self.channel.protect_command(CLA_SECURE, ins.into(), p1, 0, data, Some(le));
+    fn secure(
+        &mut self,
+        label: &'static str,
+        ins: Ins,
+        p1: u8,
+        data: &[u8],
+        le: usize,
+    ) -> Result<Response, TransportError> {
+        let cmd = self
+            .channel
+            .protect_command(CLA_SECURE, ins.into(), p1, 0, data, Some(le));
         exchange(&mut self.transport, &mut self.terminal.trace, label, &cmd)
     }
 
     fn verified(&self, label: &'static str, resp: &Response) -> Result<TlvList, TerminalError> {
-        let body = self.channel.verify_response(resp).map_err(|_| TerminalError::NotGenuine)?;
+        let body = self
+            .channel
+            .verify_response(resp)
+            .map_err(|_| TerminalError::NotGenuine)?;
         TlvList::parse(&body).map_err(|e| TerminalError::from((label, e)))
     }
 
     fn read_profile(&mut self, digest: &[u8; 32]) -> Result<SignedProfile, TerminalError> {
         let resp = self.secure("READ PROFILE", Ins::ReadProfile, 0, &[], 65_536)?;
         if resp.sw != StatusWord::Ok {
-            return Err(TerminalError::Card { command: "READ PROFILE", sw: resp.sw });
+            return Err(TerminalError::Card {
+                command: "READ PROFILE",
+                sw: resp.sw,
+            });
         }
         let l = self.verified("READ PROFILE", &resp)?;
-        let ct = l.require(tags::ENCRYPTED).map_err(|e| TerminalError::from(("READ PROFILE", e)))?;
+        let ct = l
+            .require(tags::ENCRYPTED)
+            .map_err(|e| TerminalError::from(("READ PROFILE", e)))?;
         let blob = self.channel.decrypt(ct).map_err(|_| TerminalError::NotGenuine)?;
         if profile_digest(&blob) != *digest {
-            return Err(TerminalError::malformed("READ PROFILE", "profile does not match its digest"));
+            return Err(TerminalError::malformed(
+                "READ PROFILE",
+                "profile does not match its digest",
+            ));
         }
         SignedProfile::parse(&blob).map_err(|_| TerminalError::BadProfileSignature)
     }
@@ -379,7 +432,9 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             return Err(TerminalError::InvalidRequest("the amount must be at least 1 point"));
         }
         if kind == TxKind::Redeem && amount > self.card.balance {
-            return Err(TerminalError::InsufficientBalance { balance: self.card.balance });
+            return Err(TerminalError::InsufficientBalance {
+                balance: self.card.balance,
+            });
         }
         if kind == TxKind::Earn && self.card.balance.checked_add(amount).is_none() {
             return Err(TerminalError::BalanceOverflow);
@@ -387,7 +442,12 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         let seq = self.terminal.next_seq;
         // A sequence number is spent by every attempt that may reach a card.
         self.terminal.next_seq = seq.wrapping_add(1);
-        let tx = TxCommand { amount, terminal_id: self.terminal.terminal_id, terminal_seq: seq, time: self.terminal.clock.now() };
+        let tx = TxCommand {
+            amount,
+            terminal_id: self.terminal.terminal_id,
+            terminal_seq: seq,
+            time: self.terminal.clock.now(),
+        };
         let (label, ins) = match kind {
             TxKind::Earn => ("EARN", Ins::Earn),
             TxKind::Redeem => ("REDEEM", Ins::Redeem),
@@ -409,15 +469,22 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         };
         match resp.sw {
             StatusWord::Ok => {}
-            StatusWord::InsufficientBalance => return Err(TerminalError::InsufficientBalance { balance: self.card.balance }),
+            StatusWord::InsufficientBalance => {
+                return Err(TerminalError::InsufficientBalance {
+                    balance: self.card.balance,
+                })
+            }
             StatusWord::BalanceOverflow => return Err(TerminalError::BalanceOverflow),
             StatusWord::AboveCap => return Err(TerminalError::AboveCap),
             StatusWord::CounterExhausted => return Err(TerminalError::CounterExhausted),
             sw => return Err(TerminalError::Card { command: label, sw }),
         }
         let l = self.verified(label, &resp)?;
-        let rec = LogRecord::parse(l.require(tags::LOG_RECORD).map_err(|e| TerminalError::from((label, e)))?)
-            .map_err(|e| TerminalError::from((label, e)))?;
+        let rec = LogRecord::parse(
+            l.require(tags::LOG_RECORD)
+                .map_err(|e| TerminalError::from((label, e)))?,
+        )
+        .map_err(|e| TerminalError::from((label, e)))?;
         let expected_balance = match kind {
             TxKind::Earn => self.card.balance.checked_add(amount),
             TxKind::Redeem => self.card.balance.checked_sub(amount),
@@ -435,7 +502,11 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         self.card.balance = rec.balance_after;
         self.card.counter = rec.counter;
         self.card.last_record = Some(rec.clone());
-        Ok(Receipt { card_id: self.card.card_id, key_version: self.card.key_version, record: rec })
+        Ok(Receipt {
+            card_id: self.card.card_id,
+            key_version: self.card.key_version,
+            record: rec,
+        })
     }
 
     /// §4.6 READ LOG: record `n` (1 = newest), `None` past the end.
@@ -451,11 +522,20 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         match resp.sw {
             StatusWord::Ok => {}
             StatusWord::RecordNotFound => return Ok(None),
-            sw => return Err(TerminalError::Card { command: "READ LOG", sw }),
+            sw => {
+                return Err(TerminalError::Card {
+                    command: "READ LOG",
+                    sw,
+                })
+            }
         }
         let l = self.verified("READ LOG", &resp)?;
-        let rec = l.require(tags::LOG_RECORD).map_err(|e| TerminalError::from(("READ LOG", e)))?;
-        Ok(Some(LogRecord::parse(rec).map_err(|e| TerminalError::from(("READ LOG", e)))?))
+        let rec = l
+            .require(tags::LOG_RECORD)
+            .map_err(|e| TerminalError::from(("READ LOG", e)))?;
+        Ok(Some(
+            LogRecord::parse(rec).map_err(|e| TerminalError::from(("READ LOG", e)))?,
+        ))
     }
 
     /// The whole log, newest first (up to 8 records).
@@ -493,18 +573,32 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                 && r.kind == pending.kind
                 && r.amount == pending.amount
         };
-        if let Some(r) = self.card.last_record.as_ref().filter(|r| r.counter == pending.expected_counter) {
-            return Ok(if matches(r) { Resolution::Completed(r.clone()) } else { Resolution::NotDone });
+        if let Some(r) = self
+            .card
+            .last_record
+            .as_ref()
+            .filter(|r| r.counter == pending.expected_counter)
+        {
+            return Ok(if matches(r) {
+                Resolution::Completed(r.clone())
+            } else {
+                Resolution::NotDone
+            });
         }
         let back = self.card.counter - pending.expected_counter + 1;
         if back > tessera_protocol::LOG_CAPACITY as u32 {
             return Err(TerminalError::InvalidRequest("the record has left the card's log"));
         }
         match self.read_log(back as u8)? {
-            Some(r) if r.counter == pending.expected_counter => {
-                Ok(if matches(&r) { Resolution::Completed(r) } else { Resolution::NotDone })
-            }
-            _ => Err(TerminalError::malformed("READ LOG", "log does not hold the expected counter")),
+            Some(r) if r.counter == pending.expected_counter => Ok(if matches(&r) {
+                Resolution::Completed(r)
+            } else {
+                Resolution::NotDone
+            }),
+            _ => Err(TerminalError::malformed(
+                "READ LOG",
+                "log does not hold the expected counter",
+            )),
         }
     }
 
@@ -515,7 +609,10 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     pub fn block(mut self) -> Result<(), TerminalError> {
         let resp = self.secure("BLOCK", Ins::Block, 0, &[], 256)?;
         if resp.sw != StatusWord::Ok {
-            return Err(TerminalError::Card { command: "BLOCK", sw: resp.sw });
+            return Err(TerminalError::Card {
+                command: "BLOCK",
+                sw: resp.sw,
+            });
         }
         self.verified("BLOCK", &resp)?;
         Ok(())

@@ -49,7 +49,11 @@ impl Sam for SoftwareSam {
         host_challenge: &[u8; CHALLENGE_LEN],
         card_challenge: &[u8; CHALLENGE_LEN],
     ) -> Result<SessionKeys, TerminalError> {
-        let master = self.keys.auth_masters.get(&key_version).ok_or(TerminalError::UnknownKeyVersion(key_version))?;
+        let master = self
+            .keys
+            .auth_masters
+            .get(&key_version)
+            .ok_or(TerminalError::UnknownKeyVersion(key_version))?;
         let k_auth = diversify(master, labels::CARD_AUTH, card_id, key_version);
         Ok(SessionKeys::derive(&k_auth, host_challenge, card_challenge))
     }

@@ -30,7 +30,10 @@ impl AuditTrace {
 
     /// Bytes on the wire, both directions.
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.command.len() + e.response.as_ref().map_or(0, Vec::len)).sum()
+        self.entries
+            .iter()
+            .map(|e| e.command.len() + e.response.as_ref().map_or(0, Vec::len))
+            .sum()
     }
 
     /// Total time spent waiting for the card.

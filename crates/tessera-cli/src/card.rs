@@ -1,0 +1,258 @@
+//! `tessera card`: issue and inspect simulated cards.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use rand_core::RngCore;
+use serde_json::json;
+use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::rng::Rng;
+use tessera_crypto::sign::profile_digest;
+use tessera_protocol::profile::{Date, Profile, SignedProfile};
+use tessera_simulator::{image, SimCard};
+use tessera_terminal::issuer::{personalize, IssueParams};
+
+use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
+use crate::out::{self, print_json};
+use crate::OutputArgs;
+
+/// `tessera card …`
+#[derive(Subcommand)]
+pub enum CardCmd {
+    /// Manufacture a simulated card and personalize it with the test issuer.
+    Issue(IssueArgs),
+    /// Show what a simulated card image holds (offline inspection).
+    Show(ShowArgs),
+}
+
+/// Arguments of `card issue`.
+#[derive(Args)]
+pub struct IssueArgs {
+    /// Card image file to create (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub card: PathBuf,
+    /// Customer name (UTF-8).
+    #[arg(long)]
+    pub name: String,
+    /// Birth date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub birth_date: String,
+    /// Home city (UTF-8).
+    #[arg(long, default_value = "")]
+    pub city: String,
+    /// Household identifier, 16 hex digits [default: zero].
+    #[arg(long, value_name = "HEX")]
+    pub household: Option<String>,
+    /// Preferred categories, comma separated (e.g. coffee,bakery).
+    #[arg(long, value_delimiter = ',')]
+    pub prefer: Vec<String>,
+    /// Loyalty tier.
+    #[arg(long, default_value_t = 0)]
+    pub tier: u8,
+    /// Profile valid from, YYYY-MM-DD.
+    #[arg(long, default_value = "2026-01-01")]
+    pub valid_from: String,
+    /// Profile valid until, YYYY-MM-DD.
+    #[arg(long, default_value = "2031-12-31")]
+    pub valid_until: String,
+    /// Card id, 16 hex digits [default: random].
+    #[arg(long, value_name = "HEX")]
+    pub card_id: Option<String>,
+    /// Largest earn per transaction, in points.
+    #[arg(long, default_value_t = 100_000)]
+    pub earn_cap: u32,
+    /// Largest redemption per transaction, in points.
+    #[arg(long, default_value_t = 100_000)]
+    pub redeem_cap: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `card show`.
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Card image file.
+    #[arg(long, value_name = "FILE")]
+    pub card: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Runs a `card` subcommand.
+pub fn run(cmd: CardCmd) -> Result<(), Failure> {
+    match cmd {
+        CardCmd::Issue(a) => {
+            let json = a.output.json;
+            issue(a).map_err(|f| f.json(json))
+        }
+        CardCmd::Show(a) => {
+            let json = a.output.json;
+            show(a).map_err(|f| f.json(json))
+        }
+    }
+}
+
+fn date(s: &str, what: &str) -> Result<Date, Failure> {
+    Date::parse_iso(s).map_err(|_| Failure::usage(format!("invalid {what} {s:?}: use YYYY-MM-DD")))
+}
+
+fn hex8(s: &str, what: &str) -> Result<[u8; 8], Failure> {
+    let mut out = [0u8; 8];
+    hex::decode_to_slice(s.trim(), &mut out)
+        .map_err(|_| Failure::usage(format!("invalid {what} {s:?}: give 16 hex digits")))?;
+    Ok(out)
+}
+
+fn test_keys() -> Result<IssuerKeys, Failure> {
+    IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("test key store unusable: {e}")))
+}
+
+/// Builds the profile from the arguments; all validation happens before any
+/// file is touched.
+fn profile_from(a: &IssueArgs) -> Result<Profile, Failure> {
+    let p = Profile {
+        card_id: [0; 8],
+        version: 1,
+        name: a.name.trim().to_owned(),
+        birth_date: date(&a.birth_date, "birth date")?,
+        home_city: a.city.trim().to_owned(),
+        household: match &a.household {
+            Some(h) => hex8(h, "household")?,
+            None => [0; 8],
+        },
+        preferences: a
+            .prefer
+            .iter()
+            .map(|p| p.trim().to_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        tier: a.tier,
+        valid_from: date(&a.valid_from, "valid-from date")?,
+        valid_until: date(&a.valid_until, "valid-until date")?,
+    };
+    if p.valid_until < p.valid_from {
+        return Err(Failure::usage("the profile's validity ends before it starts"));
+    }
+    p.body_bytes().map_err(|_| {
+        Failure::usage(format!(
+            "profile too large or malformed: name ≤ {} bytes, city ≤ {} bytes, preferences ≤ {} bytes in all",
+            tessera_protocol::profile::MAX_NAME,
+            tessera_protocol::profile::MAX_CITY,
+            tessera_protocol::profile::MAX_PREFERENCES
+        ))
+    })?;
+    Ok(p)
+}
+
+fn issue(a: IssueArgs) -> Result<(), Failure> {
+    let profile = profile_from(&a)?;
+    if a.earn_cap == 0 || a.redeem_cap == 0 {
+        return Err(Failure::usage("caps must be at least 1 point"));
+    }
+    let id = match &a.card_id {
+        Some(h) => hex8(h, "card id")?,
+        None => {
+            let mut id = [0u8; 8];
+            rand_core::OsRng.fill_bytes(&mut id);
+            id
+        }
+    };
+    if a.card.exists() {
+        return Err(Failure::new(
+            EXIT_DECLINED,
+            format!("{} already exists: a card file is never overwritten", a.card.display()),
+        ));
+    }
+    let keys = test_keys()?;
+    let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
+    let params = IssueParams {
+        earn_cap: a.earn_cap,
+        redeem_cap: a.redeem_cap,
+        ..IssueParams::default()
+    };
+    let signed = personalize(&mut card, &keys, profile, &params)?;
+    card.save_as(&a.card)
+        .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
+    if a.output.json {
+        print_json(
+            json!({"card_file": a.card.display().to_string(), "card_id": out::card_id(&id), "profile": out::profile_json(&signed.profile)}),
+        );
+    } else {
+        println!(
+            "Issued card {} to {} ({}) → {}",
+            out::card_id(&id),
+            signed.profile.name,
+            if signed.profile.home_city.is_empty() {
+                "no city"
+            } else {
+                &signed.profile.home_city
+            },
+            a.card.display()
+        );
+    }
+    Ok(())
+}
+
+fn show(a: ShowArgs) -> Result<(), Failure> {
+    let e = image::load(&a.card).map_err(|e| Failure::from(tessera_simulator::SimError::from(e)))?;
+    let card = SimCard::from_eeprom(e, Rng::Os)?;
+    let st = card.state()?;
+    let keys = test_keys()?;
+    let signed = (!st.profile.is_empty()).then(|| SignedProfile::parse(&st.profile));
+    let (profile, signature_ok) = match &signed {
+        Some(Ok(sp)) => (Some(&sp.profile), keys.issuer.public().verify(sp).is_ok()),
+        _ => (None, false),
+    };
+    let lifecycle = match st.lifecycle {
+        tessera_protocol::messages::Lifecycle::Personalization => "blank",
+        tessera_protocol::messages::Lifecycle::Active => "active",
+        tessera_protocol::messages::Lifecycle::Blocked => "blocked",
+    };
+    let records: Vec<_> = st.records().cloned().collect();
+    if a.output.json {
+        print_json(json!({
+            "card_id": out::card_id(&st.card_id),
+            "lifecycle": lifecycle,
+            "key_version": st.key_version,
+            "balance": st.balance,
+            "counter": st.counter,
+            "earn_cap": st.earn_cap,
+            "redeem_cap": st.redeem_cap,
+            "auth_failures": st.auth_failures,
+            "auth_limit": st.auth_limit,
+            "profile": profile.map(out::profile_json),
+            "profile_digest": (!st.profile.is_empty()).then(|| hex::encode_upper(profile_digest(&st.profile))),
+            "profile_signature_valid": signature_ok,
+            "log": records.iter().map(out::record_json).collect::<Vec<_>>(),
+        }));
+    } else {
+        println!(
+            "Card {} — {lifecycle}, key version {}",
+            out::card_id(&st.card_id),
+            st.key_version
+        );
+        if let Some(p) = profile {
+            println!(
+                "  {} · born {} · {} · tier {} · prefers {} · signature {}",
+                p.name,
+                p.birth_date,
+                if p.home_city.is_empty() { "-" } else { &p.home_city },
+                p.tier,
+                if p.preferences.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.preferences.join(", ")
+                },
+                if signature_ok { "valid" } else { "INVALID" }
+            );
+        }
+        println!(
+            "  Balance {} points after {} transactions (caps: earn {}, redeem {})",
+            st.balance, st.counter, st.earn_cap, st.redeem_cap
+        );
+        for r in &records {
+            println!("  {}", out::record_line(r));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `tessera`: the command line of the Tessera loyalty system.
+//!
+//! A thin layer over the libraries: it parses arguments, calls the terminal
+//! and simulator crates, prints human or `--json` output and owns the exit
+//! codes (see `README.md`, "Exit codes").
+
+mod card;
+mod demo;
+mod fail;
+mod out;
+mod pos;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use fail::Failure;
+
+/// Tessera smart-card loyalty system.
+#[derive(Parser)]
+#[command(name = "tessera", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Issue and inspect simulated cards.
+    #[command(subcommand)]
+    Card(card::CardCmd),
+    /// The clerk's point of sale: read, earn, redeem.
+    #[command(subcommand)]
+    Pos(pos::PosCmd),
+    /// Issue a few cards and run a short day at the till.
+    Demo(demo::DemoArgs),
+}
+
+/// Options shared by commands that print data.
+#[derive(Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// Print versioned JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Where the terminal keeps its state (profile cache, sequence number).
+#[derive(Args, Clone)]
+pub struct TerminalArgs {
+    /// Terminal state directory [default: $TESSERA_TERMINAL_DIR, else
+    /// $XDG_DATA_HOME/tessera/terminal, else ~/.local/share/tessera/terminal].
+    #[arg(long, value_name = "DIR")]
+    pub terminal_dir: Option<PathBuf>,
+    /// This terminal's identifier (used on first run of a state directory).
+    #[arg(long, default_value_t = 1)]
+    pub terminal_id: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Top::Card(c) => card::run(c),
+        Top::Pos(c) => pos::run(c),
+        Top::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, message, json }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"version": 1, "ok": false, "error": message, "exit_code": code})
+                );
+            } else {
+                eprintln!("tessera: {message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
