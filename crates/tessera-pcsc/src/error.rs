@@ -47,10 +47,6 @@ pub enum PcscError {
     /// The awaited event did not happen in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The card answered with fewer than the two bytes of a status word, or
-    /// chained responses that never end.
-    #[error("malformed response: {0}")]
-    MalformedResponse(String),
     /// Any other PC/SC failure.
     #[error("PC/SC {operation} failed: {message} (0x{code:08X})")]
     Pcsc {
@@ -83,7 +79,6 @@ impl From<PcscError> for TransportError {
         match err {
             PcscError::CardRemoved | PcscError::NoCard(_) => TransportError::CardRemoved,
             PcscError::Timeout(d) => TransportError::Timeout(d),
-            PcscError::MalformedResponse(m) => TransportError::MalformedResponse(m),
             other => TransportError::Io(other.to_string()),
         }
     }

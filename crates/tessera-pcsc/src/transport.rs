@@ -89,7 +89,8 @@ fn classify(err: pcsc::Error) -> Failure {
 ///   the terminal was idle) is sent once more over a fresh connection, so a
 ///   new session starts without an error.
 /// - No card in the reader when (re)connecting: `CardRemoved`.
-/// - Other PC/SC failures: [`TransportError::Io`].
+/// - No `pcscd` when (re)connecting, and other PC/SC failures:
+///   [`TransportError::Io`].
 pub struct PcscTransport {
     reader: String,
     reader_c: CString,
@@ -177,27 +178,17 @@ impl PcscTransport {
     /// the Tessera application by [`AID`], returning the SELECT response
     /// (data and status word, whatever the status).
     ///
-    /// Use it after [`TransportError::CardRemoved`] to resume without
-    /// waiting for the next [`transmit`](Transport::transmit), which would
-    /// reconnect by itself.
+    /// Use it after [`TransportError::CardRemoved`] to resume explicitly;
+    /// the next [`transmit`](Transport::transmit) would reconnect by itself.
     ///
     /// # Errors
-    /// Those of [`PcscTransport::connect`] and [`PcscError::CardRemoved`]
-    /// when the card leaves during the SELECT.
-    pub fn reconnect(&mut self) -> Result<Vec<u8>, PcscError> {
+    /// As [`Transport::transmit`]: [`TransportError::CardRemoved`] when there
+    /// is no card or it leaves during the SELECT, [`TransportError::Io`]
+    /// when `pcscd` or the reader fails.
+    pub fn reconnect(&mut self) -> Result<Vec<u8>, TransportError> {
         self.drop_card(Disposition::Leave);
         self.ensure_connected()?;
-        let select = select_aid();
-        iso7816::transceive(&select, |c| self.exchange(c)).map_err(|e| match e {
-            TransportError::CardRemoved => PcscError::CardRemoved,
-            TransportError::Timeout(d) => PcscError::Timeout(d),
-            TransportError::MalformedResponse(m) => PcscError::MalformedResponse(m),
-            other => PcscError::Pcsc {
-                operation: "SCardTransmit",
-                code: 0,
-                message: other.to_string(),
-            },
-        })
+        iso7816::transceive(&select_aid(), |c| self.exchange(c))
     }
 
     /// Lets the card go, applying `disposition`. Dropping the transport is

@@ -382,7 +382,7 @@ fn vpcd_loop() {
     step("no pcscd at all");
     drop(_pcscd);
     assert!(matches!(list_readers(), Err(PcscError::NoService)));
-    let r = t.transmit(&select());
+    let r = t.transmit(&[0x80, INS_ECHO, 0, 0, 1, 5, 0]);
     assert!(matches!(r, Err(TransportError::CardRemoved)), "in flight: {r:?}");
     let r = t.transmit(&select());
     assert!(matches!(r, Err(TransportError::Io(_))), "no service: {r:?}");

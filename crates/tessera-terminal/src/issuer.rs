@@ -84,6 +84,47 @@ pub fn personalize_traced<T: Transport>(
         .issuer
         .sign(&profile)
         .map_err(|_| TerminalError::InvalidRequest("profile cannot be encoded"))?;
+    let blob = signed.to_bytes();
+    write_personalization(&mut transport, keys, &sel, blob, params, trace)?;
+    Ok(signed)
+}
+
+/// Writes an already signed profile blob to the blank card in `transport`,
+/// without checking it: the back office's low-level path (and the way tests
+/// build cards whose profile must be refused by terminals).
+///
+/// # Errors
+/// As [`personalize`].
+pub fn personalize_blob<T: Transport>(
+    mut transport: T,
+    keys: &IssuerKeys,
+    blob: Vec<u8>,
+    params: &IssueParams,
+) -> Result<(), TerminalError> {
+    let trace = &mut AuditTrace::default();
+    let cmd = Command::new(CLA_ISO, Ins::Select, 0x04, 0x00, AID.to_vec(), Some(256));
+    let resp = exchange(&mut transport, trace, "SELECT", &cmd)?;
+    if resp.sw != StatusWord::Ok {
+        return Err(TerminalError::Card {
+            command: "SELECT",
+            sw: resp.sw,
+        });
+    }
+    let sel = SelectResponse::parse(&resp.data).map_err(|e| TerminalError::from(("SELECT", e)))?;
+    if sel.lifecycle != Lifecycle::Personalization {
+        return Err(TerminalError::AlreadyPersonalized);
+    }
+    write_personalization(&mut transport, keys, &sel, blob, params, trace)
+}
+
+fn write_personalization<T: Transport>(
+    transport: &mut T,
+    keys: &IssuerKeys,
+    sel: &SelectResponse,
+    profile: Vec<u8>,
+    params: &IssueParams,
+    trace: &mut AuditTrace,
+) -> Result<(), TerminalError> {
     let data = PersonalizeData {
         key_version: keys.key_version,
         key_auth: Zeroizing::new(*keys.card_auth_key(&sel.card_id).bytes()),
@@ -91,7 +132,7 @@ pub fn personalize_traced<T: Transport>(
         earn_cap: params.earn_cap,
         redeem_cap: params.redeem_cap,
         auth_limit: params.auth_limit,
-        profile: signed.to_bytes(),
+        profile,
     };
     if data.profile.len() > tessera_protocol::profile::MAX_PROFILE_BLOB {
         return Err(TerminalError::InvalidRequest("profile too large for the card"));
@@ -111,12 +152,12 @@ pub fn personalize_traced<T: Transport>(
         &encode(tags::ENCRYPTED, &ct),
         None,
     );
-    let resp = exchange(&mut transport, trace, "PERSONALIZE", &cmd)?;
+    let resp = exchange(transport, trace, "PERSONALIZE", &cmd)?;
     if resp.sw != StatusWord::Ok {
         return Err(TerminalError::Card {
             command: "PERSONALIZE",
             sw: resp.sw,
         });
     }
-    Ok(signed)
+    Ok(())
 }

@@ -477,9 +477,27 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             StatusWord::BalanceOverflow => return Err(TerminalError::BalanceOverflow),
             StatusWord::AboveCap => return Err(TerminalError::AboveCap),
             StatusWord::CounterExhausted => return Err(TerminalError::CounterExhausted),
-            sw => return Err(TerminalError::Card { command: label, sw }),
+            // Refusals: the spec guarantees the card changed nothing.
+            sw @ (StatusWord::BadMac
+            | StatusWord::WrongData
+            | StatusWord::WrongLength
+            | StatusWord::WrongP1P2
+            | StatusWord::ConditionsNotSatisfied
+            | StatusWord::SecurityNotSatisfied
+            | StatusWord::ClaNotSupported
+            | StatusWord::InsNotSupported) => return Err(TerminalError::Card { command: label, sw }),
+            // Anything else (61xx or 6Cxx the transport did not handle, a
+            // memory failure, an unknown word) does not say whether the card
+            // committed: never guess, resolve at the next tap.
+            _ => return Err(TerminalError::Interrupted(Box::new(pending))),
         }
-        let l = self.verified(label, &resp)?;
+        let l = match self.verified(label, &resp) {
+            Ok(l) => l,
+            // A 9000 whose MAC fails may still be a committed transaction
+            // whose answer was damaged on the way.
+            Err(TerminalError::NotGenuine) => return Err(TerminalError::Interrupted(Box::new(pending))),
+            Err(e) => return Err(e),
+        };
         let rec = LogRecord::parse(
             l.require(tags::LOG_RECORD)
                 .map_err(|e| TerminalError::from((label, e)))?,

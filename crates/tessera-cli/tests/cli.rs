@@ -1,0 +1,271 @@
+//! The `tessera` binary as a clerk uses it: results, one-line errors, exit
+//! codes, and card files left untouched by every failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .env("TESSERA_TERMINAL_DIR", self.path("terminal"))
+            .output()
+            .unwrap()
+    }
+
+    fn issue(&self, name: &str) -> PathBuf {
+        let card = self.path(name);
+        let out = self.run(&[
+            "card",
+            "issue",
+            "--card",
+            card.to_str().unwrap(),
+            "--name",
+            "Анна Петрова",
+            "--birth-date",
+            "1990-03-14",
+            "--city",
+            "Нижний Новгород",
+            "--prefer",
+            "coffee,bakery",
+            "--redeem-cap",
+            "1000",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        card
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn issue_read_earn_redeem() {
+    let env = Env::new();
+    let card = env.issue("anna.card");
+    let c = card.to_str().unwrap();
+    let out = env.run(&["pos", "read", "--card", c]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out).lines().next().unwrap(),
+        "Hello Анна Петрова! Balance 0 points. Tier 0."
+    );
+
+    let out = env.run(&["pos", "earn", "--card", c, "--points", "120", "--json"]);
+    assert!(out.status.success());
+    let j = json(&out);
+    assert_eq!(j["version"], 1);
+    assert_eq!(j["receipt"]["record"]["balance_after"], 120);
+    assert_eq!(j["trace"]["apdus"], 3, "the profile was cached by the read");
+
+    let out = env.run(&["pos", "redeem", "--card", c, "--points", "50"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("New balance 70 points"));
+
+    let out = env.run(&["card", "show", "--card", c, "--json"]);
+    let j = json(&out);
+    assert_eq!(j["balance"], 70);
+    assert_eq!(j["counter"], 2);
+    assert_eq!(j["profile"]["home_city"], "Нижний Новгород");
+    assert_eq!(j["profile_signature_valid"], true);
+    assert_eq!(j["log"].as_array().unwrap().len(), 2);
+}
+
+fn assert_refused(env: &Env, card: &Path, args: &[&str], code: i32, words: &str) {
+    let before = std::fs::read(card).ok();
+    let out = env.run(args);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err:?}");
+    assert!(err.contains(words), "{args:?}: {err:?} lacks {words:?}");
+    assert_eq!(std::fs::read(card).ok(), before, "{args:?} changed the card file");
+}
+
+#[test]
+fn bad_input_gives_one_line_a_code_and_changes_nothing() {
+    let env = Env::new();
+    let card = env.issue("anna.card");
+    let c = card.to_str().unwrap();
+    assert!(env
+        .run(&["pos", "earn", "--card", c, "--points", "100"])
+        .status
+        .success());
+
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "earn", "--card", c, "--points", "0"],
+        2,
+        "at least 1 point",
+    );
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "earn", "--card", c, "--points", "-5"],
+        2,
+        "cannot be negative",
+    );
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "earn", "--card", c, "--points", "4294967296"],
+        2,
+        "whole number",
+    );
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "redeem", "--card", c, "--points", "1e3"],
+        2,
+        "whole number",
+    );
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "redeem", "--card", c, "--points", "101"],
+        1,
+        "Not enough points",
+    );
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "redeem", "--card", c, "--points", "1001"],
+        1,
+        "Not enough points",
+    );
+    assert_refused(
+        &env,
+        &card,
+        &["pos", "earn", "--card", c, "--points", "4294967295"],
+        1,
+        "maximum",
+    );
+
+    let missing = env.path("missing.card");
+    assert_refused(
+        &env,
+        &missing,
+        &["pos", "read", "--card", missing.to_str().unwrap()],
+        4,
+        "not found",
+    );
+
+    // Corrupt files: garbage, a truncated image, a damaged field.
+    let text = std::fs::read_to_string(&card).unwrap();
+    let variants = [
+        ("garbage.card", "not json at all".to_string()),
+        ("truncated.card", text[..text.len() / 2].to_string()),
+        ("field.card", text.replace("\"balance\": \"", "\"balance\": \"zz")),
+        ("short.card", text.replace("\"counter\": \"0000", "\"counter\": \"")),
+    ];
+    for (name, content) in variants {
+        let p = env.path(name);
+        std::fs::write(&p, content).unwrap();
+        assert_refused(
+            &env,
+            &p,
+            &["pos", "earn", "--card", p.to_str().unwrap(), "--points", "5"],
+            4,
+            "card file",
+        );
+    }
+
+    // JSON mode reports failures as JSON too.
+    let out = env.run(&["pos", "redeem", "--card", c, "--points", "500", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let j = json(&out);
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["exit_code"], 1);
+}
+
+#[test]
+fn issue_never_overwrites_and_validates_first() {
+    let env = Env::new();
+    let card = env.issue("anna.card");
+    let c = card.to_str().unwrap();
+    assert_refused(
+        &env,
+        &card,
+        &[
+            "card",
+            "issue",
+            "--card",
+            c,
+            "--name",
+            "X",
+            "--birth-date",
+            "1990-01-01",
+        ],
+        1,
+        "never overwritten",
+    );
+    let p = env.path("new.card");
+    let out = env.run(&[
+        "card",
+        "issue",
+        "--card",
+        p.to_str().unwrap(),
+        "--name",
+        "X",
+        "--birth-date",
+        "1990-02-30",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!p.exists());
+    let long = "Ж".repeat(40);
+    let out = env.run(&[
+        "card",
+        "issue",
+        "--card",
+        p.to_str().unwrap(),
+        "--name",
+        &long,
+        "--birth-date",
+        "1990-02-03",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!p.exists());
+}
+
+#[test]
+fn demo_runs_and_reconciles() {
+    let env = Env::new();
+    let out = env.run(&["demo", "--seed", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = stdout(&out);
+    assert!(s.contains("Every point is explained."));
+    assert!(s.contains("Анна Петрова"));
+    let out = env.run(&["demo", "--seed", "3", "--json"]);
+    let j = json(&out);
+    assert_eq!(j["reconciled"], true);
+    assert_eq!(j["certificates"]["total"], j["certificates"]["verified"]);
+    // Cached-profile transactions take 3 APDUs, first visits 4.
+    for e in j["events"].as_array().unwrap() {
+        assert!(e["apdus"].as_u64().unwrap() <= 4, "{e}");
+    }
+}
