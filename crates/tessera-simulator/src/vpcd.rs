@@ -39,6 +39,10 @@
 //! [`ServeOptions::reinsert_delay`]; a test process can so drive removals
 //! of a card served by another process with `kill -USR1 <pid>`.
 //!
+//! A card whose [`VirtualCard::transmit`] answers fewer than two bytes has
+//! left the field by itself (the simulator's own fault injection): it is
+//! removed and re-inserted the same way.
+//!
 //! Whenever the connection ends (removal, `pcscd` gone), the card loses
 //! power: [`VirtualCard::power_off`] is called.
 //!
@@ -108,6 +112,11 @@ pub trait VirtualCard {
     fn reset(&mut self);
     /// Processes one command APDU and returns the response APDU: data
     /// followed by SW1 SW2.
+    ///
+    /// An answer shorter than two bytes means the card left the field
+    /// during the command (a fault the card simulates): [`serve`] then
+    /// closes the connection without answering, counts a removal, and
+    /// inserts the card again after [`ServeOptions::reinsert_delay`].
     fn transmit(&mut self, apdu: &[u8]) -> Vec<u8>;
 }
 
@@ -459,6 +468,11 @@ impl Session<'_> {
                         };
                     }
                     let response = self.card.transmit(apdu);
+                    if response.len() < 2 {
+                        // No status word: the card left the field during
+                        // the command (see VirtualCard::transmit).
+                        return SessionEnd::Removed { reinsert: true };
+                    }
                     self.stats.apdus += 1;
                     self.send(&response)
                 }
@@ -569,6 +583,9 @@ mod tests {
             self.events.push("reset");
         }
         fn transmit(&mut self, apdu: &[u8]) -> Vec<u8> {
+            if apdu == [0xFF, 0xFF, 0xFF, 0xFF] {
+                return Vec::new(); // "leaves the field"
+            }
             let mut r = apdu.to_vec();
             r.extend_from_slice(&[0x90, 0x00]);
             r
@@ -681,6 +698,22 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         let stats = server.join().unwrap();
         assert_eq!((stats.apdus, stats.removals, stats.connections), (2, 1, 2));
+    }
+
+    #[test]
+    fn a_card_answering_nothing_left_the_field() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let opts = options(&listener);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let server = thread::spawn(move || serve(&mut EchoCard::default(), &opts, &stop2).unwrap());
+        let mut d = Driver::accept(&listener);
+        assert_eq!(d.ask(&[0xFF, 0xFF, 0xFF, 0xFF]), None);
+        let mut d = Driver::accept(&listener);
+        assert!(d.ask(&[0, 1, 2, 3]).is_some());
+        stop.store(true, Ordering::Relaxed);
+        let stats = server.join().unwrap();
+        assert_eq!((stats.apdus, stats.removals, stats.connections), (1, 1, 2));
     }
 
     #[test]
