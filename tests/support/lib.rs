@@ -1,6 +1,8 @@
 //! Shared support for the workspace-level test suites: test profiles and
 //! freshly issued simulated cards.
 
+pub mod pcscd;
+
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_protocol::profile::{Date, Profile, SignedProfile};

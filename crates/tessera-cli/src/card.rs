@@ -23,6 +23,38 @@ pub enum CardCmd {
     Issue(IssueArgs),
     /// Show what a simulated card image holds (offline inspection).
     Show(ShowArgs),
+    /// Put a simulated card into a virtual reader of a running pcscd (vpcd).
+    ///
+    /// The card answers through the real PC/SC daemon and persists its image
+    /// after every change. SIGUSR1 takes the card out of the field and puts
+    /// it back; SIGINT or SIGTERM stop serving.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `card serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Card image file.
+    #[arg(long, value_name = "FILE")]
+    pub card: PathBuf,
+    /// Address of the vpcd driver [default: the first virtual reader, 127.0.0.1:35963].
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "reader_index")]
+    pub vpcd: Option<String>,
+    /// Virtual reader number (0 = 127.0.0.1:35963, 1 = :35964, …).
+    #[arg(long, value_name = "N")]
+    pub reader_index: Option<u16>,
+    /// Leave the field when APDU N+1 arrives, without answering it.
+    #[arg(long, value_name = "N")]
+    pub remove_after: Option<u64>,
+    /// With --remove-after: the card executes APDU N+1 before leaving (its
+    /// answer is lost), as when a card is pulled at the last moment.
+    #[arg(long, requires = "remove_after")]
+    pub execute_before_removal: bool,
+    /// With --remove-after: stay out of the field instead of coming back.
+    #[arg(long, requires = "remove_after")]
+    pub no_reinsert: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Arguments of `card issue`.
@@ -88,6 +120,10 @@ pub fn run(cmd: CardCmd) -> Result<(), Failure> {
         CardCmd::Show(a) => {
             let json = a.output.json;
             show(a).map_err(|f| f.json(json))
+        }
+        CardCmd::Serve(a) => {
+            let json = a.output.json;
+            serve(a).map_err(|f| f.json(json))
         }
     }
 }
@@ -253,6 +289,50 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
         for r in &records {
             println!("  {}", out::record_line(r));
         }
+    }
+    Ok(())
+}
+
+fn serve(a: ServeArgs) -> Result<(), Failure> {
+    use tessera_simulator::vpcd::{self, ServeOptions};
+    let mut card = SimCard::open(&a.card, Rng::Os)?;
+    let addr = match (&a.vpcd, a.reader_index) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(i)) => vpcd::reader_addr(i),
+        (None, None) => vpcd::DEFAULT_ADDR.to_owned(),
+    };
+    let stop = vpcd::stop_on_signals().map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    let remove = vpcd::remove_on_sigusr1().map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    let opts = ServeOptions {
+        addr: addr.clone(),
+        remove_after: a.remove_after,
+        execute_before_removal: a.execute_before_removal,
+        reinsert: !a.no_reinsert,
+        remove_flag: Some(remove),
+        ..ServeOptions::default()
+    };
+    let id = card.state().map(|s| out::card_id(&s.card_id)).unwrap_or_default();
+    if !a.output.json {
+        eprintln!(
+            "Serving card {id} ({}) on vpcd {addr} — Ctrl-C to stop",
+            a.card.display()
+        );
+    }
+    let stats = vpcd::serve(&mut card, &opts, &stop)
+        .map_err(|e| Failure::new(crate::fail::EXIT_CARD, format!("virtual reader {addr}: {e}")))?;
+    if a.output.json {
+        print_json(json!({
+            "card_id": id,
+            "connections": stats.connections,
+            "apdus": stats.apdus,
+            "removals": stats.removals,
+            "end": format!("{:?}", stats.end),
+        }));
+    } else {
+        eprintln!(
+            "Stopped: {} APDUs over {} connections, {} removals",
+            stats.apdus, stats.connections, stats.removals
+        );
     }
     Ok(())
 }

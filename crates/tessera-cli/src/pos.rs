@@ -23,14 +23,23 @@ pub enum PosCmd {
     Earn(TxArgs),
     /// Spend points from the card.
     Redeem(TxArgs),
+    /// List the PC/SC readers.
+    Readers(OutputArgs),
 }
 
 /// Which card, and where the terminal state lives.
 #[derive(Args)]
+#[group(id = "source", required = true, multiple = false, args = ["card", "reader"])]
 pub struct CardArgs {
     /// Simulated card image file.
     #[arg(long, value_name = "FILE")]
-    pub card: PathBuf,
+    pub card: Option<PathBuf>,
+    /// PC/SC reader: exact name or a unique part of it (see `pos readers`).
+    #[arg(long, value_name = "NAME")]
+    pub reader: Option<String>,
+    /// Seconds to wait for a card on the reader.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub wait: u64,
     #[command(flatten)]
     pub terminal: TerminalArgs,
     #[command(flatten)]
@@ -110,14 +119,63 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
                 .and_then(|p| tap(&t.card, Some((false, p))))
                 .map_err(|f| f.json(json))
         }
+        PosCmd::Readers(o) => readers(o).map_err(|f| f.json(o.json)),
     }
+}
+
+fn pcsc_failure(e: tessera_pcsc::PcscError) -> Failure {
+    use tessera_pcsc::PcscError as P;
+    let code = match e {
+        P::ReaderNotFound { .. } | P::AmbiguousReader { .. } | P::InvalidReaderName(_) => crate::fail::EXIT_USAGE,
+        _ => crate::fail::EXIT_CARD,
+    };
+    let msg = match &e {
+        P::Timeout(_) => "No card was presented in time".to_owned(),
+        P::NoService => "The PC/SC service (pcscd) is not running".to_owned(),
+        _ => format!("Card reader: {e}"),
+    };
+    Failure::new(code, msg)
+}
+
+fn readers(o: OutputArgs) -> Result<(), Failure> {
+    let list = tessera_pcsc::list_readers().map_err(pcsc_failure)?;
+    if o.json {
+        print_json(json!({ "readers": list }));
+    } else if list.is_empty() {
+        println!("No readers.");
+    } else {
+        for r in list {
+            println!("{r}");
+        }
+    }
+    Ok(())
+}
+
+/// Opens the card named by the arguments: an image file, or whatever card
+/// is presented to a PC/SC reader (waiting for it with a visible prompt).
+fn open_card(a: &CardArgs) -> Result<Box<dyn tessera_transport::Transport>, Failure> {
+    if let Some(path) = &a.card {
+        return Ok(Box::new(SimCard::open(path, Rng::Os)?));
+    }
+    let wanted = a.reader.as_deref().unwrap_or_default();
+    let reader = tessera_pcsc::find_reader(wanted).map_err(pcsc_failure)?;
+    let timeout = std::time::Duration::from_secs(a.wait);
+    if tessera_pcsc::wait_for_card(&reader, true, std::time::Duration::ZERO).is_err() {
+        if !a.output.json {
+            eprintln!("Waiting for a card on {reader}… (up to {} s)", a.wait);
+        }
+        tessera_pcsc::wait_for_card(&reader, true, timeout).map_err(pcsc_failure)?;
+    }
+    Ok(Box::new(
+        tessera_pcsc::PcscTransport::connect(&reader).map_err(pcsc_failure)?,
+    ))
 }
 
 fn tap(a: &CardArgs, tx: Option<(bool, u32)>) -> Result<(), Failure> {
     let dir = terminal_dir(&a.terminal);
     let mut state = load_state(&dir, a.terminal.terminal_id)?;
     let keys = IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("test key store unusable: {e}")))?;
-    let mut card = SimCard::open(&a.card, Rng::Os)?;
+    let mut card = open_card(a)?;
     let mut terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), SystemClock, state.terminal_id)
         .with_cache(ProfileCache::in_dir(dir.join("profiles")));
     terminal.set_next_seq(state.next_seq);

@@ -29,13 +29,25 @@ fn profile() -> Profile {
         card_id: [0; 8],
         version: 1,
         name: "Анна Петрова".into(),
-        birth_date: Date { year: 1990, month: 3, day: 14 },
+        birth_date: Date {
+            year: 1990,
+            month: 3,
+            day: 14,
+        },
         home_city: "Нижний Новгород".into(),
         household: [0; 8],
         preferences: vec!["coffee".into()],
         tier: 1,
-        valid_from: Date { year: 2026, month: 1, day: 1 },
-        valid_until: Date { year: 2030, month: 1, day: 1 },
+        valid_from: Date {
+            year: 2026,
+            month: 1,
+            day: 1,
+        },
+        valid_until: Date {
+            year: 2030,
+            month: 1,
+            day: 1,
+        },
     }
 }
 
@@ -47,9 +59,18 @@ fn main() {
     let keys = IssuerKeys::test().unwrap();
     let id = [0x7E, 0x57, 0, 0, 0, 0, 0, 1];
     let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(1)).unwrap();
-    personalize(&mut card, &keys, profile(), &IssueParams { earn_cap: 10, ..IssueParams::default() }).unwrap();
-    let mut terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(1_795_780_800), 1)
-        .with_rng(Rng::seeded(2));
+    personalize(
+        &mut card,
+        &keys,
+        profile(),
+        &IssueParams {
+            earn_cap: 10,
+            ..IssueParams::default()
+        },
+    )
+    .unwrap();
+    let mut terminal =
+        Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(1_795_780_800), 1).with_rng(Rng::seeded(2));
 
     // Warm the profile cache, then measure cached-profile earns.
     terminal.tap(&mut card).unwrap().earn(1).unwrap();
@@ -120,8 +141,15 @@ fn main() {
     println!("Tessera transaction benchmark (in-process simulator, {N} earns)");
     println!();
     println!("cached-profile earn (SELECT, AUTHENTICATE, EARN)");
-    println!("  host CPU time per transaction : {:>8.1} µs", cpu_per_tx.as_secs_f64() * 1e6);
-    println!("  wall time median / p99        : {:>8.1} µs / {:.1} µs", median.as_secs_f64() * 1e6, percentile(&samples, 0.99).as_secs_f64() * 1e6);
+    println!(
+        "  host CPU time per transaction : {:>8.1} µs",
+        cpu_per_tx.as_secs_f64() * 1e6
+    );
+    println!(
+        "  wall time median / p99        : {:>8.1} µs / {:.1} µs",
+        median.as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6
+    );
     println!("  command APDUs per transaction : {:>8.2}", apdus as f64 / N as f64);
     println!("  bytes on the wire per tx      : {:>8.1}", bytes as f64 / N as f64);
     println!(
@@ -130,8 +158,21 @@ fn main() {
         100.0 * crypto_per_tx.as_secs_f64() / cpu_per_tx.as_secs_f64()
     );
     println!("first-visit earn (adds READ PROFILE and the ECDSA verification)");
-    println!("  wall time median / p99        : {:>8.1} µs / {:.1} µs", percentile(&first, 0.5).as_secs_f64() * 1e6, percentile(&first, 0.99).as_secs_f64() * 1e6);
-    println!("  command APDUs per transaction : {:>8.2}", first_apdus as f64 / (N / 10) as f64);
-    println!("  bytes on the wire per tx      : {:>8.1}", first_bytes as f64 / (N / 10) as f64);
-    println!("ratio first-visit / cached median: {:.1}x", percentile(&first, 0.5).as_secs_f64() / median.as_secs_f64());
+    println!(
+        "  wall time median / p99        : {:>8.1} µs / {:.1} µs",
+        percentile(&first, 0.5).as_secs_f64() * 1e6,
+        percentile(&first, 0.99).as_secs_f64() * 1e6
+    );
+    println!(
+        "  command APDUs per transaction : {:>8.2}",
+        first_apdus as f64 / (N / 10) as f64
+    );
+    println!(
+        "  bytes on the wire per tx      : {:>8.1}",
+        first_bytes as f64 / (N / 10) as f64
+    );
+    println!(
+        "ratio first-visit / cached median: {:.1}x",
+        percentile(&first, 0.5).as_secs_f64() / median.as_secs_f64()
+    );
 }

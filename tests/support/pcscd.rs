@@ -1,0 +1,1 @@
+//! Support for tests through the real PC/SC stack (placeholder).
