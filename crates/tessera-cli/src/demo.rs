@@ -9,7 +9,13 @@ use tessera_simulator::{Faults, SimCard};
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::{FixedClock, Receipt, Resolution, SoftwareSam, Terminal, TerminalError};
 
-use crate::fail::{Failure, EXIT_FILE};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tessera_simulator::vpcd::{self, ServeOptions};
+use tessera_transport::Transport;
+
+use crate::fail::{Failure, EXIT_CARD, EXIT_FILE};
 use crate::out::{self, print_json};
 use crate::OutputArgs;
 
@@ -19,6 +25,9 @@ pub struct DemoArgs {
     /// Seed for cards and terminals, for a reproducible run [default: OS randomness].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Keep the cards in process even when pcscd with virtual readers runs.
+    #[arg(long)]
+    pub in_process: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -70,6 +79,74 @@ fn customers() -> Vec<(Profile, &'static str)> {
     ]
 }
 
+/// How cards reach the tills.
+enum Stack {
+    /// The simulator in process.
+    InProcess,
+    /// Virtual cards behind the real pcscd: till `i` is reader `readers[i]`,
+    /// fed by the vpcd port `i`.
+    Pcsc { readers: [String; 2] },
+}
+
+/// Uses the real PC/SC stack when pcscd runs with two vpcd readers.
+fn detect_stack(force_in_process: bool) -> Stack {
+    if force_in_process {
+        return Stack::InProcess;
+    }
+    let Ok(list) = tessera_pcsc::list_readers() else {
+        return Stack::InProcess;
+    };
+    let find = |suffix: &str| {
+        list.iter()
+            .find(|r| r.starts_with("Virtual PCD") && r.ends_with(suffix))
+            .cloned()
+    };
+    match (find("00 00"), find("00 01")) {
+        (Some(a), Some(b)) => Stack::Pcsc { readers: [a, b] },
+        _ => Stack::InProcess,
+    }
+}
+
+/// Presents `card` at till `till` and runs `f` with the till's transport:
+/// in process, the card itself; over PC/SC, the card is put into the
+/// till's virtual reader for the duration of `f` and taken out after.
+fn present<R>(
+    stack: &Stack,
+    till: usize,
+    card: &mut SimCard,
+    f: impl FnOnce(&mut dyn Transport) -> R,
+) -> Result<R, Failure> {
+    card.insert()?;
+    let Stack::Pcsc { readers } = stack else {
+        return Ok(f(card));
+    };
+    let reader = &readers[till];
+    let stop = AtomicBool::new(false);
+    let opts = ServeOptions {
+        addr: vpcd::reader_addr(till as u16),
+        ..ServeOptions::default()
+    };
+    let wait = Duration::from_secs(10);
+    let pcsc_err = |e: tessera_pcsc::PcscError| Failure::new(EXIT_CARD, format!("reader {reader}: {e}"));
+    std::thread::scope(|s| {
+        let server = s.spawn(|| vpcd::serve(card, &opts, &stop));
+        let result = (|| {
+            tessera_pcsc::wait_for_card(reader, true, wait).map_err(pcsc_err)?;
+            let mut transport = tessera_pcsc::PcscTransport::connect(reader).map_err(pcsc_err)?;
+            Ok(f(&mut transport))
+        })();
+        stop.store(true, Ordering::SeqCst);
+        let served = server.join();
+        // The card has left the field: wait until the reader has noticed.
+        let _ = tessera_pcsc::wait_for_card(reader, false, wait);
+        match served {
+            Ok(Ok(_)) => result,
+            Ok(Err(e)) => Err(Failure::new(EXIT_CARD, format!("virtual reader {reader}: {e}"))),
+            Err(_) => Err(Failure::new(EXIT_CARD, "virtual card thread failed")),
+        }
+    })
+}
+
 /// Runs the demo.
 pub fn run(a: DemoArgs) -> Result<(), Failure> {
     let json = a.output.json;
@@ -84,8 +161,19 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
     let keys = IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("test key store unusable: {e}")))?;
     let json = a.output.json;
     let mut events = Vec::new();
+    let stack = detect_stack(a.in_process);
     if !json {
-        println!("Tessera demo — simulated cards in process, test keys (never for real cards)");
+        match &stack {
+            Stack::InProcess => println!(
+                "Tessera demo — simulated cards in process (no pcscd with virtual readers found: \
+                 ./scripts/pcscd-up.sh starts one), test keys (never for real cards)"
+            ),
+            Stack::Pcsc { readers } => println!(
+                "Tessera demo — virtual cards behind the real PC/SC daemon, tills on readers \"{}\" and \"{}\", \
+                 test keys (never for real cards)",
+                readers[0], readers[1]
+            ),
+        }
         println!();
     }
 
@@ -141,7 +229,6 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
             Step::Read(c) => (*c, ("read", 0)),
         };
         let card = &mut cards[card_ix];
-        card.insert()?;
         if matches!(step, Step::EarnPulled(..)) {
             // The card leaves the field right after the card processed the
             // 3rd APDU (the EARN, profile cached): its answer is lost.
@@ -152,8 +239,8 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
         }
         till.take_trace();
         let mut customer = String::from("-");
-        let outcome: Result<(String, Option<Receipt>), TerminalError> = (|| {
-            let mut s = till.tap(&mut *card)?;
+        let outcome: Result<(String, Option<Receipt>), TerminalError> = present(&stack, till_ix, card, |t| {
+            let mut s = till.tap(t)?;
             customer = s.card().profile.name.clone();
             match what {
                 ("earn", p) => {
@@ -172,7 +259,7 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
                 }
                 _ => Ok((format!("Hello {customer}! Balance {}", s.card().balance), None)),
             }
-        })();
+        })?;
         let trace = till.take_trace();
         let (line, ok) = match outcome {
             Ok((line, r)) => {
@@ -182,10 +269,9 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
             Err(TerminalError::Interrupted(pending)) => {
                 // Next tap, same till: the card tells whether it happened.
                 card.set_faults(Faults::default());
-                card.insert()?;
-                let mut s = till.tap(&mut *card)?;
-                let res = s.resolve(&pending)?;
-                drop(s);
+                let res = present(&stack, till_ix, card, |t| {
+                    till.tap(t).and_then(|mut s| s.resolve(&pending))
+                })??;
                 let line = match res {
                     Resolution::Completed(rec) => {
                         let balance = rec.balance_after;
