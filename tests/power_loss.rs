@@ -57,7 +57,10 @@ fn cut_everywhere(kind: TxKind) {
         run_tx_via(&mut arm, kind).unwrap();
     }
     let writes = reference.writes();
-    assert_eq!(writes, 8, "3 fields: 3 journal writes, flag, 3 cell writes, clear");
+    assert_eq!(
+        writes, 10,
+        "4 fields (balance, counter, log slot, visits or velocity): 4 journal writes, flag, 4 cell writes, clear"
+    );
     let after = reference.memory();
     assert_ne!(after.cells(), base.cells());
 
@@ -118,7 +121,7 @@ fn run_tx_via(t: &mut ArmBeforeTx<'_>, kind: TxKind) -> Result<(), TerminalError
     let mut s = term.tap(&mut *t)?;
     match kind {
         TxKind::Earn => s.earn(40).map(|_| ()),
-        TxKind::Redeem => s.redeem(40).map(|_| ()),
+        _ => s.redeem(40).map(|_| ()),
     }
 }
 
@@ -137,7 +140,7 @@ fn card_image_file_torn_mid_commit_recovers_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("card.json");
     let base = funded();
-    for n in 0..8 {
+    for n in 0..10 {
         let mut card = SimCard::from_eeprom(base.clone(), Rng::seeded(5)).unwrap();
         card.save_as(&path).unwrap();
         {

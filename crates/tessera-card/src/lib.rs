@@ -20,7 +20,7 @@ use tessera_crypto::{CryptoError, Key};
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind,
+    AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind, Velocity,
 };
 use tessera_protocol::profile::MAX_PROFILE_BLOB;
 use tessera_protocol::tlv::{encode, tags, TlvList};
@@ -166,7 +166,13 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         let expected_cla = match ins {
             Ins::Select => CLA_ISO,
             Ins::Authenticate | Ins::Personalize => CLA_PROPRIETARY,
-            Ins::ReadProfile | Ins::Earn | Ins::Redeem | Ins::ReadLog | Ins::Block => CLA_SECURE,
+            Ins::ReadProfile
+            | Ins::Earn
+            | Ins::Redeem
+            | Ins::Refund
+            | Ins::AckSettlement
+            | Ins::ReadLog
+            | Ins::Block => CLA_SECURE,
             _ => return Err(StatusWord::InsNotSupported),
         };
         if cmd.cla != expected_cla {
@@ -187,6 +193,12 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                     Ins::ReadProfile => self.read_profile(cmd, &data),
                     Ins::Earn => self.transact(TxKind::Earn, cmd, &data),
                     Ins::Redeem => self.transact(TxKind::Redeem, cmd, &data),
+                    Ins::Refund => match cmd.p1 {
+                        0x03 => self.transact(TxKind::RefundEarn, cmd, &data),
+                        0x04 => self.transact(TxKind::RefundRedeem, cmd, &data),
+                        _ => Err(StatusWord::WrongP1P2),
+                    },
+                    Ins::AckSettlement => self.ack_settlement(cmd, &data),
                     Ins::ReadLog => self.read_log(cmd, &data),
                     _ => self.block(cmd, &data),
                 }
@@ -310,6 +322,8 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             counter: self.state.counter,
             lifecycle: self.state.lifecycle,
             last_record: self.state.last_record().cloned(),
+            visits: self.state.visits,
+            velocity: self.state.velocity,
         };
         self.session = Session::Authenticated {
             channel: Box::new(SecureChannel::new(keys)),
@@ -333,34 +347,35 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         self.respond(encode(tags::ENCRYPTED, &ct))
     }
 
-    /// §4.4 EARN and §4.5 REDEEM.
+    /// §4.4 EARN, §4.5 REDEEM and §4.9 REFUND.
     fn transact(&mut self, kind: TxKind, cmd: &Command, data: &[u8]) -> Outcome {
-        if (cmd.p1, cmd.p2) != (0, 0) {
+        let refund = matches!(kind, TxKind::RefundEarn | TxKind::RefundRedeem);
+        if cmd.p2 != 0 || (!refund && cmd.p1 != 0) {
             return Err(StatusWord::WrongP1P2);
         }
         if self.state.lifecycle != Lifecycle::Active {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
         let tx = TxCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
-        if tx.amount == 0 {
+        // A refund names the transaction it reverses, which must be older;
+        // other transactions name none.
+        if tx.amount == 0 || refund != (tx.reference != 0) || tx.reference > self.state.counter {
             return Err(StatusWord::WrongData);
         }
         let s = &self.state;
-        let balance_after = match kind {
-            TxKind::Earn => {
-                if tx.amount > s.earn_cap {
-                    return Err(StatusWord::AboveCap);
-                }
-                s.balance.checked_add(tx.amount).ok_or(StatusWord::BalanceOverflow)?
-            }
-            TxKind::Redeem => {
-                if tx.amount > s.redeem_cap {
-                    return Err(StatusWord::AboveCap);
-                }
-                s.balance
-                    .checked_sub(tx.amount)
-                    .ok_or(StatusWord::InsufficientBalance)?
-            }
+        let cap = match kind {
+            TxKind::Earn | TxKind::RefundEarn => s.earn_cap,
+            TxKind::Redeem | TxKind::RefundRedeem => s.redeem_cap,
+        };
+        if tx.amount > cap {
+            return Err(StatusWord::AboveCap);
+        }
+        let balance_after = if kind.is_credit() {
+            s.balance.checked_add(tx.amount).ok_or(StatusWord::BalanceOverflow)?
+        } else {
+            s.balance
+                .checked_sub(tx.amount)
+                .ok_or(StatusWord::InsufficientBalance)?
         };
         let counter = s.counter.checked_add(1).ok_or(StatusWord::CounterExhausted)?;
         let mut record = LogRecord {
@@ -371,17 +386,71 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             terminal_id: tx.terminal_id,
             terminal_seq: tx.terminal_seq,
             time: tx.time,
+            reference: tx.reference,
             certificate: [0; 16],
         };
         let k_cert = s.key_cert.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
         record.certificate = certificate(k_cert, &s.card_id, &record);
-        // §6.4: balance, counter and the log slot change in one commit.
-        self.commit(vec![
+        // §6.4: balance, counter, the log slot and the visit or velocity
+        // counters change in one commit.
+        let mut writes = vec![
             (Field::Balance, balance_after.to_be_bytes().to_vec()),
             (Field::Counter, counter.to_be_bytes().to_vec()),
             (Field::Log(CardState::slot(counter)), record.to_bytes()),
-        ])?;
+        ];
+        match kind {
+            TxKind::Earn => {
+                let mut v = s.visits;
+                v.count = v.count.saturating_add(1);
+                v.last_day = tx.time / 86_400;
+                v.last_store = tx.store_id;
+                writes.push((Field::Visits, v.to_bytes().to_vec()));
+            }
+            TxKind::Redeem => {
+                let mut v = s.velocity;
+                v.unsettled_redeems = v.unsettled_redeems.saturating_add(1);
+                v.unsettled_points = v.unsettled_points.saturating_add(tx.amount);
+                writes.push((Field::Velocity, v.to_bytes().to_vec()));
+            }
+            TxKind::RefundEarn | TxKind::RefundRedeem => {}
+        }
+        self.commit(writes)?;
         self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
+    }
+
+    /// §4.10 ACKNOWLEDGE SETTLEMENT: the back office has settled every
+    /// transaction up to counter N; the velocity counters restart from the
+    /// redemptions after N.
+    fn ack_settlement(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        let l = TlvList::parse(data).map_err(|_| StatusWord::WrongData)?;
+        l.only(&[tags::COUNTER]).map_err(|_| StatusWord::WrongData)?;
+        let upto = l.u32(tags::COUNTER).map_err(|_| StatusWord::WrongData)?;
+        let s = &self.state;
+        if upto > s.counter {
+            return Err(StatusWord::WrongData);
+        }
+        if upto > s.velocity.settled_counter {
+            // Redemptions after `upto` are recounted from the log when it
+            // reaches back that far; otherwise the counters stay as they are,
+            // which can only overstate the unsettled amount (the safe side).
+            let covered = s.counter - upto <= LOG_CAPACITY as u32;
+            let mut v = s.velocity;
+            if covered {
+                let after: Vec<&LogRecord> = s
+                    .records()
+                    .filter(|r| r.counter > upto && r.kind == TxKind::Redeem)
+                    .collect();
+                v.unsettled_redeems = after.len() as u32;
+                v.unsettled_points = after.iter().fold(0u32, |a, r| a.saturating_add(r.amount));
+            }
+            v.settled_counter = upto;
+            self.commit(vec![(Field::Velocity, v.to_bytes().to_vec())])?;
+        }
+        let v: Velocity = self.state.velocity;
+        self.respond(encode(tags::VELOCITY, &v.to_bytes()))
     }
 
     /// §4.6 READ LOG: record P1 (1 = newest).

@@ -1,7 +1,7 @@
 //! The typed view of the card's persistent fields.
 
 use tessera_crypto::Key;
-use tessera_protocol::messages::{Lifecycle, LogRecord};
+use tessera_protocol::messages::{Lifecycle, LogRecord, Velocity, Visits};
 use tessera_protocol::LOG_CAPACITY;
 
 use crate::storage::{Field, Storage};
@@ -38,6 +38,10 @@ pub struct CardState {
     pub log: [Option<LogRecord>; LOG_CAPACITY],
     /// The signed profile blob (empty before personalization).
     pub profile: Vec<u8>,
+    /// Visit history.
+    pub visits: Visits,
+    /// Offline velocity counters.
+    pub velocity: Velocity,
 }
 
 fn corrupt(f: Field) -> CardError {
@@ -89,7 +93,15 @@ impl CardState {
             auth_limit: fixed::<1>(s, Field::AuthLimit)?[0],
             log: Default::default(),
             profile: s.read(Field::Profile).ok_or_else(|| corrupt(Field::Profile))?,
+            visits: Visits::default(),
+            velocity: Velocity::default(),
         };
+        // Fields added after the first cards: absent means zero.
+        for f in [Field::Visits, Field::Velocity] {
+            if let Some(v) = s.read(f) {
+                state.set(f, &v)?;
+            }
+        }
         for f in [Field::KeyPerso, Field::KeyAuth, Field::KeyCert] {
             let v = zeroize::Zeroizing::new(s.read(f).ok_or_else(|| corrupt(f))?);
             state.set(f, &v)?;
@@ -101,6 +113,17 @@ impl CardState {
         }
         if state.lifecycle == Lifecycle::Active && (state.key_auth.is_none() || state.key_cert.is_none()) {
             return Err(corrupt(Field::KeyAuth));
+        }
+        if state.lifecycle == Lifecycle::Active && !(1..=15).contains(&state.auth_limit) {
+            return Err(corrupt(Field::AuthLimit));
+        }
+        if state.auth_failures > state.auth_limit.max(1) {
+            return Err(corrupt(Field::AuthFailures));
+        }
+        if let Some(r) = state.last_record() {
+            if r.counter != state.counter || r.balance_after != state.balance {
+                return Err(corrupt(Field::Log(Self::slot(state.counter))));
+            }
         }
         Ok(state)
     }
@@ -135,6 +158,8 @@ impl CardState {
                 };
             }
             Field::Profile => self.profile = v.to_vec(),
+            Field::Visits => self.visits = Visits::parse(v).map_err(|_| corrupt(f))?,
+            Field::Velocity => self.velocity = Velocity::parse(v).map_err(|_| corrupt(f))?,
         }
         Ok(())
     }
@@ -159,6 +184,7 @@ impl CardState {
     /// Log records, newest first.
     pub fn records(&self) -> impl Iterator<Item = &LogRecord> + '_ {
         let n = (self.counter as usize).min(LOG_CAPACITY);
-        (0..n as u32).filter_map(move |k| self.log[usize::from(Self::slot(self.counter - k))].as_ref())
+        // A missing slot ends the walk: numbering never shifts past a hole.
+        (0..n as u32).map_while(move |k| self.log[usize::from(Self::slot(self.counter - k))].as_ref())
     }
 }

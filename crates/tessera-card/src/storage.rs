@@ -32,10 +32,15 @@ pub enum Field {
     AuthFailures,
     /// Authentication failure limit, 1 byte.
     AuthLimit,
-    /// Log slot `0..8`, a 41-byte record or empty.
+    /// Log slot `0..8`, a 45-byte record or empty.
     Log(u8),
     /// The signed profile blob.
     Profile,
+    /// Visit history (12 bytes); absent on cards made before it existed.
+    Visits,
+    /// Offline velocity counters (12 bytes); absent on cards made before
+    /// they existed.
+    Velocity,
 }
 
 impl Field {
@@ -55,6 +60,8 @@ impl Field {
             Self::AuthLimit => "auth_limit".into(),
             Self::Log(i) => format!("log.{i}"),
             Self::Profile => "profile".into(),
+            Self::Visits => "visits".into(),
+            Self::Velocity => "velocity".into(),
         }
     }
 
@@ -73,6 +80,8 @@ impl Field {
             "auth_failures" => Self::AuthFailures,
             "auth_limit" => Self::AuthLimit,
             "profile" => Self::Profile,
+            "visits" => Self::Visits,
+            "velocity" => Self::Velocity,
             other => {
                 let i: u8 = other.strip_prefix("log.")?.parse().ok()?;
                 if usize::from(i) >= tessera_protocol::LOG_CAPACITY {

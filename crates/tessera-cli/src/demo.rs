@@ -214,8 +214,8 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
     if !json {
         println!();
         println!(
-            "{:<5} {:<5} {:<14} {:>5}  {}",
-            "time", "till", "customer", "APDUs", "what the clerk sees"
+            "{:<5} {:<5} {:<14} {:>5}  what the clerk sees",
+            "time", "till", "customer", "APDUs"
         );
     }
     for (n, step) in script.iter().enumerate() {
@@ -314,10 +314,7 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
         let explained: i64 = receipts
             .iter()
             .filter(|r| r.card_id == st.card_id)
-            .map(|r| match r.record.kind {
-                tessera_protocol::messages::TxKind::Earn => i64::from(r.record.amount),
-                tessera_protocol::messages::TxKind::Redeem => -i64::from(r.record.amount),
-            })
+            .map(|r| r.record.kind.delta(r.record.amount))
             .sum();
         balances.push((out::card_id(&st.card_id), st.balance, explained));
     }

@@ -45,10 +45,7 @@ pub fn record_json(r: &LogRecord) -> Value {
 
 /// A log record as one line of text.
 pub fn record_line(r: &LogRecord) -> String {
-    let sign = match r.kind {
-        tessera_protocol::messages::TxKind::Earn => '+',
-        tessera_protocol::messages::TxKind::Redeem => '-',
-    };
+    let sign = if r.kind.is_credit() { '+' } else { '-' };
     format!(
         "#{:<5} {:<6} {sign}{:<8} balance {:<8} terminal {} seq {}",
         r.counter,

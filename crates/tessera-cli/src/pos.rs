@@ -214,6 +214,8 @@ fn tap(a: &CardArgs, tx: Option<(bool, u32)>) -> Result<(), Failure> {
             let (verb, sign) = match r.record.kind {
                 tessera_protocol::messages::TxKind::Earn => ("Earned", "+"),
                 tessera_protocol::messages::TxKind::Redeem => ("Redeemed", "-"),
+                tessera_protocol::messages::TxKind::RefundEarn => ("Refunded (points taken back)", "-"),
+                tessera_protocol::messages::TxKind::RefundRedeem => ("Refunded (points given back)", "+"),
             };
             println!(
                 "APPROVED — {verb} {sign}{} points for {}. New balance {} points. (card #{}, {} APDUs)",

@@ -22,6 +22,10 @@ pub enum Ins {
     Earn,
     /// `32` REDEEM (spec §4.5).
     Redeem,
+    /// `34` REFUND (spec §4.9).
+    Refund,
+    /// `38` ACKNOWLEDGE SETTLEMENT (spec §4.10).
+    AckSettlement,
     /// `B2` READ LOG (spec §4.6).
     ReadLog,
     /// `E2` PERSONALIZE (spec §4.7).
@@ -42,6 +46,8 @@ impl From<u8> for Ins {
             0xCA => Self::ReadProfile,
             0x30 => Self::Earn,
             0x32 => Self::Redeem,
+            0x34 => Self::Refund,
+            0x38 => Self::AckSettlement,
             0xB2 => Self::ReadLog,
             0xE2 => Self::Personalize,
             0x1E => Self::Block,
@@ -59,6 +65,8 @@ impl From<Ins> for u8 {
             Ins::ReadProfile => 0xCA,
             Ins::Earn => 0x30,
             Ins::Redeem => 0x32,
+            Ins::Refund => 0x34,
+            Ins::AckSettlement => 0x38,
             Ins::ReadLog => 0xB2,
             Ins::Personalize => 0xE2,
             Ins::Block => 0x1E,

@@ -150,6 +150,89 @@ pub struct AuthResponse {
     pub lifecycle: Lifecycle,
     /// The most recent log record, absent on a card that never transacted.
     pub last_record: Option<LogRecord>,
+    /// The card's visit history.
+    pub visits: Visits,
+    /// The card's offline velocity counters.
+    pub velocity: Velocity,
+}
+
+/// Visit history kept by the card (spec §6.1), updated by every EARN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Visits {
+    /// Number of purchases (EARNs) ever.
+    pub count: u32,
+    /// Day of the last purchase, in days since 1970-01-01 (0 = never).
+    pub last_day: u32,
+    /// Store of the last purchase.
+    pub last_store: u32,
+}
+
+impl Visits {
+    /// The 12-byte encoding.
+    pub fn to_bytes(&self) -> [u8; 12] {
+        twelve(self.count, self.last_day, self.last_store)
+    }
+
+    /// Decodes the 12-byte encoding.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] on a wrong length.
+    pub fn parse(b: &[u8]) -> Result<Self, ProtocolError> {
+        let [count, last_day, last_store] = three(b, tags::VISITS)?;
+        Ok(Self {
+            count,
+            last_day,
+            last_store,
+        })
+    }
+}
+
+/// Offline velocity counters kept by the card (spec §6.1): redemptions not
+/// yet acknowledged as settled by the back office.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Velocity {
+    /// Redemptions since the last acknowledged settlement.
+    pub unsettled_redeems: u32,
+    /// Points redeemed since the last acknowledged settlement.
+    pub unsettled_points: u32,
+    /// Card counter up to which settlement was acknowledged.
+    pub settled_counter: u32,
+}
+
+impl Velocity {
+    /// The 12-byte encoding.
+    pub fn to_bytes(&self) -> [u8; 12] {
+        twelve(self.unsettled_redeems, self.unsettled_points, self.settled_counter)
+    }
+
+    /// Decodes the 12-byte encoding.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] on a wrong length.
+    pub fn parse(b: &[u8]) -> Result<Self, ProtocolError> {
+        let [unsettled_redeems, unsettled_points, settled_counter] = three(b, tags::VELOCITY)?;
+        Ok(Self {
+            unsettled_redeems,
+            unsettled_points,
+            settled_counter,
+        })
+    }
+}
+
+fn twelve(a: u32, b: u32, c: u32) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..4].copy_from_slice(&a.to_be_bytes());
+    out[4..8].copy_from_slice(&b.to_be_bytes());
+    out[8..].copy_from_slice(&c.to_be_bytes());
+    out
+}
+
+fn three(b: &[u8], tag: u32) -> Result<[u32; 3], ProtocolError> {
+    if b.len() != 12 {
+        return Err(ProtocolError::InvalidValue(tag));
+    }
+    let u = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Ok([u(0), u(4), u(8)])
 }
 
 impl AuthResponse {
@@ -160,6 +243,8 @@ impl AuthResponse {
             (tags::BALANCE, &self.balance.to_be_bytes()),
             (tags::COUNTER, &self.counter.to_be_bytes()),
             (tags::LIFECYCLE, &[self.lifecycle.to_byte()]),
+            (tags::VISITS, &self.visits.to_bytes()),
+            (tags::VELOCITY, &self.velocity.to_bytes()),
         ]);
         if let Some(r) = &self.last_record {
             out.extend(encode(tags::LOG_RECORD, &r.to_bytes()));
@@ -178,6 +263,8 @@ impl AuthResponse {
             tags::BALANCE,
             tags::COUNTER,
             tags::LIFECYCLE,
+            tags::VISITS,
+            tags::VELOCITY,
             tags::LOG_RECORD,
         ])?;
         let [lc] = l.array::<1>(tags::LIFECYCLE)?;
@@ -187,17 +274,23 @@ impl AuthResponse {
             counter: l.u32(tags::COUNTER)?,
             lifecycle: Lifecycle::from_byte(lc)?,
             last_record: l.get(tags::LOG_RECORD).map(LogRecord::parse).transpose()?,
+            visits: Visits::parse(l.require(tags::VISITS)?)?,
+            velocity: Velocity::parse(l.require(tags::VELOCITY)?)?,
         })
     }
 }
 
 /// Kind of a card transaction (spec §6.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TxKind {
-    /// `01`: points added.
+    /// `01`: points added for a purchase.
     Earn,
     /// `02`: points spent.
     Redeem,
+    /// `03`: reversal of an earn: points taken back.
+    RefundEarn,
+    /// `04`: reversal of a redemption: points given back.
+    RefundRedeem,
 }
 
 impl TxKind {
@@ -206,6 +299,8 @@ impl TxKind {
         match self {
             Self::Earn => 0x01,
             Self::Redeem => 0x02,
+            Self::RefundEarn => 0x03,
+            Self::RefundRedeem => 0x04,
         }
     }
 
@@ -217,7 +312,32 @@ impl TxKind {
         match b {
             0x01 => Ok(Self::Earn),
             0x02 => Ok(Self::Redeem),
+            0x03 => Ok(Self::RefundEarn),
+            0x04 => Ok(Self::RefundRedeem),
             _ => Err(ProtocolError::InvalidValue(tags::LOG_RECORD)),
+        }
+    }
+
+    /// Whether the transaction adds points to the balance.
+    pub fn is_credit(self) -> bool {
+        matches!(self, Self::Earn | Self::RefundRedeem)
+    }
+
+    /// The signed change of the balance for `amount` points.
+    pub fn delta(self, amount: u32) -> i64 {
+        if self.is_credit() {
+            i64::from(amount)
+        } else {
+            -i64::from(amount)
+        }
+    }
+
+    /// The refund kind that reverses this kind, if any.
+    pub fn reversal(self) -> Option<Self> {
+        match self {
+            Self::Earn => Some(Self::RefundEarn),
+            Self::Redeem => Some(Self::RefundRedeem),
+            _ => None,
         }
     }
 
@@ -226,6 +346,8 @@ impl TxKind {
         match self {
             Self::Earn => "earn",
             Self::Redeem => "redeem",
+            Self::RefundEarn => "refund-earn",
+            Self::RefundRedeem => "refund-redeem",
         }
     }
 }
@@ -241,17 +363,27 @@ pub struct TxCommand {
     pub terminal_seq: u32,
     /// Terminal time, seconds since the Unix epoch.
     pub time: u32,
+    /// The store the terminal stands in.
+    pub store_id: u32,
+    /// For REFUND: the counter of the transaction it reverses; 0 otherwise.
+    pub reference: u32,
 }
 
 impl TxCommand {
-    /// Encodes the command data (without the MAC object).
+    /// Encodes the command data (without the MAC object). The reference
+    /// object is present only when non-zero.
     pub fn to_bytes(&self) -> Vec<u8> {
-        encode_all(&[
+        let mut out = encode_all(&[
             (tags::AMOUNT, &self.amount.to_be_bytes()),
             (tags::TERMINAL_ID, &self.terminal_id.to_be_bytes()),
             (tags::TERMINAL_SEQ, &self.terminal_seq.to_be_bytes()),
             (tags::TIME, &self.time.to_be_bytes()),
-        ])
+            (tags::STORE_ID, &self.store_id.to_be_bytes()),
+        ]);
+        if self.reference != 0 {
+            out.extend(encode(tags::REFERENCE, &self.reference.to_be_bytes()));
+        }
+        out
     }
 
     /// Decodes the command data (without the MAC object).
@@ -260,17 +392,33 @@ impl TxCommand {
     /// Any [`ProtocolError`] on malformed data.
     pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let l = TlvList::parse(bytes)?;
-        l.only(&[tags::AMOUNT, tags::TERMINAL_ID, tags::TERMINAL_SEQ, tags::TIME])?;
+        l.only(&[
+            tags::AMOUNT,
+            tags::TERMINAL_ID,
+            tags::TERMINAL_SEQ,
+            tags::TIME,
+            tags::STORE_ID,
+            tags::REFERENCE,
+        ])?;
+        let reference = match l.get(tags::REFERENCE) {
+            Some(_) => match l.u32(tags::REFERENCE)? {
+                0 => return Err(ProtocolError::InvalidValue(tags::REFERENCE)),
+                r => r,
+            },
+            None => 0,
+        };
         Ok(Self {
             amount: l.u32(tags::AMOUNT)?,
             terminal_id: l.u32(tags::TERMINAL_ID)?,
             terminal_seq: l.u32(tags::TERMINAL_SEQ)?,
             time: l.u32(tags::TIME)?,
+            store_id: l.u32(tags::STORE_ID)?,
+            reference,
         })
     }
 }
 
-/// One record of the card's transaction log (spec §6.2): 41 bytes.
+/// One record of the card's transaction log (spec §6.2): 45 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LogRecord {
     /// Transaction counter value given to this transaction.
@@ -287,22 +435,26 @@ pub struct LogRecord {
     pub terminal_seq: u32,
     /// Terminal time, seconds since the Unix epoch.
     pub time: u32,
+    /// For refunds, the counter of the reversed transaction; 0 otherwise.
+    pub reference: u32,
     /// Transaction certificate (spec §5.7).
     pub certificate: [u8; CERT_LEN],
 }
 
 impl LogRecord {
     /// Encoded length of a record.
-    pub const LEN: usize = 25 + CERT_LEN;
+    pub const LEN: usize = Self::BODY_LEN + CERT_LEN;
+    /// Length of the record without its certificate.
+    pub const BODY_LEN: usize = 29;
 
     /// The bytes covered by the certificate (spec §5.7): a domain tag, the
     /// card id and every field of the record but the certificate.
     pub fn certified_bytes(&self, card_id: &CardId) -> Vec<u8> {
-        let mut out = Vec::with_capacity(38);
+        let mut out = Vec::with_capacity(3 + 8 + Self::BODY_LEN);
         out.extend_from_slice(b"TC");
         out.push(0x01);
         out.extend_from_slice(card_id);
-        out.extend_from_slice(&self.to_bytes()[..25]);
+        out.extend_from_slice(&self.to_bytes()[..Self::BODY_LEN]);
         out
     }
 
@@ -316,6 +468,7 @@ impl LogRecord {
         out.extend_from_slice(&self.terminal_id.to_be_bytes());
         out.extend_from_slice(&self.terminal_seq.to_be_bytes());
         out.extend_from_slice(&self.time.to_be_bytes());
+        out.extend_from_slice(&self.reference.to_be_bytes());
         out.extend_from_slice(&self.certificate);
         out
     }
@@ -331,7 +484,7 @@ impl LogRecord {
         }
         let u = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let mut certificate = [0u8; CERT_LEN];
-        certificate.copy_from_slice(&b[25..]);
+        certificate.copy_from_slice(&b[Self::BODY_LEN..]);
         Ok(Self {
             counter: u(0),
             kind: TxKind::from_byte(b[4])?,
@@ -340,6 +493,7 @@ impl LogRecord {
             terminal_id: u(13),
             terminal_seq: u(17),
             time: u(21),
+            reference: u(25),
             certificate,
         })
     }
@@ -439,6 +593,7 @@ mod tests {
             terminal_id: 0x0102_0304,
             terminal_seq: 9,
             time: 1_800_000_000,
+            reference: 0,
             certificate: [0xAB; 16],
         }
     }
@@ -448,7 +603,7 @@ mod tests {
         let r = record();
         assert_eq!(LogRecord::parse(&r.to_bytes()).unwrap(), r);
         assert_eq!(r.to_bytes().len(), LogRecord::LEN);
-        assert_eq!(r.certified_bytes(&[1; 8]).len(), 36);
+        assert_eq!(r.certified_bytes(&[1; 8]).len(), 40);
     }
 
     #[test]
@@ -459,6 +614,16 @@ mod tests {
             counter: 2,
             lifecycle: Lifecycle::Active,
             last_record: Some(record()),
+            visits: Visits {
+                count: 3,
+                last_day: 20_000,
+                last_store: 7,
+            },
+            velocity: Velocity {
+                unsettled_redeems: 1,
+                unsettled_points: 50,
+                settled_counter: 0,
+            },
         };
         assert_eq!(AuthResponse::parse(&a.to_bytes()).unwrap(), a);
     }
@@ -475,8 +640,8 @@ mod tests {
         }
 
         #[test]
-        fn tx_command_round_trip(amount: u32, terminal_id: u32, terminal_seq: u32, time: u32) {
-            let c = TxCommand { amount, terminal_id, terminal_seq, time };
+        fn tx_command_round_trip(amount: u32, terminal_id: u32, terminal_seq: u32, time: u32, store_id: u32, reference: u32) {
+            let c = TxCommand { amount, terminal_id, terminal_seq, time, store_id, reference };
             prop_assert_eq!(TxCommand::parse(&c.to_bytes()).unwrap(), c);
         }
     }

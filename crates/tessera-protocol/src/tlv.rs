@@ -26,7 +26,7 @@ pub mod tags {
     pub const BALANCE: u32 = 0xC6;
     /// Transaction counter, 4 bytes big-endian.
     pub const COUNTER: u32 = 0xC7;
-    /// A log record (spec §6.2), 41 bytes.
+    /// A log record (spec §6.2), 45 bytes.
     pub const LOG_RECORD: u32 = 0xC8;
     /// Encrypted data (profile cryptogram or personalization data).
     pub const ENCRYPTED: u32 = 0xC9;
@@ -38,6 +38,11 @@ pub mod tags {
     pub const HOST_CHALLENGE: u32 = 0xCC;
     /// Host cryptogram, 8 bytes.
     pub const HOST_CRYPTOGRAM: u32 = 0xCD;
+    /// Visit history: visit count, last visit day, last store (4 bytes each).
+    pub const VISITS: u32 = 0xCE;
+    /// Offline velocity: unsettled redemptions count and sum, settled
+    /// counter (4 bytes each).
+    pub const VELOCITY: u32 = 0xCF;
     /// Amount in points, 4 bytes big-endian.
     pub const AMOUNT: u32 = 0xD0;
     /// Terminal identifier, 4 bytes.
@@ -46,6 +51,8 @@ pub mod tags {
     pub const TERMINAL_SEQ: u32 = 0xD2;
     /// Transaction time, seconds since the Unix epoch, 4 bytes.
     pub const TIME: u32 = 0xD3;
+    /// Store identifier, 4 bytes.
+    pub const STORE_ID: u32 = 0xD9;
     /// Card authentication key (personalization only), 16 bytes.
     pub const KEY_AUTH: u32 = 0xD4;
     /// Card certificate key (personalization only), 16 bytes.
@@ -72,6 +79,8 @@ pub mod tags {
     pub const VALID_FROM: u32 = 0xDF02;
     /// Profile valid until (date).
     pub const VALID_UNTIL: u32 = 0xDF03;
+    /// Counter of the transaction a refund reverses, 4 bytes.
+    pub const REFERENCE: u32 = 0xDF04;
     /// Secure messaging MAC (ISO 7816-4 cryptographic checksum), 8 bytes.
     pub const MAC: u32 = 0x8E;
     /// Issuer signature over the profile, 64 bytes (r ‖ s).

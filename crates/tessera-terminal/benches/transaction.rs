@@ -119,6 +119,7 @@ fn main() {
         terminal_id: 1,
         terminal_seq: 1,
         time: 1,
+        reference: 0,
         certificate: [0; 16],
     };
     let data = [0u8; 24];

@@ -45,7 +45,7 @@ use tessera_crypto::sign::profile_digest;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind,
+    AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind, Velocity, Visits,
 };
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
@@ -107,6 +107,10 @@ pub struct CardInfo {
     pub profile_digest: [u8; 32],
     /// Whether the profile came from the cache (no READ PROFILE).
     pub profile_cached: bool,
+    /// The card's visit history (before this session's transactions).
+    pub visits: Visits,
+    /// The card's offline velocity counters.
+    pub velocity: Velocity,
 }
 
 /// Proof of a completed card transaction.
@@ -134,6 +138,7 @@ pub struct Terminal<S: Sam, C: Clock> {
     sam: S,
     clock: C,
     terminal_id: u32,
+    store_id: u32,
     next_seq: u32,
     cache: ProfileCache,
     trace: AuditTrace,
@@ -148,11 +153,29 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
             sam,
             clock,
             terminal_id,
+            store_id: 0,
             next_seq: 1,
             cache: ProfileCache::new(),
             trace: AuditTrace::default(),
             rng: Rng::Os,
         }
+    }
+
+    /// Sets the store this terminal stands in (recorded in the card's visit
+    /// history).
+    pub fn with_store(mut self, store_id: u32) -> Self {
+        self.store_id = store_id;
+        self
+    }
+
+    /// The store this terminal stands in.
+    pub fn store_id(&self) -> u32 {
+        self.store_id
+    }
+
+    /// The terminal's clock reading.
+    pub fn now(&self) -> u32 {
+        self.clock.now()
     }
 
     /// Replaces the profile cache.
@@ -279,6 +302,8 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
                 profile: placeholder_profile(sel.card_id),
                 profile_digest: digest,
                 profile_cached: false,
+                visits: auth.visits,
+                velocity: auth.velocity,
             },
         };
 
@@ -415,7 +440,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// [`TerminalError::Interrupted`] when the answer was lost (resolve it
     /// at the next tap), the card's refusals as typed variants.
     pub fn earn(&mut self, points: u32) -> Result<Receipt, TerminalError> {
-        self.transact(TxKind::Earn, points)
+        self.transact(TxKind::Earn, points, 0)
     }
 
     /// §4.5 REDEEM: spends points. One command APDU.
@@ -424,19 +449,73 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// As [`Session::earn`]; [`TerminalError::InsufficientBalance`] without
     /// talking to the card when the balance is known to be too low.
     pub fn redeem(&mut self, points: u32) -> Result<Receipt, TerminalError> {
-        self.transact(TxKind::Redeem, points)
+        self.transact(TxKind::Redeem, points, 0)
     }
 
-    fn transact(&mut self, kind: TxKind, amount: u32) -> Result<Receipt, TerminalError> {
+    /// §4.9 REFUND: reverses the earn or redemption `original` of this card
+    /// (a record the caller knows, from a receipt, a journal or the card's
+    /// log): a new card transaction for the same points in the other
+    /// direction, whose certificate names the original counter. One command
+    /// APDU. The card does not check that the original exists or was not
+    /// refunded already; the terminal's journal and the ledger do.
+    ///
+    /// # Errors
+    /// [`TerminalError::InvalidRequest`] when `original` is a refund itself
+    /// or not older than the card's counter; otherwise as
+    /// [`Session::earn`].
+    pub fn refund(&mut self, original: &LogRecord) -> Result<Receipt, TerminalError> {
+        let kind = original
+            .kind
+            .reversal()
+            .ok_or(TerminalError::InvalidRequest("a refund cannot be refunded"))?;
+        if original.counter == 0 || original.counter > self.card.counter {
+            return Err(TerminalError::InvalidRequest(
+                "the original transaction is not on this card",
+            ));
+        }
+        self.transact(kind, original.amount, original.counter)
+    }
+
+    /// §4.10 ACKNOWLEDGE SETTLEMENT: tells the card the back office has
+    /// settled its transactions up to `counter`, which restarts its offline
+    /// velocity counters. Returns the counters after the command.
+    ///
+    /// # Errors
+    /// [`TerminalError::InvalidRequest`] for a counter beyond the card's;
+    /// card and transport errors.
+    pub fn acknowledge_settlement(&mut self, counter: u32) -> Result<Velocity, TerminalError> {
+        if counter > self.card.counter {
+            return Err(TerminalError::InvalidRequest(
+                "settlement acknowledged beyond the card's counter",
+            ));
+        }
+        let data = tessera_protocol::tlv::encode(tags::COUNTER, &counter.to_be_bytes());
+        let resp = self.secure("ACK SETTLEMENT", Ins::AckSettlement, 0, &data, 256)?;
+        if resp.sw != StatusWord::Ok {
+            return Err(TerminalError::Card {
+                command: "ACK SETTLEMENT",
+                sw: resp.sw,
+            });
+        }
+        let l = self.verified("ACK SETTLEMENT", &resp)?;
+        let raw = l
+            .require(tags::VELOCITY)
+            .map_err(|e| TerminalError::from(("ACK SETTLEMENT", e)))?;
+        let v = Velocity::parse(raw).map_err(|e| TerminalError::from(("ACK SETTLEMENT", e)))?;
+        self.card.velocity = v;
+        Ok(v)
+    }
+
+    fn transact(&mut self, kind: TxKind, amount: u32, reference: u32) -> Result<Receipt, TerminalError> {
         if amount == 0 {
             return Err(TerminalError::InvalidRequest("the amount must be at least 1 point"));
         }
-        if kind == TxKind::Redeem && amount > self.card.balance {
+        if !kind.is_credit() && amount > self.card.balance {
             return Err(TerminalError::InsufficientBalance {
                 balance: self.card.balance,
             });
         }
-        if kind == TxKind::Earn && self.card.balance.checked_add(amount).is_none() {
+        if kind.is_credit() && self.card.balance.checked_add(amount).is_none() {
             return Err(TerminalError::BalanceOverflow);
         }
         let seq = self.terminal.next_seq;
@@ -447,10 +526,14 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             terminal_id: self.terminal.terminal_id,
             terminal_seq: seq,
             time: self.terminal.clock.now(),
+            store_id: self.terminal.store_id,
+            reference,
         };
-        let (label, ins) = match kind {
-            TxKind::Earn => ("EARN", Ins::Earn),
-            TxKind::Redeem => ("REDEEM", Ins::Redeem),
+        let (label, ins, p1) = match kind {
+            TxKind::Earn => ("EARN", Ins::Earn, 0),
+            TxKind::Redeem => ("REDEEM", Ins::Redeem, 0),
+            TxKind::RefundEarn => ("REFUND", Ins::Refund, 0x03),
+            TxKind::RefundRedeem => ("REFUND", Ins::Refund, 0x04),
         };
         let pending = PendingTx {
             card_id: self.card.card_id,
@@ -460,12 +543,11 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             terminal_id: tx.terminal_id,
             terminal_seq: seq,
         };
-        let resp = match self.secure(label, ins, 0, &tx.to_bytes(), 256) {
+        let resp = match self.secure(label, ins, p1, &tx.to_bytes(), 256) {
             Ok(r) => r,
-            Err(TransportError::CardRemoved | TransportError::Timeout(_)) => {
-                return Err(TerminalError::Interrupted(Box::new(pending)))
-            }
-            Err(e) => return Err(TerminalError::Transport(e)),
+            // Whatever broke the link, the command may have reached the
+            // card: the outcome is unknown until the next tap.
+            Err(_) => return Err(TerminalError::Interrupted(Box::new(pending))),
         };
         match resp.sw {
             StatusWord::Ok => {}
@@ -503,9 +585,10 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                 .map_err(|e| TerminalError::from((label, e)))?,
         )
         .map_err(|e| TerminalError::from((label, e)))?;
-        let expected_balance = match kind {
-            TxKind::Earn => self.card.balance.checked_add(amount),
-            TxKind::Redeem => self.card.balance.checked_sub(amount),
+        let expected_balance = if kind.is_credit() {
+            self.card.balance.checked_add(amount)
+        } else {
+            self.card.balance.checked_sub(amount)
         };
         if rec.counter != pending.expected_counter
             || rec.kind != kind
@@ -514,6 +597,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             || rec.terminal_id != tx.terminal_id
             || rec.terminal_seq != seq
             || rec.time != tx.time
+            || rec.reference != reference
         {
             return Err(TerminalError::malformed(label, "record does not match the request"));
         }
