@@ -472,9 +472,10 @@ impl ServedCard {
         wait_for_card(&self.reader, false, timeout)
     }
 
-    /// Stops the process (`SIGTERM`, then `SIGKILL` after [`STOP_GRACE`])
-    /// and returns its exit status (`None` if it was already stopped) and
-    /// output.
+    /// Stops the process (`SIGTERM`, then `SIGKILL` after [`STOP_GRACE`]),
+    /// waits (up to [`WAIT`]) until pcscd shows the reader empty, so that
+    /// the next card served there is not mistaken for this one, and returns
+    /// the exit status (`None` if it was already stopped) and output.
     pub fn stop(&mut self) -> (Option<ExitStatus>, String) {
         let Some(mut child) = self.child.take() else {
             return (None, self.log());
@@ -488,6 +489,14 @@ impl ServedCard {
             }
         };
         lock_children().retain(|p| *p != pid);
+        // pcscd notices the card's absence at its next poll (400 ms); a card
+        // served next into this reader must not be mistaken for this one.
+        if let Err(e) = wait_for_card(&self.reader, false, WAIT) {
+            eprintln!(
+                "{} still shows a card after its serve process stopped: {e}",
+                self.reader
+            );
+        }
         (Some(status), self.log())
     }
 }

@@ -12,6 +12,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CARD: u8 = 3;
 /// Exit code: a file could not be read or written.
 pub const EXIT_FILE: u8 = 4;
+/// Exit code: referred — the operation needs the back office.
+pub const EXIT_REFERRED: u8 = 5;
 
 /// What the binary reports on failure.
 #[derive(Debug)]
@@ -22,6 +24,9 @@ pub struct Failure {
     pub message: String,
     /// Print as JSON.
     pub json: bool,
+    /// The command already printed its (JSON) answer; only the exit code is
+    /// left to give.
+    pub printed: bool,
 }
 
 impl Failure {
@@ -31,12 +36,19 @@ impl Failure {
             code,
             message: message.into(),
             json: false,
+            printed: false,
         }
     }
 
     /// Bad arguments.
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(EXIT_USAGE, message)
+    }
+
+    /// Marks the failure as already reported on standard output.
+    pub fn printed(mut self, printed: bool) -> Self {
+        self.printed = printed;
+        self
     }
 
     /// Marks the failure for JSON output.

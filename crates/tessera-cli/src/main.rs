@@ -52,9 +52,13 @@ pub struct TerminalArgs {
     /// $XDG_DATA_HOME/tessera/terminal, else ~/.local/share/tessera/terminal].
     #[arg(long, value_name = "DIR")]
     pub terminal_dir: Option<PathBuf>,
-    /// This terminal's identifier (used on first run of a state directory).
+    /// This terminal's identifier (used when the state directory is new; the
+    /// journal remembers it).
     #[arg(long, default_value_t = 1)]
     pub terminal_id: u32,
+    /// The store this terminal stands in (recorded in the card's visit history).
+    #[arg(long, default_value_t = 1)]
+    pub store: u32,
 }
 
 fn main() -> ExitCode {
@@ -66,8 +70,15 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { code, message, json }) => {
-            if json {
+        Err(Failure {
+            code,
+            message,
+            json,
+            printed,
+        }) => {
+            if printed {
+                // The JSON answer already says what happened.
+            } else if json {
                 println!(
                     "{}",
                     serde_json::json!({"version": 1, "ok": false, "error": message, "exit_code": code})

@@ -1,28 +1,49 @@
 //! `tessera pos`: the clerk's point of sale.
+//!
+//! Every command works on the terminal directory (`--terminal-dir`):
+//!
+//! | file | what |
+//! |---|---|
+//! | `journal.sqlite` | the journal (terminal id, every decision and card transaction) |
+//! | `policy.toml` | the authorization policy (optional: the documented default applies) |
+//! | `hotlist.toml` | blocked cards (optional: none) |
+//! | `campaigns.toml`, `campaigns.toml.sig` | campaigns signed by the issuer (optional: none) |
+//! | `profiles/` | verified customer profiles cached by digest |
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
-use tessera_simulator::{image, SimCard};
-use tessera_terminal::{ProfileCache, SoftwareSam, SystemClock, Terminal};
+use tessera_simulator::SimCard;
+use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
+use tessera_terminal::offers::CampaignSet;
+use tessera_terminal::policy::{Decision, Hotlist, Policy};
+use tessera_terminal::till::{Till, TillConfig, TillError, TillOutcome};
+use tessera_terminal::{Clock, FixedClock, ProfileCache, SoftwareSam, SystemClock, Terminal};
 
-use crate::fail::{parse_points, Failure, EXIT_FILE};
+use crate::fail::{parse_points, Failure, EXIT_DECLINED, EXIT_FILE, EXIT_REFERRED};
 use crate::out::{self, print_json};
 use crate::{OutputArgs, TerminalArgs};
 
 /// `tessera pos …`
 #[derive(Subcommand)]
 pub enum PosCmd {
-    /// Tap a card: greet the customer, show the balance and recent activity.
+    /// Tap a card: greet the customer, show tier, balance and today's offers.
     Read(CardArgs),
-    /// Add points to the card.
-    Earn(TxArgs),
+    /// A purchase: points follow from the amount, categories and campaigns.
+    Earn(EarnArgs),
     /// Spend points from the card.
-    Redeem(TxArgs),
+    Redeem(RedeemArgs),
+    /// Reverse an earlier earn or redemption of the presented card.
+    Refund(RefundArgs),
+    /// The journal, newest last.
+    History(HistoryArgs),
+    /// Shift report: counts and sums per type, declines per reason.
+    Totals(TotalsArgs),
+    /// Journal size and health, pending and unsettled records, rule versions.
+    Status(ReportArgs),
     /// List the PC/SC readers.
     Readers(OutputArgs),
 }
@@ -46,9 +67,22 @@ pub struct CardArgs {
     pub output: OutputArgs,
 }
 
-/// Arguments of earn and redeem.
+/// Arguments of `pos earn`.
 #[derive(Args)]
-pub struct TxArgs {
+pub struct EarnArgs {
+    #[command(flatten)]
+    pub card: CardArgs,
+    /// Purchase amount, e.g. 12.50.
+    #[arg(long, allow_hyphen_values = true)]
+    pub amount: String,
+    /// Purchased categories (repeat or comma-separate), e.g. coffee.
+    #[arg(long = "category", value_delimiter = ',')]
+    pub categories: Vec<String>,
+}
+
+/// Arguments of `pos redeem`.
+#[derive(Args)]
+pub struct RedeemArgs {
     #[command(flatten)]
     pub card: CardArgs,
     /// Points, a whole number from 1.
@@ -56,11 +90,46 @@ pub struct TxArgs {
     pub points: String,
 }
 
-/// The terminal's small durable state.
-#[derive(Serialize, Deserialize)]
-struct TerminalState {
-    terminal_id: u32,
-    next_seq: u32,
+/// Arguments of `pos refund`.
+#[derive(Args)]
+pub struct RefundArgs {
+    #[command(flatten)]
+    pub card: CardArgs,
+    /// The transaction to reverse, as CARD:COUNTER (card id in hex).
+    #[arg(long = "of", value_name = "CARD:COUNTER")]
+    pub of: String,
+}
+
+/// Arguments of reports on the journal.
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub terminal: TerminalArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `pos history`.
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Only this card (16 hex digits).
+    #[arg(long, value_name = "ID")]
+    pub card: Option<String>,
+    /// At most this many records, the newest.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// Arguments of `pos totals`.
+#[derive(Args)]
+pub struct TotalsArgs {
+    /// Start of the shift, YYYY-MM-DD (UTC) [default: today].
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 fn terminal_dir(a: &TerminalArgs) -> PathBuf {
@@ -77,27 +146,140 @@ fn terminal_dir(a: &TerminalArgs) -> PathBuf {
     base.join("tessera/terminal")
 }
 
-fn load_state(dir: &Path, default_id: u32) -> Result<TerminalState, Failure> {
-    let path = dir.join("terminal.json");
-    match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|_| Failure::new(EXIT_FILE, format!("terminal state {} is corrupt", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TerminalState {
-            terminal_id: default_id,
-            next_seq: 1,
-        }),
-        Err(e) => Err(Failure::new(
-            EXIT_FILE,
-            format!("terminal state {}: {e}", path.display()),
-        )),
+/// The terminal's clock: the system clock, or a fixed time from
+/// `TESSERA_NOW` (seconds since the epoch) for training and tests.
+#[derive(Clone, Copy)]
+pub enum CliClock {
+    /// The system clock.
+    System,
+    /// A fixed time.
+    Fixed(u32),
+}
+
+impl Clock for CliClock {
+    fn now(&self) -> u32 {
+        match self {
+            Self::System => SystemClock.now(),
+            Self::Fixed(t) => FixedClock(*t).now(),
+        }
     }
 }
 
-fn save_state(dir: &Path, st: &TerminalState) -> Result<(), Failure> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("terminal directory {}: {e}", dir.display())))?;
-    let bytes = serde_json::to_vec(st).unwrap_or_default();
-    image::write_atomic(&dir.join("terminal.json"), &bytes).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))
+fn clock() -> Result<CliClock, Failure> {
+    match std::env::var("TESSERA_NOW") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map(CliClock::Fixed)
+            .map_err(|_| Failure::usage(format!("TESSERA_NOW={v:?} is not a Unix time"))),
+        Err(_) => Ok(CliClock::System),
+    }
+}
+
+fn file_err(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(EXIT_FILE, format!("{what}: {e}"))
+}
+
+fn open_journal(dir: &Path, default_id: u32) -> Result<Journal, Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
+    let path = dir.join("journal.sqlite");
+    let id = Journal::terminal_id_of(&path)
+        .map_err(|e| file_err("journal", e))?
+        .unwrap_or(default_id);
+    Journal::open(&path, id).map_err(|e| file_err("journal", e))
+}
+
+fn load_config(dir: &Path, keys: &IssuerKeys) -> Result<TillConfig, Failure> {
+    let policy_path = dir.join("policy.toml");
+    let policy = if policy_path.exists() {
+        Policy::load(&policy_path).map_err(|e| file_err("policy", e))?
+    } else {
+        Policy::default_policy()
+    };
+    let hotlist_path = dir.join("hotlist.toml");
+    let hotlist = if hotlist_path.exists() {
+        Hotlist::load(&hotlist_path).map_err(|e| file_err("hotlist", e))?
+    } else {
+        Hotlist::empty()
+    };
+    let campaigns_path = dir.join("campaigns.toml");
+    let campaigns = if campaigns_path.exists() {
+        let body = std::fs::read(&campaigns_path).map_err(|e| file_err("campaigns", e))?;
+        let sig = std::fs::read_to_string(dir.join("campaigns.toml.sig"))
+            .map_err(|_| Failure::new(EXIT_FILE, "campaigns: the signature file campaigns.toml.sig is missing"))?;
+        CampaignSet::load_signed(&body, sig.trim(), &keys.issuer.public()).map_err(|e| {
+            Failure::new(
+                EXIT_FILE,
+                format!("campaigns refused: {e} — ask the office for a fresh file"),
+            )
+        })?
+    } else {
+        CampaignSet::empty()
+    };
+    Ok(TillConfig {
+        policy,
+        hotlist,
+        campaigns,
+    })
+}
+
+type CliTill = Till<SoftwareSam, CliClock>;
+
+fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
+    let dir = terminal_dir(t);
+    let journal = open_journal(&dir, t.terminal_id)?;
+    let keys = IssuerKeys::test().map_err(|e| file_err("test key store", e))?;
+    let config = load_config(&dir, &keys)?;
+    let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), clock()?, journal.terminal_id())
+        .with_store(t.store)
+        .with_cache(ProfileCache::in_dir(dir.join("profiles")));
+    Till::new(terminal, journal, config).map_err(|e| file_err("journal", e))
+}
+
+fn till_failure(e: TillError) -> Failure {
+    match e {
+        TillError::Terminal(t) => Failure::from(t),
+        TillError::Journal(j) => file_err("journal", j),
+        TillError::Hotlisted => Failure::new(EXIT_DECLINED, "Card blocked — please keep the card and call the office"),
+        other => Failure::new(crate::fail::EXIT_CARD, other.to_string()),
+    }
+}
+
+/// Parses a purchase amount like `12.50` into minor units.
+fn parse_amount(s: &str, minor_per_unit: u64) -> Result<u64, Failure> {
+    let t = s.trim();
+    let bad = || Failure::usage(format!("invalid amount {s:?}: give a positive amount like 12.50"));
+    if t.starts_with('-') {
+        return Err(Failure::usage(format!(
+            "invalid amount {s:?}: amounts cannot be negative"
+        )));
+    }
+    let digits = minor_per_unit.checked_ilog10().unwrap_or(0) as usize;
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if frac.len() > digits {
+        return Err(Failure::usage(format!(
+            "invalid amount {s:?}: at most {digits} decimals"
+        )));
+    }
+    let whole: u64 = whole.parse().map_err(|_| bad())?;
+    let frac: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<digits$}").parse().map_err(|_| bad())?
+    };
+    let minor = whole
+        .checked_mul(minor_per_unit)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(bad)?;
+    if minor == 0 {
+        return Err(Failure::usage(format!(
+            "invalid amount {s:?}: the amount must be more than zero"
+        )));
+    }
+    Ok(minor)
 }
 
 /// Runs a `pos` subcommand.
@@ -105,22 +287,383 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
     match cmd {
         PosCmd::Read(a) => {
             let json = a.output.json;
-            tap(&a, None).map_err(|f| f.json(json))
+            tap(&a, Op::Read).map_err(|f| f.json(json))
         }
-        PosCmd::Earn(t) => {
-            let json = t.card.output.json;
-            parse_points(&t.points)
-                .and_then(|p| tap(&t.card, Some((true, p))))
+        PosCmd::Earn(e) => {
+            let json = e.card.output.json;
+            let op = || -> Result<Op, Failure> {
+                let policy_minor = 100;
+                Ok(Op::Earn(
+                    parse_amount(&e.amount, policy_minor)?,
+                    e.categories
+                        .iter()
+                        .map(|c| c.trim().to_lowercase())
+                        .filter(|c| !c.is_empty())
+                        .collect(),
+                ))
+            };
+            op().and_then(|op| tap(&e.card, op)).map_err(|f| f.json(json))
+        }
+        PosCmd::Redeem(r) => {
+            let json = r.card.output.json;
+            parse_points(&r.points)
+                .and_then(|p| tap(&r.card, Op::Redeem(p)))
                 .map_err(|f| f.json(json))
         }
-        PosCmd::Redeem(t) => {
-            let json = t.card.output.json;
-            parse_points(&t.points)
-                .and_then(|p| tap(&t.card, Some((false, p))))
+        PosCmd::Refund(r) => {
+            let json = r.card.output.json;
+            parse_ref(&r.of)
+                .and_then(|(id, n)| tap(&r.card, Op::Refund(id, n)))
                 .map_err(|f| f.json(json))
         }
+        PosCmd::History(h) => {
+            let json = h.report.output.json;
+            history(&h).map_err(|f| f.json(json))
+        }
+        PosCmd::Totals(t) => {
+            let json = t.report.output.json;
+            totals(&t).map_err(|f| f.json(json))
+        }
+        PosCmd::Status(s) => status(&s).map_err(|f| f.json(s.output.json)),
         PosCmd::Readers(o) => readers(o).map_err(|f| f.json(o.json)),
     }
+}
+
+fn parse_ref(s: &str) -> Result<([u8; 8], u32), Failure> {
+    let bad = || {
+        Failure::usage(format!(
+            "invalid --of {s:?}: give CARD:COUNTER, e.g. 7E57000000000001:3"
+        ))
+    };
+    let (card, n) = s.trim().split_once(':').ok_or_else(bad)?;
+    let mut id = [0u8; 8];
+    hex::decode_to_slice(card, &mut id).map_err(|_| bad())?;
+    let n: u32 = n.parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok((id, n))
+}
+
+enum Op {
+    Read,
+    Earn(u64, Vec<String>),
+    Redeem(u32),
+    Refund([u8; 8], u32),
+}
+
+fn decision_failure(d: &Decision) -> Failure {
+    let code = if matches!(d, Decision::Refer(_)) {
+        EXIT_REFERRED
+    } else {
+        EXIT_DECLINED
+    };
+    let word = if matches!(d, Decision::Refer(_)) {
+        "REFERRED"
+    } else {
+        "DECLINED"
+    };
+    Failure::new(code, format!("{word} — {} ({})", d.message(), d.code()))
+}
+
+fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
+    let mut till = open_till(&a.terminal)?;
+    let mut card = open_card(a)?;
+    let mut t = till.tap(&mut card).map_err(till_failure)?;
+    let info = t.card().clone();
+    let offers = t.offers();
+    let recovered: Vec<JournalRecord> = t.recovered.clone();
+    let outcome = match op {
+        Op::Read => None,
+        Op::Earn(minor, cats) => Some(t.purchase(minor, &cats).map_err(till_failure)?),
+        Op::Redeem(p) => Some(t.redeem(p).map_err(till_failure)?),
+        Op::Refund(id, n) => {
+            if id != info.card_id {
+                return Err(Failure::usage(format!(
+                    "this is card {}, not {}: present the card of the original transaction",
+                    out::card_id(&info.card_id),
+                    out::card_id(&id)
+                )));
+            }
+            Some(t.refund(n).map_err(till_failure)?)
+        }
+    };
+    drop(t);
+    let trace = till.terminal_mut().take_trace();
+    let p = &info.profile;
+    if a.output.json {
+        let outcome_json = outcome.as_ref().map(|o| match o {
+            TillOutcome::Approved { receipt, quote, decision_seq } => json!({
+                "decision": "approve",
+                "decision_seq": decision_seq,
+                "receipt": out::receipt_json(receipt),
+                "quote": quote.as_ref().map(|q| json!({
+                    "base": q.base,
+                    "total": q.total,
+                    "lines": q.lines.iter().map(|l| json!({"campaign": l.campaign_id, "label": l.label, "points": l.points})).collect::<Vec<_>>(),
+                })),
+            }),
+            TillOutcome::Refused { decision, decision_seq } => json!({
+                "decision": if matches!(decision, Decision::Refer(_)) { "refer" } else { "decline" },
+                "decision_seq": decision_seq,
+                "reason": decision.code(),
+                "message": decision.message(),
+            }),
+        });
+        let failure = match &outcome {
+            Some(TillOutcome::Refused { decision, .. }) => Some(decision_failure(decision)),
+            _ => None,
+        };
+        let mut doc = json!({
+            "card": out::card_json(&info),
+            "offers": offers,
+            "recovered": recovered.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            "outcome": outcome_json,
+            "trace": out::trace_json(&trace),
+        });
+        if let (Some(f), serde_json::Value::Object(m)) = (&failure, &mut doc) {
+            m.insert("ok".into(), json!(false));
+            m.insert("error".into(), json!(f.message));
+            m.insert("exit_code".into(), json!(f.code));
+        }
+        print_json(doc);
+        if let Some(f) = failure {
+            return Err(f.printed(true));
+        }
+        return Ok(());
+    }
+    for r in &recovered {
+        if let Some(rec) = r.entry.card_record() {
+            println!(
+                "Note: journaled the card's transaction #{} ({} {} points at terminal {}) as recovered.",
+                rec.counter,
+                rec.kind.name(),
+                rec.amount,
+                rec.terminal_id
+            );
+        }
+    }
+    match &outcome {
+        None => {
+            println!("Hello {}! Tier {} · Balance {} points.", p.name, p.tier, info.balance);
+            for o in &offers {
+                println!("  Offer: {o}");
+            }
+            Ok(())
+        }
+        Some(TillOutcome::Approved { receipt, quote, .. }) => {
+            let r = &receipt.record;
+            let sign = if r.kind.is_credit() { "+" } else { "-" };
+            let what = match r.kind {
+                tessera_protocol::messages::TxKind::Earn => "earned",
+                tessera_protocol::messages::TxKind::Redeem => "redeemed",
+                _ => "refunded",
+            };
+            println!(
+                "APPROVED — {sign}{} points {what} for {}. New balance {} points. (card #{}, {} APDUs)",
+                r.amount,
+                p.name,
+                r.balance_after,
+                r.counter,
+                trace.commands()
+            );
+            if let Some(q) = quote {
+                let mut parts = vec![format!("base {}", q.base)];
+                parts.extend(q.lines.iter().map(|l| format!("{} {:+}", l.label, l.points)));
+                println!("  Points: {} = {}", q.total, parts.join(", "));
+            }
+            Ok(())
+        }
+        Some(TillOutcome::Refused { decision, .. }) => Err(decision_failure(decision)),
+    }
+}
+
+fn history(h: &HistoryArgs) -> Result<(), Failure> {
+    let journal = open_journal(&terminal_dir(&h.report.terminal), h.report.terminal.terminal_id)?;
+    let mut recs = match &h.card {
+        Some(c) => {
+            let mut id = [0u8; 8];
+            hex::decode_to_slice(c.trim(), &mut id)
+                .map_err(|_| Failure::usage(format!("invalid card id {c:?}: give 16 hex digits")))?;
+            journal.records_for(&id)
+        }
+        None => journal.records(),
+    }
+    .map_err(|e| file_err("journal", e))?;
+    let skip = recs.len().saturating_sub(h.limit);
+    recs.drain(..skip);
+    if h.report.output.json {
+        print_json(
+            json!({"terminal_id": journal.terminal_id(), "records": recs.iter().map(record_json).collect::<Vec<_>>()}),
+        );
+        return Ok(());
+    }
+    if recs.is_empty() {
+        println!("The journal is empty.");
+    }
+    for r in &recs {
+        println!("{}", record_line(r));
+    }
+    Ok(())
+}
+
+fn record_json(r: &JournalRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(&r.entry).unwrap_or_default();
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("seq".into(), json!(r.seq));
+        m.insert("terminal_id".into(), json!(r.terminal_id));
+        m.insert("hash".into(), json!(hex::encode(r.hash)));
+    }
+    v
+}
+
+fn record_line(r: &JournalRecord) -> String {
+    let e = &r.entry;
+    let card = e.card_id.as_deref().unwrap_or("-");
+    let counter = e.card_counter.map(|c| format!("#{c}")).unwrap_or_default();
+    let what = e.tx_type.as_deref().unwrap_or("-");
+    let pts = e.points.map(|p| p.to_string()).unwrap_or_default();
+    let detail = match e.kind {
+        EntryKind::Decision => match e.verdict {
+            Some(Verdict::Approve) => "approved".to_owned(),
+            Some(Verdict::Decline) => format!("declined {}", e.reason.as_deref().unwrap_or("")),
+            Some(Verdict::Refer) => format!("referred {}", e.reason.as_deref().unwrap_or("")),
+            None => String::new(),
+        },
+        EntryKind::Completion => format!("done, balance {}", e.balance_after.unwrap_or(0)),
+        EntryKind::Recovered => format!(
+            "recovered from terminal {} seq {}, balance {}",
+            e.origin_terminal.unwrap_or(0),
+            e.origin_seq.unwrap_or(0),
+            e.balance_after.unwrap_or(0)
+        ),
+        EntryKind::Void => format!("void ({})", e.reason.as_deref().unwrap_or("")),
+    };
+    let kind = match e.kind {
+        EntryKind::Decision => "decision",
+        EntryKind::Completion => "completion",
+        EntryKind::Recovered => "recovered",
+        EntryKind::Void => "void",
+    };
+    format!(
+        "{:>6} {:>10} {kind:<10} {card} {counter:<6} {what:<13} {pts:>7}  {detail}",
+        r.seq, e.time
+    )
+}
+
+fn totals(t: &TotalsArgs) -> Result<(), Failure> {
+    let journal = open_journal(&terminal_dir(&t.report.terminal), t.report.terminal.terminal_id)?;
+    let since = match &t.since {
+        Some(d) => {
+            let date = tessera_protocol::profile::Date::parse_iso(d)
+                .map_err(|_| Failure::usage(format!("invalid date {d:?}: use YYYY-MM-DD")))?;
+            date.to_unix_days() * 86_400
+        }
+        None => clock()?.now() / 86_400 * 86_400,
+    };
+    let recs: Vec<JournalRecord> = journal
+        .records()
+        .map_err(|e| file_err("journal", e))?
+        .into_iter()
+        .filter(|r| r.entry.time >= since)
+        .collect();
+    let mut by_type: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
+    let mut refusals: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in &recs {
+        match (r.entry.kind, r.entry.delta()) {
+            (EntryKind::Completion, Some(d)) => {
+                let x = by_type.entry(r.entry.tx_type.clone().unwrap_or_default()).or_default();
+                x.0 += 1;
+                x.1 += d.abs();
+            }
+            (EntryKind::Decision, _) if r.entry.verdict != Some(Verdict::Approve) => {
+                *refusals.entry(r.entry.reason.clone().unwrap_or_default()).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    if t.report.output.json {
+        print_json(json!({
+            "since": since,
+            "transactions": by_type.iter().map(|(k, (n, p))| json!({"type": k, "count": n, "points": p})).collect::<Vec<_>>(),
+            "refusals": refusals.iter().map(|(k, n)| json!({"reason": k, "count": n, "message": reason_title(k)})).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("Shift since {} — terminal {}", since, journal.terminal_id());
+    if by_type.is_empty() {
+        println!("  No card transactions.");
+    }
+    for (k, (n, p)) in &by_type {
+        println!("  {k:<14} {n:>5} transactions {p:>9} points");
+    }
+    for (k, n) in &refusals {
+        println!("  refused {k:<6} {n:>5}  {}", reason_title(k));
+    }
+    Ok(())
+}
+
+fn status(s: &ReportArgs) -> Result<(), Failure> {
+    let dir = terminal_dir(&s.terminal);
+    let journal = open_journal(&dir, s.terminal.terminal_id)?;
+    let keys = IssuerKeys::test().map_err(|e| file_err("test key store", e))?;
+    let config = load_config(&dir, &keys);
+    let chain = journal.verify_chain();
+    let pending = journal.pending().map_err(|e| file_err("journal", e))?;
+    let records = journal.records().map_err(|e| file_err("journal", e))?;
+    let unsettled = records.iter().filter(|r| r.entry.delta().is_some()).count();
+    let (policy_v, hotlist_v, campaigns_v, config_err) = match &config {
+        Ok(c) => (
+            Some(c.policy.version),
+            Some(c.hotlist.version),
+            Some(c.campaigns.version),
+            None,
+        ),
+        Err(f) => (None, None, None, Some(f.message.clone())),
+    };
+    if s.output.json {
+        print_json(json!({
+            "terminal_id": journal.terminal_id(),
+            "records": journal.len(),
+            "chain_ok": chain.is_ok(),
+            "chain_error": chain.as_ref().err().map(|e| e.to_string()),
+            "pending": pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            "unsettled_card_transactions": unsettled,
+            "policy_version": policy_v,
+            "hotlist_version": hotlist_v,
+            "campaigns_version": campaigns_v,
+            "config_error": config_err,
+        }));
+    } else {
+        println!(
+            "Terminal {} — journal {} ({} records)",
+            journal.terminal_id(),
+            dir.join("journal.sqlite").display(),
+            journal.len()
+        );
+        match &chain {
+            Ok(_) => println!("  Chain: verified"),
+            Err(e) => println!("  Chain: BROKEN — {e}"),
+        }
+        println!("  Unsettled card transactions: {unsettled}");
+        println!(
+            "  Pending (card pulled, outcome unknown until it is tapped again): {}",
+            pending.len()
+        );
+        match &config_err {
+            None => println!(
+                "  Policy v{} · hotlist v{} · campaigns v{}",
+                policy_v.unwrap_or(0),
+                hotlist_v.unwrap_or(0),
+                campaigns_v.unwrap_or(0)
+            ),
+            Some(m) => println!("  Rules: {m}"),
+        }
+    }
+    if let Err(e) = chain {
+        return Err(Failure::new(EXIT_FILE, format!("journal chain broken: {e}")).printed(s.output.json));
+    }
+    Ok(())
 }
 
 fn pcsc_failure(e: tessera_pcsc::PcscError) -> Failure {
@@ -171,61 +714,22 @@ fn open_card(a: &CardArgs) -> Result<Box<dyn tessera_transport::Transport>, Fail
     ))
 }
 
-fn tap(a: &CardArgs, tx: Option<(bool, u32)>) -> Result<(), Failure> {
-    let dir = terminal_dir(&a.terminal);
-    let mut state = load_state(&dir, a.terminal.terminal_id)?;
-    let keys = IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("test key store unusable: {e}")))?;
-    let mut card = open_card(a)?;
-    let mut terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), SystemClock, state.terminal_id)
-        .with_cache(ProfileCache::in_dir(dir.join("profiles")));
-    terminal.set_next_seq(state.next_seq);
-    if tx.is_some() {
-        // Reserve the sequence number before it can reach a card: a crash
-        // can leave a gap, never a reuse.
-        state.next_seq = state.next_seq.wrapping_add(1);
-        save_state(&dir, &state)?;
+/// A short title for a decision code, for reports.
+fn reason_title(code: &str) -> &'static str {
+    match code {
+        "D01" => "card hotlisted",
+        "D02" => "card expired",
+        "D03" => "card not yet valid",
+        "D04" => "zero points",
+        "D05" => "purchase above the offline limit",
+        "D06" => "above the earn cap",
+        "D07" => "above the redeem cap",
+        "D08" => "not enough points",
+        "D09" => "already refunded",
+        "D10" => "original transaction unknown",
+        "R01" => "referred: offline redemption count",
+        "R02" => "referred: offline redeemed points",
+        "R03" => "referred: till clock behind the card",
+        _ => "other",
     }
-    let mut session = terminal.tap(&mut card)?;
-    let info = session.card().clone();
-    let receipt = match tx {
-        None => None,
-        Some((true, p)) => Some(session.earn(p)?),
-        Some((false, p)) => Some(session.redeem(p)?),
-    };
-    drop(session);
-    let trace = terminal.take_trace();
-    if a.output.json {
-        print_json(json!({
-            "card": out::card_json(&info),
-            "receipt": receipt.as_ref().map(out::receipt_json),
-            "trace": out::trace_json(&trace),
-        }));
-        return Ok(());
-    }
-    let p = &info.profile;
-    match &receipt {
-        None => {
-            println!("Hello {}! Balance {} points. Tier {}.", p.name, info.balance, p.tier);
-            if let Some(r) = &info.last_record {
-                println!("Last visit: {}", out::record_line(r));
-            }
-        }
-        Some(r) => {
-            let (verb, sign) = match r.record.kind {
-                tessera_protocol::messages::TxKind::Earn => ("Earned", "+"),
-                tessera_protocol::messages::TxKind::Redeem => ("Redeemed", "-"),
-                tessera_protocol::messages::TxKind::RefundEarn => ("Refunded (points taken back)", "-"),
-                tessera_protocol::messages::TxKind::RefundRedeem => ("Refunded (points given back)", "+"),
-            };
-            println!(
-                "APPROVED — {verb} {sign}{} points for {}. New balance {} points. (card #{}, {} APDUs)",
-                r.record.amount,
-                p.name,
-                r.record.balance_after,
-                r.record.counter,
-                trace.commands()
-            );
-        }
-    }
-    Ok(())
 }

@@ -73,14 +73,15 @@ fn issue_read_earn_redeem() {
     assert!(out.status.success());
     assert_eq!(
         stdout(&out).lines().next().unwrap(),
-        "Hello Анна Петрова! Balance 0 points. Tier 0."
+        "Hello Анна Петрова! Tier 0 · Balance 0 points."
     );
 
-    let out = env.run(&["pos", "earn", "--card", c, "--points", "120", "--json"]);
+    let out = env.run(&["pos", "earn", "--card", c, "--amount", "120.00", "--json"]);
     assert!(out.status.success());
     let j = json(&out);
     assert_eq!(j["version"], 1);
-    assert_eq!(j["receipt"]["record"]["balance_after"], 120);
+    assert_eq!(j["outcome"]["receipt"]["record"]["balance_after"], 120);
+    assert_eq!(j["outcome"]["quote"]["base"], 120);
     assert_eq!(j["trace"]["apdus"], 3, "the profile was cached by the read");
 
     let out = env.run(&["pos", "redeem", "--card", c, "--points", "50"]);
@@ -112,59 +113,32 @@ fn bad_input_gives_one_line_a_code_and_changes_nothing() {
     let card = env.issue("anna.card");
     let c = card.to_str().unwrap();
     assert!(env
-        .run(&["pos", "earn", "--card", c, "--points", "100"])
+        .run(&["pos", "earn", "--card", c, "--amount", "100"])
         .status
         .success());
 
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "earn", "--card", c, "--points", "0"],
-        2,
-        "at least 1 point",
-    );
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "earn", "--card", c, "--points", "-5"],
-        2,
-        "cannot be negative",
-    );
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "earn", "--card", c, "--points", "4294967296"],
-        2,
-        "whole number",
-    );
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "redeem", "--card", c, "--points", "1e3"],
-        2,
-        "whole number",
-    );
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "redeem", "--card", c, "--points", "101"],
-        1,
-        "Not enough points",
-    );
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "redeem", "--card", c, "--points", "1001"],
-        1,
-        "Not enough points",
-    );
-    assert_refused(
-        &env,
-        &card,
-        &["pos", "earn", "--card", c, "--points", "4294967295"],
-        1,
-        "maximum",
-    );
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["earn", "--amount", "0"], 2, "more than zero"),
+        (&["earn", "--amount", "0.00"], 2, "more than zero"),
+        (&["earn", "--amount", "-5"], 2, "cannot be negative"),
+        (&["earn", "--amount", "1.234"], 2, "decimals"),
+        (&["earn", "--amount", "99999999999999999999"], 2, "positive amount"),
+        (&["earn", "--amount", "12,50"], 2, "positive amount"),
+        (&["earn", "--amount", "4294967295"], 1, "offline limit"),
+        (&["redeem", "--points", "0"], 2, "at least 1 point"),
+        (&["redeem", "--points", "-5"], 2, "cannot be negative"),
+        (&["redeem", "--points", "4294967296"], 2, "whole number"),
+        (&["redeem", "--points", "1e3"], 2, "whole number"),
+        (&["redeem", "--points", "101"], 1, "Not enough points"),
+        (&["redeem", "--points", "1001"], 1, "Not enough points"),
+        (&["refund", "--of", "nonsense"], 2, "CARD:COUNTER"),
+        (&["refund", "--of", "7E57000000000999:1"], 2, "present the card"),
+    ];
+    for (args, code, words) in cases {
+        let mut full = vec!["pos", args[0], "--card", c];
+        full.extend_from_slice(&args[1..]);
+        assert_refused(&env, &card, &full, *code, words);
+    }
 
     let missing = env.path("missing.card");
     assert_refused(
@@ -189,7 +163,7 @@ fn bad_input_gives_one_line_a_code_and_changes_nothing() {
         assert_refused(
             &env,
             &p,
-            &["pos", "earn", "--card", p.to_str().unwrap(), "--points", "5"],
+            &["pos", "earn", "--card", p.to_str().unwrap(), "--amount", "5"],
             4,
             "card file",
         );
@@ -201,6 +175,7 @@ fn bad_input_gives_one_line_a_code_and_changes_nothing() {
     let j = json(&out);
     assert_eq!(j["ok"], false);
     assert_eq!(j["exit_code"], 1);
+    assert_eq!(j["outcome"]["reason"], "D08");
 }
 
 #[test]
@@ -255,12 +230,12 @@ fn issue_never_overwrites_and_validates_first() {
 #[test]
 fn demo_runs_and_reconciles() {
     let env = Env::new();
-    let out = env.run(&["demo", "--seed", "3"]);
+    let out = env.run(&["demo", "--seed", "3", "--in-process"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);
     assert!(s.contains("Every point is explained."));
     assert!(s.contains("Анна Петрова"));
-    let out = env.run(&["demo", "--seed", "3", "--json"]);
+    let out = env.run(&["demo", "--seed", "3", "--json", "--in-process"]);
     let j = json(&out);
     assert_eq!(j["reconciled"], true);
     assert_eq!(j["certificates"]["total"], j["certificates"]["verified"]);

@@ -73,6 +73,33 @@ impl Date {
         )
     }
 
+    /// Days since 1970-01-01 (proleptic Gregorian calendar).
+    pub fn to_unix_days(self) -> u32 {
+        // Howard Hinnant's days_from_civil, for years from 1900.
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        u32::try_from((era * 146_097 + doe - 719_468).max(0)).unwrap_or(0)
+    }
+
+    /// The date `days` after 1970-01-01.
+    pub fn from_unix_days(days: u32) -> Self {
+        // Howard Hinnant's civil_from_days.
+        let z = i64::from(days) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
+        Self { year, month, day }
+    }
+
     fn to_bytes(self) -> [u8; 4] {
         let [a, b] = self.year.to_be_bytes();
         [a, b, self.month, self.day]
@@ -270,6 +297,16 @@ mod tests {
             signature: [9; 64],
         };
         assert_eq!(SignedProfile::parse(&sp.to_bytes()).unwrap(), sp);
+    }
+
+    #[test]
+    fn unix_days_round_trip() {
+        assert_eq!(Date::new(1970, 1, 1).unwrap().to_unix_days(), 0);
+        assert_eq!(Date::new(2026, 11, 27).unwrap().to_unix_days(), 20_784);
+        assert_eq!(Date::from_unix_days(20_784), Date::new(2026, 11, 27).unwrap());
+        for d in (0..40_000).step_by(7) {
+            assert_eq!(Date::from_unix_days(d).to_unix_days(), d);
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod tags {
     pub const ENCRYPTED: u32 = 0xC9;
     /// Per-transaction caps: earn cap, redeem cap (4 bytes each).
     pub const CAPS: u32 = 0xCA;
-    /// Authentication failure counter and limit (1 byte each).
+    /// Authentication failure limit (personalization only), 1 byte.
     pub const AUTH_TRIES: u32 = 0xCB;
     /// Host challenge, 8 bytes.
     pub const HOST_CHALLENGE: u32 = 0xCC;

@@ -34,7 +34,11 @@
 mod cache;
 mod error;
 pub mod issuer;
+pub mod journal;
+pub mod offers;
+pub mod policy;
 mod sam;
+pub mod till;
 mod trace;
 
 use std::time::Instant;
@@ -107,9 +111,10 @@ pub struct CardInfo {
     pub profile_digest: [u8; 32],
     /// Whether the profile came from the cache (no READ PROFILE).
     pub profile_cached: bool,
-    /// The card's visit history (before this session's transactions).
+    /// The card's visit history, kept up to date by this session's earns.
     pub visits: Visits,
-    /// The card's offline velocity counters.
+    /// The card's offline velocity counters, kept up to date by this
+    /// session's redemptions.
     pub velocity: Velocity,
 }
 
@@ -385,9 +390,20 @@ pub struct Session<'t, S: Sam, C: Clock, T: Transport> {
 }
 
 impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
-    /// The card as authenticated.
+    /// The card as authenticated (updated by every transaction).
     pub fn card(&self) -> &CardInfo {
         &self.card
+    }
+
+    /// Makes the next transaction carry terminal sequence number `seq`
+    /// (the journal's write-ahead record).
+    pub fn set_next_seq(&mut self, seq: u32) {
+        self.terminal.next_seq = seq;
+    }
+
+    /// The terminal's clock reading.
+    pub fn now(&self) -> u32 {
+        self.terminal.clock.now()
     }
 
     fn secure(
@@ -575,16 +591,17 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         }
         let l = match self.verified(label, &resp) {
             Ok(l) => l,
-            // A 9000 whose MAC fails may still be a committed transaction
-            // whose answer was damaged on the way.
-            Err(TerminalError::NotGenuine) => return Err(TerminalError::Interrupted(Box::new(pending))),
-            Err(e) => return Err(e),
+            // A 9000 whose MAC or encoding fails may still be a committed
+            // transaction whose answer was damaged on the way.
+            Err(_) => return Err(TerminalError::Interrupted(Box::new(pending))),
         };
-        let rec = LogRecord::parse(
-            l.require(tags::LOG_RECORD)
-                .map_err(|e| TerminalError::from((label, e)))?,
-        )
-        .map_err(|e| TerminalError::from((label, e)))?;
+        // A 9000 with a valid R-MAC means the card committed something: if
+        // the record is unreadable or not what was asked, the outcome is
+        // still unknown to us, never "not done".
+        let rec = match l.require(tags::LOG_RECORD).ok().map(LogRecord::parse) {
+            Some(Ok(rec)) => rec,
+            _ => return Err(TerminalError::Interrupted(Box::new(pending))),
+        };
         let expected_balance = if kind.is_credit() {
             self.card.balance.checked_add(amount)
         } else {
@@ -599,11 +616,24 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             || rec.time != tx.time
             || rec.reference != reference
         {
-            return Err(TerminalError::malformed(label, "record does not match the request"));
+            return Err(TerminalError::Interrupted(Box::new(pending)));
         }
         self.card.balance = rec.balance_after;
         self.card.counter = rec.counter;
         self.card.last_record = Some(rec.clone());
+        // Mirror the card's own bookkeeping (spec §4.4, §4.5).
+        match kind {
+            TxKind::Earn => {
+                self.card.visits.count = self.card.visits.count.saturating_add(1);
+                self.card.visits.last_day = tx.time / 86_400;
+                self.card.visits.last_store = tx.store_id;
+            }
+            TxKind::Redeem => {
+                self.card.velocity.unsettled_redeems = self.card.velocity.unsettled_redeems.saturating_add(1);
+                self.card.velocity.unsettled_points = self.card.velocity.unsettled_points.saturating_add(amount);
+            }
+            TxKind::RefundEarn | TxKind::RefundRedeem => {}
+        }
         Ok(Receipt {
             card_id: self.card.card_id,
             key_version: self.card.key_version,

@@ -1,0 +1,705 @@
+//! The terminal's durable journal: one SQLite file, append-only, hash-chained.
+//!
+//! Every decision at the till and every card transaction the terminal learns
+//! of becomes one [`JournalRecord`] with a gapless sequence number. Each
+//! record carries the SHA-256 of its predecessor, so an edited, deleted or
+//! reordered record breaks the chain ([`Journal::verify_chain`]); the chain
+//! head is also kept in the file's metadata so that cutting records off the
+//! end is detected too.
+//!
+//! Kinds of records ([`EntryKind`]):
+//! * `decision` — approve, decline or refer, with the reason. An approved
+//!   card transaction is journaled *before* the command goes to the card
+//!   (write-ahead), and its sequence number is the terminal sequence the
+//!   card certifies;
+//! * `completion` — the card's answer to an approved decision, with the
+//!   certificate; durable before the clerk sees "approved";
+//! * `recovered` — a card record learned at a tap rather than from the
+//!   card's answer: the answer to one of this terminal's decisions that was
+//!   lost (the card was pulled), or the last transaction of a card made at
+//!   another terminal, which the ledger matches by card id and counter;
+//! * `void` — one of this terminal's approved decisions that the card shows
+//!   it never committed.
+//!
+//! Storage: WAL mode, `synchronous = FULL`, one transaction per append,
+//! schema version in `PRAGMA user_version` (migrations run in one
+//! transaction; a newer schema than this code knows is refused).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use tessera_protocol::messages::{CardId, LogRecord, TxKind};
+
+/// Schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// SQLite failed (I/O, locking, corruption).
+    #[error("journal database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The file was written by a newer version of Tessera.
+    #[error("journal schema version {found} is newer than this program's ({SCHEMA_VERSION}); upgrade Tessera")]
+    NewerSchema {
+        /// The version found.
+        found: i64,
+    },
+    /// The journal belongs to another terminal.
+    #[error("journal belongs to terminal {found}, not {expected}")]
+    WrongTerminal {
+        /// Terminal id in the file.
+        found: u32,
+        /// Terminal id asked for.
+        expected: u32,
+    },
+    /// The hash chain does not verify.
+    #[error("journal chain broken at record {seq}: {why}")]
+    ChainBroken {
+        /// First bad sequence number.
+        seq: u32,
+        /// What is wrong.
+        why: String,
+    },
+    /// A stored record cannot be decoded.
+    #[error("journal record {seq} is unreadable: {why}")]
+    Corrupt {
+        /// Sequence number.
+        seq: u32,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// What a record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A decision at the till.
+    Decision,
+    /// The card's answer to an approved decision.
+    Completion,
+    /// A card record learned at a tap.
+    Recovered,
+    /// An approved decision the card never committed.
+    Void,
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Approved: the transaction goes to the card.
+    Approve,
+    /// Declined, with a reason code.
+    Decline,
+    /// Referred to the back office, with a reason code.
+    Refer,
+}
+
+/// The content of a record, as the caller gives it. Absent fields are
+/// `None`; the journal fills in the sequence number and the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Kind of record.
+    pub kind: EntryKind,
+    /// Terminal time, seconds since the Unix epoch.
+    pub time: u32,
+    /// The card, as 16 hex digits.
+    pub card_id: Option<String>,
+    /// Card counter: of the transaction (completion, recovered, void) or
+    /// the counter the card will give it (approved decision).
+    pub card_counter: Option<u32>,
+    /// Transaction type ("earn", "redeem", "refund-earn", "refund-redeem",
+    /// or "read" for a decision taken at a plain tap).
+    pub tx_type: Option<String>,
+    /// Points.
+    pub points: Option<u32>,
+    /// Purchase amount in minor currency units (earns).
+    pub purchase_minor: Option<u64>,
+    /// Purchased categories.
+    pub categories: Vec<String>,
+    /// Decision verdict (decisions only).
+    pub verdict: Option<Verdict>,
+    /// Reason code of a decline or referral.
+    pub reason: Option<String>,
+    /// Certificate, 32 hex digits (completion, recovered).
+    pub certificate: Option<String>,
+    /// Balance after the transaction.
+    pub balance_after: Option<u32>,
+    /// Refunds: the counter of the reversed transaction.
+    pub reference: Option<u32>,
+    /// Completion, void: the decision's sequence number. Recovered: the
+    /// terminal sequence number the card recorded.
+    pub origin_seq: Option<u32>,
+    /// Recovered: the terminal that made the transaction.
+    pub origin_terminal: Option<u32>,
+    /// Recovered and completion: the time the card recorded.
+    pub card_time: Option<u32>,
+}
+
+impl Entry {
+    /// An empty entry of a kind at a time.
+    pub fn new(kind: EntryKind, time: u32) -> Self {
+        Self {
+            kind,
+            time,
+            card_id: None,
+            card_counter: None,
+            tx_type: None,
+            points: None,
+            purchase_minor: None,
+            categories: Vec::new(),
+            verdict: None,
+            reason: None,
+            certificate: None,
+            balance_after: None,
+            reference: None,
+            origin_seq: None,
+            origin_terminal: None,
+            card_time: None,
+        }
+    }
+
+    /// An entry carrying a card's log record (completion or recovered).
+    pub fn from_card_record(kind: EntryKind, time: u32, card_id: &CardId, r: &LogRecord) -> Self {
+        let mut e = Self::new(kind, time);
+        e.card_id = Some(hex::encode_upper(card_id));
+        e.card_counter = Some(r.counter);
+        e.tx_type = Some(r.kind.name().to_owned());
+        e.points = Some(r.amount);
+        e.certificate = Some(hex::encode_upper(r.certificate));
+        e.balance_after = Some(r.balance_after);
+        e.reference = (r.reference != 0).then_some(r.reference);
+        e.origin_seq = Some(r.terminal_seq);
+        e.origin_terminal = Some(r.terminal_id);
+        e.card_time = Some(r.time);
+        e
+    }
+
+    /// The signed balance change this record stands for, if it is a card
+    /// transaction (completion or recovered).
+    pub fn delta(&self) -> Option<i64> {
+        if !matches!(self.kind, EntryKind::Completion | EntryKind::Recovered) {
+            return None;
+        }
+        let kind = tx_kind(self.tx_type.as_deref()?)?;
+        Some(kind.delta(self.points?))
+    }
+
+    /// The card's log record this entry carries, when it carries one.
+    pub fn card_record(&self) -> Option<LogRecord> {
+        let mut certificate = [0u8; 16];
+        hex::decode_to_slice(self.certificate.as_deref()?, &mut certificate).ok()?;
+        Some(LogRecord {
+            counter: self.card_counter?,
+            kind: tx_kind(self.tx_type.as_deref()?)?,
+            amount: self.points?,
+            balance_after: self.balance_after?,
+            terminal_id: self.origin_terminal?,
+            terminal_seq: self.origin_seq?,
+            time: self.card_time?,
+            reference: self.reference.unwrap_or(0),
+            certificate,
+        })
+    }
+}
+
+/// Parses a transaction type name.
+pub fn tx_kind(name: &str) -> Option<TxKind> {
+    [TxKind::Earn, TxKind::Redeem, TxKind::RefundEarn, TxKind::RefundRedeem]
+        .into_iter()
+        .find(|k| k.name() == name)
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRecord {
+    /// Gapless sequence number, from 1.
+    pub seq: u32,
+    /// The terminal.
+    pub terminal_id: u32,
+    /// The content.
+    pub entry: Entry,
+    /// SHA-256 of the previous record (zeros for the first).
+    pub prev_hash: [u8; 32],
+    /// SHA-256 of this record.
+    pub hash: [u8; 32],
+}
+
+/// What the chain check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Number of records.
+    pub records: u32,
+    /// Hash of the last record.
+    pub head: [u8; 32],
+}
+
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u32,
+    terminal_id: u32,
+    entry: &'a Entry,
+}
+
+fn record_hash(prev: &[u8; 32], seq: u32, terminal_id: u32, entry: &Entry) -> ([u8; 32], String) {
+    // serde_json writes struct fields in declaration order: one encoding.
+    let body = serde_json::to_string(&Hashed {
+        seq,
+        terminal_id,
+        entry,
+    })
+    .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(body.as_bytes());
+    (h.finalize().into(), body)
+}
+
+/// A stored row: seq, terminal id, body, previous hash, hash.
+type RawRow = (u32, u32, String, Vec<u8>, Vec<u8>);
+
+/// The journal of one terminal.
+pub struct Journal {
+    conn: Connection,
+    terminal_id: u32,
+    head_seq: u32,
+    head_hash: [u8; 32],
+}
+
+const MIGRATION_1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE records (
+    seq INTEGER PRIMARY KEY,
+    terminal_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    card_id TEXT,
+    card_counter INTEGER,
+    body TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL UNIQUE
+);
+CREATE INDEX records_card ON records (card_id, card_counter);
+";
+
+impl Journal {
+    /// Opens (creating if needed) the journal of `terminal_id` at `path`.
+    ///
+    /// # Errors
+    /// [`JournalError::NewerSchema`], [`JournalError::WrongTerminal`], or a
+    /// database error (unreadable or corrupt file).
+    pub fn open(path: &Path, terminal_id: u32) -> Result<Self, JournalError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL keeps readers off the writer's back; FULL makes every commit
+        // durable before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::NewerSchema { found: version });
+        }
+        if version < 1 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(MIGRATION_1)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('terminal_id', ?1)",
+                params![terminal_id.to_string()],
+            )?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('head', ?1)",
+                params![format!("0:{}", hex::encode([0u8; 32]))],
+            )?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        let found: String = conn.query_row("SELECT value FROM meta WHERE key = 'terminal_id'", [], |r| r.get(0))?;
+        let found: u32 = found.parse().map_err(|_| JournalError::Corrupt {
+            seq: 0,
+            why: "terminal id".into(),
+        })?;
+        if found != terminal_id {
+            return Err(JournalError::WrongTerminal {
+                found,
+                expected: terminal_id,
+            });
+        }
+        let (head_seq, head_hash) = Self::stored_head(&conn)?;
+        Ok(Self {
+            conn,
+            terminal_id,
+            head_seq,
+            head_hash,
+        })
+    }
+
+    /// The terminal id recorded in an existing journal file, without opening
+    /// it for writing.
+    ///
+    /// # Errors
+    /// A database error, or [`JournalError::Corrupt`].
+    pub fn terminal_id_of(path: &Path) -> Result<Option<u32>, JournalError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let v: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'terminal_id'", [], |r| r.get(0))
+            .optional()?;
+        v.map(|s| {
+            s.parse().map_err(|_| JournalError::Corrupt {
+                seq: 0,
+                why: "terminal id".into(),
+            })
+        })
+        .transpose()
+    }
+
+    fn stored_head(conn: &Connection) -> Result<(u32, [u8; 32]), JournalError> {
+        let head: String = conn.query_row("SELECT value FROM meta WHERE key = 'head'", [], |r| r.get(0))?;
+        let bad = || JournalError::Corrupt {
+            seq: 0,
+            why: format!("head {head:?}"),
+        };
+        let (seq, hash) = head.split_once(':').ok_or_else(bad)?;
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(hash, &mut h).map_err(|_| bad())?;
+        Ok((seq.parse().map_err(|_| bad())?, h))
+    }
+
+    /// This journal's terminal.
+    pub fn terminal_id(&self) -> u32 {
+        self.terminal_id
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> u32 {
+        self.head_seq + 1
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u32 {
+        self.head_seq
+    }
+
+    /// Whether the journal is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head_seq == 0
+    }
+
+    /// Appends a record durably (one SQLite transaction, fsync'd) and
+    /// returns it.
+    ///
+    /// # Errors
+    /// A database error; then nothing was written.
+    pub fn append(&mut self, entry: Entry) -> Result<JournalRecord, JournalError> {
+        let seq = self.head_seq + 1;
+        let (hash, body) = record_hash(&self.head_hash, seq, self.terminal_id, &entry);
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO records (seq, terminal_id, kind, time, card_id, card_counter, body, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                seq,
+                self.terminal_id,
+                kind_name(entry.kind),
+                entry.time,
+                entry.card_id,
+                entry.card_counter,
+                body,
+                self.head_hash.to_vec(),
+                hash.to_vec()
+            ],
+        )?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'head'",
+            params![format!("{seq}:{}", hex::encode(hash))],
+        )?;
+        tx.commit()?;
+        let prev_hash = self.head_hash;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        Ok(JournalRecord {
+            seq,
+            terminal_id: self.terminal_id,
+            entry,
+            prev_hash,
+            hash,
+        })
+    }
+
+    fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    }
+
+    fn decode(raw: RawRow) -> Result<JournalRecord, JournalError> {
+        let (seq, terminal_id, body, prev, hash) = raw;
+        #[derive(Deserialize)]
+        struct Stored {
+            seq: u32,
+            terminal_id: u32,
+            entry: Entry,
+        }
+        let s: Stored = serde_json::from_str(&body).map_err(|e| JournalError::Corrupt {
+            seq,
+            why: e.to_string(),
+        })?;
+        if s.seq != seq || s.terminal_id != terminal_id {
+            return Err(JournalError::ChainBroken {
+                seq,
+                why: "record moved".into(),
+            });
+        }
+        let to32 = |v: Vec<u8>| -> Result<[u8; 32], JournalError> {
+            v.try_into().map_err(|_| JournalError::Corrupt {
+                seq,
+                why: "hash length".into(),
+            })
+        };
+        Ok(JournalRecord {
+            seq,
+            terminal_id,
+            entry: s.entry,
+            prev_hash: to32(prev)?,
+            hash: to32(hash)?,
+        })
+    }
+
+    fn query(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JournalRecord>, JournalError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(p, Self::row_to_record)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(Self::decode(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// All records in order.
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn records(&self) -> Result<Vec<JournalRecord>, JournalError> {
+        self.query(
+            "SELECT seq, terminal_id, body, prev_hash, hash FROM records ORDER BY seq",
+            [],
+        )
+    }
+
+    /// The records about one card, in order.
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn records_for(&self, card_id: &CardId) -> Result<Vec<JournalRecord>, JournalError> {
+        self.query(
+            "SELECT seq, terminal_id, body, prev_hash, hash FROM records WHERE card_id = ?1 ORDER BY seq",
+            params![hex::encode_upper(card_id)],
+        )
+    }
+
+    /// The record with a sequence number.
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn get(&self, seq: u32) -> Result<Option<JournalRecord>, JournalError> {
+        Ok(self
+            .query(
+                "SELECT seq, terminal_id, body, prev_hash, hash FROM records WHERE seq = ?1",
+                params![seq],
+            )?
+            .pop())
+    }
+
+    /// The card transaction (completion or recovered) with this card id
+    /// and counter, if journaled here.
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn card_transaction(&self, card_id: &CardId, counter: u32) -> Result<Option<JournalRecord>, JournalError> {
+        Ok(self
+            .query(
+                "SELECT seq, terminal_id, body, prev_hash, hash FROM records
+                 WHERE card_id = ?1 AND card_counter = ?2 AND kind IN ('completion', 'recovered') ORDER BY seq LIMIT 1",
+                params![hex::encode_upper(card_id), counter],
+            )?
+            .pop())
+    }
+
+    /// Approved decisions of this terminal whose outcome is not journaled
+    /// yet (no completion, no void, no recovered record of the same card
+    /// counter and terminal sequence).
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn pending(&self) -> Result<Vec<JournalRecord>, JournalError> {
+        let all = self.records()?;
+        let resolved: std::collections::HashSet<u32> = all
+            .iter()
+            .filter(|r| match r.entry.kind {
+                EntryKind::Completion | EntryKind::Void => true,
+                EntryKind::Recovered => r.entry.origin_terminal == Some(self.terminal_id),
+                EntryKind::Decision => false,
+            })
+            .filter_map(|r| r.entry.origin_seq)
+            .collect();
+        Ok(all
+            .into_iter()
+            .filter(|r| {
+                r.entry.kind == EntryKind::Decision
+                    && r.entry.verdict == Some(Verdict::Approve)
+                    && r.entry.tx_type.as_deref().and_then(tx_kind).is_some()
+                    && !resolved.contains(&r.seq)
+            })
+            .collect())
+    }
+
+    /// Whether a refund of `original` on this card is journaled here
+    /// (approved, or still pending).
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn refund_of(&self, card_id: &CardId, original: u32) -> Result<Option<JournalRecord>, JournalError> {
+        Ok(self.records_for(card_id)?.into_iter().find(|r| {
+            r.entry.reference == Some(original)
+                && match r.entry.kind {
+                    EntryKind::Completion | EntryKind::Recovered => true,
+                    EntryKind::Decision => r.entry.verdict == Some(Verdict::Approve),
+                    EntryKind::Void => false,
+                }
+        }))
+    }
+
+    /// Checks the whole chain: gapless sequence from 1, every hash, every
+    /// link, the indexed columns against the hashed body, and the head.
+    ///
+    /// # Errors
+    /// [`JournalError::ChainBroken`] naming the first bad record.
+    pub fn verify_chain(&self) -> Result<ChainReport, JournalError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, terminal_id, body, prev_hash, hash, kind, time, card_id, card_counter FROM records ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut prev = [0u8; 32];
+        let mut expected_seq = 1u32;
+        while let Some(row) = rows.next()? {
+            let raw = Self::row_to_record(row)?;
+            let seq = raw.0;
+            let broken = |why: &str| JournalError::ChainBroken { seq, why: why.into() };
+            if seq != expected_seq {
+                return Err(JournalError::ChainBroken {
+                    seq: expected_seq,
+                    why: format!("record missing (next is {seq})"),
+                });
+            }
+            let rec = Self::decode(raw)?;
+            if rec.prev_hash != prev {
+                return Err(broken("does not link to the previous record"));
+            }
+            let (hash, _) = record_hash(&prev, rec.seq, rec.terminal_id, &rec.entry);
+            if hash != rec.hash {
+                return Err(broken("content does not match its hash"));
+            }
+            let kind: String = row.get(5)?;
+            let time: u32 = row.get(6)?;
+            let card_id: Option<String> = row.get(7)?;
+            let card_counter: Option<u32> = row.get(8)?;
+            if kind != kind_name(rec.entry.kind)
+                || time != rec.entry.time
+                || card_id != rec.entry.card_id
+                || card_counter != rec.entry.card_counter
+            {
+                return Err(broken("indexed columns differ from the record"));
+            }
+            if rec.terminal_id != self.terminal_id {
+                return Err(broken("record of another terminal"));
+            }
+            prev = rec.hash;
+            expected_seq += 1;
+        }
+        let (head_seq, head_hash) = Self::stored_head(&self.conn)?;
+        if head_seq != expected_seq - 1 || head_hash != prev {
+            return Err(JournalError::ChainBroken {
+                seq: expected_seq,
+                why: "records cut off the end".into(),
+            });
+        }
+        Ok(ChainReport {
+            records: expected_seq - 1,
+            head: prev,
+        })
+    }
+}
+
+fn kind_name(k: EntryKind) -> &'static str {
+    match k {
+        EntryKind::Decision => "decision",
+        EntryKind::Completion => "completion",
+        EntryKind::Recovered => "recovered",
+        EntryKind::Void => "void",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(j: &mut Journal, n: u32) {
+        for i in 0..n {
+            let mut e = Entry::new(EntryKind::Decision, 1000 + i);
+            e.card_id = Some("7E57000000000001".into());
+            e.card_counter = Some(i + 1);
+            e.tx_type = Some("earn".into());
+            e.points = Some(10);
+            e.verdict = Some(Verdict::Approve);
+            j.append(e).unwrap();
+        }
+    }
+
+    #[test]
+    fn appends_and_verifies() {
+        let dir = tempfile_dir();
+        let path = dir.join("j.sqlite");
+        let mut j = Journal::open(&path, 7).unwrap();
+        sample(&mut j, 5);
+        assert_eq!(j.verify_chain().unwrap().records, 5);
+        drop(j);
+        let j = Journal::open(&path, 7).unwrap();
+        assert_eq!(j.next_seq(), 6);
+        assert!(matches!(
+            Journal::open(&path, 8),
+            Err(JournalError::WrongTerminal { .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "tessera-journal-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::create_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile_dir();
+        let path = dir.join("n.sqlite");
+        drop(Journal::open(&path, 1).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(
+            Journal::open(&path, 1),
+            Err(JournalError::NewerSchema { found: 99 })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,420 @@
+//! The till: a terminal with its journal, its policy and its offers.
+//!
+//! [`Till::tap`] authenticates the card, first brings the journal level with
+//! it (recovery, below), then blocks a hotlisted card on the spot. On the
+//! resulting [`TillTap`], every operation follows the same order:
+//!
+//! 1. the offers and the policy decide, offline ([`crate::policy::authorize`]);
+//! 2. the decision is journaled — declines and referrals too; an approval is
+//!    journaled *before* the command goes to the card, and its journal
+//!    sequence number is the terminal sequence the card certifies;
+//! 3. the card transacts;
+//! 4. the card's answer and certificate are journaled (durably, `fsync`)
+//!    before the caller — the clerk — learns "approved".
+//!
+//! Recovery: if the card's answer to an approved decision was lost (card
+//! pulled), the decision stays *pending*. At the card's next tap here, the
+//! card's own log tells whether it happened: the record is journaled as
+//! `recovered`, or the decision as `void`. At any tap, the card's last
+//! record (in the AUTHENTICATE response) is journaled as `recovered` when
+//! this journal does not have it — whoever made it — so a transaction whose
+//! answer was lost at another terminal is still journaled with its
+//! certificate; the ledger matches such records by card id and counter.
+//! A till never retries a transaction blindly.
+
+use tessera_protocol::messages::{LogRecord, TxKind};
+use tessera_transport::Transport;
+
+use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
+use crate::offers::{offers_today, quote, CampaignSet, Quote};
+use crate::policy::{authorize, date_from_unix, Decision, DeclineReason, Hotlist, Policy, TxRequest};
+use crate::{CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
+
+/// The rules a till applies.
+pub struct TillConfig {
+    /// Offline authorization policy and points rates.
+    pub policy: Policy,
+    /// Blocked cards.
+    pub hotlist: Hotlist,
+    /// Verified campaigns.
+    pub campaigns: CampaignSet,
+}
+
+/// Errors at the till.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TillError {
+    /// The card or the link failed.
+    #[error(transparent)]
+    Terminal(#[from] TerminalError),
+    /// The journal failed: nothing more may be done until it is fixed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The card was hotlisted: it has been blocked and the decline journaled.
+    #[error("card blocked")]
+    Hotlisted,
+}
+
+/// What became of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TillOutcome {
+    /// Approved and done on the card; journaled.
+    Approved {
+        /// The card's receipt.
+        receipt: Receipt,
+        /// How the points were computed (purchases only).
+        quote: Option<Quote>,
+        /// Journal sequence of the decision (the certified terminal sequence).
+        decision_seq: u32,
+    },
+    /// Declined or referred; journaled; the card was not touched.
+    Refused {
+        /// The decision.
+        decision: Decision,
+        /// Journal sequence of the decision.
+        decision_seq: u32,
+    },
+}
+
+/// A terminal, its journal and its rules.
+pub struct Till<S: Sam, C: Clock> {
+    terminal: Terminal<S, C>,
+    journal: Journal,
+    config: TillConfig,
+}
+
+impl<S: Sam, C: Clock> Till<S, C> {
+    /// A till. The journal must belong to the terminal's id.
+    ///
+    /// # Errors
+    /// [`JournalError::WrongTerminal`] otherwise.
+    pub fn new(terminal: Terminal<S, C>, journal: Journal, config: TillConfig) -> Result<Self, JournalError> {
+        if journal.terminal_id() != terminal.terminal_id() {
+            return Err(JournalError::WrongTerminal {
+                found: journal.terminal_id(),
+                expected: terminal.terminal_id(),
+            });
+        }
+        Ok(Self {
+            terminal,
+            journal,
+            config,
+        })
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The terminal.
+    pub fn terminal_mut(&mut self) -> &mut Terminal<S, C> {
+        &mut self.terminal
+    }
+
+    /// The rules.
+    pub fn config(&self) -> &TillConfig {
+        &self.config
+    }
+
+    /// Replaces the hotlist (after a sync).
+    pub fn set_hotlist(&mut self, hotlist: Hotlist) {
+        self.config.hotlist = hotlist;
+    }
+
+    /// A tap: authenticate, recover, and block the card if it is hotlisted.
+    ///
+    /// # Errors
+    /// [`TillError::Hotlisted`] after blocking a hotlisted card;
+    /// [`TillError::Terminal`] for card and link failures;
+    /// [`TillError::Journal`] if the journal cannot be written.
+    pub fn tap<T: Transport>(&mut self, transport: T) -> Result<TillTap<'_, S, C, T>, TillError> {
+        let Self {
+            terminal,
+            journal,
+            config,
+        } = self;
+        let session = terminal.tap(transport)?;
+        let mut tap = TillTap {
+            session,
+            journal,
+            config,
+            recovered: Vec::new(),
+            voided: Vec::new(),
+        };
+        tap.recover()?;
+        if tap.config.hotlist.contains(&tap.session.card().card_id) {
+            let decision = Decision::Decline(DeclineReason::Hotlisted);
+            let mut e = tap.card_entry(EntryKind::Decision);
+            e.tx_type = Some("read".into());
+            e.verdict = Some(Verdict::Decline);
+            e.reason = Some(decision.code().to_owned());
+            let TillTap { session, journal, .. } = tap;
+            journal.append(e)?;
+            session.block()?;
+            return Err(TillError::Hotlisted);
+        }
+        Ok(tap)
+    }
+}
+
+/// An authenticated card at the till.
+pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
+    session: Session<'a, S, C, T>,
+    journal: &'a mut Journal,
+    config: &'a TillConfig,
+    /// Records journaled as `recovered` by this tap.
+    pub recovered: Vec<JournalRecord>,
+    /// Decisions journaled as `void` by this tap.
+    pub voided: Vec<JournalRecord>,
+}
+
+impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
+    /// The card.
+    pub fn card(&self) -> &CardInfo {
+        self.session.card()
+    }
+
+    /// The offers that apply to this customer today.
+    pub fn offers(&self) -> Vec<String> {
+        let c = self.session.card();
+        offers_today(
+            &self.config.campaigns,
+            &c.profile,
+            &c.visits,
+            date_from_unix(self.session.now()),
+        )
+    }
+
+    /// The points a purchase would earn, with the campaigns that apply.
+    pub fn quote(&self, purchase_minor: u64, categories: &[String]) -> Quote {
+        let c = self.session.card();
+        quote(
+            &self.config.policy,
+            &self.config.campaigns,
+            &c.profile,
+            &c.visits,
+            purchase_minor,
+            categories,
+            date_from_unix(self.session.now()),
+        )
+    }
+
+    fn card_entry(&self, kind: EntryKind) -> Entry {
+        let mut e = Entry::new(kind, self.session.now());
+        e.card_id = Some(hex::encode_upper(self.session.card().card_id));
+        e
+    }
+
+    /// Brings the journal level with the card (module docs, "Recovery").
+    fn recover(&mut self) -> Result<(), TillError> {
+        let card = self.session.card().clone();
+        let me = self.journal.terminal_id();
+        let pending: Vec<JournalRecord> = self
+            .journal
+            .pending()?
+            .into_iter()
+            .filter(|r| r.entry.card_id.as_deref() == Some(&hex::encode_upper(card.card_id)))
+            .collect();
+        for d in pending {
+            let (Some(kind), Some(points), Some(expected)) = (
+                d.entry.tx_type.as_deref().and_then(crate::journal::tx_kind),
+                d.entry.points,
+                d.entry.card_counter,
+            ) else {
+                continue;
+            };
+            let p = PendingTx {
+                card_id: card.card_id,
+                expected_counter: expected,
+                kind,
+                amount: points,
+                terminal_id: me,
+                terminal_seq: d.seq,
+            };
+            match self.session.resolve(&p) {
+                Ok(Resolution::Completed(rec)) => {
+                    if self.journal.card_transaction(&card.card_id, rec.counter)?.is_none() {
+                        let e = Entry::from_card_record(EntryKind::Recovered, self.session.now(), &card.card_id, &rec);
+                        self.recovered.push(self.journal.append(e)?);
+                    }
+                }
+                Ok(Resolution::NotDone) => {
+                    let mut e = self.card_entry(EntryKind::Void);
+                    e.card_counter = Some(expected);
+                    e.tx_type = d.entry.tx_type.clone();
+                    e.points = Some(points);
+                    e.origin_seq = Some(d.seq);
+                    e.reason = Some("not-on-card".into());
+                    self.voided.push(self.journal.append(e)?);
+                }
+                // The record has left the card's log: the ledger will tell.
+                Err(TerminalError::InvalidRequest(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(rec) = &card.last_record {
+            if self.journal.card_transaction(&card.card_id, rec.counter)?.is_none() {
+                let e = Entry::from_card_record(EntryKind::Recovered, self.session.now(), &card.card_id, rec);
+                self.recovered.push(self.journal.append(e)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals a refused decision.
+    fn refuse(&mut self, mut e: Entry, decision: Decision) -> Result<TillOutcome, TillError> {
+        e.verdict = Some(if matches!(decision, Decision::Refer(_)) {
+            Verdict::Refer
+        } else {
+            Verdict::Decline
+        });
+        e.reason = Some(decision.code().to_owned());
+        let rec = self.journal.append(e)?;
+        Ok(TillOutcome::Refused {
+            decision,
+            decision_seq: rec.seq,
+        })
+    }
+
+    /// Decides, journals, transacts, journals (module docs).
+    fn run(
+        &mut self,
+        req: TxRequest,
+        mut e: Entry,
+        original: Option<LogRecord>,
+        q: Option<Quote>,
+    ) -> Result<TillOutcome, TillError> {
+        let card = self.session.card().clone();
+        e.tx_type = Some(req.kind.name().to_owned());
+        e.points = Some(req.points);
+        e.categories.clone_from(&req.categories);
+        let decision = authorize(
+            &self.config.policy,
+            &self.config.hotlist,
+            &card,
+            &req,
+            self.session.now(),
+        );
+        if !decision.is_approved() {
+            return self.refuse(e, decision);
+        }
+        e.verdict = Some(Verdict::Approve);
+        e.card_counter = Some(card.counter.saturating_add(1));
+        let d = self.journal.append(e)?;
+        self.session.set_next_seq(d.seq);
+        let result = match (&original, req.kind) {
+            (Some(orig), _) => self.session.refund(orig),
+            (None, TxKind::Earn) => self.session.earn(req.points),
+            (None, _) => self.session.redeem(req.points),
+        };
+        match result {
+            Ok(receipt) => {
+                let mut c = Entry::from_card_record(
+                    EntryKind::Completion,
+                    self.session.now(),
+                    &card.card_id,
+                    &receipt.record,
+                );
+                c.purchase_minor = d.entry.purchase_minor;
+                c.categories.clone_from(&d.entry.categories);
+                self.journal.append(c)?;
+                Ok(TillOutcome::Approved {
+                    receipt,
+                    quote: q,
+                    decision_seq: d.seq,
+                })
+            }
+            // Outcome unknown: the decision stays pending until the card is seen again.
+            Err(err @ TerminalError::Interrupted(_)) => Err(err.into()),
+            // The card refused (it changed nothing): the approval is void.
+            Err(err) => {
+                let mut v = self.card_entry(EntryKind::Void);
+                v.card_counter = d.entry.card_counter;
+                v.tx_type = d.entry.tx_type.clone();
+                v.points = d.entry.points;
+                v.origin_seq = Some(d.seq);
+                v.reason = Some(format!("card: {err}"));
+                self.journal.append(v)?;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// A purchase: the points follow from the amount, the categories, the
+    /// policy's rates and today's campaigns.
+    ///
+    /// # Errors
+    /// [`TillError`]; a refusal by policy is an `Ok(TillOutcome::Refused)`.
+    pub fn purchase(&mut self, purchase_minor: u64, categories: &[String]) -> Result<TillOutcome, TillError> {
+        let q = self.quote(purchase_minor, categories);
+        let req = TxRequest {
+            kind: TxKind::Earn,
+            points: q.total,
+            purchase_minor,
+            categories: categories.to_vec(),
+        };
+        let mut e = self.card_entry(EntryKind::Decision);
+        e.purchase_minor = Some(purchase_minor);
+        self.run(req, e, None, Some(q))
+    }
+
+    /// A redemption of `points`.
+    ///
+    /// # Errors
+    /// As [`TillTap::purchase`].
+    pub fn redeem(&mut self, points: u32) -> Result<TillOutcome, TillError> {
+        let req = TxRequest {
+            kind: TxKind::Redeem,
+            points,
+            purchase_minor: 0,
+            categories: Vec::new(),
+        };
+        let e = self.card_entry(EntryKind::Decision);
+        self.run(req, e, None, None)
+    }
+
+    /// Refunds the card's transaction with counter `original`: found in
+    /// this journal or in the card's own log; refused if this journal
+    /// already holds a refund of it.
+    ///
+    /// # Errors
+    /// As [`TillTap::purchase`].
+    pub fn refund(&mut self, original: u32) -> Result<TillOutcome, TillError> {
+        let card = self.session.card().clone();
+        let mut e = self.card_entry(EntryKind::Decision);
+        e.reference = Some(original);
+        let found = match self
+            .journal
+            .card_transaction(&card.card_id, original)?
+            .and_then(|r| r.entry.card_record())
+        {
+            Some(r) => Some(r),
+            None if original >= 1
+                && original <= card.counter
+                && card.counter - original < tessera_protocol::LOG_CAPACITY as u32 =>
+            {
+                self.session
+                    .read_log((card.counter - original + 1) as u8)?
+                    .filter(|r| r.counter == original)
+            }
+            None => None,
+        };
+        let Some(orig) = found.filter(|r| r.kind.reversal().is_some()) else {
+            e.tx_type = Some("refund".into());
+            return self.refuse(e, Decision::Decline(DeclineReason::RefundUnknownOriginal));
+        };
+        if self.journal.refund_of(&card.card_id, original)?.is_some() {
+            e.tx_type = Some("refund".into());
+            return self.refuse(e, Decision::Decline(DeclineReason::RefundAlreadyDone));
+        }
+        let kind = orig.kind.reversal().unwrap_or(TxKind::RefundEarn);
+        let req = TxRequest {
+            kind,
+            points: orig.amount,
+            purchase_minor: 0,
+            categories: Vec::new(),
+        };
+        self.run(req, e, Some(orig), None)
+    }
+}
