@@ -247,6 +247,9 @@ fn pull_away(path: &Path, n: u32, case: Removal) -> bool {
                 other => panic!("{case:?}: {other:?}"),
             }
         }
+        // A card gone in the middle of a command is CardRemoved, whatever
+        // PC/SC error reports it (vpcd: an empty answer, or
+        // SCARD_E_NOT_TRANSACTED when the driver has already lost the card).
         Err(TerminalError::Transport(TransportError::CardRemoved)) => None,
         Err(e) => panic!("{case:?}: tap failed with {e:?}, not CardRemoved"),
     };
