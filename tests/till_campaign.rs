@@ -62,7 +62,11 @@ fn till(dir: &std::path::Path, id: u32, clock: &SharedClock) -> Till<SoftwareSam
     let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), clock.clone(), id)
         .with_store(id)
         .with_rng(Rng::seeded(u64::from(id)));
-    let config = TillConfig { policy: policy(), hotlist: Hotlist::empty(), campaigns: CampaignSet::empty() };
+    let config = TillConfig {
+        policy: policy(),
+        hotlist: Hotlist::empty(),
+        campaigns: CampaignSet::empty(),
+    };
     Till::new(terminal, journal, config).unwrap()
 }
 
@@ -89,12 +93,18 @@ fn removal_campaign_journals_explain_every_card() {
             0 => card.set_faults(Faults::default()),
             1 => {
                 pull_at = pull_at % 6 + 1;
-                card.set_faults(Faults { lose_response_of_apdu: Some(pull_at), ..Faults::default() });
+                card.set_faults(Faults {
+                    lose_response_of_apdu: Some(pull_at),
+                    ..Faults::default()
+                });
             }
             _ => {
                 cuts += 1;
                 let at_write = u64::from(rng.next_u32() % 24);
-                card.set_faults(Faults { power_cut: Some(PowerCut { at_write }), ..Faults::default() });
+                card.set_faults(Faults {
+                    power_cut: Some(PowerCut { at_write }),
+                    ..Faults::default()
+                });
             }
         }
         let op = rng.next_u32() % 10;
@@ -105,7 +115,11 @@ fn removal_campaign_journals_explain_every_card() {
             let outcome = match op {
                 0..=5 => {
                     let amount = u64::from(rng.next_u32() % 5_000 + 1);
-                    let cats = if rng.next_u32() % 2 == 0 { vec!["coffee".to_owned()] } else { Vec::new() };
+                    let cats = if rng.next_u32() % 2 == 0 {
+                        vec!["coffee".to_owned()]
+                    } else {
+                        Vec::new()
+                    };
                     tap.purchase(amount, &cats)?
                 }
                 6..=8 => tap.redeem(rng.next_u32() % (balance / 2 + 2) + 1)?,
@@ -135,7 +149,10 @@ fn removal_campaign_journals_explain_every_card() {
         let pending = t.journal().pending().unwrap();
         for p in pending {
             let id = p.entry.card_id.clone().unwrap();
-            let card = cards.iter_mut().find(|c| hex::encode_upper(c.state().unwrap().card_id) == id).unwrap();
+            let card = cards
+                .iter_mut()
+                .find(|c| hex::encode_upper(c.state().unwrap().card_id) == id)
+                .unwrap();
             drop(t.tap(&mut *card).unwrap());
         }
     }
@@ -157,7 +174,11 @@ fn removal_campaign_journals_explain_every_card() {
             }
             recovered += usize::from(r.entry.kind == EntryKind::Recovered);
             let key = (r.entry.card_id.clone().unwrap(), r.entry.card_counter.unwrap());
-            assert!(mine.insert(key.clone(), ()).is_none(), "till {} journaled {key:?} twice", j.terminal_id());
+            assert!(
+                mine.insert(key.clone(), ()).is_none(),
+                "till {} journaled {key:?} twice",
+                j.terminal_id()
+            );
             let rec = r.entry.card_record().unwrap();
             if let Some(prev) = seen.get(&key) {
                 assert_eq!(prev, &rec, "{key:?} journaled with different content");
@@ -172,13 +193,22 @@ fn removal_campaign_journals_explain_every_card() {
         let id = hex::encode_upper(st.card_id);
         let mut balance: i64 = 0;
         for counter in 1..=st.counter {
-            let rec = seen.get(&(id.clone(), counter)).unwrap_or_else(|| panic!("card {id} counter {counter} missing"));
+            let rec = seen
+                .get(&(id.clone(), counter))
+                .unwrap_or_else(|| panic!("card {id} counter {counter} missing"));
             verifier.verify(&st.card_id, st.key_version, rec).unwrap();
             balance += rec.kind.delta(rec.amount);
-            assert_eq!(balance, i64::from(rec.balance_after), "card {id} counter {counter}: delta chain");
+            assert_eq!(
+                balance,
+                i64::from(rec.balance_after),
+                "card {id} counter {counter}: delta chain"
+            );
         }
         assert_eq!(balance, i64::from(st.balance), "card {id}");
-        assert!(!seen.contains_key(&(id.clone(), st.counter + 1)), "card {id}: a counter beyond the card's");
+        assert!(
+            !seen.contains_key(&(id.clone(), st.counter + 1)),
+            "card {id}: a counter beyond the card's"
+        );
     }
     eprintln!(
         "{TRANSACTIONS} transactions: {approved} approved, {refused} refused by policy, {interrupted} interrupted \
@@ -195,11 +225,18 @@ fn removal_campaign_journals_explain_every_card() {
     // did not).
     for (till_id, p) in &still_pending {
         let key = (p.entry.card_id.clone().unwrap(), p.entry.card_counter.unwrap());
-        let card = cards.iter().find(|c| hex::encode_upper(c.state().unwrap().card_id) == key.0).unwrap();
+        let card = cards
+            .iter()
+            .find(|c| hex::encode_upper(c.state().unwrap().card_id) == key.0)
+            .unwrap();
         if key.1 <= card.state().unwrap().counter {
             let rec = seen.get(&key).unwrap();
             let happened = rec.terminal_id == *till_id && rec.terminal_seq == p.seq;
-            eprintln!("pending decision {} at till {till_id}: decided by the journals ({})", p.seq, if happened { "done" } else { "not done" });
+            eprintln!(
+                "pending decision {} at till {till_id}: decided by the journals ({})",
+                p.seq,
+                if happened { "done" } else { "not done" }
+            );
         }
     }
 }

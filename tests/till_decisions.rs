@@ -38,8 +38,16 @@ fn setup(hotlist: Hotlist) -> Setup {
     let keys = IssuerKeys::test().unwrap();
     let journal = Journal::open(&dir.path().join("j.sqlite"), 7).unwrap();
     let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), clock.clone(), 7);
-    let config = TillConfig { policy: Policy::default_policy(), hotlist, campaigns: CampaignSet::empty() };
-    Setup { _dir: dir, clock, till: Till::new(terminal, journal, config).unwrap() }
+    let config = TillConfig {
+        policy: Policy::default_policy(),
+        hotlist,
+        campaigns: CampaignSet::empty(),
+    };
+    Setup {
+        _dir: dir,
+        clock,
+        till: Till::new(terminal, journal, config).unwrap(),
+    }
 }
 
 fn refused(outcome: TillOutcome, code: &str) -> Decision {
@@ -55,7 +63,14 @@ fn refused(outcome: TillOutcome, code: &str) -> Decision {
 }
 
 fn last_decision_code(till: &Till<SoftwareSam, SharedClock>) -> (Verdict, String) {
-    let r = till.journal().records().unwrap().into_iter().rev().find(|r| r.entry.kind == EntryKind::Decision).unwrap();
+    let r = till
+        .journal()
+        .records()
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|r| r.entry.kind == EntryKind::Decision)
+        .unwrap();
     (r.entry.verdict.unwrap(), r.entry.reason.unwrap_or_default())
 }
 
@@ -67,14 +82,23 @@ fn card(n: u32) -> SimCard {
 fn hotlisted_card_is_declined_blocked_and_journaled() {
     let mut c = card(60);
     let id = c.state().unwrap().card_id;
-    let mut s = setup(Hotlist { version: 3, cards: [id].into_iter().collect() });
+    let mut s = setup(Hotlist {
+        version: 3,
+        cards: [id].into_iter().collect(),
+    });
     assert!(matches!(s.till.tap(&mut c), Err(TillError::Hotlisted)));
     assert_eq!(c.state().unwrap().lifecycle, Lifecycle::Blocked);
     assert_eq!(last_decision_code(&s.till), (Verdict::Decline, "D01".into()));
     // The card now refuses every till, hotlist or not.
     let mut other = setup(Hotlist::empty());
-    assert!(matches!(other.till.tap(&mut c), Err(TillError::Terminal(TerminalError::CardBlocked))));
-    assert_eq!(Decision::Decline(tessera_terminal::policy::DeclineReason::Hotlisted).message(), "Card blocked — please keep the card and call the office");
+    assert!(matches!(
+        other.till.tap(&mut c),
+        Err(TillError::Terminal(TerminalError::CardBlocked))
+    ));
+    assert_eq!(
+        Decision::Decline(tessera_terminal::policy::DeclineReason::Hotlisted).message(),
+        "Card blocked — please keep the card and call the office"
+    );
     s.till.journal().verify_chain().unwrap();
 }
 
@@ -97,9 +121,14 @@ fn every_decline_and_referral_reason() {
     refused(t.redeem(10_001).unwrap(), "D07");
     refused(t.redeem(1).unwrap(), "D08");
     for _ in 0..5 {
-        assert!(matches!(t.purchase(450_000, &[]).unwrap(), TillOutcome::Approved { .. }));
+        assert!(matches!(
+            t.purchase(450_000, &[]).unwrap(),
+            TillOutcome::Approved { .. }
+        ));
     }
-    let TillOutcome::Approved { receipt, .. } = t.redeem(10_000).unwrap() else { panic!() };
+    let TillOutcome::Approved { receipt, .. } = t.redeem(10_000).unwrap() else {
+        panic!()
+    };
     let original = receipt.record.counter;
     assert!(matches!(t.refund(original).unwrap(), TillOutcome::Approved { .. }));
     refused(t.refund(original).unwrap(), "D09");
@@ -113,7 +142,10 @@ fn every_decline_and_referral_reason() {
     // R01: a sixth redemption between settlements.
     let mut c2 = card(62);
     let mut t = s.till.tap(&mut c2).unwrap();
-    assert!(matches!(t.purchase(100_000, &[]).unwrap(), TillOutcome::Approved { .. }));
+    assert!(matches!(
+        t.purchase(100_000, &[]).unwrap(),
+        TillOutcome::Approved { .. }
+    ));
     for _ in 0..5 {
         assert!(matches!(t.redeem(10).unwrap(), TillOutcome::Approved { .. }));
     }
@@ -134,7 +166,9 @@ fn every_decline_and_referral_reason() {
         .filter(|r| r.entry.kind == EntryKind::Decision && r.entry.verdict != Some(Verdict::Approve))
         .map(|r| r.entry.reason.unwrap())
         .collect();
-    for code in ["D02", "D03", "D04", "D05", "D06", "D07", "D08", "D09", "D10", "R01", "R02", "R03"] {
+    for code in [
+        "D02", "D03", "D04", "D05", "D06", "D07", "D08", "D09", "D10", "R01", "R02", "R03",
+    ] {
         assert!(codes.iter().any(|c| c == code), "{code} not journaled: {codes:?}");
     }
     s.till.journal().verify_chain().unwrap();

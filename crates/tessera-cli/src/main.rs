@@ -7,6 +7,7 @@
 mod card;
 mod demo;
 mod fail;
+mod office;
 mod out;
 mod pos;
 
@@ -33,6 +34,9 @@ enum Top {
     /// The clerk's point of sale: read, earn, redeem.
     #[command(subcommand)]
     Pos(pos::PosCmd),
+    /// Back-office tools: signing campaign files.
+    #[command(subcommand)]
+    Office(office::OfficeCmd),
     /// Issue a few cards and run a short day at the till.
     Demo(demo::DemoArgs),
 }
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Top::Card(c) => card::run(c),
         Top::Pos(c) => pos::run(c),
+        Top::Office(c) => office::run(c),
         Top::Demo(a) => demo::run(a),
     };
     match result {

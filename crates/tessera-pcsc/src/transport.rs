@@ -60,7 +60,11 @@ enum Failure {
 fn classify(err: pcsc::Error) -> Failure {
     use pcsc::Error as E;
     match err {
-        E::RemovedCard | E::NoSmartcard | E::ResetCard | E::UnpoweredCard | E::UnresponsiveCard => Failure::Card,
+        // NotTransacted: vpcd's answer when its card vanished between the
+        // connection and the command; the link is gone like a removal.
+        E::RemovedCard | E::NoSmartcard | E::ResetCard | E::UnpoweredCard | E::UnresponsiveCard | E::NotTransacted => {
+            Failure::Card
+        }
         E::NoService | E::ServiceStopped | E::InvalidHandle | E::CommError | E::Shutdown => Failure::Service,
         _ => Failure::Other,
     }

@@ -532,13 +532,25 @@ impl Journal {
     }
 
     /// Approved decisions of this terminal whose outcome is not journaled
-    /// yet (no completion, no void, no recovered record of the same card
-    /// counter and terminal sequence).
+    /// yet (no completion, no void, no recovered record of the same
+    /// terminal sequence).
     ///
     /// # Errors
     /// A database or decoding error.
     pub fn pending(&self) -> Result<Vec<JournalRecord>, JournalError> {
-        let all = self.records()?;
+        Ok(self.unresolved(self.records()?))
+    }
+
+    /// [`Journal::pending`] for one card only (an indexed lookup: what a
+    /// tap needs).
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn pending_for(&self, card_id: &CardId) -> Result<Vec<JournalRecord>, JournalError> {
+        Ok(self.unresolved(self.records_for(card_id)?))
+    }
+
+    fn unresolved(&self, all: Vec<JournalRecord>) -> Vec<JournalRecord> {
         let resolved: std::collections::HashSet<u32> = all
             .iter()
             .filter(|r| match r.entry.kind {
@@ -548,15 +560,14 @@ impl Journal {
             })
             .filter_map(|r| r.entry.origin_seq)
             .collect();
-        Ok(all
-            .into_iter()
+        all.into_iter()
             .filter(|r| {
                 r.entry.kind == EntryKind::Decision
                     && r.entry.verdict == Some(Verdict::Approve)
                     && r.entry.tx_type.as_deref().and_then(tx_kind).is_some()
                     && !resolved.contains(&r.seq)
             })
-            .collect())
+            .collect()
     }
 
     /// Whether a refund of `original` on this card is journaled here

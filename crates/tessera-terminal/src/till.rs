@@ -210,12 +210,7 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
     fn recover(&mut self) -> Result<(), TillError> {
         let card = self.session.card().clone();
         let me = self.journal.terminal_id();
-        let pending: Vec<JournalRecord> = self
-            .journal
-            .pending()?
-            .into_iter()
-            .filter(|r| r.entry.card_id.as_deref() == Some(&hex::encode_upper(card.card_id)))
-            .collect();
+        let pending = self.journal.pending_for(&card.card_id)?;
         for d in pending {
             let (Some(kind), Some(points), Some(expected)) = (
                 d.entry.tx_type.as_deref().and_then(crate::journal::tx_kind),
