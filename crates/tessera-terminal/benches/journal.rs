@@ -24,12 +24,14 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; under `cargo test` this is a smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
     let dir = std::env::temp_dir().join(format!("tessera-bench-journal-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
 
     // 1. Raw durable appends.
-    let n = 2_000;
+    let n = if full { 2_000 } else { 50 };
     let mut j = Journal::open(&dir.join("append.sqlite"), 1).unwrap();
     let mut samples = Vec::with_capacity(n);
     let start = Instant::now();
@@ -87,7 +89,7 @@ fn main() {
         campaigns: CampaignSet::empty(),
     };
     let mut till = Till::new(terminal, journal, config).unwrap();
-    let m = 500;
+    let m = if full { 500 } else { 20 };
     let mut tx_samples = Vec::with_capacity(m);
     let start2 = Instant::now();
     for _ in 0..m {

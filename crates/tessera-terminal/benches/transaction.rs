@@ -22,8 +22,6 @@ use tessera_simulator::SimCard;
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
 
-const N: usize = 20_000;
-
 fn profile() -> Profile {
     Profile {
         card_id: [0; 8],
@@ -56,6 +54,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; under `cargo test` this is a smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = if full { 20_000 } else { 200 };
     let keys = IssuerKeys::test().unwrap();
     let id = [0x7E, 0x57, 0, 0, 0, 0, 0, 1];
     let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(1)).unwrap();
@@ -75,10 +76,10 @@ fn main() {
     // Warm the profile cache, then measure cached-profile earns.
     terminal.tap(&mut card).unwrap().earn(1).unwrap();
     let _ = terminal.take_trace();
-    let mut samples = Vec::with_capacity(N);
+    let mut samples = Vec::with_capacity(n);
     let (mut apdus, mut bytes) = (0usize, 0usize);
     let cpu = ProcessTime::now();
-    for _ in 0..N {
+    for _ in 0..n {
         let t = Instant::now();
         let r = terminal.tap(&mut card).unwrap().earn(1).unwrap();
         samples.push(t.elapsed());
@@ -87,14 +88,14 @@ fn main() {
         apdus += tr.commands();
         bytes += tr.bytes();
     }
-    let cpu_per_tx = cpu.elapsed() / N as u32;
+    let cpu_per_tx = cpu.elapsed() / n as u32;
     samples.sort();
 
     // First visit: the profile is read (and its signature verified).
-    let mut first = Vec::with_capacity(N / 10);
+    let mut first = Vec::with_capacity(n / 10);
     let mut first_apdus = 0;
     let mut first_bytes = 0;
-    for _ in 0..N / 10 {
+    for _ in 0..n / 10 {
         terminal.cache_mut().clear_memory();
         let t = Instant::now();
         black_box(terminal.tap(&mut card).unwrap().earn(1).unwrap());
@@ -124,7 +125,7 @@ fn main() {
     };
     let data = [0u8; 24];
     let crypto = Instant::now();
-    for _ in 0..N {
+    for _ in 0..n {
         black_box(diversify(&keys.auth_master, labels::CARD_AUTH, &id, 1));
         let mut term = SecureChannel::new(SessionKeys::derive(&k_auth, &[1; 8], &[2; 8]));
         let mut cardc = SecureChannel::new(SessionKeys::derive(&k_auth, &[1; 8], &[2; 8]));
@@ -136,10 +137,10 @@ fn main() {
         let resp = cardc.protect_response(vec![0; 43]);
         term.verify_response(&resp).unwrap();
     }
-    let crypto_per_tx = crypto.elapsed() / N as u32;
+    let crypto_per_tx = crypto.elapsed() / n as u32;
 
     let median = percentile(&samples, 0.5);
-    println!("Tessera transaction benchmark (in-process simulator, {N} earns)");
+    println!("Tessera transaction benchmark (in-process simulator, {n} earns)");
     println!();
     println!("cached-profile earn (SELECT, AUTHENTICATE, EARN)");
     println!(
@@ -151,8 +152,8 @@ fn main() {
         median.as_secs_f64() * 1e6,
         percentile(&samples, 0.99).as_secs_f64() * 1e6
     );
-    println!("  command APDUs per transaction : {:>8.2}", apdus as f64 / N as f64);
-    println!("  bytes on the wire per tx      : {:>8.1}", bytes as f64 / N as f64);
+    println!("  command APDUs per transaction : {:>8.2}", apdus as f64 / n as f64);
+    println!("  bytes on the wire per tx      : {:>8.1}", bytes as f64 / n as f64);
     println!(
         "  cryptography per transaction  : {:>8.1} µs ({:.0}% of the CPU time)",
         crypto_per_tx.as_secs_f64() * 1e6,
@@ -166,11 +167,11 @@ fn main() {
     );
     println!(
         "  command APDUs per transaction : {:>8.2}",
-        first_apdus as f64 / (N / 10) as f64
+        first_apdus as f64 / (n / 10) as f64
     );
     println!(
         "  bytes on the wire per tx      : {:>8.1}",
-        first_bytes as f64 / (N / 10) as f64
+        first_bytes as f64 / (n / 10) as f64
     );
     println!(
         "ratio first-visit / cached median: {:.1}x",
