@@ -112,10 +112,10 @@ fn a_newer_schema_is_refused() {
     let (_d, path) = journal_with(2);
     Connection::open(&path)
         .unwrap()
-        .pragma_update(None, "user_version", 2)
+        .pragma_update(None, "user_version", 3)
         .unwrap();
     match Journal::open(&path, 42) {
-        Err(e @ JournalError::NewerSchema { found: 2 }) => assert!(e.to_string().contains("upgrade")),
+        Err(e @ JournalError::NewerSchema { found: 3 }) => assert!(e.to_string().contains("upgrade")),
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
@@ -126,4 +126,31 @@ fn a_corrupt_file_is_an_error_not_a_panic() {
     let path = dir.path().join("journal.sqlite");
     std::fs::write(&path, b"this is not a database, it is a shopping list").unwrap();
     assert!(Journal::open(&path, 1).is_err());
+}
+
+#[test]
+fn a_version_1_journal_is_migrated_in_place() {
+    // A journal as the first release wrote it: schema 1, no batches table.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE records (seq INTEGER PRIMARY KEY, terminal_id INTEGER NOT NULL, kind TEXT NOT NULL,
+               time INTEGER NOT NULL, card_id TEXT, card_counter INTEGER, body TEXT NOT NULL,
+               prev_hash BLOB NOT NULL, hash BLOB NOT NULL UNIQUE);
+             CREATE INDEX records_card ON records (card_id, card_counter);
+             INSERT INTO meta VALUES ('terminal_id', '42');
+             INSERT INTO meta VALUES ('head', '0:0000000000000000000000000000000000000000000000000000000000000000');
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let mut j = Journal::open(&path, 42).unwrap();
+    j.append(Entry::new(EntryKind::Decision, 1)).unwrap();
+    assert_eq!(j.seal(2).unwrap().unwrap().seq_to, 1);
+    j.verify_chain().unwrap();
+    let v: i64 = Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(v, 2);
 }

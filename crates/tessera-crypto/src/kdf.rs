@@ -66,6 +66,8 @@ pub mod labels {
     pub const CARD_CRYPTOGRAM: &[u8] = b"tessera card cryptogram";
     /// Host cryptogram.
     pub const HOST_CRYPTOGRAM: &[u8] = b"tessera host cryptogram";
+    /// A terminal's settlement batch key from the batch master.
+    pub const TERMINAL_BATCH: &[u8] = b"tessera terminal batch";
     /// Personalization session encryption key.
     pub const P_ENC: &[u8] = b"tessera P-ENC";
     /// Personalization session MAC key.

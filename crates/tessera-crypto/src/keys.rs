@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cert::CertificateVerifier;
 use crate::kdf::{diversify, labels};
@@ -19,12 +19,13 @@ use tessera_protocol::messages::CardId;
 /// The test key store, embedded from `fixtures/test-keys.json`.
 pub const TEST_KEYS_JSON: &str = include_str!("../../../fixtures/test-keys.json");
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct KeyFile {
     key_version: u8,
     auth_master: String,
     cert_master: String,
     perso_master: String,
+    batch_master: String,
     issuer_signing_key: String,
 }
 
@@ -38,6 +39,8 @@ pub struct IssuerKeys {
     pub cert_master: Key,
     /// Master of the cards' transport (personalization) keys.
     pub perso_master: Key,
+    /// Master of the terminals' settlement batch keys.
+    pub batch_master: Key,
     /// The profile signing key.
     pub issuer: IssuerKey,
 }
@@ -54,8 +57,61 @@ impl IssuerKeys {
             auth_master: Key::from_hex(&f.auth_master)?,
             cert_master: Key::from_hex(&f.cert_master)?,
             perso_master: Key::from_hex(&f.perso_master)?,
+            batch_master: Key::from_hex(&f.batch_master)?,
             issuer: IssuerKey::from_hex(&f.issuer_signing_key)?,
         })
+    }
+
+    /// Fresh keys from OS randomness (the key ceremony).
+    pub fn generate(key_version: u8) -> Self {
+        use rand_core::RngCore;
+        let fresh = || {
+            let mut k = zeroize::Zeroizing::new([0u8; 16]);
+            rand_core::OsRng.fill_bytes(k.as_mut_slice());
+            Key::new(*k)
+        };
+        Self {
+            key_version,
+            auth_master: fresh(),
+            cert_master: fresh(),
+            perso_master: fresh(),
+            batch_master: fresh(),
+            issuer: IssuerKey::generate(),
+        }
+    }
+
+    /// The key store as JSON (the layout [`IssuerKeys::from_json`] reads).
+    /// The caller must write it where only the back office can read it.
+    pub fn to_json(&self) -> zeroize::Zeroizing<String> {
+        let f = KeyFile {
+            key_version: self.key_version,
+            auth_master: hex::encode(self.auth_master.bytes()),
+            cert_master: hex::encode(self.cert_master.bytes()),
+            perso_master: hex::encode(self.perso_master.bytes()),
+            batch_master: hex::encode(self.batch_master.bytes()),
+            issuer_signing_key: self.issuer.to_hex().to_string(),
+        };
+        let out = zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default());
+        let KeyFile { auth_master, cert_master, perso_master, batch_master, issuer_signing_key, .. } = f;
+        for mut s in [auth_master, cert_master, perso_master, batch_master, issuer_signing_key] {
+            zeroize::Zeroize::zeroize(&mut s);
+        }
+        out
+    }
+
+    /// The settlement batch key of a terminal:
+    /// `KDF(batch master, "tessera terminal batch", terminal id)`.
+    pub fn terminal_batch_key(&self, terminal_id: u32) -> Key {
+        crate::kdf::derive_key(&self.batch_master, labels::TERMINAL_BATCH, &terminal_id.to_be_bytes())
+    }
+
+    /// Everything one terminal may hold: the terminal bundle.
+    pub fn terminal_bundle(&self, terminal_id: u32) -> TerminalBundle {
+        TerminalBundle {
+            terminal_id,
+            keys: self.terminal_keys(),
+            batch_key: self.terminal_batch_key(terminal_id),
+        }
     }
 
     /// The published test keys.
@@ -103,4 +159,59 @@ pub struct TerminalKeys {
     pub auth_masters: BTreeMap<u8, Key>,
     /// The issuer's public key for profile verification.
     pub issuer_public: IssuerPublicKey,
+}
+
+/// What the back office exports to one terminal: its authentication
+/// masters, the issuer public key, and its own settlement batch key. Never
+/// the certificate, personalization or batch masters.
+pub struct TerminalBundle {
+    /// The terminal this bundle is for.
+    pub terminal_id: u32,
+    /// Authentication masters and issuer public key.
+    pub keys: TerminalKeys,
+    /// The terminal's batch key (seals settlement batches, checks acks).
+    pub batch_key: Key,
+}
+
+#[derive(Deserialize, Serialize)]
+struct BundleFile {
+    format: String,
+    terminal_id: u32,
+    auth_masters: BTreeMap<String, String>,
+    issuer_public_key: String,
+    batch_key: String,
+}
+
+impl TerminalBundle {
+    /// The bundle as JSON; keep it owner-readable only.
+    pub fn to_json(&self) -> zeroize::Zeroizing<String> {
+        let f = BundleFile {
+            format: "tessera-terminal-bundle-1".into(),
+            terminal_id: self.terminal_id,
+            auth_masters: self.keys.auth_masters.iter().map(|(v, k)| (v.to_string(), hex::encode(k.bytes()))).collect(),
+            issuer_public_key: self.keys.issuer_public.to_hex(),
+            batch_key: hex::encode(self.batch_key.bytes()),
+        };
+        zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default())
+    }
+
+    /// Parses a bundle.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadKey`] on anything malformed.
+    pub fn from_json(s: &str) -> Result<Self, CryptoError> {
+        let f: BundleFile = serde_json::from_str(s).map_err(|_| CryptoError::BadKey)?;
+        if f.format != "tessera-terminal-bundle-1" {
+            return Err(CryptoError::BadKey);
+        }
+        let mut auth_masters = BTreeMap::new();
+        for (v, k) in &f.auth_masters {
+            auth_masters.insert(v.parse().map_err(|_| CryptoError::BadKey)?, Key::from_hex(k)?);
+        }
+        Ok(Self {
+            terminal_id: f.terminal_id,
+            keys: TerminalKeys { auth_masters, issuer_public: IssuerPublicKey::from_hex(&f.issuer_public_key)? },
+            batch_key: Key::from_hex(&f.batch_key)?,
+        })
+    }
 }

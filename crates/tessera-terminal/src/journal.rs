@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use tessera_protocol::messages::{CardId, LogRecord, TxKind};
 
 /// Schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +288,37 @@ CREATE TABLE records (
 CREATE INDEX records_card ON records (card_id, card_counter);
 ";
 
+/// Version 2: settlement batches (sealed ranges and their acknowledgements).
+const MIGRATION_2: &str = "
+CREATE TABLE batches (
+    batch_no INTEGER PRIMARY KEY,
+    seq_from INTEGER NOT NULL,
+    seq_to INTEGER NOT NULL,
+    head BLOB NOT NULL,
+    sealed_at INTEGER NOT NULL,
+    acked_at INTEGER
+);
+";
+
+/// A sealed range of the journal, as recorded by [`Journal::seal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRange {
+    /// Batch number, from 1, gapless.
+    pub batch_no: u32,
+    /// First record.
+    pub seq_from: u32,
+    /// Last record.
+    pub seq_to: u32,
+    /// Hash of the record before `seq_from` (zeros for the first).
+    pub prev_head: [u8; 32],
+    /// Hash of `seq_to`.
+    pub head: [u8; 32],
+    /// When it was sealed.
+    pub sealed_at: u32,
+    /// When the back office acknowledged it.
+    pub acked_at: Option<u32>,
+}
+
 impl Journal {
     /// Opens (creating if needed) the journal of `terminal_id` at `path`.
     ///
@@ -305,17 +336,20 @@ impl Journal {
         if version > SCHEMA_VERSION {
             return Err(JournalError::NewerSchema { found: version });
         }
-        if version < 1 {
+        if version < SCHEMA_VERSION {
+            // Every migration step in one transaction: all or nothing.
             let tx = conn.transaction()?;
-            tx.execute_batch(MIGRATION_1)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('terminal_id', ?1)",
-                params![terminal_id.to_string()],
-            )?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('head', ?1)",
-                params![format!("0:{}", hex::encode([0u8; 32]))],
-            )?;
+            if version < 1 {
+                tx.execute_batch(MIGRATION_1)?;
+                tx.execute("INSERT INTO meta (key, value) VALUES ('terminal_id', ?1)", params![terminal_id.to_string()])?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('head', ?1)",
+                    params![format!("0:{}", hex::encode([0u8; 32]))],
+                )?;
+            }
+            if version < 2 {
+                tx.execute_batch(MIGRATION_2)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -584,6 +618,105 @@ impl Journal {
                     EntryKind::Void => false,
                 }
         }))
+    }
+
+    /// The stored rows of records `from..=to`: sequence, the exact hashed
+    /// body, previous hash, hash — what a settlement batch carries.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn raw_range(&self, from: u32, to: u32) -> Result<Vec<(u32, String, [u8; 32], [u8; 32])>, JournalError> {
+        let mut stmt =
+            self.conn.prepare("SELECT seq, terminal_id, body, prev_hash, hash FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")?;
+        let rows = stmt.query_map(params![from, to], Self::row_to_record)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (seq, _, body, prev, hash) = r?;
+            let to32 = |v: Vec<u8>| -> Result<[u8; 32], JournalError> {
+                v.try_into().map_err(|_| JournalError::Corrupt { seq, why: "hash length".into() })
+            };
+            out.push((seq, body, to32(prev)?, to32(hash)?));
+        }
+        Ok(out)
+    }
+
+    fn ranges(&self, sql: &str) -> Result<Vec<SealedRange>, JournalError> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, u32>(4)?, r.get::<_, Option<u32>>(5)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (batch_no, seq_from, seq_to, head, sealed_at, acked_at) = row?;
+            let head: [u8; 32] =
+                head.try_into().map_err(|_| JournalError::Corrupt { seq: seq_to, why: "batch head".into() })?;
+            let prev_head = if seq_from <= 1 {
+                [0u8; 32]
+            } else {
+                self.get(seq_from - 1)?.map(|r| r.hash).ok_or(JournalError::Corrupt { seq: seq_from - 1, why: "missing".into() })?
+            };
+            out.push(SealedRange { batch_no, seq_from, seq_to, prev_head, head, sealed_at, acked_at });
+        }
+        Ok(out)
+    }
+
+    /// Every sealed batch, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn batches(&self) -> Result<Vec<SealedRange>, JournalError> {
+        self.ranges("SELECT batch_no, seq_from, seq_to, head, sealed_at, acked_at FROM batches ORDER BY batch_no")
+    }
+
+    /// The last record acknowledged as settled (0 if none).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn settled_up_to(&self) -> Result<u32, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq_to), 0) FROM batches WHERE acked_at IS NOT NULL", [], |r| r.get(0))?)
+    }
+
+    /// Seals the unsettled journal into a batch range. An earlier sealed
+    /// batch that was never acknowledged is returned again, unchanged, so a
+    /// retry always sends the same batch; otherwise the records after the
+    /// last sealed batch become the next batch. `None` when there is
+    /// nothing to settle.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn seal(&mut self, now: u32) -> Result<Option<SealedRange>, JournalError> {
+        let all = self.batches()?;
+        if let Some(open) = all.iter().find(|b| b.acked_at.is_none()) {
+            return Ok(Some(open.clone()));
+        }
+        let from = all.last().map_or(1, |b| b.seq_to + 1);
+        if from > self.head_seq {
+            return Ok(None);
+        }
+        let batch_no = all.last().map_or(1, |b| b.batch_no + 1);
+        self.conn.execute(
+            "INSERT INTO batches (batch_no, seq_from, seq_to, head, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![batch_no, from, self.head_seq, self.head_hash.to_vec(), now],
+        )?;
+        Ok(self.batches()?.into_iter().find(|b| b.batch_no == batch_no))
+    }
+
+    /// Marks a sealed batch acknowledged by the back office: its records
+    /// are settled. Idempotent.
+    ///
+    /// # Errors
+    /// [`JournalError::Corrupt`] if no such batch with that head exists.
+    pub fn acknowledge(&mut self, batch_no: u32, head: &[u8; 32], now: u32) -> Result<(), JournalError> {
+        let n = self.conn.execute(
+            "UPDATE batches SET acked_at = COALESCE(acked_at, ?1) WHERE batch_no = ?2 AND head = ?3",
+            params![now, batch_no, head.to_vec()],
+        )?;
+        if n == 0 {
+            return Err(JournalError::Corrupt { seq: 0, why: format!("no sealed batch {batch_no} with that head") });
+        }
+        Ok(())
     }
 
     /// Checks the whole chain: gapless sequence from 1, every hash, every

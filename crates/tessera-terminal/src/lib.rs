@@ -31,6 +31,7 @@
 //! ([`Terminal::take_trace`]). The terminal assumes no clock it was not
 //! given ([`Clock`]) and no reader: integrators' tests use the simulator.
 
+pub mod batch;
 mod cache;
 mod error;
 pub mod issuer;

@@ -1,0 +1,3 @@
+//! The central ledger (API contract; bodies being written).
+//!
+//! See `docs/settlement.md`.

@@ -1,0 +1,1 @@
+//! Back-office HTTP server and settlement client (being written).
