@@ -373,6 +373,7 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
     let info = t.card().clone();
     let offers = t.offers();
     let recovered: Vec<JournalRecord> = t.recovered.clone();
+    let voided: Vec<JournalRecord> = t.voided.clone();
     let outcome = match op {
         Op::Read => None,
         Op::Earn(minor, cats) => Some(t.purchase(minor, &cats).map_err(till_failure)?),
@@ -432,16 +433,25 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    for r in &recovered {
+    // Only the resolution of this till's own interrupted transactions
+    // concerns the clerk; other tills' records are journaled silently.
+    let me = till.journal().terminal_id();
+    for r in recovered.iter().filter(|r| r.entry.origin_terminal == Some(me)) {
         if let Some(rec) = r.entry.card_record() {
             println!(
-                "Note: journaled the card's transaction #{} ({} {} points at terminal {}) as recovered.",
-                rec.counter,
+                "Note: the {} of {} points interrupted here earlier went through (card #{}); it is now journaled.",
                 rec.kind.name(),
                 rec.amount,
-                rec.terminal_id
+                rec.counter
             );
         }
+    }
+    for v in &voided {
+        println!(
+            "Note: the {} of {} points interrupted here earlier never reached the card; it did not happen.",
+            v.entry.tx_type.as_deref().unwrap_or("transaction"),
+            v.entry.points.unwrap_or(0)
+        );
     }
     match &outcome {
         None => {
