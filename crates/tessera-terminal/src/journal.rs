@@ -261,6 +261,10 @@ fn record_hash(prev: &[u8; 32], seq: u32, terminal_id: u32, entry: &Entry) -> ([
     (h.finalize().into(), body)
 }
 
+/// A record as a batch carries it: sequence, the exact hashed body,
+/// previous hash, hash.
+pub type RawRecord = (u32, String, [u8; 32], [u8; 32]);
+
 /// A stored row: seq, terminal id, body, previous hash, hash.
 type RawRow = (u32, u32, String, Vec<u8>, Vec<u8>);
 
@@ -341,7 +345,10 @@ impl Journal {
             let tx = conn.transaction()?;
             if version < 1 {
                 tx.execute_batch(MIGRATION_1)?;
-                tx.execute("INSERT INTO meta (key, value) VALUES ('terminal_id', ?1)", params![terminal_id.to_string()])?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('terminal_id', ?1)",
+                    params![terminal_id.to_string()],
+                )?;
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES ('head', ?1)",
                     params![format!("0:{}", hex::encode([0u8; 32]))],
@@ -625,15 +632,19 @@ impl Journal {
     ///
     /// # Errors
     /// A database error.
-    pub fn raw_range(&self, from: u32, to: u32) -> Result<Vec<(u32, String, [u8; 32], [u8; 32])>, JournalError> {
-        let mut stmt =
-            self.conn.prepare("SELECT seq, terminal_id, body, prev_hash, hash FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")?;
+    pub fn raw_range(&self, from: u32, to: u32) -> Result<Vec<RawRecord>, JournalError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, terminal_id, body, prev_hash, hash FROM records WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq",
+        )?;
         let rows = stmt.query_map(params![from, to], Self::row_to_record)?;
         let mut out = Vec::new();
         for r in rows {
             let (seq, _, body, prev, hash) = r?;
             let to32 = |v: Vec<u8>| -> Result<[u8; 32], JournalError> {
-                v.try_into().map_err(|_| JournalError::Corrupt { seq, why: "hash length".into() })
+                v.try_into().map_err(|_| JournalError::Corrupt {
+                    seq,
+                    why: "hash length".into(),
+                })
             };
             out.push((seq, body, to32(prev)?, to32(hash)?));
         }
@@ -643,19 +654,39 @@ impl Journal {
     fn ranges(&self, sql: &str) -> Result<Vec<SealedRange>, JournalError> {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, u32>(4)?, r.get::<_, Option<u32>>(5)?))
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, Option<u32>>(5)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (batch_no, seq_from, seq_to, head, sealed_at, acked_at) = row?;
-            let head: [u8; 32] =
-                head.try_into().map_err(|_| JournalError::Corrupt { seq: seq_to, why: "batch head".into() })?;
+            let head: [u8; 32] = head.try_into().map_err(|_| JournalError::Corrupt {
+                seq: seq_to,
+                why: "batch head".into(),
+            })?;
             let prev_head = if seq_from <= 1 {
                 [0u8; 32]
             } else {
-                self.get(seq_from - 1)?.map(|r| r.hash).ok_or(JournalError::Corrupt { seq: seq_from - 1, why: "missing".into() })?
+                self.get(seq_from - 1)?.map(|r| r.hash).ok_or(JournalError::Corrupt {
+                    seq: seq_from - 1,
+                    why: "missing".into(),
+                })?
             };
-            out.push(SealedRange { batch_no, seq_from, seq_to, prev_head, head, sealed_at, acked_at });
+            out.push(SealedRange {
+                batch_no,
+                seq_from,
+                seq_to,
+                prev_head,
+                head,
+                sealed_at,
+                acked_at,
+            });
         }
         Ok(out)
     }
@@ -673,9 +704,11 @@ impl Journal {
     /// # Errors
     /// A database error.
     pub fn settled_up_to(&self) -> Result<u32, JournalError> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq_to), 0) FROM batches WHERE acked_at IS NOT NULL", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(seq_to), 0) FROM batches WHERE acked_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Seals the unsettled journal into a batch range. An earlier sealed
@@ -714,7 +747,10 @@ impl Journal {
             params![now, batch_no, head.to_vec()],
         )?;
         if n == 0 {
-            return Err(JournalError::Corrupt { seq: 0, why: format!("no sealed batch {batch_no} with that head") });
+            return Err(JournalError::Corrupt {
+                seq: 0,
+                why: format!("no sealed batch {batch_no} with that head"),
+            });
         }
         Ok(())
     }
