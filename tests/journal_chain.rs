@@ -151,6 +151,9 @@ fn a_version_1_journal_is_migrated_in_place() {
     j.append(Entry::new(EntryKind::Decision, 1)).unwrap();
     assert_eq!(j.seal(2).unwrap().unwrap().seq_to, 1);
     j.verify_chain().unwrap();
-    let v: i64 = Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    let v: i64 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
     assert_eq!(v, 2);
 }

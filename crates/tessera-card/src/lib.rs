@@ -22,7 +22,7 @@ use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
     AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind, Velocity,
 };
-use tessera_protocol::profile::MAX_PROFILE_BLOB;
+use tessera_protocol::profile::{SignedProfile, MAX_PROFILE_BLOB};
 use tessera_protocol::tlv::{encode, tags, TlvList};
 use tessera_protocol::{Ins, StatusWord, AID, APPLET_VERSION, CHALLENGE_LEN, LOG_CAPACITY};
 
@@ -172,6 +172,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             | Ins::Refund
             | Ins::AckSettlement
             | Ins::ReadLog
+            | Ins::UpdateProfile
             | Ins::Block => CLA_SECURE,
             _ => return Err(StatusWord::InsNotSupported),
         };
@@ -199,6 +200,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                         _ => Err(StatusWord::WrongP1P2),
                     },
                     Ins::AckSettlement => self.ack_settlement(cmd, &data),
+                    Ins::UpdateProfile => self.update_profile(cmd, &data),
                     Ins::ReadLog => self.read_log(cmd, &data),
                     _ => self.block(cmd, &data),
                 }
@@ -464,6 +466,39 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         let rec = self.state.records().nth(usize::from(cmd.p1) - 1).cloned();
         let rec = rec.ok_or(StatusWord::RecordNotFound)?;
         self.respond(encode(tags::LOG_RECORD, &rec.to_bytes()))
+    }
+
+    /// §4.13 UPDATE PROFILE: replaces the signed profile with a newer version
+    /// for this card, sent encrypted under S-ENC. The card checks the
+    /// binding (card id) and that the version increases; the issuer
+    /// signature is checked by every terminal that reads it.
+    fn update_profile(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let l = TlvList::parse(data).map_err(|_| StatusWord::WrongData)?;
+        l.only(&[tags::ENCRYPTED]).map_err(|_| StatusWord::WrongData)?;
+        let ct = l.require(tags::ENCRYPTED).map_err(|_| StatusWord::WrongData)?;
+        let Session::Authenticated { channel } = &mut self.session else {
+            return Err(StatusWord::SecurityNotSatisfied);
+        };
+        let blob = channel.decrypt(ct).map_err(|_| StatusWord::WrongData)?;
+        if blob.len() > MAX_PROFILE_BLOB {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+        let new = SignedProfile::parse(&blob).map_err(|_| StatusWord::WrongData)?;
+        let current = SignedProfile::parse(&self.state.profile)
+            .map(|p| p.profile.version)
+            .unwrap_or(0);
+        if new.profile.card_id != self.state.card_id || new.profile.version <= current {
+            return Err(StatusWord::WrongData);
+        }
+        self.commit(vec![(Field::Profile, blob.to_vec())])?;
+        let digest = profile_digest(&self.state.profile);
+        self.respond(encode(tags::PROFILE_DIGEST, &digest))
     }
 
     /// §4.8 BLOCK: blocks the application for good.

@@ -92,7 +92,14 @@ impl IssuerKeys {
             issuer_signing_key: self.issuer.to_hex().to_string(),
         };
         let out = zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default());
-        let KeyFile { auth_master, cert_master, perso_master, batch_master, issuer_signing_key, .. } = f;
+        let KeyFile {
+            auth_master,
+            cert_master,
+            perso_master,
+            batch_master,
+            issuer_signing_key,
+            ..
+        } = f;
         for mut s in [auth_master, cert_master, perso_master, batch_master, issuer_signing_key] {
             zeroize::Zeroize::zeroize(&mut s);
         }
@@ -188,7 +195,12 @@ impl TerminalBundle {
         let f = BundleFile {
             format: "tessera-terminal-bundle-1".into(),
             terminal_id: self.terminal_id,
-            auth_masters: self.keys.auth_masters.iter().map(|(v, k)| (v.to_string(), hex::encode(k.bytes()))).collect(),
+            auth_masters: self
+                .keys
+                .auth_masters
+                .iter()
+                .map(|(v, k)| (v.to_string(), hex::encode(k.bytes())))
+                .collect(),
             issuer_public_key: self.keys.issuer_public.to_hex(),
             batch_key: hex::encode(self.batch_key.bytes()),
         };
@@ -210,7 +222,10 @@ impl TerminalBundle {
         }
         Ok(Self {
             terminal_id: f.terminal_id,
-            keys: TerminalKeys { auth_masters, issuer_public: IssuerPublicKey::from_hex(&f.issuer_public_key)? },
+            keys: TerminalKeys {
+                auth_masters,
+                issuer_public: IssuerPublicKey::from_hex(&f.issuer_public_key)?,
+            },
             batch_key: Key::from_hex(&f.batch_key)?,
         })
     }

@@ -32,6 +32,8 @@ pub enum Ins {
     Personalize,
     /// `1E` BLOCK (spec §4.8).
     Block,
+    /// `DA` UPDATE PROFILE (spec §4.13).
+    UpdateProfile,
     /// `C0` GET RESPONSE (ISO 7816-4; handled by transports).
     GetResponse,
     /// Any other instruction byte.
@@ -51,6 +53,7 @@ impl From<u8> for Ins {
             0xB2 => Self::ReadLog,
             0xE2 => Self::Personalize,
             0x1E => Self::Block,
+            0xDA => Self::UpdateProfile,
             0xC0 => Self::GetResponse,
             other => Self::Other(other),
         }
@@ -70,6 +73,7 @@ impl From<Ins> for u8 {
             Ins::ReadLog => 0xB2,
             Ins::Personalize => 0xE2,
             Ins::Block => 0x1E,
+            Ins::UpdateProfile => 0xDA,
             Ins::GetResponse => 0xC0,
             Ins::Other(v) => v,
         }

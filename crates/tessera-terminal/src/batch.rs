@@ -165,11 +165,16 @@ pub fn write_batch(
     now: u32,
     out: &mut impl Write,
 ) -> Result<Option<SealedRange>, BatchError> {
-    let Some(range) = journal.seal(now)? else { return Ok(None) };
+    let Some(range) = journal.seal(now)? else {
+        return Ok(None);
+    };
     let rows = journal.raw_range(range.seq_from, range.seq_to)?;
     let mut totals: BTreeMap<String, Total> = BTreeMap::new();
     for (seq, body, _, _) in &rows {
-        let b: Body = serde_json::from_str(body).map_err(|e| JournalError::Corrupt { seq: *seq, why: e.to_string() })?;
+        let b: Body = serde_json::from_str(body).map_err(|e| JournalError::Corrupt {
+            seq: *seq,
+            why: e.to_string(),
+        })?;
         if let (Some(delta), Some(t)) = (b.entry.delta(), b.entry.tx_type.as_ref()) {
             let x = totals.entry(t.clone()).or_default();
             x.count += 1;
@@ -193,11 +198,20 @@ pub fn write_batch(
     out.write_all(&header.canonical())?;
     out.write_all(b"\n")?;
     for (seq, body, prev, hash) in rows {
-        let line = RecordLine { kind: "record".into(), seq, body, prev_hash: hex::encode(prev), hash: hex::encode(hash) };
+        let line = RecordLine {
+            kind: "record".into(),
+            seq,
+            body,
+            prev_hash: hex::encode(prev),
+            hash: hex::encode(hash),
+        };
         serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;
     }
-    let mac = MacLine { kind: "mac".into(), mac: hex::encode(header.mac(key)) };
+    let mac = MacLine {
+        kind: "mac".into(),
+        mac: hex::encode(header.mac(key)),
+    };
     serde_json::to_writer(&mut *out, &mac).map_err(std::io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()?;
@@ -246,7 +260,9 @@ impl<R: BufRead> BatchReader<R> {
         }
         let v: serde_json::Value =
             serde_json::from_slice(&line).map_err(|e| BatchError::Malformed(format!("header: {e}")))?;
-        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) || v.get("type").and_then(|t| t.as_str()) != Some("header") {
+        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT)
+            || v.get("type").and_then(|t| t.as_str()) != Some("header")
+        {
             return Err(BatchError::Malformed("not a Tessera batch".into()));
         }
         match v.get("version").and_then(serde_json::Value::as_u64) {
@@ -265,7 +281,13 @@ impl<R: BufRead> BatchReader<R> {
         let prev = unhex32(&header.prev_head, "prev_head")?;
         unhex32(&header.head, "head")?;
         let next_seq = header.seq_from;
-        Ok(Self { input, header, prev, next_seq, line })
+        Ok(Self {
+            input,
+            header,
+            prev,
+            next_seq,
+            line,
+        })
     }
 
     /// The header (not yet authenticated: see [`BatchReader::finish`]).
@@ -303,13 +325,18 @@ impl<R: BufRead> BatchReader<R> {
         if computed != hash {
             return Err(broken("content does not match its hash"));
         }
-        let body: Body = serde_json::from_str(&r.body).map_err(|e| BatchError::Malformed(format!("record {seq}: {e}")))?;
+        let body: Body =
+            serde_json::from_str(&r.body).map_err(|e| BatchError::Malformed(format!("record {seq}: {e}")))?;
         if body.seq != seq || body.terminal_id != self.header.terminal_id {
             return Err(broken("record of another place"));
         }
         self.prev = hash;
         self.next_seq += 1;
-        Ok(Some(BatchRecord { seq, entry: body.entry, hash }))
+        Ok(Some(BatchRecord {
+            seq,
+            entry: body.entry,
+            hash,
+        }))
     }
 
     /// After the last record: checks the chain head and the MAC, and that
@@ -323,12 +350,16 @@ impl<R: BufRead> BatchReader<R> {
             return Err(BatchError::Malformed("records left unread".into()));
         }
         if hex::encode(self.prev) != self.header.head.to_lowercase() {
-            return Err(BatchError::BrokenChain { seq: self.header.seq_to, why: "chain does not end at the head".into() });
+            return Err(BatchError::BrokenChain {
+                seq: self.header.seq_to,
+                why: "chain does not end at the head".into(),
+            });
         }
         if !read_line(&mut self.input, &mut self.line)? {
             return Err(BatchError::Malformed("no MAC".into()));
         }
-        let m: MacLine = serde_json::from_slice(&self.line).map_err(|e| BatchError::Malformed(format!("MAC line: {e}")))?;
+        let m: MacLine =
+            serde_json::from_slice(&self.line).map_err(|e| BatchError::Malformed(format!("MAC line: {e}")))?;
         let mut mac = [0u8; 16];
         hex::decode_to_slice(&m.mac, &mut mac).map_err(|_| BatchError::Malformed("MAC is not 16 hex bytes".into()))?;
         if m.kind != "mac" || !ct_eq(&mac, &self.header.mac(key)) {
@@ -403,12 +434,21 @@ impl Ack {
     /// A signed acknowledgement (back office side).
     pub fn new(key: &Key, terminal_id: u32, batch_no: u32, head: &str, status: AckStatus) -> Self {
         let mac = hex::encode(cmac(key, &Self::input(terminal_id, batch_no, head, status)));
-        Self { terminal_id, batch_no, head: head.to_lowercase(), status, mac }
+        Self {
+            terminal_id,
+            batch_no,
+            head: head.to_lowercase(),
+            status,
+            mac,
+        }
     }
 
     /// Checks the MAC (terminal side).
     pub fn verify(&self, key: &Key) -> bool {
-        let expected = cmac(key, &Self::input(self.terminal_id, self.batch_no, &self.head, self.status));
+        let expected = cmac(
+            key,
+            &Self::input(self.terminal_id, self.batch_no, &self.head, self.status),
+        );
         hex::decode(&self.mac).is_ok_and(|m| ct_eq(&m, &expected))
     }
 }

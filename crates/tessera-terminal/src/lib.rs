@@ -735,6 +735,55 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         }
     }
 
+    /// §4.13 UPDATE PROFILE: writes a newer signed profile version to the
+    /// card (a profile update from the back office). The signature and the
+    /// card binding are verified here first; the blob travels encrypted.
+    ///
+    /// # Errors
+    /// [`TerminalError::BadProfileSignature`],
+    /// [`TerminalError::ProfileCardMismatch`],
+    /// [`TerminalError::InvalidRequest`] when it is not newer; card and
+    /// transport errors.
+    pub fn update_profile(&mut self, signed: &SignedProfile) -> Result<(), TerminalError> {
+        self.terminal
+            .sam
+            .issuer_public_key()
+            .verify(signed)
+            .map_err(|_| TerminalError::BadProfileSignature)?;
+        if signed.profile.card_id != self.card.card_id {
+            return Err(TerminalError::ProfileCardMismatch);
+        }
+        if signed.profile.version <= self.card.profile.version {
+            return Err(TerminalError::InvalidRequest(
+                "the card already holds this profile version or a newer one",
+            ));
+        }
+        let blob = signed.to_bytes();
+        let ct = self.channel.encrypt(&blob);
+        let data = tessera_protocol::tlv::encode(tags::ENCRYPTED, &ct);
+        let resp = self.secure("UPDATE PROFILE", Ins::UpdateProfile, 0, &data, 256)?;
+        if resp.sw != StatusWord::Ok {
+            return Err(TerminalError::Card {
+                command: "UPDATE PROFILE",
+                sw: resp.sw,
+            });
+        }
+        let l = self.verified("UPDATE PROFILE", &resp)?;
+        let digest: [u8; 32] = l
+            .array(tags::PROFILE_DIGEST)
+            .map_err(|e| TerminalError::from(("UPDATE PROFILE", e)))?;
+        if digest != profile_digest(&blob) {
+            return Err(TerminalError::malformed(
+                "UPDATE PROFILE",
+                "card stored another profile",
+            ));
+        }
+        self.terminal.cache.insert(digest, signed.clone());
+        self.card.profile = signed.profile.clone();
+        self.card.profile_digest = digest;
+        Ok(())
+    }
+
     /// §4.8 BLOCK: blocks the card for good (hotlisted card at the till).
     ///
     /// # Errors

@@ -22,7 +22,10 @@
 //! certificate; the ledger matches such records by card id and counter.
 //! A till never retries a transaction blindly.
 
-use tessera_protocol::messages::{LogRecord, TxKind};
+use std::collections::BTreeMap;
+
+use tessera_protocol::messages::{CardId, LogRecord, TxKind};
+use tessera_protocol::profile::SignedProfile;
 use tessera_transport::Transport;
 
 use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
@@ -81,6 +84,7 @@ pub struct Till<S: Sam, C: Clock> {
     terminal: Terminal<S, C>,
     journal: Journal,
     config: TillConfig,
+    profile_updates: BTreeMap<CardId, SignedProfile>,
 }
 
 impl<S: Sam, C: Clock> Till<S, C> {
@@ -99,6 +103,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             terminal,
             journal,
             config,
+            profile_updates: BTreeMap::new(),
         })
     }
 
@@ -117,6 +122,17 @@ impl<S: Sam, C: Clock> Till<S, C> {
         &self.config
     }
 
+    /// Profile updates from the back office, written to each card at its
+    /// next tap here (when newer than the card's).
+    pub fn set_profile_updates(&mut self, updates: impl IntoIterator<Item = SignedProfile>) {
+        self.profile_updates = updates.into_iter().map(|p| (p.profile.card_id, p)).collect();
+    }
+
+    /// Profile updates not yet delivered.
+    pub fn profile_updates(&self) -> impl Iterator<Item = &SignedProfile> {
+        self.profile_updates.values()
+    }
+
     /// Replaces the hotlist (after a sync).
     pub fn set_hotlist(&mut self, hotlist: Hotlist) {
         self.config.hotlist = hotlist;
@@ -133,6 +149,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             terminal,
             journal,
             config,
+            profile_updates,
         } = self;
         let session = terminal.tap(transport)?;
         let mut tap = TillTap {
@@ -141,6 +158,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             config,
             recovered: Vec::new(),
             voided: Vec::new(),
+            profile_updated: None,
         };
         tap.recover()?;
         if tap.config.hotlist.contains(&tap.session.card().card_id) {
@@ -153,6 +171,22 @@ impl<S: Sam, C: Clock> Till<S, C> {
             journal.append(e)?;
             session.block()?;
             return Err(TillError::Hotlisted);
+        }
+        let id = tap.session.card().card_id;
+        if let Some(update) = profile_updates
+            .get(&id)
+            .filter(|u| u.profile.version > tap.session.card().profile.version)
+        {
+            match tap.session.update_profile(update) {
+                Ok(()) => {
+                    tap.profile_updated = Some(update.profile.version);
+                    profile_updates.remove(&id);
+                }
+                // The link failed: the tap cannot go on.
+                Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
+                // Refused (not newer, bad signature): keep serving the customer.
+                Err(_) => {}
+            }
         }
         Ok(tap)
     }
@@ -167,6 +201,8 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     pub recovered: Vec<JournalRecord>,
     /// Decisions journaled as `void` by this tap.
     pub voided: Vec<JournalRecord>,
+    /// The profile version written to the card by this tap, if any.
+    pub profile_updated: Option<u16>,
 }
 
 impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
