@@ -65,7 +65,10 @@ fn seal_write_read_and_ack() {
     j.append(e).unwrap();
     let mut second = Vec::new();
     let r2 = write_batch(&mut j, &key, 4_000, &mut second).unwrap().unwrap();
-    assert_eq!((r2.batch_no, r2.seq_from, r2.seq_to, r2.prev_head), (2, 8, 8, range.head));
+    assert_eq!(
+        (r2.batch_no, r2.seq_from, r2.seq_to, r2.prev_head),
+        (2, 8, 8, range.head)
+    );
     j.acknowledge(2, &r2.head, 5_000).unwrap();
     assert!(write_batch(&mut j, &key, 6_000, &mut Vec::new()).unwrap().is_none());
 }
@@ -78,7 +81,10 @@ fn every_alteration_is_refused() {
     let mut j = journal(dir.path(), 4);
     let mut bytes = Vec::new();
     write_batch(&mut j, &key, 1_000, &mut bytes).unwrap();
-    assert!(matches!(read_all(&bytes, &keys.terminal_batch_key(9)), Err(BatchError::BadMac)));
+    assert!(matches!(
+        read_all(&bytes, &keys.terminal_batch_key(9)),
+        Err(BatchError::BadMac)
+    ));
     // Flip every byte that is not a JSON structural or whitespace byte, one at a time.
     let mut refused = 0;
     for i in 0..bytes.len() {
