@@ -168,6 +168,16 @@ pub fn write_batch(
     let Some(range) = journal.seal(now)? else {
         return Ok(None);
     };
+    write_range(journal, key, &range, out)?;
+    Ok(Some(range))
+}
+
+/// Writes an already sealed range (from [`Journal::seal`],
+/// [`Journal::seal_next`] or [`Journal::batches`]) as a batch.
+///
+/// # Errors
+/// [`BatchError::Journal`] or [`BatchError::Io`].
+pub fn write_range(journal: &Journal, key: &Key, range: &SealedRange, out: &mut impl Write) -> Result<(), BatchError> {
     let rows = journal.raw_range(range.seq_from, range.seq_to)?;
     let mut totals: BTreeMap<String, Total> = BTreeMap::new();
     for (seq, body, _, _) in &rows {
@@ -215,7 +225,7 @@ pub fn write_batch(
     serde_json::to_writer(&mut *out, &mac).map_err(std::io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()?;
-    Ok(Some(range))
+    Ok(())
 }
 
 /// A verified record, as the reader hands it out.

@@ -736,6 +736,28 @@ impl Journal {
         Ok(self.batches()?.into_iter().find(|b| b.batch_no == batch_no))
     }
 
+    /// Seals the records after the last sealed batch into the next batch,
+    /// even while earlier batches wait for their acknowledgement: the
+    /// offline path, where batches travel as files and may reach the back
+    /// office in any order (it holds a batch until its predecessors
+    /// arrive). `None` when nothing new is there to seal.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn seal_next(&mut self, now: u32) -> Result<Option<SealedRange>, JournalError> {
+        let all = self.batches()?;
+        let from = all.last().map_or(1, |b| b.seq_to + 1);
+        if from > self.head_seq {
+            return Ok(None);
+        }
+        let batch_no = all.last().map_or(1, |b| b.batch_no + 1);
+        self.conn.execute(
+            "INSERT INTO batches (batch_no, seq_from, seq_to, head, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![batch_no, from, self.head_seq, self.head_hash.to_vec(), now],
+        )?;
+        Ok(self.batches()?.into_iter().find(|b| b.batch_no == batch_no))
+    }
+
     /// Marks a sealed batch acknowledged by the back office: its records
     /// are settled. Idempotent.
     ///
