@@ -106,6 +106,10 @@ pub struct ShowArgs {
     /// Card image file.
     #[arg(long, value_name = "FILE")]
     pub card: PathBuf,
+    /// Terminal bundle whose issuer public key checks the profile
+    /// [default: the test issuer].
+    #[arg(long, value_name = "BUNDLE")]
+    pub keys: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -233,10 +237,20 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
     let e = image::load(&a.card).map_err(|e| Failure::from(tessera_simulator::SimError::from(e)))?;
     let card = SimCard::from_eeprom(e, Rng::Os)?;
     let st = card.state()?;
-    let keys = test_keys()?;
+    let issuer = match &a.keys {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::new(EXIT_FILE, format!("keys {}: {e}", path.display())))?;
+            tessera_crypto::keys::TerminalBundle::from_json(&text)
+                .map_err(|_| Failure::new(EXIT_FILE, format!("keys {}: not a terminal bundle", path.display())))?
+                .keys
+                .issuer_public
+        }
+        None => test_keys()?.issuer.public(),
+    };
     let signed = (!st.profile.is_empty()).then(|| SignedProfile::parse(&st.profile));
     let (profile, signature_ok) = match &signed {
-        Some(Ok(sp)) => (Some(&sp.profile), keys.issuer.public().verify(sp).is_ok()),
+        Some(Ok(sp)) => (Some(&sp.profile), issuer.verify(sp).is_ok()),
         _ => (None, false),
     };
     let lifecycle = match st.lifecycle {

@@ -10,6 +10,7 @@ mod fail;
 mod office;
 mod out;
 mod pos;
+mod settle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ enum Top {
     /// The clerk's point of sale: read, earn, redeem.
     #[command(subcommand)]
     Pos(pos::PosCmd),
-    /// Back-office tools: signing campaign files.
+    /// The back office: key ceremony, issuance, ledger, server, reports.
     #[command(subcommand)]
     Office(office::OfficeCmd),
     /// Issue a few cards and run a short day at the till.
@@ -63,6 +64,10 @@ pub struct TerminalArgs {
     /// The store this terminal stands in (recorded in the card's visit history).
     #[arg(long, default_value_t = 1)]
     pub store: u32,
+    /// This terminal's keys (a bundle from `tessera office export-terminal`)
+    /// [default: the published test keys].
+    #[arg(long, value_name = "BUNDLE.json")]
+    pub keys: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

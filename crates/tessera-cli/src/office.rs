@@ -1,21 +1,228 @@
-//! `tessera office`: back-office tools.
+//! `tessera office`: the back office.
+//!
+//! The office directory (`--dir`) holds:
+//!
+//! | file | what |
+//! |---|---|
+//! | `issuer-keys.json` | the key store (`0600`, directory `0700`), made by `office init` |
+//! | `ledger.sqlite` | the ledger |
+//! | `campaigns.toml`, `campaigns.toml.sig` | the published campaign file (`office sign-campaigns --dir`), sent to terminals by sync |
 
-use std::path::PathBuf;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
-use serde_json::json;
+use clap::{Args, Subcommand, ValueEnum};
+use rand_core::RngCore;
+use serde_json::{json, Value};
 use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::rng::Rng;
+use tessera_ledger::{Ledger, LedgerError, LedgerKeys, NewCustomer};
+use tessera_protocol::profile::{Date, Profile};
+use tessera_simulator::SimCard;
+use tessera_terminal::batch::AckStatus;
+use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::offers::{sign_campaigns, signature_path, CampaignSet};
+use tessera_terminal::Clock;
 
-use crate::fail::{Failure, EXIT_FILE};
-use crate::out::print_json;
+use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
+use crate::out::{self, print_json};
+use crate::pos::clock;
 use crate::OutputArgs;
+
+/// Exit code of a batch the ledger refused (as `pos settle`'s office refusals).
+const EXIT_REFUSED: u8 = crate::settle::EXIT_OFFICE;
 
 /// `tessera office …`
 #[derive(Subcommand)]
 pub enum OfficeCmd {
-    /// Check a campaign file and sign it with the issuer key (writes FILE.sig).
+    /// Key ceremony: fresh issuer keys and an empty ledger in a new office directory.
+    Init(DirArgs),
+    /// Write a terminal's key bundle and register the terminal with the ledger.
+    ExportTerminal(ExportArgs),
+    /// Issue a card with the office's keys and register customer and card.
+    Issue(IssueArgs),
+    /// Run the back-office HTTP server (settlement and sync) until SIGINT/SIGTERM.
+    Serve(ServeArgs),
+    /// Ingest a batch file written by `tessera pos settle --out`; prints the acknowledgement.
+    Import(ImportArgs),
+    /// Reports: reconciliation, liability, exceptions, customers.
+    Report(ReportArgs),
+    /// The hotlist of blocked cards.
+    #[command(subcommand)]
+    Hotlist(HotlistCmd),
+    /// Queue a new signed profile version for a card (delivered through sync).
+    UpdateProfile(UpdateProfileArgs),
+    /// Check a campaign file and sign it (writes FILE.sig); with --dir, with
+    /// the office's key, publishing it in the office directory.
     SignCampaigns(SignArgs),
+}
+
+/// The office directory.
+#[derive(Args)]
+pub struct DirArgs {
+    /// The office directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Arguments of `office export-terminal`.
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// The terminal's id.
+    #[arg(long)]
+    pub terminal_id: u32,
+    /// The bundle file to write (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// The customer's profile, as given on the command line.
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// Customer name (UTF-8).
+    #[arg(long)]
+    pub name: String,
+    /// Birth date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub birth_date: String,
+    /// Home city (UTF-8).
+    #[arg(long, default_value = "")]
+    pub city: String,
+    /// Household identifier, 16 hex digits [default: zero].
+    #[arg(long, value_name = "HEX")]
+    pub household: Option<String>,
+    /// Preferred categories, comma separated (e.g. coffee,bakery).
+    #[arg(long, value_delimiter = ',')]
+    pub prefer: Vec<String>,
+    /// Loyalty tier.
+    #[arg(long, default_value_t = 0)]
+    pub tier: u8,
+    /// Profile valid from, YYYY-MM-DD.
+    #[arg(long, default_value = "2026-01-01")]
+    pub valid_from: String,
+    /// Profile valid until, YYYY-MM-DD.
+    #[arg(long, default_value = "2031-12-31")]
+    pub valid_until: String,
+}
+
+/// Arguments of `office issue`.
+#[derive(Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// Card image file to create (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub card: PathBuf,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Card id, 16 hex digits [default: random].
+    #[arg(long, value_name = "HEX")]
+    pub card_id: Option<String>,
+    /// Largest earn per transaction, in points.
+    #[arg(long, default_value_t = 100_000)]
+    pub earn_cap: u32,
+    /// Largest redemption per transaction, in points.
+    #[arg(long, default_value_t = 100_000)]
+    pub redeem_cap: u32,
+}
+
+/// Arguments of `office serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// Address to listen on (port 0: any free port; the first line printed
+    /// is `listening on ADDR`).
+    #[arg(long, value_name = "ADDR", default_value = tessera_office::DEFAULT_ADDR)]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Arguments of `office import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// The batch file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Also write the acknowledgement to this file (for `pos settle --ack-file`).
+    #[arg(long, value_name = "FILE")]
+    pub ack_out: Option<PathBuf>,
+}
+
+/// Which report.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReportKind {
+    /// Per terminal and day: batches, records, posted, duplicates, exceptions.
+    Reconciliation,
+    /// Points outstanding and their money value.
+    Liability,
+    /// Every exception with its evidence.
+    Exceptions,
+    /// Visit frequency, recency, favourite store, RFM segment.
+    Customers,
+}
+
+/// Arguments of `office report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The report.
+    #[arg(value_enum)]
+    pub kind: ReportKind,
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// Only this day, YYYY-MM-DD (reconciliation).
+    #[arg(long, value_name = "DATE")]
+    pub date: Option<String>,
+    /// Only this terminal (reconciliation).
+    #[arg(long, value_name = "ID")]
+    pub terminal: Option<u32>,
+    /// Money value of a point, in minor units (liability).
+    #[arg(long, value_name = "MINOR", default_value_t = 1)]
+    pub minor_units_per_point: u64,
+    /// CSV instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// `tessera office hotlist …`
+#[derive(Subcommand)]
+pub enum HotlistCmd {
+    /// Block a card: terminals block it at its next tap after `pos sync`.
+    Add(HotlistAddArgs),
+}
+
+/// Arguments of `office hotlist add`.
+#[derive(Args)]
+pub struct HotlistAddArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// The card, 16 hex digits.
+    #[arg(long, value_name = "ID")]
+    pub card: String,
+    /// Why (kept in the ledger).
+    #[arg(long, default_value = "blocked by the office")]
+    pub reason: String,
+}
+
+/// Arguments of `office update-profile`.
+#[derive(Args)]
+pub struct UpdateProfileArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// The card, 16 hex digits.
+    #[arg(long, value_name = "ID")]
+    pub card: String,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Profile version [default: one above the newest queued, at least 2].
+    #[arg(long)]
+    pub profile_version: Option<u16>,
 }
 
 /// Arguments of `office sign-campaigns`.
@@ -24,6 +231,10 @@ pub struct SignArgs {
     /// The campaign file (TOML).
     #[arg(long, value_name = "FILE")]
     pub file: PathBuf,
+    /// Sign with this office's key and publish the file as
+    /// DIR/campaigns.toml [default: sign with the TEST issuer key].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -31,11 +242,611 @@ pub struct SignArgs {
 /// Runs an `office` subcommand.
 pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
     match cmd {
+        OfficeCmd::Init(a) => init(&a).map_err(|f| f.json(a.output.json)),
+        OfficeCmd::ExportTerminal(a) => export(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Issue(a) => issue(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Serve(a) => serve(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Import(a) => import(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Report(a) => report(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Hotlist(HotlistCmd::Add(a)) => hotlist_add(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::SignCampaigns(a) => {
             let json = a.output.json;
             sign(a).map_err(|f| f.json(json))
         }
     }
+}
+
+const KEYS_FILE: &str = "issuer-keys.json";
+const LEDGER_FILE: &str = "ledger.sqlite";
+
+fn file_err(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(EXIT_FILE, format!("{what}: {e}"))
+}
+
+fn ledger_err(e: LedgerError) -> Failure {
+    let status = e.http_status();
+    let code = if (400..500).contains(&status) {
+        EXIT_REFUSED
+    } else {
+        EXIT_FILE
+    };
+    Failure::new(code, format!("ledger: {e}"))
+}
+
+fn load_keys(dir: &Path) -> Result<IssuerKeys, Failure> {
+    let path = dir.join(KEYS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Failure::new(
+                EXIT_FILE,
+                format!(
+                    "{} not found: run `tessera office init --dir {}` first",
+                    path.display(),
+                    dir.display()
+                ),
+            )
+        } else {
+            file_err(&path.display().to_string(), e)
+        }
+    })?;
+    IssuerKeys::from_json(&text).map_err(|_| Failure::new(EXIT_FILE, format!("{} is not a key store", path.display())))
+}
+
+fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
+    let keys = load_keys(dir)?;
+    let ledger = Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?;
+    Ok((keys, ledger))
+}
+
+fn now() -> Result<u32, Failure> {
+    Ok(clock()?.now())
+}
+
+/// Writes a new file readable by its owner only; never overwrites.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::new(
+                EXIT_DECLINED,
+                format!("{} already exists: it is never overwritten", path.display()),
+            )
+        } else {
+            file_err(&path.display().to_string(), e)
+        }
+    })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| file_err(&path.display().to_string(), e))
+}
+
+fn init(a: &DirArgs) -> Result<(), Failure> {
+    let dir = &a.dir;
+    if dir.join(KEYS_FILE).exists() {
+        return Err(Failure::new(
+            EXIT_DECLINED,
+            format!(
+                "{} already holds an office: its keys are never overwritten",
+                dir.display()
+            ),
+        ));
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(|e| file_err(&format!("office directory {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| file_err(&format!("office directory {}", dir.display()), e))?;
+    }
+    let keys = IssuerKeys::generate(1);
+    write_private(&dir.join(KEYS_FILE), keys.to_json().as_bytes())?;
+    drop(Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?);
+    if a.output.json {
+        print_json(
+            json!({"dir": dir.display().to_string(), "key_version": keys.key_version, "issuer_public_key": keys.issuer.public().to_hex()}),
+        );
+    } else {
+        println!(
+            "Office created in {}: fresh issuer keys (version {}) in {KEYS_FILE}, empty ledger {LEDGER_FILE}. Keep the directory private and backed up.",
+            dir.display(),
+            keys.key_version
+        );
+    }
+    Ok(())
+}
+
+fn export(a: &ExportArgs) -> Result<(), Failure> {
+    let (keys, mut ledger) = open_office(&a.office.dir)?;
+    if a.out.exists() {
+        return Err(Failure::new(
+            EXIT_DECLINED,
+            format!("{} already exists: it is never overwritten", a.out.display()),
+        ));
+    }
+    ledger.register_terminal(a.terminal_id, now()?).map_err(ledger_err)?;
+    let bundle = keys.terminal_bundle(a.terminal_id);
+    write_private(&a.out, bundle.to_json().as_bytes())?;
+    if a.office.output.json {
+        print_json(json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()}));
+    } else {
+        println!(
+            "Terminal {} registered; its keys → {} (give it to that terminal only: `tessera pos … --keys {}`)",
+            a.terminal_id,
+            a.out.display(),
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn date(s: &str, what: &str) -> Result<Date, Failure> {
+    Date::parse_iso(s).map_err(|_| Failure::usage(format!("invalid {what} {s:?}: use YYYY-MM-DD")))
+}
+
+fn hex8(s: &str, what: &str) -> Result<[u8; 8], Failure> {
+    let mut out = [0u8; 8];
+    hex::decode_to_slice(s.trim(), &mut out)
+        .map_err(|_| Failure::usage(format!("invalid {what} {s:?}: give 16 hex digits")))?;
+    Ok(out)
+}
+
+/// The profile from the arguments; every check before anything is written.
+fn profile_from(a: &ProfileArgs, card_id: [u8; 8], version: u16) -> Result<Profile, Failure> {
+    let p = Profile {
+        card_id,
+        version,
+        name: a.name.trim().to_owned(),
+        birth_date: date(&a.birth_date, "birth date")?,
+        home_city: a.city.trim().to_owned(),
+        household: match &a.household {
+            Some(h) => hex8(h, "household")?,
+            None => [0; 8],
+        },
+        preferences: a
+            .prefer
+            .iter()
+            .map(|p| p.trim().to_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        tier: a.tier,
+        valid_from: date(&a.valid_from, "valid-from date")?,
+        valid_until: date(&a.valid_until, "valid-until date")?,
+    };
+    if p.name.is_empty() {
+        return Err(Failure::usage("the customer's name is empty"));
+    }
+    if p.valid_until < p.valid_from {
+        return Err(Failure::usage("the profile's validity ends before it starts"));
+    }
+    p.body_bytes().map_err(|_| {
+        Failure::usage(format!(
+            "profile too large or malformed: name ≤ {} bytes, city ≤ {} bytes, preferences ≤ {} bytes in all",
+            tessera_protocol::profile::MAX_NAME,
+            tessera_protocol::profile::MAX_CITY,
+            tessera_protocol::profile::MAX_PREFERENCES
+        ))
+    })?;
+    Ok(p)
+}
+
+fn issue(a: &IssueArgs) -> Result<(), Failure> {
+    let id = match &a.card_id {
+        Some(h) => hex8(h, "card id")?,
+        None => {
+            let mut id = [0u8; 8];
+            rand_core::OsRng.fill_bytes(&mut id);
+            id
+        }
+    };
+    let profile = profile_from(&a.profile, id, 1)?;
+    if a.earn_cap == 0 || a.redeem_cap == 0 {
+        return Err(Failure::usage("caps must be at least 1 point"));
+    }
+    if a.card.exists() {
+        return Err(Failure::new(
+            EXIT_DECLINED,
+            format!("{} already exists: a card file is never overwritten", a.card.display()),
+        ));
+    }
+    let (keys, mut ledger) = open_office(&a.office.dir)?;
+    // The card is made in memory, registered, then written: a card file
+    // exists only for a card the ledger knows.
+    let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
+    let params = IssueParams {
+        earn_cap: a.earn_cap,
+        redeem_cap: a.redeem_cap,
+        ..IssueParams::default()
+    };
+    let signed = personalize(&mut card, &keys, profile, &params).map_err(Failure::from)?;
+    let p = &signed.profile;
+    let customer = ledger
+        .register_customer(&NewCustomer {
+            name: p.name.clone(),
+            birth_date: p.birth_date,
+            home_city: p.home_city.clone(),
+            household: p.household,
+            preferences: p.preferences.clone(),
+            tier: p.tier,
+        })
+        .map_err(ledger_err)?;
+    ledger
+        .register_card(id, customer, keys.key_version, now()?)
+        .map_err(ledger_err)?;
+    card.save_as(&a.card)
+        .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
+    if a.office.output.json {
+        print_json(json!({
+            "card_file": a.card.display().to_string(),
+            "card_id": out::card_id(&id),
+            "customer_id": customer,
+            "profile": out::profile_json(p),
+        }));
+    } else {
+        println!(
+            "Issued card {} to {} (customer {customer}, {}) → {}",
+            out::card_id(&id),
+            p.name,
+            if p.home_city.is_empty() {
+                "no city"
+            } else {
+                &p.home_city
+            },
+            a.card.display()
+        );
+    }
+    Ok(())
+}
+
+fn serve(a: &ServeArgs) -> Result<(), Failure> {
+    let dir = &a.office.dir;
+    let (keys, ledger) = open_office(dir)?;
+    let mut config = tessera_office::ServerConfig {
+        office_dir: Some(dir.clone()),
+        ..tessera_office::ServerConfig::default()
+    };
+    if let Ok(v) = std::env::var("TESSERA_MAX_BATCH_BYTES") {
+        config.max_batch_bytes = v
+            .trim()
+            .parse()
+            .map_err(|_| Failure::usage(format!("TESSERA_MAX_BATCH_BYTES={v:?} is not a number")))?;
+    }
+    if let Ok(v) = std::env::var("TESSERA_NOW") {
+        config.fixed_now = Some(
+            v.trim()
+                .parse()
+                .map_err(|_| Failure::usage(format!("TESSERA_NOW={v:?} is not a Unix time")))?,
+        );
+    }
+    let json = a.office.output.json;
+    tessera_office::serve(ledger, keys, a.listen, config, |addr| {
+        if json {
+            print_json(json!({"listening": addr.to_string()}));
+        } else {
+            println!("listening on {addr}");
+        }
+        let _ = std::io::stdout().flush();
+    })
+    .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    if !json {
+        eprintln!("Stopped.");
+    }
+    Ok(())
+}
+
+/// Reads a file and reports progress on stderr every second once the
+/// import takes longer than that.
+struct Progress<R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    start: Instant,
+    last: Instant,
+    shown: bool,
+    tty: bool,
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.last.elapsed() >= Duration::from_secs(1) {
+            self.last = Instant::now();
+            self.shown = true;
+            let pct = self.done.saturating_mul(100).checked_div(self.total).unwrap_or(100);
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let line = format!(
+                "importing: {pct:>3}% ({:.1} of {:.1} MiB, {:.0} s)",
+                mib(self.done),
+                mib(self.total),
+                self.start.elapsed().as_secs_f64()
+            );
+            if self.tty {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn import(a: &ImportArgs) -> Result<(), Failure> {
+    let (_keys, mut ledger) = open_office(&a.office.dir)?;
+    let file = std::fs::File::open(&a.file).map_err(|e| file_err(&format!("batch file {}", a.file.display()), e))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = Instant::now();
+    let progress = Progress {
+        inner: file,
+        done: 0,
+        total,
+        start,
+        last: start,
+        shown: false,
+        tty: std::io::stderr().is_terminal(),
+    };
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, progress);
+    let result = ledger.ingest(&mut reader as &mut dyn BufRead, now()?);
+    let p = reader.get_ref();
+    if p.shown && p.tty {
+        eprintln!();
+    }
+    let outcome =
+        result.map_err(|e| Failure::new(EXIT_REFUSED, format!("batch refused ({}): {e}", e.http_status())))?;
+    let ack = &outcome.ack;
+    let ack_value = serde_json::to_value(ack).unwrap_or_default();
+    if let Some(path) = &a.ack_out {
+        tessera_simulator::image::write_atomic(path, format!("{ack_value:#}\n").as_bytes())
+            .map_err(|e| file_err(&format!("ack file {}", path.display()), e))?;
+    }
+    let status = match ack.status {
+        AckStatus::Posted => "posted",
+        AckStatus::Duplicate => "duplicate (already posted, nothing changed)",
+        AckStatus::Held => "held (waiting for an earlier batch of the terminal)",
+    };
+    if a.office.output.json {
+        print_json(json!({
+            "ack": ack_value,
+            "report": serde_json::to_value(&outcome.report).unwrap_or_default(),
+        }));
+    } else {
+        println!("Terminal {} batch {}: {status}.", ack.terminal_id, ack.batch_no);
+        println!("Acknowledgement (for `tessera pos settle --ack-file`):");
+        println!("{ack_value}");
+    }
+    Ok(())
+}
+
+fn report(a: &ReportArgs) -> Result<(), Failure> {
+    let (_keys, ledger) = open_office(&a.office.dir)?;
+    let date = a.date.as_deref().map(|d| date(d, "date")).transpose()?;
+    let (title, value) = match a.kind {
+        ReportKind::Reconciliation => (
+            "Reconciliation",
+            serde_json::to_value(ledger.reconciliation(date, a.terminal).map_err(ledger_err)?),
+        ),
+        ReportKind::Liability => (
+            "Liability",
+            serde_json::to_value(ledger.liability(a.minor_units_per_point).map_err(ledger_err)?),
+        ),
+        ReportKind::Exceptions => (
+            "Exceptions",
+            serde_json::to_value(ledger.exceptions().map_err(ledger_err)?),
+        ),
+        ReportKind::Customers => (
+            "Customers",
+            serde_json::to_value(ledger.customers_report(now()?).map_err(ledger_err)?),
+        ),
+    };
+    let value = value.map_err(|e| file_err("report", e))?;
+    if a.office.output.json {
+        print_json(json!({"report": title.to_lowercase(), "data": value}));
+    } else if a.csv {
+        print!("{}", render_csv(&value));
+    } else {
+        println!("{title}");
+        print!("{}", render_text(&value));
+    }
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(_) | Value::Number(_) => v.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A named list of report rows.
+type Table<'a> = (String, Vec<&'a serde_json::Map<String, Value>>);
+
+/// The rows of a report: the first list of objects in it (or the report
+/// itself when it is a list), and the scalar fields around it.
+fn split_report(v: &Value) -> (Vec<(String, String)>, Option<Table<'_>>) {
+    fn rows_of(a: &[Value]) -> Option<Vec<&serde_json::Map<String, Value>>> {
+        let rows: Vec<_> = a.iter().filter_map(Value::as_object).collect();
+        (rows.len() == a.len()).then_some(rows)
+    }
+    match v {
+        Value::Array(a) => (Vec::new(), rows_of(a).map(|r| (String::new(), r))),
+        Value::Object(m) => {
+            let mut scalars = Vec::new();
+            let mut table = None;
+            for (k, x) in m {
+                match x {
+                    Value::Array(a) if table.is_none() && rows_of(a).is_some() => {
+                        table = rows_of(a).map(|r| (k.clone(), r));
+                    }
+                    _ => scalars.push((k.clone(), cell(x))),
+                }
+            }
+            (scalars, table)
+        }
+        other => (vec![(String::new(), cell(other))], None),
+    }
+}
+
+fn columns(rows: &[&serde_json::Map<String, Value>]) -> Vec<String> {
+    let mut cols: Vec<String> = Vec::new();
+    for r in rows {
+        for k in r.keys() {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    cols
+}
+
+fn render_text(v: &Value) -> String {
+    let (scalars, table) = split_report(v);
+    let mut out = String::new();
+    for (k, x) in &scalars {
+        out.push_str(&format!("  {}: {x}\n", k.replace('_', " ")));
+    }
+    if let Some((name, rows)) = table {
+        if !name.is_empty() {
+            out.push_str(&format!("  {}:\n", name.replace('_', " ")));
+        }
+        if rows.is_empty() {
+            out.push_str("  (none)\n");
+            return out;
+        }
+        let cols = columns(&rows);
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| cols.iter().map(|c| r.get(c).map(cell).unwrap_or_default()).collect())
+            .collect();
+        let width = |i: usize| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([cols[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..cols.len()).map(width).collect();
+        let line = |vals: &[String]| {
+            let parts: Vec<String> = vals
+                .iter()
+                .zip(&widths)
+                .map(|(s, w)| format!("{s:<w$}", w = *w))
+                .collect();
+            format!("  {}\n", parts.join("  ").trim_end())
+        };
+        out.push_str(&line(&cols));
+        for r in &cells {
+            out.push_str(&line(r));
+        }
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn render_csv(v: &Value) -> String {
+    let (scalars, table) = split_report(v);
+    let mut out = String::new();
+    match table {
+        Some((_, rows)) => {
+            let cols = columns(&rows);
+            out.push_str(&cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+            out.push('\n');
+            for r in rows {
+                let vals: Vec<String> = cols
+                    .iter()
+                    .map(|c| csv_field(&r.get(c).map(cell).unwrap_or_default()))
+                    .collect();
+                out.push_str(&vals.join(","));
+                out.push('\n');
+            }
+        }
+        None => {
+            out.push_str("field,value\n");
+            for (k, x) in scalars {
+                out.push_str(&format!("{},{}\n", csv_field(&k), csv_field(&x)));
+            }
+        }
+    }
+    out
+}
+
+fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
+    let card = hex8(&a.card, "card id")?;
+    let (_keys, mut ledger) = open_office(&a.office.dir)?;
+    ledger.hotlist_card(card, &a.reason, now()?).map_err(ledger_err)?;
+    let version = ledger.hotlist().map_err(ledger_err)?.version;
+    if a.office.output.json {
+        print_json(json!({"card_id": out::card_id(&card), "hotlist_version": version}));
+    } else {
+        println!(
+            "Card {} hotlisted (hotlist v{version}): terminals block it at its next tap after `pos sync`.",
+            out::card_id(&card)
+        );
+    }
+    Ok(())
+}
+
+fn update_profile(a: &UpdateProfileArgs) -> Result<(), Failure> {
+    let card = hex8(&a.card, "card id")?;
+    let (keys, mut ledger) = open_office(&a.office.dir)?;
+    let version = match a.profile_version {
+        Some(v) => v,
+        None => {
+            let newest = ledger
+                .profile_updates()
+                .map_err(ledger_err)?
+                .iter()
+                .filter(|(c, _, _)| *c == card)
+                .map(|(_, v, _)| *v)
+                .max()
+                .unwrap_or(1);
+            newest
+                .checked_add(1)
+                .ok_or_else(|| Failure::usage("the profile version is exhausted"))?
+        }
+    };
+    let profile = profile_from(&a.profile, card, version)?;
+    let signed = keys
+        .issuer
+        .sign(&profile)
+        .map_err(|_| Failure::usage("the profile cannot be encoded"))?;
+    ledger
+        .queue_profile_update(card, version, signed.to_bytes(), now()?)
+        .map_err(ledger_err)?;
+    if a.office.output.json {
+        print_json(json!({"card_id": out::card_id(&card), "profile": out::profile_json(&signed.profile)}));
+    } else {
+        println!(
+            "Profile version {version} for card {} ({}) queued: terminals receive it at their next `pos sync`.",
+            out::card_id(&card),
+            signed.profile.name
+        );
+    }
+    Ok(())
 }
 
 fn sign(a: SignArgs) -> Result<(), Failure> {
@@ -46,25 +857,66 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
     // Never sign what tills would refuse to read.
     let set = CampaignSet::from_toml(text)
         .map_err(|e| Failure::new(EXIT_FILE, format!("campaign file {}: {e}", a.file.display())))?;
-    // The test issuer key: the back office's key store arrives with the
-    // key ceremony; until then only test keys exist.
-    let keys = IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?;
+    let (keys, which) = match &a.dir {
+        Some(dir) => (load_keys(dir)?, "the office's issuer key"),
+        None => (
+            IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?,
+            "the TEST issuer key",
+        ),
+    };
     let sig = sign_campaigns(&body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
     let sig_path = signature_path(&a.file);
     tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
         .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    let mut published = None;
+    if let Some(dir) = &a.dir {
+        // Publish: the signature first, so that a published file always
+        // has one (a stale one is refused by terminals and fixed by the
+        // next publication).
+        let target = dir.join("campaigns.toml");
+        tessera_simulator::image::write_atomic(&signature_path(&target), format!("{sig}\n").as_bytes())
+            .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+        tessera_simulator::image::write_atomic(&target, &body).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+        published = Some(target);
+    }
     if a.output.json {
-        print_json(
-            json!({"file": a.file.display().to_string(), "signature_file": sig_path.display().to_string(), "version": set.version, "campaigns": set.campaigns.len()}),
-        );
+        print_json(json!({
+            "file": a.file.display().to_string(),
+            "signature_file": sig_path.display().to_string(),
+            "version": set.version,
+            "campaigns": set.campaigns.len(),
+            "published": published.as_ref().map(|p| p.display().to_string()),
+        }));
     } else {
         println!(
-            "Signed {} (version {}, {} campaigns) with the TEST issuer key → {}",
+            "Signed {} (version {}, {} campaigns) with {which} → {}",
             a.file.display(),
             set.version,
             set.campaigns.len(),
             sig_path.display()
         );
+        if let Some(p) = published {
+            println!(
+                "Published as {}: terminals receive it at their next `pos sync`.",
+                p.display()
+            );
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_and_csv_from_any_report_shape() {
+        let v = json!({"total": 3, "rows": [{"terminal": 1, "name": "Анна, \"A\""}, {"terminal": 22, "extra": true}]});
+        let t = render_text(&v);
+        assert!(t.contains("total: 3"), "{t}");
+        assert!(t.contains("name       terminal  extra"), "{t}");
+        let c = render_csv(&v);
+        assert_eq!(c, "name,terminal,extra\n\"Анна, \"\"A\"\"\",1,\n,22,true\n");
+        assert!(render_text(&json!([])).contains("(none)"));
+    }
 }

@@ -9,13 +9,18 @@
 //! | `hotlist.toml` | blocked cards (optional: none) |
 //! | `campaigns.toml`, `campaigns.toml.sig` | campaigns signed by the issuer (optional: none) |
 //! | `profiles/` | verified customer profiles cached by digest |
+//! | `profile-updates/`, `settled.json` | written by `pos sync` (see `settle.rs`) |
+//!
+//! `--keys BUNDLE.json` (from `tessera office export-terminal`) gives the
+//! terminal its keys; without it the published test keys are used.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::keys::{IssuerKeys, TerminalKeys};
 use tessera_crypto::rng::Rng;
+use tessera_crypto::sign::IssuerPublicKey;
 use tessera_simulator::SimCard;
 use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
 use tessera_terminal::offers::CampaignSet;
@@ -46,6 +51,10 @@ pub enum PosCmd {
     Status(ReportArgs),
     /// List the PC/SC readers.
     Readers(OutputArgs),
+    /// Settle the journal with the back office (upload, or a batch file).
+    Settle(crate::settle::SettleArgs),
+    /// Fetch hotlist, campaigns, profile updates and settled counters.
+    Sync(crate::settle::SyncArgs),
 }
 
 /// Which card, and where the terminal state lives.
@@ -132,7 +141,7 @@ pub struct TotalsArgs {
     pub report: ReportArgs,
 }
 
-fn terminal_dir(a: &TerminalArgs) -> PathBuf {
+pub(crate) fn terminal_dir(a: &TerminalArgs) -> PathBuf {
     if let Some(d) = &a.terminal_dir {
         return d.clone();
     }
@@ -165,7 +174,7 @@ impl Clock for CliClock {
     }
 }
 
-fn clock() -> Result<CliClock, Failure> {
+pub(crate) fn clock() -> Result<CliClock, Failure> {
     match std::env::var("TESSERA_NOW") {
         Ok(v) => v
             .trim()
@@ -176,20 +185,52 @@ fn clock() -> Result<CliClock, Failure> {
     }
 }
 
-fn file_err(what: &str, e: impl std::fmt::Display) -> Failure {
+pub(crate) fn file_err(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::new(EXIT_FILE, format!("{what}: {e}"))
 }
 
 fn open_journal(dir: &Path, default_id: u32) -> Result<Journal, Failure> {
+    open_journal_checked(dir, default_id, None)
+}
+
+/// Opens the terminal's journal; with `required` (the terminal id of the
+/// keys in use), a journal of another terminal is refused and a new one
+/// gets that id.
+pub(crate) fn open_journal_checked(dir: &Path, default_id: u32, required: Option<u32>) -> Result<Journal, Failure> {
     std::fs::create_dir_all(dir).map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
     let path = dir.join("journal.sqlite");
-    let id = Journal::terminal_id_of(&path)
-        .map_err(|e| file_err("journal", e))?
-        .unwrap_or(default_id);
+    let found = Journal::terminal_id_of(&path).map_err(|e| file_err("journal", e))?;
+    if let (Some(found), Some(required)) = (found, required) {
+        if found != required {
+            return Err(Failure::new(
+                EXIT_FILE,
+                format!(
+                    "the journal in {} is terminal {found}'s, the keys are terminal {required}'s",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let id = found.or(required).unwrap_or(default_id);
     Journal::open(&path, id).map_err(|e| file_err("journal", e))
 }
 
-fn load_config(dir: &Path, keys: &IssuerKeys) -> Result<TillConfig, Failure> {
+/// The terminal's keys: the bundle given with `--keys`, else the test keys.
+/// Returns the keys and the bundle's terminal id.
+fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failure> {
+    match &t.keys {
+        Some(p) => {
+            let b = crate::settle::load_bundle(p)?;
+            Ok((b.keys, Some(b.terminal_id)))
+        }
+        None => {
+            let keys = IssuerKeys::test().map_err(|e| file_err("test key store", e))?;
+            Ok((keys.terminal_keys(), None))
+        }
+    }
+}
+
+fn load_config(dir: &Path, issuer: &IssuerPublicKey) -> Result<TillConfig, Failure> {
     let policy_path = dir.join("policy.toml");
     let policy = if policy_path.exists() {
         Policy::load(&policy_path).map_err(|e| file_err("policy", e))?
@@ -207,7 +248,7 @@ fn load_config(dir: &Path, keys: &IssuerKeys) -> Result<TillConfig, Failure> {
         let body = std::fs::read(&campaigns_path).map_err(|e| file_err("campaigns", e))?;
         let sig = std::fs::read_to_string(dir.join("campaigns.toml.sig"))
             .map_err(|_| Failure::new(EXIT_FILE, "campaigns: the signature file campaigns.toml.sig is missing"))?;
-        CampaignSet::load_signed(&body, sig.trim(), &keys.issuer.public()).map_err(|e| {
+        CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| {
             Failure::new(
                 EXIT_FILE,
                 format!("campaigns refused: {e} — ask the office for a fresh file"),
@@ -227,13 +268,52 @@ type CliTill = Till<SoftwareSam, CliClock>;
 
 fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
     let dir = terminal_dir(t);
-    let journal = open_journal(&dir, t.terminal_id)?;
-    let keys = IssuerKeys::test().map_err(|e| file_err("test key store", e))?;
-    let config = load_config(&dir, &keys)?;
-    let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), clock()?, journal.terminal_id())
+    let (keys, bundle_id) = terminal_keys(t)?;
+    let journal = open_journal_checked(&dir, t.terminal_id, bundle_id)?;
+    let config = load_config(&dir, &keys.issuer_public)?;
+    let terminal = Terminal::new(SoftwareSam::new(keys), clock()?, journal.terminal_id())
         .with_store(t.store)
         .with_cache(ProfileCache::in_dir(dir.join("profiles")));
-    Till::new(terminal, journal, config).map_err(|e| file_err("journal", e))
+    let mut till = Till::new(terminal, journal, config).map_err(|e| file_err("journal", e))?;
+    till.set_profile_updates(load_profile_updates(&dir));
+    till.set_settled(load_settled(&dir));
+    Ok(till)
+}
+
+/// Profile updates fetched by `pos sync` (`profile-updates/<CARD>.profile`,
+/// signed blobs). Unreadable files are skipped: the terminal verifies every
+/// update again before writing it to a card.
+fn load_profile_updates(dir: &Path) -> Vec<tessera_protocol::profile::SignedProfile> {
+    let Ok(entries) = std::fs::read_dir(dir.join("profile-updates")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "profile"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|b| tessera_protocol::profile::SignedProfile::parse(&b).ok())
+        .collect()
+}
+
+/// Settled counters fetched by `pos sync` (`settled.json`).
+fn load_settled(dir: &Path) -> Vec<([u8; 8], u32)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("settled.json")) else {
+        return Vec::new();
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    let Some(cards) = doc.get("cards").and_then(|c| c.as_object()) else {
+        return Vec::new();
+    };
+    cards
+        .iter()
+        .filter_map(|(id, n)| {
+            let mut card = [0u8; 8];
+            hex::decode_to_slice(id, &mut card).ok()?;
+            Some((card, u32::try_from(n.as_u64()?).ok()?))
+        })
+        .collect()
 }
 
 fn till_failure(e: TillError) -> Failure {
@@ -326,6 +406,8 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
         }
         PosCmd::Status(s) => status(&s).map_err(|f| f.json(s.output.json)),
         PosCmd::Readers(o) => readers(o).map_err(|f| f.json(o.json)),
+        PosCmd::Settle(a) => crate::settle::settle(&a).map_err(|f| f.json(a.output.json)),
+        PosCmd::Sync(a) => crate::settle::sync(&a).map_err(|f| f.json(a.output.json)),
     }
 }
 
@@ -370,6 +452,15 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
     let mut till = open_till(&a.terminal)?;
     let mut card = open_card(a)?;
     let mut t = till.tap(&mut card).map_err(till_failure)?;
+    if t.profile_updated.is_some() {
+        // Delivered: the card holds it now.
+        let path = terminal_dir(&a.terminal)
+            .join("profile-updates")
+            .join(format!("{}.profile", out::card_id(&t.card().card_id)));
+        let _ = std::fs::remove_file(path);
+    }
+    let profile_updated = t.profile_updated;
+    let settlement_acknowledged = t.settlement_acknowledged;
     let info = t.card().clone();
     let offers = t.offers();
     let recovered: Vec<JournalRecord> = t.recovered.clone();
@@ -419,6 +510,8 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
             "card": out::card_json(&info),
             "offers": offers,
             "recovered": recovered.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            "profile_updated": profile_updated,
+            "settlement_acknowledged": settlement_acknowledged,
             "outcome": outcome_json,
             "trace": out::trace_json(&trace),
         });
@@ -452,6 +545,12 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
             v.entry.tx_type.as_deref().unwrap_or("transaction"),
             v.entry.points.unwrap_or(0)
         );
+    }
+    if let Some(v) = profile_updated {
+        println!("Note: the customer's profile was updated on the card (version {v}).");
+    }
+    if let Some(n) = settlement_acknowledged {
+        println!("Note: the card now knows its transactions up to #{n} are settled (offline limits restart).");
     }
     match &outcome {
         None => {
@@ -615,13 +714,17 @@ fn totals(t: &TotalsArgs) -> Result<(), Failure> {
 
 fn status(s: &ReportArgs) -> Result<(), Failure> {
     let dir = terminal_dir(&s.terminal);
-    let journal = open_journal(&dir, s.terminal.terminal_id)?;
-    let keys = IssuerKeys::test().map_err(|e| file_err("test key store", e))?;
-    let config = load_config(&dir, &keys);
+    let (keys, bundle_id) = terminal_keys(&s.terminal)?;
+    let journal = open_journal_checked(&dir, s.terminal.terminal_id, bundle_id)?;
+    let config = load_config(&dir, &keys.issuer_public);
     let chain = journal.verify_chain();
     let pending = journal.pending().map_err(|e| file_err("journal", e))?;
     let records = journal.records().map_err(|e| file_err("journal", e))?;
-    let unsettled = records.iter().filter(|r| r.entry.delta().is_some()).count();
+    let settled_up_to = journal.settled_up_to().map_err(|e| file_err("journal", e))?;
+    let unsettled = records
+        .iter()
+        .filter(|r| r.seq > settled_up_to && r.entry.delta().is_some())
+        .count();
     let (policy_v, hotlist_v, campaigns_v, config_err) = match &config {
         Ok(c) => (
             Some(c.policy.version),
@@ -639,6 +742,7 @@ fn status(s: &ReportArgs) -> Result<(), Failure> {
             "chain_error": chain.as_ref().err().map(|e| e.to_string()),
             "pending": pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
             "unsettled_card_transactions": unsettled,
+            "settled_up_to": settled_up_to,
             "policy_version": policy_v,
             "hotlist_version": hotlist_v,
             "campaigns_version": campaigns_v,

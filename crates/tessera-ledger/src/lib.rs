@@ -1,3 +1,653 @@
-//! The central ledger (API contract; bodies being written).
+//! The central ledger of Tessera: settlement ingestion and verification,
+//! the card books, the hotlist, the customer registry and the back-office
+//! reports. See `docs/settlement.md` ("The ledger") for the contract.
 //!
-//! See `docs/settlement.md`.
+//! Storage is SQLite (bundled), one file, behind the [`LedgerStore`] trait.
+//! A batch is ingested in one database transaction, streaming: records are
+//! posted as they are read inside the open transaction, and the transaction
+//! commits only after [`tessera_terminal::batch::BatchReader::finish`] has
+//! checked the chain head and the MAC. Anything else — a bad MAC, a broken
+//! chain, an input cut off halfway, a crash — rolls the whole batch back.
+
+mod error;
+mod ingest;
+mod reports;
+mod schema;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tessera_crypto::cert::CertificateVerifier;
+use tessera_crypto::kdf::{derive_key, labels};
+use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::Key;
+use tessera_protocol::messages::CardId;
+use tessera_protocol::profile::MAX_PROFILE_BLOB;
+use tessera_terminal::policy::Hotlist;
+
+pub use error::LedgerError;
+pub use schema::SCHEMA_VERSION;
+
+/// A profile update for a card: card id, profile version, signed blob.
+pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
+pub use types::{
+    CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, IngestOutcome, IngestReport,
+    LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,
+};
+
+/// The keys the ledger needs: the certificate masters (by key version) to
+/// verify card transactions, and the batch master to derive each
+/// terminal's batch key. Never the authentication or personalization
+/// masters.
+#[derive(Clone)]
+pub struct LedgerKeys {
+    cert_masters: BTreeMap<u8, Key>,
+    batch_master: Key,
+}
+
+impl LedgerKeys {
+    /// The ledger's share of the issuer's key store.
+    pub fn from_issuer(keys: &IssuerKeys) -> Self {
+        Self {
+            cert_masters: [(keys.key_version, keys.cert_master.clone())].into(),
+            batch_master: keys.batch_master.clone(),
+        }
+    }
+
+    /// Keys for several certificate key versions (after a key rollover).
+    pub fn new(cert_masters: impl IntoIterator<Item = (u8, Key)>, batch_master: Key) -> Self {
+        Self {
+            cert_masters: cert_masters.into_iter().collect(),
+            batch_master,
+        }
+    }
+
+    /// The settlement batch key of a terminal:
+    /// `KDF(batch master, "tessera terminal batch", terminal id)`, the same
+    /// as [`IssuerKeys::terminal_batch_key`].
+    pub fn batch_key(&self, terminal_id: u32) -> Key {
+        derive_key(&self.batch_master, labels::TERMINAL_BATCH, &terminal_id.to_be_bytes())
+    }
+
+    /// A card's certificate key for a key version (`None` for a version
+    /// the ledger has no master of).
+    pub(crate) fn card_cert_key(&self, card_id: &CardId, key_version: u8) -> Option<Key> {
+        let master = self.cert_masters.get(&key_version)?;
+        Some(tessera_crypto::kdf::diversify(
+            master,
+            labels::CARD_CERT,
+            card_id,
+            key_version,
+        ))
+    }
+
+    /// A certificate verifier over the certificate masters.
+    pub fn certificate_verifier(&self) -> CertificateVerifier {
+        CertificateVerifier::new(self.cert_masters.clone())
+    }
+}
+
+impl std::fmt::Debug for LedgerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerKeys")
+            .field("key_versions", &self.cert_masters.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ledger's storage operations, as the back-office server uses them.
+/// [`Ledger`] (SQLite) implements it; every method has the meaning of the
+/// inherent method of the same name.
+pub trait LedgerStore: Send {
+    /// See [`Ledger::register_terminal`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError>;
+    /// See [`Ledger::revoke_terminal`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn revoke_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError>;
+    /// See [`Ledger::ingest`] (object-safe form).
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn ingest_dyn(&mut self, input: &mut dyn BufRead, now: u32) -> Result<IngestOutcome, LedgerError>;
+    /// See [`Ledger::batch_key`].
+    fn batch_key(&self, terminal_id: u32) -> Key;
+    /// See [`Ledger::terminal_active`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn terminal_active(&self, terminal_id: u32) -> Result<Option<bool>, LedgerError>;
+    /// See [`Ledger::hotlist`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn hotlist(&self) -> Result<Hotlist, LedgerError>;
+    /// See [`Ledger::settled_counters`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn settled_counters(&self) -> Result<Vec<([u8; 8], u32)>, LedgerError>;
+    /// See [`Ledger::profile_updates`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn profile_updates(&self) -> Result<Vec<ProfileUpdate>, LedgerError>;
+    /// See [`Ledger::mark_profile_delivered`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn mark_profile_delivered(&mut self, card_id: [u8; 8], version: u16) -> Result<(), LedgerError>;
+    /// See [`Ledger::card`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn card(&self, card_id: [u8; 8]) -> Result<Option<CardBook>, LedgerError>;
+    /// See [`Ledger::exceptions`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn exceptions(&self) -> Result<Vec<Exception>, LedgerError>;
+}
+
+/// The SQLite ledger.
+pub struct Ledger {
+    conn: Connection,
+    keys: LedgerKeys,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.conn.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads an 8-byte card id from a BLOB column.
+pub(crate) fn card_of(v: Vec<u8>) -> Result<CardId, LedgerError> {
+    v.try_into()
+        .map_err(|_| LedgerError::Storage("stored card id is not 8 bytes".into()))
+}
+
+/// Raises an exception on `conn` (inside the caller's transaction, if any).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn raise(
+    conn: &Connection,
+    class: ExceptionClass,
+    card_id: Option<CardId>,
+    counter: Option<u32>,
+    terminal_id: Option<u32>,
+    batch_no: Option<u32>,
+    evidence: serde_json::Value,
+    at: u32,
+) -> Result<Exception, LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        class.as_str(),
+        card_id.map(|c| c.to_vec()),
+        counter,
+        terminal_id,
+        batch_no,
+        evidence.to_string(),
+        at
+    ])?;
+    let id = u64::try_from(conn.last_insert_rowid()).map_err(|_| LedgerError::Storage("exception id".into()))?;
+    Ok(Exception {
+        id,
+        class,
+        card_id,
+        counter,
+        terminal_id,
+        batch_no,
+        evidence,
+        at,
+    })
+}
+
+/// Puts a card on the hotlist and bumps the hotlist version if it was not
+/// there. Returns whether it changed anything.
+pub(crate) fn hotlist_insert(conn: &Connection, card_id: &CardId, reason: &str, now: u32) -> Result<bool, LedgerError> {
+    let n = conn
+        .prepare_cached("INSERT OR IGNORE INTO hotlist (card_id, reason, at) VALUES (?1, ?2, ?3)")?
+        .execute(params![&card_id[..], reason, now])?;
+    if n > 0 {
+        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'hotlist_version'", [])?;
+    }
+    Ok(n > 0)
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path`: WAL,
+    /// `synchronous=FULL`, migrations in one transaction.
+    ///
+    /// # Errors
+    /// [`LedgerError::NewerSchema`] for a file of a newer Tessera, or
+    /// [`LedgerError::Storage`] for an unreadable file.
+    pub fn open(path: &Path, keys: LedgerKeys) -> Result<Ledger, LedgerError> {
+        let mut conn = Connection::open(path)?;
+        schema::prepare(&mut conn)?;
+        Ok(Ledger { conn, keys })
+    }
+
+    /// The settlement batch key of a terminal (to MAC sync answers).
+    pub fn batch_key(&self, terminal_id: u32) -> Key {
+        self.keys.batch_key(terminal_id)
+    }
+
+    /// Registers a terminal. Idempotent: registering a known terminal
+    /// changes nothing (in particular it does not lift a revocation).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO terminals (terminal_id, registered_at, last_head) VALUES (?1, ?2, ?3)",
+            params![terminal_id, now, vec![0u8; 32]],
+        )?;
+        Ok(())
+    }
+
+    /// Revokes a terminal: its batches are refused from now on. Idempotent
+    /// (the first revocation time stays).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTerminal`], or a storage error.
+    pub fn revoke_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
+        let n = self.conn.execute(
+            "UPDATE terminals SET revoked_at = COALESCE(revoked_at, ?1) WHERE terminal_id = ?2",
+            params![now, terminal_id],
+        )?;
+        if n == 0 {
+            return Err(LedgerError::UnknownTerminal(terminal_id));
+        }
+        Ok(())
+    }
+
+    /// Whether a terminal is registered and active: `None` if unknown,
+    /// `Some(false)` if revoked.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn terminal_active(&self, terminal_id: u32) -> Result<Option<bool>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT revoked_at IS NULL FROM terminals WHERE terminal_id = ?1",
+                [terminal_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Ingests one settlement batch (see the crate documentation and
+    /// `docs/settlement.md`): all of it or nothing.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`], [`LedgerError::UnsupportedVersion`],
+    /// [`LedgerError::Io`] (400); [`LedgerError::BrokenChain`] (400, with a
+    /// `broken-chain` exception); [`LedgerError::BadMac`] (401);
+    /// [`LedgerError::UnknownTerminal`], [`LedgerError::RevokedTerminal`]
+    /// (403, with an exception); [`LedgerError::BatchConflict`] (409, with
+    /// an exception); [`LedgerError::Storage`] (500). On every error the
+    /// batch left no trace but the exception named.
+    pub fn ingest<R: BufRead>(&mut self, input: R, now: u32) -> Result<IngestOutcome, LedgerError> {
+        ingest::ingest(&mut self.conn, &self.keys, input, now)
+    }
+
+    /// Registers a customer's personal data; returns the customer id.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty name, or a storage error.
+    pub fn register_customer(&mut self, c: &NewCustomer) -> Result<u64, LedgerError> {
+        if c.name.trim().is_empty() {
+            return Err(LedgerError::Malformed("customer name is empty".into()));
+        }
+        self.conn.execute(
+            "INSERT INTO customers (name, birth_date, home_city, household, preferences, tier)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                c.name,
+                c.birth_date.to_string(),
+                c.home_city,
+                &c.household[..],
+                serde_json::to_string(&c.preferences)?,
+                c.tier
+            ],
+        )?;
+        u64::try_from(self.conn.last_insert_rowid()).map_err(|_| LedgerError::Storage("customer id".into()))
+    }
+
+    /// A customer's personal data and cards (the export of a data subject
+    /// access request); `None` if unknown or erased.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn customer(&self, customer_id: u64) -> Result<Option<Customer>, LedgerError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT name, birth_date, home_city, household, preferences, tier FROM customers WHERE customer_id = ?1",
+                [customer_id],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, u8>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((name, birth_date, home_city, household, prefs, tier)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT card_id FROM cards WHERE customer_id = ?1 ORDER BY card_id")?;
+        let cards = stmt
+            .query_map([customer_id], |r| r.get::<_, Vec<u8>>(0))?
+            .map(|c| Ok(hex::encode_upper(c?)))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        Ok(Some(Customer {
+            customer_id,
+            name,
+            birth_date,
+            home_city,
+            household: hex::encode_upper(household),
+            preferences: serde_json::from_str(&prefs)?,
+            tier,
+            cards,
+        }))
+    }
+
+    /// Registers a card to a customer with its key version (or moves it to
+    /// another customer, or changes its key version). A card already known
+    /// from settlement keeps its books.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownCustomer`], or a storage error.
+    pub fn register_card(
+        &mut self,
+        card_id: [u8; 8],
+        customer_id: u64,
+        key_version: u8,
+        now: u32,
+    ) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction()?;
+        let known: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM customers WHERE customer_id = ?1)",
+            [customer_id],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(LedgerError::UnknownCustomer(customer_id));
+        }
+        tx.execute(
+            "INSERT INTO cards (card_id, customer_id, key_version, registered_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (card_id) DO UPDATE SET customer_id = excluded.customer_id,
+                 key_version = excluded.key_version, registered_at = COALESCE(registered_at, excluded.registered_at)",
+            params![&card_id[..], customer_id, key_version, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Erases a customer's personal data: the customer row and the profile
+    /// updates queued for their cards. The cards, their transactions and
+    /// every report total stay; the cards become anonymous.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownCustomer`], or a storage error.
+    pub fn erase_customer(&mut self, customer_id: u64) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM profile_updates WHERE card_id IN (SELECT card_id FROM cards WHERE customer_id = ?1)",
+            [customer_id],
+        )?;
+        tx.execute(
+            "UPDATE cards SET customer_id = NULL WHERE customer_id = ?1",
+            [customer_id],
+        )?;
+        if tx.execute("DELETE FROM customers WHERE customer_id = ?1", [customer_id])? == 0 {
+            return Err(LedgerError::UnknownCustomer(customer_id));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Queues a signed profile blob for a card's next tap. Queuing the same
+    /// version again replaces its blob (and makes it pending again if the
+    /// blob changed).
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty blob or one above the card's
+    /// 512 bytes, or a storage error.
+    pub fn queue_profile_update(
+        &mut self,
+        card_id: [u8; 8],
+        version: u16,
+        blob: Vec<u8>,
+        now: u32,
+    ) -> Result<(), LedgerError> {
+        if blob.is_empty() || blob.len() > MAX_PROFILE_BLOB {
+            return Err(LedgerError::Malformed(format!("profile blob of {} bytes", blob.len())));
+        }
+        self.conn.execute(
+            "INSERT INTO profile_updates (card_id, version, blob, queued_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (card_id, version) DO UPDATE SET
+                 delivered = CASE WHEN blob = excluded.blob THEN delivered ELSE 0 END,
+                 blob = excluded.blob, queued_at = excluded.queued_at",
+            params![&card_id[..], version, blob, now],
+        )?;
+        Ok(())
+    }
+
+    /// The pending profile updates: per card, the latest version queued,
+    /// unless it was delivered.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn profile_updates(&self) -> Result<Vec<ProfileUpdate>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT p.card_id, p.version, p.blob FROM profile_updates p
+             WHERE p.delivered = 0 AND p.version = (SELECT MAX(version) FROM profile_updates q WHERE q.card_id = p.card_id)
+             ORDER BY p.card_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?))
+        })?;
+        rows.map(|r| {
+            let (c, v, b) = r?;
+            Ok((card_of(c)?, v, b))
+        })
+        .collect()
+    }
+
+    /// Marks a card's profile update delivered (and every older version).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn mark_profile_delivered(&mut self, card_id: [u8; 8], version: u16) -> Result<(), LedgerError> {
+        self.conn.execute(
+            "UPDATE profile_updates SET delivered = 1 WHERE card_id = ?1 AND version <= ?2",
+            params![&card_id[..], version],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a card on the hotlist (the version goes up if it was not there).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn hotlist_card(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction()?;
+        hotlist_insert(&tx, &card_id, reason, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The hotlist to publish; its version is a counter bumped on every
+    /// change.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn hotlist(&self) -> Result<Hotlist, LedgerError> {
+        let version: u32 = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'hotlist_version'", [], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare("SELECT card_id FROM hotlist")?;
+        let cards = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .map(|c| card_of(c?))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        Ok(Hotlist { version, cards })
+    }
+
+    /// Per card, the highest counter with every counter `1..=n` posted
+    /// (cards with none posted are left out): what terminals acknowledge to
+    /// cards.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn settled_counters(&self) -> Result<Vec<([u8; 8], u32)>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT card_id, last_counter FROM cards WHERE last_counter > 0 ORDER BY card_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?)))?;
+        rows.map(|r| {
+            let (c, n) = r?;
+            Ok((card_of(c)?, n))
+        })
+        .collect()
+    }
+
+    /// The books of one card, `None` if the ledger never heard of it.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn card(&self, card_id: [u8; 8]) -> Result<Option<CardBook>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT customer_id, key_version, registered_at IS NOT NULL, shadow_balance, card_balance, discrepancy,
+                        flagged, last_counter, EXISTS (SELECT 1 FROM hotlist h WHERE h.card_id = c.card_id), pending
+                 FROM cards c WHERE card_id = ?1",
+                [&card_id[..]],
+                |r| {
+                    Ok(CardBook {
+                        card_id,
+                        customer_id: r.get(0)?,
+                        key_version: r.get(1)?,
+                        registered: r.get(2)?,
+                        shadow_balance: r.get(3)?,
+                        card_balance: r.get(4)?,
+                        discrepancy: r.get(5)?,
+                        flagged: r.get(6)?,
+                        last_counter: r.get(7)?,
+                        hotlisted: r.get(8)?,
+                        pending: r.get(9)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Every exception, oldest first.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn exceptions(&self) -> Result<Vec<Exception>, LedgerError> {
+        reports::exceptions(&self.conn)
+    }
+
+    /// Reconciliation per terminal and settlement day, optionally for one
+    /// day and/or one terminal.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn reconciliation(
+        &self,
+        date: Option<tessera_protocol::profile::Date>,
+        terminal: Option<u32>,
+    ) -> Result<ReconciliationReport, LedgerError> {
+        reports::reconciliation(&self.conn, date, terminal)
+    }
+
+    /// Points outstanding and their money value at `minor_units_per_point`.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn liability(&self, minor_units_per_point: u64) -> Result<LiabilityReport, LedgerError> {
+        reports::liability(&self.conn, minor_units_per_point)
+    }
+
+    /// Visit frequency, recency, favourite store and RFM segment per
+    /// customer (and per anonymous card), as of `now`.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn customers_report(&self, now: u32) -> Result<CustomersReport, LedgerError> {
+        reports::customers(&self.conn, now)
+    }
+
+    /// Raises a `gap` exception for every card whose oldest held record
+    /// has waited more than `older_than_secs` for a missing counter, once
+    /// per missing counter. Returns the number raised.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn age_gaps(&mut self, now: u32, older_than_secs: u32) -> Result<usize, LedgerError> {
+        let tx = self.conn.transaction()?;
+        let n = reports::age_gaps(&tx, now, older_than_secs)?;
+        tx.commit()?;
+        Ok(n)
+    }
+}
+
+impl LedgerStore for Ledger {
+    fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
+        Ledger::register_terminal(self, terminal_id, now)
+    }
+    fn revoke_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
+        Ledger::revoke_terminal(self, terminal_id, now)
+    }
+    fn ingest_dyn(&mut self, input: &mut dyn BufRead, now: u32) -> Result<IngestOutcome, LedgerError> {
+        Ledger::ingest(self, input, now)
+    }
+    fn batch_key(&self, terminal_id: u32) -> Key {
+        Ledger::batch_key(self, terminal_id)
+    }
+    fn terminal_active(&self, terminal_id: u32) -> Result<Option<bool>, LedgerError> {
+        Ledger::terminal_active(self, terminal_id)
+    }
+    fn hotlist(&self) -> Result<Hotlist, LedgerError> {
+        Ledger::hotlist(self)
+    }
+    fn settled_counters(&self) -> Result<Vec<([u8; 8], u32)>, LedgerError> {
+        Ledger::settled_counters(self)
+    }
+    fn profile_updates(&self) -> Result<Vec<ProfileUpdate>, LedgerError> {
+        Ledger::profile_updates(self)
+    }
+    fn mark_profile_delivered(&mut self, card_id: [u8; 8], version: u16) -> Result<(), LedgerError> {
+        Ledger::mark_profile_delivered(self, card_id, version)
+    }
+    fn card(&self, card_id: [u8; 8]) -> Result<Option<CardBook>, LedgerError> {
+        Ledger::card(self, card_id)
+    }
+    fn exceptions(&self) -> Result<Vec<Exception>, LedgerError> {
+        Ledger::exceptions(self)
+    }
+}

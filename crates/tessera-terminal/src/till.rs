@@ -85,6 +85,7 @@ pub struct Till<S: Sam, C: Clock> {
     journal: Journal,
     config: TillConfig,
     profile_updates: BTreeMap<CardId, SignedProfile>,
+    settled: BTreeMap<CardId, u32>,
 }
 
 impl<S: Sam, C: Clock> Till<S, C> {
@@ -104,6 +105,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             journal,
             config,
             profile_updates: BTreeMap::new(),
+            settled: BTreeMap::new(),
         })
     }
 
@@ -128,6 +130,13 @@ impl<S: Sam, C: Clock> Till<S, C> {
         self.profile_updates = updates.into_iter().map(|p| (p.profile.card_id, p)).collect();
     }
 
+    /// The back office's settled counters per card (from a sync): at its
+    /// next tap here, a card whose offline velocity counters still count
+    /// settled redemptions gets ACKNOWLEDGE SETTLEMENT.
+    pub fn set_settled(&mut self, settled: impl IntoIterator<Item = (CardId, u32)>) {
+        self.settled = settled.into_iter().collect();
+    }
+
     /// Profile updates not yet delivered.
     pub fn profile_updates(&self) -> impl Iterator<Item = &SignedProfile> {
         self.profile_updates.values()
@@ -150,6 +159,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             journal,
             config,
             profile_updates,
+            settled,
         } = self;
         let session = terminal.tap(transport)?;
         let mut tap = TillTap {
@@ -159,6 +169,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             recovered: Vec::new(),
             voided: Vec::new(),
             profile_updated: None,
+            settlement_acknowledged: None,
         };
         tap.recover()?;
         if tap.config.hotlist.contains(&tap.session.card().card_id) {
@@ -188,6 +199,17 @@ impl<S: Sam, C: Clock> Till<S, C> {
                 Err(_) => {}
             }
         }
+        let card = tap.session.card();
+        if let Some(&upto) = settled
+            .get(&id)
+            .filter(|&&n| n > card.velocity.settled_counter && n <= card.counter)
+        {
+            match tap.session.acknowledge_settlement(upto) {
+                Ok(_) => tap.settlement_acknowledged = Some(upto),
+                Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
         Ok(tap)
     }
 }
@@ -203,6 +225,8 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     pub voided: Vec<JournalRecord>,
     /// The profile version written to the card by this tap, if any.
     pub profile_updated: Option<u16>,
+    /// The settled counter acknowledged to the card by this tap, if any.
+    pub settlement_acknowledged: Option<u32>,
 }
 
 impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {

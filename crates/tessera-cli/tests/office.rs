@@ -1,0 +1,491 @@
+//! The back office through the real binary: key ceremony, issuance,
+//! settlement to a real `tessera office serve` process on loopback, hostile
+//! HTTP input, a server killed mid-import, and hotlist sync.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+fn wait_output(mut child: Child, what: &str) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} timed out");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Env {
+    fn new() -> Self {
+        let e = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        e.ok(&["office", "init", "--dir", e.s("office")]);
+        e.ok(&[
+            "office",
+            "export-terminal",
+            "--dir",
+            e.s("office"),
+            "--terminal-id",
+            "7",
+            "--out",
+            e.s("t7.json"),
+        ]);
+        e
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn s(&self, name: &str) -> &'static str {
+        Box::leak(self.path(name).to_str().unwrap().to_owned().into_boxed_str())
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .env("TESSERA_TERMINAL_DIR", self.path("terminal"))
+            .env_remove("TESSERA_NOW")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Drain both pipes while waiting (large outputs would block).
+        wait_output(child, &args.join(" "))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "tessera {} failed ({:?}): {}{}",
+            args.join(" "),
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    /// Issues a card with the office's keys; returns its id.
+    fn issue(&self, file: &str) -> String {
+        let v = self.json(&[
+            "office",
+            "issue",
+            "--dir",
+            self.s("office"),
+            "--card",
+            self.s(file),
+            "--name",
+            "Анна Петрова",
+            "--birth-date",
+            "1990-03-14",
+            "--city",
+            "Нижний Новгород",
+            "--prefer",
+            "coffee",
+        ]);
+        v["card_id"].as_str().unwrap().to_owned()
+    }
+
+    fn pos(&self, args: &[&str]) -> Output {
+        let mut a = vec!["pos"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--keys", self.s("t7.json")]);
+        self.run(&a)
+    }
+
+    fn pos_ok(&self, args: &[&str]) -> String {
+        let o = self.pos(args);
+        assert!(
+            o.status.success(),
+            "pos {args:?}: {}{}",
+            stdout(&o),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    }
+
+    /// The books as the reports show them.
+    fn books(&self) -> (Value, Value) {
+        (
+            self.json(&["office", "report", "reconciliation", "--dir", self.s("office")])["data"].clone(),
+            self.json(&["office", "report", "liability", "--dir", self.s("office")])["data"].clone(),
+        )
+    }
+
+    /// Batches and journal records the ledger holds for terminal 7.
+    fn posted(&self) -> (u64, u64) {
+        let (rec, _) = self.books();
+        let rows = rec["rows"].as_array().unwrap();
+        rows.iter().filter(|r| r["terminal_id"] == 7).fold((0, 0), |(b, n), r| {
+            (b + r["batches"].as_u64().unwrap(), n + r["records"].as_u64().unwrap())
+        })
+    }
+
+    fn serve(&self, max_bytes: Option<u64>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(["office", "serve", "--dir", self.s("office"), "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(m) = max_bytes {
+            cmd.env("TESSERA_MAX_BATCH_BYTES", m.to_string());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut server = Server { child, port: 0 };
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server did not start");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line {line:?}"));
+        server.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        server
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A server process, killed (by its PID) when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One raw HTTP/1.1 request; returns status and body.
+fn http(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    // The server may answer and close before reading everything.
+    let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body));
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no answer: {text:?}"))
+        .parse()
+        .unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn post_batch(port: u16, body: &[u8]) -> (u16, Value) {
+    http(port, "POST", "/v1/batches", "application/x-ndjson", body)
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn settle_through_the_server_duplicates_and_hostile_input() {
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    env.pos_ok(&["earn", "--card", card, "--amount", "40"]);
+    env.pos_ok(&["redeem", "--card", card, "--points", "15"]);
+    let status: Value = serde_json::from_str(&env.pos_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["unsettled_card_transactions"], 2);
+
+    // Sealed to a file first: the same batch then travels over HTTP.
+    let batch_file = env.path("batch1.jsonl");
+    env.pos_ok(&["settle", "--out", batch_file.to_str().unwrap()]);
+    let batch = read(&batch_file);
+    let server = env.serve(None);
+    let empty = env.books();
+    assert_eq!(env.posted(), (0, 0));
+
+    // Hostile input, each refused with the documented status, nothing written.
+    let cases: Vec<(&str, u16, (u16, Value))> = vec![
+        (
+            "truncated body",
+            400,
+            post_batch(server.port, &batch[..batch.len() / 2]),
+        ),
+        (
+            "malformed JSON",
+            400,
+            post_batch(server.port, b"{\"type\":\"header\",\n"),
+        ),
+        ("not JSON at all", 400, post_batch(server.port, &[0xff; 64])),
+        (
+            "wrong content type",
+            415,
+            http(server.port, "POST", "/v1/batches", "text/plain", &batch),
+        ),
+        ("wrong MAC", 401, {
+            let text = String::from_utf8(batch.clone()).unwrap();
+            let at = text.rfind("\"mac\":\"").unwrap() + 7;
+            let mut bad = text.into_bytes();
+            bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+            post_batch(server.port, &bad)
+        }),
+        (
+            "unknown terminal's sync",
+            403,
+            http(server.port, "GET", "/v1/sync?terminal=99", "text/plain", b""),
+        ),
+        (
+            "sync without terminal",
+            400,
+            http(server.port, "GET", "/v1/sync", "text/plain", b""),
+        ),
+    ];
+    for (what, want, (got, body)) in &cases {
+        assert_eq!(got, want, "{what}: {body}");
+        let msg = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error line in {body}"));
+        assert!(!msg.is_empty() && !msg.contains('\n'), "{what}: {msg:?}");
+    }
+    assert_eq!(env.books(), empty, "a refusal changed the books");
+
+    // The terminal settles: the sealed batch is sent unchanged and posted.
+    let out: Value = serde_json::from_str(&env.pos_ok(&["settle", "--server", &server.url(), "--json"])).unwrap();
+    assert_eq!(out["acks"][0]["status"], "posted", "{out}");
+    let status: Value = serde_json::from_str(&env.pos_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["unsettled_card_transactions"], 0, "{status}");
+    let posted = env.books();
+    let (batches, records) = env.posted();
+    assert_eq!(batches, 1);
+    assert!(records >= 4, "{records}");
+
+    // The same batch again (a replayed request): acknowledged duplicate, nothing changes.
+    let (code, ack) = post_batch(server.port, &batch);
+    assert_eq!(code, 200, "{ack}");
+    assert_eq!(ack["status"], "duplicate");
+    assert_eq!(env.books(), posted);
+    let again: Value = serde_json::from_str(&env.pos_ok(&["settle", "--server", &server.url(), "--json"])).unwrap();
+    assert_eq!(again["acks"].as_array().unwrap().len(), 0, "{again}");
+
+    // Oversized: a server with a small limit refuses with 413 and writes nothing.
+    drop(server);
+    let small = env.serve(Some(512));
+    let (code, body) = post_batch(small.port, &batch);
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(env.books(), posted);
+}
+
+#[test]
+fn file_settlement_with_import_and_ack_file() {
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    env.pos_ok(&["earn", "--card", card, "--amount", "10"]);
+    let file = env.path("b.jsonl");
+    env.pos_ok(&["settle", "--out", file.to_str().unwrap()]);
+    let ack = env.path("ack.json");
+    let out = env.ok(&[
+        "office",
+        "import",
+        "--dir",
+        env.s("office"),
+        file.to_str().unwrap(),
+        "--ack-out",
+        ack.to_str().unwrap(),
+    ]);
+    assert!(out.contains("posted"), "{out}");
+    env.pos_ok(&["settle", "--ack-file", ack.to_str().unwrap()]);
+    let status: Value = serde_json::from_str(&env.pos_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["unsettled_card_transactions"], 0);
+    // Importing again: duplicate, books unchanged.
+    let before = env.books();
+    let out = env.ok(&["office", "import", "--dir", env.s("office"), file.to_str().unwrap()]);
+    assert!(out.contains("duplicate"), "{out}");
+    assert_eq!(env.books(), before);
+    // A forged acknowledgement is refused.
+    let mut forged: Value = serde_json::from_slice(&read(&ack)).unwrap();
+    forged["mac"] = Value::String("00".repeat(16));
+    std::fs::write(&ack, forged.to_string()).unwrap();
+    assert_eq!(
+        env.pos(&["settle", "--ack-file", ack.to_str().unwrap()]).status.code(),
+        Some(6)
+    );
+}
+
+#[test]
+fn server_killed_mid_import_then_retry_posts_the_batch_once() {
+    use tessera_terminal::journal::{Entry, EntryKind, Journal, Verdict};
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    env.pos_ok(&["earn", "--card", card, "--amount", "25"]);
+    // Pad the journal with declines so that the batch takes a while to stream.
+    {
+        let mut j = Journal::open(&env.path("terminal").join("journal.sqlite"), 7).unwrap();
+        for i in 0..3000 {
+            let mut e = Entry::new(EntryKind::Decision, 1_790_000_000 + i);
+            e.verdict = Some(Verdict::Decline);
+            e.reason = Some("D04".into());
+            j.append(e).unwrap();
+        }
+    }
+    let file = env.path("big.jsonl");
+    env.pos_ok(&["settle", "--out", file.to_str().unwrap()]);
+    let batch = read(&file);
+    let records = batch.iter().filter(|b| **b == b'\n').count() as u64 - 2; // header and MAC lines
+
+    let mut server = env.serve(None);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let head = format!(
+        "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        batch.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&batch[..batch.len() * 2 / 3]).unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill(); // SIGKILL while the ledger is reading the batch
+    drop(s);
+    drop(server);
+    assert_eq!(env.posted(), (0, 0), "a batch was posted in part");
+
+    let server = env.serve(None);
+    let out: Value = serde_json::from_str(&env.pos_ok(&["settle", "--server", &server.url(), "--json"])).unwrap();
+    assert_eq!(out["acks"][0]["status"], "posted", "{out}");
+    assert_eq!(env.posted(), (1, records));
+    let (code, ack) = post_batch(server.port, &batch);
+    assert_eq!((code, ack["status"].as_str()), (200, Some("duplicate")));
+    assert_eq!(env.posted(), (1, records));
+}
+
+#[test]
+fn sync_after_hotlist_blocks_the_card_at_its_next_tap() {
+    let env = Env::new();
+    let card = env.s("anna.card");
+    let id = env.issue("anna.card");
+    env.pos_ok(&["earn", "--card", card, "--amount", "12.50"]);
+    let server = env.serve(None);
+    env.ok(&["office", "hotlist", "add", "--dir", env.s("office"), "--card", &id]);
+    let out: Value = serde_json::from_str(&env.pos_ok(&["sync", "--server", &server.url(), "--json"])).unwrap();
+    assert!(out["hotlist_version"].as_u64().unwrap() >= 1, "{out}");
+    let hotlist = std::fs::read_to_string(env.path("terminal").join("hotlist.toml")).unwrap();
+    assert!(hotlist.contains(&id), "{hotlist}");
+    assert!(env.path("terminal").join("settled.json").exists());
+
+    let o = env.pos(&["earn", "--card", card, "--amount", "5"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let history: Value = serde_json::from_str(&env.pos_ok(&["history", "--json"])).unwrap();
+    let last = history["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["reason"], "D01", "{last}");
+    let show: Value = serde_json::from_str(&env.ok(&["card", "show", "--card", card, "--json"])).unwrap();
+    assert_eq!(show["lifecycle"], "blocked");
+
+    // A sync answer for another terminal's keys does not verify.
+    env.ok(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        env.s("office"),
+        "--terminal-id",
+        "8",
+        "--out",
+        env.s("t8.json"),
+    ]);
+    let mut forged: Value = serde_json::from_slice(&read(&env.path("t8.json"))).unwrap();
+    forged["terminal_id"] = Value::from(7);
+    std::fs::write(env.path("t8-as-7.json"), forged.to_string()).unwrap();
+    let o = env.run(&[
+        "pos",
+        "sync",
+        "--server",
+        &server.url(),
+        "--keys",
+        env.s("t8-as-7.json"),
+    ]);
+    assert_eq!(o.status.code(), Some(6), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn office_init_refuses_to_overwrite_and_keeps_keys_private() {
+    let env = Env::new();
+    let o = env.run(&["office", "init", "--dir", env.s("office")]);
+    assert_eq!(o.status.code(), Some(1));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&env.path("office")), 0o700);
+        assert_eq!(mode(&env.path("office").join("issuer-keys.json")), 0o600);
+        assert_eq!(mode(&env.path("t7.json")), 0o600);
+    }
+    let o = env.run(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        env.s("office"),
+        "--terminal-id",
+        "7",
+        "--out",
+        env.s("t7.json"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "a bundle is never overwritten");
+    // Reports print tables, CSV and JSON.
+    let table = env.ok(&["office", "report", "liability", "--dir", env.s("office")]);
+    assert!(table.starts_with("Liability"), "{table}");
+    env.ok(&["office", "report", "reconciliation", "--dir", env.s("office"), "--csv"]);
+    env.ok(&["office", "report", "exceptions", "--dir", env.s("office")]);
+    env.ok(&["office", "report", "customers", "--dir", env.s("office")]);
+}

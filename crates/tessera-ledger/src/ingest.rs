@@ -1,0 +1,996 @@
+//! Ingestion of one settlement batch (`docs/settlement.md`, "The ledger",
+//! steps 1–4).
+//!
+//! The batch is streamed through [`BatchReader`] inside one SQLite
+//! transaction. In the usual case (the next batch of the terminal) every
+//! record is posted as it is read; the transaction commits only after
+//! [`BatchReader::finish`] has verified the chain head and the MAC, so a
+//! forged, cut or broken batch — or a crash at any point — leaves nothing.
+//! Memory stays flat: records are never collected, and the per-card state
+//! kept while posting is a bounded write-back cache.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use tessera_crypto::cert::certificate;
+use tessera_crypto::{ct_eq, Key};
+use tessera_protocol::messages::{CardId, LogRecord};
+use tessera_terminal::batch::{Ack, AckStatus, BatchError, BatchReader, Header};
+use tessera_terminal::journal::{tx_kind, Entry, EntryKind, Verdict};
+
+use crate::error::from_batch;
+use crate::{hotlist_insert, raise, Exception, ExceptionClass, IngestOutcome, IngestReport, LedgerError, LedgerKeys};
+
+/// Exceptions listed in one [`IngestReport`] (all are stored).
+const REPORTED_EXCEPTIONS: usize = 1_000;
+/// Cards whose state is cached while posting one batch; the cache is
+/// written back and emptied when full.
+const CARD_CACHE: usize = 65_536;
+
+/// What to do with the records of a batch while reading it.
+enum Mode {
+    /// The next batch of the terminal: post.
+    Post,
+    /// An earlier batch is missing: keep the verified records, held.
+    Hold,
+    /// Only verify, then answer from what is already known.
+    Verify(Check),
+}
+
+/// What a verify-only read ends with.
+enum Check {
+    /// A batch of this number was received before (status, head).
+    Existing(String, Vec<u8>),
+    /// The batch does not continue the terminal's last posted batch.
+    Discontinuous(Value),
+}
+
+/// A refusal, with the exception it records (in its own transaction,
+/// after the batch's transaction was rolled back).
+struct Refused {
+    err: LedgerError,
+    exception: Option<(ExceptionClass, Value)>,
+}
+
+impl From<LedgerError> for Refused {
+    fn from(err: LedgerError) -> Self {
+        Self { err, exception: None }
+    }
+}
+
+impl From<rusqlite::Error> for Refused {
+    fn from(e: rusqlite::Error) -> Self {
+        LedgerError::from(e).into()
+    }
+}
+
+fn unhex32(s: &str) -> Result<Vec<u8>, LedgerError> {
+    let v = hex::decode(s).map_err(|_| LedgerError::Malformed("head is not hex".into()))?;
+    if v.len() != 32 {
+        return Err(LedgerError::Malformed("head is not 32 bytes".into()));
+    }
+    Ok(v)
+}
+
+fn batch_evidence(h: &Header) -> Value {
+    json!({
+        "batch_no": h.batch_no,
+        "seq_from": h.seq_from,
+        "seq_to": h.seq_to,
+        "record_count": h.record_count,
+        "prev_head": h.prev_head.to_lowercase(),
+        "head": h.head.to_lowercase(),
+        "sealed_at": h.sealed_at,
+    })
+}
+
+fn refused_by_reader(h: &Header, e: BatchError) -> Refused {
+    match e {
+        BatchError::BrokenChain { seq, why } => {
+            let mut ev = batch_evidence(h);
+            ev["seq"] = json!(seq);
+            ev["why"] = json!(why);
+            Refused {
+                err: LedgerError::BrokenChain {
+                    terminal_id: h.terminal_id,
+                    seq,
+                    why,
+                },
+                exception: Some((ExceptionClass::BrokenChain, ev)),
+            }
+        }
+        e => from_batch(h.terminal_id, e).into(),
+    }
+}
+
+/// Reads every record, handing each to `each`, then checks head and MAC.
+fn read_all<R: BufRead>(
+    mut reader: BatchReader<R>,
+    key: &Key,
+    mut each: impl FnMut(u32, Entry) -> Result<(), LedgerError>,
+) -> Result<Header, Refused> {
+    let header = reader.header().clone();
+    loop {
+        match reader.next_record() {
+            Ok(Some(r)) => each(r.seq, r.entry)?,
+            Ok(None) => break,
+            Err(e) => return Err(refused_by_reader(&header, e)),
+        }
+    }
+    reader.finish(key).map_err(|e| refused_by_reader(&header, e))
+}
+
+/// Records a refusal's exception in its own small transaction.
+fn raise_alone(
+    conn: &mut Connection,
+    class: ExceptionClass,
+    h: &Header,
+    evidence: Value,
+    now: u32,
+) -> Result<(), LedgerError> {
+    let tx = conn.transaction()?;
+    raise(
+        &tx,
+        class,
+        None,
+        None,
+        Some(h.terminal_id),
+        Some(h.batch_no),
+        evidence,
+        now,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// See [`crate::Ledger::ingest`].
+pub(crate) fn ingest<R: BufRead>(
+    conn: &mut Connection,
+    keys: &LedgerKeys,
+    input: R,
+    now: u32,
+) -> Result<IngestOutcome, LedgerError> {
+    let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
+    let h = reader.header().clone();
+    let tid = h.terminal_id;
+    // 1. The terminal must be known and active.
+    let terminal: Option<(Option<u32>, u32, u32, Vec<u8>)> = conn
+        .query_row(
+            "SELECT revoked_at, last_batch_no, last_seq, last_head FROM terminals WHERE terminal_id = ?1",
+            [tid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((revoked, last_batch, last_seq, last_head)) = terminal else {
+        raise_alone(conn, ExceptionClass::UnknownTerminal, &h, batch_evidence(&h), now)?;
+        return Err(LedgerError::UnknownTerminal(tid));
+    };
+    if let Some(at) = revoked {
+        let mut ev = batch_evidence(&h);
+        ev["revoked_at"] = json!(at);
+        raise_alone(conn, ExceptionClass::RevokedTerminal, &h, ev, now)?;
+        return Err(LedgerError::RevokedTerminal(tid));
+    }
+    // 3. What the batch number says (decided now, acted on only once the
+    //    MAC has verified).
+    let existing: Option<(String, Vec<u8>)> = conn
+        .query_row(
+            "SELECT status, head FROM batches WHERE terminal_id = ?1 AND batch_no = ?2",
+            params![tid, h.batch_no],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let mode = if let Some((status, head)) = existing {
+        Mode::Verify(Check::Existing(status, head))
+    } else if h.batch_no <= last_batch {
+        // Cannot happen with gapless posting; refuse as a conflict.
+        Mode::Verify(Check::Existing("posted".into(), Vec::new()))
+    } else if h.batch_no == last_batch + 1 {
+        if h.seq_from != last_seq.wrapping_add(1) || unhex32(&h.prev_head)? != last_head {
+            let mut ev = batch_evidence(&h);
+            ev["why"] = json!("does not continue the last posted batch");
+            ev["last_batch_no"] = json!(last_batch);
+            ev["last_seq"] = json!(last_seq);
+            ev["last_head"] = json!(hex::encode(&last_head));
+            Mode::Verify(Check::Discontinuous(ev))
+        } else {
+            Mode::Post
+        }
+    } else {
+        Mode::Hold
+    };
+    let key = keys.batch_key(tid);
+    match process(conn, keys, reader, mode, &key, now) {
+        Ok(outcome) => Ok(outcome),
+        Err(Refused { err, exception }) => {
+            // The batch's transaction is gone (rolled back): record the
+            // exception on its own.
+            if let Some((class, evidence)) = exception {
+                raise_alone(conn, class, &h, evidence, now)?;
+            }
+            Err(err)
+        }
+    }
+}
+
+fn process<R: BufRead>(
+    conn: &mut Connection,
+    keys: &LedgerKeys,
+    reader: BatchReader<R>,
+    mode: Mode,
+    key: &Key,
+    now: u32,
+) -> Result<IngestOutcome, Refused> {
+    let h = reader.header().clone();
+    let tid = h.terminal_id;
+    let tx = conn.transaction()?;
+    match mode {
+        Mode::Post => {
+            let mut p = Posting::new(&tx, keys, tid, h.batch_no, now);
+            let header = read_all(reader, key, |seq, entry| p.record(seq, &entry))?;
+            p.flush()?;
+            let head = unhex32(&header.head)?;
+            tx.execute(
+                "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
+                     totals, sealed_at, received_at, posted_at, card_transactions, posted, duplicates, rejected, held)
+                 VALUES (?1, ?2, 'posted', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    tid,
+                    header.batch_no,
+                    header.seq_from,
+                    header.seq_to,
+                    header.record_count,
+                    unhex32(&header.prev_head)?,
+                    head,
+                    serde_json::to_string(&header.totals).map_err(LedgerError::from)?,
+                    header.sealed_at,
+                    now,
+                    p.report.card_transactions,
+                    p.report.posted,
+                    p.report.duplicates,
+                    p.report.rejected,
+                    p.report.held
+                ],
+            )?;
+            tx.execute(
+                "UPDATE terminals SET last_batch_no = ?1, last_seq = ?2, last_head = ?3 WHERE terminal_id = ?4",
+                params![header.batch_no, header.seq_to, head, tid],
+            )?;
+            let mut report = p.into_report();
+            release_held(&tx, keys, &header, now, &mut report)?;
+            tx.commit()?;
+            let ack = Ack::new(key, tid, header.batch_no, &header.head, AckStatus::Posted);
+            Ok(IngestOutcome { ack, report })
+        }
+        Mode::Hold => {
+            let mut records = 0u32;
+            let mut card_transactions = 0u32;
+            let header = {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO held_records (terminal_id, batch_no, seq, entry) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                read_all(reader, key, |seq, entry| {
+                    records += 1;
+                    card_transactions += u32::from(matches!(entry.kind, EntryKind::Completion | EntryKind::Recovered));
+                    stmt.execute(params![tid, h.batch_no, seq, serde_json::to_string(&entry)?])?;
+                    Ok(())
+                })?
+            };
+            tx.execute(
+                "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
+                     totals, sealed_at, received_at, card_transactions)
+                 VALUES (?1, ?2, 'held', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    tid,
+                    header.batch_no,
+                    header.seq_from,
+                    header.seq_to,
+                    header.record_count,
+                    unhex32(&header.prev_head)?,
+                    unhex32(&header.head)?,
+                    serde_json::to_string(&header.totals).map_err(LedgerError::from)?,
+                    header.sealed_at,
+                    now,
+                    card_transactions
+                ],
+            )?;
+            tx.commit()?;
+            let ack = Ack::new(key, tid, header.batch_no, &header.head, AckStatus::Held);
+            let report = IngestReport {
+                terminal_id: tid,
+                batch_no: header.batch_no,
+                records,
+                card_transactions,
+                ..IngestReport::default()
+            };
+            Ok(IngestOutcome { ack, report })
+        }
+        Mode::Verify(check) => {
+            let mut records = 0u32;
+            let mut card_transactions = 0u32;
+            let header = read_all(reader, key, |_, entry| {
+                records += 1;
+                card_transactions += u32::from(matches!(entry.kind, EntryKind::Completion | EntryKind::Recovered));
+                Ok(())
+            })?;
+            drop(tx);
+            let report = IngestReport {
+                terminal_id: tid,
+                batch_no: header.batch_no,
+                records,
+                card_transactions,
+                ..IngestReport::default()
+            };
+            match check {
+                Check::Existing(status, head) if head == unhex32(&header.head)? => {
+                    let status = if status == "held" {
+                        AckStatus::Held
+                    } else {
+                        AckStatus::Duplicate
+                    };
+                    let ack = Ack::new(key, tid, header.batch_no, &header.head, status);
+                    Ok(IngestOutcome { ack, report })
+                }
+                Check::Existing(_, head) => {
+                    let mut ev = batch_evidence(&header);
+                    ev["received_head"] = json!(header.head.to_lowercase());
+                    ev["known_head"] = json!(hex::encode(head));
+                    Err(Refused {
+                        err: LedgerError::BatchConflict {
+                            terminal_id: tid,
+                            batch_no: header.batch_no,
+                        },
+                        exception: Some((ExceptionClass::BatchConflict, ev)),
+                    })
+                }
+                Check::Discontinuous(ev) => Err(Refused {
+                    err: LedgerError::BrokenChain {
+                        terminal_id: tid,
+                        seq: header.seq_from,
+                        why: "batch does not continue the terminal's last posted batch".into(),
+                    },
+                    exception: Some((ExceptionClass::BrokenChain, ev)),
+                }),
+            }
+        }
+    }
+}
+
+/// After batch `posted` of a terminal: posts the held batches that now
+/// follow it, in order, inside the same transaction.
+fn release_held(
+    conn: &Connection,
+    keys: &LedgerKeys,
+    posted: &Header,
+    now: u32,
+    report: &mut IngestReport,
+) -> Result<(), LedgerError> {
+    let tid = posted.terminal_id;
+    let mut last_seq = posted.seq_to;
+    let mut last_head = unhex32(&posted.head)?;
+    let mut next = posted.batch_no.wrapping_add(1);
+    loop {
+        let held: Option<(u32, u32, Vec<u8>, Vec<u8>)> = conn
+            .query_row(
+                "SELECT seq_from, seq_to, prev_head, head FROM batches
+                 WHERE terminal_id = ?1 AND batch_no = ?2 AND status = 'held'",
+                params![tid, next],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((seq_from, seq_to, prev_head, head)) = held else {
+            return Ok(());
+        };
+        if seq_from != last_seq.wrapping_add(1) || prev_head != last_head {
+            let e = raise(
+                conn,
+                ExceptionClass::BrokenChain,
+                None,
+                None,
+                Some(tid),
+                Some(next),
+                json!({
+                    "batch_no": next,
+                    "why": "held batch does not continue the batch before it; it stays held",
+                    "seq_from": seq_from,
+                    "prev_head": hex::encode(&prev_head),
+                    "last_seq": last_seq,
+                    "last_head": hex::encode(&last_head),
+                }),
+                now,
+            )?;
+            report.exceptions_total += 1;
+            if report.exceptions.len() < REPORTED_EXCEPTIONS {
+                report.exceptions.push(e);
+            }
+            return Ok(());
+        }
+        let mut p = Posting::new(conn, keys, tid, next, now);
+        {
+            let mut stmt = conn
+                .prepare("SELECT seq, entry FROM held_records WHERE terminal_id = ?1 AND batch_no = ?2 ORDER BY seq")?;
+            let mut rows = stmt.query(params![tid, next])?;
+            while let Some(r) = rows.next()? {
+                let seq: u32 = r.get(0)?;
+                let entry: Entry = serde_json::from_str(&r.get::<_, String>(1)?)?;
+                p.record(seq, &entry)?;
+            }
+        }
+        p.flush()?;
+        conn.execute(
+            "UPDATE batches SET status = 'posted', posted_at = ?1, posted = ?2, duplicates = ?3, rejected = ?4, held = ?5
+             WHERE terminal_id = ?6 AND batch_no = ?7",
+            params![now, p.report.posted, p.report.duplicates, p.report.rejected, p.report.held, tid, next],
+        )?;
+        conn.execute(
+            "DELETE FROM held_records WHERE terminal_id = ?1 AND batch_no = ?2",
+            params![tid, next],
+        )?;
+        conn.execute(
+            "UPDATE terminals SET last_batch_no = ?1, last_seq = ?2, last_head = ?3 WHERE terminal_id = ?4",
+            params![next, seq_to, head, tid],
+        )?;
+        let r = p.into_report();
+        report.released += r.posted + r.released;
+        report.released_batches.push(next);
+        report.exceptions_total += r.exceptions_total;
+        for e in r.exceptions {
+            if report.exceptions.len() < REPORTED_EXCEPTIONS {
+                report.exceptions.push(e);
+            }
+        }
+        last_seq = seq_to;
+        last_head = head;
+        next = next.wrapping_add(1);
+    }
+}
+
+/// A card's books while posting.
+#[derive(Debug, Clone, Copy)]
+struct CardState {
+    key_version: u8,
+    last_counter: u32,
+    shadow: i64,
+    card_balance: i64,
+    discrepancy: i64,
+    flagged: bool,
+    pending: u32,
+    dirty: bool,
+}
+
+impl Default for CardState {
+    fn default() -> Self {
+        // An unregistered card is checked with key version 1.
+        Self {
+            key_version: 1,
+            last_counter: 0,
+            shadow: 0,
+            card_balance: 0,
+            discrepancy: 0,
+            flagged: false,
+            pending: 0,
+            dirty: false,
+        }
+    }
+}
+
+/// A card transaction as stored, with where it came from.
+struct Stored {
+    record: LogRecord,
+    terminal_id: u32,
+    batch_no: u32,
+    seq: u32,
+}
+
+fn record_json(r: &LogRecord) -> Value {
+    json!({
+        "counter": r.counter,
+        "type": r.kind.name(),
+        "points": r.amount,
+        "balance_after": r.balance_after,
+        "terminal_id": r.terminal_id,
+        "terminal_seq": r.terminal_seq,
+        "time": r.time,
+        "reference": r.reference,
+        "certificate": hex::encode_upper(r.certificate),
+    })
+}
+
+fn parse_card(s: &str) -> Option<CardId> {
+    let mut id = [0u8; 8];
+    hex::decode_to_slice(s, &mut id).ok()?;
+    Some(id)
+}
+
+/// Posts the records of one batch, per card in counter order.
+struct Posting<'c> {
+    conn: &'c Connection,
+    keys: &'c LedgerKeys,
+    terminal_id: u32,
+    batch_no: u32,
+    now: u32,
+    cards: HashMap<CardId, CardState>,
+    /// Diversified certificate keys of the cards seen (bounded like `cards`).
+    cert_keys: HashMap<(CardId, u8), Key>,
+    report: IngestReport,
+}
+
+impl<'c> Posting<'c> {
+    fn new(conn: &'c Connection, keys: &'c LedgerKeys, terminal_id: u32, batch_no: u32, now: u32) -> Self {
+        let report = IngestReport {
+            terminal_id,
+            batch_no,
+            ..IngestReport::default()
+        };
+        Self {
+            conn,
+            keys,
+            terminal_id,
+            batch_no,
+            now,
+            cards: HashMap::new(),
+            cert_keys: HashMap::new(),
+            report,
+        }
+    }
+
+    fn into_report(self) -> IngestReport {
+        self.report
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raise(
+        &mut self,
+        class: ExceptionClass,
+        card_id: Option<CardId>,
+        counter: Option<u32>,
+        terminal_id: u32,
+        batch_no: u32,
+        evidence: Value,
+    ) -> Result<(), LedgerError> {
+        let e: Exception = raise(
+            self.conn,
+            class,
+            card_id,
+            counter,
+            Some(terminal_id),
+            Some(batch_no),
+            evidence,
+            self.now,
+        )?;
+        self.report.exceptions_total += 1;
+        if self.report.exceptions.len() < REPORTED_EXCEPTIONS {
+            self.report.exceptions.push(e);
+        }
+        Ok(())
+    }
+
+    /// Checks a record's certificate (spec §5.7) with the card's
+    /// certificate key, diversified once per card and batch.
+    fn verify(&mut self, card: &CardId, key_version: u8, rec: &LogRecord) -> Result<(), &'static str> {
+        if !self.cert_keys.contains_key(&(*card, key_version)) {
+            if self.cert_keys.len() >= CARD_CACHE {
+                self.cert_keys.clear();
+            }
+            let key = self
+                .keys
+                .card_cert_key(card, key_version)
+                .ok_or("no certificate master of this key version")?;
+            self.cert_keys.insert((*card, key_version), key);
+        }
+        let key = self.cert_keys.get(&(*card, key_version)).ok_or("no certificate key")?;
+        if ct_eq(&certificate(key, card, rec), &rec.certificate) {
+            Ok(())
+        } else {
+            Err("certificate does not verify")
+        }
+    }
+
+    /// One verified record of the batch.
+    fn record(&mut self, seq: u32, entry: &Entry) -> Result<(), LedgerError> {
+        self.report.records += 1;
+        match entry.kind {
+            EntryKind::Decision | EntryKind::Void => self.terminal_record(seq, entry),
+            EntryKind::Completion | EntryKind::Recovered => {
+                self.report.card_transactions += 1;
+                self.card_transaction(seq, entry)
+            }
+        }
+    }
+
+    /// Decisions and voids: kept for reconciliation; they move no balance.
+    fn terminal_record(&mut self, seq: u32, e: &Entry) -> Result<(), LedgerError> {
+        let verdict = e.verdict.map(|v| match v {
+            Verdict::Approve => "approve",
+            Verdict::Decline => "decline",
+            Verdict::Refer => "refer",
+        });
+        let kind = if e.kind == EntryKind::Void { "void" } else { "decision" };
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter,
+                     tx_type, verdict, reason, points, purchase_minor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                self.terminal_id,
+                seq,
+                self.batch_no,
+                kind,
+                e.time,
+                e.card_id.as_deref().and_then(parse_card).map(|c| c.to_vec()),
+                e.card_counter,
+                e.tx_type,
+                verdict,
+                e.reason,
+                e.points,
+                e.purchase_minor
+            ])?;
+        Ok(())
+    }
+
+    fn load(&mut self, card: &CardId) -> Result<CardState, LedgerError> {
+        if let Some(s) = self.cards.get(card) {
+            return Ok(*s);
+        }
+        if self.cards.len() >= CARD_CACHE {
+            self.flush()?;
+            self.cards.clear();
+        }
+        let s = self
+            .conn
+            .prepare_cached(
+                "SELECT key_version, last_counter, shadow_balance, card_balance, discrepancy, flagged, pending
+                 FROM cards WHERE card_id = ?1",
+            )?
+            .query_row([&card[..]], |r| {
+                Ok(CardState {
+                    key_version: r.get(0)?,
+                    last_counter: r.get(1)?,
+                    shadow: r.get(2)?,
+                    card_balance: r.get(3)?,
+                    discrepancy: r.get(4)?,
+                    flagged: r.get(5)?,
+                    pending: r.get(6)?,
+                    dirty: false,
+                })
+            })
+            .optional()?;
+        // A card first seen in settlement gets its row at the flush.
+        Ok(s.unwrap_or(CardState {
+            dirty: true,
+            ..CardState::default()
+        }))
+    }
+
+    /// Writes the cached card states back.
+    fn flush(&mut self) -> Result<(), LedgerError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO cards (card_id, key_version, last_counter, shadow_balance, card_balance, discrepancy, flagged, pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (card_id) DO UPDATE SET last_counter = excluded.last_counter,
+                 shadow_balance = excluded.shadow_balance, card_balance = excluded.card_balance,
+                 discrepancy = excluded.discrepancy, flagged = excluded.flagged, pending = excluded.pending",
+        )?;
+        for (card, s) in self.cards.iter_mut().filter(|(_, s)| s.dirty) {
+            stmt.execute(params![
+                &card[..],
+                s.key_version,
+                s.last_counter,
+                s.shadow,
+                s.card_balance,
+                s.discrepancy,
+                s.flagged,
+                s.pending
+            ])?;
+            s.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// A completion or recovered record: certificate, then duplicate /
+    /// conflict / post / hold.
+    fn card_transaction(&mut self, seq: u32, entry: &Entry) -> Result<(), LedgerError> {
+        let card = entry.card_id.as_deref().and_then(parse_card);
+        let (Some(card), Some(rec)) = (card, entry.card_record()) else {
+            self.report.rejected += 1;
+            let ev = json!({"seq": seq, "why": "incomplete card record", "entry": entry});
+            return self.raise(
+                ExceptionClass::BadCertificate,
+                card,
+                entry.card_counter,
+                self.terminal_id,
+                self.batch_no,
+                ev,
+            );
+        };
+        let mut st = self.load(&card)?;
+        if let Err(why) = self.verify(&card, st.key_version, &rec) {
+            self.report.rejected += 1;
+            let ev = json!({"seq": seq, "why": why, "key_version": st.key_version, "record": record_json(&rec)});
+            return self.raise(
+                ExceptionClass::BadCertificate,
+                Some(card),
+                Some(rec.counter),
+                self.terminal_id,
+                self.batch_no,
+                ev,
+            );
+        }
+        if rec.counter > st.last_counter {
+            let post = rec.counter == st.last_counter + 1;
+            let categories = if entry.categories.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&entry.categories)?)
+            };
+            let kind = if entry.kind == EntryKind::Recovered {
+                "recovered"
+            } else {
+                "completion"
+            };
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
+                         origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
+                         purchase_minor, categories, received_at, posted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    &card[..],
+                    rec.counter,
+                    if post { "posted" } else { "pending" },
+                    rec.kind.name(),
+                    rec.amount,
+                    rec.kind.delta(rec.amount),
+                    rec.balance_after,
+                    rec.terminal_id,
+                    rec.terminal_seq,
+                    rec.time,
+                    rec.reference,
+                    &rec.certificate[..],
+                    kind,
+                    self.terminal_id,
+                    self.batch_no,
+                    seq,
+                    entry.purchase_minor,
+                    categories,
+                    self.now,
+                    post.then_some(self.now)
+                ])?
+                > 0;
+            if inserted {
+                if post {
+                    self.report.posted += 1;
+                    self.apply(&card, &mut st, &rec, self.terminal_id, self.batch_no, seq)?;
+                    self.release(&card, &mut st)?;
+                } else {
+                    self.report.held += 1;
+                    st.pending += 1;
+                    st.dirty = true;
+                }
+                self.cards.insert(card, st);
+                return Ok(());
+            }
+        }
+        self.cards.insert(card, st);
+        self.known(&card, seq, &rec)
+    }
+
+    /// A record whose card and counter the ledger already holds.
+    fn known(&mut self, card: &CardId, seq: u32, rec: &LogRecord) -> Result<(), LedgerError> {
+        let Some(first) = self.stored(card, rec.counter, false)? else {
+            // Only counter 0 gets here: cards never issue it.
+            self.report.rejected += 1;
+            let ev = json!({"seq": seq, "why": "counter 0 is never issued", "record": record_json(rec)});
+            return self.raise(
+                ExceptionClass::BadCertificate,
+                Some(*card),
+                Some(rec.counter),
+                self.terminal_id,
+                self.batch_no,
+                ev,
+            );
+        };
+        if first.record == *rec {
+            self.report.duplicates += 1;
+            // The same record from another terminal is recovered evidence
+            // (normal). From the same terminal under another sequence it
+            // means the terminal journaled it twice: worth a look.
+            // Copies from other terminals are kept (which terminal saw
+            // which transaction) in `duplicate_copies`.
+            let earlier = if first.terminal_id == self.terminal_id {
+                Some((first.batch_no, first.seq))
+            } else {
+                let mut stmt = self.conn.prepare_cached(
+                    "INSERT INTO duplicate_copies (card_id, counter, terminal_id, batch_no, seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO NOTHING",
+                )?;
+                if stmt.execute(params![&card[..], rec.counter, self.terminal_id, self.batch_no, seq])? > 0 {
+                    None
+                } else {
+                    self.conn
+                        .prepare_cached(
+                            "SELECT batch_no, seq FROM duplicate_copies WHERE card_id = ?1 AND counter = ?2 AND terminal_id = ?3",
+                        )?
+                        .query_row(params![&card[..], rec.counter, self.terminal_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?
+                }
+            };
+            if let Some((first_batch_no, first_seq)) = earlier.filter(|e| *e != (self.batch_no, seq)) {
+                let ev = json!({"seq": seq, "first_batch_no": first_batch_no, "first_seq": first_seq, "record": record_json(rec)});
+                self.raise(
+                    ExceptionClass::DuplicateRecord,
+                    Some(*card),
+                    Some(rec.counter),
+                    self.terminal_id,
+                    self.batch_no,
+                    ev,
+                )?;
+            }
+            return Ok(());
+        }
+        // Two records, both certified by the card's key, for one counter:
+        // two chips hold this card's keys.
+        self.report.rejected += 1;
+        let ev = json!({
+            "seq": seq,
+            "received": record_json(rec),
+            "first": record_json(&first.record),
+            "first_terminal_id": first.terminal_id,
+            "first_batch_no": first.batch_no,
+            "first_seq": first.seq,
+            "action": "hotlisted",
+        });
+        self.raise(
+            ExceptionClass::Conflict,
+            Some(*card),
+            Some(rec.counter),
+            self.terminal_id,
+            self.batch_no,
+            ev,
+        )?;
+        hotlist_insert(self.conn, card, "clone", self.now)?;
+        Ok(())
+    }
+
+    fn stored(&self, card: &CardId, counter: u32, pending_only: bool) -> Result<Option<Stored>, LedgerError> {
+        let sql = if pending_only {
+            "SELECT tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate,
+                    terminal_id, batch_no, seq
+             FROM card_transactions WHERE card_id = ?1 AND counter = ?2 AND status = 'pending'"
+        } else {
+            "SELECT tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate,
+                    terminal_id, batch_no, seq
+             FROM card_transactions WHERE card_id = ?1 AND counter = ?2"
+        };
+        let row = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(params![&card[..], counter], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, u32>(6)?,
+                    r.get::<_, Vec<u8>>(7)?,
+                    r.get::<_, u32>(8)?,
+                    r.get::<_, u32>(9)?,
+                    r.get::<_, u32>(10)?,
+                ))
+            })
+            .optional()?;
+        let Some((
+            ty,
+            amount,
+            balance_after,
+            origin_terminal,
+            origin_seq,
+            time,
+            reference,
+            cert,
+            terminal_id,
+            batch_no,
+            seq,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let kind = tx_kind(&ty).ok_or_else(|| LedgerError::Storage(format!("stored transaction type {ty:?}")))?;
+        let certificate = cert
+            .try_into()
+            .map_err(|_| LedgerError::Storage("stored certificate length".into()))?;
+        let record = LogRecord {
+            counter,
+            kind,
+            amount,
+            balance_after,
+            terminal_id: origin_terminal,
+            terminal_seq: origin_seq,
+            time,
+            reference,
+            certificate,
+        };
+        Ok(Some(Stored {
+            record,
+            terminal_id,
+            batch_no,
+            seq,
+        }))
+    }
+
+    /// Posts `rec` (the card's next counter) to the card's books.
+    fn apply(
+        &mut self,
+        card: &CardId,
+        st: &mut CardState,
+        rec: &LogRecord,
+        terminal_id: u32,
+        batch_no: u32,
+        seq: u32,
+    ) -> Result<(), LedgerError> {
+        let delta = rec.kind.delta(rec.amount);
+        let expected = st.card_balance + delta;
+        let found = i64::from(rec.balance_after);
+        if found != expected {
+            // The record is certified, so it happened: it is posted and the
+            // books follow the certified deltas; the card is flagged and
+            // the unexplained points kept in `discrepancy`. Later records
+            // are checked against the card's own certified balance, so one
+            // jump raises one exception.
+            let ev = json!({
+                "seq": seq,
+                "previous_balance": st.card_balance,
+                "delta": delta,
+                "expected": expected,
+                "balance_after": found,
+                "unexplained": found - expected,
+                "record": record_json(rec),
+            });
+            self.raise(
+                ExceptionClass::BalanceDiscontinuity,
+                Some(*card),
+                Some(rec.counter),
+                terminal_id,
+                batch_no,
+                ev,
+            )?;
+            st.discrepancy += found - expected;
+            st.flagged = true;
+        }
+        st.shadow += delta;
+        st.card_balance = found;
+        st.last_counter = rec.counter;
+        st.dirty = true;
+        Ok(())
+    }
+
+    /// Posts the card's held records that now follow, in counter order.
+    fn release(&mut self, card: &CardId, st: &mut CardState) -> Result<(), LedgerError> {
+        while st.pending > 0 {
+            let next = st.last_counter + 1;
+            let Some(s) = self.stored(card, next, true)? else { break };
+            self.conn
+                .prepare_cached(
+                    "UPDATE card_transactions SET status = 'posted', posted_at = ?1 WHERE card_id = ?2 AND counter = ?3",
+                )?
+                .execute(params![self.now, &card[..], next])?;
+            st.pending -= 1;
+            self.apply(card, st, &s.record, s.terminal_id, s.batch_no, s.seq)?;
+            if s.terminal_id == self.terminal_id && s.batch_no == self.batch_no {
+                self.report.held -= 1;
+                self.report.posted += 1;
+            } else {
+                self.report.released += 1;
+            }
+        }
+        Ok(())
+    }
+}

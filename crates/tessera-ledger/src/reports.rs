@@ -1,0 +1,372 @@
+//! Back-office reports: exceptions, reconciliation, liability, customers,
+//! and the aging of held gaps.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+use serde_json::json;
+use tessera_protocol::profile::Date;
+use tessera_terminal::batch::Total;
+
+use crate::{
+    card_of, raise, CustomerRow, CustomersReport, Exception, ExceptionClass, LedgerError, LiabilityReport,
+    ReconciliationReport, ReconciliationRow,
+};
+
+const DAY: u32 = 86_400;
+
+fn date_of(t: u32) -> String {
+    Date::from_unix_days(t / DAY).to_string()
+}
+
+/// Every exception, oldest first.
+pub(crate) fn exceptions(conn: &Connection) -> Result<Vec<Exception>, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, class, card_id, counter, terminal_id, batch_no, evidence, at FROM exceptions ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<Vec<u8>>>(2)?,
+            r.get::<_, Option<u32>>(3)?,
+            r.get::<_, Option<u32>>(4)?,
+            r.get::<_, Option<u32>>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, u32>(7)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, class, card, counter, terminal_id, batch_no, evidence, at) = row?;
+        Ok(Exception {
+            id,
+            class: ExceptionClass::parse(&class)
+                .ok_or_else(|| LedgerError::Storage(format!("stored exception class {class:?}")))?,
+            card_id: card.map(card_of).transpose()?,
+            counter,
+            terminal_id,
+            batch_no,
+            evidence: serde_json::from_str(&evidence)?,
+            at,
+        })
+    })
+    .collect()
+}
+
+/// Reconciliation per terminal and settlement day.
+pub(crate) fn reconciliation(
+    conn: &Connection,
+    date: Option<Date>,
+    terminal: Option<u32>,
+) -> Result<ReconciliationReport, LedgerError> {
+    let day = date.map(|d| d.to_unix_days());
+    let mut rows: BTreeMap<(u32, u32), ReconciliationRow> = BTreeMap::new();
+    let new_row = |d: u32, t: u32| ReconciliationRow {
+        date: Date::from_unix_days(d).to_string(),
+        terminal_id: t,
+        batches: 0,
+        held_batches: 0,
+        records: 0,
+        card_transactions: 0,
+        posted: 0,
+        duplicates: 0,
+        rejected: 0,
+        held: 0,
+        exceptions: 0,
+        declared: BTreeMap::new(),
+        stored: BTreeMap::new(),
+        declines: BTreeMap::new(),
+    };
+    let filter = "(?1 IS NULL OR b.received_at / 86400 = ?1) AND (?2 IS NULL OR b.terminal_id = ?2)";
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT b.received_at / 86400, b.terminal_id, b.status, b.record_count, b.card_transactions, b.posted,
+                    b.duplicates, b.rejected, b.held, b.totals
+             FROM batches b WHERE {filter}"
+        ))?;
+        let mut q = stmt.query(params![day, terminal])?;
+        while let Some(r) = q.next()? {
+            let (d, t): (u32, u32) = (r.get(0)?, r.get(1)?);
+            let row = rows.entry((d, t)).or_insert_with(|| new_row(d, t));
+            row.batches += 1;
+            row.held_batches += u32::from(r.get::<_, String>(2)? == "held");
+            row.records += r.get::<_, u64>(3)?;
+            row.card_transactions += r.get::<_, u64>(4)?;
+            // Posted and held are counted below from the records' current
+            // state: a record held at ingestion may have been posted since.
+            row.duplicates += r.get::<_, u64>(6)?;
+            row.rejected += r.get::<_, u64>(7)?;
+            let totals: BTreeMap<String, Total> = serde_json::from_str(&r.get::<_, String>(9)?)?;
+            for (ty, x) in totals {
+                let e = row.declared.entry(ty).or_default();
+                e.count += x.count;
+                e.points += x.points;
+            }
+        }
+    }
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT b.received_at / 86400, b.terminal_id, c.tx_type, COUNT(*), SUM(c.points),
+                    SUM(c.status = 'posted'), SUM(c.status = 'pending')
+             FROM card_transactions c JOIN batches b ON b.terminal_id = c.terminal_id AND b.batch_no = c.batch_no
+             WHERE {filter} GROUP BY 1, 2, 3"
+        ))?;
+        let mut q = stmt.query(params![day, terminal])?;
+        while let Some(r) = q.next()? {
+            let (d, t): (u32, u32) = (r.get(0)?, r.get(1)?);
+            let row = rows.entry((d, t)).or_insert_with(|| new_row(d, t));
+            row.stored.insert(
+                r.get(2)?,
+                Total {
+                    count: r.get(3)?,
+                    points: r.get(4)?,
+                },
+            );
+            row.posted += r.get::<_, u64>(5)?;
+            row.held += r.get::<_, u64>(6)?;
+        }
+    }
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT b.received_at / 86400, b.terminal_id, COALESCE(d.reason, d.verdict), COUNT(*)
+             FROM terminal_records d JOIN batches b ON b.terminal_id = d.terminal_id AND b.batch_no = d.batch_no
+             WHERE d.verdict IN ('decline', 'refer') AND {filter} GROUP BY 1, 2, 3"
+        ))?;
+        let mut q = stmt.query(params![day, terminal])?;
+        while let Some(r) = q.next()? {
+            let (d, t): (u32, u32) = (r.get(0)?, r.get(1)?);
+            let row = rows.entry((d, t)).or_insert_with(|| new_row(d, t));
+            row.declines.insert(r.get(2)?, r.get(3)?);
+        }
+    }
+    let mut exceptions_by_class = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT at / 86400, terminal_id, class, COUNT(*) FROM exceptions b
+             WHERE (?1 IS NULL OR at / 86400 = ?1) AND (?2 IS NULL OR terminal_id = ?2) GROUP BY 1, 2, 3",
+        )?;
+        let mut q = stmt.query(params![day, terminal])?;
+        while let Some(r) = q.next()? {
+            let (d, t, class, n): (u32, Option<u32>, String, u64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            *exceptions_by_class.entry(class).or_insert(0) += n;
+            if let Some(row) = t.and_then(|t| rows.get_mut(&(d, t))) {
+                row.exceptions += n;
+            }
+        }
+    }
+    Ok(ReconciliationReport {
+        rows: rows.into_values().collect(),
+        exceptions_by_class,
+    })
+}
+
+/// Points outstanding and their value.
+pub(crate) fn liability(conn: &Connection, minor_units_per_point: u64) -> Result<LiabilityReport, LedgerError> {
+    let (cards, points, card_balances, unexplained, hot_cards, hot_points): (u64, i64, i64, i64, u64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(shadow_balance), 0), COALESCE(SUM(card_balance), 0),
+                    COALESCE(SUM(discrepancy), 0),
+                    COUNT(h.card_id), COALESCE(SUM(CASE WHEN h.card_id IS NOT NULL THEN shadow_balance END), 0)
+             FROM cards c LEFT JOIN hotlist h ON h.card_id = c.card_id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?;
+    let (pending_records, pending_points): (u64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'pending'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let rate = i64::try_from(minor_units_per_point).unwrap_or(i64::MAX);
+    Ok(LiabilityReport {
+        cards,
+        points_outstanding: points,
+        minor_units_per_point,
+        value_minor: points.saturating_mul(rate),
+        card_balances,
+        unexplained_points: unexplained,
+        hotlisted_cards: hot_cards,
+        hotlisted_points: hot_points,
+        pending_records,
+        pending_points,
+    })
+}
+
+#[derive(Default)]
+struct Agg {
+    name: Option<String>,
+    cards: Vec<String>,
+    transactions: u64,
+    days: std::collections::BTreeSet<u32>,
+    first: u32,
+    last: u32,
+    earned: i64,
+    redeemed: i64,
+    spend: u64,
+    stores: BTreeMap<u32, u64>,
+}
+
+/// Recency score: 3 within 30 days, 2 within 90, else 1.
+fn r_score(days: u32) -> u8 {
+    match days {
+        0..=30 => 3,
+        31..=90 => 2,
+        _ => 1,
+    }
+}
+
+/// Frequency score on distinct visit days: 3 from 8, 2 from 3, else 1.
+fn f_score(visits: u64) -> u8 {
+    match visits {
+        8.. => 3,
+        3..=7 => 2,
+        _ => 1,
+    }
+}
+
+/// Monetary score on points earned: 3 from 1,000, 2 from 200, else 1.
+fn m_score(points: i64) -> u8 {
+    match points {
+        1_000.. => 3,
+        200..=999 => 2,
+        _ => 1,
+    }
+}
+
+fn segment(r: u8, f: u8, m: u8) -> &'static str {
+    match (r, f, m) {
+        (3, 3, _) | (3, 2, 3) => "champion",
+        (2..=3, 2..=3, _) => "loyal",
+        (3, 1, _) => "new",
+        (2, 1, _) => "promising",
+        (1, 2..=3, _) => "at-risk",
+        _ => "hibernating",
+    }
+}
+
+/// The customers report as of `now`.
+pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, LedgerError> {
+    // Key: Ok(customer id) or Err(card hex) for anonymous cards.
+    let mut aggs: BTreeMap<Result<u64, String>, Agg> = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal
+         FROM card_transactions t JOIN cards c ON c.card_id = t.card_id
+         LEFT JOIN customers k ON k.customer_id = c.customer_id
+         WHERE t.status = 'posted' ORDER BY c.card_id, t.counter",
+    )?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let card = hex::encode_upper(r.get::<_, Vec<u8>>(0)?);
+        let customer: Option<u64> = r.get(1)?;
+        let key = customer.ok_or_else(|| card.clone());
+        let a = aggs.entry(key).or_insert_with(|| Agg {
+            first: u32::MAX,
+            ..Agg::default()
+        });
+        if a.cards.last() != Some(&card) {
+            a.cards.push(card);
+        }
+        a.name = r.get(2)?;
+        let time: u32 = r.get(3)?;
+        let ty: String = r.get(4)?;
+        let points: i64 = r.get(5)?;
+        a.transactions += 1;
+        a.days.insert(time / DAY);
+        a.first = a.first.min(time);
+        a.last = a.last.max(time);
+        match ty.as_str() {
+            "earn" => {
+                a.earned += points;
+                a.spend += r.get::<_, Option<u64>>(6)?.unwrap_or(0);
+            }
+            "refund-earn" => a.earned -= points,
+            "redeem" => a.redeemed += points,
+            "refund-redeem" => a.redeemed -= points,
+            _ => {}
+        }
+        *a.stores.entry(r.get(7)?).or_insert(0) += 1;
+    }
+    let mut rows = Vec::new();
+    let mut segments = BTreeMap::new();
+    for (key, a) in aggs {
+        let visits = a.days.len() as u64;
+        let recency_days = now.saturating_sub(a.last) / DAY;
+        let span_days = f64::from(now.saturating_sub(a.first) / DAY + 1);
+        let (r, f, m) = (r_score(recency_days), f_score(visits), m_score(a.earned));
+        let seg = segment(r, f, m);
+        *segments.entry(seg.to_owned()).or_insert(0u64) += 1;
+        let favourite_store = a
+            .stores
+            .iter()
+            .max_by_key(|(t, n)| (**n, std::cmp::Reverse(**t)))
+            .map(|(t, _)| *t);
+        rows.push(CustomerRow {
+            customer_id: key.ok(),
+            name: a.name,
+            cards: a.cards,
+            transactions: a.transactions,
+            visits,
+            first_visit: date_of(a.first),
+            last_visit: date_of(a.last),
+            recency_days,
+            visits_per_30_days: (visits as f64) * 30.0 / span_days,
+            points_earned: a.earned,
+            points_redeemed: a.redeemed,
+            spend_minor: a.spend,
+            favourite_store,
+            rfm: format!("R{r}F{f}M{m}"),
+            segment: seg.to_owned(),
+        });
+    }
+    Ok(CustomersReport {
+        as_of: date_of(now),
+        rows,
+        segments,
+    })
+}
+
+/// Raises the `gap` exceptions due (see [`crate::Ledger::age_gaps`]).
+pub(crate) fn age_gaps(conn: &Connection, now: u32, older_than_secs: u32) -> Result<usize, LedgerError> {
+    let mut stmt = conn.prepare(
+        "SELECT c.card_id, c.last_counter, MIN(t.counter), MIN(t.received_at), COUNT(*)
+         FROM cards c JOIN card_transactions t ON t.card_id = c.card_id AND t.status = 'pending'
+         WHERE c.pending > 0 GROUP BY c.card_id",
+    )?;
+    let due: Vec<(Vec<u8>, u32, u32, u32, u32)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut raised = 0;
+    for (card, last, first_held, since, held) in due {
+        if now.saturating_sub(since) < older_than_secs {
+            continue;
+        }
+        let missing = last + 1;
+        let known: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM exceptions WHERE card_id = ?1 AND class = 'gap' AND counter = ?2)",
+            params![card, missing],
+            |r| r.get(0),
+        )?;
+        if known {
+            continue;
+        }
+        let card = card_of(card)?;
+        let evidence = json!({
+            "missing_from": missing,
+            "missing_to": first_held - 1,
+            "held_records": held,
+            "held_since": since,
+            "aged_secs": now.saturating_sub(since),
+        });
+        raise(
+            conn,
+            ExceptionClass::Gap,
+            Some(card),
+            Some(missing),
+            None,
+            None,
+            evidence,
+            now,
+        )?;
+        raised += 1;
+    }
+    Ok(raised)
+}

@@ -1,0 +1,342 @@
+//! The ledger's public data: exceptions, ingestion reports, card books,
+//! customers and the reports the CLI prints.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+use tessera_protocol::profile::Date;
+use tessera_terminal::batch::{Ack, Total};
+
+/// A card id as 16 upper-case hex digits, as in journals and hotlist files.
+pub(crate) fn card_hex(id: &[u8; 8]) -> String {
+    hex::encode_upper(id)
+}
+
+fn ser_card_opt<S: Serializer>(v: &Option<[u8; 8]>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(id) => s.serialize_some(&card_hex(id)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_card<S: Serializer>(v: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&card_hex(v))
+}
+
+/// Class of an exception (`docs/settlement.md`, "The ledger").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExceptionClass {
+    /// The same terminal sent the same card record twice under two
+    /// sequence numbers (identical copies from *different* terminals are
+    /// normal recovered evidence and raise nothing).
+    DuplicateRecord,
+    /// A card's counters have a hole that stayed open longer than the aging
+    /// period ([`crate::Ledger::age_gaps`]).
+    Gap,
+    /// Two different certified records with the same card and counter: a
+    /// cloned card. The card is hotlisted.
+    Conflict,
+    /// A certificate does not verify (or the record is incomplete): the
+    /// record was rejected.
+    BadCertificate,
+    /// A certified balance does not follow from the previous one and the
+    /// delta. The record is posted, the card flagged.
+    BalanceDiscontinuity,
+    /// A batch from a terminal that is not registered.
+    UnknownTerminal,
+    /// A batch from a revoked terminal.
+    RevokedTerminal,
+    /// A batch whose records do not chain (inside, or from the terminal's
+    /// last posted batch).
+    BrokenChain,
+    /// A batch number received twice with different chain heads.
+    BatchConflict,
+}
+
+impl ExceptionClass {
+    /// Every class, in declaration order.
+    pub const ALL: [Self; 9] = [
+        Self::DuplicateRecord,
+        Self::Gap,
+        Self::Conflict,
+        Self::BadCertificate,
+        Self::BalanceDiscontinuity,
+        Self::UnknownTerminal,
+        Self::RevokedTerminal,
+        Self::BrokenChain,
+        Self::BatchConflict,
+    ];
+
+    /// The stable name: `"duplicate-record"`, `"gap"`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DuplicateRecord => "duplicate-record",
+            Self::Gap => "gap",
+            Self::Conflict => "conflict",
+            Self::BadCertificate => "bad-certificate",
+            Self::BalanceDiscontinuity => "balance-discontinuity",
+            Self::UnknownTerminal => "unknown-terminal",
+            Self::RevokedTerminal => "revoked-terminal",
+            Self::BrokenChain => "broken-chain",
+            Self::BatchConflict => "batch-conflict",
+        }
+    }
+
+    /// Parses [`ExceptionClass::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ExceptionClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something settlement could not explain, with its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exception {
+    /// Id, increasing.
+    pub id: u64,
+    /// Class.
+    pub class: ExceptionClass,
+    /// The card concerned (hex in JSON).
+    #[serde(serialize_with = "ser_card_opt")]
+    pub card_id: Option<[u8; 8]>,
+    /// The card counter concerned.
+    pub counter: Option<u32>,
+    /// The terminal that sent the evidence.
+    pub terminal_id: Option<u32>,
+    /// The batch that carried it.
+    pub batch_no: Option<u32>,
+    /// The evidence (records, heads, balances), as JSON.
+    pub evidence: serde_json::Value,
+    /// When it was raised (ledger time).
+    pub at: u32,
+}
+
+/// What [`crate::Ledger::ingest`] did with a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestOutcome {
+    /// The MAC'd acknowledgement for the terminal.
+    pub ack: Ack,
+    /// What happened to the records.
+    pub report: IngestReport,
+}
+
+/// Counts of one ingestion. For a posted batch `posted + duplicates +
+/// rejected + held == card_transactions`. A held or duplicate batch posts
+/// nothing: only `records` and `card_transactions` are filled in.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    /// The terminal.
+    pub terminal_id: u32,
+    /// The batch.
+    pub batch_no: u32,
+    /// Journal records in the batch.
+    pub records: u32,
+    /// Of which card transactions (completion and recovered).
+    pub card_transactions: u32,
+    /// Card transactions of this batch posted to their card.
+    pub posted: u32,
+    /// Card transactions already known with the same content.
+    pub duplicates: u32,
+    /// Card transactions rejected (bad certificate, conflict).
+    pub rejected: u32,
+    /// Card transactions of this batch held pending an earlier counter.
+    pub held: u32,
+    /// Card transactions of earlier batches that this one unblocked.
+    pub released: u32,
+    /// Held batches of this terminal posted after this one.
+    pub released_batches: Vec<u32>,
+    /// Exceptions raised (the first 1,000; see `exceptions_total`).
+    pub exceptions: Vec<Exception>,
+    /// Number of exceptions raised.
+    pub exceptions_total: u32,
+}
+
+/// The books of one card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardBook {
+    /// The card (hex in JSON).
+    #[serde(serialize_with = "ser_card")]
+    pub card_id: [u8; 8],
+    /// Its customer, when registered and not erased.
+    pub customer_id: Option<u64>,
+    /// Key version its certificates are checked with.
+    pub key_version: u8,
+    /// Whether the card was registered ([`crate::Ledger::register_card`]).
+    pub registered: bool,
+    /// Sum of the certified deltas posted: the ledger's balance.
+    pub shadow_balance: i64,
+    /// The balance the card certified last.
+    pub card_balance: i64,
+    /// `card_balance - shadow_balance`: points the card holds that no
+    /// certified transaction explains.
+    pub discrepancy: i64,
+    /// A balance discontinuity was found on this card.
+    pub flagged: bool,
+    /// Highest counter with every counter `1..=n` posted.
+    pub last_counter: u32,
+    /// Whether the card is on the hotlist.
+    pub hotlisted: bool,
+    /// Card transactions held beyond a gap.
+    pub pending: u32,
+}
+
+/// A customer to register: personal data, kept apart from the books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCustomer {
+    /// Name (UTF-8).
+    pub name: String,
+    /// Date of birth.
+    pub birth_date: Date,
+    /// Home city (UTF-8).
+    pub home_city: String,
+    /// Household id.
+    pub household: [u8; 8],
+    /// Preferences.
+    pub preferences: Vec<String>,
+    /// Loyalty tier.
+    pub tier: u8,
+}
+
+/// A registered customer, as exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Customer {
+    /// Customer id.
+    pub customer_id: u64,
+    /// Name.
+    pub name: String,
+    /// Date of birth, `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// Home city.
+    pub home_city: String,
+    /// Household id, hex.
+    pub household: String,
+    /// Preferences.
+    pub preferences: Vec<String>,
+    /// Loyalty tier.
+    pub tier: u8,
+    /// The customer's cards, hex.
+    pub cards: Vec<String>,
+}
+
+/// Reconciliation of one terminal on one settlement day (the UTC day the
+/// ledger received its batches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconciliationRow {
+    /// Day, `YYYY-MM-DD`.
+    pub date: String,
+    /// The terminal.
+    pub terminal_id: u32,
+    /// Batches received (posted or held).
+    pub batches: u32,
+    /// Of which still held.
+    pub held_batches: u32,
+    /// Journal records received.
+    pub records: u64,
+    /// Of which card transactions.
+    pub card_transactions: u64,
+    /// Card transactions stored from these batches and posted by now.
+    pub posted: u64,
+    /// Duplicates ignored.
+    pub duplicates: u64,
+    /// Card transactions rejected.
+    pub rejected: u64,
+    /// Card transactions stored from these batches and still held beyond
+    /// a gap.
+    pub held: u64,
+    /// Exceptions naming this terminal raised that day.
+    pub exceptions: u64,
+    /// Totals per transaction type as the terminal declared them (headers).
+    pub declared: BTreeMap<String, Total>,
+    /// Totals per transaction type of the card transactions stored.
+    pub stored: BTreeMap<String, Total>,
+    /// Declines and referrals per reason code.
+    pub declines: BTreeMap<String, u64>,
+}
+
+/// The reconciliation report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconciliationReport {
+    /// One row per terminal and day, by day then terminal.
+    pub rows: Vec<ReconciliationRow>,
+    /// Exceptions by class over the rows' scope.
+    pub exceptions_by_class: BTreeMap<String, u64>,
+}
+
+/// Points outstanding and their value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiabilityReport {
+    /// Cards with books.
+    pub cards: u64,
+    /// Sum of the cards' shadow balances: points the books owe.
+    pub points_outstanding: i64,
+    /// The rate used.
+    pub minor_units_per_point: u64,
+    /// `points_outstanding × minor_units_per_point`.
+    pub value_minor: i64,
+    /// Sum of the balances the cards last certified.
+    pub card_balances: i64,
+    /// Points on cards that no certified transaction explains.
+    pub unexplained_points: i64,
+    /// Hotlisted cards.
+    pub hotlisted_cards: u64,
+    /// Points outstanding on hotlisted cards.
+    pub hotlisted_points: i64,
+    /// Card transactions held beyond a gap.
+    pub pending_records: u64,
+    /// Their net points (not in `points_outstanding`).
+    pub pending_points: i64,
+}
+
+/// One customer (or an anonymous card) in the customers report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerRow {
+    /// The customer; `None` for a card without (or erased) customer.
+    pub customer_id: Option<u64>,
+    /// Name, when known.
+    pub name: Option<String>,
+    /// The cards, hex.
+    pub cards: Vec<String>,
+    /// Posted card transactions.
+    pub transactions: u64,
+    /// Distinct days with a transaction.
+    pub visits: u64,
+    /// First visit, `YYYY-MM-DD`.
+    pub first_visit: String,
+    /// Last visit, `YYYY-MM-DD`.
+    pub last_visit: String,
+    /// Days since the last visit.
+    pub recency_days: u32,
+    /// Visits per 30 days since the first visit.
+    pub visits_per_30_days: f64,
+    /// Points earned (earns less refunded earns).
+    pub points_earned: i64,
+    /// Points redeemed (redemptions less refunded ones).
+    pub points_redeemed: i64,
+    /// Purchases that earned, in minor units (completions only: recovered
+    /// records do not carry the purchase).
+    pub spend_minor: u64,
+    /// The terminal where most transactions were made.
+    pub favourite_store: Option<u32>,
+    /// Recency, frequency, monetary scores, 1–3 each, as `"R3F2M1"`.
+    pub rfm: String,
+    /// Segment: `champion`, `loyal`, `new`, `promising`, `at-risk`,
+    /// `hibernating`.
+    pub segment: String,
+}
+
+/// The customers report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomersReport {
+    /// The report's time.
+    pub as_of: String,
+    /// One row per customer (and per anonymous card).
+    pub rows: Vec<CustomerRow>,
+    /// Customers per segment.
+    pub segments: BTreeMap<String, u64>,
+}

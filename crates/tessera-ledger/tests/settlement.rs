@@ -1,0 +1,844 @@
+//! Settlement into the ledger with real data: batches sealed by real tills
+//! (simulated cards, real terminal stack, SQLite journals) or by the real
+//! journal with genuinely certified records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+
+use common::*;
+use tessera_crypto::rng::Rng;
+use tessera_ledger::{ExceptionClass, Ledger, LedgerError, LedgerKeys, NewCustomer};
+use tessera_protocol::messages::TxKind;
+use tessera_protocol::profile::Date;
+use tessera_simulator::SimCard;
+use tessera_terminal::batch::AckStatus;
+use tessera_terminal::journal::{Entry, EntryKind};
+
+/// Everything the books say, to compare before and after.
+fn snapshot(l: &Ledger) -> String {
+    let mut s = String::new();
+    for n in 0..8 {
+        s += &format!("{:?}\n", l.card(card_id(n)).unwrap());
+    }
+    s += &serde_json::to_string(&l.exceptions().unwrap()).unwrap();
+    s += &serde_json::to_string(&l.reconciliation(None, None).unwrap()).unwrap();
+    s += &serde_json::to_string(&l.liability(1).unwrap()).unwrap();
+    s += &format!("{:?}{:?}", l.settled_counters().unwrap(), l.hotlist().unwrap());
+    s
+}
+
+fn classes(l: &Ledger) -> Vec<ExceptionClass> {
+    l.exceptions().unwrap().into_iter().map(|e| e.class).collect()
+}
+
+/// A day at two tills over three cards; returns the cards.
+fn trading_day(shop: &Shop, tills: [u32; 2]) -> Vec<SimCard> {
+    let mut a = shop.till(tills[0]);
+    let mut b = shop.till(tills[1]);
+    let mut cards: Vec<SimCard> = (1..=3).map(issued_card).collect();
+    for round in 0..4u64 {
+        for (i, card) in cards.iter_mut().enumerate() {
+            shop.advance(60);
+            let till = if (i as u64 + round).is_multiple_of(2) {
+                &mut a
+            } else {
+                &mut b
+            };
+            assert!(purchase(till, card, 2_000 + 500 * round));
+        }
+    }
+    shop.advance(60);
+    assert!(redeem(&mut b, &mut cards[0], 10));
+    cards
+}
+
+#[test]
+fn posts_real_batches_and_books_match_the_cards() {
+    let shop = Shop::new();
+    let cards = trading_day(&shop, [11, 12]);
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(11, shop.now()).unwrap();
+    ledger.register_terminal(12, shop.now()).unwrap();
+    ledger.register_terminal(12, shop.now()).unwrap(); // idempotent
+    for id in [11, 12] {
+        let batch = shop.settle(id);
+        let out = ledger.ingest(&batch[..], shop.now()).unwrap();
+        assert_eq!(out.ack.status, AckStatus::Posted);
+        assert!(out.ack.verify(&keys().terminal_batch_key(id)));
+        let r = &out.report;
+        assert!(r.records > r.card_transactions && r.card_transactions > 0, "{r:?}");
+        assert_eq!(r.posted + r.duplicates + r.rejected + r.held, r.card_transactions);
+        assert_eq!(r.exceptions_total, 0, "{:?}", r.exceptions);
+        acknowledge(&shop.journal_path(id), id, &out.ack, shop.now());
+    }
+    for card in &cards {
+        let st = card.state().unwrap();
+        let book = ledger.card(st.card_id).unwrap().unwrap();
+        assert_eq!(book.shadow_balance, i64::from(st.balance));
+        assert_eq!(book.card_balance, i64::from(st.balance));
+        assert_eq!(book.last_counter, st.counter);
+        assert_eq!((book.pending, book.flagged, book.hotlisted), (0, false, false));
+    }
+    let settled = ledger.settled_counters().unwrap();
+    assert_eq!(settled.len(), 3);
+    assert!(settled.iter().all(|(id, n)| cards
+        .iter()
+        .any(|c| c.state().unwrap().card_id == *id && c.state().unwrap().counter == *n)));
+    assert!(ledger.exceptions().unwrap().is_empty());
+}
+
+#[test]
+fn the_same_batch_twice_changes_nothing() {
+    let shop = Shop::new();
+    trading_day(&shop, [11, 12]);
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(11, shop.now()).unwrap();
+    let batch = shop.settle(11);
+    assert_eq!(
+        ledger.ingest(&batch[..], shop.now()).unwrap().ack.status,
+        AckStatus::Posted
+    );
+    let before = snapshot(&ledger);
+    for _ in 0..2 {
+        let again = ledger.ingest(&batch[..], shop.now() + 100).unwrap();
+        assert_eq!(again.ack.status, AckStatus::Duplicate);
+        assert!(again.ack.verify(&keys().terminal_batch_key(11)));
+        assert_eq!(again.report.posted, 0);
+    }
+    assert_eq!(snapshot(&ledger), before);
+}
+
+#[test]
+fn out_of_order_batches_are_held_then_posted_in_order() {
+    let shop = Shop::new();
+    let path = shop.journal_path(21);
+    let mut till = shop.till(21);
+    let mut card = issued_card(1);
+    let mut batches = Vec::new();
+    for round in 0..3 {
+        for _ in 0..=round {
+            shop.advance(60);
+            assert!(purchase(&mut till, &mut card, 3_000));
+        }
+        shop.advance(60);
+        let b = shop.settle(21);
+        ack_locally(&path, 21, &b, shop.now());
+        batches.push(b);
+    }
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(21, T0).unwrap();
+    let third = ledger.ingest(&batches[2][..], shop.now()).unwrap();
+    assert_eq!(third.ack.status, AckStatus::Held);
+    assert!(third.ack.verify(&keys().terminal_batch_key(21)));
+    assert_eq!(ledger.card(card_id(1)).unwrap(), None, "nothing posted yet");
+    assert_eq!(
+        ledger.ingest(&batches[2][..], shop.now()).unwrap().ack.status,
+        AckStatus::Held,
+        "a held batch again"
+    );
+    assert_eq!(
+        ledger.ingest(&batches[1][..], shop.now()).unwrap().ack.status,
+        AckStatus::Held
+    );
+    let first = ledger.ingest(&batches[0][..], shop.now()).unwrap();
+    assert_eq!(first.ack.status, AckStatus::Posted);
+    assert_eq!(first.report.released_batches, vec![2, 3]);
+    assert_eq!(first.report.released, 5);
+    let st = card.state().unwrap();
+    let book = ledger.card(card_id(1)).unwrap().unwrap();
+    assert_eq!(
+        (book.shadow_balance, book.last_counter, book.pending),
+        (i64::from(st.balance), st.counter, 0)
+    );
+    assert_eq!(
+        ledger.ingest(&batches[1][..], shop.now()).unwrap().ack.status,
+        AckStatus::Duplicate
+    );
+    assert!(ledger.exceptions().unwrap().is_empty());
+    let rec = ledger.reconciliation(None, Some(21)).unwrap();
+    assert_eq!(rec.rows.len(), 1);
+    assert_eq!(
+        (rec.rows[0].batches, rec.rows[0].held_batches, rec.rows[0].posted),
+        (3, 0, 6)
+    );
+}
+
+/// Replaces, in the first record line whose body matches, `from` by `to`
+/// inside the hashed body (keeping the stated hash).
+fn tamper(batch: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let text = String::from_utf8(batch.to_vec()).unwrap();
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.contains("\"type\":\"record\"") && l.contains(from) {
+                done = true;
+                l.replacen(from, to, 1)
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(done, "nothing to tamper with");
+    (lines.join("\n") + "\n").into_bytes()
+}
+
+#[test]
+fn a_tampered_record_breaks_the_chain_and_is_refused() {
+    let shop = Shop::new();
+    let path = shop.journal_path(31);
+    let batch = journal_batch(
+        &path,
+        31,
+        vec![
+            certified(EntryKind::Completion, 1, 1, TxKind::Earn, 100, 100, 31, 1, T0),
+            certified(EntryKind::Completion, 2, 1, TxKind::Earn, 40, 40, 31, 2, T0),
+        ],
+        T0,
+    );
+    let forged = tamper(&batch, r#"\"points\":40"#, r#"\"points\":4000"#);
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(31, T0).unwrap();
+    let err = ledger.ingest(&forged[..], T0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::BrokenChain {
+                terminal_id: 31,
+                seq: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.http_status(), 400);
+    assert_eq!(classes(&ledger), vec![ExceptionClass::BrokenChain]);
+    assert_eq!(
+        ledger.card(card_id(1)).unwrap(),
+        None,
+        "record 1 was fine but the batch is all or nothing"
+    );
+    // The genuine batch still posts.
+    assert_eq!(ledger.ingest(&batch[..], T0).unwrap().ack.status, AckStatus::Posted);
+}
+
+#[test]
+fn a_wrong_mac_is_refused_and_writes_nothing() {
+    let shop = Shop::new();
+    let path = shop.journal_path(32);
+    let entries = vec![certified(
+        EntryKind::Completion,
+        1,
+        1,
+        TxKind::Earn,
+        100,
+        100,
+        32,
+        1,
+        T0,
+    )];
+    let mut j = tessera_terminal::journal::Journal::open(&path, 32).unwrap();
+    for e in entries {
+        j.append(e).unwrap();
+    }
+    // Sealed with another terminal's key.
+    let mut batch = Vec::new();
+    tessera_terminal::batch::write_batch(&mut j, &keys().terminal_batch_key(33), T0, &mut batch).unwrap();
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(32, T0).unwrap();
+    let before = snapshot(&ledger);
+    let err = ledger.ingest(&batch[..], T0).unwrap_err();
+    assert!(matches!(err, LedgerError::BadMac), "{err}");
+    assert_eq!(err.http_status(), 401);
+    assert_eq!(snapshot(&ledger), before);
+}
+
+#[test]
+fn unknown_and_revoked_terminals_are_refused_with_an_exception() {
+    let shop = Shop::new();
+    let batch = journal_batch(
+        &shop.journal_path(41),
+        41,
+        vec![certified(
+            EntryKind::Completion,
+            1,
+            1,
+            TxKind::Earn,
+            100,
+            100,
+            41,
+            1,
+            T0,
+        )],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    let err = ledger.ingest(&batch[..], T0).unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownTerminal(41)));
+    assert_eq!(err.http_status(), 403);
+    assert_eq!(classes(&ledger), vec![ExceptionClass::UnknownTerminal]);
+    assert_eq!(ledger.card(card_id(1)).unwrap(), None);
+    ledger.register_terminal(41, T0).unwrap();
+    ledger.revoke_terminal(41, T0 + 1).unwrap();
+    ledger.register_terminal(41, T0 + 2).unwrap(); // does not lift the revocation
+    let err = ledger.ingest(&batch[..], T0).unwrap_err();
+    assert!(matches!(err, LedgerError::RevokedTerminal(41)));
+    assert_eq!(
+        classes(&ledger),
+        vec![ExceptionClass::UnknownTerminal, ExceptionClass::RevokedTerminal]
+    );
+    assert_eq!(ledger.card(card_id(1)).unwrap(), None);
+    assert!(matches!(
+        ledger.revoke_terminal(99, T0),
+        Err(LedgerError::UnknownTerminal(99))
+    ));
+}
+
+#[test]
+fn a_forged_certificate_is_rejected_with_an_exception() {
+    let shop = Shop::new();
+    let mut forged = certified(EntryKind::Completion, 2, 1, TxKind::Earn, 500, 500, 51, 2, T0);
+    forged.certificate = Some("00112233445566778899AABBCCDDEEFF".into());
+    let mut upgraded = certified(EntryKind::Completion, 3, 1, TxKind::Earn, 5, 5, 51, 3, T0);
+    upgraded.points = Some(5_000); // certificate of 5 points, claims 5,000
+    upgraded.balance_after = Some(5_000);
+    let batch = journal_batch(
+        &shop.journal_path(51),
+        51,
+        vec![
+            certified(EntryKind::Completion, 1, 1, TxKind::Earn, 100, 100, 51, 1, T0),
+            forged,
+            upgraded,
+        ],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(51, T0).unwrap();
+    let out = ledger.ingest(&batch[..], T0).unwrap();
+    assert_eq!(out.ack.status, AckStatus::Posted);
+    assert_eq!((out.report.posted, out.report.rejected), (1, 2));
+    assert_eq!(classes(&ledger), vec![ExceptionClass::BadCertificate; 2]);
+    assert_eq!(ledger.exceptions().unwrap()[0].card_id, Some(card_id(2)));
+    assert_eq!(ledger.card(card_id(2)).unwrap(), None);
+    assert_eq!(ledger.card(card_id(3)).unwrap(), None);
+    assert_eq!(ledger.card(card_id(1)).unwrap().unwrap().shadow_balance, 100);
+}
+
+#[test]
+fn a_cloned_card_used_at_two_tills_is_a_conflict_and_hotlisted() {
+    let shop = Shop::new();
+    let mut card = issued_card(1);
+    let mut clone = SimCard::from_eeprom(card.memory(), Rng::seeded(77)).unwrap();
+    let mut a = shop.till(61);
+    let mut b = shop.till(62);
+    shop.advance(60);
+    assert!(purchase(&mut a, &mut card, 2_000));
+    shop.advance(60);
+    assert!(purchase(&mut b, &mut clone, 9_000));
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(61, T0).unwrap();
+    ledger.register_terminal(62, T0).unwrap();
+    let v0 = ledger.hotlist().unwrap().version;
+    assert_eq!(
+        ledger.ingest(&shop.settle(61)[..], shop.now()).unwrap().report.posted,
+        1
+    );
+    let out = ledger.ingest(&shop.settle(62)[..], shop.now()).unwrap();
+    assert_eq!((out.report.posted, out.report.rejected), (0, 1));
+    assert_eq!(out.report.exceptions[0].class, ExceptionClass::Conflict);
+    assert_eq!(out.report.exceptions[0].card_id, Some(card_id(1)));
+    let hot = ledger.hotlist().unwrap();
+    assert!(hot.contains(&card_id(1)));
+    assert_eq!(hot.version, v0 + 1);
+    let book = ledger.card(card_id(1)).unwrap().unwrap();
+    assert!(book.hotlisted);
+    assert_eq!(
+        book.shadow_balance,
+        i64::from(card.state().unwrap().balance),
+        "the first record stays posted"
+    );
+}
+
+#[test]
+fn recovered_evidence_from_another_till_is_a_silent_duplicate() {
+    let shop = Shop::new();
+    let c1 = certified(EntryKind::Completion, 1, 1, TxKind::Earn, 100, 100, 71, 1, T0);
+    let mut r1 = c1.clone();
+    r1.kind = EntryKind::Recovered;
+    r1.purchase_minor = None;
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(71, T0).unwrap();
+    ledger.register_terminal(72, T0).unwrap();
+    let b2 = journal_batch(&shop.journal_path(72), 72, vec![r1], T0);
+    let b1 = journal_batch(&shop.journal_path(71), 71, vec![c1.clone(), c1], T0);
+    assert_eq!(ledger.ingest(&b2[..], T0).unwrap().report.posted, 1);
+    let out = ledger.ingest(&b1[..], T0).unwrap();
+    assert_eq!((out.report.posted, out.report.duplicates), (0, 2));
+    // The copy from the other till raises nothing; the same till sending
+    // the record twice raises one duplicate-record.
+    assert_eq!(classes(&ledger), vec![ExceptionClass::DuplicateRecord]);
+    assert_eq!(ledger.card(card_id(1)).unwrap().unwrap().shadow_balance, 100);
+}
+
+#[test]
+fn a_balance_discontinuity_is_posted_flagged_and_explained() {
+    let shop = Shop::new();
+    let batch = journal_batch(
+        &shop.journal_path(81),
+        81,
+        vec![
+            certified(EntryKind::Completion, 1, 1, TxKind::Earn, 100, 100, 81, 1, T0),
+            certified(EntryKind::Completion, 1, 2, TxKind::Earn, 50, 500, 81, 2, T0 + 60),
+            certified(EntryKind::Completion, 1, 3, TxKind::Redeem, 20, 480, 81, 3, T0 + 120),
+        ],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(81, T0).unwrap();
+    let out = ledger.ingest(&batch[..], T0).unwrap();
+    assert_eq!(out.report.posted, 3);
+    assert_eq!(
+        classes(&ledger),
+        vec![ExceptionClass::BalanceDiscontinuity],
+        "one jump, one exception"
+    );
+    let e = &ledger.exceptions().unwrap()[0];
+    assert_eq!(
+        (
+            e.counter,
+            e.evidence["expected"].as_i64(),
+            e.evidence["balance_after"].as_i64()
+        ),
+        (Some(2), Some(150), Some(500))
+    );
+    let book = ledger.card(card_id(1)).unwrap().unwrap();
+    assert_eq!(
+        (book.shadow_balance, book.card_balance, book.discrepancy, book.flagged),
+        (130, 480, 350, true)
+    );
+    let l = ledger.liability(10).unwrap();
+    assert_eq!(
+        (l.points_outstanding, l.unexplained_points, l.value_minor),
+        (130, 350, 1300)
+    );
+}
+
+#[test]
+fn a_gap_holds_records_and_ages_into_an_exception_once() {
+    let shop = Shop::new();
+    let path = shop.journal_path(91);
+    let b1 = journal_batch(
+        &path,
+        91,
+        vec![
+            certified(EntryKind::Completion, 1, 1, TxKind::Earn, 100, 100, 91, 1, T0),
+            certified(EntryKind::Completion, 1, 3, TxKind::Earn, 30, 150, 91, 2, T0),
+        ],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(91, T0).unwrap();
+    let out = ledger.ingest(&b1[..], T0).unwrap();
+    assert_eq!((out.report.posted, out.report.held), (1, 1));
+    let book = ledger.card(card_id(1)).unwrap().unwrap();
+    assert_eq!((book.last_counter, book.pending, book.shadow_balance), (1, 1, 100));
+    assert_eq!(ledger.settled_counters().unwrap(), vec![(card_id(1), 1)]);
+    assert_eq!(ledger.age_gaps(T0 + 60, 3_600).unwrap(), 0);
+    assert_eq!(ledger.age_gaps(T0 + 7_200, 3_600).unwrap(), 1);
+    assert_eq!(ledger.age_gaps(T0 + 9_000, 3_600).unwrap(), 0, "once");
+    let gap = ledger.exceptions().unwrap().pop().unwrap();
+    assert_eq!(
+        (gap.class, gap.counter, gap.evidence["missing_to"].as_u64()),
+        (ExceptionClass::Gap, Some(2), Some(2))
+    );
+    assert_eq!(ledger.liability(1).unwrap().pending_points, 30);
+    // The missing record arrives (a recovered copy from the same till).
+    ack_locally(&path, 91, &b1, T0);
+    let b2 = journal_batch(
+        &path,
+        91,
+        vec![certified(EntryKind::Recovered, 1, 2, TxKind::Earn, 20, 120, 92, 7, T0)],
+        T0 + 8_000,
+    );
+    let out = ledger.ingest(&b2[..], T0 + 8_000).unwrap();
+    assert_eq!((out.report.posted, out.report.released), (1, 1));
+    let book = ledger.card(card_id(1)).unwrap().unwrap();
+    assert_eq!(
+        (book.last_counter, book.pending, book.shadow_balance, book.flagged),
+        (3, 0, 150, false)
+    );
+}
+
+#[test]
+fn batch_number_conflict_and_discontinuous_batches_are_refused() {
+    let shop = Shop::new();
+    let dir = shop.dir.path();
+    let a = journal_batch(
+        &dir.join("a.sqlite"),
+        5,
+        vec![certified(EntryKind::Completion, 1, 1, TxKind::Earn, 10, 10, 5, 1, T0)],
+        T0,
+    );
+    let b = journal_batch(
+        &dir.join("b.sqlite"),
+        5,
+        vec![certified(EntryKind::Completion, 2, 1, TxKind::Earn, 10, 10, 5, 1, T0)],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(5, T0).unwrap();
+    ledger.ingest(&a[..], T0).unwrap();
+    let err = ledger.ingest(&b[..], T0).unwrap_err();
+    assert!(matches!(
+        err,
+        LedgerError::BatchConflict {
+            terminal_id: 5,
+            batch_no: 1
+        }
+    ));
+    assert_eq!(err.http_status(), 409);
+    // Batch 2 of journal b does not continue batch 1 of journal a.
+    ack_locally(&dir.join("b.sqlite"), 5, &b, T0);
+    let b2 = journal_batch(
+        &dir.join("b.sqlite"),
+        5,
+        vec![certified(EntryKind::Completion, 2, 2, TxKind::Earn, 10, 20, 5, 2, T0)],
+        T0,
+    );
+    let err = ledger.ingest(&b2[..], T0).unwrap_err();
+    assert!(matches!(err, LedgerError::BrokenChain { terminal_id: 5, .. }), "{err}");
+    assert_eq!(
+        classes(&ledger),
+        vec![ExceptionClass::BatchConflict, ExceptionClass::BrokenChain]
+    );
+    assert_eq!(ledger.card(card_id(2)).unwrap(), None);
+}
+
+/// Hands out `data` and fails with an I/O error after `fail_at` bytes.
+struct FailingReader {
+    data: Vec<u8>,
+    pos: usize,
+    fail_at: usize,
+    panic: bool,
+}
+
+impl Read for FailingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.fail_at {
+            if self.panic {
+                panic!("server killed mid-import");
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "client went away",
+            ));
+        }
+        let n = buf.len().min(self.fail_at - self.pos).min(97);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_import_cut_halfway_leaves_nothing_and_the_retry_posts_once() {
+    let shop = Shop::new();
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| {
+            certified(
+                EntryKind::Completion,
+                i % 4,
+                i / 4 + 1,
+                TxKind::Earn,
+                10,
+                10 * (i / 4 + 1),
+                7,
+                i + 1,
+                T0,
+            )
+        })
+        .collect();
+    let batch = journal_batch(&shop.journal_path(7), 7, entries, T0);
+    {
+        let mut ledger = shop.ledger();
+        ledger.register_terminal(7, T0).unwrap();
+        let before = snapshot(&ledger);
+        let cut = FailingReader {
+            data: batch.clone(),
+            pos: 0,
+            fail_at: batch.len() / 2,
+            panic: false,
+        };
+        let err = ledger.ingest(BufReader::new(cut), T0).unwrap_err();
+        assert!(matches!(err, LedgerError::Io(_)), "{err}");
+        assert_eq!(snapshot(&ledger), before);
+        // A panic mid-import (the closest to a kill in-process): the open
+        // transaction dies with the ledger.
+        let killed = FailingReader {
+            data: batch.clone(),
+            pos: 0,
+            fail_at: batch.len() * 3 / 4,
+            panic: true,
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut l = shop.ledger();
+            let _ = l.ingest(BufReader::new(killed), T0);
+        }));
+        assert!(r.is_err());
+        drop(ledger);
+    }
+    let mut ledger = shop.ledger();
+    assert_eq!(ledger.card(card_id(1)).unwrap(), None);
+    assert!(ledger.reconciliation(None, None).unwrap().rows.is_empty());
+    let out = ledger.ingest(&batch[..], T0).unwrap();
+    assert_eq!((out.ack.status, out.report.posted), (AckStatus::Posted, 40));
+    assert_eq!(ledger.ingest(&batch[..], T0).unwrap().ack.status, AckStatus::Duplicate);
+    assert_eq!(ledger.card(card_id(1)).unwrap().unwrap().shadow_balance, 100);
+}
+
+#[test]
+fn erasing_a_customer_keeps_the_books() {
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    let c = NewCustomer {
+        name: "Анна Петрова".into(),
+        birth_date: Date {
+            year: 1990,
+            month: 3,
+            day: 14,
+        },
+        home_city: "Нижний Новгород".into(),
+        household: *b"HH000042",
+        preferences: vec!["coffee".into()],
+        tier: 1,
+    };
+    let id = ledger.register_customer(&c).unwrap();
+    ledger.register_card(card_id(1), id, 1, T0).unwrap();
+    assert!(matches!(
+        ledger.register_card(card_id(2), 999, 1, T0),
+        Err(LedgerError::UnknownCustomer(999))
+    ));
+    ledger.queue_profile_update(card_id(1), 2, vec![1, 2, 3], T0).unwrap();
+    ledger.register_terminal(3, T0).unwrap();
+    let batch = journal_batch(
+        &shop.journal_path(3),
+        3,
+        vec![
+            certified(EntryKind::Completion, 1, 1, TxKind::Earn, 100, 100, 3, 1, T0),
+            certified(EntryKind::Completion, 1, 2, TxKind::Redeem, 30, 70, 3, 2, T0 + 60),
+        ],
+        T0,
+    );
+    ledger.ingest(&batch[..], T0).unwrap();
+    let exported = ledger.customer(id).unwrap().unwrap();
+    assert_eq!((exported.name.as_str(), exported.cards.len()), ("Анна Петрова", 1));
+    let report = ledger.customers_report(T0 + 86_400).unwrap();
+    assert_eq!(report.rows[0].name.as_deref(), Some("Анна Петрова"));
+    let liability = ledger.liability(5).unwrap();
+    let recon = ledger.reconciliation(None, None).unwrap();
+    let book = ledger.card(card_id(1)).unwrap().unwrap();
+    assert_eq!(book.customer_id, Some(id));
+
+    ledger.erase_customer(id).unwrap();
+    assert_eq!(ledger.customer(id).unwrap(), None);
+    assert!(
+        ledger.profile_updates().unwrap().is_empty(),
+        "queued profiles are personal data"
+    );
+    assert!(matches!(
+        ledger.erase_customer(id),
+        Err(LedgerError::UnknownCustomer(_))
+    ));
+    let after = ledger.card(card_id(1)).unwrap().unwrap();
+    assert_eq!(after.customer_id, None);
+    assert_eq!(
+        (after.shadow_balance, after.last_counter, after.key_version),
+        (book.shadow_balance, 2, 1)
+    );
+    assert_eq!(ledger.liability(5).unwrap(), liability);
+    assert_eq!(ledger.reconciliation(None, None).unwrap(), recon);
+    let report = ledger.customers_report(T0 + 86_400).unwrap();
+    assert_eq!((report.rows[0].customer_id, report.rows[0].name.as_ref()), (None, None));
+    assert_eq!(report.rows[0].transactions, 2);
+    // No trace of the name anywhere in the file's live tables.
+    drop(ledger);
+    let conn = rusqlite_free_text(&shop.ledger_path());
+    assert!(!conn.contains("Анна"));
+}
+
+/// Every text value of every table, concatenated (the file's live data).
+fn rusqlite_free_text(path: &std::path::Path) -> String {
+    // Checkpoint the WAL into the file, then read the raw bytes after a
+    // VACUUM would be overkill: query the tables instead.
+    let l = Ledger::open(path, LedgerKeys::from_issuer(&keys())).unwrap();
+    let mut s = serde_json::to_string(&l.customers_report(T0).unwrap()).unwrap();
+    s += &serde_json::to_string(&l.exceptions().unwrap()).unwrap();
+    s += &format!("{:?}", l.profile_updates().unwrap());
+    s
+}
+
+#[test]
+fn reports_on_a_small_day() {
+    let shop = Shop::new();
+    let cards = trading_day(&shop, [11, 12]);
+    let mut ledger = shop.ledger();
+    for id in [11, 12] {
+        ledger.register_terminal(id, T0).unwrap();
+    }
+    let day = shop.now();
+    for id in [11, 12] {
+        ledger.ingest(&shop.settle(id)[..], day).unwrap();
+    }
+    let date = Date::from_unix_days(day / 86_400);
+    let recon = ledger.reconciliation(Some(date), None).unwrap();
+    assert_eq!(recon.rows.len(), 2);
+    for row in &recon.rows {
+        assert_eq!(row.date, date.to_string());
+        // Each till also journals, as recovered evidence, the last
+        // transaction a card made at the other till: duplicates.
+        assert_eq!((row.rejected, row.held), (0, 0));
+        assert_eq!(row.posted + row.duplicates, row.card_transactions);
+        assert_eq!(
+            row.declared.values().map(|t| t.count).sum::<u64>(),
+            row.card_transactions
+        );
+        assert_eq!(row.stored.values().map(|t| t.count).sum::<u64>(), row.posted);
+        assert_eq!(row.exceptions, 0);
+    }
+    assert!(recon.rows.iter().map(|r| r.duplicates).sum::<u64>() > 0);
+    let posted: u64 = recon.rows.iter().map(|r| r.posted).sum();
+    assert_eq!(
+        posted,
+        cards.iter().map(|c| u64::from(c.state().unwrap().counter)).sum::<u64>()
+    );
+    assert!(ledger
+        .reconciliation(
+            Some(Date {
+                year: 2020,
+                month: 1,
+                day: 1
+            }),
+            None
+        )
+        .unwrap()
+        .rows
+        .is_empty());
+    assert_eq!(ledger.reconciliation(None, Some(12)).unwrap().rows.len(), 1);
+    let total: i64 = cards.iter().map(|c| i64::from(c.state().unwrap().balance)).sum();
+    let l = ledger.liability(2).unwrap();
+    assert_eq!((l.cards, l.points_outstanding, l.value_minor), (3, total, total * 2));
+    let cr = ledger.customers_report(day + 3_600).unwrap();
+    assert_eq!(cr.rows.len(), 3, "three anonymous cards");
+    for row in &cr.rows {
+        assert_eq!((row.visits, row.recency_days), (1, 0));
+        assert!(matches!(row.favourite_store, Some(11 | 12)));
+        assert_eq!(row.segment, "new");
+    }
+    assert!(cr.rows.iter().any(|r| r.points_redeemed == 10));
+    // Everything serializes for the CLI.
+    for v in [
+        serde_json::to_value(&recon).unwrap(),
+        serde_json::to_value(&l).unwrap(),
+        serde_json::to_value(&cr).unwrap(),
+        serde_json::to_value(ledger.card(card_id(1)).unwrap()).unwrap(),
+    ] {
+        assert!(!v.is_null());
+    }
+}
+
+#[test]
+fn declines_are_stored_for_reconciliation() {
+    let shop = Shop::new();
+    let mut till = shop.till(13);
+    let mut card = issued_card(1);
+    shop.advance(60);
+    assert!(purchase(&mut till, &mut card, 2_000));
+    shop.advance(60);
+    assert!(
+        !redeem(&mut till, &mut card, 1_000_000),
+        "more than the balance is declined"
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(13, T0).unwrap();
+    ledger.ingest(&shop.settle(13)[..], shop.now()).unwrap();
+    let recon = ledger.reconciliation(None, Some(13)).unwrap();
+    assert_eq!(
+        recon.rows[0].declines.values().sum::<u64>(),
+        1,
+        "{:?}",
+        recon.rows[0].declines
+    );
+}
+
+#[test]
+fn hotlist_profile_updates_and_schema_versions() {
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    assert_eq!(ledger.hotlist().unwrap().version, 0);
+    ledger.hotlist_card(card_id(1), "lost", T0).unwrap();
+    ledger.hotlist_card(card_id(1), "lost", T0).unwrap();
+    ledger.hotlist_card(card_id(2), "stolen", T0).unwrap();
+    let h = ledger.hotlist().unwrap();
+    assert_eq!((h.version, h.cards.len()), (2, 2));
+
+    ledger.queue_profile_update(card_id(1), 2, vec![2; 10], T0).unwrap();
+    ledger.queue_profile_update(card_id(1), 3, vec![3; 10], T0).unwrap();
+    ledger.queue_profile_update(card_id(2), 1, vec![1; 10], T0).unwrap();
+    assert!(ledger.queue_profile_update(card_id(2), 1, vec![0; 513], T0).is_err());
+    assert_eq!(
+        ledger.profile_updates().unwrap(),
+        vec![(card_id(1), 3, vec![3; 10]), (card_id(2), 1, vec![1; 10])]
+    );
+    ledger.mark_profile_delivered(card_id(1), 3).unwrap();
+    assert_eq!(ledger.profile_updates().unwrap(), vec![(card_id(2), 1, vec![1; 10])]);
+    drop(ledger);
+
+    let conn = rusqlite::Connection::open(shop.ledger_path()).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Ledger::open(&shop.ledger_path(), LedgerKeys::from_issuer(&keys())).unwrap_err();
+    assert!(matches!(err, LedgerError::NewerSchema { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn ledger_keys_match_the_issuer() {
+    let k = keys();
+    let lk = LedgerKeys::from_issuer(&k);
+    for id in [0, 1, 42, u32::MAX] {
+        assert_eq!(lk.batch_key(id), k.terminal_batch_key(id));
+    }
+    assert!(format!("{lk:?}").starts_with("LedgerKeys"));
+}
+
+#[test]
+fn garbage_and_truncated_input_is_malformed() {
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    for input in [
+        &b""[..],
+        b"{}",
+        b"not json\n",
+        b"{\"type\":\"header\",\"format\":\"tessera-batch\",\"version\":9}\n",
+    ] {
+        let err = ledger.ingest(input, T0).unwrap_err();
+        assert_eq!(err.http_status(), 400, "{err}");
+    }
+    ledger.register_terminal(8, T0).unwrap();
+    let batch = journal_batch(
+        &shop.journal_path(8),
+        8,
+        vec![certified(EntryKind::Completion, 1, 1, TxKind::Earn, 10, 10, 8, 1, T0)],
+        T0,
+    );
+    let lines: Vec<&[u8]> = batch.split(|b| *b == b'\n').collect();
+    let no_mac = [lines[0], lines[1]].join(&b'\n');
+    assert_eq!(ledger.ingest(&no_mac[..], T0).unwrap_err().http_status(), 400);
+    let mut extra = batch.clone();
+    extra.extend_from_slice(b"{}\n");
+    assert_eq!(ledger.ingest(&extra[..], T0).unwrap_err().http_status(), 400);
+    assert_eq!(ledger.card(card_id(1)).unwrap(), None);
+    let _ = BufRead::fill_buf(&mut &batch[..]);
+}

@@ -1,0 +1,415 @@
+//! The back-office HTTP server (`tessera office serve`).
+//!
+//! * `POST /v1/batches` streams the request body into
+//!   [`Ledger::ingest`] on a blocking thread while the body arrives: a
+//!   batch is never held in memory whole. The ledger is behind a mutex, so
+//!   batches are ingested one at a time; a body that stalls for longer than
+//!   [`ServerConfig::idle_timeout`] is abandoned (nothing is posted).
+//!   Refusals: `415` unless `Content-Type: application/x-ndjson`; `413`
+//!   above [`ServerConfig::max_batch_bytes`] (announced or counted); the
+//!   ledger's own refusals with [`LedgerError::http_status`].
+//! * `GET /v1/sync?terminal=N[&nonce=HEX]` answers the [`SyncData`] for
+//!   terminal N, MAC'd with its batch key (see the crate documentation).
+//!
+//! Every refusal is `{"error": "one line"}`.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::BodyExt;
+use tessera_crypto::keys::IssuerKeys;
+use tessera_ledger::{Ledger, LedgerError};
+use tokio::sync::mpsc;
+
+use crate::sync::{SyncCampaigns, SyncData, SyncHotlist, SyncProfile, SyncSettled, SYNC_FORMAT};
+
+/// Where the server listens unless told otherwise: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8420";
+/// Largest batch accepted by default: 256 MiB.
+pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
+/// The content type of a batch.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// Settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest batch body in bytes (`413` above).
+    pub max_batch_bytes: u64,
+    /// The office directory: `campaigns.toml` and `campaigns.toml.sig`
+    /// there are published through sync.
+    pub office_dir: Option<PathBuf>,
+    /// A fixed clock (Unix seconds) instead of the system clock.
+    pub fixed_now: Option<u32>,
+    /// Longest pause inside a request body before it is abandoned.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_bytes: MAX_BATCH_BYTES,
+            office_dir: None,
+            fixed_now: None,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime or the listener failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Office {
+    ledger: Mutex<Ledger>,
+    keys: IssuerKeys,
+    config: ServerConfig,
+}
+
+impl Office {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock rolled its database transaction
+        // back: the ledger itself is consistent.
+        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now(&self) -> u32 {
+        self.config.fixed_now.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                .unwrap_or(0)
+        })
+    }
+}
+
+/// Runs the server on `addr` until SIGINT or SIGTERM, on its own runtime.
+/// `on_bound` is called with the bound address (port 0 picks a free port)
+/// before the first request is accepted. Requests in flight are finished
+/// on shutdown.
+///
+/// # Errors
+/// [`ServerError::Bind`] if the address cannot be bound, [`ServerError::Io`]
+/// if the runtime cannot start.
+pub fn serve(
+    ledger: Ledger,
+    keys: IssuerKeys,
+    addr: SocketAddr,
+    config: ServerConfig,
+    on_bound: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        on_bound(listener.local_addr()?);
+        serve_on(listener, ledger, keys, config, shutdown_signal()).await
+    })
+}
+
+/// Serves on an already bound listener until `shutdown` completes.
+///
+/// # Errors
+/// [`ServerError::Io`] if accepting fails.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    ledger: Ledger,
+    keys: IssuerKeys,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = router(ledger, keys, config);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// The routes, for embedding the office in another server.
+pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Router {
+    let office = Arc::new(Office {
+        ledger: Mutex::new(ledger),
+        keys,
+        config,
+    });
+    Router::new()
+        .route("/v1/batches", post(post_batch))
+        .route("/v1/sync", get(get_sync))
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such resource: see docs/settlement.md") })
+        .layer(DefaultBodyLimit::disable())
+        .with_state(office)
+}
+
+async fn shutdown_signal() {
+    let int = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = int => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = int.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = int.await;
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let line: String = message.lines().collect::<Vec<_>>().join(" ");
+    json_response(status, serde_json::json!({ "error": line }).to_string())
+}
+
+/// The body, as the blocking ingest reads it: chunks arrive through a
+/// channel from the async side.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let headers = request.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case(BATCH_CONTENT_TYPE) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("a batch is sent as {BATCH_CONTENT_TYPE}, not {content_type:?}"),
+        );
+    }
+    let limit = office.config.max_batch_bytes;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("a batch is at most {limit} bytes"),
+        );
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let too_large = Arc::new(AtomicBool::new(false));
+    let now = office.now();
+    let worker = {
+        let office = Arc::clone(&office);
+        tokio::task::spawn_blocking(move || {
+            let reader = std::io::BufReader::with_capacity(
+                64 * 1024,
+                ChannelReader {
+                    rx,
+                    current: Bytes::new(),
+                },
+            );
+            let mut ledger = office.ledger();
+            ledger.ingest(reader, now)
+        })
+    };
+    let mut body: Body = request.into_body();
+    let mut received: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout(office.config.idle_timeout, body.frame()).await {
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the batch body stalled",
+            )),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => Err(std::io::Error::other(format!("the batch body broke off: {e}"))),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    received += data.len() as u64;
+                    if received > limit {
+                        too_large.store(true, Ordering::SeqCst);
+                        Err(std::io::Error::other(format!("the batch is larger than {limit} bytes")))
+                    } else {
+                        Ok(data)
+                    }
+                }
+                Err(_) => continue, // trailers
+            },
+        };
+        let failed = frame.is_err();
+        if tx.send(frame).await.is_err() || failed {
+            // The ledger stopped reading (it refused the batch), or the
+            // body is unusable: either way the outcome is the worker's.
+            break;
+        }
+    }
+    drop(tx);
+    let result = match worker.await {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("ingest failed: {e}")),
+    };
+    match result {
+        Ok(outcome) => match serde_json::to_string(&outcome.ack) {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        Err(e) if too_large.load(Ordering::SeqCst) => {
+            let _ = e;
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a batch is at most {limit} bytes"),
+            )
+        }
+        Err(e) => refuse(ledger_status(&e), &e.to_string()),
+    }
+}
+
+fn ledger_status(e: &LedgerError) -> StatusCode {
+    StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let Some(terminal_id) = query_param(&query, "terminal").and_then(|t| t.parse::<u32>().ok()) else {
+        return refuse(StatusCode::BAD_REQUEST, "give the terminal: /v1/sync?terminal=N");
+    };
+    let nonce = query_param(&query, "nonce").unwrap_or("").to_ascii_lowercase();
+    if nonce.len() > 64 || hex::decode(&nonce).is_err() {
+        return refuse(StatusCode::BAD_REQUEST, "the nonce is at most 32 bytes in hex");
+    }
+    let worker = tokio::task::spawn_blocking(move || build_sync(&office, terminal_id, nonce));
+    match worker.await {
+        Ok(Ok(data)) => match serde_json::to_string(&data) {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        Ok(Err((status, message))) => refuse(status, &message),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("sync failed: {e}")),
+    }
+}
+
+fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncData, (StatusCode, String)> {
+    let ledger_err = |e: LedgerError| (ledger_status(&e), e.to_string());
+    let campaigns = published_campaigns(office).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let ledger = office.ledger();
+    if !terminal_known(&ledger, terminal_id).map_err(ledger_err)? {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("unknown or revoked terminal {terminal_id}"),
+        ));
+    }
+    let hotlist = ledger.hotlist().map_err(ledger_err)?;
+    let updates = ledger.profile_updates().map_err(ledger_err)?;
+    let settled = ledger.settled_counters().map_err(ledger_err)?;
+    drop(ledger);
+    let mut data = SyncData {
+        format: SYNC_FORMAT.into(),
+        terminal_id,
+        issued_at: office.now(),
+        nonce,
+        hotlist: SyncHotlist {
+            version: hotlist.version,
+            cards: hotlist.cards.iter().map(hex::encode_upper).collect(),
+        },
+        campaigns,
+        profile_updates: updates
+            .into_iter()
+            .map(|(card, version, blob)| SyncProfile {
+                card_id: hex::encode_upper(card),
+                version,
+                profile: hex::encode(blob),
+            })
+            .collect(),
+        settled: settled
+            .into_iter()
+            .map(|(card, counter)| SyncSettled {
+                card_id: hex::encode_upper(card),
+                counter,
+            })
+            .collect(),
+        mac: String::new(),
+    };
+    data.seal(&office.keys.terminal_batch_key(terminal_id));
+    Ok(data)
+}
+
+/// Whether the ledger knows `terminal_id` as an active terminal.
+fn terminal_known(ledger: &Ledger, terminal_id: u32) -> Result<bool, LedgerError> {
+    Ok(ledger.terminal_active(terminal_id)? == Some(true))
+}
+
+/// The campaign file the office publishes: `campaigns.toml` and its
+/// signature in the office directory, both or neither.
+fn published_campaigns(office: &Office) -> Result<Option<SyncCampaigns>, String> {
+    let Some(dir) = &office.config.office_dir else {
+        return Ok(None);
+    };
+    let toml_path = dir.join("campaigns.toml");
+    let sig_path = dir.join("campaigns.toml.sig");
+    let toml = match std::fs::read_to_string(&toml_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", toml_path.display())),
+    };
+    let signature = std::fs::read_to_string(&sig_path).map_err(|e| {
+        format!(
+            "{} (publish the campaign file with its signature): {e}",
+            sig_path.display()
+        )
+    })?;
+    Ok(Some(SyncCampaigns {
+        toml,
+        signature: signature.trim().to_owned(),
+    }))
+}

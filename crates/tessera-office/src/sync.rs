@@ -1,0 +1,167 @@
+//! The sync document and its MAC (see the crate documentation).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tessera_crypto::{cmac, ct_eq, Key};
+
+/// Value of the `format` field.
+pub const SYNC_FORMAT: &str = "tessera-sync-1";
+
+/// The hotlist as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncHotlist {
+    /// Version (0: the empty list, never published).
+    pub version: u32,
+    /// Blocked cards, 16 upper-case hex digits each, sorted.
+    pub cards: Vec<String>,
+}
+
+/// The signed campaign file the office publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncCampaigns {
+    /// `campaigns.toml`, verbatim.
+    pub toml: String,
+    /// `campaigns.toml.sig`, trimmed.
+    pub signature: String,
+}
+
+/// A pending profile update for a card's next tap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncProfile {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The profile version.
+    pub version: u16,
+    /// The signed profile blob, hex.
+    pub profile: String,
+}
+
+/// The highest settled counter of a card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettled {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// Transactions up to this card counter are settled.
+    pub counter: u32,
+}
+
+/// What `GET /v1/sync` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncData {
+    /// Always [`SYNC_FORMAT`].
+    pub format: String,
+    /// The terminal it is for.
+    pub terminal_id: u32,
+    /// The office's clock when it answered (Unix seconds).
+    pub issued_at: u32,
+    /// The nonce the terminal sent (hex), empty if none.
+    pub nonce: String,
+    /// The hotlist.
+    pub hotlist: SyncHotlist,
+    /// The published campaign file, if any.
+    pub campaigns: Option<SyncCampaigns>,
+    /// Pending profile updates.
+    pub profile_updates: Vec<SyncProfile>,
+    /// Settled card counters.
+    pub settled: Vec<SyncSettled>,
+    /// The MAC, hex (see the crate documentation).
+    #[serde(default)]
+    pub mac: String,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    format: &'a str,
+    terminal_id: u32,
+    issued_at: u32,
+    nonce: &'a str,
+    hotlist: &'a SyncHotlist,
+    campaigns: &'a Option<SyncCampaigns>,
+    profile_updates: &'a [SyncProfile],
+    settled: &'a [SyncSettled],
+}
+
+impl SyncData {
+    /// The bytes the MAC covers: `"TS" 01 ‖ SHA-256(canonical body)`.
+    pub fn mac_input(&self) -> Vec<u8> {
+        let c = Canonical {
+            format: &self.format,
+            terminal_id: self.terminal_id,
+            issued_at: self.issued_at,
+            nonce: &self.nonce,
+            hotlist: &self.hotlist,
+            campaigns: &self.campaigns,
+            profile_updates: &self.profile_updates,
+            settled: &self.settled,
+        };
+        let body = serde_json::to_vec(&c).unwrap_or_default();
+        let mut input = b"TS\x01".to_vec();
+        input.extend_from_slice(&Sha256::digest(body));
+        input
+    }
+
+    /// Sets the MAC (office side).
+    pub fn seal(&mut self, key: &Key) {
+        self.mac = hex::encode(cmac(key, &self.mac_input()));
+    }
+
+    /// Checks the MAC (terminal side).
+    pub fn verify(&self, key: &Key) -> bool {
+        let expected = cmac(key, &self.mac_input());
+        hex::decode(&self.mac).is_ok_and(|m| ct_eq(&m, &expected))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SyncData {
+        SyncData {
+            format: SYNC_FORMAT.into(),
+            terminal_id: 7,
+            issued_at: 1_780_000_000,
+            nonce: "00ff".into(),
+            hotlist: SyncHotlist {
+                version: 2,
+                cards: vec!["1000000000000001".into()],
+            },
+            campaigns: Some(SyncCampaigns {
+                toml: "version = 1\n# «Анна»\n".into(),
+                signature: "ab".into(),
+            }),
+            profile_updates: vec![SyncProfile {
+                card_id: "1000000000000002".into(),
+                version: 2,
+                profile: "00".into(),
+            }],
+            settled: vec![SyncSettled {
+                card_id: "1000000000000002".into(),
+                counter: 4,
+            }],
+            mac: String::new(),
+        }
+    }
+
+    #[test]
+    fn mac_round_trips_through_json_and_catches_changes() {
+        let key = Key::new([7; 16]);
+        let mut s = sample();
+        s.seal(&key);
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        let back: SyncData = serde_json::from_str(&text).unwrap();
+        assert!(back.verify(&key));
+        assert!(!back.verify(&Key::new([8; 16])));
+        let mut changed = back.clone();
+        changed.hotlist.cards.clear();
+        assert!(!changed.verify(&key));
+        let mut changed = back;
+        changed.nonce = "00fe".into();
+        assert!(!changed.verify(&key));
+    }
+}
