@@ -42,6 +42,9 @@ pub enum OfficeCmd {
     ExportTerminal(ExportArgs),
     /// Issue a card with the office's keys and register customer and card.
     Issue(IssueArgs),
+    /// The card factory's step: a blank simulated card holding the transport
+    /// key derived from this office's personalization master.
+    Manufacture(ManufactureArgs),
     /// Run the back-office HTTP server (settlement and sync) until SIGINT/SIGTERM.
     Serve(ServeArgs),
     /// Ingest a batch file written by `tessera pos settle --out`; prints the acknowledgement.
@@ -56,6 +59,19 @@ pub enum OfficeCmd {
     /// Check a campaign file and sign it (writes FILE.sig); with --dir, with
     /// the office's key, publishing it in the office directory.
     SignCampaigns(SignArgs),
+}
+
+/// Arguments of `office manufacture`.
+#[derive(Args)]
+pub struct ManufactureArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// Blank card image file to create (must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub card: PathBuf,
+    /// Card id, 16 hex digits [default: random].
+    #[arg(long, value_name = "HEX")]
+    pub card_id: Option<String>,
 }
 
 /// The office directory.
@@ -112,12 +128,20 @@ pub struct ProfileArgs {
 
 /// Arguments of `office issue`.
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["card", "reader"])))]
 pub struct IssueArgs {
     #[command(flatten)]
     pub office: DirArgs,
     /// Card image file to create (must not exist).
     #[arg(long, value_name = "FILE")]
-    pub card: PathBuf,
+    pub card: Option<PathBuf>,
+    /// Or: personalize the blank card presented to this PC/SC reader (see
+    /// `office manufacture` and `card serve`).
+    #[arg(long, value_name = "NAME", conflicts_with = "card_id")]
+    pub reader: Option<String>,
+    /// Seconds to wait for a card on the reader.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub wait: u64,
     #[command(flatten)]
     pub profile: ProfileArgs,
     /// Card id, 16 hex digits [default: random].
@@ -245,6 +269,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::Init(a) => init(&a).map_err(|f| f.json(a.output.json)),
         OfficeCmd::ExportTerminal(a) => export(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Issue(a) => issue(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Manufacture(a) => manufacture(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Serve(a) => serve(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Import(a) => import(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Report(a) => report(&a).map_err(|f| f.json(a.office.output.json)),
@@ -458,22 +483,43 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     if a.earn_cap == 0 || a.redeem_cap == 0 {
         return Err(Failure::usage("caps must be at least 1 point"));
     }
-    if a.card.exists() {
+    if let Some(path) = a.card.as_ref().filter(|p| p.exists()) {
         return Err(Failure::new(
             EXIT_DECLINED,
-            format!("{} already exists: a card file is never overwritten", a.card.display()),
+            format!("{} already exists: a card file is never overwritten", path.display()),
         ));
     }
     let (keys, mut ledger) = open_office(&a.office.dir)?;
-    // The card is made in memory, registered, then written: a card file
-    // exists only for a card the ledger knows.
-    let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
     let params = IssueParams {
         earn_cap: a.earn_cap,
         redeem_cap: a.redeem_cap,
         ..IssueParams::default()
     };
-    let signed = personalize(&mut card, &keys, profile, &params).map_err(Failure::from)?;
+    // A simulated card is made in memory, registered, then written: a card
+    // file exists only for a card the ledger knows. A card in a reader is
+    // personalized first (its id comes from the card), then registered.
+    let (signed, mut made) = match &a.card {
+        Some(_) => {
+            let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
+            let signed = personalize(&mut card, &keys, profile, &params).map_err(Failure::from)?;
+            (signed, Some(card))
+        }
+        None => {
+            let wanted = a.reader.as_deref().unwrap_or_default();
+            let reader = tessera_pcsc::find_reader(wanted).map_err(reader_err)?;
+            if tessera_pcsc::wait_for_card(&reader, true, std::time::Duration::ZERO).is_err() {
+                eprintln!("Waiting for a blank card on {reader}… (up to {} s)", a.wait);
+                tessera_pcsc::wait_for_card(&reader, true, std::time::Duration::from_secs(a.wait))
+                    .map_err(reader_err)?;
+            }
+            let mut transport = tessera_pcsc::PcscTransport::connect(&reader).map_err(reader_err)?;
+            (
+                personalize(&mut transport, &keys, profile, &params).map_err(Failure::from)?,
+                None,
+            )
+        }
+    };
+    let id = signed.profile.card_id;
     let p = &signed.profile;
     let customer = ledger
         .register_customer(&NewCustomer {
@@ -488,11 +534,18 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     ledger
         .register_card(id, customer, keys.key_version, now()?)
         .map_err(ledger_err)?;
-    card.save_as(&a.card)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
+    if let (Some(card), Some(path)) = (made.as_mut(), a.card.as_ref()) {
+        card.save_as(path)
+            .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
+    }
+    let target = match (&a.card, &a.reader) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(r)) => format!("the card in reader {r}"),
+        _ => String::new(),
+    };
     if a.office.output.json {
         print_json(json!({
-            "card_file": a.card.display().to_string(),
+            "card_file": a.card.as_ref().map(|p| p.display().to_string()),
             "card_id": out::card_id(&id),
             "customer_id": customer,
             "profile": out::profile_json(p),
@@ -507,8 +560,47 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
             } else {
                 &p.home_city
             },
-            a.card.display()
+            target
         );
+    }
+    Ok(())
+}
+
+fn reader_err(e: tessera_pcsc::PcscError) -> Failure {
+    let code = match e {
+        tessera_pcsc::PcscError::ReaderNotFound { .. } | tessera_pcsc::PcscError::AmbiguousReader { .. } => {
+            crate::fail::EXIT_USAGE
+        }
+        _ => crate::fail::EXIT_CARD,
+    };
+    Failure::new(code, format!("Card reader: {e}"))
+}
+
+fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
+    let id = match &a.card_id {
+        Some(h) => hex8(h, "card id")?,
+        None => {
+            let mut id = [0u8; 8];
+            rand_core::OsRng.fill_bytes(&mut id);
+            id
+        }
+    };
+    if a.card.exists() {
+        return Err(Failure::new(
+            EXIT_DECLINED,
+            format!("{} already exists: a card file is never overwritten", a.card.display()),
+        ));
+    }
+    let (keys, _) = open_office(&a.office.dir)?;
+    let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
+    card.save_as(&a.card)
+        .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
+    if a.office.output.json {
+        print_json(
+            json!({"card_file": a.card.display().to_string(), "card_id": out::card_id(&id), "lifecycle": "blank"}),
+        );
+    } else {
+        println!("Manufactured blank card {} → {}", out::card_id(&id), a.card.display());
     }
     Ok(())
 }
