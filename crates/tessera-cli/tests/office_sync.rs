@@ -61,7 +61,7 @@ fn serve(office: &Path) -> Server {
 fn profile_update_and_settlement_reach_the_card_through_sync() {
     let dir = tempfile::tempdir().unwrap();
     let (office, term) = (dir.path().join("office"), dir.path().join("terminal"));
-    let (o, t) = (office.to_str().unwrap(), term.to_str().unwrap());
+    let o = office.to_str().unwrap();
     let bundle = dir.path().join("bundle.json");
     let card = dir.path().join("anna.card");
     let (b, c) = (bundle.to_str().unwrap(), card.to_str().unwrap());
