@@ -8,10 +8,11 @@ use serde_json::json;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_crypto::sign::profile_digest;
-use tessera_protocol::profile::{Date, Profile, SignedProfile};
+use tessera_protocol::profile::SignedProfile;
 use tessera_simulator::{image, SimCard};
 use tessera_terminal::issuer::{personalize, IssueParams};
 
+use crate::args::{hex8, profile_from, ProfileArgs};
 use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
 use crate::out::{self, print_json};
 use crate::OutputArgs;
@@ -63,30 +64,8 @@ pub struct IssueArgs {
     /// Card image file to create (must not exist).
     #[arg(long, value_name = "FILE")]
     pub card: PathBuf,
-    /// Customer name (UTF-8).
-    #[arg(long)]
-    pub name: String,
-    /// Birth date, YYYY-MM-DD.
-    #[arg(long, value_name = "DATE")]
-    pub birth_date: String,
-    /// Home city (UTF-8).
-    #[arg(long, default_value = "")]
-    pub city: String,
-    /// Household identifier, 16 hex digits [default: zero].
-    #[arg(long, value_name = "HEX")]
-    pub household: Option<String>,
-    /// Preferred categories, comma separated (e.g. coffee,bakery).
-    #[arg(long, value_delimiter = ',')]
-    pub prefer: Vec<String>,
-    /// Loyalty tier.
-    #[arg(long, default_value_t = 0)]
-    pub tier: u8,
-    /// Profile valid from, YYYY-MM-DD.
-    #[arg(long, default_value = "2026-01-01")]
-    pub valid_from: String,
-    /// Profile valid until, YYYY-MM-DD.
-    #[arg(long, default_value = "2031-12-31")]
-    pub valid_until: String,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
     /// Card id, 16 hex digits [default: random].
     #[arg(long, value_name = "HEX")]
     pub card_id: Option<String>,
@@ -132,60 +111,12 @@ pub fn run(cmd: CardCmd) -> Result<(), Failure> {
     }
 }
 
-fn date(s: &str, what: &str) -> Result<Date, Failure> {
-    Date::parse_iso(s).map_err(|_| Failure::usage(format!("invalid {what} {s:?}: use YYYY-MM-DD")))
-}
-
-fn hex8(s: &str, what: &str) -> Result<[u8; 8], Failure> {
-    let mut out = [0u8; 8];
-    hex::decode_to_slice(s.trim(), &mut out)
-        .map_err(|_| Failure::usage(format!("invalid {what} {s:?}: give 16 hex digits")))?;
-    Ok(out)
-}
-
 fn test_keys() -> Result<IssuerKeys, Failure> {
     IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("test key store unusable: {e}")))
 }
 
-/// Builds the profile from the arguments; all validation happens before any
-/// file is touched.
-fn profile_from(a: &IssueArgs) -> Result<Profile, Failure> {
-    let p = Profile {
-        card_id: [0; 8],
-        version: 1,
-        name: a.name.trim().to_owned(),
-        birth_date: date(&a.birth_date, "birth date")?,
-        home_city: a.city.trim().to_owned(),
-        household: match &a.household {
-            Some(h) => hex8(h, "household")?,
-            None => [0; 8],
-        },
-        preferences: a
-            .prefer
-            .iter()
-            .map(|p| p.trim().to_lowercase())
-            .filter(|p| !p.is_empty())
-            .collect(),
-        tier: a.tier,
-        valid_from: date(&a.valid_from, "valid-from date")?,
-        valid_until: date(&a.valid_until, "valid-until date")?,
-    };
-    if p.valid_until < p.valid_from {
-        return Err(Failure::usage("the profile's validity ends before it starts"));
-    }
-    p.body_bytes().map_err(|_| {
-        Failure::usage(format!(
-            "profile too large or malformed: name ≤ {} bytes, city ≤ {} bytes, preferences ≤ {} bytes in all",
-            tessera_protocol::profile::MAX_NAME,
-            tessera_protocol::profile::MAX_CITY,
-            tessera_protocol::profile::MAX_PREFERENCES
-        ))
-    })?;
-    Ok(p)
-}
-
 fn issue(a: IssueArgs) -> Result<(), Failure> {
-    let profile = profile_from(&a)?;
+    let profile = profile_from(&a.profile, [0; 8], 1)?;
     if a.earn_cap == 0 || a.redeem_cap == 0 {
         return Err(Failure::usage("caps must be at least 1 point"));
     }

@@ -4,6 +4,7 @@
 //! and simulator crates, prints human or `--json` output and owns the exit
 //! codes (see `README.md`, "Exit codes").
 
+mod args;
 mod card;
 mod demo;
 mod fail;

@@ -73,31 +73,45 @@ impl Date {
         )
     }
 
-    /// Days since 1970-01-01 (proleptic Gregorian calendar).
-    pub fn to_unix_days(self) -> u32 {
-        // Howard Hinnant's days_from_civil, for years from 1900.
-        let y = i64::from(self.year) - i64::from(self.month <= 2);
+    /// Days from 1970-01-01 to this date, negative before it (proleptic
+    /// Gregorian calendar; Howard Hinnant's `days_from_civil`).
+    pub fn days_since_epoch(self) -> i64 {
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = i64::from(self.year) - i64::from(m <= 2);
         let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let m = i64::from(self.month);
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        u32::try_from((era * 146_097 + doe - 719_468).max(0)).unwrap_or(0)
+        let yoe = y.rem_euclid(400); // [0, 399]
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1; // [0, 365]
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The date `days` days after 1970-01-01 (Howard Hinnant's
+    /// `civil_from_days`); callers keep it within the years 1900–9999.
+    pub fn from_days_since_epoch(days: i64) -> Self {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097); // [0, 146096]
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+        let mp = (5 * doy + 2) / 153; // [0, 11], March-based
+        let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
+        let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Self {
+            year: u16::try_from(year).unwrap_or(u16::MAX),
+            month: u8::try_from(month).unwrap_or(1),
+            day: u8::try_from(day).unwrap_or(1),
+        }
+    }
+
+    /// Days since 1970-01-01 as an unsigned count (0 for earlier dates).
+    pub fn to_unix_days(self) -> u32 {
+        u32::try_from(self.days_since_epoch().max(0)).unwrap_or(u32::MAX)
     }
 
     /// The date `days` after 1970-01-01.
     pub fn from_unix_days(days: u32) -> Self {
-        // Howard Hinnant's civil_from_days.
-        let z = i64::from(days) + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
-        Self { year, month, day }
+        Self::from_days_since_epoch(i64::from(days))
     }
 
     fn to_bytes(self) -> [u8; 4] {

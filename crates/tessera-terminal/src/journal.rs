@@ -720,20 +720,10 @@ impl Journal {
     /// # Errors
     /// A database error.
     pub fn seal(&mut self, now: u32) -> Result<Option<SealedRange>, JournalError> {
-        let all = self.batches()?;
-        if let Some(open) = all.iter().find(|b| b.acked_at.is_none()) {
-            return Ok(Some(open.clone()));
+        if let Some(open) = self.batches()?.into_iter().find(|b| b.acked_at.is_none()) {
+            return Ok(Some(open));
         }
-        let from = all.last().map_or(1, |b| b.seq_to + 1);
-        if from > self.head_seq {
-            return Ok(None);
-        }
-        let batch_no = all.last().map_or(1, |b| b.batch_no + 1);
-        self.conn.execute(
-            "INSERT INTO batches (batch_no, seq_from, seq_to, head, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![batch_no, from, self.head_seq, self.head_hash.to_vec(), now],
-        )?;
-        Ok(self.batches()?.into_iter().find(|b| b.batch_no == batch_no))
+        self.seal_next(now)
     }
 
     /// Seals the records after the last sealed batch into the next batch,

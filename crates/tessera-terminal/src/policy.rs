@@ -655,39 +655,13 @@ pub fn authorize(policy: &Policy, hotlist: &Hotlist, card: &CardInfo, req: &TxRe
 
 /// The UTC calendar date of a Unix time.
 pub fn date_from_unix(secs: u32) -> Date {
-    civil_from_days(i64::from(secs / 86_400))
+    Date::from_unix_days(secs / 86_400)
 }
 
-/// The calendar date `days` days after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`). Callers keep `days` within the years 1900–9999.
-fn civil_from_days(days: i64) -> Date {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Date {
-        year: u16::try_from(year).unwrap_or(u16::MAX),
-        month: u8::try_from(month).unwrap_or(1),
-        day: u8::try_from(day).unwrap_or(1),
-    }
-}
-
-/// Days from 1970-01-01 to `date` (Howard Hinnant's `days_from_civil`);
-/// the inverse of the day count in [`date_from_unix`], and the unit of
+/// Days from 1970-01-01 to `date`, the unit of
 /// [`Visits::last_day`](tessera_protocol::messages::Visits::last_day).
 pub fn days_since_epoch(date: Date) -> i64 {
-    let (m, d) = (i64::from(date.month), i64::from(date.day));
-    let y = i64::from(date.year) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400); // [0, 399]
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
+    date.days_since_epoch()
 }
 
 /// Reading the terminal's TOML files with errors that name the key.

@@ -1,0 +1,88 @@
+//! Arguments shared by several commands: the customer's profile, dates,
+//! card ids.
+
+use clap::Args;
+use tessera_protocol::profile::{Date, Profile};
+
+use crate::fail::Failure;
+
+/// The customer's profile, as given on the command line.
+#[derive(Args)]
+pub struct ProfileArgs {
+    /// Customer name (UTF-8).
+    #[arg(long)]
+    pub name: String,
+    /// Birth date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub birth_date: String,
+    /// Home city (UTF-8).
+    #[arg(long, default_value = "")]
+    pub city: String,
+    /// Household identifier, 16 hex digits [default: zero].
+    #[arg(long, value_name = "HEX")]
+    pub household: Option<String>,
+    /// Preferred categories, comma separated (e.g. coffee,bakery).
+    #[arg(long, value_delimiter = ',')]
+    pub prefer: Vec<String>,
+    /// Loyalty tier.
+    #[arg(long, default_value_t = 0)]
+    pub tier: u8,
+    /// Profile valid from, YYYY-MM-DD.
+    #[arg(long, default_value = "2026-01-01")]
+    pub valid_from: String,
+    /// Profile valid until, YYYY-MM-DD.
+    #[arg(long, default_value = "2031-12-31")]
+    pub valid_until: String,
+}
+
+/// Parses a `YYYY-MM-DD` argument.
+pub fn date(s: &str, what: &str) -> Result<Date, Failure> {
+    Date::parse_iso(s).map_err(|_| Failure::usage(format!("invalid {what} {s:?}: use YYYY-MM-DD")))
+}
+
+/// Parses a 16-hex-digit argument (card id, household).
+pub fn hex8(s: &str, what: &str) -> Result<[u8; 8], Failure> {
+    let mut out = [0u8; 8];
+    hex::decode_to_slice(s.trim(), &mut out)
+        .map_err(|_| Failure::usage(format!("invalid {what} {s:?}: give 16 hex digits")))?;
+    Ok(out)
+}
+
+/// The profile from the arguments; every check before anything is written.
+pub fn profile_from(a: &ProfileArgs, card_id: [u8; 8], version: u16) -> Result<Profile, Failure> {
+    let p = Profile {
+        card_id,
+        version,
+        name: a.name.trim().to_owned(),
+        birth_date: date(&a.birth_date, "birth date")?,
+        home_city: a.city.trim().to_owned(),
+        household: match &a.household {
+            Some(h) => hex8(h, "household")?,
+            None => [0; 8],
+        },
+        preferences: a
+            .prefer
+            .iter()
+            .map(|p| p.trim().to_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        tier: a.tier,
+        valid_from: date(&a.valid_from, "valid-from date")?,
+        valid_until: date(&a.valid_until, "valid-until date")?,
+    };
+    if p.name.is_empty() {
+        return Err(Failure::usage("the customer's name is empty"));
+    }
+    if p.valid_until < p.valid_from {
+        return Err(Failure::usage("the profile's validity ends before it starts"));
+    }
+    p.body_bytes().map_err(|_| {
+        Failure::usage(format!(
+            "profile too large or malformed: name ≤ {} bytes, city ≤ {} bytes, preferences ≤ {} bytes in all",
+            tessera_protocol::profile::MAX_NAME,
+            tessera_protocol::profile::MAX_CITY,
+            tessera_protocol::profile::MAX_PREFERENCES
+        ))
+    })?;
+    Ok(p)
+}
