@@ -4,13 +4,16 @@
 //! certificates under the test keys' card certificate keys, the exact
 //! journal body encoding and hash chain of `tessera_terminal::journal`,
 //! MAC'd header), streams it from a file into a fresh ledger, and compares
-//! the rate with a raw SQLite insert of the same rows into a plain table
-//! (same pragmas, one transaction). Peak RSS (`VmHWM`) is read before and
+//! the rate with a raw SQLite insert of the same rows, in the same order,
+//! into a table of the same columns with the same unique `(card_id,
+//! counter)` key the ledger needs to detect duplicates (same pragmas, one
+//! transaction): the storage floor. A table without any key is timed too,
+//! for reference only. Peak RSS (`VmHWM`) is read before and
 //! after the import to show memory stays flat.
 //!
 //! `cargo bench -p tessera-ledger --bench ingest` runs N = 1,000,000.
 //! Without `--bench` (as `cargo test --all-targets` runs it) N = 20,000,
-//! only to prove it works.
+//! only to prove it works. `TESSERA_BENCH_RECORDS=N` sets N.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -141,28 +144,37 @@ fn generate(path: &Path, n: u32, keys: &IssuerKeys, cert_keys: &[Key]) {
     std::fs::remove_file(body_path).unwrap();
 }
 
-/// The same rows into a plain table: the storage floor.
-fn raw_insert(path: &Path, n: u32, cert_keys: &[Key]) -> f64 {
+/// The layout of the ledger's `card_transactions` (same columns, same
+/// unique `(card_id, counter)` key the ledger needs to detect duplicates).
+const FLOOR_TABLE: &str = "CREATE TABLE t (card_id BLOB NOT NULL, counter INTEGER NOT NULL, status TEXT NOT NULL,
+         tx_type TEXT NOT NULL, points INTEGER NOT NULL, delta INTEGER NOT NULL, balance_after INTEGER NOT NULL,
+         origin_terminal INTEGER NOT NULL, origin_seq INTEGER NOT NULL, card_time INTEGER NOT NULL,
+         reference INTEGER NOT NULL, certificate BLOB NOT NULL, kind TEXT NOT NULL, terminal_id INTEGER NOT NULL,
+         batch_no INTEGER NOT NULL, seq INTEGER NOT NULL, purchase_minor INTEGER, categories TEXT,
+         received_at INTEGER NOT NULL, posted_at INTEGER);
+     CREATE UNIQUE INDEX t_key ON t (card_id, counter)";
+
+/// Without any key: what storing the bytes alone costs (for reference).
+const HEAP_TABLE: &str = "CREATE TABLE t (card_id BLOB, counter INTEGER, status TEXT, tx_type TEXT, points INTEGER,
+         delta INTEGER, balance_after INTEGER, origin_terminal INTEGER, origin_seq INTEGER, card_time INTEGER,
+         reference INTEGER, certificate BLOB, kind TEXT, terminal_id INTEGER, batch_no INTEGER, seq INTEGER,
+         purchase_minor INTEGER, categories TEXT, received_at INTEGER, posted_at INTEGER)";
+
+/// The same rows, in the same order, into `table` (same pragmas as the
+/// ledger, one transaction): the storage floor.
+fn raw_insert(path: &Path, table: &str, rows: &[([u8; 8], LogRecord)]) -> f64 {
     let mut conn = Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE t (card_id BLOB, counter INTEGER, status TEXT, tx_type TEXT, points INTEGER, delta INTEGER,
-             balance_after INTEGER, origin_terminal INTEGER, origin_seq INTEGER, card_time INTEGER, reference INTEGER,
-             certificate BLOB, kind TEXT, terminal_id INTEGER, batch_no INTEGER, seq INTEGER, purchase_minor INTEGER,
-             categories TEXT, received_at INTEGER, posted_at INTEGER)",
-    )
-    .unwrap();
-    // Rows prepared before the clock starts: only storage is measured.
-    let rows: Vec<([u8; 8], LogRecord)> = (0..n.min(200_000)).map(|i| record(i, cert_keys)).collect();
+    conn.pragma_update(None, "cache_size", -32_768).unwrap();
+    conn.execute_batch(table).unwrap();
     let start = Instant::now();
     let tx = conn.transaction().unwrap();
     {
         let mut stmt = tx
             .prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)")
             .unwrap();
-        for i in 0..n {
-            let (id, r) = &rows[(i as usize) % rows.len()];
+        for (i, (id, r)) in rows.iter().enumerate() {
             stmt.execute(params![
                 &id[..],
                 r.counter,
@@ -205,7 +217,11 @@ fn vm_hwm_kib() -> u64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let n: u32 = if full { 1_000_000 } else { 20_000 };
+    // `TESSERA_BENCH_RECORDS=200000` for a quicker run.
+    let n: u32 = std::env::var("TESSERA_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 20_000 });
     let dir = tempfile::tempdir().unwrap();
     let keys = IssuerKeys::test().unwrap();
     let cert_keys: Vec<Key> = (0..CARDS).map(|c| keys.card_cert_key(&card_id(c))).collect();
@@ -225,7 +241,7 @@ fn main() {
     let hwm_before = vm_hwm_kib();
     let t = Instant::now();
     let out = ledger
-        .ingest(BufReader::with_capacity(1 << 16, File::open(&batch).unwrap()), T0 + n)
+        .ingest_send(BufReader::with_capacity(1 << 16, File::open(&batch).unwrap()), T0 + n)
         .unwrap();
     let ingest_s = t.elapsed().as_secs_f64();
     let hwm_after = vm_hwm_kib();
@@ -234,7 +250,7 @@ fn main() {
 
     let t = Instant::now();
     let dup = ledger
-        .ingest(BufReader::with_capacity(1 << 16, File::open(&batch).unwrap()), T0 + n)
+        .ingest_send(BufReader::with_capacity(1 << 16, File::open(&batch).unwrap()), T0 + n)
         .unwrap();
     let dup_s = t.elapsed().as_secs_f64();
     assert_eq!(dup.ack.status, AckStatus::Duplicate);
@@ -242,15 +258,35 @@ fn main() {
     assert_eq!(liability.points_outstanding, 10 * i64::from(n));
     drop(ledger);
 
-    let raw_s = raw_insert(&dir.path().join("raw.sqlite"), n, &cert_keys);
+    // Rows prepared before the clock starts: only storage is measured.
+    let rows: Vec<([u8; 8], LogRecord)> = (0..n).map(|i| record(i, &cert_keys)).collect();
+    let raw_s = raw_insert(&dir.path().join("raw.sqlite"), FLOOR_TABLE, &rows);
+    let heap_s = raw_insert(&dir.path().join("heap.sqlite"), HEAP_TABLE, &rows);
+    let clustered = FLOOR_TABLE.replace(
+        ");\n     CREATE UNIQUE INDEX t_key ON t (card_id, counter)",
+        ", PRIMARY KEY (card_id, counter)) WITHOUT ROWID",
+    );
+    assert!(clustered.ends_with("WITHOUT ROWID"));
+    let clustered_s = raw_insert(&dir.path().join("clustered.sqlite"), &clustered, &rows);
+    drop(rows);
     let ingest_rate = f64::from(n) / ingest_s;
     let raw_rate = f64::from(n) / raw_s;
     println!();
     println!("| measure ({n} records, {CARDS} cards) | value |");
     println!("|---|---|");
     println!("| ingest: verified and posted | {ingest_s:.2} s, {ingest_rate:.0} records/s |");
-    println!("| raw insert of the same rows (plain table, one tx) | {raw_s:.2} s, {raw_rate:.0} rows/s |");
+    println!(
+        "| raw insert of the same rows, same order, same columns and unique (card, counter) key, one tx | {raw_s:.2} s, {raw_rate:.0} rows/s |"
+    );
     println!("| ingest / raw | {:.2} |", ingest_rate / raw_rate);
+    println!(
+        "| (reference: the same rows into a WITHOUT ROWID table keyed by (card, counter), schema 1) | {clustered_s:.2} s, {:.0} rows/s |",
+        f64::from(n) / clustered_s
+    );
+    println!(
+        "| (reference: the same rows into a table without any key) | {heap_s:.2} s, {:.0} rows/s |",
+        f64::from(n) / heap_s
+    );
     println!(
         "| duplicate upload (verify only) | {dup_s:.2} s, {:.0} records/s |",
         f64::from(n) / dup_s

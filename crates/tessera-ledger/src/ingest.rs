@@ -105,21 +105,182 @@ fn refused_by_reader(h: &Header, e: BatchError) -> Refused {
     }
 }
 
+/// One record as read and chain-checked, with what posting needs parsed
+/// ahead (so that, with [`ingest_send`], it is done on the reading thread).
+pub(crate) struct Read {
+    seq: u32,
+    entry: Entry,
+    /// Card transactions: the card, when the entry names one.
+    card: Option<CardId>,
+    /// Card transactions: the card's log record, when the entry is complete.
+    record: Option<LogRecord>,
+    /// The certificate checked ahead under this key version, and the
+    /// verdict. Used only if the card's key version is that one; posting
+    /// checks it itself otherwise.
+    checked: Option<(u8, Result<(), &'static str>)>,
+}
+
+impl Read {
+    fn new(seq: u32, entry: Entry) -> Self {
+        let (card, record) = if matches!(entry.kind, EntryKind::Completion | EntryKind::Recovered) {
+            (entry.card_id.as_deref().and_then(parse_card), entry.card_record())
+        } else {
+            (None, None)
+        };
+        Self {
+            seq,
+            entry,
+            card,
+            record,
+            checked: None,
+        }
+    }
+}
+
+/// What a record source hands each record to.
+type Each<'a> = &'a mut dyn FnMut(Read) -> Result<(), LedgerError>;
+
 /// Reads every record, handing each to `each`, then checks head and MAC.
-fn read_all<R: BufRead>(
-    mut reader: BatchReader<R>,
-    key: &Key,
-    mut each: impl FnMut(u32, Entry) -> Result<(), LedgerError>,
-) -> Result<Header, Refused> {
+fn read_all<R: BufRead>(mut reader: BatchReader<R>, key: &Key, each: Each<'_>) -> Result<Header, Refused> {
     let header = reader.header().clone();
     loop {
         match reader.next_record() {
-            Ok(Some(r)) => each(r.seq, r.entry)?,
+            Ok(Some(r)) => each(Read::new(r.seq, r.entry))?,
             Ok(None) => break,
             Err(e) => return Err(refused_by_reader(&header, e)),
         }
     }
     reader.finish(key).map_err(|e| refused_by_reader(&header, e))
+}
+
+/// Records per message from the reading thread.
+const CHUNK: usize = 256;
+/// Messages in flight: at most `CHUNK * (IN_FLIGHT + 2)` records are held
+/// between the threads, whatever the batch size.
+const IN_FLIGHT: usize = 8;
+
+/// From the reading thread to the posting one.
+enum Message {
+    Records(Vec<Read>),
+    /// The reader refused the batch; nothing follows.
+    Failed(BatchError),
+    /// Every record was read, the head and the MAC verified.
+    Done(Header),
+}
+
+/// As [`read_all`], with the reading (lines, JSON, the hash chain, and —
+/// when `certify`, for posting — the certificates under the key version
+/// [`CertKeys::likely_version`]) on a second thread, a bounded channel
+/// apart. The header is handed back only
+/// once the reading thread has verified the chain head and the MAC.
+fn read_all_parallel<R: BufRead + Send>(
+    mut reader: BatchReader<R>,
+    key: &Key,
+    keys: &LedgerKeys,
+    certify: bool,
+    each: Each<'_>,
+) -> Result<Header, Refused> {
+    let header = reader.header().clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Message>(IN_FLIGHT);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut certs = CertKeys::new(keys);
+            let version = certs.likely_version();
+            let mut chunk = Vec::with_capacity(CHUNK);
+            loop {
+                match reader.next_record() {
+                    Ok(Some(r)) => {
+                        let mut read = Read::new(r.seq, r.entry);
+                        if let (true, Some(card), Some(rec)) = (certify, &read.card, &read.record) {
+                            read.checked = Some((version, certs.check(card, version, rec)));
+                        }
+                        chunk.push(read);
+                        if chunk.len() == CHUNK {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                            if tx.send(Message::Records(full)).is_err() {
+                                return; // the posting side stopped
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Message::Failed(e));
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() && tx.send(Message::Records(chunk)).is_err() {
+                return;
+            }
+            let _ = tx.send(match reader.finish(key) {
+                Ok(h) => Message::Done(h),
+                Err(e) => Message::Failed(e),
+            });
+        });
+        // Returning (on error too) drops `rx`: the reading thread's next
+        // send fails and it stops.
+        loop {
+            match rx.recv() {
+                Ok(Message::Records(records)) => {
+                    for r in records {
+                        each(r)?;
+                    }
+                }
+                Ok(Message::Failed(e)) => return Err(refused_by_reader(&header, e)),
+                Ok(Message::Done(h)) => return Ok(h),
+                // The reading thread panicked; the scope re-raises it.
+                Err(_) => return Err(LedgerError::Storage("the batch reader stopped".into()).into()),
+            }
+        }
+    })
+}
+
+/// Diversified certificate keys of the cards seen (bounded).
+struct CertKeys<'k> {
+    keys: &'k LedgerKeys,
+    cache: HashMap<(CardId, u8), Key>,
+}
+
+impl<'k> CertKeys<'k> {
+    fn new(keys: &'k LedgerKeys) -> Self {
+        Self {
+            keys,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The key version a card most likely has: 1, the version an
+    /// unregistered card is checked with, if the ledger has its master;
+    /// else the newest. (Only a guess to check ahead with: a card of
+    /// another version is checked again when posted.)
+    fn likely_version(&self) -> u8 {
+        if self.keys.has_cert_master(1) {
+            1
+        } else {
+            self.keys.newest_cert_version().unwrap_or(1)
+        }
+    }
+
+    /// Checks a record's certificate (spec §5.7) with the card's
+    /// certificate key, diversified once per card and batch.
+    fn check(&mut self, card: &CardId, key_version: u8, rec: &LogRecord) -> Result<(), &'static str> {
+        if !self.cache.contains_key(&(*card, key_version)) {
+            if self.cache.len() >= CARD_CACHE {
+                self.cache.clear();
+            }
+            let key = self
+                .keys
+                .card_cert_key(card, key_version)
+                .ok_or("no certificate master of this key version")?;
+            self.cache.insert((*card, key_version), key);
+        }
+        let key = self.cache.get(&(*card, key_version)).ok_or("no certificate key")?;
+        if ct_eq(&certificate(key, card, rec), &rec.certificate) {
+            Ok(())
+        } else {
+            Err("certificate does not verify")
+        }
+    }
 }
 
 /// Records a refusal's exception in its own small transaction.
@@ -151,6 +312,31 @@ pub(crate) fn ingest<R: BufRead>(
     keys: &LedgerKeys,
     input: R,
     now: u32,
+) -> Result<IngestOutcome, LedgerError> {
+    ingest_with(conn, keys, input, now, |reader, key, _, each| {
+        read_all(reader, key, each)
+    })
+}
+
+/// See [`crate::Ledger::ingest_send`]: as [`ingest`], reading on a second
+/// thread.
+pub(crate) fn ingest_send<R: BufRead + Send>(
+    conn: &mut Connection,
+    keys: &LedgerKeys,
+    input: R,
+    now: u32,
+) -> Result<IngestOutcome, LedgerError> {
+    ingest_with(conn, keys, input, now, |reader, key, certify, each| {
+        read_all_parallel(reader, key, keys, certify, each)
+    })
+}
+
+fn ingest_with<R: BufRead>(
+    conn: &mut Connection,
+    keys: &LedgerKeys,
+    input: R,
+    now: u32,
+    read: impl FnOnce(BatchReader<R>, &Key, bool, Each<'_>) -> Result<Header, Refused>,
 ) -> Result<IngestOutcome, LedgerError> {
     let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
     let h = reader.header().clone();
@@ -202,7 +388,16 @@ pub(crate) fn ingest<R: BufRead>(
         Mode::Hold
     };
     let key = keys.batch_key(tid);
-    match process(conn, keys, reader, mode, &key, now) {
+    let post = matches!(mode, Mode::Post);
+    match process(
+        conn,
+        keys,
+        &h,
+        |key, each| read(reader, key, post, each),
+        mode,
+        &key,
+        now,
+    ) {
         Ok(outcome) => Ok(outcome),
         Err(Refused { err, exception }) => {
             // The batch's transaction is gone (rolled back): record the
@@ -215,21 +410,21 @@ pub(crate) fn ingest<R: BufRead>(
     }
 }
 
-fn process<R: BufRead>(
+fn process(
     conn: &mut Connection,
     keys: &LedgerKeys,
-    reader: BatchReader<R>,
+    h: &Header,
+    read: impl FnOnce(&Key, Each<'_>) -> Result<Header, Refused>,
     mode: Mode,
     key: &Key,
     now: u32,
 ) -> Result<IngestOutcome, Refused> {
-    let h = reader.header().clone();
     let tid = h.terminal_id;
     let tx = conn.transaction()?;
     match mode {
         Mode::Post => {
             let mut p = Posting::new(&tx, keys, tid, h.batch_no, now);
-            let header = read_all(reader, key, |seq, entry| p.record(seq, &entry))?;
+            let header = read(key, &mut |r| p.record(r))?;
             p.flush()?;
             let head = unhex32(&header.head)?;
             tx.execute(
@@ -271,10 +466,11 @@ fn process<R: BufRead>(
                 let mut stmt = tx.prepare_cached(
                     "INSERT INTO held_records (terminal_id, batch_no, seq, entry) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                read_all(reader, key, |seq, entry| {
+                read(key, &mut |r| {
                     records += 1;
-                    card_transactions += u32::from(matches!(entry.kind, EntryKind::Completion | EntryKind::Recovered));
-                    stmt.execute(params![tid, h.batch_no, seq, serde_json::to_string(&entry)?])?;
+                    card_transactions +=
+                        u32::from(matches!(r.entry.kind, EntryKind::Completion | EntryKind::Recovered));
+                    stmt.execute(params![tid, h.batch_no, r.seq, serde_json::to_string(&r.entry)?])?;
                     Ok(())
                 })?
             };
@@ -310,9 +506,9 @@ fn process<R: BufRead>(
         Mode::Verify(check) => {
             let mut records = 0u32;
             let mut card_transactions = 0u32;
-            let header = read_all(reader, key, |_, entry| {
+            let header = read(key, &mut |r| {
                 records += 1;
-                card_transactions += u32::from(matches!(entry.kind, EntryKind::Completion | EntryKind::Recovered));
+                card_transactions += u32::from(matches!(r.entry.kind, EntryKind::Completion | EntryKind::Recovered));
                 Ok(())
             })?;
             drop(tx);
@@ -415,7 +611,7 @@ fn release_held(
             while let Some(r) = rows.next()? {
                 let seq: u32 = r.get(0)?;
                 let entry: Entry = serde_json::from_str(&r.get::<_, String>(1)?)?;
-                p.record(seq, &entry)?;
+                p.record(Read::new(seq, entry))?;
             }
         }
         p.flush()?;
@@ -507,13 +703,11 @@ fn parse_card(s: &str) -> Option<CardId> {
 /// Posts the records of one batch, per card in counter order.
 struct Posting<'c> {
     conn: &'c Connection,
-    keys: &'c LedgerKeys,
     terminal_id: u32,
     batch_no: u32,
     now: u32,
     cards: HashMap<CardId, CardState>,
-    /// Diversified certificate keys of the cards seen (bounded like `cards`).
-    cert_keys: HashMap<(CardId, u8), Key>,
+    certs: CertKeys<'c>,
     report: IngestReport,
 }
 
@@ -526,12 +720,11 @@ impl<'c> Posting<'c> {
         };
         Self {
             conn,
-            keys,
             terminal_id,
             batch_no,
             now,
             cards: HashMap::new(),
-            cert_keys: HashMap::new(),
+            certs: CertKeys::new(keys),
             report,
         }
     }
@@ -567,35 +760,14 @@ impl<'c> Posting<'c> {
         Ok(())
     }
 
-    /// Checks a record's certificate (spec §5.7) with the card's
-    /// certificate key, diversified once per card and batch.
-    fn verify(&mut self, card: &CardId, key_version: u8, rec: &LogRecord) -> Result<(), &'static str> {
-        if !self.cert_keys.contains_key(&(*card, key_version)) {
-            if self.cert_keys.len() >= CARD_CACHE {
-                self.cert_keys.clear();
-            }
-            let key = self
-                .keys
-                .card_cert_key(card, key_version)
-                .ok_or("no certificate master of this key version")?;
-            self.cert_keys.insert((*card, key_version), key);
-        }
-        let key = self.cert_keys.get(&(*card, key_version)).ok_or("no certificate key")?;
-        if ct_eq(&certificate(key, card, rec), &rec.certificate) {
-            Ok(())
-        } else {
-            Err("certificate does not verify")
-        }
-    }
-
     /// One verified record of the batch.
-    fn record(&mut self, seq: u32, entry: &Entry) -> Result<(), LedgerError> {
+    fn record(&mut self, r: Read) -> Result<(), LedgerError> {
         self.report.records += 1;
-        match entry.kind {
-            EntryKind::Decision | EntryKind::Void => self.terminal_record(seq, entry),
+        match r.entry.kind {
+            EntryKind::Decision | EntryKind::Void => self.terminal_record(r.seq, &r.entry),
             EntryKind::Completion | EntryKind::Recovered => {
                 self.report.card_transactions += 1;
-                self.card_transaction(seq, entry)
+                self.card_transaction(r)
             }
         }
     }
@@ -692,9 +864,10 @@ impl<'c> Posting<'c> {
 
     /// A completion or recovered record: certificate, then duplicate /
     /// conflict / post / hold.
-    fn card_transaction(&mut self, seq: u32, entry: &Entry) -> Result<(), LedgerError> {
-        let card = entry.card_id.as_deref().and_then(parse_card);
-        let (Some(card), Some(rec)) = (card, entry.card_record()) else {
+    fn card_transaction(&mut self, r: Read) -> Result<(), LedgerError> {
+        let (seq, entry) = (r.seq, &r.entry);
+        let card = r.card;
+        let (Some(card), Some(rec)) = (card, r.record) else {
             self.report.rejected += 1;
             let ev = json!({"seq": seq, "why": "incomplete card record", "entry": entry});
             return self.raise(
@@ -707,7 +880,11 @@ impl<'c> Posting<'c> {
             );
         };
         let mut st = self.load(&card)?;
-        if let Err(why) = self.verify(&card, st.key_version, &rec) {
+        let verified = match r.checked {
+            Some((version, verdict)) if version == st.key_version => verdict,
+            _ => self.certs.check(&card, st.key_version, &rec),
+        };
+        if let Err(why) = verified {
             self.report.rejected += 1;
             let ev = json!({"seq": seq, "why": why, "key_version": st.key_version, "record": record_json(&rec)});
             return self.raise(

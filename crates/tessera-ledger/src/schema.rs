@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -146,6 +146,42 @@ CREATE TABLE profile_updates (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: `card_transactions` becomes a rowid table (rows appended in
+/// arrival order) with a unique `(card_id, counter)` index, instead of a
+/// `WITHOUT ROWID` table keyed by `(card_id, counter)`. A batch arrives in
+/// terminal order, which interleaves every card: inserting whole rows into
+/// a B-tree keyed by card touched a leaf per card (far more than the page
+/// cache holds) while the index entries are a sixth of a row.
+const MIGRATION_2: &str = "
+CREATE TABLE card_transactions_v2 (
+    card_id BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('posted', 'pending')),
+    tx_type TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    delta INTEGER NOT NULL,
+    balance_after INTEGER NOT NULL,
+    origin_terminal INTEGER NOT NULL,
+    origin_seq INTEGER NOT NULL,
+    card_time INTEGER NOT NULL,
+    reference INTEGER NOT NULL,
+    certificate BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    terminal_id INTEGER NOT NULL,
+    batch_no INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    purchase_minor INTEGER,
+    categories TEXT,
+    received_at INTEGER NOT NULL,
+    posted_at INTEGER
+);
+INSERT INTO card_transactions_v2 SELECT * FROM card_transactions ORDER BY received_at, terminal_id, batch_no, seq;
+DROP TABLE card_transactions;
+ALTER TABLE card_transactions_v2 RENAME TO card_transactions;
+CREATE UNIQUE INDEX card_transactions_key ON card_transactions (card_id, counter);
+CREATE INDEX card_transactions_pending ON card_transactions (card_id, counter) WHERE status = 'pending';
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -174,8 +210,64 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         if version < 1 {
             tx.execute_batch(MIGRATION_1)?;
         }
+        if version < 2 {
+            tx.execute_batch(MIGRATION_2)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn version_1_files_are_migrated_keeping_their_transactions() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATION_1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO card_transactions VALUES (x'BE4C000000000001', 1, 'posted', 'earn', 10, 10, 10, 7, 1, 5, 0,
+                 x'00112233445566778899AABBCCDDEEFF', 'completion', 7, 1, 1, 1000, NULL, 5, 5);
+             INSERT INTO card_transactions VALUES (x'BE4C000000000001', 2, 'pending', 'earn', 10, 10, 30, 7, 3, 6, 0,
+                 x'00112233445566778899AABBCCDDEEFF', 'completion', 7, 1, 3, NULL, '[\"food\"]', 5, NULL);",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        prepare(&mut conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let rows: Vec<(u32, String, Option<String>, Option<u32>)> = conn
+            .prepare("SELECT counter, status, categories, posted_at FROM card_transactions ORDER BY counter")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, "posted".into(), None, Some(5)),
+                (2, "pending".into(), Some("[\"food\"]".into()), None)
+            ]
+        );
+        // (card, counter) is still unique.
+        let dup = conn.execute(
+            "INSERT INTO card_transactions SELECT * FROM card_transactions WHERE counter = 1",
+            [],
+        );
+        assert!(dup.is_err());
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'card_transactions'
+                     AND name IN ('card_transactions_key', 'card_transactions_pending')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+    }
 }

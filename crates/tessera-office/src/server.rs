@@ -1,7 +1,7 @@
 //! The back-office HTTP server (`tessera office serve`).
 //!
 //! * `POST /v1/batches` streams the request body into
-//!   [`Ledger::ingest`] on a blocking thread while the body arrives: a
+//!   [`Ledger::ingest_send`] on a blocking thread while the body arrives: a
 //!   batch is never held in memory whole. The ledger is behind a mutex, so
 //!   batches are ingested one at a time; a body that stalls for longer than
 //!   [`ServerConfig::idle_timeout`] is abandoned (nothing is posted).
@@ -254,7 +254,7 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
                 },
             );
             let mut ledger = office.ledger();
-            ledger.ingest(reader, now)
+            ledger.ingest_send(reader, now)
         })
     };
     let mut body: Body = request.into_body();
