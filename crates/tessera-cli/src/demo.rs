@@ -6,7 +6,6 @@
 //! mid-transaction. With a `pcscd` running two vpcd virtual readers (see
 //! `scripts/demo.sh`) every APDU goes through the real PC/SC stack.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +14,13 @@ use clap::Args;
 use serde_json::json;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
-use tessera_protocol::messages::LogRecord;
+use tessera_ledger::{Ledger, LedgerKeys};
 use tessera_protocol::profile::{Date, Profile};
 use tessera_simulator::vpcd::{self, ServeOptions};
 use tessera_simulator::{Faults, SimCard};
+use tessera_terminal::batch::write_batch;
 use tessera_terminal::issuer::{personalize, IssueParams};
-use tessera_terminal::journal::{EntryKind, Journal};
+use tessera_terminal::journal::Journal;
 use tessera_terminal::offers::{sign_campaigns, CampaignSet};
 use tessera_terminal::policy::{Hotlist, Policy};
 use tessera_terminal::till::{Till, TillConfig, TillError, TillOutcome};
@@ -437,52 +437,70 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         }
     }
 
-    // Back office: every journal's chain, every certificate, every balance.
-    let verifier = keys.certificate_verifier();
-    let mut txs: BTreeMap<([u8; 8], u32), LogRecord> = BTreeMap::new();
+    // Evening: each till seals its journal into a batch; the ledger
+    // verifies (batch MAC, hash chain, every certificate) and posts it.
+    let ledger_path = work.join("ledger.sqlite");
+    let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("ledger: {e}"));
+    let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
+    let now = clock.0.load(Ordering::SeqCst) + 3_600;
     let mut chains_ok = true;
     let mut records = 0;
-    for t in &tills {
-        let j = t.journal();
-        chains_ok &= j.verify_chain().is_ok();
-        for r in j.records().map_err(|e| Failure::new(EXIT_FILE, e.to_string()))? {
-            records += 1;
-            if matches!(r.entry.kind, EntryKind::Completion | EntryKind::Recovered) {
-                if let (Some(rec), Some(id)) = (r.entry.card_record(), r.entry.card_id.as_deref()) {
-                    let mut card_id = [0u8; 8];
-                    if hex::decode_to_slice(id, &mut card_id).is_ok() {
-                        txs.insert((card_id, rec.counter), rec);
-                    }
-                }
-            }
+    let mut posted = 0;
+    if !json {
+        println!();
+    }
+    for t in tills.iter_mut() {
+        let id = t.journal().terminal_id();
+        chains_ok &= t.journal().verify_chain().is_ok();
+        records += t.journal().len();
+        ledger.register_terminal(id, now).map_err(office_err)?;
+        let key = keys.terminal_batch_key(id);
+        let mut batch = Vec::new();
+        write_batch(t.journal_mut(), &key, now, &mut batch)
+            .map_err(|e| Failure::new(EXIT_FILE, format!("batch: {e}")))?;
+        let outcome = ledger.ingest(&batch[..], now).map_err(office_err)?;
+        if !outcome.ack.verify(&key) {
+            return Err(Failure::new(EXIT_CARD, "the ledger's acknowledgement does not verify"));
+        }
+        let mut head = [0u8; 32];
+        hex::decode_to_slice(&outcome.ack.head, &mut head)
+            .map_err(|_| Failure::new(EXIT_FILE, "acknowledgement head"))?;
+        t.journal_mut()
+            .acknowledge(outcome.ack.batch_no, &head, now)
+            .map_err(|e| Failure::new(EXIT_FILE, format!("journal: {e}")))?;
+        posted += outcome.report.posted;
+        if !json {
+            println!(
+                "Till {id} settled: batch {} with {} records, {} card transactions posted, {} copies recognised",
+                outcome.ack.batch_no, outcome.report.records, outcome.report.posted, outcome.report.duplicates
+            );
         }
     }
-    let verified = txs
-        .iter()
-        .filter(|((id, _), rec)| verifier.verify(id, 1, rec).is_ok())
-        .count();
+    let exceptions = ledger.exceptions().map_err(office_err)?;
     let mut balances = Vec::new();
     for card in &cards {
         let st = card.state()?;
-        let explained: i64 = txs
-            .iter()
-            .filter(|((id, _), _)| *id == st.card_id)
-            .map(|(_, r)| r.kind.delta(r.amount))
-            .sum();
-        balances.push((out::card_id(&st.card_id), st.balance, explained, st.counter));
+        let shadow = ledger
+            .card(st.card_id)
+            .map_err(office_err)?
+            .map_or(0, |b| b.shadow_balance);
+        balances.push((out::card_id(&st.card_id), st.balance, shadow, st.counter));
     }
-    let reconciled = chains_ok && verified == txs.len() && balances.iter().all(|(_, b, e, _)| i64::from(*b) == *e);
+    let liability = ledger.liability(1).map_err(office_err)?;
+    let reconciled =
+        chains_ok && exceptions.is_empty() && balances.iter().all(|(_, b, shadow, _)| i64::from(*b) == *shadow);
     if !json {
         println!();
         println!(
-            "Back office: {records} journal records from 2 tills, chains {}; {verified}/{} card transactions' certificates \
-             verified with the certificate master key.",
+            "Back office: {records} journal records, chains {}; {posted} card transactions posted, every certificate \
+             verified; {} exceptions.",
             if chains_ok { "intact" } else { "BROKEN" },
-            txs.len()
+            exceptions.len()
         );
-        for (id, b, e, n) in &balances {
-            println!("  card {id}: balance {b} points after {n} transactions, explained by the journals: {e}");
+        for (id, b, shadow, n) in &balances {
+            println!("  card {id}: {b} points on the card after {n} transactions, {shadow} in the ledger");
         }
+        println!("  Points outstanding: {}", liability.points_outstanding);
         println!(
             "{}",
             if reconciled {
@@ -495,9 +513,10 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     let summary = json!({
         "journal_records": records,
         "chains_intact": chains_ok,
-        "card_transactions": txs.len(),
-        "certificates_verified": verified,
-        "cards": balances.iter().map(|(id, b, e, n)| json!({"card_id": id, "balance": b, "counter": n, "explained_by_journals": e})).collect::<Vec<_>>(),
+        "card_transactions_posted": posted,
+        "exceptions": exceptions.len(),
+        "points_outstanding": liability.points_outstanding,
+        "cards": balances.iter().map(|(id, b, shadow, n)| json!({"card_id": id, "balance": b, "counter": n, "ledger_balance": shadow})).collect::<Vec<_>>(),
         "reconciled": reconciled,
     });
     Ok((events, summary))

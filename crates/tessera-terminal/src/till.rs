@@ -114,6 +114,12 @@ impl<S: Sam, C: Clock> Till<S, C> {
         &self.journal
     }
 
+    /// The journal, for sealing settlement batches and applying
+    /// acknowledgements.
+    pub fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
     /// The terminal.
     pub fn terminal_mut(&mut self) -> &mut Terminal<S, C> {
         &mut self.terminal
