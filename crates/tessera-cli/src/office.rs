@@ -670,10 +670,10 @@ fn report(a: &ReportArgs) -> Result<(), Failure> {
     if a.office.output.json {
         print_json(json!({"report": title.to_lowercase(), "data": value}));
     } else if a.csv {
-        print!("{}", render_csv(&value));
+        print!("{}", render_csv(&value, preferred_columns(title)));
     } else {
         println!("{title}");
-        print!("{}", render_text(&value));
+        print!("{}", render_text(&value, preferred_columns(title)));
     }
     Ok(())
 }
@@ -683,7 +683,61 @@ fn cell(v: &Value) -> String {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         Value::Bool(_) | Value::Number(_) => v.to_string(),
-        other => other.to_string(),
+        // Totals per type, counts per reason: `earn 3×120, redeem 1×50`.
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| match (x.get("count"), x.get("points")) {
+                (Some(c), Some(p)) => format!("{k} {c}×{p}"),
+                _ => format!("{k} {}", cell(x)),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The columns a clerk reads first, per report; any others follow.
+fn preferred_columns(title: &str) -> &'static [&'static str] {
+    match title {
+        "Reconciliation" => &[
+            "date",
+            "terminal_id",
+            "batches",
+            "held_batches",
+            "records",
+            "card_transactions",
+            "posted",
+            "duplicates",
+            "rejected",
+            "held",
+            "exceptions",
+            "declared",
+            "declines",
+        ],
+        "Exceptions" => &[
+            "id",
+            "at",
+            "class",
+            "card_id",
+            "counter",
+            "terminal_id",
+            "batch_no",
+            "evidence",
+        ],
+        "Customers" => &[
+            "customer_id",
+            "name",
+            "segment",
+            "rfm",
+            "visits",
+            "last_visit",
+            "recency_days",
+            "points_earned",
+            "points_redeemed",
+            "favourite_store",
+            "cards",
+        ],
+        _ => &[],
     }
 }
 
@@ -716,8 +770,12 @@ fn split_report(v: &Value) -> (Vec<(String, String)>, Option<Table<'_>>) {
     }
 }
 
-fn columns(rows: &[&serde_json::Map<String, Value>]) -> Vec<String> {
-    let mut cols: Vec<String> = Vec::new();
+fn columns(rows: &[&serde_json::Map<String, Value>], preferred: &[&str]) -> Vec<String> {
+    let mut cols: Vec<String> = preferred
+        .iter()
+        .filter(|c| rows.iter().any(|r| r.contains_key(**c)))
+        .map(|c| (*c).to_owned())
+        .collect();
     for r in rows {
         for k in r.keys() {
             if !cols.contains(k) {
@@ -728,10 +786,11 @@ fn columns(rows: &[&serde_json::Map<String, Value>]) -> Vec<String> {
     cols
 }
 
-fn render_text(v: &Value) -> String {
+fn render_text(v: &Value, preferred: &[&str]) -> String {
     let (scalars, table) = split_report(v);
     let mut out = String::new();
     for (k, x) in &scalars {
+        let x = if x.is_empty() { "none" } else { x.as_str() };
         out.push_str(&format!("  {}: {x}\n", k.replace('_', " ")));
     }
     if let Some((name, rows)) = table {
@@ -742,10 +801,23 @@ fn render_text(v: &Value) -> String {
             out.push_str("  (none)\n");
             return out;
         }
-        let cols = columns(&rows);
+        let cols = columns(&rows, preferred);
+        // Long cells (evidence) are cut for the screen; --json and --csv
+        // carry them whole.
         let cells: Vec<Vec<String>> = rows
             .iter()
-            .map(|r| cols.iter().map(|c| r.get(c).map(cell).unwrap_or_default()).collect())
+            .map(|r| {
+                cols.iter()
+                    .map(|c| {
+                        let s = r.get(c).map(cell).unwrap_or_default();
+                        if s.chars().count() > 60 {
+                            format!("{}…", s.chars().take(59).collect::<String>())
+                        } else {
+                            s
+                        }
+                    })
+                    .collect()
+            })
             .collect();
         let width = |i: usize| {
             cells
@@ -780,12 +852,12 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn render_csv(v: &Value) -> String {
+fn render_csv(v: &Value, preferred: &[&str]) -> String {
     let (scalars, table) = split_report(v);
     let mut out = String::new();
     match table {
         Some((_, rows)) => {
-            let cols = columns(&rows);
+            let cols = columns(&rows, preferred);
             out.push_str(&cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
             out.push('\n');
             for r in rows {
@@ -925,11 +997,11 @@ mod tests {
     #[test]
     fn tables_and_csv_from_any_report_shape() {
         let v = json!({"total": 3, "rows": [{"terminal": 1, "name": "Анна, \"A\""}, {"terminal": 22, "extra": true}]});
-        let t = render_text(&v);
+        let t = render_text(&v, &[]);
         assert!(t.contains("total: 3"), "{t}");
         assert!(t.contains("name       terminal  extra"), "{t}");
-        let c = render_csv(&v);
+        let c = render_csv(&v, &[]);
         assert_eq!(c, "name,terminal,extra\n\"Анна, \"\"A\"\"\",1,\n,22,true\n");
-        assert!(render_text(&json!([])).contains("(none)"));
+        assert!(render_text(&json!([]), &[]).contains("(none)"));
     }
 }
