@@ -86,3 +86,27 @@ pub fn profile_from(a: &ProfileArgs, card_id: [u8; 8], version: u16) -> Result<P
     })?;
     Ok(p)
 }
+
+/// The card id given on the command line, or a fresh random one.
+pub fn card_id_or_random(arg: Option<&str>) -> Result<[u8; 8], Failure> {
+    match arg {
+        Some(h) => hex8(h, "card id"),
+        None => {
+            let mut id = [0u8; 8];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            Ok(id)
+        }
+    }
+}
+
+/// Refuses a card file that already exists: card files are never
+/// overwritten.
+pub fn refuse_existing_card(path: &std::path::Path) -> Result<(), Failure> {
+    if path.exists() {
+        return Err(Failure::new(
+            crate::fail::EXIT_DECLINED,
+            format!("{} already exists: a card file is never overwritten", path.display()),
+        ));
+    }
+    Ok(())
+}

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use rand_core::RngCore;
 use serde_json::json;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
@@ -12,8 +11,8 @@ use tessera_protocol::profile::SignedProfile;
 use tessera_simulator::{image, SimCard};
 use tessera_terminal::issuer::{personalize, IssueParams};
 
-use crate::args::{hex8, profile_from, ProfileArgs};
-use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
+use crate::args::{card_id_or_random, profile_from, refuse_existing_card, ProfileArgs};
+use crate::fail::{Failure, EXIT_FILE};
 use crate::out::{self, print_json};
 use crate::OutputArgs;
 
@@ -120,20 +119,8 @@ fn issue(a: IssueArgs) -> Result<(), Failure> {
     if a.earn_cap == 0 || a.redeem_cap == 0 {
         return Err(Failure::usage("caps must be at least 1 point"));
     }
-    let id = match &a.card_id {
-        Some(h) => hex8(h, "card id")?,
-        None => {
-            let mut id = [0u8; 8];
-            rand_core::OsRng.fill_bytes(&mut id);
-            id
-        }
-    };
-    if a.card.exists() {
-        return Err(Failure::new(
-            EXIT_DECLINED,
-            format!("{} already exists: a card file is never overwritten", a.card.display()),
-        ));
-    }
+    let id = card_id_or_random(a.card_id.as_deref())?;
+    refuse_existing_card(&a.card)?;
     let keys = test_keys()?;
     let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
     let params = IssueParams {

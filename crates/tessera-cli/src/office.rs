@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use rand_core::RngCore;
 use serde_json::{json, Value};
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
@@ -24,7 +23,7 @@ use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::offers::{sign_campaigns, signature_path, CampaignSet};
 use tessera_terminal::Clock;
 
-use crate::args::{date, hex8, profile_from, ProfileArgs};
+use crate::args::{card_id_or_random, date, hex8, profile_from, refuse_existing_card, ProfileArgs};
 use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
 use crate::out::{self, print_json};
 use crate::pos::clock;
@@ -392,23 +391,13 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
 }
 
 fn issue(a: &IssueArgs) -> Result<(), Failure> {
-    let id = match &a.card_id {
-        Some(h) => hex8(h, "card id")?,
-        None => {
-            let mut id = [0u8; 8];
-            rand_core::OsRng.fill_bytes(&mut id);
-            id
-        }
-    };
+    let id = card_id_or_random(a.card_id.as_deref())?;
     let profile = profile_from(&a.profile, id, 1)?;
     if a.earn_cap == 0 || a.redeem_cap == 0 {
         return Err(Failure::usage("caps must be at least 1 point"));
     }
-    if let Some(path) = a.card.as_ref().filter(|p| p.exists()) {
-        return Err(Failure::new(
-            EXIT_DECLINED,
-            format!("{} already exists: a card file is never overwritten", path.display()),
-        ));
+    if let Some(path) = &a.card {
+        refuse_existing_card(path)?;
     }
     let (keys, mut ledger) = open_office(&a.office.dir)?;
     let params = IssueParams {
@@ -498,20 +487,8 @@ fn reader_err(e: tessera_pcsc::PcscError) -> Failure {
 }
 
 fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
-    let id = match &a.card_id {
-        Some(h) => hex8(h, "card id")?,
-        None => {
-            let mut id = [0u8; 8];
-            rand_core::OsRng.fill_bytes(&mut id);
-            id
-        }
-    };
-    if a.card.exists() {
-        return Err(Failure::new(
-            EXIT_DECLINED,
-            format!("{} already exists: a card file is never overwritten", a.card.display()),
-        ));
-    }
+    let id = card_id_or_random(a.card_id.as_deref())?;
+    refuse_existing_card(&a.card)?;
     let (keys, _) = open_office(&a.office.dir)?;
     let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
     card.save_as(&a.card)
