@@ -255,10 +255,19 @@ fn pull_away(path: &Path, n: u32, case: Removal) -> bool {
     };
     assert_eq!(pending.is_some(), case.label == "EARN", "{case:?}");
     let trace = terminal.take_trace();
-    let last = trace.entries.last().unwrap();
-    assert_eq!(trace.commands() as u64, case.at + 1, "{case:?}");
-    assert_eq!(last.label, case.label);
-    assert!(last.response.is_none(), "the answer to {} is lost", case.label);
+    // After a lost transaction answer the terminal tries, in the same tap,
+    // to select the card again and read the outcome from its authenticated
+    // state: one more SELECT, unanswered while the card is out.
+    let retried = u64::from(pending.is_some());
+    assert_eq!(trace.commands() as u64, case.at + 1 + retried, "{case:?}");
+    let cut = &trace.entries[case.at as usize];
+    assert_eq!(cut.label, case.label);
+    assert!(cut.response.is_none(), "the answer to {} is lost", case.label);
+    if pending.is_some() {
+        let last = trace.entries.last().unwrap();
+        assert_eq!(last.label, "SELECT", "{case:?}");
+        assert!(last.response.is_none(), "{case:?}: the card is out");
+    }
 
     // The card is out, then back (the serve process re-inserts it after 1 s).
     served.wait_absent(WAIT).unwrap();
@@ -490,20 +499,22 @@ fn independent_tools_see_the_card_of_the_spec() {
     assert_eq!(sw, 0x9000);
     let id = hex::decode(id_hex).unwrap();
     let digest = profile_digest(&before.profile);
-    assert_eq!(data.len(), 10 + 4 + 3 + 34 + 10, "{data:02X?}");
+    assert_eq!(data.len(), 10 + 4 + 7 + 3 + 34 + 10, "{data:02X?}");
     assert_eq!(data[..2], [0xC0, 0x08]);
     assert_eq!(data[2..10], id[..], "C0: the card id");
-    assert_eq!(data[10..17], [0xC1, 0x02, 0x01, 0x01, 0xC2, 0x01, 0x02], "C1, C2");
-    assert_eq!(data[17..19], [0xC3, 0x20]);
-    assert_eq!(data[19..51], digest, "C3: SHA-256 of the stored profile");
-    assert_eq!(data[51..53], [0xC4, 0x08], "C4: an 8-byte challenge");
+    assert_eq!(data[10..14], [0xC1, 0x02, 0x02, 0x01], "C1: applet v2, key version 1");
+    assert_eq!(data[14..21], [0xDF, 0x07, 0x04, b'T', b'E', b'S', b'T'], "DF07: issuer");
+    assert_eq!(data[21..24], [0xC2, 0x01, 0x02], "C2");
+    assert_eq!(data[24..26], [0xC3, 0x20]);
+    assert_eq!(data[26..58], digest, "C3: SHA-256 of the stored profile");
+    assert_eq!(data[58..60], [0xC4, 0x08], "C4: an 8-byte challenge");
     let sel = SelectResponse::parse(&data).unwrap();
     assert_eq!(sel.card_id[..], id[..]);
-    assert_eq!((sel.applet_version, sel.key_version), (1, 1));
+    assert_eq!((sel.applet_version, sel.key_version), (2, 1));
     assert_eq!(sel.lifecycle, Lifecycle::Active);
     assert_eq!(sel.profile_digest, Some(digest));
     let (again, _) = opensc_send(index, "00 A4 04 00 09 F0 54 45 53 53 45 52 41 01 00");
-    assert_ne!(again[53..], data[53..], "a fresh challenge every SELECT");
+    assert_ne!(again[60..], data[60..], "a fresh challenge every SELECT");
 
     // An instruction the card does not know.
     let (data, sw) = opensc_send(index, "80 FF 00 00");
@@ -537,4 +548,60 @@ fn independent_tools_see_the_card_of_the_spec() {
     let (receipt, _, labels) = tap_and(&mut terminal, &mut transport, TxKind::Earn, 5);
     assert_eq!(receipt.record.balance_after, 5);
     assert_eq!(labels.len(), 4);
+}
+
+/// A relay in the field turns the card's `9000` to a committed EARN into
+/// `6C10` (the served card plays the relay). Through the real pcscd: the
+/// PC/SC transport does not re-send the MAC'd EARN (it would get a genuine
+/// `6988` from the card and a till that believed it would void a committed
+/// transaction); the terminal establishes the outcome from the card's
+/// authenticated state in the same tap: one earn, done, once.
+#[test]
+fn relay_6c10_through_pcscd_no_blind_resend() {
+    if skip("relay_6c10_through_pcscd_no_blind_resend") {
+        return;
+    }
+    let _own = exclusive();
+    let _dog = Watchdog::arm("relay_6c10_through_pcscd_no_blind_resend", TEST_LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let path = card_file(dir.path(), "relay.card", 40, 40);
+    let _pcscd = Pcscd::start_suite(1);
+    let mut served = ServedCard::start(&path, 0, &["--relay-rewrite", "30:6C10", "--json"]);
+    let mut transport = PcscTransport::connect(served.reader()).unwrap();
+    let mut terminal = test_terminal(0x5300_0001);
+    let receipt = {
+        let mut session = terminal.tap(&mut transport).unwrap();
+        session.earn(25).unwrap()
+    };
+    assert_eq!((receipt.record.counter, receipt.record.balance_after), (1, 25));
+    let trace = terminal.take_trace();
+    assert_eq!(
+        trace.labels(),
+        [
+            "SELECT",
+            "AUTHENTICATE",
+            "READ PROFILE",
+            "EARN",
+            "SELECT",
+            "AUTHENTICATE"
+        ],
+        "the outcome is read from the card, in the same tap"
+    );
+    let earn = &trace.entries[3];
+    assert_eq!(
+        earn.response.as_deref(),
+        Some(&[0x6C, 0x10][..]),
+        "the forged answer reached the terminal"
+    );
+    drop(transport);
+    let (status, log) = served.stop();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    // The card saw exactly the commands in the trace: no hidden re-send.
+    let stats: serde_json::Value = log
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no stats in {log}"));
+    assert_eq!(stats["apdus"], trace.commands() as u64, "{stats}");
+    let st = card_file_state(&path);
+    assert_eq!((st.counter, st.balance), (1, 25));
 }

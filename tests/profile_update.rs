@@ -3,17 +3,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use tessera_crypto::keys::IssuerDecision;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_crypto::sign::IssuerKey;
 use tessera_protocol::profile::SignedProfile;
 use tessera_simulator::{Faults, PowerCut, SimCard};
-use tessera_suite::{anna, card_id, issued_card, test_terminal};
+use tessera_suite::{anna, card_id, issued_card, issuer_mac, test_terminal};
 use tessera_terminal::journal::Journal;
 use tessera_terminal::offers::CampaignSet;
 use tessera_terminal::policy::{Hotlist, Policy};
-use tessera_terminal::till::{Till, TillConfig};
+use tessera_terminal::till::{ProfileUpdate, Till, TillConfig};
 use tessera_terminal::TerminalError;
+
+/// The issuer MAC the office sends with a profile update.
+fn pmac(sp: &SignedProfile) -> [u8; 8] {
+    issuer_mac(&sp.profile.card_id, IssuerDecision::Profile(&sp.to_bytes()))
+}
 
 fn v2(id: [u8; 8]) -> SignedProfile {
     let mut p = anna();
@@ -37,7 +43,11 @@ fn a_profile_update_reaches_the_card_at_its_next_tap() {
         campaigns: CampaignSet::empty(),
     };
     let mut till = Till::new(test_terminal(1), journal, config).unwrap();
-    till.set_profile_updates([v2(id)]);
+    let update = v2(id);
+    till.set_profile_updates([ProfileUpdate {
+        issuer_mac: pmac(&update),
+        profile: update,
+    }]);
     {
         let tap = till.tap(&mut card).unwrap();
         assert_eq!(tap.profile_updated, Some(2));
@@ -70,19 +80,22 @@ fn stale_forged_or_foreign_updates_are_refused() {
     let mut same = anna();
     same.card_id = id;
     let same = IssuerKeys::test().unwrap().issuer.sign(&same).unwrap();
-    assert!(matches!(s.update_profile(&same), Err(TerminalError::InvalidRequest(_))));
+    assert!(matches!(
+        s.update_profile(&same, pmac(&same)),
+        Err(TerminalError::InvalidRequest(_))
+    ));
     // Signed by someone else.
     let mut p = anna();
     p.card_id = id;
     p.version = 3;
     let forged = IssuerKey::from_hex(&"22".repeat(32)).unwrap().sign(&p).unwrap();
     assert!(matches!(
-        s.update_profile(&forged),
+        s.update_profile(&forged, pmac(&forged)),
         Err(TerminalError::BadProfileSignature)
     ));
     // For another card.
     assert!(matches!(
-        s.update_profile(&v2(card_id(72))),
+        s.update_profile(&v2(card_id(72)), pmac(&v2(card_id(72)))),
         Err(TerminalError::ProfileCardMismatch)
     ));
     drop(s);
@@ -111,7 +124,7 @@ fn power_loss_during_an_update_leaves_old_or_new() {
             ..Faults::default()
         });
         let mut t = test_terminal(1);
-        let result = t.tap(&mut c).and_then(|mut s| s.update_profile(&v2(id)));
+        let result = t.tap(&mut c).and_then(|mut s| s.update_profile(&v2(id), pmac(&v2(id))));
         c.set_faults(Faults::default());
         let v = SignedProfile::parse(&c.state().unwrap().profile)
             .unwrap()

@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use tessera_crypto::keys::IssuerDecision;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_protocol::messages::TxKind;
-use tessera_suite::{issued_card, test_terminal, TEST_TIME};
+use tessera_suite::{card_id, issued_card, issuer_mac, test_terminal, TEST_TIME};
 use tessera_terminal::TerminalError;
 
 #[test]
@@ -88,13 +89,18 @@ fn settlement_acknowledgement_restarts_velocity_from_the_log() {
     s.redeem(20).unwrap(); // 3
     s.redeem(30).unwrap(); // 4
                            // Settled up to counter 3: only the redemption at 4 is still unsettled.
-    let v = s.acknowledge_settlement(3).unwrap();
+    let id = card_id(53);
+    let v = s
+        .acknowledge_settlement(3, issuer_mac(&id, IssuerDecision::Settled(3)))
+        .unwrap();
     assert_eq!((v.unsettled_redeems, v.unsettled_points, v.settled_counter), (1, 30, 3));
     // Idempotent, never backwards.
-    let v = s.acknowledge_settlement(2).unwrap();
+    let v = s
+        .acknowledge_settlement(2, issuer_mac(&id, IssuerDecision::Settled(2)))
+        .unwrap();
     assert_eq!((v.unsettled_redeems, v.unsettled_points, v.settled_counter), (1, 30, 3));
     assert!(matches!(
-        s.acknowledge_settlement(5),
+        s.acknowledge_settlement(5, issuer_mac(&id, IssuerDecision::Settled(5))),
         Err(TerminalError::InvalidRequest(_))
     ));
     drop(s);

@@ -58,7 +58,7 @@ fn refused(outcome: TillOutcome, code: &str) -> Decision {
             eprintln!("{code}: {}", decision.message());
             decision
         }
-        TillOutcome::Approved { .. } => panic!("expected {code}, got an approval"),
+        other => panic!("expected {code}, got {other:?}"),
     }
 }
 

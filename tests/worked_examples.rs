@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use tessera_crypto::cert::certificate;
 use tessera_crypto::channel::SessionKeys;
-use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::keys::{IssuerDecision, IssuerKeys};
 use tessera_crypto::rng::Rng;
 use tessera_crypto::sign::profile_digest;
 use tessera_protocol::messages::{AuthCommand, SelectResponse};
@@ -22,7 +22,7 @@ use tessera_protocol::Command;
 use tessera_simulator::SimCard;
 use tessera_suite::{anna, card_id, test_terminal};
 use tessera_terminal::issuer::{personalize_traced, IssueParams};
-use tessera_terminal::AuditTrace;
+use tessera_terminal::{AuditTrace, Unblock};
 use tessera_transport::Transport;
 
 const CARD_SEED: u64 = 2026;
@@ -47,6 +47,8 @@ struct Examples {
     personalize: String,
     earn: String,
     redeem: String,
+    issuer: String,
+    unblock: String,
     values: String,
 }
 
@@ -65,6 +67,28 @@ fn generate() -> Examples {
         s.redeem(50).unwrap()
     };
     let redeem = terminal.take_trace();
+
+    // v2: a refund checked by the card, then the issuer's settlement
+    // acknowledgement relayed by the terminal (issuer MAC, §5.9).
+    let ack_mac = keys.issuer_mac(&id, IssuerDecision::Settled(3));
+    let refund = {
+        let mut s = terminal.tap(&mut card).unwrap();
+        let r = s.refund(&receipt.record).unwrap();
+        s.acknowledge_settlement(3, ack_mac).unwrap();
+        r
+    };
+    let issuer = terminal.take_trace();
+    // v2: UNBLOCK, outside a session, issuer sequence 1.
+    let unblock_mac = keys.issuer_mac(&id, IssuerDecision::Unblock(1));
+    terminal.set_unblocks([(
+        id,
+        Unblock {
+            seq: 1,
+            issuer_mac: unblock_mac,
+        },
+    )]);
+    drop(terminal.tap(&mut card).unwrap());
+    let unblock = terminal.take_trace();
 
     // Derived values a vendor checks an implementation against.
     let sel_raw = earn.entries[0].response.clone().unwrap();
@@ -113,10 +137,31 @@ fn generate() -> Examples {
         hex::encode_upper(certificate(&k_cert, &id, &receipt.record))
     );
 
+    let _ = writeln!(v, "# v2: issuer key and issuer MACs (§5.9)");
+    let k_iss = keys.card_issuer_key(&id);
+    let _ = writeln!(v, "K_iss = {}", hex::encode_upper(k_iss.bytes()));
+    let _ = writeln!(v, "refund_record = {}", hex::encode_upper(refund.record.to_bytes()));
+    // The MAC inputs written out as §5.9 gives them, and checked against
+    // the issuer's implementation.
+    for (name, ins, payload, mac) in [("ack", 0x38u8, 3u32, ack_mac), ("unblock", 0x2C, 1, unblock_mac)] {
+        let mut input = b"TI".to_vec();
+        input.extend_from_slice(&[0x02, ins]);
+        input.extend_from_slice(&id);
+        input.extend_from_slice(&payload.to_be_bytes());
+        assert_eq!(tessera_crypto::cmac(&k_iss, &input)[..8], mac);
+        let _ = writeln!(v, "{name}_issuer_mac_input = {}", hex::encode_upper(&input));
+        let _ = writeln!(v, "{name}_issuer_mac = {}", hex::encode_upper(mac));
+    }
+
     Examples {
         personalize: render("Personalization of card 7E57000000000001 with the test keys", &perso),
         earn: render("First tap at terminal 00000101: profile not cached, EARN 120", &earn),
         redeem: render("Second tap: profile cached, REDEEM 50", &redeem),
+        issuer: render(
+            "Third tap: REFUND of the redemption (#2, 50 points), then ACKNOWLEDGE SETTLEMENT up to #3 with the issuer MAC",
+            &issuer,
+        ),
+        unblock: render("Fourth tap: the issuer's UNBLOCK (sequence 1) before AUTHENTICATE", &unblock),
         values: v,
     }
 }
@@ -128,6 +173,8 @@ fn worked_examples_are_frozen() {
         ("traces/personalize.apdu", &ex.personalize),
         ("traces/earn.apdu", &ex.earn),
         ("traces/redeem.apdu", &ex.redeem),
+        ("traces/issuer.apdu", &ex.issuer),
+        ("traces/unblock.apdu", &ex.unblock),
         ("traces/values.txt", &ex.values),
     ];
     let dir = fixtures();
@@ -176,4 +223,14 @@ fn recorded_traces_replay_byte_for_byte() {
     assert_eq!(replay(&mut card, "traces/redeem.apdu"), 3);
     let st = card.state().unwrap();
     assert_eq!((st.balance, st.counter), (70, 2));
+    assert_eq!(replay(&mut card, "traces/issuer.apdu"), 4);
+    let st = card.state().unwrap();
+    assert_eq!((st.balance, st.counter), (120, 3));
+    assert_eq!(
+        (st.velocity.unsettled_redeems, st.velocity.settled_counter),
+        (0, 3),
+        "settled up to 3: no redemption after it"
+    );
+    assert_eq!(replay(&mut card, "traces/unblock.apdu"), 3);
+    assert_eq!(card.state().unwrap().issuer_seq, 1);
 }

@@ -75,3 +75,12 @@ pub fn test_terminal(terminal_id: u32) -> Terminal<SoftwareSam, FixedClock> {
         terminal_id,
     )
 }
+
+/// The issuer MAC of a decision for a card, made with the test issuer
+/// master (what the office puts in the sync feed).
+#[allow(clippy::expect_used)]
+pub fn issuer_mac(card: &[u8; 8], decision: tessera_crypto::keys::IssuerDecision<'_>) -> [u8; 8] {
+    tessera_crypto::keys::IssuerKeys::test()
+        .expect("test keys")
+        .issuer_mac(card, decision)
+}

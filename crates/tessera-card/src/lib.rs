@@ -15,12 +15,14 @@ use zeroize::Zeroizing;
 
 use tessera_crypto::cert::certificate;
 use tessera_crypto::channel::{SecureChannel, SessionKeys};
+use tessera_crypto::keys::{issuer_mac, IssuerDecision};
 use tessera_crypto::sign::profile_digest;
 use tessera_crypto::{CryptoError, Key};
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind, Velocity,
+    AckCommand, AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind,
+    UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{SignedProfile, MAX_PROFILE_BLOB};
 use tessera_protocol::tlv::{encode, tags, TlvList};
@@ -165,7 +167,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         let ins = cmd.instruction();
         let expected_cla = match ins {
             Ins::Select => CLA_ISO,
-            Ins::Authenticate | Ins::Personalize => CLA_PROPRIETARY,
+            Ins::Authenticate | Ins::Personalize | Ins::Unblock => CLA_PROPRIETARY,
             Ins::ReadProfile
             | Ins::Earn
             | Ins::Redeem
@@ -188,6 +190,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         match ins {
             Ins::Authenticate => self.authenticate(cmd),
             Ins::Personalize => self.personalize(cmd),
+            Ins::Unblock => self.unblock(cmd),
             _ => {
                 let data = self.unwrap_secure(cmd)?;
                 match ins {
@@ -264,6 +267,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             card_id: s.card_id,
             applet_version: APPLET_VERSION,
             key_version: s.key_version,
+            issuer_id: s.issuer_id,
             lifecycle: s.lifecycle,
             profile_digest: (!s.profile.is_empty()).then(|| profile_digest(&s.profile)),
             card_challenge: challenge,
@@ -326,6 +330,10 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             last_record: self.state.last_record().cloned(),
             visits: self.state.visits,
             velocity: self.state.velocity,
+            // v2: what SELECT said, now under the R-MAC (§4.2).
+            versions: [APPLET_VERSION, self.state.key_version],
+            issuer_id: self.state.issuer_id,
+            profile_digest: (!self.state.profile.is_empty()).then(|| profile_digest(&self.state.profile)),
         };
         self.session = Session::Authenticated {
             channel: Box::new(SecureChannel::new(keys)),
@@ -372,6 +380,10 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         if tx.amount > cap {
             return Err(StatusWord::AboveCap);
         }
+        if refund {
+            self.check_refund(kind, tx.reference, tx.amount)?;
+        }
+        let s = &self.state;
         let balance_after = if kind.is_credit() {
             s.balance.checked_add(tx.amount).ok_or(StatusWord::BalanceOverflow)?
         } else {
@@ -420,6 +432,76 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
     }
 
+    /// §4.9 steps 5–7 (v2): the original must still be in the log, of the
+    /// kind this refund reverses, and the refunds of it so far plus this one
+    /// must not exceed its amount. Every refund of an original still in the
+    /// log is itself in the log (its counter is newer), so the log is the
+    /// complete record of what was refunded — and the refund record written
+    /// in the same commit as the balance is the refunded mark.
+    fn check_refund(&self, kind: TxKind, reference: u32, amount: u32) -> Result<(), StatusWord> {
+        let s = &self.state;
+        if s.counter - reference >= LOG_CAPACITY as u32 {
+            return Err(StatusWord::ReferenceNotFound);
+        }
+        let original = s
+            .records()
+            .find(|r| r.counter == reference)
+            .ok_or(StatusWord::ReferenceNotFound)?;
+        if original.kind.reversal() != Some(kind) {
+            return Err(StatusWord::ReferenceMismatch);
+        }
+        let refunded = s
+            .records()
+            .filter(|r| r.reference == reference && matches!(r.kind, TxKind::RefundEarn | TxKind::RefundRedeem))
+            .fold(0u64, |a, r| a + u64::from(r.amount));
+        if u64::from(amount) + refunded > u64::from(original.amount) {
+            return Err(StatusWord::RefundExceedsOriginal);
+        }
+        Ok(())
+    }
+
+    /// §5.9: checks an issuer MAC with K_iss. A card personalized under v1
+    /// has no issuer key (`6985`); a wrong MAC is `6988` and closes an
+    /// authenticated session (as a wrong C-MAC does, §4.0); outside a
+    /// session (UNBLOCK) the session state is unchanged.
+    fn check_issuer_mac(&mut self, decision: IssuerDecision<'_>, mac: &[u8; 8]) -> Result<(), StatusWord> {
+        let k_iss = self
+            .state
+            .key_issuer
+            .as_ref()
+            .ok_or(StatusWord::ConditionsNotSatisfied)?;
+        let expected = issuer_mac(k_iss, &self.state.card_id, decision);
+        if !tessera_crypto::ct_eq(&expected, mac) {
+            if matches!(self.session, Session::Authenticated { .. }) {
+                self.session = Session::Selected { challenge: None };
+            }
+            return Err(StatusWord::BadMac);
+        }
+        Ok(())
+    }
+
+    /// §4.14 UNBLOCK (v2): the issuer resets the authentication failure
+    /// counter. Needs a selection, not a session: a card whose
+    /// authentication is blocked cannot open one.
+    fn unblock(&mut self, cmd: &Command) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let u = UnblockCommand::parse(&cmd.data).map_err(|_| StatusWord::WrongData)?;
+        self.check_issuer_mac(IssuerDecision::Unblock(u.seq), &u.issuer_mac)?;
+        if u.seq <= self.state.issuer_seq {
+            return Err(StatusWord::WrongData);
+        }
+        self.commit(vec![
+            (Field::AuthFailures, vec![0]),
+            (Field::IssuerSeq, u.seq.to_be_bytes().to_vec()),
+        ])?;
+        Ok(Response::status(StatusWord::Ok))
+    }
+
     /// §4.10 ACKNOWLEDGE SETTLEMENT: the back office has settled every
     /// transaction up to counter N; the velocity counters restart from the
     /// redemptions after N.
@@ -427,13 +509,14 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         if (cmd.p1, cmd.p2) != (0, 0) {
             return Err(StatusWord::WrongP1P2);
         }
-        let l = TlvList::parse(data).map_err(|_| StatusWord::WrongData)?;
-        l.only(&[tags::COUNTER]).map_err(|_| StatusWord::WrongData)?;
-        let upto = l.u32(tags::COUNTER).map_err(|_| StatusWord::WrongData)?;
-        let s = &self.state;
-        if upto > s.counter {
+        let ack = AckCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
+        let upto = ack.counter;
+        if upto > self.state.counter {
             return Err(StatusWord::WrongData);
         }
+        // v2: N comes from the issuer, not from the terminal.
+        self.check_issuer_mac(IssuerDecision::Settled(upto), &ack.issuer_mac)?;
+        let s = &self.state;
         if upto > s.velocity.settled_counter {
             // Redemptions after `upto` are recounted from the log when it
             // reaches back that far; otherwise the counters stay as they are,
@@ -479,16 +562,17 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         if self.state.lifecycle != Lifecycle::Active {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
-        let l = TlvList::parse(data).map_err(|_| StatusWord::WrongData)?;
-        l.only(&[tags::ENCRYPTED]).map_err(|_| StatusWord::WrongData)?;
-        let ct = l.require(tags::ENCRYPTED).map_err(|_| StatusWord::WrongData)?;
+        let up = UpdateProfileCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
         let Session::Authenticated { channel } = &mut self.session else {
             return Err(StatusWord::SecurityNotSatisfied);
         };
-        let blob = channel.decrypt(ct).map_err(|_| StatusWord::WrongData)?;
+        // The encryption counter advances whether or not decryption works.
+        let blob = channel.decrypt(&up.ciphertext).map_err(|_| StatusWord::WrongData)?;
         if blob.len() > MAX_PROFILE_BLOB {
             return Err(StatusWord::NotEnoughMemory);
         }
+        // v2: the exact blob must be the issuer's decision.
+        self.check_issuer_mac(IssuerDecision::Profile(&blob), &up.issuer_mac)?;
         let new = SignedProfile::parse(&blob).map_err(|_| StatusWord::WrongData)?;
         let current = SignedProfile::parse(&self.state.profile)
             .map(|p| p.profile.version)
@@ -545,6 +629,8 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             (Field::KeyVersion, vec![p.key_version]),
             (Field::KeyAuth, p.key_auth.to_vec()),
             (Field::KeyCert, p.key_cert.to_vec()),
+            (Field::KeyIssuer, p.key_issuer.to_vec()),
+            (Field::IssuerId, p.issuer_id.to_vec()),
             (Field::Caps, caps),
             (Field::AuthLimit, vec![p.auth_limit]),
             (Field::AuthFailures, vec![0]),

@@ -1,7 +1,7 @@
 //! The typed view of the card's persistent fields.
 
 use tessera_crypto::Key;
-use tessera_protocol::messages::{Lifecycle, LogRecord, Velocity, Visits};
+use tessera_protocol::messages::{IssuerId, Lifecycle, LogRecord, Velocity, Visits};
 use tessera_protocol::LOG_CAPACITY;
 
 use crate::storage::{Field, Storage};
@@ -42,6 +42,12 @@ pub struct CardState {
     pub visits: Visits,
     /// Offline velocity counters.
     pub velocity: Velocity,
+    /// Issuer key (v2); `None` on a card personalized under v1.
+    pub key_issuer: Option<Key>,
+    /// Issuer identifier (v2); `None` on a v1 card.
+    pub issuer_id: Option<IssuerId>,
+    /// Issuer sequence of the last UNBLOCK (0 = none).
+    pub issuer_seq: u32,
 }
 
 fn corrupt(f: Field) -> CardError {
@@ -95,9 +101,13 @@ impl CardState {
             profile: s.read(Field::Profile).ok_or_else(|| corrupt(Field::Profile))?,
             visits: Visits::default(),
             velocity: Velocity::default(),
+            key_issuer: None,
+            issuer_id: None,
+            issuer_seq: 0,
         };
-        // Fields added after the first cards: absent means zero.
-        for f in [Field::Visits, Field::Velocity] {
+        // Fields added after the first cards: absent means zero (or, for the
+        // v2 issuer fields, a card personalized under application v1).
+        for f in [Field::Visits, Field::Velocity, Field::IssuerId, Field::IssuerSeq] {
             if let Some(v) = s.read(f) {
                 state.set(f, &v)?;
             }
@@ -105,6 +115,9 @@ impl CardState {
         for f in [Field::KeyPerso, Field::KeyAuth, Field::KeyCert] {
             let v = zeroize::Zeroizing::new(s.read(f).ok_or_else(|| corrupt(f))?);
             state.set(f, &v)?;
+        }
+        if let Some(v) = s.read(Field::KeyIssuer).map(zeroize::Zeroizing::new) {
+            state.set(Field::KeyIssuer, &v)?;
         }
         state.set(Field::Caps, &fixed::<8>(s, Field::Caps)?)?;
         for i in 0..LOG_CAPACITY as u8 {
@@ -160,6 +173,9 @@ impl CardState {
             Field::Profile => self.profile = v.to_vec(),
             Field::Visits => self.visits = Visits::parse(v).map_err(|_| corrupt(f))?,
             Field::Velocity => self.velocity = Velocity::parse(v).map_err(|_| corrupt(f))?,
+            Field::KeyIssuer => self.key_issuer = decode_key(v, f)?,
+            Field::IssuerId => self.issuer_id = Some(v.try_into().map_err(|_| corrupt(f))?),
+            Field::IssuerSeq => self.issuer_seq = four()?,
         }
         Ok(())
     }

@@ -41,6 +41,13 @@ pub enum Field {
     /// Offline velocity counters (12 bytes); absent on cards made before
     /// they existed.
     Velocity,
+    /// Issuer key K_iss (16 bytes, v2); absent on cards personalized under
+    /// application v1.
+    KeyIssuer,
+    /// Issuer identifier (4 bytes, v2); absent on v1 cards.
+    IssuerId,
+    /// Issuer sequence of the last UNBLOCK (4 bytes, v2); absent means 0.
+    IssuerSeq,
 }
 
 impl Field {
@@ -62,6 +69,9 @@ impl Field {
             Self::Profile => "profile".into(),
             Self::Visits => "visits".into(),
             Self::Velocity => "velocity".into(),
+            Self::KeyIssuer => "key_issuer".into(),
+            Self::IssuerId => "issuer_id".into(),
+            Self::IssuerSeq => "issuer_seq".into(),
         }
     }
 
@@ -82,6 +92,9 @@ impl Field {
             "profile" => Self::Profile,
             "visits" => Self::Visits,
             "velocity" => Self::Velocity,
+            "key_issuer" => Self::KeyIssuer,
+            "issuer_id" => Self::IssuerId,
+            "issuer_seq" => Self::IssuerSeq,
             other => {
                 let i: u8 = other.strip_prefix("log.")?.parse().ok()?;
                 if usize::from(i) >= tessera_protocol::LOG_CAPACITY {

@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// With --remove-after: stay out of the field instead of coming back.
     #[arg(long, requires = "remove_after")]
     pub no_reinsert: bool,
+    /// Attack test: act as a relay in the field that replaces the card's
+    /// answer to the first command with instruction INS by the status word
+    /// SW (both hex), e.g. 30:6C10; the card executes the command.
+    #[arg(long, value_name = "INS:SW")]
+    pub relay_rewrite: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -228,6 +233,20 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
 fn serve(a: ServeArgs) -> Result<(), Failure> {
     use tessera_simulator::vpcd::{self, ServeOptions};
     let mut card = SimCard::open(&a.card, Rng::Os)?;
+    if let Some(r) = &a.relay_rewrite {
+        let bad = || {
+            Failure::usage(format!(
+                "invalid --relay-rewrite {r:?}: give INS:SW in hex, e.g. 30:6C10"
+            ))
+        };
+        let (ins, sw) = r.split_once(':').ok_or_else(bad)?;
+        let ins = u8::from_str_radix(ins, 16).map_err(|_| bad())?;
+        let sw = u16::from_str_radix(sw, 16).map_err(|_| bad())?;
+        card.set_faults(tessera_simulator::Faults {
+            relay_rewrite: Some(tessera_simulator::RelayRewrite { ins, sw }),
+            ..Default::default()
+        });
+    }
     let addr = match (&a.vpcd, a.reader_index) {
         (Some(addr), _) => addr.clone(),
         (None, Some(i)) => vpcd::reader_addr(i),

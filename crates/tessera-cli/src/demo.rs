@@ -375,6 +375,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                     TillOutcome::Refused { decision, .. } => {
                         format!("{} {what}: {}", decision.code(), decision.message())
                     }
+                    TillOutcome::AlreadyDone { .. } => format!("ALREADY DONE {what}: nothing charged twice"),
                 });
             }
             Ok(())
@@ -392,7 +393,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                 card.set_faults(Faults::default());
                 let till_id = 101 + t as u32;
                 let again = present(stack, t, card, |tr| -> Result<Vec<String>, TillError> {
-                    let tap = till.tap(tr)?;
+                    let mut tap = till.tap(tr)?;
                     let mine = |origin: Option<u32>, terminal: Option<u32>| {
                         pending.is_some() && origin == pending && terminal.is_none_or(|x| x == till_id)
                     };
@@ -416,6 +417,23 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                     );
                     if l.is_empty() {
                         l.push("re-tap: nothing had reached the card — purchase again".to_owned());
+                    }
+                    // The hurried clerk simply runs the same purchase again:
+                    // the till never charges it twice.
+                    if let Step::BuyPulled(_, cents, cats) = step {
+                        let cats: Vec<String> = cats.iter().map(|s| (*s).to_owned()).collect();
+                        l.push(match tap.purchase(*cents, &cats)? {
+                            TillOutcome::AlreadyDone { .. } => {
+                                "clerk repeats the purchase: ALREADY DONE — nothing charged twice".to_owned()
+                            }
+                            TillOutcome::Approved { receipt, .. } => format!(
+                                "clerk repeats the purchase: APPROVED +{} → balance {}",
+                                receipt.record.amount, receipt.record.balance_after
+                            ),
+                            TillOutcome::Refused { decision, .. } => {
+                                format!("clerk repeats the purchase: {} {}", decision.code(), decision.message())
+                            }
+                        });
                     }
                     Ok(l)
                 })?;

@@ -14,6 +14,9 @@ pub const EXIT_CARD: u8 = 3;
 pub const EXIT_FILE: u8 = 4;
 /// Exit code: referred — the operation needs the back office.
 pub const EXIT_REFERRED: u8 = 5;
+/// Exit code: nothing new was done — an earlier interrupted operation of
+/// this till on this card went through (`--again` performs a new one).
+pub const EXIT_ALREADY_DONE: u8 = 7;
 
 /// What the binary reports on failure.
 #[derive(Debug)]
@@ -109,6 +112,30 @@ impl From<TerminalError> for Failure {
             E::CounterExhausted => (EXIT_DECLINED, "This card has reached the end of its life — replace it".into()),
             E::InvalidRequest(m) => (EXIT_USAGE, (*m).to_string()),
             E::UnknownKeyVersion(v) => (EXIT_CARD, format!("This terminal has no keys for card key version {v}")),
+            E::NotSetUpForCard { issuer, key_version } => (
+                EXIT_CARD,
+                format!(
+                    "This till is not set up for this card (issuer {issuer}, key version {key_version}) — nothing was tried on the card; check the till's key bundle or call the office"
+                ),
+            ),
+            E::NeedsReissue => (
+                EXIT_CARD,
+                "This card was issued under card application v1 — it must be re-issued at the office".into(),
+            ),
+            E::SelectTampered => (
+                EXIT_CARD,
+                "The card's answer was altered on the way to the reader — nothing done; do not accept the card, call the office".into(),
+            ),
+            E::Unanswered { .. } => (EXIT_CARD, "The card did not answer — nothing changed; tap the card again".into()),
+            E::RefundKindMismatch => (EXIT_DECLINED, "The card refused the refund: the original is of another kind".into()),
+            E::RefundExceedsOriginal => (
+                EXIT_DECLINED,
+                "The card refused the refund: the original transaction was already refunded".into(),
+            ),
+            E::RefundOutsideLog => (
+                EXIT_REFERRED,
+                "The original transaction is too old for an offline refund — call the office".into(),
+            ),
             E::Card { .. } | E::Malformed { .. } => (EXIT_CARD, format!("Card error: {e}")),
             _ => (EXIT_CARD, e.to_string()),
         };

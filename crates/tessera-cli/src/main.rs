@@ -65,10 +65,14 @@ pub struct TerminalArgs {
     /// The store this terminal stands in (recorded in the card's visit history).
     #[arg(long, default_value_t = 1)]
     pub store: u32,
-    /// This terminal's keys (a bundle from `tessera office export-terminal`)
-    /// [default: the published test keys].
-    #[arg(long, value_name = "BUNDLE.json")]
+    /// This terminal's keys (a bundle from `tessera office export-terminal`).
+    /// Required, unless --test-keys.
+    #[arg(long, value_name = "BUNDLE.json", conflicts_with = "test_keys")]
     pub keys: Option<PathBuf>,
+    /// Use the published test keys (training and tests only: never for real
+    /// cards; a warning is printed on every command).
+    #[arg(long)]
+    pub test_keys: bool,
 }
 
 fn main() -> ExitCode {

@@ -55,6 +55,9 @@ pub enum OfficeCmd {
     Hotlist(HotlistCmd),
     /// Queue a new signed profile version for a card (delivered through sync).
     UpdateProfile(UpdateProfileArgs),
+    /// Queue an issuer UNBLOCK for a card locked by failed authentications
+    /// (delivered through sync: the card opens again at its next tap).
+    Unblock(UnblockArgs),
     /// Check a campaign file and sign it (writes FILE.sig); with --dir, with
     /// the office's key, publishing it in the office directory.
     SignCampaigns(SignArgs),
@@ -226,11 +229,29 @@ pub struct SignArgs {
     #[arg(long, value_name = "FILE")]
     pub file: PathBuf,
     /// Sign with this office's key and publish the file as
-    /// DIR/campaigns.toml [default: sign with the TEST issuer key].
-    #[arg(long, value_name = "DIR")]
+    /// DIR/campaigns.toml.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "test_keys",
+        conflicts_with = "test_keys"
+    )]
     pub dir: Option<PathBuf>,
+    /// Sign with the published TEST issuer key (training only).
+    #[arg(long)]
+    pub test_keys: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Arguments of `office unblock`.
+#[derive(Args)]
+pub struct UnblockArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// The card whose authentication is locked, 16 hex digits.
+    #[arg(long, value_name = "ID")]
+    pub card: String,
 }
 
 /// Runs an `office` subcommand.
@@ -245,6 +266,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::Report(a) => report(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Hotlist(HotlistCmd::Add(a)) => hotlist_add(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Unblock(a) => unblock(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::SignCampaigns(a) => {
             let json = a.output.json;
             sign(a).map_err(|f| f.json(json))
@@ -349,17 +371,20 @@ fn init(a: &DirArgs) -> Result<(), Failure> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| file_err(&format!("office directory {}", dir.display()), e))?;
     }
-    let keys = IssuerKeys::generate(1);
+    // Production key stores start at key version 2: version 1 and the
+    // issuer id "TEST" belong to the published test keys.
+    let keys = IssuerKeys::generate(2).map_err(|e| file_err("key ceremony", e))?;
     write_private(&dir.join(KEYS_FILE), keys.to_json().as_bytes())?;
     drop(Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?);
     if a.output.json {
         print_json(
-            json!({"dir": dir.display().to_string(), "key_version": keys.key_version, "issuer_public_key": keys.issuer.public().to_hex()}),
+            json!({"dir": dir.display().to_string(), "issuer_id": hex::encode_upper(keys.issuer_id), "key_version": keys.key_version, "issuer_public_key": keys.issuer.public().to_hex()}),
         );
     } else {
         println!(
-            "Office created in {}: fresh issuer keys (version {}) in {KEYS_FILE}, empty ledger {LEDGER_FILE}. Keep the directory private and backed up.",
+            "Office created in {}: issuer {}, fresh keys (version {}) in {KEYS_FILE}, empty ledger {LEDGER_FILE}. Keep the directory private and backed up.",
             dir.display(),
+            hex::encode_upper(keys.issuer_id),
             keys.key_version
         );
     }
@@ -856,6 +881,21 @@ fn render_csv(v: &Value, preferred: &[&str]) -> String {
     out
 }
 
+fn unblock(a: &UnblockArgs) -> Result<(), Failure> {
+    let card = hex8(&a.card, "card id")?;
+    let (_keys, mut ledger) = open_office(&a.office.dir)?;
+    let seq = ledger.queue_unblock(card, now()?).map_err(ledger_err)?;
+    if a.office.output.json {
+        print_json(json!({"card_id": out::card_id(&card), "issuer_seq": seq}));
+    } else {
+        println!(
+            "Unblock {seq} queued for card {}: it opens again at its next tap at a till after `pos sync`.",
+            out::card_id(&card)
+        );
+    }
+    Ok(())
+}
+
 fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
     let (_keys, mut ledger) = open_office(&a.office.dir)?;
@@ -921,10 +961,13 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(EXIT_FILE, format!("campaign file {}: {e}", a.file.display())))?;
     let (keys, which) = match &a.dir {
         Some(dir) => (load_keys(dir)?, "the office's issuer key"),
-        None => (
-            IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?,
-            "the TEST issuer key",
-        ),
+        None => {
+            eprintln!("{}", crate::pos::TEST_KEYS_WARNING);
+            (
+                IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?,
+                "the TEST issuer key",
+            )
+        }
     };
     let sig = sign_campaigns(&body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
     let sig_path = signature_path(&a.file);

@@ -9,10 +9,12 @@
 //! | `hotlist.toml` | blocked cards (optional: none) |
 //! | `campaigns.toml`, `campaigns.toml.sig` | campaigns signed by the issuer (optional: none) |
 //! | `profiles/` | verified customer profiles cached by digest |
-//! | `profile-updates/`, `settled.json` | written by `pos sync` (see `settle.rs`) |
+//! | `profile-updates/`, `settled.json`, `unblocks.json` | issuer decisions written by `pos sync` (see `settle.rs`) |
 //!
 //! `--keys BUNDLE.json` (from `tessera office export-terminal`) gives the
-//! terminal its keys; without it the published test keys are used.
+//! terminal its keys; `--test-keys` uses the published test keys with a
+//! warning. Without either, nothing is done: a till never falls back to keys
+//! it was not given.
 
 use std::path::{Path, PathBuf};
 
@@ -25,10 +27,10 @@ use tessera_simulator::SimCard;
 use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
 use tessera_terminal::offers::CampaignSet;
 use tessera_terminal::policy::{Decision, Hotlist, Policy};
-use tessera_terminal::till::{Till, TillConfig, TillError, TillOutcome};
-use tessera_terminal::{Clock, FixedClock, ProfileCache, SoftwareSam, SystemClock, Terminal};
+use tessera_terminal::till::{ProfileUpdate, SettledCounter, Till, TillConfig, TillError, TillOutcome};
+use tessera_terminal::{Clock, FixedClock, ProfileCache, SoftwareSam, SystemClock, Terminal, Unblock};
 
-use crate::fail::{parse_points, Failure, EXIT_DECLINED, EXIT_FILE, EXIT_REFERRED};
+use crate::fail::{parse_points, Failure, EXIT_ALREADY_DONE, EXIT_DECLINED, EXIT_FILE, EXIT_REFERRED};
 use crate::out::{self, print_json};
 use crate::{OutputArgs, TerminalArgs};
 
@@ -87,6 +89,19 @@ pub struct EarnArgs {
     /// Purchased categories (repeat or comma-separate), e.g. coffee.
     #[arg(long = "category", value_delimiter = ',')]
     pub categories: Vec<String>,
+    #[command(flatten)]
+    pub again: AgainArg,
+}
+
+/// `--again`: a new operation even after a retry found the earlier one done.
+#[derive(Args)]
+pub struct AgainArg {
+    /// Perform the operation even if this tap finds that an earlier
+    /// interrupted operation of this till on this card went through (by
+    /// default nothing new is done then, exit code 7, so that a retry after
+    /// a pulled card never charges twice).
+    #[arg(long)]
+    pub again: bool,
 }
 
 /// Arguments of `pos redeem`.
@@ -97,6 +112,8 @@ pub struct RedeemArgs {
     /// Points, a whole number from 1.
     #[arg(long, allow_hyphen_values = true)]
     pub points: String,
+    #[command(flatten)]
+    pub again: AgainArg,
 }
 
 /// Arguments of `pos refund`.
@@ -107,6 +124,8 @@ pub struct RefundArgs {
     /// The transaction to reverse, as CARD:COUNTER (card id in hex).
     #[arg(long = "of", value_name = "CARD:COUNTER")]
     pub of: String,
+    #[command(flatten)]
+    pub again: AgainArg,
 }
 
 /// Arguments of reports on the journal.
@@ -215,18 +234,27 @@ pub(crate) fn open_journal_checked(dir: &Path, default_id: u32, required: Option
     Journal::open(&path, id).map_err(|e| file_err("journal", e))
 }
 
-/// The terminal's keys: the bundle given with `--keys`, else the test keys.
+/// The warning printed by every command that runs on the test keys.
+pub(crate) const TEST_KEYS_WARNING: &str =
+    "WARNING: using the published TEST keys (--test-keys): training only, never for real cards";
+
+/// The terminal's keys: the bundle given with `--keys`, or the test keys
+/// with `--test-keys` (and a warning line), never a silent default.
 /// Returns the keys and the bundle's terminal id.
 fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failure> {
-    match &t.keys {
-        Some(p) => {
+    match (&t.keys, t.test_keys) {
+        (Some(p), _) => {
             let b = crate::settle::load_bundle(p)?;
             Ok((b.keys, Some(b.terminal_id)))
         }
-        None => {
+        (None, true) => {
+            eprintln!("{TEST_KEYS_WARNING}");
             let keys = IssuerKeys::test().map_err(|e| file_err("test key store", e))?;
             Ok((keys.terminal_keys(), None))
         }
+        (None, false) => Err(Failure::usage(
+            "this till has no keys: give --keys BUNDLE.json (from `tessera office export-terminal`), or --test-keys for training",
+        )),
     }
 }
 
@@ -277,27 +305,45 @@ fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
     let mut till = Till::new(terminal, journal, config).map_err(|e| file_err("journal", e))?;
     till.set_profile_updates(load_profile_updates(&dir));
     till.set_settled(load_settled(&dir));
+    till.terminal_mut().set_unblocks(load_unblocks(&dir));
     Ok(till)
 }
 
-/// Profile updates fetched by `pos sync` (`profile-updates/<CARD>.profile`,
-/// signed blobs). Unreadable files are skipped: the terminal verifies every
-/// update again before writing it to a card.
-fn load_profile_updates(dir: &Path) -> Vec<tessera_protocol::profile::SignedProfile> {
+/// Profile updates fetched by `pos sync` (`profile-updates/<CARD>.json`:
+/// the signed blob and the issuer's MAC over it). Unreadable files are
+/// skipped: the terminal verifies every update again before writing it to a
+/// card, and the card checks the issuer MAC.
+fn load_profile_updates(dir: &Path) -> Vec<ProfileUpdate> {
     let Ok(entries) = std::fs::read_dir(dir.join("profile-updates")) else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "profile"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .filter_map(|b| tessera_protocol::profile::SignedProfile::parse(&b).ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter_map(|doc| {
+            let blob = hex::decode(doc.get("profile")?.as_str()?).ok()?;
+            Some(ProfileUpdate {
+                profile: tessera_protocol::profile::SignedProfile::parse(&blob).ok()?,
+                issuer_mac: mac_of(doc.get("issuer_mac")?)?,
+            })
+        })
         .collect()
 }
 
-/// Settled counters fetched by `pos sync` (`settled.json`).
-fn load_settled(dir: &Path) -> Vec<([u8; 8], u32)> {
-    let Ok(text) = std::fs::read_to_string(dir.join("settled.json")) else {
+fn mac_of(v: &serde_json::Value) -> Option<[u8; 8]> {
+    let mut mac = [0u8; 8];
+    hex::decode_to_slice(v.as_str()?, &mut mac).ok()?;
+    Some(mac)
+}
+
+/// Per-card issuer decisions fetched by `pos sync` into a JSON file:
+/// `{"cards": {"<CARD>": {…}}}`. A missing or unreadable file means none;
+/// every entry is checked by the card (issuer MAC), so an edited file can
+/// only make the card refuse it.
+fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Option<T>) -> Vec<([u8; 8], T)> {
+    let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
         return Vec::new();
     };
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -308,12 +354,33 @@ fn load_settled(dir: &Path) -> Vec<([u8; 8], u32)> {
     };
     cards
         .iter()
-        .filter_map(|(id, n)| {
+        .filter_map(|(id, v)| {
             let mut card = [0u8; 8];
             hex::decode_to_slice(id, &mut card).ok()?;
-            Some((card, u32::try_from(n.as_u64()?).ok()?))
+            Some((card, f(v)?))
         })
         .collect()
+}
+
+/// Settled counters fetched by `pos sync` (`settled.json`), each with the
+/// issuer's MAC.
+fn load_settled(dir: &Path) -> Vec<([u8; 8], SettledCounter)> {
+    load_card_map(dir, "settled.json", |v| {
+        Some(SettledCounter {
+            counter: u32::try_from(v.get("counter")?.as_u64()?).ok()?,
+            issuer_mac: mac_of(v.get("issuer_mac")?)?,
+        })
+    })
+}
+
+/// Issuer UNBLOCKs fetched by `pos sync` (`unblocks.json`).
+fn load_unblocks(dir: &Path) -> Vec<([u8; 8], Unblock)> {
+    load_card_map(dir, "unblocks.json", |v| {
+        Some(Unblock {
+            seq: u32::try_from(v.get("seq")?.as_u64()?).ok()?,
+            issuer_mac: mac_of(v.get("issuer_mac")?)?,
+        })
+    })
 }
 
 fn till_failure(e: TillError) -> Failure {
@@ -367,7 +434,7 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
     match cmd {
         PosCmd::Read(a) => {
             let json = a.output.json;
-            tap(&a, Op::Read).map_err(|f| f.json(json))
+            tap(&a, Op::Read, false).map_err(|f| f.json(json))
         }
         PosCmd::Earn(e) => {
             let json = e.card.output.json;
@@ -382,18 +449,19 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
                         .collect(),
                 ))
             };
-            op().and_then(|op| tap(&e.card, op)).map_err(|f| f.json(json))
+            op().and_then(|op| tap(&e.card, op, e.again.again))
+                .map_err(|f| f.json(json))
         }
         PosCmd::Redeem(r) => {
             let json = r.card.output.json;
             parse_points(&r.points)
-                .and_then(|p| tap(&r.card, Op::Redeem(p)))
+                .and_then(|p| tap(&r.card, Op::Redeem(p), r.again.again))
                 .map_err(|f| f.json(json))
         }
         PosCmd::Refund(r) => {
             let json = r.card.output.json;
             parse_ref(&r.of)
-                .and_then(|(id, n)| tap(&r.card, Op::Refund(id, n)))
+                .and_then(|(id, n)| tap(&r.card, Op::Refund(id, n), r.again.again))
                 .map_err(|f| f.json(json))
         }
         PosCmd::History(h) => {
@@ -448,15 +516,26 @@ fn decision_failure(d: &Decision) -> Failure {
     Failure::new(code, format!("{word} — {} ({})", d.message(), d.code()))
 }
 
-fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
+fn tap(a: &CardArgs, op: Op, again: bool) -> Result<(), Failure> {
     let mut till = open_till(&a.terminal)?;
+    let unblocks_before = till.terminal_mut().unblocks().len();
     let mut card = open_card(a)?;
-    let mut t = till.tap(&mut card).map_err(till_failure)?;
+    let dir = terminal_dir(&a.terminal);
+    let mut t = match till.tap(&mut card) {
+        Ok(t) => t,
+        Err(e) => {
+            keep_waiting_unblocks(&mut till, &dir, unblocks_before)?;
+            return Err(till_failure(e));
+        }
+    };
+    if again {
+        t.allow_repeat();
+    }
     if t.profile_updated.is_some() {
         // Delivered: the card holds it now.
         let path = terminal_dir(&a.terminal)
             .join("profile-updates")
-            .join(format!("{}.profile", out::card_id(&t.card().card_id)));
+            .join(format!("{}.json", out::card_id(&t.card().card_id)));
         let _ = std::fs::remove_file(path);
     }
     let profile_updated = t.profile_updated;
@@ -481,6 +560,7 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
         }
     };
     drop(t);
+    keep_waiting_unblocks(&mut till, &dir, unblocks_before)?;
     let trace = till.terminal_mut().take_trace();
     let p = &info.profile;
     if a.output.json {
@@ -501,9 +581,17 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
                 "reason": decision.code(),
                 "message": decision.message(),
             }),
+            TillOutcome::AlreadyDone { earlier } => json!({
+                "decision": "already-done",
+                "earlier": earlier.iter().filter_map(|r| r.entry.card_record().map(|c| json!({
+                    "journal_seq": r.seq, "type": c.kind.name(), "points": c.amount, "card_counter": c.counter,
+                    "balance_after": c.balance_after,
+                }))).collect::<Vec<_>>(),
+            }),
         });
         let failure = match &outcome {
             Some(TillOutcome::Refused { decision, .. }) => Some(decision_failure(decision)),
+            Some(TillOutcome::AlreadyDone { earlier }) => Some(already_done_failure(earlier)),
             _ => None,
         };
         let mut doc = json!({
@@ -529,7 +617,11 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
     // Only the resolution of this till's own interrupted transactions
     // concerns the clerk; other tills' records are journaled silently.
     let me = till.journal().terminal_id();
-    for r in recovered.iter().filter(|r| r.entry.origin_terminal == Some(me)) {
+    let already_done = matches!(outcome, Some(TillOutcome::AlreadyDone { .. }));
+    for r in recovered
+        .iter()
+        .filter(|r| r.entry.origin_terminal == Some(me) && !already_done)
+    {
         if let Some(rec) = r.entry.card_record() {
             println!(
                 "Note: the {} of {} points interrupted here earlier went through (card #{}); it is now journaled.",
@@ -584,7 +676,58 @@ fn tap(a: &CardArgs, op: Op) -> Result<(), Failure> {
             Ok(())
         }
         Some(TillOutcome::Refused { decision, .. }) => Err(decision_failure(decision)),
+        Some(TillOutcome::AlreadyDone { earlier }) => Err(already_done_failure(earlier)),
     }
+}
+
+/// "Nothing new was done": the retry found the earlier operation done.
+fn already_done_failure(earlier: &[JournalRecord]) -> Failure {
+    let what: Vec<String> = earlier
+        .iter()
+        .filter_map(|r| r.entry.card_record())
+        .map(|c| {
+            format!(
+                "the {} of {} points (card #{}, balance {})",
+                c.kind.name(),
+                c.amount,
+                c.counter,
+                c.balance_after
+            )
+        })
+        .collect();
+    Failure::new(
+        EXIT_ALREADY_DONE,
+        format!(
+            "ALREADY DONE — {} interrupted here earlier went through; nothing new was charged. For another operation, run again with --again",
+            what.join(" and ")
+        ),
+    )
+}
+
+/// After a tap that delivered an UNBLOCK (or found it seen already), keeps
+/// only the unblocks still waiting for their card.
+fn keep_waiting_unblocks(till: &mut CliTill, dir: &Path, before: usize) -> Result<(), Failure> {
+    let now: Vec<([u8; 8], Unblock)> = till.terminal_mut().unblocks().iter().map(|(c, u)| (*c, *u)).collect();
+    if now.len() == before {
+        return Ok(());
+    }
+    write_unblocks(dir, &now)
+}
+
+/// Rewrites `unblocks.json` with the unblocks still waiting for their card.
+fn write_unblocks(dir: &Path, unblocks: &[([u8; 8], Unblock)]) -> Result<(), Failure> {
+    let cards: serde_json::Map<String, serde_json::Value> = unblocks
+        .iter()
+        .map(|(c, u)| {
+            (
+                out::card_id(c),
+                json!({"seq": u.seq, "issuer_mac": hex::encode(u.issuer_mac)}),
+            )
+        })
+        .collect();
+    let doc = json!({"version": 1, "cards": cards});
+    tessera_simulator::image::write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes())
+        .map_err(|e| file_err("unblocks", e))
 }
 
 fn history(h: &HistoryArgs) -> Result<(), Failure> {

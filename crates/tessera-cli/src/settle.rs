@@ -15,8 +15,11 @@
 //! * `pos sync --server URL` fetches the office's news, checks its MAC with
 //!   the terminal's batch key, and writes into the terminal directory:
 //!   `hotlist.toml`, `campaigns.toml` + `campaigns.toml.sig` (only if the
-//!   signature verifies), `profile-updates/<CARD>.profile` (signed profile
-//!   blobs, verified), and `settled.json` (settled card counters).
+//!   signature verifies), `profile-updates/<CARD>.json` (signed profile
+//!   blobs, verified, with the issuer MAC the card checks), `settled.json`
+//!   (settled card counters with their issuer MACs) and `unblocks.json`
+//!   (issuer UNBLOCKs). The issuer MACs are made in the office with keys no
+//!   till holds: an edited file only makes the card refuse it.
 //!
 //! Both need the terminal bundle (`--keys`): its batch key seals batches and
 //! checks the office's answers, and its terminal id must be the journal's.
@@ -78,6 +81,17 @@ pub struct SyncArgs {
     pub terminal: TerminalArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Writes a file atomically, readable by its owner only (personal data).
+fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomic(path, bytes).map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Reads a terminal bundle (`tessera office export-terminal`).
@@ -306,8 +320,12 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
         match (ok, blob) {
             (true, Some(b)) => {
                 std::fs::create_dir_all(&updates_dir).map_err(|e| file_err("profile updates", e))?;
-                write_atomic(&updates_dir.join(format!("{}.profile", p.card_id)), &b)
-                    .map_err(|e| file_err("profile updates", e))?;
+                let doc = json!({"version": 1, "profile": hex::encode(&b), "issuer_mac": p.issuer_mac});
+                write_private_atomic(
+                    &updates_dir.join(format!("{}.json", p.card_id)),
+                    format!("{doc:#}\n").as_bytes(),
+                )
+                .map_err(|e| file_err("profile updates", e))?;
                 profiles += 1;
             }
             _ => notes.push(format!(
@@ -321,10 +339,24 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
     let settled: serde_json::Map<String, serde_json::Value> = data
         .settled
         .iter()
-        .map(|s| (s.card_id.clone(), json!(s.counter)))
+        .map(|s| {
+            (
+                s.card_id.clone(),
+                json!({"counter": s.counter, "issuer_mac": s.issuer_mac}),
+            )
+        })
         .collect();
-    let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": settled});
+    let doc = json!({"version": 2, "synced_at": data.issued_at, "cards": settled});
     write_atomic(&dir.join("settled.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("settled", e))?;
+
+    // Unblocks for cards locked by failed authentications.
+    let unblocks: serde_json::Map<String, serde_json::Value> = data
+        .unblocks
+        .iter()
+        .map(|u| (u.card_id.clone(), json!({"seq": u.seq, "issuer_mac": u.issuer_mac})))
+        .collect();
+    let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": unblocks});
+    write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("unblocks", e))?;
 
     if a.output.json {
         print_json(json!({
@@ -335,6 +367,7 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
             "campaigns_version": campaigns_version,
             "profile_updates": profiles,
             "settled_cards": data.settled.len(),
+            "unblocks": data.unblocks.len(),
             "notes": notes,
         }));
     } else {

@@ -42,7 +42,15 @@ fn sigkill_at_random_points_loses_nothing() {
         assert!(ok.success());
         // A first purchase so that redemptions have points to spend.
         let ok = tessera(dir.path())
-            .args(["pos", "earn", "--card", card.to_str().unwrap(), "--amount", "2000"])
+            .args([
+                "pos",
+                "earn",
+                "--test-keys",
+                "--card",
+                card.to_str().unwrap(),
+                "--amount",
+                "2000",
+            ])
             .status();
         assert!(ok.unwrap().success());
     }
@@ -58,7 +66,15 @@ fn sigkill_at_random_points_loses_nothing() {
     let t0 = std::time::Instant::now();
     for _ in 0..3 {
         let ok = tessera(dir.path())
-            .args(["pos", "earn", "--card", cards[0].to_str().unwrap(), "--amount", "1.00"])
+            .args([
+                "pos",
+                "earn",
+                "--test-keys",
+                "--card",
+                cards[0].to_str().unwrap(),
+                "--amount",
+                "1.00",
+            ])
             .status();
         assert!(ok.unwrap().success());
     }
@@ -68,9 +84,25 @@ fn sigkill_at_random_points_loses_nothing() {
         let card = &cards[(next() % 2) as usize];
         let mut cmd = tessera(dir.path());
         if i % 3 == 2 {
-            cmd.args(["pos", "redeem", "--card", card.to_str().unwrap(), "--points", "5"]);
+            cmd.args([
+                "pos",
+                "redeem",
+                "--test-keys",
+                "--card",
+                card.to_str().unwrap(),
+                "--points",
+                "5",
+            ]);
         } else {
-            cmd.args(["pos", "earn", "--card", card.to_str().unwrap(), "--amount", "3.00"]);
+            cmd.args([
+                "pos",
+                "earn",
+                "--test-keys",
+                "--card",
+                card.to_str().unwrap(),
+                "--amount",
+                "3.00",
+            ]);
         }
         let mut child = cmd.spawn().unwrap();
         // Start-up is the first third of a run; aim at the rest.
@@ -92,7 +124,7 @@ fn sigkill_at_random_points_loses_nothing() {
     // Recovery: the next tap of each card.
     for card in &cards {
         assert!(tessera(dir.path())
-            .args(["pos", "read", "--card", card.to_str().unwrap()])
+            .args(["pos", "read", "--test-keys", "--card", card.to_str().unwrap()])
             .status()
             .unwrap()
             .success());

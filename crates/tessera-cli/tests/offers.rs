@@ -51,6 +51,7 @@ fn setup() -> (tempfile::TempDir, String) {
         &[
             "office",
             "sign-campaigns",
+            "--test-keys",
             "--file",
             term.join("campaigns.toml").to_str().unwrap(),
         ],
@@ -63,7 +64,7 @@ fn setup() -> (tempfile::TempDir, String) {
 fn birthday_week_coffee_lover_gets_the_documented_points() {
     let (dir, card) = setup();
     // The greeting lists today's offers.
-    let out = run(dir.path(), &["pos", "read", "--card", &card]);
+    let out = run(dir.path(), &["pos", "read", "--test-keys", "--card", &card]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Hello Анна Петрова! Tier 1"), "{text}");
     assert!(
@@ -76,6 +77,7 @@ fn birthday_week_coffee_lover_gets_the_documented_points() {
         &[
             "pos",
             "earn",
+            "--test-keys",
             "--card",
             &card,
             "--amount",
@@ -100,6 +102,7 @@ fn birthday_week_coffee_lover_gets_the_documented_points() {
         &[
             "pos",
             "earn",
+            "--test-keys",
             "--card",
             &card,
             "--amount",
@@ -125,6 +128,7 @@ fn a_tampered_campaign_file_is_refused() {
         &[
             "pos",
             "earn",
+            "--test-keys",
             "--card",
             &card,
             "--amount",
@@ -135,12 +139,18 @@ fn a_tampered_campaign_file_is_refused() {
     );
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // The --test-keys warning, then the one line that says why.
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err
+        .lines()
+        .next()
+        .unwrap()
+        .starts_with("WARNING: using the published TEST keys"));
     assert!(err.contains("campaigns refused"), "{err}");
     assert_eq!(std::fs::read(&card).unwrap(), before, "the card was touched");
     // A signature made with another key is refused the same way.
     std::fs::write(&campaigns, text).unwrap();
     std::fs::write(dir.path().join("terminal/campaigns.toml.sig"), "00".repeat(64)).unwrap();
-    let out = run(dir.path(), &["pos", "read", "--card", &card]);
+    let out = run(dir.path(), &["pos", "read", "--test-keys", "--card", &card]);
     assert_eq!(out.status.code(), Some(4));
 }

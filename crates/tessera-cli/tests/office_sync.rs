@@ -138,7 +138,7 @@ fn profile_update_and_settlement_reach_the_card_through_sync() {
         ],
     );
     ok(&term, &["pos", "sync", "--server", &server.1, "--keys", b]);
-    assert!(term.join("profile-updates/7E57000000000A01.profile").exists());
+    assert!(term.join("profile-updates/7E57000000000A01.json").exists());
 
     // Next tap: the card gets the new profile and learns what is settled.
     let read = ok(&term, &["pos", "read", "--card", c, "--keys", b, "--json"]);
@@ -146,7 +146,7 @@ fn profile_update_and_settlement_reach_the_card_through_sync() {
     assert_eq!(j["profile_updated"], 2, "{j}");
     assert_eq!(j["settlement_acknowledged"], 2, "{j}");
     assert!(
-        !term.join("profile-updates/7E57000000000A01.profile").exists(),
+        !term.join("profile-updates/7E57000000000A01.json").exists(),
         "delivered once"
     );
 

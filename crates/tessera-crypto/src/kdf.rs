@@ -54,6 +54,8 @@ pub mod labels {
     pub const CARD_AUTH: &[u8] = b"tessera card auth";
     /// Card certificate key from the certificate master.
     pub const CARD_CERT: &[u8] = b"tessera card cert";
+    /// Card issuer key K_iss from the issuer master (v2).
+    pub const CARD_ISSUER: &[u8] = b"tessera card issuer";
     /// Card transport (personalization) key from the personalization master.
     pub const CARD_PERSO: &[u8] = b"tessera card perso";
     /// Session encryption key.

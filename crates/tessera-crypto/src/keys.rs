@@ -14,23 +14,71 @@ use crate::cert::CertificateVerifier;
 use crate::kdf::{diversify, labels};
 use crate::sign::{IssuerKey, IssuerPublicKey};
 use crate::{CryptoError, Key};
-use tessera_protocol::messages::CardId;
+use tessera_protocol::messages::{CardId, IssuerId, TEST_ISSUER_ID};
+use tessera_protocol::MAC_LEN;
+
+/// A decision only the issuer may take, as its MAC binds it (spec §5.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerDecision<'a> {
+    /// ACKNOWLEDGE SETTLEMENT: every transaction up to this counter is
+    /// settled.
+    Settled(u32),
+    /// UPDATE PROFILE: this exact signed blob (its SHA-256 is MAC'd).
+    Profile(&'a [u8]),
+    /// UNBLOCK with this issuer sequence.
+    Unblock(u32),
+}
+
+/// `IMAC = CMAC(K_iss, "TI" ‖ 02 ‖ INS ‖ card id ‖ payload)[0..8]` (spec
+/// §5.9), the payload being `[N]32`, `SHA-256(blob)` or `[seq]32`.
+pub fn issuer_mac(k_iss: &Key, card_id: &CardId, decision: IssuerDecision<'_>) -> [u8; MAC_LEN] {
+    let (ins, payload): (u8, Vec<u8>) = match decision {
+        IssuerDecision::Settled(n) => (0x38, n.to_be_bytes().to_vec()),
+        IssuerDecision::Profile(blob) => (0xDA, crate::sign::profile_digest(blob).to_vec()),
+        IssuerDecision::Unblock(seq) => (0x2C, seq.to_be_bytes().to_vec()),
+    };
+    let full = crate::cmac_parts(k_iss, &[b"TI", &[0x02, ins], card_id, &payload]);
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&full[..MAC_LEN]);
+    out
+}
 
 /// The test key store, embedded from `fixtures/test-keys.json`.
 pub const TEST_KEYS_JSON: &str = include_str!("../../../fixtures/test-keys.json");
 
+/// The key version of the published test keys. Production key stores
+/// never use it ([`IssuerKeys::generate`] refuses it) and production
+/// terminal bundles refuse it.
+pub const TEST_KEY_VERSION: u8 = 1;
+
+/// Whether an issuer id and key version are those of the published test
+/// keys (either one is enough: a production store uses neither).
+pub fn is_test_identity(issuer_id: &IssuerId, key_version: u8) -> bool {
+    *issuer_id == TEST_ISSUER_ID || key_version == TEST_KEY_VERSION
+}
+
 #[derive(Deserialize, Serialize)]
 struct KeyFile {
+    issuer_id: String,
     key_version: u8,
     auth_master: String,
     cert_master: String,
     perso_master: String,
     batch_master: String,
+    issuer_master: String,
     issuer_signing_key: String,
+}
+
+fn parse_issuer_id(s: &str) -> Result<IssuerId, CryptoError> {
+    let mut id = [0u8; 4];
+    hex::decode_to_slice(s, &mut id).map_err(|_| CryptoError::BadKey)?;
+    Ok(id)
 }
 
 /// The back office's keys.
 pub struct IssuerKeys {
+    /// The issuer identifier cards report in SELECT.
+    pub issuer_id: IssuerId,
     /// Version of the masters below.
     pub key_version: u8,
     /// Master of the cards' authentication keys.
@@ -41,6 +89,9 @@ pub struct IssuerKeys {
     pub perso_master: Key,
     /// Master of the terminals' settlement batch keys.
     pub batch_master: Key,
+    /// Master of the cards' issuer keys K_iss (v2): issuer decisions.
+    /// Never leaves the back office.
+    pub issuer_master: Key,
     /// The profile signing key.
     pub issuer: IssuerKey,
 }
@@ -53,42 +104,65 @@ impl IssuerKeys {
     pub fn from_json(s: &str) -> Result<Self, CryptoError> {
         let f: KeyFile = serde_json::from_str(s).map_err(|_| CryptoError::BadKey)?;
         Ok(Self {
+            issuer_id: parse_issuer_id(&f.issuer_id)?,
             key_version: f.key_version,
             auth_master: Key::from_hex(&f.auth_master)?,
             cert_master: Key::from_hex(&f.cert_master)?,
             perso_master: Key::from_hex(&f.perso_master)?,
             batch_master: Key::from_hex(&f.batch_master)?,
+            issuer_master: Key::from_hex(&f.issuer_master)?,
             issuer: IssuerKey::from_hex(&f.issuer_signing_key)?,
         })
     }
 
-    /// Fresh keys from OS randomness (the key ceremony).
-    pub fn generate(key_version: u8) -> Self {
+    /// Whether these are the published test keys (their issuer id or key
+    /// version).
+    pub fn is_test(&self) -> bool {
+        is_test_identity(&self.issuer_id, self.key_version)
+    }
+
+    /// Fresh keys from OS randomness (the key ceremony), with a random
+    /// issuer id that is not the test issuer's.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadKey`] for the test key version (1) or 0.
+    pub fn generate(key_version: u8) -> Result<Self, CryptoError> {
         use rand_core::RngCore;
+        if key_version == TEST_KEY_VERSION || key_version == 0 {
+            return Err(CryptoError::BadKey);
+        }
+        let mut issuer_id = [0u8; 4];
+        while issuer_id == [0u8; 4] || issuer_id == TEST_ISSUER_ID {
+            rand_core::OsRng.fill_bytes(&mut issuer_id);
+        }
         let fresh = || {
             let mut k = zeroize::Zeroizing::new([0u8; 16]);
             rand_core::OsRng.fill_bytes(k.as_mut_slice());
             Key::new(*k)
         };
-        Self {
+        Ok(Self {
+            issuer_id,
             key_version,
             auth_master: fresh(),
             cert_master: fresh(),
             perso_master: fresh(),
             batch_master: fresh(),
+            issuer_master: fresh(),
             issuer: IssuerKey::generate(),
-        }
+        })
     }
 
     /// The key store as JSON (the layout [`IssuerKeys::from_json`] reads).
     /// The caller must write it where only the back office can read it.
     pub fn to_json(&self) -> zeroize::Zeroizing<String> {
         let f = KeyFile {
+            issuer_id: hex::encode(self.issuer_id),
             key_version: self.key_version,
             auth_master: hex::encode(self.auth_master.bytes()),
             cert_master: hex::encode(self.cert_master.bytes()),
             perso_master: hex::encode(self.perso_master.bytes()),
             batch_master: hex::encode(self.batch_master.bytes()),
+            issuer_master: hex::encode(self.issuer_master.bytes()),
             issuer_signing_key: self.issuer.to_hex().to_string(),
         };
         let out = zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default());
@@ -97,10 +171,18 @@ impl IssuerKeys {
             cert_master,
             perso_master,
             batch_master,
+            issuer_master,
             issuer_signing_key,
             ..
         } = f;
-        for mut s in [auth_master, cert_master, perso_master, batch_master, issuer_signing_key] {
+        for mut s in [
+            auth_master,
+            cert_master,
+            perso_master,
+            batch_master,
+            issuer_master,
+            issuer_signing_key,
+        ] {
             zeroize::Zeroize::zeroize(&mut s);
         }
         out
@@ -145,6 +227,17 @@ impl IssuerKeys {
         diversify(&self.cert_master, labels::CARD_CERT, card_id, self.key_version)
     }
 
+    /// The card's issuer key K_iss (v2, spec §5.2).
+    pub fn card_issuer_key(&self, card_id: &CardId) -> Key {
+        diversify(&self.issuer_master, labels::CARD_ISSUER, card_id, self.key_version)
+    }
+
+    /// The issuer MAC (spec §5.9) of a decision for one card: only the back
+    /// office can compute it.
+    pub fn issuer_mac(&self, card_id: &CardId, decision: IssuerDecision<'_>) -> [u8; MAC_LEN] {
+        issuer_mac(&self.card_issuer_key(card_id), card_id, decision)
+    }
+
     /// A certificate verifier for the back office.
     pub fn certificate_verifier(&self) -> CertificateVerifier {
         CertificateVerifier::new([(self.key_version, self.cert_master.clone())])
@@ -153,6 +246,7 @@ impl IssuerKeys {
     /// The bundle a terminal may hold.
     pub fn terminal_keys(&self) -> TerminalKeys {
         TerminalKeys {
+            issuer_id: self.issuer_id,
             auth_masters: [(self.key_version, self.auth_master.clone())].into_iter().collect(),
             issuer_public: self.issuer.public(),
         }
@@ -162,6 +256,8 @@ impl IssuerKeys {
 /// What a terminal holds: authentication masters by key version and the
 /// issuer public key.
 pub struct TerminalKeys {
+    /// The issuer whose cards these keys open.
+    pub issuer_id: IssuerId,
     /// Authentication masters by key version.
     pub auth_masters: BTreeMap<u8, Key>,
     /// The issuer's public key for profile verification.
@@ -180,10 +276,14 @@ pub struct TerminalBundle {
     pub batch_key: Key,
 }
 
+/// The bundle file format written and read.
+pub const BUNDLE_FORMAT: &str = "tessera-terminal-bundle-2";
+
 #[derive(Deserialize, Serialize)]
 struct BundleFile {
     format: String,
     terminal_id: u32,
+    issuer_id: String,
     auth_masters: BTreeMap<String, String>,
     issuer_public_key: String,
     batch_key: String,
@@ -193,8 +293,9 @@ impl TerminalBundle {
     /// The bundle as JSON; keep it owner-readable only.
     pub fn to_json(&self) -> zeroize::Zeroizing<String> {
         let f = BundleFile {
-            format: "tessera-terminal-bundle-1".into(),
+            format: BUNDLE_FORMAT.into(),
             terminal_id: self.terminal_id,
+            issuer_id: hex::encode(self.keys.issuer_id),
             auth_masters: self
                 .keys
                 .auth_masters
@@ -207,13 +308,28 @@ impl TerminalBundle {
         zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default())
     }
 
-    /// Parses a bundle.
+    /// Parses a production bundle. A bundle that carries the test issuer id
+    /// or the test key version is refused: production tills never accept
+    /// cards made with the published test keys.
     ///
     /// # Errors
-    /// [`CryptoError::BadKey`] on anything malformed.
+    /// [`CryptoError::BadKey`] on anything malformed, an older format, or a
+    /// test identity.
     pub fn from_json(s: &str) -> Result<Self, CryptoError> {
+        let b = Self::from_json_any(s)?;
+        if b.keys.issuer_id == TEST_ISSUER_ID || b.keys.auth_masters.contains_key(&TEST_KEY_VERSION) {
+            return Err(CryptoError::BadKey);
+        }
+        Ok(b)
+    }
+
+    /// Parses a bundle, test identities included (training and tests only).
+    ///
+    /// # Errors
+    /// [`CryptoError::BadKey`] on anything malformed or an older format.
+    pub fn from_json_any(s: &str) -> Result<Self, CryptoError> {
         let f: BundleFile = serde_json::from_str(s).map_err(|_| CryptoError::BadKey)?;
-        if f.format != "tessera-terminal-bundle-1" {
+        if f.format != BUNDLE_FORMAT {
             return Err(CryptoError::BadKey);
         }
         let mut auth_masters = BTreeMap::new();
@@ -223,6 +339,7 @@ impl TerminalBundle {
         Ok(Self {
             terminal_id: f.terminal_id,
             keys: TerminalKeys {
+                issuer_id: parse_issuer_id(&f.issuer_id)?,
                 auth_masters,
                 issuer_public: IssuerPublicKey::from_hex(&f.issuer_public_key)?,
             },

@@ -249,20 +249,29 @@ impl<'k> CertKeys<'k> {
         }
     }
 
-    /// The key version a card most likely has: 1, the version an
-    /// unregistered card is checked with, if the ledger has its master;
-    /// else the newest. (Only a guess to check ahead with: a card of
-    /// another version is checked again when posted.)
+    /// The key version a card most likely has, and the one an
+    /// unregistered card is checked with: the newest the ledger holds a
+    /// certificate master of. (Only a guess to check ahead with: a
+    /// registered card of another version is checked again when posted.)
     fn likely_version(&self) -> u8 {
-        if self.keys.has_cert_master(1) {
-            1
-        } else {
-            self.keys.newest_cert_version().unwrap_or(1)
-        }
+        self.keys.newest_cert_version().unwrap_or(1)
     }
 
     /// Checks a record's certificate (spec §5.7) with the card's
     /// certificate key, diversified once per card and batch.
+    /// Checks a certificate of a card whose key version the ledger does not
+    /// know (never registered): under each certificate master it holds,
+    /// newest first; returns the version that verifies.
+    fn check_any(&mut self, card: &CardId, rec: &LogRecord) -> Result<u8, &'static str> {
+        let versions: Vec<u8> = self.keys.cert_versions().rev().collect();
+        for v in versions {
+            if self.check(card, v, rec).is_ok() {
+                return Ok(v);
+            }
+        }
+        Err("certificate does not verify")
+    }
+
     fn check(&mut self, card: &CardId, key_version: u8, rec: &LogRecord) -> Result<(), &'static str> {
         if !self.cache.contains_key(&(*card, key_version)) {
             if self.cache.len() >= CARD_CACHE {
@@ -654,11 +663,15 @@ struct CardState {
     flagged: bool,
     pending: u32,
     dirty: bool,
+    /// The key version is a guess: the card was never registered and no
+    /// certificate of it has verified yet.
+    guessed: bool,
 }
 
 impl Default for CardState {
     fn default() -> Self {
-        // An unregistered card is checked with key version 1.
+        // Replaced by the ledger's newest key version for an unregistered
+        // card (`likely_version`).
         Self {
             key_version: 1,
             last_counter: 0,
@@ -668,6 +681,7 @@ impl Default for CardState {
             flagged: false,
             pending: 0,
             dirty: false,
+            guessed: false,
         }
     }
 }
@@ -827,12 +841,15 @@ impl<'c> Posting<'c> {
                     flagged: r.get(5)?,
                     pending: r.get(6)?,
                     dirty: false,
+                    guessed: false,
                 })
             })
             .optional()?;
         // A card first seen in settlement gets its row at the flush.
         Ok(s.unwrap_or(CardState {
             dirty: true,
+            key_version: self.certs.likely_version(),
+            guessed: true,
             ..CardState::default()
         }))
     }
@@ -880,10 +897,19 @@ impl<'c> Posting<'c> {
             );
         };
         let mut st = self.load(&card)?;
-        let verified = match r.checked {
+        let mut verified = match r.checked {
             Some((version, verdict)) if version == st.key_version => verdict,
             _ => self.certs.check(&card, st.key_version, &rec),
         };
+        if st.guessed {
+            if verified.is_err() {
+                verified = self.certs.check_any(&card, &rec).map(|v| {
+                    st.key_version = v;
+                    st.dirty = true;
+                });
+            }
+            st.guessed = verified.is_err();
+        }
         if let Err(why) = verified {
             self.report.rejected += 1;
             let ev = json!({"seq": seq, "why": why, "key_version": st.key_version, "record": record_json(&rec)});

@@ -84,9 +84,10 @@ impl LedgerKeys {
         ))
     }
 
-    /// Whether the ledger holds the certificate master of a key version.
-    pub(crate) fn has_cert_master(&self, key_version: u8) -> bool {
-        self.cert_masters.contains_key(&key_version)
+    /// The key versions the ledger holds certificate masters of, oldest
+    /// first.
+    pub(crate) fn cert_versions(&self) -> impl DoubleEndedIterator<Item = u8> + '_ {
+        self.cert_masters.keys().copied()
     }
 
     /// The newest key version the ledger holds a certificate master of.
@@ -493,6 +494,60 @@ impl Ledger {
         rows.map(|r| {
             let (c, v, b) = r?;
             Ok((card_of(c)?, v, b))
+        })
+        .collect()
+    }
+
+    /// Queues an issuer UNBLOCK for a card (its authentication-failure
+    /// counter goes back to 0 at its next tap at a synced till) and returns
+    /// its issuer sequence: one more than any queued before for this card.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for a card the ledger never registered; a
+    /// storage error.
+    pub fn queue_unblock(&mut self, card_id: [u8; 8], now: u32) -> Result<u32, LedgerError> {
+        let known: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
+            [&card_id[..]],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(LedgerError::Malformed(format!(
+                "card {} was never issued by this office",
+                hex::encode_upper(card_id)
+            )));
+        }
+        let seq: u32 = self.conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM unblocks WHERE card_id = ?1",
+            [&card_id[..]],
+            |r| r.get(0),
+        )?;
+        self.conn.execute(
+            "INSERT INTO unblocks (card_id, seq, queued_at) VALUES (?1, ?2, ?3)",
+            params![&card_id[..], seq, now],
+        )?;
+        Ok(seq)
+    }
+
+    /// The newest queued UNBLOCK of every card that has not transacted
+    /// since it was queued: `(card, issuer sequence)`. A card transaction
+    /// made after the request shows the card authenticates again, so the
+    /// unblock is no longer served; one served again is harmless (the card
+    /// refuses a sequence it has seen).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn unblocks(&self) -> Result<Vec<([u8; 8], u32)>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT u.card_id, MAX(u.seq) FROM unblocks u
+                 WHERE NOT EXISTS (SELECT 1 FROM card_transactions t
+                                   WHERE t.card_id = u.card_id AND t.card_time > u.queued_at)
+                 GROUP BY u.card_id ORDER BY u.card_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?)))?;
+        rows.map(|r| {
+            let (c, n) = r?;
+            Ok((card_of(c)?, n))
         })
         .collect()
     }

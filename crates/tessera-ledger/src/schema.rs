@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -182,6 +182,17 @@ CREATE UNIQUE INDEX card_transactions_key ON card_transactions (card_id, counter
 CREATE INDEX card_transactions_pending ON card_transactions (card_id, counter) WHERE status = 'pending';
 ";
 
+/// Version 3 (card application v2): issuer UNBLOCKs queued for delivery
+/// through sync. `seq` is the card's issuer sequence; one row per request.
+const MIGRATION_3: &str = "
+CREATE TABLE unblocks (
+    card_id BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    queued_at INTEGER NOT NULL,
+    PRIMARY KEY (card_id, seq)
+) WITHOUT ROWID;
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -212,6 +223,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 2 {
             tx.execute_batch(MIGRATION_2)?;
+        }
+        if version < 3 {
+            tx.execute_batch(MIGRATION_3)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

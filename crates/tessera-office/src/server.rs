@@ -31,7 +31,8 @@ use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerError};
 use tokio::sync::mpsc;
 
-use crate::sync::{SyncCampaigns, SyncData, SyncHotlist, SyncProfile, SyncSettled, SYNC_FORMAT};
+use crate::sync::{SyncCampaigns, SyncData, SyncHotlist, SyncProfile, SyncSettled, SyncUnblock, SYNC_FORMAT};
+use tessera_crypto::keys::IssuerDecision;
 
 /// Where the server listens unless told otherwise: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8420";
@@ -352,7 +353,11 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
     let hotlist = ledger.hotlist().map_err(ledger_err)?;
     let updates = ledger.profile_updates().map_err(ledger_err)?;
     let settled = ledger.settled_counters().map_err(ledger_err)?;
+    let unblocks = ledger.unblocks().map_err(ledger_err)?;
     drop(ledger);
+    // Issuer decisions carry the issuer MAC (applet-spec §5.9): the till
+    // relays them, the card checks them.
+    let keys = &office.keys;
     let mut data = SyncData {
         format: SYNC_FORMAT.into(),
         terminal_id,
@@ -368,6 +373,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, version, blob)| SyncProfile {
                 card_id: hex::encode_upper(card),
                 version,
+                issuer_mac: hex::encode(keys.issuer_mac(&card, IssuerDecision::Profile(&blob))),
                 profile: hex::encode(blob),
             })
             .collect(),
@@ -376,6 +382,15 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, counter)| SyncSettled {
                 card_id: hex::encode_upper(card),
                 counter,
+                issuer_mac: hex::encode(keys.issuer_mac(&card, IssuerDecision::Settled(counter))),
+            })
+            .collect(),
+        unblocks: unblocks
+            .into_iter()
+            .map(|(card, seq)| SyncUnblock {
+                card_id: hex::encode_upper(card),
+                seq,
+                issuer_mac: hex::encode(keys.issuer_mac(&card, IssuerDecision::Unblock(seq))),
             })
             .collect(),
         mac: String::new(),

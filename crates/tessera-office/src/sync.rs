@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use tessera_crypto::{cmac, ct_eq, Key};
 
 /// Value of the `format` field.
-pub const SYNC_FORMAT: &str = "tessera-sync-1";
+pub const SYNC_FORMAT: &str = "tessera-sync-2";
 
 /// The hotlist as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,9 @@ pub struct SyncProfile {
     pub version: u16,
     /// The signed profile blob, hex.
     pub profile: String,
+    /// The issuer MAC over the blob (applet-spec §5.9), hex: the card
+    /// checks it; no terminal can make one.
+    pub issuer_mac: String,
 }
 
 /// The highest settled counter of a card.
@@ -47,6 +50,20 @@ pub struct SyncSettled {
     pub card_id: String,
     /// Transactions up to this card counter are settled.
     pub counter: u32,
+    /// The issuer MAC over the counter (applet-spec §5.9), hex.
+    pub issuer_mac: String,
+}
+
+/// An issuer UNBLOCK for a card whose authentication is blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncUnblock {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The issuer sequence (applet-spec §4.14).
+    pub seq: u32,
+    /// The issuer MAC over it, hex.
+    pub issuer_mac: String,
 }
 
 /// What `GET /v1/sync` answers.
@@ -69,6 +86,8 @@ pub struct SyncData {
     pub profile_updates: Vec<SyncProfile>,
     /// Settled card counters.
     pub settled: Vec<SyncSettled>,
+    /// Queued unblocks.
+    pub unblocks: Vec<SyncUnblock>,
     /// The MAC, hex (see the crate documentation).
     #[serde(default)]
     pub mac: String,
@@ -84,6 +103,7 @@ struct Canonical<'a> {
     campaigns: &'a Option<SyncCampaigns>,
     profile_updates: &'a [SyncProfile],
     settled: &'a [SyncSettled],
+    unblocks: &'a [SyncUnblock],
 }
 
 impl SyncData {
@@ -98,6 +118,7 @@ impl SyncData {
             campaigns: &self.campaigns,
             profile_updates: &self.profile_updates,
             settled: &self.settled,
+            unblocks: &self.unblocks,
         };
         let body = serde_json::to_vec(&c).unwrap_or_default();
         let mut input = b"TS\x01".to_vec();
@@ -139,10 +160,17 @@ mod tests {
                 card_id: "1000000000000002".into(),
                 version: 2,
                 profile: "00".into(),
+                issuer_mac: "0102030405060708".into(),
             }],
             settled: vec![SyncSettled {
                 card_id: "1000000000000002".into(),
                 counter: 4,
+                issuer_mac: "0102030405060708".into(),
+            }],
+            unblocks: vec![SyncUnblock {
+                card_id: "1000000000000003".into(),
+                seq: 1,
+                issuer_mac: "0102030405060708".into(),
             }],
             mac: String::new(),
         }

@@ -8,6 +8,24 @@
 //! transport layer resolves them before the terminal sees a response.
 //! [`transceive`] takes the raw exchange as a closure, which keeps it
 //! testable without a reader.
+//!
+//! # Commands under secure messaging are never re-sent
+//! A `6Cxx` retry sends the *same command* again. For a command protected
+//! by secure messaging (a MAC'd EARN, REDEEM, ...) that is a replay the
+//! transport must not make on the card's behalf: the transport acts on the
+//! status word before anyone checks the response MAC, so a relay between
+//! terminal and card could turn the card's `9000` into `6C10` and have the
+//! transport send the already executed command a second time. So the transport never re-sends a
+//! command whose CLA indicates secure messaging (ISO/IEC 7816-4, class
+//! byte: bits b4-b3 not both zero, `cla & 0x0C != 0`, e.g. the Tessera
+//! secure class `84`; see [`is_secure_messaging`]). For such a command a
+//! `6Cxx` is returned to the caller unchanged, after the one exchange; the
+//! caller, which holds the secure channel, decides what it means.
+//! Commands without secure messaging (CLA `00`, `80`) keep the retry.
+//!
+//! `61xx` chaining is the same for every command: GET RESPONSE
+//! (`00 C0 ..`) only fetches the rest of an answer the card already gave
+//! and never executes the original command again.
 
 use tessera_protocol::apdu::{Command, SHORT_MAX_NE};
 use tessera_transport::TransportError;
@@ -21,11 +39,21 @@ pub const MAX_GET_RESPONSE_ROUNDS: usize = 256;
 pub const SW1_MORE_DATA: u8 = 0x61;
 /// SW1 of "wrong Le; SW2 is the exact length available" (`6Cxx`).
 pub const SW1_WRONG_LE: u8 = 0x6C;
+/// The secure-messaging indication of a CLA byte: bits b4-b3.
+const CLA_SM_BITS: u8 = 0x0C;
 
 /// The GET RESPONSE command `00 C0 00 00 le` (ISO/IEC 7816-4 §7.6.1); an
 /// `le` of 0 asks for 256 bytes.
 pub fn get_response(le: u8) -> [u8; 5] {
     [0x00, 0xC0, 0x00, 0x00, le]
+}
+
+/// Whether `command` is protected by secure messaging according to its
+/// CLA byte: bits b4-b3 (`0x0C`) not both zero (ISO/IEC 7816-4, class byte),
+/// as in CLA `84`. [`transceive`] never re-sends such a command. An empty
+/// command has no CLA and is not.
+pub fn is_secure_messaging(command: &[u8]) -> bool {
+    command.first().is_some_and(|cla| cla & CLA_SM_BITS != 0)
 }
 
 /// Re-encodes `command` with its Le replaced by `le` (0 meaning 256), for
@@ -53,11 +81,15 @@ fn status(response: &[u8]) -> Result<(u8, u8), TransportError> {
 /// APDU:
 ///
 /// - `6Cxx`: the command is sent once more with Le = `xx`; a second `6Cxx`
-///   is returned as it is.
+///   is returned as it is. A command under secure messaging
+///   ([`is_secure_messaging`], e.g. CLA `84`) is never re-sent: its `6Cxx`
+///   is returned unchanged after the one exchange (see the module
+///   documentation).
 /// - `61xx`: GET RESPONSE with Le = `xx` is sent until the card stops
 ///   answering `61xx`; the data of every part is concatenated in order,
 ///   followed by the last status word. A `6Cxx` to a GET RESPONSE is
-///   retried once with the length it names.
+///   retried once with the length it names. This holds for every command,
+///   with or without secure messaging.
 ///
 /// Extended-length commands are passed through unchanged.
 ///
@@ -71,7 +103,7 @@ where
 {
     let mut response = send(command)?;
     let (sw1, sw2) = status(&response)?;
-    if sw1 == SW1_WRONG_LE {
+    if sw1 == SW1_WRONG_LE && !is_secure_messaging(command) {
         if let Some(retry) = with_le(command, sw2) {
             response = send(&retry)?;
         }
@@ -210,6 +242,78 @@ mod tests {
         ]);
         let r = transceive(&[0, 0xB2, 1, 0, 0x01], |c| s.send(c)).unwrap();
         assert_eq!(r, [1, 2, 3, 0x90, 0]);
+        s.done();
+    }
+
+    #[test]
+    fn secure_messaging_is_read_from_the_cla() {
+        for cla in [0x84, 0x04, 0x08, 0x0C, 0x8C, 0x0D] {
+            assert!(is_secure_messaging(&[cla, 0x30, 0, 0]), "CLA {cla:02X}");
+        }
+        for cla in [0x00, 0x80, 0x01, 0x03, 0x10, 0x90] {
+            assert!(!is_secure_messaging(&[cla, 0x30, 0, 0]), "CLA {cla:02X}");
+        }
+        assert!(!is_secure_messaging(&[]));
+    }
+
+    #[test]
+    fn wrong_le_on_a_secure_command_is_returned_without_a_resend() {
+        // A MAC'd EARN answered 6C10 (by the card or by a relay that
+        // rewrote its 9000): sent exactly once, the 6C10 comes back.
+        let earn = [0x84, 0x30, 0x00, 0x00, 0x04, 0xDE, 0xAD, 0xBE, 0xEF, 0x00];
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        let r = transceive(&earn, |c| {
+            sent.push(c.to_vec());
+            Ok(vec![0x6C, 0x10])
+        })
+        .unwrap();
+        assert_eq!(r, [0x6C, 0x10]);
+        assert_eq!(sent, [earn.to_vec()]);
+    }
+
+    #[test]
+    fn wrong_le_is_returned_for_every_secure_class() {
+        for cmd in [
+            &[0x84, 0x32, 0, 0, 0x10][..],
+            &[0x8C, 0xB2, 1, 0][..],
+            &[0x0C, 0xB0, 0, 0, 0][..],
+        ] {
+            let mut s = Script::new(&[(cmd, &[0xAA, 0x6C, 0x00])]);
+            assert_eq!(transceive(cmd, |c| s.send(c)).unwrap(), [0xAA, 0x6C, 0x00]);
+            s.done();
+        }
+    }
+
+    #[test]
+    fn wrong_le_on_plain_classes_is_still_retried() {
+        let mut s = Script::new(&[
+            (&[0x00, 0xB2, 1, 0x0C, 0x10], &[0x6C, 0x08]),
+            (&[0x00, 0xB2, 1, 0x0C, 0x08], &[1, 2, 3, 4, 5, 6, 7, 8, 0x90, 0x00]),
+        ]);
+        let r = transceive(&[0x00, 0xB2, 1, 0x0C, 0x10], |c| s.send(c)).unwrap();
+        assert_eq!(r, [1, 2, 3, 4, 5, 6, 7, 8, 0x90, 0]);
+        s.done();
+        let mut s = Script::new(&[
+            (&[0x80, 0xCA, 0, 0, 0], &[0x6C, 0x02]),
+            (&[0x80, 0xCA, 0, 0, 2], &[7, 7, 0x90, 0x00]),
+        ]);
+        assert_eq!(
+            transceive(&[0x80, 0xCA, 0, 0, 0], |c| s.send(c)).unwrap(),
+            [7, 7, 0x90, 0]
+        );
+        s.done();
+    }
+
+    #[test]
+    fn secure_commands_still_chain_with_get_response() {
+        let mut s = Script::new(&[
+            (&[0x84, 0x30, 0, 0, 2, 0xAB, 0xCD, 0], &[1, 2, 0x61, 0x02]),
+            (&[0, 0xC0, 0, 0, 2], &[0x6C, 0x01]),
+            (&[0, 0xC0, 0, 0, 1], &[3, 0x61, 0x01]),
+            (&[0, 0xC0, 0, 0, 1], &[4, 0x90, 0x00]),
+        ]);
+        let r = transceive(&[0x84, 0x30, 0, 0, 2, 0xAB, 0xCD, 0], |c| s.send(c)).unwrap();
+        assert_eq!(r, [1, 2, 3, 4, 0x90, 0]);
         s.done();
     }
 

@@ -75,6 +75,11 @@ fn classify(err: pcsc::Error) -> Failure {
 /// Connects in shared mode, preferring T=1 and falling back to T=0. Every
 /// [`transmit`](Transport::transmit) resolves `61xx` and `6Cxx` (see
 /// [`iso7816::transceive`]) and passes extended-length commands through.
+/// A command under secure messaging (CLA bits b4-b3 set, e.g. `84`; see
+/// [`iso7816::is_secure_messaging`]) is never re-sent by the transport: its
+/// `6Cxx` comes back to the caller unchanged, so a relay that rewrites a
+/// status word cannot make the transport replay a MAC'd command. GET
+/// RESPONSE chaining (`61xx`) applies to every command.
 ///
 /// Failures and recovery:
 /// - The card leaves, is reset or loses power (PC/SC `RemovedCard`,
@@ -91,7 +96,8 @@ fn classify(err: pcsc::Error) -> Failure {
 ///   nothing, that fails with `CardRemoved` over a connection kept from
 ///   earlier (the card was tapped again, reset, or `pcscd` restarted while
 ///   the terminal was idle) is sent once more over a fresh connection, so a
-///   new session starts without an error.
+///   new session starts without an error. It is the only command re-sent
+///   this way; its class is `00`, without secure messaging.
 /// - No card in the reader when (re)connecting: `CardRemoved`.
 /// - No `pcscd` when (re)connecting, and other PC/SC failures:
 ///   [`TransportError::Io`].

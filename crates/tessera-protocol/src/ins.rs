@@ -34,6 +34,9 @@ pub enum Ins {
     Block,
     /// `DA` UPDATE PROFILE (spec §4.13).
     UpdateProfile,
+    /// `2C` UNBLOCK (spec §4.14): the issuer resets the authentication
+    /// failure counter.
+    Unblock,
     /// `C0` GET RESPONSE (ISO 7816-4; handled by transports).
     GetResponse,
     /// Any other instruction byte.
@@ -54,6 +57,7 @@ impl From<u8> for Ins {
             0xE2 => Self::Personalize,
             0x1E => Self::Block,
             0xDA => Self::UpdateProfile,
+            0x2C => Self::Unblock,
             0xC0 => Self::GetResponse,
             other => Self::Other(other),
         }
@@ -74,6 +78,7 @@ impl From<Ins> for u8 {
             Ins::Personalize => 0xE2,
             Ins::Block => 0x1E,
             Ins::UpdateProfile => 0xDA,
+            Ins::Unblock => 0x2C,
             Ins::GetResponse => 0xC0,
             Ins::Other(v) => v,
         }

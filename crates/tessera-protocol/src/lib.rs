@@ -38,7 +38,7 @@ pub const CERT_LEN: usize = 16;
 pub const LOG_CAPACITY: usize = 8;
 
 /// Applet version reported by SELECT (spec §4.1).
-pub const APPLET_VERSION: u8 = 1;
+pub const APPLET_VERSION: u8 = 2;
 
 /// Errors raised while decoding bytes into protocol structures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

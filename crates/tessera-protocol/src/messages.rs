@@ -53,6 +53,9 @@ pub struct SelectResponse {
     pub applet_version: u8,
     /// Version of the card's diversified keys.
     pub key_version: u8,
+    /// Issuer identifier (v2); absent before personalization and on cards
+    /// personalized under application v1.
+    pub issuer_id: Option<IssuerId>,
     /// Life-cycle state.
     pub lifecycle: Lifecycle,
     /// SHA-256 of the stored signed profile; absent before personalization.
@@ -61,14 +64,24 @@ pub struct SelectResponse {
     pub card_challenge: [u8; CHALLENGE_LEN],
 }
 
+/// Issuer identifier (tag `DF07`, 4 bytes).
+pub type IssuerId = [u8; 4];
+
+/// The issuer identifier of the published test keys: `"TEST"`. Production
+/// key stores never use it.
+pub const TEST_ISSUER_ID: IssuerId = *b"TEST";
+
 impl SelectResponse {
     /// Encodes the response data.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = encode_all(&[
             (tags::CARD_ID, &self.card_id),
             (tags::VERSIONS, &[self.applet_version, self.key_version]),
-            (tags::LIFECYCLE, &[self.lifecycle.to_byte()]),
         ]);
+        if let Some(i) = &self.issuer_id {
+            out.extend(encode(tags::ISSUER_ID, i));
+        }
+        out.extend(encode(tags::LIFECYCLE, &[self.lifecycle.to_byte()]));
         if let Some(d) = &self.profile_digest {
             out.extend(encode(tags::PROFILE_DIGEST, d));
         }
@@ -85,6 +98,7 @@ impl SelectResponse {
         l.only(&[
             tags::CARD_ID,
             tags::VERSIONS,
+            tags::ISSUER_ID,
             tags::LIFECYCLE,
             tags::PROFILE_DIGEST,
             tags::CARD_CHALLENGE,
@@ -95,13 +109,18 @@ impl SelectResponse {
             card_id: l.array(tags::CARD_ID)?,
             applet_version,
             key_version,
+            issuer_id: optional_array(&l, tags::ISSUER_ID)?,
             lifecycle: Lifecycle::from_byte(lc)?,
-            profile_digest: match l.get(tags::PROFILE_DIGEST) {
-                Some(_) => Some(l.array(tags::PROFILE_DIGEST)?),
-                None => None,
-            },
+            profile_digest: optional_array(&l, tags::PROFILE_DIGEST)?,
             card_challenge: l.array(tags::CARD_CHALLENGE)?,
         })
+    }
+}
+
+fn optional_array<const N: usize>(l: &TlvList, tag: u32) -> Result<Option<[u8; N]>, ProtocolError> {
+    match l.get(tag) {
+        Some(_) => Ok(Some(l.array(tag)?)),
+        None => Ok(None),
     }
 }
 
@@ -154,6 +173,13 @@ pub struct AuthResponse {
     pub visits: Visits,
     /// The card's offline velocity counters.
     pub velocity: Velocity,
+    /// Applet version and key version, as SELECT reported them (v2: under
+    /// the R-MAC, so a relay cannot change what the terminal acts on).
+    pub versions: [u8; 2],
+    /// Issuer identifier, as SELECT reported it (v2).
+    pub issuer_id: Option<IssuerId>,
+    /// Profile digest, as SELECT reported it (v2).
+    pub profile_digest: Option<[u8; 32]>,
 }
 
 /// Visit history kept by the card (spec §6.1), updated by every EARN.
@@ -245,7 +271,14 @@ impl AuthResponse {
             (tags::LIFECYCLE, &[self.lifecycle.to_byte()]),
             (tags::VISITS, &self.visits.to_bytes()),
             (tags::VELOCITY, &self.velocity.to_bytes()),
+            (tags::VERSIONS, &self.versions),
         ]);
+        if let Some(i) = &self.issuer_id {
+            out.extend(encode(tags::ISSUER_ID, i));
+        }
+        if let Some(d) = &self.profile_digest {
+            out.extend(encode(tags::PROFILE_DIGEST, d));
+        }
         if let Some(r) = &self.last_record {
             out.extend(encode(tags::LOG_RECORD, &r.to_bytes()));
         }
@@ -265,6 +298,9 @@ impl AuthResponse {
             tags::LIFECYCLE,
             tags::VISITS,
             tags::VELOCITY,
+            tags::VERSIONS,
+            tags::ISSUER_ID,
+            tags::PROFILE_DIGEST,
             tags::LOG_RECORD,
         ])?;
         let [lc] = l.array::<1>(tags::LIFECYCLE)?;
@@ -276,6 +312,9 @@ impl AuthResponse {
             last_record: l.get(tags::LOG_RECORD).map(LogRecord::parse).transpose()?,
             visits: Visits::parse(l.require(tags::VISITS)?)?,
             velocity: Velocity::parse(l.require(tags::VELOCITY)?)?,
+            versions: l.array(tags::VERSIONS)?,
+            issuer_id: optional_array(&l, tags::ISSUER_ID)?,
+            profile_digest: optional_array(&l, tags::PROFILE_DIGEST)?,
         })
     }
 }
@@ -508,6 +547,10 @@ pub struct PersonalizeData {
     pub key_auth: zeroize::Zeroizing<[u8; 16]>,
     /// The card's certificate key.
     pub key_cert: zeroize::Zeroizing<[u8; 16]>,
+    /// The card's issuer key K_iss (v2): checks the issuer's MACs.
+    pub key_issuer: zeroize::Zeroizing<[u8; 16]>,
+    /// The issuer identifier (v2).
+    pub issuer_id: IssuerId,
     /// Per-transaction cap on EARN amounts.
     pub earn_cap: u32,
     /// Per-transaction cap on REDEEM amounts.
@@ -523,6 +566,7 @@ impl core::fmt::Debug for PersonalizeData {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PersonalizeData")
             .field("key_version", &self.key_version)
+            .field("issuer_id", &self.issuer_id)
             .field("earn_cap", &self.earn_cap)
             .field("redeem_cap", &self.redeem_cap)
             .field("auth_limit", &self.auth_limit)
@@ -541,6 +585,8 @@ impl PersonalizeData {
             (tags::KEY_VERSION, &[self.key_version]),
             (tags::KEY_AUTH, self.key_auth.as_slice()),
             (tags::KEY_CERT, self.key_cert.as_slice()),
+            (tags::KEY_ISSUER, self.key_issuer.as_slice()),
+            (tags::ISSUER_ID, &self.issuer_id),
             (tags::CAPS, &caps),
             (tags::AUTH_TRIES, &[self.auth_limit]),
             (tags::PROFILE, &self.profile),
@@ -557,6 +603,8 @@ impl PersonalizeData {
             tags::KEY_VERSION,
             tags::KEY_AUTH,
             tags::KEY_CERT,
+            tags::KEY_ISSUER,
+            tags::ISSUER_ID,
             tags::CAPS,
             tags::AUTH_TRIES,
             tags::PROFILE,
@@ -571,10 +619,111 @@ impl PersonalizeData {
             key_version,
             key_auth: zeroize::Zeroizing::new(l.array(tags::KEY_AUTH)?),
             key_cert: zeroize::Zeroizing::new(l.array(tags::KEY_CERT)?),
+            key_issuer: zeroize::Zeroizing::new(l.array(tags::KEY_ISSUER)?),
+            issuer_id: l.array(tags::ISSUER_ID)?,
             earn_cap: u32::from_be_bytes([caps[0], caps[1], caps[2], caps[3]]),
             redeem_cap: u32::from_be_bytes([caps[4], caps[5], caps[6], caps[7]]),
             auth_limit,
             profile: l.require(tags::PROFILE)?.to_vec(),
+        })
+    }
+}
+
+/// Data of ACKNOWLEDGE SETTLEMENT (spec §4.10), before the C-MAC object:
+/// the settled counter N and the issuer's MAC over it (v2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckCommand {
+    /// The back office has settled every transaction up to this counter.
+    pub counter: u32,
+    /// Issuer MAC (spec §5.9) over N.
+    pub issuer_mac: [u8; MAC_LEN],
+}
+
+impl AckCommand {
+    /// Encodes the command data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::COUNTER, &self.counter.to_be_bytes()),
+            (tags::ISSUER_MAC, &self.issuer_mac),
+        ])
+    }
+
+    /// Decodes the command data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::COUNTER, tags::ISSUER_MAC])?;
+        Ok(Self {
+            counter: l.u32(tags::COUNTER)?,
+            issuer_mac: l.array(tags::ISSUER_MAC)?,
+        })
+    }
+}
+
+/// Data of UNBLOCK (spec §4.14): the issuer sequence and the issuer's MAC
+/// over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnblockCommand {
+    /// Issuer sequence; must exceed the card's stored one.
+    pub seq: u32,
+    /// Issuer MAC (spec §5.9) over the sequence.
+    pub issuer_mac: [u8; MAC_LEN],
+}
+
+impl UnblockCommand {
+    /// Encodes the command data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::ISSUER_SEQ, &self.seq.to_be_bytes()),
+            (tags::ISSUER_MAC, &self.issuer_mac),
+        ])
+    }
+
+    /// Decodes the command data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::ISSUER_SEQ, tags::ISSUER_MAC])?;
+        Ok(Self {
+            seq: l.u32(tags::ISSUER_SEQ)?,
+            issuer_mac: l.array(tags::ISSUER_MAC)?,
+        })
+    }
+}
+
+/// Data of UPDATE PROFILE (spec §4.13), before the C-MAC object: the
+/// encrypted blob and the issuer's MAC over its digest (v2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateProfileCommand {
+    /// The new signed profile blob, encrypted under S-ENC.
+    pub ciphertext: Vec<u8>,
+    /// Issuer MAC (spec §5.9) over SHA-256 of the plaintext blob.
+    pub issuer_mac: [u8; MAC_LEN],
+}
+
+impl UpdateProfileCommand {
+    /// Encodes the command data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::ENCRYPTED, &self.ciphertext),
+            (tags::ISSUER_MAC, &self.issuer_mac),
+        ])
+    }
+
+    /// Decodes the command data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::ENCRYPTED, tags::ISSUER_MAC])?;
+        Ok(Self {
+            ciphertext: l.require(tags::ENCRYPTED)?.to_vec(),
+            issuer_mac: l.array(tags::ISSUER_MAC)?,
         })
     }
 }
@@ -624,6 +773,9 @@ mod tests {
                 unsettled_points: 50,
                 settled_counter: 0,
             },
+            versions: [2, 1],
+            issuer_id: Some(TEST_ISSUER_ID),
+            profile_digest: Some([9; 32]),
         };
         assert_eq!(AuthResponse::parse(&a.to_bytes()).unwrap(), a);
     }
@@ -637,6 +789,25 @@ mod tests {
             let _ = TxCommand::parse(&bytes);
             let _ = LogRecord::parse(&bytes);
             let _ = PersonalizeData::parse(&bytes);
+            let _ = AckCommand::parse(&bytes);
+            let _ = UnblockCommand::parse(&bytes);
+            let _ = UpdateProfileCommand::parse(&bytes);
+        }
+
+        #[test]
+        fn issuer_command_round_trips(counter: u32, seq: u32, mac: [u8; 8], ct in proptest::collection::vec(any::<u8>(), 1..300)) {
+            let a = AckCommand { counter, issuer_mac: mac };
+            prop_assert_eq!(AckCommand::parse(&a.to_bytes()).unwrap(), a);
+            let u = UnblockCommand { seq, issuer_mac: mac };
+            prop_assert_eq!(UnblockCommand::parse(&u.to_bytes()).unwrap(), u);
+            let p = UpdateProfileCommand { ciphertext: ct, issuer_mac: mac };
+            prop_assert_eq!(UpdateProfileCommand::parse(&p.to_bytes()).unwrap(), p);
+        }
+
+        #[test]
+        fn select_round_trip(card_id: [u8; 8], kv: u8, issuer in proptest::option::of(any::<[u8; 4]>()), digest in proptest::option::of(any::<[u8; 32]>()), ch: [u8; 8]) {
+            let s = SelectResponse { card_id, applet_version: 2, key_version: kv, issuer_id: issuer, lifecycle: Lifecycle::Active, profile_digest: digest, card_challenge: ch };
+            prop_assert_eq!(SelectResponse::parse(&s.to_bytes()).unwrap(), s);
         }
 
         #[test]

@@ -38,6 +38,9 @@ pub enum StatusWord {
     RecordNotFound,
     /// `6A84`: not enough memory for the data (profile too large).
     NotEnoughMemory,
+    /// `6A88`: the referenced transaction is no longer in the card's log
+    /// (REFUND, v2): the back office must decide.
+    ReferenceNotFound,
     /// `6A86`: incorrect P1 or P2.
     WrongP1P2,
     /// `6Cxx`: wrong Le; the exact length is `xx`.
@@ -56,6 +59,12 @@ pub enum StatusWord {
     /// `9104`: the transaction counter is exhausted; the card can no longer
     /// transact.
     CounterExhausted,
+    /// `9105`: the refund's reference names a transaction of another kind
+    /// (v2).
+    ReferenceMismatch,
+    /// `9106`: the refund exceeds what remains refundable of the original;
+    /// `0` remaining means it was refunded already (v2).
+    RefundExceedsOriginal,
     /// Any other status word.
     Other(u16),
 }
@@ -79,6 +88,7 @@ impl StatusWord {
             Self::RecordNotFound => 0x6A83,
             Self::NotEnoughMemory => 0x6A84,
             Self::WrongP1P2 => 0x6A86,
+            Self::ReferenceNotFound => 0x6A88,
             Self::WrongLe(n) => 0x6C00 | u16::from(n),
             Self::InsNotSupported => 0x6D00,
             Self::ClaNotSupported => 0x6E00,
@@ -86,6 +96,8 @@ impl StatusWord {
             Self::BalanceOverflow => 0x9102,
             Self::AboveCap => 0x9103,
             Self::CounterExhausted => 0x9104,
+            Self::ReferenceMismatch => 0x9105,
+            Self::RefundExceedsOriginal => 0x9106,
             Self::Other(v) => v,
         }
     }
@@ -120,6 +132,7 @@ impl From<u16> for StatusWord {
             (0x6A, 0x83) => Self::RecordNotFound,
             (0x6A, 0x84) => Self::NotEnoughMemory,
             (0x6A, 0x86) => Self::WrongP1P2,
+            (0x6A, 0x88) => Self::ReferenceNotFound,
             (0x6C, n) => Self::WrongLe(n),
             (0x6D, 0x00) => Self::InsNotSupported,
             (0x6E, 0x00) => Self::ClaNotSupported,
@@ -127,6 +140,8 @@ impl From<u16> for StatusWord {
             (0x91, 0x02) => Self::BalanceOverflow,
             (0x91, 0x03) => Self::AboveCap,
             (0x91, 0x04) => Self::CounterExhausted,
+            (0x91, 0x05) => Self::ReferenceMismatch,
+            (0x91, 0x06) => Self::RefundExceedsOriginal,
             _ => Self::Other(v),
         }
     }

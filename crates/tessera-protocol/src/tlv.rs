@@ -81,6 +81,14 @@ pub mod tags {
     pub const VALID_UNTIL: u32 = 0xDF03;
     /// Counter of the transaction a refund reverses, 4 bytes.
     pub const REFERENCE: u32 = 0xDF04;
+    /// Card issuer key K_iss (personalization only, v2), 16 bytes.
+    pub const KEY_ISSUER: u32 = 0xDF05;
+    /// Issuer MAC over an issuer decision (v2, spec §5.9), 8 bytes.
+    pub const ISSUER_MAC: u32 = 0xDF06;
+    /// Issuer identifier (v2), 4 bytes.
+    pub const ISSUER_ID: u32 = 0xDF07;
+    /// Issuer sequence of an UNBLOCK (v2), 4 bytes.
+    pub const ISSUER_SEQ: u32 = 0xDF08;
     /// Secure messaging MAC (ISO 7816-4 cryptographic checksum), 8 bytes.
     pub const MAC: u32 = 0x8E;
     /// Issuer signature over the profile, 64 bytes (r ‖ s).

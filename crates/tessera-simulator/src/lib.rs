@@ -18,5 +18,5 @@ pub mod vpcd;
 
 pub use eeprom::{Eeprom, PowerCut};
 pub use image::{ImageError, IMAGE_FORMAT_VERSION};
-pub use sim::{Faults, SimCard, SimError, ATR};
+pub use sim::{Faults, RelayRewrite, SimCard, SimError, ATR};
 pub use tessera_crypto::rng::Rng as SimRng;

@@ -29,6 +29,19 @@ pub struct Faults {
     /// Lose the response of the N-th APDU (1-based, counted from when the
     /// hook is set) after the card processed it: the card is pulled away.
     pub lose_response_of_apdu: Option<u64>,
+    /// Act as a relay in the field that forges one answer: the first
+    /// command with this INS is executed by the card, and its answer is
+    /// replaced by the status word alone (for attack tests).
+    pub relay_rewrite: Option<RelayRewrite>,
+}
+
+/// One forged answer (see [`Faults::relay_rewrite`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayRewrite {
+    /// INS of the command whose answer is replaced.
+    pub ins: u8,
+    /// The status word sent instead of the card's answer.
+    pub sw: u16,
 }
 
 enum Body {
@@ -47,6 +60,7 @@ pub struct SimCard {
     pending_sw: StatusWord,
     apdus: u64,
     lose_response_of_apdu: Option<u64>,
+    relay_rewrite: Option<RelayRewrite>,
 }
 
 /// Errors of the simulator itself.
@@ -86,6 +100,7 @@ impl SimCard {
             pending_sw: StatusWord::Ok,
             apdus: 0,
             lose_response_of_apdu: None,
+            relay_rewrite: None,
         };
         card.power_on_checked()?;
         Ok(card)
@@ -189,6 +204,7 @@ impl SimCard {
     pub fn set_faults(&mut self, faults: Faults) {
         self.apdus = 0;
         self.lose_response_of_apdu = faults.lose_response_of_apdu;
+        self.relay_rewrite = faults.relay_rewrite;
         match &mut self.body {
             Body::On(a) => a_storage_mut(a).set_power_cut(faults.power_cut),
             Body::Off(e, _) => e.set_power_cut(faults.power_cut),
@@ -290,6 +306,10 @@ impl Transport for SimCard {
         if self.lose_response_of_apdu == Some(self.apdus) {
             self.remove();
             return Err(TransportError::CardRemoved);
+        }
+        if let Some(r) = self.relay_rewrite.filter(|r| command.get(1) == Some(&r.ins)) {
+            self.relay_rewrite = None;
+            return Ok(r.sw.to_be_bytes().to_vec());
         }
         Ok(resp)
     }

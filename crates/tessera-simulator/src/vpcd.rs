@@ -16,7 +16,15 @@
 //! | `01` | power on | none |
 //! | `02` | warm reset | none |
 //! | `04` | get ATR | the ATR |
-//! | 2 bytes or more | command APDU | response APDU (data + SW1 SW2) |
+//! | anything else | command APDU | response APDU (data + SW1 SW2) |
+//!
+//! Only those four single bytes are control messages. Any other message,
+//! including a single byte such as `03` or `A4`, is a command APDU and goes
+//! to the card: a 1-byte APDU is malformed (shorter than the 4-byte
+//! header), and the card answers it with a status word (`6700`, wrong
+//! length, from the Tessera applet). Swallowing it instead would leave the
+//! driver, and with it `pcscd` and the application, waiting for an answer
+//! that never comes.
 //!
 //! The driver checks that the card is still there by asking for the ATR
 //! several times a second, so an idle card still sees `04` messages.
@@ -455,8 +463,8 @@ impl Session<'_> {
                     Ok(())
                 }
                 [CTRL_GET_ATR] => self.send(&self.card.atr()),
-                // vpcd defines no other control message.
-                [_] => Ok(()),
+                // vpcd defines no other control message: any other single
+                // byte is a (malformed) APDU, which the card must answer.
                 apdu => {
                     if *removal_armed && self.opts.remove_after.is_some_and(|n| self.stats.apdus >= n) {
                         *removal_armed = false;
@@ -658,6 +666,48 @@ mod tests {
         assert_eq!((stats.power_ons, stats.power_offs, stats.resets), (1, 1, 1));
         assert_eq!(stats.end, ServeEnd::Stopped);
         assert_eq!(events, ["on", "reset", "off", "off"]);
+    }
+
+    #[test]
+    fn one_byte_messages_other_than_control_codes_are_apdus() {
+        // The real simulated card behind the bridge: its APDU parser answers
+        // 6700 to anything shorter than the 4-byte header.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let opts = options(&listener);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let server = thread::spawn(move || {
+            let key = tessera_crypto::Key::new([0x11; 16]);
+            let mut card =
+                crate::SimCard::manufacture([1, 2, 3, 4, 5, 6, 7, 8], &key, crate::SimRng::seeded(7)).unwrap();
+            let stats = serve(&mut card, &opts, &stop2).unwrap();
+            (stats, card.is_present())
+        });
+        let atr = crate::ATR.to_vec();
+        let wrong_length = [0x67, 0x00];
+        let mut d = Driver::accept(&listener);
+        d.send(&[CTRL_POWER_ON]);
+        // Every control message but GET ATR goes unanswered: were one of
+        // them answered, the next answer read would be that one, not the
+        // ATR.
+        assert_eq!(d.ask(&[CTRL_GET_ATR]).unwrap(), atr);
+        for apdu in [0x03, 0xA4, 0x05, 0x80, 0xFF] {
+            assert_eq!(d.ask(&[apdu]).unwrap(), wrong_length, "1-byte APDU {apdu:02X}");
+        }
+        d.send(&[CTRL_RESET]);
+        assert_eq!(d.ask(&[CTRL_GET_ATR]).unwrap(), atr);
+        assert_eq!(d.ask(&[0xA4]).unwrap(), wrong_length);
+        d.send(&[CTRL_POWER_OFF]);
+        assert_eq!(d.ask(&[CTRL_GET_ATR]).unwrap(), atr);
+        d.send(&[CTRL_POWER_ON]);
+        assert_eq!(d.ask(&[CTRL_GET_ATR]).unwrap(), atr);
+        assert_eq!(d.ask(&[0x03]).unwrap(), wrong_length, "answered again after power on");
+        stop.store(true, Ordering::Relaxed);
+        let (stats, present) = server.join().unwrap();
+        assert_eq!(stats.apdus, 7);
+        assert_eq!((stats.power_ons, stats.power_offs, stats.resets), (2, 1, 1));
+        assert_eq!((stats.removals, stats.connections), (0, 1));
+        assert!(!present, "the connection's end powers the card off");
     }
 
     #[test]

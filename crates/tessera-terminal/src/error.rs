@@ -53,6 +53,25 @@ pub enum TerminalError {
     /// The terminal holds no key for the card's key version.
     #[error("no terminal key for key version {0}")]
     UnknownKeyVersion(u8),
+    /// The card belongs to another issuer or key version than the ones this
+    /// terminal holds keys for: nothing was sent to authenticate, so no
+    /// authentication try was spent. Use the right bundle, or ask the office.
+    #[error("this till is not set up for this card (issuer {issuer}, key version {key_version})")]
+    NotSetUpForCard {
+        /// The card's issuer id, in hex (`-` when it reports none).
+        issuer: String,
+        /// The card's key version.
+        key_version: u8,
+    },
+    /// The card was personalized under card application v1 (no issuer
+    /// key): it cannot receive issuer decisions and must be re-issued.
+    #[error("card application v1: this card must be re-issued")]
+    NeedsReissue,
+    /// What SELECT reported (profile digest, versions, issuer) differs from
+    /// what the card authenticated: the link was tampered with. Nothing was
+    /// done.
+    #[error("the card's SELECT answer was altered on the way (relay?): nothing done")]
+    SelectTampered,
     /// Mutual authentication failed: the card rejected our cryptogram.
     #[error("authentication refused by the card ({remaining} tries left)")]
     AuthRefused {
@@ -87,6 +106,25 @@ pub enum TerminalError {
     /// The card can no longer count transactions.
     #[error("card transaction counter exhausted")]
     CounterExhausted,
+    /// The card refused a refund because the original is no longer in its
+    /// log (`6A88`): the back office must decide.
+    #[error("the original transaction has left the card's log")]
+    RefundOutsideLog,
+    /// The card refused a refund: the original is of another kind (`9105`).
+    #[error("the original transaction is of another kind")]
+    RefundKindMismatch,
+    /// The card refused a refund: it exceeds what remains refundable of the
+    /// original, or the original was refunded already (`9106`).
+    #[error("the original transaction was already refunded")]
+    RefundExceedsOriginal,
+    /// The card gave no usable answer to a transaction, and its
+    /// authenticated state, read again in the same tap, shows it did not
+    /// happen. Nothing changed; it may be tried again.
+    #[error("the card did not complete {command}: nothing changed")]
+    Unanswered {
+        /// The command.
+        command: &'static str,
+    },
     /// The caller asked for something impossible (zero points, …).
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),

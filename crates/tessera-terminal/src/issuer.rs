@@ -129,6 +129,8 @@ fn write_personalization<T: Transport>(
         key_version: keys.key_version,
         key_auth: Zeroizing::new(*keys.card_auth_key(&sel.card_id).bytes()),
         key_cert: Zeroizing::new(*keys.card_cert_key(&sel.card_id).bytes()),
+        key_issuer: Zeroizing::new(*keys.card_issuer_key(&sel.card_id).bytes()),
+        issuer_id: keys.issuer_id,
         earn_cap: params.earn_cap,
         redeem_cap: params.redeem_cap,
         auth_limit: params.auth_limit,

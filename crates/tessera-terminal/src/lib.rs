@@ -42,6 +42,7 @@ mod sam;
 pub mod till;
 mod trace;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tessera_crypto::channel::SecureChannel;
@@ -50,11 +51,12 @@ use tessera_crypto::sign::profile_digest;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind, Velocity, Visits,
+    AckCommand, AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind,
+    UnblockCommand, UpdateProfileCommand, Velocity, Visits,
 };
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
-use tessera_protocol::{Ins, StatusWord, AID, CHALLENGE_LEN};
+use tessera_protocol::{Ins, StatusWord, AID, APPLET_VERSION, CHALLENGE_LEN};
 use tessera_transport::{Transport, TransportError};
 
 pub use cache::ProfileCache;
@@ -149,6 +151,7 @@ pub struct Terminal<S: Sam, C: Clock> {
     cache: ProfileCache,
     trace: AuditTrace,
     rng: Rng,
+    unblocks: BTreeMap<CardId, Unblock>,
 }
 
 impl<S: Sam, C: Clock> Terminal<S, C> {
@@ -164,6 +167,7 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
             cache: ProfileCache::new(),
             trace: AuditTrace::default(),
             rng: Rng::Os,
+            unblocks: BTreeMap::new(),
         }
     }
 
@@ -227,93 +231,56 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
         &self.trace
     }
 
+    /// Issuer decisions to deliver before authentication: an UNBLOCK
+    /// (issuer sequence and MAC, from the office's sync feed) per card. A
+    /// card with a queued unblock gets it right after SELECT, so a card
+    /// whose authentication was blocked opens again at this tap.
+    pub fn set_unblocks(&mut self, unblocks: impl IntoIterator<Item = (CardId, Unblock)>) {
+        self.unblocks = unblocks.into_iter().collect();
+    }
+
+    /// Unblocks still queued (not yet confirmed by a successful
+    /// authentication after delivery).
+    pub fn unblocks(&self) -> &BTreeMap<CardId, Unblock> {
+        &self.unblocks
+    }
+
     /// Starts a session with the card in `transport`: SELECT, mutual
     /// AUTHENTICATE, and READ PROFILE unless the profile is cached — two or
-    /// three command APDUs.
+    /// three command APDUs (one more when an UNBLOCK is queued for the card).
+    ///
+    /// Before AUTHENTICATE the terminal checks that it holds keys for the
+    /// card's issuer and key version; after it, that what SELECT reported
+    /// (versions, issuer, profile digest) is what the card authenticated.
     ///
     /// # Errors
     /// [`TerminalError`] when the card is absent, not Tessera, blocked,
-    /// not genuine, or its profile does not verify.
+    /// not genuine, of another issuer ([`TerminalError::NotSetUpForCard`],
+    /// no try spent), personalized under v1, tampered with on the link, or
+    /// its profile does not verify.
     pub fn tap<T: Transport>(&mut self, mut transport: T) -> Result<Session<'_, S, C, T>, TerminalError> {
-        // §4.1 SELECT
-        let cmd = Command::new(CLA_ISO, Ins::Select, 0x04, 0x00, AID.to_vec(), Some(256));
-        let resp = exchange(&mut transport, &mut self.trace, "SELECT", &cmd)?;
-        match resp.sw {
-            StatusWord::Ok => {}
-            StatusWord::ApplicationBlocked => return Err(TerminalError::CardBlocked),
-            StatusWord::NotFound => return Err(TerminalError::NotTessera),
-            sw => return Err(TerminalError::Card { command: "SELECT", sw }),
-        }
-        let sel = SelectResponse::parse(&resp.data).map_err(|e| TerminalError::from(("SELECT", e)))?;
-        match sel.lifecycle {
-            Lifecycle::Active => {}
-            Lifecycle::Personalization => return Err(TerminalError::NotPersonalized),
-            Lifecycle::Blocked => return Err(TerminalError::CardBlocked),
-        }
-        let digest = sel
-            .profile_digest
-            .ok_or_else(|| TerminalError::malformed("SELECT", "no profile digest"))?;
-
-        // §4.2 AUTHENTICATE
-        let mut host_challenge = [0u8; CHALLENGE_LEN];
-        self.rng.fill_bytes(&mut host_challenge);
-        let keys = self
-            .sam
-            .session_keys(&sel.card_id, sel.key_version, &host_challenge, &sel.card_challenge)?;
-        let req = AuthCommand {
-            host_challenge,
-            host_cryptogram: keys.host_cryptogram(),
-        };
-        let expected_card_cryptogram = keys.card_cryptogram();
-        let cmd = Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, req.to_bytes(), Some(256));
-        let resp = exchange(&mut transport, &mut self.trace, "AUTHENTICATE", &cmd)?;
-        match resp.sw {
-            StatusWord::Ok => {}
-            StatusWord::AuthFailed { remaining } => return Err(TerminalError::AuthRefused { remaining }),
-            StatusWord::AuthBlocked => return Err(TerminalError::AuthBlocked),
-            sw => {
-                return Err(TerminalError::Card {
-                    command: "AUTHENTICATE",
-                    sw,
-                })
-            }
-        }
-        let channel = SecureChannel::new(keys);
-        let body = channel.verify_response(&resp).map_err(|_| TerminalError::NotGenuine)?;
-        let auth = AuthResponse::parse(&body).map_err(|e| TerminalError::from(("AUTHENTICATE", e)))?;
-        if !tessera_crypto::ct_eq(&auth.card_cryptogram, &expected_card_cryptogram) {
-            return Err(TerminalError::NotGenuine);
-        }
-        if auth
-            .last_record
-            .as_ref()
-            .is_some_and(|r| r.counter != auth.counter || r.balance_after != auth.balance)
-        {
-            return Err(TerminalError::malformed(
-                "AUTHENTICATE",
-                "last record disagrees with balance",
-            ));
-        }
-
+        let opened = open_session(self, &mut transport)?;
+        let digest = opened.digest;
         let mut session = Session {
             terminal: self,
             transport,
-            channel,
+            channel: opened.channel,
             card: CardInfo {
-                card_id: sel.card_id,
-                key_version: sel.key_version,
-                balance: auth.balance,
-                counter: auth.counter,
-                last_record: auth.last_record,
-                profile: placeholder_profile(sel.card_id),
+                card_id: opened.card_id,
+                key_version: opened.key_version,
+                balance: opened.auth.balance,
+                counter: opened.auth.counter,
+                last_record: opened.auth.last_record,
+                profile: placeholder_profile(opened.card_id),
                 profile_digest: digest,
                 profile_cached: false,
-                visits: auth.visits,
-                velocity: auth.velocity,
+                visits: opened.auth.visits,
+                velocity: opened.auth.velocity,
             },
         };
 
-        // §4.3 READ PROFILE, unless cached.
+        // §4.3 READ PROFILE, unless cached (looked up by the authenticated
+        // digest).
         let issuer = session.terminal.sam.issuer_public_key().clone();
         let cached = session.terminal.cache.get(&digest, &issuer).cloned();
         let signed = match cached {
@@ -327,7 +294,7 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
                 sp
             }
         };
-        if signed.profile.card_id != sel.card_id {
+        if signed.profile.card_id != session.card.card_id {
             return Err(TerminalError::ProfileCardMismatch);
         }
         if !session.card.profile_cached {
@@ -336,6 +303,140 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
         session.card.profile = signed.profile;
         Ok(session)
     }
+}
+
+/// An issuer-MAC'd UNBLOCK for one card (spec §4.14), as the office's sync
+/// feed delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unblock {
+    /// Issuer sequence (greater than the card's stored one).
+    pub seq: u32,
+    /// Issuer MAC over it.
+    pub issuer_mac: [u8; 8],
+}
+
+/// What SELECT and AUTHENTICATE established.
+struct Opened {
+    card_id: CardId,
+    key_version: u8,
+    digest: [u8; 32],
+    channel: SecureChannel,
+    auth: AuthResponse,
+}
+
+/// §8.1 steps 1–2: SELECT, the key checks, a queued UNBLOCK, AUTHENTICATE,
+/// and the comparison of SELECT's facts with the authenticated ones.
+fn open_session<S: Sam, C: Clock, T: Transport>(
+    terminal: &mut Terminal<S, C>,
+    transport: &mut T,
+) -> Result<Opened, TerminalError> {
+    // §4.1 SELECT
+    let cmd = Command::new(CLA_ISO, Ins::Select, 0x04, 0x00, AID.to_vec(), Some(256));
+    let resp = exchange(transport, &mut terminal.trace, "SELECT", &cmd)?;
+    match resp.sw {
+        StatusWord::Ok => {}
+        StatusWord::ApplicationBlocked => return Err(TerminalError::CardBlocked),
+        StatusWord::NotFound => return Err(TerminalError::NotTessera),
+        sw => return Err(TerminalError::Card { command: "SELECT", sw }),
+    }
+    let sel = SelectResponse::parse(&resp.data).map_err(|e| TerminalError::from(("SELECT", e)))?;
+    match sel.lifecycle {
+        Lifecycle::Active => {}
+        Lifecycle::Personalization => return Err(TerminalError::NotPersonalized),
+        Lifecycle::Blocked => return Err(TerminalError::CardBlocked),
+    }
+    // §8.1 step 2 (v2): never spend a try on a card this till has no key for.
+    let Some(issuer_id) = sel.issuer_id else {
+        return Err(TerminalError::NeedsReissue);
+    };
+    if sel.applet_version < APPLET_VERSION {
+        return Err(TerminalError::NeedsReissue);
+    }
+    if issuer_id != terminal.sam.issuer_id() || !terminal.sam.has_key_version(sel.key_version) {
+        return Err(TerminalError::NotSetUpForCard {
+            issuer: hex::encode_upper(issuer_id),
+            key_version: sel.key_version,
+        });
+    }
+    let digest = sel
+        .profile_digest
+        .ok_or_else(|| TerminalError::malformed("SELECT", "no profile digest"))?;
+
+    // §4.14 UNBLOCK, when the issuer sent one for this card.
+    let queued_unblock = terminal.unblocks.get(&sel.card_id).copied();
+    if let Some(u) = queued_unblock {
+        let data = UnblockCommand {
+            seq: u.seq,
+            issuer_mac: u.issuer_mac,
+        }
+        .to_bytes();
+        let cmd = Command::new(CLA_PROPRIETARY, Ins::Unblock, 0, 0, data, None);
+        let resp = exchange(transport, &mut terminal.trace, "UNBLOCK", &cmd)?;
+        // 6A80: the card has seen this sequence already. Anything else
+        // (even a 9000, which carries no MAC) is confirmed only by the
+        // authentication that follows.
+        if resp.sw == StatusWord::WrongData {
+            terminal.unblocks.remove(&sel.card_id);
+        }
+    }
+
+    // §4.2 AUTHENTICATE
+    let mut host_challenge = [0u8; CHALLENGE_LEN];
+    terminal.rng.fill_bytes(&mut host_challenge);
+    let keys = terminal
+        .sam
+        .session_keys(&sel.card_id, sel.key_version, &host_challenge, &sel.card_challenge)?;
+    let req = AuthCommand {
+        host_challenge,
+        host_cryptogram: keys.host_cryptogram(),
+    };
+    let expected_card_cryptogram = keys.card_cryptogram();
+    let cmd = Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, req.to_bytes(), Some(256));
+    let resp = exchange(transport, &mut terminal.trace, "AUTHENTICATE", &cmd)?;
+    match resp.sw {
+        StatusWord::Ok => {}
+        StatusWord::AuthFailed { remaining } => return Err(TerminalError::AuthRefused { remaining }),
+        StatusWord::AuthBlocked => return Err(TerminalError::AuthBlocked),
+        sw => {
+            return Err(TerminalError::Card {
+                command: "AUTHENTICATE",
+                sw,
+            })
+        }
+    }
+    let channel = SecureChannel::new(keys);
+    let body = channel.verify_response(&resp).map_err(|_| TerminalError::NotGenuine)?;
+    let auth = AuthResponse::parse(&body).map_err(|e| TerminalError::from(("AUTHENTICATE", e)))?;
+    if !tessera_crypto::ct_eq(&auth.card_cryptogram, &expected_card_cryptogram) {
+        return Err(TerminalError::NotGenuine);
+    }
+    // v2: what the terminal acted on must be what the card authenticated.
+    if auth.versions != [sel.applet_version, sel.key_version]
+        || auth.issuer_id != sel.issuer_id
+        || auth.profile_digest != sel.profile_digest
+    {
+        return Err(TerminalError::SelectTampered);
+    }
+    if auth
+        .last_record
+        .as_ref()
+        .is_some_and(|r| r.counter != auth.counter || r.balance_after != auth.balance)
+    {
+        return Err(TerminalError::malformed(
+            "AUTHENTICATE",
+            "last record disagrees with balance",
+        ));
+    }
+    if queued_unblock.is_some() {
+        terminal.unblocks.remove(&sel.card_id);
+    }
+    Ok(Opened {
+        card_id: sel.card_id,
+        key_version: sel.key_version,
+        digest,
+        channel,
+        auth,
+    })
 }
 
 fn placeholder_profile(card_id: CardId) -> Profile {
@@ -493,20 +594,22 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         self.transact(kind, original.amount, original.counter)
     }
 
-    /// §4.10 ACKNOWLEDGE SETTLEMENT: tells the card the back office has
-    /// settled its transactions up to `counter`, which restarts its offline
-    /// velocity counters. Returns the counters after the command.
+    /// §4.10 ACKNOWLEDGE SETTLEMENT: relays the back office's decision that
+    /// the card's transactions up to `counter` are settled, with the
+    /// issuer's MAC over it (only the office can make one), which restarts
+    /// the card's offline velocity counters. Returns the counters after the
+    /// command.
     ///
     /// # Errors
     /// [`TerminalError::InvalidRequest`] for a counter beyond the card's;
     /// card and transport errors.
-    pub fn acknowledge_settlement(&mut self, counter: u32) -> Result<Velocity, TerminalError> {
+    pub fn acknowledge_settlement(&mut self, counter: u32, issuer_mac: [u8; 8]) -> Result<Velocity, TerminalError> {
         if counter > self.card.counter {
             return Err(TerminalError::InvalidRequest(
                 "settlement acknowledged beyond the card's counter",
             ));
         }
-        let data = tessera_protocol::tlv::encode(tags::COUNTER, &counter.to_be_bytes());
+        let data = AckCommand { counter, issuer_mac }.to_bytes();
         let resp = self.secure("ACK SETTLEMENT", Ins::AckSettlement, 0, &data, 256)?;
         if resp.sw != StatusWord::Ok {
             return Err(TerminalError::Card {
@@ -560,65 +663,43 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             terminal_id: tx.terminal_id,
             terminal_seq: seq,
         };
-        let resp = match self.secure(label, ins, p1, &tx.to_bytes(), 256) {
-            Ok(r) => r,
-            // Whatever broke the link, the command may have reached the
-            // card: the outcome is unknown until the next tap.
-            Err(_) => return Err(TerminalError::Interrupted(Box::new(pending))),
-        };
-        match resp.sw {
-            StatusWord::Ok => {}
-            StatusWord::InsufficientBalance => {
-                return Err(TerminalError::InsufficientBalance {
-                    balance: self.card.balance,
-                })
-            }
-            StatusWord::BalanceOverflow => return Err(TerminalError::BalanceOverflow),
-            StatusWord::AboveCap => return Err(TerminalError::AboveCap),
-            StatusWord::CounterExhausted => return Err(TerminalError::CounterExhausted),
-            // Refusals: the spec guarantees the card changed nothing.
-            sw @ (StatusWord::BadMac
-            | StatusWord::WrongData
-            | StatusWord::WrongLength
-            | StatusWord::WrongP1P2
-            | StatusWord::ConditionsNotSatisfied
-            | StatusWord::SecurityNotSatisfied
-            | StatusWord::ClaNotSupported
-            | StatusWord::InsNotSupported) => return Err(TerminalError::Card { command: label, sw }),
-            // Anything else (61xx or 6Cxx the transport did not handle, a
-            // memory failure, an unknown word) does not say whether the card
-            // committed: never guess, resolve at the next tap.
-            _ => return Err(TerminalError::Interrupted(Box::new(pending))),
-        }
-        let l = match self.verified(label, &resp) {
-            Ok(l) => l,
-            // A 9000 whose MAC or encoding fails may still be a committed
-            // transaction whose answer was damaged on the way.
-            Err(_) => return Err(TerminalError::Interrupted(Box::new(pending))),
-        };
-        // A 9000 with a valid R-MAC means the card committed something: if
-        // the record is unreadable or not what was asked, the outcome is
-        // still unknown to us, never "not done".
-        let rec = match l.require(tags::LOG_RECORD).ok().map(LogRecord::parse) {
-            Some(Ok(rec)) => rec,
-            _ => return Err(TerminalError::Interrupted(Box::new(pending))),
-        };
+        let resp = self.secure(label, ins, p1, &tx.to_bytes(), 256);
         let expected_balance = if kind.is_credit() {
             self.card.balance.checked_add(amount)
         } else {
             self.card.balance.checked_sub(amount)
         };
-        if rec.counter != pending.expected_counter
-            || rec.kind != kind
-            || rec.amount != amount
-            || Some(rec.balance_after) != expected_balance
-            || rec.terminal_id != tx.terminal_id
-            || rec.terminal_seq != seq
-            || rec.time != tx.time
-            || rec.reference != reference
-        {
-            return Err(TerminalError::Interrupted(Box::new(pending)));
-        }
+        let verified = match &resp {
+            Ok(r) if r.sw == StatusWord::Ok => self
+                .verified(label, r)
+                .ok()
+                .and_then(|l| l.require(tags::LOG_RECORD).ok().map(LogRecord::parse))
+                .and_then(Result::ok),
+            _ => None,
+        };
+        // Only a 9000 whose R-MAC verifies and whose record is exactly what
+        // was asked is an answer. Anything else — a refusal (its status word
+        // carries no MAC and may be forged on the link), a damaged or
+        // missing answer — is established from the card's authenticated
+        // state (§8.4), never assumed.
+        let rec = match verified {
+            Some(rec)
+                if rec.counter == pending.expected_counter
+                    && rec.kind == kind
+                    && rec.amount == amount
+                    && Some(rec.balance_after) == expected_balance
+                    && rec.terminal_id == tx.terminal_id
+                    && rec.terminal_seq == seq
+                    && rec.time == tx.time
+                    && rec.reference == reference =>
+            {
+                rec
+            }
+            _ => {
+                let claimed = resp.ok().map(|r| r.sw);
+                return self.establish(label, pending, claimed);
+            }
+        };
         self.card.balance = rec.balance_after;
         self.card.counter = rec.counter;
         self.card.last_record = Some(rec.clone());
@@ -640,6 +721,64 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             key_version: self.card.key_version,
             record: rec,
         })
+    }
+
+    /// §8.4 (v2): the answer to a transaction was not a verified `9000`.
+    /// While the card is still in the field, select and authenticate it
+    /// again (two APDUs) and read the outcome from its authenticated counter
+    /// and log; if it is gone, the outcome stays unknown
+    /// ([`TerminalError::Interrupted`]) until the next tap.
+    fn establish(
+        &mut self,
+        label: &'static str,
+        pending: PendingTx,
+        claimed: Option<StatusWord>,
+    ) -> Result<Receipt, TerminalError> {
+        if self.reauthenticate().is_err() {
+            return Err(TerminalError::Interrupted(Box::new(pending)));
+        }
+        match self.resolve(&pending) {
+            Ok(Resolution::Completed(rec)) => Ok(Receipt {
+                card_id: self.card.card_id,
+                key_version: self.card.key_version,
+                record: rec,
+            }),
+            Ok(Resolution::NotDone) => Err(match claimed {
+                Some(StatusWord::InsufficientBalance) => TerminalError::InsufficientBalance {
+                    balance: self.card.balance,
+                },
+                Some(StatusWord::BalanceOverflow) => TerminalError::BalanceOverflow,
+                Some(StatusWord::AboveCap) => TerminalError::AboveCap,
+                Some(StatusWord::CounterExhausted) => TerminalError::CounterExhausted,
+                Some(StatusWord::ReferenceNotFound) => TerminalError::RefundOutsideLog,
+                Some(StatusWord::ReferenceMismatch) => TerminalError::RefundKindMismatch,
+                Some(StatusWord::RefundExceedsOriginal) => TerminalError::RefundExceedsOriginal,
+                Some(sw) => TerminalError::Card { command: label, sw },
+                None => TerminalError::Unanswered { command: label },
+            }),
+            Err(_) => Err(TerminalError::Interrupted(Box::new(pending))),
+        }
+    }
+
+    /// SELECT and AUTHENTICATE again on the same link, and take the card's
+    /// authenticated state as this session's.
+    ///
+    /// # Errors
+    /// As [`Terminal::tap`]; [`TerminalError::InvalidRequest`] when another
+    /// card answers.
+    pub fn reauthenticate(&mut self) -> Result<(), TerminalError> {
+        let opened = open_session(self.terminal, &mut self.transport)?;
+        if opened.card_id != self.card.card_id {
+            return Err(TerminalError::InvalidRequest("another card was presented"));
+        }
+        self.channel = opened.channel;
+        self.card.balance = opened.auth.balance;
+        self.card.counter = opened.auth.counter;
+        self.card.last_record = opened.auth.last_record;
+        self.card.visits = opened.auth.visits;
+        self.card.velocity = opened.auth.velocity;
+        self.card.profile_digest = opened.digest;
+        Ok(())
     }
 
     /// §4.6 READ LOG: record `n` (1 = newest), `None` past the end.
@@ -736,7 +875,8 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     }
 
     /// §4.13 UPDATE PROFILE: writes a newer signed profile version to the
-    /// card (a profile update from the back office). The signature and the
+    /// card (a profile update from the back office), with the issuer's MAC
+    /// over the exact blob, which the card checks. The signature and the
     /// card binding are verified here first; the blob travels encrypted.
     ///
     /// # Errors
@@ -744,7 +884,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// [`TerminalError::ProfileCardMismatch`],
     /// [`TerminalError::InvalidRequest`] when it is not newer; card and
     /// transport errors.
-    pub fn update_profile(&mut self, signed: &SignedProfile) -> Result<(), TerminalError> {
+    pub fn update_profile(&mut self, signed: &SignedProfile, issuer_mac: [u8; 8]) -> Result<(), TerminalError> {
         self.terminal
             .sam
             .issuer_public_key()
@@ -759,8 +899,8 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             ));
         }
         let blob = signed.to_bytes();
-        let ct = self.channel.encrypt(&blob);
-        let data = tessera_protocol::tlv::encode(tags::ENCRYPTED, &ct);
+        let ciphertext = self.channel.encrypt(&blob);
+        let data = UpdateProfileCommand { ciphertext, issuer_mac }.to_bytes();
         let resp = self.secure("UPDATE PROFILE", Ins::UpdateProfile, 0, &data, 256)?;
         if resp.sw != StatusWord::Ok {
             return Err(TerminalError::Card {

@@ -497,6 +497,12 @@ pub enum ReferReason {
         /// The terminal's time (Unix seconds).
         now: u32,
     },
+    /// `R04`: the refund's original has left the card's 8-record log; the
+    /// card refuses it offline (`6A88`) and only the office can decide.
+    RefundOutsideLog {
+        /// The original's counter.
+        original: u32,
+    },
 }
 
 impl ReferReason {
@@ -506,6 +512,7 @@ impl ReferReason {
             Self::VelocityCount { .. } => "R01",
             Self::VelocityPoints { .. } => "R02",
             Self::ClockBehindCard { .. } => "R03",
+            Self::RefundOutsideLog { .. } => "R04",
         }
     }
 
@@ -522,6 +529,9 @@ impl ReferReason {
                 "This till's clock is behind the card's last transaction — check the date and time, or call the office"
                     .into()
             }
+            Self::RefundOutsideLog { original } => format!(
+                "Transaction #{original} is too old for an offline refund (no longer on the card) — call the office"
+            ),
         }
     }
 }
@@ -538,7 +548,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The stable code: `A00`, `D01`–`D10`, `R01`–`R03`.
+    /// The stable code: `A00`, `D01`–`D10`, `R01`–`R04`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Approve => "A00",

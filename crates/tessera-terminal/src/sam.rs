@@ -4,7 +4,7 @@ use tessera_crypto::channel::SessionKeys;
 use tessera_crypto::kdf::{diversify, labels};
 use tessera_crypto::keys::TerminalKeys;
 use tessera_crypto::sign::IssuerPublicKey;
-use tessera_protocol::messages::CardId;
+use tessera_protocol::messages::{CardId, IssuerId};
 use tessera_protocol::CHALLENGE_LEN;
 
 use crate::TerminalError;
@@ -27,6 +27,12 @@ pub trait Sam {
 
     /// The issuer public key that verifies profiles.
     fn issuer_public_key(&self) -> &IssuerPublicKey;
+
+    /// The issuer whose cards this module opens.
+    fn issuer_id(&self) -> IssuerId;
+
+    /// Whether the module holds the authentication master of a key version.
+    fn has_key_version(&self, key_version: u8) -> bool;
 }
 
 /// A software key store holding the terminal bundle.
@@ -60,5 +66,13 @@ impl Sam for SoftwareSam {
 
     fn issuer_public_key(&self) -> &IssuerPublicKey {
         &self.keys.issuer_public
+    }
+
+    fn issuer_id(&self) -> IssuerId {
+        self.keys.issuer_id
+    }
+
+    fn has_key_version(&self, key_version: u8) -> bool {
+        self.keys.auth_masters.contains_key(&key_version)
     }
 }

@@ -30,8 +30,28 @@ use tessera_transport::Transport;
 
 use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
 use crate::offers::{offers_today, quote, CampaignSet, Quote};
-use crate::policy::{authorize, date_from_unix, Decision, DeclineReason, Hotlist, Policy, TxRequest};
+use crate::policy::{authorize, date_from_unix, Decision, DeclineReason, Hotlist, Policy, ReferReason, TxRequest};
 use crate::{CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
+
+/// A profile update from the back office: the signed profile and the
+/// issuer's MAC over its exact blob (spec §5.9), which the card checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    /// The new signed profile.
+    pub profile: SignedProfile,
+    /// Issuer MAC over the blob.
+    pub issuer_mac: [u8; 8],
+}
+
+/// The back office's settled counter for one card, with the issuer's MAC
+/// over it (spec §5.9): a till can relay it, not make one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettledCounter {
+    /// Every transaction of the card up to this counter is settled.
+    pub counter: u32,
+    /// Issuer MAC over the counter.
+    pub issuer_mac: [u8; 8],
+}
 
 /// The rules a till applies.
 pub struct TillConfig {
@@ -70,6 +90,15 @@ pub enum TillOutcome {
         /// Journal sequence of the decision (the certified terminal sequence).
         decision_seq: u32,
     },
+    /// Nothing new was done: this tap found that an earlier operation of
+    /// this till on this card, interrupted (card pulled, answer lost), went
+    /// through. A retry of that operation must not charge twice; if the
+    /// customer really wants another one, call [`TillTap::allow_repeat`]
+    /// and ask again.
+    AlreadyDone {
+        /// The earlier operations, as journaled now (`recovered`).
+        earlier: Vec<JournalRecord>,
+    },
     /// Declined or referred; journaled; the card was not touched.
     Refused {
         /// The decision.
@@ -84,8 +113,8 @@ pub struct Till<S: Sam, C: Clock> {
     terminal: Terminal<S, C>,
     journal: Journal,
     config: TillConfig,
-    profile_updates: BTreeMap<CardId, SignedProfile>,
-    settled: BTreeMap<CardId, u32>,
+    profile_updates: BTreeMap<CardId, ProfileUpdate>,
+    settled: BTreeMap<CardId, SettledCounter>,
 }
 
 impl<S: Sam, C: Clock> Till<S, C> {
@@ -132,19 +161,19 @@ impl<S: Sam, C: Clock> Till<S, C> {
 
     /// Profile updates from the back office, written to each card at its
     /// next tap here (when newer than the card's).
-    pub fn set_profile_updates(&mut self, updates: impl IntoIterator<Item = SignedProfile>) {
-        self.profile_updates = updates.into_iter().map(|p| (p.profile.card_id, p)).collect();
+    pub fn set_profile_updates(&mut self, updates: impl IntoIterator<Item = ProfileUpdate>) {
+        self.profile_updates = updates.into_iter().map(|p| (p.profile.profile.card_id, p)).collect();
     }
 
     /// The back office's settled counters per card (from a sync): at its
     /// next tap here, a card whose offline velocity counters still count
     /// settled redemptions gets ACKNOWLEDGE SETTLEMENT.
-    pub fn set_settled(&mut self, settled: impl IntoIterator<Item = (CardId, u32)>) {
+    pub fn set_settled(&mut self, settled: impl IntoIterator<Item = (CardId, SettledCounter)>) {
         self.settled = settled.into_iter().collect();
     }
 
     /// Profile updates not yet delivered.
-    pub fn profile_updates(&self) -> impl Iterator<Item = &SignedProfile> {
+    pub fn profile_updates(&self) -> impl Iterator<Item = &ProfileUpdate> {
         self.profile_updates.values()
     }
 
@@ -173,9 +202,11 @@ impl<S: Sam, C: Clock> Till<S, C> {
             journal,
             config,
             recovered: Vec::new(),
+            completed_earlier: Vec::new(),
             voided: Vec::new(),
             profile_updated: None,
             settlement_acknowledged: None,
+            allow_repeat: false,
         };
         tap.recover()?;
         if tap.config.hotlist.contains(&tap.session.card().card_id) {
@@ -192,11 +223,11 @@ impl<S: Sam, C: Clock> Till<S, C> {
         let id = tap.session.card().card_id;
         if let Some(update) = profile_updates
             .get(&id)
-            .filter(|u| u.profile.version > tap.session.card().profile.version)
+            .filter(|u| u.profile.profile.version > tap.session.card().profile.version)
         {
-            match tap.session.update_profile(update) {
+            match tap.session.update_profile(&update.profile, update.issuer_mac) {
                 Ok(()) => {
-                    tap.profile_updated = Some(update.profile.version);
+                    tap.profile_updated = Some(update.profile.profile.version);
                     profile_updates.remove(&id);
                 }
                 // The link failed: the tap cannot go on.
@@ -206,12 +237,12 @@ impl<S: Sam, C: Clock> Till<S, C> {
             }
         }
         let card = tap.session.card();
-        if let Some(&upto) = settled
+        if let Some(&s) = settled
             .get(&id)
-            .filter(|&&n| n > card.velocity.settled_counter && n <= card.counter)
+            .filter(|s| s.counter > card.velocity.settled_counter && s.counter <= card.counter)
         {
-            match tap.session.acknowledge_settlement(upto) {
-                Ok(_) => tap.settlement_acknowledged = Some(upto),
+            match tap.session.acknowledge_settlement(s.counter, s.issuer_mac) {
+                Ok(_) => tap.settlement_acknowledged = Some(s.counter),
                 Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
                 Err(_) => {}
             }
@@ -227,6 +258,11 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     config: &'a TillConfig,
     /// Records journaled as `recovered` by this tap.
     pub recovered: Vec<JournalRecord>,
+    /// Of those, this till's own interrupted operations that went through
+    /// (the card's log shows them): until [`TillTap::allow_repeat`], the
+    /// next operation answers [`TillOutcome::AlreadyDone`].
+    pub completed_earlier: Vec<JournalRecord>,
+    allow_repeat: bool,
     /// Decisions journaled as `void` by this tap.
     pub voided: Vec<JournalRecord>,
     /// The profile version written to the card by this tap, if any.
@@ -296,8 +332,13 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
             match self.session.resolve(&p) {
                 Ok(Resolution::Completed(rec)) => {
                     if self.journal.card_transaction(&card.card_id, rec.counter)?.is_none() {
-                        let e = Entry::from_card_record(EntryKind::Recovered, self.session.now(), &card.card_id, &rec);
-                        self.recovered.push(self.journal.append(e)?);
+                        let mut e =
+                            Entry::from_card_record(EntryKind::Recovered, self.session.now(), &card.card_id, &rec);
+                        e.purchase_minor = d.entry.purchase_minor;
+                        e.categories.clone_from(&d.entry.categories);
+                        let r = self.journal.append(e)?;
+                        self.completed_earlier.push(r.clone());
+                        self.recovered.push(r);
                     }
                 }
                 Ok(Resolution::NotDone) => {
@@ -323,6 +364,13 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         Ok(())
     }
 
+    /// Lets the next operation go ahead although this tap found an earlier
+    /// interrupted operation that went through: the customer really wants
+    /// another one (the clerk confirmed).
+    pub fn allow_repeat(&mut self) {
+        self.allow_repeat = true;
+    }
+
     /// Journals a refused decision.
     fn refuse(&mut self, mut e: Entry, decision: Decision) -> Result<TillOutcome, TillError> {
         e.verdict = Some(if matches!(decision, Decision::Refer(_)) {
@@ -346,6 +394,11 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         original: Option<LogRecord>,
         q: Option<Quote>,
     ) -> Result<TillOutcome, TillError> {
+        if !self.completed_earlier.is_empty() && !self.allow_repeat {
+            return Ok(TillOutcome::AlreadyDone {
+                earlier: self.completed_earlier.clone(),
+            });
+        }
         let card = self.session.card().clone();
         e.tx_type = Some(req.kind.name().to_owned());
         e.points = Some(req.points);
@@ -388,7 +441,24 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
             }
             // Outcome unknown: the decision stays pending until the card is seen again.
             Err(err @ TerminalError::Interrupted(_)) => Err(err.into()),
-            // The card refused (it changed nothing): the approval is void.
+            // The card refused a refund whose original has left its log
+            // (established from its authenticated state): the office decides.
+            Err(TerminalError::RefundOutsideLog) => {
+                let mut v = self.card_entry(EntryKind::Void);
+                v.card_counter = d.entry.card_counter;
+                v.tx_type = d.entry.tx_type.clone();
+                v.points = d.entry.points;
+                v.origin_seq = Some(d.seq);
+                v.reason = Some("card: original outside the log".into());
+                self.journal.append(v)?;
+                let original = d.entry.reference.unwrap_or(0);
+                let mut e = self.card_entry(EntryKind::Decision);
+                e.tx_type = d.entry.tx_type.clone();
+                e.reference = d.entry.reference;
+                self.refuse(e, Decision::Refer(ReferReason::RefundOutsideLog { original }))
+            }
+            // The card did not do it — established from its authenticated
+            // state, not from a status word: the approval is void.
             Err(err) => {
                 let mut v = self.card_entry(EntryKind::Void);
                 v.card_counter = d.entry.card_counter;
@@ -461,6 +531,12 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
             }
             None => None,
         };
+        if found.is_none() && original >= 1 && original <= card.counter {
+            // On the card once, but no longer in its 8-record log: the card
+            // refuses such a refund offline (v2), the office decides.
+            e.tx_type = Some("refund".into());
+            return self.refuse(e, Decision::Refer(ReferReason::RefundOutsideLog { original }));
+        }
         let Some(orig) = found.filter(|r| r.kind.reversal().is_some()) else {
             e.tx_type = Some("refund".into());
             return self.refuse(e, Decision::Decline(DeclineReason::RefundUnknownOriginal));

@@ -28,6 +28,11 @@ impl AuditTrace {
         self.entries.len()
     }
 
+    /// The labels of the exchanges, in order ("SELECT", "AUTHENTICATE", …).
+    pub fn labels(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.label).collect()
+    }
+
     /// Bytes on the wire, both directions.
     pub fn bytes(&self) -> usize {
         self.entries
