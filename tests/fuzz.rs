@@ -35,6 +35,10 @@ fn apdu() -> impl Strategy<Value = Vec<u8>> {
             Just(0xE2),
             Just(0x1E),
             Just(0xC0),
+            Just(0x34),
+            Just(0x38),
+            Just(0xDA),
+            Just(0x2C),
             any::<u8>()
         ],
         0u8..10,
@@ -70,8 +74,13 @@ proptest! {
             }
         }
         let st = card.state().unwrap();
+        let before = tessera_card::CardState::load(&mem).unwrap();
         prop_assert_eq!((st.balance, st.counter), (1000, 1));
-        prop_assert_eq!(st.log, tessera_card::CardState::load(&mem).unwrap().log);
+        prop_assert_eq!(&st.log, &before.log);
+        // Nor the issuer's decisions (ACK SETTLEMENT, UPDATE PROFILE, UNBLOCK).
+        prop_assert_eq!(st.velocity, before.velocity);
+        prop_assert_eq!(&st.profile, &before.profile);
+        prop_assert_eq!(st.issuer_seq, before.issuer_seq);
     }
 
     #[test]

@@ -1,0 +1,278 @@
+//! Bad input to every command card application v2 added or changed gets
+//! its status word (applet-spec §4.9, §4.10, §4.13, §4.14) and changes
+//! nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tessera_crypto::channel::{SecureChannel, SessionKeys};
+use tessera_crypto::keys::{IssuerDecision, IssuerKeys};
+use tessera_protocol::apdu::{Command, Response};
+use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
+use tessera_protocol::messages::{AuthCommand, SelectResponse};
+use tessera_protocol::tlv::{encode, encode_all, tags};
+use tessera_protocol::{Ins, StatusWord, AID};
+use tessera_simulator::SimCard;
+use tessera_suite::{card_id, issued_card, issuer_mac, test_terminal};
+use tessera_transport::Transport;
+
+fn sw(resp: &[u8]) -> StatusWord {
+    Response::parse(resp).unwrap().sw
+}
+
+fn select(card: &mut SimCard) -> SelectResponse {
+    let r = card
+        .transmit(&Command::new(CLA_ISO, Ins::Select, 4, 0, AID.to_vec(), Some(256)).to_bytes())
+        .unwrap();
+    SelectResponse::parse(&r[..r.len() - 2]).unwrap()
+}
+
+/// SELECT + AUTHENTICATE with the test keys, as a (rogue) till would.
+fn session(card: &mut SimCard, id: &[u8; 8]) -> SecureChannel {
+    let sel = select(card);
+    let keys = IssuerKeys::test().unwrap();
+    let sk = SessionKeys::derive(&keys.card_auth_key(id), &[3; 8], &sel.card_challenge);
+    let auth = AuthCommand {
+        host_challenge: [3; 8],
+        host_cryptogram: sk.host_cryptogram(),
+    };
+    let r = card
+        .transmit(&Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, auth.to_bytes(), Some(256)).to_bytes())
+        .unwrap();
+    assert_eq!(sw(&r), StatusWord::Ok);
+    SecureChannel::new(sk)
+}
+
+fn secure(card: &mut SimCard, ch: &mut SecureChannel, ins: Ins, p1: u8, data: &[u8]) -> StatusWord {
+    let cmd = ch.protect_command(CLA_SECURE, ins.into(), p1, 0, data, Some(256));
+    sw(&card.transmit(&cmd.to_bytes()).unwrap())
+}
+
+fn funded(n: u32) -> SimCard {
+    let (mut card, _) = issued_card(n, u64::from(n));
+    let mut t = test_terminal(1);
+    let mut s = t.tap(&mut card).unwrap();
+    s.earn(500).unwrap();
+    s.redeem(100).unwrap();
+    drop(s);
+    card
+}
+
+#[test]
+fn acknowledge_settlement_bad_input() {
+    let mut card = funded(500);
+    let id = card_id(500);
+    let before = card.memory();
+    let good = issuer_mac(&id, IssuerDecision::Settled(2));
+    let cases: Vec<(Vec<u8>, StatusWord)> = vec![
+        // v1 layout: no issuer MAC.
+        (encode(tags::COUNTER, &2u32.to_be_bytes()), StatusWord::WrongData),
+        // A MAC of the wrong length.
+        (
+            encode_all(&[(tags::COUNTER, &2u32.to_be_bytes()), (tags::ISSUER_MAC, &good[..7])]),
+            StatusWord::WrongData,
+        ),
+        // An extra object.
+        (
+            encode_all(&[
+                (tags::COUNTER, &2u32.to_be_bytes()),
+                (tags::ISSUER_MAC, &good),
+                (tags::AMOUNT, &[0, 0, 0, 1]),
+            ]),
+            StatusWord::WrongData,
+        ),
+        // N beyond the card's counter, even with its genuine MAC.
+        (
+            encode_all(&[
+                (tags::COUNTER, &3u32.to_be_bytes()),
+                (tags::ISSUER_MAC, &issuer_mac(&id, IssuerDecision::Settled(3))),
+            ]),
+            StatusWord::WrongData,
+        ),
+        // The MAC of another N.
+        (
+            encode_all(&[
+                (tags::COUNTER, &2u32.to_be_bytes()),
+                (tags::ISSUER_MAC, &issuer_mac(&id, IssuerDecision::Settled(1))),
+            ]),
+            StatusWord::BadMac,
+        ),
+        // The MAC of an UNBLOCK with the same number.
+        (
+            encode_all(&[
+                (tags::COUNTER, &2u32.to_be_bytes()),
+                (tags::ISSUER_MAC, &issuer_mac(&id, IssuerDecision::Unblock(2))),
+            ]),
+            StatusWord::BadMac,
+        ),
+    ];
+    for (data, expected) in cases {
+        let mut ch = session(&mut card, &id);
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::AckSettlement, 0, &data),
+            expected,
+            "{data:02X?}"
+        );
+        let mut m = card.memory();
+        m.recover();
+        assert_eq!(m.cells(), before.cells(), "{data:02X?} changed the card");
+    }
+    let mut ch = session(&mut card, &id);
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::AckSettlement, 1, &[]),
+        StatusWord::WrongP1P2
+    );
+}
+
+#[test]
+fn unblock_bad_input() {
+    let mut card = funded(501);
+    let id = card_id(501);
+    let before = card.memory();
+    let good = issuer_mac(&id, IssuerDecision::Unblock(1));
+    let send = |card: &mut SimCard, cla: u8, p1: u8, data: Vec<u8>| -> StatusWord {
+        select(card);
+        let mut c = Command::new(CLA_PROPRIETARY, Ins::Unblock, p1, 0, data, None);
+        c.cla = cla;
+        sw(&card.transmit(&c.to_bytes()).unwrap())
+    };
+    let seq1 = 1u32.to_be_bytes();
+    let cases: Vec<(u8, u8, Vec<u8>, StatusWord)> = vec![
+        (0x80, 0, Vec::new(), StatusWord::WrongData),
+        (0x80, 0, encode(tags::ISSUER_SEQ, &seq1), StatusWord::WrongData),
+        (
+            0x80,
+            0,
+            encode_all(&[(tags::ISSUER_SEQ, &seq1[1..]), (tags::ISSUER_MAC, &good)]),
+            StatusWord::WrongData,
+        ),
+        (
+            0x80,
+            1,
+            encode_all(&[(tags::ISSUER_SEQ, &seq1), (tags::ISSUER_MAC, &good)]),
+            StatusWord::WrongP1P2,
+        ),
+        (
+            0x84,
+            0,
+            encode_all(&[(tags::ISSUER_SEQ, &seq1), (tags::ISSUER_MAC, &good)]),
+            StatusWord::ClaNotSupported,
+        ),
+        (
+            0x80,
+            0,
+            encode_all(&[(tags::ISSUER_SEQ, &2u32.to_be_bytes()), (tags::ISSUER_MAC, &good)]),
+            StatusWord::BadMac,
+        ),
+        // Sequence 0 is never above the card's (0): refused even with its MAC.
+        (
+            0x80,
+            0,
+            encode_all(&[
+                (tags::ISSUER_SEQ, &0u32.to_be_bytes()),
+                (tags::ISSUER_MAC, &issuer_mac(&id, IssuerDecision::Unblock(0))),
+            ]),
+            StatusWord::WrongData,
+        ),
+    ];
+    for (cla, p1, data, expected) in cases {
+        assert_eq!(
+            send(&mut card, cla, p1, data.clone()),
+            expected,
+            "{cla:02X} {p1} {data:02X?}"
+        );
+        let mut m = card.memory();
+        m.recover();
+        assert_eq!(m.cells(), before.cells(), "{data:02X?} changed the card");
+    }
+    // Without a selection.
+    let mut fresh = SimCard::from_eeprom(before.clone(), tessera_crypto::rng::Rng::seeded(1)).unwrap();
+    let c = Command::new(
+        CLA_PROPRIETARY,
+        Ins::Unblock,
+        0,
+        0,
+        encode_all(&[(tags::ISSUER_SEQ, &seq1), (tags::ISSUER_MAC, &good)]),
+        None,
+    );
+    assert_eq!(
+        sw(&fresh.transmit(&c.to_bytes()).unwrap()),
+        StatusWord::ConditionsNotSatisfied
+    );
+}
+
+#[test]
+fn update_profile_and_refund_bad_input() {
+    let mut card = funded(502);
+    let id = card_id(502);
+    let before = card.memory();
+    // UPDATE PROFILE in the v1 layout (no issuer MAC): 6A80.
+    let mut ch = session(&mut card, &id);
+    let ct = ch.encrypt(&card.state().unwrap().profile);
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::UpdateProfile, 0, &encode(tags::ENCRYPTED, &ct)),
+        StatusWord::WrongData
+    );
+    // REFUND: reference 0, beyond the counter, missing; of the wrong kind;
+    // more than the original.
+    let refund = |amount: u32, reference: Option<u32>| {
+        let mut items: Vec<(u32, Vec<u8>)> = vec![
+            (tags::AMOUNT, amount.to_be_bytes().to_vec()),
+            (tags::TERMINAL_ID, 1u32.to_be_bytes().to_vec()),
+            (tags::TERMINAL_SEQ, 99u32.to_be_bytes().to_vec()),
+            (tags::TIME, 1u32.to_be_bytes().to_vec()),
+            (tags::STORE_ID, 1u32.to_be_bytes().to_vec()),
+        ];
+        if let Some(r) = reference {
+            items.push((tags::REFERENCE, r.to_be_bytes().to_vec()));
+        }
+        let refs: Vec<(u32, &[u8])> = items.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+        encode_all(&refs)
+    };
+    let cases = [
+        (0x04, refund(100, Some(0)), StatusWord::WrongData),
+        (0x04, refund(100, Some(3)), StatusWord::WrongData),
+        (0x04, refund(100, None), StatusWord::WrongData),
+        (0x04, refund(100, Some(1)), StatusWord::ReferenceMismatch),
+        (0x03, refund(100, Some(2)), StatusWord::ReferenceMismatch),
+        (0x04, refund(101, Some(2)), StatusWord::RefundExceedsOriginal),
+        (0x03, refund(501, Some(1)), StatusWord::RefundExceedsOriginal),
+        (0x05, refund(100, Some(2)), StatusWord::WrongP1P2),
+    ];
+    for (p1, data, expected) in cases {
+        let mut ch = session(&mut card, &id);
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::Refund, p1, &data),
+            expected,
+            "P1 {p1:02X} {data:02X?}"
+        );
+        let mut m = card.memory();
+        m.recover();
+        assert_eq!(m.cells(), before.cells(), "P1 {p1:02X} changed the card");
+    }
+}
+
+/// A card personalized under application v1 has no issuer key: it answers
+/// every issuer decision with 6985, whatever the MAC.
+#[test]
+fn v1_card_refuses_issuer_decisions() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/card-v1.json");
+    let mut card = SimCard::from_eeprom(
+        tessera_simulator::image::from_bytes(&std::fs::read(fixture).unwrap()).unwrap(),
+        tessera_crypto::rng::Rng::seeded(1),
+    )
+    .unwrap();
+    let id = card.state().unwrap().card_id;
+    let mut ch = session(&mut card, &id);
+    let data = encode_all(&[(tags::COUNTER, &2u32.to_be_bytes()), (tags::ISSUER_MAC, &[0; 8])]);
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::AckSettlement, 0, &data),
+        StatusWord::ConditionsNotSatisfied
+    );
+    select(&mut card);
+    let u = encode_all(&[(tags::ISSUER_SEQ, &1u32.to_be_bytes()), (tags::ISSUER_MAC, &[0; 8])]);
+    let c = Command::new(CLA_PROPRIETARY, Ins::Unblock, 0, 0, u, None);
+    assert_eq!(
+        sw(&card.transmit(&c.to_bytes()).unwrap()),
+        StatusWord::ConditionsNotSatisfied
+    );
+}

@@ -1,0 +1,185 @@
+//! Power loss at every persistent write (spec §6.4) of the commands card
+//! application v2 added or changed: REFUND (now checked against the log),
+//! ACKNOWLEDGE SETTLEMENT (issuer MAC), UNBLOCK, and PERSONALIZE (with the
+//! issuer key and id). One run per write index: after power-up the card
+//! holds its old or its new state, never a mixture; it keeps working and
+//! never reuses a counter. (EARN and REDEEM: `power_loss.rs`; UPDATE
+//! PROFILE: `profile_update.rs`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tessera_crypto::keys::{IssuerDecision, IssuerKeys};
+use tessera_crypto::rng::Rng;
+use tessera_protocol::apdu::Command;
+use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY};
+use tessera_protocol::messages::{Lifecycle, UnblockCommand};
+use tessera_protocol::{Ins, AID};
+use tessera_simulator::{Eeprom, Faults, PowerCut, SimCard};
+use tessera_suite::{anna, card_id, issued_card, issuer_mac, test_terminal};
+use tessera_terminal::issuer::{personalize, IssueParams};
+use tessera_terminal::TerminalError;
+use tessera_transport::{Transport, TransportError};
+
+/// Arms a power cut just before the command with instruction `ins`.
+struct ArmBefore<'a> {
+    card: &'a mut SimCard,
+    ins: u8,
+    cut: Option<PowerCut>,
+}
+
+impl Transport for ArmBefore<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        if command.get(1) == Some(&self.ins) {
+            if let Some(cut) = self.cut.take() {
+                self.card.set_faults(Faults {
+                    power_cut: Some(cut),
+                    ..Faults::default()
+                });
+            }
+        }
+        self.card.transmit(command)
+    }
+}
+
+/// Runs `op` on a card made from `base` once without a fault (the "after"
+/// state and the number of writes of the command `ins`), then once with a
+/// power cut before each of those writes. Returns how many runs ended in
+/// the old state and how many in the new one.
+fn cut_everywhere(
+    base: &Eeprom,
+    ins: u8,
+    expected_writes: u64,
+    op: impl Fn(&mut ArmBefore<'_>) -> Result<(), TerminalError>,
+) -> (u32, u32) {
+    let mut reference = SimCard::from_eeprom(base.clone(), Rng::seeded(5)).unwrap();
+    op(&mut ArmBefore {
+        card: &mut reference,
+        ins,
+        cut: Some(PowerCut { at_write: u64::MAX }),
+    })
+    .unwrap();
+    let writes = reference.writes();
+    assert_eq!(writes, expected_writes, "writes of INS {ins:02X} (2n + 2 for n fields)");
+    let after = reference.memory();
+    assert_ne!(after.cells(), base.cells());
+
+    let (mut old, mut new) = (0, 0);
+    for n in 0..=writes {
+        let mut card = SimCard::from_eeprom(base.clone(), Rng::seeded(5)).unwrap();
+        let result = op(&mut ArmBefore {
+            card: &mut card,
+            ins,
+            cut: Some(PowerCut { at_write: n }),
+        });
+        assert_eq!(result.is_ok(), n == writes, "cut before write {n}: {result:?}");
+        card.set_faults(Faults::default());
+        let mut memory = card.memory();
+        memory.recover();
+        if memory.cells() == base.cells() {
+            old += 1;
+        } else {
+            assert_eq!(
+                memory.cells(),
+                after.cells(),
+                "cut before write {n}: neither old nor new"
+            );
+            new += 1;
+        }
+        // The card powers up again and works; a counter is never reused.
+        card.insert().unwrap();
+        let state = card.state().unwrap();
+        if state.lifecycle == Lifecycle::Active && state.auth_failures < state.auth_limit {
+            let counter = state.counter;
+            let r = test_terminal(9).tap(&mut card).unwrap().earn(1).unwrap();
+            assert_eq!(r.record.counter, counter + 1, "cut before write {n}");
+        }
+    }
+    assert_eq!(old + new, u32::try_from(writes).unwrap() + 1);
+    (old, new)
+}
+
+/// A card with an earn (counter 1, 500 points) and a redemption (counter 2).
+fn with_history(n: u32) -> Eeprom {
+    let (mut card, _) = issued_card(n, u64::from(n));
+    let mut t = test_terminal(1);
+    let mut s = t.tap(&mut card).unwrap();
+    s.earn(500).unwrap();
+    s.redeem(100).unwrap();
+    drop(s);
+    card.memory()
+}
+
+#[test]
+fn refund_is_atomic() {
+    let base = with_history(400);
+    let card = SimCard::from_eeprom(base.clone(), Rng::seeded(1)).unwrap();
+    let redeem = card.state().unwrap().last_record().cloned().unwrap();
+    let (old, new) = cut_everywhere(&base, 0x34, 8, |arm| {
+        let mut t = test_terminal(2).with_rng(Rng::seeded(3));
+        t.tap(&mut *arm)?.refund(&redeem).map(|_| ())
+    });
+    assert!(old > 0 && new > 0);
+}
+
+#[test]
+fn acknowledge_settlement_is_atomic() {
+    let base = with_history(401);
+    let mac = issuer_mac(&card_id(401), IssuerDecision::Settled(2));
+    let (old, new) = cut_everywhere(&base, 0x38, 4, |arm| {
+        let mut t = test_terminal(2).with_rng(Rng::seeded(3));
+        t.tap(&mut *arm)?.acknowledge_settlement(2, mac).map(|_| ())
+    });
+    assert!(old > 0 && new > 0);
+}
+
+#[test]
+fn unblock_is_atomic() {
+    let (mut card, _) = issued_card(402, 402);
+    // Two failed authentications: the counter is at 2.
+    for _ in 0..2 {
+        card.transmit(&Command::new(CLA_ISO, Ins::Select, 4, 0, AID.to_vec(), Some(256)).to_bytes())
+            .unwrap();
+        let auth = tessera_protocol::messages::AuthCommand {
+            host_challenge: [1; 8],
+            host_cryptogram: [2; 8],
+        };
+        card.transmit(&Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, auth.to_bytes(), Some(256)).to_bytes())
+            .unwrap();
+    }
+    assert_eq!(card.state().unwrap().auth_failures, 2);
+    let base = card.memory();
+    let u = UnblockCommand {
+        seq: 1,
+        issuer_mac: issuer_mac(&card_id(402), IssuerDecision::Unblock(1)),
+    };
+    let (old, new) = cut_everywhere(&base, 0x2C, 6, |arm| {
+        arm.transmit(&Command::new(CLA_ISO, Ins::Select, 4, 0, AID.to_vec(), Some(256)).to_bytes())?;
+        let r = arm.transmit(&Command::new(CLA_PROPRIETARY, Ins::Unblock, 0, 0, u.to_bytes(), None).to_bytes())?;
+        if r == [0x90, 0x00] {
+            Ok(())
+        } else {
+            Err(TerminalError::InvalidRequest("unblock refused"))
+        }
+    });
+    assert!(old > 0 && new > 0);
+}
+
+#[test]
+fn personalize_is_atomic() {
+    let keys = IssuerKeys::test().unwrap();
+    let id = card_id(403);
+    let blank = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(4)).unwrap();
+    let base = blank.memory();
+    let mut p = anna();
+    p.card_id = id;
+    // 11 fields: key version, K_auth, K_cert, K_iss, issuer id, caps, auth
+    // limit, auth failures, profile, K_perso (erased), life-cycle.
+    let (old, new) = cut_everywhere(&base, 0xE2, 24, |arm| {
+        personalize(&mut *arm, &keys, p.clone(), &IssueParams::default()).map(|_| ())
+    });
+    assert!(old > 0 && new > 0);
+    // A card left blank by the cut can be personalized again.
+    let mut card = SimCard::from_eeprom(base, Rng::seeded(6)).unwrap();
+    personalize(&mut card, &keys, p, &IssueParams::default()).unwrap();
+    assert_eq!(card.state().unwrap().issuer_id, Some(*b"TEST"));
+}
