@@ -190,3 +190,194 @@ fn profile_update_and_settlement_reach_the_card_through_sync() {
     assert_eq!(j["profile_signature_valid"], true);
     drop(server);
 }
+
+/// An office, a till bundle and an issued card, for the tests below.
+struct Shop {
+    dir: tempfile::TempDir,
+}
+
+impl Shop {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let shop = Self { dir };
+        let o = shop.s("office");
+        ok(&shop.term(), &["office", "init", "--dir", &o]);
+        ok(
+            &shop.term(),
+            &[
+                "office",
+                "export-terminal",
+                "--dir",
+                &o,
+                "--terminal-id",
+                "7",
+                "--out",
+                &shop.s("bundle.json"),
+            ],
+        );
+        ok(
+            &shop.term(),
+            &[
+                "office",
+                "issue",
+                "--dir",
+                &o,
+                "--card",
+                &shop.s("anna.card"),
+                "--card-id",
+                "7E57000000000B01",
+                "--name",
+                "Анна Петрова",
+                "--birth-date",
+                "1990-03-14",
+            ],
+        );
+        shop
+    }
+
+    fn s(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+
+    fn term(&self) -> std::path::PathBuf {
+        self.dir.path().join("terminal")
+    }
+
+    fn pos(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        let (card, bundle) = (self.s("anna.card"), self.s("bundle.json"));
+        if !matches!(args[1], "settle" | "sync") {
+            a.extend_from_slice(&["--card", &card]);
+        }
+        a.extend_from_slice(&["--keys", &bundle]);
+        run(&self.term(), &a)
+    }
+}
+
+/// A clerk edits `settled.json` to reset the card's offline limits: the
+/// card refuses the made-up acknowledgement and the redemption stays
+/// referred. The office's genuine acknowledgement (settle, sync) works.
+#[test]
+fn hand_edited_settled_json_does_not_lift_offline_limits() {
+    let shop = Shop::new();
+    assert!(shop.pos(&["pos", "earn", "--amount", "4000"]).status.success());
+    // The default policy allows 5 offline redemptions between settlements.
+    for _ in 0..5 {
+        let out = shop.pos(&["pos", "redeem", "--points", "10"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = shop.pos(&["pos", "redeem", "--points", "10"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "referred: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The edit: everything up to counter 6 "settled", with a made-up MAC.
+    std::fs::write(
+        shop.term().join("settled.json"),
+        r#"{"version": 2, "cards": {"7E57000000000B01": {"counter": 6, "issuer_mac": "0000000000000000"}}}"#,
+    )
+    .unwrap();
+    let out = shop.pos(&["pos", "redeem", "--points", "10"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "still referred: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = shop.pos(&["pos", "read", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(j["settlement_acknowledged"], serde_json::Value::Null, "{j}");
+    // The genuine path.
+    let server = serve(&shop.dir.path().join("office"));
+    assert!(shop.pos(&["pos", "settle", "--server", &server.1]).status.success());
+    assert!(shop.pos(&["pos", "sync", "--server", &server.1]).status.success());
+    let out = shop.pos(&["pos", "redeem", "--points", "10", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["settlement_acknowledged"], 6, "{j}");
+}
+
+/// A card locked by failed authentications (here: its image says so, as
+/// five random cryptograms would leave it) is unblocked by the office: the
+/// UNBLOCK travels through sync and opens the card at its next tap.
+#[test]
+fn office_unblock_reaches_a_locked_card_through_sync() {
+    let shop = Shop::new();
+    let card = shop.s("anna.card");
+    let image = std::fs::read_to_string(&card).unwrap();
+    let locked = image.replace("\"auth_failures\": \"00\"", "\"auth_failures\": \"05\"");
+    assert_ne!(locked, image);
+    std::fs::write(&card, locked).unwrap();
+    let out = shop.pos(&["pos", "read"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    let o = shop.s("office");
+    // Only a card this office issued.
+    let out = run(
+        &shop.term(),
+        &["office", "unblock", "--dir", &o, "--card", "7E57000000000B99"],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    ok(
+        &shop.term(),
+        &["office", "unblock", "--dir", &o, "--card", "7E57000000000B01"],
+    );
+    let server = serve(&shop.dir.path().join("office"));
+    assert!(shop.pos(&["pos", "sync", "--server", &server.1]).status.success());
+    let out = shop.pos(&["pos", "read"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Delivered: the till drops it, and the next tap costs no extra APDU.
+    let left: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shop.term().join("unblocks.json")).unwrap()).unwrap();
+    assert_eq!(left["cards"].as_object().unwrap().len(), 0, "{left}");
+}
+
+/// No keys, no till: `pos` without `--keys` or `--test-keys` does nothing;
+/// `office sign-campaigns` needs `--dir` or `--test-keys`; a production
+/// bundle is never the test keys.
+#[test]
+fn no_silent_fallback_to_the_test_keys() {
+    let shop = Shop::new();
+    let before = std::fs::read(shop.s("anna.card")).unwrap();
+    let out = run(
+        &shop.term(),
+        &["pos", "earn", "--card", &shop.s("anna.card"), "--amount", "5"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--keys") && err.contains("--test-keys"), "{err}");
+    assert_eq!(std::fs::read(shop.s("anna.card")).unwrap(), before);
+    // The test keys at a production card: refused before any AUTHENTICATE.
+    let out = run(
+        &shop.term(),
+        &[
+            "pos",
+            "read",
+            "--card",
+            &shop.s("anna.card"),
+            "--test-keys",
+            "--terminal-dir",
+            &shop.s("t2"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WARNING") && err.contains("not set up for this card"),
+        "{err}"
+    );
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(shop.s("anna.card")).unwrap()).unwrap();
+    assert_eq!(st["cells"]["auth_failures"], "00", "no try spent");
+    std::fs::write(shop.s("c.toml"), "version = 1\n").unwrap();
+    let out = run(&shop.term(), &["office", "sign-campaigns", "--file", &shop.s("c.toml")]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shop.dir.path().join("office/issuer-keys.json")).unwrap())
+            .unwrap();
+    assert_ne!(keys["key_version"], 1);
+    assert_ne!(keys["issuer_id"], "54455354");
+}

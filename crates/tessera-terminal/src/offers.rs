@@ -221,6 +221,9 @@ pub fn sign_campaigns(toml_bytes: &[u8], key: &IssuerKey) -> Result<String, Offe
     let scalar = zeroize::Zeroizing::new(hex::decode(key.to_hex().as_str()).map_err(|_| OfferError::BadKey)?);
     let signing = SigningKey::from_slice(&scalar).map_err(|_| OfferError::BadKey)?;
     let sig: Signature = signing.sign(toml_bytes);
+    // Low s, as for profile signatures (applet-spec §7.2): verifiers that
+    // insist on it accept the file too.
+    let sig = sig.normalize_s().unwrap_or(sig);
     Ok(hex::encode(sig.to_bytes()))
 }
 
