@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::keys::{IssuerDecision, IssuerKeys};
 use tessera_crypto::rng::Rng;
 use tessera_protocol::messages::LogRecord;
 use tessera_simulator::{Faults, PowerCut, SimCard};
@@ -30,7 +30,7 @@ use tessera_suite::issued_card;
 use tessera_terminal::journal::{EntryKind, Journal};
 use tessera_terminal::offers::CampaignSet;
 use tessera_terminal::policy::{Hotlist, Policy};
-use tessera_terminal::till::{Till, TillConfig, TillError};
+use tessera_terminal::till::{SettledCounter, Till, TillConfig, TillError};
 use tessera_terminal::{Clock, SoftwareSam, Terminal};
 
 const CARDS: u32 = 20;
@@ -79,6 +79,7 @@ fn removal_campaign_journals_explain_every_card() {
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
 
     let (mut interrupted, mut removed_before, mut approved, mut refused, mut cuts) = (0, 0, 0, 0, 0);
+    let mut acks = 0;
     let mut pull_at = 0u64;
     for i in 0..TRANSACTIONS {
         clock.0.fetch_add(30, Ordering::SeqCst);
@@ -107,9 +108,24 @@ fn removal_campaign_journals_explain_every_card() {
                 });
             }
         }
+        // One tap in seven also carries the office's settlement
+        // acknowledgement (issuer-MAC'd) of the card's current counter, so
+        // ACKNOWLEDGE SETTLEMENT meets the same pulls and power cuts.
+        if i % 7 == 3 {
+            let st = card.state().unwrap();
+            let n = st.counter;
+            tills[t].set_settled([(
+                st.card_id,
+                SettledCounter {
+                    counter: n,
+                    issuer_mac: tessera_suite::issuer_mac(&st.card_id, IssuerDecision::Settled(n)),
+                },
+            )]);
+        }
         let op = rng.next_u32() % 10;
         let result = (|| -> Result<bool, TillError> {
             let mut tap = tills[t].tap(&mut *card)?;
+            acks += usize::from(tap.settlement_acknowledged.is_some());
             let balance = tap.card().balance;
             let counter = tap.card().counter;
             let outcome = match op {
@@ -214,10 +230,15 @@ fn removal_campaign_journals_explain_every_card() {
         "{TRANSACTIONS} transactions: {approved} approved, {refused} refused by policy, {interrupted} interrupted \
          (outcome resolved later), {removed_before} failed before the transaction, {cuts} with a power cut armed; \
          {recovered} recovered records, {duplicates_across_tills} identical copies across tills, {} decisions \
-         pending at their till",
+         pending at their till, {acks} settlement acknowledgements",
         still_pending.len()
     );
-    assert!(approved > 300 && interrupted > 50 && recovered > 0);
+    assert!(approved > 300 && interrupted > 50 && recovered > 0 && acks > 20);
+    // Every card's settled counter only moved forward, never past its counter.
+    for card in &cards {
+        let st = card.state().unwrap();
+        assert!(st.velocity.settled_counter <= st.counter);
+    }
     // A decision can stay pending at its till when the card's log no longer
     // reaches back to it (eight newer transactions). The journals together
     // still decide it: the card transaction with that counter is journaled
