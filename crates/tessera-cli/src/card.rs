@@ -89,8 +89,9 @@ pub struct ShowArgs {
     /// Card image file.
     #[arg(long, value_name = "FILE")]
     pub card: PathBuf,
-    /// Terminal bundle whose issuer public key checks the profile
-    /// [default: the test issuer].
+    /// Terminal bundle whose issuer public key checks the profile [default:
+    /// the test issuer, for a card of the test issuer only; any other
+    /// card's signature is then reported unchecked].
     #[arg(long, value_name = "BUNDLE")]
     pub keys: Option<PathBuf>,
     #[command(flatten)]
@@ -164,17 +165,22 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure::new(EXIT_FILE, format!("keys {}: {e}", path.display())))?;
-            tessera_crypto::keys::TerminalBundle::from_json(&text)
-                .map_err(|_| Failure::new(EXIT_FILE, format!("keys {}: not a terminal bundle", path.display())))?
-                .keys
-                .issuer_public
+            Some(
+                tessera_crypto::keys::TerminalBundle::from_json(&text)
+                    .map_err(|_| Failure::new(EXIT_FILE, format!("keys {}: not a terminal bundle", path.display())))?
+                    .keys
+                    .issuer_public,
+            )
         }
-        None => test_keys()?.issuer.public(),
+        // Never a silent default: the test issuer checks only its own cards.
+        None if st.issuer_id == Some(tessera_protocol::messages::TEST_ISSUER_ID) => Some(test_keys()?.issuer.public()),
+        None => None,
     };
     let signed = (!st.profile.is_empty()).then(|| SignedProfile::parse(&st.profile));
+    // `None`: not checked (no issuer key for this card's issuer).
     let (profile, signature_ok) = match &signed {
-        Some(Ok(sp)) => (Some(&sp.profile), issuer.verify(sp).is_ok()),
-        _ => (None, false),
+        Some(Ok(sp)) => (Some(&sp.profile), issuer.as_ref().map(|i| i.verify(sp).is_ok())),
+        _ => (None, Some(false)),
     };
     let lifecycle = match st.lifecycle {
         tessera_protocol::messages::Lifecycle::Personalization => "blank",
@@ -187,6 +193,7 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
             "card_id": out::card_id(&st.card_id),
             "lifecycle": lifecycle,
             "key_version": st.key_version,
+            "issuer_id": st.issuer_id.map(hex::encode_upper),
             "balance": st.balance,
             "counter": st.counter,
             "earn_cap": st.earn_cap,
@@ -200,8 +207,9 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
         }));
     } else {
         println!(
-            "Card {} — {lifecycle}, key version {}",
+            "Card {} — {lifecycle}, issuer {}, key version {}",
             out::card_id(&st.card_id),
+            st.issuer_id.map_or("- (application v1)".to_owned(), hex::encode_upper),
             st.key_version
         );
         if let Some(p) = profile {
@@ -216,7 +224,11 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
                 } else {
                     p.preferences.join(", ")
                 },
-                if signature_ok { "valid" } else { "INVALID" }
+                match signature_ok {
+                    Some(true) => "valid",
+                    Some(false) => "INVALID",
+                    None => "not checked (give --keys)",
+                }
             );
         }
         println!(
