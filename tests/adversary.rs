@@ -678,3 +678,99 @@ fn lock_then_issuer_unblock() {
     t.tap(&mut card).unwrap();
     assert_eq!(card.state().unwrap().issuer_seq, 2);
 }
+
+/// KEY UPDATE (applet-spec §4.15): a rogue till cannot move a card to keys
+/// of its own (it has no issuer key to MAC them, nor to encrypt them for
+/// the card); the office's update moves the card once; a replay does
+/// nothing; and a till without the new version's master does not deliver
+/// it (the card would be unusable there).
+#[test]
+fn key_update_only_from_the_issuer() {
+    let (mut card, _) = issued_card(313, 14);
+    let id = card_id(313);
+    let mut rotated = IssuerKeys::test().unwrap();
+    rotated.rotate().unwrap();
+    let update = rotated.key_update(&id, 1).unwrap().command;
+    assert_eq!(update.key_version, 2);
+    let mut t = Terminal::new(SoftwareSam::new(rotated.terminal_keys()), FixedClock(TEST_TIME), 7);
+
+    // Forged: the genuine ciphertext with a made-up MAC, or made-up keys.
+    let mut forged = update.clone();
+    forged.issuer_mac = [0; 8];
+    let err = t.tap(&mut card).unwrap().update_keys(&forged).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TerminalError::Card {
+                sw: StatusWord::BadMac,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut junk = update.clone();
+    junk.ciphertext = vec![0x42; 64];
+    assert!(t.tap(&mut card).unwrap().update_keys(&junk).is_err());
+    assert_eq!(card.state().unwrap().key_version, 1);
+
+    // A till holding only version 1 does not deliver it.
+    let mut old_till = test_terminal(8);
+    let err = old_till.tap(&mut card).unwrap().update_keys(&update).unwrap_err();
+    assert!(matches!(err, TerminalError::InvalidRequest(_)), "{err:?}");
+    assert_eq!(card.state().unwrap().key_version, 1);
+
+    // The office's update: the card moves, the session continues under the
+    // new keys, certificates are made with the new K_cert.
+    let receipt = {
+        let mut s = t.tap(&mut card).unwrap();
+        assert_eq!(s.update_keys(&update).unwrap(), 2);
+        s.earn(5).unwrap()
+    };
+    assert_eq!(receipt.key_version, 2);
+    rotated.certificate_verifier().verify(&id, 2, &receipt.record).unwrap();
+    assert!(IssuerKeys::test()
+        .unwrap()
+        .certificate_verifier()
+        .verify(&id, 2, &receipt.record)
+        .is_err());
+    // Replay: refused, nothing changes.
+    let st = card.state().unwrap();
+    let mut s = t.tap(&mut card).unwrap();
+    assert!(matches!(s.update_keys(&update), Err(TerminalError::InvalidRequest(_))));
+    drop(s);
+    let mut raw = raw_session_keys(&mut card, &id, &rotated, 2);
+    let cmd = raw
+        .channel
+        .protect_command(CLA_SECURE, Ins::KeyUpdate.into(), 0, 0, &update.to_bytes(), Some(256));
+    let answer = card.transmit(&cmd.to_bytes()).unwrap();
+    // Its MAC was made with the version-1 issuer key the card no longer has.
+    assert_eq!(Response::parse(&answer).unwrap().sw, StatusWord::BadMac);
+    assert_eq!(card.state().unwrap(), st);
+    // The old till can no longer open the card, and spends no try on it.
+    assert!(matches!(
+        old_till.tap(&mut card),
+        Err(TerminalError::NotSetUpForCard { key_version: 2, .. })
+    ));
+    assert_eq!(card.state().unwrap().auth_failures, 0);
+}
+
+fn raw_session_keys(card: &mut SimCard, id: &[u8; 8], keys: &IssuerKeys, version: u8) -> RawSession {
+    let sel = card
+        .transmit(&Command::new(CLA_ISO, Ins::Select, 4, 0, AID.to_vec(), Some(256)).to_bytes())
+        .unwrap();
+    let sel = SelectResponse::parse(&sel[..sel.len() - 2]).unwrap();
+    assert_eq!(sel.key_version, version);
+    let host = [9u8; 8];
+    let sk = SessionKeys::derive(&keys.card_auth_key(id), &host, &sel.card_challenge);
+    let auth = AuthCommand {
+        host_challenge: host,
+        host_cryptogram: sk.host_cryptogram(),
+    };
+    let r = card
+        .transmit(&Command::new(CLA_PROPRIETARY, Ins::Authenticate, 0, 0, auth.to_bytes(), Some(256)).to_bytes())
+        .unwrap();
+    assert_eq!(Response::parse(&r).unwrap().sw, StatusWord::Ok);
+    RawSession {
+        channel: SecureChannel::new(sk),
+    }
+}

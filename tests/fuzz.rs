@@ -39,6 +39,7 @@ fn apdu() -> impl Strategy<Value = Vec<u8>> {
             Just(0x38),
             Just(0xDA),
             Just(0x2C),
+            Just(0xD8),
             any::<u8>()
         ],
         0u8..10,
@@ -81,6 +82,8 @@ proptest! {
         prop_assert_eq!(st.velocity, before.velocity);
         prop_assert_eq!(&st.profile, &before.profile);
         prop_assert_eq!(st.issuer_seq, before.issuer_seq);
+        prop_assert_eq!(st.key_version, before.key_version);
+        prop_assert_eq!(&st.key_auth, &before.key_auth);
     }
 
     #[test]

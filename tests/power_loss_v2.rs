@@ -17,7 +17,7 @@ use tessera_protocol::{Ins, AID};
 use tessera_simulator::{Eeprom, Faults, PowerCut, SimCard};
 use tessera_suite::{anna, card_id, issued_card, issuer_mac, test_terminal};
 use tessera_terminal::issuer::{personalize, IssueParams};
-use tessera_terminal::TerminalError;
+use tessera_terminal::{FixedClock, SoftwareSam, Terminal, TerminalError};
 use tessera_transport::{Transport, TransportError};
 
 /// Arms a power cut just before the command with instruction `ins`.
@@ -25,10 +25,30 @@ struct ArmBefore<'a> {
     card: &'a mut SimCard,
     ins: u8,
     cut: Option<PowerCut>,
+    /// With `stop_after`, the card leaves the field once it answered the
+    /// command `ins` (so that only that command's writes are counted), and
+    /// its status word is kept here.
+    stop_after: bool,
+    answered: Option<Vec<u8>>,
+}
+
+impl<'a> ArmBefore<'a> {
+    fn new(card: &'a mut SimCard, ins: u8, cut: PowerCut) -> Self {
+        Self {
+            card,
+            ins,
+            cut: Some(cut),
+            stop_after: false,
+            answered: None,
+        }
+    }
 }
 
 impl Transport for ArmBefore<'_> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        if self.stop_after && self.answered.is_some() {
+            return Err(TransportError::CardRemoved);
+        }
         if command.get(1) == Some(&self.ins) {
             if let Some(cut) = self.cut.take() {
                 self.card.set_faults(Faults {
@@ -36,6 +56,9 @@ impl Transport for ArmBefore<'_> {
                     ..Faults::default()
                 });
             }
+            let r = self.card.transmit(command)?;
+            self.answered = Some(r[r.len().saturating_sub(2)..].to_vec());
+            return Ok(r);
         }
         self.card.transmit(command)
     }
@@ -51,12 +74,23 @@ fn cut_everywhere(
     expected_writes: u64,
     op: impl Fn(&mut ArmBefore<'_>) -> Result<(), TerminalError>,
 ) -> (u32, u32) {
+    cut_everywhere_checked(base, ins, expected_writes, op, &|| test_terminal(9))
+}
+
+/// As [`cut_everywhere`], with the terminal that checks the card afterwards.
+fn cut_everywhere_checked(
+    base: &Eeprom,
+    ins: u8,
+    expected_writes: u64,
+    op: impl Fn(&mut ArmBefore<'_>) -> Result<(), TerminalError>,
+    checker: &dyn Fn() -> Terminal<SoftwareSam, FixedClock>,
+) -> (u32, u32) {
     let mut reference = SimCard::from_eeprom(base.clone(), Rng::seeded(5)).unwrap();
-    op(&mut ArmBefore {
-        card: &mut reference,
+    op(&mut ArmBefore::new(
+        &mut reference,
         ins,
-        cut: Some(PowerCut { at_write: u64::MAX }),
-    })
+        PowerCut { at_write: u64::MAX },
+    ))
     .unwrap();
     let writes = reference.writes();
     assert_eq!(writes, expected_writes, "writes of INS {ins:02X} (2n + 2 for n fields)");
@@ -66,11 +100,7 @@ fn cut_everywhere(
     let (mut old, mut new) = (0, 0);
     for n in 0..=writes {
         let mut card = SimCard::from_eeprom(base.clone(), Rng::seeded(5)).unwrap();
-        let result = op(&mut ArmBefore {
-            card: &mut card,
-            ins,
-            cut: Some(PowerCut { at_write: n }),
-        });
+        let result = op(&mut ArmBefore::new(&mut card, ins, PowerCut { at_write: n }));
         assert_eq!(result.is_ok(), n == writes, "cut before write {n}: {result:?}");
         card.set_faults(Faults::default());
         let mut memory = card.memory();
@@ -90,7 +120,7 @@ fn cut_everywhere(
         let state = card.state().unwrap();
         if state.lifecycle == Lifecycle::Active && state.auth_failures < state.auth_limit {
             let counter = state.counter;
-            let r = test_terminal(9).tap(&mut card).unwrap().earn(1).unwrap();
+            let r = checker().tap(&mut card).unwrap().earn(1).unwrap();
             assert_eq!(r.record.counter, counter + 1, "cut before write {n}");
         }
     }
@@ -182,4 +212,38 @@ fn personalize_is_atomic() {
     let mut card = SimCard::from_eeprom(base, Rng::seeded(6)).unwrap();
     personalize(&mut card, &keys, p, &IssueParams::default()).unwrap();
     assert_eq!(card.state().unwrap().issuer_id, Some(*b"TEST"));
+}
+
+#[test]
+fn key_update_is_atomic() {
+    let base = with_history(404);
+    let mut rotated = IssuerKeys::test().unwrap();
+    rotated.rotate().unwrap();
+    let update = rotated.key_update(&card_id(404), 1).unwrap().command;
+    let both = || {
+        Terminal::new(
+            SoftwareSam::new(rotated.terminal_keys()),
+            FixedClock(tessera_suite::TEST_TIME),
+            2,
+        )
+    };
+    // 4 fields: key version, K_auth, K_cert, K_iss.
+    let (old, new) = cut_everywhere_checked(
+        &base,
+        0xD8,
+        10,
+        |arm| {
+            let mut t = both().with_rng(Rng::seeded(3));
+            // Only KEY UPDATE's writes: the card leaves before the terminal
+            // authenticates again under the new keys.
+            arm.stop_after = true;
+            let _ = t.tap(&mut *arm)?.update_keys(&update);
+            match arm.answered.as_deref() {
+                Some([0x90, 0x00]) => Ok(()),
+                _ => Err(TerminalError::InvalidRequest("KEY UPDATE not answered 9000")),
+            }
+        },
+        &both,
+    );
+    assert!(old > 0 && new > 0);
 }

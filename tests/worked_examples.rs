@@ -17,12 +17,13 @@ use tessera_crypto::channel::SessionKeys;
 use tessera_crypto::keys::{IssuerDecision, IssuerKeys};
 use tessera_crypto::rng::Rng;
 use tessera_crypto::sign::profile_digest;
+use tessera_crypto::Key;
 use tessera_protocol::messages::{AuthCommand, SelectResponse};
 use tessera_protocol::Command;
 use tessera_simulator::SimCard;
 use tessera_suite::{anna, card_id, test_terminal};
 use tessera_terminal::issuer::{personalize_traced, IssueParams};
-use tessera_terminal::{AuditTrace, Unblock};
+use tessera_terminal::{AuditTrace, FixedClock, SoftwareSam, Terminal, Unblock};
 use tessera_transport::Transport;
 
 const CARD_SEED: u64 = 2026;
@@ -49,8 +50,14 @@ struct Examples {
     redeem: String,
     issuer: String,
     unblock: String,
+    keyupdate: String,
     values: String,
 }
+
+/// The masters of key version 2 in the KEY UPDATE example. TEST KEYS ONLY.
+const ROTATED_AUTH: &str = "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF";
+const ROTATED_CERT: &str = "B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF";
+const ROTATED_ISSUER: &str = "C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF";
 
 fn generate() -> Examples {
     let keys = IssuerKeys::test().unwrap();
@@ -89,6 +96,28 @@ fn generate() -> Examples {
     )]);
     drop(terminal.tap(&mut card).unwrap());
     let unblock = terminal.take_trace();
+
+    // v2: KEY UPDATE to version 2, with the rotation masters below (TEST
+    // KEYS ONLY), relayed by a terminal that holds both versions.
+    let mut rotated = IssuerKeys::test().unwrap();
+    rotated
+        .rotate_to(
+            Key::from_hex(ROTATED_AUTH).unwrap(),
+            Key::from_hex(ROTATED_CERT).unwrap(),
+            Key::from_hex(ROTATED_ISSUER).unwrap(),
+        )
+        .unwrap();
+    let update = rotated.key_update(&id, 1).unwrap().command;
+    let mut both = Terminal::new(
+        SoftwareSam::new(rotated.terminal_keys()),
+        FixedClock(tessera_suite::TEST_TIME),
+        TERMINAL_ID,
+    )
+    .with_rng(Rng::seeded(TERMINAL_SEED + 1));
+    both.cache_mut()
+        .insert(profile_digest(&signed.to_bytes()), signed.clone());
+    both.tap(&mut card).unwrap().update_keys(&update).unwrap();
+    let keyupdate = both.take_trace();
 
     // Derived values a vendor checks an implementation against.
     let sel_raw = earn.entries[0].response.clone().unwrap();
@@ -153,6 +182,33 @@ fn generate() -> Examples {
         let _ = writeln!(v, "{name}_issuer_mac = {}", hex::encode_upper(mac));
     }
 
+    let _ = writeln!(
+        v,
+        "# v2: KEY UPDATE to version 2 (§4.15); rotation masters, TEST KEYS ONLY"
+    );
+    let _ = writeln!(v, "rotated_auth_master = {ROTATED_AUTH}");
+    let _ = writeln!(v, "rotated_cert_master = {ROTATED_CERT}");
+    let _ = writeln!(v, "rotated_issuer_master = {ROTATED_ISSUER}");
+    let k_upd = tessera_crypto::keys::key_update_key(&k_iss, &id, 2);
+    let _ = writeln!(v, "K_update = {}", hex::encode_upper(k_upd.bytes()));
+    let _ = writeln!(
+        v,
+        "new_K_auth = {}",
+        hex::encode_upper(rotated.card_auth_key(&id).bytes())
+    );
+    let _ = writeln!(
+        v,
+        "new_K_cert = {}",
+        hex::encode_upper(rotated.card_cert_key(&id).bytes())
+    );
+    let _ = writeln!(
+        v,
+        "new_K_iss = {}",
+        hex::encode_upper(rotated.card_issuer_key(&id).bytes())
+    );
+    let _ = writeln!(v, "key_update_ciphertext = {}", hex::encode_upper(&update.ciphertext));
+    let _ = writeln!(v, "key_update_issuer_mac = {}", hex::encode_upper(update.issuer_mac));
+
     Examples {
         personalize: render("Personalization of card 7E57000000000001 with the test keys", &perso),
         earn: render("First tap at terminal 00000101: profile not cached, EARN 120", &earn),
@@ -162,6 +218,10 @@ fn generate() -> Examples {
             &issuer,
         ),
         unblock: render("Fourth tap: the issuer's UNBLOCK (sequence 1) before AUTHENTICATE", &unblock),
+        keyupdate: render(
+            "Fifth tap: KEY UPDATE to key version 2, then SELECT and AUTHENTICATE under the new keys",
+            &keyupdate,
+        ),
         values: v,
     }
 }
@@ -175,6 +235,7 @@ fn worked_examples_are_frozen() {
         ("traces/redeem.apdu", &ex.redeem),
         ("traces/issuer.apdu", &ex.issuer),
         ("traces/unblock.apdu", &ex.unblock),
+        ("traces/keyupdate.apdu", &ex.keyupdate),
         ("traces/values.txt", &ex.values),
     ];
     let dir = fixtures();
@@ -233,4 +294,6 @@ fn recorded_traces_replay_byte_for_byte() {
     );
     assert_eq!(replay(&mut card, "traces/unblock.apdu"), 3);
     assert_eq!(card.state().unwrap().issuer_seq, 1);
+    assert_eq!(replay(&mut card, "traces/keyupdate.apdu"), 5);
+    assert_eq!(card.state().unwrap().key_version, 2);
 }

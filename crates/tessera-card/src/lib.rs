@@ -15,14 +15,14 @@ use zeroize::Zeroizing;
 
 use tessera_crypto::cert::certificate;
 use tessera_crypto::channel::{SecureChannel, SessionKeys};
-use tessera_crypto::keys::{issuer_mac, IssuerDecision};
+use tessera_crypto::keys::{decrypt_new_keys, issuer_mac, key_update_key, IssuerDecision};
 use tessera_crypto::sign::profile_digest;
 use tessera_crypto::{CryptoError, Key};
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AckCommand, AuthCommand, AuthResponse, Lifecycle, LogRecord, PersonalizeData, SelectResponse, TxCommand, TxKind,
-    UnblockCommand, UpdateProfileCommand, Velocity,
+    AckCommand, AuthCommand, AuthResponse, KeyUpdateCommand, Lifecycle, LogRecord, NewCardKeys, PersonalizeData,
+    SelectResponse, TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{SignedProfile, MAX_PROFILE_BLOB};
 use tessera_protocol::tlv::{encode, tags, TlvList};
@@ -175,6 +175,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             | Ins::AckSettlement
             | Ins::ReadLog
             | Ins::UpdateProfile
+            | Ins::KeyUpdate
             | Ins::Block => CLA_SECURE,
             _ => return Err(StatusWord::InsNotSupported),
         };
@@ -204,6 +205,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                     },
                     Ins::AckSettlement => self.ack_settlement(cmd, &data),
                     Ins::UpdateProfile => self.update_profile(cmd, &data),
+                    Ins::KeyUpdate => self.key_update(cmd, &data),
                     Ins::ReadLog => self.read_log(cmd, &data),
                     _ => self.block(cmd, &data),
                 }
@@ -432,7 +434,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
     }
 
-    /// §4.9 steps 5–7 (v2): the original must still be in the log, of the
+    /// §4.9 steps 6–8 (v2): the original must still be in the log, of the
     /// kind this refund reverses, and the refunds of it so far plus this one
     /// must not exceed its amount. Every refund of an original still in the
     /// log is itself in the log (its counter is newer), so the log is the
@@ -583,6 +585,48 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         self.commit(vec![(Field::Profile, blob.to_vec())])?;
         let digest = profile_digest(&self.state.profile);
         self.respond(encode(tags::PROFILE_DIGEST, &digest))
+    }
+
+    /// §4.15 KEY UPDATE (v2): the issuer moves the card to a newer key
+    /// version. The new K_auth, K_cert and K_iss arrive encrypted under a
+    /// key derived from the current K_iss, with the issuer MAC; the terminal
+    /// that relays them cannot read them. The session is closed afterwards
+    /// (its keys belong to the old version).
+    fn key_update(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        if (cmd.p1, cmd.p2) != (0, 0) {
+            return Err(StatusWord::WrongP1P2);
+        }
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let ku = KeyUpdateCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
+        self.check_issuer_mac(
+            IssuerDecision::KeyUpdate {
+                key_version: ku.key_version,
+                ciphertext: &ku.ciphertext,
+            },
+            &ku.issuer_mac,
+        )?;
+        if ku.key_version <= self.state.key_version {
+            return Err(StatusWord::WrongData);
+        }
+        let k_iss = self
+            .state
+            .key_issuer
+            .as_ref()
+            .ok_or(StatusWord::ConditionsNotSatisfied)?;
+        let k = key_update_key(k_iss, &self.state.card_id, ku.key_version);
+        let plain = decrypt_new_keys(&k, ku.key_version, &ku.ciphertext).map_err(|_| StatusWord::WrongData)?;
+        let new = NewCardKeys::parse(&plain).map_err(|_| StatusWord::WrongData)?;
+        self.commit(vec![
+            (Field::KeyVersion, vec![ku.key_version]),
+            (Field::KeyAuth, new.key_auth.to_vec()),
+            (Field::KeyCert, new.key_cert.to_vec()),
+            (Field::KeyIssuer, new.key_issuer.to_vec()),
+        ])?;
+        let resp = self.respond(encode(tags::VERSIONS, &[APPLET_VERSION, ku.key_version]));
+        self.session = Session::Selected { challenge: None };
+        resp
     }
 
     /// §4.8 BLOCK: blocks the application for good.

@@ -58,6 +58,10 @@ pub enum OfficeCmd {
     /// Queue an issuer UNBLOCK for a card locked by failed authentications
     /// (delivered through sync: the card opens again at its next tap).
     Unblock(UnblockArgs),
+    /// Key rotation: a new key version (fresh authentication, certificate
+    /// and issuer masters; the old ones are kept). Re-export the terminal
+    /// bundles, then every issued card moves at its next tap after sync.
+    RotateKeys(DirArgs),
     /// Check a campaign file and sign it (writes FILE.sig); with --dir, with
     /// the office's key, publishing it in the office directory.
     SignCampaigns(SignArgs),
@@ -267,6 +271,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::Hotlist(HotlistCmd::Add(a)) => hotlist_add(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Unblock(a) => unblock(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::RotateKeys(a) => rotate_keys(&a).map_err(|f| f.json(a.output.json)),
         OfficeCmd::SignCampaigns(a) => {
             let json = a.output.json;
             sign(a).map_err(|f| f.json(json))
@@ -879,6 +884,32 @@ fn render_csv(v: &Value, preferred: &[&str]) -> String {
         }
     }
     out
+}
+
+fn rotate_keys(a: &DirArgs) -> Result<(), Failure> {
+    let mut keys = load_keys(&a.dir)?;
+    let from = keys.key_version;
+    keys.rotate()
+        .map_err(|_| Failure::usage("the key version is exhausted (255)"))?;
+    // The new store next to the old one, then renamed over it: the file is
+    // the old store or the new one, never half of either.
+    let path = a.dir.join(KEYS_FILE);
+    let tmp = a.dir.join(format!("{KEYS_FILE}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, keys.to_json().as_bytes())?;
+    std::fs::rename(&tmp, &path).map_err(|e| file_err(&path.display().to_string(), e))?;
+    if let Ok(d) = std::fs::File::open(&a.dir) {
+        let _ = d.sync_all();
+    }
+    if a.output.json {
+        print_json(json!({"from_key_version": from, "key_version": keys.key_version}));
+    } else {
+        println!(
+            "Keys rotated: version {from} → {}. Export every terminal's bundle again (office export-terminal), then sync the tills: each issued card moves to version {} at its next tap.",
+            keys.key_version, keys.key_version
+        );
+    }
+    Ok(())
 }
 
 fn unblock(a: &UnblockArgs) -> Result<(), Failure> {

@@ -306,6 +306,7 @@ fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
     till.set_profile_updates(load_profile_updates(&dir));
     till.set_settled(load_settled(&dir));
     till.terminal_mut().set_unblocks(load_unblocks(&dir));
+    till.set_key_updates(load_key_updates(&dir));
     Ok(till)
 }
 
@@ -368,6 +369,17 @@ fn load_settled(dir: &Path) -> Vec<([u8; 8], SettledCounter)> {
     load_card_map(dir, "settled.json", |v| {
         Some(SettledCounter {
             counter: u32::try_from(v.get("counter")?.as_u64()?).ok()?,
+            issuer_mac: mac_of(v.get("issuer_mac")?)?,
+        })
+    })
+}
+
+/// KEY UPDATEs fetched by `pos sync` (`key-updates.json`).
+fn load_key_updates(dir: &Path) -> Vec<([u8; 8], tessera_protocol::messages::KeyUpdateCommand)> {
+    load_card_map(dir, "key-updates.json", |v| {
+        Some(tessera_protocol::messages::KeyUpdateCommand {
+            key_version: u8::try_from(v.get("key_version")?.as_u64()?).ok()?,
+            ciphertext: hex::decode(v.get("ciphertext")?.as_str()?).ok()?,
             issuer_mac: mac_of(v.get("issuer_mac")?)?,
         })
     })
@@ -539,6 +551,7 @@ fn tap(a: &CardArgs, op: Op, again: bool) -> Result<(), Failure> {
         let _ = std::fs::remove_file(path);
     }
     let profile_updated = t.profile_updated;
+    let keys_updated = t.keys_updated;
     let settlement_acknowledged = t.settlement_acknowledged;
     let info = t.card().clone();
     let offers = t.offers();
@@ -600,6 +613,7 @@ fn tap(a: &CardArgs, op: Op, again: bool) -> Result<(), Failure> {
             "recovered": recovered.iter().map(|r| r.seq).collect::<Vec<_>>(),
             "profile_updated": profile_updated,
             "settlement_acknowledged": settlement_acknowledged,
+            "keys_updated": keys_updated,
             "outcome": outcome_json,
             "trace": out::trace_json(&trace),
         });
@@ -640,6 +654,9 @@ fn tap(a: &CardArgs, op: Op, again: bool) -> Result<(), Failure> {
     }
     if let Some(v) = profile_updated {
         println!("Note: the customer's profile was updated on the card (version {v}).");
+    }
+    if let Some(v) = keys_updated {
+        println!("Note: the card moved to the office's key version {v}.");
     }
     if let Some(n) = settlement_acknowledged {
         println!("Note: the card now knows its transactions up to #{n} are settled (offline limits restart).");

@@ -358,6 +358,21 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
     let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": unblocks});
     write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("unblocks", e))?;
 
+    // Key updates after a key rotation (encrypted for each card).
+    let key_updates: serde_json::Map<String, serde_json::Value> = data
+        .key_updates
+        .iter()
+        .map(|k| {
+            (
+                k.card_id.clone(),
+                json!({"key_version": k.key_version, "ciphertext": k.ciphertext, "issuer_mac": k.issuer_mac}),
+            )
+        })
+        .collect();
+    let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": key_updates});
+    write_atomic(&dir.join("key-updates.json"), format!("{doc:#}\n").as_bytes())
+        .map_err(|e| file_err("key updates", e))?;
+
     if a.output.json {
         print_json(json!({
             "terminal_id": data.terminal_id,
@@ -368,6 +383,7 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
             "profile_updates": profiles,
             "settled_cards": data.settled.len(),
             "unblocks": data.unblocks.len(),
+            "key_updates": data.key_updates.len(),
             "notes": notes,
         }));
     } else {

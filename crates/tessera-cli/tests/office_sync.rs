@@ -381,3 +381,90 @@ fn no_silent_fallback_to_the_test_keys() {
     assert_ne!(keys["key_version"], 1);
     assert_ne!(keys["issuer_id"], "54455354");
 }
+
+/// Key rotation end to end: the office moves to a new key version, tills
+/// get a new bundle, and the card moves at its next tap (KEY UPDATE through
+/// sync); its certificates of both versions verify in the ledger; a till
+/// with only the old bundle can no longer open it and says so without
+/// spending a try.
+#[test]
+fn key_rotation_moves_cards_at_their_next_tap() {
+    let shop = Shop::new();
+    let o = shop.s("office");
+    assert!(shop.pos(&["pos", "earn", "--amount", "10"]).status.success());
+    let out = ok(&shop.term(), &["office", "rotate-keys", "--dir", &o, "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["from_key_version"].as_u64(), j["key_version"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let b3 = shop.s("bundle3.json");
+    ok(
+        &shop.term(),
+        &[
+            "office",
+            "export-terminal",
+            "--dir",
+            &o,
+            "--terminal-id",
+            "7",
+            "--out",
+            &b3,
+        ],
+    );
+    let card = shop.s("anna.card");
+    let pos3 = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["--keys", &b3]);
+        run(&shop.term(), &a)
+    };
+    let server = serve(&shop.dir.path().join("office"));
+    assert!(pos3(&["pos", "sync", "--server", &server.1]).status.success());
+    let out = pos3(&["pos", "read", "--card", &card, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["keys_updated"], 3, "{j}");
+    let image: serde_json::Value = serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
+    assert_eq!(image["cells"]["key_version"], "03");
+    // Business as usual under the new keys, then the books.
+    assert!(pos3(&["pos", "earn", "--card", &card, "--amount", "20"])
+        .status
+        .success());
+    assert!(pos3(&["pos", "settle", "--server", &server.1]).status.success());
+    drop(server);
+    let ex = ok(&shop.term(), &["office", "report", "exceptions", "--dir", &o, "--json"]);
+    let ex: serde_json::Value = serde_json::from_str(&ex).unwrap();
+    assert_eq!(ex["data"].as_array().map(Vec::len), Some(0), "{ex}");
+    // Both earns posted (one certified under version 2, one under 3): the
+    // books hold the card's 30 points, nothing pending or unexplained.
+    let l = ok(&shop.term(), &["office", "report", "liability", "--dir", &o, "--json"]);
+    let l: serde_json::Value = serde_json::from_str(&l).unwrap();
+    assert_eq!(l["data"]["points_outstanding"], 30, "{l}");
+    assert_eq!(l["data"]["card_balances"], 30, "{l}");
+    assert_eq!(
+        (
+            l["data"]["pending_records"].as_u64(),
+            l["data"]["unexplained_points"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "{l}"
+    );
+    // The old bundle (version 2 only) cannot open the moved card.
+    let out = run(
+        &shop.term(),
+        &[
+            "pos",
+            "read",
+            "--card",
+            &card,
+            "--keys",
+            &shop.s("bundle.json"),
+            "--terminal-dir",
+            &shop.s("old"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key version 3"));
+    let image: serde_json::Value = serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
+    assert_eq!(image["cells"]["auth_failures"], "00");
+}

@@ -56,6 +56,8 @@ pub mod labels {
     pub const CARD_CERT: &[u8] = b"tessera card cert";
     /// Card issuer key K_iss from the issuer master (v2).
     pub const CARD_ISSUER: &[u8] = b"tessera card issuer";
+    /// Transport key of a KEY UPDATE from the card's issuer key (v2).
+    pub const KEY_UPDATE: &[u8] = b"tessera key update";
     /// Card transport (personalization) key from the personalization master.
     pub const CARD_PERSO: &[u8] = b"tessera card perso";
     /// Session encryption key.

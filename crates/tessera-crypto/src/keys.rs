@@ -27,6 +27,13 @@ pub enum IssuerDecision<'a> {
     Profile(&'a [u8]),
     /// UNBLOCK with this issuer sequence.
     Unblock(u32),
+    /// KEY UPDATE to this key version with these encrypted keys.
+    KeyUpdate {
+        /// The new key version.
+        key_version: u8,
+        /// The encrypted new keys.
+        ciphertext: &'a [u8],
+    },
 }
 
 /// `IMAC = CMAC(K_iss, "TI" ‖ 02 ‖ INS ‖ card id ‖ payload)[0..8]` (spec
@@ -36,6 +43,14 @@ pub fn issuer_mac(k_iss: &Key, card_id: &CardId, decision: IssuerDecision<'_>) -
         IssuerDecision::Settled(n) => (0x38, n.to_be_bytes().to_vec()),
         IssuerDecision::Profile(blob) => (0xDA, crate::sign::profile_digest(blob).to_vec()),
         IssuerDecision::Unblock(seq) => (0x2C, seq.to_be_bytes().to_vec()),
+        IssuerDecision::KeyUpdate {
+            key_version,
+            ciphertext,
+        } => {
+            let mut p = vec![key_version];
+            p.extend_from_slice(ciphertext);
+            (0xD8, p)
+        }
     };
     let full = crate::cmac_parts(k_iss, &[b"TI", &[0x02, ins], card_id, &payload]);
     let mut out = [0u8; MAC_LEN];
@@ -57,6 +72,80 @@ pub fn is_test_identity(issuer_id: &IssuerId, key_version: u8) -> bool {
     *issuer_id == TEST_ISSUER_ID || key_version == TEST_KEY_VERSION
 }
 
+/// The key that carries a card's new keys in KEY UPDATE (spec §4.15):
+/// `KDF(K_iss, "tessera key update", card id ‖ [new version]8, 128)`, from
+/// the card's current issuer key.
+pub fn key_update_key(k_iss: &Key, card_id: &CardId, new_version: u8) -> Key {
+    diversify(k_iss, labels::KEY_UPDATE, card_id, new_version)
+}
+
+/// Encrypts the new card keys for KEY UPDATE: AES-128-CBC under
+/// [`key_update_key`], ISO/IEC 9797-1 method 2 padding, IV =
+/// `AES(K, 80 ‖ 00^11 ‖ [new version]32)` (spec §4.15).
+pub fn encrypt_new_keys(k: &Key, new_version: u8, plaintext: &[u8]) -> Vec<u8> {
+    use aes::cipher::{BlockEncryptMut, KeyIvInit};
+    let iv = key_update_iv(k, new_version);
+    cbc::Encryptor::<aes::Aes128>::new(k.bytes().into(), &iv.into())
+        .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Iso7816>(plaintext)
+}
+
+/// Decrypts what [`encrypt_new_keys`] made (the card's side).
+///
+/// # Errors
+/// [`CryptoError::BadCiphertext`] on a wrong length or padding.
+pub fn decrypt_new_keys(
+    k: &Key,
+    new_version: u8,
+    ciphertext: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+    use aes::cipher::{BlockDecryptMut, KeyIvInit};
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
+        return Err(CryptoError::BadCiphertext);
+    }
+    let iv = key_update_iv(k, new_version);
+    cbc::Decryptor::<aes::Aes128>::new(k.bytes().into(), &iv.into())
+        .decrypt_padded_vec_mut::<cbc::cipher::block_padding::Iso7816>(ciphertext)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| CryptoError::BadCiphertext)
+}
+
+fn key_update_iv(k: &Key, new_version: u8) -> [u8; 16] {
+    let mut block = [0u8; 16];
+    block[0] = 0x80;
+    block[15] = new_version;
+    crate::aes_block(k, block)
+}
+
+/// A KEY UPDATE the office made for one card (spec §4.15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUpdate {
+    /// The card.
+    pub card_id: CardId,
+    /// The command data (new version, encrypted keys, issuer MAC).
+    pub command: tessera_protocol::messages::KeyUpdateCommand,
+}
+
+/// The masters of an older key version, kept after a rotation so that
+/// cards not yet moved keep working and their certificates verify.
+pub struct OlderMasters {
+    /// Their key version.
+    pub key_version: u8,
+    /// Authentication master.
+    pub auth_master: Key,
+    /// Certificate master.
+    pub cert_master: Key,
+    /// Issuer master.
+    pub issuer_master: Key,
+}
+
+#[derive(Deserialize, Serialize)]
+struct OlderFile {
+    key_version: u8,
+    auth_master: String,
+    cert_master: String,
+    issuer_master: String,
+}
+
 #[derive(Deserialize, Serialize)]
 struct KeyFile {
     issuer_id: String,
@@ -67,6 +156,8 @@ struct KeyFile {
     batch_master: String,
     issuer_master: String,
     issuer_signing_key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    older: Vec<OlderFile>,
 }
 
 fn parse_issuer_id(s: &str) -> Result<IssuerId, CryptoError> {
@@ -94,6 +185,9 @@ pub struct IssuerKeys {
     pub issuer_master: Key,
     /// The profile signing key.
     pub issuer: IssuerKey,
+    /// Masters of older key versions (after [`IssuerKeys::rotate`]), oldest
+    /// first.
+    pub older: Vec<OlderMasters>,
 }
 
 impl IssuerKeys {
@@ -112,6 +206,128 @@ impl IssuerKeys {
             batch_master: Key::from_hex(&f.batch_master)?,
             issuer_master: Key::from_hex(&f.issuer_master)?,
             issuer: IssuerKey::from_hex(&f.issuer_signing_key)?,
+            older: f
+                .older
+                .iter()
+                .map(|o| {
+                    Ok(OlderMasters {
+                        key_version: o.key_version,
+                        auth_master: Key::from_hex(&o.auth_master)?,
+                        cert_master: Key::from_hex(&o.cert_master)?,
+                        issuer_master: Key::from_hex(&o.issuer_master)?,
+                    })
+                })
+                .collect::<Result<_, CryptoError>>()?,
+        })
+    }
+
+    /// Moves to the next key version: fresh authentication, certificate and
+    /// issuer masters; the current ones are kept as an older version.
+    /// Cards move at their next tap (KEY UPDATE, queued by the office);
+    /// terminals need a bundle exported after the rotation.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadKey`] when the key version is exhausted (255).
+    pub fn rotate(&mut self) -> Result<(), CryptoError> {
+        use rand_core::RngCore;
+        let fresh = || {
+            let mut k = zeroize::Zeroizing::new([0u8; 16]);
+            rand_core::OsRng.fill_bytes(k.as_mut_slice());
+            Key::new(*k)
+        };
+        self.rotate_to(fresh(), fresh(), fresh())
+    }
+
+    /// [`IssuerKeys::rotate`] with given masters (worked examples, tests).
+    ///
+    /// # Errors
+    /// [`CryptoError::BadKey`] when the key version is exhausted (255).
+    pub fn rotate_to(&mut self, auth_master: Key, cert_master: Key, issuer_master: Key) -> Result<(), CryptoError> {
+        let next = self.key_version.checked_add(1).ok_or(CryptoError::BadKey)?;
+        let old = OlderMasters {
+            key_version: self.key_version,
+            auth_master: std::mem::replace(&mut self.auth_master, auth_master),
+            cert_master: std::mem::replace(&mut self.cert_master, cert_master),
+            issuer_master: std::mem::replace(&mut self.issuer_master, issuer_master),
+        };
+        self.older.push(old);
+        self.key_version = next;
+        Ok(())
+    }
+
+    /// The (auth, cert, issuer) masters of a key version, current or older.
+    fn masters(&self, key_version: u8) -> Option<(&Key, &Key, &Key)> {
+        if key_version == self.key_version {
+            return Some((&self.auth_master, &self.cert_master, &self.issuer_master));
+        }
+        self.older
+            .iter()
+            .find(|o| o.key_version == key_version)
+            .map(|o| (&o.auth_master, &o.cert_master, &o.issuer_master))
+    }
+
+    /// Every key version this store holds masters of, oldest first.
+    pub fn key_versions(&self) -> Vec<u8> {
+        let mut v: Vec<u8> = self.older.iter().map(|o| o.key_version).collect();
+        v.push(self.key_version);
+        v
+    }
+
+    /// The issuer key K_iss of a card at a given key version.
+    pub fn card_issuer_key_of(&self, card_id: &CardId, key_version: u8) -> Option<Key> {
+        let (_, _, issuer) = self.masters(key_version)?;
+        Some(diversify(issuer, labels::CARD_ISSUER, card_id, key_version))
+    }
+
+    /// The issuer MAC of a decision for a card at a given key version
+    /// (`None` for a version this store does not hold).
+    pub fn issuer_mac_of(
+        &self,
+        card_id: &CardId,
+        key_version: u8,
+        decision: IssuerDecision<'_>,
+    ) -> Option<[u8; MAC_LEN]> {
+        Some(issuer_mac(
+            &self.card_issuer_key_of(card_id, key_version)?,
+            card_id,
+            decision,
+        ))
+    }
+
+    /// The KEY UPDATE that moves a card from `from_version` to the current
+    /// key version (spec §4.15): the new keys encrypted under the card's
+    /// current issuer key, with its issuer MAC. `None` when the card is
+    /// already current or `from_version` is unknown.
+    pub fn key_update(&self, card_id: &CardId, from_version: u8) -> Option<KeyUpdate> {
+        if from_version >= self.key_version {
+            return None;
+        }
+        let k_iss = self.card_issuer_key_of(card_id, from_version)?;
+        let new = tessera_protocol::messages::NewCardKeys {
+            key_auth: zeroize::Zeroizing::new(*self.card_auth_key(card_id).bytes()),
+            key_cert: zeroize::Zeroizing::new(*self.card_cert_key(card_id).bytes()),
+            key_issuer: zeroize::Zeroizing::new(*self.card_issuer_key(card_id).bytes()),
+        };
+        let ciphertext = encrypt_new_keys(
+            &key_update_key(&k_iss, card_id, self.key_version),
+            self.key_version,
+            &new.to_bytes(),
+        );
+        let mac = issuer_mac(
+            &k_iss,
+            card_id,
+            IssuerDecision::KeyUpdate {
+                key_version: self.key_version,
+                ciphertext: &ciphertext,
+            },
+        );
+        Some(KeyUpdate {
+            card_id: *card_id,
+            command: tessera_protocol::messages::KeyUpdateCommand {
+                key_version: self.key_version,
+                ciphertext,
+                issuer_mac: mac,
+            },
         })
     }
 
@@ -149,6 +365,7 @@ impl IssuerKeys {
             batch_master: fresh(),
             issuer_master: fresh(),
             issuer: IssuerKey::generate(),
+            older: Vec::new(),
         })
     }
 
@@ -164,6 +381,16 @@ impl IssuerKeys {
             batch_master: hex::encode(self.batch_master.bytes()),
             issuer_master: hex::encode(self.issuer_master.bytes()),
             issuer_signing_key: self.issuer.to_hex().to_string(),
+            older: self
+                .older
+                .iter()
+                .map(|o| OlderFile {
+                    key_version: o.key_version,
+                    auth_master: hex::encode(o.auth_master.bytes()),
+                    cert_master: hex::encode(o.cert_master.bytes()),
+                    issuer_master: hex::encode(o.issuer_master.bytes()),
+                })
+                .collect(),
         };
         let out = zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default());
         let KeyFile {
@@ -173,8 +400,20 @@ impl IssuerKeys {
             batch_master,
             issuer_master,
             issuer_signing_key,
+            older,
             ..
         } = f;
+        for o in older {
+            let OlderFile {
+                mut auth_master,
+                mut cert_master,
+                mut issuer_master,
+                ..
+            } = o;
+            zeroize::Zeroize::zeroize(&mut auth_master);
+            zeroize::Zeroize::zeroize(&mut cert_master);
+            zeroize::Zeroize::zeroize(&mut issuer_master);
+        }
         for mut s in [
             auth_master,
             cert_master,
@@ -238,16 +477,34 @@ impl IssuerKeys {
         issuer_mac(&self.card_issuer_key(card_id), card_id, decision)
     }
 
-    /// A certificate verifier for the back office.
+    /// A certificate verifier for the back office, every key version.
     pub fn certificate_verifier(&self) -> CertificateVerifier {
-        CertificateVerifier::new([(self.key_version, self.cert_master.clone())])
+        CertificateVerifier::new(self.cert_masters())
     }
 
-    /// The bundle a terminal may hold.
+    /// The certificate masters of every key version.
+    pub fn cert_masters(&self) -> Vec<(u8, Key)> {
+        let mut v: Vec<(u8, Key)> = self
+            .older
+            .iter()
+            .map(|o| (o.key_version, o.cert_master.clone()))
+            .collect();
+        v.push((self.key_version, self.cert_master.clone()));
+        v
+    }
+
+    /// The bundle a terminal may hold: the authentication masters of every
+    /// key version (cards move to a new version at their own pace).
     pub fn terminal_keys(&self) -> TerminalKeys {
+        let mut auth_masters: BTreeMap<u8, Key> = self
+            .older
+            .iter()
+            .map(|o| (o.key_version, o.auth_master.clone()))
+            .collect();
+        auth_masters.insert(self.key_version, self.auth_master.clone());
         TerminalKeys {
             issuer_id: self.issuer_id,
-            auth_masters: [(self.key_version, self.auth_master.clone())].into_iter().collect(),
+            auth_masters,
             issuer_public: self.issuer.public(),
         }
     }

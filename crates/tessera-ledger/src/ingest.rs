@@ -259,11 +259,11 @@ impl<'k> CertKeys<'k> {
 
     /// Checks a record's certificate (spec §5.7) with the card's
     /// certificate key, diversified once per card and batch.
-    /// Checks a certificate of a card whose key version the ledger does not
-    /// know (never registered): under each certificate master it holds,
-    /// newest first; returns the version that verifies.
-    fn check_any(&mut self, card: &CardId, rec: &LogRecord) -> Result<u8, &'static str> {
-        let versions: Vec<u8> = self.keys.cert_versions().rev().collect();
+    /// Checks a certificate under each certificate master the ledger holds
+    /// whose version `accept` allows, newest first; returns the version that
+    /// verifies.
+    fn check_any(&mut self, card: &CardId, rec: &LogRecord, accept: impl Fn(u8) -> bool) -> Result<u8, &'static str> {
+        let versions: Vec<u8> = self.keys.cert_versions().rev().filter(|v| accept(*v)).collect();
         for v in versions {
             if self.check(card, v, rec).is_ok() {
                 return Ok(v);
@@ -666,6 +666,8 @@ struct CardState {
     /// The key version is a guess: the card was never registered and no
     /// certificate of it has verified yet.
     guessed: bool,
+    /// The first counter certified under `key_version` (0: since issue).
+    version_from: u32,
 }
 
 impl Default for CardState {
@@ -682,6 +684,7 @@ impl Default for CardState {
             pending: 0,
             dirty: false,
             guessed: false,
+            version_from: 0,
         }
     }
 }
@@ -828,7 +831,8 @@ impl<'c> Posting<'c> {
         let s = self
             .conn
             .prepare_cached(
-                "SELECT key_version, last_counter, shadow_balance, card_balance, discrepancy, flagged, pending
+                "SELECT key_version, last_counter, shadow_balance, card_balance, discrepancy, flagged, pending,
+                        key_version_from
                  FROM cards WHERE card_id = ?1",
             )?
             .query_row([&card[..]], |r| {
@@ -842,6 +846,7 @@ impl<'c> Posting<'c> {
                     pending: r.get(6)?,
                     dirty: false,
                     guessed: false,
+                    version_from: r.get(7)?,
                 })
             })
             .optional()?;
@@ -857,9 +862,11 @@ impl<'c> Posting<'c> {
     /// Writes the cached card states back.
     fn flush(&mut self) -> Result<(), LedgerError> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO cards (card_id, key_version, last_counter, shadow_balance, card_balance, discrepancy, flagged, pending)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO cards (card_id, key_version, last_counter, shadow_balance, card_balance, discrepancy, flagged, pending,
+                                key_version_from)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (card_id) DO UPDATE SET last_counter = excluded.last_counter,
+                 key_version = excluded.key_version, key_version_from = excluded.key_version_from,
                  shadow_balance = excluded.shadow_balance, card_balance = excluded.card_balance,
                  discrepancy = excluded.discrepancy, flagged = excluded.flagged, pending = excluded.pending",
         )?;
@@ -872,7 +879,8 @@ impl<'c> Posting<'c> {
                 s.card_balance,
                 s.discrepancy,
                 s.flagged,
-                s.pending
+                s.pending,
+                s.version_from
             ])?;
             s.dirty = false;
         }
@@ -901,14 +909,35 @@ impl<'c> Posting<'c> {
             Some((version, verdict)) if version == st.key_version => verdict,
             _ => self.certs.check(&card, st.key_version, &rec),
         };
-        if st.guessed {
-            if verified.is_err() {
-                verified = self.certs.check_any(&card, &rec).map(|v| {
+        if verified.is_err() {
+            let (current, from, counter) = (st.key_version, st.version_from, rec.counter);
+            verified = if st.guessed {
+                // Never registered: whichever version the card has.
+                self.certs.check_any(&card, &rec, |_| true).map(|v| {
                     st.key_version = v;
-                    st.dirty = true;
-                });
+                    st.version_from = counter;
+                })
+            } else {
+                // A card only moves forward (KEY UPDATE, applet-spec §4.15):
+                // a newer version from this counter on; an older one only
+                // for counters made before the card was seen at its current
+                // version (so an old, retired master cannot certify new
+                // transactions).
+                self.certs
+                    .check_any(&card, &rec, |v| v > current || (v < current && counter < from))
+                    .map(|v| {
+                        if v > current {
+                            st.key_version = v;
+                            st.version_from = counter;
+                        }
+                    })
+            };
+            if verified.is_ok() {
+                st.dirty = true;
             }
-            st.guessed = verified.is_err();
+        }
+        if verified.is_ok() {
+            st.guessed = false;
         }
         if let Err(why) = verified {
             self.report.rejected += 1;

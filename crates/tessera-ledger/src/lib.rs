@@ -52,7 +52,7 @@ impl LedgerKeys {
     /// The ledger's share of the issuer's key store.
     pub fn from_issuer(keys: &IssuerKeys) -> Self {
         Self {
-            cert_masters: [(keys.key_version, keys.cert_master.clone())].into(),
+            cert_masters: keys.cert_masters().into_iter().collect(),
             batch_master: keys.batch_master.clone(),
         }
     }
@@ -548,6 +548,39 @@ impl Ledger {
         rows.map(|r| {
             let (c, n) = r?;
             Ok((card_of(c)?, n))
+        })
+        .collect()
+    }
+
+    /// The key version of every card the ledger knows (registered at issue,
+    /// moved forward when a certificate of a newer version verifies).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn card_key_versions(&self) -> Result<std::collections::BTreeMap<[u8; 8], u8>, LedgerError> {
+        let mut stmt = self.conn.prepare("SELECT card_id, key_version FROM cards")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?)))?;
+        rows.map(|r| {
+            let (c, v) = r?;
+            Ok((card_of(c)?, v))
+        })
+        .collect()
+    }
+
+    /// Issued cards still below `key_version`: they get a KEY UPDATE
+    /// through sync until a certificate of the new version shows they moved.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn cards_below_key_version(&self, key_version: u8) -> Result<Vec<([u8; 8], u8)>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT card_id, key_version FROM cards
+             WHERE registered_at IS NOT NULL AND key_version < ?1 ORDER BY card_id",
+        )?;
+        let rows = stmt.query_map([key_version], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?)))?;
+        rows.map(|r| {
+            let (c, v) = r?;
+            Ok((card_of(c)?, v))
         })
         .collect()
     }

@@ -183,8 +183,11 @@ CREATE INDEX card_transactions_pending ON card_transactions (card_id, counter) W
 ";
 
 /// Version 3 (card application v2): issuer UNBLOCKs queued for delivery
-/// through sync. `seq` is the card's issuer sequence; one row per request.
+/// through sync (`seq` is the card's issuer sequence; one row per
+/// request), and per card the first counter certified under its current key
+/// version (`key_version_from`, after a KEY UPDATE; 0 = since issue).
 const MIGRATION_3: &str = "
+ALTER TABLE cards ADD COLUMN key_version_from INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE unblocks (
     card_id BLOB NOT NULL,
     seq INTEGER NOT NULL,

@@ -31,7 +31,9 @@ use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerError};
 use tokio::sync::mpsc;
 
-use crate::sync::{SyncCampaigns, SyncData, SyncHotlist, SyncProfile, SyncSettled, SyncUnblock, SYNC_FORMAT};
+use crate::sync::{
+    SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock, SYNC_FORMAT,
+};
 use tessera_crypto::keys::IssuerDecision;
 
 /// Where the server listens unless told otherwise: loopback only.
@@ -354,10 +356,21 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
     let updates = ledger.profile_updates().map_err(ledger_err)?;
     let settled = ledger.settled_counters().map_err(ledger_err)?;
     let unblocks = ledger.unblocks().map_err(ledger_err)?;
+    let versions = ledger.card_key_versions().map_err(ledger_err)?;
+    let behind = ledger
+        .cards_below_key_version(office.keys.key_version)
+        .map_err(ledger_err)?;
     drop(ledger);
-    // Issuer decisions carry the issuer MAC (applet-spec §5.9): the till
-    // relays them, the card checks them.
+    // Issuer decisions carry the issuer MAC (applet-spec §5.9) under the
+    // card's issuer key of its own key version: the till relays them, the
+    // card checks them.
     let keys = &office.keys;
+    let mac = |card: &[u8; 8], decision: IssuerDecision<'_>| {
+        let v = versions.get(card).copied().unwrap_or(keys.key_version);
+        keys.issuer_mac_of(card, v, decision)
+            .map(hex::encode)
+            .unwrap_or_default()
+    };
     let mut data = SyncData {
         format: SYNC_FORMAT.into(),
         terminal_id,
@@ -373,7 +386,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, version, blob)| SyncProfile {
                 card_id: hex::encode_upper(card),
                 version,
-                issuer_mac: hex::encode(keys.issuer_mac(&card, IssuerDecision::Profile(&blob))),
+                issuer_mac: mac(&card, IssuerDecision::Profile(&blob)),
                 profile: hex::encode(blob),
             })
             .collect(),
@@ -382,7 +395,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, counter)| SyncSettled {
                 card_id: hex::encode_upper(card),
                 counter,
-                issuer_mac: hex::encode(keys.issuer_mac(&card, IssuerDecision::Settled(counter))),
+                issuer_mac: mac(&card, IssuerDecision::Settled(counter)),
             })
             .collect(),
         unblocks: unblocks
@@ -390,7 +403,17 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, seq)| SyncUnblock {
                 card_id: hex::encode_upper(card),
                 seq,
-                issuer_mac: hex::encode(keys.issuer_mac(&card, IssuerDecision::Unblock(seq))),
+                issuer_mac: mac(&card, IssuerDecision::Unblock(seq)),
+            })
+            .collect(),
+        key_updates: behind
+            .into_iter()
+            .filter_map(|(card, from)| keys.key_update(&card, from))
+            .map(|ku| SyncKeyUpdate {
+                card_id: hex::encode_upper(ku.card_id),
+                key_version: ku.command.key_version,
+                ciphertext: hex::encode(&ku.command.ciphertext),
+                issuer_mac: hex::encode(ku.command.issuer_mac),
             })
             .collect(),
         mac: String::new(),

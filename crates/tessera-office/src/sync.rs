@@ -66,6 +66,20 @@ pub struct SyncUnblock {
     pub issuer_mac: String,
 }
 
+/// A KEY UPDATE for a card still below the office's key version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncKeyUpdate {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The key version the card moves to.
+    pub key_version: u8,
+    /// The new keys, encrypted for the card (applet-spec §4.15), hex.
+    pub ciphertext: String,
+    /// The issuer MAC, hex.
+    pub issuer_mac: String,
+}
+
 /// What `GET /v1/sync` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +102,8 @@ pub struct SyncData {
     pub settled: Vec<SyncSettled>,
     /// Queued unblocks.
     pub unblocks: Vec<SyncUnblock>,
+    /// Key updates for cards below the office's key version.
+    pub key_updates: Vec<SyncKeyUpdate>,
     /// The MAC, hex (see the crate documentation).
     #[serde(default)]
     pub mac: String,
@@ -104,6 +120,7 @@ struct Canonical<'a> {
     profile_updates: &'a [SyncProfile],
     settled: &'a [SyncSettled],
     unblocks: &'a [SyncUnblock],
+    key_updates: &'a [SyncKeyUpdate],
 }
 
 impl SyncData {
@@ -119,6 +136,7 @@ impl SyncData {
             profile_updates: &self.profile_updates,
             settled: &self.settled,
             unblocks: &self.unblocks,
+            key_updates: &self.key_updates,
         };
         let body = serde_json::to_vec(&c).unwrap_or_default();
         let mut input = b"TS\x01".to_vec();
@@ -170,6 +188,12 @@ mod tests {
             unblocks: vec![SyncUnblock {
                 card_id: "1000000000000003".into(),
                 seq: 1,
+                issuer_mac: "0102030405060708".into(),
+            }],
+            key_updates: vec![SyncKeyUpdate {
+                card_id: "1000000000000004".into(),
+                key_version: 3,
+                ciphertext: "00".repeat(64),
                 issuer_mac: "0102030405060708".into(),
             }],
             mac: String::new(),

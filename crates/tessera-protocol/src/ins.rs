@@ -37,6 +37,9 @@ pub enum Ins {
     /// `2C` UNBLOCK (spec §4.14): the issuer resets the authentication
     /// failure counter.
     Unblock,
+    /// `D8` KEY UPDATE (spec §4.15): the issuer moves the card to a new key
+    /// version.
+    KeyUpdate,
     /// `C0` GET RESPONSE (ISO 7816-4; handled by transports).
     GetResponse,
     /// Any other instruction byte.
@@ -58,6 +61,7 @@ impl From<u8> for Ins {
             0x1E => Self::Block,
             0xDA => Self::UpdateProfile,
             0x2C => Self::Unblock,
+            0xD8 => Self::KeyUpdate,
             0xC0 => Self::GetResponse,
             other => Self::Other(other),
         }
@@ -79,6 +83,7 @@ impl From<Ins> for u8 {
             Ins::Block => 0x1E,
             Ins::UpdateProfile => 0xDA,
             Ins::Unblock => 0x2C,
+            Ins::KeyUpdate => 0xD8,
             Ins::GetResponse => 0xC0,
             Ins::Other(v) => v,
         }

@@ -728,6 +728,88 @@ impl UpdateProfileCommand {
     }
 }
 
+/// Data of KEY UPDATE (spec §4.15), before the C-MAC object: the new key
+/// version, the new card keys encrypted under a key derived from the
+/// card's issuer key, and the issuer's MAC over both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUpdateCommand {
+    /// The key version the card moves to; must exceed its current one.
+    pub key_version: u8,
+    /// `D4 K_auth ‖ D5 K_cert ‖ DF05 K_iss` of the new version, encrypted
+    /// (spec §4.15).
+    pub ciphertext: Vec<u8>,
+    /// Issuer MAC (spec §5.9) over `[key version]8 ‖ ciphertext`.
+    pub issuer_mac: [u8; MAC_LEN],
+}
+
+impl KeyUpdateCommand {
+    /// Encodes the command data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::KEY_VERSION, &[self.key_version]),
+            (tags::ENCRYPTED, &self.ciphertext),
+            (tags::ISSUER_MAC, &self.issuer_mac),
+        ])
+    }
+
+    /// Decodes the command data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::KEY_VERSION, tags::ENCRYPTED, tags::ISSUER_MAC])?;
+        let [key_version] = l.array::<1>(tags::KEY_VERSION)?;
+        Ok(Self {
+            key_version,
+            ciphertext: l.require(tags::ENCRYPTED)?.to_vec(),
+            issuer_mac: l.array(tags::ISSUER_MAC)?,
+        })
+    }
+}
+
+/// The plaintext of KEY UPDATE: the card's three keys of the new version.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewCardKeys {
+    /// Authentication key.
+    pub key_auth: zeroize::Zeroizing<[u8; 16]>,
+    /// Certificate key.
+    pub key_cert: zeroize::Zeroizing<[u8; 16]>,
+    /// Issuer key.
+    pub key_issuer: zeroize::Zeroizing<[u8; 16]>,
+}
+
+impl core::fmt::Debug for NewCardKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NewCardKeys").finish_non_exhaustive()
+    }
+}
+
+impl NewCardKeys {
+    /// Encodes `D4 ‖ D5 ‖ DF05` (54 bytes).
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        zeroize::Zeroizing::new(encode_all(&[
+            (tags::KEY_AUTH, self.key_auth.as_slice()),
+            (tags::KEY_CERT, self.key_cert.as_slice()),
+            (tags::KEY_ISSUER, self.key_issuer.as_slice()),
+        ]))
+    }
+
+    /// Decodes exactly `D4`, `D5` and `DF05`, 16 bytes each.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::KEY_AUTH, tags::KEY_CERT, tags::KEY_ISSUER])?;
+        Ok(Self {
+            key_auth: zeroize::Zeroizing::new(l.array(tags::KEY_AUTH)?),
+            key_cert: zeroize::Zeroizing::new(l.array(tags::KEY_CERT)?),
+            key_issuer: zeroize::Zeroizing::new(l.array(tags::KEY_ISSUER)?),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,6 +874,16 @@ mod tests {
             let _ = AckCommand::parse(&bytes);
             let _ = UnblockCommand::parse(&bytes);
             let _ = UpdateProfileCommand::parse(&bytes);
+            let _ = KeyUpdateCommand::parse(&bytes);
+            let _ = NewCardKeys::parse(&bytes);
+        }
+
+        #[test]
+        fn key_update_round_trips(kv: u8, mac: [u8; 8], ct in proptest::collection::vec(any::<u8>(), 1..100), a: [u8; 16], c: [u8; 16], i: [u8; 16]) {
+            let k = KeyUpdateCommand { key_version: kv, ciphertext: ct, issuer_mac: mac };
+            prop_assert_eq!(KeyUpdateCommand::parse(&k.to_bytes()).unwrap(), k);
+            let n = NewCardKeys { key_auth: zeroize::Zeroizing::new(a), key_cert: zeroize::Zeroizing::new(c), key_issuer: zeroize::Zeroizing::new(i) };
+            prop_assert!(NewCardKeys::parse(&n.to_bytes()).unwrap() == n);
         }
 
         #[test]

@@ -51,8 +51,8 @@ use tessera_crypto::sign::profile_digest;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AckCommand, AuthCommand, AuthResponse, CardId, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind,
-    UnblockCommand, UpdateProfileCommand, Velocity, Visits,
+    AckCommand, AuthCommand, AuthResponse, CardId, KeyUpdateCommand, Lifecycle, LogRecord, SelectResponse, TxCommand,
+    TxKind, UnblockCommand, UpdateProfileCommand, Velocity, Visits,
 };
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
@@ -574,13 +574,17 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// (a record the caller knows, from a receipt, a journal or the card's
     /// log): a new card transaction for the same points in the other
     /// direction, whose certificate names the original counter. One command
-    /// APDU. The card does not check that the original exists or was not
-    /// refunded already; the terminal's journal and the ledger do.
+    /// APDU. The card checks (applet-spec §4.9) that the original is in its
+    /// log, of the matching kind, and not refunded beyond its amount; the
+    /// answer to a refusal is established from the card's authenticated
+    /// state like any other transaction's.
     ///
     /// # Errors
     /// [`TerminalError::InvalidRequest`] when `original` is a refund itself
-    /// or not older than the card's counter; otherwise as
-    /// [`Session::earn`].
+    /// or not older than the card's counter;
+    /// [`TerminalError::RefundOutsideLog`], [`TerminalError::RefundKindMismatch`],
+    /// [`TerminalError::RefundExceedsOriginal`] when the card refuses it;
+    /// otherwise as [`Session::earn`].
     pub fn refund(&mut self, original: &LogRecord) -> Result<Receipt, TerminalError> {
         let kind = original
             .kind
@@ -778,6 +782,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         self.card.visits = opened.auth.visits;
         self.card.velocity = opened.auth.velocity;
         self.card.profile_digest = opened.digest;
+        self.card.key_version = opened.key_version;
         Ok(())
     }
 
@@ -922,6 +927,49 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         self.card.profile = signed.profile.clone();
         self.card.profile_digest = digest;
         Ok(())
+    }
+
+    /// §4.15 KEY UPDATE: relays the office's command that moves the card to
+    /// a newer key version (the new keys are encrypted for the card; the
+    /// terminal cannot read them), then selects and authenticates the card
+    /// again under the new version. Returns the new key version.
+    ///
+    /// # Errors
+    /// [`TerminalError::InvalidRequest`] when the card is at that version
+    /// already or this terminal holds no master of the new version (the
+    /// card would be unusable here); the card's refusals; transport errors.
+    pub fn update_keys(&mut self, update: &KeyUpdateCommand) -> Result<u8, TerminalError> {
+        if update.key_version <= self.card.key_version {
+            return Err(TerminalError::InvalidRequest(
+                "the card already holds this key version or a newer one",
+            ));
+        }
+        if !self.terminal.sam.has_key_version(update.key_version) {
+            return Err(TerminalError::InvalidRequest(
+                "this terminal holds no master of the new key version",
+            ));
+        }
+        let resp = self.secure("KEY UPDATE", Ins::KeyUpdate, 0, &update.to_bytes(), 256)?;
+        if resp.sw != StatusWord::Ok {
+            return Err(TerminalError::Card {
+                command: "KEY UPDATE",
+                sw: resp.sw,
+            });
+        }
+        let l = self.verified("KEY UPDATE", &resp)?;
+        let versions: [u8; 2] = l
+            .array(tags::VERSIONS)
+            .map_err(|e| TerminalError::from(("KEY UPDATE", e)))?;
+        if versions[1] != update.key_version {
+            return Err(TerminalError::malformed(
+                "KEY UPDATE",
+                "card reports another key version",
+            ));
+        }
+        // The card closed the session: open one under the new keys.
+        self.reauthenticate()?;
+        self.card.key_version = versions[1];
+        Ok(versions[1])
     }
 
     /// §4.8 BLOCK: blocks the card for good (hotlisted card at the till).

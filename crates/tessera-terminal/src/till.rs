@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use tessera_protocol::messages::{CardId, LogRecord, TxKind};
+use tessera_protocol::messages::{CardId, KeyUpdateCommand, LogRecord, TxKind};
 use tessera_protocol::profile::SignedProfile;
 use tessera_transport::Transport;
 
@@ -115,6 +115,7 @@ pub struct Till<S: Sam, C: Clock> {
     config: TillConfig,
     profile_updates: BTreeMap<CardId, ProfileUpdate>,
     settled: BTreeMap<CardId, SettledCounter>,
+    key_updates: BTreeMap<CardId, KeyUpdateCommand>,
 }
 
 impl<S: Sam, C: Clock> Till<S, C> {
@@ -135,6 +136,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             config,
             profile_updates: BTreeMap::new(),
             settled: BTreeMap::new(),
+            key_updates: BTreeMap::new(),
         })
     }
 
@@ -172,6 +174,13 @@ impl<S: Sam, C: Clock> Till<S, C> {
         self.settled = settled.into_iter().collect();
     }
 
+    /// KEY UPDATEs from the back office (after a key rotation): a card
+    /// below the update's key version moves at its next tap here, if this
+    /// till holds the new version's master.
+    pub fn set_key_updates(&mut self, updates: impl IntoIterator<Item = (CardId, KeyUpdateCommand)>) {
+        self.key_updates = updates.into_iter().collect();
+    }
+
     /// Profile updates not yet delivered.
     pub fn profile_updates(&self) -> impl Iterator<Item = &ProfileUpdate> {
         self.profile_updates.values()
@@ -195,6 +204,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             config,
             profile_updates,
             settled,
+            key_updates,
         } = self;
         let session = terminal.tap(transport)?;
         let mut tap = TillTap {
@@ -206,6 +216,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             voided: Vec::new(),
             profile_updated: None,
             settlement_acknowledged: None,
+            keys_updated: None,
             allow_repeat: false,
         };
         tap.recover()?;
@@ -232,8 +243,14 @@ impl<S: Sam, C: Clock> Till<S, C> {
                 }
                 // The link failed: the tap cannot go on.
                 Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
-                // Refused (not newer, bad signature): keep serving the customer.
-                Err(_) => {}
+                // Refused locally (not newer, bad signature): nothing was sent.
+                Err(
+                    TerminalError::InvalidRequest(_)
+                    | TerminalError::BadProfileSignature
+                    | TerminalError::ProfileCardMismatch,
+                ) => {}
+                // Refused by the card (its session is closed): a fresh one.
+                Err(_) => tap.session.reauthenticate()?,
             }
         }
         let card = tap.session.card();
@@ -244,7 +261,19 @@ impl<S: Sam, C: Clock> Till<S, C> {
             match tap.session.acknowledge_settlement(s.counter, s.issuer_mac) {
                 Ok(_) => tap.settlement_acknowledged = Some(s.counter),
                 Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
-                Err(_) => {}
+                // Refused (a made-up or stale MAC closes the card's session):
+                // serve the customer in a fresh one.
+                Err(_) => tap.session.reauthenticate()?,
+            }
+        }
+        let card = tap.session.card();
+        if let Some(ku) = key_updates.get(&id).filter(|k| k.key_version > card.key_version) {
+            match tap.session.update_keys(ku) {
+                Ok(v) => tap.keys_updated = Some(v),
+                Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
+                // Not for this till (no master of the new version): later.
+                Err(TerminalError::InvalidRequest(_)) => {}
+                Err(_) => tap.session.reauthenticate()?,
             }
         }
         Ok(tap)
@@ -269,6 +298,8 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     pub profile_updated: Option<u16>,
     /// The settled counter acknowledged to the card by this tap, if any.
     pub settlement_acknowledged: Option<u32>,
+    /// The key version the card moved to at this tap, if any.
+    pub keys_updated: Option<u8>,
 }
 
 impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
