@@ -605,3 +605,73 @@ fn relay_6c10_through_pcscd_no_blind_resend() {
     let st = card_file_state(&path);
     assert_eq!((st.counter, st.balance), (1, 25));
 }
+
+/// The hurried clerk through the real PC/SC stack and the CLI: the card is
+/// pulled during `pos earn --reader` after it committed the earn; the clerk
+/// runs the identical command again. The second run finds the first one
+/// done on the card and charges nothing (exit code 7); `--again` is a new
+/// purchase.
+#[test]
+fn pulled_card_and_identical_retry_through_pcscd_credit_once() {
+    if skip("pulled_card_and_identical_retry_through_pcscd_credit_once") {
+        return;
+    }
+    let _own = exclusive();
+    let _dog = Watchdog::arm("pulled_card_and_identical_retry_through_pcscd_credit_once", TEST_LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let path = card_file(dir.path(), "retry.card", 41, 41);
+    let _pcscd = Pcscd::start_suite(1);
+    // SELECT, AUTHENTICATE, READ PROFILE are answered; the card executes
+    // the EARN, leaves the field without answering, and comes back.
+    let mut served = ServedCard::start(&path, 0, &["--remove-after", "3", "--execute-before-removal"]);
+    let till = dir.path().join("till");
+    let earn = |extra: &[&str]| {
+        let mut args = vec![
+            "pos",
+            "earn",
+            "--test-keys",
+            "--reader",
+            served.reader(),
+            "--wait",
+            "15",
+            "--terminal-dir",
+            till.to_str().unwrap(),
+            "--amount",
+            "42.00",
+        ];
+        args.extend_from_slice(extra);
+        run_tessera(&args, Duration::from_secs(60))
+    };
+    let first = earn(&[]);
+    assert_eq!(
+        first.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stderr).contains("tap the card again"));
+    let after_first = card_file_state(&path);
+    assert_eq!(after_first.counter, 1, "the card committed the earn");
+    // Out of the field, then back (the serve process re-inserts it).
+    served.wait_absent(WAIT).unwrap();
+    served.wait_present(WAIT);
+
+    let retry = earn(&[]);
+    assert_eq!(
+        retry.status.code(),
+        Some(7),
+        "{} / serve log: {}",
+        String::from_utf8_lossy(&retry.stderr),
+        served.log()
+    );
+    assert!(String::from_utf8_lossy(&retry.stderr).contains("ALREADY DONE"));
+    assert_eq!(card_file_state(&path), after_first, "nothing charged twice");
+
+    let again = earn(&["--again"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let st = card_file_state(&path);
+    assert_eq!(st.counter, 2);
+    assert_eq!(st.balance, 2 * after_first.balance);
+    let (status, log) = served.stop();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+}
