@@ -139,6 +139,16 @@ fn profile_update_and_settlement_reach_the_card_through_sync() {
     );
     ok(&term, &["pos", "sync", "--server", &server.1, "--keys", b]);
     assert!(term.join("profile-updates/7E57000000000A01.json").exists());
+    // Personal data on the till's disk is owner-only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&term.join("profile-updates/7E57000000000A01.json")), 0o600);
+        assert_eq!(mode(&term.join("profiles")), 0o700);
+        for f in std::fs::read_dir(term.join("profiles")).unwrap() {
+            assert_eq!(mode(&f.unwrap().path()), 0o600);
+        }
+    }
 
     // Next tap: the card gets the new profile and learns what is settled.
     let read = ok(&term, &["pos", "read", "--card", c, "--keys", b, "--json"]);

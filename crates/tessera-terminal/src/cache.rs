@@ -23,9 +23,15 @@ impl ProfileCache {
         Self::default()
     }
 
-    /// A cache mirrored in `dir` (created if missing).
+    /// A cache mirrored in `dir` (created if missing, owner-only: the
+    /// profiles are personal data).
     pub fn in_dir(dir: PathBuf) -> Self {
         let _ = fs::create_dir_all(&dir);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        }
         Self {
             map: HashMap::new(),
             dir: Some(dir),
@@ -53,7 +59,17 @@ impl ProfileCache {
     pub fn insert(&mut self, digest: [u8; 32], profile: SignedProfile) {
         if let Some(dir) = &self.dir {
             // Best effort: a cache write failure only costs a READ PROFILE.
-            let _ = fs::write(dir.join(hex::encode(digest)), profile.to_bytes());
+            // Owner-only from creation: the profile is personal data.
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let _ = opts
+                .open(dir.join(hex::encode(digest)))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, &profile.to_bytes()));
         }
         self.map.insert(digest, profile);
     }
