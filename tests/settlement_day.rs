@@ -132,8 +132,13 @@ fn transact(till: &mut Till<SoftwareSam, SharedClock>, card: &mut SimCard, rng: 
     let result = (|| -> Result<bool, TillError> {
         let mut tap = till.tap(&mut *card)?;
         let balance = tap.card().balance;
+        let counter = tap.card().counter;
         let o = match op {
             0..=6 => tap.purchase(u64::from(rng.next_u32() % 8_000 + 100), &[])?,
+            // Card application v2 in the mix: refunds of a recent
+            // transaction, checked by the card against its log (wrong kind,
+            // refunded already, gone from the log: refused or referred).
+            9 if counter > 0 => tap.refund(counter - rng.next_u32() % counter.min(10))?,
             _ => tap.redeem(rng.next_u32() % (balance / 2 + 1) + 1)?,
         };
         Ok(matches!(o, TillOutcome::Approved { .. }))

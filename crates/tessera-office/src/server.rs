@@ -284,9 +284,17 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
             },
         };
         let failed = frame.is_err();
-        if tx.send(frame).await.is_err() || failed {
-            // The ledger stopped reading (it refused the batch), or the
-            // body is unusable: either way the outcome is the worker's.
+        if failed {
+            // The body is unusable: the outcome is the worker's.
+            let _ = tx.send(frame).await;
+            break;
+        }
+        if tx.send(frame).await.is_err() {
+            // The ledger stopped reading: it refused the batch. Read the
+            // rest of the body (within the size limit and the idle timeout)
+            // without keeping it, so that the client, still sending, gets
+            // the refusal instead of a broken connection.
+            drain(&mut body, limit.saturating_sub(received), office.config.idle_timeout).await;
             break;
         }
     }
@@ -308,6 +316,21 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
             )
         }
         Err(e) => refuse(ledger_status(&e), &e.to_string()),
+    }
+}
+
+/// Reads and discards up to `budget` more bytes of a request body, each
+/// frame within `idle`; stops at the end, an error, the budget or a stall.
+async fn drain(body: &mut Body, budget: u64, idle: Duration) {
+    let mut left = budget;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(idle, body.frame()).await {
+        if let Ok(data) = frame.into_data() {
+            let n = data.len() as u64;
+            if n > left {
+                return;
+            }
+            left -= n;
+        }
     }
 }
 
