@@ -329,6 +329,7 @@ fn edited_settled_json_cannot_reset_velocity() {
     till.set_settled([(
         id,
         SettledCounter {
+            key_version: 1,
             counter: 3,
             issuer_mac: [0; 8],
         },
@@ -350,6 +351,7 @@ fn edited_settled_json_cannot_reset_velocity() {
     till.set_settled([(
         id,
         SettledCounter {
+            key_version: 1,
             counter: 3,
             issuer_mac: issuer_mac(&id, IssuerDecision::Settled(3)),
         },
@@ -624,6 +626,7 @@ fn lock_then_issuer_unblock() {
     t.set_unblocks([(
         id,
         Unblock {
+            key_version: 1,
             seq: 1,
             issuer_mac: [0; 8],
         },
@@ -633,12 +636,13 @@ fn lock_then_issuer_unblock() {
 
     // The office's unblock opens the card at the next tap.
     let genuine = Unblock {
+        key_version: 1,
         seq: 1,
         issuer_mac: issuer_mac(&id, IssuerDecision::Unblock(1)),
     };
     t.set_unblocks([(id, genuine)]);
     t.tap(&mut card).unwrap().earn(5).unwrap();
-    assert!(t.unblocks().is_empty(), "delivered and confirmed");
+    assert!(t.unblocks().next().is_none(), "delivered and confirmed");
     let st = card.state().unwrap();
     assert_eq!((st.auth_failures, st.issuer_seq, st.balance), (0, 1, 5));
 
@@ -655,7 +659,7 @@ fn lock_then_issuer_unblock() {
     }
     t.set_unblocks([(id, genuine)]);
     assert!(matches!(t.tap(&mut card), Err(TerminalError::AuthBlocked)));
-    assert!(t.unblocks().is_empty(), "a seen sequence is dropped");
+    assert!(t.unblocks().next().is_none(), "a seen sequence is dropped");
     // Raw: the card answers 6A80 to a sequence it has seen, 6988 to a bad MAC.
     card.transmit(&Command::new(CLA_ISO, Ins::Select, 4, 0, AID.to_vec(), Some(256)).to_bytes())
         .unwrap();
@@ -671,6 +675,7 @@ fn lock_then_issuer_unblock() {
     t.set_unblocks([(
         id,
         Unblock {
+            key_version: 1,
             seq: 2,
             issuer_mac: issuer_mac(&id, IssuerDecision::Unblock(2)),
         },

@@ -276,3 +276,65 @@ fn v1_card_refuses_issuer_decisions() {
         StatusWord::ConditionsNotSatisfied
     );
 }
+
+#[test]
+fn key_update_bad_input() {
+    let mut card = funded(503);
+    let id = card_id(503);
+    let before = card.memory();
+    let mut rotated = IssuerKeys::test().unwrap();
+    rotated.rotate().unwrap();
+    let good = rotated.key_update(&id, 1).unwrap().command;
+    let v = [good.key_version];
+    let cases: Vec<(u8, Vec<u8>, StatusWord)> = vec![
+        // No issuer MAC.
+        (
+            0,
+            encode_all(&[(tags::KEY_VERSION, &v), (tags::ENCRYPTED, &good.ciphertext)]),
+            StatusWord::WrongData,
+        ),
+        // An extra object.
+        (
+            0,
+            encode_all(&[
+                (tags::KEY_VERSION, &v),
+                (tags::ENCRYPTED, &good.ciphertext),
+                (tags::ISSUER_MAC, &good.issuer_mac),
+                (tags::AMOUNT, &[0, 0, 0, 1]),
+            ]),
+            StatusWord::WrongData,
+        ),
+        // Another version than the MAC covers.
+        (
+            0,
+            encode_all(&[
+                (tags::KEY_VERSION, &[3]),
+                (tags::ENCRYPTED, &good.ciphertext),
+                (tags::ISSUER_MAC, &good.issuer_mac),
+            ]),
+            StatusWord::BadMac,
+        ),
+        // A ciphertext cut short.
+        (
+            0,
+            encode_all(&[
+                (tags::KEY_VERSION, &v),
+                (tags::ENCRYPTED, &good.ciphertext[..48]),
+                (tags::ISSUER_MAC, &good.issuer_mac),
+            ]),
+            StatusWord::BadMac,
+        ),
+        (1, good.to_bytes(), StatusWord::WrongP1P2),
+    ];
+    for (p1, data, expected) in cases {
+        let mut ch = session(&mut card, &id);
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::KeyUpdate, p1, &data),
+            expected,
+            "{data:02X?}"
+        );
+        let mut m = card.memory();
+        m.recover();
+        assert_eq!(m.cells(), before.cells(), "{data:02X?} changed the card");
+    }
+}

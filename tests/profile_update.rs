@@ -45,6 +45,7 @@ fn a_profile_update_reaches_the_card_at_its_next_tap() {
     let mut till = Till::new(test_terminal(1), journal, config).unwrap();
     let update = v2(id);
     till.set_profile_updates([ProfileUpdate {
+        key_version: 1,
         issuer_mac: pmac(&update),
         profile: update,
     }]);

@@ -117,6 +117,7 @@ fn removal_campaign_journals_explain_every_card() {
             tills[t].set_settled([(
                 st.card_id,
                 SettledCounter {
+                    key_version: 1,
                     counter: n,
                     issuer_mac: tessera_suite::issuer_mac(&st.card_id, IssuerDecision::Settled(n)),
                 },

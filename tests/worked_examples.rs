@@ -90,6 +90,7 @@ fn generate() -> Examples {
     terminal.set_unblocks([(
         id,
         Unblock {
+            key_version: 1,
             seq: 1,
             issuer_mac: unblock_mac,
         },

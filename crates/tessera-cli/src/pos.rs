@@ -325,12 +325,31 @@ fn load_profile_updates(dir: &Path) -> Vec<ProfileUpdate> {
         .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .filter_map(|doc| {
             let blob = hex::decode(doc.get("profile")?.as_str()?).ok()?;
-            Some(ProfileUpdate {
-                profile: tessera_protocol::profile::SignedProfile::parse(&blob).ok()?,
-                issuer_mac: mac_of(doc.get("issuer_mac")?)?,
-            })
+            let profile = tessera_protocol::profile::SignedProfile::parse(&blob).ok()?;
+            Some(
+                macs_of(doc.get("issuer_macs")?)
+                    .into_iter()
+                    .map(|(key_version, issuer_mac)| ProfileUpdate {
+                        key_version,
+                        profile: profile.clone(),
+                        issuer_mac,
+                    })
+                    .collect::<Vec<_>>(),
+            )
         })
+        .flatten()
         .collect()
+}
+
+/// `{"<key version>": "<MAC hex>", …}`: unreadable entries are skipped.
+fn macs_of(v: &serde_json::Value) -> Vec<(u8, [u8; 8])> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, mac_of(v)?)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn mac_of(v: &serde_json::Value) -> Option<[u8; 8]> {
@@ -343,7 +362,7 @@ fn mac_of(v: &serde_json::Value) -> Option<[u8; 8]> {
 /// `{"cards": {"<CARD>": {…}}}`. A missing or unreadable file means none;
 /// every entry is checked by the card (issuer MAC), so an edited file can
 /// only make the card refuse it.
-fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Option<T>) -> Vec<([u8; 8], T)> {
+fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Vec<T>) -> Vec<([u8; 8], T)> {
     let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
         return Vec::new();
     };
@@ -358,8 +377,9 @@ fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Op
         .filter_map(|(id, v)| {
             let mut card = [0u8; 8];
             hex::decode_to_slice(id, &mut card).ok()?;
-            Some((card, f(v)?))
+            Some(f(v).into_iter().map(move |t| (card, t)))
         })
+        .flatten()
         .collect()
 }
 
@@ -367,31 +387,61 @@ fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Op
 /// issuer's MAC.
 fn load_settled(dir: &Path) -> Vec<([u8; 8], SettledCounter)> {
     load_card_map(dir, "settled.json", |v| {
-        Some(SettledCounter {
-            counter: u32::try_from(v.get("counter")?.as_u64()?).ok()?,
-            issuer_mac: mac_of(v.get("issuer_mac")?)?,
-        })
+        let Some(counter) = v
+            .get("counter")
+            .and_then(|c| c.as_u64())
+            .and_then(|c| u32::try_from(c).ok())
+        else {
+            return Vec::new();
+        };
+        v.get("issuer_macs")
+            .map(macs_of)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key_version, issuer_mac)| SettledCounter {
+                key_version,
+                counter,
+                issuer_mac,
+            })
+            .collect()
     })
 }
 
 /// KEY UPDATEs fetched by `pos sync` (`key-updates.json`).
 fn load_key_updates(dir: &Path) -> Vec<([u8; 8], tessera_protocol::messages::KeyUpdateCommand)> {
     load_card_map(dir, "key-updates.json", |v| {
-        Some(tessera_protocol::messages::KeyUpdateCommand {
-            key_version: u8::try_from(v.get("key_version")?.as_u64()?).ok()?,
-            ciphertext: hex::decode(v.get("ciphertext")?.as_str()?).ok()?,
-            issuer_mac: mac_of(v.get("issuer_mac")?)?,
-        })
+        (|| {
+            Some(tessera_protocol::messages::KeyUpdateCommand {
+                key_version: u8::try_from(v.get("key_version")?.as_u64()?).ok()?,
+                ciphertext: hex::decode(v.get("ciphertext")?.as_str()?).ok()?,
+                issuer_mac: mac_of(v.get("issuer_mac")?)?,
+            })
+        })()
+        .into_iter()
+        .collect()
     })
 }
 
 /// Issuer UNBLOCKs fetched by `pos sync` (`unblocks.json`).
 fn load_unblocks(dir: &Path) -> Vec<([u8; 8], Unblock)> {
     load_card_map(dir, "unblocks.json", |v| {
-        Some(Unblock {
-            seq: u32::try_from(v.get("seq")?.as_u64()?).ok()?,
-            issuer_mac: mac_of(v.get("issuer_mac")?)?,
-        })
+        let Some(seq) = v
+            .get("seq")
+            .and_then(|c| c.as_u64())
+            .and_then(|c| u32::try_from(c).ok())
+        else {
+            return Vec::new();
+        };
+        v.get("issuer_macs")
+            .map(macs_of)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key_version, issuer_mac)| Unblock {
+                key_version,
+                seq,
+                issuer_mac,
+            })
+            .collect()
     })
 }
 
@@ -530,7 +580,7 @@ fn decision_failure(d: &Decision) -> Failure {
 
 fn tap(a: &CardArgs, op: Op, again: bool) -> Result<(), Failure> {
     let mut till = open_till(&a.terminal)?;
-    let unblocks_before = till.terminal_mut().unblocks().len();
+    let unblocks_before = till.terminal_mut().unblocks().count();
     let mut card = open_card(a)?;
     let dir = terminal_dir(&a.terminal);
     let mut t = match till.tap(&mut card) {
@@ -724,7 +774,7 @@ fn already_done_failure(earlier: &[JournalRecord]) -> Failure {
 /// After a tap that delivered an UNBLOCK (or found it seen already), keeps
 /// only the unblocks still waiting for their card.
 fn keep_waiting_unblocks(till: &mut CliTill, dir: &Path, before: usize) -> Result<(), Failure> {
-    let now: Vec<([u8; 8], Unblock)> = till.terminal_mut().unblocks().iter().map(|(c, u)| (*c, *u)).collect();
+    let now: Vec<([u8; 8], Unblock)> = till.terminal_mut().unblocks().map(|(c, u)| (*c, *u)).collect();
     if now.len() == before {
         return Ok(());
     }

@@ -320,7 +320,7 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
         match (ok, blob) {
             (true, Some(b)) => {
                 std::fs::create_dir_all(&updates_dir).map_err(|e| file_err("profile updates", e))?;
-                let doc = json!({"version": 1, "profile": hex::encode(&b), "issuer_mac": p.issuer_mac});
+                let doc = json!({"version": 2, "profile": hex::encode(&b), "issuer_macs": p.issuer_macs});
                 write_private_atomic(
                     &updates_dir.join(format!("{}.json", p.card_id)),
                     format!("{doc:#}\n").as_bytes(),
@@ -342,20 +342,20 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
         .map(|s| {
             (
                 s.card_id.clone(),
-                json!({"counter": s.counter, "issuer_mac": s.issuer_mac}),
+                json!({"counter": s.counter, "issuer_macs": s.issuer_macs}),
             )
         })
         .collect();
-    let doc = json!({"version": 2, "synced_at": data.issued_at, "cards": settled});
+    let doc = json!({"version": 3, "synced_at": data.issued_at, "cards": settled});
     write_atomic(&dir.join("settled.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("settled", e))?;
 
     // Unblocks for cards locked by failed authentications.
     let unblocks: serde_json::Map<String, serde_json::Value> = data
         .unblocks
         .iter()
-        .map(|u| (u.card_id.clone(), json!({"seq": u.seq, "issuer_mac": u.issuer_mac})))
+        .map(|u| (u.card_id.clone(), json!({"seq": u.seq, "issuer_macs": u.issuer_macs})))
         .collect();
-    let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": unblocks});
+    let doc = json!({"version": 2, "synced_at": data.issued_at, "cards": unblocks});
     write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("unblocks", e))?;
 
     // Key updates after a key rotation (encrypted for each card).

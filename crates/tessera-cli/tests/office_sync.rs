@@ -286,7 +286,7 @@ fn hand_edited_settled_json_does_not_lift_offline_limits() {
     // The edit: everything up to counter 6 "settled", with a made-up MAC.
     std::fs::write(
         shop.term().join("settled.json"),
-        r#"{"version": 2, "cards": {"7E57000000000B01": {"counter": 6, "issuer_mac": "0000000000000000"}}}"#,
+        r#"{"version": 3, "cards": {"7E57000000000B01": {"counter": 6, "issuer_macs": {"2": "0000000000000000"}}}}"#,
     )
     .unwrap();
     let out = shop.pos(&["pos", "redeem", "--points", "10"]);
@@ -436,6 +436,27 @@ fn key_rotation_moves_cards_at_their_next_tap() {
     assert_eq!(j["keys_updated"], 3, "{j}");
     let image: serde_json::Value = serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
     assert_eq!(image["cells"]["key_version"], "03");
+    // Locked right after the move, before the ledger has seen any record of
+    // the new version: the office's unblock carries a MAC for each version
+    // the card may hold, and the till uses the one for the card's.
+    let text = std::fs::read_to_string(&card).unwrap();
+    std::fs::write(
+        &card,
+        text.replace("\"auth_failures\": \"00\"", "\"auth_failures\": \"05\""),
+    )
+    .unwrap();
+    assert_eq!(pos3(&["pos", "read", "--card", &card]).status.code(), Some(1), "locked");
+    ok(
+        &shop.term(),
+        &["office", "unblock", "--dir", &o, "--card", "7E57000000000B01"],
+    );
+    assert!(pos3(&["pos", "sync", "--server", &server.1]).status.success());
+    let out = pos3(&["pos", "read", "--card", &card]);
+    assert!(
+        out.status.success(),
+        "unblocked: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Business as usual under the new keys, then the books.
     assert!(pos3(&["pos", "earn", "--card", &card, "--amount", "20"])
         .status

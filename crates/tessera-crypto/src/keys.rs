@@ -158,6 +158,10 @@ struct KeyFile {
     issuer_signing_key: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     older: Vec<OlderFile>,
+    /// The version K_perso is diversified with (the perso master is not
+    /// rotated); absent: the key version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    perso_version: Option<u8>,
 }
 
 fn parse_issuer_id(s: &str) -> Result<IssuerId, CryptoError> {
@@ -178,6 +182,10 @@ pub struct IssuerKeys {
     pub cert_master: Key,
     /// Master of the cards' transport (personalization) keys.
     pub perso_master: Key,
+    /// The version the transport keys are diversified with: the key
+    /// version the store was created with. A rotation does not change the
+    /// perso master, so cards manufactured before it still personalize.
+    pub perso_version: u8,
     /// Master of the terminals' settlement batch keys.
     pub batch_master: Key,
     /// Master of the cards' issuer keys K_iss (v2): issuer decisions.
@@ -203,6 +211,7 @@ impl IssuerKeys {
             auth_master: Key::from_hex(&f.auth_master)?,
             cert_master: Key::from_hex(&f.cert_master)?,
             perso_master: Key::from_hex(&f.perso_master)?,
+            perso_version: f.perso_version.unwrap_or(f.key_version),
             batch_master: Key::from_hex(&f.batch_master)?,
             issuer_master: Key::from_hex(&f.issuer_master)?,
             issuer: IssuerKey::from_hex(&f.issuer_signing_key)?,
@@ -362,6 +371,7 @@ impl IssuerKeys {
             auth_master: fresh(),
             cert_master: fresh(),
             perso_master: fresh(),
+            perso_version: key_version,
             batch_master: fresh(),
             issuer_master: fresh(),
             issuer: IssuerKey::generate(),
@@ -391,6 +401,7 @@ impl IssuerKeys {
                     issuer_master: hex::encode(o.issuer_master.bytes()),
                 })
                 .collect(),
+            perso_version: (self.perso_version != self.key_version).then_some(self.perso_version),
         };
         let out = zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default());
         let KeyFile {
@@ -453,7 +464,7 @@ impl IssuerKeys {
     /// The card's transport key, which the card factory loads before
     /// personalization (spec §5.8).
     pub fn card_perso_key(&self, card_id: &CardId) -> Key {
-        diversify(&self.perso_master, labels::CARD_PERSO, card_id, self.key_version)
+        diversify(&self.perso_master, labels::CARD_PERSO, card_id, self.perso_version)
     }
 
     /// The card's authentication key.
@@ -602,5 +613,67 @@ impl TerminalBundle {
             },
             batch_key: Key::from_hex(&f.batch_key)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_older_versions_and_the_transport_keys() {
+        let mut keys = IssuerKeys::generate(2).unwrap();
+        let card = [7u8; 8];
+        let perso = keys.card_perso_key(&card);
+        let old_auth = keys.card_auth_key(&card);
+        let old_iss = keys.card_issuer_key(&card);
+        keys.rotate().unwrap();
+        assert_eq!(keys.key_version, 3);
+        assert_eq!(keys.key_versions(), vec![2, 3]);
+        assert_eq!(
+            keys.card_perso_key(&card),
+            perso,
+            "blank cards made before still personalize"
+        );
+        assert_ne!(keys.card_auth_key(&card), old_auth);
+        assert_eq!(keys.card_issuer_key_of(&card, 2), Some(old_iss.clone()));
+        // The store survives its file.
+        let back = IssuerKeys::from_json(&keys.to_json()).unwrap();
+        assert_eq!(back.key_versions(), vec![2, 3]);
+        assert_eq!(back.card_perso_key(&card), perso);
+        assert_eq!(back.terminal_keys().auth_masters.len(), 2);
+        assert_eq!(back.cert_masters().len(), 2);
+        // The KEY UPDATE decrypts, with the old issuer key, to the new keys.
+        let ku = back.key_update(&card, 2).unwrap();
+        assert_eq!(ku.command.key_version, 3);
+        let plain = decrypt_new_keys(&key_update_key(&old_iss, &card, 3), 3, &ku.command.ciphertext).unwrap();
+        let new = tessera_protocol::messages::NewCardKeys::parse(&plain).unwrap();
+        assert_eq!(&*new.key_auth, back.card_auth_key(&card).bytes());
+        assert_eq!(&*new.key_issuer, back.card_issuer_key(&card).bytes());
+        let expected = issuer_mac(
+            &old_iss,
+            &card,
+            IssuerDecision::KeyUpdate {
+                key_version: 3,
+                ciphertext: &ku.command.ciphertext,
+            },
+        );
+        assert_eq!(ku.command.issuer_mac, expected);
+        assert!(back.key_update(&card, 3).is_none(), "already current");
+        assert!(back.key_update(&card, 1).is_none(), "unknown version");
+    }
+
+    #[test]
+    fn production_bundles_refuse_the_test_identity() {
+        let test = IssuerKeys::test().unwrap();
+        assert!(test.is_test());
+        assert!(TerminalBundle::from_json(&test.terminal_bundle(1).to_json()).is_err());
+        assert!(TerminalBundle::from_json_any(&test.terminal_bundle(1).to_json()).is_ok());
+        let prod = IssuerKeys::generate(2).unwrap();
+        assert!(!prod.is_test());
+        assert!(TerminalBundle::from_json(&prod.terminal_bundle(1).to_json()).is_ok());
+        assert!(IssuerKeys::generate(1).is_err());
     }
 }

@@ -388,11 +388,16 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
     // card's issuer key of its own key version: the till relays them, the
     // card checks them.
     let keys = &office.keys;
-    let mac = |card: &[u8; 8], decision: IssuerDecision<'_>| {
-        let v = versions.get(card).copied().unwrap_or(keys.key_version);
-        keys.issuer_mac_of(card, v, decision)
-            .map(hex::encode)
-            .unwrap_or_default()
+    // One MAC per key version the card may hold: from the one the ledger
+    // last saw (a card that moved at a KEY UPDATE is seen at its new version
+    // only once a certificate of it arrives) to the office's current one.
+    let mac = |card: &[u8; 8], decision: IssuerDecision<'_>| -> std::collections::BTreeMap<u8, String> {
+        let from = versions.get(card).copied().unwrap_or(keys.key_version);
+        keys.key_versions()
+            .into_iter()
+            .filter(|v| *v >= from)
+            .filter_map(|v| keys.issuer_mac_of(card, v, decision).map(|m| (v, hex::encode(m))))
+            .collect()
     };
     let mut data = SyncData {
         format: SYNC_FORMAT.into(),
@@ -409,7 +414,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, version, blob)| SyncProfile {
                 card_id: hex::encode_upper(card),
                 version,
-                issuer_mac: mac(&card, IssuerDecision::Profile(&blob)),
+                issuer_macs: mac(&card, IssuerDecision::Profile(&blob)),
                 profile: hex::encode(blob),
             })
             .collect(),
@@ -418,7 +423,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, counter)| SyncSettled {
                 card_id: hex::encode_upper(card),
                 counter,
-                issuer_mac: mac(&card, IssuerDecision::Settled(counter)),
+                issuer_macs: mac(&card, IssuerDecision::Settled(counter)),
             })
             .collect(),
         unblocks: unblocks
@@ -426,7 +431,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .map(|(card, seq)| SyncUnblock {
                 card_id: hex::encode_upper(card),
                 seq,
-                issuer_mac: mac(&card, IssuerDecision::Unblock(seq)),
+                issuer_macs: mac(&card, IssuerDecision::Unblock(seq)),
             })
             .collect(),
         key_updates: behind

@@ -1,5 +1,7 @@
 //! The sync document and its MAC (see the crate documentation).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tessera_crypto::{cmac, ct_eq, Key};
@@ -37,9 +39,11 @@ pub struct SyncProfile {
     pub version: u16,
     /// The signed profile blob, hex.
     pub profile: String,
-    /// The issuer MAC over the blob (applet-spec §5.9), hex: the card
+    /// The issuer MAC over the blob (applet-spec §5.9), hex, by the card
+    /// key version whose issuer key made it (one per version the card may
+    /// hold: after a key rotation the card moves at its next tap). The card
     /// checks it; no terminal can make one.
-    pub issuer_mac: String,
+    pub issuer_macs: BTreeMap<u8, String>,
 }
 
 /// The highest settled counter of a card.
@@ -50,8 +54,9 @@ pub struct SyncSettled {
     pub card_id: String,
     /// Transactions up to this card counter are settled.
     pub counter: u32,
-    /// The issuer MAC over the counter (applet-spec §5.9), hex.
-    pub issuer_mac: String,
+    /// The issuer MAC over the counter (applet-spec §5.9), hex, by key
+    /// version (as for profile updates).
+    pub issuer_macs: BTreeMap<u8, String>,
 }
 
 /// An issuer UNBLOCK for a card whose authentication is blocked.
@@ -62,8 +67,8 @@ pub struct SyncUnblock {
     pub card_id: String,
     /// The issuer sequence (applet-spec §4.14).
     pub seq: u32,
-    /// The issuer MAC over it, hex.
-    pub issuer_mac: String,
+    /// The issuer MAC over it, hex, by key version.
+    pub issuer_macs: BTreeMap<u8, String>,
 }
 
 /// A KEY UPDATE for a card still below the office's key version.
@@ -178,17 +183,17 @@ mod tests {
                 card_id: "1000000000000002".into(),
                 version: 2,
                 profile: "00".into(),
-                issuer_mac: "0102030405060708".into(),
+                issuer_macs: [(2, "0102030405060708".into())].into(),
             }],
             settled: vec![SyncSettled {
                 card_id: "1000000000000002".into(),
                 counter: 4,
-                issuer_mac: "0102030405060708".into(),
+                issuer_macs: [(2, "0102030405060708".into())].into(),
             }],
             unblocks: vec![SyncUnblock {
                 card_id: "1000000000000003".into(),
                 seq: 1,
-                issuer_mac: "0102030405060708".into(),
+                issuer_macs: [(2, "0102030405060708".into()), (3, "0807060504030201".into())].into(),
             }],
             key_updates: vec![SyncKeyUpdate {
                 card_id: "1000000000000004".into(),

@@ -786,7 +786,7 @@ impl core::fmt::Debug for NewCardKeys {
 }
 
 impl NewCardKeys {
-    /// Encodes `D4 ‖ D5 ‖ DF05` (54 bytes).
+    /// Encodes `D4 ‖ D5 ‖ DF05` (55 bytes).
     pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
         zeroize::Zeroizing::new(encode_all(&[
             (tags::KEY_AUTH, self.key_auth.as_slice()),

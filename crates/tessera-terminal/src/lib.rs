@@ -151,7 +151,7 @@ pub struct Terminal<S: Sam, C: Clock> {
     cache: ProfileCache,
     trace: AuditTrace,
     rng: Rng,
-    unblocks: BTreeMap<CardId, Unblock>,
+    unblocks: BTreeMap<(CardId, u8), Unblock>,
 }
 
 impl<S: Sam, C: Clock> Terminal<S, C> {
@@ -236,13 +236,13 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
     /// card with a queued unblock gets it right after SELECT, so a card
     /// whose authentication was blocked opens again at this tap.
     pub fn set_unblocks(&mut self, unblocks: impl IntoIterator<Item = (CardId, Unblock)>) {
-        self.unblocks = unblocks.into_iter().collect();
+        self.unblocks = unblocks.into_iter().map(|(c, u)| ((c, u.key_version), u)).collect();
     }
 
     /// Unblocks still queued (not yet confirmed by a successful
-    /// authentication after delivery).
-    pub fn unblocks(&self) -> &BTreeMap<CardId, Unblock> {
-        &self.unblocks
+    /// authentication after delivery), by card and key version.
+    pub fn unblocks(&self) -> impl Iterator<Item = (&CardId, &Unblock)> {
+        self.unblocks.iter().map(|((c, _), u)| (c, u))
     }
 
     /// Starts a session with the card in `transport`: SELECT, mutual
@@ -306,9 +306,12 @@ impl<S: Sam, C: Clock> Terminal<S, C> {
 }
 
 /// An issuer-MAC'd UNBLOCK for one card (spec §4.14), as the office's sync
-/// feed delivers it.
+/// feed delivers it: for one key version of the card (around a key
+/// rotation the office sends one per version the card may hold).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unblock {
+    /// The card key version whose issuer key made the MAC.
+    pub key_version: u8,
     /// Issuer sequence (greater than the card's stored one).
     pub seq: u32,
     /// Issuer MAC over it.
@@ -363,7 +366,7 @@ fn open_session<S: Sam, C: Clock, T: Transport>(
         .ok_or_else(|| TerminalError::malformed("SELECT", "no profile digest"))?;
 
     // §4.14 UNBLOCK, when the issuer sent one for this card.
-    let queued_unblock = terminal.unblocks.get(&sel.card_id).copied();
+    let queued_unblock = terminal.unblocks.get(&(sel.card_id, sel.key_version)).copied();
     if let Some(u) = queued_unblock {
         let data = UnblockCommand {
             seq: u.seq,
@@ -376,7 +379,7 @@ fn open_session<S: Sam, C: Clock, T: Transport>(
         // (even a 9000, which carries no MAC) is confirmed only by the
         // authentication that follows.
         if resp.sw == StatusWord::WrongData {
-            terminal.unblocks.remove(&sel.card_id);
+            terminal.unblocks.retain(|(c, _), _| *c != sel.card_id);
         }
     }
 
@@ -428,7 +431,7 @@ fn open_session<S: Sam, C: Clock, T: Transport>(
         ));
     }
     if queued_unblock.is_some() {
-        terminal.unblocks.remove(&sel.card_id);
+        terminal.unblocks.retain(|(c, _), _| *c != sel.card_id);
     }
     Ok(Opened {
         card_id: sel.card_id,

@@ -34,9 +34,13 @@ use crate::policy::{authorize, date_from_unix, Decision, DeclineReason, Hotlist,
 use crate::{CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
 
 /// A profile update from the back office: the signed profile and the
-/// issuer's MAC over its exact blob (spec §5.9), which the card checks.
+/// issuer's MAC over its exact blob (spec §5.9), which the card checks. The
+/// MAC is made with the issuer key of one key version of the card; around a
+/// key rotation the office sends one per version the card may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileUpdate {
+    /// The card key version whose issuer key made the MAC.
+    pub key_version: u8,
     /// The new signed profile.
     pub profile: SignedProfile,
     /// Issuer MAC over the blob.
@@ -44,9 +48,12 @@ pub struct ProfileUpdate {
 }
 
 /// The back office's settled counter for one card, with the issuer's MAC
-/// over it (spec §5.9): a till can relay it, not make one.
+/// over it (spec §5.9): a till can relay it, not make one. As for
+/// [`ProfileUpdate`], the MAC is for one key version of the card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettledCounter {
+    /// The card key version whose issuer key made the MAC.
+    pub key_version: u8,
     /// Every transaction of the card up to this counter is settled.
     pub counter: u32,
     /// Issuer MAC over the counter.
@@ -113,8 +120,8 @@ pub struct Till<S: Sam, C: Clock> {
     terminal: Terminal<S, C>,
     journal: Journal,
     config: TillConfig,
-    profile_updates: BTreeMap<CardId, ProfileUpdate>,
-    settled: BTreeMap<CardId, SettledCounter>,
+    profile_updates: BTreeMap<(CardId, u8), ProfileUpdate>,
+    settled: BTreeMap<(CardId, u8), SettledCounter>,
     key_updates: BTreeMap<CardId, KeyUpdateCommand>,
 }
 
@@ -164,14 +171,17 @@ impl<S: Sam, C: Clock> Till<S, C> {
     /// Profile updates from the back office, written to each card at its
     /// next tap here (when newer than the card's).
     pub fn set_profile_updates(&mut self, updates: impl IntoIterator<Item = ProfileUpdate>) {
-        self.profile_updates = updates.into_iter().map(|p| (p.profile.profile.card_id, p)).collect();
+        self.profile_updates = updates
+            .into_iter()
+            .map(|p| ((p.profile.profile.card_id, p.key_version), p))
+            .collect();
     }
 
     /// The back office's settled counters per card (from a sync): at its
     /// next tap here, a card whose offline velocity counters still count
     /// settled redemptions gets ACKNOWLEDGE SETTLEMENT.
     pub fn set_settled(&mut self, settled: impl IntoIterator<Item = (CardId, SettledCounter)>) {
-        self.settled = settled.into_iter().collect();
+        self.settled = settled.into_iter().map(|(c, s)| ((c, s.key_version), s)).collect();
     }
 
     /// KEY UPDATEs from the back office (after a key rotation): a card
@@ -232,14 +242,15 @@ impl<S: Sam, C: Clock> Till<S, C> {
             return Err(TillError::Hotlisted);
         }
         let id = tap.session.card().card_id;
+        let kv = tap.session.card().key_version;
         if let Some(update) = profile_updates
-            .get(&id)
+            .get(&(id, kv))
             .filter(|u| u.profile.profile.version > tap.session.card().profile.version)
         {
             match tap.session.update_profile(&update.profile, update.issuer_mac) {
                 Ok(()) => {
                     tap.profile_updated = Some(update.profile.profile.version);
-                    profile_updates.remove(&id);
+                    profile_updates.retain(|(c, _), _| *c != id);
                 }
                 // The link failed: the tap cannot go on.
                 Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
@@ -255,7 +266,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
         }
         let card = tap.session.card();
         if let Some(&s) = settled
-            .get(&id)
+            .get(&(id, kv))
             .filter(|s| s.counter > card.velocity.settled_counter && s.counter <= card.counter)
         {
             match tap.session.acknowledge_settlement(s.counter, s.issuer_mac) {
