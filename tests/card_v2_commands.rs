@@ -12,7 +12,7 @@ use tessera_protocol::messages::{AuthCommand, SelectResponse};
 use tessera_protocol::tlv::{encode, encode_all, tags};
 use tessera_protocol::{Ins, StatusWord, AID};
 use tessera_simulator::SimCard;
-use tessera_suite::{card_id, issued_card, issuer_mac, test_terminal};
+use tessera_suite::{card_id, card_with_history, issuer_mac};
 use tessera_transport::Transport;
 
 fn sw(resp: &[u8]) -> StatusWord {
@@ -47,19 +47,9 @@ fn secure(card: &mut SimCard, ch: &mut SecureChannel, ins: Ins, p1: u8, data: &[
     sw(&card.transmit(&cmd.to_bytes()).unwrap())
 }
 
-fn funded(n: u32) -> SimCard {
-    let (mut card, _) = issued_card(n, u64::from(n));
-    let mut t = test_terminal(1);
-    let mut s = t.tap(&mut card).unwrap();
-    s.earn(500).unwrap();
-    s.redeem(100).unwrap();
-    drop(s);
-    card
-}
-
 #[test]
 fn acknowledge_settlement_bad_input() {
-    let mut card = funded(500);
+    let mut card = card_with_history(500);
     let id = card_id(500);
     let before = card.memory();
     let good = issuer_mac(&id, IssuerDecision::Settled(2));
@@ -125,7 +115,7 @@ fn acknowledge_settlement_bad_input() {
 
 #[test]
 fn unblock_bad_input() {
-    let mut card = funded(501);
+    let mut card = card_with_history(501);
     let id = card_id(501);
     let before = card.memory();
     let good = issuer_mac(&id, IssuerDecision::Unblock(1));
@@ -202,7 +192,7 @@ fn unblock_bad_input() {
 
 #[test]
 fn update_profile_and_refund_bad_input() {
-    let mut card = funded(502);
+    let mut card = card_with_history(502);
     let id = card_id(502);
     let before = card.memory();
     // UPDATE PROFILE in the v1 layout (no issuer MAC): 6A80.
@@ -279,7 +269,7 @@ fn v1_card_refuses_issuer_decisions() {
 
 #[test]
 fn key_update_bad_input() {
-    let mut card = funded(503);
+    let mut card = card_with_history(503);
     let id = card_id(503);
     let before = card.memory();
     let mut rotated = IssuerKeys::test().unwrap();

@@ -15,7 +15,7 @@ use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY};
 use tessera_protocol::messages::{Lifecycle, UnblockCommand};
 use tessera_protocol::{Ins, AID};
 use tessera_simulator::{Eeprom, Faults, PowerCut, SimCard};
-use tessera_suite::{anna, card_id, issued_card, issuer_mac, test_terminal};
+use tessera_suite::{anna, card_id, card_with_history, issued_card, issuer_mac, test_terminal};
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::{FixedClock, SoftwareSam, Terminal, TerminalError};
 use tessera_transport::{Transport, TransportError};
@@ -130,13 +130,7 @@ fn cut_everywhere_checked(
 
 /// A card with an earn (counter 1, 500 points) and a redemption (counter 2).
 fn with_history(n: u32) -> Eeprom {
-    let (mut card, _) = issued_card(n, u64::from(n));
-    let mut t = test_terminal(1);
-    let mut s = t.tap(&mut card).unwrap();
-    s.earn(500).unwrap();
-    s.redeem(100).unwrap();
-    drop(s);
-    card.memory()
+    card_with_history(n).memory()
 }
 
 #[test]

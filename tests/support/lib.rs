@@ -84,3 +84,19 @@ pub fn issuer_mac(card: &[u8; 8], decision: tessera_crypto::keys::IssuerDecision
         .expect("test keys")
         .issuer_mac(card, decision)
 }
+
+/// Card number `n` (test keys, seeded by `n`) after an earn of 500 points
+/// (counter 1) and a redemption of 100 (counter 2) at terminal 1.
+///
+/// # Panics
+/// If a transaction fails, which is a test failure.
+#[allow(clippy::expect_used)]
+pub fn card_with_history(n: u32) -> SimCard {
+    let (mut card, _) = issued_card(n, u64::from(n));
+    let mut t = test_terminal(1);
+    let mut s = t.tap(&mut card).expect("tap");
+    s.earn(500).expect("earn");
+    s.redeem(100).expect("redeem");
+    drop(s);
+    card
+}

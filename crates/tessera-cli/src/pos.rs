@@ -383,27 +383,34 @@ fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Ve
         .collect()
 }
 
+/// One issuer decision per key version: `{"<number field>": N,
+/// "issuer_macs": {"<version>": "<MAC>"}}` gives `make(N, version, MAC)`
+/// for each MAC.
+fn per_version<T>(v: &serde_json::Value, field: &str, make: impl Fn(u32, u8, [u8; 8]) -> T) -> Vec<T> {
+    let Some(n) = v
+        .get(field)
+        .and_then(|c| c.as_u64())
+        .and_then(|c| u32::try_from(c).ok())
+    else {
+        return Vec::new();
+    };
+    v.get("issuer_macs")
+        .map(macs_of)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(version, mac)| make(n, version, mac))
+        .collect()
+}
+
 /// Settled counters fetched by `pos sync` (`settled.json`), each with the
-/// issuer's MAC.
+/// issuer's MAC for each key version the card may hold.
 fn load_settled(dir: &Path) -> Vec<([u8; 8], SettledCounter)> {
     load_card_map(dir, "settled.json", |v| {
-        let Some(counter) = v
-            .get("counter")
-            .and_then(|c| c.as_u64())
-            .and_then(|c| u32::try_from(c).ok())
-        else {
-            return Vec::new();
-        };
-        v.get("issuer_macs")
-            .map(macs_of)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(key_version, issuer_mac)| SettledCounter {
-                key_version,
-                counter,
-                issuer_mac,
-            })
-            .collect()
+        per_version(v, "counter", |counter, key_version, issuer_mac| SettledCounter {
+            key_version,
+            counter,
+            issuer_mac,
+        })
     })
 }
 
@@ -425,23 +432,11 @@ fn load_key_updates(dir: &Path) -> Vec<([u8; 8], tessera_protocol::messages::Key
 /// Issuer UNBLOCKs fetched by `pos sync` (`unblocks.json`).
 fn load_unblocks(dir: &Path) -> Vec<([u8; 8], Unblock)> {
     load_card_map(dir, "unblocks.json", |v| {
-        let Some(seq) = v
-            .get("seq")
-            .and_then(|c| c.as_u64())
-            .and_then(|c| u32::try_from(c).ok())
-        else {
-            return Vec::new();
-        };
-        v.get("issuer_macs")
-            .map(macs_of)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(key_version, issuer_mac)| Unblock {
-                key_version,
-                seq,
-                issuer_mac,
-            })
-            .collect()
+        per_version(v, "seq", |seq, key_version, issuer_mac| Unblock {
+            key_version,
+            seq,
+            issuer_mac,
+        })
     })
 }
 

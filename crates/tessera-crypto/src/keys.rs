@@ -164,6 +164,14 @@ struct KeyFile {
     perso_version: Option<u8>,
 }
 
+/// A fresh 128-bit key from OS randomness.
+fn fresh_key() -> Key {
+    use rand_core::RngCore;
+    let mut k = zeroize::Zeroizing::new([0u8; 16]);
+    rand_core::OsRng.fill_bytes(k.as_mut_slice());
+    Key::new(*k)
+}
+
 fn parse_issuer_id(s: &str) -> Result<IssuerId, CryptoError> {
     let mut id = [0u8; 4];
     hex::decode_to_slice(s, &mut id).map_err(|_| CryptoError::BadKey)?;
@@ -238,13 +246,7 @@ impl IssuerKeys {
     /// # Errors
     /// [`CryptoError::BadKey`] when the key version is exhausted (255).
     pub fn rotate(&mut self) -> Result<(), CryptoError> {
-        use rand_core::RngCore;
-        let fresh = || {
-            let mut k = zeroize::Zeroizing::new([0u8; 16]);
-            rand_core::OsRng.fill_bytes(k.as_mut_slice());
-            Key::new(*k)
-        };
-        self.rotate_to(fresh(), fresh(), fresh())
+        self.rotate_to(fresh_key(), fresh_key(), fresh_key())
     }
 
     /// [`IssuerKeys::rotate`] with given masters (worked examples, tests).
@@ -360,11 +362,7 @@ impl IssuerKeys {
         while issuer_id == [0u8; 4] || issuer_id == TEST_ISSUER_ID {
             rand_core::OsRng.fill_bytes(&mut issuer_id);
         }
-        let fresh = || {
-            let mut k = zeroize::Zeroizing::new([0u8; 16]);
-            rand_core::OsRng.fill_bytes(k.as_mut_slice());
-            Key::new(*k)
-        };
+        let fresh = fresh_key;
         Ok(Self {
             issuer_id,
             key_version,
