@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tessera_crypto::cert::certificate;
 use tessera_crypto::{ct_eq, Key};
-use tessera_protocol::messages::{CardId, LogRecord};
+use tessera_protocol::messages::{CardId, LogRecord, TxKind};
 use tessera_terminal::batch::{Ack, AckStatus, BatchError, BatchReader, Header};
 use tessera_terminal::journal::{tx_kind, Entry, EntryKind, Verdict};
 
@@ -1201,6 +1201,72 @@ impl<'c> Posting<'c> {
         st.card_balance = found;
         st.last_counter = rec.counter;
         st.dirty = true;
+        if matches!(rec.kind, TxKind::RefundEarn | TxKind::RefundRedeem) {
+            self.pair_refund(card, rec, terminal_id, batch_no, seq)?;
+        }
+        Ok(())
+    }
+
+    /// Pairs a posted refund with its original, chain-wide: the original
+    /// must be in the books, of the kind the refund reverses, and the
+    /// refunds of it so far (of that kind) plus this one may not exceed its
+    /// points. Posting
+    /// runs in counter order and a refund's reference is older, so the
+    /// original and every earlier refund of it are posted already.
+    fn pair_refund(
+        &mut self,
+        card: &CardId,
+        rec: &LogRecord,
+        terminal_id: u32,
+        batch_no: u32,
+        seq: u32,
+    ) -> Result<(), LedgerError> {
+        let original: Option<(String, u32)> = self
+            .conn
+            .prepare_cached(
+                "SELECT tx_type, points FROM card_transactions
+                 WHERE card_id = ?1 AND counter = ?2 AND status = 'posted'",
+            )?
+            .query_row(params![&card[..], rec.reference], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let earlier: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(points), 0) FROM card_transactions
+                 WHERE card_id = ?1 AND reference = ?2 AND counter < ?3 AND status = 'posted' AND tx_type = ?4",
+            )?
+            .query_row(params![&card[..], rec.reference, rec.counter, rec.kind.name()], |r| {
+                r.get(0)
+            })?;
+        let reverses = match rec.kind {
+            TxKind::RefundEarn => TxKind::Earn,
+            _ => TxKind::Redeem,
+        };
+        let problem = match &original {
+            None => Some((ExceptionClass::RefundMismatch, "the original is not in the books")),
+            Some((kind, _)) if kind != reverses.name() => {
+                Some((ExceptionClass::RefundMismatch, "the original is of another kind"))
+            }
+            Some((_, points)) if earlier >= i64::from(*points) => Some((
+                ExceptionClass::DuplicateRefund,
+                "the original was refunded in full already",
+            )),
+            Some((_, points)) if earlier + i64::from(rec.amount) > i64::from(*points) => Some((
+                ExceptionClass::RefundMismatch,
+                "the refunds exceed the original's points",
+            )),
+            Some(_) => None,
+        };
+        if let Some((class, why)) = problem {
+            let ev = json!({
+                "seq": seq,
+                "why": why,
+                "original": original.map(|(kind, points)| json!({"counter": rec.reference, "type": kind, "points": points})),
+                "refunded_before": earlier,
+                "record": record_json(rec),
+            });
+            self.raise(class, Some(*card), Some(rec.counter), terminal_id, batch_no, ev)?;
+        }
         Ok(())
     }
 

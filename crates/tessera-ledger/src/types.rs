@@ -52,11 +52,19 @@ pub enum ExceptionClass {
     BrokenChain,
     /// A batch number received twice with different chain heads.
     BatchConflict,
+    /// A refund whose original is not in the books, is of another kind
+    /// (a refund of an earn naming a redemption, a refund of a refund), or
+    /// asks for more points than the original had. The record is posted —
+    /// the card moved the points — and the exception names it.
+    RefundMismatch,
+    /// A refund of an original that its earlier refunds had already
+    /// reversed in full: refunded twice, chain-wide.
+    DuplicateRefund,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -66,6 +74,8 @@ impl ExceptionClass {
         Self::RevokedTerminal,
         Self::BrokenChain,
         Self::BatchConflict,
+        Self::RefundMismatch,
+        Self::DuplicateRefund,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -80,6 +90,8 @@ impl ExceptionClass {
             Self::RevokedTerminal => "revoked-terminal",
             Self::BrokenChain => "broken-chain",
             Self::BatchConflict => "batch-conflict",
+            Self::RefundMismatch => "refund-mismatch",
+            Self::DuplicateRefund => "duplicate-refund",
         }
     }
 

@@ -426,6 +426,70 @@ fn a_balance_discontinuity_is_posted_flagged_and_explained() {
     );
 }
 
+/// Refunds are paired with their originals chain-wide (whichever tills
+/// delivered them): a second full refund, a refund of an earn booked as a
+/// refund of a redemption (the 100 000-point "refund" of an earn of 10), a
+/// refund above the original, a refund of a transaction the books never
+/// saw — each posted (the card moved the points) and each an exception.
+#[test]
+fn refunds_are_paired_with_their_originals() {
+    let shop = Shop::new();
+    let a = journal_batch(
+        &shop.journal_path(82),
+        82,
+        vec![
+            certified(EntryKind::Completion, 2, 1, TxKind::Earn, 10, 10, 82, 1, T0),
+            certified(EntryKind::Completion, 2, 2, TxKind::Earn, 200, 210, 82, 2, T0 + 10),
+            certified(EntryKind::Completion, 2, 3, TxKind::Redeem, 40, 170, 82, 3, T0 + 20),
+            certified_refund(2, 4, TxKind::RefundRedeem, 40, 210, 3, 82, 4, T0 + 30),
+        ],
+        T0,
+    );
+    // Another till's batch: it did not know the first refund.
+    let b = journal_batch(
+        &shop.journal_path(83),
+        83,
+        vec![
+            certified_refund(2, 5, TxKind::RefundRedeem, 40, 250, 3, 83, 1, T0 + 40),
+            certified_refund(2, 6, TxKind::RefundRedeem, 100_000, 100_250, 1, 83, 2, T0 + 50),
+            certified_refund(2, 7, TxKind::RefundEarn, 201, 100_049, 2, 83, 3, T0 + 60),
+            certified_refund(2, 8, TxKind::RefundEarn, 5, 100_044, 6, 83, 4, T0 + 70),
+            certified_refund(2, 9, TxKind::RefundEarn, 5, 100_039, 1, 83, 5, T0 + 80),
+        ],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(82, T0).unwrap();
+    ledger.register_terminal(83, T0).unwrap();
+    assert_eq!(ledger.ingest(&a[..], T0).unwrap().report.posted, 4);
+    assert!(classes(&ledger).is_empty(), "an earn, a redemption and its refund pair");
+    assert_eq!(ledger.ingest(&b[..], T0).unwrap().report.posted, 5);
+    let ex = ledger.exceptions().unwrap();
+    let got: Vec<(ExceptionClass, Option<u32>)> = ex.iter().map(|e| (e.class, e.counter)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ExceptionClass::DuplicateRefund, Some(5)),
+            (ExceptionClass::RefundMismatch, Some(6)),
+            (ExceptionClass::RefundMismatch, Some(7)),
+            (ExceptionClass::RefundMismatch, Some(8)),
+        ],
+        "{ex:#?}"
+    );
+    assert_eq!(ex[1].evidence["why"], "the original is of another kind");
+    assert_eq!(ex[2].evidence["why"], "the refunds exceed the original's points");
+    assert_eq!(
+        ex[3].evidence["why"], "the original is of another kind",
+        "a refund is not refundable"
+    );
+    // The partial refund of the earn of 10 (counter 9, 5 points) pairs.
+    let book = ledger.card(card_id(2)).unwrap().unwrap();
+    assert_eq!(
+        (book.shadow_balance, book.card_balance, book.discrepancy),
+        (100_039, 100_039, 0)
+    );
+}
+
 #[test]
 fn a_gap_holds_records_and_ages_into_an_exception_once() {
     let shop = Shop::new();

@@ -231,3 +231,34 @@ pub fn journal_batch(path: &Path, id: u32, entries: Vec<Entry>, now: u32) -> Vec
     }
     settle_journal(path, id, now)
 }
+
+/// A genuinely certified refund record naming `reference`, as a journal
+/// entry (as [`certified`]).
+#[allow(clippy::too_many_arguments)]
+pub fn certified_refund(
+    card: u32,
+    counter: u32,
+    tx: TxKind,
+    amount: u32,
+    balance_after: u32,
+    reference: u32,
+    terminal_id: u32,
+    terminal_seq: u32,
+    time: u32,
+) -> Entry {
+    let keys = keys();
+    let id = card_id(card);
+    let mut rec = LogRecord {
+        counter,
+        kind: tx,
+        amount,
+        balance_after,
+        terminal_id,
+        terminal_seq,
+        time,
+        reference,
+        certificate: [0; 16],
+    };
+    rec.certificate = certificate(&keys.card_cert_key(&id), &id, &rec);
+    Entry::from_card_record(EntryKind::Completion, time, &id, &rec)
+}
