@@ -653,7 +653,13 @@ fn import(a: &ImportArgs) -> Result<(), Failure> {
 }
 
 fn report(a: &ReportArgs) -> Result<(), Failure> {
-    let (_keys, ledger) = open_office(&a.office.dir)?;
+    let (_keys, mut ledger) = open_office(&a.office.dir)?;
+    if matches!(a.kind, ReportKind::Exceptions) {
+        // Holes that stayed open too long are exceptions by now.
+        ledger
+            .age_gaps(now()?, tessera_ledger::GAP_AGE_SECS)
+            .map_err(ledger_err)?;
+    }
     let date = a.date.as_deref().map(|d| date(d, "date")).transpose()?;
     let (title, value) = match a.kind {
         ReportKind::Reconciliation => (

@@ -435,6 +435,27 @@ fn process(
             let mut p = Posting::new(&tx, keys, tid, h.batch_no, now);
             let header = read(key, &mut |r| p.record(r))?;
             p.flush()?;
+            if p.totals != header.totals {
+                // Genuine (the MAC verified) but not what the records say:
+                // the records are posted, the header's claim is named.
+                let mut ev = batch_evidence(&header);
+                ev["why"] = json!("the header's totals are not the records' totals");
+                ev["records_totals"] = serde_json::to_value(&p.totals).unwrap_or_default();
+                let e = raise(
+                    &tx,
+                    ExceptionClass::TotalsMismatch,
+                    None,
+                    None,
+                    Some(tid),
+                    Some(header.batch_no),
+                    ev,
+                    now,
+                )?;
+                p.report.exceptions_total += 1;
+                if p.report.exceptions.len() < REPORTED_EXCEPTIONS {
+                    p.report.exceptions.push(e);
+                }
+            }
             let head = unhex32(&header.head)?;
             tx.execute(
                 "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
@@ -726,6 +747,9 @@ struct Posting<'c> {
     cards: HashMap<CardId, CardState>,
     certs: CertKeys<'c>,
     report: IngestReport,
+    /// Card transactions per type, as the records say (to check the
+    /// header's totals against).
+    totals: std::collections::BTreeMap<String, tessera_terminal::batch::Total>,
 }
 
 impl<'c> Posting<'c> {
@@ -743,6 +767,7 @@ impl<'c> Posting<'c> {
             cards: HashMap::new(),
             certs: CertKeys::new(keys),
             report,
+            totals: std::collections::BTreeMap::new(),
         }
     }
 
@@ -780,6 +805,12 @@ impl<'c> Posting<'c> {
     /// One verified record of the batch.
     fn record(&mut self, r: Read) -> Result<(), LedgerError> {
         self.report.records += 1;
+        // The same count the terminal makes when it seals (`write_range`).
+        if let (Some(delta), Some(t)) = (r.entry.delta(), r.entry.tx_type.as_ref()) {
+            let x = self.totals.entry(t.clone()).or_default();
+            x.count += 1;
+            x.points += delta.unsigned_abs();
+        }
         match r.entry.kind {
             EntryKind::Decision | EntryKind::Void => self.terminal_record(r.seq, &r.entry),
             EntryKind::Completion | EntryKind::Recovered => {
@@ -1004,6 +1035,25 @@ impl<'c> Posting<'c> {
                     self.report.held += 1;
                     st.pending += 1;
                     st.dirty = true;
+                    if rec.counter - st.last_counter > crate::COUNTER_JUMP_LIMIT {
+                        let ev = json!({
+                            "seq": seq,
+                            "last_posted_counter": st.last_counter,
+                            "jump": rec.counter - st.last_counter,
+                            "limit": crate::COUNTER_JUMP_LIMIT,
+                            "record": record_json(&rec),
+                            "action": "hotlisted",
+                        });
+                        self.raise(
+                            ExceptionClass::CounterJump,
+                            Some(card),
+                            Some(rec.counter),
+                            self.terminal_id,
+                            self.batch_no,
+                            ev,
+                        )?;
+                        hotlist_insert(self.conn, &card, "counter jump", self.now)?;
+                    }
                 }
                 self.cards.insert(card, st);
                 return Ok(());
@@ -1179,6 +1229,7 @@ impl<'c> Posting<'c> {
             // jump raises one exception.
             let ev = json!({
                 "seq": seq,
+                "action": "hotlisted",
                 "previous_balance": st.card_balance,
                 "delta": delta,
                 "expected": expected,
@@ -1196,6 +1247,9 @@ impl<'c> Posting<'c> {
             )?;
             st.discrepancy += found - expected;
             st.flagged = true;
+            // Points the books cannot explain: no till serves the card
+            // until the office has looked (docs/settlement.md).
+            hotlist_insert(self.conn, card, "balance discontinuity", self.now)?;
         }
         st.shadow += delta;
         st.card_balance = found;

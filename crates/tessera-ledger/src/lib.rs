@@ -31,6 +31,18 @@ use tessera_terminal::policy::Hotlist;
 pub use error::LedgerError;
 pub use schema::SCHEMA_VERSION;
 
+/// How long a hole in a card's counters may stay open before it becomes a
+/// `gap` exception: 7 days. Every ingestion ages the gaps with it, and so
+/// does the exceptions report.
+pub const GAP_AGE_SECS: u32 = 7 * 86_400;
+
+/// How far beyond a card's last posted counter a record may lie before it
+/// is a `counter-jump` exception and the card is hotlisted at once: 100
+/// transactions, far more than the offline limits let a genuine card make
+/// between settlements (a clone whose counter jumped, or a card used
+/// without settlement).
+pub const COUNTER_JUMP_LIMIT: u32 = 100;
+
 /// A profile update for a card: card id, profile version, signed blob.
 pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
 pub use types::{
@@ -312,7 +324,9 @@ impl Ledger {
     /// an exception); [`LedgerError::Storage`] (500). On every error the
     /// batch left no trace but the exception named.
     pub fn ingest<R: BufRead>(&mut self, input: R, now: u32) -> Result<IngestOutcome, LedgerError> {
-        ingest::ingest(&mut self.conn, &self.keys, input, now)
+        let out = ingest::ingest(&mut self.conn, &self.keys, input, now)?;
+        self.age_gaps(now, GAP_AGE_SECS)?;
+        Ok(out)
     }
 
     /// As [`Ledger::ingest`], with the same checks and the same outcome,
@@ -324,7 +338,9 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::ingest`].
     pub fn ingest_send<R: BufRead + Send>(&mut self, input: R, now: u32) -> Result<IngestOutcome, LedgerError> {
-        ingest::ingest_send(&mut self.conn, &self.keys, input, now)
+        let out = ingest::ingest_send(&mut self.conn, &self.keys, input, now)?;
+        self.age_gaps(now, GAP_AGE_SECS)?;
+        Ok(out)
     }
 
     /// Registers a customer's personal data; returns the customer id.

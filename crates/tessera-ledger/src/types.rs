@@ -41,7 +41,7 @@ pub enum ExceptionClass {
     /// record was rejected.
     BadCertificate,
     /// A certified balance does not follow from the previous one and the
-    /// delta. The record is posted, the card flagged.
+    /// delta. The record is posted, the card flagged and hotlisted.
     BalanceDiscontinuity,
     /// A batch from a terminal that is not registered.
     UnknownTerminal,
@@ -60,11 +60,19 @@ pub enum ExceptionClass {
     /// A refund of an original that its earlier refunds had already
     /// reversed in full: refunded twice, chain-wide.
     DuplicateRefund,
+    /// A card record whose counter lies far beyond the card's last posted
+    /// one ([`crate::COUNTER_JUMP_LIMIT`]): far more transactions than
+    /// offline limits let a genuine card make unseen — a clone, or a card
+    /// used without settlement. Raised at once; the card is hotlisted.
+    CounterJump,
+    /// A batch whose header totals (card transactions and points per type)
+    /// are not what its records add up to. The records are posted.
+    TotalsMismatch,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -76,6 +84,8 @@ impl ExceptionClass {
         Self::BatchConflict,
         Self::RefundMismatch,
         Self::DuplicateRefund,
+        Self::CounterJump,
+        Self::TotalsMismatch,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -92,6 +102,8 @@ impl ExceptionClass {
             Self::BatchConflict => "batch-conflict",
             Self::RefundMismatch => "refund-mismatch",
             Self::DuplicateRefund => "duplicate-refund",
+            Self::CounterJump => "counter-jump",
+            Self::TotalsMismatch => "totals-mismatch",
         }
     }
 

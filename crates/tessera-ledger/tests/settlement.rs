@@ -186,6 +186,48 @@ fn tamper(batch: &[u8], from: &str, to: &str) -> Vec<u8> {
     (lines.join("\n") + "\n").into_bytes()
 }
 
+/// A till (its genuine batch key) that inflates its header totals: the
+/// MAC verifies, the records are posted, the claim is an exception.
+#[test]
+fn inflated_header_totals_are_an_exception() {
+    let shop = Shop::new();
+    let batch = journal_batch(
+        &shop.journal_path(86),
+        86,
+        vec![
+            certified(EntryKind::Completion, 6, 1, TxKind::Earn, 100, 100, 86, 1, T0),
+            certified(EntryKind::Completion, 6, 2, TxKind::Redeem, 30, 70, 86, 2, T0 + 10),
+        ],
+        T0,
+    );
+    let text = String::from_utf8(batch).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut header: tessera_terminal::batch::Header = serde_json::from_str(&lines[0]).unwrap();
+    header.totals.get_mut("earn").unwrap().points = 100_000;
+    let key = keys().terminal_batch_key(86);
+    lines[0] = serde_json::to_string(&header).unwrap();
+    let last = lines.len() - 1;
+    lines[last] = serde_json::json!({"type": "mac", "mac": hex::encode(header.mac(&key))}).to_string();
+    let forged = lines.join("\n") + "\n";
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(86, T0).unwrap();
+    let out = ledger.ingest(forged.as_bytes(), T0).unwrap();
+    assert_eq!(out.report.posted, 2, "the records are what count");
+    assert_eq!(classes(&ledger), vec![ExceptionClass::TotalsMismatch]);
+    let e = &ledger.exceptions().unwrap()[0];
+    assert_eq!(e.evidence["records_totals"]["earn"]["points"], 100);
+    // The honest batch of another till: no exception.
+    let honest = journal_batch(
+        &shop.journal_path(87),
+        87,
+        vec![certified(EntryKind::Completion, 7, 1, TxKind::Earn, 10, 10, 87, 1, T0)],
+        T0,
+    );
+    ledger.register_terminal(87, T0).unwrap();
+    ledger.ingest(&honest[..], T0).unwrap();
+    assert_eq!(classes(&ledger), vec![ExceptionClass::TotalsMismatch]);
+}
+
 #[test]
 fn a_tampered_record_breaks_the_chain_and_is_refused() {
     let shop = Shop::new();
@@ -424,6 +466,67 @@ fn a_balance_discontinuity_is_posted_flagged_and_explained() {
         (l.points_outstanding, l.unexplained_points, l.value_minor),
         (130, 350, 1300)
     );
+    // Unexplained points: the card is hotlisted until the office looks.
+    assert!(ledger.hotlist().unwrap().contains(&card_id(1)));
+}
+
+/// A record far beyond the card's last counter (a clone whose counter
+/// jumped by 500) is held, raises `counter-jump` at once and hotlists the
+/// card; a hole left open ages into a `gap` exception by itself at a later
+/// ingestion, without anyone calling for it.
+#[test]
+fn counter_jumps_hotlist_at_once_and_gaps_age_by_themselves() {
+    let shop = Shop::new();
+    let a = journal_batch(
+        &shop.journal_path(84),
+        84,
+        vec![
+            certified(EntryKind::Completion, 3, 1, TxKind::Earn, 100, 100, 84, 1, T0),
+            certified(EntryKind::Completion, 3, 501, TxKind::Redeem, 90, 10, 84, 2, T0 + 10),
+            certified(EntryKind::Completion, 4, 1, TxKind::Earn, 50, 50, 84, 3, T0 + 20),
+            certified(EntryKind::Completion, 4, 3, TxKind::Earn, 50, 150, 84, 4, T0 + 30),
+        ],
+        T0,
+    );
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(84, T0).unwrap();
+    ledger.register_terminal(85, T0).unwrap();
+    let out = ledger.ingest(&a[..], T0).unwrap();
+    assert_eq!((out.report.posted, out.report.held), (2, 2));
+    assert_eq!(classes(&ledger), vec![ExceptionClass::CounterJump]);
+    assert!(ledger.hotlist().unwrap().contains(&card_id(3)));
+    assert!(
+        !ledger.hotlist().unwrap().contains(&card_id(4)),
+        "a small hole is not a jump"
+    );
+    // Eight days later another till settles something unrelated: card 4's
+    // hole (counter 2) has aged.
+    let later = T0 + tessera_ledger::GAP_AGE_SECS + 86_400;
+    let b = journal_batch(
+        &shop.journal_path(85),
+        85,
+        vec![certified(
+            EntryKind::Completion,
+            5,
+            1,
+            TxKind::Earn,
+            10,
+            10,
+            85,
+            1,
+            later,
+        )],
+        later,
+    );
+    ledger.ingest(&b[..], later).unwrap();
+    let got: Vec<(ExceptionClass, Option<u32>)> = ledger
+        .exceptions()
+        .unwrap()
+        .iter()
+        .map(|e| (e.class, e.card_id.map(|c| c[7] as u32)))
+        .collect();
+    assert!(got.contains(&(ExceptionClass::Gap, Some(4))), "{got:?}");
+    assert_eq!(got.iter().filter(|g| g.0 == ExceptionClass::Gap).count(), 2, "{got:?}");
 }
 
 /// Refunds are paired with their originals chain-wide (whichever tills

@@ -144,18 +144,48 @@ pub async fn serve_on(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let app = router(ledger, keys, config);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    Ok(())
-}
-
-/// The routes, for embedding the office in another server.
-pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Router {
     let office = Arc::new(Office {
         ledger: Mutex::new(ledger),
         keys,
         config,
     });
+    // Gaps age into exceptions even on a day without settlement.
+    let ager = {
+        let office = Arc::clone(&office);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(GAP_AGING_INTERVAL);
+            loop {
+                tick.tick().await;
+                let office = Arc::clone(&office);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = office.now();
+                    office.ledger().age_gaps(now, tessera_ledger::GAP_AGE_SECS)
+                })
+                .await;
+            }
+        })
+    };
+    let result = axum::serve(listener, routes(office))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    ager.abort();
+    result?;
+    Ok(())
+}
+
+/// How often the server ages held gaps into exceptions.
+pub const GAP_AGING_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The routes, for embedding the office in another server.
+pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Router {
+    routes(Arc::new(Office {
+        ledger: Mutex::new(ledger),
+        keys,
+        config,
+    }))
+}
+
+fn routes(office: Arc<Office>) -> Router {
     Router::new()
         .route("/v1/batches", post(post_batch))
         .route("/v1/sync", get(get_sync))
