@@ -209,11 +209,15 @@ impl Drop for Server {
 
 /// One raw HTTP/1.1 request; returns status and body.
 fn http(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    http_with(port, method, path, content_type, "", body)
+}
+
+fn http_with(port: u16, method: &str, path: &str, content_type: &str, extra: &str, body: &[u8]) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     // The server may answer and close before reading everything.
@@ -231,8 +235,34 @@ fn http(port: u16, method: &str, path: &str, content_type: &str, body: &[u8]) ->
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// The MAC of a batch's first line (its header) under the batch key of
+/// `bundle`, hex; zeros when the first line is not a header (the office
+/// then refuses the body as malformed).
+fn header_mac(bundle: &Path, body: &[u8]) -> String {
+    let bundle = tessera_crypto::keys::TerminalBundle::from_json(&std::fs::read_to_string(bundle).unwrap()).unwrap();
+    let first = body.split(|b| *b == b'\n').next().unwrap_or_default();
+    serde_json::from_slice::<tessera_terminal::batch::Header>(first)
+        .map(|h| hex::encode(h.mac(&bundle.batch_key)))
+        .unwrap_or_else(|_| "00".repeat(16))
+}
+
+/// A keyless upload: no header MAC.
 fn post_batch(port: u16, body: &[u8]) -> (u16, Value) {
     http(port, "POST", "/v1/batches", "application/x-ndjson", body)
+}
+
+/// An upload authenticated as the terminal of `bundle` would: the MAC of
+/// the batch's first line (its header) under the terminal's batch key.
+fn post_batch_as(port: u16, bundle: &Path, body: &[u8]) -> (u16, Value) {
+    let mac = header_mac(bundle, body);
+    http_with(
+        port,
+        "POST",
+        "/v1/batches",
+        "application/x-ndjson",
+        &format!("Tessera-Batch-Mac: {mac}\r\n"),
+        body,
+    )
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -253,6 +283,7 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
     let batch_file = env.path("batch1.jsonl");
     env.pos_ok(&["settle", "--out", batch_file.to_str().unwrap()]);
     let batch = read(&batch_file);
+    let t7 = env.path("t7.json");
     let server = env.serve(None);
     let empty = env.books();
     assert_eq!(env.posted(), (0, 0));
@@ -262,14 +293,19 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
         (
             "truncated body",
             400,
-            post_batch(server.port, &batch[..batch.len() / 2]),
+            post_batch_as(server.port, &t7, &batch[..batch.len() / 2]),
         ),
         (
             "malformed JSON",
             400,
-            post_batch(server.port, b"{\"type\":\"header\",\n"),
+            post_batch_as(server.port, &t7, b"{\"type\":\"header\",\n"),
         ),
-        ("not JSON at all", 400, post_batch(server.port, &[0xff; 64])),
+        ("not JSON at all", 400, post_batch_as(server.port, &t7, &[0xff; 64])),
+        ("keyless: no header MAC", 401, post_batch(server.port, &batch)),
+        ("keyless: a made-up header MAC", 401, {
+            let head = "Tessera-Batch-Mac: 00112233445566778899aabbccddeeff\r\n";
+            http_with(server.port, "POST", "/v1/batches", "application/x-ndjson", head, &batch)
+        }),
         (
             "wrong content type",
             415,
@@ -280,7 +316,7 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
             let at = text.rfind("\"mac\":\"").unwrap() + 7;
             let mut bad = text.into_bytes();
             bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
-            post_batch(server.port, &bad)
+            post_batch_as(server.port, &t7, &bad)
         }),
         (
             "unknown terminal's sync",
@@ -301,6 +337,26 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
         assert!(!msg.is_empty() && !msg.contains('\n'), "{what}: {msg:?}");
     }
     assert_eq!(env.books(), empty, "a refusal changed the books");
+    // A keyless flood, for a registered and for an unknown terminal: every
+    // request refused before any work, not one exception written.
+    let forged_unknown = String::from_utf8(batch.clone())
+        .unwrap()
+        .replacen("\"terminal_id\":7", "\"terminal_id\":99", 1)
+        .into_bytes();
+    for i in 0..100 {
+        let body = if i % 2 == 0 { &batch } else { &forged_unknown };
+        let (code, _) = http_with(
+            server.port,
+            "POST",
+            "/v1/batches",
+            "application/x-ndjson",
+            "Tessera-Batch-Mac: 00112233445566778899aabbccddeeff\r\n",
+            body,
+        );
+        assert_eq!(code, 401);
+    }
+    let ex = env.json(&["office", "report", "exceptions", "--dir", env.s("office")]);
+    assert_eq!(ex["data"].as_array().map(Vec::len), Some(0), "{ex}");
 
     // The terminal settles: the sealed batch is sent unchanged and posted.
     let out: Value = serde_json::from_str(&env.pos_ok(&["settle", "--server", &server.url(), "--json"])).unwrap();
@@ -313,7 +369,7 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
     assert!(records >= 4, "{records}");
 
     // The same batch again (a replayed request): acknowledged duplicate, nothing changes.
-    let (code, ack) = post_batch(server.port, &batch);
+    let (code, ack) = post_batch_as(server.port, &t7, &batch);
     assert_eq!(code, 200, "{ack}");
     assert_eq!(ack["status"], "duplicate");
     assert_eq!(env.books(), posted);
@@ -323,7 +379,7 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
     // Oversized: a server with a small limit refuses with 413 and writes nothing.
     drop(server);
     let small = env.serve(Some(512));
-    let (code, body) = post_batch(small.port, &batch);
+    let (code, body) = post_batch_as(small.port, &t7, &batch);
     assert_eq!(code, 413, "{body}");
     assert_eq!(env.books(), posted);
 }
@@ -390,8 +446,9 @@ fn server_killed_mid_import_then_retry_posts_the_batch_once() {
     let mut server = env.serve(None);
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     let head = format!(
-        "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
-        batch.len()
+        "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nTessera-Batch-Mac: {}\r\n\r\n",
+        batch.len(),
+        header_mac(&env.path("t7.json"), &batch)
     );
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&batch[..batch.len() * 2 / 3]).unwrap();
@@ -406,7 +463,7 @@ fn server_killed_mid_import_then_retry_posts_the_batch_once() {
     let out: Value = serde_json::from_str(&env.pos_ok(&["settle", "--server", &server.url(), "--json"])).unwrap();
     assert_eq!(out["acks"][0]["status"], "posted", "{out}");
     assert_eq!(env.posted(), (1, records));
-    let (code, ack) = post_batch(server.port, &batch);
+    let (code, ack) = post_batch_as(server.port, &env.path("t7.json"), &batch);
     assert_eq!((code, ack["status"].as_str()), (200, Some("duplicate")));
     assert_eq!(env.posted(), (1, records));
 }

@@ -200,11 +200,15 @@ pub fn upload_batch(
         )));
     }
     let agent = agent(retry.request_timeout);
+    // The header's MAC up front: the office authenticates the upload before
+    // doing any work for it.
+    let header_mac = hex::encode(header.mac(&bundle.batch_key));
     let body = with_retry(retry, || {
         classify(
             agent
                 .post(&url)
                 .set("Content-Type", BATCH_CONTENT_TYPE)
+                .set(crate::server::BATCH_MAC_HEADER, &header_mac)
                 .send_bytes(batch),
         )
     })?;

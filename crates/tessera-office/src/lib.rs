@@ -5,7 +5,7 @@
 //!
 //! | request | body | answers |
 //! |---|---|---|
-//! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`), streamed into the ledger | `200` + [`Ack`](tessera_terminal::batch::Ack) JSON; `400`, `401`, `403`, `409`, `413`, `415` |
+//! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`, its header MAC in `Tessera-Batch-Mac`, checked before any work), streamed into the ledger | `200` + [`Ack`](tessera_terminal::batch::Ack) JSON; `400`, `401`, `403`, `409`, `413`, `415` |
 //! | `GET /v1/sync?terminal=N[&nonce=HEX]` | — | `200` + [`SyncData`] JSON MAC'd with terminal N's batch key; `400`, `403` |
 //!
 //! Every refusal is `{"error": "one line"}` and changes nothing.

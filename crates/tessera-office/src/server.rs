@@ -42,6 +42,12 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8420";
 pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
 /// The content type of a batch.
 pub const BATCH_CONTENT_TYPE: &str = "application/x-ndjson";
+/// The HTTP header that authenticates a batch upload before any work: the
+/// batch header's MAC under the terminal's batch key, hex (the same MAC as
+/// the batch's last line, docs/settlement.md).
+pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
+/// Longest first line (the batch header) read before authentication.
+const MAX_HEADER_LINE: usize = 64 * 1024;
 
 /// Settings of the server.
 #[derive(Debug, Clone)]
@@ -273,6 +279,54 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
             &format!("a batch is at most {limit} bytes"),
         );
     }
+    let claimed_mac = headers
+        .get(BATCH_MAC_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let mut m = [0u8; 16];
+            hex::decode_to_slice(v.trim(), &mut m).ok().map(|()| m)
+        });
+    let mut body: Body = request.into_body();
+    // Authenticate before any work: the batch header (the first line) and
+    // its MAC, checked with the terminal's batch key, before the ledger is
+    // touched or its lock taken. Refusals here write nothing.
+    let Some(claimed_mac) = claimed_mac else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            &format!("a batch upload carries its header MAC in {BATCH_MAC_HEADER}"),
+        );
+    };
+    let mut first = Vec::new();
+    loop {
+        if first.contains(&b'\n') {
+            break;
+        }
+        if first.len() > MAX_HEADER_LINE {
+            return refuse(StatusCode::BAD_REQUEST, "the batch header line is too long");
+        }
+        match tokio::time::timeout(office.config.idle_timeout, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    first.extend_from_slice(&data);
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) | Err(_) => {
+                return refuse(StatusCode::BAD_REQUEST, "the batch body broke off before its header")
+            }
+        }
+    }
+    let line = first.split(|b| *b == b'\n').next().unwrap_or_default();
+    let Ok(batch_header) = serde_json::from_slice::<tessera_terminal::batch::Header>(line) else {
+        return refuse(StatusCode::BAD_REQUEST, "the first line is not a batch header");
+    };
+    let key = office.keys.terminal_batch_key(batch_header.terminal_id);
+    if !tessera_crypto::ct_eq(&batch_header.mac(&key), &claimed_mac) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the batch header's MAC does not verify: nothing was done",
+        );
+    }
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let too_large = Arc::new(AtomicBool::new(false));
     let now = office.now();
@@ -290,8 +344,13 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
             ledger.ingest_send(reader, now)
         })
     };
-    let mut body: Body = request.into_body();
-    let mut received: u64 = 0;
+    let mut received: u64 = first.len() as u64;
+    if received > limit {
+        too_large.store(true, Ordering::SeqCst);
+    }
+    if tx.send(Ok(Bytes::from(first))).await.is_err() {
+        drain(&mut body, limit.saturating_sub(received), office.config.idle_timeout).await;
+    }
     loop {
         let frame = match tokio::time::timeout(office.config.idle_timeout, body.frame()).await {
             Err(_) => Err(std::io::Error::new(
