@@ -831,8 +831,8 @@ impl<'c> Posting<'c> {
         self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter,
-                     tx_type, verdict, reason, points, purchase_minor)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     tx_type, verdict, reason, points, purchase_minor, origin_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 self.terminal_id,
@@ -846,9 +846,54 @@ impl<'c> Posting<'c> {
                 verdict,
                 e.reason,
                 e.points,
-                e.purchase_minor
+                e.purchase_minor,
+                e.origin_seq
             ])?;
+        // A void the card contradicts: its certified record of that very
+        // decision is in the books already.
+        if let (EntryKind::Void, Some(card), Some(counter), Some(origin)) = (
+            e.kind,
+            e.card_id.as_deref().and_then(parse_card),
+            e.card_counter,
+            e.origin_seq,
+        ) {
+            let certified: bool = self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM card_transactions
+                     WHERE card_id = ?1 AND counter = ?2 AND origin_terminal = ?3 AND origin_seq = ?4)",
+                )?
+                .query_row(params![&card[..], counter, self.terminal_id, origin], |r| r.get(0))?;
+            if certified {
+                self.void_contradicted(card, counter, self.terminal_id, origin, seq)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Raises `void-contradicted` for decision `origin` of till `terminal`.
+    fn void_contradicted(
+        &mut self,
+        card: CardId,
+        counter: u32,
+        terminal: u32,
+        origin: u32,
+        seq: u32,
+    ) -> Result<(), LedgerError> {
+        let ev = json!({
+            "seq": seq,
+            "why": "the till journaled this decision void; the card certified it",
+            "origin_terminal": terminal,
+            "origin_seq": origin,
+        });
+        self.raise(
+            ExceptionClass::VoidContradicted,
+            Some(card),
+            Some(counter),
+            self.terminal_id,
+            self.batch_no,
+            ev,
+        )
     }
 
     fn load(&mut self, card: &CardId) -> Result<CardState, LedgerError> {
@@ -1027,6 +1072,21 @@ impl<'c> Posting<'c> {
                 ])?
                 > 0;
             if inserted {
+                // The record of a decision its till journaled void.
+                let voided: bool = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM terminal_records
+                         WHERE kind = 'void' AND card_id = ?1 AND card_counter = ?2 AND terminal_id = ?3
+                           AND origin_seq = ?4)",
+                    )?
+                    .query_row(
+                        params![&card[..], rec.counter, rec.terminal_id, rec.terminal_seq],
+                        |r| r.get(0),
+                    )?;
+                if voided {
+                    self.void_contradicted(card, rec.counter, rec.terminal_id, rec.terminal_seq, seq)?;
+                }
                 if post {
                     self.report.posted += 1;
                     self.apply(&card, &mut st, &rec, self.terminal_id, self.batch_no, seq)?;

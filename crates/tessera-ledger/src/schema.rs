@@ -184,10 +184,13 @@ CREATE INDEX card_transactions_pending ON card_transactions (card_id, counter) W
 
 /// Version 3 (card application v2): issuer UNBLOCKs queued for delivery
 /// through sync (`seq` is the card's issuer sequence; one row per
-/// request), and per card the first counter certified under its current key
-/// version (`key_version_from`, after a KEY UPDATE; 0 = since issue).
+/// request), per card the first counter certified under its current key
+/// version (`key_version_from`, after a KEY UPDATE; 0 = since issue), and
+/// the decision a void names (`terminal_records.origin_seq`).
 const MIGRATION_3: &str = "
 ALTER TABLE cards ADD COLUMN key_version_from INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE terminal_records ADD COLUMN origin_seq INTEGER;
+CREATE INDEX terminal_records_void ON terminal_records (card_id, card_counter) WHERE kind = 'void';
 CREATE TABLE unblocks (
     card_id BLOB NOT NULL,
     seq INTEGER NOT NULL,

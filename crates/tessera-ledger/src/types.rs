@@ -68,11 +68,16 @@ pub enum ExceptionClass {
     /// A batch whose header totals (card transactions and points per type)
     /// are not what its records add up to. The records are posted.
     TotalsMismatch,
+    /// A till journaled a decision void (the card did not do it) and the
+    /// card certified that very transaction (same till, sequence, card and
+    /// counter): a forged refusal believed, or a till that voids blindly.
+    /// The certified record is posted.
+    VoidContradicted,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -86,6 +91,7 @@ impl ExceptionClass {
         Self::DuplicateRefund,
         Self::CounterJump,
         Self::TotalsMismatch,
+        Self::VoidContradicted,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -104,6 +110,7 @@ impl ExceptionClass {
             Self::DuplicateRefund => "duplicate-refund",
             Self::CounterJump => "counter-jump",
             Self::TotalsMismatch => "totals-mismatch",
+            Self::VoidContradicted => "void-contradicted",
         }
     }
 

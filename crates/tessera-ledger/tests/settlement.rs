@@ -228,6 +228,62 @@ fn inflated_header_totals_are_an_exception() {
     assert_eq!(classes(&ledger), vec![ExceptionClass::TotalsMismatch]);
 }
 
+/// A void entry: the till journaled its decision `origin` (for `counter`)
+/// as not done.
+fn void(card: u32, counter: u32, origin: u32, time: u32) -> Entry {
+    let mut e = Entry::new(EntryKind::Void, time);
+    e.card_id = Some(hex::encode_upper(card_id(card)));
+    e.card_counter = Some(counter);
+    e.tx_type = Some("earn".into());
+    e.points = Some(69);
+    e.origin_seq = Some(origin);
+    e.reason = Some("card: 6988".into());
+    e
+}
+
+/// A till voided its decision (it believed a refusal) while the card
+/// certified it — the record reaching the office through another till, in
+/// either order: `void-contradicted`, and the certified points posted.
+#[test]
+fn a_void_the_card_contradicts_is_an_exception() {
+    for void_first in [true, false] {
+        let shop = Shop::new();
+        let mut ledger = shop.ledger();
+        ledger.register_terminal(88, T0).unwrap();
+        ledger.register_terminal(89, T0).unwrap();
+        // Till 88: decision 1 for counter 1, then its void.
+        let voided = journal_batch(&shop.journal_path(88), 88, vec![void(9, 1, 1, T0 + 5)], T0);
+        // Till 89 recovered the card's record of that decision (till 88, seq 1),
+        // and a record of another decision of till 88 that was never voided.
+        let recovered = journal_batch(
+            &shop.journal_path(89),
+            89,
+            vec![
+                certified(EntryKind::Recovered, 9, 1, TxKind::Earn, 69, 69, 88, 1, T0),
+                certified(EntryKind::Recovered, 9, 2, TxKind::Earn, 10, 79, 88, 7, T0 + 60),
+            ],
+            T0,
+        );
+        let (a, b) = if void_first {
+            (&voided, &recovered)
+        } else {
+            (&recovered, &voided)
+        };
+        ledger.ingest(&a[..], T0).unwrap();
+        ledger.ingest(&b[..], T0).unwrap();
+        let ex = ledger.exceptions().unwrap();
+        let got: Vec<(ExceptionClass, Option<u32>)> = ex.iter().map(|e| (e.class, e.counter)).collect();
+        assert_eq!(
+            got,
+            vec![(ExceptionClass::VoidContradicted, Some(1))],
+            "void first: {void_first}"
+        );
+        assert_eq!(ex[0].evidence["origin_seq"], 1);
+        let book = ledger.card(card_id(9)).unwrap().unwrap();
+        assert_eq!((book.shadow_balance, book.card_balance), (79, 79));
+    }
+}
+
 #[test]
 fn a_tampered_record_breaks_the_chain_and_is_refused() {
     let shop = Shop::new();
