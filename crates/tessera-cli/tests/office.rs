@@ -319,10 +319,23 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
             post_batch_as(server.port, &t7, &bad)
         }),
         (
-            "unknown terminal's sync",
-            403,
-            http(server.port, "GET", "/v1/sync?terminal=99", "text/plain", b""),
+            "unknown terminal's sync, keyless",
+            401,
+            http(server.port, "GET", "/v1/sync?terminal=99&nonce=00", "text/plain", b""),
         ),
+        (
+            "a registered terminal's sync, keyless",
+            401,
+            http(server.port, "GET", "/v1/sync?terminal=7&nonce=00", "text/plain", b""),
+        ),
+        ("a registered terminal's sync, made-up MAC", 401, {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let path = format!("/v1/sync?terminal=7&nonce=0011&time={t}&mac={}", "ab".repeat(16));
+            http(server.port, "GET", &path, "text/plain", b"")
+        }),
         (
             "sync without terminal",
             400,
@@ -357,6 +370,32 @@ fn settle_through_the_server_duplicates_and_hostile_input() {
     }
     let ex = env.json(&["office", "report", "exceptions", "--dir", env.s("office")]);
     assert_eq!(ex["data"].as_array().map(Vec::len), Some(0), "{ex}");
+    // An authenticated sync request answers once; the same request again
+    // (a replay) is refused; a stale one too.
+    let bundle = tessera_crypto::keys::TerminalBundle::from_json(&std::fs::read_to_string(&t7).unwrap()).unwrap();
+    let now = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let signed = |time: u32, nonce: &[u8]| {
+        let mac = tessera_office::request_mac(&bundle.batch_key, 7, time, nonce);
+        format!(
+            "/v1/sync?terminal=7&nonce={}&time={time}&mac={}",
+            hex::encode(nonce),
+            hex::encode(mac)
+        )
+    };
+    let fresh = signed(now, &[1, 2, 3, 4]);
+    assert_eq!(http(server.port, "GET", &fresh, "text/plain", b"").0, 200);
+    assert_eq!(http(server.port, "GET", &fresh, "text/plain", b"").0, 401, "replayed");
+    assert_eq!(
+        http(server.port, "GET", &signed(now - 3600, &[5]), "text/plain", b"").0,
+        401,
+        "stale"
+    );
 
     // The terminal settles: the sealed batch is sent unchanged and posted.
     let out: Value = serde_json::from_str(&env.pos_ok(&["settle", "--server", &server.url(), "--json"])).unwrap();

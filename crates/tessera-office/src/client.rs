@@ -239,13 +239,33 @@ pub fn upload_batch(
 pub fn fetch_sync(base_url: &str, bundle: &TerminalBundle, retry: &RetryPolicy) -> Result<SyncData, ClientError> {
     let mut nonce = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut nonce);
+    let raw_nonce = nonce;
     let nonce = hex::encode(nonce);
-    let url = endpoint(
-        base_url,
-        &format!("/v1/sync?terminal={}&nonce={nonce}", bundle.terminal_id),
-    )?;
     let agent = agent(retry.request_timeout);
-    let body = with_retry(retry, || classify(agent.get(&url).call()))?;
+    // Each attempt is a fresh, authenticated request (time and MAC).
+    let body = with_retry(retry, || {
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+            .unwrap_or(0);
+        let mac = hex::encode(crate::sync::request_mac(
+            &bundle.batch_key,
+            bundle.terminal_id,
+            time,
+            &raw_nonce,
+        ));
+        let url = match endpoint(
+            base_url,
+            &format!(
+                "/v1/sync?terminal={}&nonce={nonce}&time={time}&mac={mac}",
+                bundle.terminal_id
+            ),
+        ) {
+            Ok(u) => u,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        classify(agent.get(&url).call())
+    })?;
     let data: SyncData = serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(format!("sync: {e}")))?;
     if data.format != SYNC_FORMAT {
         return Err(ClientError::BadAnswer(format!("sync format {:?}", data.format)));

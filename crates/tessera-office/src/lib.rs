@@ -38,4 +38,7 @@ mod sync;
 
 pub use client::{fetch_sync, upload_batch, ClientError, RetryPolicy};
 pub use server::{serve, ServerConfig, ServerError, DEFAULT_ADDR, MAX_BATCH_BYTES};
-pub use sync::{SyncCampaigns, SyncData, SyncHotlist, SyncProfile, SyncSettled, SYNC_FORMAT};
+pub use sync::{
+    request_mac, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
+    SYNC_FORMAT, SYNC_REQUEST_WINDOW_SECS,
+};

@@ -95,6 +95,16 @@ struct Office {
     ledger: Mutex<Ledger>,
     keys: IssuerKeys,
     config: ServerConfig,
+    /// Sync nonces answered recently (terminal, nonce) → request time.
+    seen_nonces: Mutex<std::collections::HashMap<(u32, Vec<u8>), u32>>,
+}
+
+/// The system clock, whatever the ledger's clock (requests' freshness).
+fn system_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
 }
 
 impl Office {
@@ -154,6 +164,7 @@ pub async fn serve_on(
         ledger: Mutex::new(ledger),
         keys,
         config,
+        seen_nonces: Mutex::new(std::collections::HashMap::new()),
     });
     // Gaps age into exceptions even on a day without settlement.
     let ager = {
@@ -188,6 +199,7 @@ pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Router 
         ledger: Mutex::new(ledger),
         keys,
         config,
+        seen_nonces: Mutex::new(std::collections::HashMap::new()),
     }))
 }
 
@@ -440,8 +452,41 @@ async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Respon
         return refuse(StatusCode::BAD_REQUEST, "give the terminal: /v1/sync?terminal=N");
     };
     let nonce = query_param(&query, "nonce").unwrap_or("").to_ascii_lowercase();
-    if nonce.len() > 64 || hex::decode(&nonce).is_err() {
-        return refuse(StatusCode::BAD_REQUEST, "the nonce is at most 32 bytes in hex");
+    let raw_nonce = match hex::decode(&nonce) {
+        Ok(n) if !n.is_empty() && n.len() <= 32 => n,
+        _ => return refuse(StatusCode::BAD_REQUEST, "the nonce is 1 to 32 bytes in hex"),
+    };
+    // Authenticated before any work: the terminal's MAC over terminal,
+    // time and nonce, a fresh time, a nonce not seen before. Unknown and
+    // known terminals get the same refusal.
+    let time = query_param(&query, "time").and_then(|t| t.parse::<u32>().ok());
+    let mac = query_param(&query, "mac").and_then(|m| {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(m, &mut out).ok().map(|()| out)
+    });
+    let (Some(time), Some(mac)) = (time, mac) else {
+        return refuse(StatusCode::UNAUTHORIZED, "a sync request carries its time and MAC");
+    };
+    let key = office.keys.terminal_batch_key(terminal_id);
+    if !tessera_crypto::ct_eq(&crate::sync::request_mac(&key, terminal_id, time, &raw_nonce), &mac) {
+        return refuse(StatusCode::UNAUTHORIZED, "the sync request's MAC does not verify");
+    }
+    let wall = system_now();
+    if wall.abs_diff(time) > crate::sync::SYNC_REQUEST_WINDOW_SECS {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the sync request's time is too far from the office's clock",
+        );
+    }
+    {
+        let mut seen = office
+            .seen_nonces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|_, at| wall.abs_diff(*at) <= 2 * crate::sync::SYNC_REQUEST_WINDOW_SECS);
+        if seen.insert((terminal_id, raw_nonce), time).is_some() {
+            return refuse(StatusCode::UNAUTHORIZED, "this sync request was answered already");
+        }
     }
     let worker = tokio::task::spawn_blocking(move || build_sync(&office, terminal_id, nonce));
     match worker.await {

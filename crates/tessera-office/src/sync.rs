@@ -161,6 +161,23 @@ impl SyncData {
     }
 }
 
+/// How far a sync request's time may be from the office's clock.
+pub const SYNC_REQUEST_WINDOW_SECS: u32 = 300;
+
+/// The MAC a terminal puts on its sync request (query `mac`), under its
+/// batch key: `CMAC(key, "TQ" 01 ‖ [terminal]32 ‖ [time]32 ‖ nonce)`, the
+/// nonce being the request's 1 to 32 random bytes. The office answers only a
+/// request whose MAC verifies, whose time is within
+/// [`SYNC_REQUEST_WINDOW_SECS`] of its clock and whose nonce it has not seen
+/// in that window.
+pub fn request_mac(key: &Key, terminal_id: u32, time: u32, nonce: &[u8]) -> [u8; 16] {
+    let mut input = b"TQ\x01".to_vec();
+    input.extend_from_slice(&terminal_id.to_be_bytes());
+    input.extend_from_slice(&time.to_be_bytes());
+    input.extend_from_slice(nonce);
+    cmac(key, &input)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
