@@ -317,7 +317,8 @@ fn load_keys(dir: &Path) -> Result<IssuerKeys, Failure> {
 
 fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
     let keys = load_keys(dir)?;
-    let ledger = Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?;
+    // Never recreated: a missing, empty or corrupt ledger is an error.
+    let ledger = Ledger::open_existing(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?;
     Ok((keys, ledger))
 }
 

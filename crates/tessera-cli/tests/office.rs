@@ -585,3 +585,44 @@ fn office_init_refuses_to_overwrite_and_keeps_keys_private() {
     env.ok(&["office", "report", "exceptions", "--dir", env.s("office")]);
     env.ok(&["office", "report", "customers", "--dir", env.s("office")]);
 }
+
+/// A missing, empty or damaged ledger is refused — by reports, imports and
+/// the server alike — and never recreated empty.
+#[test]
+fn a_missing_empty_or_corrupt_ledger_is_refused_never_recreated() {
+    let env = Env::new();
+    env.issue("anna.card");
+    let ledger = env.path("office/ledger.sqlite");
+    let good = std::fs::read(&ledger).unwrap();
+    let refused = |what: &str| {
+        for args in [
+            vec!["office", "report", "liability", "--dir", env.s("office")],
+            vec!["office", "serve", "--dir", env.s("office"), "--listen", "127.0.0.1:0"],
+        ] {
+            let out = env.run(&args);
+            assert!(!out.status.success(), "{what}: {args:?} accepted it");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        }
+    };
+    std::fs::write(&ledger, b"").unwrap();
+    refused("empty");
+    assert_eq!(std::fs::metadata(&ledger).unwrap().len(), 0, "not recreated");
+    std::fs::remove_file(&ledger).unwrap();
+    refused("missing");
+    assert!(!ledger.exists(), "not recreated");
+    let mut damaged = good.clone();
+    let mid = damaged.len() / 2;
+    for b in &mut damaged[mid..mid + 4096.min(good.len() - mid)] {
+        *b = 0x5A;
+    }
+    std::fs::write(&ledger, &damaged).unwrap();
+    refused("corrupt");
+    std::fs::write(&ledger, b"not a database at all, just text").unwrap();
+    refused("not a ledger");
+    std::fs::write(&ledger, &good).unwrap();
+    assert!(env
+        .run(&["office", "report", "liability", "--dir", env.s("office")])
+        .status
+        .success());
+}

@@ -262,6 +262,59 @@ impl Ledger {
         Ok(Ledger { conn, keys })
     }
 
+    /// Opens a ledger that must already exist — what an office does at
+    /// every start: a missing or empty file, one that is not a Tessera
+    /// ledger, or one that fails SQLite's integrity check is refused, never
+    /// recreated empty (only the key ceremony creates a ledger, with
+    /// [`Ledger::open`]).
+    ///
+    /// # Errors
+    /// [`LedgerError::Storage`] naming what is wrong; as [`Ledger::open`].
+    pub fn open_existing(path: &Path, keys: LedgerKeys) -> Result<Ledger, LedgerError> {
+        let len = std::fs::metadata(path)
+            .map_err(|e| LedgerError::Storage(format!("the ledger {}: {e}", path.display())))?
+            .len();
+        if len == 0 {
+            return Err(LedgerError::Storage(format!(
+                "the ledger {} is empty: restore it from a backup (it is never recreated)",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| LedgerError::Storage(format!("the ledger {} is not readable: {e}", path.display())))?;
+        let has_books: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'card_transactions')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| LedgerError::Storage(format!("the ledger {} is not readable: {e}", path.display())))?;
+        if version == 0 || !has_books {
+            return Err(LedgerError::Storage(format!(
+                "{} is not a Tessera ledger",
+                path.display()
+            )));
+        }
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| LedgerError::Storage(format!("the ledger {} is corrupt: {e}", path.display())))?;
+        if check != "ok" {
+            let what: Vec<&str> = check.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            return Err(LedgerError::Storage(format!(
+                "the ledger {} is corrupt ({}): restore it from a backup",
+                path.display(),
+                what.join("; ")
+            )));
+        }
+        drop(conn);
+        Ledger::open(path, keys)
+    }
+
     /// The settlement batch key of a terminal (to MAC sync answers).
     pub fn batch_key(&self, terminal_id: u32) -> Key {
         self.keys.batch_key(terminal_id)
