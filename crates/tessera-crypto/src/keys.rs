@@ -412,17 +412,9 @@ impl IssuerKeys {
             older,
             ..
         } = f;
-        for o in older {
-            let OlderFile {
-                mut auth_master,
-                mut cert_master,
-                mut issuer_master,
-                ..
-            } = o;
-            zeroize::Zeroize::zeroize(&mut auth_master);
-            zeroize::Zeroize::zeroize(&mut cert_master);
-            zeroize::Zeroize::zeroize(&mut issuer_master);
-        }
+        let older_secrets = older
+            .into_iter()
+            .flat_map(|o| [o.auth_master, o.cert_master, o.issuer_master]);
         for mut s in [
             auth_master,
             cert_master,
@@ -430,7 +422,10 @@ impl IssuerKeys {
             batch_master,
             issuer_master,
             issuer_signing_key,
-        ] {
+        ]
+        .into_iter()
+        .chain(older_secrets)
+        {
             zeroize::Zeroize::zeroize(&mut s);
         }
         out

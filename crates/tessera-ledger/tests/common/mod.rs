@@ -203,21 +203,18 @@ pub fn certified(
     terminal_seq: u32,
     time: u32,
 ) -> Entry {
-    let keys = keys();
-    let id = card_id(card);
-    let mut rec = LogRecord {
+    certified_record(
+        kind,
+        card,
         counter,
-        kind: tx,
+        tx,
         amount,
         balance_after,
+        0,
         terminal_id,
         terminal_seq,
         time,
-        reference: 0,
-        certificate: [0; 16],
-    };
-    rec.certificate = certificate(&keys.card_cert_key(&id), &id, &rec);
-    Entry::from_card_record(kind, time, &id, &rec)
+    )
 }
 
 /// Appends entries to a terminal's journal file (record by record, with
@@ -246,6 +243,33 @@ pub fn certified_refund(
     terminal_seq: u32,
     time: u32,
 ) -> Entry {
+    certified_record(
+        EntryKind::Completion,
+        card,
+        counter,
+        tx,
+        amount,
+        balance_after,
+        reference,
+        terminal_id,
+        terminal_seq,
+        time,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn certified_record(
+    kind: EntryKind,
+    card: u32,
+    counter: u32,
+    tx: TxKind,
+    amount: u32,
+    balance_after: u32,
+    reference: u32,
+    terminal_id: u32,
+    terminal_seq: u32,
+    time: u32,
+) -> Entry {
     let keys = keys();
     let id = card_id(card);
     let mut rec = LogRecord {
@@ -260,5 +284,5 @@ pub fn certified_refund(
         certificate: [0; 16],
     };
     rec.certificate = certificate(&keys.card_cert_key(&id), &id, &rec);
-    Entry::from_card_record(EntryKind::Completion, time, &id, &rec)
+    Entry::from_card_record(kind, time, &id, &rec)
 }
