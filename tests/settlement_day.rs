@@ -103,6 +103,16 @@ fn tessera(args: &[&str]) {
 }
 
 fn till(dir: &Path, id: u32, keys: &IssuerKeys, clock: &SharedClock) -> Till<SoftwareSam, SharedClock> {
+    till_with(dir, id, keys, clock, |_| {})
+}
+
+fn till_with(
+    dir: &Path,
+    id: u32,
+    keys: &IssuerKeys,
+    clock: &SharedClock,
+    edit: impl FnOnce(&mut Policy),
+) -> Till<SoftwareSam, SharedClock> {
     let journal = Journal::open(&dir.join(format!("till-{id}.sqlite")), id).unwrap();
     let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), clock.clone(), id)
         .with_store(id)
@@ -111,6 +121,7 @@ fn till(dir: &Path, id: u32, keys: &IssuerKeys, clock: &SharedClock) -> Till<Sof
     // The day is long and nobody settles before the evening.
     policy.velocity.max_offline_redeems = u32::MAX;
     policy.velocity.max_offline_points = u32::MAX;
+    edit(&mut policy);
     let config = TillConfig {
         policy,
         hotlist: Hotlist::empty(),
@@ -242,6 +253,23 @@ fn a_day_of_settlement_with_every_fault_injected() {
             ));
         }
     }
+    // A copy of till 101 (its genuine bundle) with an edited policy mints
+    // points on card 3; the closing tap below journals the card's record
+    // at whichever till the customer visits next.
+    let minted = {
+        std::fs::create_dir(work.path().join("copied")).unwrap();
+        let mut copied = till_with(&work.path().join("copied"), 101, &keys, &clock, |p| {
+            p.points.base_points_per_unit = 1_000_000;
+            p.limits.max_earn_points = u32::MAX;
+        });
+        cards[3].insert().unwrap();
+        let mut tap = copied.tap(&mut cards[3]).unwrap();
+        match tap.purchase(7, &[]).unwrap() {
+            TillOutcome::Approved { receipt, .. } => receipt.record.amount,
+            other => panic!("the copied till: {other:?}"),
+        }
+    };
+    assert!(minted >= 50_000, "{minted}");
     // Closing: every card but the clone's pair taps once more somewhere, so
     // any answer lost during the day is journaled.
     for (n, card) in cards.iter_mut().enumerate() {
@@ -339,6 +367,12 @@ fn a_day_of_settlement_with_every_fault_injected() {
     assert_eq!(count(ExceptionClass::UnknownTerminal), 1, "the unknown terminal");
     assert_eq!(count(ExceptionClass::Conflict), 1, "the cloned card");
     assert_eq!(count(ExceptionClass::BadCertificate), 1, "the forged certificate");
+    assert_eq!(count(ExceptionClass::Orphan), 1, "the copied till's minted points");
+    let orphan = exceptions.iter().find(|e| e.class == ExceptionClass::Orphan).unwrap();
+    assert_eq!(
+        (orphan.card_id, orphan.evidence["points"].as_u64()),
+        (Some(card_id(3)), Some(u64::from(minted)))
+    );
     let conflict = exceptions.iter().find(|e| e.class == ExceptionClass::Conflict).unwrap();
     assert_eq!(conflict.card_id, Some(card_id(7)));
     let bad = exceptions
@@ -353,7 +387,14 @@ fn a_day_of_settlement_with_every_fault_injected() {
     // The batch sent twice and the batches out of order are not faults of
     // the books: they leave no exception, and nothing was posted twice.
     assert_eq!(count(ExceptionClass::DuplicateRecord), 0);
-    assert_eq!(exceptions.len(), 4, "{classes:?}");
+    assert_eq!(exceptions.len(), 5, "{classes:?}");
+    // Not every point is explained, and the proof says which are not.
+    let proof = ledger.explanation().unwrap();
+    assert!(!proof.explained);
+    assert_eq!((proof.orphan_records, proof.orphan_points), (1, i64::from(minted)));
+    assert_eq!(proof.awaiting_records, 0);
+    assert_eq!(proof.cards_off_books, 0, "the books add up");
+    assert_eq!(proof.points_outstanding, proof.posted_points);
 
     // Every card's shadow balance is the card's balance (the clone's pair
     // aside: the ledger follows the first of the two histories).

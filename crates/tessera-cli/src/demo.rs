@@ -467,11 +467,17 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     if !json {
         println!();
     }
+    // Every till is registered before any settles (as `office
+    // export-terminal` does): a copy one till recovers names the other.
+    for t in &tills {
+        ledger
+            .register_terminal(t.journal().terminal_id(), now)
+            .map_err(office_err)?;
+    }
     for t in tills.iter_mut() {
         let id = t.journal().terminal_id();
         chains_ok &= t.journal().verify_chain().is_ok();
         records += t.journal().len();
-        ledger.register_terminal(id, now).map_err(office_err)?;
         let key = keys.terminal_batch_key(id);
         let mut batch = Vec::new();
         write_batch(t.journal_mut(), &key, now, &mut batch)
@@ -505,8 +511,11 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         balances.push((out::card_id(&st.card_id), st.balance, shadow, st.counter));
     }
     let liability = ledger.liability(1).map_err(office_err)?;
-    let reconciled =
-        chains_ok && exceptions.is_empty() && balances.iter().all(|(_, b, shadow, _)| i64::from(*b) == *shadow);
+    let proof = ledger.explanation().map_err(office_err)?;
+    let reconciled = chains_ok
+        && proof.explained
+        && exceptions.is_empty()
+        && balances.iter().all(|(_, b, shadow, _)| i64::from(*b) == *shadow);
     if !json {
         println!();
         println!(
@@ -518,7 +527,18 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         for (id, b, shadow, n) in &balances {
             println!("  card {id}: {b} points on the card after {n} transactions, {shadow} in the ledger");
         }
-        println!("  Points outstanding: {}", liability.points_outstanding);
+        println!(
+            "  Points outstanding: {}; {} of {} card transactions matched to the decision that allowed them",
+            liability.points_outstanding,
+            proof.matched_records,
+            proof.matched_records + proof.awaiting_records + proof.orphan_records
+        );
+        for p in &proof.problems {
+            println!("  not explained: {p}");
+        }
+        for e in &exceptions {
+            println!("  exception {} (card counter {:?}): {}", e.class, e.counter, e.evidence);
+        }
         println!(
             "{}",
             if reconciled {
@@ -535,6 +555,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         "exceptions": exceptions.len(),
         "points_outstanding": liability.points_outstanding,
         "cards": balances.iter().map(|(id, b, shadow, n)| json!({"card_id": id, "balance": b, "counter": n, "ledger_balance": shadow})).collect::<Vec<_>>(),
+        "explanation": serde_json::to_value(&proof).unwrap_or_default(),
         "reconciled": reconciled,
     });
     Ok((events, summary))

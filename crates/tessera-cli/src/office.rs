@@ -165,6 +165,8 @@ pub enum ReportKind {
     Liability,
     /// Every exception with its evidence.
     Exceptions,
+    /// Whether every point is explained, and what is not (docs/settlement.md).
+    Explained,
     /// Visit frequency, recency, favourite store, RFM segment.
     Customers,
 }
@@ -655,7 +657,7 @@ fn import(a: &ImportArgs) -> Result<(), Failure> {
 
 fn report(a: &ReportArgs) -> Result<(), Failure> {
     let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    if matches!(a.kind, ReportKind::Exceptions) {
+    if matches!(a.kind, ReportKind::Exceptions | ReportKind::Explained) {
         // Holes that stayed open too long are exceptions by now.
         ledger
             .age_gaps(now()?, tessera_ledger::GAP_AGE_SECS)
@@ -675,6 +677,29 @@ fn report(a: &ReportArgs) -> Result<(), Failure> {
             "Exceptions",
             serde_json::to_value(ledger.exceptions().map_err(ledger_err)?),
         ),
+        ReportKind::Explained => {
+            let proof = ledger.explanation().map_err(ledger_err)?;
+            if !a.office.output.json && !a.csv {
+                println!(
+                    "Liability {} points on {} cards; posted records add up to {}; {} records matched to their                      decisions ({} points).",
+                    proof.points_outstanding,
+                    proof.cards,
+                    proof.posted_points,
+                    proof.matched_records,
+                    proof.matched_points
+                );
+                if proof.explained {
+                    println!("Every point is explained.");
+                } else {
+                    println!("NOT EXPLAINED:");
+                    for p in &proof.problems {
+                        println!("  {p}");
+                    }
+                }
+                return Ok(());
+            }
+            ("Explained", serde_json::to_value(proof))
+        }
         ReportKind::Customers => (
             "Customers",
             serde_json::to_value(ledger.customers_report(now()?).map_err(ledger_err)?),

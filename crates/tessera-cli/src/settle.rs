@@ -223,7 +223,34 @@ pub fn settle(a: &SettleArgs) -> Result<(), Failure> {
         }
         let ack = tessera_office::upload_batch(server, &buf, &bundle, &retry).map_err(office_failure)?;
         apply_ack(&mut journal, &bundle, &ack, now)?;
+        let missing = (ack.status == AckStatus::Held).then_some(ack.missing_from).flatten();
+        let held = ack.batch_no;
         acks.push(ack);
+        if let Some(from) = missing {
+            // The office lost batches it had acknowledged (or never got
+            // them): the journal keeps them; each goes again as first sealed.
+            let ranges =
+                tessera_terminal::batch::resend_ranges(&journal, from, held).map_err(|e| file_err("batch", e))?;
+            if ranges.is_empty() {
+                return Err(Failure::new(
+                    EXIT_OFFICE,
+                    format!("the office lacks batch {from}, which this journal never sealed: call the office"),
+                ));
+            }
+            for range in ranges {
+                let mut buf = Vec::new();
+                write_range(&journal, &bundle.batch_key, &range, &mut buf).map_err(|e| file_err("batch", e))?;
+                if !a.output.json {
+                    eprintln!(
+                        "The office lacks batch {} (records {}–{}): sending it again…",
+                        range.batch_no, range.seq_from, range.seq_to
+                    );
+                }
+                let ack = tessera_office::upload_batch(server, &buf, &bundle, &retry).map_err(office_failure)?;
+                apply_ack(&mut journal, &bundle, &ack, now)?;
+                acks.push(ack);
+            }
+        }
         if acks.len() > 10_000 {
             break;
         }

@@ -21,6 +21,7 @@ use tessera_terminal::batch::{Ack, AckStatus, BatchError, BatchReader, Header};
 use tessera_terminal::journal::{tx_kind, Entry, EntryKind, Verdict};
 
 use crate::error::from_batch;
+use crate::matching;
 use crate::{hotlist_insert, raise, Exception, ExceptionClass, IngestOutcome, IngestReport, LedgerError, LedgerKeys};
 
 /// Exceptions listed in one [`IngestReport`] (all are stored).
@@ -485,6 +486,14 @@ fn process(
             )?;
             let mut report = p.into_report();
             release_held(&tx, keys, &header, now, &mut report)?;
+            // Records that waited for this till's decisions (copies other
+            // tills delivered first, or this batch's own).
+            for e in matching::resolve(&tx, Some(tid), None, now)? {
+                report.exceptions_total += 1;
+                if report.exceptions.len() < REPORTED_EXCEPTIONS {
+                    report.exceptions.push(e);
+                }
+            }
             tx.commit()?;
             let ack = Ack::new(key, tid, header.batch_no, &header.head, AckStatus::Posted);
             Ok(IngestOutcome { ack, report })
@@ -522,8 +531,12 @@ fn process(
                     card_transactions
                 ],
             )?;
+            // A lost batch does not come by itself: the acknowledgement
+            // asks the till for it (and a hold that outlives the aging
+            // period is a `missing-batch` exception, `age_gaps`).
+            let missing = missing_from(&tx, tid, header.batch_no)?;
             tx.commit()?;
-            let ack = Ack::new(key, tid, header.batch_no, &header.head, AckStatus::Held);
+            let ack = Ack::with_missing(key, tid, header.batch_no, &header.head, AckStatus::Held, missing);
             let report = IngestReport {
                 terminal_id: tid,
                 batch_no: header.batch_no,
@@ -551,12 +564,12 @@ fn process(
             };
             match check {
                 Check::Existing(status, head) if head == unhex32(&header.head)? => {
-                    let status = if status == "held" {
-                        AckStatus::Held
+                    let (status, missing) = if status == "held" {
+                        (AckStatus::Held, missing_from(conn, tid, header.batch_no)?)
                     } else {
-                        AckStatus::Duplicate
+                        (AckStatus::Duplicate, None)
                     };
-                    let ack = Ack::new(key, tid, header.batch_no, &header.head, status);
+                    let ack = Ack::with_missing(key, tid, header.batch_no, &header.head, status, missing);
                     Ok(IngestOutcome { ack, report })
                 }
                 Check::Existing(_, head) => {
@@ -582,6 +595,24 @@ fn process(
             }
         }
     }
+}
+
+/// The first batch number below `held` that the ledger lacks for this
+/// terminal (neither posted nor held), if any.
+pub(crate) fn missing_from(conn: &Connection, tid: u32, held: u32) -> Result<Option<u32>, LedgerError> {
+    let last: u32 = conn.query_row(
+        "SELECT last_batch_no FROM terminals WHERE terminal_id = ?1",
+        [tid],
+        |r| r.get(0),
+    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM batches WHERE terminal_id = ?1 AND batch_no = ?2)")?;
+    for n in last.saturating_add(1)..held {
+        if !stmt.query_row(params![tid, n], |r| r.get::<_, bool>(0))? {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
 }
 
 /// After batch `posted` of a terminal: posts the held batches that now
@@ -880,6 +911,13 @@ impl<'c> Posting<'c> {
         origin: u32,
         seq: u32,
     ) -> Result<(), LedgerError> {
+        // Its points are not explained.
+        self.conn
+            .prepare_cached(
+                "UPDATE card_transactions SET decision = 'orphan'
+                 WHERE card_id = ?1 AND counter = ?2 AND origin_terminal = ?3 AND origin_seq = ?4",
+            )?
+            .execute(params![&card[..], counter, terminal, origin])?;
         let ev = json!({
             "seq": seq,
             "why": "the till journaled this decision void; the card certified it",
@@ -1027,8 +1065,35 @@ impl<'c> Posting<'c> {
                 ev,
             );
         }
+        if entry.kind == EntryKind::Completion
+            && (rec.terminal_id != self.terminal_id || entry.origin_seq != Some(rec.terminal_seq))
+        {
+            let ev = json!({
+                "seq": seq,
+                "why": "journaled as this till's completion; the card recorded another till or sequence",
+                "journaled_origin_seq": entry.origin_seq,
+                "record": record_json(&rec),
+            });
+            self.raise(
+                ExceptionClass::Misattributed,
+                Some(card),
+                Some(rec.counter),
+                self.terminal_id,
+                self.batch_no,
+                ev,
+            )?;
+        }
         if rec.counter > st.last_counter {
             let post = rec.counter == st.last_counter + 1;
+            let claim = matching::Claim {
+                card: &card,
+                counter: rec.counter,
+                tx_type: rec.kind.name(),
+                points: rec.amount,
+                origin_terminal: rec.terminal_id,
+                origin_seq: rec.terminal_seq,
+            };
+            let found = matching::find(self.conn, &claim)?;
             let categories = if entry.categories.is_empty() {
                 None
             } else {
@@ -1044,8 +1109,8 @@ impl<'c> Posting<'c> {
                 .prepare_cached(
                     "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
                          origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
-                         purchase_minor, categories, received_at, posted_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+                         purchase_minor, categories, received_at, posted_at, decision)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
                      ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![
@@ -1068,10 +1133,22 @@ impl<'c> Posting<'c> {
                     entry.purchase_minor,
                     categories,
                     self.now,
-                    post.then_some(self.now)
+                    post.then_some(self.now),
+                    found.state()
                 ])?
                 > 0;
             if inserted {
+                if let matching::Match::Orphan(why, held) = found {
+                    let ev = matching::evidence(&claim, why, held, Some(seq));
+                    self.raise(
+                        ExceptionClass::Orphan,
+                        Some(card),
+                        Some(rec.counter),
+                        self.terminal_id,
+                        self.batch_no,
+                        ev,
+                    )?;
+                }
                 // The record of a decision its till journaled void.
                 let voided: bool = self
                     .conn

@@ -11,6 +11,7 @@
 
 mod error;
 mod ingest;
+mod matching;
 mod reports;
 mod schema;
 mod types;
@@ -46,8 +47,8 @@ pub const COUNTER_JUMP_LIMIT: u32 = 100;
 /// A profile update for a card: card id, profile version, signed blob.
 pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
 pub use types::{
-    CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, IngestOutcome, IngestReport,
-    LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,
+    CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, IngestOutcome,
+    IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,
 };
 
 /// The keys the ledger needs: the certificate masters (by key version) to
@@ -339,13 +340,17 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::UnknownTerminal`], or a storage error.
     pub fn revoke_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
-        let n = self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
             "UPDATE terminals SET revoked_at = COALESCE(revoked_at, ?1) WHERE terminal_id = ?2",
             params![now, terminal_id],
         )?;
         if n == 0 {
             return Err(LedgerError::UnknownTerminal(terminal_id));
         }
+        // Records awaiting its decisions will never be matched.
+        matching::resolve(&tx, Some(terminal_id), None, now)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -781,9 +786,20 @@ impl Ledger {
         reports::customers(&self.conn, now)
     }
 
+    /// Whether every point is explained, with what is not
+    /// ([`Explanation`]).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn explanation(&self) -> Result<Explanation, LedgerError> {
+        reports::explanation(&self.conn)
+    }
+
     /// Raises a `gap` exception for every card whose oldest held record
     /// has waited more than `older_than_secs` for a missing counter, once
-    /// per missing counter. Returns the number raised.
+    /// per missing counter, and an `orphan` exception for every card record
+    /// that has waited as long for its origin till's decision. Returns the
+    /// number raised.
     ///
     /// # Errors
     /// A storage error.

@@ -9,7 +9,7 @@ use tessera_protocol::profile::Date;
 use tessera_terminal::batch::Total;
 
 use crate::{
-    card_of, raise, CustomerRow, CustomersReport, Exception, ExceptionClass, LedgerError, LiabilityReport,
+    card_of, raise, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, LedgerError, LiabilityReport,
     ReconciliationReport, ReconciliationRow,
 };
 
@@ -191,6 +191,95 @@ pub(crate) fn liability(conn: &Connection, minor_units_per_point: u64) -> Result
     })
 }
 
+/// See [`Explanation`].
+pub(crate) fn explanation(conn: &Connection) -> Result<Explanation, LedgerError> {
+    let (cards, points_outstanding, unexplained_points): (u64, i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(shadow_balance), 0), COALESCE(SUM(discrepancy), 0) FROM cards",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let posted_points: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted'",
+        [],
+        |r| r.get(0),
+    )?;
+    let cards_off_books: u64 = conn.query_row(
+        "SELECT COUNT(*) FROM cards c WHERE c.shadow_balance != (
+             SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
+             WHERE t.card_id = c.card_id AND t.status = 'posted')",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut by_state: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT decision, COUNT(*), COALESCE(SUM(points), 0) FROM card_transactions GROUP BY 1")?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            by_state.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
+        }
+    }
+    let pending_records: u64 = conn.query_row(
+        "SELECT COUNT(*) FROM card_transactions WHERE status = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut exceptions = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT class, COUNT(*) FROM exceptions GROUP BY 1")?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            exceptions.insert(r.get::<_, String>(0)?, r.get::<_, u64>(1)?);
+        }
+    }
+    let state = |s: &str| by_state.get(s).copied().unwrap_or((0, 0));
+    let (matched_records, matched_points) = state(crate::matching::MATCHED);
+    let (awaiting_records, awaiting_points) = state(crate::matching::AWAITING);
+    let (orphan_records, orphan_points) = state(crate::matching::ORPHAN);
+    let mut problems = Vec::new();
+    if points_outstanding != posted_points || cards_off_books > 0 {
+        problems.push(format!(
+            "liability {points_outstanding} is not the posted records' {posted_points} ({cards_off_books} cards off their books)"
+        ));
+    }
+    if orphan_records > 0 {
+        problems.push(format!(
+            "{orphan_records} records ({orphan_points} points) no approved decision explains"
+        ));
+    }
+    if awaiting_records > 0 {
+        problems.push(format!(
+            "{awaiting_records} records ({awaiting_points} points) wait for their origin till's decision"
+        ));
+    }
+    if pending_records > 0 {
+        problems.push(format!("{pending_records} records held beyond a gap"));
+    }
+    if unexplained_points != 0 {
+        problems.push(format!("{unexplained_points} points of certified balance jumps"));
+    }
+    for (class, n) in &exceptions {
+        problems.push(format!("{n} {class} exceptions"));
+    }
+    Ok(Explanation {
+        cards,
+        points_outstanding,
+        posted_points,
+        cards_off_books,
+        matched_records,
+        matched_points,
+        awaiting_records,
+        awaiting_points,
+        orphan_records,
+        orphan_points,
+        pending_records,
+        unexplained_points,
+        exceptions,
+        explained: problems.is_empty(),
+        problems,
+    })
+}
+
 #[derive(Default)]
 struct Agg {
     name: Option<String>,
@@ -368,5 +457,47 @@ pub(crate) fn age_gaps(conn: &Connection, now: u32, older_than_secs: u32) -> Res
         )?;
         raised += 1;
     }
+    // Batches held for a predecessor that never came (lost in transit or
+    // in a storage rollback, and not re-sent).
+    let held: Vec<(u32, u32, u32)> = conn
+        .prepare("SELECT terminal_id, batch_no, received_at FROM batches WHERE status = 'held' AND received_at < ?1")?
+        .query_map([now.saturating_sub(older_than_secs)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (tid, batch_no, since) in held {
+        let Some(missing) = crate::ingest::missing_from(conn, tid, batch_no)? else {
+            continue;
+        };
+        let known: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM exceptions WHERE class = 'missing-batch' AND terminal_id = ?1
+                 AND json_extract(evidence, '$.missing_from') = ?2)",
+            params![tid, missing],
+            |r| r.get(0),
+        )?;
+        if known {
+            continue;
+        }
+        let evidence = json!({
+            "why": "a batch of this till is held for an earlier one the ledger does not have; the till was asked to re-send it",
+            "missing_from": missing,
+            "held_batch_no": batch_no,
+            "held_since": since,
+            "aged_secs": now.saturating_sub(since),
+        });
+        raise(
+            conn,
+            ExceptionClass::MissingBatch,
+            None,
+            None,
+            Some(tid),
+            Some(batch_no),
+            evidence,
+            now,
+        )?;
+        raised += 1;
+    }
+    // Card records whose origin till never settled their decision.
+    raised += crate::matching::resolve(conn, None, Some(now.saturating_sub(older_than_secs)), now)?.len();
     Ok(raised)
 }

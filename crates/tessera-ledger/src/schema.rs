@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -199,6 +199,23 @@ CREATE TABLE unblocks (
 ) WITHOUT ROWID;
 ";
 
+/// Version 4 (reconciliation): each card transaction's match against the
+/// approve decision of its origin till (`decision`: `matched`, `awaiting`
+/// the origin's batch, or `orphan`); rows of earlier versions are matched
+/// here against the decisions already held, the rest await.
+const MIGRATION_4: &str = "
+ALTER TABLE card_transactions ADD COLUMN decision TEXT NOT NULL DEFAULT 'awaiting'
+    CHECK (decision IN ('matched', 'awaiting', 'orphan'));
+UPDATE card_transactions SET decision = 'matched' WHERE EXISTS (
+    SELECT 1 FROM terminal_records d
+    WHERE d.terminal_id = card_transactions.origin_terminal AND d.seq = card_transactions.origin_seq
+      AND d.kind = 'decision' AND d.verdict = 'approve' AND d.card_id = card_transactions.card_id
+      AND d.card_counter = card_transactions.counter AND d.tx_type = card_transactions.tx_type
+      AND d.points = card_transactions.points);
+CREATE INDEX card_transactions_awaiting ON card_transactions (origin_terminal, origin_seq)
+    WHERE decision = 'awaiting';
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -232,6 +249,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 3 {
             tx.execute_batch(MIGRATION_3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(MIGRATION_4)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

@@ -73,11 +73,29 @@ pub enum ExceptionClass {
     /// counter): a forged refusal believed, or a till that voids blindly.
     /// The certified record is posted.
     VoidContradicted,
+    /// A certified card record that no approved decision explains: its
+    /// origin till (the terminal and sequence the card recorded) is not
+    /// registered or is revoked, or that till's verified chain holds no
+    /// approve decision for this card, counter, type and amount at that
+    /// sequence (a copied till, a decision voided), or the origin till has
+    /// not settled it within the aging period. The record is posted — the
+    /// card moved the points — and its points are not explained.
+    Orphan,
+    /// A till journaled as its own completion a card record the card says
+    /// was made at another till or under another sequence: records copied
+    /// into a batch and re-sealed. The record counts for its origin till,
+    /// not for the delivering one.
+    Misattributed,
+    /// A batch has been held longer than the aging period for a
+    /// predecessor the ledger does not have (lost in transit or in a
+    /// storage rollback, and not re-sent although every acknowledgement of
+    /// the held batch asks for it, `Ack::missing_from`).
+    MissingBatch,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 17] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -92,6 +110,9 @@ impl ExceptionClass {
         Self::CounterJump,
         Self::TotalsMismatch,
         Self::VoidContradicted,
+        Self::Orphan,
+        Self::Misattributed,
+        Self::MissingBatch,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -111,6 +132,9 @@ impl ExceptionClass {
             Self::CounterJump => "counter-jump",
             Self::TotalsMismatch => "totals-mismatch",
             Self::VoidContradicted => "void-contradicted",
+            Self::Orphan => "orphan",
+            Self::Misattributed => "misattributed",
+            Self::MissingBatch => "missing-batch",
         }
     }
 
@@ -322,6 +346,54 @@ pub struct LiabilityReport {
     pub pending_records: u64,
     /// Their net points (not in `points_outstanding`).
     pub pending_points: i64,
+}
+
+/// The ledger's proof that every point is explained, or the list of what
+/// is not (`docs/settlement.md`, "Every point is explained").
+///
+/// Every point is explained when, at once:
+/// 1. the liability (the sum of the shadow balances) equals the sum of the
+///    posted records' signed points, and so does every card's own shadow
+///    balance (`cards_off_books == 0`);
+/// 2. every posted record is matched to the approve decision of its origin
+///    till (no `awaiting`, no `orphan` records);
+/// 3. nothing is held beyond a gap and no certified balance jumps
+///    (`pending_records == 0`, `unexplained_points == 0`);
+/// 4. no exception is on record (each names something the books cannot
+///    explain: a forged or unmatched record, a mismatched or doubled
+///    refund, a claim of a till that its records contradict, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// Cards with books.
+    pub cards: u64,
+    /// Sum of the shadow balances.
+    pub points_outstanding: i64,
+    /// Sum of the signed points of every posted record.
+    pub posted_points: i64,
+    /// Cards whose shadow balance is not the sum of their posted records.
+    pub cards_off_books: u64,
+    /// Posted or held records matched to their decision, and their points.
+    pub matched_records: u64,
+    /// Points of the matched records (unsigned).
+    pub matched_points: i64,
+    /// Records whose origin till has not settled their decision yet.
+    pub awaiting_records: u64,
+    /// Their points (unsigned).
+    pub awaiting_points: i64,
+    /// Records no approved decision explains.
+    pub orphan_records: u64,
+    /// Their points (unsigned).
+    pub orphan_points: i64,
+    /// Records held beyond a gap.
+    pub pending_records: u64,
+    /// Points of certified balance jumps.
+    pub unexplained_points: i64,
+    /// Exceptions on record, by class.
+    pub exceptions: std::collections::BTreeMap<String, u64>,
+    /// What is not explained, one line each (empty when `explained`).
+    pub problems: Vec<String>,
+    /// Whether every point is explained (the four conditions above).
+    pub explained: bool,
 }
 
 /// One customer (or an anonymous card) in the customers report.

@@ -252,7 +252,12 @@ fn a_void_the_card_contradicts_is_an_exception() {
         ledger.register_terminal(88, T0).unwrap();
         ledger.register_terminal(89, T0).unwrap();
         // Till 88: decision 1 for counter 1, then its void.
-        let voided = journal_batch(&shop.journal_path(88), 88, vec![void(9, 1, 1, T0 + 5)], T0);
+        let voided = journal_batch(
+            &shop.journal_path(88),
+            88,
+            vec![approved(9, 1, TxKind::Earn, 69, T0), void(9, 1, 1, T0 + 5)],
+            T0,
+        );
         // Till 89 recovered the card's record of that decision (till 88, seq 1),
         // and a record of another decision of till 88 that was never voided.
         let recovered = journal_batch(
@@ -306,7 +311,8 @@ fn a_tampered_record_breaks_the_chain_and_is_refused() {
             err,
             LedgerError::BrokenChain {
                 terminal_id: 31,
-                seq: 2,
+                // Seq 3: the second decision (each completion follows its own).
+                seq: 3,
                 ..
             }
         ),
@@ -1064,4 +1070,240 @@ fn garbage_and_truncated_input_is_malformed() {
     assert_eq!(ledger.ingest(&extra[..], T0).unwrap_err().http_status(), 400);
     assert_eq!(ledger.card(card_id(1)).unwrap(), None);
     let _ = BufRead::fill_buf(&mut &batch[..]);
+}
+
+/// The classes and counters of the exceptions, in order.
+fn raised(l: &Ledger) -> Vec<(ExceptionClass, Option<u32>)> {
+    l.exceptions().unwrap().iter().map(|e| (e.class, e.counter)).collect()
+}
+
+/// A copy of till 7 (its genuine keys, an edited policy) gave a card
+/// 87 500 points; the card's record reached the office through honest
+/// till 8. Till 7's own verified chain holds, at the sequence the card
+/// recorded, a decision for another card: an orphan, whichever batch
+/// arrives first.
+#[test]
+fn a_record_no_approved_decision_explains_is_an_orphan() {
+    for origin_first in [true, false] {
+        let shop = Shop::new();
+        let mut ledger = shop.ledger();
+        ledger.register_terminal(7, T0).unwrap();
+        ledger.register_terminal(8, T0).unwrap();
+        // The real till 7: seq 1 approves card 2's earn of 10, seq 2 its completion.
+        let honest = journal_batch(
+            &shop.journal_path(7),
+            7,
+            vec![certified(EntryKind::Completion, 2, 1, TxKind::Earn, 10, 10, 7, 1, T0)],
+            T0,
+        );
+        // The rogue copy's decision was also seq 1 (for card 1, 87 500 points).
+        let rogue = certified(EntryKind::Recovered, 1, 1, TxKind::Earn, 87_500, 87_500, 7, 1, T0);
+        let recovered = journal_batch(&shop.journal_path(8), 8, vec![rogue], T0);
+        let (a, b) = if origin_first {
+            (&honest, &recovered)
+        } else {
+            (&recovered, &honest)
+        };
+        ledger.ingest(&a[..], T0).unwrap();
+        if !origin_first {
+            assert!(raised(&ledger).is_empty(), "awaiting till 7's batch: nothing yet");
+        }
+        ledger.ingest(&b[..], T0 + 60).unwrap();
+        let ex = ledger.exceptions().unwrap();
+        assert_eq!(
+            raised(&ledger),
+            vec![(ExceptionClass::Orphan, Some(1))],
+            "origin first: {origin_first}"
+        );
+        assert_eq!(ex[0].card_id, Some(card_id(1)));
+        assert_eq!(ex[0].evidence["origin_terminal"], 7);
+        assert_eq!(
+            ex[0].evidence["held_at_origin"]["card_id"],
+            hex::encode_upper(card_id(2))
+        );
+        // The card moved the points: posted, and not explained.
+        let l = ledger.liability(1).unwrap();
+        assert_eq!(l.points_outstanding, 87_510);
+        let proof = ledger.explanation().unwrap();
+        assert!(!proof.explained);
+        assert_eq!((proof.orphan_records, proof.orphan_points), (1, 87_500));
+        assert_eq!(proof.matched_points, 10);
+    }
+}
+
+/// Origins the ledger cannot match at all: an unregistered till at once;
+/// a registered till that never settles, after the aging period; a till
+/// revoked before it settled, at the revocation.
+#[test]
+fn unregistered_silent_and_revoked_origins_make_orphans() {
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    for t in [8, 40, 41] {
+        ledger.register_terminal(t, T0).unwrap();
+    }
+    let b = journal_batch(
+        &shop.journal_path(8),
+        8,
+        vec![
+            certified(EntryKind::Recovered, 1, 1, TxKind::Earn, 50, 50, 99, 3, T0),
+            certified(EntryKind::Recovered, 2, 1, TxKind::Earn, 60, 60, 40, 3, T0),
+            certified(EntryKind::Recovered, 3, 1, TxKind::Earn, 70, 70, 41, 3, T0),
+        ],
+        T0,
+    );
+    ledger.ingest(&b[..], T0).unwrap();
+    assert_eq!(raised(&ledger), vec![(ExceptionClass::Orphan, Some(1))]);
+    assert_eq!(
+        ledger.exceptions().unwrap()[0].evidence["why"],
+        "the origin till is not registered"
+    );
+    ledger.revoke_terminal(41, T0 + 10).unwrap();
+    assert_eq!(raised(&ledger).len(), 2, "the revoked till's record at once");
+    assert_eq!(ledger.exceptions().unwrap()[1].card_id, Some(card_id(3)));
+    assert_eq!(
+        ledger.age_gaps(T0 + 3_000, 3_600).unwrap(),
+        0,
+        "till 40 may still settle"
+    );
+    assert_eq!(ledger.age_gaps(T0 + 3_601, 3_600).unwrap(), 1);
+    assert_eq!(ledger.age_gaps(T0 + 9_000, 3_600).unwrap(), 0, "once");
+    let last = ledger.exceptions().unwrap().pop().unwrap();
+    assert_eq!((last.class, last.card_id), (ExceptionClass::Orphan, Some(card_id(2))));
+    let proof = ledger.explanation().unwrap();
+    assert_eq!((proof.orphan_records, proof.awaiting_records), (3, 0));
+}
+
+/// A copy delivered before its origin settles waits, then matches: no
+/// exception, every point explained.
+#[test]
+fn a_copy_delivered_first_matches_when_its_origin_settles() {
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(7, T0).unwrap();
+    ledger.register_terminal(8, T0).unwrap();
+    let honest = journal_batch(
+        &shop.journal_path(7),
+        7,
+        vec![certified(EntryKind::Completion, 2, 1, TxKind::Earn, 10, 10, 7, 1, T0)],
+        T0,
+    );
+    // Till 8 read the card's record of till 7's decision (seq 1).
+    let copy = certified(EntryKind::Recovered, 2, 1, TxKind::Earn, 10, 10, 7, 1, T0);
+    let recovered = journal_batch(&shop.journal_path(8), 8, vec![copy], T0);
+    ledger.ingest(&recovered[..], T0).unwrap();
+    let proof = ledger.explanation().unwrap();
+    assert_eq!((proof.awaiting_records, proof.explained), (1, false));
+    ledger.ingest(&honest[..], T0 + 60).unwrap();
+    assert!(raised(&ledger).is_empty(), "{:?}", ledger.exceptions().unwrap());
+    let proof = ledger.explanation().unwrap();
+    assert!(proof.explained, "{proof:?}");
+    assert_eq!(
+        (proof.matched_records, proof.matched_points, proof.awaiting_records),
+        (1, 10, 0)
+    );
+}
+
+/// Till 1's completions copied into till 3's batch and sealed with till
+/// 3's genuine key: misattributed, and counted for till 1 only.
+#[test]
+fn records_copied_into_another_tills_batch_are_misattributed() {
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(1, T0).unwrap();
+    ledger.register_terminal(3, T0).unwrap();
+    let genuine = journal_batch(
+        &shop.journal_path(1),
+        1,
+        vec![certified(EntryKind::Completion, 4, 1, TxKind::Earn, 25, 25, 1, 1, T0)],
+        T0,
+    );
+    ledger.ingest(&genuine[..], T0).unwrap();
+    // The copied line: till 1's completion, card record and all.
+    let text = String::from_utf8(genuine.clone()).unwrap();
+    let line = text.lines().find(|l| l.contains(r#"\"completion\""#)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+    let copied: Entry = serde_json::from_value(body["entry"].clone()).unwrap();
+    let forged = journal_batch(&shop.journal_path(3), 3, vec![copied], T0);
+    let out = ledger.ingest(&forged[..], T0 + 60).unwrap();
+    assert_eq!((out.report.posted, out.report.duplicates), (0, 1));
+    assert_eq!(raised(&ledger), vec![(ExceptionClass::Misattributed, Some(1))]);
+    let book = ledger.card(card_id(4)).unwrap().unwrap();
+    assert_eq!(book.shadow_balance, 25, "posted once");
+}
+
+/// The ledger file is restored from a backup taken before batch 2 (a
+/// storage rollback): batch 2 was acknowledged and is gone. Batch 3 is
+/// held with a `missing-batch` exception and an acknowledgement that asks
+/// for batch 2; the till re-sends it from its journal exactly as sealed,
+/// both post, and the books match the card again.
+#[test]
+fn a_batch_lost_in_a_rollback_is_asked_for_and_resent() {
+    let shop = Shop::new();
+    let path = shop.journal_path(61);
+    let mut till = shop.till(61);
+    let mut card = issued_card(1);
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(61, T0).unwrap();
+    let backup = shop.dir.path().join("backup.sqlite");
+    for round in 1..=3u32 {
+        shop.advance(60);
+        assert!(purchase(&mut till, &mut card, 1_000 * u64::from(round)));
+        let batch = shop.settle(61);
+        let out = ledger.ingest(&batch[..], shop.now()).unwrap();
+        if round == 1 {
+            drop(ledger);
+            std::fs::copy(shop.ledger_path(), &backup).unwrap();
+            ledger = shop.ledger();
+        }
+        if round == 2 {
+            assert_eq!(out.ack.status, AckStatus::Posted);
+            acknowledge(&path, 61, &out.ack, shop.now());
+            // The rollback: the office's disk goes back to the backup.
+            drop(ledger);
+            for ext in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{ext}", shop.ledger_path().display()));
+            }
+            std::fs::copy(&backup, shop.ledger_path()).unwrap();
+            ledger = shop.ledger();
+            continue;
+        }
+        if round == 3 {
+            assert_eq!(out.ack.status, AckStatus::Held);
+            assert!(out.ack.verify(&keys().terminal_batch_key(61)));
+            assert_eq!(out.ack.missing_from, Some(2));
+            let mut tampered = out.ack.clone();
+            tampered.missing_from = Some(1);
+            assert!(
+                !tampered.verify(&keys().terminal_batch_key(61)),
+                "missing_from is under the MAC"
+            );
+            assert!(raised(&ledger).is_empty(), "batches may arrive out of order");
+            // Not re-sent within the aging period: an exception says so.
+            let later = shop.now() + 3_601;
+            assert_eq!(ledger.age_gaps(later, 3_600).unwrap(), 1);
+            assert_eq!(ledger.age_gaps(later + 60, 3_600).unwrap(), 0, "once");
+            assert_eq!(raised(&ledger), vec![(ExceptionClass::MissingBatch, None)]);
+            assert_eq!(ledger.exceptions().unwrap()[0].evidence["missing_from"], 2);
+            // The till re-sends what the office lacks.
+            let journal = tessera_terminal::journal::Journal::open(&path, 61).unwrap();
+            let ranges = tessera_terminal::batch::resend_ranges(&journal, 2, out.ack.batch_no).unwrap();
+            assert_eq!(ranges.iter().map(|r| r.batch_no).collect::<Vec<_>>(), vec![2]);
+            let mut again = Vec::new();
+            tessera_terminal::batch::write_range(&journal, &keys().terminal_batch_key(61), &ranges[0], &mut again)
+                .unwrap();
+            let resent = ledger.ingest(&again[..], shop.now()).unwrap();
+            assert_eq!(resent.ack.status, AckStatus::Posted);
+            assert_eq!(resent.report.released_batches, vec![3]);
+            assert_eq!(raised(&ledger).len(), 1, "nothing else");
+        } else {
+            acknowledge(&path, 61, &out.ack, shop.now());
+        }
+    }
+    let st = card.state().unwrap();
+    let book = ledger.card(st.card_id).unwrap().unwrap();
+    assert_eq!(
+        (book.shadow_balance, book.last_counter, book.pending),
+        (i64::from(st.balance), 3, 0)
+    );
 }

@@ -412,7 +412,8 @@ pub enum AckStatus {
 }
 
 /// The back office's acknowledgement of a batch, MAC'd with the terminal's
-/// batch key over `"TA" 01 ‖ terminal id ‖ batch no ‖ head ‖ status`.
+/// batch key over `"TA" 01 ‖ terminal id ‖ batch no ‖ head ‖ status`, and,
+/// when `missing_from` is given, `‖ missing_from` (4 bytes, big-endian).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     /// The terminal.
@@ -423,12 +424,17 @@ pub struct Ack {
     pub head: String,
     /// What happened.
     pub status: AckStatus,
+    /// Held because the office lacks batches from this number on (lost in
+    /// transit or in a storage rollback): the till re-sends them from its
+    /// journal ([`resend_ranges`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_from: Option<u32>,
     /// The MAC, hex.
     pub mac: String,
 }
 
 impl Ack {
-    fn input(terminal_id: u32, batch_no: u32, head: &str, status: AckStatus) -> Vec<u8> {
+    fn input(terminal_id: u32, batch_no: u32, head: &str, status: AckStatus, missing_from: Option<u32>) -> Vec<u8> {
         let mut v = b"TA\x01".to_vec();
         v.extend_from_slice(&terminal_id.to_be_bytes());
         v.extend_from_slice(&batch_no.to_be_bytes());
@@ -438,17 +444,37 @@ impl Ack {
             AckStatus::Duplicate => 2,
             AckStatus::Held => 3,
         });
+        if let Some(n) = missing_from {
+            v.extend_from_slice(&n.to_be_bytes());
+        }
         v
     }
 
     /// A signed acknowledgement (back office side).
     pub fn new(key: &Key, terminal_id: u32, batch_no: u32, head: &str, status: AckStatus) -> Self {
-        let mac = hex::encode(cmac(key, &Self::input(terminal_id, batch_no, head, status)));
+        Self::with_missing(key, terminal_id, batch_no, head, status, None)
+    }
+
+    /// A signed acknowledgement that also names the first batch the office
+    /// lacks (back office side).
+    pub fn with_missing(
+        key: &Key,
+        terminal_id: u32,
+        batch_no: u32,
+        head: &str,
+        status: AckStatus,
+        missing_from: Option<u32>,
+    ) -> Self {
+        let mac = hex::encode(cmac(
+            key,
+            &Self::input(terminal_id, batch_no, head, status, missing_from),
+        ));
         Self {
             terminal_id,
             batch_no,
             head: head.to_lowercase(),
             status,
+            missing_from,
             mac,
         }
     }
@@ -457,8 +483,31 @@ impl Ack {
     pub fn verify(&self, key: &Key) -> bool {
         let expected = cmac(
             key,
-            &Self::input(self.terminal_id, self.batch_no, &self.head, self.status),
+            &Self::input(
+                self.terminal_id,
+                self.batch_no,
+                &self.head,
+                self.status,
+                self.missing_from,
+            ),
         );
         hex::decode(&self.mac).is_ok_and(|m| ct_eq(&m, &expected))
     }
+}
+
+/// The sealed batches a till re-sends when the office says it lacks
+/// batches from `missing_from` on, up to (not including) `held`, the batch
+/// it holds: the journal keeps every sealed range and its records, so each
+/// is written again with [`write_range`] exactly as first sealed (same
+/// records, same head). Empty when the journal has none of them (the
+/// office's number is not one this till sealed).
+///
+/// # Errors
+/// A journal error.
+pub fn resend_ranges(journal: &Journal, missing_from: u32, held: u32) -> Result<Vec<SealedRange>, BatchError> {
+    Ok(journal
+        .batches()?
+        .into_iter()
+        .filter(|b| b.batch_no >= missing_from && b.batch_no < held)
+        .collect())
 }

@@ -217,16 +217,76 @@ pub fn certified(
     )
 }
 
+/// An approve decision of a till for a card's next transaction.
+pub fn approved(card: u32, counter: u32, tx: TxKind, points: u32, time: u32) -> Entry {
+    let mut d = Entry::new(EntryKind::Decision, time);
+    d.card_id = Some(hex::encode_upper(card_id(card)));
+    d.card_counter = Some(counter);
+    d.tx_type = Some(tx.name().to_owned());
+    d.points = Some(points);
+    d.verdict = Some(tessera_terminal::journal::Verdict::Approve);
+    d
+}
+
 /// Appends entries to a terminal's journal file (record by record, with
 /// the real journal) and seals them into a batch.
+///
+/// Like a real till, each genuine completion of this till is preceded by
+/// its approve decision, and the card's record names that decision's
+/// sequence number (the record is certified again for it). A completion
+/// whose certificate does not verify is appended as it is.
 pub fn journal_batch(path: &Path, id: u32, entries: Vec<Entry>, now: u32) -> Vec<u8> {
     {
         let mut j = Journal::open(path, id).unwrap();
+        // A completion given twice stays one record (one decision).
+        let mut seen: std::collections::HashMap<Option<String>, Entry> = std::collections::HashMap::new();
         for e in entries {
+            let e = match seen.get(&e.certificate) {
+                Some(done) if e.kind == EntryKind::Completion => done.clone(),
+                _ => {
+                    let cert = e.certificate.clone();
+                    let done = decided(&mut j, id, e);
+                    if cert.is_some() {
+                        seen.insert(cert, done.clone());
+                    }
+                    done
+                }
+            };
             j.append(e).unwrap();
         }
     }
     settle_journal(path, id, now)
+}
+
+/// Appends the approve decision a completion of till `id` acts on and
+/// returns the completion naming it.
+fn decided(j: &mut Journal, id: u32, mut e: Entry) -> Entry {
+    let Some(mut rec) = e.card_record() else { return e };
+    let card: [u8; 8] = {
+        let mut c = [0u8; 8];
+        hex::decode_to_slice(e.card_id.as_deref().unwrap_or(""), &mut c).unwrap();
+        c
+    };
+    let key = keys().card_cert_key(&card);
+    if e.kind != EntryKind::Completion || rec.terminal_id != id || certificate(&key, &card, &rec) != rec.certificate {
+        return e;
+    }
+    let mut d = Entry::new(EntryKind::Decision, e.time);
+    d.card_id.clone_from(&e.card_id);
+    d.card_counter = Some(rec.counter);
+    d.tx_type.clone_from(&e.tx_type);
+    d.points = e.points;
+    d.reference = e.reference;
+    d.purchase_minor = e.purchase_minor;
+    d.categories.clone_from(&e.categories);
+    d.verdict = Some(tessera_terminal::journal::Verdict::Approve);
+    let seq = j.append(d).unwrap().seq;
+    rec.terminal_seq = seq;
+    rec.certificate = certificate(&key, &card, &rec);
+    let mut c = Entry::from_card_record(EntryKind::Completion, e.time, &card, &rec);
+    c.purchase_minor = e.purchase_minor;
+    c.categories = std::mem::take(&mut e.categories);
+    c
 }
 
 /// A genuinely certified refund record naming `reference`, as a journal
