@@ -48,8 +48,11 @@ pub enum OfficeCmd {
     Serve(ServeArgs),
     /// Ingest a batch file written by `tessera pos settle --out`; prints the acknowledgement.
     Import(ImportArgs),
-    /// Reports: reconciliation, liability, exceptions, customers.
+    /// Reports: reconciliation, explained, liability, exceptions, customers.
     Report(ReportArgs),
+    /// Checks the whole ledger: storage integrity, and the books against
+    /// the postings (exit 0 sound, 1 otherwise).
+    Verify(DirArgs),
     /// The hotlist of blocked cards.
     #[command(subcommand)]
     Hotlist(HotlistCmd),
@@ -270,6 +273,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::Serve(a) => serve(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Import(a) => import(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Report(a) => report(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Verify(a) => verify(&a).map_err(|f| f.json(a.output.json)),
         OfficeCmd::Hotlist(HotlistCmd::Add(a)) => hotlist_add(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Unblock(a) => unblock(&a).map_err(|f| f.json(a.office.output.json)),
@@ -539,6 +543,17 @@ fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
 fn serve(a: &ServeArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
     let (keys, ledger) = open_office(dir)?;
+    // Never serve on books that disagree with their own postings.
+    let problems = ledger.self_check().map_err(ledger_err)?;
+    if let Some(first) = problems.first() {
+        return Err(Failure::new(
+            EXIT_FILE,
+            format!(
+                "the ledger's books disagree with its postings ({first}; {} problems, `office verify` lists them): not serving",
+                problems.len()
+            ),
+        ));
+    }
     let mut config = tessera_office::ServerConfig {
         office_dir: Some(dir.clone()),
         ..tessera_office::ServerConfig::default()
@@ -653,6 +668,32 @@ fn import(a: &ImportArgs) -> Result<(), Failure> {
         println!("{ack_value}");
     }
     Ok(())
+}
+
+fn verify(a: &DirArgs) -> Result<(), Failure> {
+    let (_keys, ledger) = open_office(&a.dir)?;
+    let problems = ledger.verify().map_err(ledger_err)?;
+    if a.output.json {
+        print_json(json!({"sound": problems.is_empty(), "problems": problems}));
+    } else if problems.is_empty() {
+        println!("The ledger is sound: storage intact, every card's books agree with its postings.");
+    } else {
+        println!("THE LEDGER IS NOT SOUND:");
+        for p in &problems {
+            println!("  {p}");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            1,
+            format!(
+                "{} problems in the ledger: restore it from a backup or call the office's administrator",
+                problems.len()
+            ),
+        ))
+    }
 }
 
 fn report(a: &ReportArgs) -> Result<(), Failure> {

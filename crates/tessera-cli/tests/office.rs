@@ -626,3 +626,92 @@ fn a_missing_empty_or_corrupt_ledger_is_refused_never_recreated() {
         .status
         .success());
 }
+
+/// The office's disk is rolled back to a backup taken after batch 1: batch
+/// 2, acknowledged, is gone. The next `pos settle` is held, its
+/// acknowledgement asks for batch 2, the till re-sends it from its journal,
+/// and the books match the card again. `office verify` then finds the
+/// ledger sound — until someone edits a balance in the file, which it
+/// names and `office serve` refuses to serve on.
+#[test]
+fn a_storage_rollback_is_detected_resent_and_verified() {
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    let ledger = env.path("office/ledger.sqlite");
+    let backup = env.path("backup.sqlite");
+    let mut server = env.serve(None);
+    let settle = |server: &Server| {
+        let o = env.pos(&["settle", "--server", &server.url(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    env.pos_ok(&["earn", "--card", card, "--amount", "10"]);
+    settle(&server);
+    server.kill();
+    // A consistent copy (the server is down): the backup, with its WAL.
+    std::fs::copy(&ledger, &backup).unwrap();
+    let wal = format!("{}-wal", ledger.display());
+    let backup_wal = env.path("backup.sqlite-wal");
+    let had_wal = std::fs::copy(&wal, &backup_wal).is_ok();
+    let mut server = env.serve(None);
+    env.pos_ok(&["earn", "--card", card, "--amount", "20"]);
+    assert_eq!(settle(&server)["acks"][0]["status"], "posted");
+    server.kill();
+    // The rollback.
+    for ext in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", ledger.display()));
+    }
+    std::fs::copy(&backup, &ledger).unwrap();
+    if had_wal {
+        std::fs::copy(&backup_wal, &wal).unwrap();
+    }
+    let server = env.serve(None);
+    env.pos_ok(&["earn", "--card", card, "--amount", "30"]);
+    let out = settle(&server);
+    let acks: Vec<(u64, String)> = out["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["batch_no"].as_u64().unwrap(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(acks, vec![(3, "held".to_owned()), (2, "posted".to_owned())], "{out}");
+    drop(server);
+    let read: Value = serde_json::from_str(&env.pos_ok(&["read", "--card", card, "--json"])).unwrap();
+    let balance = read["balance"]
+        .as_i64()
+        .unwrap_or_else(|| read["card"]["balance"].as_i64().unwrap());
+    let (_, liability) = env.books();
+    assert_eq!(liability["points_outstanding"].as_i64(), Some(balance), "{liability}");
+    assert_eq!(liability["pending_records"], 0);
+    let proof = env.json(&["office", "report", "explained", "--dir", env.s("office")]);
+    assert_eq!(proof["data"]["explained"], true, "{proof}");
+    let v = env.json(&["office", "verify", "--dir", env.s("office")]);
+    assert_eq!(v["sound"], true, "{v}");
+
+    // Someone edits a balance in the file.
+    {
+        let conn = rusqlite::Connection::open(&ledger).unwrap();
+        conn.execute("UPDATE cards SET shadow_balance = shadow_balance + 1000", [])
+            .unwrap();
+    }
+    let o = env.run(&["office", "verify", "--dir", env.s("office")]);
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("shadow balance is not the sum of its posted records"),
+        "{text}"
+    );
+    let o = env.run(&["office", "serve", "--dir", env.s("office"), "--listen", "127.0.0.1:0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("disagree with its postings") && err.lines().count() == 1,
+        "{err}"
+    );
+}

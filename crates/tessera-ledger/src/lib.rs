@@ -786,6 +786,28 @@ impl Ledger {
         reports::customers(&self.conn, now)
     }
 
+    /// Checks the whole ledger: SQLite's full `integrity_check` and the
+    /// books against the postings — per card, the shadow balance is the
+    /// sum of its posted records, the last counter its highest posted one,
+    /// the certified balance its last record's, the held count its pending
+    /// records, and posted balances chain; per terminal, the last batch is
+    /// its highest posted one. Returns one line per problem (empty: sound).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn verify(&self) -> Result<Vec<String>, LedgerError> {
+        reports::verify(&self.conn, true)
+    }
+
+    /// [`Ledger::verify`] without the storage scan: the books against the
+    /// postings (what `office serve` checks before it takes a request).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn self_check(&self) -> Result<Vec<String>, LedgerError> {
+        reports::verify(&self.conn, false)
+    }
+
     /// Whether every point is explained, with what is not
     /// ([`Explanation`]).
     ///

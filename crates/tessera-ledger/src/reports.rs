@@ -191,6 +191,84 @@ pub(crate) fn liability(conn: &Connection, minor_units_per_point: u64) -> Result
     })
 }
 
+/// See [`crate::Ledger::verify`]: each line is one thing wrong.
+pub(crate) fn verify(conn: &Connection, integrity: bool) -> Result<Vec<String>, LedgerError> {
+    let mut problems = Vec::new();
+    if integrity {
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let lines: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        if lines != ["ok"] {
+            problems.extend(lines.into_iter().map(|l| format!("storage: {l}")));
+        }
+    }
+    // Each card's books against its postings.
+    let checks: [(&str, &str); 5] = [
+        (
+            "shadow balance is not the sum of its posted records",
+            "SELECT hex(c.card_id), c.shadow_balance, (SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
+                 WHERE t.card_id = c.card_id AND t.status = 'posted') AS s FROM cards c WHERE c.shadow_balance != s",
+        ),
+        (
+            "last counter is not its highest posted record",
+            "SELECT hex(c.card_id), c.last_counter, (SELECT COALESCE(MAX(t.counter), 0) FROM card_transactions t
+                 WHERE t.card_id = c.card_id AND t.status = 'posted') AS m FROM cards c WHERE c.last_counter != m",
+        ),
+        (
+            "certified balance is not its last posted record's",
+            "SELECT hex(c.card_id), c.card_balance, t.balance_after FROM cards c
+                 JOIN card_transactions t ON t.card_id = c.card_id AND t.counter = c.last_counter
+                 WHERE c.last_counter > 0 AND t.status = 'posted' AND c.card_balance != t.balance_after",
+        ),
+        (
+            "held-record count is not its pending records'",
+            "SELECT hex(c.card_id), c.pending, (SELECT COUNT(*) FROM card_transactions t
+                 WHERE t.card_id = c.card_id AND t.status = 'pending') AS n FROM cards c WHERE c.pending != n",
+        ),
+        (
+            "posted records' balances do not chain (and no exception names it)",
+            "SELECT hex(t.card_id), t.counter, t.balance_after FROM card_transactions t
+                 JOIN card_transactions p ON p.card_id = t.card_id AND p.counter = t.counter - 1
+                 WHERE t.status = 'posted' AND p.status = 'posted' AND t.balance_after != p.balance_after + t.delta
+                   AND NOT EXISTS (SELECT 1 FROM exceptions e WHERE e.card_id = t.card_id AND e.counter = t.counter
+                                   AND e.class = 'balance-discontinuity')",
+        ),
+    ];
+    for (what, sql) in checks {
+        let mut stmt = conn.prepare(sql)?;
+        let mut q = stmt.query([])?;
+        let mut n = 0;
+        while let Some(r) = q.next()? {
+            n += 1;
+            if n <= 20 {
+                problems.push(format!(
+                    "card {}: {what} ({} vs {})",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?
+                ));
+            }
+        }
+        if n > 20 {
+            problems.push(format!("… and {} more cards: {what}", n - 20));
+        }
+    }
+    // Each terminal's chain position against its posted batches.
+    let mut stmt = conn.prepare(
+        "SELECT t.terminal_id, t.last_batch_no, (SELECT COALESCE(MAX(b.batch_no), 0) FROM batches b
+             WHERE b.terminal_id = t.terminal_id AND b.status = 'posted') AS m FROM terminals t WHERE t.last_batch_no != m",
+    )?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        problems.push(format!(
+            "terminal {}: last batch {} is not its highest posted batch {}",
+            r.get::<_, u32>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, u32>(2)?
+        ));
+    }
+    Ok(problems)
+}
+
 /// See [`Explanation`].
 pub(crate) fn explanation(conn: &Connection) -> Result<Explanation, LedgerError> {
     let (cards, points_outstanding, unexplained_points): (u64, i64, i64) = conn.query_row(
