@@ -704,6 +704,9 @@ fn report(a: &ReportArgs) -> Result<(), Failure> {
             .age_gaps(now()?, tessera_ledger::GAP_AGE_SECS)
             .map_err(ledger_err)?;
     }
+    if matches!(a.kind, ReportKind::Exceptions) {
+        return stream_exceptions(&ledger, a);
+    }
     let date = a.date.as_deref().map(|d| date(d, "date")).transpose()?;
     let (title, value) = match a.kind {
         ReportKind::Reconciliation => (
@@ -756,6 +759,95 @@ fn report(a: &ReportArgs) -> Result<(), Failure> {
         print!("{}", render_text(&value, preferred_columns(title)));
     }
     Ok(())
+}
+
+/// The exceptions report, one exception at a time from the ledger to
+/// stdout (flat memory whatever their number): JSON with the same shape as
+/// the other reports, CSV, or fixed-width text.
+fn stream_exceptions(ledger: &Ledger, a: &ReportArgs) -> Result<(), Failure> {
+    const COLS: [&str; 8] = [
+        "id",
+        "at",
+        "class",
+        "card_id",
+        "counter",
+        "terminal_id",
+        "batch_no",
+        "evidence",
+    ];
+    const WIDTHS: [usize; 7] = [8, 11, 22, 17, 8, 9, 6];
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let json = a.office.output.json;
+    const GONE: &str = "stdout closed";
+    let broken = |e: std::io::Error| {
+        LedgerError::Io(if e.kind() == std::io::ErrorKind::BrokenPipe {
+            GONE.to_owned()
+        } else {
+            e.to_string()
+        })
+    };
+    let head = if json {
+        format!(
+            "{{\"version\":{},\"ok\":true,\"report\":\"exceptions\",\"data\":[",
+            crate::out::JSON_VERSION
+        )
+    } else if a.csv {
+        COLS.join(",") + "\n"
+    } else {
+        let mut h = String::from("Exceptions\n");
+        for (c, w) in COLS.iter().zip(WIDTHS) {
+            h.push_str(&format!("{c:<w$} "));
+        }
+        h.push_str("evidence\n");
+        h
+    };
+    let mut n = 0u64;
+    let written = out.write_all(head.as_bytes()).map_err(broken).and_then(|()| {
+        ledger.each_exception(|e| {
+            let v = serde_json::to_value(&e).map_err(|e| LedgerError::Storage(e.to_string()))?;
+            let line = if json {
+                format!("{}{v}", if n == 0 { "" } else { "," })
+            } else {
+                let cells: Vec<String> = COLS.iter().map(|c| v.get(*c).map(cell).unwrap_or_default()).collect();
+                if a.csv {
+                    cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\n"
+                } else {
+                    let mut l = String::new();
+                    for (c, w) in cells.iter().zip(WIDTHS) {
+                        l.push_str(&format!("{c:<w$} "));
+                    }
+                    let ev = &cells[7];
+                    if ev.chars().count() > 60 {
+                        l.push_str(&ev.chars().take(59).collect::<String>());
+                        l.push('…');
+                    } else {
+                        l.push_str(ev);
+                    }
+                    l + "\n"
+                }
+            };
+            n += 1;
+            out.write_all(line.as_bytes()).map_err(broken)
+        })
+    });
+    let tail = if json {
+        "]}\n".to_owned()
+    } else if !a.csv && n == 0 {
+        "  (none)\n".to_owned()
+    } else {
+        String::new()
+    };
+    match written.and_then(|()| {
+        out.write_all(tail.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(broken)
+    }) {
+        Ok(()) => Ok(()),
+        // A reader that stopped early (`| head`): what it read is whole.
+        Err(LedgerError::Io(m)) if m == GONE => Ok(()),
+        Err(e) => Err(ledger_err(e)),
+    }
 }
 
 fn cell(v: &Value) -> String {

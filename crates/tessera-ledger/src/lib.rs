@@ -756,6 +756,16 @@ impl Ledger {
         reports::exceptions(&self.conn)
     }
 
+    /// Calls `f` with every exception, oldest first, one at a time: a
+    /// report of a million exceptions streams in flat memory. Stops at the
+    /// first error `f` returns.
+    ///
+    /// # Errors
+    /// A storage error, or `f`'s.
+    pub fn each_exception(&self, f: impl FnMut(Exception) -> Result<(), LedgerError>) -> Result<(), LedgerError> {
+        reports::each_exception(&self.conn, f)
+    }
+
     /// Reconciliation per terminal and settlement day, optionally for one
     /// day and/or one terminal.
     ///

@@ -21,36 +21,41 @@ fn date_of(t: u32) -> String {
 
 /// Every exception, oldest first.
 pub(crate) fn exceptions(conn: &Connection) -> Result<Vec<Exception>, LedgerError> {
+    let mut all = Vec::new();
+    each_exception(conn, |e| {
+        all.push(e);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// Calls `f` with every exception, oldest first, one at a time (memory
+/// stays flat however many there are); stops at `f`'s first error.
+pub(crate) fn each_exception(
+    conn: &Connection,
+    mut f: impl FnMut(Exception) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
     let mut stmt = conn.prepare(
         "SELECT id, class, card_id, counter, terminal_id, batch_no, evidence, at FROM exceptions ORDER BY id",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, u64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<Vec<u8>>>(2)?,
-            r.get::<_, Option<u32>>(3)?,
-            r.get::<_, Option<u32>>(4)?,
-            r.get::<_, Option<u32>>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, u32>(7)?,
-        ))
-    })?;
-    rows.map(|row| {
-        let (id, class, card, counter, terminal_id, batch_no, evidence, at) = row?;
-        Ok(Exception {
-            id,
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let class: String = r.get(1)?;
+        let card: Option<Vec<u8>> = r.get(2)?;
+        let evidence: String = r.get(6)?;
+        f(Exception {
+            id: r.get(0)?,
             class: ExceptionClass::parse(&class)
                 .ok_or_else(|| LedgerError::Storage(format!("stored exception class {class:?}")))?,
             card_id: card.map(card_of).transpose()?,
-            counter,
-            terminal_id,
-            batch_no,
+            counter: r.get(3)?,
+            terminal_id: r.get(4)?,
+            batch_no: r.get(5)?,
             evidence: serde_json::from_str(&evidence)?,
-            at,
-        })
-    })
-    .collect()
+            at: r.get(7)?,
+        })?;
+    }
+    Ok(())
 }
 
 /// Reconciliation per terminal and settlement day.
