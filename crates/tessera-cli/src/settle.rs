@@ -32,7 +32,7 @@ use tessera_crypto::keys::TerminalBundle;
 use tessera_office::{ClientError, RetryPolicy};
 use tessera_protocol::profile::SignedProfile;
 use tessera_simulator::image::write_atomic;
-use tessera_terminal::batch::{write_batch, write_range, Ack, AckStatus};
+use tessera_terminal::batch::{write_range, Ack, AckStatus};
 use tessera_terminal::journal::Journal;
 use tessera_terminal::offers::CampaignSet;
 use tessera_terminal::policy::Hotlist;
@@ -204,14 +204,15 @@ pub fn settle(a: &SettleArgs) -> Result<(), Failure> {
         ..RetryPolicy::default()
     };
     let mut acks = Vec::new();
+    // Records per new batch: no limit until the office announces one.
+    let mut cap = u32::MAX;
     // An unacknowledged batch is re-sent first; then every new one.
     loop {
         let mut buf = Vec::new();
-        let Some(range) =
-            write_batch(&mut journal, &bundle.batch_key, now, &mut buf).map_err(|e| file_err("batch", e))?
-        else {
+        let Some(range) = journal.seal_at_most(now, cap).map_err(|e| file_err("journal", e))? else {
             break;
         };
+        write_range(&journal, &bundle.batch_key, &range, &mut buf).map_err(|e| file_err("batch", e))?;
         if !a.output.json {
             eprintln!(
                 "Uploading batch {} (records {}–{}, {} bytes) to {server}…",
@@ -221,7 +222,35 @@ pub fn settle(a: &SettleArgs) -> Result<(), Failure> {
                 buf.len()
             );
         }
-        let ack = tessera_office::upload_batch(server, &buf, &bundle, &retry).map_err(office_failure)?;
+        let ack = match tessera_office::upload_batch(server, &buf, &bundle, &retry) {
+            Ok(ack) => ack,
+            // Too large for the office (which stored nothing): re-seal the
+            // unacknowledged records into batches that fit, with a margin.
+            Err(ClientError::TooLarge { max_batch_bytes }) => {
+                let records = u64::from(range.seq_to - range.seq_from + 1);
+                let fit = records * max_batch_bytes * 9 / 10 / (buf.len() as u64).max(1);
+                if records <= 1 {
+                    return Err(Failure::new(
+                        EXIT_OFFICE,
+                        format!(
+                            "record {} alone is larger than the office's batch limit of {max_batch_bytes} bytes",
+                            range.seq_from
+                        ),
+                    ));
+                }
+                cap = u32::try_from(fit.clamp(1, records - 1)).unwrap_or(u32::MAX);
+                if !a.output.json {
+                    eprintln!(
+                        "The office takes at most {max_batch_bytes} bytes a batch: re-sealing in batches of {cap} records…"
+                    );
+                }
+                journal
+                    .split_unacknowledged(now, cap)
+                    .map_err(|e| file_err("journal", e))?;
+                continue;
+            }
+            Err(e) => return Err(office_failure(e)),
+        };
         apply_ack(&mut journal, &bundle, &ack, now)?;
         let missing = (ack.status == AckStatus::Held).then_some(ack.missing_from).flatten();
         let held = ack.batch_no;

@@ -813,3 +813,56 @@ fn the_exceptions_report_streams_in_flat_memory() {
     );
     assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The office announces its batch limit with the `413`; `pos settle`
+/// re-seals its unsettled records into batches that fit, sends them all,
+/// and the books hold every record once. A record larger than the limit by
+/// itself is a clear error, and nothing is marked settled.
+#[test]
+fn a_batch_too_large_for_the_office_is_split_to_fit() {
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    for amount in ["10", "11", "12", "13", "14", "15"] {
+        env.pos_ok(&["earn", "--card", card, "--amount", amount]);
+    }
+    // The whole journal as one batch, to size the limit from.
+    let whole = env.path("whole.jsonl");
+    let o = env.pos(&["settle", "--out", whole.to_str().unwrap(), "--json"]);
+    assert!(o.status.success());
+    let size = std::fs::metadata(&whole).unwrap().len();
+    let limit = size / 3;
+    let server = env.serve(Some(limit));
+    let o = env.pos(&["settle", "--server", &server.url(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let acks = out["acks"].as_array().unwrap();
+    assert!(acks.len() >= 3, "{out}");
+    assert!(acks.iter().all(|a| a["status"] == "posted"), "{out}");
+    let batches: Vec<u64> = acks.iter().map(|a| a["batch_no"].as_u64().unwrap()).collect();
+    assert_eq!(
+        batches,
+        (1..=acks.len() as u64).collect::<Vec<_>>(),
+        "numbered from 1, gapless"
+    );
+    assert_eq!(out["settled_up_to"], out["records"]);
+    let (batches_posted, records) = env.posted();
+    assert_eq!(
+        (batches_posted, records),
+        (acks.len() as u64, out["records"].as_u64().unwrap())
+    );
+    let proof = env.json(&["office", "report", "explained", "--dir", env.s("office")]);
+    assert_eq!(proof["data"]["explained"], true, "{proof}");
+    drop(server);
+    // A limit no single record fits in.
+    env.pos_ok(&["earn", "--card", card, "--amount", "16"]);
+    let tiny = env.serve(Some(200));
+    let o = env.pos(&["settle", "--server", &tiny.url()]);
+    assert_eq!(o.status.code(), Some(6), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    // Progress lines, then one line that says why.
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.contains("alone is larger than the office's batch limit of 200 bytes"), "{err}");
+    let status: Value = serde_json::from_str(&env.pos_ok(&["status", "--json"])).unwrap();
+    assert!(status["unsettled_card_transactions"].as_u64().unwrap() > 0, "{status}");
+}

@@ -62,6 +62,13 @@ impl RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The office refused the batch as larger than its limit (`413`), which
+    /// it announced: re-seal the batch smaller and send again.
+    #[error("the office takes batches of at most {max_batch_bytes} bytes")]
+    TooLarge {
+        /// The office's limit.
+        max_batch_bytes: u64,
+    },
     /// The office refused the request (`4xx`): retrying will not help.
     #[error("the office refused ({status}): {message}")]
     Refused {
@@ -144,6 +151,13 @@ fn classify(result: Result<ureq::Response, ureq::Error>) -> Attempt {
         Err(ureq::Error::Status(status, resp)) => {
             let body = read_answer(resp).unwrap_or_default();
             let message = refusal_message(&body);
+            let limit = (status == 413)
+                .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                .flatten()
+                .and_then(|v| v.get("max_batch_bytes").and_then(serde_json::Value::as_u64));
+            if let Some(max_batch_bytes) = limit {
+                return Attempt::Fatal(ClientError::TooLarge { max_batch_bytes });
+            }
             if status >= 500 {
                 Attempt::Retry(format!("{status}: {message}"))
             } else {

@@ -239,6 +239,16 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The `413` answer: it announces the limit, so the till can re-seal its
+/// batch to fit (`Journal::split_unacknowledged`).
+fn refuse_too_large(limit: u64) -> Response {
+    json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        serde_json::json!({ "error": format!("a batch is at most {limit} bytes"), "max_batch_bytes": limit })
+            .to_string(),
+    )
+}
+
 fn refuse(status: StatusCode, message: &str) -> Response {
     let line: String = message.lines().collect::<Vec<_>>().join(" ");
     json_response(status, serde_json::json!({ "error": line }).to_string())
@@ -286,10 +296,7 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit) {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("a batch is at most {limit} bytes"),
-        );
+        return refuse_too_large(limit);
     }
     let claimed_mac = headers
         .get(BATCH_MAC_HEADER)
@@ -411,10 +418,7 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         },
         Err(e) if too_large.load(Ordering::SeqCst) => {
             let _ = e;
-            refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("a batch is at most {limit} bytes"),
-            )
+            refuse_too_large(limit)
         }
         Err(e) => refuse(ledger_status(&e), &e.to_string()),
     }

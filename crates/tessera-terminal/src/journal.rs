@@ -65,6 +65,10 @@ pub enum JournalError {
         /// What is wrong.
         why: String,
     },
+    /// Unacknowledged batches cannot be re-sealed: a later one is
+    /// acknowledged ([`Journal::split_unacknowledged`]).
+    #[error("batches cannot be re-sealed: {0}")]
+    NotResealable(String),
     /// A stored record cannot be decoded.
     #[error("journal record {seq} is unreadable: {why}")]
     Corrupt {
@@ -746,6 +750,76 @@ impl Journal {
             params![batch_no, from, self.head_seq, self.head_hash.to_vec(), now],
         )?;
         Ok(self.batches()?.into_iter().find(|b| b.batch_no == batch_no))
+    }
+
+    /// As [`Journal::seal`], but a new batch holds at most `max_records`
+    /// records (the rest wait for the next call); an unacknowledged batch is
+    /// still returned unchanged, whatever its size.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn seal_at_most(&mut self, now: u32, max_records: u32) -> Result<Option<SealedRange>, JournalError> {
+        if let Some(open) = self.batches()?.into_iter().find(|b| b.acked_at.is_none()) {
+            return Ok(Some(open));
+        }
+        let all = self.batches()?;
+        let from = all.last().map_or(1, |b| b.seq_to + 1);
+        if from > self.head_seq {
+            return Ok(None);
+        }
+        let to = self.head_seq.min(from.saturating_add(max_records.max(1) - 1));
+        let head = self
+            .get(to)?
+            .ok_or_else(|| JournalError::Corrupt {
+                seq: to,
+                why: "missing".into(),
+            })?
+            .hash;
+        let batch_no = all.last().map_or(1, |b| b.batch_no + 1);
+        self.conn.execute(
+            "INSERT INTO batches (batch_no, seq_from, seq_to, head, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![batch_no, from, to, head.to_vec(), now],
+        )?;
+        Ok(self.batches()?.into_iter().find(|b| b.batch_no == batch_no))
+    }
+
+    /// Re-seals the unacknowledged batches, from the oldest on, into
+    /// batches of at most `max_records` records each, with the same
+    /// numbers from the oldest on: for an office that refused them as too
+    /// large (`413`), so never stored them. Refused
+    /// ([`JournalError::NotResealable`]) when a later batch is acknowledged
+    /// already (the office holds it: its number and head must not change).
+    /// Returns the new ranges.
+    ///
+    /// # Errors
+    /// A database error, or as above.
+    pub fn split_unacknowledged(&mut self, now: u32, max_records: u32) -> Result<Vec<SealedRange>, JournalError> {
+        let all = self.batches()?;
+        let Some(first) = all.iter().position(|b| b.acked_at.is_none()) else {
+            return Ok(Vec::new());
+        };
+        if all[first..].iter().any(|b| b.acked_at.is_some()) {
+            return Err(JournalError::NotResealable(
+                "a later batch is acknowledged by the office".into(),
+            ));
+        }
+        let (from, to, mut batch_no) = (all[first].seq_from, all[all.len() - 1].seq_to, all[first].batch_no);
+        let max = max_records.max(1);
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM batches WHERE batch_no >= ?1", [batch_no])?;
+        let mut seq = from;
+        while seq <= to {
+            let end = to.min(seq.saturating_add(max - 1));
+            let head: Vec<u8> = tx.query_row("SELECT hash FROM records WHERE seq = ?1", [end], |r| r.get(0))?;
+            tx.execute(
+                "INSERT INTO batches (batch_no, seq_from, seq_to, head, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![batch_no, seq, end, head, now],
+            )?;
+            batch_no += 1;
+            seq = end + 1;
+        }
+        tx.commit()?;
+        Ok(self.batches()?.into_iter().skip(first).collect())
     }
 
     /// Marks a sealed batch acknowledged by the back office: its records
