@@ -35,10 +35,12 @@
 pub mod client;
 pub mod server;
 mod sync;
+pub mod tls;
 
 pub use client::{fetch_sync, upload_batch, ClientError, RetryPolicy};
-pub use server::{serve, ServerConfig, ServerError, DEFAULT_ADDR, MAX_BATCH_BYTES};
+pub use server::{serve, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
 pub use sync::{
     request_mac, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
     SYNC_FORMAT, SYNC_REQUEST_WINDOW_SECS,
 };
+pub use tls::{OfficeIdentity, TlsError};

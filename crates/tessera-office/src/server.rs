@@ -49,9 +49,21 @@ pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
 /// Longest first line (the batch header) read before authentication.
 const MAX_HEADER_LINE: usize = 64 * 1024;
 
+/// How the server speaks to terminals: there is no default.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// HTTPS with the office's certificate (`office-cert.pem`).
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP, on a loopback address only (`office serve --plain-http`):
+    /// [`serve`] refuses any other address.
+    PlainLoopback,
+}
+
 /// Settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// TLS or, on loopback only, plain HTTP.
+    pub transport: Transport,
     /// Largest batch body in bytes (`413` above).
     pub max_batch_bytes: u64,
     /// The office directory: `campaigns.toml` and `campaigns.toml.sig`
@@ -63,9 +75,11 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
+impl ServerConfig {
+    /// The default limits with the given transport.
+    pub fn new(transport: Transport) -> Self {
         Self {
+            transport,
             max_batch_bytes: MAX_BATCH_BYTES,
             office_dir: None,
             fixed_now: None,
@@ -89,6 +103,9 @@ pub enum ServerError {
     /// The runtime or the listener failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// Plain HTTP was asked for on an address that is not loopback.
+    #[error("plain HTTP is served on loopback only, not on {0}: serve HTTPS")]
+    PlainNotLoopback(SocketAddr),
 }
 
 struct Office {
@@ -139,6 +156,9 @@ pub fn serve(
     config: ServerConfig,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    if matches!(config.transport, Transport::PlainLoopback) && !addr.ip().is_loopback() {
+        return Err(ServerError::PlainNotLoopback(addr));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -152,7 +172,8 @@ pub fn serve(
 /// Serves on an already bound listener until `shutdown` completes.
 ///
 /// # Errors
-/// [`ServerError::Io`] if accepting fails.
+/// [`ServerError::PlainNotLoopback`] for plain HTTP on a listener that is
+/// not on loopback; [`ServerError::Io`] if the listener fails.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     ledger: Ledger,
@@ -160,6 +181,14 @@ pub async fn serve_on(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let local = listener.local_addr()?;
+    if matches!(config.transport, Transport::PlainLoopback) && !local.ip().is_loopback() {
+        return Err(ServerError::PlainNotLoopback(local));
+    }
+    let tls = match &config.transport {
+        Transport::Tls(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::clone(c))),
+        Transport::PlainLoopback => None,
+    };
     let office = Arc::new(Office {
         ledger: Mutex::new(ledger),
         keys,
@@ -182,11 +211,87 @@ pub async fn serve_on(
             }
         })
     };
-    let result = axum::serve(listener, routes(office))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = accept_loop(listener, routes(office), tls, shutdown).await;
     ager.abort();
-    result?;
+    result
+}
+
+/// Most connections open at once; further ones are closed at once.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Longest TLS handshake, and longest wait for a request's head.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The peer of a connection, as a request extension.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // read by the /metrics route (next step)
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// Accepts connections (TLS or plain), each served by hyper's HTTP/1.1 on
+/// its own task, at most [`MAX_CONNECTIONS`] at once, until `shutdown`;
+/// then waits up to 30 s for the connections in flight.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of file descriptors or a connection reset before
+                    // accept: wait a little, keep serving.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            let mut router = router.clone();
+            async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HANDSHAKE_TIMEOUT)
+            .keep_alive(true);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                None => {
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {},
+    }
     Ok(())
 }
 
