@@ -163,6 +163,13 @@ pub struct ServeArgs {
     /// till on the office machine, tests).
     #[arg(long)]
     pub plain_http: bool,
+    /// Longest one upload may take, head to last byte (one deadline, not
+    /// an idle timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub upload_deadline: u64,
+    /// Uploads spooled or ingested at once (more are answered 503).
+    #[arg(long, value_name = "N", default_value_t = tessera_office::server::DEFAULT_MAX_UPLOADS)]
+    pub max_uploads: usize,
 }
 
 /// Arguments of `office import`.
@@ -585,8 +592,13 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
         let identity = tessera_office::OfficeIdentity::load(dir).map_err(|e| file_err("TLS", e))?;
         tessera_office::Transport::Tls(identity.server_config().map_err(|e| file_err("TLS", e))?)
     };
+    if a.upload_deadline == 0 || a.max_uploads == 0 {
+        return Err(Failure::usage("--upload-deadline and --max-uploads are at least 1"));
+    }
     let mut config = tessera_office::ServerConfig {
         office_dir: Some(dir.clone()),
+        upload_deadline: Duration::from_secs(a.upload_deadline),
+        max_concurrent_uploads: a.max_uploads,
         ..tessera_office::ServerConfig::new(transport)
     };
     if let Ok(v) = std::env::var("TESSERA_MAX_BATCH_BYTES") {
