@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_crypto::channel::{SecureChannel, SessionKeys};
-use tessera_crypto::keys::{IssuerDecision, IssuerKeys, TerminalBundle};
+use tessera_crypto::keys::{IssuerDecision, IssuerKeys, OfficeLink, TerminalBundle};
 use tessera_crypto::rng::Rng;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
@@ -467,7 +467,7 @@ fn production_keys() -> IssuerKeys {
 
 fn production_till_terminal(keys: &IssuerKeys) -> Terminal<SoftwareSam, FixedClock> {
     // Through the bundle file, as a till gets it.
-    let bundle = TerminalBundle::from_json(&keys.terminal_bundle(7).to_json()).unwrap();
+    let bundle = TerminalBundle::from_json(&keys.terminal_bundle(7, OfficeLink::PlainLoopback).to_json()).unwrap();
     Terminal::new(SoftwareSam::new(bundle.keys), FixedClock(TEST_TIME), 7)
 }
 
@@ -500,7 +500,10 @@ fn counterfeit_test_key_card_refused_at_production_till() {
     assert_eq!(liar.state().unwrap().counter, 0);
 
     // Production bundles never carry the test identity.
-    let test_bundle = IssuerKeys::test().unwrap().terminal_bundle(7).to_json();
+    let test_bundle = IssuerKeys::test()
+        .unwrap()
+        .terminal_bundle(7, OfficeLink::PlainLoopback)
+        .to_json();
     assert!(TerminalBundle::from_json(&test_bundle).is_err());
     assert!(IssuerKeys::generate(1).is_err(), "key version 1 is the test keys'");
     assert!(!prod.is_test());

@@ -81,7 +81,7 @@ impl Server {
             .to_owned();
         Self {
             child,
-            url: format!("http://{addr}"),
+            url: format!("https://{addr}"),
         }
     }
 }
@@ -196,7 +196,7 @@ fn a_day_of_settlement_with_every_fault_injected() {
         );
     }
     // Terminal 999 was never registered: its bundle is made by hand.
-    let rogue_bundle = keys.terminal_bundle(UNKNOWN_TILL);
+    let rogue_bundle = keys.terminal_bundle(UNKNOWN_TILL, bundles[&TILLS[0]].office);
 
     // The day.
     let clock = SharedClock(Arc::new(AtomicU32::new(tessera_suite::TEST_TIME)));

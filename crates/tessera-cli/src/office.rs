@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::keys::{IssuerKeys, OfficeLink};
 use tessera_crypto::rng::Rng;
 use tessera_ledger::{Ledger, LedgerError, LedgerKeys, NewCustomer};
 use tessera_simulator::SimCard;
@@ -35,8 +35,9 @@ const EXIT_REFUSED: u8 = crate::settle::EXIT_OFFICE;
 /// `tessera office …`
 #[derive(Subcommand)]
 pub enum OfficeCmd {
-    /// Key ceremony: fresh issuer keys and an empty ledger in a new office directory.
-    Init(DirArgs),
+    /// Key ceremony: fresh issuer keys, the office's TLS certificate and key,
+    /// and an empty ledger in a new office directory.
+    Init(InitArgs),
     /// Write a terminal's key bundle and register the terminal with the ledger.
     ExportTerminal(ExportArgs),
     /// Issue a card with the office's keys and register customer and card.
@@ -93,6 +94,18 @@ pub struct DirArgs {
     pub output: OutputArgs,
 }
 
+/// Arguments of `office init`.
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// A host name the office's certificate names besides localhost and
+    /// the loopback addresses (informative: tills recognize the office by
+    /// its pinned certificate). Repeatable.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
+}
+
 /// Arguments of `office export-terminal`.
 #[derive(Args)]
 pub struct ExportArgs {
@@ -101,6 +114,11 @@ pub struct ExportArgs {
     /// The terminal's id.
     #[arg(long)]
     pub terminal_id: u32,
+    /// A bundle for plain HTTP to an office on the same machine (loopback
+    /// only, `office serve --plain-http`) instead of one pinning the
+    /// office's TLS certificate.
+    #[arg(long)]
+    pub plain_http: bool,
     /// The bundle file to write (must not exist).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -144,6 +162,17 @@ pub struct ServeArgs {
     /// is `listening on ADDR`).
     #[arg(long, value_name = "ADDR", default_value = tessera_office::DEFAULT_ADDR)]
     pub listen: std::net::SocketAddr,
+    /// Serve plain HTTP instead of HTTPS: on a loopback address only (a
+    /// till on the office machine, tests).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Longest one upload may take, head to last byte (one deadline, not
+    /// an idle timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub upload_deadline: u64,
+    /// Uploads spooled or ingested at once (more are answered 503).
+    #[arg(long, value_name = "N", default_value_t = tessera_office::server::DEFAULT_MAX_UPLOADS)]
+    pub max_uploads: usize,
 }
 
 /// Arguments of `office import`.
@@ -266,7 +295,7 @@ pub struct UnblockArgs {
 /// Runs an `office` subcommand.
 pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
     match cmd {
-        OfficeCmd::Init(a) => init(&a).map_err(|f| f.json(a.output.json)),
+        OfficeCmd::Init(a) => init(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::ExportTerminal(a) => export(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Issue(a) => issue(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Manufacture(a) => manufacture(&a).map_err(|f| f.json(a.office.output.json)),
@@ -356,8 +385,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         .map_err(|e| file_err(&path.display().to_string(), e))
 }
 
-fn init(a: &DirArgs) -> Result<(), Failure> {
-    let dir = &a.dir;
+fn init(a: &InitArgs) -> Result<(), Failure> {
+    let dir = &a.office.dir;
     if dir.join(KEYS_FILE).exists() {
         return Err(Failure::new(
             EXIT_DECLINED,
@@ -386,18 +415,22 @@ fn init(a: &DirArgs) -> Result<(), Failure> {
     // Production key stores start at key version 2: version 1 and the
     // issuer id "TEST" belong to the published test keys.
     let keys = IssuerKeys::generate(2).map_err(|e| file_err("key ceremony", e))?;
+    let identity = tessera_office::OfficeIdentity::generate(&a.tls_names).map_err(|e| file_err("TLS", e))?;
+    identity.write_new(dir).map_err(|e| file_err("TLS", e))?;
     write_private(&dir.join(KEYS_FILE), keys.to_json().as_bytes())?;
     drop(Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?);
-    if a.output.json {
+    let pin = hex::encode(identity.cert_sha256());
+    if a.office.output.json {
         print_json(
-            json!({"dir": dir.display().to_string(), "issuer_id": hex::encode_upper(keys.issuer_id), "key_version": keys.key_version, "issuer_public_key": keys.issuer.public().to_hex()}),
+            json!({"dir": dir.display().to_string(), "issuer_id": hex::encode_upper(keys.issuer_id), "key_version": keys.key_version, "issuer_public_key": keys.issuer.public().to_hex(), "tls_cert_sha256": pin}),
         );
     } else {
         println!(
-            "Office created in {}: issuer {}, fresh keys (version {}) in {KEYS_FILE}, empty ledger {LEDGER_FILE}. Keep the directory private and backed up.",
+            "Office created in {}: issuer {}, fresh keys (version {}) in {KEYS_FILE}, TLS certificate {} (SHA-256 {pin}), empty ledger {LEDGER_FILE}. Keep the directory private and backed up.",
             dir.display(),
             hex::encode_upper(keys.issuer_id),
-            keys.key_version
+            keys.key_version,
+            tessera_office::tls::CERT_FILE,
         );
     }
     Ok(())
@@ -411,8 +444,18 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
             format!("{} already exists: it is never overwritten", a.out.display()),
         ));
     }
+    // The bundle pins the office's certificate; plain HTTP is an explicit
+    // choice, never the fallback for a missing certificate.
+    let link = if a.plain_http {
+        OfficeLink::PlainLoopback
+    } else {
+        let identity = tessera_office::OfficeIdentity::load(&a.office.dir).map_err(|e| file_err("TLS", e))?;
+        OfficeLink::Pinned {
+            cert_sha256: identity.cert_sha256(),
+        }
+    };
     ledger.register_terminal(a.terminal_id, now()?).map_err(ledger_err)?;
-    let bundle = keys.terminal_bundle(a.terminal_id);
+    let bundle = keys.terminal_bundle(a.terminal_id, link);
     write_private(&a.out, bundle.to_json().as_bytes())?;
     if a.office.output.json {
         print_json(json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()}));
@@ -543,6 +586,21 @@ fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
 fn serve(a: &ServeArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
     let (keys, ledger) = open_office(dir)?;
+    let transport = if a.plain_http {
+        if !a.listen.ip().is_loopback() {
+            return Err(Failure::usage(format!(
+                "--plain-http serves loopback only, not {}: serve HTTPS",
+                a.listen
+            )));
+        }
+        tessera_office::Transport::PlainLoopback
+    } else {
+        let identity = tessera_office::OfficeIdentity::load(dir).map_err(|e| file_err("TLS", e))?;
+        tessera_office::Transport::Tls(identity.server_config().map_err(|e| file_err("TLS", e))?)
+    };
+    if a.upload_deadline == 0 || a.max_uploads == 0 {
+        return Err(Failure::usage("--upload-deadline and --max-uploads are at least 1"));
+    }
     // Never serve on books that disagree with their own postings.
     let problems = ledger.self_check().map_err(ledger_err)?;
     if let Some(first) = problems.first() {
@@ -556,7 +614,9 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
     }
     let mut config = tessera_office::ServerConfig {
         office_dir: Some(dir.clone()),
-        ..tessera_office::ServerConfig::default()
+        upload_deadline: Duration::from_secs(a.upload_deadline),
+        max_concurrent_uploads: a.max_uploads,
+        ..tessera_office::ServerConfig::new(transport)
     };
     if let Ok(v) = std::env::var("TESSERA_MAX_BATCH_BYTES") {
         config.max_batch_bytes = v

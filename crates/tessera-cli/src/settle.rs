@@ -50,7 +50,7 @@ pub const EXIT_OFFICE: u8 = 6;
 #[derive(Args)]
 #[group(id = "target", required = true, multiple = false, args = ["server", "out", "ack_file"])]
 pub struct SettleArgs {
-    /// The back office, e.g. http://127.0.0.1:8420.
+    /// The back office, e.g. https://127.0.0.1:8420 (the bundle pins its certificate).
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Write the batch to FILE for `tessera office import` instead.
@@ -74,7 +74,7 @@ pub struct SettleArgs {
 /// Arguments of `pos sync`.
 #[derive(Args)]
 pub struct SyncArgs {
-    /// The back office, e.g. http://127.0.0.1:8420.
+    /// The back office, e.g. https://127.0.0.1:8420 (the bundle pins its certificate).
     #[arg(long, value_name = "URL")]
     pub server: String,
     #[command(flatten)]

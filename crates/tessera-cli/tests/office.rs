@@ -49,6 +49,8 @@ impl Env {
             "7",
             "--out",
             e.s("t7.json"),
+            // These tests speak raw HTTP/1.1 to the office on loopback.
+            "--plain-http",
         ]);
         e
     }
@@ -152,10 +154,18 @@ impl Env {
 
     fn serve(&self, max_bytes: Option<u64>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.args(["office", "serve", "--dir", self.s("office"), "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args([
+            "office",
+            "serve",
+            "--dir",
+            self.s("office"),
+            "--listen",
+            "127.0.0.1:0",
+            "--plain-http",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
         if let Some(m) = max_bytes {
             cmd.env("TESSERA_MAX_BATCH_BYTES", m.to_string());
         }
@@ -539,6 +549,7 @@ fn sync_after_hotlist_blocks_the_card_at_its_next_tap() {
         "8",
         "--out",
         env.s("t8.json"),
+        "--plain-http",
     ]);
     let mut forged: Value = serde_json::from_slice(&read(&env.path("t8.json"))).unwrap();
     forged["terminal_id"] = Value::from(7);
@@ -565,6 +576,7 @@ fn office_init_refuses_to_overwrite_and_keeps_keys_private() {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&env.path("office")), 0o700);
         assert_eq!(mode(&env.path("office").join("issuer-keys.json")), 0o600);
+        assert_eq!(mode(&env.path("office").join("office-key.pem")), 0o600);
         assert_eq!(mode(&env.path("t7.json")), 0o600);
     }
     let o = env.run(&[
@@ -862,7 +874,10 @@ fn a_batch_too_large_for_the_office_is_split_to_fit() {
     let err = String::from_utf8_lossy(&o.stderr);
     // Progress lines, then one line that says why.
     let last = err.lines().last().unwrap_or("");
-    assert!(last.contains("alone is larger than the office's batch limit of 200 bytes"), "{err}");
+    assert!(
+        last.contains("alone is larger than the office's batch limit of 200 bytes"),
+        "{err}"
+    );
     let status: Value = serde_json::from_str(&env.pos_ok(&["status", "--json"])).unwrap();
     assert!(status["unsettled_card_transactions"].as_u64().unwrap() > 0, "{status}");
 }

@@ -54,7 +54,7 @@ fn serve(office: &Path) -> Server {
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
-    Server(child, format!("http://{addr}"))
+    Server(child, format!("https://{addr}"))
 }
 
 #[test]

@@ -437,12 +437,14 @@ impl IssuerKeys {
         crate::kdf::derive_key(&self.batch_master, labels::TERMINAL_BATCH, &terminal_id.to_be_bytes())
     }
 
-    /// Everything one terminal may hold: the terminal bundle.
-    pub fn terminal_bundle(&self, terminal_id: u32) -> TerminalBundle {
+    /// Everything one terminal may hold: the terminal bundle, with how it
+    /// reaches and recognizes the office (`office`).
+    pub fn terminal_bundle(&self, terminal_id: u32, office: OfficeLink) -> TerminalBundle {
         TerminalBundle {
             terminal_id,
             keys: self.terminal_keys(),
             batch_key: self.terminal_batch_key(terminal_id),
+            office,
         }
     }
 
@@ -535,10 +537,27 @@ pub struct TerminalBundle {
     pub keys: TerminalKeys,
     /// The terminal's batch key (seals settlement batches, checks acks).
     pub batch_key: Key,
+    /// How the terminal recognizes the office on the network.
+    pub office: OfficeLink,
+}
+
+/// How a terminal recognizes its office: there is no default, a bundle
+/// names one or is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfficeLink {
+    /// HTTPS, accepting only the office certificate whose DER encoding has
+    /// this SHA-256 (the pin written by `tessera office export-terminal`).
+    Pinned {
+        /// SHA-256 of the office's end-entity certificate (DER).
+        cert_sha256: [u8; 32],
+    },
+    /// Plain HTTP to a loopback address only (tests, a till on the office
+    /// machine): chosen explicitly, never a fallback.
+    PlainLoopback,
 }
 
 /// The bundle file format written and read.
-pub const BUNDLE_FORMAT: &str = "tessera-terminal-bundle-2";
+pub const BUNDLE_FORMAT: &str = "tessera-terminal-bundle-3";
 
 #[derive(Deserialize, Serialize)]
 struct BundleFile {
@@ -548,6 +567,10 @@ struct BundleFile {
     auth_masters: BTreeMap<String, String>,
     issuer_public_key: String,
     batch_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    office_cert_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    office_plain_http_loopback: Option<bool>,
 }
 
 impl TerminalBundle {
@@ -565,6 +588,11 @@ impl TerminalBundle {
                 .collect(),
             issuer_public_key: self.keys.issuer_public.to_hex(),
             batch_key: hex::encode(self.batch_key.bytes()),
+            office_cert_sha256: match self.office {
+                OfficeLink::Pinned { cert_sha256 } => Some(hex::encode(cert_sha256)),
+                OfficeLink::PlainLoopback => None,
+            },
+            office_plain_http_loopback: (self.office == OfficeLink::PlainLoopback).then_some(true),
         };
         zeroize::Zeroizing::new(serde_json::to_string_pretty(&f).unwrap_or_default())
     }
@@ -587,12 +615,23 @@ impl TerminalBundle {
     /// Parses a bundle, test identities included (training and tests only).
     ///
     /// # Errors
-    /// [`CryptoError::BadKey`] on anything malformed or an older format.
+    /// [`CryptoError::BadKey`] on anything malformed, an older format, or
+    /// a bundle that neither pins the office certificate nor is explicitly
+    /// for plain HTTP on loopback (or claims both).
     pub fn from_json_any(s: &str) -> Result<Self, CryptoError> {
         let f: BundleFile = serde_json::from_str(s).map_err(|_| CryptoError::BadKey)?;
         if f.format != BUNDLE_FORMAT {
             return Err(CryptoError::BadKey);
         }
+        let office = match (&f.office_cert_sha256, f.office_plain_http_loopback) {
+            (Some(pin), None) => {
+                let mut cert_sha256 = [0u8; 32];
+                hex::decode_to_slice(pin, &mut cert_sha256).map_err(|_| CryptoError::BadKey)?;
+                OfficeLink::Pinned { cert_sha256 }
+            }
+            (None, Some(true)) => OfficeLink::PlainLoopback,
+            _ => return Err(CryptoError::BadKey),
+        };
         let mut auth_masters = BTreeMap::new();
         for (v, k) in &f.auth_masters {
             auth_masters.insert(v.parse().map_err(|_| CryptoError::BadKey)?, Key::from_hex(k)?);
@@ -605,6 +644,7 @@ impl TerminalBundle {
                 issuer_public: IssuerPublicKey::from_hex(&f.issuer_public_key)?,
             },
             batch_key: Key::from_hex(&f.batch_key)?,
+            office,
         })
     }
 }
@@ -662,11 +702,41 @@ mod tests {
     fn production_bundles_refuse_the_test_identity() {
         let test = IssuerKeys::test().unwrap();
         assert!(test.is_test());
-        assert!(TerminalBundle::from_json(&test.terminal_bundle(1).to_json()).is_err());
-        assert!(TerminalBundle::from_json_any(&test.terminal_bundle(1).to_json()).is_ok());
+        let link = OfficeLink::PlainLoopback;
+        assert!(TerminalBundle::from_json(&test.terminal_bundle(1, link).to_json()).is_err());
+        assert!(TerminalBundle::from_json_any(&test.terminal_bundle(1, link).to_json()).is_ok());
         let prod = IssuerKeys::generate(2).unwrap();
         assert!(!prod.is_test());
-        assert!(TerminalBundle::from_json(&prod.terminal_bundle(1).to_json()).is_ok());
+        assert!(TerminalBundle::from_json(&prod.terminal_bundle(1, link).to_json()).is_ok());
         assert!(IssuerKeys::generate(1).is_err());
+    }
+
+    #[test]
+    fn a_bundle_names_how_it_recognizes_the_office_or_is_refused() {
+        let prod = IssuerKeys::generate(2).unwrap();
+        let pinned = OfficeLink::Pinned { cert_sha256: [9; 32] };
+        let text = prod.terminal_bundle(4, pinned).to_json();
+        assert_eq!(TerminalBundle::from_json(&text).unwrap().office, pinned);
+        let plain = prod.terminal_bundle(4, OfficeLink::PlainLoopback).to_json();
+        assert_eq!(
+            TerminalBundle::from_json(&plain).unwrap().office,
+            OfficeLink::PlainLoopback
+        );
+        // Neither a pin nor the explicit choice: refused, as are both, a
+        // short pin, and the older format.
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("office_cert_sha256");
+        assert!(TerminalBundle::from_json(&v.to_string()).is_err());
+        v["office_plain_http_loopback"] = false.into();
+        assert!(TerminalBundle::from_json(&v.to_string()).is_err());
+        v["office_plain_http_loopback"] = true.into();
+        v["office_cert_sha256"] = hex::encode([9; 32]).into();
+        assert!(TerminalBundle::from_json(&v.to_string()).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["office_cert_sha256"] = "0909".into();
+        assert!(TerminalBundle::from_json(&v.to_string()).is_err());
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["format"] = "tessera-terminal-bundle-2".into();
+        assert!(TerminalBundle::from_json(&v.to_string()).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
-use tessera_crypto::keys::TerminalBundle;
+use tessera_crypto::keys::{OfficeLink, TerminalBundle};
 use tessera_terminal::batch::{Ack, Header};
 
 use crate::server::BATCH_CONTENT_TYPE;
@@ -93,23 +93,82 @@ pub enum ClientError {
     #[error("the batch to upload is malformed: {0}")]
     BadBatch(String),
     /// The base URL is unusable.
-    #[error("invalid office URL {0:?}: give http://HOST:PORT")]
+    #[error("invalid office URL {0:?}: give https://HOST:PORT")]
     BadUrl(String),
+    /// The URL and the bundle disagree on how to reach the office: a
+    /// pinned bundle speaks HTTPS only; plain HTTP needs a bundle made for
+    /// it and a loopback host.
+    #[error("{0}")]
+    Insecure(String),
+    /// The server is not the office: its certificate is not the one the
+    /// bundle pins. Nothing was sent.
+    #[error("the server's certificate is not the office's pinned certificate: {0}")]
+    Untrusted(String),
+    /// The TLS configuration could not be made.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-fn endpoint(base_url: &str, path: &str) -> Result<String, ClientError> {
+/// Whether `host` (from a URL, IPv6 in brackets) is a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of `scheme://HOST[:PORT][/...]`.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or(authority)
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    }
+}
+
+/// The URL of `path` at the office, checked against how the bundle
+/// reaches it: `https://` with a pinned bundle; `http://` only with a
+/// bundle made for plain loopback HTTP and a loopback host.
+fn endpoint(base_url: &str, path: &str, office: OfficeLink) -> Result<String, ClientError> {
     let base = base_url.trim().trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) || base.len() <= "https://".len() {
+    let (scheme, rest) = base
+        .split_once("://")
+        .ok_or_else(|| ClientError::BadUrl(base_url.to_owned()))?;
+    let host = url_host(rest);
+    if host.is_empty() || host == "[]" {
         return Err(ClientError::BadUrl(base_url.to_owned()));
+    }
+    match (scheme, office) {
+        ("https", OfficeLink::Pinned { .. }) => {}
+        ("http", OfficeLink::PlainLoopback) if is_loopback_host(host) => {}
+        ("http", OfficeLink::PlainLoopback) => {
+            return Err(ClientError::Insecure(format!(
+                "plain HTTP goes to a loopback address only, not {host}: use https:// with a pinned bundle"
+            )))
+        }
+        ("http", OfficeLink::Pinned { .. }) => {
+            return Err(ClientError::Insecure(
+                "this bundle pins the office's certificate: use https://".into(),
+            ))
+        }
+        ("https", OfficeLink::PlainLoopback) => {
+            return Err(ClientError::Insecure(
+                "this bundle pins no office certificate (it is for plain HTTP on loopback): export a pinned one".into(),
+            ))
+        }
+        _ => return Err(ClientError::BadUrl(base_url.to_owned())),
     }
     Ok(format!("{base}{path}"))
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
+fn agent(timeout: Duration, office: OfficeLink) -> Result<ureq::Agent, ClientError> {
+    let mut builder = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10).min(timeout))
-        .timeout(timeout)
-        .build()
+        .timeout(timeout);
+    if let OfficeLink::Pinned { cert_sha256 } = office {
+        let config = crate::tls::pinned_client_config(cert_sha256).map_err(|e| ClientError::Tls(e.to_string()))?;
+        builder = builder.tls_config(config);
+    }
+    Ok(builder.build())
 }
 
 fn read_answer(resp: ureq::Response) -> Result<Vec<u8>, String> {
@@ -164,8 +223,31 @@ fn classify(result: Result<ureq::Response, ureq::Error>) -> Attempt {
                 Attempt::Fatal(ClientError::Refused { status, message })
             }
         }
+        Err(ureq::Error::Transport(t)) if untrusted_certificate(&t) => {
+            Attempt::Fatal(ClientError::Untrusted(t.to_string()))
+        }
         Err(ureq::Error::Transport(t)) => Attempt::Retry(t.to_string()),
     }
+}
+
+/// Whether a transport failure is the pinned-certificate check refusing the
+/// server (retrying would not help: it is not the office).
+fn untrusted_certificate(t: &ureq::Transport) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(t);
+    while let Some(e) = cause {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(e, |i| i as &(dyn std::error::Error + 'static));
+        if matches!(
+            inner.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn with_retry(retry: &RetryPolicy, mut attempt: impl FnMut() -> Attempt) -> Result<Vec<u8>, ClientError> {
@@ -188,13 +270,16 @@ fn with_retry(retry: &RetryPolicy, mut attempt: impl FnMut() -> Attempt) -> Resu
 }
 
 /// Uploads a batch (as written by `tessera_terminal::batch::write_batch`)
-/// to the office at `base_url` (`http://HOST:PORT`) and returns its
+/// to the office at `base_url` (`https://HOST:PORT`, accepting only the
+/// certificate the bundle pins; `http://` only to a loopback host with a
+/// bundle made for plain HTTP) and returns its
 /// acknowledgement once the MAC verifies with the bundle's batch key and it
 /// names this batch (terminal, number, head).
 ///
 /// # Errors
-/// [`ClientError::BadBatch`] if the bytes do not start with a batch header
-/// of this terminal; [`ClientError::Refused`] on a `4xx`;
+/// [`ClientError::BadUrl`] or [`ClientError::Insecure`] for a URL the
+/// bundle does not allow; [`ClientError::BadBatch`] if the bytes do not
+/// start with a batch header of this terminal; [`ClientError::Refused`] on a `4xx`;
 /// [`ClientError::Unavailable`] when the retries are exhausted;
 /// [`ClientError::BadAnswer`] for an acknowledgement that is malformed, not
 /// genuine or for another batch.
@@ -204,7 +289,7 @@ pub fn upload_batch(
     bundle: &TerminalBundle,
     retry: &RetryPolicy,
 ) -> Result<Ack, ClientError> {
-    let url = endpoint(base_url, "/v1/batches")?;
+    let url = endpoint(base_url, "/v1/batches", bundle.office)?;
     let first = batch.split(|b| *b == b'\n').next().unwrap_or_default();
     let header: Header = serde_json::from_slice(first).map_err(|e| ClientError::BadBatch(format!("header: {e}")))?;
     if header.terminal_id != bundle.terminal_id {
@@ -213,7 +298,7 @@ pub fn upload_batch(
             header.terminal_id, bundle.terminal_id
         )));
     }
-    let agent = agent(retry.request_timeout);
+    let agent = agent(retry.request_timeout, bundle.office)?;
     // The header's MAC up front: the office authenticates the upload before
     // doing any work for it.
     let header_mac = hex::encode(header.mac(&bundle.batch_key));
@@ -255,7 +340,8 @@ pub fn fetch_sync(base_url: &str, bundle: &TerminalBundle, retry: &RetryPolicy) 
     rand_core::OsRng.fill_bytes(&mut nonce);
     let raw_nonce = nonce;
     let nonce = hex::encode(nonce);
-    let agent = agent(retry.request_timeout);
+    endpoint(base_url, "/v1/sync", bundle.office)?;
+    let agent = agent(retry.request_timeout, bundle.office)?;
     // Each attempt is a fresh, authenticated request (time and MAC).
     let body = with_retry(retry, || {
         let time = std::time::SystemTime::now()
@@ -274,6 +360,7 @@ pub fn fetch_sync(base_url: &str, bundle: &TerminalBundle, retry: &RetryPolicy) 
                 "/v1/sync?terminal={}&nonce={nonce}&time={time}&mac={mac}",
                 bundle.terminal_id
             ),
+            bundle.office,
         ) {
             Ok(u) => u,
             Err(e) => return Attempt::Fatal(e),
@@ -298,13 +385,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
+    fn urls_follow_the_bundle_and_plain_http_stays_on_loopback() {
+        let plain = OfficeLink::PlainLoopback;
+        let pinned = OfficeLink::Pinned { cert_sha256: [1; 32] };
         assert_eq!(
-            endpoint("http://127.0.0.1:8420/", "/v1/batches").unwrap(),
+            endpoint("http://127.0.0.1:8420/", "/v1/batches", plain).unwrap(),
             "http://127.0.0.1:8420/v1/batches"
         );
-        assert!(endpoint("127.0.0.1:8420", "/x").is_err());
-        assert!(endpoint("http://", "/x").is_err());
+        assert!(endpoint("http://localhost:8420", "/x", plain).is_ok());
+        assert!(endpoint("http://[::1]:8420", "/x", plain).is_ok());
+        assert!(endpoint("http://127.9.9.9", "/x", plain).is_ok());
+        assert!(matches!(
+            endpoint("http://10.0.0.1:8420", "/x", plain),
+            Err(ClientError::Insecure(_))
+        ));
+        assert!(matches!(
+            endpoint("http://office.example:8420", "/x", plain),
+            Err(ClientError::Insecure(_))
+        ));
+        assert!(matches!(
+            endpoint("http://127.0.0.1:8420", "/x", pinned),
+            Err(ClientError::Insecure(_))
+        ));
+        assert!(matches!(
+            endpoint("https://office.example:8420", "/x", plain),
+            Err(ClientError::Insecure(_))
+        ));
+        assert!(endpoint("https://office.example:8420", "/x", pinned).is_ok());
+        assert!(endpoint("https://[2001:db8::1]:8420", "/x", pinned).is_ok());
+        assert!(endpoint("127.0.0.1:8420", "/x", pinned).is_err());
+        assert!(endpoint("https://", "/x", pinned).is_err());
+        assert!(endpoint("ftp://127.0.0.1", "/x", plain).is_err());
     }
 
     #[test]

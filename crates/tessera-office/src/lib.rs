@@ -5,8 +5,12 @@
 //!
 //! | request | body | answers |
 //! |---|---|---|
-//! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`, its header MAC in `Tessera-Batch-Mac`, checked before any work), streamed into the ledger | `200` + [`Ack`](tessera_terminal::batch::Ack) JSON; `400`, `401`, `403`, `409`, `413`, `415` |
-//! | `GET /v1/sync?terminal=N[&nonce=HEX]` | — | `200` + [`SyncData`] JSON MAC'd with terminal N's batch key; `400`, `403` |
+//! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`, its header MAC in `Tessera-Batch-Mac`, checked before any work), spooled to a private file, then ingested | `200` + [`Ack`](tessera_terminal::batch::Ack) JSON; `400`, `401`, `403`, `408`, `409`, `413`, `415`, `503` |
+//! | `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` | — | `200` + [`SyncData`] JSON MAC'd with terminal N's batch key; `400`, `401`, `403` |
+//! | `GET /metrics` | — | `200` Prometheus text (loopback peers only); `403` |
+//!
+//! Over HTTPS with the office's self-signed certificate, which terminals pin
+//! ([`tls`]); plain HTTP on loopback only, by explicit choice.
 //!
 //! Every refusal is `{"error": "one line"}` and changes nothing.
 //!
@@ -33,12 +37,15 @@
 //! `campaigns.toml.sig`).
 
 pub mod client;
+mod metrics;
 pub mod server;
 mod sync;
+pub mod tls;
 
 pub use client::{fetch_sync, upload_batch, ClientError, RetryPolicy};
-pub use server::{serve, ServerConfig, ServerError, DEFAULT_ADDR, MAX_BATCH_BYTES};
+pub use server::{serve, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
 pub use sync::{
     request_mac, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
     SYNC_FORMAT, SYNC_REQUEST_WINDOW_SECS,
 };
+pub use tls::{OfficeIdentity, TlsError};

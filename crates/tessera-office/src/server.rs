@@ -1,26 +1,38 @@
 //! The back-office HTTP server (`tessera office serve`).
 //!
-//! * `POST /v1/batches` streams the request body into
-//!   [`Ledger::ingest_send`] on a blocking thread while the body arrives: a
-//!   batch is never held in memory whole. The ledger is behind a mutex, so
-//!   batches are ingested one at a time; a body that stalls for longer than
-//!   [`ServerConfig::idle_timeout`] is abandoned (nothing is posted).
-//!   Refusals: `415` unless `Content-Type: application/x-ndjson`; `413`
-//!   above [`ServerConfig::max_batch_bytes`] (announced or counted); the
-//!   ledger's own refusals with [`LedgerError::http_status`].
-//! * `GET /v1/sync?terminal=N[&nonce=HEX]` answers the [`SyncData`] for
-//!   terminal N, MAC'd with its batch key (see the crate documentation).
+//! HTTPS (rustls) with the office's certificate, or plain HTTP on loopback
+//! only ([`Transport`]); hyper's HTTP/1.1 per connection, at most
+//! [`MAX_CONNECTIONS`] at once, [`HANDSHAKE_TIMEOUT`] for the TLS handshake
+//! and for a request's head.
 //!
-//! Every refusal is `{"error": "one line"}`.
+//! * `POST /v1/batches` authenticates the batch header (its MAC in
+//!   `Tessera-Batch-Mac`) before any work, then takes one of
+//!   [`ServerConfig::max_concurrent_uploads`] upload slots (`503` with
+//!   `Retry-After` when none is free), spools the body into a private,
+//!   exclusively created temporary file within
+//!   [`ServerConfig::max_batch_bytes`] (`413`) and one overall
+//!   [`ServerConfig::upload_deadline`] (`408`), and only then takes the
+//!   ledger's lock and ingests from the file ([`Ledger::ingest_send`]): a
+//!   slow client delays nobody else, and memory stays bounded whatever
+//!   clients do. Refusals: `415` unless `Content-Type:
+//!   application/x-ndjson`; the ledger's own with
+//!   [`LedgerError::http_status`].
+//! * `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` answers the
+//!   [`SyncData`] for terminal N, MAC'd with its batch key (see the crate
+//!   documentation), once the request's MAC, time and nonce check out.
+//! * `GET /metrics`: the counters in the Prometheus text format, to
+//!   loopback peers only.
+//!
+//! Every request is counted and logged in one line on standard error
+//! (route, terminal when authenticated, status, bytes, duration). Every
+//! refusal is `{"error": "one line"}`.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +41,6 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerError};
-use tokio::sync::mpsc;
 
 use crate::sync::{
     SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock, SYNC_FORMAT,
@@ -46,12 +57,28 @@ pub const BATCH_CONTENT_TYPE: &str = "application/x-ndjson";
 /// batch header's MAC under the terminal's batch key, hex (the same MAC as
 /// the batch's last line, docs/settlement.md).
 pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
+/// Default overall deadline of one upload.
+pub const DEFAULT_UPLOAD_DEADLINE: Duration = Duration::from_secs(120);
+/// Default number of uploads in flight at once.
+pub const DEFAULT_MAX_UPLOADS: usize = 32;
 /// Longest first line (the batch header) read before authentication.
 const MAX_HEADER_LINE: usize = 64 * 1024;
+
+/// How the server speaks to terminals: there is no default.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// HTTPS with the office's certificate (`office-cert.pem`).
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP, on a loopback address only (`office serve --plain-http`):
+    /// [`serve`] refuses any other address.
+    PlainLoopback,
+}
 
 /// Settings of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// TLS or, on loopback only, plain HTTP.
+    pub transport: Transport,
     /// Largest batch body in bytes (`413` above).
     pub max_batch_bytes: u64,
     /// The office directory: `campaigns.toml` and `campaigns.toml.sig`
@@ -59,17 +86,29 @@ pub struct ServerConfig {
     pub office_dir: Option<PathBuf>,
     /// A fixed clock (Unix seconds) instead of the system clock.
     pub fixed_now: Option<u32>,
-    /// Longest pause inside a request body before it is abandoned.
-    pub idle_timeout: Duration,
+    /// Longest an upload may take from its request head to its last byte:
+    /// one deadline for the whole body, not an idle timeout that a client
+    /// trickling bytes could keep restarting (`408` after it).
+    pub upload_deadline: Duration,
+    /// Uploads spooled or ingested at once; an authenticated upload beyond
+    /// them is answered `503` with `Retry-After`.
+    pub max_concurrent_uploads: usize,
+    /// One line per request on standard error (route, terminal, status,
+    /// bytes, duration; never personal data or keys).
+    pub request_log: bool,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
+impl ServerConfig {
+    /// The default limits with the given transport.
+    pub fn new(transport: Transport) -> Self {
         Self {
+            transport,
             max_batch_bytes: MAX_BATCH_BYTES,
             office_dir: None,
             fixed_now: None,
-            idle_timeout: Duration::from_secs(30),
+            upload_deadline: DEFAULT_UPLOAD_DEADLINE,
+            max_concurrent_uploads: DEFAULT_MAX_UPLOADS,
+            request_log: true,
         }
     }
 }
@@ -89,6 +128,9 @@ pub enum ServerError {
     /// The runtime or the listener failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    /// Plain HTTP was asked for on an address that is not loopback.
+    #[error("plain HTTP is served on loopback only, not on {0}: serve HTTPS")]
+    PlainNotLoopback(SocketAddr),
 }
 
 struct Office {
@@ -97,6 +139,44 @@ struct Office {
     config: ServerConfig,
     /// Sync nonces answered recently (terminal, nonce) → request time.
     seen_nonces: Mutex<std::collections::HashMap<(u32, Vec<u8>), u32>>,
+    /// Upload slots ([`ServerConfig::max_concurrent_uploads`]).
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// Where uploads are spooled: `spool/` in the office directory (0700),
+    /// else the system's temporary directory.
+    spool_dir: PathBuf,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Office {
+    fn new(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+        let spool_dir = match &config.office_dir {
+            Some(dir) => {
+                let spool = dir.join("spool");
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                    builder.mode(0o700);
+                    builder.create(&spool)?;
+                    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700))?;
+                }
+                #[cfg(not(unix))]
+                builder.create(&spool)?;
+                spool
+            }
+            None => std::env::temp_dir(),
+        };
+        Ok(Arc::new(Self {
+            ledger: Mutex::new(ledger),
+            keys,
+            uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
+            config,
+            seen_nonces: Mutex::new(std::collections::HashMap::new()),
+            spool_dir,
+            metrics: crate::metrics::Metrics::default(),
+        }))
+    }
 }
 
 /// The system clock, whatever the ledger's clock (requests' freshness).
@@ -139,6 +219,9 @@ pub fn serve(
     config: ServerConfig,
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    if matches!(config.transport, Transport::PlainLoopback) && !addr.ip().is_loopback() {
+        return Err(ServerError::PlainNotLoopback(addr));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -152,7 +235,8 @@ pub fn serve(
 /// Serves on an already bound listener until `shutdown` completes.
 ///
 /// # Errors
-/// [`ServerError::Io`] if accepting fails.
+/// [`ServerError::PlainNotLoopback`] for plain HTTP on a listener that is
+/// not on loopback; [`ServerError::Io`] if the listener fails.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     ledger: Ledger,
@@ -160,12 +244,15 @@ pub async fn serve_on(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let office = Arc::new(Office {
-        ledger: Mutex::new(ledger),
-        keys,
-        config,
-        seen_nonces: Mutex::new(std::collections::HashMap::new()),
-    });
+    let local = listener.local_addr()?;
+    if matches!(config.transport, Transport::PlainLoopback) && !local.ip().is_loopback() {
+        return Err(ServerError::PlainNotLoopback(local));
+    }
+    let tls = match &config.transport {
+        Transport::Tls(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::clone(c))),
+        Transport::PlainLoopback => None,
+    };
+    let office = Office::new(ledger, keys, config)?;
     // Gaps age into exceptions even on a day without settlement.
     let ager = {
         let office = Arc::clone(&office);
@@ -182,34 +269,177 @@ pub async fn serve_on(
             }
         })
     };
-    let result = axum::serve(listener, routes(office))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = accept_loop(listener, routes(office), tls, shutdown).await;
     ager.abort();
-    result?;
+    result
+}
+
+/// Most connections open at once; further ones are closed at once.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Longest TLS handshake, and longest wait for a request's head.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The peer of a connection, as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// Accepts connections (TLS or plain), each served by hyper's HTTP/1.1 on
+/// its own task, at most [`MAX_CONNECTIONS`] at once, until `shutdown`;
+/// then waits up to 30 s for the connections in flight.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of file descriptors or a connection reset before
+                    // accept: wait a little, keep serving.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(Peer(peer));
+            let mut router = router.clone();
+            async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HANDSHAKE_TIMEOUT)
+            .keep_alive(true);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                None => {
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {},
+    }
     Ok(())
 }
 
 /// How often the server ages held gaps into exceptions.
 pub const GAP_AGING_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// The routes, for embedding the office in another server.
-pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Router {
-    routes(Arc::new(Office {
-        ledger: Mutex::new(ledger),
-        keys,
-        config,
-        seen_nonces: Mutex::new(std::collections::HashMap::new()),
-    }))
+/// The routes, for embedding the office in another server (whose
+/// transport is then its own; `/metrics` answers only requests that carry
+/// a loopback peer, which only this crate's accept loop records).
+///
+/// # Errors
+/// [`ServerError::Io`] if the spool directory cannot be made.
+pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Result<Router, ServerError> {
+    Ok(routes(Office::new(ledger, keys, config)?))
 }
 
 fn routes(office: Arc<Office>) -> Router {
     Router::new()
         .route("/v1/batches", post(post_batch))
         .route("/v1/sync", get(get_sync))
+        .route("/metrics", get(get_metrics))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such resource: see docs/settlement.md") })
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&office), observe))
         .with_state(office)
+}
+
+/// The route's name for metrics and logs (a fixed set: no unbounded labels).
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/v1/batches" => "/v1/batches",
+        "/v1/sync" => "/v1/sync",
+        "/v1/sync/ack" => "/v1/sync/ack",
+        "/metrics" => "/metrics",
+        _ => "other",
+    }
+}
+
+/// Counts every request and writes its log line: method, route, status,
+/// terminal (when authenticated), bytes in and out, duration.
+async fn observe(State(office): State<Arc<Office>>, request: Request, next: axum::middleware::Next) -> Response {
+    let start = std::time::Instant::now();
+    let route = route_name(request.uri().path());
+    let method = request.method().clone();
+    let announced: u64 = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let terminal = response.extensions().get::<Authenticated>().map(|a| a.0);
+    let bytes_in = response.extensions().get::<BodyBytes>().map_or(announced, |b| b.0);
+    let bytes_out = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
+    office.metrics.request(route, status, bytes_in, bytes_out);
+    if status == 401 {
+        office.metrics.unauthenticated(route);
+    }
+    if office.config.request_log {
+        let ms = start.elapsed().as_millis();
+        let terminal = terminal.map_or_else(|| "-".to_owned(), |t| t.to_string());
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!(
+            "ts={}.{:03} method={method} route={route} status={status} terminal={terminal} bytes_in={bytes_in} bytes_out={bytes_out} ms={ms}",
+            wall.as_secs(),
+            wall.subsec_millis()
+        );
+    }
+    response
+}
+
+/// `GET /metrics`: the counters in the Prometheus text format, to loopback
+/// peers only (an exporter or agent on the office machine); `403` to
+/// anyone else. They name no card, customer or key.
+async fn get_metrics(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let loopback = request
+        .extensions()
+        .get::<Peer>()
+        .is_some_and(|p| p.0.ip().is_loopback());
+    if !loopback {
+        return refuse(StatusCode::FORBIDDEN, "metrics are served to loopback only");
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        office.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn shutdown_signal() {
@@ -254,30 +484,89 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     json_response(status, serde_json::json!({ "error": line }).to_string())
 }
 
-/// The body, as the blocking ingest reads it: chunks arrive through a
-/// channel from the async side.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
-    current: Bytes,
+/// Longest wait for the first line (the batch header) of an upload, within
+/// its overall deadline: the part a client without keys can make us wait.
+const HEADER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The terminal a request authenticated as (a response extension, for the
+/// request log).
+#[derive(Debug, Clone, Copy)]
+struct Authenticated(u32);
+
+/// Request body bytes the handler read (a response extension).
+#[derive(Debug, Clone, Copy)]
+struct BodyBytes(u64);
+
+/// Why spooling an upload stopped.
+enum SpoolError {
+    /// More than the size limit.
+    TooLarge,
+    /// The overall deadline passed.
+    TimedOut,
+    /// The body broke off.
+    Broken,
+    /// The spool file could not be written.
+    Io(std::io::Error),
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+/// Spools an authenticated upload into a fresh private file: `first` (what
+/// authentication read), then the rest of the body, within `limit` bytes
+/// and before `deadline` (one deadline for the whole body: a client
+/// trickling bytes does not extend it). The file is made by
+/// [`tempfile::tempfile_in`] in `dir`: on Linux an unnamed `O_TMPFILE`,
+/// elsewhere a random name created exclusively (`O_EXCL`, so never through
+/// a planted symlink) and unlinked at once; mode `0600` either way, and
+/// gone when closed, crash included. Returns the file, rewound, and the
+/// bytes received.
+async fn spool(
+    dir: PathBuf,
+    first: Vec<u8>,
+    body: &mut Body,
+    deadline: tokio::time::Instant,
+    limit: u64,
+) -> Result<(std::fs::File, u64), SpoolError> {
+    use tokio::io::AsyncWriteExt;
+    let mut received = first.len() as u64;
+    if received > limit {
+        return Err(SpoolError::TooLarge);
+    }
+    let file = tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+        .await
+        .map_err(|e| SpoolError::Io(std::io::Error::other(e)))?
+        .map_err(SpoolError::Io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, tokio::fs::File::from_std(file));
+    out.write_all(&first).await.map_err(SpoolError::Io)?;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(SpoolError::TimedOut),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(SpoolError::Broken),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    received += data.len() as u64;
+                    if received > limit {
+                        return Err(SpoolError::TooLarge);
+                    }
+                    out.write_all(&data).await.map_err(SpoolError::Io)?;
+                }
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
     }
+    out.flush().await.map_err(SpoolError::Io)?;
+    let mut file = out.into_inner().into_std().await;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0)).map(|_| file)
+    })
+    .await
+    .map_err(|e| SpoolError::Io(std::io::Error::other(e)))?
+    .map_err(SpoolError::Io)
+    .map(|f| (f, received))
 }
 
 async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + office.config.upload_deadline;
     let headers = request.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -307,14 +596,16 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         });
     let mut body: Body = request.into_body();
     // Authenticate before any work: the batch header (the first line) and
-    // its MAC, checked with the terminal's batch key, before the ledger is
-    // touched or its lock taken. Refusals here write nothing.
+    // its MAC, checked with the terminal's batch key, before anything is
+    // written or the ledger's lock taken. Refusals here write nothing; they
+    // are counted (metrics, request log) and that is all.
     let Some(claimed_mac) = claimed_mac else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             &format!("a batch upload carries its header MAC in {BATCH_MAC_HEADER}"),
         );
     };
+    let header_deadline = deadline.min(tokio::time::Instant::now() + HEADER_DEADLINE);
     let mut first = Vec::new();
     loop {
         if first.contains(&b'\n') {
@@ -323,120 +614,106 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         if first.len() > MAX_HEADER_LINE {
             return refuse(StatusCode::BAD_REQUEST, "the batch header line is too long");
         }
-        match tokio::time::timeout(office.config.idle_timeout, body.frame()).await {
+        match tokio::time::timeout_at(header_deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     first.extend_from_slice(&data);
                 }
             }
             Ok(None) => break,
-            Ok(Some(Err(_))) | Err(_) => {
-                return refuse(StatusCode::BAD_REQUEST, "the batch body broke off before its header")
-            }
+            Ok(Some(Err(_))) => return refuse(StatusCode::BAD_REQUEST, "the batch body broke off before its header"),
+            Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the batch header did not arrive in time"),
         }
     }
     let line = first.split(|b| *b == b'\n').next().unwrap_or_default();
     let Ok(batch_header) = serde_json::from_slice::<tessera_terminal::batch::Header>(line) else {
         return refuse(StatusCode::BAD_REQUEST, "the first line is not a batch header");
     };
-    let key = office.keys.terminal_batch_key(batch_header.terminal_id);
+    let terminal_id = batch_header.terminal_id;
+    let key = office.keys.terminal_batch_key(terminal_id);
     if !tessera_crypto::ct_eq(&batch_header.mac(&key), &claimed_mac) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "the batch header's MAC does not verify: nothing was done",
         );
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    let too_large = Arc::new(AtomicBool::new(false));
+    let authenticated = |mut r: Response, bytes: u64| {
+        r.extensions_mut().insert(Authenticated(terminal_id));
+        r.extensions_mut().insert(BodyBytes(bytes));
+        r
+    };
+    // Bounded work per authenticated terminal: an upload slot, or 503.
+    let Ok(slot) = Arc::clone(&office.uploads).try_acquire_owned() else {
+        office.metrics.upload_busy();
+        let mut r = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the office is busy with other uploads: retry shortly",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return authenticated(r, first.len() as u64);
+    };
+    let in_flight = office.metrics.upload_started();
+    // Spool first, then lock: a slow client delays nobody else.
+    let spooled = spool(office.spool_dir.clone(), first, &mut body, deadline, limit).await;
+    let (file, received) = match spooled {
+        Ok(f) => f,
+        Err(SpoolError::TooLarge) => return authenticated(refuse_too_large(limit), limit),
+        Err(SpoolError::TimedOut) => {
+            office.metrics.upload_timed_out();
+            let secs = office.config.upload_deadline.as_secs();
+            return authenticated(
+                refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("the batch did not arrive within {secs} s: nothing was done"),
+                ),
+                0,
+            );
+        }
+        Err(SpoolError::Broken) => {
+            return authenticated(
+                refuse(StatusCode::BAD_REQUEST, "the batch body broke off: nothing was done"),
+                0,
+            )
+        }
+        Err(SpoolError::Io(e)) => {
+            return authenticated(
+                refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("spooling the batch: {e}")),
+                0,
+            )
+        }
+    };
     let now = office.now();
     let worker = {
         let office = Arc::clone(&office);
         tokio::task::spawn_blocking(move || {
-            let reader = std::io::BufReader::with_capacity(
-                64 * 1024,
-                ChannelReader {
-                    rx,
-                    current: Bytes::new(),
-                },
-            );
-            let mut ledger = office.ledger();
-            ledger.ingest_send(reader, now)
+            let reader = std::io::BufReader::with_capacity(64 * 1024, file);
+            office.ledger().ingest_send(reader, now)
         })
     };
-    let mut received: u64 = first.len() as u64;
-    if received > limit {
-        too_large.store(true, Ordering::SeqCst);
-    }
-    if tx.send(Ok(Bytes::from(first))).await.is_err() {
-        drain(&mut body, limit.saturating_sub(received), office.config.idle_timeout).await;
-    }
-    loop {
-        let frame = match tokio::time::timeout(office.config.idle_timeout, body.frame()).await {
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the batch body stalled",
-            )),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => Err(std::io::Error::other(format!("the batch body broke off: {e}"))),
-            Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    received += data.len() as u64;
-                    if received > limit {
-                        too_large.store(true, Ordering::SeqCst);
-                        Err(std::io::Error::other(format!("the batch is larger than {limit} bytes")))
-                    } else {
-                        Ok(data)
-                    }
-                }
-                Err(_) => continue, // trailers
-            },
-        };
-        let failed = frame.is_err();
-        if failed {
-            // The body is unusable: the outcome is the worker's.
-            let _ = tx.send(frame).await;
-            break;
-        }
-        if tx.send(frame).await.is_err() {
-            // The ledger stopped reading: it refused the batch. Read the
-            // rest of the body (within the size limit and the idle timeout)
-            // without keeping it, so that the client, still sending, gets
-            // the refusal instead of a broken connection.
-            drain(&mut body, limit.saturating_sub(received), office.config.idle_timeout).await;
-            break;
-        }
-    }
-    drop(tx);
-    let result = match worker.await {
-        Ok(r) => r,
-        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("ingest failed: {e}")),
-    };
-    match result {
-        Ok(outcome) => match serde_json::to_string(&outcome.ack) {
-            Ok(body) => json_response(StatusCode::OK, body),
-            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
-        Err(e) if too_large.load(Ordering::SeqCst) => {
-            let _ = e;
-            refuse_too_large(limit)
-        }
-        Err(e) => refuse(ledger_status(&e), &e.to_string()),
-    }
-}
-
-/// Reads and discards up to `budget` more bytes of a request body, each
-/// frame within `idle`; stops at the end, an error, the budget or a stall.
-async fn drain(body: &mut Body, budget: u64, idle: Duration) {
-    let mut left = budget;
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout(idle, body.frame()).await {
-        if let Ok(data) = frame.into_data() {
-            let n = data.len() as u64;
-            if n > left {
-                return;
+    let result = worker.await;
+    drop(slot);
+    drop(in_flight);
+    office.metrics.upload_finished(started.elapsed());
+    let response = match result {
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("ingest failed: {e}")),
+        Ok(Ok(outcome)) => {
+            let status = match outcome.ack.status {
+                tessera_terminal::batch::AckStatus::Posted => "posted",
+                tessera_terminal::batch::AckStatus::Duplicate => "duplicate",
+                tessera_terminal::batch::AckStatus::Held => "held",
+            };
+            office
+                .metrics
+                .batch(status, outcome.report.records, outcome.report.posted);
+            match serde_json::to_string(&outcome.ack) {
+                Ok(body) => json_response(StatusCode::OK, body),
+                Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
-            left -= n;
         }
-    }
+        Ok(Err(e)) => refuse(ledger_status(&e), &e.to_string()),
+    };
+    authenticated(response, received)
 }
 
 fn ledger_status(e: &LedgerError) -> StatusCode {
@@ -493,14 +770,16 @@ async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Respon
         }
     }
     let worker = tokio::task::spawn_blocking(move || build_sync(&office, terminal_id, nonce));
-    match worker.await {
+    let mut response = match worker.await {
         Ok(Ok(data)) => match serde_json::to_string(&data) {
             Ok(body) => json_response(StatusCode::OK, body),
             Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         },
         Ok(Err((status, message))) => refuse(status, &message),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("sync failed: {e}")),
-    }
+    };
+    response.extensions_mut().insert(Authenticated(terminal_id));
+    response
 }
 
 fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncData, (StatusCode, String)> {
