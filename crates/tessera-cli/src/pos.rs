@@ -216,7 +216,16 @@ fn open_journal(dir: &Path, default_id: u32) -> Result<Journal, Failure> {
 /// keys in use), a journal of another terminal is refused and a new one
 /// gets that id.
 pub(crate) fn open_journal_checked(dir: &Path, default_id: u32, required: Option<u32>) -> Result<Journal, Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
+        // The journal and the profile cache hold personal data.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
+        }
+    }
     let path = dir.join("journal.sqlite");
     let found = Journal::terminal_id_of(&path).map_err(|e| file_err("journal", e))?;
     if let (Some(found), Some(required)) = (found, required) {

@@ -881,3 +881,42 @@ fn a_batch_too_large_for_the_office_is_split_to_fit() {
     let status: Value = serde_json::from_str(&env.pos_ok(&["status", "--json"])).unwrap();
     assert!(status["unsettled_card_transactions"].as_u64().unwrap() > 0, "{status}");
 }
+
+/// Every file a till and an office write — journal, caches, sync files,
+/// keys, ledger — is readable by its owner only, in owner-only
+/// directories; no temporary file is left behind.
+#[cfg(unix)]
+#[test]
+fn till_and_office_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    env.pos_ok(&["earn", "--card", card, "--amount", "10"]);
+    let server = env.serve(None);
+    env.pos_ok(&["settle", "--server", &server.url()]);
+    env.pos_ok(&["sync", "--server", &server.url()]);
+    env.pos_ok(&["read", "--card", card]);
+    drop(server);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut seen = 0;
+    for dir in [env.path("terminal"), env.path("office")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                assert!(!name.ends_with(".tmp"), "left behind: {}", p.display());
+                if p.is_dir() {
+                    assert_eq!(mode(&p), 0o700, "{}", p.display());
+                    stack.push(p);
+                } else {
+                    assert_eq!(mode(&p), 0o600, "{}", p.display());
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert!(seen >= 4, "{seen} files");
+}

@@ -259,6 +259,14 @@ impl Ledger {
     /// [`LedgerError::Storage`] for an unreadable file.
     pub fn open(path: &Path, keys: LedgerKeys) -> Result<Ledger, LedgerError> {
         let mut conn = Connection::open(path)?;
+        // The books and the customer registry: owner-only (SQLite gives
+        // the WAL the database file's permissions).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| LedgerError::Storage(format!("the ledger {}: {e}", path.display())))?;
+        }
         schema::prepare(&mut conn)?;
         Ok(Ledger { conn, keys })
     }

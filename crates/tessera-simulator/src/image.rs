@@ -130,7 +130,8 @@ pub fn save(path: &Path, e: &Eeprom) -> Result<(), ImageError> {
 }
 
 /// Replaces `path` with `bytes` atomically (temp file, fsync, rename,
-/// directory fsync).
+/// directory fsync). The file is `0600`; the temporary file is created
+/// exclusively under a fresh name, so it never follows a symlink.
 ///
 /// # Errors
 /// [`ImageError::Io`].
@@ -147,9 +148,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A fresh name each time, created exclusively (`O_EXCL`: an existing
+    // file or a planted symlink is never followed or reused), readable by
+    // its owner only: the files written here hold card images, keys'
+    // decisions or personal data.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

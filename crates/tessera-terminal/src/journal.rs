@@ -57,6 +57,9 @@ pub enum JournalError {
         /// Terminal id asked for.
         expected: u32,
     },
+    /// The journal file's permissions could not be set to owner-only.
+    #[error("journal file permissions: {0}")]
+    Permissions(String),
     /// The hash chain does not verify.
     #[error("journal chain broken at record {seq}: {why}")]
     ChainBroken {
@@ -335,6 +338,14 @@ impl Journal {
     /// database error (unreadable or corrupt file).
     pub fn open(path: &Path, terminal_id: u32) -> Result<Self, JournalError> {
         let mut conn = Connection::open(path)?;
+        // Card ids, purchases and categories: owner-only (SQLite gives the
+        // WAL and shared-memory files the database file's permissions).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| JournalError::Permissions(format!("{}: {e}", path.display())))?;
+        }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL keeps readers off the writer's back; FULL makes every commit
         // durable before it returns.
