@@ -460,6 +460,9 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     let ledger_path = work.join("ledger.sqlite");
     let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("ledger: {e}"));
     let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
+    // The campaigns the office signed this morning: purchases are
+    // recomputed under them.
+    ledger.register_campaigns(CAMPAIGNS, 0).map_err(office_err)?;
     let now = clock.0.load(Ordering::SeqCst) + 3_600;
     let mut chains_ok = true;
     let mut records = 0;

@@ -21,6 +21,7 @@ use tessera_simulator::SimCard;
 use tessera_terminal::batch::AckStatus;
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::offers::{sign_campaigns, signature_path, CampaignSet};
+use tessera_terminal::policy::Policy;
 use tessera_terminal::Clock;
 
 use crate::args::{card_id_or_random, date, hex8, profile_from, refuse_existing_card, ProfileArgs};
@@ -69,6 +70,10 @@ pub enum OfficeCmd {
     /// Check a campaign file and sign it (writes FILE.sig); with --dir, with
     /// the office's key, publishing it in the office directory.
     SignCampaigns(SignArgs),
+    /// Signs a till policy file (TOML) with the issuer key, next to it as
+    /// FILE.sig, and registers it in the ledger: tills decide only under a
+    /// signed policy, and the ledger recomputes their points under it.
+    SignPolicy(SignArgs),
 }
 
 /// Arguments of `office manufacture`.
@@ -260,14 +265,14 @@ pub struct UpdateProfileArgs {
     pub profile_version: Option<u16>,
 }
 
-/// Arguments of `office sign-campaigns`.
+/// Arguments of `office sign-campaigns` and `office sign-policy`.
 #[derive(Args)]
 pub struct SignArgs {
-    /// The campaign file (TOML).
+    /// The campaign or policy file (TOML).
     #[arg(long, value_name = "FILE")]
     pub file: PathBuf,
-    /// Sign with this office's key and publish the file as
-    /// DIR/campaigns.toml.
+    /// Sign with this office's key and register the file in its ledger
+    /// (campaigns: also publish it as DIR/campaigns.toml).
     #[arg(
         long,
         value_name = "DIR",
@@ -310,6 +315,10 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::SignCampaigns(a) => {
             let json = a.output.json;
             sign(a).map_err(|f| f.json(json))
+        }
+        OfficeCmd::SignPolicy(a) => {
+            let json = a.output.json;
+            sign_policy(a).map_err(|f| f.json(json))
         }
     }
 }
@@ -1226,6 +1235,11 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
         }
     };
     let sig = sign_campaigns(&body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    if let Some(dir) = &a.dir {
+        // The ledger recomputes purchases under the campaigns they name.
+        let (_, mut ledger) = open_office(dir)?;
+        ledger.register_campaigns(text, now()?).map_err(ledger_err)?;
+    }
     let sig_path = signature_path(&a.file);
     tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
         .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
@@ -1262,6 +1276,49 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
                 p.display()
             );
         }
+    }
+    Ok(())
+}
+
+fn sign_policy(a: SignArgs) -> Result<(), Failure> {
+    let body = std::fs::read(&a.file)
+        .map_err(|e| Failure::new(EXIT_FILE, format!("policy file {}: {e}", a.file.display())))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Failure::new(EXIT_FILE, format!("policy file {} is not UTF-8", a.file.display())))?;
+    // Never sign what tills would refuse to read.
+    let policy = Policy::from_toml(text)
+        .map_err(|e| Failure::new(EXIT_FILE, format!("policy file {}: {e}", a.file.display())))?;
+    let keys = match &a.dir {
+        Some(dir) => load_keys(dir)?,
+        None => {
+            eprintln!("{}", crate::pos::TEST_KEYS_WARNING);
+            IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?
+        }
+    };
+    let sig = sign_campaigns(&body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    if let Some(dir) = &a.dir {
+        let (_, mut ledger) = open_office(dir)?;
+        ledger.register_policy(text, now()?).map_err(ledger_err)?;
+    }
+    let sig_path = signature_path(&a.file);
+    tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
+        .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    let digest = hex::encode(policy.digest);
+    if a.output.json {
+        print_json(json!({
+            "file": a.file.display().to_string(),
+            "signature_file": sig_path.display().to_string(),
+            "version": policy.version,
+            "digest": digest,
+        }));
+    } else {
+        println!(
+            "Signed policy {} (version {}, SHA-256 {digest}) → {}. Put both files in the till's directory as \
+             policy.toml and policy.toml.sig.",
+            a.file.display(),
+            policy.version,
+            sig_path.display()
+        );
     }
     Ok(())
 }

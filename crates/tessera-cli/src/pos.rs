@@ -269,8 +269,22 @@ fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failur
 
 fn load_config(dir: &Path, issuer: &IssuerPublicKey) -> Result<TillConfig, Failure> {
     let policy_path = dir.join("policy.toml");
+    // Only a policy the office signed (`office sign-policy`): an edited
+    // policy.toml is refused, never applied.
     let policy = if policy_path.exists() {
-        Policy::load(&policy_path).map_err(|e| file_err("policy", e))?
+        let body = std::fs::read(&policy_path).map_err(|e| file_err("policy", e))?;
+        let sig = std::fs::read_to_string(dir.join("policy.toml.sig")).map_err(|_| {
+            Failure::new(
+                EXIT_FILE,
+                "policy: the signature file policy.toml.sig is missing — ask the office to sign the policy",
+            )
+        })?;
+        Policy::load_signed(&body, sig.trim(), issuer).map_err(|e| {
+            Failure::new(
+                EXIT_FILE,
+                format!("policy refused: {e} — ask the office for a signed policy"),
+            )
+        })?
     } else {
         Policy::default_policy()
     };

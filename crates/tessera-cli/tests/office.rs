@@ -920,3 +920,52 @@ fn till_and_office_files_are_owner_only() {
     }
     assert!(seen >= 4, "{seen} files");
 }
+
+/// A till decides only under a policy the office signed: an unsigned or
+/// edited `policy.toml` refuses every tap with one line; the office signs
+/// it (and registers it), the till applies it, and the ledger recomputes
+/// its points under it.
+#[test]
+fn a_till_policy_must_be_signed_and_its_points_are_recomputed() {
+    let env = Env::new();
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    env.pos_ok(&["read", "--card", card]); // creates the terminal directory
+    let policy = include_str!("../../tessera-terminal/policy.toml")
+        .replace("base_points_per_unit = 1", "base_points_per_unit = 2");
+    let path = env.path("terminal").join("policy.toml");
+    std::fs::write(&path, &policy).unwrap();
+    let o = env.pos(&["earn", "--card", card, "--amount", "10"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("policy.toml.sig is missing") && err.lines().count() == 1,
+        "{err}"
+    );
+    env.ok(&[
+        "office",
+        "sign-policy",
+        "--dir",
+        env.s("office"),
+        "--file",
+        path.to_str().unwrap(),
+    ]);
+    let out = env.pos_ok(&["earn", "--card", card, "--amount", "10"]);
+    assert!(out.contains("+20"), "twice the default rate: {out}");
+    // Edited after signing: refused.
+    std::fs::write(
+        &path,
+        policy.replace("base_points_per_unit = 2", "base_points_per_unit = 900"),
+    )
+    .unwrap();
+    let o = env.pos(&["earn", "--card", card, "--amount", "10"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("policy refused"), "{err}");
+    // Settled: the office recomputes the 20 points under the signed policy.
+    let server = env.serve(None);
+    env.pos_ok(&["settle", "--server", &server.url()]);
+    drop(server);
+    let proof = env.json(&["office", "report", "explained", "--dir", env.s("office")]);
+    assert_eq!(proof["data"]["explained"], true, "{proof}");
+    assert_eq!(proof["data"]["points_outstanding"], 20);
+}

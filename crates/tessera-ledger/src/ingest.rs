@@ -781,6 +781,8 @@ struct Posting<'c> {
     /// Card transactions per type, as the records say (to check the
     /// header's totals against).
     totals: std::collections::BTreeMap<String, tessera_terminal::batch::Total>,
+    /// Signed policies and campaign files, parsed once per batch.
+    rules: crate::points::Rules,
 }
 
 impl<'c> Posting<'c> {
@@ -799,6 +801,7 @@ impl<'c> Posting<'c> {
             certs: CertKeys::new(keys),
             report,
             totals: std::collections::BTreeMap::new(),
+            rules: crate::points::Rules::default(),
         }
     }
 
@@ -880,6 +883,22 @@ impl<'c> Posting<'c> {
                 e.purchase_minor,
                 e.origin_seq
             ])?;
+        // A purchase's points against the signed rules it names.
+        if let Some((why, mut ev)) = self.rules.check(self.conn, e)? {
+            if !ev.is_object() {
+                ev = json!({});
+            }
+            ev["seq"] = json!(seq);
+            ev["why"] = json!(why);
+            self.raise(
+                ExceptionClass::PointsMismatch,
+                e.card_id.as_deref().and_then(parse_card),
+                e.card_counter,
+                self.terminal_id,
+                self.batch_no,
+                ev,
+            )?;
+        }
         // A void the card contradicts: its certified record of that very
         // decision is in the books already.
         if let (EntryKind::Void, Some(card), Some(counter), Some(origin)) = (

@@ -12,6 +12,7 @@
 mod error;
 mod ingest;
 mod matching;
+mod points;
 mod reports;
 mod schema;
 mod types;
@@ -268,6 +269,9 @@ impl Ledger {
                 .map_err(|e| LedgerError::Storage(format!("the ledger {}: {e}", path.display())))?;
         }
         schema::prepare(&mut conn)?;
+        // The policy shipped with Tessera is the office's own (tills
+        // without a policy file decide under it).
+        points::register(&conn, "policies", tessera_terminal::policy::DEFAULT_POLICY_TOML, 0)?;
         Ok(Ledger { conn, keys })
     }
 
@@ -802,6 +806,25 @@ impl Ledger {
     /// A storage error.
     pub fn customers_report(&self, now: u32) -> Result<CustomersReport, LedgerError> {
         reports::customers(&self.conn, now)
+    }
+
+    /// Registers the exact text of a till policy the office signed
+    /// (`office sign-policy`), so that purchases decided under it are
+    /// recomputed; returns its SHA-256. Idempotent.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn register_policy(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
+        points::register(&self.conn, "policies", toml, now)
+    }
+
+    /// Registers the exact text of a campaign file the office signed
+    /// (`office sign-campaigns`); returns its SHA-256. Idempotent.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn register_campaigns(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
+        points::register(&self.conn, "campaign_sets", toml, now)
     }
 
     /// Checks the whole ledger: SQLite's full `integrity_check` and the

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -216,6 +216,14 @@ CREATE INDEX card_transactions_awaiting ON card_transactions (origin_terminal, o
     WHERE decision = 'awaiting';
 ";
 
+/// Version 5 (points checked): the exact text of every till policy and
+/// campaign file the office signed, by SHA-256, to recompute each
+/// purchase's points under the rules its decision names.
+const MIGRATION_5: &str = "
+CREATE TABLE policies (digest BLOB PRIMARY KEY, toml TEXT NOT NULL, registered_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE campaign_sets (digest BLOB PRIMARY KEY, toml TEXT NOT NULL, registered_at INTEGER NOT NULL) WITHOUT ROWID;
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -252,6 +260,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 4 {
             tx.execute_batch(MIGRATION_4)?;
+        }
+        if version < 5 {
+            tx.execute_batch(MIGRATION_5)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

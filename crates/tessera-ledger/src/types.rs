@@ -91,11 +91,17 @@ pub enum ExceptionClass {
     /// storage rollback, and not re-sent although every acknowledgement of
     /// the held batch asks for it, `Ack::missing_from`).
     MissingBatch,
+    /// An approved purchase whose points are not what the signed policy
+    /// and campaigns its decision names give for its amount, categories and
+    /// the card's profile and visits, or whose decision names a policy or
+    /// campaign file the office never signed (a till with an edited
+    /// policy). The card's record is posted; its points are not explained.
+    PointsMismatch,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -113,6 +119,7 @@ impl ExceptionClass {
         Self::Orphan,
         Self::Misattributed,
         Self::MissingBatch,
+        Self::PointsMismatch,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -135,6 +142,7 @@ impl ExceptionClass {
             Self::Orphan => "orphan",
             Self::Misattributed => "misattributed",
             Self::MissingBatch => "missing-batch",
+            Self::PointsMismatch => "points-mismatch",
         }
     }
 

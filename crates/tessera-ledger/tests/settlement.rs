@@ -16,6 +16,7 @@ use tessera_protocol::profile::Date;
 use tessera_simulator::SimCard;
 use tessera_terminal::batch::AckStatus;
 use tessera_terminal::journal::{Entry, EntryKind};
+use tessera_terminal::policy::Policy;
 
 /// Everything the books say, to compare before and after.
 fn snapshot(l: &Ledger) -> String {
@@ -1306,4 +1307,95 @@ fn a_batch_lost_in_a_rollback_is_asked_for_and_resent() {
         (book.shadow_balance, book.last_counter, book.pending),
         (i64::from(st.balance), 3, 0)
     );
+}
+
+/// The ledger recomputes each purchase's points under the signed policy
+/// and campaigns its decision names. A till whose policy was edited in
+/// memory (its file's digest unchanged) gives more points: `points-mismatch`
+/// with the recomputed figure. A till deciding under a policy file the
+/// office never registered: `points-mismatch`, unknown policy; once the
+/// office registers (signs) it, the same purchases recompute cleanly. An
+/// honest till with campaigns (tier, favourites, nth visit) raises nothing.
+#[test]
+fn purchase_points_are_recomputed_under_the_signed_rules() {
+    let own_policy =
+        tessera_terminal::policy::DEFAULT_POLICY_TOML.replace("base_points_per_unit = 1", "base_points_per_unit = 3");
+    assert_ne!(
+        own_policy,
+        tessera_terminal::policy::DEFAULT_POLICY_TOML,
+        "the policy text changed"
+    );
+    let campaigns_toml = include_str!("../../tessera-terminal/campaigns.example.toml");
+    for case in ["edited", "unregistered", "registered", "honest-with-campaigns"] {
+        let shop = Shop::new();
+        let mut ledger = shop.ledger();
+        ledger.register_terminal(51, T0).unwrap();
+        let (policy, campaigns) = match case {
+            "edited" => {
+                let mut p = Policy::default_policy();
+                p.points.base_points_per_unit *= 1_000;
+                p.limits.max_earn_points = u32::MAX;
+                (p, tessera_terminal::offers::CampaignSet::empty())
+            }
+            "unregistered" | "registered" => (
+                Policy::from_toml(&own_policy).unwrap(),
+                tessera_terminal::offers::CampaignSet::empty(),
+            ),
+            _ => (
+                Policy::default_policy(),
+                tessera_terminal::offers::CampaignSet::from_toml(campaigns_toml).unwrap(),
+            ),
+        };
+        if case == "registered" {
+            ledger.register_policy(&own_policy, T0).unwrap();
+        }
+        if case == "honest-with-campaigns" {
+            ledger.register_campaigns(campaigns_toml, T0).unwrap();
+        }
+        let mut till = shop.till_with(51, policy, campaigns);
+        let mut card = issued_card(1);
+        let mut earned = 0;
+        for minor in [1_250u64, 4_000, 990] {
+            shop.advance(60);
+            card.insert().unwrap();
+            let mut tap = till.tap(&mut card).unwrap();
+            match tap.purchase(minor, &["coffee".to_owned()]).unwrap() {
+                tessera_terminal::till::TillOutcome::Approved { receipt, .. } => earned += receipt.record.amount,
+                other => panic!("{case}: {other:?}"),
+            }
+        }
+        drop(till);
+        let out = ledger.ingest(&shop.settle(51)[..], shop.now()).unwrap();
+        assert_eq!(out.report.posted, 3, "{case}");
+        let ex = ledger.exceptions().unwrap();
+        let mismatches: Vec<_> = ex
+            .iter()
+            .filter(|e| e.class == ExceptionClass::PointsMismatch)
+            .collect();
+        match case {
+            "edited" => {
+                assert_eq!(mismatches.len(), 3, "{case}: {ex:?}");
+                let first = &mismatches[0].evidence;
+                assert!(
+                    first["journaled_points"].as_u64() > first["recomputed_points"].as_u64(),
+                    "{first}"
+                );
+                assert!(!ledger.explanation().unwrap().explained);
+            }
+            "unregistered" => {
+                assert_eq!(mismatches.len(), 3, "{case}: {ex:?}");
+                assert_eq!(
+                    mismatches[0].evidence["why"],
+                    "the decision names a policy the office never signed"
+                );
+            }
+            _ => {
+                assert!(ex.is_empty(), "{case}: {ex:?}");
+                assert!(ledger.explanation().unwrap().explained, "{case}");
+            }
+        }
+        // The card moved the points either way: they are in the books.
+        let book = ledger.card(card_id(1)).unwrap().unwrap();
+        assert_eq!(book.shadow_balance, i64::from(earned), "{case}");
+    }
 }

@@ -147,6 +147,39 @@ pub struct Entry {
     pub origin_terminal: Option<u32>,
     /// Recovered and completion: the time the card recorded.
     pub card_time: Option<u32>,
+    /// Purchase decisions: SHA-256 of the signed policy the points were
+    /// computed under, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Purchase decisions: SHA-256 of the signed campaign file in force,
+    /// hex (absent: no campaigns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaigns: Option<String>,
+    /// Purchase decisions: what the card said that the points depend on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_inputs: Option<QuoteInputs>,
+    /// Purchase decisions: the points each rule added, by campaign id
+    /// (`policy.category`, `policy.tier` for the policy's own multipliers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quote_lines: Vec<(String, i64)>,
+}
+
+/// The card's side of a purchase's points (applet-spec §7: from the
+/// issuer-signed profile and the card's visit counters, read in the
+/// authenticated session), journaled with the decision so the ledger can
+/// recompute the points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteInputs {
+    /// Loyalty tier.
+    pub tier: u8,
+    /// Preferred categories.
+    pub preferences: Vec<String>,
+    /// Birth date, YYYY-MM-DD.
+    pub birth_date: String,
+    /// Purchases ever, before this one.
+    pub visits: u32,
+    /// Day of the last purchase (days since 1970-01-01; 0 = never).
+    pub last_visit_day: u32,
 }
 
 impl Entry {
@@ -169,6 +202,10 @@ impl Entry {
             origin_seq: None,
             origin_terminal: None,
             card_time: None,
+            policy: None,
+            campaigns: None,
+            quote_inputs: None,
+            quote_lines: Vec::new(),
         }
     }
 

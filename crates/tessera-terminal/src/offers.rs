@@ -109,6 +109,10 @@ impl Campaign {
 pub struct CampaignSet {
     /// Version published by the back office (0 for the empty set).
     pub version: u32,
+    /// SHA-256 of the exact file this set was parsed from (`None` for the
+    /// empty set): journaled with each purchase decision, so the ledger
+    /// recomputes the points with the very same campaigns.
+    pub digest: Option<[u8; 32]>,
     /// The campaigns, in file order.
     pub campaigns: Vec<Campaign>,
 }
@@ -151,7 +155,11 @@ impl CampaignSet {
             }
             campaigns.push(c);
         }
-        Ok(Self { version, campaigns })
+        Ok(Self {
+            version,
+            digest: Some(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into()),
+            campaigns,
+        })
     }
 
     /// Verifies the issuer's signature over the exact bytes of a campaign
@@ -166,15 +174,7 @@ impl CampaignSet {
     /// [`OfferError::File`] for a refused content (see
     /// [`CampaignSet::from_toml`]).
     pub fn load_signed(toml_bytes: &[u8], sig_hex: &str, key: &IssuerPublicKey) -> Result<Self, OfferError> {
-        let sig_hex = sig_hex.trim();
-        if sig_hex.len() != 128 {
-            return Err(OfferError::BadSignature);
-        }
-        let raw = hex::decode(sig_hex).map_err(|_| OfferError::BadSignature)?;
-        let sig = Signature::from_slice(&raw).map_err(|_| OfferError::BadSignature)?;
-        verifying_key(key)?
-            .verify(toml_bytes, &sig)
-            .map_err(|_| OfferError::BadSignature)?;
+        verify_signed(toml_bytes, sig_hex, key)?;
         let text = std::str::from_utf8(toml_bytes).map_err(|_| OfferError::NotUtf8)?;
         Ok(Self::from_toml(text)?)
     }
@@ -225,6 +225,25 @@ pub fn sign_campaigns(toml_bytes: &[u8], key: &IssuerKey) -> Result<String, Offe
     // insist on it accept the file too.
     let sig = sig.normalize_s().unwrap_or(sig);
     Ok(hex::encode(sig.to_bytes()))
+}
+
+/// Verifies the issuer's signature (`sig_hex`: 128 hex digits, `r ‖ s`,
+/// surrounding white space ignored) over the exact bytes of a signed file:
+/// a campaign file or a till policy.
+///
+/// # Errors
+/// [`OfferError::BadSignature`] for a changed file, a malformed signature
+/// or another key's signature; [`OfferError::BadKey`].
+pub fn verify_signed(bytes: &[u8], sig_hex: &str, key: &IssuerPublicKey) -> Result<(), OfferError> {
+    let sig_hex = sig_hex.trim();
+    if sig_hex.len() != 128 {
+        return Err(OfferError::BadSignature);
+    }
+    let raw = hex::decode(sig_hex).map_err(|_| OfferError::BadSignature)?;
+    let sig = Signature::from_slice(&raw).map_err(|_| OfferError::BadSignature)?;
+    verifying_key(key)?
+        .verify(bytes, &sig)
+        .map_err(|_| OfferError::BadSignature)
 }
 
 fn verifying_key(key: &IssuerPublicKey) -> Result<VerifyingKey, OfferError> {

@@ -107,6 +107,10 @@ pub struct Policy {
     /// Largest tolerated lag of the terminal clock behind the card's last
     /// transaction, in seconds.
     pub max_clock_skew_secs: u32,
+    /// SHA-256 of the exact file this policy was parsed from (all zero for
+    /// the fail-closed fallback): journaled with each purchase decision, so
+    /// the ledger recomputes its points under the very same policy.
+    pub digest: [u8; 32],
 }
 
 impl Policy {
@@ -138,6 +142,7 @@ impl Policy {
                 max_offline_points: 0,
             },
             max_clock_skew_secs: 0,
+            digest: [0; 32],
         }
     }
 
@@ -229,15 +234,37 @@ impl Policy {
             limits,
             velocity,
             max_clock_skew_secs,
+            digest: <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into(),
         })
     }
 
-    /// Reads and parses a policy file.
+    /// Reads and parses a policy file **without checking its signature**
+    /// (the back office, before signing it; tills use
+    /// [`Policy::load_signed`]).
     ///
     /// # Errors
     /// [`PolicyError::Read`], or any error of [`Policy::from_toml`].
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         Self::from_toml(&toml_file::read(path)?)
+    }
+
+    /// Verifies the issuer's signature over the exact bytes of a policy
+    /// file (`sig_hex`: the content of `policy.toml.sig`), then parses it:
+    /// a till decides only under a policy the office signed, so an edited
+    /// `policy.toml` is refused, never applied.
+    ///
+    /// # Errors
+    /// [`crate::offers::OfferError::BadSignature`] for an edited file or
+    /// another key's signature, [`crate::offers::OfferError::NotUtf8`],
+    /// [`crate::offers::OfferError::File`] for a refused content.
+    pub fn load_signed(
+        toml_bytes: &[u8],
+        sig_hex: &str,
+        key: &tessera_crypto::sign::IssuerPublicKey,
+    ) -> Result<Self, crate::offers::OfferError> {
+        crate::offers::verify_signed(toml_bytes, sig_hex, key)?;
+        let text = std::str::from_utf8(toml_bytes).map_err(|_| crate::offers::OfferError::NotUtf8)?;
+        Ok(Self::from_toml(text)?)
     }
 
     /// The category multiplier of a purchase, in percent: the largest over

@@ -529,6 +529,18 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         };
         let mut e = self.card_entry(EntryKind::Decision);
         e.purchase_minor = Some(purchase_minor);
+        // What the ledger needs to recompute these points.
+        let card = self.session.card();
+        e.policy = Some(hex::encode(self.config.policy.digest));
+        e.campaigns = self.config.campaigns.digest.map(hex::encode);
+        e.quote_inputs = Some(crate::journal::QuoteInputs {
+            tier: card.profile.tier,
+            preferences: card.profile.preferences.clone(),
+            birth_date: card.profile.birth_date.to_string(),
+            visits: card.visits.count,
+            last_visit_day: card.visits.last_day,
+        });
+        e.quote_lines = q.lines.iter().map(|l| (l.campaign_id.clone(), l.points)).collect();
         self.run(req, e, None, Some(q))
     }
 

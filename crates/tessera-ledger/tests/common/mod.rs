@@ -116,7 +116,12 @@ impl Shop {
     }
 
     pub fn till(&self, id: u32) -> Till<SoftwareSam, SharedClock> {
-        let mut policy = Policy::default_policy();
+        self.till_with(id, Policy::default_policy(), CampaignSet::empty())
+    }
+
+    /// A till deciding under `policy` and `campaigns` (velocity limits
+    /// lifted, which do not change points).
+    pub fn till_with(&self, id: u32, mut policy: Policy, campaigns: CampaignSet) -> Till<SoftwareSam, SharedClock> {
         policy.velocity.max_offline_redeems = u32::MAX;
         policy.velocity.max_offline_points = u32::MAX;
         let journal = Journal::open(&self.journal_path(id), id).unwrap();
@@ -126,7 +131,7 @@ impl Shop {
         let config = TillConfig {
             policy,
             hotlist: Hotlist::empty(),
-            campaigns: CampaignSet::empty(),
+            campaigns,
         };
         Till::new(terminal, journal, config).unwrap()
     }

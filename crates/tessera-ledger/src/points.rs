@@ -1,0 +1,160 @@
+//! The points of each purchase, recomputed (`docs/settlement.md`, "Points
+//! are checked").
+//!
+//! A till journals with every approved purchase the SHA-256 of the signed
+//! policy and campaign file it decided under, and what the card said that
+//! the points depend on (tier, preferences and birth date from the
+//! issuer-signed profile; the visit counters the card keeps). The office
+//! registers every policy and campaign file it signs (and the policy
+//! shipped with Tessera); the ledger recomputes the points with the same
+//! function the till uses ([`tessera_terminal::offers::quote`]) and raises
+//! `points-mismatch` when they differ or when the decision names a file
+//! the office never signed.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use tessera_protocol::messages::Visits;
+use tessera_protocol::profile::{Date, Profile};
+use tessera_terminal::journal::{Entry, EntryKind, Verdict};
+use tessera_terminal::offers::{quote, CampaignSet};
+use tessera_terminal::policy::{date_from_unix, Policy};
+
+use crate::LedgerError;
+
+/// Parsed files by digest (`None`: not registered or not parsable).
+#[derive(Default)]
+pub(crate) struct Rules {
+    policies: HashMap<[u8; 32], Option<Policy>>,
+    campaigns: HashMap<[u8; 32], Option<CampaignSet>>,
+}
+
+fn digest_of(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut d).ok().map(|()| d)
+}
+
+fn stored(conn: &Connection, table: &str, digest: &[u8; 32]) -> Result<Option<String>, LedgerError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT toml FROM {table} WHERE digest = ?1"))?
+        .query_row([&digest[..]], |r| r.get(0))
+        .optional()?)
+}
+
+impl Rules {
+    /// A problem with an approved purchase decision's points: why, and the
+    /// evidence. `None` when they are what the signed rules give (or the
+    /// entry is not a purchase decision, or predates journaled rules).
+    pub(crate) fn check(&mut self, conn: &Connection, e: &Entry) -> Result<Option<(&'static str, Value)>, LedgerError> {
+        if e.kind != EntryKind::Decision || e.verdict != Some(Verdict::Approve) || e.tx_type.as_deref() != Some("earn")
+        {
+            return Ok(None);
+        }
+        let Some(policy_hex) = e.policy.as_deref() else {
+            // Journaled before decisions named their policy.
+            return Ok(None);
+        };
+        let Some(pd) = digest_of(policy_hex) else {
+            return Ok(Some((
+                "the decision's policy digest is malformed",
+                json!({"policy": policy_hex}),
+            )));
+        };
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.policies.entry(pd) {
+            slot.insert(stored(conn, "policies", &pd)?.and_then(|t| Policy::from_toml(&t).ok()));
+        }
+        let empty = CampaignSet::empty();
+        let campaigns = match e.campaigns.as_deref() {
+            None => Some(&empty),
+            Some(h) => match digest_of(h) {
+                None => None,
+                Some(cd) => {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = self.campaigns.entry(cd) {
+                        slot.insert(stored(conn, "campaign_sets", &cd)?.and_then(|t| CampaignSet::from_toml(&t).ok()));
+                    }
+                    self.campaigns.get(&cd).and_then(Option::as_ref)
+                }
+            },
+        };
+        let Some(policy) = self.policies.get(&pd).and_then(Option::as_ref) else {
+            return Ok(Some((
+                "the decision names a policy the office never signed",
+                json!({"policy": policy_hex}),
+            )));
+        };
+        let Some(campaigns) = campaigns else {
+            return Ok(Some((
+                "the decision names a campaign file the office never signed",
+                json!({"campaigns": e.campaigns}),
+            )));
+        };
+        let Some(inputs) = &e.quote_inputs else {
+            return Ok(Some(("the decision journals no quote inputs", Value::Null)));
+        };
+        let (Some(points), Some(purchase)) = (e.points, e.purchase_minor) else {
+            return Ok(Some((
+                "the decision journals no points or no purchase amount",
+                Value::Null,
+            )));
+        };
+        let Ok(birth_date) = Date::parse_iso(&inputs.birth_date) else {
+            return Ok(Some((
+                "the decision's birth date is malformed",
+                json!({"birth_date": inputs.birth_date}),
+            )));
+        };
+        let epoch = Date::from_unix_days(0);
+        let profile = Profile {
+            card_id: [0; 8],
+            version: 0,
+            name: String::new(),
+            birth_date,
+            home_city: String::new(),
+            household: [0; 8],
+            preferences: inputs.preferences.clone(),
+            tier: inputs.tier,
+            valid_from: epoch,
+            valid_until: epoch,
+        };
+        let visits = Visits {
+            count: inputs.visits,
+            last_day: inputs.last_visit_day,
+            last_store: 0,
+        };
+        let q = quote(
+            policy,
+            campaigns,
+            &profile,
+            &visits,
+            purchase,
+            &e.categories,
+            date_from_unix(e.time),
+        );
+        if q.total == points {
+            return Ok(None);
+        }
+        Ok(Some((
+            "the points are not what the signed policy and campaigns give",
+            json!({
+                "journaled_points": points,
+                "recomputed_points": q.total,
+                "purchase_minor": purchase,
+                "policy": policy_hex,
+                "campaigns": e.campaigns,
+                "recomputed_lines": q.lines.iter().map(|l| json!([l.campaign_id, l.points])).collect::<Vec<_>>(),
+            }),
+        )))
+    }
+}
+
+/// Registers the exact text of a policy the office signed (idempotent);
+/// returns its digest.
+pub(crate) fn register(conn: &Connection, table: &str, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()).into();
+    conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO {table} (digest, toml, registered_at) VALUES (?1, ?2, ?3)"
+    ))?
+    .execute(params![&digest[..], toml, now])?;
+    Ok(digest)
+}
