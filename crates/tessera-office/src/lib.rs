@@ -47,7 +47,7 @@ mod sync;
 pub mod tls;
 
 pub use client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
-pub use server::{serve, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
+pub use server::{serve, spawn, Running, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
 pub use sync::{
     ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncCampaigns, SyncData, SyncEnvelope,
     SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT, SYNC_FORMAT,

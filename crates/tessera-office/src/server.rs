@@ -238,6 +238,92 @@ pub fn serve(
     })
 }
 
+/// A server running on its own thread (benchmarks, embedding in a
+/// synchronous program); stopped by [`Running::stop`] or when dropped.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes the requests in flight, and waits.
+    ///
+    /// # Errors
+    /// What the server failed with, if it did.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ServerError::Io(std::io::Error::other("the server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Starts the server on `addr` on a thread of its own and returns once it
+/// listens.
+///
+/// # Errors
+/// As [`serve`].
+pub fn spawn(ledger: Ledger, keys: IssuerKeys, addr: SocketAddr, config: ServerConfig) -> Result<Running, ServerError> {
+    if matches!(config.transport, Transport::PlainLoopback) && !addr.ip().is_loopback() {
+        return Err(ServerError::PlainNotLoopback(addr));
+    }
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || -> Result<(), ServerError> {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(source) => {
+                    let _ = bound_tx.send(Err(ServerError::Bind { addr, source }));
+                    return Ok(());
+                }
+            };
+            let _ = bound_tx.send(listener.local_addr().map_err(ServerError::Io));
+            serve_on(listener, ledger, keys, config, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    });
+    match bound_rx.recv() {
+        Ok(Ok(addr)) => Ok(Running {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(ServerError::Io(std::io::Error::other("the server did not start"))),
+        },
+    }
+}
+
 /// Serves on an already bound listener until `shutdown` completes.
 ///
 /// # Errors
