@@ -496,3 +496,198 @@ fn one_deadline_per_upload_and_a_bounded_number_of_uploads() {
     assert_eq!(m["tessera_uploads_timed_out_total"], 1.0);
     assert_eq!(m["tessera_uploads_busy_total"], 1.0);
 }
+
+/// A raw `GET /v1/sync` signed with `bundle`'s key: the bytes on the wire.
+fn raw_sync(addr: &str, bundle: &TerminalBundle, nonce: &[u8]) -> (u16, String) {
+    let time = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let mac = hex::encode(tessera_office::request_mac(
+        &bundle.batch_key,
+        bundle.terminal_id,
+        time,
+        nonce,
+    ));
+    get(
+        addr,
+        &format!(
+            "/v1/sync?terminal={}&nonce={}&time={time}&mac={mac}",
+            bundle.terminal_id,
+            hex::encode(nonce)
+        ),
+    )
+}
+
+#[test]
+fn the_sync_feed_is_readable_by_its_terminal_only_and_acknowledged_items_stop() {
+    let work = tempfile::tempdir().unwrap();
+    let office = office(work.path(), "office");
+    let o = office.to_str().unwrap();
+    let card = work.path().join("anna.card");
+    tessera_ok(&[
+        "office",
+        "issue",
+        "--dir",
+        o,
+        "--card",
+        card.to_str().unwrap(),
+        "--card-id",
+        "7E57000000000A01",
+        "--name",
+        "Анна Петрова",
+        "--birth-date",
+        "1990-03-14",
+        "--city",
+        "Нижний Новгород",
+    ]);
+    tessera_ok(&[
+        "office",
+        "update-profile",
+        "--dir",
+        o,
+        "--card",
+        "7E57000000000A01",
+        "--name",
+        "Анна Петрова",
+        "--birth-date",
+        "1990-03-14",
+        "--city",
+        "Казань",
+    ]);
+    tessera_ok(&["office", "unblock", "--dir", o, "--card", "7E57000000000A01"]);
+    tessera_ok(&["office", "hotlist", "add", "--dir", o, "--card", "7E57000000000B02"]);
+    let t7 = bundle(&office, 7, true);
+    let t8 = bundle(&office, 8, true);
+    let server = Server::start(&office, &["--plain-http"], &[]);
+
+    // On the wire: no card id, no profile, no hotlisted card in clear.
+    let (status, text) = raw_sync(&server.addr, &t7, &[1; 16]);
+    assert_eq!(status, 200, "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    for secret in [
+        "7E57000000000A01",
+        "7e57000000000a01",
+        "7E57000000000B02",
+        "Казань",
+        "Анна",
+    ] {
+        assert!(!body.contains(secret), "{secret} in clear: {body}");
+    }
+    let sealed: tessera_office::SyncEnvelope = serde_json::from_str(body).unwrap();
+    assert_eq!(sealed.format, "tessera-sync-3");
+    // Terminal 8's keys do not open terminal 7's feed.
+    assert!(sealed.open(&t8.batch_key, 7, &sealed.nonce).is_err());
+    let feed = sealed.open(&t7.batch_key, 7, &hex::encode([1; 16])).unwrap();
+    assert_eq!(feed.profile_updates.len(), 1);
+    assert_eq!(feed.unblocks.len(), 1);
+    assert_eq!(feed.hotlist.cards, ["7E57000000000B02"]);
+    // Two answers to the same feed differ (fresh IV).
+    let (_, again) = raw_sync(&server.addr, &t7, &[2; 16]);
+    let again: tessera_office::SyncEnvelope = serde_json::from_str(again.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_ne!(again.iv, sealed.iv);
+
+    // A forged acknowledgement (terminal 8's key claiming terminal 7, or a
+    // body changed after signing) records nothing.
+    let before = row_counts(&office);
+    let ack = tessera_office::SyncAck::of(
+        &feed,
+        &[tessera_office::AckProfile {
+            card_id: "7E57000000000A01".into(),
+            version: feed.profile_updates[0].version,
+        }],
+    );
+    let mut forged = TerminalBundle::from_json(&t8.to_json()).unwrap();
+    forged.terminal_id = 7;
+    assert!(matches!(
+        tessera_office::ack_sync(&server.http(), &forged, &ack, &RetryPolicy::once()),
+        Err(ClientError::Refused { status: 401, .. })
+    ));
+    let body = serde_json::to_vec(&ack).unwrap();
+    let time = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let mac = hex::encode(tessera_office::ack_mac(&t7.batch_key, 7, time, &[3; 16], b"{}"));
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1/sync/ack?terminal=7&nonce={}&time={time}&mac={mac} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        hex::encode([3; 16]),
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    assert_eq!(answer(s).0, 401);
+    assert_eq!(
+        row_counts(&office),
+        before,
+        "a forged acknowledgement recorded something"
+    );
+
+    // The genuine one is recorded; terminal 7 no longer gets those items,
+    // terminal 8 still does.
+    assert_eq!(
+        tessera_office::ack_sync(&server.http(), &t7, &ack, &RetryPolicy::once()).unwrap(),
+        2
+    );
+    assert_eq!(
+        tessera_office::ack_sync(&server.http(), &t7, &ack, &RetryPolicy::once()).unwrap(),
+        0,
+        "recorded once"
+    );
+    let after = fetch_sync(&server.http(), &t7, &RetryPolicy::once()).unwrap();
+    assert!(
+        after.profile_updates.is_empty() && after.unblocks.is_empty(),
+        "{after:?}"
+    );
+    assert_eq!(
+        after.hotlist.cards,
+        ["7E57000000000B02"],
+        "the hotlist is always served"
+    );
+    let other = fetch_sync(&server.http(), &t8, &RetryPolicy::once()).unwrap();
+    assert_eq!((other.profile_updates.len(), other.unblocks.len()), (1, 1));
+
+    // `pos sync` acknowledges what it wrote: terminal 8's second sync gets
+    // nothing new and keeps its files.
+    let term = work.path().join("till8");
+    let b8 = office.with_file_name("office-t8-true.json");
+    let sync = || {
+        let out = Command::new(tessera_bin())
+            .args([
+                "pos",
+                "sync",
+                "--server",
+                &server.http(),
+                "--keys",
+                b8.to_str().unwrap(),
+                "--json",
+            ])
+            .env("TESSERA_TERMINAL_DIR", &term)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = sync();
+    assert_eq!(first["profile_updates"], 1, "{first}");
+    assert_eq!(first["unblocks"], 1, "{first}");
+    assert_eq!(first["acknowledged"], true, "{first}");
+    let second = sync();
+    assert_eq!(second["profile_updates"], 0, "{second}");
+    assert_eq!(second["unblocks"], 0, "{second}");
+    assert!(term.join("profile-updates/7E57000000000A01.json").exists());
+    let unblocks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(term.join("unblocks.json")).unwrap()).unwrap();
+    assert!(unblocks["cards"]["7E57000000000A01"].is_object(), "kept: {unblocks}");
+    let m = prometheus(&get(&server.addr, "/metrics").1);
+    assert_eq!(m["tessera_sync_acks_total"], 3.0);
+}

@@ -4,7 +4,9 @@
 //! The cards are simulated; the tills are the real thing: offline policy,
 //! signed campaigns, journals on SQLite, recovery of a card pulled away
 //! mid-transaction. With a `pcscd` running two vpcd virtual readers (see
-//! `scripts/demo.sh`) every APDU goes through the real PC/SC stack.
+//! `scripts/demo.sh`) every APDU goes through the real PC/SC stack. In
+//! the evening the tills settle over HTTPS to the office's server, started
+//! on loopback with a fresh certificate that the tills' bundles pin.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -455,8 +457,10 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         }
     }
 
-    // Evening: each till seals its journal into a batch; the ledger
-    // verifies (batch MAC, hash chain, every certificate) and posts it.
+    // Evening: each till seals its journal into a batch and settles it
+    // over HTTPS to the office (on loopback, its certificate pinned in the
+    // tills' bundles); the ledger verifies (batch MAC, hash chain, every
+    // certificate) and posts it.
     let ledger_path = work.join("ledger.sqlite");
     let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("ledger: {e}"));
     let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
@@ -466,7 +470,6 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     let now = clock.0.load(Ordering::SeqCst) + 3_600;
     let mut chains_ok = true;
     let mut records = 0;
-    let mut posted = 0;
     if !json {
         println!();
     }
@@ -477,29 +480,57 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
             .register_terminal(t.journal().terminal_id(), now)
             .map_err(office_err)?;
     }
+    drop(ledger);
+    let net_err = |e: String| Failure::new(EXIT_FILE, format!("office: {e}"));
+    let identity = tessera_office::OfficeIdentity::generate(&[]).map_err(|e| net_err(e.to_string()))?;
+    let pin = identity.cert_sha256();
+    let mut config = tessera_office::ServerConfig::new(tessera_office::Transport::Tls(
+        identity.server_config().map_err(|e| net_err(e.to_string()))?,
+    ));
+    config.request_log = false;
+    config.fixed_now = Some(now);
+    let server_keys = IssuerKeys::from_json(&keys.to_json()).map_err(|e| net_err(e.to_string()))?;
+    let server = tessera_office::spawn(
+        Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?,
+        server_keys,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        config,
+    )
+    .map_err(|e| net_err(e.to_string()))?;
+    let url = format!("https://{}", server.addr());
+    let mut settled = Vec::new();
     for t in tills.iter_mut() {
         let id = t.journal().terminal_id();
         chains_ok &= t.journal().verify_chain().is_ok();
         records += t.journal().len();
-        let key = keys.terminal_batch_key(id);
+        let bundle = keys.terminal_bundle(id, tessera_crypto::keys::OfficeLink::Pinned { cert_sha256: pin });
         let mut batch = Vec::new();
-        write_batch(t.journal_mut(), &key, now, &mut batch)
+        write_batch(t.journal_mut(), &bundle.batch_key, now, &mut batch)
             .map_err(|e| Failure::new(EXIT_FILE, format!("batch: {e}")))?;
-        let outcome = ledger.ingest(&batch[..], now).map_err(office_err)?;
-        if !outcome.ack.verify(&key) {
-            return Err(Failure::new(EXIT_CARD, "the ledger's acknowledgement does not verify"));
-        }
+        // The client checks the acknowledgement's MAC and that it names
+        // this batch before the till marks anything settled.
+        let ack = tessera_office::upload_batch(&url, &batch, &bundle, &tessera_office::RetryPolicy::default())
+            .map_err(|e| Failure::new(EXIT_CARD, format!("settlement: {e}")))?;
         let mut head = [0u8; 32];
-        hex::decode_to_slice(&outcome.ack.head, &mut head)
-            .map_err(|_| Failure::new(EXIT_FILE, "acknowledgement head"))?;
+        hex::decode_to_slice(&ack.head, &mut head).map_err(|_| Failure::new(EXIT_FILE, "acknowledgement head"))?;
         t.journal_mut()
-            .acknowledge(outcome.ack.batch_no, &head, now)
+            .acknowledge(ack.batch_no, &head, now)
             .map_err(|e| Failure::new(EXIT_FILE, format!("journal: {e}")))?;
-        posted += outcome.report.posted;
+        settled.push((id, ack.batch_no));
+    }
+    server.stop().map_err(|e| net_err(e.to_string()))?;
+    let ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
+    let mut posted = 0;
+    for (id, batch_no) in settled {
+        let rows = ledger.reconciliation(None, Some(id)).map_err(office_err)?.rows;
+        let (n, p, d) = rows.iter().fold((0, 0, 0), |(n, p, d), r| {
+            (n + r.records, p + r.posted, d + r.duplicates)
+        });
+        posted += p;
         if !json {
             println!(
-                "Till {id} settled: batch {} with {} records, {} card transactions posted, {} copies recognised",
-                outcome.ack.batch_no, outcome.report.records, outcome.report.posted, outcome.report.duplicates
+                "Till {id} settled over HTTPS (the office's certificate pinned): batch {batch_no} with {n} records, \
+                 {p} card transactions posted, {d} copies recognised"
             );
         }
     }

@@ -94,6 +94,16 @@ fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The `cards` of a per-card file `pos sync` wrote before (unblocks, key
+/// updates): what is still waiting for its card. Missing or unreadable: none.
+fn waiting_cards(path: &Path) -> serde_json::Map<String, serde_json::Value> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("cards").and_then(|c| c.as_object()).cloned())
+        .unwrap_or_default()
+}
+
 /// Reads a terminal bundle (`tessera office export-terminal`).
 pub fn load_bundle(path: &Path) -> Result<TerminalBundle, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| file_err(&format!("keys {}", path.display()), e))?;
@@ -367,6 +377,7 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
     // Profile updates, each verified with the issuer key.
     let updates_dir = dir.join("profile-updates");
     let mut profiles = 0;
+    let mut written_profiles = Vec::new();
     for p in &data.profile_updates {
         let blob = hex::decode(&p.profile).ok();
         let signed = blob.as_deref().and_then(|b| SignedProfile::parse(b).ok());
@@ -383,6 +394,10 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
                 )
                 .map_err(|e| file_err("profile updates", e))?;
                 profiles += 1;
+                written_profiles.push(tessera_office::AckProfile {
+                    card_id: p.card_id.clone(),
+                    version: p.version,
+                });
             }
             _ => notes.push(format!(
                 "refused the profile update for card {}: not genuine",
@@ -405,32 +420,46 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
     let doc = json!({"version": 3, "synced_at": data.issued_at, "cards": settled});
     write_atomic(&dir.join("settled.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("settled", e))?;
 
-    // Unblocks for cards locked by failed authentications.
-    let unblocks: serde_json::Map<String, serde_json::Value> = data
-        .unblocks
-        .iter()
-        .map(|u| (u.card_id.clone(), json!({"seq": u.seq, "issuer_macs": u.issuer_macs})))
-        .collect();
+    // Unblocks for cards locked by failed authentications, added to the
+    // ones still waiting (the office serves each once this till has
+    // acknowledged it: an unblock already here stays until its card uses
+    // it).
+    let mut unblocks = waiting_cards(&dir.join("unblocks.json"));
+    for u in &data.unblocks {
+        unblocks.insert(u.card_id.clone(), json!({"seq": u.seq, "issuer_macs": u.issuer_macs}));
+    }
     let doc = json!({"version": 2, "synced_at": data.issued_at, "cards": unblocks});
     write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes()).map_err(|e| file_err("unblocks", e))?;
 
-    // Key updates after a key rotation (encrypted for each card).
-    let key_updates: serde_json::Map<String, serde_json::Value> = data
-        .key_updates
-        .iter()
-        .map(|k| {
-            (
-                k.card_id.clone(),
-                json!({"key_version": k.key_version, "ciphertext": k.ciphertext, "issuer_mac": k.issuer_mac}),
-            )
-        })
-        .collect();
+    // Key updates after a key rotation (encrypted for each card), added to
+    // the ones already here, as for unblocks.
+    let mut key_updates = waiting_cards(&dir.join("key-updates.json"));
+    for k in &data.key_updates {
+        key_updates.insert(
+            k.card_id.clone(),
+            json!({"key_version": k.key_version, "ciphertext": k.ciphertext, "issuer_mac": k.issuer_mac}),
+        );
+    }
     let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": key_updates});
     write_atomic(&dir.join("key-updates.json"), format!("{doc:#}\n").as_bytes())
         .map_err(|e| file_err("key updates", e))?;
 
+    // Written: tell the office, which then stops serving them to this till.
+    // A lost acknowledgement only means they come again next time.
+    let ack = tessera_office::SyncAck::of(&data, &written_profiles);
+    let mut acknowledged = false;
+    if !ack.is_empty() {
+        match tessera_office::ack_sync(&a.server, &bundle, &ack, &RetryPolicy::default()) {
+            Ok(_) => acknowledged = true,
+            Err(e) => notes.push(format!(
+                "the office was not told what was written ({e}): it sends it again next time"
+            )),
+        }
+    }
+
     if a.output.json {
         print_json(json!({
+            "acknowledged": acknowledged,
             "terminal_id": data.terminal_id,
             "hotlist_version": data.hotlist.version,
             "hotlist_cards": data.hotlist.cards.len(),

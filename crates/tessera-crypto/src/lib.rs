@@ -12,6 +12,7 @@
 
 pub mod cert;
 pub mod channel;
+pub mod envelope;
 pub mod kdf;
 pub mod keys;
 pub mod rng;

@@ -33,6 +33,28 @@ use tessera_terminal::policy::Hotlist;
 pub use error::LedgerError;
 pub use schema::SCHEMA_VERSION;
 
+/// One item of a sync feed a terminal acknowledged writing
+/// (`POST /v1/sync/ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SyncDelivery {
+    /// A profile update: card and profile version.
+    Profile([u8; 8], u16),
+    /// An issuer UNBLOCK: card and issuer sequence.
+    Unblock([u8; 8], u32),
+    /// A KEY UPDATE: card and the key version it moves to.
+    KeyUpdate([u8; 8], u8),
+}
+
+impl SyncDelivery {
+    fn key(&self) -> (&'static str, [u8; 8], u32) {
+        match *self {
+            Self::Profile(c, v) => ("profile", c, u32::from(v)),
+            Self::Unblock(c, s) => ("unblock", c, s),
+            Self::KeyUpdate(c, v) => ("key_update", c, u32::from(v)),
+        }
+    }
+}
+
 /// How long a hole in a card's counters may stay open before it becomes a
 /// `gap` exception: 7 days. Every ingestion ages the gaps with it, and so
 /// does the exceptions report.
@@ -669,6 +691,61 @@ impl Ledger {
             Ok((card_of(c)?, v))
         })
         .collect()
+    }
+
+    /// Records what a terminal acknowledged writing from its sync feed
+    /// (idempotent: a delivery recorded twice is recorded once) and returns
+    /// how many deliveries were new. Those items are no longer served to
+    /// that terminal ([`Ledger::sync_delivered`]); other terminals still
+    /// get them.
+    ///
+    /// # Errors
+    /// A storage error (nothing is recorded then).
+    pub fn record_sync_deliveries(
+        &mut self,
+        terminal_id: u32,
+        deliveries: &[SyncDelivery],
+        now: u32,
+    ) -> Result<usize, LedgerError> {
+        let tx = self.conn.transaction()?;
+        let mut new = 0;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO sync_deliveries (terminal_id, kind, card_id, ref, delivered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for d in deliveries {
+                let (kind, card, r) = d.key();
+                new += stmt.execute(params![terminal_id, kind, &card[..], r, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Everything `terminal_id` has acknowledged writing from its feed.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn sync_delivered(&self, terminal_id: u32) -> Result<std::collections::BTreeSet<SyncDelivery>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, card_id, ref FROM sync_deliveries WHERE terminal_id = ?1")?;
+        let rows = stmt.query_map([terminal_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?))
+        })?;
+        let mut out = std::collections::BTreeSet::new();
+        for row in rows {
+            let (kind, card, r) = row?;
+            let card = card_of(card)?;
+            let d = match kind.as_str() {
+                "profile" => SyncDelivery::Profile(card, u16::try_from(r).unwrap_or(u16::MAX)),
+                "unblock" => SyncDelivery::Unblock(card, r),
+                _ => SyncDelivery::KeyUpdate(card, u8::try_from(r).unwrap_or(u8::MAX)),
+            };
+            out.insert(d);
+        }
+        Ok(out)
     }
 
     /// Marks a card's profile update delivered (and every older version).

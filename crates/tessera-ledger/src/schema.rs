@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -224,6 +224,21 @@ CREATE TABLE policies (digest BLOB PRIMARY KEY, toml TEXT NOT NULL, registered_a
 CREATE TABLE campaign_sets (digest BLOB PRIMARY KEY, toml TEXT NOT NULL, registered_at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+/// Version 6: what each terminal has acknowledged writing from its sync
+/// feed (`POST /v1/sync/ack`), so the office stops serving it to that
+/// terminal: `kind` is `profile` (`ref` = profile version), `unblock`
+/// (`ref` = issuer sequence) or `key_update` (`ref` = new key version).
+const MIGRATION_SYNC_ACK: &str = "
+CREATE TABLE sync_deliveries (
+    terminal_id INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('profile', 'unblock', 'key_update')),
+    card_id BLOB NOT NULL,
+    ref INTEGER NOT NULL,
+    delivered_at INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, kind, card_id, ref)
+) WITHOUT ROWID;
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -263,6 +278,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 5 {
             tx.execute_batch(MIGRATION_5)?;
+        }
+        if version < 6 {
+            tx.execute_batch(MIGRATION_SYNC_ACK)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

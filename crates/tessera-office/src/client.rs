@@ -15,7 +15,7 @@ use tessera_crypto::keys::{OfficeLink, TerminalBundle};
 use tessera_terminal::batch::{Ack, Header};
 
 use crate::server::BATCH_CONTENT_TYPE;
-use crate::sync::{SyncData, SYNC_FORMAT};
+use crate::sync::{SyncAck, SyncData, SyncEnvelope};
 
 /// Largest answer read from the office (a sync with a large hotlist).
 const MAX_ANSWER: u64 = 64 * 1024 * 1024;
@@ -330,8 +330,9 @@ pub fn upload_batch(
     Ok(ack)
 }
 
-/// Fetches the sync document for the bundle's terminal, with a fresh nonce,
-/// and checks its MAC, terminal and nonce. Retried like uploads.
+/// Fetches the sync feed for the bundle's terminal, with a fresh nonce,
+/// checks its MAC, terminal and nonce, and decrypts it. Retried like
+/// uploads.
 ///
 /// # Errors
 /// As [`upload_batch`].
@@ -344,10 +345,7 @@ pub fn fetch_sync(base_url: &str, bundle: &TerminalBundle, retry: &RetryPolicy) 
     let agent = agent(retry.request_timeout, bundle.office)?;
     // Each attempt is a fresh, authenticated request (time and MAC).
     let body = with_retry(retry, || {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-            .unwrap_or(0);
+        let time = unix_now();
         let mac = hex::encode(crate::sync::request_mac(
             &bundle.batch_key,
             bundle.terminal_id,
@@ -367,17 +365,72 @@ pub fn fetch_sync(base_url: &str, bundle: &TerminalBundle, retry: &RetryPolicy) 
         };
         classify(agent.get(&url).call())
     })?;
-    let data: SyncData = serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(format!("sync: {e}")))?;
-    if data.format != SYNC_FORMAT {
-        return Err(ClientError::BadAnswer(format!("sync format {:?}", data.format)));
-    }
-    if !data.verify(&bundle.batch_key) {
-        return Err(ClientError::BadAnswer("the sync MAC does not verify".into()));
-    }
-    if data.terminal_id != bundle.terminal_id || data.nonce != nonce {
-        return Err(ClientError::BadAnswer("the sync answer is for another request".into()));
-    }
-    Ok(data)
+    let sealed: SyncEnvelope =
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer(format!("sync: {e}")))?;
+    sealed
+        .open(&bundle.batch_key, bundle.terminal_id, &nonce)
+        .map_err(|e| ClientError::BadAnswer(e.to_string()))
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+/// Tells the office what the till wrote from a sync feed
+/// (`POST /v1/sync/ack`, MAC'd like the sync request with the body bound
+/// in), so it stops serving those items to this terminal. Returns how many
+/// deliveries were new to the office. Retried like uploads; each attempt
+/// is a fresh request (time, nonce, MAC).
+///
+/// # Errors
+/// As [`upload_batch`]; [`ClientError::BadAnswer`] for an answer that is
+/// not the contract's.
+pub fn ack_sync(
+    base_url: &str,
+    bundle: &TerminalBundle,
+    ack: &SyncAck,
+    retry: &RetryPolicy,
+) -> Result<u64, ClientError> {
+    endpoint(base_url, "/v1/sync/ack", bundle.office)?;
+    let body = serde_json::to_vec(ack).map_err(|e| ClientError::BadBatch(e.to_string()))?;
+    let agent = agent(retry.request_timeout, bundle.office)?;
+    let answer = with_retry(retry, || {
+        let mut nonce = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        let time = unix_now();
+        let mac = hex::encode(crate::sync::ack_mac(
+            &bundle.batch_key,
+            bundle.terminal_id,
+            time,
+            &nonce,
+            &body,
+        ));
+        let url = match endpoint(
+            base_url,
+            &format!(
+                "/v1/sync/ack?terminal={}&nonce={}&time={time}&mac={mac}",
+                bundle.terminal_id,
+                hex::encode(nonce)
+            ),
+            bundle.office,
+        ) {
+            Ok(u) => u,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        classify(
+            agent
+                .post(&url)
+                .set("Content-Type", "application/json")
+                .send_bytes(&body),
+        )
+    })?;
+    serde_json::from_slice::<serde_json::Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("recorded").and_then(serde_json::Value::as_u64))
+        .ok_or_else(|| ClientError::BadAnswer("the sync acknowledgement's answer".into()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! | request | body | answers |
 //! |---|---|---|
 //! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`, its header MAC in `Tessera-Batch-Mac`, checked before any work), spooled to a private file, then ingested | `200` + [`Ack`](tessera_terminal::batch::Ack) JSON; `400`, `401`, `403`, `408`, `409`, `413`, `415`, `503` |
-//! | `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` | — | `200` + [`SyncData`] JSON MAC'd with terminal N's batch key; `400`, `401`, `403` |
+//! | `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` | — | `200` + [`SyncEnvelope`] JSON: the feed encrypted for terminal N, then MAC'd; `400`, `401`, `403` |
+//! | `POST /v1/sync/ack?terminal=N&nonce=HEX&time=T&mac=HEX` | [`SyncAck`] JSON, the MAC ([`ack_mac`]) covering it | `200` + `{"recorded": n}`; `400`, `401`, `403`, `413`, `503` |
 //! | `GET /metrics` | — | `200` Prometheus text (loopback peers only); `403` |
 //!
 //! Over HTTPS with the office's self-signed certificate, which terminals pin
@@ -14,22 +15,25 @@
 //!
 //! Every refusal is `{"error": "one line"}` and changes nothing.
 //!
-//! # The sync MAC
-//! A [`SyncData`] document is the JSON object
-//! `{"format","terminal_id","issued_at","nonce","hotlist","campaigns","profile_updates","settled","mac"}`.
-//! Its MAC is AES-CMAC under the terminal's batch key
-//! (`KDF(batch master, "tessera terminal batch", terminal id)`) of
+//! # The sync feed
+//! [`SyncData`] travels sealed in a [`SyncEnvelope`]
+//! `{"format","terminal_id","issued_at","nonce","iv","ciphertext","mac"}`
+//! (format [`SYNC_FORMAT`]): the payload (hotlist, campaigns, profile
+//! updates, settled counters, unblocks, key updates) is AES-128-CBC under
+//! `K_enc = KDF(batch key, "tessera sync enc", [terminal]32)` with a fresh
+//! random IV, and the envelope is AES-CMAC'd under
+//! `K_mac = KDF(batch key, "tessera sync mac", [terminal]32)` over
 //!
 //! ```text
-//! "TS" 01 ‖ SHA-256(canonical body)
+//! "TS" 02 ‖ SHA-256(canonical envelope)
 //! ```
 //!
-//! where the canonical body is the compact JSON (no whitespace, fields in
-//! the order above, `mac` left out, strings escaped as `serde_json` does)
-//! of every other field — the same construction as the batch header MAC
-//! (`"TB" 01 ‖ SHA-256(canonical header)`). The terminal re-serializes what
-//! it parsed and checks the MAC; the `nonce` it sent (16 random bytes, hex)
-//! must come back, so an old answer cannot be replayed to it.
+//! where the canonical envelope is the compact JSON (no whitespace, fields
+//! in the order above, `mac` left out, strings escaped as `serde_json`
+//! does) of every other field. The terminal checks the MAC, its terminal
+//! id and the `nonce` it sent (16 random bytes, hex) before decrypting, so
+//! an old answer cannot be replayed to it and nobody else reads it
+//! (`docs/settlement.md`, byte for byte).
 //!
 //! Card ids are 16 upper-case hex digits, profile blobs lower-case hex of
 //! the signed profile (`SignedProfile::to_bytes`), the campaign file and its
@@ -42,10 +46,11 @@ pub mod server;
 mod sync;
 pub mod tls;
 
-pub use client::{fetch_sync, upload_batch, ClientError, RetryPolicy};
-pub use server::{serve, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
+pub use client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
+pub use server::{serve, spawn, Running, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
 pub use sync::{
-    request_mac, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
-    SYNC_FORMAT, SYNC_REQUEST_WINDOW_SECS,
+    ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncCampaigns, SyncData, SyncEnvelope,
+    SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT, SYNC_FORMAT,
+    SYNC_REQUEST_WINDOW_SECS,
 };
 pub use tls::{OfficeIdentity, TlsError};

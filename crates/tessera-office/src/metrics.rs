@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     batches: Mutex<BTreeMap<&'static str, u64>>,
     records: AtomicU64,
     card_transactions_posted: AtomicU64,
+    sync_acks: AtomicU64,
 }
 
 /// Marks one upload in flight for as long as it lives.
@@ -99,6 +100,11 @@ impl Metrics {
             .fetch_add(u64::from(posted), Ordering::Relaxed);
     }
 
+    /// A sync acknowledgement recorded.
+    pub(crate) fn sync_ack(&self) {
+        self.sync_acks.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every counter.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -121,7 +127,7 @@ impl Metrics {
         for (route, n) in lock(&self.unauthenticated).iter() {
             let _ = writeln!(out, "tessera_http_unauthenticated_total{{route=\"{route}\"}} {n}");
         }
-        let simple: [(&str, &str, &str, u64); 7] = [
+        let simple: [(&str, &str, &str, u64); 8] = [
             (
                 "tessera_http_received_bytes_total",
                 "counter",
@@ -157,6 +163,12 @@ impl Metrics {
                 "counter",
                 "Card transactions posted to their card.",
                 self.card_transactions_posted.load(Ordering::Relaxed),
+            ),
+            (
+                "tessera_sync_acks_total",
+                "counter",
+                "Sync acknowledgements recorded.",
+                self.sync_acks.load(Ordering::Relaxed),
             ),
             (
                 "tessera_uploads_in_flight",

@@ -39,13 +39,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
+use rand_core::RngCore;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerError};
 
 use crate::sync::{
-    SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock, SYNC_FORMAT,
+    SyncAck, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
+    SYNC_ACK_FORMAT, SYNC_FORMAT,
 };
 use tessera_crypto::keys::IssuerDecision;
+use tessera_ledger::SyncDelivery;
 
 /// Where the server listens unless told otherwise: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8420";
@@ -141,6 +144,8 @@ struct Office {
     seen_nonces: Mutex<std::collections::HashMap<(u32, Vec<u8>), u32>>,
     /// Upload slots ([`ServerConfig::max_concurrent_uploads`]).
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Sync acknowledgement slots.
+    acks: Arc<tokio::sync::Semaphore>,
     /// Where uploads are spooled: `spool/` in the office directory (0700),
     /// else the system's temporary directory.
     spool_dir: PathBuf,
@@ -171,6 +176,7 @@ impl Office {
             ledger: Mutex::new(ledger),
             keys,
             uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
+            acks: Arc::new(tokio::sync::Semaphore::new(MAX_SYNC_ACKS)),
             config,
             seen_nonces: Mutex::new(std::collections::HashMap::new()),
             spool_dir,
@@ -230,6 +236,92 @@ pub fn serve(
         on_bound(listener.local_addr()?);
         serve_on(listener, ledger, keys, config, shutdown_signal()).await
     })
+}
+
+/// A server running on its own thread (benchmarks, embedding in a
+/// synchronous program); stopped by [`Running::stop`] or when dropped.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes the requests in flight, and waits.
+    ///
+    /// # Errors
+    /// What the server failed with, if it did.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ServerError::Io(std::io::Error::other("the server thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Starts the server on `addr` on a thread of its own and returns once it
+/// listens.
+///
+/// # Errors
+/// As [`serve`].
+pub fn spawn(ledger: Ledger, keys: IssuerKeys, addr: SocketAddr, config: ServerConfig) -> Result<Running, ServerError> {
+    if matches!(config.transport, Transport::PlainLoopback) && !addr.ip().is_loopback() {
+        return Err(ServerError::PlainNotLoopback(addr));
+    }
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || -> Result<(), ServerError> {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(source) => {
+                    let _ = bound_tx.send(Err(ServerError::Bind { addr, source }));
+                    return Ok(());
+                }
+            };
+            let _ = bound_tx.send(listener.local_addr().map_err(ServerError::Io));
+            serve_on(listener, ledger, keys, config, async move {
+                let _ = stop_rx.await;
+            })
+            .await
+        })
+    });
+    match bound_rx.recv() {
+        Ok(Ok(addr)) => Ok(Running {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(ServerError::Io(std::io::Error::other("the server did not start"))),
+        },
+    }
 }
 
 /// Serves on an already bound listener until `shutdown` completes.
@@ -369,6 +461,7 @@ fn routes(office: Arc<Office>) -> Router {
     Router::new()
         .route("/v1/batches", post(post_batch))
         .route("/v1/sync", get(get_sync))
+        .route("/v1/sync/ack", post(post_sync_ack))
         .route("/metrics", get(get_metrics))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such resource: see docs/settlement.md") })
         .layer(DefaultBodyLimit::disable())
@@ -727,59 +820,231 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Response {
-    let query = request.uri().query().unwrap_or("").to_owned();
-    let Some(terminal_id) = query_param(&query, "terminal").and_then(|t| t.parse::<u32>().ok()) else {
-        return refuse(StatusCode::BAD_REQUEST, "give the terminal: /v1/sync?terminal=N");
+/// A refusal with a fixed message (small, unlike a response).
+struct Refusal(StatusCode, &'static str);
+
+impl Refusal {
+    fn response(&self) -> Response {
+        refuse(self.0, self.1)
+    }
+}
+
+/// A sync or sync-ack request's query, authenticated: terminal, nonce
+/// (hex as sent, and raw), time and MAC.
+struct SignedQuery {
+    terminal_id: u32,
+    nonce_hex: String,
+    nonce: Vec<u8>,
+    time: u32,
+    mac: [u8; 16],
+}
+
+/// Parses `terminal`, `nonce`, `time` and `mac` from a query. `400` for a
+/// missing terminal or a malformed nonce; `401` without time or MAC.
+fn signed_query(query: &str) -> Result<SignedQuery, Refusal> {
+    let Some(terminal_id) = query_param(query, "terminal").and_then(|t| t.parse::<u32>().ok()) else {
+        return Err(Refusal(StatusCode::BAD_REQUEST, "give the terminal: ?terminal=N"));
     };
-    let nonce = query_param(&query, "nonce").unwrap_or("").to_ascii_lowercase();
-    let raw_nonce = match hex::decode(&nonce) {
+    let nonce_hex = query_param(query, "nonce").unwrap_or("").to_ascii_lowercase();
+    let nonce = match hex::decode(&nonce_hex) {
         Ok(n) if !n.is_empty() && n.len() <= 32 => n,
-        _ => return refuse(StatusCode::BAD_REQUEST, "the nonce is 1 to 32 bytes in hex"),
+        _ => return Err(Refusal(StatusCode::BAD_REQUEST, "the nonce is 1 to 32 bytes in hex")),
     };
-    // Authenticated before any work: the terminal's MAC over terminal,
-    // time and nonce, a fresh time, a nonce not seen before. Unknown and
-    // known terminals get the same refusal.
-    let time = query_param(&query, "time").and_then(|t| t.parse::<u32>().ok());
-    let mac = query_param(&query, "mac").and_then(|m| {
+    let time = query_param(query, "time").and_then(|t| t.parse::<u32>().ok());
+    let mac = query_param(query, "mac").and_then(|m| {
         let mut out = [0u8; 16];
         hex::decode_to_slice(m, &mut out).ok().map(|()| out)
     });
     let (Some(time), Some(mac)) = (time, mac) else {
-        return refuse(StatusCode::UNAUTHORIZED, "a sync request carries its time and MAC");
-    };
-    let key = office.keys.terminal_batch_key(terminal_id);
-    if !tessera_crypto::ct_eq(&crate::sync::request_mac(&key, terminal_id, time, &raw_nonce), &mac) {
-        return refuse(StatusCode::UNAUTHORIZED, "the sync request's MAC does not verify");
-    }
-    let wall = system_now();
-    if wall.abs_diff(time) > crate::sync::SYNC_REQUEST_WINDOW_SECS {
-        return refuse(
+        return Err(Refusal(
             StatusCode::UNAUTHORIZED,
-            "the sync request's time is too far from the office's clock",
-        );
-    }
-    {
-        let mut seen = office
+            "the request carries its time and MAC",
+        ));
+    };
+    Ok(SignedQuery {
+        terminal_id,
+        nonce_hex,
+        nonce,
+        time,
+        mac,
+    })
+}
+
+impl Office {
+    /// The freshness half of request authentication, after the MAC
+    /// verified: a time within the window of the office's clock and a nonce
+    /// not seen before (in its namespace: sync `b'Q'`, ack `b'A'`).
+    fn fresh(&self, q: &SignedQuery, namespace: u8) -> Result<(), Refusal> {
+        let wall = system_now();
+        if wall.abs_diff(q.time) > crate::sync::SYNC_REQUEST_WINDOW_SECS {
+            return Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "the request's time is too far from the office's clock",
+            ));
+        }
+        let mut seen = self
             .seen_nonces
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         seen.retain(|_, at| wall.abs_diff(*at) <= 2 * crate::sync::SYNC_REQUEST_WINDOW_SECS);
-        if seen.insert((terminal_id, raw_nonce), time).is_some() {
-            return refuse(StatusCode::UNAUTHORIZED, "this sync request was answered already");
+        let mut key = vec![namespace];
+        key.extend_from_slice(&q.nonce);
+        if seen.insert((q.terminal_id, key), q.time).is_some() {
+            return Err(Refusal(StatusCode::UNAUTHORIZED, "this request was answered already"));
         }
+        Ok(())
     }
+}
+
+async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let q = match signed_query(&query) {
+        Ok(q) => q,
+        Err(r) => return r.response(),
+    };
+    // Authenticated before any work: the terminal's MAC over terminal,
+    // time and nonce, a fresh time, a nonce not seen before. Unknown and
+    // known terminals get the same refusal.
+    let key = office.keys.terminal_batch_key(q.terminal_id);
+    if !tessera_crypto::ct_eq(&crate::sync::request_mac(&key, q.terminal_id, q.time, &q.nonce), &q.mac) {
+        return refuse(StatusCode::UNAUTHORIZED, "the sync request's MAC does not verify");
+    }
+    if let Err(r) = office.fresh(&q, b'Q') {
+        return r.response();
+    }
+    let terminal_id = q.terminal_id;
+    let nonce = q.nonce_hex;
     let worker = tokio::task::spawn_blocking(move || build_sync(&office, terminal_id, nonce));
     let mut response = match worker.await {
-        Ok(Ok(data)) => match serde_json::to_string(&data) {
-            Ok(body) => json_response(StatusCode::OK, body),
-            Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
+        Ok(Ok(data)) => {
+            let mut iv = [0u8; 16];
+            rand_core::OsRng.fill_bytes(&mut iv);
+            let sealed = data.seal(&key, iv);
+            match serde_json::to_string(&sealed) {
+                Ok(body) => json_response(StatusCode::OK, body),
+                Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
         Ok(Err((status, message))) => refuse(status, &message),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("sync failed: {e}")),
     };
     response.extensions_mut().insert(Authenticated(terminal_id));
     response
+}
+
+/// Largest sync acknowledgement body.
+pub const MAX_SYNC_ACK_BYTES: usize = 4 * 1024 * 1024;
+/// Sync acknowledgements read at once (their bodies are read before the
+/// MAC over them can be checked).
+const MAX_SYNC_ACKS: usize = 4;
+
+fn card_hex(s: &str) -> Option<[u8; 8]> {
+    let mut c = [0u8; 8];
+    hex::decode_to_slice(s, &mut c).ok().map(|()| c)
+}
+
+/// `POST /v1/sync/ack?terminal=N&nonce=HEX&time=T&mac=HEX`: the till lists
+/// what it wrote from its feed; the ledger records it for that terminal
+/// and stops serving it to it.
+async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let q = match signed_query(&query) {
+        Ok(q) => q,
+        Err(r) => return r.response(),
+    };
+    // Cheap refusals first (a stale time), then a bounded body read by a
+    // bounded number of requests, then the MAC over it all.
+    if system_now().abs_diff(q.time) > crate::sync::SYNC_REQUEST_WINDOW_SECS {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the request's time is too far from the office's clock",
+        );
+    }
+    let Ok(_slot) = Arc::clone(&office.acks).try_acquire_owned() else {
+        let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "the office is busy: retry shortly");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return r;
+    };
+    let body = match tokio::time::timeout(
+        HEADER_DEADLINE,
+        axum::body::to_bytes(request.into_body(), MAX_SYNC_ACK_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a sync acknowledgement is at most {MAX_SYNC_ACK_BYTES} bytes"),
+            )
+        }
+        Err(_) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the acknowledgement did not arrive in time",
+            )
+        }
+    };
+    let key = office.keys.terminal_batch_key(q.terminal_id);
+    let expected = crate::sync::ack_mac(&key, q.terminal_id, q.time, &q.nonce, &body);
+    if !tessera_crypto::ct_eq(&expected, &q.mac) {
+        return refuse(StatusCode::UNAUTHORIZED, "the acknowledgement's MAC does not verify");
+    }
+    if let Err(r) = office.fresh(&q, b'A') {
+        return r.response();
+    }
+    let terminal_id = q.terminal_id;
+    let authenticated = |mut r: Response| {
+        r.extensions_mut().insert(Authenticated(terminal_id));
+        r.extensions_mut().insert(BodyBytes(body.len() as u64));
+        r
+    };
+    let Ok(ack) = serde_json::from_slice::<SyncAck>(&body) else {
+        return authenticated(refuse(StatusCode::BAD_REQUEST, "not a sync acknowledgement"));
+    };
+    if ack.format != SYNC_ACK_FORMAT {
+        return authenticated(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("sync acknowledgement format {:?}", ack.format),
+        ));
+    }
+    let mut deliveries = Vec::new();
+    for p in &ack.profiles {
+        deliveries.push(card_hex(&p.card_id).map(|c| SyncDelivery::Profile(c, p.version)));
+    }
+    for u in &ack.unblocks {
+        deliveries.push(card_hex(&u.card_id).map(|c| SyncDelivery::Unblock(c, u.seq)));
+    }
+    for k in &ack.key_updates {
+        deliveries.push(card_hex(&k.card_id).map(|c| SyncDelivery::KeyUpdate(c, k.key_version)));
+    }
+    let Some(deliveries) = deliveries.into_iter().collect::<Option<Vec<_>>>() else {
+        return authenticated(refuse(StatusCode::BAD_REQUEST, "a card id is 16 hex digits"));
+    };
+    let now = office.now();
+    let worker = {
+        let office = Arc::clone(&office);
+        tokio::task::spawn_blocking(move || {
+            let mut ledger = office.ledger();
+            if !terminal_known(&ledger, terminal_id)? {
+                return Err(LedgerError::UnknownTerminal(terminal_id));
+            }
+            ledger.record_sync_deliveries(terminal_id, &deliveries, now)
+        })
+    };
+    let response = match worker.await {
+        Ok(Ok(n)) => {
+            office.metrics.sync_ack();
+            json_response(StatusCode::OK, serde_json::json!({ "recorded": n }).to_string())
+        }
+        Ok(Err(e @ LedgerError::UnknownTerminal(_))) => {
+            refuse(StatusCode::FORBIDDEN, &format!("{e}: nothing recorded"))
+        }
+        Ok(Err(e)) => refuse(ledger_status(&e), &e.to_string()),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("sync ack failed: {e}")),
+    };
+    authenticated(response)
 }
 
 fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncData, (StatusCode, String)> {
@@ -800,7 +1065,17 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
     let behind = ledger
         .cards_below_key_version(office.keys.key_version)
         .map_err(ledger_err)?;
+    // What this terminal acknowledged writing is not served to it again.
+    let delivered = ledger.sync_delivered(terminal_id).map_err(ledger_err)?;
     drop(ledger);
+    let updates: Vec<_> = updates
+        .into_iter()
+        .filter(|(card, version, _)| !delivered.contains(&SyncDelivery::Profile(*card, *version)))
+        .collect();
+    let unblocks: Vec<_> = unblocks
+        .into_iter()
+        .filter(|(card, seq)| !delivered.contains(&SyncDelivery::Unblock(*card, *seq)))
+        .collect();
     // Issuer decisions carry the issuer MAC (applet-spec §5.9) under the
     // card's issuer key of its own key version: the till relays them, the
     // card checks them.
@@ -816,7 +1091,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             .filter_map(|v| keys.issuer_mac_of(card, v, decision).map(|m| (v, hex::encode(m))))
             .collect()
     };
-    let mut data = SyncData {
+    let data = SyncData {
         format: SYNC_FORMAT.into(),
         terminal_id,
         issued_at: office.now(),
@@ -854,6 +1129,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
         key_updates: behind
             .into_iter()
             .filter_map(|(card, from)| keys.key_update(&card, from))
+            .filter(|ku| !delivered.contains(&SyncDelivery::KeyUpdate(ku.card_id, ku.command.key_version)))
             .map(|ku| SyncKeyUpdate {
                 card_id: hex::encode_upper(ku.card_id),
                 key_version: ku.command.key_version,
@@ -861,9 +1137,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
                 issuer_mac: hex::encode(ku.command.issuer_mac),
             })
             .collect(),
-        mac: String::new(),
     };
-    data.seal(&office.keys.terminal_batch_key(terminal_id));
     Ok(data)
 }
 

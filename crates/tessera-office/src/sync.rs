@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tessera_crypto::envelope::SyncKeys;
 use tessera_crypto::{cmac, ct_eq, Key};
 
 /// Value of the `format` field.
-pub const SYNC_FORMAT: &str = "tessera-sync-2";
+pub const SYNC_FORMAT: &str = "tessera-sync-3";
 
 /// The hotlist as published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,9 +86,9 @@ pub struct SyncKeyUpdate {
     pub issuer_mac: String,
 }
 
-/// What `GET /v1/sync` answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The sync feed once opened: what the office tells one terminal. On the
+/// wire it travels sealed in a [`SyncEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncData {
     /// Always [`SYNC_FORMAT`].
     pub format: String,
@@ -95,70 +96,263 @@ pub struct SyncData {
     pub terminal_id: u32,
     /// The office's clock when it answered (Unix seconds).
     pub issued_at: u32,
-    /// The nonce the terminal sent (hex), empty if none.
+    /// The nonce the terminal sent (hex).
     pub nonce: String,
     /// The hotlist.
     pub hotlist: SyncHotlist,
     /// The published campaign file, if any.
     pub campaigns: Option<SyncCampaigns>,
-    /// Pending profile updates.
+    /// Pending profile updates (not yet acknowledged by this terminal).
     pub profile_updates: Vec<SyncProfile>,
     /// Settled card counters.
     pub settled: Vec<SyncSettled>,
-    /// Queued unblocks.
+    /// Queued unblocks (not yet acknowledged by this terminal).
     pub unblocks: Vec<SyncUnblock>,
-    /// Key updates for cards below the office's key version.
+    /// Key updates for cards below the office's key version (not yet
+    /// acknowledged by this terminal).
     pub key_updates: Vec<SyncKeyUpdate>,
-    /// The MAC, hex (see the crate documentation).
-    #[serde(default)]
+}
+
+/// The encrypted part of the feed: its plaintext is the compact JSON of
+/// this object, fields in this order.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncPayload {
+    hotlist: SyncHotlist,
+    campaigns: Option<SyncCampaigns>,
+    profile_updates: Vec<SyncProfile>,
+    settled: Vec<SyncSettled>,
+    unblocks: Vec<SyncUnblock>,
+    key_updates: Vec<SyncKeyUpdate>,
+}
+
+/// What `GET /v1/sync` answers: the feed encrypted for the requesting
+/// terminal, then MAC'd (see the crate documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEnvelope {
+    /// Always [`SYNC_FORMAT`].
+    pub format: String,
+    /// The terminal it is for.
+    pub terminal_id: u32,
+    /// The office's clock when it answered (Unix seconds).
+    pub issued_at: u32,
+    /// The nonce the terminal sent (hex).
+    pub nonce: String,
+    /// The random IV, 32 hex digits.
+    pub iv: String,
+    /// AES-128-CBC of the payload under `K_enc`, hex.
+    pub ciphertext: String,
+    /// AES-CMAC under `K_mac`, hex.
     pub mac: String,
 }
 
 #[derive(Serialize)]
-struct Canonical<'a> {
+struct EnvelopeCanonical<'a> {
     format: &'a str,
     terminal_id: u32,
     issued_at: u32,
     nonce: &'a str,
-    hotlist: &'a SyncHotlist,
-    campaigns: &'a Option<SyncCampaigns>,
-    profile_updates: &'a [SyncProfile],
-    settled: &'a [SyncSettled],
-    unblocks: &'a [SyncUnblock],
-    key_updates: &'a [SyncKeyUpdate],
+    iv: &'a str,
+    ciphertext: &'a str,
+}
+
+/// Why a sync answer was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncOpenError {
+    /// Another format than [`SYNC_FORMAT`].
+    #[error("sync format {0:?}")]
+    Format(String),
+    /// The MAC does not verify with this terminal's keys.
+    #[error("the sync MAC does not verify")]
+    BadMac,
+    /// Authentic but for another terminal or request.
+    #[error("the sync answer is for another request")]
+    OtherRequest,
+    /// Authentic but undecipherable or not the payload.
+    #[error("the sync payload is malformed: {0}")]
+    Malformed(String),
 }
 
 impl SyncData {
-    /// The bytes the MAC covers: `"TS" 01 ‖ SHA-256(canonical body)`.
+    /// Seals the feed for its terminal (office side): the payload
+    /// encrypted under `K_enc` with `iv` (fresh random bytes for every
+    /// answer), the envelope MAC'd under `K_mac`, both derived from the
+    /// terminal's batch key ([`tessera_crypto::envelope::SyncKeys`]).
+    pub fn seal(&self, batch_key: &Key, iv: [u8; 16]) -> SyncEnvelope {
+        let keys = SyncKeys::derive(batch_key, self.terminal_id);
+        let payload = SyncPayload {
+            hotlist: self.hotlist.clone(),
+            campaigns: self.campaigns.clone(),
+            profile_updates: self.profile_updates.clone(),
+            settled: self.settled.clone(),
+            unblocks: self.unblocks.clone(),
+            key_updates: self.key_updates.clone(),
+        };
+        let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&payload).unwrap_or_default());
+        let mut envelope = SyncEnvelope {
+            format: self.format.clone(),
+            terminal_id: self.terminal_id,
+            issued_at: self.issued_at,
+            nonce: self.nonce.clone(),
+            iv: hex::encode(iv),
+            ciphertext: hex::encode(tessera_crypto::envelope::encrypt(&keys.enc, &iv, &plaintext)),
+            mac: String::new(),
+        };
+        envelope.mac = hex::encode(cmac(&keys.mac, &envelope.mac_input()));
+        envelope
+    }
+}
+
+impl SyncEnvelope {
+    /// The bytes the MAC covers: `"TS" 02 ‖ SHA-256(canonical envelope)`,
+    /// the canonical envelope being the compact JSON of every field but
+    /// `mac`, in order.
     pub fn mac_input(&self) -> Vec<u8> {
-        let c = Canonical {
+        let c = EnvelopeCanonical {
             format: &self.format,
             terminal_id: self.terminal_id,
             issued_at: self.issued_at,
             nonce: &self.nonce,
-            hotlist: &self.hotlist,
-            campaigns: &self.campaigns,
-            profile_updates: &self.profile_updates,
-            settled: &self.settled,
-            unblocks: &self.unblocks,
-            key_updates: &self.key_updates,
+            iv: &self.iv,
+            ciphertext: &self.ciphertext,
         };
         let body = serde_json::to_vec(&c).unwrap_or_default();
-        let mut input = b"TS\x01".to_vec();
+        let mut input = b"TS\x02".to_vec();
         input.extend_from_slice(&Sha256::digest(body));
         input
     }
 
-    /// Sets the MAC (office side).
-    pub fn seal(&mut self, key: &Key) {
-        self.mac = hex::encode(cmac(key, &self.mac_input()));
+    /// Opens the feed (terminal side): the format, then the MAC with the
+    /// keys of `terminal_id`, then that it answers this terminal's request
+    /// (`nonce`, hex), and only then decrypts.
+    ///
+    /// # Errors
+    /// [`SyncOpenError`]: nothing of a refused answer is to be used.
+    pub fn open(&self, batch_key: &Key, terminal_id: u32, nonce: &str) -> Result<SyncData, SyncOpenError> {
+        if self.format != SYNC_FORMAT {
+            return Err(SyncOpenError::Format(self.format.clone()));
+        }
+        let keys = SyncKeys::derive(batch_key, terminal_id);
+        let expected = cmac(&keys.mac, &self.mac_input());
+        if !hex::decode(&self.mac).is_ok_and(|m| ct_eq(&m, &expected)) {
+            return Err(SyncOpenError::BadMac);
+        }
+        if self.terminal_id != terminal_id || !self.nonce.eq_ignore_ascii_case(nonce) {
+            return Err(SyncOpenError::OtherRequest);
+        }
+        let mut iv = [0u8; 16];
+        hex::decode_to_slice(&self.iv, &mut iv).map_err(|_| SyncOpenError::Malformed("IV".into()))?;
+        let ciphertext = hex::decode(&self.ciphertext).map_err(|_| SyncOpenError::Malformed("ciphertext".into()))?;
+        let plaintext = tessera_crypto::envelope::decrypt(&keys.enc, &iv, &ciphertext)
+            .map_err(|_| SyncOpenError::Malformed("ciphertext".into()))?;
+        let p: SyncPayload = serde_json::from_slice(&plaintext).map_err(|e| SyncOpenError::Malformed(e.to_string()))?;
+        Ok(SyncData {
+            format: self.format.clone(),
+            terminal_id: self.terminal_id,
+            issued_at: self.issued_at,
+            nonce: self.nonce.clone(),
+            hotlist: p.hotlist,
+            campaigns: p.campaigns,
+            profile_updates: p.profile_updates,
+            settled: p.settled,
+            unblocks: p.unblocks,
+            key_updates: p.key_updates,
+        })
+    }
+}
+
+/// Value of the sync acknowledgement's `format` field.
+pub const SYNC_ACK_FORMAT: &str = "tessera-sync-ack-1";
+
+/// A profile update the till wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckProfile {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The profile version written.
+    pub version: u16,
+}
+
+/// An unblock the till wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckUnblock {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The issuer sequence written.
+    pub seq: u32,
+}
+
+/// A key update the till wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckKeyUpdate {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The key version the update moves the card to.
+    pub key_version: u8,
+}
+
+/// The body of `POST /v1/sync/ack`: what the till has written from a sync
+/// feed, so the office stops serving it to this terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncAck {
+    /// Always [`SYNC_ACK_FORMAT`].
+    pub format: String,
+    /// Profile updates written.
+    pub profiles: Vec<AckProfile>,
+    /// Unblocks written.
+    pub unblocks: Vec<AckUnblock>,
+    /// Key updates written.
+    pub key_updates: Vec<AckKeyUpdate>,
+}
+
+impl SyncAck {
+    /// What a till wrote from `data`: every profile update in `profiles`
+    /// (the ones it verified and stored), every unblock and key update.
+    pub fn of(data: &SyncData, profiles: &[AckProfile]) -> Self {
+        Self {
+            format: SYNC_ACK_FORMAT.into(),
+            profiles: profiles.to_vec(),
+            unblocks: data
+                .unblocks
+                .iter()
+                .map(|u| AckUnblock {
+                    card_id: u.card_id.clone(),
+                    seq: u.seq,
+                })
+                .collect(),
+            key_updates: data
+                .key_updates
+                .iter()
+                .map(|k| AckKeyUpdate {
+                    card_id: k.card_id.clone(),
+                    key_version: k.key_version,
+                })
+                .collect(),
+        }
     }
 
-    /// Checks the MAC (terminal side).
-    pub fn verify(&self, key: &Key) -> bool {
-        let expected = cmac(key, &self.mac_input());
-        hex::decode(&self.mac).is_ok_and(|m| ct_eq(&m, &expected))
+    /// Whether it lists nothing.
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty() && self.unblocks.is_empty() && self.key_updates.is_empty()
     }
+}
+
+/// The MAC of a sync acknowledgement request (query `mac`), under the
+/// terminal's batch key: `CMAC(key, "TA" 01 ‖ [terminal]32 ‖ [time]32 ‖
+/// SHA-256(body) ‖ nonce)` — the sync request's MAC with the body bound in.
+pub fn ack_mac(key: &Key, terminal_id: u32, time: u32, nonce: &[u8], body: &[u8]) -> [u8; 16] {
+    let mut input = b"TA\x01".to_vec();
+    input.extend_from_slice(&terminal_id.to_be_bytes());
+    input.extend_from_slice(&time.to_be_bytes());
+    input.extend_from_slice(&Sha256::digest(body));
+    input.extend_from_slice(nonce);
+    cmac(key, &input)
 }
 
 /// How far a sync request's time may be from the office's clock.
@@ -218,24 +412,56 @@ mod tests {
                 ciphertext: "00".repeat(64),
                 issuer_mac: "0102030405060708".into(),
             }],
-            mac: String::new(),
         }
     }
 
     #[test]
-    fn mac_round_trips_through_json_and_catches_changes() {
+    fn sealed_feed_opens_for_its_terminal_and_request_only() {
         let key = Key::new([7; 16]);
-        let mut s = sample();
-        s.seal(&key);
-        let text = serde_json::to_string_pretty(&s).unwrap();
-        let back: SyncData = serde_json::from_str(&text).unwrap();
-        assert!(back.verify(&key));
-        assert!(!back.verify(&Key::new([8; 16])));
-        let mut changed = back.clone();
-        changed.hotlist.cards.clear();
-        assert!(!changed.verify(&key));
-        let mut changed = back;
-        changed.nonce = "00fe".into();
-        assert!(!changed.verify(&key));
+        let s = sample();
+        let sealed = s.seal(&key, [5; 16]);
+        let text = serde_json::to_string_pretty(&sealed).unwrap();
+        assert!(!text.contains("1000000000000002"), "card ids travel encrypted");
+        assert!(!text.contains("Анна"), "nothing of the payload in clear");
+        let back: SyncEnvelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.open(&key, 7, "00ff").unwrap(), s);
+        assert_eq!(back.open(&key, 7, "00FF").unwrap(), s);
+        assert_eq!(back.open(&Key::new([8; 16]), 7, "00ff"), Err(SyncOpenError::BadMac));
+        assert_eq!(back.open(&key, 8, "00ff"), Err(SyncOpenError::BadMac));
+        assert_eq!(back.open(&key, 7, "00fe"), Err(SyncOpenError::OtherRequest));
+        // Any change to the envelope is caught by the MAC.
+        for change in [
+            |e: &mut SyncEnvelope| e.nonce = "00fe".into(),
+            |e: &mut SyncEnvelope| e.iv = hex::encode([6u8; 16]),
+            |e: &mut SyncEnvelope| e.issued_at += 1,
+            |e: &mut SyncEnvelope| {
+                let mut c = hex::decode(&e.ciphertext).unwrap();
+                c[0] ^= 1;
+                e.ciphertext = hex::encode(c);
+            },
+        ] {
+            let mut changed = back.clone();
+            change(&mut changed);
+            assert_eq!(
+                changed.open(&key, 7, &changed.nonce.clone()),
+                Err(SyncOpenError::BadMac)
+            );
+        }
+        // A fresh IV gives another ciphertext of the same feed.
+        assert_ne!(s.seal(&key, [6; 16]).ciphertext, sealed.ciphertext);
+        let mut old = back;
+        old.format = "tessera-sync-2".into();
+        assert!(matches!(old.open(&key, 7, "00ff"), Err(SyncOpenError::Format(_))));
+    }
+
+    #[test]
+    fn ack_mac_binds_the_body() {
+        let key = Key::new([7; 16]);
+        let a = ack_mac(&key, 7, 100, b"n", b"{}");
+        assert_ne!(a, ack_mac(&key, 7, 100, b"n", b"{ }"));
+        assert_ne!(a, ack_mac(&key, 8, 100, b"n", b"{}"));
+        assert_ne!(a, ack_mac(&key, 7, 101, b"n", b"{}"));
+        assert_ne!(a, ack_mac(&key, 7, 100, b"m", b"{}"));
+        assert_ne!(a, request_mac(&key, 7, 100, b"n"));
     }
 }
