@@ -56,7 +56,13 @@ impl Server {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log_path(office))
+                .unwrap(),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -86,6 +92,11 @@ impl Server {
     fn http(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// Where the servers of `office` write their standard error.
+fn log_path(office: &Path) -> PathBuf {
+    office.with_extension("serve.log")
 }
 
 impl Drop for Server {
@@ -690,4 +701,33 @@ fn the_sync_feed_is_readable_by_its_terminal_only_and_acknowledged_items_stop() 
     assert!(unblocks["cards"]["7E57000000000A01"].is_object(), "kept: {unblocks}");
     let m = prometheus(&get(&server.addr, "/metrics").1);
     assert_eq!(m["tessera_sync_acks_total"], 3.0);
+
+    // One log line per request, key=value, with the terminal when it
+    // authenticated; no card id, name, city or MAC in it.
+    drop(server);
+    let log = std::fs::read_to_string(log_path(&office)).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ts=")).collect();
+    assert!(lines.len() >= 10, "{log}");
+    for l in &lines {
+        for key in [
+            "method=",
+            "route=",
+            "status=",
+            "terminal=",
+            "bytes_in=",
+            "bytes_out=",
+            "ms=",
+        ] {
+            assert!(l.contains(key), "{l}");
+        }
+        for secret in ["7E57", "7e57", "Анна", "Казань", "mac="] {
+            assert!(!l.contains(secret), "{secret} logged: {l}");
+        }
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("route=/v1/sync/ack status=200 terminal=7")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("route=/v1/sync/ack status=401 terminal=-")));
 }
