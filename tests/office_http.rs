@@ -209,6 +209,38 @@ fn a_pinned_bundle_reaches_its_office_only_and_plain_http_stays_on_loopback() {
         fetch_sync("http://192.0.2.1:8420", &plain, &RetryPolicy::once()),
         Err(ClientError::Insecure(_))
     ));
+
+    // An office without a certificate (made before TLS) neither serves nor
+    // exports a pinned bundle until `office tls-cert` makes one, once.
+    let old = office(work.path(), "old");
+    std::fs::remove_file(old.join("office-cert.pem")).unwrap();
+    std::fs::remove_file(old.join("office-key.pem")).unwrap();
+    let o = old.to_str().unwrap();
+    let serve = tessera(&["office", "serve", "--dir", o, "--listen", "127.0.0.1:0"]);
+    assert_eq!(serve.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("office tls-cert"));
+    let out = work.path().join("old-7.json");
+    let export = [
+        "office",
+        "export-terminal",
+        "--dir",
+        o,
+        "--terminal-id",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    assert_eq!(tessera(&export).status.code(), Some(4));
+    assert!(!out.exists());
+    tessera_ok(&["office", "tls-cert", "--dir", o]);
+    assert_eq!(tessera(&["office", "tls-cert", "--dir", o]).status.code(), Some(1));
+    tessera_ok(&export);
+    assert!(matches!(
+        TerminalBundle::from_json(&std::fs::read_to_string(&out).unwrap())
+            .unwrap()
+            .office,
+        OfficeLink::Pinned { .. }
+    ));
 }
 
 /// A sealed batch of `n` purchases by terminal `id` on card `card` (issued
