@@ -56,7 +56,13 @@ impl Server {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log_path(office))
+                .unwrap(),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -86,6 +92,11 @@ impl Server {
     fn http(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// Where the servers of `office` write their standard error.
+fn log_path(office: &Path) -> PathBuf {
+    office.with_extension("serve.log")
 }
 
 impl Drop for Server {
@@ -197,6 +208,38 @@ fn a_pinned_bundle_reaches_its_office_only_and_plain_http_stays_on_loopback() {
     assert!(matches!(
         fetch_sync("http://192.0.2.1:8420", &plain, &RetryPolicy::once()),
         Err(ClientError::Insecure(_))
+    ));
+
+    // An office without a certificate (made before TLS) neither serves nor
+    // exports a pinned bundle until `office tls-cert` makes one, once.
+    let old = office(work.path(), "old");
+    std::fs::remove_file(old.join("office-cert.pem")).unwrap();
+    std::fs::remove_file(old.join("office-key.pem")).unwrap();
+    let o = old.to_str().unwrap();
+    let serve = tessera(&["office", "serve", "--dir", o, "--listen", "127.0.0.1:0"]);
+    assert_eq!(serve.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("office tls-cert"));
+    let out = work.path().join("old-7.json");
+    let export = [
+        "office",
+        "export-terminal",
+        "--dir",
+        o,
+        "--terminal-id",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    assert_eq!(tessera(&export).status.code(), Some(4));
+    assert!(!out.exists());
+    tessera_ok(&["office", "tls-cert", "--dir", o]);
+    assert_eq!(tessera(&["office", "tls-cert", "--dir", o]).status.code(), Some(1));
+    tessera_ok(&export);
+    assert!(matches!(
+        TerminalBundle::from_json(&std::fs::read_to_string(&out).unwrap())
+            .unwrap()
+            .office,
+        OfficeLink::Pinned { .. }
     ));
 }
 
@@ -690,4 +733,33 @@ fn the_sync_feed_is_readable_by_its_terminal_only_and_acknowledged_items_stop() 
     assert!(unblocks["cards"]["7E57000000000A01"].is_object(), "kept: {unblocks}");
     let m = prometheus(&get(&server.addr, "/metrics").1);
     assert_eq!(m["tessera_sync_acks_total"], 3.0);
+
+    // One log line per request, key=value, with the terminal when it
+    // authenticated; no card id, name, city or MAC in it.
+    drop(server);
+    let log = std::fs::read_to_string(log_path(&office)).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("ts=")).collect();
+    assert!(lines.len() >= 10, "{log}");
+    for l in &lines {
+        for key in [
+            "method=",
+            "route=",
+            "status=",
+            "terminal=",
+            "bytes_in=",
+            "bytes_out=",
+            "ms=",
+        ] {
+            assert!(l.contains(key), "{l}");
+        }
+        for secret in ["7E57", "7e57", "Анна", "Казань", "mac="] {
+            assert!(!l.contains(secret), "{secret} logged: {l}");
+        }
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("route=/v1/sync/ack status=200 terminal=7")));
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("route=/v1/sync/ack status=401 terminal=-")));
 }

@@ -39,6 +39,9 @@ pub enum OfficeCmd {
     /// Key ceremony: fresh issuer keys, the office's TLS certificate and key,
     /// and an empty ledger in a new office directory.
     Init(InitArgs),
+    /// Make the office's TLS certificate and key in an office directory that
+    /// has none (one made before TLS); never overwrites them.
+    TlsCert(InitArgs),
     /// Write a terminal's key bundle and register the terminal with the ledger.
     ExportTerminal(ExportArgs),
     /// Issue a card with the office's keys and register customer and card.
@@ -301,6 +304,7 @@ pub struct UnblockArgs {
 pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
     match cmd {
         OfficeCmd::Init(a) => init(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::TlsCert(a) => tls_cert(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::ExportTerminal(a) => export(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Issue(a) => issue(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Manufacture(a) => manufacture(&a).map_err(|f| f.json(a.office.output.json)),
@@ -445,6 +449,50 @@ fn init(a: &InitArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Reads the office's TLS identity, saying how to make one if it is missing.
+fn load_identity(dir: &Path) -> Result<tessera_office::OfficeIdentity, Failure> {
+    tessera_office::OfficeIdentity::load(dir).map_err(|e| match e {
+        tessera_office::TlsError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Failure::new(
+            EXIT_FILE,
+            format!(
+                "{} has no TLS certificate: run `tessera office tls-cert --dir {}`",
+                dir.display(),
+                dir.display()
+            ),
+        ),
+        other => file_err("TLS", other),
+    })
+}
+
+fn tls_cert(a: &InitArgs) -> Result<(), Failure> {
+    let dir = &a.office.dir;
+    // Only for an office: its keys must be there.
+    load_keys(dir)?;
+    if dir.join(tessera_office::tls::CERT_FILE).exists() || dir.join(tessera_office::tls::KEY_FILE).exists() {
+        return Err(Failure::new(
+            EXIT_DECLINED,
+            format!(
+                "{} already has a TLS certificate or key: they are never overwritten",
+                dir.display()
+            ),
+        ));
+    }
+    let identity = tessera_office::OfficeIdentity::generate(&a.tls_names).map_err(|e| file_err("TLS", e))?;
+    identity.write_new(dir).map_err(|e| file_err("TLS", e))?;
+    let pin = hex::encode(identity.cert_sha256());
+    if a.office.output.json {
+        print_json(json!({"dir": dir.display().to_string(), "tls_cert_sha256": pin}));
+    } else {
+        println!(
+            "TLS certificate {} (SHA-256 {pin}) and key {} made in {}: export the terminals' bundles again to pin it.",
+            tessera_office::tls::CERT_FILE,
+            tessera_office::tls::KEY_FILE,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn export(a: &ExportArgs) -> Result<(), Failure> {
     let (keys, mut ledger) = open_office(&a.office.dir)?;
     if a.out.exists() {
@@ -458,7 +506,7 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
     let link = if a.plain_http {
         OfficeLink::PlainLoopback
     } else {
-        let identity = tessera_office::OfficeIdentity::load(&a.office.dir).map_err(|e| file_err("TLS", e))?;
+        let identity = load_identity(&a.office.dir)?;
         OfficeLink::Pinned {
             cert_sha256: identity.cert_sha256(),
         }
@@ -604,7 +652,7 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
         }
         tessera_office::Transport::PlainLoopback
     } else {
-        let identity = tessera_office::OfficeIdentity::load(dir).map_err(|e| file_err("TLS", e))?;
+        let identity = load_identity(dir)?;
         tessera_office::Transport::Tls(identity.server_config().map_err(|e| file_err("TLS", e))?)
     };
     if a.upload_deadline == 0 || a.max_uploads == 0 {

@@ -463,50 +463,6 @@ fn load_unblocks(dir: &Path) -> Vec<([u8; 8], Unblock)> {
     })
 }
 
-#[cfg(test)]
-mod unblock_file_tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    /// What a till rewrites after a tap (the unblocks still waiting) reads
-    /// back whole: every card, every key version's MAC.
-    #[test]
-    fn rewritten_unblocks_read_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let waiting = vec![
-            (
-                [1u8; 8],
-                Unblock {
-                    key_version: 1,
-                    seq: 3,
-                    issuer_mac: [0xA1; 8],
-                },
-            ),
-            (
-                [1u8; 8],
-                Unblock {
-                    key_version: 2,
-                    seq: 3,
-                    issuer_mac: [0xA2; 8],
-                },
-            ),
-            (
-                [2u8; 8],
-                Unblock {
-                    key_version: 1,
-                    seq: 7,
-                    issuer_mac: [0xB1; 8],
-                },
-            ),
-        ];
-        write_unblocks(dir.path(), &waiting).unwrap();
-        let mut back = load_unblocks(dir.path());
-        back.sort_by_key(|(c, u)| (*c, u.key_version));
-        assert_eq!(back, waiting);
-    }
-}
-
 fn till_failure(e: TillError) -> Failure {
     match e {
         TillError::Terminal(t) => Failure::from(t),
@@ -1119,5 +1075,49 @@ fn reason_title(code: &str) -> &'static str {
         "R02" => "referred: offline redeemed points",
         "R03" => "referred: till clock behind the card",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod unblock_file_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// What a till rewrites after a tap (the unblocks still waiting) reads
+    /// back whole: every card, every key version's MAC.
+    #[test]
+    fn rewritten_unblocks_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = vec![
+            (
+                [1u8; 8],
+                Unblock {
+                    key_version: 1,
+                    seq: 3,
+                    issuer_mac: [0xA1; 8],
+                },
+            ),
+            (
+                [1u8; 8],
+                Unblock {
+                    key_version: 2,
+                    seq: 3,
+                    issuer_mac: [0xA2; 8],
+                },
+            ),
+            (
+                [2u8; 8],
+                Unblock {
+                    key_version: 1,
+                    seq: 7,
+                    issuer_mac: [0xB1; 8],
+                },
+            ),
+        ];
+        write_unblocks(dir.path(), &waiting).unwrap();
+        let mut back = load_unblocks(dir.path());
+        back.sort_by_key(|(c, u)| (*c, u.key_version));
+        assert_eq!(back, waiting);
     }
 }

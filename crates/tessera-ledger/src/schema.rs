@@ -295,6 +295,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_3_files_gain_the_sync_deliveries() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [MIGRATION_1, MIGRATION_2, MIGRATION_3] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        prepare(&mut conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.execute(
+            "INSERT INTO sync_deliveries VALUES (7, 'profile', x'BE4C000000000001', 2, 100)",
+            [],
+        )
+        .unwrap();
+        assert!(conn
+            .execute(
+                "INSERT INTO sync_deliveries VALUES (7, 'other', x'BE4C000000000001', 2, 100)",
+                [],
+            )
+            .is_err());
+    }
+
+    #[test]
     fn version_1_files_are_migrated_keeping_their_transactions() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATION_1).unwrap();

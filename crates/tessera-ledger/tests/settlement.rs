@@ -1034,6 +1034,36 @@ fn hotlist_profile_updates_and_schema_versions() {
 }
 
 #[test]
+fn sync_deliveries_are_per_terminal_and_recorded_once() {
+    use tessera_ledger::SyncDelivery;
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    let items = [
+        SyncDelivery::Profile(card_id(1), 3),
+        SyncDelivery::Unblock(card_id(1), 2),
+        SyncDelivery::KeyUpdate(card_id(2), 3),
+    ];
+    assert_eq!(ledger.record_sync_deliveries(7, &items, T0).unwrap(), 3);
+    assert_eq!(ledger.record_sync_deliveries(7, &items, T0 + 1).unwrap(), 0, "once");
+    assert_eq!(ledger.record_sync_deliveries(8, &items[..1], T0).unwrap(), 1);
+    let seven = ledger.sync_delivered(7).unwrap();
+    assert_eq!(seven.len(), 3);
+    assert!(items.iter().all(|i| seven.contains(i)));
+    assert_eq!(
+        ledger.sync_delivered(8).unwrap().into_iter().collect::<Vec<_>>(),
+        vec![SyncDelivery::Profile(card_id(1), 3)]
+    );
+    assert!(ledger.sync_delivered(9).unwrap().is_empty());
+    // A newer version of the same decision is another delivery.
+    assert_eq!(
+        ledger
+            .record_sync_deliveries(7, &[SyncDelivery::Profile(card_id(1), 4)], T0)
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
 fn ledger_keys_match_the_issuer() {
     let k = keys();
     let lk = LedgerKeys::from_issuer(&k);

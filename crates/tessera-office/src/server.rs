@@ -370,6 +370,8 @@ pub async fn serve_on(
 pub const MAX_CONNECTIONS: usize = 512;
 /// Longest TLS handshake, and longest wait for a request's head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest read buffer of one connection.
+const MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -414,8 +416,12 @@ async fn accept_loop(
             async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
         });
         let mut http = hyper::server::conn::http1::Builder::new();
+        // A connection's read buffer is at most 64 KiB (request heads
+        // included): memory per connection is bounded whatever the client
+        // sends.
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HANDSHAKE_TIMEOUT)
+            .max_buf_size(MAX_CONNECTION_BUFFER)
             .keep_alive(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
