@@ -290,7 +290,17 @@ fn load_config(dir: &Path, issuer: &IssuerPublicKey) -> Result<TillConfig, Failu
     };
     let hotlist_path = dir.join("hotlist.toml");
     let hotlist = if hotlist_path.exists() {
-        Hotlist::load(&hotlist_path).map_err(|e| file_err("hotlist", e))?
+        // The office's list, as it signed it: an edited copy (a card taken
+        // off) is refused, never applied.
+        let text = std::fs::read_to_string(&hotlist_path).map_err(|e| file_err("hotlist", e))?;
+        let sig = std::fs::read_to_string(dir.join("hotlist.toml.sig")).map_err(|_| {
+            Failure::new(
+                EXIT_FILE,
+                "hotlist: the signature file hotlist.toml.sig is missing — run `tessera pos sync`",
+            )
+        })?;
+        Hotlist::load_signed(&text, &sig, issuer)
+            .map_err(|e| Failure::new(EXIT_FILE, format!("hotlist refused: {e} — run `tessera pos sync`")))?
     } else {
         Hotlist::empty()
     };

@@ -334,11 +334,14 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
 
     // Hotlist: never go back to an older version.
     let hotlist_path = dir.join("hotlist.toml");
-    let current = if hotlist_path.exists() {
-        Hotlist::load(&hotlist_path).map(|h| h.version).unwrap_or(0)
-    } else {
-        0
-    };
+    let issuer = &bundle.keys.issuer_public;
+    // The local copy counts only if the office's signature still holds (an
+    // edited copy is replaced by the office's list).
+    let current = std::fs::read_to_string(&hotlist_path)
+        .ok()
+        .zip(std::fs::read_to_string(dir.join("hotlist.toml.sig")).ok())
+        .and_then(|(text, sig)| Hotlist::load_signed(&text, &sig, issuer).ok())
+        .map_or(0, |h| h.version);
     let mut hotlist_written = false;
     if data.hotlist.version > 0 && data.hotlist.version >= current {
         let cards: Vec<String> = data.hotlist.cards.iter().map(|c| format!("  \"{c}\",")).collect();
@@ -347,7 +350,15 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
             data.hotlist.version,
             cards.join("\n")
         );
-        Hotlist::from_toml(&text).map_err(|e| Failure::new(EXIT_OFFICE, format!("the office's hotlist: {e}")))?;
+        Hotlist::load_signed(&text, &data.hotlist.signature, issuer)
+            .map_err(|e| Failure::new(EXIT_OFFICE, format!("the office's hotlist: {e}")))?;
+        // The signature first: a crash between the two leaves a pair the
+        // till refuses until the next sync, never an unchecked list.
+        write_atomic(
+            &dir.join("hotlist.toml.sig"),
+            format!("{}\n", data.hotlist.signature).as_bytes(),
+        )
+        .map_err(|e| file_err("hotlist", e))?;
         write_atomic(&hotlist_path, text.as_bytes()).map_err(|e| file_err("hotlist", e))?;
         hotlist_written = true;
     } else if data.hotlist.version < current {

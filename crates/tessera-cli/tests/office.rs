@@ -539,6 +539,26 @@ fn sync_after_hotlist_blocks_the_card_at_its_next_tap() {
     let show: Value = serde_json::from_str(&env.ok(&["card", "show", "--card", card, "--json"])).unwrap();
     assert_eq!(show["lifecycle"], "blocked");
 
+    // The clerk takes the card off the till's copy of the hotlist: the
+    // office's signature no longer holds and the till refuses to decide,
+    // with one line; the next sync restores the office's list.
+    let a = env.issue("anna2.card");
+    let hot = env.path("terminal").join("hotlist.toml");
+    std::fs::write(&hot, hotlist.replace(&id, &a)).unwrap();
+    let o = env.pos(&["earn", "--card", env.s("anna2.card"), "--amount", "5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("hotlist refused") && err.lines().count() == 1, "{err}");
+    std::fs::remove_file(env.path("terminal").join("hotlist.toml.sig")).unwrap();
+    let o = env.pos(&["earn", "--card", env.s("anna2.card"), "--amount", "5"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hotlist.toml.sig is missing"));
+    env.pos_ok(&["sync", "--server", &server.url()]);
+    assert!(
+        std::fs::read_to_string(&hot).unwrap().contains(&id),
+        "the office's list is back"
+    );
+    env.pos_ok(&["earn", "--card", env.s("anna2.card"), "--amount", "5"]);
+
     // A sync answer for another terminal's keys does not verify.
     env.ok(&[
         "office",

@@ -1105,6 +1105,10 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
         hotlist: SyncHotlist {
             version: hotlist.version,
             cards: hotlist.cards.iter().map(hex::encode_upper).collect(),
+            // The issuer's signature, so that the till's local copy can be
+            // checked whenever it is loaded (not only in transit).
+            signature: tessera_terminal::offers::sign_campaigns(&hotlist.signed_bytes(), &keys.issuer)
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("signing the hotlist: {e}")))?,
         },
         campaigns,
         profile_updates: updates

@@ -18,6 +18,10 @@ pub struct SyncHotlist {
     pub version: u32,
     /// Blocked cards, 16 upper-case hex digits each, sorted.
     pub cards: Vec<String>,
+    /// The issuer's ECDSA P-256 signature (`r ‖ s`, hex) over
+    /// `Hotlist::signed_bytes` of this list: the till keeps it as
+    /// `hotlist.toml.sig` and checks its local copy at every load.
+    pub signature: String,
 }
 
 /// The signed campaign file the office publishes.
@@ -385,6 +389,7 @@ mod tests {
             hotlist: SyncHotlist {
                 version: 2,
                 cards: vec!["1000000000000001".into()],
+                signature: "cd".into(),
             },
             campaigns: Some(SyncCampaigns {
                 toml: "version = 1\n# «Анна»\n".into(),

@@ -324,6 +324,36 @@ impl Hotlist {
         Self::default()
     }
 
+    /// The bytes the office signs for this list: `"tessera hotlist 1\n"`,
+    /// the version in decimal and `"\n"`, then each card id as 16
+    /// upper-case hex digits and `"\n"`, in ascending order.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut v = format!("tessera hotlist 1\n{}\n", self.version).into_bytes();
+        for c in &self.cards {
+            v.extend_from_slice(hex::encode_upper(c).as_bytes());
+            v.push(b'\n');
+        }
+        v
+    }
+
+    /// Parses a hotlist file and checks the office's signature over its
+    /// content ([`Hotlist::signed_bytes`]; `sig_hex` is `hotlist.toml.sig`):
+    /// the till's local copy is what the office published, or refused.
+    ///
+    /// # Errors
+    /// [`crate::offers::OfferError::BadSignature`] for an edited list or
+    /// another key's signature; [`crate::offers::OfferError::File`] for a
+    /// refused content.
+    pub fn load_signed(
+        text: &str,
+        sig_hex: &str,
+        key: &tessera_crypto::sign::IssuerPublicKey,
+    ) -> Result<Self, crate::offers::OfferError> {
+        let list = Self::from_toml(text)?;
+        crate::offers::verify_signed(&list.signed_bytes(), sig_hex, key)?;
+        Ok(list)
+    }
+
     /// Parses a hotlist file: `version = N` and `cards = ["1000000000000001",
     /// …]`, card ids as 16 hex digits.
     ///
