@@ -19,11 +19,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use tessera_crypto::cert::certificate;
 use tessera_crypto::keys::{IssuerKeys, TerminalBundle};
@@ -32,6 +29,7 @@ use tessera_ledger::{ExceptionClass, Ledger, LedgerKeys};
 use tessera_office::{fetch_sync, upload_batch, RetryPolicy};
 use tessera_protocol::messages::{LogRecord, TxKind};
 use tessera_simulator::SimCard;
+use tessera_suite::office::Server;
 use tessera_suite::pcscd::tessera_bin;
 use tessera_suite::{anna, card_id, TEST_TIME};
 use tessera_terminal::batch::{write_range, AckStatus, Header};
@@ -41,54 +39,6 @@ use tessera_terminal::offers::CampaignSet;
 use tessera_terminal::policy::{Hotlist, Policy};
 use tessera_terminal::till::{Till, TillConfig, TillOutcome};
 use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
-
-/// `tessera office serve` over HTTPS on a free loopback port, killed on
-/// drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(office: &Path) -> Self {
-        let mut child = Command::new(tessera_bin())
-            .args([
-                "office",
-                "serve",
-                "--dir",
-                office.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server did not start");
-        let addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
-        Self {
-            child,
-            url: format!("https://{addr}"),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn tessera_ok(args: &[&str]) -> String {
     let out = Command::new(tessera_bin()).args(args).output().unwrap();
@@ -217,15 +167,16 @@ fn hostile_settlement_over_https() {
     drop(t8.tap(&mut card1).unwrap()); // till 8 journals the card's record
     drop((t7, t8));
 
-    let server = Server::start(&office);
+    let server = Server::start(&office, &[], &[]);
+    let url = server.https();
     let batch7 = seal(&j7, 7, &b7.batch_key);
     let batch8 = seal(&j8, 8, &b8.batch_key);
     assert_eq!(
-        upload_batch(&server.url, &batch7, &b7, &retry).unwrap().status,
+        upload_batch(&url, &batch7, &b7, &retry).unwrap().status,
         AckStatus::Posted
     );
     assert_eq!(
-        upload_batch(&server.url, &batch8, &b8, &retry).unwrap().status,
+        upload_batch(&url, &batch8, &b8, &retry).unwrap().status,
         AckStatus::Posted
     );
 
@@ -248,7 +199,7 @@ fn hostile_settlement_over_https() {
             t.points *= 10;
         }
     });
-    let out = upload_batch(&server.url, &inflated, &b9, &retry).unwrap();
+    let out = upload_batch(&url, &inflated, &b9, &retry).unwrap();
     assert_eq!(out.status, AckStatus::Posted);
 
     // A clone of card 2 whose counter jumped by 500, recovered at till 8.
@@ -272,11 +223,11 @@ fn hostile_settlement_over_https() {
     }
     let jumped = seal(&j8, 8, &b8.batch_key);
     assert_eq!(
-        upload_batch(&server.url, &jumped, &b8, &retry).unwrap().status,
+        upload_batch(&url, &jumped, &b8, &retry).unwrap().status,
         AckStatus::Posted
     );
     // The next sync carries the clone to every till.
-    let sync = fetch_sync(&server.url, &b7, &retry).unwrap();
+    let sync = fetch_sync(&url, &b7, &retry).unwrap();
     assert!(
         sync.hotlist
             .cards
@@ -291,7 +242,7 @@ fn hostile_settlement_over_https() {
     let mut forged =
         TerminalBundle::from_json(&std::fs::read_to_string(office.with_file_name("t7.json")).unwrap()).unwrap();
     forged.batch_key = tessera_crypto::Key::new([0x5A; 16]);
-    match fetch_sync(&server.url, &forged, &retry) {
+    match fetch_sync(&url, &forged, &retry) {
         Err(tessera_office::ClientError::Refused { status, message }) => {
             assert_eq!(status, 401, "{message}");
             assert!(!message.contains("Анна"), "{message}");

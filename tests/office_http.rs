@@ -13,18 +13,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tessera_crypto::keys::{IssuerKeys, OfficeLink, TerminalBundle};
 use tessera_crypto::rng::Rng;
 use tessera_office::{fetch_sync, upload_batch, ClientError, RetryPolicy};
 use tessera_simulator::SimCard;
+use tessera_suite::office::{log_path, Server};
 use tessera_suite::pcscd::tessera_bin;
 use tessera_suite::{anna, card_id, TEST_TIME};
 use tessera_terminal::batch::{write_range, AckStatus};
@@ -34,77 +35,6 @@ use tessera_terminal::offers::CampaignSet;
 use tessera_terminal::policy::{Hotlist, Policy};
 use tessera_terminal::till::{Till, TillConfig};
 use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
-
-/// `tessera office serve` on a free loopback port, killed (by its PID) on
-/// drop.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(office: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(tessera_bin());
-        cmd.args([
-            "office",
-            "serve",
-            "--dir",
-            office.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(log_path(office))
-                .unwrap(),
-        );
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server did not start");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("server said {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn https(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    fn http(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// Where the servers of `office` write their standard error.
-fn log_path(office: &Path) -> PathBuf {
-    office.with_extension("serve.log")
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn tessera(args: &[&str]) -> std::process::Output {
     Command::new(tessera_bin()).args(args).output().unwrap()

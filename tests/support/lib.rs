@@ -1,6 +1,7 @@
 //! Shared support for the workspace-level test suites: test profiles and
 //! freshly issued simulated cards.
 
+pub mod office;
 pub mod pcscd;
 
 use tessera_crypto::keys::IssuerKeys;

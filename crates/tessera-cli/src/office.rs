@@ -878,20 +878,32 @@ fn report(a: &ReportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The columns of the exceptions report, in the order a clerk reads them.
+const EXCEPTION_COLUMNS: [&str; 8] = [
+    "id",
+    "at",
+    "class",
+    "card_id",
+    "counter",
+    "terminal_id",
+    "batch_no",
+    "evidence",
+];
+
+/// A cell cut for the screen (`--json` and `--csv` carry it whole).
+fn screen_cell(s: String) -> String {
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(59).collect::<String>())
+    } else {
+        s
+    }
+}
+
 /// The exceptions report, one exception at a time from the ledger to
 /// stdout (flat memory whatever their number): JSON with the same shape as
 /// the other reports, CSV, or fixed-width text.
 fn stream_exceptions(ledger: &Ledger, a: &ReportArgs) -> Result<(), Failure> {
-    const COLS: [&str; 8] = [
-        "id",
-        "at",
-        "class",
-        "card_id",
-        "counter",
-        "terminal_id",
-        "batch_no",
-        "evidence",
-    ];
+    const COLS: [&str; 8] = EXCEPTION_COLUMNS;
     const WIDTHS: [usize; 7] = [8, 11, 22, 17, 8, 9, 6];
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -934,13 +946,7 @@ fn stream_exceptions(ledger: &Ledger, a: &ReportArgs) -> Result<(), Failure> {
                     for (c, w) in cells.iter().zip(WIDTHS) {
                         l.push_str(&format!("{c:<w$} "));
                     }
-                    let ev = &cells[7];
-                    if ev.chars().count() > 60 {
-                        l.push_str(&ev.chars().take(59).collect::<String>());
-                        l.push('…');
-                    } else {
-                        l.push_str(ev);
-                    }
+                    l.push_str(&screen_cell(cells[7].clone()));
                     l + "\n"
                 }
             };
@@ -1003,16 +1009,7 @@ fn preferred_columns(title: &str) -> &'static [&'static str] {
             "declared",
             "declines",
         ],
-        "Exceptions" => &[
-            "id",
-            "at",
-            "class",
-            "card_id",
-            "counter",
-            "terminal_id",
-            "batch_no",
-            "evidence",
-        ],
+        "Exceptions" => &EXCEPTION_COLUMNS,
         "Customers" => &[
             "customer_id",
             "name",
@@ -1097,14 +1094,7 @@ fn render_text(v: &Value, preferred: &[&str]) -> String {
             .iter()
             .map(|r| {
                 cols.iter()
-                    .map(|c| {
-                        let s = r.get(c).map(cell).unwrap_or_default();
-                        if s.chars().count() > 60 {
-                            format!("{}…", s.chars().take(59).collect::<String>())
-                        } else {
-                            s
-                        }
-                    })
+                    .map(|c| screen_cell(r.get(c).map(cell).unwrap_or_default()))
                     .collect()
             })
             .collect();
@@ -1264,29 +1254,38 @@ fn update_profile(a: &UpdateProfileArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn sign(a: SignArgs) -> Result<(), Failure> {
-    let body = std::fs::read(&a.file)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("campaign file {}: {e}", a.file.display())))?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| Failure::new(EXIT_FILE, format!("campaign file {} is not UTF-8", a.file.display())))?;
-    // Never sign what tills would refuse to read.
-    let set = CampaignSet::from_toml(text)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("campaign file {}: {e}", a.file.display())))?;
-    let (keys, which) = match &a.dir {
-        Some(dir) => (load_keys(dir)?, "the office's issuer key"),
+/// The text of a file to sign (`what`: "campaign file", "policy file").
+fn signable(file: &Path, what: &str) -> Result<String, Failure> {
+    let body = std::fs::read(file).map_err(|e| Failure::new(EXIT_FILE, format!("{what} {}: {e}", file.display())))?;
+    String::from_utf8(body).map_err(|_| Failure::new(EXIT_FILE, format!("{what} {} is not UTF-8", file.display())))
+}
+
+/// The issuer keys to sign with: the office's (`--dir`) or the TEST key.
+fn signing_keys(dir: Option<&Path>) -> Result<(IssuerKeys, &'static str), Failure> {
+    match dir {
+        Some(dir) => Ok((load_keys(dir)?, "the office's issuer key")),
         None => {
             eprintln!("{}", crate::pos::TEST_KEYS_WARNING);
-            (
+            Ok((
                 IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?,
                 "the TEST issuer key",
-            )
+            ))
         }
-    };
-    let sig = sign_campaigns(&body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    }
+}
+
+fn sign(a: SignArgs) -> Result<(), Failure> {
+    let text = signable(&a.file, "campaign file")?;
+    let body = text.as_bytes();
+    // Never sign what tills would refuse to read.
+    let set = CampaignSet::from_toml(&text)
+        .map_err(|e| Failure::new(EXIT_FILE, format!("campaign file {}: {e}", a.file.display())))?;
+    let (keys, which) = signing_keys(a.dir.as_deref())?;
+    let sig = sign_campaigns(body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
     if let Some(dir) = &a.dir {
         // The ledger recomputes purchases under the campaigns they name.
         let (_, mut ledger) = open_office(dir)?;
-        ledger.register_campaigns(text, now()?).map_err(ledger_err)?;
+        ledger.register_campaigns(&text, now()?).map_err(ledger_err)?;
     }
     let sig_path = signature_path(&a.file);
     tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
@@ -1299,7 +1298,7 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
         let target = dir.join("campaigns.toml");
         tessera_simulator::image::write_atomic(&signature_path(&target), format!("{sig}\n").as_bytes())
             .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-        tessera_simulator::image::write_atomic(&target, &body).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+        tessera_simulator::image::write_atomic(&target, body).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
         published = Some(target);
     }
     if a.output.json {
@@ -1329,24 +1328,15 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
 }
 
 fn sign_policy(a: SignArgs) -> Result<(), Failure> {
-    let body = std::fs::read(&a.file)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("policy file {}: {e}", a.file.display())))?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| Failure::new(EXIT_FILE, format!("policy file {} is not UTF-8", a.file.display())))?;
+    let text = signable(&a.file, "policy file")?;
     // Never sign what tills would refuse to read.
-    let policy = Policy::from_toml(text)
+    let policy = Policy::from_toml(&text)
         .map_err(|e| Failure::new(EXIT_FILE, format!("policy file {}: {e}", a.file.display())))?;
-    let keys = match &a.dir {
-        Some(dir) => load_keys(dir)?,
-        None => {
-            eprintln!("{}", crate::pos::TEST_KEYS_WARNING);
-            IssuerKeys::test().map_err(|e| Failure::new(EXIT_FILE, format!("issuer key store: {e}")))?
-        }
-    };
-    let sig = sign_campaigns(&body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
+    let (keys, _) = signing_keys(a.dir.as_deref())?;
+    let sig = sign_campaigns(text.as_bytes(), &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
     if let Some(dir) = &a.dir {
         let (_, mut ledger) = open_office(dir)?;
-        ledger.register_policy(text, now()?).map_err(ledger_err)?;
+        ledger.register_policy(&text, now()?).map_err(ledger_err)?;
     }
     let sig_path = signature_path(&a.file);
     tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
