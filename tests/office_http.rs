@@ -693,3 +693,65 @@ fn the_sync_feed_is_readable_by_its_terminal_only_and_acknowledged_items_stop() 
         .iter()
         .any(|l| l.contains("route=/v1/sync/ack status=401 terminal=-")));
 }
+
+/// Many tills at once, one of them forged: every genuine batch is posted
+/// exactly once (verified beside the others, posted by whichever upload
+/// holds the ledger, commits shared), the forged one is refused alone, and
+/// with one upload slot the others wait for it instead of being sent away.
+#[test]
+fn concurrent_uploads_post_once_each_and_a_forged_one_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let office = office(work.path(), "office");
+    let keys = IssuerKeys::from_json(&std::fs::read_to_string(office.join("issuer-keys.json")).unwrap()).unwrap();
+    let tills: Vec<u32> = (21..=32).collect();
+    let bundles: Arc<Vec<TerminalBundle>> = Arc::new(tills.iter().map(|id| bundle(&office, *id, true)).collect());
+    let batches: Vec<Vec<u8>> = tills.iter().map(|id| batch(work.path(), &keys, *id, *id, 3)).collect();
+    let server = Server::start(&office, &["--plain-http", "--max-uploads", "1"], &[]);
+    let url = server.http();
+    let go = Arc::new(std::sync::Barrier::new(tills.len() + 1));
+    let workers: Vec<_> = batches
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, mut b)| {
+            let (url, go, bundles) = (url.clone(), Arc::clone(&go), Arc::clone(&bundles));
+            std::thread::spawn(move || {
+                let bundle = &bundles[i];
+                if i == 5 {
+                    // The batch's closing MAC altered: the header MAC
+                    // (sent beside it) still verifies, the batch does not.
+                    let at = b.iter().rposition(|c| *c == b'"').unwrap();
+                    b[at - 1] ^= 1;
+                }
+                go.wait();
+                upload_batch(&url, &b, bundle, &RetryPolicy::once())
+            })
+        })
+        .collect();
+    go.wait();
+    let results: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    for (i, r) in results.iter().enumerate() {
+        if i == 5 {
+            assert!(r.is_err(), "the forged batch is refused: {r:?}");
+        } else {
+            assert_eq!(r.as_ref().unwrap().status, AckStatus::Posted, "till {}", tills[i]);
+        }
+    }
+    let m = prometheus(&get(&server.addr, "/metrics").1);
+    assert_eq!(m["tessera_uploads_busy_total"], 0.0, "with one slot, the others waited");
+    assert_eq!(m["tessera_batches_total{status=\"posted\"}"], (tills.len() - 1) as f64);
+    assert_eq!(m["tessera_ledger_committed_uploads_total"], tills.len() as f64);
+    assert!(m["tessera_ledger_commits_total"] >= 1.0 && m["tessera_ledger_commits_total"] <= tills.len() as f64);
+    drop(server);
+    // Every genuine batch again: duplicates; the ledger holds each once.
+    let server = Server::start(&office, &["--plain-http"], &[]);
+    for (i, (b, bundle)) in batches.iter().zip(bundles.iter()).enumerate() {
+        if i != 5 {
+            let ack = upload_batch(&server.http(), b, bundle, &RetryPolicy::once()).unwrap();
+            assert_eq!(ack.status, AckStatus::Duplicate);
+        }
+    }
+    drop(server);
+    let out = tessera(&["office", "verify", "--dir", office.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

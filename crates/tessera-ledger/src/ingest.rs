@@ -301,7 +301,7 @@ fn raise_alone(
     evidence: Value,
     now: u32,
 ) -> Result<(), LedgerError> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     raise(
         &tx,
         class,
@@ -323,9 +323,9 @@ pub(crate) fn ingest<R: BufRead>(
     input: R,
     now: u32,
 ) -> Result<IngestOutcome, LedgerError> {
-    ingest_with(conn, keys, input, now, |reader, key, _, each| {
-        read_all(reader, key, each)
-    })
+    let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
+    let h = reader.header().clone();
+    ingest_with(conn, keys, h, now, |key, _, each| read_all(reader, key, each))
 }
 
 /// See [`crate::Ledger::ingest_send`]: as [`ingest`], reading on a second
@@ -336,20 +336,112 @@ pub(crate) fn ingest_send<R: BufRead + Send>(
     input: R,
     now: u32,
 ) -> Result<IngestOutcome, LedgerError> {
-    ingest_with(conn, keys, input, now, |reader, key, certify, each| {
+    let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
+    let h = reader.header().clone();
+    ingest_with(conn, keys, h, now, |key, certify, each| {
         read_all_parallel(reader, key, keys, certify, each)
     })
 }
 
-fn ingest_with<R: BufRead>(
-    conn: &mut Connection,
+/// A batch read and verified ahead of posting, with no ledger at hand:
+/// its header MAC, its hash chain from `prev_head` to `head`, and every
+/// card record's certificate (under the newest certificate key version)
+/// were checked by [`crate::BatchVerifier::verify`]. Posting it ([`crate::Ledger::post_verified`])
+/// runs the ledger's own steps — terminal, batch number, chain
+/// continuity, matching, shadow balances — without reading or hashing
+/// again.
+pub struct VerifiedBatch {
+    /// The header as the batch opened with it.
+    first: Header,
+    /// The header as [`BatchReader::finish`] verified it.
+    last: Header,
+    records: Vec<Read>,
+}
+
+impl VerifiedBatch {
+    /// The terminal the batch is from.
+    pub fn terminal_id(&self) -> u32 {
+        self.last.terminal_id
+    }
+
+    /// The batch number.
+    pub fn batch_no(&self) -> u32 {
+        self.last.batch_no
+    }
+
+    /// Its records.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+}
+
+impl std::fmt::Debug for VerifiedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedBatch")
+            .field("terminal_id", &self.last.terminal_id)
+            .field("batch_no", &self.last.batch_no)
+            .field("records", &self.records.len())
+            .finish()
+    }
+}
+
+/// See [`crate::BatchVerifier::verify`].
+pub(crate) fn verify_ahead<R: BufRead>(
     keys: &LedgerKeys,
     input: R,
+    max_records: usize,
+) -> Result<VerifiedBatch, LedgerError> {
+    let mut reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
+    let first = reader.header().clone();
+    let tid = first.terminal_id;
+    if usize::try_from(first.record_count).map_or(true, |n| n > max_records) {
+        return Err(LedgerError::Malformed(format!(
+            "{} records: more than the {max_records} verified ahead",
+            first.record_count
+        )));
+    }
+    let mut certs = CertKeys::new(keys);
+    let version = certs.likely_version();
+    let mut records = Vec::with_capacity(usize::try_from(first.record_count).unwrap_or(0));
+    while let Some(r) = reader.next_record().map_err(|e| from_batch(tid, e))? {
+        if records.len() == max_records {
+            return Err(LedgerError::Malformed(format!(
+                "more than the {max_records} records verified ahead"
+            )));
+        }
+        let mut read = Read::new(r.seq, r.entry);
+        if let (Some(card), Some(rec)) = (&read.card, &read.record) {
+            read.checked = Some((version, certs.check(card, version, rec)));
+        }
+        records.push(read);
+    }
+    let last = reader.finish(&keys.batch_key(tid)).map_err(|e| from_batch(tid, e))?;
+    Ok(VerifiedBatch { first, last, records })
+}
+
+/// See [`crate::Ledger::post_verified`].
+pub(crate) fn post_verified(
+    conn: &mut Connection,
+    keys: &LedgerKeys,
+    batch: VerifiedBatch,
     now: u32,
-    read: impl FnOnce(BatchReader<R>, &Key, bool, Each<'_>) -> Result<Header, Refused>,
 ) -> Result<IngestOutcome, LedgerError> {
-    let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
-    let h = reader.header().clone();
+    let VerifiedBatch { first, last, records } = batch;
+    ingest_with(conn, keys, first, now, move |_, _, each| {
+        for r in records {
+            each(r)?;
+        }
+        Ok(last)
+    })
+}
+
+fn ingest_with(
+    conn: &mut Connection,
+    keys: &LedgerKeys,
+    h: Header,
+    now: u32,
+    read: impl FnOnce(&Key, bool, Each<'_>) -> Result<Header, Refused>,
+) -> Result<IngestOutcome, LedgerError> {
     let tid = h.terminal_id;
     // 1. The terminal must be known and active.
     let terminal: Option<(Option<u32>, u32, u32, Vec<u8>)> = conn
@@ -399,15 +491,7 @@ fn ingest_with<R: BufRead>(
     };
     let key = keys.batch_key(tid);
     let post = matches!(mode, Mode::Post);
-    match process(
-        conn,
-        keys,
-        &h,
-        |key, each| read(reader, key, post, each),
-        mode,
-        &key,
-        now,
-    ) {
+    match process(conn, keys, &h, |key, each| read(key, post, each), mode, &key, now) {
         Ok(outcome) => Ok(outcome),
         Err(Refused { err, exception }) => {
             // The batch's transaction is gone (rolled back): record the
@@ -430,7 +514,9 @@ fn process(
     now: u32,
 ) -> Result<IngestOutcome, Refused> {
     let tid = h.terminal_id;
-    let tx = conn.transaction()?;
+    // A savepoint: a transaction of its own, or a part of the caller's
+    // (`Ledger::ingest_group`), rolled back alone when this batch fails.
+    let tx = conn.savepoint()?;
     match mode {
         Mode::Post => {
             let mut p = Posting::new(&tx, keys, tid, h.batch_no, now);

@@ -31,6 +31,7 @@ use tessera_protocol::profile::MAX_PROFILE_BLOB;
 use tessera_terminal::policy::Hotlist;
 
 pub use error::LedgerError;
+pub use ingest::VerifiedBatch;
 pub use schema::SCHEMA_VERSION;
 
 /// One item of a sync feed a terminal acknowledged writing
@@ -73,6 +74,38 @@ pub use types::{
     CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, IngestOutcome,
     IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,
 };
+
+/// Verifies settlement batches without a ledger: see [`Ledger::verifier`].
+#[derive(Clone, Debug)]
+pub struct BatchVerifier {
+    keys: LedgerKeys,
+}
+
+impl BatchVerifier {
+    /// Reads a whole batch into memory and verifies it: its header MAC
+    /// under the terminal's batch key, its hash chain, and each card
+    /// record's certificate. At most `max_records` records are read (the
+    /// caller's memory bound: a few hundred bytes each).
+    ///
+    /// # Errors
+    /// Any error of reading or verifying, and [`LedgerError::Malformed`]
+    /// for a batch of more than `max_records` records. A batch that fails
+    /// here is not refused yet: hand the same bytes to [`Ledger::ingest`]
+    /// (or [`Upload::Stream`]), which refuses it and records the exception
+    /// the refusal calls for.
+    pub fn verify<R: BufRead>(&self, input: R, max_records: usize) -> Result<VerifiedBatch, LedgerError> {
+        ingest::verify_ahead(&self.keys, input, max_records)
+    }
+}
+
+/// One upload for [`Ledger::ingest_group`].
+#[derive(Debug)]
+pub enum Upload<R> {
+    /// Read and verified ahead ([`BatchVerifier::verify`]).
+    Verified(Box<VerifiedBatch>),
+    /// Still to be read (streamed, as [`Ledger::ingest_send`]).
+    Stream(R),
+}
 
 /// The keys the ledger needs: the certificate masters (by key version) to
 /// verify card transactions, and the batch master to derive each
@@ -433,6 +466,63 @@ impl Ledger {
         let out = ingest::ingest_send(&mut self.conn, &self.keys, input, now)?;
         self.age_gaps(now, GAP_AGE_SECS)?;
         Ok(out)
+    }
+
+    /// A verifier of batches that needs no ledger (and no lock on one):
+    /// many uploads can be verified at once on as many threads, then posted
+    /// one after another with [`Ledger::post_verified`] or
+    /// [`Ledger::ingest_group`].
+    pub fn verifier(&self) -> BatchVerifier {
+        BatchVerifier {
+            keys: self.keys.clone(),
+        }
+    }
+
+    /// Posts a batch that [`BatchVerifier::verify`] read and verified: the
+    /// same steps, checks and outcome as [`Ledger::ingest`] of the same
+    /// bytes, without reading, hashing or checking MACs again.
+    ///
+    /// # Errors
+    /// As [`Ledger::ingest`].
+    pub fn post_verified(&mut self, batch: VerifiedBatch, now: u32) -> Result<IngestOutcome, LedgerError> {
+        let out = ingest::post_verified(&mut self.conn, &self.keys, batch, now)?;
+        self.age_gaps(now, GAP_AGE_SECS)?;
+        Ok(out)
+    }
+
+    /// Ingests several batches (of one terminal or many) with one commit
+    /// to disk: each batch is still all or nothing on its own (a savepoint
+    /// each: a refused batch changes nothing for the others, and records
+    /// its exception as [`Ledger::ingest`] would), and the outcomes come
+    /// back in the order of `uploads`. What a server does when uploads
+    /// arrive faster than one disk flush each (group commit).
+    ///
+    /// If the final commit fails, every outcome is that storage error:
+    /// nothing of the group was written, and each till sends again.
+    pub fn ingest_group<R: BufRead + Send>(
+        &mut self,
+        uploads: Vec<Upload<R>>,
+        now: u32,
+    ) -> Vec<Result<IngestOutcome, LedgerError>> {
+        let n = uploads.len();
+        let failed = |e: &LedgerError| (0..n).map(|_| Err(LedgerError::Storage(e.to_string()))).collect();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return failed(&e.into());
+        }
+        let outcomes: Vec<Result<IngestOutcome, LedgerError>> = uploads
+            .into_iter()
+            .map(|u| match u {
+                Upload::Verified(b) => ingest::post_verified(&mut self.conn, &self.keys, *b, now),
+                Upload::Stream(r) => ingest::ingest_send(&mut self.conn, &self.keys, r, now),
+            })
+            .collect();
+        let finished = reports::age_gaps(&self.conn, now, GAP_AGE_SECS)
+            .and_then(|_| self.conn.execute_batch("COMMIT").map_err(LedgerError::from));
+        if let Err(e) = finished {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return failed(&e);
+        }
+        outcomes
     }
 
     /// Registers a customer's personal data; returns the customer id.

@@ -153,13 +153,19 @@ pub(crate) fn resolve(
     aged_before: Option<u32>,
     now: u32,
 ) -> Result<Vec<Exception>, LedgerError> {
+    // Two texts, so that one origin's awaiting records are found through
+    // the index on (origin_terminal, origin_seq), not by scanning all.
+    let sql = if origin.is_some() {
+        "SELECT card_id, counter, tx_type, points, origin_terminal, origin_seq, received_at, terminal_id, batch_no
+         FROM card_transactions
+         WHERE decision = 'awaiting' AND origin_terminal = ?1 AND (?2 IS NULL OR received_at < ?2)"
+    } else {
+        "SELECT card_id, counter, tx_type, points, origin_terminal, origin_seq, received_at, terminal_id, batch_no
+         FROM card_transactions
+         WHERE decision = 'awaiting' AND ?1 IS NULL AND (?2 IS NULL OR received_at < ?2)"
+    };
     let rows: Vec<AwaitingRow> = conn
-        .prepare_cached(
-            "SELECT card_id, counter, tx_type, points, origin_terminal, origin_seq, received_at, terminal_id, batch_no
-             FROM card_transactions
-             WHERE decision = 'awaiting' AND (?1 IS NULL OR origin_terminal = ?1)
-               AND (?2 IS NULL OR received_at < ?2)",
-        )?
+        .prepare_cached(sql)?
         .query_map(params![origin, aged_before], |r| {
             Ok((
                 r.get(0)?,

@@ -12,6 +12,7 @@
 //! the office never signed.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
@@ -26,8 +27,52 @@ use crate::LedgerError;
 /// Parsed files by digest (`None`: not registered or not parsable).
 #[derive(Default)]
 pub(crate) struct Rules {
-    policies: HashMap<[u8; 32], Option<Policy>>,
-    campaigns: HashMap<[u8; 32], Option<CampaignSet>>,
+    policies: HashMap<[u8; 32], Option<Arc<Policy>>>,
+    campaigns: HashMap<[u8; 32], Option<Arc<CampaignSet>>>,
+}
+
+/// Files parsed before, by the SHA-256 of their text: the same text parses
+/// the same, so batches after the first (and other ledgers in the process)
+/// skip parsing. Whether a ledger has *registered* a digest is still asked
+/// of that ledger each batch. Bounded: emptied when full.
+struct Parsed {
+    policies: HashMap<[u8; 32], Arc<Policy>>,
+    campaigns: HashMap<[u8; 32], Arc<CampaignSet>>,
+}
+
+const PARSED_MAX: usize = 256;
+
+fn parsed() -> std::sync::MutexGuard<'static, Parsed> {
+    static PARSED: OnceLock<Mutex<Parsed>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            Mutex::new(Parsed {
+                policies: HashMap::new(),
+                campaigns: HashMap::new(),
+            })
+        })
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn parse_cached<T>(
+    digest: &[u8; 32],
+    text: Option<String>,
+    map: impl Fn(&mut Parsed) -> &mut HashMap<[u8; 32], Arc<T>>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<Arc<T>> {
+    let text = text?;
+    if let Some(hit) = map(&mut parsed()).get(digest) {
+        return Some(Arc::clone(hit));
+    }
+    let value = Arc::new(parse(&text)?);
+    let mut cache = parsed();
+    let m = map(&mut cache);
+    if m.len() >= PARSED_MAX {
+        m.clear();
+    }
+    m.insert(*digest, Arc::clone(&value));
+    Some(value)
 }
 
 fn digest_of(hex_digest: &str) -> Option<[u8; 32]> {
@@ -62,7 +107,13 @@ impl Rules {
             )));
         };
         if let std::collections::hash_map::Entry::Vacant(slot) = self.policies.entry(pd) {
-            slot.insert(stored(conn, "policies", &pd)?.and_then(|t| Policy::from_toml(&t).ok()));
+            let text = stored(conn, "policies", &pd)?;
+            slot.insert(parse_cached(
+                &pd,
+                text,
+                |p| &mut p.policies,
+                |t| Policy::from_toml(t).ok(),
+            ));
         }
         let empty = CampaignSet::empty();
         let campaigns = match e.campaigns.as_deref() {
@@ -71,13 +122,19 @@ impl Rules {
                 None => None,
                 Some(cd) => {
                     if let std::collections::hash_map::Entry::Vacant(slot) = self.campaigns.entry(cd) {
-                        slot.insert(stored(conn, "campaign_sets", &cd)?.and_then(|t| CampaignSet::from_toml(&t).ok()));
+                        let text = stored(conn, "campaign_sets", &cd)?;
+                        slot.insert(parse_cached(
+                            &cd,
+                            text,
+                            |p| &mut p.campaigns,
+                            |t| CampaignSet::from_toml(t).ok(),
+                        ));
                     }
-                    self.campaigns.get(&cd).and_then(Option::as_ref)
+                    self.campaigns.get(&cd).and_then(Option::as_deref)
                 }
             },
         };
-        let Some(policy) = self.policies.get(&pd).and_then(Option::as_ref) else {
+        let Some(policy) = self.policies.get(&pd).and_then(Option::as_deref) else {
             return Ok(Some((
                 "the decision names a policy the office never signed",
                 json!({"policy": policy_hex}),

@@ -232,3 +232,116 @@ fn ingest_send_refuses_like_ingest_and_writes_nothing() {
         AckStatus::Posted
     );
 }
+
+#[test]
+fn a_batch_verified_ahead_posts_what_ingest_posts() {
+    let shop = Shop::new();
+    let batch = journal_batch(&shop.journal_path(TERMINAL), TERMINAL, entries(), T0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut serial = open(&dir.path().join("serial.sqlite"));
+    let mut ahead = open(&dir.path().join("ahead.sqlite"));
+    let a = serial.ingest(&batch[..], T0).unwrap();
+    let verifier = ahead.verifier();
+    // Too many records for the caller's bound: not verified ahead.
+    assert!(matches!(
+        verifier.verify(&batch[..], 100),
+        Err(LedgerError::Malformed(_))
+    ));
+    let verified = std::thread::spawn(move || verifier.verify(&batch[..], 10_000).unwrap())
+        .join()
+        .unwrap();
+    assert_eq!((verified.terminal_id(), verified.batch_no()), (TERMINAL, 1));
+    let b = ahead.post_verified(verified, T0).unwrap();
+    assert_eq!(format!("{:?}", a.report), format!("{:?}", b.report));
+    assert_eq!(a.ack, b.ack);
+    assert_eq!(books(&serial), books(&ahead));
+}
+
+#[test]
+fn a_forged_batch_is_not_verified_ahead() {
+    let shop = Shop::new();
+    let batch = journal_batch(&shop.journal_path(TERMINAL), TERMINAL, entries(), T0);
+    let text = String::from_utf8(batch).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut altered = lines.clone();
+    let forged = altered[2_900].replacen(r#"\"points\":10"#, r#"\"points\":1000"#, 1);
+    altered[2_900] = &forged;
+    let altered = altered.join("\n") + "\n";
+    let mut bad_mac = lines.clone();
+    *bad_mac.last_mut().unwrap() = r#"{"type":"mac","mac":"00000000000000000000000000000000"}"#;
+    let bad_mac = bad_mac.join("\n") + "\n";
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&dir.path().join("l.sqlite"));
+    let v = l.verifier();
+    assert!(matches!(
+        v.verify(altered.as_bytes(), 10_000),
+        Err(LedgerError::BrokenChain { .. })
+    ));
+    assert!(matches!(v.verify(bad_mac.as_bytes(), 10_000), Err(LedgerError::BadMac)));
+}
+
+/// A group of uploads: each is all or nothing on its own, one commit for
+/// all, and the books are those of ingesting them one by one.
+#[test]
+fn a_group_posts_each_batch_as_ingest_would_and_refuses_alone() {
+    let shop = Shop::new();
+    let tills = [71u32, 72, 73];
+    let mut batches = Vec::new();
+    for (i, t) in tills.iter().enumerate() {
+        let card = i as u32;
+        let entries: Vec<Entry> = (1..=5)
+            .map(|n| certified(EntryKind::Completion, card, n, TxKind::Earn, 10, 10 * n, *t, n, T0))
+            .collect();
+        batches.push(journal_batch(&shop.journal_path(*t), *t, entries, T0));
+    }
+    // Till 72's batch with a wrong MAC: refused, alone.
+    let text = String::from_utf8(batches[1].clone()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    *lines.last_mut().unwrap() = r#"{"type":"mac","mac":"00000000000000000000000000000000"}"#;
+    let forged = (lines.join("\n") + "\n").into_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    let register = |l: &mut Ledger| {
+        for t in tills {
+            l.register_terminal(t, T0).unwrap();
+        }
+    };
+    let mut one_by_one = open(&dir.path().join("one.sqlite"));
+    register(&mut one_by_one);
+    let mut grouped = open(&dir.path().join("group.sqlite"));
+    register(&mut grouped);
+    let inputs = [&batches[0][..], &forged[..], &batches[2][..]];
+    let singles: Vec<_> = inputs.iter().map(|b| one_by_one.ingest(*b, T0)).collect();
+    let ahead = grouped.verifier().verify(inputs[0], 100).unwrap();
+    let outcomes = grouped.ingest_group(
+        vec![
+            tessera_ledger::Upload::Verified(Box::new(ahead)),
+            tessera_ledger::Upload::Stream(inputs[1]),
+            tessera_ledger::Upload::Stream(inputs[2]),
+        ],
+        T0,
+    );
+    assert_eq!(outcomes.len(), 3);
+    for (single, grouped) in singles.iter().zip(&outcomes) {
+        match (single, grouped) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.ack, b.ack);
+                assert_eq!(b.ack.status, AckStatus::Posted);
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(outcomes[1], Err(LedgerError::BadMac)));
+    assert_eq!(books(&one_by_one), books(&grouped));
+    assert_eq!(grouped.card(card_id(2)).unwrap().unwrap().shadow_balance, 50);
+    assert!(
+        grouped.card(card_id(1)).unwrap().is_none(),
+        "the refused batch wrote nothing"
+    );
+    // The whole group again: duplicates, nothing changes.
+    let before = books(&grouped);
+    let again = grouped.ingest_group(inputs.iter().map(|b| tessera_ledger::Upload::Stream(*b)).collect(), T0);
+    assert!(matches!(&again[0], Ok(o) if o.ack.status == AckStatus::Duplicate));
+    assert!(matches!(&again[2], Ok(o) if o.ack.status == AckStatus::Duplicate));
+    assert_eq!(books(&grouped), before);
+}

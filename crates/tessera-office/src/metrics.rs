@@ -34,6 +34,9 @@ pub(crate) struct Metrics {
     records: AtomicU64,
     card_transactions_posted: AtomicU64,
     sync_acks: AtomicU64,
+    /// Commits of posted uploads, and the uploads they carried.
+    group_commits: AtomicU64,
+    group_uploads: AtomicU64,
 }
 
 /// Marks one upload in flight for as long as it lives.
@@ -100,6 +103,13 @@ impl Metrics {
             .fetch_add(u64::from(posted), Ordering::Relaxed);
     }
 
+    /// Uploads posted together with one commit.
+    pub(crate) fn group_posted(&self, uploads: usize) {
+        self.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.group_uploads
+            .fetch_add(u64::try_from(uploads).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// A sync acknowledgement recorded.
     pub(crate) fn sync_ack(&self) {
         self.sync_acks.fetch_add(1, Ordering::Relaxed);
@@ -127,7 +137,7 @@ impl Metrics {
         for (route, n) in lock(&self.unauthenticated).iter() {
             let _ = writeln!(out, "tessera_http_unauthenticated_total{{route=\"{route}\"}} {n}");
         }
-        let simple: [(&str, &str, &str, u64); 8] = [
+        let simple: [(&str, &str, &str, u64); 10] = [
             (
                 "tessera_http_received_bytes_total",
                 "counter",
@@ -169,6 +179,18 @@ impl Metrics {
                 "counter",
                 "Sync acknowledgements recorded.",
                 self.sync_acks.load(Ordering::Relaxed),
+            ),
+            (
+                "tessera_ledger_commits_total",
+                "counter",
+                "Ledger commits that posted uploads (several uploads waiting share one).",
+                self.group_commits.load(Ordering::Relaxed),
+            ),
+            (
+                "tessera_ledger_committed_uploads_total",
+                "counter",
+                "Uploads posted by those commits.",
+                self.group_uploads.load(Ordering::Relaxed),
             ),
             (
                 "tessera_uploads_in_flight",

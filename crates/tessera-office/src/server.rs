@@ -11,10 +11,14 @@
 //!   `Retry-After` when none is free), spools the body into a private,
 //!   exclusively created temporary file within
 //!   [`ServerConfig::max_batch_bytes`] (`413`) and one overall
-//!   [`ServerConfig::upload_deadline`] (`408`), and only then takes the
-//!   ledger's lock and ingests from the file ([`Ledger::ingest_send`]): a
-//!   slow client delays nobody else, and memory stays bounded whatever
-//!   clients do. Refusals: `415` unless `Content-Type:
+//!   [`ServerConfig::upload_deadline`] (`408`). A spooled batch of up to
+//!   1 MiB is then read and verified on its own thread, beside the other
+//!   uploads and without the ledger's lock ([`BatchVerifier`]); only
+//!   posting takes the lock, and every upload waiting for it by then is
+//!   posted with the same commit ([`Ledger::ingest_group`]: each batch all
+//!   or nothing on its own). Larger batches are streamed under the lock
+//!   ([`Ledger::ingest_send`]). A slow client delays nobody else, and
+//!   memory stays bounded whatever clients do. Refusals: `415` unless `Content-Type:
 //!   application/x-ndjson`; the ledger's own with
 //!   [`LedgerError::http_status`].
 //! * `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` answers the
@@ -41,7 +45,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use rand_core::RngCore;
 use tessera_crypto::keys::IssuerKeys;
-use tessera_ledger::{Ledger, LedgerError};
+use tessera_ledger::{BatchVerifier, IngestOutcome, Ledger, LedgerError, Upload};
 
 use crate::sync::{
     SyncAck, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
@@ -64,6 +68,8 @@ pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
 pub const DEFAULT_UPLOAD_DEADLINE: Duration = Duration::from_secs(120);
 /// Default number of uploads in flight at once.
 pub const DEFAULT_MAX_UPLOADS: usize = 32;
+/// Default longest wait of an authenticated upload for a free slot.
+pub const DEFAULT_UPLOAD_SLOT_WAIT: Duration = Duration::from_secs(2);
 /// Longest first line (the batch header) read before authentication.
 const MAX_HEADER_LINE: usize = 64 * 1024;
 
@@ -94,8 +100,12 @@ pub struct ServerConfig {
     /// trickling bytes could keep restarting (`408` after it).
     pub upload_deadline: Duration,
     /// Uploads spooled or ingested at once; an authenticated upload beyond
-    /// them is answered `503` with `Retry-After`.
+    /// them waits up to [`ServerConfig::upload_slot_wait`] for one, then is
+    /// answered `503` with `Retry-After`.
     pub max_concurrent_uploads: usize,
+    /// Longest an authenticated upload waits for an upload slot (holding
+    /// only its connection and its header line) before `503`.
+    pub upload_slot_wait: Duration,
     /// One line per request on standard error (route, terminal, status,
     /// bytes, duration; never personal data or keys).
     pub request_log: bool,
@@ -111,6 +121,7 @@ impl ServerConfig {
             fixed_now: None,
             upload_deadline: DEFAULT_UPLOAD_DEADLINE,
             max_concurrent_uploads: DEFAULT_MAX_UPLOADS,
+            upload_slot_wait: DEFAULT_UPLOAD_SLOT_WAIT,
             request_log: true,
         }
     }
@@ -136,8 +147,27 @@ pub enum ServerError {
     PlainNotLoopback(SocketAddr),
 }
 
+/// An upload waiting for the ledger, and where its outcome goes.
+type Posting = (
+    Upload<std::io::BufReader<std::fs::File>>,
+    std::sync::mpsc::Sender<Result<IngestOutcome, LedgerError>>,
+);
+
+/// Uploads of at most this many bytes are read and verified ahead, in
+/// memory and outside the ledger's lock, on the upload's own thread; larger
+/// ones are streamed under the lock. With the upload slots this bounds
+/// what verifying ahead holds in memory (a few times this per slot).
+const VERIFY_AHEAD_BYTES: u64 = 1024 * 1024;
+/// The most records verified ahead in one upload.
+const VERIFY_AHEAD_RECORDS: usize = 8_192;
+
 struct Office {
     ledger: Mutex<Ledger>,
+    /// Verifies uploads without the ledger's lock.
+    verifier: BatchVerifier,
+    /// Uploads verified (or not) and waiting for the ledger: whoever takes
+    /// the ledger's lock next posts all of them with one commit.
+    posting: Mutex<Vec<Posting>>,
     keys: IssuerKeys,
     config: ServerConfig,
     /// Sync nonces answered recently (terminal, nonce) → request time.
@@ -173,6 +203,8 @@ impl Office {
             None => std::env::temp_dir(),
         };
         Ok(Arc::new(Self {
+            verifier: ledger.verifier(),
+            posting: Mutex::new(Vec::new()),
             ledger: Mutex::new(ledger),
             keys,
             uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
@@ -198,6 +230,34 @@ impl Office {
         // A panic while holding the lock rolled its database transaction
         // back: the ledger itself is consistent.
         self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Posts one upload: queued, then posted by whichever upload takes the
+    /// ledger's lock next, together with every other upload queued by then
+    /// (one commit to disk for all; each batch all or nothing on its own).
+    /// An upload queued before the lock is taken is posted before it is
+    /// released, so the outcome is there once this thread has had the lock.
+    fn post(&self, upload: Upload<std::io::BufReader<std::fs::File>>, now: u32) -> Result<IngestOutcome, LedgerError> {
+        let (sender, outcome) = std::sync::mpsc::channel();
+        self.queue().push((upload, sender));
+        {
+            let mut ledger = self.ledger();
+            let queued = std::mem::take(&mut *self.queue());
+            if !queued.is_empty() {
+                let (uploads, senders): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
+                self.metrics.group_posted(uploads.len());
+                for (to, result) in senders.into_iter().zip(ledger.ingest_group(uploads, now)) {
+                    let _ = to.send(result);
+                }
+            }
+        }
+        outcome
+            .recv()
+            .unwrap_or_else(|_| Err(LedgerError::Storage("the posting of this upload stopped".into())))
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Vec<Posting>> {
+        self.posting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now(&self) -> u32 {
@@ -741,8 +801,11 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         r.extensions_mut().insert(BodyBytes(bytes));
         r
     };
-    // Bounded work per authenticated terminal: an upload slot, or 503.
-    let Ok(slot) = Arc::clone(&office.uploads).try_acquire_owned() else {
+    // Bounded work per authenticated terminal: an upload slot, waited for
+    // a little (a busy minute is a queue, not a storm of retries), or 503.
+    let slot_deadline = deadline.min(tokio::time::Instant::now() + office.config.upload_slot_wait);
+    let slot = tokio::time::timeout_at(slot_deadline, Arc::clone(&office.uploads).acquire_owned()).await;
+    let Ok(Ok(slot)) = slot else {
         office.metrics.upload_busy();
         let mut r = refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -786,8 +849,32 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
     let worker = {
         let office = Arc::clone(&office);
         tokio::task::spawn_blocking(move || {
-            let reader = std::io::BufReader::with_capacity(64 * 1024, file);
-            office.ledger().ingest_send(reader, now)
+            // Verified here, beside the other uploads; what fails to verify
+            // is streamed again under the lock, where it is refused and its
+            // exception recorded.
+            let mut file = file;
+            let ahead = (received <= VERIFY_AHEAD_BYTES)
+                .then(|| {
+                    office
+                        .verifier
+                        .verify(
+                            std::io::BufReader::with_capacity(64 * 1024, &file),
+                            VERIFY_AHEAD_RECORDS,
+                        )
+                        .ok()
+                })
+                .flatten();
+            let upload = match ahead {
+                Some(batch) => Upload::Verified(Box::new(batch)),
+                None => {
+                    use std::io::Seek;
+                    if let Err(e) = file.rewind() {
+                        return Err(LedgerError::Storage(format!("rereading the spooled batch: {e}")));
+                    }
+                    Upload::Stream(std::io::BufReader::with_capacity(64 * 1024, file))
+                }
+            };
+            office.post(upload, now)
         })
     };
     let result = worker.await;
