@@ -22,13 +22,12 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tessera_crypto::keys::{IssuerKeys, TerminalKeys};
 use tessera_crypto::rng::Rng;
-use tessera_crypto::sign::IssuerPublicKey;
 use tessera_simulator::SimCard;
+use tessera_terminal::dir::{DirError, TerminalDir};
 use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
-use tessera_terminal::offers::CampaignSet;
-use tessera_terminal::policy::{Decision, Hotlist, Policy};
-use tessera_terminal::till::{ProfileUpdate, SettledCounter, Till, TillConfig, TillError, TillOutcome};
-use tessera_terminal::{Clock, FixedClock, ProfileCache, SoftwareSam, SystemClock, Terminal, Unblock};
+use tessera_terminal::policy::Decision;
+use tessera_terminal::till::{Till, TillError, TillOutcome};
+use tessera_terminal::{Clock, FixedClock, SoftwareSam, SystemClock, Unblock};
 
 use crate::fail::{parse_points, Failure, EXIT_ALREADY_DONE, EXIT_DECLINED, EXIT_FILE, EXIT_REFERRED};
 use crate::out::{self, print_json};
@@ -214,33 +213,16 @@ fn open_journal(dir: &Path, default_id: u32) -> Result<Journal, Failure> {
 
 /// Opens the terminal's journal; with `required` (the terminal id of the
 /// keys in use), a journal of another terminal is refused and a new one
-/// gets that id.
+/// gets that id ([`TerminalDir::open_journal`]).
 pub(crate) fn open_journal_checked(dir: &Path, default_id: u32, required: Option<u32>) -> Result<Journal, Failure> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
-        // The journal and the profile cache hold personal data.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| file_err(&format!("terminal directory {}", dir.display()), e))?;
-        }
-    }
-    let path = dir.join("journal.sqlite");
-    let found = Journal::terminal_id_of(&path).map_err(|e| file_err("journal", e))?;
-    if let (Some(found), Some(required)) = (found, required) {
-        if found != required {
-            return Err(Failure::new(
-                EXIT_FILE,
-                format!(
-                    "the journal in {} is terminal {found}'s, the keys are terminal {required}'s",
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    let id = found.or(required).unwrap_or(default_id);
-    Journal::open(&path, id).map_err(|e| file_err("journal", e))
+    TerminalDir::new(dir)
+        .open_journal(default_id, required)
+        .map_err(dir_failure)
+}
+
+/// A till directory's refusal: its one line, exit code 4.
+pub(crate) fn dir_failure(e: DirError) -> Failure {
+    Failure::new(EXIT_FILE, e.to_string())
 }
 
 /// The warning printed by every command that runs on the test keys.
@@ -267,210 +249,21 @@ fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failur
     }
 }
 
-fn load_config(dir: &Path, issuer: &IssuerPublicKey) -> Result<TillConfig, Failure> {
-    let policy_path = dir.join("policy.toml");
-    // Only a policy the office signed (`office sign-policy`): an edited
-    // policy.toml is refused, never applied.
-    let policy = if policy_path.exists() {
-        let body = std::fs::read(&policy_path).map_err(|e| file_err("policy", e))?;
-        let sig = std::fs::read_to_string(dir.join("policy.toml.sig")).map_err(|_| {
-            Failure::new(
-                EXIT_FILE,
-                "policy: the signature file policy.toml.sig is missing — ask the office to sign the policy",
-            )
-        })?;
-        Policy::load_signed(&body, sig.trim(), issuer).map_err(|e| {
-            Failure::new(
-                EXIT_FILE,
-                format!("policy refused: {e} — ask the office for a signed policy"),
-            )
-        })?
-    } else {
-        Policy::default_policy()
-    };
-    let hotlist_path = dir.join("hotlist.toml");
-    let hotlist = if hotlist_path.exists() {
-        // The office's list, as it signed it: an edited copy (a card taken
-        // off) is refused, never applied.
-        let text = std::fs::read_to_string(&hotlist_path).map_err(|e| file_err("hotlist", e))?;
-        let sig = std::fs::read_to_string(dir.join("hotlist.toml.sig")).map_err(|_| {
-            Failure::new(
-                EXIT_FILE,
-                "hotlist: the signature file hotlist.toml.sig is missing — run `tessera pos sync`",
-            )
-        })?;
-        Hotlist::load_signed(&text, &sig, issuer)
-            .map_err(|e| Failure::new(EXIT_FILE, format!("hotlist refused: {e} — run `tessera pos sync`")))?
-    } else {
-        Hotlist::empty()
-    };
-    let campaigns_path = dir.join("campaigns.toml");
-    let campaigns = if campaigns_path.exists() {
-        let body = std::fs::read(&campaigns_path).map_err(|e| file_err("campaigns", e))?;
-        let sig = std::fs::read_to_string(dir.join("campaigns.toml.sig"))
-            .map_err(|_| Failure::new(EXIT_FILE, "campaigns: the signature file campaigns.toml.sig is missing"))?;
-        CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| {
-            Failure::new(
-                EXIT_FILE,
-                format!("campaigns refused: {e} — ask the office for a fresh file"),
-            )
-        })?
-    } else {
-        CampaignSet::empty()
-    };
-    Ok(TillConfig {
-        policy,
-        hotlist,
-        campaigns,
-    })
-}
-
 type CliTill = Till<SoftwareSam, CliClock>;
 
 fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
-    let dir = terminal_dir(t);
     let (keys, bundle_id) = terminal_keys(t)?;
-    let journal = open_journal_checked(&dir, t.terminal_id, bundle_id)?;
-    let config = load_config(&dir, &keys.issuer_public)?;
-    let terminal = Terminal::new(SoftwareSam::new(keys), clock()?, journal.terminal_id())
-        .with_store(t.store)
-        .with_cache(ProfileCache::in_dir(dir.join("profiles")));
-    let mut till = Till::new(terminal, journal, config).map_err(|e| file_err("journal", e))?;
-    till.set_profile_updates(load_profile_updates(&dir));
-    till.set_settled(load_settled(&dir));
-    till.terminal_mut().set_unblocks(load_unblocks(&dir));
-    till.set_key_updates(load_key_updates(&dir));
-    Ok(till)
-}
-
-/// Profile updates fetched by `pos sync` (`profile-updates/<CARD>.json`:
-/// the signed blob and the issuer's MAC over it). Unreadable files are
-/// skipped: the terminal verifies every update again before writing it to a
-/// card, and the card checks the issuer MAC.
-fn load_profile_updates(dir: &Path) -> Vec<ProfileUpdate> {
-    let Ok(entries) = std::fs::read_dir(dir.join("profile-updates")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .filter_map(|doc| {
-            let blob = hex::decode(doc.get("profile")?.as_str()?).ok()?;
-            let profile = tessera_protocol::profile::SignedProfile::parse(&blob).ok()?;
-            Some(
-                macs_of(doc.get("issuer_macs")?)
-                    .into_iter()
-                    .map(|(key_version, issuer_mac)| ProfileUpdate {
-                        key_version,
-                        profile: profile.clone(),
-                        issuer_mac,
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .flatten()
-        .collect()
-}
-
-/// `{"<key version>": "<MAC hex>", …}`: unreadable entries are skipped.
-fn macs_of(v: &serde_json::Value) -> Vec<(u8, [u8; 8])> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.parse().ok()?, mac_of(v)?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn mac_of(v: &serde_json::Value) -> Option<[u8; 8]> {
-    let mut mac = [0u8; 8];
-    hex::decode_to_slice(v.as_str()?, &mut mac).ok()?;
-    Some(mac)
-}
-
-/// Per-card issuer decisions fetched by `pos sync` into a JSON file:
-/// `{"cards": {"<CARD>": {…}}}`. A missing or unreadable file means none;
-/// every entry is checked by the card (issuer MAC), so an edited file can
-/// only make the card refuse it.
-fn load_card_map<T>(dir: &Path, file: &str, f: impl Fn(&serde_json::Value) -> Vec<T>) -> Vec<([u8; 8], T)> {
-    let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
-        return Vec::new();
-    };
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return Vec::new();
-    };
-    let Some(cards) = doc.get("cards").and_then(|c| c.as_object()) else {
-        return Vec::new();
-    };
-    cards
-        .iter()
-        .filter_map(|(id, v)| {
-            let mut card = [0u8; 8];
-            hex::decode_to_slice(id, &mut card).ok()?;
-            Some(f(v).into_iter().map(move |t| (card, t)))
-        })
-        .flatten()
-        .collect()
-}
-
-/// One issuer decision per key version: `{"<number field>": N,
-/// "issuer_macs": {"<version>": "<MAC>"}}` gives `make(N, version, MAC)`
-/// for each MAC.
-fn per_version<T>(v: &serde_json::Value, field: &str, make: impl Fn(u32, u8, [u8; 8]) -> T) -> Vec<T> {
-    let Some(n) = v
-        .get(field)
-        .and_then(|c| c.as_u64())
-        .and_then(|c| u32::try_from(c).ok())
-    else {
-        return Vec::new();
-    };
-    v.get("issuer_macs")
-        .map(macs_of)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(version, mac)| make(n, version, mac))
-        .collect()
-}
-
-/// Settled counters fetched by `pos sync` (`settled.json`), each with the
-/// issuer's MAC for each key version the card may hold.
-fn load_settled(dir: &Path) -> Vec<([u8; 8], SettledCounter)> {
-    load_card_map(dir, "settled.json", |v| {
-        per_version(v, "counter", |counter, key_version, issuer_mac| SettledCounter {
-            key_version,
-            counter,
-            issuer_mac,
-        })
-    })
-}
-
-/// KEY UPDATEs fetched by `pos sync` (`key-updates.json`).
-fn load_key_updates(dir: &Path) -> Vec<([u8; 8], tessera_protocol::messages::KeyUpdateCommand)> {
-    load_card_map(dir, "key-updates.json", |v| {
-        (|| {
-            Some(tessera_protocol::messages::KeyUpdateCommand {
-                key_version: u8::try_from(v.get("key_version")?.as_u64()?).ok()?,
-                ciphertext: hex::decode(v.get("ciphertext")?.as_str()?).ok()?,
-                issuer_mac: mac_of(v.get("issuer_mac")?)?,
-            })
-        })()
-        .into_iter()
-        .collect()
-    })
-}
-
-/// Issuer UNBLOCKs fetched by `pos sync` (`unblocks.json`).
-fn load_unblocks(dir: &Path) -> Vec<([u8; 8], Unblock)> {
-    load_card_map(dir, "unblocks.json", |v| {
-        per_version(v, "seq", |seq, key_version, issuer_mac| Unblock {
-            key_version,
-            seq,
-            issuer_mac,
-        })
-    })
+    let issuer = keys.issuer_public.clone();
+    TerminalDir::new(terminal_dir(t))
+        .open_till(
+            SoftwareSam::new(keys),
+            &issuer,
+            clock()?,
+            t.terminal_id,
+            bundle_id,
+            t.store,
+        )
+        .map_err(dir_failure)
 }
 
 fn till_failure(e: TillError) -> Failure {
@@ -811,7 +604,7 @@ fn keep_waiting_unblocks(till: &mut CliTill, dir: &Path, before: usize) -> Resul
 
 /// Rewrites `unblocks.json` with the unblocks still waiting for their card.
 fn write_unblocks(dir: &Path, unblocks: &[([u8; 8], Unblock)]) -> Result<(), Failure> {
-    // The shape `pos sync` writes and `load_unblocks` reads: per card, the
+    // The shape `pos sync` writes and `TerminalDir::unblocks` reads: per card, the
     // sequence and one issuer MAC per key version the card may hold.
     let mut cards = serde_json::Map::new();
     for (c, u) in unblocks {
@@ -956,7 +749,7 @@ fn status(s: &ReportArgs) -> Result<(), Failure> {
     let dir = terminal_dir(&s.terminal);
     let (keys, bundle_id) = terminal_keys(&s.terminal)?;
     let journal = open_journal_checked(&dir, s.terminal.terminal_id, bundle_id)?;
-    let config = load_config(&dir, &keys.issuer_public);
+    let config = TerminalDir::new(&dir).load_config(&keys.issuer_public);
     let chain = journal.verify_chain();
     let pending = journal.pending().map_err(|e| file_err("journal", e))?;
     let records = journal.records().map_err(|e| file_err("journal", e))?;
@@ -972,7 +765,7 @@ fn status(s: &ReportArgs) -> Result<(), Failure> {
             Some(c.campaigns.version),
             None,
         ),
-        Err(f) => (None, None, None, Some(f.message.clone())),
+        Err(e) => (None, None, None, Some(e.to_string())),
     };
     if s.output.json {
         print_json(json!({
@@ -1126,7 +919,7 @@ mod unblock_file_tests {
             ),
         ];
         write_unblocks(dir.path(), &waiting).unwrap();
-        let mut back = load_unblocks(dir.path());
+        let mut back = TerminalDir::new(dir.path()).unblocks();
         back.sort_by_key(|(c, u)| (*c, u.key_version));
         assert_eq!(back, waiting);
     }

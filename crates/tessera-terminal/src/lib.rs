@@ -33,6 +33,7 @@
 
 pub mod batch;
 mod cache;
+pub mod dir;
 mod error;
 pub mod issuer;
 pub mod journal;

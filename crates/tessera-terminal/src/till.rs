@@ -61,6 +61,7 @@ pub struct SettledCounter {
 }
 
 /// The rules a till applies.
+#[derive(Debug, Clone)]
 pub struct TillConfig {
     /// Offline authorization policy and points rates.
     pub policy: Policy,

@@ -1,0 +1,484 @@
+//! A till's directory: every file a till keeps, how each is loaded and
+//! checked, and a [`Till`] opened from it — what `tessera pos` runs on, for
+//! any POS software to run on too.
+//!
+//! | file | what | checked |
+//! |---|---|---|
+//! | `journal.sqlite` | the till's journal ([`Journal`]) | its terminal id against the keys' |
+//! | `policy.toml` + `.sig` | the till policy the office signed | issuer signature; refused if edited or unsigned; absent: the shipped default |
+//! | `hotlist.toml` + `.sig` | the office's hotlist | issuer signature; refused if edited or unsigned; absent: empty |
+//! | `campaigns.toml` + `.sig` | the signed campaigns | issuer signature; absent: none |
+//! | `profiles/` | the profile cache ([`ProfileCache`]) | each profile's issuer signature, when read |
+//! | `profile-updates/<CARD>.json` | signed profiles waiting for their card | the card checks the issuer MAC |
+//! | `settled.json`, `unblocks.json`, `key-updates.json` | issuer decisions waiting for their card | the card checks the issuer MAC |
+//!
+//! The directory is created `0700` (it holds personal data); the journal is
+//! `0600`. Files the office signs are refused when edited
+//! ([`DirError::Refused`]); files of per-card issuer decisions are skipped
+//! entry by entry when unreadable, because the card verifies each one
+//! anyway and an edited entry can only make it refuse.
+//!
+//! ```no_run
+//! use tessera_crypto::keys::IssuerKeys;
+//! use tessera_terminal::dir::TerminalDir;
+//! use tessera_terminal::{SoftwareSam, SystemClock};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = IssuerKeys::test()?.terminal_keys(); // a till's bundle in real life
+//! let dir = TerminalDir::new("/var/lib/tessera/till-7");
+//! let issuer = keys.issuer_public.clone();
+//! let till = dir.open_till(SoftwareSam::new(keys), &issuer, SystemClock, 7, Some(7), 1)?;
+//! # drop(till);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use tessera_crypto::sign::IssuerPublicKey;
+
+use crate::journal::{Journal, JournalError};
+use crate::offers::CampaignSet;
+use crate::policy::{Hotlist, Policy};
+use crate::till::{ProfileUpdate, SettledCounter, Till, TillConfig};
+use crate::{Clock, ProfileCache, Sam, Terminal, Unblock};
+
+/// Why a till's directory could not be opened. Each names the file and
+/// what the operator should do; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirError {
+    /// A file or the directory could not be read or created: check the
+    /// path and its permissions.
+    #[error("{what}: {source}")]
+    Io {
+        /// The file or directory.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The journal could not be opened (corrupt, of a newer version…).
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The journal belongs to another terminal than the keys: the wrong
+    /// directory or the wrong bundle was given.
+    #[error("the journal in {dir} is terminal {found}'s, the keys are terminal {required}'s")]
+    OtherTerminal {
+        /// The directory.
+        dir: String,
+        /// The journal's terminal.
+        found: u32,
+        /// The keys' terminal.
+        required: u32,
+    },
+    /// A file the office signs is there without its signature file.
+    #[error("{what}: the signature file {sig} is missing — {fix}")]
+    Unsigned {
+        /// What the file is (`policy`, `hotlist`, `campaigns`).
+        what: &'static str,
+        /// The missing signature file's name.
+        sig: &'static str,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// A file the office signs does not verify (edited, or of another
+    /// issuer): it is never applied.
+    #[error("{what} refused: {why} — {fix}")]
+    Refused {
+        /// What the file is.
+        what: &'static str,
+        /// Why it was refused.
+        why: String,
+        /// What to do.
+        fix: &'static str,
+    },
+}
+
+/// A till's directory (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct TerminalDir {
+    path: PathBuf,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DirError {
+    let what = what.into();
+    move |source| DirError::Io { what, source }
+}
+
+impl TerminalDir {
+    /// The directory at `path` (nothing is read or created yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the directory (`0700`) if it does not exist.
+    ///
+    /// # Errors
+    /// [`DirError::Io`].
+    pub fn create(&self) -> Result<(), DirError> {
+        if self.path.exists() {
+            return Ok(());
+        }
+        let what = format!("terminal directory {}", self.path.display());
+        std::fs::create_dir_all(&self.path).map_err(io(what.clone()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700)).map_err(io(what))?;
+        }
+        Ok(())
+    }
+
+    /// Opens the journal (creating the directory and the journal when
+    /// new). With `required` (the terminal id of the keys in use), a
+    /// journal of another terminal is refused and a new one gets that id;
+    /// without, a new journal gets `default_id`.
+    ///
+    /// # Errors
+    /// [`DirError::OtherTerminal`], [`DirError::Journal`], [`DirError::Io`].
+    pub fn open_journal(&self, default_id: u32, required: Option<u32>) -> Result<Journal, DirError> {
+        self.create()?;
+        let path = self.path.join("journal.sqlite");
+        let found = Journal::terminal_id_of(&path)?;
+        if let (Some(found), Some(required)) = (found, required) {
+            if found != required {
+                return Err(DirError::OtherTerminal {
+                    dir: self.path.display().to_string(),
+                    found,
+                    required,
+                });
+            }
+        }
+        Ok(Journal::open(&path, found.or(required).unwrap_or(default_id))?)
+    }
+
+    /// The policy, hotlist and campaigns, each verified against the
+    /// issuer's signature; an absent file is the shipped default policy,
+    /// an empty hotlist, no campaigns.
+    ///
+    /// # Errors
+    /// [`DirError::Unsigned`] or [`DirError::Refused`] for a file the
+    /// office did not sign as it is; [`DirError::Io`].
+    pub fn load_config(&self, issuer: &IssuerPublicKey) -> Result<TillConfig, DirError> {
+        let policy = match self.signed("policy.toml", "policy.toml.sig", "policy")? {
+            Some((body, sig)) => Policy::load_signed(&body, sig.trim(), issuer).map_err(|e| DirError::Refused {
+                what: "policy",
+                why: e.to_string(),
+                fix: "ask the office for a signed policy",
+            })?,
+            None => Policy::default_policy(),
+        };
+        let hotlist = match self.signed("hotlist.toml", "hotlist.toml.sig", "hotlist")? {
+            Some((body, sig)) => {
+                let text = String::from_utf8(body).map_err(|e| DirError::Refused {
+                    what: "hotlist",
+                    why: e.to_string(),
+                    fix: "run `tessera pos sync`",
+                })?;
+                Hotlist::load_signed(&text, &sig, issuer).map_err(|e| DirError::Refused {
+                    what: "hotlist",
+                    why: e.to_string(),
+                    fix: "run `tessera pos sync`",
+                })?
+            }
+            None => Hotlist::empty(),
+        };
+        let campaigns = match self.signed("campaigns.toml", "campaigns.toml.sig", "campaigns")? {
+            Some((body, sig)) => {
+                CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| DirError::Refused {
+                    what: "campaigns",
+                    why: e.to_string(),
+                    fix: "ask the office for a fresh file",
+                })?
+            }
+            None => CampaignSet::empty(),
+        };
+        Ok(TillConfig {
+            policy,
+            hotlist,
+            campaigns,
+        })
+    }
+
+    /// A signed file and its signature, or `None` when the file is absent.
+    fn signed(
+        &self,
+        file: &'static str,
+        sig: &'static str,
+        what: &'static str,
+    ) -> Result<Option<(Vec<u8>, String)>, DirError> {
+        let path = self.path.join(file);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let body = std::fs::read(&path).map_err(io(what))?;
+        let signature = std::fs::read_to_string(self.path.join(sig)).map_err(|_| DirError::Unsigned {
+            what,
+            sig,
+            fix: match what {
+                "policy" => "ask the office to sign the policy",
+                "hotlist" => "run `tessera pos sync`",
+                _ => "ask the office for a fresh file",
+            },
+        })?;
+        Ok(Some((body, signature)))
+    }
+
+    /// The profile cache (`profiles/`).
+    pub fn profile_cache(&self) -> ProfileCache {
+        ProfileCache::in_dir(self.path.join("profiles"))
+    }
+
+    /// Opens the till: journal, signed configuration, profile cache, and
+    /// the issuer decisions waiting for their cards. `required` is the
+    /// terminal id of the keys (a bundle's), `default_id` the id of a new
+    /// journal without one, `store` the store the till stands in.
+    ///
+    /// # Errors
+    /// As [`TerminalDir::open_journal`] and [`TerminalDir::load_config`].
+    pub fn open_till<S: Sam, C: Clock>(
+        &self,
+        sam: S,
+        issuer: &IssuerPublicKey,
+        clock: C,
+        default_id: u32,
+        required: Option<u32>,
+        store: u32,
+    ) -> Result<Till<S, C>, DirError> {
+        let journal = self.open_journal(default_id, required)?;
+        let config = self.load_config(issuer)?;
+        let terminal = Terminal::new(sam, clock, journal.terminal_id())
+            .with_store(store)
+            .with_cache(self.profile_cache());
+        let mut till = Till::new(terminal, journal, config)?;
+        till.set_profile_updates(self.profile_updates());
+        till.set_settled(self.settled());
+        till.terminal_mut().set_unblocks(self.unblocks());
+        till.set_key_updates(self.key_updates());
+        Ok(till)
+    }
+
+    /// Profile updates fetched by sync (`profile-updates/<CARD>.json`: the
+    /// signed blob and the issuer's MAC per key version). Unreadable files
+    /// are skipped: the terminal verifies every update again before writing
+    /// it to a card, and the card checks the issuer MAC.
+    pub fn profile_updates(&self) -> Vec<ProfileUpdate> {
+        let Ok(entries) = std::fs::read_dir(self.path.join("profile-updates")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .filter_map(|doc| {
+                let blob = hex::decode(doc.get("profile")?.as_str()?).ok()?;
+                let profile = tessera_protocol::profile::SignedProfile::parse(&blob).ok()?;
+                Some(
+                    macs_of(doc.get("issuer_macs")?)
+                        .into_iter()
+                        .map(|(key_version, issuer_mac)| ProfileUpdate {
+                            key_version,
+                            profile: profile.clone(),
+                            issuer_mac,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Settled counters fetched by sync (`settled.json`), each with the
+    /// issuer's MAC for each key version the card may hold.
+    pub fn settled(&self) -> Vec<([u8; 8], SettledCounter)> {
+        self.card_map("settled.json", |v| {
+            per_version(v, "counter", |counter, key_version, issuer_mac| SettledCounter {
+                key_version,
+                counter,
+                issuer_mac,
+            })
+        })
+    }
+
+    /// KEY UPDATEs fetched by sync (`key-updates.json`).
+    pub fn key_updates(&self) -> Vec<([u8; 8], tessera_protocol::messages::KeyUpdateCommand)> {
+        self.card_map("key-updates.json", |v| {
+            (|| {
+                Some(tessera_protocol::messages::KeyUpdateCommand {
+                    key_version: u8::try_from(v.get("key_version")?.as_u64()?).ok()?,
+                    ciphertext: hex::decode(v.get("ciphertext")?.as_str()?).ok()?,
+                    issuer_mac: mac_of(v.get("issuer_mac")?)?,
+                })
+            })()
+            .into_iter()
+            .collect()
+        })
+    }
+
+    /// Issuer UNBLOCKs fetched by sync (`unblocks.json`).
+    pub fn unblocks(&self) -> Vec<([u8; 8], Unblock)> {
+        self.card_map("unblocks.json", |v| {
+            per_version(v, "seq", |seq, key_version, issuer_mac| Unblock {
+                key_version,
+                seq,
+                issuer_mac,
+            })
+        })
+    }
+
+    /// Per-card issuer decisions in a JSON file, `{"cards": {"<CARD>":
+    /// {…}}}`. A missing or unreadable file means none.
+    fn card_map<T>(&self, file: &str, f: impl Fn(&serde_json::Value) -> Vec<T>) -> Vec<([u8; 8], T)> {
+        let Ok(text) = std::fs::read_to_string(self.path.join(file)) else {
+            return Vec::new();
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return Vec::new();
+        };
+        let Some(cards) = doc.get("cards").and_then(|c| c.as_object()) else {
+            return Vec::new();
+        };
+        cards
+            .iter()
+            .filter_map(|(id, v)| {
+                let mut card = [0u8; 8];
+                hex::decode_to_slice(id, &mut card).ok()?;
+                Some(f(v).into_iter().map(move |t| (card, t)))
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// `{"<key version>": "<MAC hex>", …}`: unreadable entries are skipped.
+fn macs_of(v: &serde_json::Value) -> Vec<(u8, [u8; 8])> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.parse().ok()?, mac_of(v)?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mac_of(v: &serde_json::Value) -> Option<[u8; 8]> {
+    let mut mac = [0u8; 8];
+    hex::decode_to_slice(v.as_str()?, &mut mac).ok()?;
+    Some(mac)
+}
+
+/// One issuer decision per key version: `{"<number field>": N,
+/// "issuer_macs": {"<version>": "<MAC>"}}` gives `make(N, version, MAC)`
+/// for each MAC.
+fn per_version<T>(v: &serde_json::Value, field: &str, make: impl Fn(u32, u8, [u8; 8]) -> T) -> Vec<T> {
+    let Some(n) = v
+        .get(field)
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|c| u32::try_from(c).ok())
+    else {
+        return Vec::new();
+    };
+    v.get("issuer_macs")
+        .map(macs_of)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(version, mac)| make(n, version, mac))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::offers::sign_campaigns;
+    use tessera_crypto::keys::IssuerKeys;
+
+    fn dir() -> (tempfile::TempDir, TerminalDir, IssuerKeys) {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = TerminalDir::new(tmp.path().join("till"));
+        (tmp, d, IssuerKeys::test().unwrap())
+    }
+
+    #[test]
+    fn a_new_directory_is_private_and_its_journal_bound_to_the_keys() {
+        let (_tmp, d, _) = dir();
+        let j = d.open_journal(9, Some(7)).unwrap();
+        assert_eq!(j.terminal_id(), 7);
+        drop(j);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(d.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        // Another terminal's keys on this journal: refused.
+        let Err(err) = d.open_journal(9, Some(8)) else {
+            panic!("another terminal's journal opened");
+        };
+        assert!(
+            matches!(
+                err,
+                DirError::OtherTerminal {
+                    found: 7,
+                    required: 8,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(d.open_journal(9, None).unwrap().terminal_id(), 7);
+    }
+
+    #[test]
+    fn signed_files_load_and_edited_or_unsigned_ones_are_refused() {
+        let (_tmp, d, keys) = dir();
+        d.create().unwrap();
+        let issuer = keys.terminal_keys().issuer_public;
+        // Nothing there: the defaults.
+        let c = d.load_config(&issuer).unwrap();
+        assert_eq!(c.policy.version, Policy::default_policy().version);
+        let text = crate::policy::DEFAULT_POLICY_TOML.replacen("version = 1", "version = 4", 1);
+        assert_ne!(text, crate::policy::DEFAULT_POLICY_TOML);
+        std::fs::write(d.path().join("policy.toml"), &text).unwrap();
+        let err = d.load_config(&issuer).unwrap_err();
+        assert!(matches!(err, DirError::Unsigned { what: "policy", .. }), "{err}");
+        let sig = sign_campaigns(text.as_bytes(), &keys.issuer).unwrap();
+        std::fs::write(d.path().join("policy.toml.sig"), &sig).unwrap();
+        assert_eq!(d.load_config(&issuer).unwrap().policy.version, 4);
+        // Edited after signing: refused, never applied.
+        std::fs::write(
+            d.path().join("policy.toml"),
+            text.replacen("version = 4", "version = 5", 1),
+        )
+        .unwrap();
+        let err = d.load_config(&issuer).unwrap_err();
+        assert!(matches!(err, DirError::Refused { what: "policy", .. }), "{err}");
+        assert!(err.to_string().contains("ask the office for a signed policy"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_issuer_decisions_are_skipped_entry_by_entry() {
+        let (_tmp, d, _) = dir();
+        d.create().unwrap();
+        std::fs::write(
+            d.path().join("settled.json"),
+            r#"{"cards": {"0102030405060708": {"counter": 5, "issuer_macs": {"1": "a1a2a3a4a5a6a7a8", "x": "zz"}},
+                          "not hex": {"counter": 1, "issuer_macs": {"1": "a1a2a3a4a5a6a7a8"}}}}"#,
+        )
+        .unwrap();
+        let s = d.settled();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!((s[0].1.counter, s[0].1.key_version), (5, 1));
+        std::fs::write(d.path().join("unblocks.json"), "not json").unwrap();
+        assert!(d.unblocks().is_empty());
+        assert!(d.key_updates().is_empty() && d.profile_updates().is_empty());
+    }
+}
