@@ -10,7 +10,7 @@ use tessera_protocol::messages::CardId;
 /// `out_len` bytes. `r_bits` is 8, 16, 24 or 32.
 ///
 /// This is the raw form, checked against NIST's CAVP vectors; protocol code
-/// uses [`derive`].
+/// uses [`derive()`].
 pub fn counter_mode(key: &Key, fixed_input: &[u8], r_bits: u32, out_len: usize) -> Zeroizing<Vec<u8>> {
     let r_bytes = (r_bits / 8).clamp(1, 4) as usize;
     let mut out = Zeroizing::new(Vec::with_capacity(out_len + 16));

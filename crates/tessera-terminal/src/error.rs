@@ -5,7 +5,7 @@ use tessera_protocol::{ProtocolError, StatusWord};
 use tessera_transport::TransportError;
 
 /// A transaction whose outcome is unknown because the card's answer was
-/// lost. The next tap tells ([`crate::Terminal::resolve`]).
+/// lost. The next tap tells ([`crate::Session::resolve`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingTx {
     /// The card.

@@ -1,7 +1,7 @@
 //! The Tessera terminal library.
 //!
 //! A [`Terminal`] talks to cards through any
-//! [`Transport`](tessera_transport::Transport). A tap yields a
+//! [`Transport`]. A tap yields a
 //! [`Session`] — only obtainable after SELECT, mutual authentication and
 //! offline verification of the card's signed profile — on which earns and
 //! redeems produce [`Receipt`]s carrying the card's transaction certificate:
