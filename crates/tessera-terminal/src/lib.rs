@@ -27,6 +27,15 @@
 //! # Ok::<(), TerminalError>(())
 //! ```
 //!
+//! A till is more than a session: [`till::Till`] wraps a terminal with
+//! its durable [`journal::Journal`], the office's signed policy, hotlist
+//! and campaigns, and the issuer decisions waiting for cards. It journals
+//! every decision before the card is touched, and it resolves a tap whose
+//! answer was lost at the next tap. [`dir::TerminalDir`] opens a whole
+//! till from the directory `tessera pos` keeps (see its table of files),
+//! with every signed file checked. Settlement batches are sealed from the
+//! journal ([`batch`]).
+//!
 //! Every exchange is recorded with its duration in an [`AuditTrace`]
 //! ([`Terminal::take_trace`]). The terminal assumes no clock it was not
 //! given ([`Clock`]) and no reader: integrators' tests use the simulator.
