@@ -100,6 +100,14 @@ pub struct TerminalDir {
     path: PathBuf,
 }
 
+fn refused(what: &'static str, fix: &'static str, why: impl std::fmt::Display) -> DirError {
+    DirError::Refused {
+        what,
+        why: why.to_string(),
+        fix,
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DirError {
     let what = what.into();
     move |source| DirError::Io { what, source }
@@ -165,36 +173,28 @@ impl TerminalDir {
     /// [`DirError::Unsigned`] or [`DirError::Refused`] for a file the
     /// office did not sign as it is; [`DirError::Io`].
     pub fn load_config(&self, issuer: &IssuerPublicKey) -> Result<TillConfig, DirError> {
-        let policy = match self.signed("policy.toml", "policy.toml.sig", "policy")? {
-            Some((body, sig)) => Policy::load_signed(&body, sig.trim(), issuer).map_err(|e| DirError::Refused {
-                what: "policy",
-                why: e.to_string(),
-                fix: "ask the office for a signed policy",
-            })?,
+        const SYNC: &str = "run `tessera pos sync`";
+        const FRESH: &str = "ask the office for a fresh file";
+        let policy = match self.signed(
+            "policy.toml",
+            "policy.toml.sig",
+            "policy",
+            "ask the office to sign the policy",
+        )? {
+            Some((body, sig)) => Policy::load_signed(&body, sig.trim(), issuer)
+                .map_err(|e| refused("policy", "ask the office for a signed policy", e))?,
             None => Policy::default_policy(),
         };
-        let hotlist = match self.signed("hotlist.toml", "hotlist.toml.sig", "hotlist")? {
+        let hotlist = match self.signed("hotlist.toml", "hotlist.toml.sig", "hotlist", SYNC)? {
             Some((body, sig)) => {
-                let text = String::from_utf8(body).map_err(|e| DirError::Refused {
-                    what: "hotlist",
-                    why: e.to_string(),
-                    fix: "run `tessera pos sync`",
-                })?;
-                Hotlist::load_signed(&text, &sig, issuer).map_err(|e| DirError::Refused {
-                    what: "hotlist",
-                    why: e.to_string(),
-                    fix: "run `tessera pos sync`",
-                })?
+                let text = String::from_utf8(body).map_err(|e| refused("hotlist", SYNC, e))?;
+                Hotlist::load_signed(&text, &sig, issuer).map_err(|e| refused("hotlist", SYNC, e))?
             }
             None => Hotlist::empty(),
         };
-        let campaigns = match self.signed("campaigns.toml", "campaigns.toml.sig", "campaigns")? {
+        let campaigns = match self.signed("campaigns.toml", "campaigns.toml.sig", "campaigns", FRESH)? {
             Some((body, sig)) => {
-                CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| DirError::Refused {
-                    what: "campaigns",
-                    why: e.to_string(),
-                    fix: "ask the office for a fresh file",
-                })?
+                CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| refused("campaigns", FRESH, e))?
             }
             None => CampaignSet::empty(),
         };
@@ -205,12 +205,14 @@ impl TerminalDir {
         })
     }
 
-    /// A signed file and its signature, or `None` when the file is absent.
+    /// A signed file and its signature, or `None` when the file is absent;
+    /// `unsigned` is what to do when the signature file is missing.
     fn signed(
         &self,
         file: &'static str,
         sig: &'static str,
         what: &'static str,
+        unsigned: &'static str,
     ) -> Result<Option<(Vec<u8>, String)>, DirError> {
         let path = self.path.join(file);
         if !path.exists() {
@@ -220,11 +222,7 @@ impl TerminalDir {
         let signature = std::fs::read_to_string(self.path.join(sig)).map_err(|_| DirError::Unsigned {
             what,
             sig,
-            fix: match what {
-                "policy" => "ask the office to sign the policy",
-                "hotlist" => "run `tessera pos sync`",
-                _ => "ask the office for a fresh file",
-            },
+            fix: unsigned,
         })?;
         Ok(Some((body, signature)))
     }
