@@ -50,7 +50,7 @@ pub struct DemoArgs {
 const OPENING: u32 = 1_773_651_600;
 
 /// The campaigns the demo's back office publishes (the documented example).
-const CAMPAIGNS: &str = include_str!("../../tessera-terminal/campaigns.example.toml");
+const CAMPAIGNS: &str = include_str!("../../tessera-rules/campaigns.example.toml");
 
 enum Step {
     /// A purchase: amount in cents, categories.

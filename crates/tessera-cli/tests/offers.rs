@@ -44,7 +44,7 @@ fn setup() -> (tempfile::TempDir, String) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let term = dir.path().join("terminal");
     std::fs::create_dir_all(&term).unwrap();
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tessera-terminal/campaigns.example.toml");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tessera-rules/campaigns.example.toml");
     std::fs::copy(example, term.join("campaigns.toml")).unwrap();
     let out = run(
         dir.path(),

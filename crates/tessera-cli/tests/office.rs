@@ -951,8 +951,8 @@ fn a_till_policy_must_be_signed_and_its_points_are_recomputed() {
     let card = env.s("anna.card");
     env.issue("anna.card");
     env.pos_ok(&["read", "--card", card]); // creates the terminal directory
-    let policy = include_str!("../../tessera-terminal/policy.toml")
-        .replace("base_points_per_unit = 1", "base_points_per_unit = 2");
+    let policy =
+        include_str!("../../tessera-rules/policy.toml").replace("base_points_per_unit = 1", "base_points_per_unit = 2");
     let path = env.path("terminal").join("policy.toml");
     std::fs::write(&path, &policy).unwrap();
     let o = env.pos(&["earn", "--card", card, "--amount", "10"]);

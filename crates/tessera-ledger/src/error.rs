@@ -1,6 +1,6 @@
 //! The ledger's one error type.
 
-use tessera_terminal::batch::BatchError;
+use tessera_settlement::batch::BatchError;
 
 /// Why a ledger operation failed. Each variant maps to the HTTP status the
 /// back-office server answers with ([`LedgerError::http_status`]). A failed

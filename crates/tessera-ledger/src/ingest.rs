@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use tessera_crypto::cert::certificate;
 use tessera_crypto::{ct_eq, Key};
 use tessera_protocol::messages::{CardId, LogRecord, TxKind};
-use tessera_terminal::batch::{Ack, AckStatus, BatchError, BatchReader, Header};
-use tessera_terminal::journal::{tx_kind, Entry, EntryKind, Verdict};
+use tessera_settlement::batch::{Ack, AckStatus, BatchError, BatchReader, Header};
+use tessera_settlement::record::{tx_kind, Entry, EntryKind, Verdict};
 
 use crate::error::from_batch;
 use crate::matching;
@@ -866,7 +866,7 @@ struct Posting<'c> {
     report: IngestReport,
     /// Card transactions per type, as the records say (to check the
     /// header's totals against).
-    totals: std::collections::BTreeMap<String, tessera_terminal::batch::Total>,
+    totals: std::collections::BTreeMap<String, tessera_settlement::batch::Total>,
     /// Signed policies and campaign files, parsed once per batch.
     rules: crate::points::Rules,
 }

@@ -5,7 +5,7 @@
 //! Storage is SQLite (bundled), one file, behind the [`LedgerStore`] trait.
 //! A batch is ingested in one database transaction, streaming: records are
 //! posted as they are read inside the open transaction, and the transaction
-//! commits only after [`tessera_terminal::batch::BatchReader::finish`] has
+//! commits only after [`tessera_settlement::batch::BatchReader::finish`] has
 //! checked the chain head and the MAC. Anything else — a bad MAC, a broken
 //! chain, an input cut off halfway, a crash — rolls the whole batch back.
 
@@ -28,7 +28,7 @@ use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::Key;
 use tessera_protocol::messages::CardId;
 use tessera_protocol::profile::MAX_PROFILE_BLOB;
-use tessera_terminal::policy::Hotlist;
+use tessera_rules::policy::Hotlist;
 
 pub use error::LedgerError;
 pub use ingest::VerifiedBatch;
@@ -326,7 +326,7 @@ impl Ledger {
         schema::prepare(&mut conn)?;
         // The policy shipped with Tessera is the office's own (tills
         // without a policy file decide under it).
-        points::register(&conn, "policies", tessera_terminal::policy::DEFAULT_POLICY_TOML, 0)?;
+        points::register(&conn, "policies", tessera_rules::policy::DEFAULT_POLICY_TOML, 0)?;
         Ok(Ledger { conn, keys })
     }
 

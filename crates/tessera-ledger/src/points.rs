@@ -7,7 +7,7 @@
 //! issuer-signed profile; the visit counters the card keeps). The office
 //! registers every policy and campaign file it signs (and the policy
 //! shipped with Tessera); the ledger recomputes the points with the same
-//! function the till uses ([`tessera_terminal::offers::quote`]) and raises
+//! function the till uses ([`tessera_rules::offers::quote`]) and raises
 //! `points-mismatch` when they differ or when the decision names a file
 //! the office never signed.
 
@@ -18,9 +18,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tessera_protocol::messages::Visits;
 use tessera_protocol::profile::{Date, Profile};
-use tessera_terminal::journal::{Entry, EntryKind, Verdict};
-use tessera_terminal::offers::{quote, CampaignSet};
-use tessera_terminal::policy::{date_from_unix, Policy};
+use tessera_rules::offers::{quote, CampaignSet};
+use tessera_rules::policy::{date_from_unix, Policy};
+use tessera_settlement::record::{Entry, EntryKind, Verdict};
 
 use crate::LedgerError;
 

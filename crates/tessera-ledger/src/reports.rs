@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection};
 use serde_json::json;
 use tessera_protocol::profile::Date;
-use tessera_terminal::batch::Total;
+use tessera_settlement::batch::Total;
 
 use crate::{
     card_of, raise, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, LedgerError, LiabilityReport,

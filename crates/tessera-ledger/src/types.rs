@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Serialize, Serializer};
 use tessera_protocol::profile::Date;
-use tessera_terminal::batch::{Ack, Total};
+use tessera_settlement::batch::{Ack, Total};
 
 /// A card id as 16 upper-case hex digits, as in journals and hotlist files.
 pub(crate) fn card_hex(id: &[u8; 8]) -> String {

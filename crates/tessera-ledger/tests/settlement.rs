@@ -1355,7 +1355,7 @@ fn purchase_points_are_recomputed_under_the_signed_rules() {
         tessera_terminal::policy::DEFAULT_POLICY_TOML,
         "the policy text changed"
     );
-    let campaigns_toml = include_str!("../../tessera-terminal/campaigns.example.toml");
+    let campaigns_toml = include_str!("../../tessera-rules/campaigns.example.toml");
     for case in ["edited", "unregistered", "registered", "honest-with-campaigns"] {
         let shop = Shop::new();
         let mut ledger = shop.ledger();

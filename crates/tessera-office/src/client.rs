@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 use tessera_crypto::keys::{OfficeLink, TerminalBundle};
-use tessera_terminal::batch::{Ack, Header};
+use tessera_settlement::batch::{Ack, Header};
 
 use crate::server::BATCH_CONTENT_TYPE;
-use crate::sync::{SyncAck, SyncData, SyncEnvelope};
+use tessera_settlement::sync::{SyncAck, SyncData, SyncEnvelope};
 
 /// Largest answer read from the office (a sync with a large hotlist).
 const MAX_ANSWER: u64 = 64 * 1024 * 1024;
@@ -269,7 +269,7 @@ fn with_retry(retry: &RetryPolicy, mut attempt: impl FnMut() -> Attempt) -> Resu
     }
 }
 
-/// Uploads a batch (as written by `tessera_terminal::batch::write_batch`)
+/// Uploads a batch (as written by `tessera_settlement::batch::write_batch`)
 /// to the office at `base_url` (`https://HOST:PORT`, accepting only the
 /// certificate the bundle pins; `http://` only to a loopback host with a
 /// bundle made for plain HTTP) and returns its
@@ -346,7 +346,7 @@ pub fn fetch_sync(base_url: &str, bundle: &TerminalBundle, retry: &RetryPolicy) 
     // Each attempt is a fresh, authenticated request (time and MAC).
     let body = with_retry(retry, || {
         let time = unix_now();
-        let mac = hex::encode(crate::sync::request_mac(
+        let mac = hex::encode(tessera_settlement::sync::request_mac(
             &bundle.batch_key,
             bundle.terminal_id,
             time,
@@ -401,7 +401,7 @@ pub fn ack_sync(
         let mut nonce = [0u8; 16];
         rand_core::OsRng.fill_bytes(&mut nonce);
         let time = unix_now();
-        let mac = hex::encode(crate::sync::ack_mac(
+        let mac = hex::encode(tessera_settlement::sync::ack_mac(
             &bundle.batch_key,
             bundle.terminal_id,
             time,

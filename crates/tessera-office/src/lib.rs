@@ -5,7 +5,7 @@
 //!
 //! | request | body | answers |
 //! |---|---|---|
-//! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`, its header MAC in `Tessera-Batch-Mac`, checked before any work), spooled to a private file, then ingested | `200` + [`Ack`](tessera_terminal::batch::Ack) JSON; `400`, `401`, `403`, `408`, `409`, `413`, `415`, `503` |
+//! | `POST /v1/batches` | a batch (JSON Lines, `Content-Type: application/x-ndjson`, its header MAC in `Tessera-Batch-Mac`, checked before any work), spooled to a private file, then ingested | `200` + [`Ack`](tessera_settlement::batch::Ack) JSON; `400`, `401`, `403`, `408`, `409`, `413`, `415`, `503` |
 //! | `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` | — | `200` + [`SyncEnvelope`] JSON: the feed encrypted for terminal N, then MAC'd; `400`, `401`, `403` |
 //! | `POST /v1/sync/ack?terminal=N&nonce=HEX&time=T&mac=HEX` | [`SyncAck`] JSON, the MAC ([`ack_mac`]) covering it | `200` + `{"recorded": n}`; `400`, `401`, `403`, `413`, `503` |
 //! | `GET /metrics` | — | `200` Prometheus text (loopback peers only); `403` |
@@ -43,12 +43,11 @@
 pub mod client;
 mod metrics;
 pub mod server;
-mod sync;
 pub mod tls;
 
 pub use client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
 pub use server::{serve, spawn, Running, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
-pub use sync::{
+pub use tessera_settlement::sync::{
     ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncCampaigns, SyncData, SyncEnvelope,
     SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT, SYNC_FORMAT,
     SYNC_REQUEST_WINDOW_SECS,

@@ -47,12 +47,12 @@ use rand_core::RngCore;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{BatchVerifier, IngestOutcome, Ledger, LedgerError, Upload};
 
-use crate::sync::{
+use tessera_crypto::keys::IssuerDecision;
+use tessera_ledger::SyncDelivery;
+use tessera_settlement::sync::{
     SyncAck, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
     SYNC_ACK_FORMAT, SYNC_FORMAT,
 };
-use tessera_crypto::keys::IssuerDecision;
-use tessera_ledger::SyncDelivery;
 
 /// Where the server listens unless told otherwise: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8420";
@@ -785,7 +785,7 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         }
     }
     let line = first.split(|b| *b == b'\n').next().unwrap_or_default();
-    let Ok(batch_header) = serde_json::from_slice::<tessera_terminal::batch::Header>(line) else {
+    let Ok(batch_header) = serde_json::from_slice::<tessera_settlement::batch::Header>(line) else {
         return refuse(StatusCode::BAD_REQUEST, "the first line is not a batch header");
     };
     let terminal_id = batch_header.terminal_id;
@@ -885,9 +885,9 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("ingest failed: {e}")),
         Ok(Ok(outcome)) => {
             let status = match outcome.ack.status {
-                tessera_terminal::batch::AckStatus::Posted => "posted",
-                tessera_terminal::batch::AckStatus::Duplicate => "duplicate",
-                tessera_terminal::batch::AckStatus::Held => "held",
+                tessera_settlement::batch::AckStatus::Posted => "posted",
+                tessera_settlement::batch::AckStatus::Duplicate => "duplicate",
+                tessera_settlement::batch::AckStatus::Held => "held",
             };
             office
                 .metrics
@@ -969,7 +969,7 @@ impl Office {
     /// not seen before (in its namespace: sync `b'Q'`, ack `b'A'`).
     fn fresh(&self, q: &SignedQuery, namespace: u8) -> Result<(), Refusal> {
         let wall = system_now();
-        if wall.abs_diff(q.time) > crate::sync::SYNC_REQUEST_WINDOW_SECS {
+        if wall.abs_diff(q.time) > tessera_settlement::sync::SYNC_REQUEST_WINDOW_SECS {
             return Err(Refusal(
                 StatusCode::UNAUTHORIZED,
                 "the request's time is too far from the office's clock",
@@ -979,7 +979,7 @@ impl Office {
             .seen_nonces
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        seen.retain(|_, at| wall.abs_diff(*at) <= 2 * crate::sync::SYNC_REQUEST_WINDOW_SECS);
+        seen.retain(|_, at| wall.abs_diff(*at) <= 2 * tessera_settlement::sync::SYNC_REQUEST_WINDOW_SECS);
         let mut key = vec![namespace];
         key.extend_from_slice(&q.nonce);
         if seen.insert((q.terminal_id, key), q.time).is_some() {
@@ -999,7 +999,10 @@ async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Respon
     // time and nonce, a fresh time, a nonce not seen before. Unknown and
     // known terminals get the same refusal.
     let key = office.keys.terminal_batch_key(q.terminal_id);
-    if !tessera_crypto::ct_eq(&crate::sync::request_mac(&key, q.terminal_id, q.time, &q.nonce), &q.mac) {
+    if !tessera_crypto::ct_eq(
+        &tessera_settlement::sync::request_mac(&key, q.terminal_id, q.time, &q.nonce),
+        &q.mac,
+    ) {
         return refuse(StatusCode::UNAUTHORIZED, "the sync request's MAC does not verify");
     }
     if let Err(r) = office.fresh(&q, b'Q') {
@@ -1047,7 +1050,7 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
     };
     // Cheap refusals first (a stale time), then a bounded body read by a
     // bounded number of requests, then the MAC over it all.
-    if system_now().abs_diff(q.time) > crate::sync::SYNC_REQUEST_WINDOW_SECS {
+    if system_now().abs_diff(q.time) > tessera_settlement::sync::SYNC_REQUEST_WINDOW_SECS {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "the request's time is too far from the office's clock",
@@ -1080,7 +1083,7 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
         }
     };
     let key = office.keys.terminal_batch_key(q.terminal_id);
-    let expected = crate::sync::ack_mac(&key, q.terminal_id, q.time, &q.nonce, &body);
+    let expected = tessera_settlement::sync::ack_mac(&key, q.terminal_id, q.time, &q.nonce, &body);
     if !tessera_crypto::ct_eq(&expected, &q.mac) {
         return refuse(StatusCode::UNAUTHORIZED, "the acknowledgement's MAC does not verify");
     }
@@ -1194,7 +1197,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
             cards: hotlist.cards.iter().map(hex::encode_upper).collect(),
             // The issuer's signature, so that the till's local copy can be
             // checked whenever it is loaded (not only in transit).
-            signature: tessera_terminal::offers::sign_campaigns(&hotlist.signed_bytes(), &keys.issuer)
+            signature: tessera_rules::offers::sign_campaigns(&hotlist.signed_bytes(), &keys.issuer)
                 .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("signing the hotlist: {e}")))?,
         },
         campaigns,

@@ -46,8 +46,7 @@ pub mod dir;
 mod error;
 pub mod issuer;
 pub mod journal;
-pub mod offers;
-pub mod policy;
+pub use tessera_rules::{offers, policy, CardInfo};
 mod sam;
 pub mod till;
 mod trace;
@@ -62,7 +61,7 @@ use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
     AckCommand, AuthCommand, AuthResponse, CardId, KeyUpdateCommand, Lifecycle, LogRecord, SelectResponse, TxCommand,
-    TxKind, UnblockCommand, UpdateProfileCommand, Velocity, Visits,
+    TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
@@ -103,32 +102,6 @@ impl Clock for FixedClock {
     fn now(&self) -> u32 {
         self.0
     }
-}
-
-/// What the terminal knows about the card in a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardInfo {
-    /// Card identifier.
-    pub card_id: CardId,
-    /// Key version.
-    pub key_version: u8,
-    /// Balance after the last transaction.
-    pub balance: u32,
-    /// Counter of the last transaction.
-    pub counter: u32,
-    /// The card's most recent log record.
-    pub last_record: Option<LogRecord>,
-    /// The verified customer profile.
-    pub profile: Profile,
-    /// SHA-256 of the signed profile blob.
-    pub profile_digest: [u8; 32],
-    /// Whether the profile came from the cache (no READ PROFILE).
-    pub profile_cached: bool,
-    /// The card's visit history, kept up to date by this session's earns.
-    pub visits: Visits,
-    /// The card's offline velocity counters, kept up to date by this
-    /// session's redemptions.
-    pub velocity: Velocity,
 }
 
 /// Proof of a completed card transaction.
