@@ -599,25 +599,7 @@ fn keep_waiting_unblocks(till: &mut CliTill, dir: &Path, before: usize) -> Resul
     if now.len() == before {
         return Ok(());
     }
-    write_unblocks(dir, &now)
-}
-
-/// Rewrites `unblocks.json` with the unblocks still waiting for their card.
-fn write_unblocks(dir: &Path, unblocks: &[([u8; 8], Unblock)]) -> Result<(), Failure> {
-    // The shape `pos sync` writes and `TerminalDir::unblocks` reads: per card, the
-    // sequence and one issuer MAC per key version the card may hold.
-    let mut cards = serde_json::Map::new();
-    for (c, u) in unblocks {
-        let entry = cards
-            .entry(out::card_id(c))
-            .or_insert_with(|| json!({"seq": u.seq, "issuer_macs": {}}));
-        if let Some(macs) = entry.get_mut("issuer_macs").and_then(serde_json::Value::as_object_mut) {
-            macs.insert(u.key_version.to_string(), json!(hex::encode(u.issuer_mac)));
-        }
-    }
-    let doc = json!({"version": 2, "cards": cards});
-    tessera_simulator::image::write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes())
-        .map_err(|e| file_err("unblocks", e))
+    TerminalDir::new(dir).write_unblocks(&now).map_err(dir_failure)
 }
 
 fn history(h: &HistoryArgs) -> Result<(), Failure> {
@@ -878,49 +860,5 @@ fn reason_title(code: &str) -> &'static str {
         "R02" => "referred: offline redeemed points",
         "R03" => "referred: till clock behind the card",
         _ => "other",
-    }
-}
-
-#[cfg(test)]
-mod unblock_file_tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    /// What a till rewrites after a tap (the unblocks still waiting) reads
-    /// back whole: every card, every key version's MAC.
-    #[test]
-    fn rewritten_unblocks_read_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let waiting = vec![
-            (
-                [1u8; 8],
-                Unblock {
-                    key_version: 1,
-                    seq: 3,
-                    issuer_mac: [0xA1; 8],
-                },
-            ),
-            (
-                [1u8; 8],
-                Unblock {
-                    key_version: 2,
-                    seq: 3,
-                    issuer_mac: [0xA2; 8],
-                },
-            ),
-            (
-                [2u8; 8],
-                Unblock {
-                    key_version: 1,
-                    seq: 7,
-                    issuer_mac: [0xB1; 8],
-                },
-            ),
-        ];
-        write_unblocks(dir.path(), &waiting).unwrap();
-        let mut back = TerminalDir::new(dir.path()).unblocks();
-        back.sort_by_key(|(c, u)| (*c, u.key_version));
-        assert_eq!(back, waiting);
     }
 }

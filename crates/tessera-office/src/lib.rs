@@ -40,13 +40,12 @@
 //! signature as published in the office directory (`campaigns.toml`,
 //! `campaigns.toml.sig`).
 
-pub mod client;
 mod metrics;
 pub mod server;
 pub mod tls;
 
-pub use client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
 pub use server::{serve, spawn, Running, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
+pub use tessera_client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
 pub use tessera_settlement::sync::{
     ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncCampaigns, SyncData, SyncEnvelope,
     SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT, SYNC_FORMAT,

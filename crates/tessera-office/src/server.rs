@@ -58,12 +58,7 @@ use tessera_settlement::sync::{
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8420";
 /// Largest batch accepted by default: 256 MiB.
 pub const MAX_BATCH_BYTES: u64 = 256 * 1024 * 1024;
-/// The content type of a batch.
-pub const BATCH_CONTENT_TYPE: &str = "application/x-ndjson";
-/// The HTTP header that authenticates a batch upload before any work: the
-/// batch header's MAC under the terminal's batch key, hex (the same MAC as
-/// the batch's last line, docs/settlement.md).
-pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
+pub use tessera_settlement::batch::{BATCH_CONTENT_TYPE, BATCH_MAC_HEADER};
 /// Default overall deadline of one upload.
 pub const DEFAULT_UPLOAD_DEADLINE: Duration = Duration::from_secs(120);
 /// Default number of uploads in flight at once.

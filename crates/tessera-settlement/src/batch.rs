@@ -33,6 +33,12 @@ use crate::record::{Entry, RawRecord};
 pub const FORMAT: &str = "tessera-batch";
 /// Version of the format.
 pub const VERSION: u32 = 1;
+/// The HTTP content type of a batch upload.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-ndjson";
+/// The HTTP header that authenticates a batch upload before any work: the
+/// batch header's MAC under the terminal's batch key, hex (the same MAC as
+/// the batch's last line, docs/settlement.md).
+pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
 /// Longest line a reader accepts (a record body is well under 4 KiB).
 pub const MAX_LINE: usize = 64 * 1024;
 

@@ -330,6 +330,28 @@ impl TerminalDir {
         })
     }
 
+    /// Rewrites `unblocks.json` with the unblocks still waiting for their
+    /// card (after a tap delivered some): per card, the sequence and one
+    /// issuer MAC per key version the card may hold, the shape sync writes
+    /// and [`TerminalDir::unblocks`] reads.
+    ///
+    /// # Errors
+    /// [`DirError::Io`]; the file is then unchanged.
+    pub fn write_unblocks(&self, unblocks: &[([u8; 8], Unblock)]) -> Result<(), DirError> {
+        let mut cards = serde_json::Map::new();
+        for (c, u) in unblocks {
+            let entry = cards
+                .entry(hex::encode_upper(c))
+                .or_insert_with(|| serde_json::json!({"seq": u.seq, "issuer_macs": {}}));
+            if let Some(macs) = entry.get_mut("issuer_macs").and_then(serde_json::Value::as_object_mut) {
+                macs.insert(u.key_version.to_string(), serde_json::json!(hex::encode(u.issuer_mac)));
+            }
+        }
+        let doc = serde_json::json!({"version": 2, "cards": cards});
+        crate::settlement::write_atomic(&self.path.join("unblocks.json"), format!("{doc:#}\n").as_bytes())
+            .map_err(io("unblocks"))
+    }
+
     /// Per-card issuer decisions in a JSON file, `{"cards": {"<CARD>":
     /// {…}}}`. A missing or unreadable file means none.
     fn card_map<T>(&self, file: &str, f: impl Fn(&serde_json::Value) -> Vec<T>) -> Vec<([u8; 8], T)> {
@@ -478,5 +500,42 @@ mod tests {
         std::fs::write(d.path().join("unblocks.json"), "not json").unwrap();
         assert!(d.unblocks().is_empty());
         assert!(d.key_updates().is_empty() && d.profile_updates().is_empty());
+    }
+
+    /// What a till rewrites after a tap (the unblocks still waiting) reads
+    /// back whole: every card, every key version's MAC.
+    #[test]
+    fn rewritten_unblocks_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let waiting = vec![
+            (
+                [1u8; 8],
+                Unblock {
+                    key_version: 1,
+                    seq: 3,
+                    issuer_mac: [0xA1; 8],
+                },
+            ),
+            (
+                [1u8; 8],
+                Unblock {
+                    key_version: 2,
+                    seq: 3,
+                    issuer_mac: [0xA2; 8],
+                },
+            ),
+            (
+                [2u8; 8],
+                Unblock {
+                    key_version: 1,
+                    seq: 7,
+                    issuer_mac: [0xB1; 8],
+                },
+            ),
+        ];
+        TerminalDir::new(dir.path()).write_unblocks(&waiting).unwrap();
+        let mut back = TerminalDir::new(dir.path()).unblocks();
+        back.sort_by_key(|(c, u)| (*c, u.key_version));
+        assert_eq!(back, waiting);
     }
 }

@@ -46,6 +46,7 @@ pub mod dir;
 mod error;
 pub mod issuer;
 pub mod journal;
+pub mod settlement;
 pub use tessera_rules::{offers, policy, CardInfo};
 mod sam;
 pub mod till;

@@ -1,4 +1,4 @@
-//! The terminal's side: upload a sealed batch ([`upload_batch`]) and fetch
+//! The HTTP client of the till: upload a sealed batch ([`upload_batch`]) and fetch
 //! the back office's news ([`fetch_sync`]), both checked with the
 //! terminal's batch key from its [`TerminalBundle`].
 //!
@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 use tessera_crypto::keys::{OfficeLink, TerminalBundle};
-use tessera_settlement::batch::{Ack, Header};
+use tessera_settlement::batch::{Ack, Header, BATCH_CONTENT_TYPE, BATCH_MAC_HEADER};
 
-use crate::server::BATCH_CONTENT_TYPE;
 use tessera_settlement::sync::{SyncAck, SyncData, SyncEnvelope};
 
 /// Largest answer read from the office (a sync with a large hotlist).
@@ -307,7 +306,7 @@ pub fn upload_batch(
             agent
                 .post(&url)
                 .set("Content-Type", BATCH_CONTENT_TYPE)
-                .set(crate::server::BATCH_MAC_HEADER, &header_mac)
+                .set(BATCH_MAC_HEADER, &header_mac)
                 .send_bytes(batch),
         )
     })?;
