@@ -26,8 +26,9 @@ use tessera_simulator::SimCard;
 use tessera_terminal::dir::{DirError, TerminalDir};
 use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
 use tessera_terminal::policy::Decision;
-use tessera_terminal::till::{Till, TillError, TillOutcome};
-use tessera_terminal::{Clock, FixedClock, SoftwareSam, SystemClock, Unblock};
+use tessera_terminal::station::{self, DirTill, Operation, TapReport};
+use tessera_terminal::till::{TillError, TillOutcome};
+use tessera_terminal::{Clock, FixedClock, SoftwareSam, SystemClock};
 
 use crate::fail::{parse_points, Failure, EXIT_ALREADY_DONE, EXIT_DECLINED, EXIT_FILE, EXIT_REFERRED};
 use crate::out::{self, print_json};
@@ -249,21 +250,21 @@ fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failur
     }
 }
 
-type CliTill = Till<SoftwareSam, CliClock>;
+type CliTill = DirTill<SoftwareSam, CliClock>;
 
 fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
     let (keys, bundle_id) = terminal_keys(t)?;
     let issuer = keys.issuer_public.clone();
-    TerminalDir::new(terminal_dir(t))
-        .open_till(
-            SoftwareSam::new(keys),
-            &issuer,
-            clock()?,
-            t.terminal_id,
-            bundle_id,
-            t.store,
-        )
-        .map_err(dir_failure)
+    DirTill::open(
+        TerminalDir::new(terminal_dir(t)),
+        SoftwareSam::new(keys),
+        &issuer,
+        clock()?,
+        t.terminal_id,
+        bundle_id,
+        t.store,
+    )
+    .map_err(dir_failure)
 }
 
 fn till_failure(e: TillError) -> Failure {
@@ -271,6 +272,8 @@ fn till_failure(e: TillError) -> Failure {
         TillError::Terminal(t) => Failure::from(t),
         TillError::Journal(j) => file_err("journal", j),
         TillError::Hotlisted => Failure::new(EXIT_DECLINED, "Card blocked — please keep the card and call the office"),
+        e @ TillError::WrongCard { .. } => Failure::usage(e.to_string()),
+        TillError::Dir(d) => dir_failure(d),
         other => Failure::new(crate::fail::EXIT_CARD, other.to_string()),
     }
 }
@@ -317,20 +320,21 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
     match cmd {
         PosCmd::Read(a) => {
             let json = a.output.json;
-            tap(&a, Op::Read, false).map_err(|f| f.json(json))
+            tap(&a, Operation::Read, false).map_err(|f| f.json(json))
         }
         PosCmd::Earn(e) => {
             let json = e.card.output.json;
-            let op = || -> Result<Op, Failure> {
+            let op = || -> Result<Operation, Failure> {
                 let policy_minor = 100;
-                Ok(Op::Earn(
-                    parse_amount(&e.amount, policy_minor)?,
-                    e.categories
+                Ok(Operation::Purchase {
+                    amount_minor: parse_amount(&e.amount, policy_minor)?,
+                    categories: e
+                        .categories
                         .iter()
                         .map(|c| c.trim().to_lowercase())
                         .filter(|c| !c.is_empty())
                         .collect(),
-                ))
+                })
             };
             op().and_then(|op| tap(&e.card, op, e.again.again))
                 .map_err(|f| f.json(json))
@@ -338,13 +342,22 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
         PosCmd::Redeem(r) => {
             let json = r.card.output.json;
             parse_points(&r.points)
-                .and_then(|p| tap(&r.card, Op::Redeem(p), r.again.again))
+                .and_then(|points| tap(&r.card, Operation::Redeem { points }, r.again.again))
                 .map_err(|f| f.json(json))
         }
         PosCmd::Refund(r) => {
             let json = r.card.output.json;
             parse_ref(&r.of)
-                .and_then(|(id, n)| tap(&r.card, Op::Refund(id, n), r.again.again))
+                .and_then(|(id, original)| {
+                    tap(
+                        &r.card,
+                        Operation::Refund {
+                            card: Some(id),
+                            original,
+                        },
+                        r.again.again,
+                    )
+                })
                 .map_err(|f| f.json(json))
         }
         PosCmd::History(h) => {
@@ -378,13 +391,6 @@ fn parse_ref(s: &str) -> Result<([u8; 8], u32), Failure> {
     Ok((id, n))
 }
 
-enum Op {
-    Read,
-    Earn(u64, Vec<String>),
-    Redeem(u32),
-    Refund([u8; 8], u32),
-}
-
 fn decision_failure(d: &Decision) -> Failure {
     let code = if matches!(d, Decision::Refer(_)) {
         EXIT_REFERRED
@@ -399,53 +405,21 @@ fn decision_failure(d: &Decision) -> Failure {
     Failure::new(code, format!("{word} — {} ({})", d.message(), d.code()))
 }
 
-fn tap(a: &CardArgs, op: Op, again: bool) -> Result<(), Failure> {
+fn tap(a: &CardArgs, op: Operation, again: bool) -> Result<(), Failure> {
     let mut till = open_till(&a.terminal)?;
-    let unblocks_before = till.terminal_mut().unblocks().count();
     let mut card = open_card(a)?;
-    let dir = terminal_dir(&a.terminal);
-    let mut t = match till.tap(&mut card) {
-        Ok(t) => t,
-        Err(e) => {
-            keep_waiting_unblocks(&mut till, &dir, unblocks_before)?;
-            return Err(till_failure(e));
-        }
-    };
-    if again {
-        t.allow_repeat();
-    }
-    if t.profile_updated.is_some() {
-        // Delivered: the card holds it now.
-        let path = terminal_dir(&a.terminal)
-            .join("profile-updates")
-            .join(format!("{}.json", out::card_id(&t.card().card_id)));
-        let _ = std::fs::remove_file(path);
-    }
-    let profile_updated = t.profile_updated;
-    let keys_updated = t.keys_updated;
-    let settlement_acknowledged = t.settlement_acknowledged;
-    let info = t.card().clone();
-    let offers = t.offers();
-    let recovered: Vec<JournalRecord> = t.recovered.clone();
-    let voided: Vec<JournalRecord> = t.voided.clone();
-    let outcome = match op {
-        Op::Read => None,
-        Op::Earn(minor, cats) => Some(t.purchase(minor, &cats).map_err(till_failure)?),
-        Op::Redeem(p) => Some(t.redeem(p).map_err(till_failure)?),
-        Op::Refund(id, n) => {
-            if id != info.card_id {
-                return Err(Failure::usage(format!(
-                    "this is card {}, not {}: present the card of the original transaction",
-                    out::card_id(&info.card_id),
-                    out::card_id(&id)
-                )));
-            }
-            Some(t.refund(n).map_err(till_failure)?)
-        }
-    };
-    drop(t);
-    keep_waiting_unblocks(&mut till, &dir, unblocks_before)?;
-    let trace = till.terminal_mut().take_trace();
+    let tap = till.operate(&mut card, op, again).map_err(till_failure)?;
+    let TapReport {
+        card: info,
+        offers,
+        recovered,
+        voided,
+        profile_updated,
+        keys_updated,
+        settlement_acknowledged,
+        outcome,
+        trace,
+    } = tap;
     let p = &info.profile;
     if a.output.json {
         let outcome_json = outcome.as_ref().map(|o| match o {
@@ -592,30 +566,18 @@ fn already_done_failure(earlier: &[JournalRecord]) -> Failure {
     )
 }
 
-/// After a tap that delivered an UNBLOCK (or found it seen already), keeps
-/// only the unblocks still waiting for their card.
-fn keep_waiting_unblocks(till: &mut CliTill, dir: &Path, before: usize) -> Result<(), Failure> {
-    let now: Vec<([u8; 8], Unblock)> = till.terminal_mut().unblocks().map(|(c, u)| (*c, *u)).collect();
-    if now.len() == before {
-        return Ok(());
-    }
-    TerminalDir::new(dir).write_unblocks(&now).map_err(dir_failure)
-}
-
 fn history(h: &HistoryArgs) -> Result<(), Failure> {
     let journal = open_journal(&terminal_dir(&h.report.terminal), h.report.terminal.terminal_id)?;
-    let mut recs = match &h.card {
+    let card = match &h.card {
         Some(c) => {
             let mut id = [0u8; 8];
             hex::decode_to_slice(c.trim(), &mut id)
                 .map_err(|_| Failure::usage(format!("invalid card id {c:?}: give 16 hex digits")))?;
-            journal.records_for(&id)
+            Some(id)
         }
-        None => journal.records(),
-    }
-    .map_err(|e| file_err("journal", e))?;
-    let skip = recs.len().saturating_sub(h.limit);
-    recs.drain(..skip);
+        None => None,
+    };
+    let recs = station::history(&journal, card.as_ref(), h.limit).map_err(|e| file_err("journal", e))?;
     if h.report.output.json {
         print_json(
             json!({"terminal_id": journal.terminal_id(), "records": recs.iter().map(record_json).collect::<Vec<_>>()}),
@@ -685,31 +647,12 @@ fn totals(t: &TotalsArgs) -> Result<(), Failure> {
         }
         None => clock()?.now() / 86_400 * 86_400,
     };
-    let recs: Vec<JournalRecord> = journal
-        .records()
-        .map_err(|e| file_err("journal", e))?
-        .into_iter()
-        .filter(|r| r.entry.time >= since)
-        .collect();
-    let mut by_type: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
-    let mut refusals: std::collections::BTreeMap<String, u64> = Default::default();
-    for r in &recs {
-        match (r.entry.kind, r.entry.delta()) {
-            (EntryKind::Completion, Some(d)) => {
-                let x = by_type.entry(r.entry.tx_type.clone().unwrap_or_default()).or_default();
-                x.0 += 1;
-                x.1 += d.abs();
-            }
-            (EntryKind::Decision, _) if r.entry.verdict != Some(Verdict::Approve) => {
-                *refusals.entry(r.entry.reason.clone().unwrap_or_default()).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
+    let shift = station::totals(&journal, since).map_err(|e| file_err("journal", e))?;
+    let (by_type, refusals) = (&shift.transactions, &shift.refusals);
     if t.report.output.json {
         print_json(json!({
             "since": since,
-            "transactions": by_type.iter().map(|(k, (n, p))| json!({"type": k, "count": n, "points": p})).collect::<Vec<_>>(),
+            "transactions": by_type.iter().map(|(k, t)| json!({"type": k, "count": t.count, "points": t.points})).collect::<Vec<_>>(),
             "refusals": refusals.iter().map(|(k, n)| json!({"reason": k, "count": n, "message": reason_title(k)})).collect::<Vec<_>>(),
         }));
         return Ok(());
@@ -718,10 +661,10 @@ fn totals(t: &TotalsArgs) -> Result<(), Failure> {
     if by_type.is_empty() {
         println!("  No card transactions.");
     }
-    for (k, (n, p)) in &by_type {
-        println!("  {k:<14} {n:>5} transactions {p:>9} points");
+    for (k, t) in by_type {
+        println!("  {k:<14} {:>5} transactions {:>9} points", t.count, t.points);
     }
-    for (k, n) in &refusals {
+    for (k, n) in refusals {
         println!("  refused {k:<6} {n:>5}  {}", reason_title(k));
     }
     Ok(())
@@ -731,22 +674,11 @@ fn status(s: &ReportArgs) -> Result<(), Failure> {
     let dir = terminal_dir(&s.terminal);
     let (keys, bundle_id) = terminal_keys(&s.terminal)?;
     let journal = open_journal_checked(&dir, s.terminal.terminal_id, bundle_id)?;
-    let config = TerminalDir::new(&dir).load_config(&keys.issuer_public);
-    let chain = journal.verify_chain();
-    let pending = journal.pending().map_err(|e| file_err("journal", e))?;
-    let records = journal.records().map_err(|e| file_err("journal", e))?;
-    let settled_up_to = journal.settled_up_to().map_err(|e| file_err("journal", e))?;
-    let unsettled = records
-        .iter()
-        .filter(|r| r.seq > settled_up_to && r.entry.delta().is_some())
-        .count();
-    let (policy_v, hotlist_v, campaigns_v, config_err) = match &config {
-        Ok(c) => (
-            Some(c.policy.version),
-            Some(c.hotlist.version),
-            Some(c.campaigns.version),
-            None,
-        ),
+    let st =
+        station::status(&TerminalDir::new(&dir), &journal, &keys.issuer_public).map_err(|e| file_err("journal", e))?;
+    let (chain, pending, unsettled, settled_up_to) = (st.chain, st.pending, st.unsettled, st.settled_up_to);
+    let (policy_v, hotlist_v, campaigns_v, config_err) = match &st.rules {
+        Ok((p, h, c)) => (Some(*p), Some(*h), Some(*c), None),
         Err(e) => (None, None, None, Some(e.to_string())),
     };
     if s.output.json {
@@ -755,7 +687,7 @@ fn status(s: &ReportArgs) -> Result<(), Failure> {
             "records": journal.len(),
             "chain_ok": chain.is_ok(),
             "chain_error": chain.as_ref().err().map(|e| e.to_string()),
-            "pending": pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            "pending": pending,
             "unsettled_card_transactions": unsettled,
             "settled_up_to": settled_up_to,
             "policy_version": policy_v,

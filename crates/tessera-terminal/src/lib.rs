@@ -47,6 +47,7 @@ mod error;
 pub mod issuer;
 pub mod journal;
 pub mod settlement;
+pub mod station;
 pub use tessera_rules::{offers, policy, CardInfo};
 mod sam;
 pub mod till;

@@ -81,9 +81,23 @@ pub enum TillError {
     /// The journal failed: nothing more may be done until it is fixed.
     #[error(transparent)]
     Journal(#[from] JournalError),
-    /// The card was hotlisted: it has been blocked and the decline journaled.
+    /// The card was hotlisted: it has been blocked and the decline
+    /// journaled. Keep the card and call the office.
     #[error("card blocked")]
     Hotlisted,
+    /// A refund was asked for on another card than the one presented:
+    /// nothing was done; present the card of the original transaction.
+    #[error("this is card {}, not {}: present the card of the original transaction", hex::encode_upper(.presented), hex::encode_upper(.given))]
+    WrongCard {
+        /// The card presented.
+        presented: CardId,
+        /// The card the clerk named.
+        given: CardId,
+    },
+    /// The till's directory could not be kept in step with the card (see
+    /// [`DirError`]); what the card did is journaled.
+    #[error(transparent)]
+    Dir(#[from] crate::dir::DirError),
 }
 
 /// What became of an operation.
