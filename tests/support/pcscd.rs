@@ -252,27 +252,41 @@ fn find_or_build_tessera() -> PathBuf {
     if let Some(bin) = std::env::var_os("TESSERA_BIN") {
         return PathBuf::from(bin);
     }
+    let name = format!("tessera{}", std::env::consts::EXE_SUFFIX);
+    build_in_target(&["-p", "tessera-cli", "--bin", "tessera"], Path::new(&name))
+}
+
+/// The binary of one of the workspace's examples (`examples/NAME.rs`),
+/// built by cargo when needed, as [`tessera_bin`] builds the CLI.
+///
+/// # Panics
+/// When there is no binary and it cannot be built.
+pub fn example_bin(name: &str) -> PathBuf {
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    build_in_target(
+        &["-p", "tessera-suite", "--example", name],
+        &Path::new("examples").join(file),
+    )
+}
+
+/// Runs `cargo build <what>` into this test's target directory and
+/// profile, and returns `relative` under the profile directory.
+fn build_in_target(what: &[&str], relative: &Path) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     // target/<profile>/deps/<test> or target/<profile>/<bench or example>.
     let mut profile_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+    if profile_dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
         profile_dir.pop();
     }
-    let bin = profile_dir.join(format!("tessera{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(relative);
     let target_dir = profile_dir.parent().map(Path::to_path_buf).unwrap_or_default();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "tessera-cli",
-        "--bin",
-        "tessera",
-        "--manifest-path",
-    ])
-    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-    .env("CARGO_TARGET_DIR", &target_dir);
+    cmd.args(["build", "--quiet"])
+        .args(what)
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
@@ -288,11 +302,13 @@ fn find_or_build_tessera() -> PathBuf {
         let why = String::from_utf8_lossy(&out.stderr);
         assert!(
             bin.exists(),
-            "no {} and `cargo build -p tessera-cli` failed: {why}",
-            bin.display()
+            "no {} and `cargo build {}` failed: {why}",
+            bin.display(),
+            what.join(" ")
         );
         eprintln!(
-            "warning: `cargo build -p tessera-cli` failed, using the existing {}: {why}",
+            "warning: `cargo build {}` failed, using the existing {}: {why}",
+            what.join(" "),
             bin.display()
         );
     }

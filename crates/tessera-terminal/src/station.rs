@@ -272,7 +272,9 @@ pub struct ShiftTotals {
 }
 
 /// Counts and sums per transaction type, and refusals per reason, of the
-/// records journaled since `since`.
+/// records journaled since `since`. A card transaction counts once: when
+/// the card answered, or, for a card pulled before its answer, when a
+/// later tap found it done.
 ///
 /// # Errors
 /// [`JournalError`].
@@ -281,9 +283,15 @@ pub fn totals(journal: &Journal, since: u32) -> Result<ShiftTotals, JournalError
         since,
         ..ShiftTotals::default()
     };
+    let me = journal.terminal_id();
     for r in journal.records()?.into_iter().filter(|r| r.entry.time >= since) {
-        match (r.entry.kind, r.entry.delta()) {
-            (EntryKind::Completion, Some(d)) => {
+        // This till's own card transactions: completed, or resolved at a
+        // later tap after the card was pulled (other tills' records that a
+        // tap recovered are theirs).
+        let ours = r.entry.kind == EntryKind::Completion
+            || (r.entry.kind == EntryKind::Recovered && r.entry.origin_terminal == Some(me));
+        match (ours, r.entry.kind, r.entry.delta()) {
+            (true, _, Some(d)) => {
                 let x = out
                     .transactions
                     .entry(r.entry.tx_type.clone().unwrap_or_default())
@@ -291,7 +299,7 @@ pub fn totals(journal: &Journal, since: u32) -> Result<ShiftTotals, JournalError
                 x.count += 1;
                 x.points += d.abs();
             }
-            (EntryKind::Decision, _) if r.entry.verdict != Some(Verdict::Approve) => {
+            (_, EntryKind::Decision, _) if r.entry.verdict != Some(Verdict::Approve) => {
                 *out.refusals
                     .entry(r.entry.reason.clone().unwrap_or_default())
                     .or_default() += 1;
