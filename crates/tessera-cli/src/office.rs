@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use tessera_crypto::keys::{IssuerKeys, OfficeLink};
+use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
-use tessera_ledger::{Ledger, LedgerError, LedgerKeys, NewCustomer};
+use tessera_ledger::{Ledger, LedgerError};
+use tessera_office::dir::{sign_campaign_file, sign_policy_file, OfficeDir, OfficeDirError};
 use tessera_simulator::SimCard;
 use tessera_terminal::batch::AckStatus;
 use tessera_terminal::issuer::{personalize, IssueParams};
-use tessera_terminal::offers::{sign_campaigns, signature_path, CampaignSet};
-use tessera_terminal::policy::Policy;
 use tessera_terminal::Clock;
 
 use crate::args::{card_id_or_random, date, hex8, profile_from, refuse_existing_card, ProfileArgs};
@@ -344,141 +343,50 @@ fn ledger_err(e: LedgerError) -> Failure {
     Failure::new(code, format!("ledger: {e}"))
 }
 
+fn office_err(e: OfficeDirError) -> Failure {
+    match e {
+        OfficeDirError::Ledger(l) => ledger_err(l),
+        e @ OfficeDirError::Exists(_) => Failure::new(EXIT_DECLINED, e.to_string()),
+        e @ OfficeDirError::Exhausted(_) => Failure::usage(e.to_string()),
+        e => Failure::new(EXIT_FILE, e.to_string()),
+    }
+}
+
 fn load_keys(dir: &Path) -> Result<IssuerKeys, Failure> {
-    let path = dir.join(KEYS_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Failure::new(
-                EXIT_FILE,
-                format!(
-                    "{} not found: run `tessera office init --dir {}` first",
-                    path.display(),
-                    dir.display()
-                ),
-            )
-        } else {
-            file_err(&path.display().to_string(), e)
-        }
-    })?;
-    IssuerKeys::from_json(&text).map_err(|_| Failure::new(EXIT_FILE, format!("{} is not a key store", path.display())))
+    OfficeDir::new(dir).load_keys().map_err(office_err)
 }
 
 fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
-    let keys = load_keys(dir)?;
-    // Never recreated: a missing, empty or corrupt ledger is an error.
-    let ledger = Ledger::open_existing(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?;
-    Ok((keys, ledger))
+    OfficeDir::new(dir).open().map_err(office_err)
 }
 
 fn now() -> Result<u32, Failure> {
     Ok(clock()?.now())
 }
 
-/// Writes a new file readable by its owner only; never overwrites.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Failure::new(
-                EXIT_DECLINED,
-                format!("{} already exists: it is never overwritten", path.display()),
-            )
-        } else {
-            file_err(&path.display().to_string(), e)
-        }
-    })?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| file_err(&path.display().to_string(), e))
-}
-
 fn init(a: &InitArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    if dir.join(KEYS_FILE).exists() {
-        return Err(Failure::new(
-            EXIT_DECLINED,
-            format!(
-                "{} already holds an office: its keys are never overwritten",
-                dir.display()
-            ),
-        ));
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder
-        .create(dir)
-        .map_err(|e| file_err(&format!("office directory {}", dir.display()), e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| file_err(&format!("office directory {}", dir.display()), e))?;
-    }
-    // Production key stores start at key version 2: version 1 and the
-    // issuer id "TEST" belong to the published test keys.
-    let keys = IssuerKeys::generate(2).map_err(|e| file_err("key ceremony", e))?;
-    let identity = tessera_office::OfficeIdentity::generate(&a.tls_names).map_err(|e| file_err("TLS", e))?;
-    identity.write_new(dir).map_err(|e| file_err("TLS", e))?;
-    write_private(&dir.join(KEYS_FILE), keys.to_json().as_bytes())?;
-    drop(Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys)).map_err(ledger_err)?);
-    let pin = hex::encode(identity.cert_sha256());
+    let made = OfficeDir::new(dir).init(&a.tls_names).map_err(office_err)?;
+    let pin = hex::encode(made.tls_cert_sha256);
     if a.office.output.json {
         print_json(
-            json!({"dir": dir.display().to_string(), "issuer_id": hex::encode_upper(keys.issuer_id), "key_version": keys.key_version, "issuer_public_key": keys.issuer.public().to_hex(), "tls_cert_sha256": pin}),
+            json!({"dir": dir.display().to_string(), "issuer_id": hex::encode_upper(made.issuer_id), "key_version": made.key_version, "issuer_public_key": made.issuer_public_key, "tls_cert_sha256": pin}),
         );
     } else {
         println!(
             "Office created in {}: issuer {}, fresh keys (version {}) in {KEYS_FILE}, TLS certificate {} (SHA-256 {pin}), empty ledger {LEDGER_FILE}. Keep the directory private and backed up.",
             dir.display(),
-            hex::encode_upper(keys.issuer_id),
-            keys.key_version,
+            hex::encode_upper(made.issuer_id),
+            made.key_version,
             tessera_office::tls::CERT_FILE,
         );
     }
     Ok(())
 }
 
-/// Reads the office's TLS identity, saying how to make one if it is missing.
-fn load_identity(dir: &Path) -> Result<tessera_office::OfficeIdentity, Failure> {
-    tessera_office::OfficeIdentity::load(dir).map_err(|e| match e {
-        tessera_office::TlsError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => Failure::new(
-            EXIT_FILE,
-            format!(
-                "{} has no TLS certificate: run `tessera office tls-cert --dir {}`",
-                dir.display(),
-                dir.display()
-            ),
-        ),
-        other => file_err("TLS", other),
-    })
-}
-
 fn tls_cert(a: &InitArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    // Only for an office: its keys must be there.
-    load_keys(dir)?;
-    if dir.join(tessera_office::tls::CERT_FILE).exists() || dir.join(tessera_office::tls::KEY_FILE).exists() {
-        return Err(Failure::new(
-            EXIT_DECLINED,
-            format!(
-                "{} already has a TLS certificate or key: they are never overwritten",
-                dir.display()
-            ),
-        ));
-    }
-    let identity = tessera_office::OfficeIdentity::generate(&a.tls_names).map_err(|e| file_err("TLS", e))?;
-    identity.write_new(dir).map_err(|e| file_err("TLS", e))?;
+    let identity = OfficeDir::new(dir).new_tls_identity(&a.tls_names).map_err(office_err)?;
     let pin = hex::encode(identity.cert_sha256());
     if a.office.output.json {
         print_json(json!({"dir": dir.display().to_string(), "tls_cert_sha256": pin}));
@@ -494,26 +402,9 @@ fn tls_cert(a: &InitArgs) -> Result<(), Failure> {
 }
 
 fn export(a: &ExportArgs) -> Result<(), Failure> {
-    let (keys, mut ledger) = open_office(&a.office.dir)?;
-    if a.out.exists() {
-        return Err(Failure::new(
-            EXIT_DECLINED,
-            format!("{} already exists: it is never overwritten", a.out.display()),
-        ));
-    }
-    // The bundle pins the office's certificate; plain HTTP is an explicit
-    // choice, never the fallback for a missing certificate.
-    let link = if a.plain_http {
-        OfficeLink::PlainLoopback
-    } else {
-        let identity = load_identity(&a.office.dir)?;
-        OfficeLink::Pinned {
-            cert_sha256: identity.cert_sha256(),
-        }
-    };
-    ledger.register_terminal(a.terminal_id, now()?).map_err(ledger_err)?;
-    let bundle = keys.terminal_bundle(a.terminal_id, link);
-    write_private(&a.out, bundle.to_json().as_bytes())?;
+    OfficeDir::new(&a.office.dir)
+        .export_terminal(a.terminal_id, &a.out, a.plain_http, now()?)
+        .map_err(office_err)?;
     if a.office.output.json {
         print_json(json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()}));
     } else {
@@ -568,19 +459,8 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     };
     let id = signed.profile.card_id;
     let p = &signed.profile;
-    let customer = ledger
-        .register_customer(&NewCustomer {
-            name: p.name.clone(),
-            birth_date: p.birth_date,
-            home_city: p.home_city.clone(),
-            household: p.household,
-            preferences: p.preferences.clone(),
-            tier: p.tier,
-        })
-        .map_err(ledger_err)?;
-    ledger
-        .register_card(id, customer, keys.key_version, now()?)
-        .map_err(ledger_err)?;
+    let customer =
+        tessera_office::dir::register_issued(&mut ledger, keys.key_version, &signed, now()?).map_err(ledger_err)?;
     if let (Some(card), Some(path)) = (made.as_mut(), a.card.as_ref()) {
         card.save_as(path)
             .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
@@ -642,7 +522,8 @@ fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
 
 fn serve(a: &ServeArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    let (keys, ledger) = open_office(dir)?;
+    // Never serve on books that disagree with their own postings.
+    let (keys, ledger) = OfficeDir::new(dir).open_for_serving().map_err(office_err)?;
     let transport = if a.plain_http {
         if !a.listen.ip().is_loopback() {
             return Err(Failure::usage(format!(
@@ -652,22 +533,11 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
         }
         tessera_office::Transport::PlainLoopback
     } else {
-        let identity = load_identity(dir)?;
+        let identity = OfficeDir::new(dir).identity().map_err(office_err)?;
         tessera_office::Transport::Tls(identity.server_config().map_err(|e| file_err("TLS", e))?)
     };
     if a.upload_deadline == 0 || a.max_uploads == 0 {
         return Err(Failure::usage("--upload-deadline and --max-uploads are at least 1"));
-    }
-    // Never serve on books that disagree with their own postings.
-    let problems = ledger.self_check().map_err(ledger_err)?;
-    if let Some(first) = problems.first() {
-        return Err(Failure::new(
-            EXIT_FILE,
-            format!(
-                "the ledger's books disagree with its postings ({first}; {} problems, `office verify` lists them): not serving",
-                problems.len()
-            ),
-        ));
     }
     let mut config = tessera_office::ServerConfig {
         office_dir: Some(dir.clone()),
@@ -766,7 +636,7 @@ fn import(a: &ImportArgs) -> Result<(), Failure> {
     let ack = &outcome.ack;
     let ack_value = serde_json::to_value(ack).unwrap_or_default();
     if let Some(path) = &a.ack_out {
-        tessera_simulator::image::write_atomic(path, format!("{ack_value:#}\n").as_bytes())
+        tessera_crypto::files::write_atomic(path, format!("{ack_value:#}\n").as_bytes())
             .map_err(|e| file_err(&format!("ack file {}", path.display()), e))?;
     }
     let status = match ack.status {
@@ -1159,26 +1029,12 @@ fn render_csv(v: &Value, preferred: &[&str]) -> String {
 }
 
 fn rotate_keys(a: &DirArgs) -> Result<(), Failure> {
-    let mut keys = load_keys(&a.dir)?;
-    let from = keys.key_version;
-    keys.rotate()
-        .map_err(|_| Failure::usage("the key version is exhausted (255)"))?;
-    // The new store next to the old one, then renamed over it: the file is
-    // the old store or the new one, never half of either.
-    let path = a.dir.join(KEYS_FILE);
-    let tmp = a.dir.join(format!("{KEYS_FILE}.new"));
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, keys.to_json().as_bytes())?;
-    std::fs::rename(&tmp, &path).map_err(|e| file_err(&path.display().to_string(), e))?;
-    if let Ok(d) = std::fs::File::open(&a.dir) {
-        let _ = d.sync_all();
-    }
+    let (from, to) = OfficeDir::new(&a.dir).rotate_keys().map_err(office_err)?;
     if a.output.json {
-        print_json(json!({"from_key_version": from, "key_version": keys.key_version}));
+        print_json(json!({"from_key_version": from, "key_version": to}));
     } else {
         println!(
-            "Keys rotated: version {from} → {}. Export every terminal's bundle again (office export-terminal), then sync the tills: each issued card moves to version {} at its next tap.",
-            keys.key_version, keys.key_version
+            "Keys rotated: version {from} → {to}. Export every terminal's bundle again (office export-terminal), then sync the tills: each issued card moves to version {to} at its next tap."
         );
     }
     Ok(())
@@ -1217,31 +1073,11 @@ fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
 
 fn update_profile(a: &UpdateProfileArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
-    let (keys, mut ledger) = open_office(&a.office.dir)?;
-    let version = match a.profile_version {
-        Some(v) => v,
-        None => {
-            let newest = ledger
-                .profile_updates()
-                .map_err(ledger_err)?
-                .iter()
-                .filter(|(c, _, _)| *c == card)
-                .map(|(_, v, _)| *v)
-                .max()
-                .unwrap_or(1);
-            newest
-                .checked_add(1)
-                .ok_or_else(|| Failure::usage("the profile version is exhausted"))?
-        }
-    };
-    let profile = profile_from(&a.profile, card, version)?;
-    let signed = keys
-        .issuer
-        .sign(&profile)
-        .map_err(|_| Failure::usage("the profile cannot be encoded"))?;
-    ledger
-        .queue_profile_update(card, version, signed.to_bytes(), now()?)
-        .map_err(ledger_err)?;
+    let profile = profile_from(&a.profile, card, 1)?;
+    let signed = OfficeDir::new(&a.office.dir)
+        .queue_profile_update(profile, a.profile_version, now()?)
+        .map_err(office_err)?;
+    let version = signed.profile.version;
     if a.office.output.json {
         print_json(json!({"card_id": out::card_id(&card), "profile": out::profile_json(&signed.profile)}));
     } else {
@@ -1252,12 +1088,6 @@ fn update_profile(a: &UpdateProfileArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
-}
-
-/// The text of a file to sign (`what`: "campaign file", "policy file").
-fn signable(file: &Path, what: &str) -> Result<String, Failure> {
-    let body = std::fs::read(file).map_err(|e| Failure::new(EXIT_FILE, format!("{what} {}: {e}", file.display())))?;
-    String::from_utf8(body).map_err(|_| Failure::new(EXIT_FILE, format!("{what} {} is not UTF-8", file.display())))
 }
 
 /// The issuer keys to sign with: the office's (`--dir`) or the TEST key.
@@ -1275,46 +1105,33 @@ fn signing_keys(dir: Option<&Path>) -> Result<(IssuerKeys, &'static str), Failur
 }
 
 fn sign(a: SignArgs) -> Result<(), Failure> {
-    let text = signable(&a.file, "campaign file")?;
-    let body = text.as_bytes();
-    // Never sign what tills would refuse to read.
-    let set = CampaignSet::from_toml(&text)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("campaign file {}: {e}", a.file.display())))?;
-    let (keys, which) = signing_keys(a.dir.as_deref())?;
-    let sig = sign_campaigns(body, &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-    if let Some(dir) = &a.dir {
-        // The ledger recomputes purchases under the campaigns they name.
-        let (_, mut ledger) = open_office(dir)?;
-        ledger.register_campaigns(&text, now()?).map_err(ledger_err)?;
-    }
-    let sig_path = signature_path(&a.file);
-    tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
-        .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-    let mut published = None;
-    if let Some(dir) = &a.dir {
-        // Publish: the signature first, so that a published file always
-        // has one (a stale one is refused by terminals and fixed by the
-        // next publication).
-        let target = dir.join("campaigns.toml");
-        tessera_simulator::image::write_atomic(&signature_path(&target), format!("{sig}\n").as_bytes())
-            .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-        tessera_simulator::image::write_atomic(&target, body).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-        published = Some(target);
-    }
+    let (signed, which) = match &a.dir {
+        Some(dir) => (
+            OfficeDir::new(dir)
+                .sign_campaigns(&a.file, now()?)
+                .map_err(office_err)?,
+            "the office's issuer key",
+        ),
+        None => {
+            let (keys, which) = signing_keys(None)?;
+            (sign_campaign_file(&a.file, &keys).map_err(office_err)?, which)
+        }
+    };
+    let (sig_path, published) = (&signed.signature_file, &signed.published);
     if a.output.json {
         print_json(json!({
             "file": a.file.display().to_string(),
             "signature_file": sig_path.display().to_string(),
-            "version": set.version,
-            "campaigns": set.campaigns.len(),
+            "version": signed.version,
+            "campaigns": signed.campaigns,
             "published": published.as_ref().map(|p| p.display().to_string()),
         }));
     } else {
         println!(
             "Signed {} (version {}, {} campaigns) with {which} → {}",
             a.file.display(),
-            set.version,
-            set.campaigns.len(),
+            signed.version,
+            signed.campaigns,
             sig_path.display()
         );
         if let Some(p) = published {
@@ -1328,25 +1145,20 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
 }
 
 fn sign_policy(a: SignArgs) -> Result<(), Failure> {
-    let text = signable(&a.file, "policy file")?;
-    // Never sign what tills would refuse to read.
-    let policy = Policy::from_toml(&text)
-        .map_err(|e| Failure::new(EXIT_FILE, format!("policy file {}: {e}", a.file.display())))?;
-    let (keys, _) = signing_keys(a.dir.as_deref())?;
-    let sig = sign_campaigns(text.as_bytes(), &keys.issuer).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-    if let Some(dir) = &a.dir {
-        let (_, mut ledger) = open_office(dir)?;
-        ledger.register_policy(&text, now()?).map_err(ledger_err)?;
-    }
-    let sig_path = signature_path(&a.file);
-    tessera_simulator::image::write_atomic(&sig_path, format!("{sig}\n").as_bytes())
-        .map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
-    let digest = hex::encode(policy.digest);
+    let signed = match &a.dir {
+        Some(dir) => OfficeDir::new(dir).sign_policy(&a.file, now()?).map_err(office_err)?,
+        None => {
+            let (keys, _) = signing_keys(None)?;
+            sign_policy_file(&a.file, &keys).map_err(office_err)?
+        }
+    };
+    let sig_path = &signed.signature_file;
+    let digest = hex::encode(signed.digest);
     if a.output.json {
         print_json(json!({
             "file": a.file.display().to_string(),
             "signature_file": sig_path.display().to_string(),
-            "version": policy.version,
+            "version": signed.version,
             "digest": digest,
         }));
     } else {
@@ -1354,7 +1166,7 @@ fn sign_policy(a: SignArgs) -> Result<(), Failure> {
             "Signed policy {} (version {}, SHA-256 {digest}) → {}. Put both files in the till's directory as \
              policy.toml and policy.toml.sig.",
             a.file.display(),
-            policy.version,
+            signed.version,
             sig_path.display()
         );
     }

@@ -13,6 +13,7 @@
 pub mod cert;
 pub mod channel;
 pub mod envelope;
+pub mod files;
 pub mod kdf;
 pub mod keys;
 pub mod rng;

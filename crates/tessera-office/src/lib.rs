@@ -40,6 +40,7 @@
 //! signature as published in the office directory (`campaigns.toml`,
 //! `campaigns.toml.sig`).
 
+pub mod dir;
 mod metrics;
 pub mod server;
 pub mod tls;

@@ -11,7 +11,6 @@
 //! algorithms, so only the holder of the office's private key completes a
 //! handshake. Host names are not checked: the pin names the office.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -154,19 +153,10 @@ impl OfficeIdentity {
 pub use tessera_client::tls::{cert_sha256, pinned_client_config, PinnedCert};
 
 fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    let err = |source| TlsError::File {
+    tessera_crypto::files::write_new_private(path, bytes).map_err(|source| TlsError::File {
         path: path.display().to_string(),
         source,
-    };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(err)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(err)
+    })
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -21,7 +21,6 @@
 //! # }
 //! ```
 
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::json;
@@ -141,49 +140,7 @@ impl SyncApplied {
     }
 }
 
-/// Writes a file atomically (a fresh temporary name created exclusively,
-/// written, synced, renamed over the target, the directory synced),
-/// readable by its owner only: these files hold issuer decisions and
-/// personal data.
-///
-/// # Errors
-/// The I/O error; the target is then unchanged.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // Directory sync makes the rename durable; not available on every
-        // platform, where the rename alone is what there is.
-        #[cfg(unix)]
-        std::fs::File::open(&dir)?.sync_all()?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub use tessera_crypto::files::write_atomic;
 
 /// The `cards` of a per-card file sync wrote before (unblocks, key
 /// updates): what is still waiting for its card. Missing or unreadable:

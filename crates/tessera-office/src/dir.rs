@@ -1,0 +1,526 @@
+//! The back office's directory: its key store, TLS identity and ledger,
+//! and the office's operations on them, one call each. `tessera office`
+//! is this module plus argument parsing and printing.
+//!
+//! | file | what |
+//! |---|---|
+//! | `issuer-keys.json` | the issuer key store (`0600`, never overwritten; rotated atomically) |
+//! | `office-cert.pem`, `office-key.pem` | the TLS identity the terminals pin (the key `0600`) |
+//! | `ledger.sqlite` | the ledger (never recreated when missing) |
+//! | `campaigns.toml` + `.sig` | the published campaign file the office serves at sync |
+//!
+//! The directory itself is `0700`.
+//!
+//! ```
+//! use tessera_office::dir::OfficeDir;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tmp = tempfile::tempdir()?;
+//! let office = OfficeDir::new(tmp.path().join("office"));
+//! let made = office.init(&[])?;
+//! let (keys, ledger) = office.open()?;
+//! assert_eq!(keys.key_version, made.key_version);
+//! assert!(ledger.verify()?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use tessera_crypto::files::{write_atomic, write_new_private};
+use tessera_crypto::keys::{IssuerKeys, OfficeLink, TerminalBundle};
+use tessera_ledger::{Ledger, LedgerError, LedgerKeys, NewCustomer};
+use tessera_protocol::profile::{Profile, SignedProfile};
+use tessera_rules::offers::{sign_campaigns, signature_path, CampaignSet};
+use tessera_rules::policy::Policy;
+
+use crate::tls::{OfficeIdentity, TlsError, CERT_FILE, KEY_FILE};
+
+/// The key store's file name.
+pub const KEYS_FILE: &str = "issuer-keys.json";
+/// The ledger's file name.
+pub const LEDGER_FILE: &str = "ledger.sqlite";
+/// The published campaign file's name.
+pub const CAMPAIGNS_FILE: &str = "campaigns.toml";
+
+/// Why an office operation did not happen. Nothing was changed unless the
+/// variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfficeDirError {
+    /// There is no office here: run `tessera office init` first (or give
+    /// the right directory).
+    #[error("{0} not found: run `tessera office init --dir {1}` first")]
+    NotAnOffice(String, String),
+    /// The key store is unreadable as one: restore it from the backup.
+    #[error("{0} is not a key store")]
+    NotKeyStore(String),
+    /// A file that is never overwritten is already there (an office's
+    /// keys, a TLS identity, a bundle): choose another path, or remove it
+    /// knowingly.
+    #[error("{0}")]
+    Exists(String),
+    /// The office has no TLS identity: run `tessera office tls-cert`.
+    #[error("{dir} has no TLS certificate: run `tessera office tls-cert --dir {dir}`")]
+    NoCertificate {
+        /// The office directory.
+        dir: String,
+    },
+    /// The ledger's books disagree with its postings: `office verify`
+    /// lists the problems; restore from a backup. Nothing is served.
+    #[error("the ledger's books disagree with its postings ({first}; {count} problems, `office verify` lists them): not serving")]
+    Unsound {
+        /// The first problem.
+        first: String,
+        /// How many.
+        count: usize,
+    },
+    /// A file to sign would be refused by the tills: fix it first.
+    #[error("{what} {path}: {why}")]
+    Unsignable {
+        /// "campaign file" or "policy file".
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The key version (or a profile version) is exhausted.
+    #[error("{0}")]
+    Exhausted(&'static str),
+    /// The ledger refused or failed (see [`LedgerError`]).
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    /// The TLS identity could not be made or read.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// A file could not be read or written: check the path and permissions.
+    #[error("{what}: {source}")]
+    Io {
+        /// The file.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OfficeDirError {
+    let what = what.into();
+    move |source| OfficeDirError::Io { what, source }
+}
+
+/// A new file that is never overwritten.
+fn write_once(path: &Path, bytes: &[u8]) -> Result<(), OfficeDirError> {
+    write_new_private(path, bytes).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            OfficeDirError::Exists(format!("{} already exists: it is never overwritten", path.display()))
+        } else {
+            io(path.display().to_string())(e)
+        }
+    })
+}
+
+/// What [`OfficeDir::init`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOffice {
+    /// The issuer's id.
+    pub issuer_id: [u8; 4],
+    /// The key version of the fresh keys.
+    pub key_version: u8,
+    /// The issuer's public key, hex.
+    pub issuer_public_key: String,
+    /// SHA-256 of the TLS certificate the terminals pin.
+    pub tls_cert_sha256: [u8; 32],
+}
+
+/// A campaign or policy file signed by [`OfficeDir::sign_campaigns`] or
+/// [`sign_campaign_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The file's version.
+    pub version: u32,
+    /// Number of campaigns (0 for a policy).
+    pub campaigns: usize,
+    /// The signature file written next to the file.
+    pub signature_file: PathBuf,
+    /// Where it was published for the tills, if it was.
+    pub published: Option<PathBuf>,
+    /// The file's SHA-256 (what the ledger registered).
+    pub digest: [u8; 32],
+}
+
+/// The office's directory (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct OfficeDir {
+    path: PathBuf,
+}
+
+impl OfficeDir {
+    /// The office at `path` (nothing is read yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates an office: the directory (`0700`), fresh issuer keys
+    /// (production key stores start at key version 2: version 1 and the
+    /// issuer id `TEST` belong to the published test keys), a TLS identity
+    /// for `tls_names` (plus loopback), an empty ledger.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Exists`] when the directory already holds an
+    /// office (its keys are never overwritten); I/O, TLS, ledger errors.
+    pub fn init(&self, tls_names: &[String]) -> Result<NewOffice, OfficeDirError> {
+        let dir = &self.path;
+        if dir.join(KEYS_FILE).exists() {
+            return Err(OfficeDirError::Exists(format!(
+                "{} already holds an office: its keys are never overwritten",
+                dir.display()
+            )));
+        }
+        let what = format!("office directory {}", dir.display());
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(io(what.clone()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(what))?;
+        }
+        let keys = IssuerKeys::generate(2).map_err(|e| OfficeDirError::Io {
+            what: "key ceremony".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let identity = OfficeIdentity::generate(tls_names)?;
+        identity.write_new(dir)?;
+        write_once(&dir.join(KEYS_FILE), keys.to_json().as_bytes())?;
+        drop(Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys))?);
+        Ok(NewOffice {
+            issuer_id: keys.issuer_id,
+            key_version: keys.key_version,
+            issuer_public_key: keys.issuer.public().to_hex(),
+            tls_cert_sha256: identity.cert_sha256(),
+        })
+    }
+
+    /// The issuer key store.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::NotAnOffice`], [`OfficeDirError::NotKeyStore`],
+    /// [`OfficeDirError::Io`].
+    pub fn load_keys(&self) -> Result<IssuerKeys, OfficeDirError> {
+        let path = self.path.join(KEYS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                OfficeDirError::NotAnOffice(path.display().to_string(), self.path.display().to_string())
+            } else {
+                io(path.display().to_string())(e)
+            }
+        })?;
+        IssuerKeys::from_json(&text).map_err(|_| OfficeDirError::NotKeyStore(path.display().to_string()))
+    }
+
+    /// The keys and the ledger. A missing, empty or corrupt ledger is an
+    /// error, never recreated.
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::load_keys`]; [`OfficeDirError::Ledger`].
+    pub fn open(&self) -> Result<(IssuerKeys, Ledger), OfficeDirError> {
+        let keys = self.load_keys()?;
+        let ledger = Ledger::open_existing(&self.path.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys))?;
+        Ok((keys, ledger))
+    }
+
+    /// As [`OfficeDir::open`], for serving: books that disagree with their
+    /// postings (an edited balance) are refused, so they are never served.
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::open`]; [`OfficeDirError::Unsound`].
+    pub fn open_for_serving(&self) -> Result<(IssuerKeys, Ledger), OfficeDirError> {
+        let (keys, ledger) = self.open()?;
+        let problems = ledger.self_check()?;
+        if let Some(first) = problems.first() {
+            return Err(OfficeDirError::Unsound {
+                first: first.clone(),
+                count: problems.len(),
+            });
+        }
+        Ok((keys, ledger))
+    }
+
+    /// The office's TLS identity.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::NoCertificate`]; [`OfficeDirError::Tls`].
+    pub fn identity(&self) -> Result<OfficeIdentity, OfficeDirError> {
+        OfficeIdentity::load(&self.path).map_err(|e| match e {
+            TlsError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                OfficeDirError::NoCertificate {
+                    dir: self.path.display().to_string(),
+                }
+            }
+            other => other.into(),
+        })
+    }
+
+    /// Makes a TLS identity for an office that has none (after an upgrade,
+    /// or to re-key: remove the old files knowingly first).
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Exists`] when a certificate or key is there.
+    pub fn new_tls_identity(&self, tls_names: &[String]) -> Result<OfficeIdentity, OfficeDirError> {
+        self.load_keys()?;
+        if self.path.join(CERT_FILE).exists() || self.path.join(KEY_FILE).exists() {
+            return Err(OfficeDirError::Exists(format!(
+                "{} already has a TLS certificate or key: they are never overwritten",
+                self.path.display()
+            )));
+        }
+        let identity = OfficeIdentity::generate(tls_names)?;
+        identity.write_new(&self.path)?;
+        Ok(identity)
+    }
+
+    /// Registers a terminal and writes its key bundle to `out` (`0600`,
+    /// never overwritten). The bundle pins the office's TLS certificate;
+    /// `plain_http` makes a bundle for plain HTTP to a loopback office, an
+    /// explicit choice, never the fallback for a missing certificate.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Exists`], [`OfficeDirError::NoCertificate`], and
+    /// those of [`OfficeDir::open`].
+    pub fn export_terminal(
+        &self,
+        terminal_id: u32,
+        out: &Path,
+        plain_http: bool,
+        now: u32,
+    ) -> Result<TerminalBundle, OfficeDirError> {
+        let (keys, mut ledger) = self.open()?;
+        if out.exists() {
+            return Err(OfficeDirError::Exists(format!(
+                "{} already exists: it is never overwritten",
+                out.display()
+            )));
+        }
+        let link = if plain_http {
+            OfficeLink::PlainLoopback
+        } else {
+            OfficeLink::Pinned {
+                cert_sha256: self.identity()?.cert_sha256(),
+            }
+        };
+        ledger.register_terminal(terminal_id, now)?;
+        let bundle = keys.terminal_bundle(terminal_id, link);
+        write_once(out, bundle.to_json().as_bytes())?;
+        Ok(bundle)
+    }
+
+    /// Rotates the issuer keys to the next version. The new store is
+    /// written next to the old one, then renamed over it: the file is the
+    /// old store or the new one, never half of either. Returns the old and
+    /// the new key version.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Exhausted`] at version 255; I/O errors.
+    pub fn rotate_keys(&self) -> Result<(u8, u8), OfficeDirError> {
+        let mut keys = self.load_keys()?;
+        let from = keys.key_version;
+        keys.rotate()
+            .map_err(|_| OfficeDirError::Exhausted("the key version is exhausted (255)"))?;
+        let path = self.path.join(KEYS_FILE);
+        write_atomic(&path, keys.to_json().as_bytes()).map_err(io(path.display().to_string()))?;
+        Ok((from, keys.key_version))
+    }
+
+    /// Signs a campaign file with the office's issuer key, registers it
+    /// with the ledger (which recomputes purchases under the campaigns they
+    /// name), writes `FILE.sig` next to it, and publishes both as the
+    /// office's `campaigns.toml` for the tills (the signature first, so a
+    /// published file always has one).
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Unsignable`] for a file the tills would refuse;
+    /// those of [`OfficeDir::open`]; I/O errors.
+    pub fn sign_campaigns(&self, file: &Path, now: u32) -> Result<Signed, OfficeDirError> {
+        let (keys, mut ledger) = self.open()?;
+        let (text, set, sig) = prepare_campaigns(file, &keys)?;
+        let digest = ledger.register_campaigns(&text, now)?;
+        let signature_file = write_signature(file, &sig)?;
+        let target = self.path.join(CAMPAIGNS_FILE);
+        write_signature(&target, &sig)?;
+        write_atomic(&target, text.as_bytes()).map_err(io(target.display().to_string()))?;
+        Ok(Signed {
+            version: set.version,
+            campaigns: set.campaigns.len(),
+            signature_file,
+            published: Some(target),
+            digest,
+        })
+    }
+
+    /// Signs a till policy with the office's issuer key, registers it with
+    /// the ledger and writes `FILE.sig` next to it.
+    ///
+    /// # Errors
+    /// As [`OfficeDir::sign_campaigns`].
+    pub fn sign_policy(&self, file: &Path, now: u32) -> Result<Signed, OfficeDirError> {
+        let (keys, mut ledger) = self.open()?;
+        let (text, policy, sig) = prepare_policy(file, &keys)?;
+        ledger.register_policy(&text, now)?;
+        Ok(Signed {
+            version: policy.version,
+            campaigns: 0,
+            signature_file: write_signature(file, &sig)?,
+            published: None,
+            digest: policy.digest,
+        })
+    }
+
+    /// Queues a new profile for a card: signed by the issuer, delivered to
+    /// the card at its next tap after the tills' sync. Without `version`,
+    /// the next after the newest one queued (2 for a card with none).
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Exhausted`]; ledger errors.
+    pub fn queue_profile_update(
+        &self,
+        mut profile: Profile,
+        version: Option<u16>,
+        now: u32,
+    ) -> Result<SignedProfile, OfficeDirError> {
+        let (keys, mut ledger) = self.open()?;
+        let card = profile.card_id;
+        profile.version = match version {
+            Some(v) => v,
+            None => ledger
+                .profile_updates()?
+                .iter()
+                .filter(|(c, _, _)| *c == card)
+                .map(|(_, v, _)| *v)
+                .max()
+                .unwrap_or(1)
+                .checked_add(1)
+                .ok_or(OfficeDirError::Exhausted("the profile version is exhausted"))?,
+        };
+        let signed = keys
+            .issuer
+            .sign(&profile)
+            .map_err(|_| OfficeDirError::Exhausted("the profile cannot be encoded"))?;
+        ledger.queue_profile_update(card, profile.version, signed.to_bytes(), now)?;
+        Ok(signed)
+    }
+}
+
+/// Registers a freshly personalized card with its customer in the ledger
+/// (the customer's personal data from the signed profile); returns the
+/// customer id.
+///
+/// # Errors
+/// The ledger's.
+pub fn register_issued(
+    ledger: &mut Ledger,
+    key_version: u8,
+    signed: &SignedProfile,
+    now: u32,
+) -> Result<u64, LedgerError> {
+    let p = &signed.profile;
+    let customer = ledger.register_customer(&NewCustomer {
+        name: p.name.clone(),
+        birth_date: p.birth_date,
+        home_city: p.home_city.clone(),
+        household: p.household,
+        preferences: p.preferences.clone(),
+        tier: p.tier,
+    })?;
+    ledger.register_card(p.card_id, customer, key_version, now)?;
+    Ok(customer)
+}
+
+fn read_signable(file: &Path, what: &'static str) -> Result<String, OfficeDirError> {
+    let bad = |why: String| OfficeDirError::Unsignable {
+        what,
+        path: file.display().to_string(),
+        why,
+    };
+    let body = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
+    String::from_utf8(body).map_err(|_| bad("not UTF-8".into()))
+}
+
+fn write_signature(file: &Path, sig: &str) -> Result<PathBuf, OfficeDirError> {
+    let sig_path = signature_path(file);
+    write_atomic(&sig_path, format!("{sig}\n").as_bytes()).map_err(io(sig_path.display().to_string()))?;
+    Ok(sig_path)
+}
+
+fn unsignable<'a>(what: &'static str, file: &'a Path) -> impl Fn(String) -> OfficeDirError + 'a {
+    move |why| OfficeDirError::Unsignable {
+        what,
+        path: file.display().to_string(),
+        why,
+    }
+}
+
+/// A campaign file the tills accept, and its signature.
+fn prepare_campaigns(file: &Path, keys: &IssuerKeys) -> Result<(String, CampaignSet, String), OfficeDirError> {
+    let bad = unsignable("campaign file", file);
+    let text = read_signable(file, "campaign file")?;
+    let set = CampaignSet::from_toml(&text).map_err(|e| bad(e.to_string()))?;
+    let sig = sign_campaigns(text.as_bytes(), &keys.issuer).map_err(|e| bad(e.to_string()))?;
+    Ok((text, set, sig))
+}
+
+/// A till policy the tills accept, and its signature.
+fn prepare_policy(file: &Path, keys: &IssuerKeys) -> Result<(String, Policy, String), OfficeDirError> {
+    let bad = unsignable("policy file", file);
+    let text = read_signable(file, "policy file")?;
+    let policy = Policy::from_toml(&text).map_err(|e| bad(e.to_string()))?;
+    let sig = sign_campaigns(text.as_bytes(), &keys.issuer).map_err(|e| bad(e.to_string()))?;
+    Ok((text, policy, sig))
+}
+
+/// Checks that a campaign file is one the tills accept, signs it with
+/// `keys` and writes `FILE.sig` next to it (no office needed: for the test
+/// keys in training).
+///
+/// # Errors
+/// [`OfficeDirError::Unsignable`], I/O errors.
+pub fn sign_campaign_file(file: &Path, keys: &IssuerKeys) -> Result<Signed, OfficeDirError> {
+    let (text, set, sig) = prepare_campaigns(file, keys)?;
+    Ok(Signed {
+        version: set.version,
+        campaigns: set.campaigns.len(),
+        signature_file: write_signature(file, &sig)?,
+        published: None,
+        digest: sha256(text.as_bytes()),
+    })
+}
+
+/// As [`sign_campaign_file`] for a till policy.
+///
+/// # Errors
+/// [`OfficeDirError::Unsignable`], I/O errors.
+pub fn sign_policy_file(file: &Path, keys: &IssuerKeys) -> Result<Signed, OfficeDirError> {
+    let (_, policy, sig) = prepare_policy(file, keys)?;
+    Ok(Signed {
+        version: policy.version,
+        campaigns: 0,
+        signature_file: write_signature(file, &sig)?,
+        published: None,
+        digest: policy.digest,
+    })
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
