@@ -318,8 +318,13 @@ impl Watch {
             match result {
                 Ok(()) | Err(pcsc::Error::Timeout) => {}
                 Err(pcsc::Error::Cancelled) => continue,
-                // A reader vanished between the listing and the call.
-                Err(pcsc::Error::UnknownReader) => continue,
+                // A reader vanished between the listing and the call: list
+                // again, after a pause so that a reader the service lists
+                // but refuses to watch cannot make this loop spin.
+                Err(pcsc::Error::UnknownReader) => {
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
                 Err(e) => return End::Failed(service_error("SCardGetStatusChange", e)),
             }
             if self.pnp && pnp.event_state().contains(State::UNKNOWN) {

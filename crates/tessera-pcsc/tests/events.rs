@@ -196,9 +196,23 @@ fn reader_and_card_events() {
 
     eprintln!("events: a new watcher after the daemon is back reports the state afresh");
     pcscd.stop();
-    let _pcscd = Pcscd::start_in(Some(Path::new(DIR)), 2);
+    let mut pcscd = Pcscd::start_in(Some(Path::new(DIR)), 2);
     let served = serve(0x58, 0);
     let tap = wait_for_tap(ReaderFilter::Exact(READER0.into()), WAIT).unwrap();
     assert_eq!(tap.atr, AtrCard::atr_of(0x58));
+
+    eprintln!("events: pcscd stopped in order (SIGTERM) while watching");
+    let w = ReaderWatcher::start(ReaderFilter::Exact(READER0.into())).unwrap();
+    assert!(matches!(next(&w), ReaderEvent::ReaderAdded { .. }));
+    assert!(matches!(next(&w), ReaderEvent::CardInserted { .. }));
+    pcscd.stop();
+    let end = loop {
+        match w.recv_timeout(WAIT) {
+            Ok(e) => eprintln!("events: before the failure: {e:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(end, PcscError::NoService), "{end:?}");
+    drop(w);
     drop(served);
 }
