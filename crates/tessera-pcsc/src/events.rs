@@ -96,8 +96,8 @@ pub enum ReaderEvent {
         reader: String,
     },
     /// The watcher stopped because PC/SC failed; this is the last event.
-    /// [`PcscError::NoService`] means `pcscd` went away: see the
-    /// [module documentation](self) for what to do.
+    /// [`PcscError::NoService`] means `pcscd` went away: see
+    /// [`ReaderWatcher`] for what to do.
     Failed(PcscError),
 }
 
@@ -118,6 +118,15 @@ pub struct Tap {
 /// event is a change.
 ///
 /// Dropping the watcher stops it, as [`ReaderWatcher::stop`] does.
+///
+/// # When `pcscd` goes away
+/// The watcher's last event is [`ReaderEvent::Failed`] with
+/// [`PcscError::NoService`] ([`ReaderWatcher::recv_timeout`] returns it as
+/// that error), then the channel closes. Nothing about the readers is known
+/// any more: treat every card as removed, drop the watcher, and start a new
+/// one, retrying [`ReaderWatcher::start`] (which fails with `NoService`
+/// while the daemon is down) every second or so. The new watcher reports
+/// the readers and cards present when it starts.
 pub struct ReaderWatcher {
     context: Context,
     stop: Arc<AtomicBool>,
