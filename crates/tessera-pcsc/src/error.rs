@@ -47,6 +47,11 @@ pub enum PcscError {
     /// The awaited event did not happen in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The [`ReaderWatcher`](crate::ReaderWatcher)'s thread has ended
+    /// (after its last event, [`ReaderEvent::Failed`](crate::ReaderEvent::Failed),
+    /// or because it was stopped): start a new watcher.
+    #[error("the reader watcher has stopped")]
+    WatcherStopped,
     /// Any other PC/SC failure.
     #[error("PC/SC {operation} failed: {message} (0x{code:08X})")]
     Pcsc {

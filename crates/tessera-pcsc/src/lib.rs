@@ -7,6 +7,10 @@
 //! - [`list_readers`], [`choose_reader`] and [`find_reader`] name a reader;
 //! - [`wait_for_card`] blocks on PC/SC status changes until a card arrives
 //!   or leaves (no polling loop);
+//! - [`ReaderWatcher`] reports [`ReaderEvent`]s (readers added and removed,
+//!   cards inserted with their ATR and removed) from a thread of its own
+//!   through a channel, and [`wait_for_tap`] waits with it for a card in any
+//!   reader matching a [`ReaderFilter`];
 //! - [`PcscTransport`] talks to the card in a reader, handling the ISO 7816
 //!   transport concerns (`61xx` GET RESPONSE chaining, `6Cxx` retries, see
 //!   [`iso7816`]), card removal and resets, and restarts of `pcscd` itself.
@@ -25,10 +29,12 @@
 //!   connects again by reader name, with nothing to do for the caller.
 
 mod error;
+mod events;
 pub mod iso7816;
 mod readers;
 mod transport;
 
 pub use error::PcscError;
+pub use events::{wait_for_tap, ReaderEvent, ReaderFilter, ReaderWatcher, Tap};
 pub use readers::{choose_reader, find_reader, list_readers, wait_for_card};
 pub use transport::{CardProtocol, Disposition, PcscTransport};

@@ -72,7 +72,7 @@ pub fn find_reader(wanted: &str) -> Result<String, PcscError> {
 }
 
 /// Whether a reader state says a card is there and can be talked to.
-fn card_present(state: State) -> bool {
+pub(crate) fn card_present(state: State) -> bool {
     state.contains(State::PRESENT) && !state.contains(State::MUTE)
 }
 

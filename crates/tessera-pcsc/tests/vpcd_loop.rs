@@ -15,16 +15,16 @@
 // A test: failing loudly at the first surprise is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use common::{watchdog, Pcscd, Served};
 
 use tessera_pcsc::{find_reader, list_readers, wait_for_card, CardProtocol, PcscError, PcscTransport};
 use tessera_protocol::AID;
-use tessera_simulator::vpcd::{self, ServeEnd, ServeOptions, ServeStats, VirtualCard};
+use tessera_simulator::vpcd::{self, ServeEnd, ServeOptions, VirtualCard};
 use tessera_transport::{Transport, TransportError};
 
 const READER: &str = "Virtual PCD 00 00";
@@ -125,84 +125,6 @@ impl VirtualCard for TestCard {
     }
 }
 
-fn scripts() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
-
-/// pcscd started by `scripts/pcscd-up.sh`, stopped by PID on drop.
-struct Pcscd {
-    pid: u32,
-}
-
-impl Pcscd {
-    fn start() -> Self {
-        let out = Command::new("bash")
-            .arg(scripts().join("pcscd-up.sh"))
-            .args(["--readers", "2", "--timeout", "20"])
-            .output()
-            .expect("run scripts/pcscd-up.sh");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "pcscd-up.sh failed: {stderr}");
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("PID on stdout");
-        eprintln!("{}", stderr.trim());
-        Self { pid }
-    }
-
-    fn stop(&mut self) {
-        if self.pid == 0 {
-            return;
-        }
-        let _ = Command::new("bash").arg(scripts().join("pcscd-down.sh")).status();
-        // Whatever the script did, this PID must be gone.
-        let _ = Command::new("kill").arg("-KILL").arg(self.pid.to_string()).output();
-        self.pid = 0;
-    }
-}
-
-impl Drop for Pcscd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A card served on a thread; stopped and joined on drop.
-struct Served {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<ServeStats>>,
-}
-
-impl Served {
-    fn start(opts: ServeOptions) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let handle = thread::spawn(move || {
-            let mut card = TestCard::default();
-            vpcd::serve(&mut card, &opts, &stop2).expect("serve")
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    fn finish(mut self) -> ServeStats {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().expect("handle").join().expect("serve thread")
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 fn serve_options() -> ServeOptions {
     ServeOptions {
         addr: vpcd::reader_addr(0),
@@ -222,30 +144,16 @@ fn sw(r: &[u8]) -> u16 {
     u16::from_be_bytes([r[r.len() - 2], r[r.len() - 1]])
 }
 
-/// Aborts the process (after stopping pcscd) if the test hangs.
-fn watchdog() -> mpsc::Sender<()> {
-    let (tx, rx) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-            eprintln!("vpcd_loop: watchdog fired after {WATCHDOG:?}; stopping pcscd");
-            let _ = Command::new("bash").arg(scripts().join("pcscd-down.sh")).status();
-            std::process::abort();
-        }
-    });
-    tx
-}
-
 fn step(name: &str) {
     eprintln!("vpcd_loop: {name}");
 }
 
 #[test]
 fn vpcd_loop() {
-    if std::env::var("TESSERA_NO_PCSCD").as_deref() == Ok("1") {
-        eprintln!("vpcd_loop: SKIPPED because TESSERA_NO_PCSCD=1 (no pcscd on this machine)");
+    if common::skip("vpcd_loop") {
         return;
     }
-    let _watchdog = watchdog();
+    let _watchdog = watchdog("vpcd_loop", WATCHDOG, None);
     let mut pcscd = Pcscd::start();
 
     step("readers");
@@ -262,7 +170,7 @@ fn vpcd_loop() {
     ));
 
     step("insert the card");
-    let served = Served::start(serve_options());
+    let served = Served::start(TestCard::default(), serve_options());
     wait_for_card(READER, true, WAIT).unwrap();
 
     step("transmit through pcscd");
@@ -339,11 +247,14 @@ fn vpcd_loop() {
     wait_for_card(READER, false, WAIT).unwrap();
 
     step("card removal during a command");
-    let served = Served::start(ServeOptions {
-        remove_after: Some(2),
-        reinsert: true,
-        ..serve_options()
-    });
+    let served = Served::start(
+        TestCard::default(),
+        ServeOptions {
+            remove_after: Some(2),
+            reinsert: true,
+            ..serve_options()
+        },
+    );
     wait_for_card(READER, true, WAIT).unwrap();
     let r = t.transmit(&select()).unwrap();
     assert_eq!(sw(&r), 0x9000);

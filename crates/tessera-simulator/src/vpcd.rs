@@ -260,16 +260,23 @@ pub enum VpcdError {
 /// [`ServeOptions::remove_flag`] so that `kill -USR1 <pid>` removes and
 /// re-inserts the card.
 ///
+/// Unix only in effect: elsewhere (Windows) there is no `SIGUSR1`, and the
+/// flag returned is one no signal raises; the card can still be removed by
+/// whoever holds the flag, or with [`ServeOptions::remove_after`].
+///
 /// # Errors
 /// [`VpcdError::Signal`] when the handler cannot be installed.
 pub fn remove_on_sigusr1() -> Result<Arc<AtomicBool>, VpcdError> {
     let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&flag)).map_err(VpcdError::Signal)?;
     Ok(flag)
 }
 
 /// Registers `SIGINT` and `SIGTERM` handlers that raise the returned flag,
-/// to pass (as `&flag`) as the `stop` of [`serve`].
+/// to pass (as `&flag`) as the `stop` of [`serve`]. On Windows the C
+/// runtime delivers `SIGINT` for Ctrl+C (and `SIGTERM` only when raised
+/// in-process), so Ctrl+C stops serving there too.
 ///
 /// # Errors
 /// [`VpcdError::Signal`] when a handler cannot be installed.
@@ -859,6 +866,7 @@ mod tests {
         assert!(matches!(r, Err(VpcdError::Address { .. })));
     }
 
+    #[cfg(unix)]
     #[test]
     fn sigusr1_raises_the_removal_flag() {
         let flag = remove_on_sigusr1().unwrap();

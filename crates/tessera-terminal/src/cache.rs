@@ -24,7 +24,9 @@ impl ProfileCache {
     }
 
     /// A cache mirrored in `dir` (created if missing, owner-only: the
-    /// profiles are personal data).
+    /// profiles are personal data). Owner-only means modes `0700`/`0600`
+    /// on Unix; elsewhere (Windows) the directory and files inherit their
+    /// parent's ACL and nothing more is set.
     pub fn in_dir(dir: PathBuf) -> Self {
         let _ = fs::create_dir_all(&dir);
         #[cfg(unix)]

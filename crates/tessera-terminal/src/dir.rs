@@ -126,6 +126,11 @@ impl TerminalDir {
 
     /// Creates the directory (`0700`) if it does not exist.
     ///
+    /// The mode is set on Unix only. Elsewhere (Windows) the directory gets
+    /// the access control list inherited from its parent: put the till's
+    /// directory under the till account's profile (or give it an ACL for
+    /// that account only) to keep it private.
+    ///
     /// # Errors
     /// [`DirError::Io`].
     pub fn create(&self) -> Result<(), DirError> {
@@ -139,6 +144,7 @@ impl TerminalDir {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700)).map_err(io(what))?;
         }
+        // Not Unix: nothing to set; the inherited ACL applies (see above).
         Ok(())
     }
 

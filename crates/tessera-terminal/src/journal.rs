@@ -163,6 +163,8 @@ impl Journal {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| JournalError::Permissions(format!("{}: {e}", path.display())))?;
         }
+        // Not Unix (Windows): no mode bits; the file inherits its
+        // directory's ACL, so a private directory keeps the journal private.
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // WAL keeps readers off the writer's back; FULL makes every commit
         // durable before it returns.
