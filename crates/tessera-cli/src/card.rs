@@ -162,16 +162,7 @@ fn show(a: ShowArgs) -> Result<(), Failure> {
     let card = SimCard::from_eeprom(e, Rng::Os)?;
     let st = card.state()?;
     let issuer = match &a.keys {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::new(EXIT_FILE, format!("keys {}: {e}", path.display())))?;
-            Some(
-                tessera_crypto::keys::TerminalBundle::from_json(&text)
-                    .map_err(|_| Failure::new(EXIT_FILE, format!("keys {}: not a terminal bundle", path.display())))?
-                    .keys
-                    .issuer_public,
-            )
-        }
+        Some(path) => Some(crate::settle::load_bundle(path)?.keys.issuer_public),
         // Never a silent default: the test issuer checks only its own cards.
         None if st.issuer_id == Some(tessera_protocol::messages::TEST_ISSUER_ID) => Some(test_keys()?.issuer.public()),
         None => None,

@@ -20,7 +20,6 @@ use tessera_ledger::{Ledger, LedgerKeys};
 use tessera_protocol::profile::{Date, Profile};
 use tessera_simulator::vpcd::{self, ServeOptions};
 use tessera_simulator::{Faults, SimCard};
-use tessera_terminal::batch::write_batch;
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::journal::Journal;
 use tessera_terminal::offers::{sign_campaigns, CampaignSet};
@@ -504,18 +503,21 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         chains_ok &= t.journal().verify_chain().is_ok();
         records += t.journal().len();
         let bundle = keys.terminal_bundle(id, tessera_crypto::keys::OfficeLink::Pinned { cert_sha256: pin });
-        let mut batch = Vec::new();
-        write_batch(t.journal_mut(), &bundle.batch_key, now, &mut batch)
-            .map_err(|e| Failure::new(EXIT_FILE, format!("batch: {e}")))?;
-        // The client checks the acknowledgement's MAC and that it names
-        // this batch before the till marks anything settled.
-        let ack = tessera_office::upload_batch(&url, &batch, &bundle, &tessera_office::RetryPolicy::default())
-            .map_err(|e| Failure::new(EXIT_CARD, format!("settlement: {e}")))?;
-        let mut head = [0u8; 32];
-        hex::decode_to_slice(&ack.head, &mut head).map_err(|_| Failure::new(EXIT_FILE, "acknowledgement head"))?;
-        t.journal_mut()
-            .acknowledge(ack.batch_no, &head, now)
-            .map_err(|e| Failure::new(EXIT_FILE, format!("journal: {e}")))?;
+        // The client checks each acknowledgement's MAC and that it names
+        // this terminal's batch before the till marks anything settled.
+        let report = tessera_client::settle(
+            t.journal_mut(),
+            &bundle,
+            &url,
+            &tessera_client::RetryPolicy::default(),
+            now,
+            |_| {},
+        )
+        .map_err(|e| Failure::new(EXIT_CARD, e.to_string()))?;
+        let ack = report
+            .acks
+            .last()
+            .ok_or_else(|| Failure::new(EXIT_FILE, "settlement: nothing was sealed"))?;
         settled.push((id, ack.batch_no));
     }
     server.stop().map_err(|e| net_err(e.to_string()))?;

@@ -8,7 +8,7 @@
 //! | `ledger.sqlite` | the ledger |
 //! | `campaigns.toml`, `campaigns.toml.sig` | the published campaign file (`office sign-campaigns --dir`), sent to terminals by sync |
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -326,8 +326,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
     }
 }
 
-const KEYS_FILE: &str = "issuer-keys.json";
-const LEDGER_FILE: &str = "ledger.sqlite";
+use tessera_office::dir::{KEYS_FILE, LEDGER_FILE};
 
 fn file_err(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::new(EXIT_FILE, format!("{what}: {e}"))
@@ -574,65 +573,37 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Reads a file and reports progress on stderr every second once the
-/// import takes longer than that.
-struct Progress<R> {
-    inner: R,
-    done: u64,
-    total: u64,
-    start: Instant,
-    last: Instant,
-    shown: bool,
-    tty: bool,
-}
-
-impl<R: Read> Read for Progress<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if self.last.elapsed() >= Duration::from_secs(1) {
-            self.last = Instant::now();
-            self.shown = true;
-            let pct = self.done.saturating_mul(100).checked_div(self.total).unwrap_or(100);
-            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-            let line = format!(
-                "importing: {pct:>3}% ({:.1} of {:.1} MiB, {:.0} s)",
-                mib(self.done),
-                mib(self.total),
-                self.start.elapsed().as_secs_f64()
-            );
-            if self.tty {
-                eprint!("\r{line}");
-            } else {
-                eprintln!("{line}");
-            }
-        }
-        Ok(n)
-    }
-}
-
 fn import(a: &ImportArgs) -> Result<(), Failure> {
-    let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    let file = std::fs::File::open(&a.file).map_err(|e| file_err(&format!("batch file {}", a.file.display()), e))?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = Instant::now();
-    let progress = Progress {
-        inner: file,
-        done: 0,
-        total,
-        start,
-        last: start,
-        shown: false,
-        tty: std::io::stderr().is_terminal(),
-    };
-    let mut reader = std::io::BufReader::with_capacity(256 * 1024, progress);
-    let result = ledger.ingest(&mut reader as &mut dyn BufRead, now()?);
-    let p = reader.get_ref();
-    if p.shown && p.tty {
+    // Progress on stderr every second once the import takes longer.
+    let (start, mut last, mut shown) = (Instant::now(), Instant::now(), false);
+    let tty = std::io::stderr().is_terminal();
+    let result = OfficeDir::new(&a.office.dir).import_batch_file(&a.file, now()?, |done, total| {
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        last = Instant::now();
+        shown = true;
+        let pct = done.saturating_mul(100).checked_div(total).unwrap_or(100);
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let line = format!(
+            "importing: {pct:>3}% ({:.1} of {:.1} MiB, {:.0} s)",
+            mib(done),
+            mib(total),
+            start.elapsed().as_secs_f64()
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    });
+    if shown && tty {
         eprintln!();
     }
-    let outcome =
-        result.map_err(|e| Failure::new(EXIT_REFUSED, format!("batch refused ({}): {e}", e.http_status())))?;
+    let outcome = result.map_err(|e| match e {
+        e @ OfficeDirError::BatchRefused(_) => Failure::new(EXIT_REFUSED, e.to_string()),
+        e => office_err(e),
+    })?;
     let ack = &outcome.ack;
     let ack_value = serde_json::to_value(ack).unwrap_or_default();
     if let Some(path) = &a.ack_out {

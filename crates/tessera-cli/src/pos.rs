@@ -699,7 +699,7 @@ fn status(s: &ReportArgs) -> Result<(), Failure> {
         println!(
             "Terminal {} — journal {} ({} records)",
             journal.terminal_id(),
-            dir.join("journal.sqlite").display(),
+            TerminalDir::new(&dir).journal_path().display(),
             journal.len()
         );
         match &chain {

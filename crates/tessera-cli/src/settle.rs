@@ -83,9 +83,7 @@ pub struct SyncArgs {
 
 /// Reads a terminal bundle (`tessera office export-terminal`).
 pub fn load_bundle(path: &Path) -> Result<TerminalBundle, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(&format!("keys {}", path.display()), e))?;
-    TerminalBundle::from_json(&text)
-        .map_err(|_| Failure::new(EXIT_FILE, format!("keys {}: not a terminal bundle", path.display())))
+    tessera_terminal::dir::load_bundle(path).map_err(crate::pos::dir_failure)
 }
 
 fn bundle_for(t: &TerminalArgs) -> Result<TerminalBundle, Failure> {

@@ -85,6 +85,10 @@ pub enum OfficeDirError {
         /// What is wrong.
         why: String,
     },
+    /// The ledger refused the batch (see [`LedgerError`] and its HTTP
+    /// status): nothing of it was posted.
+    #[error("batch refused ({status}): {0}", status = .0.http_status())]
+    BatchRefused(LedgerError),
     /// The key version (or a profile version) is exhausted.
     #[error("{0}")]
     Exhausted(&'static str),
@@ -386,6 +390,35 @@ impl OfficeDir {
         })
     }
 
+    /// Imports a batch file carried from a till (`tessera pos settle
+    /// --out`): streams it into the ledger, which verifies and posts it,
+    /// and returns the outcome with the acknowledgement for the till.
+    /// `on_progress(bytes_read, file_size)` is called as the file is read.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::BatchRefused`]; those of [`OfficeDir::open`];
+    /// [`OfficeDirError::Io`] when the file cannot be opened.
+    pub fn import_batch_file(
+        &self,
+        file: &Path,
+        now: u32,
+        on_progress: impl FnMut(u64, u64),
+    ) -> Result<tessera_ledger::IngestOutcome, OfficeDirError> {
+        let (_keys, mut ledger) = self.open()?;
+        let f = std::fs::File::open(file).map_err(io(format!("batch file {}", file.display())))?;
+        let total = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let reader = Progress {
+            inner: f,
+            done: 0,
+            total,
+            on_progress,
+        };
+        let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
+        ledger
+            .ingest(&mut reader as &mut dyn std::io::BufRead, now)
+            .map_err(OfficeDirError::BatchRefused)
+    }
+
     /// Queues a new profile for a card: signed by the issuer, delivered to
     /// the card at its next tap after the tills' sync. Without `version`,
     /// the next after the newest one queued (2 for a card with none).
@@ -418,6 +451,23 @@ impl OfficeDir {
             .map_err(|_| OfficeDirError::Exhausted("the profile cannot be encoded"))?;
         ledger.queue_profile_update(card, profile.version, signed.to_bytes(), now)?;
         Ok(signed)
+    }
+}
+
+/// A reader that reports how much of it was read.
+struct Progress<R, F> {
+    inner: R,
+    done: u64,
+    total: u64,
+    on_progress: F,
+}
+
+impl<R: std::io::Read, F: FnMut(u64, u64)> std::io::Read for Progress<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.on_progress)(self.done, self.total);
+        Ok(n)
     }
 }
 

@@ -71,6 +71,10 @@ pub enum DirError {
         /// The keys' terminal.
         required: u32,
     },
+    /// The file is not a terminal bundle: give the file `tessera office
+    /// export-terminal` wrote for this till.
+    #[error("keys {0}: not a terminal bundle")]
+    NotABundle(String),
     /// A file the office signs is there without its signature file.
     #[error("{what}: the signature file {sig} is missing — {fix}")]
     Unsigned {
@@ -92,6 +96,17 @@ pub enum DirError {
         /// What to do.
         fix: &'static str,
     },
+}
+
+/// Reads a till's key bundle (`tessera office export-terminal`).
+///
+/// # Errors
+/// [`DirError::Io`] when it cannot be read; [`DirError::Refused`] when it
+/// is not a terminal bundle.
+pub fn load_bundle(path: &Path) -> Result<tessera_crypto::keys::TerminalBundle, DirError> {
+    let what = format!("keys {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(io(what))?;
+    tessera_crypto::keys::TerminalBundle::from_json(&text).map_err(|_| DirError::NotABundle(path.display().to_string()))
 }
 
 /// A till's directory (see the module documentation).
@@ -122,6 +137,11 @@ impl TerminalDir {
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journal's file.
+    pub fn journal_path(&self) -> PathBuf {
+        self.path.join("journal.sqlite")
     }
 
     /// Creates the directory (`0700`) if it does not exist.
@@ -157,7 +177,7 @@ impl TerminalDir {
     /// [`DirError::OtherTerminal`], [`DirError::Journal`], [`DirError::Io`].
     pub fn open_journal(&self, default_id: u32, required: Option<u32>) -> Result<Journal, DirError> {
         self.create()?;
-        let path = self.path.join("journal.sqlite");
+        let path = self.journal_path();
         let found = Journal::terminal_id_of(&path)?;
         if let (Some(found), Some(required)) = (found, required) {
             if found != required {
