@@ -11,7 +11,7 @@
 # Usage: scripts/install-deps.sh
 set -euo pipefail
 
-packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools)
+packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2)
 
 missing=()
 for p in "${packages[@]}"; do
