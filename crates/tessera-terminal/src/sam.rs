@@ -144,9 +144,7 @@ mod tests {
         let a = boxed
             .session_keys(&id, 1, &[1; 8], &[2; 8])
             .map(|k| k.card_cryptogram());
-        let b = (&soft)
-            .session_keys(&id, 1, &[1; 8], &[2; 8])
-            .map(|k| k.card_cryptogram());
+        let b = <&SoftwareSam as Sam>::session_keys(&&soft, &id, 1, &[1; 8], &[2; 8]).map(|k| k.card_cryptogram());
         assert_eq!(a.ok(), b.ok());
         assert!(matches!(
             boxed.session_keys(&id, 9, &[1; 8], &[2; 8]),
