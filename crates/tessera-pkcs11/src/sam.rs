@@ -24,6 +24,11 @@ const LABEL_PREFIX: &str = "tessera-auth-master-v";
 /// One session is opened and logged in when the module is opened and used
 /// for every card (behind a mutex: the [`Sam`] methods take `&self`). The
 /// issuer id and public key are public data from the till's bundle.
+///
+/// The session is not reopened behind the caller's back (that would mean
+/// keeping the PIN): if the token is removed or the session closes,
+/// [`Sam::session_keys`] fails with [`TerminalError::KeyModule`] and
+/// nothing is sent to the card; open the module again.
 pub struct Pkcs11Sam {
     session: Mutex<Session>,
     masters: BTreeMap<u8, ObjectHandle>,
