@@ -2,8 +2,9 @@
 # Installs the Debian packages Tessera's PC/SC tests and tools need:
 # the PC/SC daemon and its client library headers, the vpcd virtual reader
 # driver (vsmartcard-vpcd) and the independent tools used for cross-checks
-# (opensc-tool, pcsc_scan/scriptor), plus pkg-config and ss (iproute2) when
-# those commands are missing.
+# (opensc-tool, pcsc_scan/scriptor), SoftHSM2 (softhsm2: the PKCS#11 token
+# the tessera-pkcs11 tests and benchmark keep their keys in), plus
+# pkg-config and ss (iproute2) when those commands are missing.
 #
 # Idempotent: installs nothing when every package is already there, and runs
 # `apt-get update` at most once. Uses sudo only when not running as root.
@@ -11,7 +12,7 @@
 # Usage: scripts/install-deps.sh
 set -euo pipefail
 
-packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools)
+packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2)
 
 missing=()
 for p in "${packages[@]}"; do

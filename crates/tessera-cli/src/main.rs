@@ -73,6 +73,19 @@ pub struct TerminalArgs {
     /// cards; a warning is printed on every command).
     #[arg(long)]
     pub test_keys: bool,
+    /// The PKCS#11 module (shared library) of the token holding this till's
+    /// authentication masters, for a bundle exported with
+    /// `office export-terminal --pkcs11-module`. The PIN comes from
+    /// --pin-file or $TESSERA_PKCS11_PIN.
+    #[arg(long, value_name = "PATH", requires = "keys", conflicts_with = "test_keys")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token's label [default: the one named in the bundle].
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pub token_label: Option<String>,
+    /// A file whose first line is the token's user PIN [default:
+    /// $TESSERA_PKCS11_PIN]. Never give the PIN on the command line.
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pub pin_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

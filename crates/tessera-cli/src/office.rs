@@ -129,6 +129,18 @@ pub struct ExportArgs {
     /// The bundle file to write (must not exist).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Load the authentication masters into the PKCS#11 token of this
+    /// module (shared library) as non-extractable keys, and write a bundle
+    /// without them. The PIN comes from --pin-file or $TESSERA_PKCS11_PIN.
+    #[arg(long, value_name = "PATH", requires = "token_label")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the token to load (with --pkcs11-module).
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pub token_label: Option<String>,
+    /// A file whose first line is the token's user PIN [default:
+    /// $TESSERA_PKCS11_PIN]. Never give the PIN on the command line.
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pub pin_file: Option<PathBuf>,
 }
 
 /// Arguments of `office issue`.
@@ -342,6 +354,22 @@ fn ledger_err(e: LedgerError) -> Failure {
     Failure::new(code, format!("ledger: {e}"))
 }
 
+impl From<OfficeDirError> for Failure {
+    fn from(e: OfficeDirError) -> Self {
+        office_err(e)
+    }
+}
+
+/// A key module's failure: a missing PIN is the caller's to give.
+pub(crate) fn token_failure(e: tessera_pkcs11::Pkcs11Error) -> Failure {
+    match e {
+        tessera_pkcs11::Pkcs11Error::PinMissing | tessera_pkcs11::Pkcs11Error::NotATokenBundle => {
+            Failure::usage(e.to_string())
+        }
+        e => Failure::new(EXIT_FILE, e.to_string()),
+    }
+}
+
 fn office_err(e: OfficeDirError) -> Failure {
     match e {
         OfficeDirError::Ledger(l) => ledger_err(l),
@@ -401,11 +429,46 @@ fn tls_cert(a: &InitArgs) -> Result<(), Failure> {
 }
 
 fn export(a: &ExportArgs) -> Result<(), Failure> {
-    OfficeDir::new(&a.office.dir)
-        .export_terminal(a.terminal_id, &a.out, a.plain_http, now()?)
-        .map_err(office_err)?;
+    // With a token, the masters go into it (never into the bundle) before
+    // the terminal is registered.
+    let mut token = None;
+    OfficeDir::new(&a.office.dir).export_terminal_with(
+        a.terminal_id,
+        &a.out,
+        a.plain_http,
+        now()?,
+        |keys, link| match (&a.pkcs11_module, &a.token_label) {
+            (Some(module), Some(label)) => {
+                let config = tessera_pkcs11::TokenConfig {
+                    module: module.clone(),
+                    token_label: label.clone(),
+                    pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
+                };
+                let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
+                token = Some((done.imported, done.already_present));
+                Ok::<_, Failure>(done.bundle)
+            }
+            _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
+        },
+    )?;
     if a.office.output.json {
-        print_json(json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()}));
+        let mut v = json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()});
+        if let (Some((imported, already_present)), Some(label)) = (&token, &a.token_label) {
+            v["pkcs11"] = json!({"token_label": label, "imported": imported, "already_present": already_present});
+        }
+        print_json(v);
+    } else if let (Some((imported, already_present)), Some(label), Some(module)) =
+        (&token, &a.token_label, &a.pkcs11_module)
+    {
+        println!(
+            "Terminal {} registered; authentication masters of key versions {:?} loaded into token {label:?} ({} already there), not extractable; its bundle (no masters) → {} (`tessera pos … --keys {} --pkcs11-module {}`)",
+            a.terminal_id,
+            imported,
+            already_present.len(),
+            a.out.display(),
+            a.out.display(),
+            module.display(),
+        );
     } else {
         println!(
             "Terminal {} registered; its keys → {} (give it to that terminal only: `tessera pos … --keys {}`)",

@@ -233,11 +233,25 @@ pub(crate) const TEST_KEYS_WARNING: &str =
 /// The terminal's keys: the bundle given with `--keys`, or the test keys
 /// with `--test-keys` (and a warning line), never a silent default.
 /// Returns the keys and the bundle's terminal id.
+///
+/// A bundle whose masters are in a PKCS#11 token gives its public keys only
+/// with `--pkcs11-module` (the till then opens the token, see
+/// [`open_till`]); without it, it is refused: it is never run in software.
 fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failure> {
     match (&t.keys, t.test_keys) {
         (Some(p), _) => {
             let b = crate::settle::load_bundle(p)?;
-            Ok((b.keys, Some(b.terminal_id)))
+            let id = b.terminal_id;
+            if t.pkcs11_module.is_some() {
+                return Ok((b.keys, Some(id)));
+            }
+            let keys = b.into_software_keys().map_err(|e| match e {
+                tessera_crypto::CryptoError::MastersInToken { token_label } => Failure::usage(format!(
+                    "this bundle keeps its masters in a PKCS#11 token ({token_label:?}): give --pkcs11-module PATH (PIN via --pin-file FILE or TESSERA_PKCS11_PIN)"
+                )),
+                other => file_err(&format!("keys {}", p.display()), other),
+            })?;
+            Ok((keys, Some(id)))
         }
         (None, true) => {
             eprintln!("{TEST_KEYS_WARNING}");
@@ -250,14 +264,29 @@ fn terminal_keys(t: &TerminalArgs) -> Result<(TerminalKeys, Option<u32>), Failur
     }
 }
 
-type CliTill = DirTill<SoftwareSam, CliClock>;
+/// The till, with its keys in software or in a PKCS#11 token.
+type CliTill = DirTill<Box<dyn tessera_terminal::Sam>, CliClock>;
 
 fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
     let (keys, bundle_id) = terminal_keys(t)?;
     let issuer = keys.issuer_public.clone();
+    let sam: Box<dyn tessera_terminal::Sam> = match (&t.pkcs11_module, &t.keys) {
+        (Some(module), Some(p)) => {
+            let mut bundle = crate::settle::load_bundle(p)?;
+            if let (Some(label), Some(token)) = (&t.token_label, bundle.token.as_mut()) {
+                label.clone_into(&mut token.token_label);
+            }
+            let pin =
+                tessera_pkcs11::Pin::from_file_or_env(t.pin_file.as_deref()).map_err(crate::office::token_failure)?;
+            Box::new(
+                tessera_pkcs11::Pkcs11Sam::from_bundle(&bundle, module, pin).map_err(crate::office::token_failure)?,
+            )
+        }
+        _ => Box::new(SoftwareSam::new(keys)),
+    };
     DirTill::open(
         TerminalDir::new(terminal_dir(t)),
-        SoftwareSam::new(keys),
+        sam,
         &issuer,
         clock()?,
         t.terminal_id,

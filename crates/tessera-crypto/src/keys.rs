@@ -445,7 +445,24 @@ impl IssuerKeys {
             keys: self.terminal_keys(),
             batch_key: self.terminal_batch_key(terminal_id),
             office,
+            token: None,
         }
+    }
+
+    /// The bundle of a terminal whose authentication masters were loaded
+    /// into a hardware token (PKCS#11) labelled `token_label`: the same as
+    /// [`IssuerKeys::terminal_bundle`] but without any master, naming the
+    /// token and the key versions it holds instead.
+    pub fn terminal_bundle_in_token(&self, terminal_id: u32, office: OfficeLink, token_label: &str) -> TerminalBundle {
+        let mut b = self.terminal_bundle(terminal_id, office);
+        let key_versions = b.keys.auth_masters.keys().copied().collect();
+        // Dropped here: each `Key` wipes itself.
+        b.keys.auth_masters.clear();
+        b.token = Some(TokenMasters {
+            token_label: token_label.to_owned(),
+            key_versions,
+        });
+        b
     }
 
     /// The published test keys.
@@ -539,6 +556,21 @@ pub struct TerminalBundle {
     pub batch_key: Key,
     /// How the terminal recognizes the office on the network.
     pub office: OfficeLink,
+    /// Where the authentication masters are when the bundle carries none
+    /// (`keys.auth_masters` is then empty): a hardware token. `None`: the
+    /// masters are in `keys`.
+    pub token: Option<TokenMasters>,
+}
+
+/// The authentication masters of a bundle kept in a PKCS#11 token: which
+/// token, and which key versions it must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenMasters {
+    /// The token's label (`CKA_LABEL` of the token, as `softhsm2-util` or
+    /// the vendor's tool set it).
+    pub token_label: String,
+    /// The key versions whose masters the token holds.
+    pub key_versions: Vec<u8>,
 }
 
 /// How a terminal recognizes its office: there is no default, a bundle
@@ -559,12 +591,27 @@ pub enum OfficeLink {
 /// The bundle file format written and read.
 pub const BUNDLE_FORMAT: &str = "tessera-terminal-bundle-3";
 
+/// The format of a bundle whose masters are in a PKCS#11 token: the fields
+/// of [`BUNDLE_FORMAT`] without `auth_masters`, plus `pkcs11`. A distinct
+/// name, so that a till that does not know tokens refuses it instead of
+/// running with no keys.
+pub const TOKEN_BUNDLE_FORMAT: &str = "tessera-terminal-bundle-3-pkcs11";
+
+#[derive(Deserialize, Serialize)]
+struct TokenFile {
+    token_label: String,
+    key_versions: Vec<u8>,
+}
+
 #[derive(Deserialize, Serialize)]
 struct BundleFile {
     format: String,
     terminal_id: u32,
     issuer_id: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     auth_masters: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pkcs11: Option<TokenFile>,
     issuer_public_key: String,
     batch_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -577,7 +624,12 @@ impl TerminalBundle {
     /// The bundle as JSON; keep it owner-readable only.
     pub fn to_json(&self) -> zeroize::Zeroizing<String> {
         let f = BundleFile {
-            format: BUNDLE_FORMAT.into(),
+            format: if self.token.is_some() {
+                TOKEN_BUNDLE_FORMAT
+            } else {
+                BUNDLE_FORMAT
+            }
+            .into(),
             terminal_id: self.terminal_id,
             issuer_id: hex::encode(self.keys.issuer_id),
             auth_masters: self
@@ -586,6 +638,10 @@ impl TerminalBundle {
                 .iter()
                 .map(|(v, k)| (v.to_string(), hex::encode(k.bytes())))
                 .collect(),
+            pkcs11: self.token.as_ref().map(|t| TokenFile {
+                token_label: t.token_label.clone(),
+                key_versions: t.key_versions.clone(),
+            }),
             issuer_public_key: self.keys.issuer_public.to_hex(),
             batch_key: hex::encode(self.batch_key.bytes()),
             office_cert_sha256: match self.office {
@@ -606,7 +662,11 @@ impl TerminalBundle {
     /// test identity.
     pub fn from_json(s: &str) -> Result<Self, CryptoError> {
         let b = Self::from_json_any(s)?;
-        if b.keys.issuer_id == TEST_ISSUER_ID || b.keys.auth_masters.contains_key(&TEST_KEY_VERSION) {
+        let in_token = b.token.as_ref().map(|t| t.key_versions.as_slice()).unwrap_or_default();
+        if b.keys.issuer_id == TEST_ISSUER_ID
+            || b.keys.auth_masters.contains_key(&TEST_KEY_VERSION)
+            || in_token.contains(&TEST_KEY_VERSION)
+        {
             return Err(CryptoError::BadKey);
         }
         Ok(b)
@@ -620,9 +680,17 @@ impl TerminalBundle {
     /// for plain HTTP on loopback (or claims both).
     pub fn from_json_any(s: &str) -> Result<Self, CryptoError> {
         let f: BundleFile = serde_json::from_str(s).map_err(|_| CryptoError::BadKey)?;
-        if f.format != BUNDLE_FORMAT {
-            return Err(CryptoError::BadKey);
-        }
+        // A software bundle names no token; a token bundle carries no master.
+        let token = match (f.format.as_str(), &f.pkcs11) {
+            (BUNDLE_FORMAT, None) => None,
+            (TOKEN_BUNDLE_FORMAT, Some(t)) if f.auth_masters.is_empty() && !t.token_label.is_empty() => {
+                Some(TokenMasters {
+                    token_label: t.token_label.clone(),
+                    key_versions: t.key_versions.clone(),
+                })
+            }
+            _ => return Err(CryptoError::BadKey),
+        };
         let office = match (&f.office_cert_sha256, f.office_plain_http_loopback) {
             (Some(pin), None) => {
                 let mut cert_sha256 = [0u8; 32];
@@ -645,7 +713,23 @@ impl TerminalBundle {
             },
             batch_key: Key::from_hex(&f.batch_key)?,
             office,
+            token,
         })
+    }
+
+    /// The keys for a software key module.
+    ///
+    /// # Errors
+    /// [`CryptoError::MastersInToken`] for a bundle whose masters are in a
+    /// PKCS#11 token: it must be opened with that token, never run in
+    /// software with no masters.
+    pub fn into_software_keys(self) -> Result<TerminalKeys, CryptoError> {
+        match self.token {
+            Some(t) => Err(CryptoError::MastersInToken {
+                token_label: t.token_label,
+            }),
+            None => Ok(self.keys),
+        }
     }
 }
 
@@ -709,6 +793,58 @@ mod tests {
         assert!(!prod.is_test());
         assert!(TerminalBundle::from_json(&prod.terminal_bundle(1, link).to_json()).is_ok());
         assert!(IssuerKeys::generate(1).is_err());
+    }
+
+    #[test]
+    fn a_token_bundle_holds_no_master_and_is_refused_in_software() {
+        let mut prod = IssuerKeys::generate(2).unwrap();
+        prod.rotate().unwrap();
+        let b = prod.terminal_bundle_in_token(4, OfficeLink::PlainLoopback, "till-4");
+        let text = b.to_json();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["format"], TOKEN_BUNDLE_FORMAT);
+        assert!(v.get("auth_masters").is_none(), "{}", &*text);
+        for k in [&prod.auth_master, &prod.older[0].auth_master] {
+            assert!(!text.contains(&hex::encode(k.bytes())), "a master leaked: {}", &*text);
+        }
+        let back = TerminalBundle::from_json(&text).unwrap();
+        assert!(back.keys.auth_masters.is_empty());
+        assert_eq!(
+            back.token,
+            Some(TokenMasters {
+                token_label: "till-4".into(),
+                key_versions: vec![2, 3]
+            })
+        );
+        assert_eq!(back.batch_key, prod.terminal_batch_key(4));
+        assert_eq!(
+            back.into_software_keys().err(),
+            Some(CryptoError::MastersInToken {
+                token_label: "till-4".into()
+            })
+        );
+        // Software bundles are unchanged and still open in software.
+        let soft = prod.terminal_bundle(4, OfficeLink::PlainLoopback).to_json();
+        let sv: serde_json::Value = serde_json::from_str(&soft).unwrap();
+        assert_eq!(sv["format"], BUNDLE_FORMAT);
+        assert!(sv.get("pkcs11").is_none());
+        let keys = TerminalBundle::from_json(&soft).unwrap().into_software_keys().unwrap();
+        assert_eq!(keys.auth_masters.len(), 2);
+        // Mixed forms are refused: masters in a token bundle, a token in a
+        // software bundle, a token bundle with no token, the test version.
+        let mut m = v.clone();
+        m["auth_masters"] = serde_json::json!({"2": hex::encode([1u8; 16])});
+        assert!(TerminalBundle::from_json(&m.to_string()).is_err());
+        let mut m = v.clone();
+        m["format"] = BUNDLE_FORMAT.into();
+        assert!(TerminalBundle::from_json(&m.to_string()).is_err());
+        let mut m = v.clone();
+        m.as_object_mut().unwrap().remove("pkcs11");
+        assert!(TerminalBundle::from_json(&m.to_string()).is_err());
+        let mut m = v.clone();
+        m["pkcs11"]["key_versions"] = serde_json::json!([1, 2]);
+        assert!(TerminalBundle::from_json(&m.to_string()).is_err());
+        assert!(TerminalBundle::from_json_any(&m.to_string()).is_ok());
     }
 
     #[test]

@@ -74,6 +74,14 @@ pub enum CryptoError {
     /// The data is too short to hold the expected MAC.
     #[error("data too short for its MAC")]
     Truncated,
+    /// A terminal bundle keeps its authentication masters in a PKCS#11
+    /// token: open it with that token's module, not with the software key
+    /// module.
+    #[error("this bundle keeps its masters in the PKCS#11 token {token_label:?}: open that token's module to use it")]
+    MastersInToken {
+        /// The token's label.
+        token_label: String,
+    },
 }
 
 /// AES-CMAC (RFC 4493) of `data` under `key`.

@@ -309,12 +309,31 @@ impl OfficeDir {
         plain_http: bool,
         now: u32,
     ) -> Result<TerminalBundle, OfficeDirError> {
+        self.export_terminal_with(terminal_id, out, plain_http, now, |keys, link| {
+            Ok(keys.terminal_bundle(terminal_id, link))
+        })
+    }
+
+    /// As [`OfficeDir::export_terminal`], with the bundle made by `make`
+    /// from the office's keys and the link to the office: for a key module
+    /// that takes the masters instead of the bundle (`tessera-pkcs11`'s
+    /// `provision`). Nothing is registered or written when `make` fails.
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::export_terminal`], and `make`'s.
+    pub fn export_terminal_with<E: From<OfficeDirError>>(
+        &self,
+        terminal_id: u32,
+        out: &Path,
+        plain_http: bool,
+        now: u32,
+        make: impl FnOnce(&IssuerKeys, OfficeLink) -> Result<TerminalBundle, E>,
+    ) -> Result<TerminalBundle, E> {
         let (keys, mut ledger) = self.open()?;
         if out.exists() {
-            return Err(OfficeDirError::Exists(format!(
-                "{} already exists: it is never overwritten",
-                out.display()
-            )));
+            return Err(
+                OfficeDirError::Exists(format!("{} already exists: it is never overwritten", out.display())).into(),
+            );
         }
         let link = if plain_http {
             OfficeLink::PlainLoopback
@@ -323,8 +342,10 @@ impl OfficeDir {
                 cert_sha256: self.identity()?.cert_sha256(),
             }
         };
-        ledger.register_terminal(terminal_id, now)?;
-        let bundle = keys.terminal_bundle(terminal_id, link);
+        let bundle = make(&keys, link)?;
+        ledger
+            .register_terminal(terminal_id, now)
+            .map_err(OfficeDirError::from)?;
         write_once(out, bundle.to_json().as_bytes())?;
         Ok(bundle)
     }

@@ -53,6 +53,11 @@ pub enum TerminalError {
     /// The terminal holds no key for the card's key version.
     #[error("no terminal key for key version {0}")]
     UnknownKeyVersion(u8),
+    /// The terminal's hardware key module (a PKCS#11 token) failed: it was
+    /// removed, logged out or refused the operation. Nothing was sent to
+    /// the card; check the module and tap again.
+    #[error("the terminal's key module failed: {0}")]
+    KeyModule(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The card belongs to another issuer or key version than the ones this
     /// terminal holds keys for: nothing was sent to authenticate, so no
     /// authentication try was spent. Use the right bundle, or ask the office.

@@ -16,7 +16,8 @@ pub trait Sam {
     /// challenges.
     ///
     /// # Errors
-    /// [`TerminalError::UnknownKeyVersion`].
+    /// [`TerminalError::UnknownKeyVersion`]; [`TerminalError::KeyModule`]
+    /// when a hardware module fails.
     fn session_keys(
         &self,
         card_id: &CardId,
@@ -33,6 +34,57 @@ pub trait Sam {
 
     /// Whether the module holds the authentication master of a key version.
     fn has_key_version(&self, key_version: u8) -> bool;
+}
+
+/// A boxed module is a module, so a till can hold whichever it was given
+/// as `Box<dyn Sam>`.
+impl<S: Sam + ?Sized> Sam for Box<S> {
+    fn session_keys(
+        &self,
+        card_id: &CardId,
+        key_version: u8,
+        host_challenge: &[u8; CHALLENGE_LEN],
+        card_challenge: &[u8; CHALLENGE_LEN],
+    ) -> Result<SessionKeys, TerminalError> {
+        (**self).session_keys(card_id, key_version, host_challenge, card_challenge)
+    }
+
+    fn issuer_public_key(&self) -> &IssuerPublicKey {
+        (**self).issuer_public_key()
+    }
+
+    fn issuer_id(&self) -> IssuerId {
+        (**self).issuer_id()
+    }
+
+    fn has_key_version(&self, key_version: u8) -> bool {
+        (**self).has_key_version(key_version)
+    }
+}
+
+/// A borrowed module is a module (several tills or benches sharing one).
+impl<S: Sam + ?Sized> Sam for &S {
+    fn session_keys(
+        &self,
+        card_id: &CardId,
+        key_version: u8,
+        host_challenge: &[u8; CHALLENGE_LEN],
+        card_challenge: &[u8; CHALLENGE_LEN],
+    ) -> Result<SessionKeys, TerminalError> {
+        (**self).session_keys(card_id, key_version, host_challenge, card_challenge)
+    }
+
+    fn issuer_public_key(&self) -> &IssuerPublicKey {
+        (**self).issuer_public_key()
+    }
+
+    fn issuer_id(&self) -> IssuerId {
+        (**self).issuer_id()
+    }
+
+    fn has_key_version(&self, key_version: u8) -> bool {
+        (**self).has_key_version(key_version)
+    }
 }
 
 /// A software key store holding the terminal bundle.
@@ -74,5 +126,30 @@ impl Sam for SoftwareSam {
 
     fn has_key_version(&self, key_version: u8) -> bool {
         self.keys.auth_masters.contains_key(&key_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boxed_module_is_a_module() -> Result<(), tessera_crypto::CryptoError> {
+        let keys = tessera_crypto::keys::IssuerKeys::test()?;
+        let soft = SoftwareSam::new(keys.terminal_keys());
+        let id = [0x7E, 0x57, 0, 0, 0, 0, 0, 1];
+        let boxed: Box<dyn Sam> = Box::new(SoftwareSam::new(keys.terminal_keys()));
+        assert!(boxed.has_key_version(1) && !boxed.has_key_version(9));
+        assert_eq!(boxed.issuer_id(), soft.issuer_id());
+        let a = boxed
+            .session_keys(&id, 1, &[1; 8], &[2; 8])
+            .map(|k| k.card_cryptogram());
+        let b = <&SoftwareSam as Sam>::session_keys(&&soft, &id, 1, &[1; 8], &[2; 8]).map(|k| k.card_cryptogram());
+        assert_eq!(a.ok(), b.ok());
+        assert!(matches!(
+            boxed.session_keys(&id, 9, &[1; 8], &[2; 8]),
+            Err(TerminalError::UnknownKeyVersion(9))
+        ));
+        Ok(())
     }
 }
