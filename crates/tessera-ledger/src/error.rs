@@ -7,6 +7,21 @@ use tessera_settlement::batch::BatchError;
 /// operation has changed nothing, except for the refusal exceptions that
 /// `docs/settlement.md` asks to be recorded (unknown or revoked terminal,
 /// broken chain, batch conflict), each written in its own small transaction.
+///
+/// # What the caller does
+/// * 4xx variants ([`LedgerError::Malformed`], [`LedgerError::BadMac`],
+///   [`LedgerError::BrokenChain`], [`LedgerError::UnsupportedVersion`],
+///   [`LedgerError::Io`]): the batch or request is refused; retrying the
+///   same bytes will not help (a cut-off upload, [`LedgerError::Io`], may be
+///   sent again whole).
+/// * [`LedgerError::UnknownTerminal`], [`LedgerError::RevokedTerminal`]:
+///   register the terminal (`office export-terminal`) or investigate the
+///   revoked one; its batches are recorded as exceptions.
+/// * [`LedgerError::BatchConflict`]: two different batches under one
+///   number — a copied till directory or a forged batch; investigate.
+/// * [`LedgerError::NewerSchema`]: upgrade the office's software.
+/// * [`LedgerError::Storage`]: the database failed; nothing was committed;
+///   fix the disk and retry, `office verify` checks the books.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {

@@ -1,5 +1,9 @@
-//! The back office on the wire: the HTTP server in front of the ledger
-//! ([`server`]) and the terminal's side of settlement and sync ([`client`]).
+//! The back office: its directory and every operation on it
+//! ([`dir::OfficeDir`]: keys, TLS identity, ledger, terminal bundles,
+//! signed files, batch import) and the HTTP server in front of the ledger
+//! ([`server`]). The till's side of settlement and sync is the
+//! `tessera-client` crate (re-exported here as [`upload_batch`],
+//! [`fetch_sync`], [`ack_sync`]).
 //!
 //! The contract is `docs/settlement.md`:
 //!

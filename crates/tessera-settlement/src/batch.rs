@@ -42,7 +42,12 @@ pub const BATCH_MAC_HEADER: &str = "tessera-batch-mac";
 /// Longest line a reader accepts (a record body is well under 4 KiB).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Errors reading or checking a batch.
+/// Errors reading or checking a batch. A batch with any of them is not
+/// posted: the office refuses it whole (and the till keeps its records to
+/// send again). [`BatchError::BadMac`] and [`BatchError::BrokenChain`] mean
+/// the bytes are not what the till sealed (wrong key, edited, forged);
+/// [`BatchError::UnsupportedVersion`] needs the office upgraded;
+/// [`BatchError::Io`] a cut-off transfer, to be sent again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BatchError {
@@ -447,7 +452,7 @@ pub struct Ack {
     pub status: AckStatus,
     /// Held because the office lacks batches from this number on (lost in
     /// transit or in a storage rollback): the till re-sends them from its
-    /// journal ([`resend_ranges`]).
+    /// journal (`tessera_terminal::batch::resend_ranges`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_from: Option<u32>,
     /// The MAC, hex.

@@ -27,6 +27,32 @@ pub struct PendingTx {
 /// Variants separate the card's refusals (a status word), a card or link
 /// that broke the protocol (malformed or unauthenticated bytes), and misuse
 /// of the API by the caller.
+///
+/// # What the caller does
+/// * [`TerminalError::Interrupted`]: nothing to undo. Ask for the same card
+///   again: the next tap learns from the card's own log whether the
+///   operation happened, and a [`crate::till::Till`] journals the answer
+///   (never charging twice).
+/// * [`TerminalError::Transport`], [`TerminalError::Unanswered`]: nothing
+///   happened; present the card again.
+/// * [`TerminalError::InsufficientBalance`], [`TerminalError::AboveCap`],
+///   [`TerminalError::BalanceOverflow`], the `Refund…` refusals: the card
+///   refused the operation; tell the customer, nothing changed.
+///   [`TerminalError::RefundOutsideLog`] needs the office.
+/// * [`TerminalError::CardBlocked`], [`TerminalError::AuthBlocked`],
+///   [`TerminalError::AuthRefused`], [`TerminalError::NotGenuine`],
+///   [`TerminalError::SelectTampered`], the profile errors: do not serve
+///   the card; keep it and call the office (a blocked authentication is
+///   reopened by an issuer UNBLOCK after sync).
+/// * [`TerminalError::UnknownKeyVersion`],
+///   [`TerminalError::NotSetUpForCard`], [`TerminalError::KeyModule`]: the
+///   till's keys are the problem, not the card: check the bundle or token,
+///   sync after a key rotation.
+/// * [`TerminalError::NeedsReissue`], [`TerminalError::NotTessera`],
+///   [`TerminalError::NotPersonalized`], [`TerminalError::CounterExhausted`]:
+///   the card cannot be used here; the office re-issues it.
+/// * [`TerminalError::InvalidRequest`] and the other misuse variants: a bug
+///   in the caller; nothing was sent.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TerminalError {

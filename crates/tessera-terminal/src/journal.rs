@@ -35,7 +35,21 @@ use tessera_protocol::messages::CardId;
 /// Schema version this code writes.
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// Errors of the journal.
+/// Errors of the journal. After any of them, no decision may be taken:
+/// the till must not touch a card it cannot journal first.
+///
+/// # What the caller does
+/// * [`JournalError::Db`], [`JournalError::Permissions`]: the disk or the
+///   file's permissions; fix them and retry (nothing was half-written: each
+///   append is one transaction).
+/// * [`JournalError::NewerSchema`]: upgrade the till's software.
+/// * [`JournalError::WrongTerminal`]: the wrong directory or bundle was
+///   given; never copy a till's directory to another till.
+/// * [`JournalError::ChainBroken`], [`JournalError::Corrupt`]: the journal
+///   was edited or damaged; stop the till and call the office (its batches
+///   settled so far are safe in the ledger).
+/// * [`JournalError::NotResealable`]: settle first; only unacknowledged
+///   batches can be re-sealed smaller.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JournalError {

@@ -33,8 +33,15 @@
 //! every decision before the card is touched, and it resolves a tap whose
 //! answer was lost at the next tap. [`dir::TerminalDir`] opens a whole
 //! till from the directory `tessera pos` keeps (see its table of files),
-//! with every signed file checked. Settlement batches are sealed from the
-//! journal ([`batch`]).
+//! with every signed file checked, and [`station::DirTill`] makes each
+//! clerk operation one call on it (read, purchase, redeem, refund, with a
+//! pulled card resolved at the next tap; history, totals, status) — see
+//! its example. Settlement batches are sealed from the journal
+//! ([`batch`]); [`settlement`] applies the office's acknowledgements and
+//! sync data to the till, and the `tessera-client` crate does the round
+//! trips. The rules themselves ([`policy`], [`offers`]) and the batch
+//! format are the crates `tessera-rules` and `tessera-settlement`, shared
+//! with the ledger.
 //!
 //! Every exchange is recorded with its duration in an [`AuditTrace`]
 //! ([`Terminal::take_trace`]). The terminal assumes no clock it was not

@@ -95,7 +95,7 @@ pub enum TillError {
         given: CardId,
     },
     /// The till's directory could not be kept in step with the card (see
-    /// [`DirError`]); what the card did is journaled.
+    /// [`DirError`](crate::dir::DirError)); what the card did is journaled.
     #[error(transparent)]
     Dir(#[from] crate::dir::DirError),
 }
