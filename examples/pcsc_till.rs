@@ -5,7 +5,7 @@
 //! cargo run --example pcsc_till -- READER TILL_DIR [AMOUNT_MINOR]
 //! ```
 //!
-//! `READER` is a reader's exact name or a unique part of it (`tessera pos
+//! `READER` is a part of a reader's name (`tessera pos
 //! readers` lists them). A simulated card can be put into a virtual reader
 //! with `tessera card serve` (see the README's PC/SC section).
 //!
@@ -15,7 +15,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use tessera_crypto::keys::IssuerKeys;
-use tessera_pcsc::{find_reader, wait_for_card, PcscTransport};
+use tessera_pcsc::{wait_for_tap, PcscTransport, ReaderFilter};
 use tessera_terminal::dir::TerminalDir;
 use tessera_terminal::station::{DirTill, Operation};
 use tessera_terminal::till::TillOutcome;
@@ -40,10 +40,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         1,
     )?;
 
-    let reader = find_reader(&wanted)?;
-    println!("Waiting for a card on {reader}…");
-    wait_for_card(&reader, true, Duration::from_secs(30))?;
-    let mut card = PcscTransport::connect(&reader)?;
+    // The reader events API: PC/SC watches the readers on its own thread,
+    // and the till sleeps until a card is in a reader matching `wanted`.
+    println!("Waiting for a card on a reader matching {wanted:?}…");
+    let tap = wait_for_tap(ReaderFilter::Contains(wanted), Duration::from_secs(30))?;
+    println!("Card on {} (ATR {})", tap.reader, hex::encode_upper(&tap.atr));
+    let mut card = PcscTransport::connect(&tap.reader)?;
 
     let read = till.operate(&mut card, Operation::Read, false)?;
     println!(
