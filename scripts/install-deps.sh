@@ -3,8 +3,10 @@
 # the PC/SC daemon and its client library headers, the vpcd virtual reader
 # driver (vsmartcard-vpcd) and the independent tools used for cross-checks
 # (opensc-tool, pcsc_scan/scriptor), SoftHSM2 (softhsm2: the PKCS#11 token
-# the tessera-pkcs11 tests and benchmark keep their keys in), plus
-# pkg-config and ss (iproute2) when those commands are missing.
+# the tessera-pkcs11 tests and benchmark keep their keys in), a C compiler
+# and valgrind for the C ABI's example test (crates/tessera-ffi), plus
+# pkg-config, ss (iproute2) and python3 (the C ABI's ctypes smoke test) when
+# those commands are missing.
 #
 # Idempotent: installs nothing when every package is already there, and runs
 # `apt-get update` at most once. Uses sudo only when not running as root.
@@ -12,7 +14,7 @@
 # Usage: scripts/install-deps.sh
 set -euo pipefail
 
-packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2)
+packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2 gcc valgrind)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +28,7 @@ done
 # listening ports with ss.
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps: all packages present (${packages[*]})"

@@ -1,0 +1,120 @@
+//! The JSON documents (schemas in `docs/ffi.md`): the same member names as
+//! the `tessera pos --json` output.
+
+use serde_json::{json, Value};
+use tessera_protocol::messages::LogRecord;
+use tessera_protocol::profile::Profile;
+use tessera_terminal::journal::JournalRecord;
+use tessera_terminal::offers::Quote;
+use tessera_terminal::policy::Decision;
+use tessera_terminal::till::TillOutcome;
+use tessera_terminal::{AuditTrace, CardInfo, Receipt};
+
+/// A card id: 16 upper-case hex digits.
+pub(crate) fn card_id(id: &[u8; 8]) -> String {
+    hex::encode_upper(id)
+}
+
+pub(crate) fn profile_json(p: &Profile) -> Value {
+    json!({
+        "card_id": card_id(&p.card_id),
+        "version": p.version,
+        "name": p.name,
+        "birth_date": p.birth_date.to_string(),
+        "home_city": p.home_city,
+        "household": hex::encode_upper(p.household),
+        "preferences": p.preferences,
+        "tier": p.tier,
+        "valid_from": p.valid_from.to_string(),
+        "valid_until": p.valid_until.to_string(),
+    })
+}
+
+pub(crate) fn record_json(r: &LogRecord) -> Value {
+    json!({
+        "counter": r.counter,
+        "type": r.kind.name(),
+        "points": r.amount,
+        "balance_after": r.balance_after,
+        "terminal_id": r.terminal_id,
+        "terminal_seq": r.terminal_seq,
+        "time": r.time,
+        "reference": r.reference,
+        "certificate": hex::encode_upper(r.certificate),
+    })
+}
+
+pub(crate) fn card_json(c: &CardInfo) -> Value {
+    json!({
+        "card_id": card_id(&c.card_id),
+        "key_version": c.key_version,
+        "balance": c.balance,
+        "counter": c.counter,
+        "profile": profile_json(&c.profile),
+        "profile_cached": c.profile_cached,
+        "last_record": c.last_record.as_ref().map(record_json),
+    })
+}
+
+pub(crate) fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "card_id": card_id(&r.card_id),
+        "key_version": r.key_version,
+        "record": record_json(&r.record),
+    })
+}
+
+pub(crate) fn quote_json(q: &Quote) -> Value {
+    json!({
+        "base": q.base,
+        "total": q.total,
+        "lines": q.lines.iter().map(|l| json!({"campaign": l.campaign_id, "label": l.label, "points": l.points})).collect::<Vec<_>>(),
+    })
+}
+
+/// A journal record of a card transaction (`recovered`, `resolved`).
+pub(crate) fn journaled_json(r: &JournalRecord) -> Value {
+    let e = &r.entry;
+    json!({
+        "journal_seq": r.seq,
+        "type": e.tx_type,
+        "points": e.points,
+        "card_counter": e.card_counter,
+        "balance_after": e.balance_after,
+        "origin_terminal": e.origin_terminal,
+        "origin_seq": e.origin_seq,
+    })
+}
+
+pub(crate) fn outcome_json(o: &TillOutcome) -> Value {
+    match o {
+        TillOutcome::Approved {
+            receipt,
+            quote,
+            decision_seq,
+        } => json!({
+            "decision": "approve",
+            "decision_seq": decision_seq,
+            "receipt": receipt_json(receipt),
+            "quote": quote.as_ref().map(quote_json),
+        }),
+        TillOutcome::Refused { decision, decision_seq } => json!({
+            "decision": if matches!(decision, Decision::Refer(_)) { "refer" } else { "decline" },
+            "decision_seq": decision_seq,
+            "reason": decision.code(),
+            "message": decision.message(),
+        }),
+        TillOutcome::AlreadyDone { earlier } => json!({
+            "decision": "already-done",
+            "earlier": earlier.iter().map(journaled_json).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+pub(crate) fn trace_json(t: &AuditTrace) -> Value {
+    json!({
+        "apdus": t.commands(),
+        "bytes": t.bytes(),
+        "card_time_us": u64::try_from(t.duration().as_micros()).unwrap_or(u64::MAX),
+    })
+}
