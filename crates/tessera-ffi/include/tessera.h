@@ -364,6 +364,42 @@ int32_t tessera_till_refund(const struct TesseraTill *till,
                             char **out_json);
 
 /*
+ Settles the till's journal with the office at `server_url` (e.g.
+ `https://office:8420`; the bundle pins its certificate): every
+ unacknowledged batch is re-sent unchanged, every new record sealed and
+ sent, each marked settled only on a genuine acknowledgement, until
+ nothing is left. Writes `{"v":1,"ok":true,"acks":[{"batch_no",
+ "status"}],"settled_up_to","records"}`.
+
+ Codes: `TESSERA_OFFICE_UNREACHABLE` (the office refused or could not be
+ reached after retries; acknowledgements received before stay),
+ `TESSERA_KEYS` (no bundle: a till on the test keys), `TESSERA_IO`.
+
+ # Safety
+ `till` is a live handle; `server_url` a NUL-terminated string;
+ `out_json` null or writable storage for one pointer.
+ */
+int32_t tessera_till_settle(const struct TesseraTill *till,
+                            const char *server_url,
+                            char **out_json);
+
+/*
+ Fetches the office's news for this till (hotlist, campaigns, profile
+ updates, settled counters, unblocks, key updates), checks and writes
+ them into the till's directory, and tells the office. The open till
+ takes them at its next `tessera_till_open`: close and reopen it after a
+ sync. Writes `{"v":1,"ok":true,"hotlist_version","hotlist_written",
+ "campaigns_version","profile_updates","settled_cards","unblocks",
+ "key_updates","acknowledged","notes":[...]}`.
+
+ Codes: as `tessera_till_settle`.
+
+ # Safety
+ As `tessera_till_settle`.
+ */
+int32_t tessera_till_sync(const struct TesseraTill *till, const char *server_url, char **out_json);
+
+/*
  A transport over the POS's own reader stack: every command APDU goes
  through `transmit(ctx, …)`. `ctx` is passed back untouched and must
  stay valid until the transport is freed.

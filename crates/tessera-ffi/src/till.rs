@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tessera_crypto::keys::{IssuerKeys, TerminalBundle, TerminalKeys};
+use tessera_terminal::dir::load_bundle;
 use tessera_terminal::dir::TerminalDir;
 use tessera_terminal::policy::Decision;
 use tessera_terminal::till::{Till, TillOutcome};
@@ -58,6 +59,10 @@ pub(crate) struct TillState {
     pub till: FfiTill,
     dir: PathBuf,
     test_keys: bool,
+    /// The bundle's path, for settlement and sync (none on the test keys).
+    bundle: Option<PathBuf>,
+    /// The till's clock, for the seals.
+    clock: FfiClock,
 }
 
 /// An open till: its journal, keys, signed rules and the issuer decisions
@@ -91,10 +96,12 @@ fn load_keys(bundle: Option<&str>, test_keys: bool) -> Result<(TerminalKeys, Opt
             "give a key bundle or the test keys, not both",
         )),
         (Some(path), false) => {
-            let text = std::fs::read_to_string(path).map_err(|e| keys_failure(format!("keys {path}: {e}")))?;
-            let b = TerminalBundle::from_json(&text)
-                .map_err(|_| keys_failure(format!("keys {path}: not a terminal bundle")))?;
-            Ok((b.keys, Some(b.terminal_id)))
+            let b = load_bundle(Path::new(path)).map_err(|e| keys_failure(e.to_string()))?;
+            let id = b.terminal_id;
+            // A bundle whose masters are in a PKCS#11 token is refused, never
+            // run in software with no masters.
+            let keys = b.into_software_keys().map_err(|e| keys_failure(format!("keys {path}: {e}")))?;
+            Ok((keys, Some(id)))
         }
         (None, true) => {
             let keys = IssuerKeys::test().map_err(|e| keys_failure(format!("test key store: {e}")))?;
@@ -175,6 +182,8 @@ pub unsafe extern "C" fn tessera_till_open(
                 till,
                 dir: PathBuf::from(dir),
                 test_keys: options.test_keys,
+                bundle: bundle.map(PathBuf::from),
+                clock,
             }),
         });
         // SAFETY: forwarded from this function's contract.
@@ -316,7 +325,7 @@ pub(crate) fn run_op(state: &mut TillState, link: &mut dyn tessera_transport::Tr
     }
     let unblocks: Vec<([u8; 8], Unblock)> = state.till.terminal_mut().unblocks().map(|(c, u)| (*c, *u)).collect();
     if unblocks.len() != unblocks_before {
-        if let Err(e) = write_unblocks(&state.dir, &unblocks) {
+        if let Err(e) = TerminalDir::new(&state.dir).write_unblocks(&unblocks) {
             warnings.push(format!("unblocks.json could not be rewritten: {e}"));
         }
     }
@@ -337,22 +346,6 @@ pub(crate) fn run_op(state: &mut TillState, link: &mut dyn tessera_transport::Tr
             Reply::doc(f.code, Value::Object(doc))
         }
     }
-}
-
-/// Rewrites `unblocks.json` with the unblocks still waiting for their card
-/// (the shape `tessera pos sync` writes and `TerminalDir::unblocks` reads).
-fn write_unblocks(dir: &Path, unblocks: &[([u8; 8], Unblock)]) -> Result<(), tessera_simulator::ImageError> {
-    let mut cards = Map::new();
-    for (c, u) in unblocks {
-        let entry = cards
-            .entry(json::card_id(c))
-            .or_insert_with(|| json!({"seq": u.seq, "issuer_macs": {}}));
-        if let Some(macs) = entry.get_mut("issuer_macs").and_then(Value::as_object_mut) {
-            macs.insert(u.key_version.to_string(), json!(hex::encode(u.issuer_mac)));
-        }
-    }
-    let doc = json!({"version": 2, "cards": cards});
-    tessera_simulator::image::write_atomic(&dir.join("unblocks.json"), format!("{doc:#}\n").as_bytes())
 }
 
 /// The common part of every operation: handles checked and locked, the
@@ -544,5 +537,121 @@ pub unsafe extern "C" fn tessera_till_refund(
                 Ok(Op::Refund(card, original_counter))
             })
         }
+    })
+}
+
+/// The till's bundle, for settlement and sync.
+fn settlement_bundle(state: &TillState) -> Result<TerminalBundle, Failure> {
+    let path = state.bundle.as_deref().ok_or_else(|| {
+        keys_failure("settlement needs this terminal's key bundle: a till on the test keys does not settle")
+    })?;
+    load_bundle(path).map_err(|e| keys_failure(e.to_string()))
+}
+
+fn settle_failure(e: tessera_client::SettleError) -> Failure {
+    use tessera_client::SettleError as S;
+    let code = match &e {
+        S::Office(_) | S::RecordTooLarge { .. } | S::UnknownBatch(_) | S::Ack(_) => TESSERA_OFFICE_UNREACHABLE,
+        _ => TESSERA_IO,
+    };
+    Failure::new(code, code_name(code), e.to_string())
+}
+
+/// Settles the till's journal with the office at `server_url` (e.g.
+/// `https://office:8420`; the bundle pins its certificate): every
+/// unacknowledged batch is re-sent unchanged, every new record sealed and
+/// sent, each marked settled only on a genuine acknowledgement, until
+/// nothing is left. Writes `{"v":1,"ok":true,"acks":[{"batch_no",
+/// "status"}],"settled_up_to","records"}`.
+///
+/// Codes: `TESSERA_OFFICE_UNREACHABLE` (the office refused or could not be
+/// reached after retries; acknowledgements received before stay),
+/// `TESSERA_KEYS` (no bundle: a till on the test keys), `TESSERA_IO`.
+///
+/// # Safety
+/// `till` is a live handle; `server_url` a NUL-terminated string;
+/// `out_json` null or writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_till_settle(
+    till: *const TesseraTill,
+    server_url: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    guard(out_json, || {
+        // SAFETY: by the contract, a non-null `till` is a live handle.
+        let till = unsafe { till.as_ref() }.ok_or_else(|| Failure::invalid("the till is a null pointer"))?;
+        // SAFETY: forwarded from this function's contract.
+        let url = unsafe { str_arg(server_url, "server_url") }?;
+        let mut state = till.lock()?;
+        let bundle = settlement_bundle(&state)?;
+        let now = state.clock.now();
+        let report = tessera_client::settle(
+            state.till.journal_mut(),
+            &bundle,
+            url,
+            &tessera_client::RetryPolicy::default(),
+            now,
+            |_| {},
+        )
+        .map_err(settle_failure)?;
+        Ok(Reply::doc(
+            TESSERA_OK,
+            json!({
+                "v": TESSERA_JSON_VERSION, "ok": true, "code": TESSERA_OK, "code_name": code_name(TESSERA_OK),
+                "acks": report.acks.iter().map(|a| json!({"batch_no": a.batch_no, "status": tessera_client::status_name(a.status)})).collect::<Vec<_>>(),
+                "settled_up_to": report.settled_up_to,
+                "records": report.records,
+            }),
+        ))
+    })
+}
+
+/// Fetches the office's news for this till (hotlist, campaigns, profile
+/// updates, settled counters, unblocks, key updates), checks and writes
+/// them into the till's directory, and tells the office. The open till
+/// takes them at its next `tessera_till_open`: close and reopen it after a
+/// sync. Writes `{"v":1,"ok":true,"hotlist_version","hotlist_written",
+/// "campaigns_version","profile_updates","settled_cards","unblocks",
+/// "key_updates","acknowledged","notes":[...]}`.
+///
+/// Codes: as `tessera_till_settle`.
+///
+/// # Safety
+/// As `tessera_till_settle`.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_till_sync(
+    till: *const TesseraTill,
+    server_url: *const c_char,
+    out_json: *mut *mut c_char,
+) -> i32 {
+    guard(out_json, || {
+        // SAFETY: by the contract, a non-null `till` is a live handle.
+        let till = unsafe { till.as_ref() }.ok_or_else(|| Failure::invalid("the till is a null pointer"))?;
+        // SAFETY: forwarded from this function's contract.
+        let url = unsafe { str_arg(server_url, "server_url") }?;
+        let state = till.lock()?;
+        let bundle = settlement_bundle(&state)?;
+        let r = tessera_client::sync(
+            &TerminalDir::new(&state.dir),
+            &bundle,
+            url,
+            &tessera_client::RetryPolicy::default(),
+        )
+        .map_err(settle_failure)?;
+        Ok(Reply::doc(
+            TESSERA_OK,
+            json!({
+                "v": TESSERA_JSON_VERSION, "ok": true, "code": TESSERA_OK, "code_name": code_name(TESSERA_OK),
+                "hotlist_version": r.hotlist_version,
+                "hotlist_written": r.applied.hotlist_written,
+                "campaigns_version": r.applied.campaigns_version,
+                "profile_updates": r.applied.profiles.len(),
+                "settled_cards": r.settled_cards,
+                "unblocks": r.unblocks,
+                "key_updates": r.key_updates,
+                "acknowledged": r.acknowledged,
+                "notes": r.applied.notes,
+            }),
+        ))
     })
 }
