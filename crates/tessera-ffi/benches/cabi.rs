@@ -10,6 +10,8 @@ use std::ffi::{c_char, CString};
 use std::path::Path;
 use std::time::Instant;
 
+use cpu_time::ProcessTime;
+
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_ffi::*;
@@ -68,11 +70,11 @@ fn main() {
         }
     };
     earn();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), ProcessTime::now());
     for _ in 0..n {
         earn();
     }
-    let ffi = t.elapsed() / n;
+    let (ffi, ffi_cpu) = (t.elapsed() / n, cpu.elapsed() / n);
     // SAFETY: live handles, not used afterwards.
     unsafe {
         tessera_till_close(till);
@@ -93,23 +95,28 @@ fn main() {
         let _ = till.terminal_mut().take_trace();
     };
     earn();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), ProcessTime::now());
     for _ in 0..n {
         earn();
     }
-    let rust = t.elapsed() / n;
+    let (rust, rust_cpu) = (t.elapsed() / n, cpu.elapsed() / n);
 
     println!("Tessera till earn, C ABI vs Rust API ({n} cached-profile earns each, journal and card image on {base})");
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    println!("                                               wall / earn   host CPU / earn");
     println!(
-        "  C ABI  (tessera_till_purchase, JSON answer) : {:>8.1} µs",
-        ffi.as_secs_f64() * 1e6
+        "  C ABI  (tessera_till_purchase, JSON answer) : {:>8.1} µs   {:>8.1} µs",
+        us(ffi),
+        us(ffi_cpu)
     );
     println!(
-        "  Rust   (Till::tap + TillTap::purchase)     : {:>8.1} µs",
-        rust.as_secs_f64() * 1e6
+        "  Rust   (Till::tap + TillTap::purchase)     : {:>8.1} µs   {:>8.1} µs",
+        us(rust),
+        us(rust_cpu)
     );
     println!(
-        "  ratio C ABI / Rust                          : {:>8.2}",
-        ffi.as_secs_f64() / rust.as_secs_f64()
+        "  ratio C ABI / Rust                          : {:>8.2}      {:>8.2}",
+        ffi.as_secs_f64() / rust.as_secs_f64(),
+        ffi_cpu.as_secs_f64() / rust_cpu.as_secs_f64()
     );
 }
