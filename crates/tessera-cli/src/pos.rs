@@ -451,31 +451,7 @@ fn tap(a: &CardArgs, op: Operation, again: bool) -> Result<(), Failure> {
     } = tap;
     let p = &info.profile;
     if a.output.json {
-        let outcome_json = outcome.as_ref().map(|o| match o {
-            TillOutcome::Approved { receipt, quote, decision_seq } => json!({
-                "decision": "approve",
-                "decision_seq": decision_seq,
-                "receipt": out::receipt_json(receipt),
-                "quote": quote.as_ref().map(|q| json!({
-                    "base": q.base,
-                    "total": q.total,
-                    "lines": q.lines.iter().map(|l| json!({"campaign": l.campaign_id, "label": l.label, "points": l.points})).collect::<Vec<_>>(),
-                })),
-            }),
-            TillOutcome::Refused { decision, decision_seq } => json!({
-                "decision": if matches!(decision, Decision::Refer(_)) { "refer" } else { "decline" },
-                "decision_seq": decision_seq,
-                "reason": decision.code(),
-                "message": decision.message(),
-            }),
-            TillOutcome::AlreadyDone { earlier } => json!({
-                "decision": "already-done",
-                "earlier": earlier.iter().filter_map(|r| r.entry.card_record().map(|c| json!({
-                    "journal_seq": r.seq, "type": c.kind.name(), "points": c.amount, "card_counter": c.counter,
-                    "balance_after": c.balance_after,
-                }))).collect::<Vec<_>>(),
-            }),
-        });
+        let outcome_json = outcome.as_ref().map(tessera_terminal::json::outcome_json);
         let failure = match &outcome {
             Some(TillOutcome::Refused { decision, .. }) => Some(decision_failure(decision)),
             Some(TillOutcome::AlreadyDone { earlier }) => Some(already_done_failure(earlier)),

@@ -30,7 +30,6 @@
 mod boundary;
 mod codes;
 mod failure;
-mod json;
 mod sim;
 mod till;
 mod transport;

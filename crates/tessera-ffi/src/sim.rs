@@ -20,8 +20,8 @@ use tessera_terminal::issuer::{personalize, IssueParams};
 use crate::boundary::{guard, put_handle, str_arg, Reply};
 use crate::codes::*;
 use crate::failure::Failure;
-use crate::json;
 use crate::transport::{transport_ref, Link, TesseraTransport};
+use tessera_terminal::json;
 
 /// `profile_json` of `tessera_sim_issue`.
 #[derive(Deserialize)]

@@ -18,8 +18,8 @@ use tessera_terminal::{Clock, FixedClock, SoftwareSam, SystemClock, Unblock};
 use crate::boundary::{guard, opt_str_arg, put_handle, str_arg, Reply};
 use crate::codes::*;
 use crate::failure::Failure;
-use crate::json;
 use crate::transport::{transport_ref, TesseraTransport};
+use tessera_terminal::json;
 
 /// The warning every answer of a till on the test keys carries.
 pub(crate) const TEST_KEYS_WARNING: &str = "using the published TEST keys: training only, never for real cards";

@@ -53,6 +53,7 @@ pub mod dir;
 mod error;
 pub mod issuer;
 pub mod journal;
+pub mod json;
 pub mod settlement;
 pub mod station;
 pub use tessera_rules::{offers, policy, CardInfo};

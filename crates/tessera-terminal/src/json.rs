@@ -1,21 +1,24 @@
-//! The JSON documents (schemas in `docs/ffi.md`): the same member names as
-//! the `tessera pos --json` output.
+//! The till's results as JSON: what `tessera pos --json` prints and what
+//! the C ABI answers (schemas in `docs/ffi.md`), for any integrator that
+//! stores or forwards receipts and outcomes. Card ids are 16 upper-case
+//! hex digits, dates ISO 8601, certificates upper-case hex.
 
+use crate::journal::JournalRecord;
+use crate::offers::Quote;
+use crate::policy::Decision;
+use crate::till::TillOutcome;
+use crate::{AuditTrace, CardInfo, Receipt};
 use serde_json::{json, Value};
 use tessera_protocol::messages::LogRecord;
 use tessera_protocol::profile::Profile;
-use tessera_terminal::journal::JournalRecord;
-use tessera_terminal::offers::Quote;
-use tessera_terminal::policy::Decision;
-use tessera_terminal::till::TillOutcome;
-use tessera_terminal::{AuditTrace, CardInfo, Receipt};
 
 /// A card id: 16 upper-case hex digits.
-pub(crate) fn card_id(id: &[u8; 8]) -> String {
+pub fn card_id(id: &[u8; 8]) -> String {
     hex::encode_upper(id)
 }
 
-pub(crate) fn profile_json(p: &Profile) -> Value {
+/// A customer profile.
+pub fn profile_json(p: &Profile) -> Value {
     json!({
         "card_id": card_id(&p.card_id),
         "version": p.version,
@@ -30,7 +33,8 @@ pub(crate) fn profile_json(p: &Profile) -> Value {
     })
 }
 
-pub(crate) fn record_json(r: &LogRecord) -> Value {
+/// A card log record (a transaction with its certificate).
+pub fn record_json(r: &LogRecord) -> Value {
     json!({
         "counter": r.counter,
         "type": r.kind.name(),
@@ -44,7 +48,8 @@ pub(crate) fn record_json(r: &LogRecord) -> Value {
     })
 }
 
-pub(crate) fn card_json(c: &CardInfo) -> Value {
+/// The card as the till read it in the authenticated session.
+pub fn card_json(c: &CardInfo) -> Value {
     json!({
         "card_id": card_id(&c.card_id),
         "key_version": c.key_version,
@@ -56,7 +61,8 @@ pub(crate) fn card_json(c: &CardInfo) -> Value {
     })
 }
 
-pub(crate) fn receipt_json(r: &Receipt) -> Value {
+/// A receipt: the card's certified record of a transaction.
+pub fn receipt_json(r: &Receipt) -> Value {
     json!({
         "card_id": card_id(&r.card_id),
         "key_version": r.key_version,
@@ -64,7 +70,8 @@ pub(crate) fn receipt_json(r: &Receipt) -> Value {
     })
 }
 
-pub(crate) fn quote_json(q: &Quote) -> Value {
+/// A points quote: base points and each campaign's lines.
+pub fn quote_json(q: &Quote) -> Value {
     json!({
         "base": q.base,
         "total": q.total,
@@ -73,7 +80,7 @@ pub(crate) fn quote_json(q: &Quote) -> Value {
 }
 
 /// A journal record of a card transaction (`recovered`, `resolved`).
-pub(crate) fn journaled_json(r: &JournalRecord) -> Value {
+pub fn journaled_json(r: &JournalRecord) -> Value {
     let e = &r.entry;
     json!({
         "journal_seq": r.seq,
@@ -86,7 +93,9 @@ pub(crate) fn journaled_json(r: &JournalRecord) -> Value {
     })
 }
 
-pub(crate) fn outcome_json(o: &TillOutcome) -> Value {
+/// What became of an operation: approved (with receipt and quote),
+/// declined or referred (with the reason code), or already done.
+pub fn outcome_json(o: &TillOutcome) -> Value {
     match o {
         TillOutcome::Approved {
             receipt,
@@ -111,10 +120,26 @@ pub(crate) fn outcome_json(o: &TillOutcome) -> Value {
     }
 }
 
-pub(crate) fn trace_json(t: &AuditTrace) -> Value {
+/// An audit trace's totals: APDUs, bytes, time at the card.
+pub fn trace_json(t: &AuditTrace) -> Value {
     json!({
         "apdus": t.commands(),
         "bytes": t.bytes(),
         "card_time_us": u64::try_from(t.duration().as_micros()).unwrap_or(u64::MAX),
     })
+}
+
+/// An audit trace's exchanges, one by one: label, command, response (hex),
+/// duration.
+pub fn trace_exchanges_json(t: &AuditTrace) -> Value {
+    json!(t
+        .entries
+        .iter()
+        .map(|e| json!({
+            "label": e.label,
+            "command": hex::encode_upper(&e.command),
+            "response": e.response.as_ref().map(hex::encode_upper),
+            "duration_us": u64::try_from(e.duration.as_micros()).unwrap_or(u64::MAX),
+        }))
+        .collect::<Vec<_>>())
 }
