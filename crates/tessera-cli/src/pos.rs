@@ -272,14 +272,12 @@ fn open_till(t: &TerminalArgs) -> Result<CliTill, Failure> {
     let issuer = keys.issuer_public.clone();
     let sam: Box<dyn tessera_terminal::Sam> = match (&t.pkcs11_module, &t.keys) {
         (Some(module), Some(p)) => {
-            let mut bundle = crate::settle::load_bundle(p)?;
-            if let (Some(label), Some(token)) = (&t.token_label, bundle.token.as_mut()) {
-                label.clone_into(&mut token.token_label);
-            }
+            let bundle = crate::settle::load_bundle(p)?;
             let pin =
                 tessera_pkcs11::Pin::from_file_or_env(t.pin_file.as_deref()).map_err(crate::office::token_failure)?;
             Box::new(
-                tessera_pkcs11::Pkcs11Sam::from_bundle(&bundle, module, pin).map_err(crate::office::token_failure)?,
+                tessera_pkcs11::Pkcs11Sam::from_bundle_labelled(&bundle, module, t.token_label.as_deref(), pin)
+                    .map_err(crate::office::token_failure)?,
             )
         }
         _ => Box::new(SoftwareSam::new(keys)),

@@ -221,7 +221,7 @@ fn report(output: OutputArgs, journal: &Journal, acks: &[Ack]) -> Result<(), Fai
 /// Runs `pos sync`.
 pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
     let bundle = bundle_for(&a.terminal)?;
-    drop(journal_for(&a.terminal, &bundle)?);
+    // `sync` checks the directory is this terminal's before writing.
     let dir = TerminalDir::new(terminal_dir(&a.terminal));
     let r = tessera_client::sync(&dir, &bundle, &a.server, &RetryPolicy::default()).map_err(settle_failure)?;
     if a.output.json {

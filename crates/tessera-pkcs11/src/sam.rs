@@ -57,11 +57,26 @@ impl Pkcs11Sam {
     /// [`Pkcs11Error::MissingMaster`] for a listed key version the token
     /// lacks.
     pub fn from_bundle(bundle: &TerminalBundle, module: &std::path::Path, pin: Pin) -> Result<Self, Pkcs11Error> {
+        Self::from_bundle_labelled(bundle, module, None, pin)
+    }
+
+    /// As [`Pkcs11Sam::from_bundle`], in the token labelled `label` when
+    /// given (a token relabelled or replaced at the till) instead of the
+    /// one the bundle names.
+    ///
+    /// # Errors
+    /// As [`Pkcs11Sam::from_bundle`].
+    pub fn from_bundle_labelled(
+        bundle: &TerminalBundle,
+        module: &std::path::Path,
+        label: Option<&str>,
+        pin: Pin,
+    ) -> Result<Self, Pkcs11Error> {
         let token = bundle.token.as_ref().ok_or(Pkcs11Error::NotATokenBundle)?;
         let sam = Self::open(
             &TokenConfig {
                 module: module.to_owned(),
-                token_label: token.token_label.clone(),
+                token_label: label.map_or_else(|| token.token_label.clone(), str::to_owned),
                 pin,
             },
             bundle.keys.issuer_id,
