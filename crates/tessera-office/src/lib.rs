@@ -46,6 +46,7 @@
 
 pub mod dir;
 mod metrics;
+pub mod reports;
 pub mod server;
 pub mod tls;
 
