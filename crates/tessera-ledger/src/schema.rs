@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -239,6 +239,27 @@ CREATE TABLE sync_deliveries (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: the office's daily operations. Stores as named entities,
+/// each terminal's store and the reason it was revoked, and the anchor of
+/// the office's audit log (`docs/audit.md`): the entry count and the hash
+/// of the newest entry, kept here so that an audit file cut short or
+/// rewritten is found by comparing it with the ledger.
+const MIGRATION_OPS: &str = "
+CREATE TABLE stores (
+    store_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    city TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+);
+ALTER TABLE terminals ADD COLUMN store_id INTEGER REFERENCES stores (store_id);
+ALTER TABLE terminals ADD COLUMN revoke_reason TEXT;
+CREATE TABLE audit_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entries INTEGER NOT NULL,
+    head BLOB NOT NULL
+);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -281,6 +302,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 6 {
             tx.execute_batch(MIGRATION_SYNC_ACK)?;
+        }
+        if version < 7 {
+            tx.execute_batch(MIGRATION_OPS)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
