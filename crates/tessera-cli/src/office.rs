@@ -359,6 +359,7 @@ fn office_err(e: OfficeDirError) -> Failure {
         OfficeDirError::Ledger(l) => ledger_err(l),
         e @ OfficeDirError::Exists(_) => Failure::new(EXIT_DECLINED, e.to_string()),
         e @ OfficeDirError::Exhausted(_) => Failure::usage(e.to_string()),
+        OfficeDirError::Audit(a) => crate::office_ops::audit_failure(a),
         e => Failure::new(EXIT_FILE, e.to_string()),
     }
 }

@@ -285,12 +285,20 @@ fn fail(e: OfficeDirError) -> Failure {
         ) => Failure::new(EXIT_USAGE, l.to_string()),
         OfficeDirError::Ledger(ref l @ LedgerError::StoreExists(_)) => Failure::new(EXIT_DECLINED, l.to_string()),
         e @ OfficeDirError::NoCustomer(_) => Failure::new(EXIT_USAGE, e.to_string()),
-        OfficeDirError::Audit(a @ (AuditError::NoOperator | AuditError::BadOperator(_))) => {
-            Failure::new(EXIT_USAGE, a.to_string())
-        }
-        OfficeDirError::Audit(a @ AuditError::Broken(_)) => Failure::new(EXIT_OFFICE, a.to_string()),
         e => Failure::from(e),
     }
+}
+
+/// An audit failure: no or a bad operator name is a usage error (2), a log
+/// that does not verify the office's refusal (6), an unwritable one a file
+/// error (4).
+pub(crate) fn audit_failure(a: AuditError) -> Failure {
+    let code = match a {
+        AuditError::NoOperator | AuditError::BadOperator(_) => EXIT_USAGE,
+        AuditError::Broken(_) => EXIT_OFFICE,
+        _ => crate::fail::EXIT_FILE,
+    };
+    Failure::new(code, format!("audit: {a}"))
 }
 
 fn now() -> Result<u32, Failure> {

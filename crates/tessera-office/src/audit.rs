@@ -96,8 +96,9 @@ pub struct AuditCheck {
 }
 
 /// The operator's name: `explicit` (`--operator`), else `$TESSERA_OPERATOR`,
-/// else the login name (`$USER`, then `$LOGNAME`). Surrounding spaces are
-/// dropped.
+/// else the login name: `$USER`, then `$LOGNAME` (`$USERNAME` on Windows),
+/// then the name the system's user database (`/etc/passwd`) gives the
+/// account the process runs as. Surrounding spaces are dropped.
 ///
 /// # Errors
 /// [`AuditError::NoOperator`] when none is set or it is empty,
@@ -106,9 +107,10 @@ pub struct AuditCheck {
 pub fn operator(explicit: Option<&str>) -> Result<String, AuditError> {
     let found = match explicit {
         Some(s) => Some(s.to_owned()),
-        None => [OPERATOR_ENV, "USER", "LOGNAME"]
+        None => [OPERATOR_ENV, "USER", "LOGNAME", "USERNAME"]
             .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty())),
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+            .or_else(account_name),
     };
     let name = found.map(|s| s.trim().to_owned()).unwrap_or_default();
     if name.is_empty() {
@@ -118,6 +120,24 @@ pub fn operator(explicit: Option<&str>) -> Result<String, AuditError> {
         return Err(AuditError::BadOperator(name));
     }
     Ok(name)
+}
+
+/// The account the process runs as, from `/etc/passwd` (Linux: the
+/// owner of `/proc/self`).
+#[cfg(unix)]
+fn account_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid).then(|| f[0].to_owned())
+    })
+}
+
+#[cfg(not(unix))]
+fn account_name() -> Option<String> {
+    None
 }
 
 /// `value` as canonical JSON: compact, object keys sorted by their UTF-8
