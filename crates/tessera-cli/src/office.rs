@@ -417,25 +417,23 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
     // With a token, the masters go into it (never into the bundle) before
     // the terminal is registered.
     let mut token = None;
-    a.office.office().export_terminal_with(
-        a.terminal_id,
-        &a.out,
-        a.plain_http,
-        now()?,
-        |keys, link| match (&a.pkcs11_module, &a.token_label) {
-            (Some(module), Some(label)) => {
-                let config = tessera_pkcs11::TokenConfig {
-                    module: module.clone(),
-                    token_label: label.clone(),
-                    pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
-                };
-                let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
-                token = Some((done.imported, done.already_present));
-                Ok::<_, Failure>(done.bundle)
+    a.office
+        .office()
+        .export_terminal_with(a.terminal_id, &a.out, a.plain_http, now()?, |keys, link| {
+            match (&a.pkcs11_module, &a.token_label) {
+                (Some(module), Some(label)) => {
+                    let config = tessera_pkcs11::TokenConfig {
+                        module: module.clone(),
+                        token_label: label.clone(),
+                        pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
+                    };
+                    let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
+                    token = Some((done.imported, done.already_present));
+                    Ok::<_, Failure>(done.bundle)
+                }
+                _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
             }
-            _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
-        },
-    )?;
+        })?;
     if a.office.output.json {
         let mut v = json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()});
         if let (Some((imported, already_present)), Some(label)) = (&token, &a.token_label) {

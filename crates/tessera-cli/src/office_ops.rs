@@ -372,7 +372,10 @@ fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
     if !change.changed {
         return Err(Failure::new(
             EXIT_ALREADY_DONE,
-            format!("card {id} is on the hotlist already (hotlist v{}): nothing changed", change.version),
+            format!(
+                "card {id} is on the hotlist already (hotlist v{}): nothing changed",
+                change.version
+            ),
         ));
     }
     if a.office.output.json {
@@ -393,7 +396,10 @@ fn hotlist_remove(a: &HotlistRemoveArgs) -> Result<(), Failure> {
     if !change.changed {
         return Err(Failure::new(
             EXIT_ALREADY_DONE,
-            format!("card {id} is not on the hotlist (hotlist v{}): nothing changed", change.version),
+            format!(
+                "card {id} is not on the hotlist (hotlist v{}): nothing changed",
+                change.version
+            ),
         ));
     }
     if a.office.output.json {
@@ -425,7 +431,11 @@ fn hotlist_list(a: &ListArgs) -> Result<(), Failure> {
 }
 
 fn store_add(a: &StoreAddArgs) -> Result<(), Failure> {
-    let store = a.office.office().add_store(a.id, &a.name, &a.city, now()?).map_err(fail)?;
+    let store = a
+        .office
+        .office()
+        .add_store(a.id, &a.name, &a.city, now()?)
+        .map_err(fail)?;
     if a.office.output.json {
         print_json(json!({"store": store}));
     } else {
@@ -500,7 +510,11 @@ fn terminal_list(a: &ListArgs) -> Result<(), Failure> {
     if !a.csv {
         println!("Terminals");
     }
-    print_rows(&["terminal", "store", "registered", "revoked", "last batch"], &rows, a.csv);
+    print_rows(
+        &["terminal", "store", "registered", "revoked", "last batch"],
+        &rows,
+        a.csv,
+    );
     Ok(())
 }
 
