@@ -173,6 +173,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A change to an office's audit file (given its path).
+type Tamper = Box<dyn Fn(&Path)>;
+
 fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -755,7 +758,7 @@ fn the_audit_log_names_the_operator_and_finds_every_tampering() {
         .lines()
         .map(str::to_owned)
         .collect();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "edited",
             Box::new(|f: &Path| {

@@ -253,13 +253,10 @@ fn check(lines: &[Result<AuditEntry, String>], anchor: Option<AuditAnchor>, exis
             "the log holds {lines_n} entries but the ledger anchors {}: entries after it were added outside the office, or a command was interrupted",
             a.entries
         )),
-        Some(a) => {
-            if hex::encode(a.head) != prev {
-                problems.push(
-                    "the newest entry is not the one the ledger anchors (the file or the anchor was rewritten)".into(),
-                );
-            }
-        }
+        Some(a) if hex::encode(a.head) != prev => problems.push(
+            "the newest entry is not the one the ledger anchors (the file or the anchor was rewritten)".into(),
+        ),
+        Some(_) => {}
     }
     AuditCheck {
         entries: count,
