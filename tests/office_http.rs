@@ -532,6 +532,21 @@ fn the_sync_feed_is_readable_by_its_terminal_only_and_acknowledged_items_stop() 
         "Казань",
     ]);
     tessera_ok(&["office", "unblock", "--dir", o, "--card", "7E57000000000A01"]);
+    // Only a card the office issued can be hotlisted.
+    tessera_ok(&[
+        "office",
+        "issue",
+        "--dir",
+        o,
+        "--card",
+        work.path().join("stolen.card").to_str().unwrap(),
+        "--card-id",
+        "7E57000000000B02",
+        "--name",
+        "Борис",
+        "--birth-date",
+        "1980-01-01",
+    ]);
     tessera_ok(&[
         "office",
         "hotlist",

@@ -342,6 +342,37 @@ mod tests {
     }
 
     #[test]
+    fn version_6_files_gain_stores_and_the_audit_anchor() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_SYNC_ACK,
+        ] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO terminals (terminal_id, registered_at, last_head) VALUES (7, 100, x'00')",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        prepare(&mut conn).unwrap();
+        let row: (Option<u32>, Option<String>) = conn
+            .query_row("SELECT store_id, revoke_reason FROM terminals WHERE terminal_id = 7", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(row, (None, None));
+        conn.execute("INSERT INTO stores VALUES (3, 'Центральный', '', 100)", []).unwrap();
+        conn.execute("INSERT INTO audit_anchor VALUES (1, 1, x'00')", []).unwrap();
+        assert!(conn.execute("INSERT INTO audit_anchor VALUES (2, 1, x'00')", []).is_err());
+    }
+
+    #[test]
     fn version_1_files_are_migrated_keeping_their_transactions() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(MIGRATION_1).unwrap();
