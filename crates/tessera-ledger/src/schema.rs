@@ -362,14 +362,20 @@ mod tests {
         conn.pragma_update(None, "user_version", 6).unwrap();
         prepare(&mut conn).unwrap();
         let row: (Option<u32>, Option<String>) = conn
-            .query_row("SELECT store_id, revoke_reason FROM terminals WHERE terminal_id = 7", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT store_id, revoke_reason FROM terminals WHERE terminal_id = 7",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!(row, (None, None));
-        conn.execute("INSERT INTO stores VALUES (3, 'Центральный', '', 100)", []).unwrap();
-        conn.execute("INSERT INTO audit_anchor VALUES (1, 1, x'00')", []).unwrap();
-        assert!(conn.execute("INSERT INTO audit_anchor VALUES (2, 1, x'00')", []).is_err());
+        conn.execute("INSERT INTO stores VALUES (3, 'Центральный', '', 100)", [])
+            .unwrap();
+        conn.execute("INSERT INTO audit_anchor VALUES (1, 1, x'00')", [])
+            .unwrap();
+        assert!(conn
+            .execute("INSERT INTO audit_anchor VALUES (2, 1, x'00')", [])
+            .is_err());
     }
 
     #[test]
