@@ -633,7 +633,9 @@ impl Ledger {
     /// stay; the cards become anonymous. The freed pages are overwritten
     /// (`secure_delete`) and the write-ahead log is checkpointed and
     /// truncated, so the data is gone from the file, not only from the
-    /// tables (backups made before are the office's to handle).
+    /// tables (backups made before are the office's to handle; while
+    /// another connection reads — a running `office serve` — SQLite
+    /// truncates the log at a later checkpoint instead).
     ///
     /// # Errors
     /// [`LedgerError::UnknownCustomer`], or a storage error.
