@@ -564,7 +564,7 @@ fn customers_searched_exported_and_erased_with_the_books_still_balanced() {
     let v = office.json(&["office", "customer", "export", "--dir", &o, "--card", ANNA]);
     assert_eq!(v["export"]["customer"]["name"], "Анна Петрова");
     assert_eq!(v["export"]["cards"][0]["card_id"], ANNA);
-    let file = office.dir.path().join("anna-export.json");
+    let file = office.dir.path().join("Петрова.json");
     let f = file.to_str().unwrap();
     office.ok(&[
         "office",

@@ -232,8 +232,8 @@ impl OfficeDir {
 
     /// One customer's personal data and card books; with `out`, also
     /// written there as JSON (`0600`, never overwritten). Audited as
-    /// `customer.export` (the customer's number, whether a file was
-    /// written).
+    /// `customer.export` (the customer's number, and whether a file was
+    /// written — not its name).
     ///
     /// # Errors
     /// [`LedgerError::UnknownCustomer`], [`LedgerError::NotIssued`],
@@ -270,7 +270,9 @@ impl OfficeDir {
             &mut ledger,
             &operator,
             "customer.export",
-            json!({"customer_id": id, "file": out.map(|p| p.display().to_string())}),
+            // Whether a file was written, not its name: an operator may
+            // name it after the customer, and the log is never rewritten.
+            json!({"customer_id": id, "to_file": out.is_some()}),
         )?;
         Ok(export)
     }
