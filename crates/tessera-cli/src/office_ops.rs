@@ -305,16 +305,10 @@ fn now() -> Result<u32, Failure> {
     Ok(crate::pos::clock()?.now())
 }
 
-/// A Unix time for a person: `YYYY-MM-DD HH:MM UTC`.
+/// A Unix time for a person: local `YYYY-MM-DD HH:MM` (`TZ` honoured), as
+/// the reports show it.
 fn when(t: u64) -> String {
-    let days = u32::try_from(t / 86_400).unwrap_or(u32::MAX);
-    let s = t % 86_400;
-    format!(
-        "{} {:02}:{:02} UTC",
-        tessera_protocol::profile::Date::from_unix_days(days),
-        s / 3600,
-        (s % 3600) / 60
-    )
+    tessera_office::reports::View::local().time(u32::try_from(t).unwrap_or(u32::MAX))
 }
 
 fn when_opt(t: Option<u32>) -> String {
@@ -329,18 +323,32 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Prints rows as a table (columns as wide as their widest cell) or CSV.
-fn print_rows(header: &[&str], rows: &[Vec<String>], csv: bool) {
+/// Writes text to standard output; a reader that stopped early (`| head`)
+/// is not an error: what it read is whole lines.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Rows as a table (columns as wide as their widest cell) after a title
+/// line, or CSV.
+fn print_rows(title: &str, header: &[&str], rows: &[Vec<String>], csv: bool) {
+    let mut text = String::new();
     if csv {
-        println!("{}", header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","));
+        text.push_str(&header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","));
+        text.push('\n');
         for r in rows {
-            println!("{}", r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+            text.push_str(&r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+            text.push('\n');
         }
-        return;
+        return emit(&text);
     }
+    text.push_str(title);
+    text.push('\n');
     if rows.is_empty() {
-        println!("  (none)");
-        return;
+        text.push_str("  (none)\n");
+        return emit(&text);
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
@@ -351,18 +359,19 @@ fn print_rows(header: &[&str], rows: &[Vec<String>], csv: bool) {
                 .unwrap_or(0)
         })
         .collect();
-    let line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>| {
         let parts: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}", w = *w))
             .collect();
-        println!("  {}", parts.join("  ").trim_end());
+        text.push_str(&format!("  {}\n", parts.join("  ").trim_end()));
     };
     line(header.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
+    emit(&text);
 }
 
 fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
@@ -423,10 +432,12 @@ fn hotlist_list(a: &ListArgs) -> Result<(), Failure> {
         .iter()
         .map(|e| vec![out::card_id(&e.card_id), when(u64::from(e.at)), e.reason.clone()])
         .collect();
-    if !a.csv {
-        println!("Hotlist v{version}: {} cards", entries.len());
-    }
-    print_rows(&["card_id", "since", "reason"], &rows, a.csv);
+    print_rows(
+        &format!("Hotlist v{version}: {} cards", entries.len()),
+        &["card_id", "since", "reason"],
+        &rows,
+        a.csv,
+    );
     Ok(())
 }
 
@@ -471,10 +482,7 @@ fn store_list(a: &ListArgs) -> Result<(), Failure> {
             ]
         })
         .collect();
-    if !a.csv {
-        println!("Stores");
-    }
-    print_rows(&["store", "name", "city", "terminals"], &rows, a.csv);
+    print_rows("Stores", &["store", "name", "city", "terminals"], &rows, a.csv);
     Ok(())
 }
 
@@ -507,10 +515,8 @@ fn terminal_list(a: &ListArgs) -> Result<(), Failure> {
             ]
         })
         .collect();
-    if !a.csv {
-        println!("Terminals");
-    }
     print_rows(
+        "Terminals",
         &["terminal", "store", "registered", "revoked", "last batch"],
         &rows,
         a.csv,
@@ -585,10 +591,12 @@ fn customer_search(a: &CustomerSearchArgs) -> Result<(), Failure> {
             ]
         })
         .collect();
-    if !a.csv {
-        println!("Customers found: {}", found.len());
-    }
-    print_rows(&["customer", "name", "city", "birth_date", "cards"], &rows, a.csv);
+    print_rows(
+        &format!("Customers found: {}", found.len()),
+        &["customer", "name", "city", "birth_date", "cards"],
+        &rows,
+        a.csv,
+    );
     Ok(())
 }
 
@@ -652,10 +660,12 @@ fn audit_list(a: &ListArgs) -> Result<(), Failure> {
             ]
         })
         .collect();
-    if !a.csv {
-        println!("Audit log: {} entries", entries.len());
-    }
-    print_rows(&["seq", "time", "operator", "action", "details"], &rows, a.csv);
+    print_rows(
+        &format!("Audit log: {} entries", entries.len()),
+        &["seq", "time", "operator", "action", "details"],
+        &rows,
+        a.csv,
+    );
     Ok(())
 }
 
