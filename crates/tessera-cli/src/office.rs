@@ -59,9 +59,9 @@ pub enum OfficeCmd {
     /// Checks the whole ledger: storage integrity, and the books against
     /// the postings (exit 0 sound, 1 otherwise).
     Verify(DirArgs),
-    /// The hotlist of blocked cards.
-    #[command(subcommand)]
-    Hotlist(HotlistCmd),
+    /// Daily operations: hotlist, stores, terminals, customers, audit log.
+    #[command(flatten)]
+    Ops(crate::office_ops::OpsCmd),
     /// Queue a new signed profile version for a card (delivered through sync).
     UpdateProfile(UpdateProfileArgs),
     /// Queue an issuer UNBLOCK for a card locked by failed authentications
@@ -99,6 +99,8 @@ pub struct DirArgs {
     /// The office directory.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub who: crate::office_ops::OperatorArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -209,26 +211,6 @@ pub struct ImportArgs {
     pub ack_out: Option<PathBuf>,
 }
 
-/// `tessera office hotlist …`
-#[derive(Subcommand)]
-pub enum HotlistCmd {
-    /// Block a card: terminals block it at its next tap after `pos sync`.
-    Add(HotlistAddArgs),
-}
-
-/// Arguments of `office hotlist add`.
-#[derive(Args)]
-pub struct HotlistAddArgs {
-    #[command(flatten)]
-    pub office: DirArgs,
-    /// The card, 16 hex digits.
-    #[arg(long, value_name = "ID")]
-    pub card: String,
-    /// Why (kept in the ledger).
-    #[arg(long, default_value = "blocked by the office")]
-    pub reason: String,
-}
-
 /// Arguments of `office update-profile`.
 #[derive(Args)]
 pub struct UpdateProfileArgs {
@@ -263,6 +245,8 @@ pub struct SignArgs {
     #[arg(long)]
     pub test_keys: bool,
     #[command(flatten)]
+    pub who: crate::office_ops::OperatorArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -288,7 +272,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::Import(a) => import(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Report(a) => crate::office_report::run(&a).map_err(|f| f.json(a.json())),
         OfficeCmd::Verify(a) => verify(&a).map_err(|f| f.json(a.output.json)),
-        OfficeCmd::Hotlist(HotlistCmd::Add(a)) => hotlist_add(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Ops(c) => crate::office_ops::run(c),
         OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Unblock(a) => unblock(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::RotateKeys(a) => rotate_keys(&a).map_err(|f| f.json(a.output.json)),
@@ -340,6 +324,7 @@ fn office_err(e: OfficeDirError) -> Failure {
         OfficeDirError::Ledger(l) => ledger_err(l),
         e @ OfficeDirError::Exists(_) => Failure::new(EXIT_DECLINED, e.to_string()),
         e @ OfficeDirError::Exhausted(_) => Failure::usage(e.to_string()),
+        OfficeDirError::Audit(a) => crate::office_ops::audit_failure(a),
         e => Failure::new(EXIT_FILE, e.to_string()),
     }
 }
@@ -358,7 +343,7 @@ pub(crate) fn now() -> Result<u32, Failure> {
 
 fn init(a: &InitArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    let made = OfficeDir::new(dir).init(&a.tls_names).map_err(office_err)?;
+    let made = a.office.office().init(&a.tls_names).map_err(office_err)?;
     let pin = hex::encode(made.tls_cert_sha256);
     if a.office.output.json {
         print_json(
@@ -378,7 +363,7 @@ fn init(a: &InitArgs) -> Result<(), Failure> {
 
 fn tls_cert(a: &InitArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    let identity = OfficeDir::new(dir).new_tls_identity(&a.tls_names).map_err(office_err)?;
+    let identity = a.office.office().new_tls_identity(&a.tls_names).map_err(office_err)?;
     let pin = hex::encode(identity.cert_sha256());
     if a.office.output.json {
         print_json(json!({"dir": dir.display().to_string(), "tls_cert_sha256": pin}));
@@ -397,25 +382,23 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
     // With a token, the masters go into it (never into the bundle) before
     // the terminal is registered.
     let mut token = None;
-    OfficeDir::new(&a.office.dir).export_terminal_with(
-        a.terminal_id,
-        &a.out,
-        a.plain_http,
-        now()?,
-        |keys, link| match (&a.pkcs11_module, &a.token_label) {
-            (Some(module), Some(label)) => {
-                let config = tessera_pkcs11::TokenConfig {
-                    module: module.clone(),
-                    token_label: label.clone(),
-                    pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
-                };
-                let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
-                token = Some((done.imported, done.already_present));
-                Ok::<_, Failure>(done.bundle)
+    a.office
+        .office()
+        .export_terminal_with(a.terminal_id, &a.out, a.plain_http, now()?, |keys, link| {
+            match (&a.pkcs11_module, &a.token_label) {
+                (Some(module), Some(label)) => {
+                    let config = tessera_pkcs11::TokenConfig {
+                        module: module.clone(),
+                        token_label: label.clone(),
+                        pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
+                    };
+                    let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
+                    token = Some((done.imported, done.already_present));
+                    Ok::<_, Failure>(done.bundle)
+                }
+                _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
             }
-            _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
-        },
-    )?;
+        })?;
     if a.office.output.json {
         let mut v = json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()});
         if let (Some((imported, already_present)), Some(label)) = (&token, &a.token_label) {
@@ -454,6 +437,8 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     if let Some(path) = &a.card {
         refuse_existing_card(path)?;
     }
+    let office = a.office.office();
+    office.audit_ready().map_err(office_err)?;
     let (keys, mut ledger) = open_office(&a.office.dir)?;
     let params = IssueParams {
         earn_cap: a.earn_cap,
@@ -486,8 +471,9 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     };
     let id = signed.profile.card_id;
     let p = &signed.profile;
-    let customer =
-        tessera_office::dir::register_issued(&mut ledger, keys.key_version, &signed, now()?).map_err(ledger_err)?;
+    let customer = office
+        .register_issued(&mut ledger, keys.key_version, &signed, now()?)
+        .map_err(office_err)?;
     if let (Some(card), Some(path)) = (made.as_mut(), a.card.as_ref()) {
         card.save_as(path)
             .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
@@ -683,7 +669,7 @@ fn verify(a: &DirArgs) -> Result<(), Failure> {
 }
 
 fn rotate_keys(a: &DirArgs) -> Result<(), Failure> {
-    let (from, to) = OfficeDir::new(&a.dir).rotate_keys().map_err(office_err)?;
+    let (from, to) = a.office().rotate_keys().map_err(office_err)?;
     if a.output.json {
         print_json(json!({"from_key_version": from, "key_version": to}));
     } else {
@@ -696,8 +682,7 @@ fn rotate_keys(a: &DirArgs) -> Result<(), Failure> {
 
 fn unblock(a: &UnblockArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
-    let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    let seq = ledger.queue_unblock(card, now()?).map_err(ledger_err)?;
+    let seq = a.office.office().queue_unblock(card, now()?).map_err(office_err)?;
     if a.office.output.json {
         print_json(json!({"card_id": out::card_id(&card), "issuer_seq": seq}));
     } else {
@@ -709,26 +694,12 @@ fn unblock(a: &UnblockArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
-    let card = hex8(&a.card, "card id")?;
-    let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    ledger.hotlist_card(card, &a.reason, now()?).map_err(ledger_err)?;
-    let version = ledger.hotlist().map_err(ledger_err)?.version;
-    if a.office.output.json {
-        print_json(json!({"card_id": out::card_id(&card), "hotlist_version": version}));
-    } else {
-        println!(
-            "Card {} hotlisted (hotlist v{version}): terminals block it at its next tap after `pos sync`.",
-            out::card_id(&card)
-        );
-    }
-    Ok(())
-}
-
 fn update_profile(a: &UpdateProfileArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
     let profile = profile_from(&a.profile, card, 1)?;
-    let signed = OfficeDir::new(&a.office.dir)
+    let signed = a
+        .office
+        .office()
         .queue_profile_update(profile, a.profile_version, now()?)
         .map_err(office_err)?;
     let version = signed.profile.version;
@@ -762,6 +733,7 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
     let (signed, which) = match &a.dir {
         Some(dir) => (
             OfficeDir::new(dir)
+                .with_operator(a.who.operator.clone())
                 .sign_campaigns(&a.file, now()?)
                 .map_err(office_err)?,
             "the office's issuer key",
@@ -800,7 +772,10 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
 
 fn sign_policy(a: SignArgs) -> Result<(), Failure> {
     let signed = match &a.dir {
-        Some(dir) => OfficeDir::new(dir).sign_policy(&a.file, now()?).map_err(office_err)?,
+        Some(dir) => OfficeDir::new(dir)
+            .with_operator(a.who.operator.clone())
+            .sign_policy(&a.file, now()?)
+            .map_err(office_err)?,
         None => {
             let (keys, _) = signing_keys(None)?;
             sign_policy_file(&a.file, &keys).map_err(office_err)?

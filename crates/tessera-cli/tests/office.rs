@@ -524,7 +524,17 @@ fn sync_after_hotlist_blocks_the_card_at_its_next_tap() {
     let id = env.issue("anna.card");
     env.pos_ok(&["earn", "--card", card, "--amount", "12.50"]);
     let server = env.serve(None);
-    env.ok(&["office", "hotlist", "add", "--dir", env.s("office"), "--card", &id]);
+    env.ok(&[
+        "office",
+        "hotlist",
+        "add",
+        "--dir",
+        env.s("office"),
+        "--card",
+        &id,
+        "--reason",
+        "lost",
+    ]);
     let out: Value = serde_json::from_str(&env.pos_ok(&["sync", "--server", &server.url(), "--json"])).unwrap();
     assert!(out["hotlist_version"].as_u64().unwrap() >= 1, "{out}");
     let hotlist = std::fs::read_to_string(env.path("terminal").join("hotlist.toml")).unwrap();

@@ -44,6 +44,7 @@
 //! signature as published in the office directory (`campaigns.toml`,
 //! `campaigns.toml.sig`).
 
+pub mod audit;
 pub mod dir;
 mod metrics;
 pub mod reports;
