@@ -61,8 +61,11 @@ pub struct ReconciliationArgs {
     /// refusals per reason.
     #[arg(long, value_name = "ID")]
     pub terminal: Option<u32>,
-    /// Every column (declared and stored totals, refusals by reason);
-    /// wider than a screen.
+    /// Only the terminals of this store (`office store list`).
+    #[arg(long, value_name = "ID", conflicts_with = "terminal")]
+    pub store: Option<u32>,
+    /// Every column (store, declared and stored totals, refusals by
+    /// reason); wider than a screen.
     #[arg(long)]
     pub wide: bool,
 }
@@ -129,6 +132,15 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
                 Some(t) if !a.wide && !d.csv => reports::reconciliation_detail(&r, t),
                 _ => reports::reconciliation(&r, &view),
             };
+            if d.csv {
+                // CSV is for machines: every column.
+                view.wide = true;
+            }
+            let table = if d.csv {
+                reports::reconciliation(&r, &view)
+            } else {
+                table
+            };
             ("reconciliation", serde_json::to_value(&r), table)
         }
         ReportCmd::Liability(a) => {
@@ -156,22 +168,7 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
     if d.output.json {
         print_json(json!({"report": name, "data": value}));
     } else if d.csv {
-        let mut t = table;
-        if let ReportCmd::Reconciliation(a) = cmd {
-            if !a.wide {
-                // CSV is for machines: every column.
-                t = reports::reconciliation(
-                    &ledger
-                        .reconciliation(
-                            a.date.as_deref().map(|s| date(s, "date")).transpose()?,
-                            a.terminal,
-                            &view.tz,
-                        )
-                        .map_err(ledger_err)?,
-                    &View { wide: true, ..view },
-                );
-            }
-        }
+        let t = table;
         write_stdout(&t.csv());
     } else {
         write_stdout(&table.text());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tessera_protocol::profile::Date;
 use tessera_settlement::batch::Total;
@@ -98,6 +98,8 @@ pub(crate) fn reconciliation(
         rows.entry(key).or_insert_with(|| ReconciliationRow {
             date: d.to_string(),
             terminal_id,
+            store_id: None,
+            store: None,
             batches: 0,
             held_batches: 0,
             records: 0,
@@ -187,8 +189,24 @@ pub(crate) fn reconciliation(
             }
         }
     }
+    let mut rows: Vec<ReconciliationRow> = rows.into_values().collect();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT s.store_id, s.name FROM terminals t JOIN stores s ON s.store_id = t.store_id
+             WHERE t.terminal_id = ?1",
+        )?;
+        for row in &mut rows {
+            if let Some((id, name)) = stmt
+                .query_row([row.terminal_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                row.store_id = Some(id);
+                row.store = Some(name);
+            }
+        }
+    }
     Ok(ReconciliationReport {
-        rows: rows.into_values().collect(),
+        rows,
         exceptions_by_class,
     })
 }
@@ -402,7 +420,7 @@ struct Agg {
     earned: i64,
     redeemed: i64,
     spend: u64,
-    stores: BTreeMap<u32, u64>,
+    stores: BTreeMap<(Option<u32>, String), u64>,
 }
 
 /// Recency score: 3 within 30 days, 2 within 90, else 1.
@@ -448,9 +466,12 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
     // Key: Ok(customer id) or Err(card hex) for anonymous cards.
     let mut aggs: BTreeMap<Result<u64, String>, Agg> = BTreeMap::new();
     let mut stmt = conn.prepare(
-        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal
+        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal,
+                s.store_id, s.name
          FROM card_transactions t JOIN cards c ON c.card_id = t.card_id
          LEFT JOIN customers k ON k.customer_id = c.customer_id
+         LEFT JOIN terminals m ON m.terminal_id = t.origin_terminal
+         LEFT JOIN stores s ON s.store_id = m.store_id
          WHERE t.status = 'posted' ORDER BY c.card_id, t.counter",
     )?;
     let mut q = stmt.query([])?;
@@ -483,7 +504,13 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
             "refund-redeem" => a.redeemed -= points,
             _ => {}
         }
-        *a.stores.entry(r.get(7)?).or_insert(0) += 1;
+        // Where: the store of the till (a till assigned to none counts as
+        // its own place).
+        let place = match (r.get::<_, Option<u32>>(8)?, r.get::<_, Option<String>>(9)?) {
+            (Some(id), Some(name)) => (Some(id), name),
+            _ => (None, format!("terminal {}", r.get::<_, u32>(7)?)),
+        };
+        *a.stores.entry(place).or_insert(0) += 1;
     }
     let mut rows = Vec::new();
     let mut segments = BTreeMap::new();
@@ -494,11 +521,11 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
         let (r, f, m) = (r_score(recency_days), f_score(visits), m_score(a.earned));
         let seg = segment(r, f, m);
         *segments.entry(seg.to_owned()).or_insert(0u64) += 1;
-        let favourite_store = a
+        let favourite = a
             .stores
             .iter()
-            .max_by_key(|(t, n)| (**n, std::cmp::Reverse(**t)))
-            .map(|(t, _)| *t);
+            .max_by_key(|(place, n)| (**n, std::cmp::Reverse((*place).clone())))
+            .map(|(place, _)| place.clone());
         rows.push(CustomerRow {
             customer_id: key.ok(),
             name: a.name,
@@ -512,7 +539,8 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
             points_earned: a.earned,
             points_redeemed: a.redeemed,
             spend_minor: a.spend,
-            favourite_store,
+            favourite_store_id: favourite.as_ref().and_then(|p| p.0),
+            favourite_store: favourite.map(|p| p.1),
             rfm: format!("R{r}F{f}M{m}"),
             segment: seg.to_owned(),
         });

@@ -296,6 +296,10 @@ pub struct ReconciliationRow {
     pub date: String,
     /// The terminal.
     pub terminal_id: u32,
+    /// The store the terminal is registered to (`office terminal assign`).
+    pub store_id: Option<u32>,
+    /// That store's name.
+    pub store: Option<String>,
     /// Batches received (posted or held).
     pub batches: u32,
     /// Of which still held.
@@ -437,8 +441,11 @@ pub struct CustomerRow {
     /// Purchases that earned, in minor units (completions only: recovered
     /// records do not carry the purchase).
     pub spend_minor: u64,
-    /// The terminal where most transactions were made.
-    pub favourite_store: Option<u32>,
+    /// The store where most transactions were made (`office store`), by
+    /// name; `terminal N` for a till assigned to no store.
+    pub favourite_store: Option<String>,
+    /// That store's id (none for a till assigned to no store).
+    pub favourite_store_id: Option<u32>,
     /// Recency, frequency, monetary scores, 1–3 each, as `"R3F2M1"`.
     pub rfm: String,
     /// Segment: `champion`, `loyal`, `new`, `promising`, `at-risk`,

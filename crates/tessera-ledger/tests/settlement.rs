@@ -977,8 +977,21 @@ fn reports_on_a_small_day() {
     assert_eq!(cr.rows.len(), 3, "three anonymous cards");
     for row in &cr.rows {
         assert_eq!((row.visits, row.recency_days), (1, 0));
-        assert!(matches!(row.favourite_store, Some(11 | 12)));
+        // Tills assigned to no store are their own place.
+        assert!(
+            matches!(row.favourite_store.as_deref(), Some("terminal 11" | "terminal 12")),
+            "{row:?}"
+        );
+        assert_eq!(row.favourite_store_id, None);
         assert_eq!(row.segment, "new");
+    }
+    // Both tills in one store: that store is every customer's favourite.
+    ledger.add_store(3, "Центральный", "Нижний Новгород", day).unwrap();
+    ledger.assign_terminal(11, 3).unwrap();
+    ledger.assign_terminal(12, 3).unwrap();
+    for row in &ledger.customers_report(day + 3_600).unwrap().rows {
+        assert_eq!(row.favourite_store.as_deref(), Some("Центральный"));
+        assert_eq!(row.favourite_store_id, Some(3));
     }
     assert!(cr.rows.iter().any(|r| r.points_redeemed == 10));
     // Everything serializes for the CLI.

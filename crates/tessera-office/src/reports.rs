@@ -348,6 +348,7 @@ pub fn reconciliation(r: &ReconciliationReport, view: &View) -> Table {
         ];
         if view.wide {
             cells.extend([
+                row.store.clone().unwrap_or_default(),
                 group(u64::from(row.held_batches)),
                 group(row.card_transactions),
                 totals_cell(&row.declared),
@@ -387,6 +388,11 @@ fn reconciliation_verdict(r: &ReconciliationReport) -> String {
         (true, n) => format!("Every record is accounted for; {n} exceptions to look at (office report exceptions)."),
         (false, _) => format!("NOT BALANCED: {}", off.join(", ")),
     }
+}
+
+/// Keeps the rows of one store's terminals.
+pub fn only_store(r: &mut ReconciliationReport, store_id: u32) {
+    r.rows.retain(|row| row.store_id == Some(store_id));
 }
 
 /// Whether a row's card transactions are all accounted for.
@@ -593,7 +599,7 @@ pub fn customers(r: &CustomersReport, view: &View) -> Table {
             points(c.points_earned),
             points(c.points_redeemed),
             view.money(i64::try_from(c.spend_minor).unwrap_or(i64::MAX)),
-            c.favourite_store.map(|s| s.to_string()).unwrap_or_default(),
+            c.favourite_store.clone().unwrap_or_default(),
         ];
         if view.wide {
             cells.extend([
