@@ -211,7 +211,9 @@ pub(crate) fn verify(conn: &Connection, integrity: bool) -> Result<Vec<String>, 
         (
             "shadow balance is not the sum of its posted records",
             "SELECT hex(c.card_id), c.shadow_balance, (SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
-                 WHERE t.card_id = c.card_id AND t.status = 'posted') AS s FROM cards c WHERE c.shadow_balance != s",
+                 WHERE t.card_id = c.card_id AND t.status = 'posted')
+                 + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id) AS s
+                 FROM cards c WHERE c.shadow_balance != s",
         ),
         (
             "last counter is not its highest posted record",
@@ -281,15 +283,19 @@ pub(crate) fn explanation(conn: &Connection) -> Result<Explanation, LedgerError>
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
+    // Replacements move points between cards' books without a card
+    // record (`card_postings`); they sum to zero once both sides posted.
     let posted_points: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted'",
+        "SELECT (SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted')
+              + (SELECT COALESCE(SUM(delta), 0) FROM card_postings)",
         [],
         |r| r.get(0),
     )?;
     let cards_off_books: u64 = conn.query_row(
         "SELECT COUNT(*) FROM cards c WHERE c.shadow_balance != (
              SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
-             WHERE t.card_id = c.card_id AND t.status = 'posted')",
+             WHERE t.card_id = c.card_id AND t.status = 'posted')
+             + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id)",
         [],
         |r| r.get(0),
     )?;
