@@ -9,6 +9,7 @@ mod card;
 mod demo;
 mod fail;
 mod office;
+mod office_cards;
 mod out;
 mod pos;
 mod settle;

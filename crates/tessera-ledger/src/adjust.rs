@@ -313,6 +313,30 @@ impl Ledger {
         })
     }
 
+    /// The card that replaced `card`, if the office replaced it.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn replacement_of(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+        replaced_by(&self.conn, &card)
+    }
+
+    /// The card `card` replaces, if it is a replacement.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn replaces(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+        let old: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT old_card FROM card_replacements WHERE new_card = ?1",
+                [&card[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        old.map(card_of).transpose()
+    }
+
     /// A card's book entries that no card certified (balances moved by a
     /// replacement), oldest first.
     ///

@@ -445,7 +445,37 @@ mod tests {
                 ciphertext: "00".repeat(64),
                 issuer_mac: "0102030405060708".into(),
             }],
+            adjustments: vec![SyncAdjustment {
+                card_id: "1000000000000005".into(),
+                seq: 1,
+                kind: "issuer-credit".into(),
+                points: 250,
+                issuer_macs: [(2, "0102030405060708".into())].into(),
+            }],
         }
+    }
+
+    /// A feed without adjustments is the payload of before they existed
+    /// (tills of that time open it), and one with them round-trips.
+    #[test]
+    fn adjustments_are_absent_from_a_feed_without_any() {
+        let mut s = sample();
+        s.adjustments.clear();
+        let p = SyncPayload {
+            hotlist: s.hotlist.clone(),
+            campaigns: s.campaigns.clone(),
+            profile_updates: s.profile_updates.clone(),
+            settled: s.settled.clone(),
+            unblocks: s.unblocks.clone(),
+            key_updates: s.key_updates.clone(),
+            adjustments: Vec::new(),
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("adjustments"));
+        assert!(text.ends_with("]}"), "{text}");
+        let key = Key::new([7; 16]);
+        let full = sample();
+        assert_eq!(full.seal(&key, [1; 16]).open(&key, 7, "00ff").unwrap(), full);
     }
 
     #[test]
