@@ -95,6 +95,7 @@ fn book_balance(conn: &Connection, card: &[u8; 8]) -> Result<i64, LedgerError> {
 }
 
 /// Issues one adjustment inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
 fn issue(
     conn: &Connection,
     card: &[u8; 8],
@@ -182,9 +183,14 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::Refused`] (nothing changed) for a card the office
     /// never issued or has hotlisted, zero points, an empty reason or
-    /// operator, a replacement kind, or a debit that would take the card's
+    /// operator, a goodwill debit, a replacement kind, or a debit that would take the card's
     /// books (with its pending adjustments) below zero; a storage error.
     pub fn issue_adjustment(&mut self, a: &NewAdjustment, now: u32) -> Result<AdjustmentRow, LedgerError> {
+        if a.kind == AdjustmentKind::Goodwill && a.points < 0 {
+            return Err(LedgerError::Refused(
+                "a goodwill adjustment only credits: a debit is a correction".into(),
+            ));
+        }
         if a.kind == AdjustmentKind::Replacement {
             return Err(LedgerError::Refused(
                 "a replacement credit is issued by replacing the card".into(),

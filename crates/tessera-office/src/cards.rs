@@ -64,6 +64,7 @@ pub fn replacement_profile(
 /// # Errors
 /// The ledger's; [`LedgerError::Refused`] when the signed profile is not
 /// for a fresh card.
+#[allow(clippy::too_many_arguments)]
 pub fn register_replacement(
     ledger: &mut Ledger,
     key_version: u8,
