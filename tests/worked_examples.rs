@@ -248,7 +248,10 @@ fn generate() -> Examples {
     input.extend_from_slice(&1u32.to_be_bytes());
     input.push(0x05);
     input.extend_from_slice(&200u32.to_be_bytes());
-    assert_eq!(tessera_crypto::cmac(&rotated.card_issuer_key(&id), &input)[..8], adjust_mac);
+    assert_eq!(
+        tessera_crypto::cmac(&rotated.card_issuer_key(&id), &input)[..8],
+        adjust_mac
+    );
     let _ = writeln!(v, "adjust_issuer_mac_input = {}", hex::encode_upper(&input));
     let _ = writeln!(v, "adjust_issuer_mac = {}", hex::encode_upper(adjust_mac));
     let _ = writeln!(v, "adjust_record = {}", hex::encode_upper(adjusted.record.to_bytes()));

@@ -324,8 +324,8 @@ fn list(a: &AdjustListArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>4} {:>8} {:<11} {:<7} {:>7}  {}",
-        "card", "seq", "points", "kind", "state", "applied", "operator · reason"
+        "{:<16} {:>4} {:>8} {:<11} {:<7} {:>7}  operator · reason",
+        "card", "seq", "points", "kind", "state", "applied"
     );
     for r in &rows {
         let c = cells(r);

@@ -139,8 +139,13 @@ fn issue(
             "card {hex} has {balance} points on its books ({pending:+} pending): a debit never takes a card below zero"
         )));
     }
+    // The card takes only its next sequence: one more than every one
+    // issued here and every one its records show (an adjustment this
+    // ledger did not issue, an `adjustment-mismatch`, still used one).
     let seq: u32 = conn.query_row(
-        "SELECT COALESCE(MAX(seq), 0) + 1 FROM adjustments WHERE card_id = ?1",
+        "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM adjustments WHERE card_id = ?1),
+                    (SELECT COALESCE(MAX(reference), 0) FROM card_transactions
+                     WHERE card_id = ?1 AND tx_type IN ('issuer-credit', 'issuer-debit'))) + 1",
         [&card[..]],
         |r| r.get(0),
     )?;
@@ -372,6 +377,10 @@ pub(crate) enum Paired {
     Mismatch(&'static str, serde_json::Value),
 }
 
+/// Direction, points, state, applied counter and old card of an issued
+/// adjustment.
+type IssuedRow = (String, u32, String, Option<u32>, Option<Vec<u8>>);
+
 /// Matches a posted adjustment record (`kind`, `points`, sequence
 /// `seq`, card counter `counter`) with the office's issued adjustment and
 /// marks it applied.
@@ -384,7 +393,7 @@ pub(crate) fn pair(
     counter: u32,
     now: u32,
 ) -> Result<Paired, LedgerError> {
-    let found: Option<(String, u32, String, Option<u32>, Option<Vec<u8>>)> = conn
+    let found: Option<IssuedRow> = conn
         .prepare_cached(
             "SELECT direction, points, state, applied_counter, from_card FROM adjustments
              WHERE card_id = ?1 AND seq = ?2",

@@ -342,6 +342,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_6_files_gain_the_adjustment_books() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_SYNC_ACK,
+        ] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        prepare(&mut conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.execute(
+            "INSERT INTO adjustments (card_id, seq, kind, direction, points, reason, operator, issued_at)
+             VALUES (x'BE4C000000000001', 1, 'goodwill', 'issuer-credit', 5, 'r', 'o', 100)",
+            [],
+        )
+        .unwrap();
+        // Sequence, kind and points are checked by the schema too.
+        for bad in [
+            "(x'BE4C000000000001', 1, 'goodwill', 'issuer-credit', 5, 'r', 'o', 100)",
+            "(x'BE4C000000000001', 2, 'gift', 'issuer-credit', 5, 'r', 'o', 100)",
+            "(x'BE4C000000000001', 3, 'goodwill', 'issuer-credit', 0, 'r', 'o', 100)",
+        ] {
+            let sql = format!(
+                "INSERT INTO adjustments (card_id, seq, kind, direction, points, reason, operator, issued_at) VALUES {bad}"
+            );
+            assert!(conn.execute(&sql, []).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn version_3_files_gain_the_sync_deliveries() {
         let mut conn = Connection::open_in_memory().unwrap();
         for m in [MIGRATION_1, MIGRATION_2, MIGRATION_3] {
