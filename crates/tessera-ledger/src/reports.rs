@@ -423,13 +423,16 @@ fn segment(r: u8, f: u8, m: u8) -> &'static str {
 
 /// The customers report as of `now`.
 pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, LedgerError> {
+    // Issuer adjustments are no visits: they stay out of frequency and
+    // recency.
     // Key: Ok(customer id) or Err(card hex) for anonymous cards.
     let mut aggs: BTreeMap<Result<u64, String>, Agg> = BTreeMap::new();
     let mut stmt = conn.prepare(
         "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal
          FROM card_transactions t JOIN cards c ON c.card_id = t.card_id
          LEFT JOIN customers k ON k.customer_id = c.customer_id
-         WHERE t.status = 'posted' ORDER BY c.card_id, t.counter",
+         WHERE t.status = 'posted' AND t.tx_type NOT IN ('issuer-credit', 'issuer-debit')
+         ORDER BY c.card_id, t.counter",
     )?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
