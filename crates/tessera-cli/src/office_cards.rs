@@ -264,6 +264,14 @@ fn adjust(a: &AdjustArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `YYYY-MM-DD HH:MM UTC` for a person reading the table (JSON and CSV
+/// keep Unix seconds).
+fn utc(secs: u32) -> String {
+    let day = tessera_protocol::profile::Date::from_unix_days(secs / 86_400);
+    let s = secs % 86_400;
+    format!("{day} {:02}:{:02} UTC", s / 3600, s % 3600 / 60)
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -324,14 +332,22 @@ fn list(a: &AdjustListArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>4} {:>8} {:<11} {:<7} {:>7}  operator · reason",
-        "card", "seq", "points", "kind", "state", "applied"
+        "{:<16} {:>4} {:>8} {:<11} {:<7} {:>7}  {:<20}  operator · reason",
+        "card", "seq", "points", "kind", "state", "applied", "issued"
     );
     for r in &rows {
         let c = cells(r);
         println!(
-            "{:<16} {:>4} {:>8} {:<11} {:<7} {:>7}  {} · {}",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[8]
+            "{:<16} {:>4} {:>8} {:<11} {:<7} {:>7}  {:<20}  {} · {}",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            utc(r.issued_at),
+            c[6],
+            c[8]
         );
     }
     let pending = rows.iter().filter(|r| r.state == "pending").count();
