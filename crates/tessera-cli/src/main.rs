@@ -10,6 +10,7 @@ mod demo;
 mod fail;
 mod office;
 mod office_cards;
+mod office_report;
 mod out;
 mod pos;
 mod settle;

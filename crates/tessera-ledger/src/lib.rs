@@ -947,17 +947,25 @@ impl Ledger {
         reports::each_exception(&self.conn, f)
     }
 
-    /// Reconciliation per terminal and settlement day, optionally for one
-    /// day and/or one terminal.
+    /// Reconciliation per terminal and settlement day — the local day in
+    /// `tz` the batches were received — optionally for one day and/or one
+    /// terminal.
     ///
     /// # Errors
-    /// A storage error.
+    /// [`LedgerError::UnknownTerminal`] for a terminal the ledger never
+    /// registered (a typo, not an empty report); a storage error.
     pub fn reconciliation(
         &self,
         date: Option<tessera_protocol::profile::Date>,
         terminal: Option<u32>,
+        tz: &jiff::tz::TimeZone,
     ) -> Result<ReconciliationReport, LedgerError> {
-        reports::reconciliation(&self.conn, date, terminal)
+        if let Some(t) = terminal {
+            if self.terminal_active(t)?.is_none() {
+                return Err(LedgerError::UnknownTerminal(t));
+            }
+        }
+        reports::reconciliation(&self.conn, date, terminal, tz)
     }
 
     /// Points outstanding and their money value at `minor_units_per_point`.

@@ -418,7 +418,8 @@ pub struct Customer {
 /// ledger received its batches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReconciliationRow {
-    /// Day, `YYYY-MM-DD`.
+    /// Local day the batches were received, `YYYY-MM-DD` (in the time zone
+    /// the report was asked for).
     pub date: String,
     /// The terminal.
     pub terminal_id: u32,
@@ -432,8 +433,12 @@ pub struct ReconciliationRow {
     pub card_transactions: u64,
     /// Card transactions stored from these batches and posted by now.
     pub posted: u64,
-    /// Duplicates ignored.
-    pub duplicates: u64,
+    /// Copies of card transactions the ledger already held, counted once:
+    /// normally the same transaction delivered by another till that
+    /// recovered it from the card's log (a card pulled mid-transaction).
+    /// A till repeating its own record is also a `duplicate-record`
+    /// exception.
+    pub copies: u64,
     /// Card transactions rejected.
     pub rejected: u64,
     /// Card transactions stored from these batches and still held beyond

@@ -47,6 +47,7 @@
 pub mod cards;
 pub mod dir;
 mod metrics;
+pub mod reports;
 pub mod server;
 pub mod tls;
 
