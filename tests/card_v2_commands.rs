@@ -1,5 +1,5 @@
 //! Bad input to every command card application v2 added or changed gets
-//! its status word (applet-spec §4.9, §4.10, §4.13, §4.14) and changes
+//! its status word (applet-spec §4.9, §4.10, §4.13, §4.14, §4.16) and changes
 //! nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -327,4 +327,76 @@ fn key_update_bad_input() {
         m.recover();
         assert_eq!(m.cells(), before.cells(), "{data:02X?} changed the card");
     }
+}
+
+/// ISSUER ADJUST (v2.1, §4.16): every malformed or impossible command gets
+/// its status word, in the order of the spec, and changes nothing; the raw
+/// status words a till never acts on are those of the card.
+#[test]
+fn issuer_adjust_bad_input() {
+    let mut card = card_with_history(510); // balance 400, counter 2
+    let id = card_id(510);
+    let before = card.memory();
+    let mac = |seq: u32, kind: u8, points: u32| issuer_mac(&id, IssuerDecision::Adjust { seq, kind, points });
+    let data = |points: u32, seq: u32, m: [u8; 8]| {
+        encode_all(&[
+            (tags::AMOUNT, &points.to_be_bytes()),
+            (tags::TERMINAL_ID, &[0, 0, 0, 9]),
+            (tags::TERMINAL_SEQ, &[0, 0, 0, 1]),
+            (tags::TIME, &[0x6B, 0x09, 0x70, 0xC0]),
+            (tags::ADJUST_SEQ, &seq.to_be_bytes()),
+            (tags::ISSUER_MAC, &m),
+        ])
+    };
+    let good = data(10, 1, mac(1, 5, 10));
+    let mut with_store = good.clone();
+    with_store.extend(encode(tags::STORE_ID, &[0, 0, 0, 1]));
+    let cases: Vec<(u8, Vec<u8>, StatusWord)> = vec![
+        // P1 other than 05 / 06.
+        (0x00, good.clone(), StatusWord::WrongP1P2),
+        (0x03, good.clone(), StatusWord::WrongP1P2),
+        // Missing the issuer MAC, or an extra object.
+        (0x05, good[..good.len() - 10].to_vec(), StatusWord::WrongData),
+        (0x05, with_store, StatusWord::WrongData),
+        // Zero points, even with its genuine MAC.
+        (0x05, data(0, 1, mac(1, 5, 0)), StatusWord::WrongData),
+        // Sequence 0, or 2 before 1 (no gaps), with genuine MACs.
+        (0x05, data(10, 0, mac(0, 5, 10)), StatusWord::WrongData),
+        (0x05, data(10, 2, mac(2, 5, 10)), StatusWord::WrongData),
+        // A debit above the balance, with its genuine MAC.
+        (0x06, data(401, 1, mac(1, 6, 401)), StatusWord::InsufficientBalance),
+        // A credit that would overflow.
+        (
+            0x05,
+            data(u32::MAX, 1, mac(1, 5, u32::MAX)),
+            StatusWord::BalanceOverflow,
+        ),
+    ];
+    for (p1, d, want) in cases {
+        let mut ch = session(&mut card, &id);
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::IssuerAdjust, p1, &d),
+            want,
+            "P1 {p1:02X} {}",
+            hex::encode(&d)
+        );
+    }
+    // A credit MAC'd as a credit, sent as a debit: the MAC binds the kind
+    // (6988, and the session is closed).
+    let mut ch = session(&mut card, &id);
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::IssuerAdjust, 0x06, &good),
+        StatusWord::BadMac
+    );
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::ReadLog, 1, &[]),
+        StatusWord::SecurityNotSatisfied
+    );
+    assert_eq!(card.memory().cells(), before.cells(), "nothing changed");
+    let mut ch = session(&mut card, &id);
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::IssuerAdjust, 0x05, &good),
+        StatusWord::Ok
+    );
+    assert_eq!(card.state().unwrap().balance, 410);
 }

@@ -156,6 +156,39 @@ fn acknowledge_settlement_is_atomic() {
     assert!(old > 0 && new > 0);
 }
 
+/// ISSUER ADJUST (v2.1): balance, counter, log slot and the adjustment
+/// sequence in one commit (10 writes); a torn adjustment can be delivered
+/// again, a completed one never twice.
+#[test]
+fn issuer_adjust_is_atomic() {
+    let base = with_history(403);
+    for (kind, points) in [
+        (tessera_protocol::messages::TxKind::IssuerCredit, 75),
+        (tessera_protocol::messages::TxKind::IssuerDebit, 30),
+    ] {
+        let adj = tessera_terminal::Adjustment {
+            card_id: card_id(403),
+            key_version: 1,
+            seq: 1,
+            kind,
+            points,
+            issuer_mac: issuer_mac(
+                &card_id(403),
+                IssuerDecision::Adjust {
+                    seq: 1,
+                    kind: kind.to_byte(),
+                    points,
+                },
+            ),
+        };
+        let (old, new) = cut_everywhere(&base, 0x36, 10, |arm| {
+            let mut t = test_terminal(2).with_rng(Rng::seeded(3));
+            t.tap(&mut *arm)?.adjust(&adj).map(|_| ())
+        });
+        assert!(old > 0 && new > 0);
+    }
+}
+
 #[test]
 fn unblock_is_atomic() {
     let (mut card, _) = issued_card(402, 402);

@@ -51,6 +51,7 @@ struct Examples {
     issuer: String,
     unblock: String,
     keyupdate: String,
+    adjust: String,
     values: String,
 }
 
@@ -119,6 +120,33 @@ fn generate() -> Examples {
         .insert(profile_digest(&signed.to_bytes()), signed.clone());
     both.tap(&mut card).unwrap().update_keys(&update).unwrap();
     let keyupdate = both.take_trace();
+
+    // v2.1: ISSUER ADJUST, a goodwill credit of 200 points with adjustment
+    // sequence 1, MAC'd with the card's issuer key of its new version 2.
+    let adjust_mac = rotated
+        .issuer_mac_of(
+            &id,
+            2,
+            IssuerDecision::Adjust {
+                seq: 1,
+                kind: 0x05,
+                points: 200,
+            },
+        )
+        .unwrap();
+    let adjusted = both
+        .tap(&mut card)
+        .unwrap()
+        .adjust(&tessera_terminal::Adjustment {
+            card_id: id,
+            key_version: 2,
+            seq: 1,
+            kind: tessera_protocol::messages::TxKind::IssuerCredit,
+            points: 200,
+            issuer_mac: adjust_mac,
+        })
+        .unwrap();
+    let adjust = both.take_trace();
 
     // Derived values a vendor checks an implementation against.
     let sel_raw = earn.entries[0].response.clone().unwrap();
@@ -210,6 +238,29 @@ fn generate() -> Examples {
     let _ = writeln!(v, "key_update_ciphertext = {}", hex::encode_upper(&update.ciphertext));
     let _ = writeln!(v, "key_update_issuer_mac = {}", hex::encode_upper(update.issuer_mac));
 
+    let _ = writeln!(
+        v,
+        "# v2.1: ISSUER ADJUST, credit of 200 points, sequence 1 (§4.16), under new_K_iss"
+    );
+    let mut input = b"TI".to_vec();
+    input.extend_from_slice(&[0x02, 0x36]);
+    input.extend_from_slice(&id);
+    input.extend_from_slice(&1u32.to_be_bytes());
+    input.push(0x05);
+    input.extend_from_slice(&200u32.to_be_bytes());
+    assert_eq!(
+        tessera_crypto::cmac(&rotated.card_issuer_key(&id), &input)[..8],
+        adjust_mac
+    );
+    let _ = writeln!(v, "adjust_issuer_mac_input = {}", hex::encode_upper(&input));
+    let _ = writeln!(v, "adjust_issuer_mac = {}", hex::encode_upper(adjust_mac));
+    let _ = writeln!(v, "adjust_record = {}", hex::encode_upper(adjusted.record.to_bytes()));
+    let _ = writeln!(
+        v,
+        "adjust_certificate_key = {}",
+        hex::encode_upper(rotated.card_cert_key(&id).bytes())
+    );
+
     Examples {
         personalize: render("Personalization of card 7E57000000000001 with the test keys", &perso),
         earn: render("First tap at terminal 00000101: profile not cached, EARN 120", &earn),
@@ -222,6 +273,10 @@ fn generate() -> Examples {
         keyupdate: render(
             "Fifth tap: KEY UPDATE to key version 2, then SELECT and AUTHENTICATE under the new keys",
             &keyupdate,
+        ),
+        adjust: render(
+            "Sixth tap: ISSUER ADJUST, the issuer's credit of 200 points (adjustment sequence 1)",
+            &adjust,
         ),
         values: v,
     }
@@ -237,6 +292,7 @@ fn worked_examples_are_frozen() {
         ("traces/issuer.apdu", &ex.issuer),
         ("traces/unblock.apdu", &ex.unblock),
         ("traces/keyupdate.apdu", &ex.keyupdate),
+        ("traces/adjust.apdu", &ex.adjust),
         ("traces/values.txt", &ex.values),
     ];
     let dir = fixtures();
@@ -297,4 +353,7 @@ fn recorded_traces_replay_byte_for_byte() {
     assert_eq!(card.state().unwrap().issuer_seq, 1);
     assert_eq!(replay(&mut card, "traces/keyupdate.apdu"), 5);
     assert_eq!(card.state().unwrap().key_version, 2);
+    assert_eq!(replay(&mut card, "traces/adjust.apdu"), 3);
+    let st = card.state().unwrap();
+    assert_eq!((st.balance, st.counter, st.adjust_seq), (320, 4, 1));
 }

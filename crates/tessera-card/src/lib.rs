@@ -21,8 +21,8 @@ use tessera_crypto::{CryptoError, Key};
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AckCommand, AuthCommand, AuthResponse, KeyUpdateCommand, Lifecycle, LogRecord, NewCardKeys, PersonalizeData,
-    SelectResponse, TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
+    AckCommand, AdjustCommand, AuthCommand, AuthResponse, KeyUpdateCommand, Lifecycle, LogRecord, NewCardKeys,
+    PersonalizeData, SelectResponse, TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{SignedProfile, MAX_PROFILE_BLOB};
 use tessera_protocol::tlv::{encode, tags, TlvList};
@@ -176,6 +176,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             | Ins::ReadLog
             | Ins::UpdateProfile
             | Ins::KeyUpdate
+            | Ins::IssuerAdjust
             | Ins::Block => CLA_SECURE,
             _ => return Err(StatusWord::InsNotSupported),
         };
@@ -206,6 +207,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                     Ins::AckSettlement => self.ack_settlement(cmd, &data),
                     Ins::UpdateProfile => self.update_profile(cmd, &data),
                     Ins::KeyUpdate => self.key_update(cmd, &data),
+                    Ins::IssuerAdjust => self.issuer_adjust(cmd, &data),
                     Ins::ReadLog => self.read_log(cmd, &data),
                     _ => self.block(cmd, &data),
                 }
@@ -378,6 +380,8 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         let cap = match kind {
             TxKind::Earn | TxKind::RefundEarn => s.earn_cap,
             TxKind::Redeem | TxKind::RefundRedeem => s.redeem_cap,
+            // Not reached: adjustments go through `issuer_adjust`.
+            TxKind::IssuerCredit | TxKind::IssuerDebit => return Err(StatusWord::WrongP1P2),
         };
         if tx.amount > cap {
             return Err(StatusWord::AboveCap);
@@ -428,7 +432,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                 v.unsettled_points = v.unsettled_points.saturating_add(tx.amount);
                 writes.push((Field::Velocity, v.to_bytes().to_vec()));
             }
-            TxKind::RefundEarn | TxKind::RefundRedeem => {}
+            TxKind::RefundEarn | TxKind::RefundRedeem | TxKind::IssuerCredit | TxKind::IssuerDebit => {}
         }
         self.commit(writes)?;
         self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
@@ -454,7 +458,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         }
         let refunded = s
             .records()
-            .filter(|r| r.reference == reference && matches!(r.kind, TxKind::RefundEarn | TxKind::RefundRedeem))
+            .filter(|r| r.reference == reference && r.kind.is_refund())
             .fold(0u64, |a, r| a + u64::from(r.amount));
         if u64::from(amount) + refunded > u64::from(original.amount) {
             return Err(StatusWord::RefundExceedsOriginal);
@@ -502,6 +506,66 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             (Field::IssuerSeq, u.seq.to_be_bytes().to_vec()),
         ])?;
         Ok(Response::status(StatusWord::Ok))
+    }
+
+    /// §4.16 ISSUER ADJUST (v2.1): the issuer credits (P1 `05`) or debits
+    /// (P1 `06`, never below zero) points. The adjustment sequence must be
+    /// exactly one more than the card's, so no adjustment the office issued
+    /// is ever skipped and none is applied twice; the record, certified like
+    /// any transaction's, carries the sequence as its reference. Balance,
+    /// counter, log slot and the sequence change in one commit.
+    fn issuer_adjust(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        let kind = match (cmd.p1, cmd.p2) {
+            (0x05, 0) => TxKind::IssuerCredit,
+            (0x06, 0) => TxKind::IssuerDebit,
+            _ => return Err(StatusWord::WrongP1P2),
+        };
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let a = AdjustCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
+        if a.amount == 0 {
+            return Err(StatusWord::WrongData);
+        }
+        self.check_issuer_mac(
+            IssuerDecision::Adjust {
+                seq: a.seq,
+                kind: kind.to_byte(),
+                points: a.amount,
+            },
+            &a.issuer_mac,
+        )?;
+        // Single use and no gaps: only the next sequence is accepted.
+        if Some(a.seq) != self.state.adjust_seq.checked_add(1) {
+            return Err(StatusWord::WrongData);
+        }
+        let s = &self.state;
+        let balance_after = if kind.is_credit() {
+            s.balance.checked_add(a.amount).ok_or(StatusWord::BalanceOverflow)?
+        } else {
+            s.balance.checked_sub(a.amount).ok_or(StatusWord::InsufficientBalance)?
+        };
+        let counter = s.counter.checked_add(1).ok_or(StatusWord::CounterExhausted)?;
+        let mut record = LogRecord {
+            counter,
+            kind,
+            amount: a.amount,
+            balance_after,
+            terminal_id: a.terminal_id,
+            terminal_seq: a.terminal_seq,
+            time: a.time,
+            reference: a.seq,
+            certificate: [0; 16],
+        };
+        let k_cert = s.key_cert.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+        record.certificate = certificate(k_cert, &s.card_id, &record);
+        self.commit(vec![
+            (Field::Balance, balance_after.to_be_bytes().to_vec()),
+            (Field::Counter, counter.to_be_bytes().to_vec()),
+            (Field::Log(CardState::slot(counter)), record.to_bytes()),
+            (Field::AdjustSeq, a.seq.to_be_bytes().to_vec()),
+        ])?;
+        self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
     }
 
     /// §4.10 ACKNOWLEDGE SETTLEMENT: the back office has settled every

@@ -48,6 +48,8 @@ pub struct CardState {
     pub issuer_id: Option<IssuerId>,
     /// Issuer sequence of the last UNBLOCK (0 = none).
     pub issuer_seq: u32,
+    /// Adjustment sequence of the last ISSUER ADJUST (0 = none, v2.1).
+    pub adjust_seq: u32,
 }
 
 fn corrupt(f: Field) -> CardError {
@@ -104,10 +106,17 @@ impl CardState {
             key_issuer: None,
             issuer_id: None,
             issuer_seq: 0,
+            adjust_seq: 0,
         };
         // Fields added after the first cards: absent means zero (or, for the
         // v2 issuer fields, a card personalized under application v1).
-        for f in [Field::Visits, Field::Velocity, Field::IssuerId, Field::IssuerSeq] {
+        for f in [
+            Field::Visits,
+            Field::Velocity,
+            Field::IssuerId,
+            Field::IssuerSeq,
+            Field::AdjustSeq,
+        ] {
             if let Some(v) = s.read(f) {
                 state.set(f, &v)?;
             }
@@ -176,6 +185,7 @@ impl CardState {
             Field::KeyIssuer => self.key_issuer = decode_key(v, f)?,
             Field::IssuerId => self.issuer_id = Some(v.try_into().map_err(|_| corrupt(f))?),
             Field::IssuerSeq => self.issuer_seq = four()?,
+            Field::AdjustSeq => self.adjust_seq = four()?,
         }
         Ok(())
     }

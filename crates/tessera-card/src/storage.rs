@@ -48,6 +48,9 @@ pub enum Field {
     IssuerId,
     /// Issuer sequence of the last UNBLOCK (4 bytes, v2); absent means 0.
     IssuerSeq,
+    /// Adjustment sequence of the last ISSUER ADJUST (4 bytes, v2.1);
+    /// absent means 0.
+    AdjustSeq,
 }
 
 impl Field {
@@ -72,6 +75,7 @@ impl Field {
             Self::KeyIssuer => "key_issuer".into(),
             Self::IssuerId => "issuer_id".into(),
             Self::IssuerSeq => "issuer_seq".into(),
+            Self::AdjustSeq => "adjust_seq".into(),
         }
     }
 
@@ -95,6 +99,7 @@ impl Field {
             "key_issuer" => Self::KeyIssuer,
             "issuer_id" => Self::IssuerId,
             "issuer_seq" => Self::IssuerSeq,
+            "adjust_seq" => Self::AdjustSeq,
             other => {
                 let i: u8 = other.strip_prefix("log.")?.parse().ok()?;
                 if usize::from(i) >= tessera_protocol::LOG_CAPACITY {

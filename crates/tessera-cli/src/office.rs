@@ -78,6 +78,8 @@ pub enum OfficeCmd {
     /// FILE.sig, and registers it in the ledger: tills decide only under a
     /// signed policy, and the ledger recomputes their points under it.
     SignPolicy(SignArgs),
+    #[command(flatten)]
+    Cards(crate::office_cards::CardsCmd),
 }
 
 /// Arguments of `office manufacture`.
@@ -284,6 +286,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
             let json = a.output.json;
             sign_policy(a).map_err(|f| f.json(json))
         }
+        OfficeCmd::Cards(c) => crate::office_cards::run(c),
     }
 }
 

@@ -444,6 +444,8 @@ fn tap(a: &CardArgs, op: Operation, again: bool) -> Result<(), Failure> {
         profile_updated,
         keys_updated,
         settlement_acknowledged,
+        adjusted,
+        adjustment_refused,
         outcome,
         trace,
     } = tap;
@@ -462,6 +464,8 @@ fn tap(a: &CardArgs, op: Operation, again: bool) -> Result<(), Failure> {
             "profile_updated": profile_updated,
             "settlement_acknowledged": settlement_acknowledged,
             "keys_updated": keys_updated,
+            "adjusted": adjusted.iter().map(|r| json!({"seq": r.record.reference, "type": r.record.kind.name(), "points": r.record.amount, "counter": r.record.counter, "balance_after": r.record.balance_after})).collect::<Vec<_>>(),
+            "adjustment_waiting": adjustment_refused.as_ref().map(|(seq, why)| json!({"seq": seq, "why": why})),
             "outcome": outcome_json,
             "trace": out::trace_json(&trace),
         });
@@ -505,6 +509,20 @@ fn tap(a: &CardArgs, op: Operation, again: bool) -> Result<(), Failure> {
     }
     if let Some(v) = keys_updated {
         println!("Note: the card moved to the office's key version {v}.");
+    }
+    for r in &adjusted {
+        let sign = if r.record.kind.is_credit() {
+            "credited"
+        } else {
+            "debited"
+        };
+        println!(
+            "Note: the office {sign} {} points (adjustment {}); balance {} points.",
+            r.record.amount, r.record.reference, r.record.balance_after
+        );
+    }
+    if let Some((seq, why)) = &adjustment_refused {
+        println!("Note: the office's adjustment {seq} is still waiting: {why}.");
     }
     if let Some(n) = settlement_acknowledged {
         println!("Note: the card now knows its transactions up to #{n} are settled (offline limits restart).");

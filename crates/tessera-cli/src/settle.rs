@@ -236,6 +236,7 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
             "settled_cards": r.settled_cards,
             "unblocks": r.unblocks,
             "key_updates": r.key_updates,
+            "adjustments": r.applied.adjustments,
             "notes": r.applied.notes,
         }));
     } else {
@@ -250,6 +251,12 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
             r.applied.profiles.len(),
             r.settled_cards
         );
+        if r.applied.adjustments > 0 {
+            println!(
+                "  {} issuer adjustments waiting for their cards' next tap.",
+                r.applied.adjustments
+            );
+        }
         for n in &r.applied.notes {
             println!("  Note: {n}");
         }

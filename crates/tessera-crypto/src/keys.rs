@@ -27,6 +27,16 @@ pub enum IssuerDecision<'a> {
     Profile(&'a [u8]),
     /// UNBLOCK with this issuer sequence.
     Unblock(u32),
+    /// ISSUER ADJUST (v2.1): this adjustment sequence, kind (`05` credit,
+    /// `06` debit) and points.
+    Adjust {
+        /// The adjustment sequence.
+        seq: u32,
+        /// The record kind byte: `05` credit, `06` debit.
+        kind: u8,
+        /// Points.
+        points: u32,
+    },
     /// KEY UPDATE to this key version with these encrypted keys.
     KeyUpdate {
         /// The new key version.
@@ -37,12 +47,19 @@ pub enum IssuerDecision<'a> {
 }
 
 /// `IMAC = CMAC(K_iss, "TI" ‖ 02 ‖ INS ‖ card id ‖ payload)[0..8]` (spec
-/// §5.9), the payload being `[N]32`, `SHA-256(blob)` or `[seq]32`.
+/// §5.9), the payload being `[N]32`, `SHA-256(blob)`, `[seq]32`,
+/// `[seq]32 ‖ [kind]8 ‖ [points]32` or `[v]8 ‖ ciphertext`.
 pub fn issuer_mac(k_iss: &Key, card_id: &CardId, decision: IssuerDecision<'_>) -> [u8; MAC_LEN] {
     let (ins, payload): (u8, Vec<u8>) = match decision {
         IssuerDecision::Settled(n) => (0x38, n.to_be_bytes().to_vec()),
         IssuerDecision::Profile(blob) => (0xDA, crate::sign::profile_digest(blob).to_vec()),
         IssuerDecision::Unblock(seq) => (0x2C, seq.to_be_bytes().to_vec()),
+        IssuerDecision::Adjust { seq, kind, points } => {
+            let mut p = seq.to_be_bytes().to_vec();
+            p.push(kind);
+            p.extend_from_slice(&points.to_be_bytes());
+            (0x36, p)
+        }
         IssuerDecision::KeyUpdate {
             key_version,
             ciphertext,

@@ -64,6 +64,11 @@ pub enum LedgerError {
     /// Reading the input failed (the upload was cut off). HTTP 400.
     #[error("reading the batch: {0}")]
     Io(String),
+    /// An office operation the books refuse (an adjustment for a card the
+    /// office never issued, a debit above the card's balance, a card
+    /// replaced twice): nothing changed. HTTP 409.
+    #[error("{0}")]
+    Refused(String),
     /// No such customer. HTTP 404.
     #[error("unknown customer {0}")]
     UnknownCustomer(u64),
@@ -98,7 +103,7 @@ impl LedgerError {
             Self::BadMac => 401,
             Self::UnknownTerminal(_) | Self::RevokedTerminal(_) => 403,
             Self::UnknownCustomer(_) | Self::UnknownStore(_) | Self::NotIssued(_) => 404,
-            Self::BatchConflict { .. } | Self::StoreExists(_) => 409,
+            Self::BatchConflict { .. } | Self::StoreExists(_) | Self::Refused(_) => 409,
             Self::NewerSchema { .. } | Self::Storage(_) => 500,
         }
     }

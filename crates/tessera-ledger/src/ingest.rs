@@ -1500,6 +1500,77 @@ impl<'c> Posting<'c> {
         if matches!(rec.kind, TxKind::RefundEarn | TxKind::RefundRedeem) {
             self.pair_refund(card, rec, terminal_id, batch_no, seq)?;
         }
+        if rec.kind.is_adjustment() {
+            self.pair_adjustment(card, rec, terminal_id, batch_no, seq)?;
+        }
+        // A replaced card's balance moved to its successor: whatever it
+        // does afterwards (offline, before the hotlist reached the till, or
+        // settled late) stays on its own books and is named.
+        if let Some(new) = crate::adjust::replaced_by(self.conn, card)? {
+            let ev = json!({
+                "seq": seq,
+                "why": "the card was replaced: its balance moved to the new card",
+                "new_card": hex::encode_upper(new),
+                "delta": delta,
+                "record": record_json(rec),
+            });
+            self.raise(
+                ExceptionClass::ReplacedCardUsed,
+                Some(*card),
+                Some(rec.counter),
+                terminal_id,
+                batch_no,
+                ev,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Pairs a posted issuer adjustment record with the adjustment the
+    /// office issued (same card, sequence, kind and points, applied once);
+    /// a replacement credit also moves its points off the old card's books.
+    fn pair_adjustment(
+        &mut self,
+        card: &CardId,
+        rec: &LogRecord,
+        terminal_id: u32,
+        batch_no: u32,
+        seq: u32,
+    ) -> Result<(), LedgerError> {
+        match crate::adjust::pair(
+            self.conn,
+            card,
+            rec.reference,
+            rec.kind.name(),
+            rec.amount,
+            rec.counter,
+            self.now,
+        )? {
+            crate::adjust::Paired::Matched(None) => {}
+            crate::adjust::Paired::Matched(Some(old)) => {
+                let mut st = self.load(&old)?;
+                st.shadow -= i64::from(rec.amount);
+                st.dirty = true;
+                self.cards.insert(old, st);
+                crate::adjust::post_move(self.conn, &old, card, rec.amount, rec.reference, self.now)?;
+            }
+            crate::adjust::Paired::Mismatch(why, issued) => {
+                let ev = json!({
+                    "seq": seq,
+                    "why": why,
+                    "issued": issued,
+                    "record": record_json(rec),
+                });
+                self.raise(
+                    ExceptionClass::AdjustmentMismatch,
+                    Some(*card),
+                    Some(rec.counter),
+                    terminal_id,
+                    batch_no,
+                    ev,
+                )?;
+            }
+        }
         Ok(())
     }
 

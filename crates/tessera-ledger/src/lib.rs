@@ -9,6 +9,7 @@
 //! checked the chain head and the MAC. Anything else — a bad MAC, a broken
 //! chain, an input cut off halfway, a crash — rolls the whole batch back.
 
+mod adjust;
 mod error;
 mod ingest;
 mod matching;
@@ -72,6 +73,7 @@ pub const COUNTER_JUMP_LIMIT: u32 = 100;
 
 /// A profile update for a card: card id, profile version, signed blob.
 pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
+pub use types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
 pub use types::{
     CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, IngestOutcome,
     IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,

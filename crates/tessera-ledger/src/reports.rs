@@ -257,7 +257,9 @@ pub(crate) fn verify(conn: &Connection, integrity: bool) -> Result<Vec<String>, 
         (
             "shadow balance is not the sum of its posted records",
             "SELECT hex(c.card_id), c.shadow_balance, (SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
-                 WHERE t.card_id = c.card_id AND t.status = 'posted') AS s FROM cards c WHERE c.shadow_balance != s",
+                 WHERE t.card_id = c.card_id AND t.status = 'posted')
+                 + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id) AS s
+                 FROM cards c WHERE c.shadow_balance != s",
         ),
         (
             "last counter is not its highest posted record",
@@ -327,15 +329,19 @@ pub(crate) fn explanation(conn: &Connection) -> Result<Explanation, LedgerError>
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
+    // Replacements move points between cards' books without a card
+    // record (`card_postings`); they sum to zero once both sides posted.
     let posted_points: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted'",
+        "SELECT (SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted')
+              + (SELECT COALESCE(SUM(delta), 0) FROM card_postings)",
         [],
         |r| r.get(0),
     )?;
     let cards_off_books: u64 = conn.query_row(
         "SELECT COUNT(*) FROM cards c WHERE c.shadow_balance != (
              SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
-             WHERE t.card_id = c.card_id AND t.status = 'posted')",
+             WHERE t.card_id = c.card_id AND t.status = 'posted')
+             + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id)",
         [],
         |r| r.get(0),
     )?;
@@ -463,6 +469,8 @@ fn segment(r: u8, f: u8, m: u8) -> &'static str {
 
 /// The customers report as of `now`.
 pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, LedgerError> {
+    // Issuer adjustments are no visits: they stay out of frequency and
+    // recency.
     // Key: Ok(customer id) or Err(card hex) for anonymous cards.
     let mut aggs: BTreeMap<Result<u64, String>, Agg> = BTreeMap::new();
     let mut stmt = conn.prepare(
@@ -472,7 +480,8 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
          LEFT JOIN customers k ON k.customer_id = c.customer_id
          LEFT JOIN terminals m ON m.terminal_id = t.origin_terminal
          LEFT JOIN stores s ON s.store_id = m.store_id
-         WHERE t.status = 'posted' ORDER BY c.card_id, t.counter",
+         WHERE t.status = 'posted' AND t.tx_type NOT IN ('issuer-credit', 'issuer-debit')
+         ORDER BY c.card_id, t.counter",
     )?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {

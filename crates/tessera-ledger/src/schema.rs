@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -260,6 +260,50 @@ CREATE TABLE audit_anchor (
 );
 ";
 
+/// Version 8: issuer adjustments (applet-spec §4.16) and card replacement.
+/// `adjustments` is the office's ledger of what it issued (one row per card
+/// and adjustment sequence, `direction` the record kind the card will
+/// certify); `card_replacements` links a replaced card to its successor;
+/// `card_postings` holds the book entries no card certified — the balance
+/// a replacement moved off the old card, posted when the new card's credit
+/// posts — so that a card's books are its posted records plus its postings.
+const MIGRATION_ADJUST: &str = "
+CREATE TABLE adjustments (
+    card_id BLOB NOT NULL,
+    seq INTEGER NOT NULL CHECK (seq > 0),
+    kind TEXT NOT NULL CHECK (kind IN ('goodwill', 'correction', 'replacement')),
+    direction TEXT NOT NULL CHECK (direction IN ('issuer-credit', 'issuer-debit')),
+    points INTEGER NOT NULL CHECK (points > 0),
+    reason TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    from_card BLOB,
+    state TEXT NOT NULL DEFAULT 'issued' CHECK (state IN ('issued', 'applied')),
+    applied_counter INTEGER,
+    applied_at INTEGER,
+    PRIMARY KEY (card_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE card_replacements (
+    old_card BLOB PRIMARY KEY,
+    new_card BLOB NOT NULL UNIQUE,
+    points INTEGER NOT NULL,
+    adjustment_seq INTEGER,
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    replaced_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE card_postings (
+    id INTEGER PRIMARY KEY,
+    card_id BLOB NOT NULL,
+    delta INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    other_card BLOB,
+    adjustment_seq INTEGER,
+    posted_at INTEGER NOT NULL
+);
+CREATE INDEX card_postings_card ON card_postings (card_id);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -306,6 +350,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         if version < 7 {
             tx.execute_batch(MIGRATION_OPS)?;
         }
+        if version < 8 {
+            tx.execute_batch(MIGRATION_ADJUST)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -317,6 +364,42 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn version_6_files_gain_the_adjustment_books() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_SYNC_ACK,
+        ] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        prepare(&mut conn).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        conn.execute(
+            "INSERT INTO adjustments (card_id, seq, kind, direction, points, reason, operator, issued_at)
+             VALUES (x'BE4C000000000001', 1, 'goodwill', 'issuer-credit', 5, 'r', 'o', 100)",
+            [],
+        )
+        .unwrap();
+        // Sequence, kind and points are checked by the schema too.
+        for bad in [
+            "(x'BE4C000000000001', 1, 'goodwill', 'issuer-credit', 5, 'r', 'o', 100)",
+            "(x'BE4C000000000001', 2, 'gift', 'issuer-credit', 5, 'r', 'o', 100)",
+            "(x'BE4C000000000001', 3, 'goodwill', 'issuer-credit', 0, 'r', 'o', 100)",
+        ] {
+            let sql = format!(
+                "INSERT INTO adjustments (card_id, seq, kind, direction, points, reason, operator, issued_at) VALUES {bad}"
+            );
+            assert!(conn.execute(&sql, []).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn version_3_files_gain_the_sync_deliveries() {

@@ -97,11 +97,22 @@ pub enum ExceptionClass {
     /// campaign file the office never signed (a till with an edited
     /// policy). The card's record is posted; its points are not explained.
     PointsMismatch,
+    /// An issuer adjustment record (applet-spec §4.16) that no adjustment
+    /// the office issued explains: no adjustment of that card and
+    /// sequence, another kind or other points, or one already applied by
+    /// another record (applied twice). The record is posted.
+    AdjustmentMismatch,
+    /// A record of a card the office replaced, posted after the
+    /// replacement moved its balance to the new card (used offline before
+    /// the hotlist reached the till, or settled late): its points stay on
+    /// the old card's books; the office decides (a correction on the new
+    /// card).
+    ReplacedCardUsed,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -120,6 +131,8 @@ impl ExceptionClass {
         Self::Misattributed,
         Self::MissingBatch,
         Self::PointsMismatch,
+        Self::AdjustmentMismatch,
+        Self::ReplacedCardUsed,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -143,6 +156,8 @@ impl ExceptionClass {
             Self::Misattributed => "misattributed",
             Self::MissingBatch => "missing-batch",
             Self::PointsMismatch => "points-mismatch",
+            Self::AdjustmentMismatch => "adjustment-mismatch",
+            Self::ReplacedCardUsed => "replaced-card-used",
         }
     }
 
@@ -247,6 +262,118 @@ pub struct CardBook {
     pub hotlisted: bool,
     /// Card transactions held beyond a gap.
     pub pending: u32,
+}
+
+/// What an issuer adjustment is for (office ledger, applet-spec §4.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdjustmentKind {
+    /// A goodwill credit.
+    Goodwill,
+    /// A correction (credit or debit).
+    Correction,
+    /// The balance of a replaced card, moved to its successor.
+    Replacement,
+}
+
+impl AdjustmentKind {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Goodwill => "goodwill",
+            Self::Correction => "correction",
+            Self::Replacement => "replacement",
+        }
+    }
+
+    /// Parses [`AdjustmentKind::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Goodwill, Self::Correction, Self::Replacement]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// An adjustment to issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAdjustment {
+    /// The card.
+    pub card_id: [u8; 8],
+    /// Signed points: positive credits, negative debits; never zero.
+    pub points: i64,
+    /// Goodwill or correction (replacements come from
+    /// [`crate::Ledger::replace_card`]).
+    pub kind: AdjustmentKind,
+    /// Why, for the books (not empty).
+    pub reason: String,
+    /// Who issued it (not empty).
+    pub operator: String,
+}
+
+/// An adjustment the office issued, with its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdjustmentRow {
+    /// The card (hex in JSON).
+    #[serde(serialize_with = "ser_card")]
+    pub card_id: [u8; 8],
+    /// Adjustment sequence (1, 2, … per card).
+    pub seq: u32,
+    /// What it is for.
+    pub kind: AdjustmentKind,
+    /// The record kind the card certifies: `issuer-credit` or `issuer-debit`.
+    pub direction: String,
+    /// Points (positive).
+    pub points: u32,
+    /// Why.
+    pub reason: String,
+    /// Who issued it.
+    pub operator: String,
+    /// When (Unix seconds).
+    pub issued_at: u32,
+    /// Replacements: the old card (hex in JSON).
+    #[serde(serialize_with = "ser_card_opt")]
+    pub from_card: Option<[u8; 8]>,
+    /// `pending` (issued, its record not posted yet) or `applied`.
+    pub state: String,
+    /// The card counter of the record that applied it.
+    pub applied_counter: Option<u32>,
+}
+
+impl AdjustmentRow {
+    /// Signed points (negative for a debit).
+    pub fn signed_points(&self) -> i64 {
+        if self.direction == "issuer-debit" {
+            -i64::from(self.points)
+        } else {
+            i64::from(self.points)
+        }
+    }
+}
+
+/// The outcome of [`crate::Ledger::replace_card`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replacement {
+    /// The lost card (hex in JSON), now hotlisted.
+    #[serde(serialize_with = "ser_card")]
+    pub old_card: [u8; 8],
+    /// Its successor (hex in JSON).
+    #[serde(serialize_with = "ser_card")]
+    pub new_card: [u8; 8],
+    /// The points moved: the old card's book balance at the replacement.
+    pub points: u32,
+    /// The credit that carries them to the new card (none for 0 points).
+    pub adjustment: Option<AdjustmentRow>,
+}
+
+/// A card's book entry no card certified: a balance moved by a replacement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardPosting {
+    /// Signed points.
+    pub delta: i64,
+    /// What it says, e.g. "moved 120 points to card …".
+    pub what: String,
+    /// When it was posted.
+    pub posted_at: u32,
 }
 
 /// A customer to register: personal data, kept apart from the books.

@@ -45,6 +45,7 @@
 //! `campaigns.toml.sig`).
 
 pub mod audit;
+pub mod cards;
 pub mod dir;
 mod metrics;
 pub mod reports;
@@ -54,8 +55,8 @@ pub mod tls;
 pub use server::{serve, spawn, Running, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
 pub use tessera_client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
 pub use tessera_settlement::sync::{
-    ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncCampaigns, SyncData, SyncEnvelope,
-    SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT, SYNC_FORMAT,
-    SYNC_REQUEST_WINDOW_SECS,
+    ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncAdjustment, SyncCampaigns, SyncData,
+    SyncEnvelope, SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT,
+    SYNC_FORMAT, SYNC_REQUEST_WINDOW_SECS,
 };
 pub use tls::{OfficeIdentity, TlsError};

@@ -50,8 +50,8 @@ use tessera_ledger::{BatchVerifier, IngestOutcome, Ledger, LedgerError, Upload};
 use tessera_crypto::keys::IssuerDecision;
 use tessera_ledger::SyncDelivery;
 use tessera_settlement::sync::{
-    SyncAck, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled, SyncUnblock,
-    SYNC_ACK_FORMAT, SYNC_FORMAT,
+    SyncAck, SyncAdjustment, SyncCampaigns, SyncData, SyncHotlist, SyncKeyUpdate, SyncProfile, SyncSettled,
+    SyncUnblock, SYNC_ACK_FORMAT, SYNC_FORMAT,
 };
 
 /// Where the server listens unless told otherwise: loopback only.
@@ -1152,6 +1152,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
     let updates = ledger.profile_updates().map_err(ledger_err)?;
     let settled = ledger.settled_counters().map_err(ledger_err)?;
     let unblocks = ledger.unblocks().map_err(ledger_err)?;
+    let adjustments = ledger.pending_adjustments().map_err(ledger_err)?;
     let versions = ledger.card_key_versions().map_err(ledger_err)?;
     let behind = ledger
         .cards_below_key_version(office.keys.key_version)
@@ -1219,6 +1220,26 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
                 card_id: hex::encode_upper(card),
                 seq,
                 issuer_macs: mac(&card, IssuerDecision::Unblock(seq)),
+            })
+            .collect(),
+        // Every adjustment whose record is not posted yet, to every till: the
+        // card takes each once (its adjustment sequence), a till never sends
+        // one its journal holds.
+        adjustments: adjustments
+            .into_iter()
+            .map(|a| SyncAdjustment {
+                card_id: hex::encode_upper(a.card_id),
+                seq: a.seq,
+                issuer_macs: mac(
+                    &a.card_id,
+                    IssuerDecision::Adjust {
+                        seq: a.seq,
+                        kind: if a.direction == "issuer-debit" { 0x06 } else { 0x05 },
+                        points: a.points,
+                    },
+                ),
+                kind: a.direction,
+                points: a.points,
             })
             .collect(),
         key_updates: behind

@@ -40,6 +40,9 @@ pub enum Ins {
     /// `D8` KEY UPDATE (spec §4.15): the issuer moves the card to a new key
     /// version.
     KeyUpdate,
+    /// `36` ISSUER ADJUST (spec §4.16, v2.1): the issuer credits or debits
+    /// points, with its own adjustment sequence.
+    IssuerAdjust,
     /// `C0` GET RESPONSE (ISO 7816-4; handled by transports).
     GetResponse,
     /// Any other instruction byte.
@@ -62,6 +65,7 @@ impl From<u8> for Ins {
             0xDA => Self::UpdateProfile,
             0x2C => Self::Unblock,
             0xD8 => Self::KeyUpdate,
+            0x36 => Self::IssuerAdjust,
             0xC0 => Self::GetResponse,
             other => Self::Other(other),
         }
@@ -84,6 +88,7 @@ impl From<Ins> for u8 {
             Ins::UpdateProfile => 0xDA,
             Ins::Unblock => 0x2C,
             Ins::KeyUpdate => 0xD8,
+            Ins::IssuerAdjust => 0x36,
             Ins::GetResponse => 0xC0,
             Ins::Other(v) => v,
         }

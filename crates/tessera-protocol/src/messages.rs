@@ -330,6 +330,11 @@ pub enum TxKind {
     RefundEarn,
     /// `04`: reversal of a redemption: points given back.
     RefundRedeem,
+    /// `05` (v2.1): points credited by the issuer (ISSUER ADJUST, spec
+    /// §4.16); the record's reference is the adjustment sequence.
+    IssuerCredit,
+    /// `06` (v2.1): points debited by the issuer, never below zero.
+    IssuerDebit,
 }
 
 impl TxKind {
@@ -340,6 +345,8 @@ impl TxKind {
             Self::Redeem => 0x02,
             Self::RefundEarn => 0x03,
             Self::RefundRedeem => 0x04,
+            Self::IssuerCredit => 0x05,
+            Self::IssuerDebit => 0x06,
         }
     }
 
@@ -353,14 +360,38 @@ impl TxKind {
             0x02 => Ok(Self::Redeem),
             0x03 => Ok(Self::RefundEarn),
             0x04 => Ok(Self::RefundRedeem),
+            0x05 => Ok(Self::IssuerCredit),
+            0x06 => Ok(Self::IssuerDebit),
             _ => Err(ProtocolError::InvalidValue(tags::LOG_RECORD)),
         }
     }
 
     /// Whether the transaction adds points to the balance.
     pub fn is_credit(self) -> bool {
-        matches!(self, Self::Earn | Self::RefundRedeem)
+        matches!(self, Self::Earn | Self::RefundRedeem | Self::IssuerCredit)
     }
+
+    /// Whether the record is an issuer adjustment (ISSUER ADJUST, v2.1),
+    /// whose reference is the adjustment sequence.
+    pub fn is_adjustment(self) -> bool {
+        matches!(self, Self::IssuerCredit | Self::IssuerDebit)
+    }
+
+    /// Whether the record is a refund, whose reference names the reversed
+    /// transaction.
+    pub fn is_refund(self) -> bool {
+        matches!(self, Self::RefundEarn | Self::RefundRedeem)
+    }
+
+    /// Every kind, in byte order.
+    pub const ALL: [Self; 6] = [
+        Self::Earn,
+        Self::Redeem,
+        Self::RefundEarn,
+        Self::RefundRedeem,
+        Self::IssuerCredit,
+        Self::IssuerDebit,
+    ];
 
     /// The signed change of the balance for `amount` points.
     pub fn delta(self, amount: u32) -> i64 {
@@ -387,6 +418,8 @@ impl TxKind {
             Self::Redeem => "redeem",
             Self::RefundEarn => "refund-earn",
             Self::RefundRedeem => "refund-redeem",
+            Self::IssuerCredit => "issuer-credit",
+            Self::IssuerDebit => "issuer-debit",
         }
     }
 }
@@ -695,6 +728,64 @@ impl UnblockCommand {
     }
 }
 
+/// Data of ISSUER ADJUST (spec §4.16, v2.1), before the C-MAC object: the
+/// points, the terminal's identity, sequence and time (copied into the
+/// record as for EARN), the issuer's adjustment sequence and the issuer MAC
+/// over `[seq]32 ‖ [kind]8 ‖ [points]32`. The kind travels in P1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustCommand {
+    /// Points to credit or debit; never zero.
+    pub amount: u32,
+    /// The terminal's identifier.
+    pub terminal_id: u32,
+    /// The terminal's sequence number for this transaction.
+    pub terminal_seq: u32,
+    /// Terminal time, seconds since the Unix epoch.
+    pub time: u32,
+    /// The issuer's adjustment sequence: exactly one more than the card's.
+    pub seq: u32,
+    /// Issuer MAC (spec §5.9).
+    pub issuer_mac: [u8; MAC_LEN],
+}
+
+impl AdjustCommand {
+    /// Encodes the command data (without the MAC object).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_all(&[
+            (tags::AMOUNT, &self.amount.to_be_bytes()),
+            (tags::TERMINAL_ID, &self.terminal_id.to_be_bytes()),
+            (tags::TERMINAL_SEQ, &self.terminal_seq.to_be_bytes()),
+            (tags::TIME, &self.time.to_be_bytes()),
+            (tags::ADJUST_SEQ, &self.seq.to_be_bytes()),
+            (tags::ISSUER_MAC, &self.issuer_mac),
+        ])
+    }
+
+    /// Decodes the command data (without the MAC object).
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[
+            tags::AMOUNT,
+            tags::TERMINAL_ID,
+            tags::TERMINAL_SEQ,
+            tags::TIME,
+            tags::ADJUST_SEQ,
+            tags::ISSUER_MAC,
+        ])?;
+        Ok(Self {
+            amount: l.u32(tags::AMOUNT)?,
+            terminal_id: l.u32(tags::TERMINAL_ID)?,
+            terminal_seq: l.u32(tags::TERMINAL_SEQ)?,
+            time: l.u32(tags::TIME)?,
+            seq: l.u32(tags::ADJUST_SEQ)?,
+            issuer_mac: l.array(tags::ISSUER_MAC)?,
+        })
+    }
+}
+
 /// Data of UPDATE PROFILE (spec §4.13), before the C-MAC object: the
 /// encrypted blob and the issuer's MAC over its digest (v2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -873,6 +964,7 @@ mod tests {
             let _ = PersonalizeData::parse(&bytes);
             let _ = AckCommand::parse(&bytes);
             let _ = UnblockCommand::parse(&bytes);
+            let _ = AdjustCommand::parse(&bytes);
             let _ = UpdateProfileCommand::parse(&bytes);
             let _ = KeyUpdateCommand::parse(&bytes);
             let _ = NewCardKeys::parse(&bytes);
@@ -892,6 +984,8 @@ mod tests {
             prop_assert_eq!(AckCommand::parse(&a.to_bytes()).unwrap(), a);
             let u = UnblockCommand { seq, issuer_mac: mac };
             prop_assert_eq!(UnblockCommand::parse(&u.to_bytes()).unwrap(), u);
+            let j = AdjustCommand { amount: counter, terminal_id: seq, terminal_seq: counter ^ seq, time: seq, seq: counter, issuer_mac: mac };
+            prop_assert_eq!(AdjustCommand::parse(&j.to_bytes()).unwrap(), j);
             let p = UpdateProfileCommand { ciphertext: ct, issuer_mac: mac };
             prop_assert_eq!(UpdateProfileCommand::parse(&p.to_bytes()).unwrap(), p);
         }

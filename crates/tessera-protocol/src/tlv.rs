@@ -89,6 +89,8 @@ pub mod tags {
     pub const ISSUER_ID: u32 = 0xDF07;
     /// Issuer sequence of an UNBLOCK (v2), 4 bytes.
     pub const ISSUER_SEQ: u32 = 0xDF08;
+    /// `DF09` adjustment sequence of an ISSUER ADJUST (v2.1, spec §4.16).
+    pub const ADJUST_SEQ: u32 = 0xDF09;
     /// Secure messaging MAC (ISO 7816-4 cryptographic checksum), 8 bytes.
     pub const MAC: u32 = 0x8E;
     /// Issuer signature over the profile, 64 bytes (r ‖ s).

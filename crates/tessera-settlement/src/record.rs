@@ -47,7 +47,8 @@ pub struct Entry {
     /// the counter the card will give it (approved decision).
     pub card_counter: Option<u32>,
     /// Transaction type ("earn", "redeem", "refund-earn", "refund-redeem",
-    /// or "read" for a decision taken at a plain tap).
+    /// "issuer-credit", "issuer-debit", or "read" for a decision taken at a
+    /// plain tap).
     pub tx_type: Option<String>,
     /// Points.
     pub points: Option<u32>,
@@ -63,7 +64,8 @@ pub struct Entry {
     pub certificate: Option<String>,
     /// Balance after the transaction.
     pub balance_after: Option<u32>,
-    /// Refunds: the counter of the reversed transaction.
+    /// Refunds: the counter of the reversed transaction. Issuer
+    /// adjustments: the adjustment sequence.
     pub reference: Option<u32>,
     /// Completion, void: the decision's sequence number. Recovered: the
     /// terminal sequence number the card recorded.
@@ -180,9 +182,7 @@ impl Entry {
 
 /// Parses a transaction type name.
 pub fn tx_kind(name: &str) -> Option<TxKind> {
-    [TxKind::Earn, TxKind::Redeem, TxKind::RefundEarn, TxKind::RefundRedeem]
-        .into_iter()
-        .find(|k| k.name() == name)
+    TxKind::ALL.into_iter().find(|k| k.name() == name)
 }
 
 #[derive(Serialize)]

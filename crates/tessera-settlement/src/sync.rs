@@ -76,6 +76,25 @@ pub struct SyncUnblock {
     pub issuer_macs: BTreeMap<u8, String>,
 }
 
+/// An issuer adjustment (applet-spec §4.16, v2.1): a credit or debit of
+/// points the office issued for a card, with the card's adjustment
+/// sequence. Served until the ledger has posted its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncAdjustment {
+    /// The card, 16 upper-case hex digits.
+    pub card_id: String,
+    /// The adjustment sequence (the card takes only its next one).
+    pub seq: u32,
+    /// `"issuer-credit"` or `"issuer-debit"`.
+    pub kind: String,
+    /// Points, at least 1.
+    pub points: u32,
+    /// The issuer MAC over `[seq]32 ‖ [kind]8 ‖ [points]32`, hex, by key
+    /// version (as for unblocks).
+    pub issuer_macs: BTreeMap<u8, String>,
+}
+
 /// A KEY UPDATE for a card still below the office's key version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +134,9 @@ pub struct SyncData {
     /// Key updates for cards below the office's key version (not yet
     /// acknowledged by this terminal).
     pub key_updates: Vec<SyncKeyUpdate>,
+    /// Issuer adjustments whose record the office has not posted yet (every
+    /// terminal gets all of them at every sync; the till replaces its copy).
+    pub adjustments: Vec<SyncAdjustment>,
 }
 
 /// The encrypted part of the feed: its plaintext is the compact JSON of
@@ -128,6 +150,10 @@ struct SyncPayload {
     settled: Vec<SyncSettled>,
     unblocks: Vec<SyncUnblock>,
     key_updates: Vec<SyncKeyUpdate>,
+    /// Absent when empty, so a feed without adjustments is the same bytes
+    /// as before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    adjustments: Vec<SyncAdjustment>,
 }
 
 /// What `GET /v1/sync` answers: the feed encrypted for the requesting
@@ -193,6 +219,7 @@ impl SyncData {
             settled: self.settled.clone(),
             unblocks: self.unblocks.clone(),
             key_updates: self.key_updates.clone(),
+            adjustments: self.adjustments.clone(),
         };
         let plaintext = zeroize::Zeroizing::new(serde_json::to_vec(&payload).unwrap_or_default());
         let mut envelope = SyncEnvelope {
@@ -263,6 +290,7 @@ impl SyncEnvelope {
             settled: p.settled,
             unblocks: p.unblocks,
             key_updates: p.key_updates,
+            adjustments: p.adjustments,
         })
     }
 }
@@ -417,7 +445,37 @@ mod tests {
                 ciphertext: "00".repeat(64),
                 issuer_mac: "0102030405060708".into(),
             }],
+            adjustments: vec![SyncAdjustment {
+                card_id: "1000000000000005".into(),
+                seq: 1,
+                kind: "issuer-credit".into(),
+                points: 250,
+                issuer_macs: [(2, "0102030405060708".into())].into(),
+            }],
         }
+    }
+
+    /// A feed without adjustments is the payload of before they existed
+    /// (tills of that time open it), and one with them round-trips.
+    #[test]
+    fn adjustments_are_absent_from_a_feed_without_any() {
+        let mut s = sample();
+        s.adjustments.clear();
+        let p = SyncPayload {
+            hotlist: s.hotlist.clone(),
+            campaigns: s.campaigns.clone(),
+            profile_updates: s.profile_updates.clone(),
+            settled: s.settled.clone(),
+            unblocks: s.unblocks.clone(),
+            key_updates: s.key_updates.clone(),
+            adjustments: Vec::new(),
+        };
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("adjustments"));
+        assert!(text.ends_with("]}"), "{text}");
+        let key = Key::new([7; 16]);
+        let full = sample();
+        assert_eq!(full.seal(&key, [1; 16]).open(&key, 7, "00ff").unwrap(), full);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! | `campaigns.toml` + `.sig` | the signed campaigns | issuer signature; absent: none |
 //! | `profiles/` | the profile cache ([`ProfileCache`]) | each profile's issuer signature, when read |
 //! | `profile-updates/<CARD>.json` | signed profiles waiting for their card | the card checks the issuer MAC |
-//! | `settled.json`, `unblocks.json`, `key-updates.json` | issuer decisions waiting for their card | the card checks the issuer MAC |
+//! | `settled.json`, `unblocks.json`, `key-updates.json`, `adjustments.json` | issuer decisions waiting for their card | the card checks the issuer MAC |
 //!
 //! The directory is created `0700` (it holds personal data); the journal is
 //! `0600`. Files the office signs are refused when edited
@@ -41,7 +41,7 @@ use crate::journal::{Journal, JournalError};
 use crate::offers::CampaignSet;
 use crate::policy::{Hotlist, Policy};
 use crate::till::{ProfileUpdate, SettledCounter, Till, TillConfig};
-use crate::{Clock, ProfileCache, Sam, Terminal, Unblock};
+use crate::{Adjustment, Clock, ProfileCache, Sam, Terminal, Unblock};
 
 /// Why a till's directory could not be opened. Each names the file and
 /// what the operator should do; nothing was changed.
@@ -284,6 +284,7 @@ impl TerminalDir {
         till.set_settled(self.settled());
         till.terminal_mut().set_unblocks(self.unblocks());
         till.set_key_updates(self.key_updates());
+        till.set_adjustments(self.adjustments());
         Ok(till)
     }
 
@@ -343,6 +344,55 @@ impl TerminalDir {
             .into_iter()
             .collect()
         })
+    }
+
+    /// Issuer adjustments fetched by sync (`adjustments.json`, v2.1): one
+    /// per card, sequence and key version. Unreadable entries are skipped:
+    /// the card checks every issuer MAC.
+    pub fn adjustments(&self) -> Vec<Adjustment> {
+        let Ok(text) = std::fs::read_to_string(self.path.join("adjustments.json")) else {
+            return Vec::new();
+        };
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return Vec::new();
+        };
+        let Some(list) = doc.get("adjustments").and_then(|a| a.as_array()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for a in list {
+            let mut card_id = [0u8; 8];
+            let Some(card) = a.get("card_id").and_then(|c| c.as_str()) else {
+                continue;
+            };
+            if hex::decode_to_slice(card, &mut card_id).is_err() {
+                continue;
+            }
+            let kind = a
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .and_then(crate::journal::tx_kind)
+                .filter(|k| k.is_adjustment());
+            let num = |f: &str| {
+                a.get(f)
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
+            let (Some(kind), Some(seq), Some(points)) = (kind, num("seq"), num("points")) else {
+                continue;
+            };
+            for (key_version, issuer_mac) in a.get("issuer_macs").map(macs_of).unwrap_or_default() {
+                out.push(Adjustment {
+                    card_id,
+                    key_version,
+                    seq,
+                    kind,
+                    points,
+                    issuer_mac,
+                });
+            }
+        }
+        out
     }
 
     /// Issuer UNBLOCKs fetched by sync (`unblocks.json`).

@@ -467,11 +467,34 @@ impl Journal {
     pub fn refund_of(&self, card_id: &CardId, original: u32) -> Result<Option<JournalRecord>, JournalError> {
         Ok(self.records_for(card_id)?.into_iter().find(|r| {
             r.entry.reference == Some(original)
+                && r.entry
+                    .tx_type
+                    .as_deref()
+                    .and_then(tx_kind)
+                    .is_some_and(|k| k.is_refund())
                 && match r.entry.kind {
                     EntryKind::Completion | EntryKind::Recovered => true,
                     EntryKind::Decision => r.entry.verdict == Some(Verdict::Approve),
                     EntryKind::Void => false,
                 }
+        }))
+    }
+
+    /// The card record of issuer adjustment `seq` of this card (v2.1), if
+    /// this journal holds it (completion or recovered): the adjustment went
+    /// through and must not be sent again.
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn adjustment_of(&self, card_id: &CardId, seq: u32) -> Result<Option<JournalRecord>, JournalError> {
+        Ok(self.records_for(card_id)?.into_iter().find(|r| {
+            r.entry.reference == Some(seq)
+                && r.entry
+                    .tx_type
+                    .as_deref()
+                    .and_then(tx_kind)
+                    .is_some_and(|k| k.is_adjustment())
+                && matches!(r.entry.kind, EntryKind::Completion | EntryKind::Recovered)
         }))
     }
 

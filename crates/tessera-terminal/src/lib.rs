@@ -70,8 +70,8 @@ use tessera_crypto::sign::profile_digest;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AckCommand, AuthCommand, AuthResponse, CardId, KeyUpdateCommand, Lifecycle, LogRecord, SelectResponse, TxCommand,
-    TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
+    AckCommand, AdjustCommand, AuthCommand, AuthResponse, CardId, KeyUpdateCommand, Lifecycle, LogRecord,
+    SelectResponse, TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
@@ -308,6 +308,25 @@ pub struct Unblock {
     /// Issuer sequence (greater than the card's stored one).
     pub seq: u32,
     /// Issuer MAC over it.
+    pub issuer_mac: [u8; 8],
+}
+
+/// An issuer-MAC'd adjustment for one card (spec §4.16, v2.1), as the
+/// office's sync feed delivers it: a credit or debit of points with the
+/// card's next adjustment sequence, MAC'd for one key version of the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adjustment {
+    /// The card.
+    pub card_id: CardId,
+    /// The card key version whose issuer key made the MAC.
+    pub key_version: u8,
+    /// The adjustment sequence (the card accepts only its next one).
+    pub seq: u32,
+    /// [`TxKind::IssuerCredit`] or [`TxKind::IssuerDebit`].
+    pub kind: TxKind,
+    /// Points.
+    pub points: u32,
+    /// Issuer MAC over `[seq]32 ‖ [kind]8 ‖ [points]32`.
     pub issuer_mac: [u8; 8],
 }
 
@@ -554,7 +573,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// [`TerminalError::Interrupted`] when the answer was lost (resolve it
     /// at the next tap), the card's refusals as typed variants.
     pub fn earn(&mut self, points: u32) -> Result<Receipt, TerminalError> {
-        self.transact(TxKind::Earn, points, 0)
+        self.transact(TxKind::Earn, points, 0, None)
     }
 
     /// §4.5 REDEEM: spends points. One command APDU.
@@ -563,7 +582,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// As [`Session::earn`]; [`TerminalError::InsufficientBalance`] without
     /// talking to the card when the balance is known to be too low.
     pub fn redeem(&mut self, points: u32) -> Result<Receipt, TerminalError> {
-        self.transact(TxKind::Redeem, points, 0)
+        self.transact(TxKind::Redeem, points, 0, None)
     }
 
     /// §4.9 REFUND: reverses the earn or redemption `original` of this card
@@ -591,7 +610,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                 "the original transaction is not on this card",
             ));
         }
-        self.transact(kind, original.amount, original.counter)
+        self.transact(kind, original.amount, original.counter, None)
     }
 
     /// §4.10 ACKNOWLEDGE SETTLEMENT: relays the back office's decision that
@@ -626,7 +645,48 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         Ok(v)
     }
 
-    fn transact(&mut self, kind: TxKind, amount: u32, reference: u32) -> Result<Receipt, TerminalError> {
+    /// §4.16 ISSUER ADJUST (v2.1): relays the office's credit or debit of
+    /// points to the card, with the issuer MAC over its adjustment
+    /// sequence, kind and points (only the office can make one). One
+    /// command APDU; the card certifies the record like any transaction's,
+    /// its reference being the adjustment sequence. The outcome is
+    /// established like an earn's (§8.4): a refusal or a lost answer is
+    /// read from the card's authenticated state.
+    ///
+    /// # Errors
+    /// [`TerminalError::InvalidRequest`] when the adjustment is for another
+    /// card or key version, or is no adjustment;
+    /// [`TerminalError::InsufficientBalance`] for a debit above the
+    /// balance; [`TerminalError::Card`] when the card refuses it (a wrong
+    /// MAC, or a sequence that is not the card's next); otherwise as
+    /// [`Session::earn`].
+    pub fn adjust(&mut self, adjustment: &Adjustment) -> Result<Receipt, TerminalError> {
+        if adjustment.card_id != self.card.card_id {
+            return Err(TerminalError::InvalidRequest("the adjustment is for another card"));
+        }
+        if adjustment.key_version != self.card.key_version {
+            return Err(TerminalError::InvalidRequest(
+                "the adjustment is MAC'd for another key version of the card",
+            ));
+        }
+        if !adjustment.kind.is_adjustment() || adjustment.seq == 0 {
+            return Err(TerminalError::InvalidRequest("not an issuer adjustment"));
+        }
+        self.transact(
+            adjustment.kind,
+            adjustment.points,
+            adjustment.seq,
+            Some(adjustment.issuer_mac),
+        )
+    }
+
+    fn transact(
+        &mut self,
+        kind: TxKind,
+        amount: u32,
+        reference: u32,
+        issuer_mac: Option<[u8; 8]>,
+    ) -> Result<Receipt, TerminalError> {
         if amount == 0 {
             return Err(TerminalError::InvalidRequest("the amount must be at least 1 point"));
         }
@@ -654,6 +714,20 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             TxKind::Redeem => ("REDEEM", Ins::Redeem, 0),
             TxKind::RefundEarn => ("REFUND", Ins::Refund, 0x03),
             TxKind::RefundRedeem => ("REFUND", Ins::Refund, 0x04),
+            TxKind::IssuerCredit => ("ISSUER ADJUST", Ins::IssuerAdjust, 0x05),
+            TxKind::IssuerDebit => ("ISSUER ADJUST", Ins::IssuerAdjust, 0x06),
+        };
+        let data = match issuer_mac {
+            Some(issuer_mac) => AdjustCommand {
+                amount,
+                terminal_id: tx.terminal_id,
+                terminal_seq: seq,
+                time: tx.time,
+                seq: reference,
+                issuer_mac,
+            }
+            .to_bytes(),
+            None => tx.to_bytes(),
         };
         let pending = PendingTx {
             card_id: self.card.card_id,
@@ -663,7 +737,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             terminal_id: tx.terminal_id,
             terminal_seq: seq,
         };
-        let resp = self.secure(label, ins, p1, &tx.to_bytes(), 256);
+        let resp = self.secure(label, ins, p1, &data, 256);
         let expected_balance = if kind.is_credit() {
             self.card.balance.checked_add(amount)
         } else {
@@ -714,7 +788,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                 self.card.velocity.unsettled_redeems = self.card.velocity.unsettled_redeems.saturating_add(1);
                 self.card.velocity.unsettled_points = self.card.velocity.unsettled_points.saturating_add(amount);
             }
-            TxKind::RefundEarn | TxKind::RefundRedeem => {}
+            TxKind::RefundEarn | TxKind::RefundRedeem | TxKind::IssuerCredit | TxKind::IssuerDebit => {}
         }
         Ok(Receipt {
             card_id: self.card.card_id,

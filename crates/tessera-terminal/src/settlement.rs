@@ -129,6 +129,8 @@ pub struct SyncApplied {
     pub campaigns_version: Option<u32>,
     /// Profile updates written (each verified with the issuer key).
     pub profiles: Vec<AckProfile>,
+    /// Issuer adjustments now held (`adjustments.json`).
+    pub adjustments: usize,
     /// Things refused or kept, one line each, for the operator.
     pub notes: Vec<String>,
 }
@@ -284,5 +286,17 @@ pub fn apply_sync(dir: &TerminalDir, data: &SyncData, issuer: &IssuerPublicKey) 
     }
     let doc = json!({"version": 1, "synced_at": data.issued_at, "cards": key_updates});
     write_atomic(&path.join("key-updates.json"), format!("{doc:#}\n").as_bytes()).map_err(io("key updates"))?;
+
+    // Issuer adjustments replace the till's copy: the office serves every
+    // one whose record it has not posted, and a till never sends again one
+    // its journal holds.
+    let adjustments: Vec<serde_json::Value> = data
+        .adjustments
+        .iter()
+        .map(|a| json!({"card_id": a.card_id, "seq": a.seq, "kind": a.kind, "points": a.points, "issuer_macs": a.issuer_macs}))
+        .collect();
+    let doc = json!({"version": 1, "synced_at": data.issued_at, "adjustments": adjustments});
+    write_atomic(&path.join("adjustments.json"), format!("{doc:#}\n").as_bytes()).map_err(io("adjustments"))?;
+    applied.adjustments = data.adjustments.len();
     Ok(applied)
 }

@@ -104,6 +104,12 @@ pub struct TapReport {
     pub keys_updated: Option<u8>,
     /// Settled counter acknowledged to the card at this tap.
     pub settlement_acknowledged: Option<u32>,
+    /// Issuer adjustments applied to the card at this tap (v2.1), each
+    /// journaled with its certified record.
+    pub adjusted: Vec<crate::Receipt>,
+    /// An issuer adjustment the card did not take at this tap (its
+    /// sequence and why); it waits for a later tap.
+    pub adjustment_refused: Option<(u32, String)>,
     /// The operation's outcome; `None` for [`Operation::Read`].
     pub outcome: Option<TillOutcome>,
     /// Every exchange with the card, timed.
@@ -220,6 +226,8 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
             profile_updated: t.profile_updated,
             keys_updated: t.keys_updated,
             settlement_acknowledged: t.settlement_acknowledged,
+            adjusted: t.adjusted.clone(),
+            adjustment_refused: t.adjustment_refused.clone(),
             outcome,
             trace: AuditTrace::default(),
         })

@@ -31,7 +31,7 @@ use tessera_transport::Transport;
 use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
 use crate::offers::{offers_today, quote, CampaignSet, Quote};
 use crate::policy::{authorize, date_from_unix, Decision, DeclineReason, Hotlist, Policy, ReferReason, TxRequest};
-use crate::{CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
+use crate::{Adjustment, CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
 
 /// A profile update from the back office: the signed profile and the
 /// issuer's MAC over its exact blob (spec §5.9), which the card checks. The
@@ -138,6 +138,7 @@ pub struct Till<S: Sam, C: Clock> {
     profile_updates: BTreeMap<(CardId, u8), ProfileUpdate>,
     settled: BTreeMap<(CardId, u8), SettledCounter>,
     key_updates: BTreeMap<CardId, KeyUpdateCommand>,
+    adjustments: Vec<Adjustment>,
 }
 
 impl<S: Sam, C: Clock> Till<S, C> {
@@ -159,6 +160,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             profile_updates: BTreeMap::new(),
             settled: BTreeMap::new(),
             key_updates: BTreeMap::new(),
+            adjustments: Vec::new(),
         })
     }
 
@@ -206,6 +208,22 @@ impl<S: Sam, C: Clock> Till<S, C> {
         self.key_updates = updates.into_iter().collect();
     }
 
+    /// Issuer adjustments from the back office (v2.1, spec §4.16): at its
+    /// next tap here a card gets those MAC'd for its key version, in
+    /// sequence order, each journaled before the card is touched and its
+    /// answer after, like a purchase. One already in this journal is not
+    /// sent again.
+    pub fn set_adjustments(&mut self, adjustments: impl IntoIterator<Item = Adjustment>) {
+        self.adjustments = adjustments.into_iter().collect();
+        self.adjustments.sort_by_key(|a| (a.card_id, a.seq, a.key_version));
+    }
+
+    /// Issuer adjustments held (delivered or not: the office stops serving
+    /// one once its record has settled).
+    pub fn adjustments(&self) -> &[Adjustment] {
+        &self.adjustments
+    }
+
     /// Profile updates not yet delivered.
     pub fn profile_updates(&self) -> impl Iterator<Item = &ProfileUpdate> {
         self.profile_updates.values()
@@ -230,6 +248,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             profile_updates,
             settled,
             key_updates,
+            adjustments,
         } = self;
         let session = terminal.tap(transport)?;
         let mut tap = TillTap {
@@ -242,6 +261,8 @@ impl<S: Sam, C: Clock> Till<S, C> {
             profile_updated: None,
             settlement_acknowledged: None,
             keys_updated: None,
+            adjusted: Vec::new(),
+            adjustment_refused: None,
             allow_repeat: false,
         };
         tap.recover()?;
@@ -302,6 +323,22 @@ impl<S: Sam, C: Clock> Till<S, C> {
                 Err(_) => tap.session.reauthenticate()?,
             }
         }
+        let kv = tap.session.card().key_version;
+        let due: Vec<Adjustment> = adjustments
+            .iter()
+            .filter(|a| a.card_id == id && a.key_version == kv)
+            .copied()
+            .collect();
+        for a in due {
+            if tap.journal.adjustment_of(&id, a.seq)?.is_some() {
+                continue;
+            }
+            if !tap.adjust(&a)? {
+                // Refused: the later ones wait too (the card takes only its
+                // next sequence).
+                break;
+            }
+        }
         Ok(tap)
     }
 }
@@ -326,6 +363,11 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     pub settlement_acknowledged: Option<u32>,
     /// The key version the card moved to at this tap, if any.
     pub keys_updated: Option<u8>,
+    /// Issuer adjustments applied to the card at this tap (journaled).
+    pub adjusted: Vec<Receipt>,
+    /// An issuer adjustment the card did not take at this tap (sequence
+    /// and why); it stays queued.
+    pub adjustment_refused: Option<(u32, String)>,
 }
 
 impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
@@ -394,7 +436,11 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
                         e.purchase_minor = d.entry.purchase_minor;
                         e.categories.clone_from(&d.entry.categories);
                         let r = self.journal.append(e)?;
-                        self.completed_earlier.push(r.clone());
+                        // An issuer adjustment is no clerk's operation: it
+                        // never makes the next one a retry.
+                        if !kind.is_adjustment() {
+                            self.completed_earlier.push(r.clone());
+                        }
                         self.recovered.push(r);
                     }
                 }
@@ -419,6 +465,58 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
             }
         }
         Ok(())
+    }
+
+    /// Delivers one issuer adjustment (v2.1): journals the decision (the
+    /// issuer's, approved; its sequence is the certified terminal
+    /// sequence) before the card is touched, then the card's certified
+    /// record, or a void when the card did not take it. Returns whether
+    /// the card took it. A lost answer leaves the decision pending, to be
+    /// resolved from the card's log at its next tap, like a purchase's.
+    fn adjust(&mut self, a: &Adjustment) -> Result<bool, TillError> {
+        let card = self.session.card().clone();
+        let mut e = self.card_entry(EntryKind::Decision);
+        e.tx_type = Some(a.kind.name().to_owned());
+        e.points = Some(a.points);
+        e.reference = Some(a.seq);
+        e.verdict = Some(Verdict::Approve);
+        e.reason = Some("issuer-adjustment".into());
+        e.card_counter = Some(card.counter.saturating_add(1));
+        if !a.kind.is_credit() && a.points > card.balance {
+            // Nothing is sent: a debit never takes the card below zero.
+            self.adjustment_refused = Some((a.seq, "the balance is below the debit".into()));
+            return Ok(false);
+        }
+        let d = self.journal.append(e)?;
+        self.session.set_next_seq(d.seq);
+        match self.session.adjust(a) {
+            Ok(receipt) => {
+                let c = Entry::from_card_record(
+                    EntryKind::Completion,
+                    self.session.now(),
+                    &card.card_id,
+                    &receipt.record,
+                );
+                self.journal.append(c)?;
+                self.adjusted.push(receipt);
+                Ok(true)
+            }
+            Err(err @ TerminalError::Interrupted(_)) => Err(err.into()),
+            Err(err) => {
+                let mut v = self.card_entry(EntryKind::Void);
+                v.card_counter = d.entry.card_counter;
+                v.tx_type = d.entry.tx_type.clone();
+                v.points = d.entry.points;
+                v.reference = d.entry.reference;
+                v.origin_seq = Some(d.seq);
+                v.reason = Some(format!("card: {err}"));
+                self.journal.append(v)?;
+                self.adjustment_refused = Some((a.seq, err.to_string()));
+                // The card may have closed its session (a refused MAC).
+                self.session.reauthenticate()?;
+                Ok(false)
+            }
+        }
     }
 
     /// Lets the next operation go ahead although this tap found an earlier

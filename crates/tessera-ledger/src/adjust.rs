@@ -1,0 +1,472 @@
+//! Issuer adjustments and card replacement (applet-spec §4.16,
+//! `docs/settlement.md` "Issuer adjustments").
+//!
+//! The office issues an adjustment — goodwill, correction or the balance of
+//! a replaced card — as a row of `adjustments`: card, sequence (one more
+//! than the card's last issued, so the card, which takes only its next
+//! sequence, never skips one), signed points, reason, operator. The sync
+//! feed carries it with the issuer MAC to every till; the card certifies a
+//! record of kind `issuer-credit` or `issuer-debit` whose reference is the
+//! sequence. At posting ([`crate::ingest`]) every such record must match an
+//! issued adjustment of that card and sequence, kind and points, applied
+//! once; anything else is an `adjustment-mismatch` exception. An issued
+//! adjustment whose record has not been posted is *pending*.
+//!
+//! A replacement hotlists the old card and issues a credit of the old
+//! card's book balance to the new one. When that credit's record posts, the
+//! same points leave the old card's books as a posting ("moved N points to
+//! card X"), so the liability counts them once. Any record of the old card
+//! posted after that is a `replaced-card-used` exception: its points stay
+//! on the old card's books, neither lost nor doubled, until the office
+//! corrects the new card.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
+use crate::{card_of, hotlist_insert, Ledger, LedgerError};
+
+const COLUMNS: &str =
+    "card_id, seq, kind, direction, points, reason, operator, issued_at, from_card, state, applied_counter";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<(Vec<u8>, AdjustmentRow)> {
+    let kind: String = r.get(2)?;
+    let from: Option<Vec<u8>> = r.get(8)?;
+    let state: String = r.get(9)?;
+    Ok((
+        r.get(0)?,
+        AdjustmentRow {
+            card_id: [0; 8],
+            seq: r.get(1)?,
+            kind: AdjustmentKind::parse(&kind).unwrap_or(AdjustmentKind::Correction),
+            direction: r.get(3)?,
+            points: r.get(4)?,
+            reason: r.get(5)?,
+            operator: r.get(6)?,
+            issued_at: r.get(7)?,
+            from_card: from.and_then(|f| f.try_into().ok()),
+            state: if state == "applied" {
+                "applied".into()
+            } else {
+                "pending".into()
+            },
+            applied_counter: r.get(10)?,
+        },
+    ))
+}
+
+fn query(conn: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<AdjustmentRow>, LedgerError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM adjustments {filter} ORDER BY card_id, seq"
+    ))?;
+    let rows = stmt.query_map(p, row)?;
+    rows.map(|r| {
+        let (c, mut a) = r?;
+        a.card_id = card_of(c)?;
+        Ok(a)
+    })
+    .collect()
+}
+
+fn registered(conn: &Connection, card: &[u8; 8]) -> Result<bool, LedgerError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
+        [&card[..]],
+        |r| r.get(0),
+    )?)
+}
+
+fn hotlisted(conn: &Connection, card: &[u8; 8]) -> Result<bool, LedgerError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM hotlist WHERE card_id = ?1)",
+        [&card[..]],
+        |r| r.get(0),
+    )?)
+}
+
+fn book_balance(conn: &Connection, card: &[u8; 8]) -> Result<i64, LedgerError> {
+    Ok(conn
+        .query_row(
+            "SELECT shadow_balance FROM cards WHERE card_id = ?1",
+            [&card[..]],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Issues one adjustment inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    conn: &Connection,
+    card: &[u8; 8],
+    points: i64,
+    kind: AdjustmentKind,
+    reason: &str,
+    operator: &str,
+    from_card: Option<&[u8; 8]>,
+    now: u32,
+) -> Result<AdjustmentRow, LedgerError> {
+    let hex = hex::encode_upper(card);
+    if !registered(conn, card)? {
+        return Err(LedgerError::Refused(format!(
+            "card {hex} was never issued by this office"
+        )));
+    }
+    if hotlisted(conn, card)? {
+        return Err(LedgerError::Refused(format!(
+            "card {hex} is on the hotlist: no till would deliver the adjustment"
+        )));
+    }
+    let magnitude = u32::try_from(points.unsigned_abs())
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| LedgerError::Refused("the points must be a non-zero number of at most 4294967295".into()))?;
+    if reason.trim().is_empty() {
+        return Err(LedgerError::Refused("an adjustment needs a reason".into()));
+    }
+    if operator.trim().is_empty() {
+        return Err(LedgerError::Refused("an adjustment needs the operator's name".into()));
+    }
+    let pending: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(CASE direction WHEN 'issuer-debit' THEN -points ELSE points END), 0)
+         FROM adjustments WHERE card_id = ?1 AND state = 'issued'",
+        [&card[..]],
+        |r| r.get(0),
+    )?;
+    let balance = book_balance(conn, card)?;
+    if points < 0 && balance + pending + points < 0 {
+        return Err(LedgerError::Refused(format!(
+            "card {hex} has {balance} points on its books ({pending:+} pending): a debit never takes a card below zero"
+        )));
+    }
+    // The card takes only its next sequence: one more than every one
+    // issued here and every one its records show (an adjustment this
+    // ledger did not issue, an `adjustment-mismatch`, still used one).
+    let seq: u32 = conn.query_row(
+        "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM adjustments WHERE card_id = ?1),
+                    (SELECT COALESCE(MAX(reference), 0) FROM card_transactions
+                     WHERE card_id = ?1 AND tx_type IN ('issuer-credit', 'issuer-debit'))) + 1",
+        [&card[..]],
+        |r| r.get(0),
+    )?;
+    let direction = if points > 0 { "issuer-credit" } else { "issuer-debit" };
+    conn.execute(
+        "INSERT INTO adjustments (card_id, seq, kind, direction, points, reason, operator, issued_at, from_card)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            &card[..],
+            seq,
+            kind.as_str(),
+            direction,
+            magnitude,
+            reason.trim(),
+            operator.trim(),
+            now,
+            from_card.map(|c| c.to_vec())
+        ],
+    )?;
+    Ok(AdjustmentRow {
+        card_id: *card,
+        seq,
+        kind,
+        direction: direction.into(),
+        points: magnitude,
+        reason: reason.trim().into(),
+        operator: operator.trim().into(),
+        issued_at: now,
+        from_card: from_card.copied(),
+        state: "pending".into(),
+        applied_counter: None,
+    })
+}
+
+impl Ledger {
+    /// Issues an issuer adjustment (goodwill or correction) for a card: the
+    /// next adjustment sequence of that card, to be delivered by sync with
+    /// the issuer MAC at the card's next tap at any till.
+    ///
+    /// # Errors
+    /// [`LedgerError::Refused`] (nothing changed) for a card the office
+    /// never issued or has hotlisted, zero points, an empty reason or
+    /// operator, a goodwill debit, a replacement kind, or a debit that would take the card's
+    /// books (with its pending adjustments) below zero; a storage error.
+    pub fn issue_adjustment(&mut self, a: &NewAdjustment, now: u32) -> Result<AdjustmentRow, LedgerError> {
+        if a.kind == AdjustmentKind::Goodwill && a.points < 0 {
+            return Err(LedgerError::Refused(
+                "a goodwill adjustment only credits: a debit is a correction".into(),
+            ));
+        }
+        if a.kind == AdjustmentKind::Replacement {
+            return Err(LedgerError::Refused(
+                "a replacement credit is issued by replacing the card".into(),
+            ));
+        }
+        let tx = self.conn.transaction()?;
+        let row = issue(&tx, &a.card_id, a.points, a.kind, &a.reason, &a.operator, None, now)?;
+        tx.commit()?;
+        Ok(row)
+    }
+
+    /// The adjustments the office issued, of one card or of all, by card
+    /// and sequence, with their state (`pending` or `applied`).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn adjustments(&self, card_id: Option<[u8; 8]>) -> Result<Vec<AdjustmentRow>, LedgerError> {
+        match card_id {
+            Some(c) => query(&self.conn, "WHERE card_id = ?1", &[&c.to_vec()]),
+            None => query(&self.conn, "", &[]),
+        }
+    }
+
+    /// The adjustments whose record has not been posted yet: what the sync
+    /// feed serves to every till.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn pending_adjustments(&self) -> Result<Vec<AdjustmentRow>, LedgerError> {
+        query(&self.conn, "WHERE state = 'issued'", &[])
+    }
+
+    /// Replaces a lost or broken card: hotlists `old` and issues to `new`
+    /// (already issued by the office, never used) a credit of `old`'s book
+    /// balance, kind `replacement`. The points leave `old`'s books when the
+    /// credit's record posts. One transaction: all of it or nothing.
+    ///
+    /// # Errors
+    /// [`LedgerError::Refused`] when either card was never issued, they are
+    /// the same card, `old` was replaced already, `new` has transactions or
+    /// replaces another card, `old`'s books are negative, or the
+    /// operator or reason is empty; a storage error.
+    pub fn replace_card(
+        &mut self,
+        old: [u8; 8],
+        new: [u8; 8],
+        reason: &str,
+        operator: &str,
+        now: u32,
+    ) -> Result<Replacement, LedgerError> {
+        let (oh, nh) = (hex::encode_upper(old), hex::encode_upper(new));
+        if old == new {
+            return Err(LedgerError::Refused("a card cannot replace itself".into()));
+        }
+        if operator.trim().is_empty() || reason.trim().is_empty() {
+            return Err(LedgerError::Refused(
+                "a replacement needs a reason and the operator's name".into(),
+            ));
+        }
+        let tx = self.conn.transaction()?;
+        for (c, h) in [(&old, &oh), (&new, &nh)] {
+            if !registered(&tx, c)? {
+                return Err(LedgerError::Refused(format!(
+                    "card {h} was never issued by this office"
+                )));
+            }
+        }
+        let replaced: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM card_replacements WHERE old_card = ?1 OR new_card = ?2)",
+            params![&old[..], &new[..]],
+            |r| r.get(0),
+        )?;
+        if replaced {
+            return Err(LedgerError::Refused(format!(
+                "card {oh} was replaced already, or card {nh} already replaces a card"
+            )));
+        }
+        let used: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM card_transactions WHERE card_id = ?1)
+                 OR EXISTS (SELECT 1 FROM adjustments WHERE card_id = ?1)",
+            [&new[..]],
+            |r| r.get(0),
+        )?;
+        if used {
+            return Err(LedgerError::Refused(format!(
+                "card {nh} has been used: replace with a new card"
+            )));
+        }
+        let balance = book_balance(&tx, &old)?;
+        let points = u32::try_from(balance)
+            .map_err(|_| LedgerError::Refused(format!("card {oh} has {balance} points on its books")))?;
+        hotlist_insert(&tx, &old, &format!("replaced by card {nh}"), now)?;
+        let adjustment = if points > 0 {
+            Some(issue(
+                &tx,
+                &new,
+                i64::from(points),
+                AdjustmentKind::Replacement,
+                &format!("replaces card {oh}: {}", reason.trim()),
+                operator,
+                Some(&old),
+                now,
+            )?)
+        } else {
+            None
+        };
+        tx.execute(
+            "INSERT INTO card_replacements (old_card, new_card, points, adjustment_seq, operator, reason, replaced_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                &old[..],
+                &new[..],
+                points,
+                adjustment.as_ref().map(|a| a.seq),
+                operator.trim(),
+                reason.trim(),
+                now
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Replacement {
+            old_card: old,
+            new_card: new,
+            points,
+            adjustment,
+        })
+    }
+
+    /// The card that replaced `card`, if the office replaced it.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn replacement_of(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+        replaced_by(&self.conn, &card)
+    }
+
+    /// The card `card` replaces, if it is a replacement.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn replaces(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+        let old: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT old_card FROM card_replacements WHERE new_card = ?1",
+                [&card[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        old.map(card_of).transpose()
+    }
+
+    /// A card's book entries that no card certified (balances moved by a
+    /// replacement), oldest first.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn card_postings(&self, card_id: [u8; 8]) -> Result<Vec<CardPosting>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT delta, what, posted_at FROM card_postings WHERE card_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([&card_id[..]], |r| {
+            Ok(CardPosting {
+                delta: r.get(0)?,
+                what: r.get(1)?,
+                posted_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// What posting an adjustment record found (see [`pair`]).
+pub(crate) enum Paired {
+    /// It matched; for a replacement credit, the old card to move the
+    /// points off.
+    Matched(Option<[u8; 8]>),
+    /// No issued adjustment explains it: why.
+    Mismatch(&'static str, serde_json::Value),
+}
+
+/// Direction, points, state, applied counter and old card of an issued
+/// adjustment.
+type IssuedRow = (String, u32, String, Option<u32>, Option<Vec<u8>>);
+
+/// Matches a posted adjustment record (`kind`, `points`, sequence
+/// `seq`, card counter `counter`) with the office's issued adjustment and
+/// marks it applied.
+pub(crate) fn pair(
+    conn: &Connection,
+    card: &[u8; 8],
+    seq: u32,
+    direction: &str,
+    points: u32,
+    counter: u32,
+    now: u32,
+) -> Result<Paired, LedgerError> {
+    let found: Option<IssuedRow> = conn
+        .prepare_cached(
+            "SELECT direction, points, state, applied_counter, from_card FROM adjustments
+             WHERE card_id = ?1 AND seq = ?2",
+        )?
+        .query_row(params![&card[..], seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((d, p, state, applied, from)) = found else {
+        return Ok(Paired::Mismatch(
+            "the office never issued this adjustment",
+            serde_json::json!({"seq": seq}),
+        ));
+    };
+    let issued = serde_json::json!({"seq": seq, "type": d, "points": p, "state": state, "applied_counter": applied});
+    if d != direction || p != points {
+        return Ok(Paired::Mismatch(
+            "the record is not the adjustment the office issued",
+            issued,
+        ));
+    }
+    if state == "applied" && applied != Some(counter) {
+        return Ok(Paired::Mismatch("the adjustment was applied twice", issued));
+    }
+    conn.prepare_cached(
+        "UPDATE adjustments SET state = 'applied', applied_counter = ?3, applied_at = ?4 WHERE card_id = ?1 AND seq = ?2",
+    )?
+    .execute(params![&card[..], seq, counter, now])?;
+    Ok(Paired::Matched(from.and_then(|f| f.try_into().ok())))
+}
+
+/// The card that replaced `card`, if the office replaced it.
+pub(crate) fn replaced_by(conn: &Connection, card: &[u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+    let new: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT new_card FROM card_replacements WHERE old_card = ?1")?
+        .query_row([&card[..]], |r| r.get(0))
+        .optional()?;
+    new.map(card_of).transpose()
+}
+
+/// Records the posting that moves `points` off the replaced `old` card.
+pub(crate) fn post_move(
+    conn: &Connection,
+    old: &[u8; 8],
+    new: &[u8; 8],
+    points: u32,
+    seq: u32,
+    now: u32,
+) -> Result<(), LedgerError> {
+    let nh = hex::encode_upper(new);
+    let oh = hex::encode_upper(old);
+    conn.prepare_cached(
+        "INSERT INTO card_postings (card_id, delta, what, other_card, adjustment_seq, posted_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        &old[..],
+        -i64::from(points),
+        format!("moved {points} points to card {nh}"),
+        &new[..],
+        seq,
+        now
+    ])?;
+    conn.prepare_cached(
+        "INSERT INTO card_postings (card_id, delta, what, other_card, adjustment_seq, posted_at)
+         VALUES (?1, 0, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        &new[..],
+        format!("received {points} points from card {oh} (adjustment {seq})"),
+        &old[..],
+        seq,
+        now
+    ])?;
+    Ok(())
+}
