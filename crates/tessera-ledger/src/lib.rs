@@ -9,6 +9,7 @@
 //! checked the chain head and the MAC. Anything else — a bad MAC, a broken
 //! chain, an input cut off halfway, a crash — rolls the whole batch back.
 
+pub mod approvals;
 mod error;
 mod ingest;
 mod matching;

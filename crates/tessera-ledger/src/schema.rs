@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -239,6 +239,40 @@ CREATE TABLE sync_deliveries (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: office referral approvals (`office approve`): each code
+/// issued for one till, card, kind and amount until its expiry, by whom and
+/// when; and each decision of a till's verified chain that went ahead on
+/// one (`approval_uses`). `amount` is minor units for an earn, points
+/// otherwise; `code` is the canonical code text the tills journal.
+const MIGRATION_APPROVALS: &str = "
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY,
+    terminal_id INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    card_id BLOB NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('earn', 'redeem', 'refund')),
+    amount INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    code TEXT NOT NULL UNIQUE,
+    issued_by TEXT NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE INDEX approvals_terminal ON approvals (terminal_id, serial);
+CREATE TABLE approval_uses (
+    terminal_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    batch_no INTEGER NOT NULL,
+    card_id BLOB,
+    card_counter INTEGER,
+    tx_type TEXT,
+    amount INTEGER,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX approval_uses_code ON approval_uses (code);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -281,6 +315,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 6 {
             tx.execute_batch(MIGRATION_SYNC_ACK)?;
+        }
+        if version < 7 {
+            tx.execute_batch(MIGRATION_APPROVALS)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

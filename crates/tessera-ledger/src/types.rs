@@ -97,11 +97,24 @@ pub enum ExceptionClass {
     /// campaign file the office never signed (a till with an edited
     /// policy). The card's record is posted; its points are not explained.
     PointsMismatch,
+    /// An approved decision names an office referral approval code the
+    /// office never issued (a till that made up a code, or minted one
+    /// with its own batch key). The card's record is posted; the
+    /// approval is not explained.
+    ApprovalUnknown,
+    /// An approved decision went ahead on an issued approval code for
+    /// another card, kind, amount or till, or after the code's expiry.
+    ApprovalMismatch,
+    /// An approval code used by a second decision (single use): a copied
+    /// till directory, a journal restored from a backup, or a till that
+    /// ignores the rule. Raised also from a refused conflicting batch whose
+    /// verified records use a code again.
+    ApprovalReused,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 21] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -120,6 +133,9 @@ impl ExceptionClass {
         Self::Misattributed,
         Self::MissingBatch,
         Self::PointsMismatch,
+        Self::ApprovalUnknown,
+        Self::ApprovalMismatch,
+        Self::ApprovalReused,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -143,6 +159,9 @@ impl ExceptionClass {
             Self::Misattributed => "misattributed",
             Self::MissingBatch => "missing-batch",
             Self::PointsMismatch => "points-mismatch",
+            Self::ApprovalUnknown => "approval-unknown",
+            Self::ApprovalMismatch => "approval-mismatch",
+            Self::ApprovalReused => "approval-reused",
         }
     }
 
