@@ -9,6 +9,7 @@ mod card;
 mod demo;
 mod fail;
 mod office;
+mod office_approve;
 mod office_report;
 mod out;
 mod pos;

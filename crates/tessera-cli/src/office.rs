@@ -78,6 +78,9 @@ pub enum OfficeCmd {
     /// FILE.sig, and registers it in the ledger: tills decide only under a
     /// signed policy, and the ledger recomputes their points under it.
     SignPolicy(SignArgs),
+    /// Referral approval: a code for the clerk to type at the till that
+    /// referred an operation (`approve list`: the issued approvals).
+    Approve(crate::office_approve::ApproveArgs),
 }
 
 /// Arguments of `office manufacture`.
@@ -300,6 +303,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
             let json = a.output.json;
             sign_policy(a).map_err(|f| f.json(json))
         }
+        OfficeCmd::Approve(a) => crate::office_approve::run(a),
     }
 }
 
