@@ -109,7 +109,8 @@ pub fn run(a: ApproveArgs) -> Result<(), Failure> {
 }
 
 fn required<T: Clone>(v: &Option<T>, flag: &str) -> Result<T, Failure> {
-    v.clone().ok_or_else(|| Failure::usage(format!("office approve needs {flag}")))
+    v.clone()
+        .ok_or_else(|| Failure::usage(format!("office approve needs {flag}")))
 }
 
 /// `30m`, `2h`, `1d`, `90s`, or minutes alone.
@@ -128,7 +129,13 @@ fn duration(s: &str) -> Result<u32, Failure> {
         'd' => 86_400,
         _ => return Err(bad()),
     };
-    n.checked_mul(mult).ok_or_else(bad)
+    let secs = n.checked_mul(mult).ok_or_else(bad)?;
+    if !(60..=tessera_crypto::referral::MAX_VALIDITY_SECS).contains(&secs) {
+        return Err(Failure::usage(format!(
+            "invalid --valid-for {s:?}: a code is valid from 1 minute to 3 days"
+        )));
+    }
+    Ok(secs)
 }
 
 /// A purchase as the till takes it (`12.50`, `12,50`, `12`) in minor
@@ -141,7 +148,11 @@ fn money_minor(s: &str) -> Result<u64, Failure> {
         return Err(bad());
     }
     let whole: u64 = whole.parse().map_err(|_| bad())?;
-    let frac: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().map_err(|_| bad())? };
+    let frac: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<2}").parse().map_err(|_| bad())?
+    };
     whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
 }
 

@@ -385,12 +385,14 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
         PosCmd::Redeem(r) => {
             let json = r.card.output.json;
             parse_points(&r.points)
-                .and_then(|points| tap(
-                    &r.card,
-                    Operation::Redeem { points },
-                    r.again.again,
-                    r.approval.approval.as_deref(),
-                ))
+                .and_then(|points| {
+                    tap(
+                        &r.card,
+                        Operation::Redeem { points },
+                        r.again.again,
+                        r.approval.approval.as_deref(),
+                    )
+                })
                 .map_err(|f| f.json(json))
         }
         PosCmd::Refund(r) => {

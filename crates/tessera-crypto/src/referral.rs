@@ -234,11 +234,14 @@ fn hint(label: &[u8], data: &[u8]) -> u8 {
     h[0] >> 3
 }
 
-fn card_hint(card: &[u8; 8]) -> u8 {
+/// The card hint a code carries (5 bits): it lets a till tell "another
+/// card" from a forged code; it proves nothing.
+pub fn card_hint(card: &[u8; 8]) -> u8 {
     hint(b"tessera referral card", card)
 }
 
-fn amount_hint(amount: u64) -> u8 {
+/// The amount hint a code carries (5 bits), as [`card_hint`].
+pub fn amount_hint(amount: u64) -> u8 {
     hint(b"tessera referral amount", &amount.to_be_bytes())
 }
 

@@ -126,8 +126,7 @@ fn from_row(r: Row) -> Result<IssuedApproval, LedgerError> {
     })
 }
 
-const COLUMNS: &str =
-    "id, terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by, issued_at";
+const COLUMNS: &str = "id, terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by, issued_at";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -333,7 +332,11 @@ impl Ledger {
     ) -> Result<IssuedApproval, LedgerError> {
         let bad = |m: String| Err(LedgerError::Malformed(m));
         match self.terminal_active(terminal_id)? {
-            None => return bad(format!("terminal {terminal_id} is not registered (office export-terminal)")),
+            None => {
+                return bad(format!(
+                    "terminal {terminal_id} is not registered (office export-terminal)"
+                ))
+            }
             Some(false) => return bad(format!("terminal {terminal_id} is revoked")),
             Some(true) => {}
         }

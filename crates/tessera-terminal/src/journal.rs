@@ -507,7 +507,9 @@ impl Journal {
             "SELECT time, json_extract(body, '$.entry.reason') FROM records
              WHERE kind = 'decision' AND time >= ?1 ORDER BY time",
         )?;
-        let rows = stmt.query_map(params![since], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Option<String>>(1)?)))?;
+        let rows = stmt.query_map(params![since], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (t, reason) = row?;

@@ -28,15 +28,15 @@ use tessera_protocol::messages::{CardId, KeyUpdateCommand, LogRecord, TxKind};
 use tessera_protocol::profile::SignedProfile;
 use tessera_transport::Transport;
 
+use crate::approval::{ReferralKind, TillApproval, WRONG_CODES_PER_HOUR};
 use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
 use crate::offers::{offers_today, quote, CampaignSet, Quote};
-use crate::approval::{ReferralKind, TillApproval, WRONG_CODES_PER_HOUR};
 use crate::policy::{
     authorize, authorize_approved, date_from_unix, ApprovalRefusal, Decision, DeclineReason, Hotlist, Policy,
     ReferReason, TxRequest,
 };
-use tessera_crypto::referral::Mismatch;
 use crate::{CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
+use tessera_crypto::referral::Mismatch;
 
 /// A profile update from the back office: the signed profile and the
 /// issuer's MAC over its exact blob (spec §5.9), which the card checks. The
@@ -451,7 +451,7 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         let card = self.session.card();
         let wrong = self
             .journal
-            .decision_times_since(now.saturating_sub(3600), &ApprovalRefusal::WRONG_CODES)?;
+            .decision_times_since(now.saturating_sub(3599), &ApprovalRefusal::WRONG_CODES)?;
         let limit = WRONG_CODES_PER_HOUR as usize;
         if wrong.len() >= limit {
             return Ok(Err(ApprovalRefusal::TooManyAttempts {
