@@ -512,3 +512,63 @@ fn a_till_minting_its_own_codes_is_caught_at_settlement() {
     let ex = env.exceptions();
     assert!(ex.iter().any(|e| e["class"] == "approval-unknown"), "{ex:?}");
 }
+
+#[test]
+fn a_purchase_above_the_offline_limit_is_approved_by_code_and_its_points_reconcile() {
+    let env = Env::new();
+    env.issue("a.card", CARD_A);
+    let card = env.s("a.card");
+    let (exit, v) = env.pos_json(T0, &["earn", "--card", card, "--amount", "15000"]);
+    assert_eq!(exit, Some(1), "{v}");
+    assert_eq!(v["outcome"]["reason"], "D05");
+    let code = env.approve(T0, "7", CARD_A, "earn", "15000.00", "30m");
+    // The code is for that purchase: another amount is refused.
+    let (exit, v) = env.pos_json(
+        T0 + 30,
+        &["earn", "--card", card, "--amount", "15000.01", "--approval", &code],
+    );
+    assert_eq!(exit, Some(1), "{v}");
+    assert!(
+        ["C04", "C05"].contains(&v["outcome"]["reason"].as_str().unwrap()),
+        "{v}"
+    );
+    let (exit, v) = env.pos_json(
+        T0 + 60,
+        &["earn", "--card", card, "--amount", "15000", "--approval", &code],
+    );
+    assert_eq!(exit, Some(0), "{v}");
+    assert_eq!(v["card"]["balance"], 0, "the card as read before the earn");
+    let o = env.settle("terminal", T0 + 120);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    env.ok(T0 + 120, &["office", "verify", "--dir", env.s("office")]);
+    assert!(env.exceptions().is_empty(), "{:?}", env.exceptions());
+    assert_eq!(env.approvals(T0 + 120)[0]["state"], "used");
+}
+
+#[test]
+fn a_till_that_skips_its_checks_is_caught_using_a_code_for_another_amount() {
+    use tessera_terminal::journal::{Entry, EntryKind, Journal, Verdict};
+    let env = Env::new();
+    env.referred_card();
+    let code = env.approve(T0, "7", CARD_A, "redeem", "30", "30m");
+    // A till running modified software journals a redemption of 300 on
+    // the code for 30 (its journal, chained and sealed with its genuine key).
+    {
+        let mut j = Journal::open(&env.path("terminal").join("journal.sqlite"), 7).unwrap();
+        let mut e = Entry::new(EntryKind::Decision, T0 + 60);
+        e.card_id = Some(CARD_A.into());
+        e.card_counter = Some(7);
+        e.tx_type = Some("redeem".into());
+        e.points = Some(300);
+        e.verdict = Some(Verdict::Approve);
+        e.approval = Some(code.clone());
+        j.append(e).unwrap();
+    }
+    assert!(env.settle("terminal", T0 + 120).status.success());
+    let ex = env.exceptions();
+    let m = ex
+        .iter()
+        .find(|e| e["class"] == "approval-mismatch")
+        .unwrap_or_else(|| panic!("{ex:?}"));
+    assert!(m.to_string().contains("amount"), "{m}");
+}
