@@ -1,7 +1,7 @@
-//! Office referral approvals (`docs/settlement.md`, "Referral
-//! approvals"): the codes the office issues for one till, card, kind and
+//! Office referral approvals (`docs/settlement.md`, "The ledger", step
+//! 7): the codes the office issues for one till, card, kind and
 //! amount ([`Ledger::issue_approval`]), and the reconciliation of every
-//! approved decision that went ahead on one ([`check_use`], at posting).
+//! approved decision that went ahead on one (at posting).
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
