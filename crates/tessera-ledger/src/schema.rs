@@ -332,6 +332,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_6_files_gain_the_approvals() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_SYNC_ACK,
+        ] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        prepare(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by, issued_at)
+             VALUES (7, 1, x'BE4C000000000001', 'redeem', 30, 1000, 'C', 'Marie', 100)",
+            [],
+        )
+        .unwrap();
+        // One code, one approval; kinds are the three a code carries.
+        assert!(conn
+            .execute(
+                "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by,
+                     issued_at)
+                 VALUES (7, 2, x'BE4C000000000001', 'redeem', 30, 1000, 'C', 'Marie', 100)",
+                [],
+            )
+            .is_err());
+        assert!(conn
+            .execute(
+                "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by,
+                     issued_at)
+                 VALUES (7, 3, x'BE4C000000000001', 'refund-earn', 30, 1000, 'D', 'Marie', 100)",
+                [],
+            )
+            .is_err());
+    }
+
+    #[test]
     fn version_3_files_gain_the_sync_deliveries() {
         let mut conn = Connection::open_in_memory().unwrap();
         for m in [MIGRATION_1, MIGRATION_2, MIGRATION_3] {
