@@ -474,7 +474,15 @@ fn a_copied_till_directory_using_a_code_twice_is_an_exception_at_the_ledger() {
     // show the code used again.
     let o = env.settle("copy", T0 + 240);
     assert!(!o.status.success(), "{}", out(&o));
+    // Sent again, the copy's batch names nothing new.
+    let o = env.settle("copy", T0 + 300);
+    assert!(!o.status.success(), "{}", out(&o));
     let ex = env.exceptions();
+    assert_eq!(
+        ex.iter().filter(|e| e["class"] == "approval-reused").count(),
+        1,
+        "{ex:?}"
+    );
     let reused = ex
         .iter()
         .find(|e| e["class"] == "approval-reused")
@@ -543,6 +551,17 @@ fn a_purchase_above_the_offline_limit_is_approved_by_code_and_its_points_reconci
     env.ok(T0 + 120, &["office", "verify", "--dir", env.s("office")]);
     assert!(env.exceptions().is_empty(), "{:?}", env.exceptions());
     assert_eq!(env.approvals(T0 + 120)[0]["state"], "used");
+    // Its refund is above the till's earn cap too (D06): a refund code.
+    let of = format!("{CARD_A}:1");
+    let (exit, v) = env.pos_json(T0 + 180, &["refund", "--card", card, "--of", &of]);
+    assert_eq!(exit, Some(1), "{v}");
+    assert_eq!(v["outcome"]["reason"], "D06");
+    let code = env.approve(T0 + 180, "7", CARD_A, "refund", "15000", "30m");
+    let (exit, v) = env.pos_json(T0 + 240, &["refund", "--card", card, "--of", &of, "--approval", &code]);
+    assert_eq!(exit, Some(0), "{v}");
+    assert!(env.settle("terminal", T0 + 300).status.success());
+    env.ok(T0 + 300, &["office", "verify", "--dir", env.s("office")]);
+    assert!(env.exceptions().is_empty(), "{:?}", env.exceptions());
 }
 
 #[test]

@@ -294,16 +294,32 @@ pub(crate) fn reused_in_refused(
                 !(u.terminal_id == terminal_id && u.seq == *seq && u.card_counter == e.card_counter && u.time == e.time)
             })
             .collect();
-        if !earlier.is_empty() {
-            out.push((
-                ExceptionClass::ApprovalReused,
-                json!({
-                    "code": code,
-                    "why": "a refused batch of this till (a copy of its directory) used the approval code again",
-                    "earlier": earlier,
-                    "used": claim(terminal_id, batch_no, *seq, e),
-                }),
-            ));
+        if earlier.is_empty() {
+            continue;
+        }
+        let ev = json!({
+            "code": code,
+            "why": "a refused batch of this till (a copy of its directory) used the approval code again",
+            "earlier": earlier,
+            "used": claim(terminal_id, batch_no, *seq, e),
+        });
+        // The same refused batch sent again names nothing new.
+        let known: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM exceptions
+                 WHERE class = ?1 AND terminal_id = ?2 AND batch_no = ?3 AND evidence = ?4)",
+            )?
+            .query_row(
+                params![
+                    ExceptionClass::ApprovalReused.as_str(),
+                    terminal_id,
+                    batch_no,
+                    ev.to_string()
+                ],
+                |r| r.get(0),
+            )?;
+        if !known {
+            out.push((ExceptionClass::ApprovalReused, ev));
         }
     }
     Ok(out)
