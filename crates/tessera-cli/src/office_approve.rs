@@ -173,10 +173,20 @@ fn utc(secs: u32) -> String {
 
 fn amount_text(kind: &str, amount: u64) -> String {
     if kind == "earn" {
-        format!("purchase of {}.{:02}", amount / 100, amount % 100)
+        format!("{}.{:02}", amount / 100, amount % 100)
     } else {
         format!("{amount} points")
     }
+}
+
+/// "a purchase of 250.00", "a redemption of 30 points", "a refund of 30 points".
+fn what(kind: &str, amount: u64) -> String {
+    let noun = match kind {
+        "earn" => "a purchase",
+        "redeem" => "a redemption",
+        _ => "a refund",
+    };
+    format!("{noun} of {}", amount_text(kind, amount))
 }
 
 fn issue(a: &IssueArgs) -> Result<(), Failure> {
@@ -203,11 +213,10 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
         print_json(json!({ "approval": issued }));
     } else {
         println!(
-            "Approval #{} for till {}: {} of {} on card {}, valid until {}, by {}.",
+            "Approval #{} for till {}: {} on card {}, valid until {}, by {}.",
             issued.id,
             issued.terminal_id,
-            issued.kind,
-            amount_text(issued.kind, issued.amount),
+            what(issued.kind, issued.amount),
             out::card_id(&issued.card_id),
             utc(issued.expires_at),
             issued.issued_by
