@@ -9,6 +9,7 @@ mod card;
 mod demo;
 mod fail;
 mod office;
+mod office_approve;
 mod office_cards;
 mod office_ops;
 mod office_report;

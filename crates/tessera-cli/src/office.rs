@@ -80,6 +80,9 @@ pub enum OfficeCmd {
     SignPolicy(SignArgs),
     #[command(flatten)]
     Cards(crate::office_cards::CardsCmd),
+    /// Referral approval: a code for the clerk to type at the till that
+    /// referred an operation (`approve list`: the issued approvals).
+    Approve(crate::office_approve::ApproveArgs),
 }
 
 /// Arguments of `office manufacture`.
@@ -287,6 +290,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
             sign_policy(a).map_err(|f| f.json(json))
         }
         OfficeCmd::Cards(c) => crate::office_cards::run(c),
+        OfficeCmd::Approve(a) => crate::office_approve::run(a),
     }
 }
 

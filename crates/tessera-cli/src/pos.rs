@@ -91,6 +91,8 @@ pub struct EarnArgs {
     pub categories: Vec<String>,
     #[command(flatten)]
     pub again: AgainArg,
+    #[command(flatten)]
+    pub approval: ApprovalArg,
 }
 
 /// `--again`: a new operation even after a retry found the earlier one done.
@@ -104,6 +106,16 @@ pub struct AgainArg {
     pub again: bool,
 }
 
+/// `--approval CODE`: the office's referral approval for this operation.
+#[derive(Args)]
+pub struct ApprovalArg {
+    /// The approval code the office read out for this referred operation
+    /// (`office approve`), e.g. 7KQ2-M9XD-3FHT-0B4W: checked for this card,
+    /// operation, amount and till before the card is touched; single use.
+    #[arg(long, value_name = "CODE")]
+    pub approval: Option<String>,
+}
+
 /// Arguments of `pos redeem`.
 #[derive(Args)]
 pub struct RedeemArgs {
@@ -114,6 +126,8 @@ pub struct RedeemArgs {
     pub points: String,
     #[command(flatten)]
     pub again: AgainArg,
+    #[command(flatten)]
+    pub approval: ApprovalArg,
 }
 
 /// Arguments of `pos refund`.
@@ -126,6 +140,8 @@ pub struct RefundArgs {
     pub of: String,
     #[command(flatten)]
     pub again: AgainArg,
+    #[command(flatten)]
+    pub approval: ApprovalArg,
 }
 
 /// Arguments of reports on the journal.
@@ -347,7 +363,7 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
     match cmd {
         PosCmd::Read(a) => {
             let json = a.output.json;
-            tap(&a, Operation::Read, false).map_err(|f| f.json(json))
+            tap(&a, Operation::Read, false, None).map_err(|f| f.json(json))
         }
         PosCmd::Earn(e) => {
             let json = e.card.output.json;
@@ -363,13 +379,20 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
                         .collect(),
                 })
             };
-            op().and_then(|op| tap(&e.card, op, e.again.again))
+            op().and_then(|op| tap(&e.card, op, e.again.again, e.approval.approval.as_deref()))
                 .map_err(|f| f.json(json))
         }
         PosCmd::Redeem(r) => {
             let json = r.card.output.json;
             parse_points(&r.points)
-                .and_then(|points| tap(&r.card, Operation::Redeem { points }, r.again.again))
+                .and_then(|points| {
+                    tap(
+                        &r.card,
+                        Operation::Redeem { points },
+                        r.again.again,
+                        r.approval.approval.as_deref(),
+                    )
+                })
                 .map_err(|f| f.json(json))
         }
         PosCmd::Refund(r) => {
@@ -383,6 +406,7 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
                             original,
                         },
                         r.again.again,
+                        r.approval.approval.as_deref(),
                     )
                 })
                 .map_err(|f| f.json(json))
@@ -432,8 +456,14 @@ fn decision_failure(d: &Decision) -> Failure {
     Failure::new(code, format!("{word} — {} ({})", d.message(), d.code()))
 }
 
-fn tap(a: &CardArgs, op: Operation, again: bool) -> Result<(), Failure> {
+fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Result<(), Failure> {
+    let approval = approval
+        .map(|c| crate::office_approve::till_approval(&a.terminal, c))
+        .transpose()?;
     let mut till = open_till(&a.terminal)?;
+    if let Some(ap) = approval {
+        till.set_approval(ap);
+    }
     let mut card = open_card(a)?;
     let tap = till.operate(&mut card, op, again).map_err(till_failure)?;
     let TapReport {

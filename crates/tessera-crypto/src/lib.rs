@@ -16,6 +16,7 @@ pub mod envelope;
 pub mod files;
 pub mod kdf;
 pub mod keys;
+pub mod referral;
 pub mod rng;
 pub mod sign;
 

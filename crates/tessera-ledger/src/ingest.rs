@@ -635,12 +635,31 @@ fn process(
         Mode::Verify(check) => {
             let mut records = 0u32;
             let mut card_transactions = 0u32;
+            // Decisions on approval codes: a refused copy of the till's
+            // chain that used a code again is named (`approval-reused`).
+            let mut approved = Vec::new();
             let header = read(key, &mut |r| {
                 records += 1;
                 card_transactions += u32::from(matches!(r.entry.kind, EntryKind::Completion | EntryKind::Recovered));
+                if r.entry.approval.is_some() && r.entry.verdict == Some(Verdict::Approve) {
+                    approved.push((r.seq, r.entry));
+                }
                 Ok(())
             })?;
             drop(tx);
+            let refused = match &check {
+                Check::Existing(_, head) => *head != unhex32(&header.head)?,
+                Check::Discontinuous(_) => true,
+            };
+            if refused && !approved.is_empty() {
+                let tx = conn.savepoint()?;
+                for (class, ev) in crate::approvals::reused_in_refused(&tx, tid, header.batch_no, &approved)? {
+                    let card = ev["used"]["card_id"].as_str().and_then(parse_card);
+                    let counter = ev["used"]["card_counter"].as_u64().and_then(|c| u32::try_from(c).ok());
+                    raise(&tx, class, card, counter, Some(tid), Some(header.batch_no), ev, now)?;
+                }
+                tx.commit()?;
+            }
             let report = IngestReport {
                 terminal_id: tid,
                 batch_no: header.batch_no,
@@ -969,6 +988,19 @@ impl<'c> Posting<'c> {
                 e.purchase_minor,
                 e.origin_seq
             ])?;
+        // A decision that went ahead on an office approval code.
+        if e.kind == EntryKind::Decision && e.verdict == Some(Verdict::Approve) {
+            for (class, ev) in crate::approvals::check_use(self.conn, self.terminal_id, self.batch_no, seq, e)? {
+                self.raise(
+                    class,
+                    e.card_id.as_deref().and_then(parse_card),
+                    e.card_counter,
+                    self.terminal_id,
+                    self.batch_no,
+                    ev,
+                )?;
+            }
+        }
         // A purchase's points against the signed rules it names.
         if let Some((why, mut ev)) = self.rules.check(self.conn, e)? {
             if !ev.is_object() {

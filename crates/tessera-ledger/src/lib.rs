@@ -10,6 +10,7 @@
 //! chain, an input cut off halfway, a crash — rolls the whole batch back.
 
 mod adjust;
+pub mod approvals;
 mod error;
 mod ingest;
 mod matching;

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -304,6 +304,40 @@ CREATE TABLE card_postings (
 CREATE INDEX card_postings_card ON card_postings (card_id);
 ";
 
+/// Version 9: office referral approvals (`office approve`): each code
+/// issued for one till, card, kind and amount until its expiry, by whom and
+/// when; and each decision of a till's verified chain that went ahead on
+/// one (`approval_uses`). `amount` is minor units for an earn, points
+/// otherwise; `code` is the canonical code text the tills journal.
+const MIGRATION_APPROVALS: &str = "
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY,
+    terminal_id INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    card_id BLOB NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('earn', 'redeem', 'refund')),
+    amount INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    code TEXT NOT NULL UNIQUE,
+    issued_by TEXT NOT NULL,
+    issued_at INTEGER NOT NULL
+);
+CREATE INDEX approvals_terminal ON approvals (terminal_id, serial);
+CREATE TABLE approval_uses (
+    terminal_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    batch_no INTEGER NOT NULL,
+    card_id BLOB,
+    card_counter INTEGER,
+    tx_type TEXT,
+    amount INTEGER,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX approval_uses_code ON approval_uses (code);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -353,6 +387,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         if version < 8 {
             tx.execute_batch(MIGRATION_ADJUST)?;
         }
+        if version < 9 {
+            tx.execute_batch(MIGRATION_APPROVALS)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -399,6 +436,46 @@ mod tests {
             );
             assert!(conn.execute(&sql, []).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn version_6_files_gain_the_approvals() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_SYNC_ACK,
+        ] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        prepare(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by, issued_at)
+             VALUES (7, 1, x'BE4C000000000001', 'redeem', 30, 1000, 'C', 'Marie', 100)",
+            [],
+        )
+        .unwrap();
+        // One code, one approval; kinds are the three a code carries.
+        assert!(conn
+            .execute(
+                "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by,
+                     issued_at)
+                 VALUES (7, 2, x'BE4C000000000001', 'redeem', 30, 1000, 'C', 'Marie', 100)",
+                [],
+            )
+            .is_err());
+        assert!(conn
+            .execute(
+                "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by,
+                     issued_at)
+                 VALUES (7, 3, x'BE4C000000000001', 'refund-earn', 30, 1000, 'D', 'Marie', 100)",
+                [],
+            )
+            .is_err());
     }
 
     #[test]

@@ -108,11 +108,24 @@ pub enum ExceptionClass {
     /// the old card's books; the office decides (a correction on the new
     /// card).
     ReplacedCardUsed,
+    /// An approved decision names an office referral approval code the
+    /// office never issued (a till that made up a code, or minted one
+    /// with its own batch key). The card's record is posted; the
+    /// approval is not explained.
+    ApprovalUnknown,
+    /// An approved decision went ahead on an issued approval code for
+    /// another card, kind, amount or till, or after the code's expiry.
+    ApprovalMismatch,
+    /// An approval code used by a second decision (single use): a copied
+    /// till directory, a journal restored from a backup, or a till that
+    /// ignores the rule. Raised also from a refused conflicting batch whose
+    /// verified records use a code again.
+    ApprovalReused,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 23] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -133,6 +146,9 @@ impl ExceptionClass {
         Self::PointsMismatch,
         Self::AdjustmentMismatch,
         Self::ReplacedCardUsed,
+        Self::ApprovalUnknown,
+        Self::ApprovalMismatch,
+        Self::ApprovalReused,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -158,6 +174,9 @@ impl ExceptionClass {
             Self::PointsMismatch => "points-mismatch",
             Self::AdjustmentMismatch => "adjustment-mismatch",
             Self::ReplacedCardUsed => "replaced-card-used",
+            Self::ApprovalUnknown => "approval-unknown",
+            Self::ApprovalMismatch => "approval-mismatch",
+            Self::ApprovalReused => "approval-reused",
         }
     }
 

@@ -754,3 +754,42 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
+
+impl OfficeDir {
+    /// Referral approval (`office approve`): an office person approves an
+    /// operation a till referred, for that till, card, kind and amount
+    /// (minor units for an earn, points otherwise), valid for
+    /// `valid_for_secs`. Returns the approval with the code to read to the
+    /// clerk (`docs/terminal-policy.md`, "Referral approval codes"); the
+    /// ledger keeps it and reconciles its use at settlement.
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::open`]; [`OfficeDirError::Ledger`] with
+    /// [`LedgerError::Malformed`] for an unknown or revoked terminal, a
+    /// card never issued, a zero amount, a validity outside 1 minute to 3
+    /// days, or no name.
+    #[allow(clippy::too_many_arguments)]
+    pub fn approve(
+        &self,
+        terminal_id: u32,
+        card_id: [u8; 8],
+        kind: tessera_crypto::referral::ReferralKind,
+        amount: u64,
+        valid_for_secs: u32,
+        issued_by: &str,
+        now: u32,
+    ) -> Result<tessera_ledger::approvals::IssuedApproval, OfficeDirError> {
+        let (_keys, mut ledger) = self.open()?;
+        Ok(ledger.issue_approval(terminal_id, card_id, kind, amount, valid_for_secs, issued_by, now)?)
+    }
+
+    /// Every issued approval, newest first, with its state at `now`
+    /// (issued, used, expired) and the settled decisions that used it.
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::open`]; a storage error.
+    pub fn approvals(&self, now: u32) -> Result<Vec<tessera_ledger::approvals::ApprovalStatus>, OfficeDirError> {
+        let (_keys, ledger) = self.open()?;
+        Ok(ledger.approvals(now)?)
+    }
+}

@@ -463,6 +463,101 @@ pub enum DeclineReason {
     /// `D10`: the original transaction of a refund is not in the terminal's
     /// journal.
     RefundUnknownOriginal,
+    /// `C01`–`C08`: the office approval code the clerk typed does not
+    /// approve this operation (see [`ApprovalRefusal`]).
+    Approval(ApprovalRefusal),
+}
+
+/// Why the till refused an office approval code typed for a referred
+/// operation (`docs/terminal-policy.md`, "Referral approval codes"). The
+/// card was not touched. Codes are stable: `C01`–`C05` are codes that did
+/// not verify and count towards the till's limit of wrong codes per hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApprovalRefusal {
+    /// `C01`: the code approves another kind of operation.
+    OtherKind {
+        /// What it approves (`earn`, `redeem`, `refund`).
+        approves: &'static str,
+        /// What was asked.
+        asked: &'static str,
+    },
+    /// `C02`: the code is for another till.
+    OtherTerminal,
+    /// `C03`: the code is for another card.
+    OtherCard,
+    /// `C04`: the code is for another amount.
+    OtherAmount,
+    /// `C05`: the office did not issue this code for this operation.
+    NotIssued,
+    /// `C06`: the code was genuine but has expired.
+    Expired {
+        /// Expiry, Unix seconds.
+        at: u32,
+    },
+    /// `C07`: the code was used already (single use).
+    AlreadyUsed {
+        /// Journal sequence of the decision that used it.
+        seq: u32,
+    },
+    /// `C08`: too many wrong codes at this till within the hour.
+    TooManyAttempts {
+        /// Wrong codes allowed per hour.
+        limit: u32,
+        /// When the next code is accepted (Unix seconds).
+        retry_at: u32,
+    },
+}
+
+impl ApprovalRefusal {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::OtherKind { .. } => "C01",
+            Self::OtherTerminal => "C02",
+            Self::OtherCard => "C03",
+            Self::OtherAmount => "C04",
+            Self::NotIssued => "C05",
+            Self::Expired { .. } => "C06",
+            Self::AlreadyUsed { .. } => "C07",
+            Self::TooManyAttempts { .. } => "C08",
+        }
+    }
+
+    /// The codes of wrong codes (counted towards the hourly limit).
+    pub const WRONG_CODES: [&'static str; 5] = ["C01", "C02", "C03", "C04", "C05"];
+
+    /// One line for the clerk.
+    pub fn message(&self) -> String {
+        match self {
+            Self::OtherKind { approves, asked } => {
+                format!("This approval code is for a {approves}, not a {asked} — check the operation with the office")
+            }
+            Self::OtherTerminal => "This approval code is for another till — the office must issue one for this till".into(),
+            Self::OtherCard => "This approval code is for another card — check the card with the office".into(),
+            Self::OtherAmount => "This approval code is for another amount — check the amount with the office".into(),
+            Self::NotIssued => {
+                "This approval code was not issued for this operation — ask the office to read it again".into()
+            }
+            Self::Expired { at } => format!(
+                "This approval code expired at {} UTC — ask the office for a new one",
+                utc_minute(*at)
+            ),
+            Self::AlreadyUsed { seq } => {
+                format!("This approval code was already used (journal #{seq}) — a code approves one operation")
+            }
+            Self::TooManyAttempts { limit, retry_at } => format!(
+                "{limit} wrong approval codes within the hour at this till — no code is accepted before {} UTC; call the office",
+                utc_minute(*retry_at)
+            ),
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` of a Unix time, UTC.
+fn utc_minute(secs: u32) -> String {
+    let day = secs % 86_400;
+    format!("{} {:02}:{:02}", date_from_unix(secs), day / 3600, day % 3600 / 60)
 }
 
 impl DeclineReason {
@@ -479,6 +574,7 @@ impl DeclineReason {
             Self::InsufficientBalance { .. } => "D08",
             Self::RefundAlreadyDone => "D09",
             Self::RefundUnknownOriginal => "D10",
+            Self::Approval(a) => a.code(),
         }
     }
 
@@ -509,6 +605,7 @@ impl DeclineReason {
             Self::RefundUnknownOriginal => {
                 "Original transaction not found at this till — refund at the original till or call the office".into()
             }
+            Self::Approval(a) => a.message(),
         }
     }
 }
@@ -718,6 +815,35 @@ pub fn authorize(policy: &Policy, hotlist: &Hotlist, card: &CardInfo, req: &TxRe
         }
     }
     Decision::Approve
+}
+
+/// [`authorize`] for an operation the office approved with a referral
+/// code the till verified: the same checks in the same order, except the
+/// limits an office approval lifts — the purchase limit (`D05`), the earn
+/// and redemption caps (`D06`, `D07`) and the offline velocity limits
+/// (`R01`, `R02`). What a code cannot override: the hotlist (`D01`), the
+/// card's validity dates (`D02`, `D03`), a till clock behind the card
+/// (`R03`), zero points (`D04`), the card's balance (`D08`), the journal's
+/// refund checks (`D09`, `D10`), and everything the card itself refuses
+/// (a refund whose original has left its log, `R04`; a balance overflow).
+pub fn authorize_approved(
+    policy: &Policy,
+    hotlist: &Hotlist,
+    card: &CardInfo,
+    req: &TxRequest,
+    now_unix: u32,
+) -> Decision {
+    let mut lifted = policy.clone();
+    lifted.limits = Limits {
+        max_earn_points: u32::MAX,
+        max_redeem_points: u32::MAX,
+        max_purchase_minor: u64::MAX,
+    };
+    lifted.velocity = VelocityLimits {
+        max_offline_redeems: u32::MAX,
+        max_offline_points: u32::MAX,
+    };
+    authorize(&lifted, hotlist, card, req, now_unix)
 }
 
 /// The UTC calendar date of a Unix time.
@@ -1184,6 +1310,46 @@ mod tests {
             declined(&d, "D08", "Not enough points: the card has 500, 501 asked");
         }
         assert!(decide(&c, &req(TxKind::RefundRedeem, 501)).is_approved());
+    }
+
+    #[test]
+    fn an_office_approval_lifts_limits_and_velocity_only() {
+        let p = Policy::default_policy();
+        let h = Hotlist::empty();
+        let mut c = card();
+        c.balance = 50_000;
+        c.velocity.unsettled_redeems = 5;
+        assert_eq!(authorize(&p, &h, &c, &req(TxKind::Redeem, 10), NOW).code(), "R01");
+        assert!(authorize_approved(&p, &h, &c, &req(TxKind::Redeem, 10), NOW).is_approved());
+        // The balance still applies.
+        assert_eq!(
+            authorize_approved(&p, &h, &c, &req(TxKind::Redeem, 50_001), NOW).code(),
+            "D08"
+        );
+        // A purchase above the offline limit.
+        let mut big = req(TxKind::Earn, 10);
+        big.purchase_minor = p.limits.max_purchase_minor + 1;
+        assert_eq!(authorize(&p, &h, &c, &big, NOW).code(), "D05");
+        assert!(authorize_approved(&p, &h, &c, &big, NOW).is_approved());
+        // The hotlist, the card's dates, the clock and zero points still apply.
+        let mut hot = Hotlist::empty();
+        hot.cards.insert(c.card_id);
+        assert_eq!(
+            authorize_approved(&p, &hot, &c, &req(TxKind::Redeem, 10), NOW).code(),
+            "D01"
+        );
+        assert_eq!(
+            authorize_approved(&p, &h, &c, &req(TxKind::Redeem, 0), NOW).code(),
+            "D04"
+        );
+        let late = NOW + 365 * 86_400 * 10;
+        assert_eq!(
+            authorize_approved(&p, &h, &c, &req(TxKind::Redeem, 10), late).code(),
+            "D02"
+        );
+        let refusal = DeclineReason::Approval(ApprovalRefusal::OtherCard);
+        assert_eq!(refusal.code(), "C03");
+        assert!(refusal.message().contains("another card"));
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct Entry {
     /// (`policy.category`, `policy.tier` for the policy's own multipliers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quote_lines: Vec<(String, i64)>,
+    /// Approved decisions only: the office's referral approval code the
+    /// clerk typed (`XXXX-XXXX-XXXX-XXXX`, canonical form), when the
+    /// decision went ahead on it. Absent otherwise, so records without
+    /// one hash as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// The card's side of a purchase's points (applet-spec §7: from the
@@ -133,6 +139,7 @@ impl Entry {
             campaigns: None,
             quote_inputs: None,
             quote_lines: Vec::new(),
+            approval: None,
         }
     }
 

@@ -498,6 +498,51 @@ impl Journal {
         }))
     }
 
+    /// The approved decision on this card that went ahead on the office
+    /// approval `code` (canonical form), unless the card never committed
+    /// it (a `void` names it: the code may be used again).
+    ///
+    /// # Errors
+    /// A database or decoding error.
+    pub fn approval_use(&self, card_id: &CardId, code: &str) -> Result<Option<JournalRecord>, JournalError> {
+        let recs = self.records_for(card_id)?;
+        let voided: std::collections::HashSet<u32> = recs
+            .iter()
+            .filter(|r| r.entry.kind == EntryKind::Void)
+            .filter_map(|r| r.entry.origin_seq)
+            .collect();
+        Ok(recs.into_iter().find(|r| {
+            r.entry.kind == EntryKind::Decision
+                && r.entry.verdict == Some(Verdict::Approve)
+                && r.entry.approval.as_deref() == Some(code)
+                && !voided.contains(&r.seq)
+        }))
+    }
+
+    /// The times of the decisions journaled at or after `since` whose
+    /// reason is one of `reasons`, oldest first (the wrong approval codes
+    /// of the last hour).
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn decision_times_since(&self, since: u32, reasons: &[&str]) -> Result<Vec<u32>, JournalError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT time, json_extract(body, '$.entry.reason') FROM records
+             WHERE kind = 'decision' AND time >= ?1 ORDER BY time",
+        )?;
+        let rows = stmt.query_map(params![since], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, Option<String>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, reason) = row?;
+            if reason.is_some_and(|r| reasons.contains(&r.as_str())) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored rows of records `from..=to`: sequence, the exact hashed
     /// body, previous hash, hash — what a settlement batch carries.
     ///

@@ -47,6 +47,7 @@
 //! ([`Terminal::take_trace`]). The terminal assumes no clock it was not
 //! given ([`Clock`]) and no reader: integrators' tests use the simulator.
 
+pub mod approval;
 pub mod batch;
 mod cache;
 pub mod dir;

@@ -52,6 +52,7 @@ use tessera_crypto::sign::IssuerPublicKey;
 use tessera_protocol::messages::CardId;
 use tessera_transport::Transport;
 
+use crate::approval::TillApproval;
 use crate::dir::{DirError, TerminalDir};
 use crate::journal::{ChainReport, EntryKind, Journal, JournalError, JournalRecord, Verdict};
 use crate::till::{Till, TillError, TillOutcome};
@@ -120,6 +121,7 @@ pub struct TapReport {
 pub struct DirTill<S: Sam, C: Clock> {
     dir: TerminalDir,
     till: Till<S, C>,
+    approval: Option<TillApproval>,
 }
 
 impl<S: Sam, C: Clock> DirTill<S, C> {
@@ -138,7 +140,21 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
         store: u32,
     ) -> Result<Self, DirError> {
         let till = dir.open_till(sam, issuer, clock, default_id, required, store)?;
-        Ok(Self { dir, till })
+        Ok(Self {
+            dir,
+            till,
+            approval: None,
+        })
+    }
+
+    /// The office's referral approval code for the next
+    /// [`DirTill::operate`] (earn, redeem or refund): checked against the
+    /// presented card, the operation and its amount before the card is
+    /// asked to transact ([`crate::till::TillTap::use_approval`]); a code
+    /// that does not fit is journaled as a decline (`C01`–`C08`) and the
+    /// card is not touched. Used once: a read ignores it and drops it.
+    pub fn set_approval(&mut self, approval: TillApproval) {
+        self.approval = Some(approval);
     }
 
     /// The till's directory.
@@ -186,9 +202,13 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
         op: Operation,
         again: bool,
     ) -> Result<TapReport, TillError> {
+        let approval = self.approval.take();
         let mut t = self.till.tap(transport)?;
         if again {
             t.allow_repeat();
+        }
+        if let Some(a) = approval {
+            t.use_approval(a);
         }
         if t.profile_updated.is_some() {
             // Delivered: the card holds it now.

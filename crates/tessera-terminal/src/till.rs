@@ -28,10 +28,15 @@ use tessera_protocol::messages::{CardId, KeyUpdateCommand, LogRecord, TxKind};
 use tessera_protocol::profile::SignedProfile;
 use tessera_transport::Transport;
 
+use crate::approval::{ReferralKind, TillApproval, WRONG_CODES_PER_HOUR};
 use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
 use crate::offers::{offers_today, quote, CampaignSet, Quote};
-use crate::policy::{authorize, date_from_unix, Decision, DeclineReason, Hotlist, Policy, ReferReason, TxRequest};
+use crate::policy::{
+    authorize, authorize_approved, date_from_unix, ApprovalRefusal, Decision, DeclineReason, Hotlist, Policy,
+    ReferReason, TxRequest,
+};
 use crate::{Adjustment, CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
+use tessera_crypto::referral::Mismatch;
 
 /// A profile update from the back office: the signed profile and the
 /// issuer's MAC over its exact blob (spec §5.9), which the card checks. The
@@ -264,6 +269,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             adjusted: Vec::new(),
             adjustment_refused: None,
             allow_repeat: false,
+            approval: None,
         };
         tap.recover()?;
         if tap.config.hotlist.contains(&tap.session.card().card_id) {
@@ -355,6 +361,7 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     /// next operation answers [`TillOutcome::AlreadyDone`].
     pub completed_earlier: Vec<JournalRecord>,
     allow_repeat: bool,
+    approval: Option<TillApproval>,
     /// Decisions journaled as `void` by this tap.
     pub voided: Vec<JournalRecord>,
     /// The profile version written to the card by this tap, if any.
@@ -526,6 +533,59 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         self.allow_repeat = true;
     }
 
+    /// The office's approval code for the next operation: it is checked
+    /// against the card, the operation and its amount before the card is
+    /// asked anything, and, when it verifies, the operation is decided
+    /// under [`authorize_approved`] and journaled with the code.
+    pub fn use_approval(&mut self, approval: TillApproval) {
+        self.approval = Some(approval);
+    }
+
+    /// Checks an approval code for `req` on the presented card (module
+    /// `approval`): the hourly limit of wrong codes, the code itself, then
+    /// whether this journal used it already.
+    fn check_approval(&self, a: &TillApproval, req: &TxRequest) -> Result<Result<(), ApprovalRefusal>, TillError> {
+        let now = self.session.now();
+        let card = self.session.card();
+        let wrong = self
+            .journal
+            .decision_times_since(now.saturating_sub(3599), &ApprovalRefusal::WRONG_CODES)?;
+        let limit = WRONG_CODES_PER_HOUR as usize;
+        if wrong.len() >= limit {
+            return Ok(Err(ApprovalRefusal::TooManyAttempts {
+                limit: WRONG_CODES_PER_HOUR,
+                retry_at: wrong[wrong.len() - limit].saturating_add(3600),
+            }));
+        }
+        if a.key.terminal_id() != self.journal.terminal_id() {
+            return Ok(Err(ApprovalRefusal::OtherTerminal));
+        }
+        let (kind, amount) = match req.kind {
+            TxKind::Earn => (ReferralKind::Earn, req.purchase_minor),
+            TxKind::Redeem => (ReferralKind::Redeem, u64::from(req.points)),
+            TxKind::RefundEarn | TxKind::RefundRedeem => (ReferralKind::Refund, u64::from(req.points)),
+            // Issuer adjustments carry the office's own MAC: no code applies.
+            TxKind::IssuerCredit | TxKind::IssuerDebit => return Ok(Err(ApprovalRefusal::NotIssued)),
+        };
+        if let Err(m) = a.code.verify(&a.key, &card.card_id, kind, amount, now) {
+            return Ok(Err(match m {
+                Mismatch::Kind { approves } => ApprovalRefusal::OtherKind {
+                    approves: approves.name(),
+                    asked: kind.name(),
+                },
+                Mismatch::Terminal => ApprovalRefusal::OtherTerminal,
+                Mismatch::Card => ApprovalRefusal::OtherCard,
+                Mismatch::Amount => ApprovalRefusal::OtherAmount,
+                Mismatch::Expired { at } => ApprovalRefusal::Expired { at },
+                _ => ApprovalRefusal::NotIssued,
+            }));
+        }
+        if let Some(used) = self.journal.approval_use(&card.card_id, &a.code())? {
+            return Ok(Err(ApprovalRefusal::AlreadyUsed { seq: used.seq }));
+        }
+        Ok(Ok(()))
+    }
+
     /// Journals a refused decision.
     fn refuse(&mut self, mut e: Entry, decision: Decision) -> Result<TillOutcome, TillError> {
         e.verdict = Some(if matches!(decision, Decision::Refer(_)) {
@@ -558,13 +618,31 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         e.tx_type = Some(req.kind.name().to_owned());
         e.points = Some(req.points);
         e.categories.clone_from(&req.categories);
-        let decision = authorize(
-            &self.config.policy,
-            &self.config.hotlist,
-            &card,
-            &req,
-            self.session.now(),
-        );
+        let decision = match self.approval.take() {
+            None => authorize(
+                &self.config.policy,
+                &self.config.hotlist,
+                &card,
+                &req,
+                self.session.now(),
+            ),
+            Some(a) => {
+                if let Err(refusal) = self.check_approval(&a, &req)? {
+                    return self.refuse(e, Decision::Decline(DeclineReason::Approval(refusal)));
+                }
+                let d = authorize_approved(
+                    &self.config.policy,
+                    &self.config.hotlist,
+                    &card,
+                    &req,
+                    self.session.now(),
+                );
+                if d.is_approved() {
+                    e.approval = Some(a.code());
+                }
+                d
+            }
+        };
         if !decision.is_approved() {
             return self.refuse(e, decision);
         }
