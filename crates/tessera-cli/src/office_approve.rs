@@ -58,7 +58,8 @@ pub struct IssueArgs {
     /// How long the code is valid: e.g. 30m, 2h, 1d (1 minute to 3 days).
     #[arg(long, value_name = "DURATION", default_value = "30m")]
     pub valid_for: String,
-    /// Who approves [default: $TESSERA_OPERATOR, else $USER].
+    /// Who approves, for the audit log [default: $TESSERA_OPERATOR, else
+    /// the login name ($USER, $LOGNAME)].
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
     /// Print versioned JSON instead of human-readable text.
@@ -156,15 +157,6 @@ fn money_minor(s: &str) -> Result<u64, Failure> {
     whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
 }
 
-fn operator(given: &Option<String>) -> Result<String, Failure> {
-    given
-        .clone()
-        .or_else(|| std::env::var("TESSERA_OPERATOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| Failure::usage("name who approves: --operator NAME (or $TESSERA_OPERATOR)"))
-}
-
 /// `YYYY-MM-DD HH:MM UTC`.
 fn utc(secs: u32) -> String {
     let d = secs % 86_400;
@@ -204,11 +196,15 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
         _ => u64::from(parse_points(&amount_arg)?),
     };
     let valid_for = duration(&a.valid_for)?;
-    let by = operator(&a.operator)?;
     let now = clock()?.now();
-    // Audit log (OfficeDir::audit): record "approve" with the approval's
-    // id, till, card, kind, amount and expiry, by `by`, once this returns.
-    let issued = OfficeDir::new(&dir).approve(terminal_id, card, kind, amount, valid_for, &by, now)?;
+    let issued = OfficeDir::new(&dir).with_operator(a.operator.clone()).approve(
+        terminal_id,
+        card,
+        kind,
+        amount,
+        valid_for,
+        now,
+    )?;
     if a.json {
         print_json(json!({ "approval": issued }));
     } else {

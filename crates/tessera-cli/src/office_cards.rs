@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tessera_crypto::rng::Rng;
-use tessera_ledger::{AdjustmentKind, AdjustmentRow, Ledger, LedgerError, NewAdjustment};
+use tessera_ledger::{AdjustmentKind, AdjustmentRow, Ledger, LedgerError};
 use tessera_office::dir::{OfficeDir, OfficeDirError};
 use tessera_simulator::SimCard;
 use tessera_terminal::issuer::{personalize, IssueParams};
@@ -73,9 +73,8 @@ pub struct AdjustArgs {
     /// What the adjustment is for.
     #[arg(long, value_enum, default_value = "goodwill")]
     pub kind: KindArg,
-    /// Who issues it [default: $TESSERA_OPERATOR, else $USER].
-    #[arg(long, value_name = "NAME")]
-    pub operator: Option<String>,
+    #[command(flatten)]
+    pub who: crate::office_ops::OperatorArgs,
 }
 
 /// `office adjust list`.
@@ -134,9 +133,6 @@ pub struct ReplaceArgs {
     /// Why (kept in the books).
     #[arg(long, value_name = "TEXT", default_value = "lost card")]
     pub reason: String,
-    /// Who does it [default: $TESSERA_OPERATOR, else $USER].
-    #[arg(long, value_name = "NAME")]
-    pub operator: Option<String>,
     /// New profile valid from, YYYY-MM-DD.
     #[arg(long, default_value = "2026-01-01")]
     pub valid_from: String,
@@ -189,16 +185,6 @@ fn now() -> Result<u32, Failure> {
     Ok(crate::pos::clock()?.now())
 }
 
-fn operator(given: Option<&str>) -> Result<String, Failure> {
-    given
-        .map(str::to_owned)
-        .or_else(|| std::env::var("TESSERA_OPERATOR").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .map(|o| o.trim().to_owned())
-        .filter(|o| !o.is_empty())
-        .ok_or_else(|| Failure::usage("who is doing this? give --operator NAME (or set TESSERA_OPERATOR)"))
-}
-
 fn adjustment_json(a: &AdjustmentRow) -> Value {
     json!({
         "card_id": out::card_id(&a.card_id),
@@ -235,20 +221,10 @@ fn adjust(a: &AdjustArgs) -> Result<(), Failure> {
     if reason.trim().is_empty() {
         return Err(Failure::usage("--reason is empty: say why, for the books"));
     }
-    let operator = operator(a.operator.as_deref())?;
-    let (_, mut ledger) = OfficeDir::new(dir).open().map_err(office_err)?;
-    let row = ledger
-        .issue_adjustment(
-            &NewAdjustment {
-                card_id: card,
-                points,
-                kind,
-                reason: reason.clone(),
-                operator,
-            },
-            now()?,
-        )
-        .map_err(ledger_err)?;
+    let row = OfficeDir::new(dir)
+        .with_operator(a.who.operator.clone())
+        .adjust(card, points, kind, reason, now()?)
+        .map_err(office_err)?;
     if a.output.json {
         print_json(json!({ "adjustment": adjustment_json(&row) }));
     } else {
@@ -369,9 +345,10 @@ fn replace(a: &ReplaceArgs) -> Result<(), Failure> {
     if a.reason.trim().is_empty() {
         return Err(Failure::usage("--reason is empty: say why, for the books"));
     }
-    let operator = operator(a.operator.as_deref())?;
     refuse_existing_card(&a.card)?;
-    let (keys, mut ledger): (_, Ledger) = OfficeDir::new(&a.office.dir).open().map_err(office_err)?;
+    let office = a.office.office();
+    let operator = office.audit_ready().map_err(office_err)?;
+    let (keys, mut ledger): (_, Ledger) = office.open().map_err(office_err)?;
     let (profile, customer) = tessera_office::cards::replacement_profile(&ledger, old, new_id, valid_from, valid_until)
         .map_err(ledger_err)?;
     // Made in memory, registered and replaced in the ledger, then written:
@@ -391,6 +368,18 @@ fn replace(a: &ReplaceArgs) -> Result<(), Failure> {
     .map_err(ledger_err)?;
     card.save_as(&a.card)
         .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
+    drop(ledger);
+    office
+        .audit(
+            &operator,
+            "card.replace",
+            json!({
+                "old_card": out::card_id(&replaced.old_card), "new_card": out::card_id(&replaced.new_card),
+                "points": replaced.points, "adjustment_seq": replaced.adjustment.as_ref().map(|r| r.seq),
+                "reason": a.reason.trim(),
+            }),
+        )
+        .map_err(office_err)?;
     if a.office.output.json {
         print_json(json!({
             "old_card": out::card_id(&replaced.old_card),

@@ -756,6 +756,45 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl OfficeDir {
+    /// Issues a goodwill credit or a correction for a card (`office
+    /// adjust`, see [`Ledger::issue_adjustment`]), under and audited as
+    /// `card.adjust` by [`OfficeDir::operator`]. The card gets it at its
+    /// next tap at a till after `pos sync`.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Audit`] (no operator, a log that does not verify:
+    /// nothing done); the ledger's refusals.
+    pub fn adjust(
+        &self,
+        card_id: [u8; 8],
+        points: i64,
+        kind: tessera_ledger::AdjustmentKind,
+        reason: &str,
+        now: u32,
+    ) -> Result<tessera_ledger::AdjustmentRow, OfficeDirError> {
+        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let row = ledger.issue_adjustment(
+            &tessera_ledger::NewAdjustment {
+                card_id,
+                points,
+                kind,
+                reason: reason.trim().to_owned(),
+                operator: operator.clone(),
+            },
+            now,
+        )?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "card.adjust",
+            serde_json::json!({
+                "card_id": hex::encode_upper(card_id), "seq": row.seq, "points": row.signed_points(),
+                "kind": row.kind.as_str(), "reason": row.reason,
+            }),
+        )?;
+        Ok(row)
+    }
+
     /// Referral approval (`office approve`): an office person approves an
     /// operation a till referred, for that till, card, kind and amount
     /// (minor units for an earn, points otherwise), valid for
@@ -767,8 +806,9 @@ impl OfficeDir {
     /// Those of [`OfficeDir::open`]; [`OfficeDirError::Ledger`] with
     /// [`LedgerError::Malformed`] for an unknown or revoked terminal, a
     /// card never issued, a zero amount, a validity outside 1 minute to 3
-    /// days, or no name.
-    #[allow(clippy::too_many_arguments)]
+    /// days; [`OfficeDirError::Audit`] for no operator name or an audit log
+    /// that does not verify. Issued by, and audited as `approval.issue`
+    /// under, [`OfficeDir::operator`].
     pub fn approve(
         &self,
         terminal_id: u32,
@@ -776,11 +816,20 @@ impl OfficeDir {
         kind: tessera_crypto::referral::ReferralKind,
         amount: u64,
         valid_for_secs: u32,
-        issued_by: &str,
         now: u32,
     ) -> Result<tessera_ledger::approvals::IssuedApproval, OfficeDirError> {
-        let (_keys, mut ledger) = self.open()?;
-        Ok(ledger.issue_approval(terminal_id, card_id, kind, amount, valid_for_secs, issued_by, now)?)
+        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let issued = ledger.issue_approval(terminal_id, card_id, kind, amount, valid_for_secs, &operator, now)?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "approval.issue",
+            serde_json::json!({
+                "approval_id": issued.id, "terminal_id": terminal_id, "card_id": hex::encode_upper(card_id),
+                "kind": issued.kind, "amount": issued.amount, "expires_at": issued.expires_at,
+            }),
+        )?;
+        Ok(issued)
     }
 
     /// Every issued approval, newest first, with its state at `now`
