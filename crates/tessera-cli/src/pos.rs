@@ -374,7 +374,7 @@ fn till_failure(e: TillError) -> Failure {
         TillError::Terminal(t) => Failure::from(t),
         TillError::Journal(j) => file_err("journal", j),
         TillError::Hotlisted => Failure::new(EXIT_DECLINED, "Card blocked — please keep the card and call the office"),
-        e @ TillError::WrongCard { .. } => Failure::usage(e.to_string()),
+        e @ (TillError::WrongCard { .. } | TillError::WrongReference { .. }) => Failure::usage(e.to_string()),
         TillError::Dir(d) => dir_failure(d),
         other => Failure::new(crate::fail::EXIT_CARD, other.to_string()),
     }
