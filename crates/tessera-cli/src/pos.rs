@@ -105,6 +105,13 @@ pub struct JournalArgs {
     /// This terminal's identifier, for a new directory.
     #[arg(long, default_value_t = 1, hide = true)]
     pub terminal_id: u32,
+    /// Accepted for scripts that pass the keys to every `pos` command; a
+    /// report of the journal needs none.
+    #[arg(long, value_name = "BUNDLE.json", hide = true)]
+    pub keys: Option<PathBuf>,
+    /// Accepted and ignored, as `--keys`.
+    #[arg(long, hide = true)]
+    pub test_keys: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -203,6 +210,16 @@ pub struct StatusArgs {
     /// Use the published test keys (training only).
     #[arg(long)]
     pub test_keys: bool,
+    /// The PKCS#11 module of a bundle whose masters are in a token (only
+    /// its public keys are read).
+    #[arg(long, value_name = "PATH", requires = "keys", conflicts_with = "test_keys")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Accepted for scripts; status opens no token session.
+    #[arg(long, value_name = "LABEL", hide = true)]
+    pub token_label: Option<String>,
+    /// Accepted for scripts; status needs no PIN.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub pin_file: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -889,9 +906,9 @@ fn status(s: &StatusArgs) -> Result<(), Failure> {
         store: 1,
         keys: s.keys.clone(),
         test_keys: s.test_keys,
-        pkcs11_module: None,
-        token_label: None,
-        pin_file: None,
+        pkcs11_module: s.pkcs11_module.clone(),
+        token_label: s.token_label.clone(),
+        pin_file: s.pin_file.clone(),
     };
     let dir = terminal_dir(&terminal);
     let (keys, bundle_id) = terminal_keys(&terminal)?;

@@ -382,3 +382,93 @@ fn help_completions_and_man_pages_come_from_the_cli_definition() {
     assert!(earn.contains(".TH") && earn.contains("amount"), "{earn}");
     assert!(dir.join("tessera.1").exists() && dir.join("tessera-pos-shift-open.1").exists());
 }
+
+#[test]
+fn settle_and_sync_count_their_retries_on_standard_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (office, till, bundle) = (
+        tmp.path().join("office"),
+        tmp.path().join("till"),
+        tmp.path().join("t7.json"),
+    );
+    let run = |args: &[&str]| {
+        Command::new(TESSERA)
+            .args(args)
+            .env("TESSERA_TERMINAL_DIR", &till)
+            .output()
+            .unwrap()
+    };
+    let o = office.to_str().unwrap();
+    assert!(run(&["office", "init", "--dir", o]).status.success());
+    let b = bundle.to_str().unwrap();
+    let out = run(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        o,
+        "--terminal-id",
+        "7",
+        "--out",
+        b,
+        "--plain-http",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let card = tmp.path().join("anna.card");
+    let c = card.to_str().unwrap();
+    let out = run(&[
+        "office",
+        "issue",
+        "--dir",
+        o,
+        "--card",
+        c,
+        "--name",
+        "Anna",
+        "--birth-date",
+        "1990-03-14",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Something to settle.
+    let out = run(&["pos", "earn", "--card", c, "--keys", b, "--amount", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("http://127.0.0.1:{port}");
+    for verb in ["sync", "settle"] {
+        let out = run(&[
+            "pos",
+            verb,
+            "--keys",
+            b,
+            "--server",
+            &server,
+            "--attempts",
+            "3",
+            "--deadline",
+            "30",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{verb}: {err}");
+        assert!(err.contains("office unreachable"), "{verb}: {err}");
+        assert!(err.contains("retry 2 of 3 in 100 ms"), "{verb}: {err}");
+        assert!(err.contains("retry 3 of 3 in 200 ms"), "{verb}: {err}");
+        assert!(!err.contains("retry 4"), "{verb}: {err}");
+        // --json: no progress lines, the answer alone.
+        let out = run(&[
+            "pos",
+            verb,
+            "--keys",
+            b,
+            "--server",
+            &server,
+            "--attempts",
+            "2",
+            "--json",
+        ]);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("retry"), "{verb}");
+    }
+}
