@@ -231,9 +231,20 @@ impl TerminalDir {
         let on_test_keys = tessera_crypto::keys::IssuerKeys::test()
             .map(|k| k.terminal_keys().issuer_public == *issuer)
             .unwrap_or(false);
-        let keys_fix = "this till runs on the published TEST keys (--test-keys) but the office signed this file with its own: give the till its key bundle (--keys BUNDLE.json from `tessera office export-terminal`)";
+        macro_rules! on_test_keys {
+            ($else:literal) => {
+                concat!(
+                    "this till runs on the published TEST keys (--test-keys), under which a file the office signed with its own keys never verifies: give the till its key bundle (--keys BUNDLE.json from `tessera office export-terminal`); else ",
+                    $else
+                )
+            };
+        }
         let (sync_fix, fresh_fix, policy_fix) = if on_test_keys {
-            (keys_fix, keys_fix, keys_fix)
+            (
+                on_test_keys!("run `tessera pos sync`"),
+                on_test_keys!("ask the office for a fresh file"),
+                on_test_keys!("ask the office for a signed policy"),
+            )
         } else {
             (
                 "run `tessera pos sync` (or check that --keys is this office's bundle)",
@@ -629,6 +640,43 @@ mod tests {
         let err = d.load_config(&issuer).unwrap_err();
         assert!(matches!(err, DirError::Refused { what: "policy", .. }), "{err}");
         assert!(err.to_string().contains("ask the office for a signed policy"), "{err}");
+    }
+
+    #[test]
+    fn a_till_on_the_test_keys_is_told_the_keys_are_the_cause() {
+        let (_tmp, d, test) = dir();
+        d.create().unwrap();
+        // Campaigns the real office signed, on a till given the test keys.
+        let office = IssuerKeys::generate(2).unwrap();
+        let text = "version = 3\ncampaigns = []\n";
+        std::fs::write(d.path().join("campaigns.toml"), text).unwrap();
+        let sig = sign_campaigns(text.as_bytes(), &office.issuer).unwrap();
+        std::fs::write(d.path().join("campaigns.toml.sig"), &sig).unwrap();
+        let err = d.load_config(&test.terminal_keys().issuer_public).unwrap_err();
+        assert!(err.to_string().contains("runs on the published TEST keys"), "{err}");
+        // Under the office's own keys the file is fine.
+        assert_eq!(
+            d.load_config(&office.terminal_keys().issuer_public)
+                .unwrap()
+                .campaigns
+                .version,
+            3
+        );
+    }
+
+    #[test]
+    fn time_zone_and_shift_files() {
+        let (_tmp, d, _) = dir();
+        d.create().unwrap();
+        std::fs::write(d.path().join("time_zone"), "Europe/Paris\n").unwrap();
+        assert_eq!(d.time_zone().unwrap().name(), Some("Europe/Paris"));
+        std::fs::write(d.path().join("time_zone"), "Mars/Olympus").unwrap();
+        assert!(matches!(d.time_zone(), Err(DirError::TimeZone(_))));
+        assert_eq!(d.shift_opened().unwrap(), None);
+        d.set_shift(Some(1_796_198_400)).unwrap();
+        assert_eq!(d.shift_opened().unwrap(), Some(1_796_198_400));
+        d.set_shift(None).unwrap();
+        assert_eq!(d.shift_opened().unwrap(), None);
     }
 
     #[test]
