@@ -694,7 +694,7 @@ fn record_json(r: &JournalRecord, zone: &display::Zone) -> serde_json::Value {
         m.insert("hash".into(), json!(hex::encode(r.hash)));
         m.insert("time_local".into(), json!(zone.iso8601(r.entry.time)));
         m.insert(
-            "reference".into(),
+            "receipt_ref".into(),
             json!(station::record_reference(r).map(|x| x.to_string())),
         );
     }

@@ -61,10 +61,12 @@ pub fn card_json(c: &CardInfo) -> Value {
     })
 }
 
-/// A receipt: the card's certified record of a transaction.
+/// A receipt: the card's certified record of a transaction, and its short
+/// reference for the printed receipt (`receipt_ref`, `0C01-0003`: see
+/// [`crate::station::ReceiptRef`]).
 pub fn receipt_json(r: &Receipt) -> Value {
     json!({
-        "reference": crate::station::ReceiptRef::for_record(&r.card_id, r.record.counter).to_string(),
+        "receipt_ref": crate::station::ReceiptRef::for_record(&r.card_id, r.record.counter).to_string(),
         "card_id": card_id(&r.card_id),
         "key_version": r.key_version,
         "record": record_json(&r.record),

@@ -611,3 +611,28 @@ pub fn status(dir: &TerminalDir, journal: &Journal, issuer: &IssuerPublicKey) ->
             .map(|c| (c.policy.version, c.hotlist.version, c.campaigns.version)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_references_short_counter_alone_and_full() {
+        let card = [0x7E, 0x57, 0, 0, 0, 0, 0xA3, 0xF9];
+        let r = ReceiptRef::for_record(&card, 12);
+        assert_eq!(r.to_string(), "A3F9-0012");
+        assert_eq!(ReceiptRef::parse("A3F9-0012").unwrap(), r);
+        assert_eq!(ReceiptRef::parse("a3f9-12").unwrap(), r);
+        assert!(r.matches(&card));
+        assert!(!r.matches(&[0x7E, 0x57, 0, 0, 0, 0, 0xA3, 0xFA]));
+        let n = ReceiptRef::parse(" 12 ").unwrap();
+        assert_eq!((n.card, n.counter), (RefCard::Presented, 12));
+        assert!(n.matches(&card));
+        let f = ReceiptRef::parse("7E5700000000A3F9:12").unwrap();
+        assert_eq!(f.card, RefCard::Full(card));
+        assert_eq!(ReceiptRef::for_record(&card, 123_456).to_string(), "A3F9-123456");
+        for bad in ["", "0", "A3F9-0", "A3F-0012", "ZZZZ-0012", "7E57:1", "x", "-1", "12.5", "4294967296"] {
+            assert!(ReceiptRef::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
