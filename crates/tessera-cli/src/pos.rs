@@ -233,6 +233,10 @@ pub struct HistoryArgs {
     /// At most this many records, the newest.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Every journal record, the approvals written before the card answered
+    /// too (by default an approval the card answered shows as its answer).
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub report: JournalArgs,
 }
@@ -680,8 +684,13 @@ fn history(h: &HistoryArgs) -> Result<(), Failure> {
     if recs.is_empty() {
         println!("The journal is empty.");
     }
-    for r in &recs {
-        println!("{}", record_line(r, &policy, &zone));
+    let shown: Vec<&JournalRecord> = if h.all {
+        recs.iter().collect()
+    } else {
+        station::receipt_roll(&recs, journal.terminal_id())
+    };
+    for r in shown {
+        println!("{}", record_line(r, &policy, &zone, !h.all));
     }
     Ok(())
 }
@@ -703,7 +712,12 @@ fn record_json(r: &JournalRecord, zone: &display::Zone) -> serde_json::Value {
 
 /// One line of the receipt roll: local time, what, amount, points,
 /// reference, verdict.
-fn record_line(r: &JournalRecord, policy: &tessera_terminal::policy::Policy, zone: &display::Zone) -> String {
+fn record_line(
+    r: &JournalRecord,
+    policy: &tessera_terminal::policy::Policy,
+    zone: &display::Zone,
+    roll: bool,
+) -> String {
     let e = &r.entry;
     let what = e.tx_type.as_deref().unwrap_or("-");
     let money = e.purchase_minor.map(|m| policy.money(m)).unwrap_or_default();
@@ -722,13 +736,15 @@ fn record_line(r: &JournalRecord, policy: &tessera_terminal::policy::Policy, zon
             Some(Verdict::Approve) if what == tessera_terminal::till::SALE => {
                 "approved, 0 points, card untouched".to_owned()
             }
+            Some(Verdict::Approve) if roll => "approved, card answer unknown (card pulled): tap it again".to_owned(),
             Some(Verdict::Approve) => "approved".to_owned(),
             Some(Verdict::Decline) => format!("DECLINED {}", e.reason.as_deref().unwrap_or("")),
             Some(Verdict::Refer) => format!("REFERRED {}", e.reason.as_deref().unwrap_or("")),
             None => String::new(),
         },
         EntryKind::Completion => format!(
-            "done, balance {}",
+            "{}, balance {}",
+            if roll { "approved" } else { "done" },
             display::format_points(u64::from(e.balance_after.unwrap_or(0)))
         ),
         EntryKind::Recovered => format!(

@@ -472,3 +472,47 @@ fn settle_and_sync_count_their_retries_on_standard_error() {
         assert!(!String::from_utf8_lossy(&out.stderr).contains("retry"), "{verb}");
     }
 }
+
+#[test]
+fn birth_dates_are_real_and_not_in_the_future() {
+    let tmp = tempfile::tempdir().unwrap();
+    let office = tmp.path().join("office");
+    let o = office.to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(TESSERA)
+            .args(args)
+            .env("TESSERA_NOW", NOW)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["office", "init", "--dir", o]).status.success());
+    for (date, words) in [
+        ("1990-02-30", "there is no such date"),
+        ("2031-01-01", "cannot be in the future (today is 2026-12-02)"),
+        ("14.03.1990", "use YYYY-MM-DD"),
+    ] {
+        let card = tmp.path().join(format!("{date}.card"));
+        let c = card.to_str().unwrap();
+        for args in [
+            vec!["card", "issue", "--card", c, "--name", "Ada", "--birth-date", date],
+            vec![
+                "office",
+                "issue",
+                "--dir",
+                o,
+                "--card",
+                c,
+                "--name",
+                "Ada",
+                "--birth-date",
+                date,
+            ],
+        ] {
+            let out = run(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(words), "{args:?}: {err}");
+            assert!(!card.exists(), "{args:?} wrote a card");
+        }
+    }
+}

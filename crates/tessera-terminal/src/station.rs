@@ -264,6 +264,31 @@ pub fn history(journal: &Journal, card: Option<&CardId>, limit: usize) -> Result
     Ok(recs)
 }
 
+/// The records a receipt roll shows, of `records` (as [`history`] gives
+/// them): one line per operation — an approved decision whose card answer
+/// is among them (completion, recovery or void) is left out, the answer
+/// standing for it; refusals, zero-point sales, still pending approvals
+/// and everything else stay.
+pub fn receipt_roll(records: &[JournalRecord], terminal_id: u32) -> Vec<&JournalRecord> {
+    let answered: std::collections::HashSet<u32> = records
+        .iter()
+        .filter(|r| match r.entry.kind {
+            EntryKind::Completion | EntryKind::Void => true,
+            EntryKind::Recovered => r.entry.origin_terminal == Some(terminal_id),
+            EntryKind::Decision => false,
+        })
+        .filter_map(|r| r.entry.origin_seq)
+        .collect();
+    records
+        .iter()
+        .filter(|r| {
+            !(r.entry.kind == EntryKind::Decision
+                && r.entry.verdict == Some(Verdict::Approve)
+                && answered.contains(&r.seq))
+        })
+        .collect()
+}
+
 /// Count, points and sales of one transaction type (or one category) in a
 /// shift.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -631,7 +656,18 @@ mod tests {
         let f = ReceiptRef::parse("7E5700000000A3F9:12").unwrap();
         assert_eq!(f.card, RefCard::Full(card));
         assert_eq!(ReceiptRef::for_record(&card, 123_456).to_string(), "A3F9-123456");
-        for bad in ["", "0", "A3F9-0", "A3F-0012", "ZZZZ-0012", "7E57:1", "x", "-1", "12.5", "4294967296"] {
+        for bad in [
+            "",
+            "0",
+            "A3F9-0",
+            "A3F-0012",
+            "ZZZZ-0012",
+            "7E57:1",
+            "x",
+            "-1",
+            "12.5",
+            "4294967296",
+        ] {
             assert!(ReceiptRef::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
