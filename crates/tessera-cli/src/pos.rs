@@ -573,7 +573,12 @@ fn tap_with(
     }
     match &outcome {
         None => {
-            println!("Hello {}! Tier {} · Balance {} points.", p.name, p.tier, info.balance);
+            println!(
+                "Hello {}! Tier {} · Balance {} points.",
+                p.name,
+                p.tier,
+                display::format_points(u64::from(info.balance))
+            );
             for o in &offers {
                 println!("  Offer: {o}");
             }
