@@ -516,3 +516,77 @@ fn birth_dates_are_real_and_not_in_the_future() {
         }
     }
 }
+
+#[test]
+fn a_zero_point_sale_settles_without_an_exception() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (office, till) = (tmp.path().join("office"), tmp.path().join("till"));
+    let run = |args: &[&str]| {
+        let out = Command::new(TESSERA)
+            .args(args)
+            .env("TESSERA_TERMINAL_DIR", &till)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_owned();
+    let o = office.to_str().unwrap();
+    run(&["office", "init", "--dir", o]);
+    run(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        o,
+        "--terminal-id",
+        "7",
+        "--out",
+        &p("t7.json"),
+    ]);
+    run(&[
+        "office",
+        "issue",
+        "--dir",
+        o,
+        "--card",
+        &p("a.card"),
+        "--name",
+        "A",
+        "--birth-date",
+        "1990-01-01",
+    ]);
+    let sale = run(&[
+        "pos",
+        "earn",
+        "--card",
+        &p("a.card"),
+        "--keys",
+        &p("t7.json"),
+        "--amount",
+        "0,01",
+        "--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&sale).unwrap();
+    assert_eq!(j["outcome"]["decision"], "approve", "{j}");
+    assert_eq!(j["outcome"]["card_touched"], false, "{j}");
+    assert_eq!(j["card"]["counter"], 0, "the card was not touched: {j}");
+    run(&[
+        "pos",
+        "earn",
+        "--card",
+        &p("a.card"),
+        "--keys",
+        &p("t7.json"),
+        "--amount",
+        "5",
+    ]);
+    run(&["pos", "settle", "--keys", &p("t7.json"), "--out", &p("b.bin")]);
+    let import = run(&["office", "import", "--dir", o, &p("b.bin")]);
+    assert!(import.contains("posted"), "{import}");
+    let rec = run(&["office", "report", "reconciliation", "--dir", o]);
+    assert!(rec.contains("exceptions by class: none"), "{rec}");
+}
