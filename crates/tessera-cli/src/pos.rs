@@ -10,6 +10,8 @@
 //! | `campaigns.toml`, `campaigns.toml.sig` | campaigns signed by the issuer (optional: none) |
 //! | `profiles/` | verified customer profiles cached by digest |
 //! | `profile-updates/`, `settled.json`, `unblocks.json` | issuer decisions written by `pos sync` (see `settle.rs`) |
+//! | `time_zone` | the till's time zone, an IANA name (optional: the system's, `TZ` honoured) |
+//! | `shift.json` | the open shift's start (`pos shift open`; removed by `pos shift close`) |
 //!
 //! `--keys BUNDLE.json` (from `tessera office export-terminal`) gives the
 //! terminal its keys; `--test-keys` uses the published test keys with a
