@@ -50,7 +50,7 @@ enum Top {
     /// Issue and inspect simulated cards.
     #[command(subcommand)]
     Card(card::CardCmd),
-    /// The clerk's point of sale: read, earn, redeem, refund, shift, history, totals, settle, sync.
+    /// The clerk's point of sale: read, earn, redeem, refund, shift, history, totals, status, readers, settle, sync.
     #[command(subcommand)]
     Pos(pos::PosCmd),
     /// The back office: key ceremony, issuance, ledger, server, reports.

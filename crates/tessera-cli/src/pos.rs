@@ -76,7 +76,7 @@ pub enum PosCmd {
     Readers(OutputArgs),
     /// Settle the journal with the back office (upload, or a batch file).
     #[command(
-        after_help = "Examples:\n  tessera pos settle --keys till.json --server https://office.example:8443\n  tessera pos settle --keys till.json --out batch.bin\n  tessera pos settle --keys till.json --ack-file ack.json\n\nWhile the office is unreachable, each retry is told on standard error:\n  office unreachable (…), retry 2 of 10 in 1 s"
+        after_help = "Examples:\n  tessera pos settle --keys till.json --server https://office.example:8443\n  tessera pos settle --keys till.json --out batch.bin\n  tessera pos settle --keys till.json --ack-file ack.json\n\nWhile the office is unreachable, each retry is told on standard error:\n  office unreachable (…), retry 2 of 10 in 100 ms"
     )]
     Settle(crate::settle::SettleArgs),
     /// Fetch hotlist, campaigns, profile updates and settled counters.

@@ -349,7 +349,8 @@ fn help_completions_and_man_pages_come_from_the_cli_definition() {
         assert!(help.contains(&format!("  {cmd} ")), "pos --help lacks {cmd}: {help}");
     }
     let top = Command::new(TESSERA).arg("--help").output().unwrap();
-    assert!(String::from_utf8_lossy(&top.stdout).contains("read, earn, redeem, refund, shift"));
+    assert!(String::from_utf8_lossy(&top.stdout)
+        .contains("read, earn, redeem, refund, shift, history, totals, status, readers, settle, sync"));
     let earn = Command::new(TESSERA).args(["pos", "earn", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&earn.stdout).contains("Examples:"));
     let history = Command::new(TESSERA)
