@@ -532,7 +532,32 @@ fn the_sync_feed_is_readable_by_its_terminal_only_and_acknowledged_items_stop() 
         "Казань",
     ]);
     tessera_ok(&["office", "unblock", "--dir", o, "--card", "7E57000000000A01"]);
-    tessera_ok(&["office", "hotlist", "add", "--dir", o, "--card", "7E57000000000B02"]);
+    // Only a card the office issued can be hotlisted.
+    tessera_ok(&[
+        "office",
+        "issue",
+        "--dir",
+        o,
+        "--card",
+        work.path().join("stolen.card").to_str().unwrap(),
+        "--card-id",
+        "7E57000000000B02",
+        "--name",
+        "Борис",
+        "--birth-date",
+        "1980-01-01",
+    ]);
+    tessera_ok(&[
+        "office",
+        "hotlist",
+        "add",
+        "--dir",
+        o,
+        "--card",
+        "7E57000000000B02",
+        "--reason",
+        "stolen",
+    ]);
     let t7 = bundle(&office, 7, true);
     let t8 = bundle(&office, 8, true);
     let server = Server::start(&office, &["--plain-http"], &[]);

@@ -528,10 +528,13 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     let ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
     let mut posted = 0;
     for (id, batch_no) in settled {
-        let rows = ledger.reconciliation(None, Some(id)).map_err(office_err)?.rows;
-        let (n, p, d) = rows.iter().fold((0, 0, 0), |(n, p, d), r| {
-            (n + r.records, p + r.posted, d + r.duplicates)
-        });
+        let rows = ledger
+            .reconciliation(None, Some(id), &jiff::tz::TimeZone::UTC)
+            .map_err(office_err)?
+            .rows;
+        let (n, p, d) = rows
+            .iter()
+            .fold((0, 0, 0), |(n, p, d), r| (n + r.records, p + r.posted, d + r.copies));
         posted += p;
         if !json {
             println!(

@@ -13,6 +13,7 @@ macro_rules! println {
     () => { $crate::out::write_stdout(format_args!("\n")) };
     ($($t:tt)*) => { $crate::out::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
 }
+#[allow(unused_macros)]
 macro_rules! print {
     ($($t:tt)*) => { $crate::out::write_stdout(format_args!($($t)*)) };
 }
@@ -26,6 +27,8 @@ mod card;
 mod demo;
 mod fail;
 mod office;
+mod office_ops;
+mod office_report;
 mod out;
 mod pos;
 mod settle;

@@ -12,8 +12,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use clap::{Args, Subcommand};
+use serde_json::json;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_ledger::{Ledger, LedgerError};
@@ -23,7 +23,7 @@ use tessera_terminal::batch::AckStatus;
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::Clock;
 
-use crate::args::{card_id_or_random, date, hex8, profile_from, refuse_existing_card, ProfileArgs};
+use crate::args::{card_id_or_random, hex8, profile_from, refuse_existing_card, ProfileArgs};
 use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
 use crate::out::{self, print_json};
 use crate::pos::clock;
@@ -52,14 +52,16 @@ pub enum OfficeCmd {
     Serve(ServeArgs),
     /// Ingest a batch file written by `tessera pos settle --out`; prints the acknowledgement.
     Import(ImportArgs),
-    /// Reports: reconciliation, explained, liability, exceptions, customers.
-    Report(ReportArgs),
+    /// Reports: reconciliation, liability, exceptions, explained, customers
+    /// (a table that fits the screen, `--json`, `--csv`).
+    #[command(subcommand)]
+    Report(crate::office_report::ReportCmd),
     /// Checks the whole ledger: storage integrity, and the books against
     /// the postings (exit 0 sound, 1 otherwise).
     Verify(DirArgs),
-    /// The hotlist of blocked cards.
-    #[command(subcommand)]
-    Hotlist(HotlistCmd),
+    /// Daily operations: hotlist, stores, terminals, customers, audit log.
+    #[command(flatten)]
+    Ops(crate::office_ops::OpsCmd),
     /// Queue a new signed profile version for a card (delivered through sync).
     UpdateProfile(UpdateProfileArgs),
     /// Queue an issuer UNBLOCK for a card locked by failed authentications
@@ -97,6 +99,8 @@ pub struct DirArgs {
     /// The office directory.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub who: crate::office_ops::OperatorArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -207,63 +211,6 @@ pub struct ImportArgs {
     pub ack_out: Option<PathBuf>,
 }
 
-/// Which report.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ReportKind {
-    /// Per terminal and day: batches, records, posted, duplicates, exceptions.
-    Reconciliation,
-    /// Points outstanding and their money value.
-    Liability,
-    /// Every exception with its evidence.
-    Exceptions,
-    /// Whether every point is explained, and what is not (docs/settlement.md).
-    Explained,
-    /// Visit frequency, recency, favourite store, RFM segment.
-    Customers,
-}
-
-/// Arguments of `office report`.
-#[derive(Args)]
-pub struct ReportArgs {
-    /// The report.
-    #[arg(value_enum)]
-    pub kind: ReportKind,
-    #[command(flatten)]
-    pub office: DirArgs,
-    /// Only this day, YYYY-MM-DD (reconciliation).
-    #[arg(long, value_name = "DATE")]
-    pub date: Option<String>,
-    /// Only this terminal (reconciliation).
-    #[arg(long, value_name = "ID")]
-    pub terminal: Option<u32>,
-    /// Money value of a point, in minor units (liability).
-    #[arg(long, value_name = "MINOR", default_value_t = 1)]
-    pub minor_units_per_point: u64,
-    /// CSV instead of a table.
-    #[arg(long, conflicts_with = "json")]
-    pub csv: bool,
-}
-
-/// `tessera office hotlist …`
-#[derive(Subcommand)]
-pub enum HotlistCmd {
-    /// Block a card: terminals block it at its next tap after `pos sync`.
-    Add(HotlistAddArgs),
-}
-
-/// Arguments of `office hotlist add`.
-#[derive(Args)]
-pub struct HotlistAddArgs {
-    #[command(flatten)]
-    pub office: DirArgs,
-    /// The card, 16 hex digits.
-    #[arg(long, value_name = "ID")]
-    pub card: String,
-    /// Why (kept in the ledger).
-    #[arg(long, default_value = "blocked by the office")]
-    pub reason: String,
-}
-
 /// Arguments of `office update-profile`.
 #[derive(Args)]
 pub struct UpdateProfileArgs {
@@ -298,6 +245,8 @@ pub struct SignArgs {
     #[arg(long)]
     pub test_keys: bool,
     #[command(flatten)]
+    pub who: crate::office_ops::OperatorArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -321,9 +270,9 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::Manufacture(a) => manufacture(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Serve(a) => serve(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Import(a) => import(&a).map_err(|f| f.json(a.office.output.json)),
-        OfficeCmd::Report(a) => report(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Report(a) => crate::office_report::run(&a).map_err(|f| f.json(a.json())),
         OfficeCmd::Verify(a) => verify(&a).map_err(|f| f.json(a.output.json)),
-        OfficeCmd::Hotlist(HotlistCmd::Add(a)) => hotlist_add(&a).map_err(|f| f.json(a.office.output.json)),
+        OfficeCmd::Ops(c) => crate::office_ops::run(c),
         OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Unblock(a) => unblock(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::RotateKeys(a) => rotate_keys(&a).map_err(|f| f.json(a.output.json)),
@@ -344,7 +293,7 @@ fn file_err(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::new(EXIT_FILE, format!("{what}: {e}"))
 }
 
-fn ledger_err(e: LedgerError) -> Failure {
+pub(crate) fn ledger_err(e: LedgerError) -> Failure {
     let status = e.http_status();
     let code = if (400..500).contains(&status) {
         EXIT_REFUSED
@@ -375,6 +324,7 @@ fn office_err(e: OfficeDirError) -> Failure {
         OfficeDirError::Ledger(l) => ledger_err(l),
         e @ OfficeDirError::Exists(_) => Failure::new(EXIT_DECLINED, e.to_string()),
         e @ OfficeDirError::Exhausted(_) => Failure::usage(e.to_string()),
+        OfficeDirError::Audit(a) => crate::office_ops::audit_failure(a),
         e => Failure::new(EXIT_FILE, e.to_string()),
     }
 }
@@ -383,17 +333,17 @@ fn load_keys(dir: &Path) -> Result<IssuerKeys, Failure> {
     OfficeDir::new(dir).load_keys().map_err(office_err)
 }
 
-fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
+pub(crate) fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
     OfficeDir::new(dir).open().map_err(office_err)
 }
 
-fn now() -> Result<u32, Failure> {
+pub(crate) fn now() -> Result<u32, Failure> {
     Ok(clock()?.now())
 }
 
 fn init(a: &InitArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    let made = OfficeDir::new(dir).init(&a.tls_names).map_err(office_err)?;
+    let made = a.office.office().init(&a.tls_names).map_err(office_err)?;
     let pin = hex::encode(made.tls_cert_sha256);
     if a.office.output.json {
         print_json(
@@ -413,7 +363,7 @@ fn init(a: &InitArgs) -> Result<(), Failure> {
 
 fn tls_cert(a: &InitArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    let identity = OfficeDir::new(dir).new_tls_identity(&a.tls_names).map_err(office_err)?;
+    let identity = a.office.office().new_tls_identity(&a.tls_names).map_err(office_err)?;
     let pin = hex::encode(identity.cert_sha256());
     if a.office.output.json {
         print_json(json!({"dir": dir.display().to_string(), "tls_cert_sha256": pin}));
@@ -432,25 +382,23 @@ fn export(a: &ExportArgs) -> Result<(), Failure> {
     // With a token, the masters go into it (never into the bundle) before
     // the terminal is registered.
     let mut token = None;
-    OfficeDir::new(&a.office.dir).export_terminal_with(
-        a.terminal_id,
-        &a.out,
-        a.plain_http,
-        now()?,
-        |keys, link| match (&a.pkcs11_module, &a.token_label) {
-            (Some(module), Some(label)) => {
-                let config = tessera_pkcs11::TokenConfig {
-                    module: module.clone(),
-                    token_label: label.clone(),
-                    pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
-                };
-                let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
-                token = Some((done.imported, done.already_present));
-                Ok::<_, Failure>(done.bundle)
+    a.office
+        .office()
+        .export_terminal_with(a.terminal_id, &a.out, a.plain_http, now()?, |keys, link| {
+            match (&a.pkcs11_module, &a.token_label) {
+                (Some(module), Some(label)) => {
+                    let config = tessera_pkcs11::TokenConfig {
+                        module: module.clone(),
+                        token_label: label.clone(),
+                        pin: tessera_pkcs11::Pin::from_file_or_env(a.pin_file.as_deref()).map_err(token_failure)?,
+                    };
+                    let done = tessera_pkcs11::provision(&config, keys, a.terminal_id, link).map_err(token_failure)?;
+                    token = Some((done.imported, done.already_present));
+                    Ok::<_, Failure>(done.bundle)
+                }
+                _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
             }
-            _ => Ok(keys.terminal_bundle(a.terminal_id, link)),
-        },
-    )?;
+        })?;
     if a.office.output.json {
         let mut v = json!({"terminal_id": a.terminal_id, "bundle": a.out.display().to_string()});
         if let (Some((imported, already_present)), Some(label)) = (&token, &a.token_label) {
@@ -489,6 +437,8 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     if let Some(path) = &a.card {
         refuse_existing_card(path)?;
     }
+    let office = a.office.office();
+    office.audit_ready().map_err(office_err)?;
     let (keys, mut ledger) = open_office(&a.office.dir)?;
     let params = IssueParams {
         earn_cap: a.earn_cap,
@@ -521,8 +471,9 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     };
     let id = signed.profile.card_id;
     let p = &signed.profile;
-    let customer =
-        tessera_office::dir::register_issued(&mut ledger, keys.key_version, &signed, now()?).map_err(ledger_err)?;
+    let customer = office
+        .register_issued(&mut ledger, keys.key_version, &signed, now()?)
+        .map_err(office_err)?;
     if let (Some(card), Some(path)) = (made.as_mut(), a.card.as_ref()) {
         card.save_as(path)
             .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
@@ -717,353 +668,8 @@ fn verify(a: &DirArgs) -> Result<(), Failure> {
     }
 }
 
-fn report(a: &ReportArgs) -> Result<(), Failure> {
-    let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    if matches!(a.kind, ReportKind::Exceptions | ReportKind::Explained) {
-        // Holes that stayed open too long are exceptions by now.
-        ledger
-            .age_gaps(now()?, tessera_ledger::GAP_AGE_SECS)
-            .map_err(ledger_err)?;
-    }
-    if matches!(a.kind, ReportKind::Exceptions) {
-        return stream_exceptions(&ledger, a);
-    }
-    let date = a.date.as_deref().map(|d| date(d, "date")).transpose()?;
-    let (title, value) = match a.kind {
-        ReportKind::Reconciliation => (
-            "Reconciliation",
-            serde_json::to_value(ledger.reconciliation(date, a.terminal).map_err(ledger_err)?),
-        ),
-        ReportKind::Liability => (
-            "Liability",
-            serde_json::to_value(ledger.liability(a.minor_units_per_point).map_err(ledger_err)?),
-        ),
-        ReportKind::Exceptions => (
-            "Exceptions",
-            serde_json::to_value(ledger.exceptions().map_err(ledger_err)?),
-        ),
-        ReportKind::Explained => {
-            let proof = ledger.explanation().map_err(ledger_err)?;
-            if !a.office.output.json && !a.csv {
-                println!(
-                    "Liability {} points on {} cards; posted records add up to {}; {} records matched to their                      decisions ({} points).",
-                    proof.points_outstanding,
-                    proof.cards,
-                    proof.posted_points,
-                    proof.matched_records,
-                    proof.matched_points
-                );
-                if proof.explained {
-                    println!("Every point is explained.");
-                } else {
-                    println!("NOT EXPLAINED:");
-                    for p in &proof.problems {
-                        println!("  {p}");
-                    }
-                }
-                return Ok(());
-            }
-            ("Explained", serde_json::to_value(proof))
-        }
-        ReportKind::Customers => (
-            "Customers",
-            serde_json::to_value(ledger.customers_report(now()?).map_err(ledger_err)?),
-        ),
-    };
-    let value = value.map_err(|e| file_err("report", e))?;
-    if a.office.output.json {
-        print_json(json!({"report": title.to_lowercase(), "data": value}));
-    } else if a.csv {
-        print!("{}", render_csv(&value, preferred_columns(title)));
-    } else {
-        println!("{title}");
-        print!("{}", render_text(&value, preferred_columns(title)));
-    }
-    Ok(())
-}
-
-/// The columns of the exceptions report, in the order a clerk reads them.
-const EXCEPTION_COLUMNS: [&str; 8] = [
-    "id",
-    "at",
-    "class",
-    "card_id",
-    "counter",
-    "terminal_id",
-    "batch_no",
-    "evidence",
-];
-
-/// A cell cut for the screen (`--json` and `--csv` carry it whole).
-fn screen_cell(s: String) -> String {
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(59).collect::<String>())
-    } else {
-        s
-    }
-}
-
-/// The exceptions report, one exception at a time from the ledger to
-/// stdout (flat memory whatever their number): JSON with the same shape as
-/// the other reports, CSV, or fixed-width text.
-fn stream_exceptions(ledger: &Ledger, a: &ReportArgs) -> Result<(), Failure> {
-    const COLS: [&str; 8] = EXCEPTION_COLUMNS;
-    const WIDTHS: [usize; 7] = [8, 11, 22, 17, 8, 9, 6];
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let json = a.office.output.json;
-    const GONE: &str = "stdout closed";
-    let broken = |e: std::io::Error| {
-        LedgerError::Io(if e.kind() == std::io::ErrorKind::BrokenPipe {
-            GONE.to_owned()
-        } else {
-            e.to_string()
-        })
-    };
-    let head = if json {
-        format!(
-            "{{\"version\":{},\"ok\":true,\"report\":\"exceptions\",\"data\":[",
-            crate::out::JSON_VERSION
-        )
-    } else if a.csv {
-        COLS.join(",") + "\n"
-    } else {
-        let mut h = String::from("Exceptions\n");
-        for (c, w) in COLS.iter().zip(WIDTHS) {
-            h.push_str(&format!("{c:<w$} "));
-        }
-        h.push_str("evidence\n");
-        h
-    };
-    let mut n = 0u64;
-    let written = out.write_all(head.as_bytes()).map_err(broken).and_then(|()| {
-        ledger.each_exception(|e| {
-            let v = serde_json::to_value(&e).map_err(|e| LedgerError::Storage(e.to_string()))?;
-            let line = if json {
-                format!("{}{v}", if n == 0 { "" } else { "," })
-            } else {
-                let cells: Vec<String> = COLS.iter().map(|c| v.get(*c).map(cell).unwrap_or_default()).collect();
-                if a.csv {
-                    cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",") + "\n"
-                } else {
-                    let mut l = String::new();
-                    for (c, w) in cells.iter().zip(WIDTHS) {
-                        l.push_str(&format!("{c:<w$} "));
-                    }
-                    l.push_str(&screen_cell(cells[7].clone()));
-                    l + "\n"
-                }
-            };
-            n += 1;
-            out.write_all(line.as_bytes()).map_err(broken)
-        })
-    });
-    let tail = if json {
-        "]}\n".to_owned()
-    } else if !a.csv && n == 0 {
-        "  (none)\n".to_owned()
-    } else {
-        String::new()
-    };
-    match written.and_then(|()| {
-        out.write_all(tail.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(broken)
-    }) {
-        Ok(()) => Ok(()),
-        // A reader that stopped early (`| head`): what it read is whole.
-        Err(LedgerError::Io(m)) if m == GONE => Ok(()),
-        Err(e) => Err(ledger_err(e)),
-    }
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Bool(_) | Value::Number(_) => v.to_string(),
-        // Totals per type, counts per reason: `earn 3×120, redeem 1×50`.
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, x)| match (x.get("count"), x.get("points")) {
-                (Some(c), Some(p)) => format!("{k} {c}×{p}"),
-                _ => format!("{k} {}", cell(x)),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(" "),
-    }
-}
-
-/// The columns a clerk reads first, per report; any others follow.
-fn preferred_columns(title: &str) -> &'static [&'static str] {
-    match title {
-        "Reconciliation" => &[
-            "date",
-            "terminal_id",
-            "batches",
-            "held_batches",
-            "records",
-            "card_transactions",
-            "posted",
-            "duplicates",
-            "rejected",
-            "held",
-            "exceptions",
-            "declared",
-            "declines",
-        ],
-        "Exceptions" => &EXCEPTION_COLUMNS,
-        "Customers" => &[
-            "customer_id",
-            "name",
-            "segment",
-            "rfm",
-            "visits",
-            "last_visit",
-            "recency_days",
-            "points_earned",
-            "points_redeemed",
-            "favourite_store",
-            "cards",
-        ],
-        _ => &[],
-    }
-}
-
-/// A named list of report rows.
-type Table<'a> = (String, Vec<&'a serde_json::Map<String, Value>>);
-
-/// The rows of a report: the first list of objects in it (or the report
-/// itself when it is a list), and the scalar fields around it.
-fn split_report(v: &Value) -> (Vec<(String, String)>, Option<Table<'_>>) {
-    fn rows_of(a: &[Value]) -> Option<Vec<&serde_json::Map<String, Value>>> {
-        let rows: Vec<_> = a.iter().filter_map(Value::as_object).collect();
-        (rows.len() == a.len()).then_some(rows)
-    }
-    match v {
-        Value::Array(a) => (Vec::new(), rows_of(a).map(|r| (String::new(), r))),
-        Value::Object(m) => {
-            let mut scalars = Vec::new();
-            let mut table = None;
-            for (k, x) in m {
-                match x {
-                    Value::Array(a) if table.is_none() && rows_of(a).is_some() => {
-                        table = rows_of(a).map(|r| (k.clone(), r));
-                    }
-                    _ => scalars.push((k.clone(), cell(x))),
-                }
-            }
-            (scalars, table)
-        }
-        other => (vec![(String::new(), cell(other))], None),
-    }
-}
-
-fn columns(rows: &[&serde_json::Map<String, Value>], preferred: &[&str]) -> Vec<String> {
-    let mut cols: Vec<String> = preferred
-        .iter()
-        .filter(|c| rows.iter().any(|r| r.contains_key(**c)))
-        .map(|c| (*c).to_owned())
-        .collect();
-    for r in rows {
-        for k in r.keys() {
-            if !cols.contains(k) {
-                cols.push(k.clone());
-            }
-        }
-    }
-    cols
-}
-
-fn render_text(v: &Value, preferred: &[&str]) -> String {
-    let (scalars, table) = split_report(v);
-    let mut out = String::new();
-    for (k, x) in &scalars {
-        let x = if x.is_empty() { "none" } else { x.as_str() };
-        out.push_str(&format!("  {}: {x}\n", k.replace('_', " ")));
-    }
-    if let Some((name, rows)) = table {
-        if !name.is_empty() {
-            out.push_str(&format!("  {}:\n", name.replace('_', " ")));
-        }
-        if rows.is_empty() {
-            out.push_str("  (none)\n");
-            return out;
-        }
-        let cols = columns(&rows, preferred);
-        // Long cells (evidence) are cut for the screen; --json and --csv
-        // carry them whole.
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                cols.iter()
-                    .map(|c| screen_cell(r.get(c).map(cell).unwrap_or_default()))
-                    .collect()
-            })
-            .collect();
-        let width = |i: usize| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .chain([cols[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        };
-        let widths: Vec<usize> = (0..cols.len()).map(width).collect();
-        let line = |vals: &[String]| {
-            let parts: Vec<String> = vals
-                .iter()
-                .zip(&widths)
-                .map(|(s, w)| format!("{s:<w$}", w = *w))
-                .collect();
-            format!("  {}\n", parts.join("  ").trim_end())
-        };
-        out.push_str(&line(&cols));
-        for r in &cells {
-            out.push_str(&line(r));
-        }
-    }
-    out
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-fn render_csv(v: &Value, preferred: &[&str]) -> String {
-    let (scalars, table) = split_report(v);
-    let mut out = String::new();
-    match table {
-        Some((_, rows)) => {
-            let cols = columns(&rows, preferred);
-            out.push_str(&cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
-            out.push('\n');
-            for r in rows {
-                let vals: Vec<String> = cols
-                    .iter()
-                    .map(|c| csv_field(&r.get(c).map(cell).unwrap_or_default()))
-                    .collect();
-                out.push_str(&vals.join(","));
-                out.push('\n');
-            }
-        }
-        None => {
-            out.push_str("field,value\n");
-            for (k, x) in scalars {
-                out.push_str(&format!("{},{}\n", csv_field(&k), csv_field(&x)));
-            }
-        }
-    }
-    out
-}
-
 fn rotate_keys(a: &DirArgs) -> Result<(), Failure> {
-    let (from, to) = OfficeDir::new(&a.dir).rotate_keys().map_err(office_err)?;
+    let (from, to) = a.office().rotate_keys().map_err(office_err)?;
     if a.output.json {
         print_json(json!({"from_key_version": from, "key_version": to}));
     } else {
@@ -1076,8 +682,7 @@ fn rotate_keys(a: &DirArgs) -> Result<(), Failure> {
 
 fn unblock(a: &UnblockArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
-    let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    let seq = ledger.queue_unblock(card, now()?).map_err(ledger_err)?;
+    let seq = a.office.office().queue_unblock(card, now()?).map_err(office_err)?;
     if a.office.output.json {
         print_json(json!({"card_id": out::card_id(&card), "issuer_seq": seq}));
     } else {
@@ -1089,26 +694,12 @@ fn unblock(a: &UnblockArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn hotlist_add(a: &HotlistAddArgs) -> Result<(), Failure> {
-    let card = hex8(&a.card, "card id")?;
-    let (_keys, mut ledger) = open_office(&a.office.dir)?;
-    ledger.hotlist_card(card, &a.reason, now()?).map_err(ledger_err)?;
-    let version = ledger.hotlist().map_err(ledger_err)?.version;
-    if a.office.output.json {
-        print_json(json!({"card_id": out::card_id(&card), "hotlist_version": version}));
-    } else {
-        println!(
-            "Card {} hotlisted (hotlist v{version}): terminals block it at its next tap after `pos sync`.",
-            out::card_id(&card)
-        );
-    }
-    Ok(())
-}
-
 fn update_profile(a: &UpdateProfileArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
     let profile = profile_from(&a.profile, card, 1)?;
-    let signed = OfficeDir::new(&a.office.dir)
+    let signed = a
+        .office
+        .office()
         .queue_profile_update(profile, a.profile_version, now()?)
         .map_err(office_err)?;
     let version = signed.profile.version;
@@ -1142,6 +733,7 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
     let (signed, which) = match &a.dir {
         Some(dir) => (
             OfficeDir::new(dir)
+                .with_operator(a.who.operator.clone())
                 .sign_campaigns(&a.file, now()?)
                 .map_err(office_err)?,
             "the office's issuer key",
@@ -1180,7 +772,10 @@ fn sign(a: SignArgs) -> Result<(), Failure> {
 
 fn sign_policy(a: SignArgs) -> Result<(), Failure> {
     let signed = match &a.dir {
-        Some(dir) => OfficeDir::new(dir).sign_policy(&a.file, now()?).map_err(office_err)?,
+        Some(dir) => OfficeDir::new(dir)
+            .with_operator(a.who.operator.clone())
+            .sign_policy(&a.file, now()?)
+            .map_err(office_err)?,
         None => {
             let (keys, _) = signing_keys(None)?;
             sign_policy_file(&a.file, &keys).map_err(office_err)?
@@ -1205,20 +800,4 @@ fn sign_policy(a: SignArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tables_and_csv_from_any_report_shape() {
-        let v = json!({"total": 3, "rows": [{"terminal": 1, "name": "Анна, \"A\""}, {"terminal": 22, "extra": true}]});
-        let t = render_text(&v, &[]);
-        assert!(t.contains("total: 3"), "{t}");
-        assert!(t.contains("name       terminal  extra"), "{t}");
-        let c = render_csv(&v, &[]);
-        assert_eq!(c, "name,terminal,extra\n\"Анна, \"\"A\"\"\",1,\n,22,true\n");
-        assert!(render_text(&json!([]), &[]).contains("(none)"));
-    }
 }

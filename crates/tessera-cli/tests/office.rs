@@ -524,7 +524,17 @@ fn sync_after_hotlist_blocks_the_card_at_its_next_tap() {
     let id = env.issue("anna.card");
     env.pos_ok(&["earn", "--card", card, "--amount", "12.50"]);
     let server = env.serve(None);
-    env.ok(&["office", "hotlist", "add", "--dir", env.s("office"), "--card", &id]);
+    env.ok(&[
+        "office",
+        "hotlist",
+        "add",
+        "--dir",
+        env.s("office"),
+        "--card",
+        &id,
+        "--reason",
+        "lost",
+    ]);
     let out: Value = serde_json::from_str(&env.pos_ok(&["sync", "--server", &server.url(), "--json"])).unwrap();
     assert!(out["hotlist_version"].as_u64().unwrap() >= 1, "{out}");
     let hotlist = std::fs::read_to_string(env.path("terminal").join("hotlist.toml")).unwrap();
@@ -988,4 +998,162 @@ fn a_till_policy_must_be_signed_and_its_points_are_recomputed() {
     let proof = env.json(&["office", "report", "explained", "--dir", env.s("office")]);
     assert_eq!(proof["data"]["explained"], true, "{proof}");
     assert_eq!(proof["data"]["points_outstanding"], 20);
+}
+
+/// Settles till `terminal`'s journal (in `dir`, bundle `keys`) through a
+/// batch file and `office import`, and gives the till the acknowledgement.
+fn settle_by_file(env: &Env, dir: &str, keys: &str, name: &str) {
+    let file = env.path(&format!("{name}.jsonl"));
+    let ack = env.path(&format!("{name}.ack.json"));
+    let pos = |args: &[&str]| {
+        let mut a = vec!["pos"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--keys", keys, "--terminal-dir", dir]);
+        env.ok(&a)
+    };
+    pos(&["settle", "--out", file.to_str().unwrap()]);
+    env.ok(&[
+        "office",
+        "import",
+        "--dir",
+        env.s("office"),
+        file.to_str().unwrap(),
+        "--ack-out",
+        ack.to_str().unwrap(),
+    ]);
+    pos(&["settle", "--ack-file", ack.to_str().unwrap()]);
+}
+
+/// The reports a back-office clerk reads: reconciliation fits 100 columns
+/// (the details with `--wide` or per terminal), copies another till
+/// recovered are named as such, times are local, the liability is in
+/// points and money, and a filter that does not apply or names nothing is
+/// refused rather than answered with an empty report.
+#[test]
+fn reports_fit_a_screen_speak_local_time_and_refuse_unknown_filters() {
+    let env = Env::new();
+    env.ok(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        env.s("office"),
+        "--terminal-id",
+        "8",
+        "--out",
+        env.s("t8.json"),
+        "--plain-http",
+    ]);
+    let card = env.s("anna.card");
+    env.issue("anna.card");
+    let till = |dir: &str, keys: &str, args: &[&str]| {
+        let mut a = vec!["pos"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--keys", keys, "--terminal-dir", dir]);
+        env.ok(&a)
+    };
+    let (t7, t8) = (env.s("terminal"), env.s("terminal8"));
+    till(t7, env.s("t7.json"), &["earn", "--card", card, "--amount", "100"]);
+    // Till 8 journals the card's last transaction at till 7 as recovered
+    // evidence: a copy, normal.
+    till(t8, env.s("t8.json"), &["earn", "--card", card, "--amount", "50"]);
+    till(t8, env.s("t8.json"), &["redeem", "--card", card, "--points", "30"]);
+    settle_by_file(&env, t7, env.s("t7.json"), "b7");
+    settle_by_file(&env, t8, env.s("t8.json"), "b8");
+
+    let dir = env.s("office");
+    let recon = env.ok(&["office", "report", "reconciliation", "--dir", dir]);
+    for line in recon.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}\n{recon}",
+            line.chars().count()
+        );
+    }
+    assert!(recon.contains("copies"), "{recon}");
+    assert!(!recon.contains("duplicates"), "{recon}");
+    assert!(recon.contains("recovered from the card's log"), "{recon}");
+    assert!(recon.contains("Every record is accounted for"), "{recon}");
+    let data = env.json(&["office", "report", "reconciliation", "--dir", dir]);
+    let rows = data["data"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{data}");
+    assert!(
+        rows.iter().map(|r| r["copies"].as_u64().unwrap()).sum::<u64>() >= 1,
+        "{data}"
+    );
+    let wide = env.ok(&["office", "report", "reconciliation", "--dir", dir, "--wide"]);
+    assert!(wide.contains("declared") && wide.contains("redeem 1 / 30"), "{wide}");
+    let detail = env.ok(&["office", "report", "reconciliation", "--dir", dir, "--terminal", "8"]);
+    assert!(detail.starts_with("Reconciliation of terminal 8"), "{detail}");
+    assert!(detail.contains("redeem"), "{detail}");
+    let csv = env.ok(&["office", "report", "reconciliation", "--dir", dir, "--csv"]);
+    assert!(csv.starts_with("date,terminal,batches,records,posted,copies,"), "{csv}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+
+    // Filters that name nothing, or do not apply, are refused.
+    let o = env.run(&["office", "report", "reconciliation", "--dir", dir, "--terminal", "9"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no terminal 9"), "{err}");
+    assert!(stdout(&o).is_empty());
+    let o = env.run(&["office", "report", "customers", "--dir", dir, "--date", "2026-12-01"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--date"));
+    let o = env.run(&[
+        "office",
+        "report",
+        "reconciliation",
+        "--dir",
+        dir,
+        "--date",
+        "2026-02-30",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // Liability: points and money.
+    let liability = env.ok(&["office", "report", "liability", "--dir", dir, "--point-value", "0,05"]);
+    let v = env.json(&["office", "report", "liability", "--dir", dir, "--point-value", "0,05"]);
+    let outstanding = v["data"]["points_outstanding"].as_i64().unwrap();
+    assert!(outstanding > 0, "{v}");
+    assert_eq!(v["data"]["value_minor"].as_i64().unwrap(), outstanding * 5);
+    assert!(
+        liability.contains(&format!("{outstanding} points outstanding on 1 cards")),
+        "{liability}"
+    );
+    let money = format!("{}.{:02}", outstanding * 5 / 100, outstanding * 5 % 100);
+    assert!(liability.contains(&money), "{money} in {liability}");
+    for bad in ["-1", "0.001", "abc", "1,2,3"] {
+        let o = env.run(&["office", "report", "liability", "--dir", dir, "--point-value", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+
+    // Exceptions at a known instant read in the office's time zone.
+    {
+        let conn = rusqlite::Connection::open(env.path("office/ledger.sqlite")).unwrap();
+        conn.execute(
+            "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
+             VALUES ('gap', NULL, NULL, 7, 1, '{}', 1796340600)",
+            [],
+        )
+        .unwrap();
+    }
+    let at = |tz: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["office", "report", "exceptions", "--dir", dir])
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        stdout(&o)
+    };
+    assert!(at("UTC").contains("2026-12-03 23:30"), "{}", at("UTC"));
+    assert!(at("Asia/Tokyo").contains("2026-12-04 08:30"), "{}", at("Asia/Tokyo"));
+    let o = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["office", "report", "exceptions", "--dir", dir, "--json"])
+        .env("TZ", "Asia/Tokyo")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = v["data"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(e["at"], 1_796_340_600);
+    assert_eq!(e["at_local"], "2026-12-04T08:30:00+09:00");
 }

@@ -67,6 +67,15 @@ pub enum LedgerError {
     /// No such customer. HTTP 404.
     #[error("unknown customer {0}")]
     UnknownCustomer(u64),
+    /// No store of this id (`office store add` first). HTTP 404.
+    #[error("unknown store {0}: add it first (`office store add`)")]
+    UnknownStore(u32),
+    /// A store of this id exists already. HTTP 409.
+    #[error("store {0} exists already")]
+    StoreExists(u32),
+    /// The card was never issued by this office (16 hex digits). HTTP 404.
+    #[error("card {0} was never issued by this office")]
+    NotIssued(String),
     /// The ledger file was written by a newer version of Tessera. HTTP 500.
     #[error("ledger schema version {found} is newer than this program's ({expected}); upgrade Tessera")]
     NewerSchema {
@@ -88,8 +97,8 @@ impl LedgerError {
             Self::Malformed(_) | Self::BrokenChain { .. } | Self::UnsupportedVersion(_) | Self::Io(_) => 400,
             Self::BadMac => 401,
             Self::UnknownTerminal(_) | Self::RevokedTerminal(_) => 403,
-            Self::UnknownCustomer(_) => 404,
-            Self::BatchConflict { .. } => 409,
+            Self::UnknownCustomer(_) | Self::UnknownStore(_) | Self::NotIssued(_) => 404,
+            Self::BatchConflict { .. } | Self::StoreExists(_) => 409,
             Self::NewerSchema { .. } | Self::Storage(_) => 500,
         }
     }

@@ -12,6 +12,7 @@
 mod error;
 mod ingest;
 mod matching;
+mod ops;
 mod points;
 mod reports;
 mod schema;
@@ -32,6 +33,7 @@ use tessera_rules::policy::Hotlist;
 
 pub use error::LedgerError;
 pub use ingest::VerifiedBatch;
+pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
 pub use schema::SCHEMA_VERSION;
 
 /// One item of a sync feed a terminal acknowledged writing
@@ -626,12 +628,27 @@ impl Ledger {
     }
 
     /// Erases a customer's personal data: the customer row and the profile
-    /// updates queued for their cards. The cards, their transactions and
-    /// every report total stay; the cards become anonymous.
+    /// updates queued for their cards, delivered or not (their blobs hold
+    /// the profile). The cards, their transactions and every report total
+    /// stay; the cards become anonymous. The freed pages are overwritten
+    /// (`secure_delete`) and the write-ahead log is checkpointed and
+    /// truncated, so the data is gone from the file, not only from the
+    /// tables (backups made before are the office's to handle; while
+    /// another connection reads — a running `office serve` — SQLite
+    /// truncates the log at a later checkpoint instead).
     ///
     /// # Errors
     /// [`LedgerError::UnknownCustomer`], or a storage error.
     pub fn erase_customer(&mut self, customer_id: u64) -> Result<(), LedgerError> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let erased = self.erase_customer_rows(customer_id);
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        erased?;
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn erase_customer_rows(&mut self, customer_id: u64) -> Result<(), LedgerError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "DELETE FROM profile_updates WHERE card_id IN (SELECT card_id FROM cards WHERE customer_id = ?1)",
@@ -945,17 +962,25 @@ impl Ledger {
         reports::each_exception(&self.conn, f)
     }
 
-    /// Reconciliation per terminal and settlement day, optionally for one
-    /// day and/or one terminal.
+    /// Reconciliation per terminal and settlement day — the local day in
+    /// `tz` the batches were received — optionally for one day and/or one
+    /// terminal.
     ///
     /// # Errors
-    /// A storage error.
+    /// [`LedgerError::UnknownTerminal`] for a terminal the ledger never
+    /// registered (a typo, not an empty report); a storage error.
     pub fn reconciliation(
         &self,
         date: Option<tessera_protocol::profile::Date>,
         terminal: Option<u32>,
+        tz: &jiff::tz::TimeZone,
     ) -> Result<ReconciliationReport, LedgerError> {
-        reports::reconciliation(&self.conn, date, terminal)
+        if let Some(t) = terminal {
+            if self.terminal_active(t)?.is_none() {
+                return Err(LedgerError::UnknownTerminal(t));
+            }
+        }
+        reports::reconciliation(&self.conn, date, terminal, tz)
     }
 
     /// Points outstanding and their money value at `minor_units_per_point`.

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
+use jiff::tz::TimeZone;
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tessera_protocol::profile::Date;
 use tessera_settlement::batch::Total;
@@ -58,50 +59,82 @@ pub(crate) fn each_exception(
     Ok(())
 }
 
-/// Reconciliation per terminal and settlement day.
+/// The local day of a Unix time in `tz`.
+pub(crate) fn local_date(t: u32, tz: &TimeZone) -> Date {
+    let days = jiff::Timestamp::from_second(i64::from(t))
+        .ok()
+        .map(|ts| ts.to_zoned(tz.clone()).date())
+        .and_then(|d| Date::new(u16::try_from(d.year()).ok()?, d.month() as u8, d.day() as u8).ok());
+    days.unwrap_or_else(|| Date::from_unix_days(t / DAY))
+}
+
+/// The Unix times `[start, end)` of local day `d` in `tz`.
+fn local_day_range(d: Date, tz: &TimeZone) -> Result<(i64, i64), LedgerError> {
+    let bad = |e: jiff::Error| LedgerError::Malformed(format!("date {d}: {e}"));
+    let civil = jiff::civil::Date::new(d.year as i16, d.month as i8, d.day as i8).map_err(bad)?;
+    let start = civil.to_zoned(tz.clone()).map_err(bad)?;
+    let end = civil.tomorrow().map_err(bad)?.to_zoned(tz.clone()).map_err(bad)?;
+    Ok((start.timestamp().as_second(), end.timestamp().as_second()))
+}
+
+/// Reconciliation per terminal and settlement day (local days in `tz`).
 pub(crate) fn reconciliation(
     conn: &Connection,
     date: Option<Date>,
     terminal: Option<u32>,
+    tz: &TimeZone,
 ) -> Result<ReconciliationReport, LedgerError> {
-    let day = date.map(|d| d.to_unix_days());
-    let mut rows: BTreeMap<(u32, u32), ReconciliationRow> = BTreeMap::new();
-    let new_row = |d: u32, t: u32| ReconciliationRow {
-        date: Date::from_unix_days(d).to_string(),
-        terminal_id: t,
-        batches: 0,
-        held_batches: 0,
-        records: 0,
-        card_transactions: 0,
-        posted: 0,
-        duplicates: 0,
-        rejected: 0,
-        held: 0,
-        exceptions: 0,
-        declared: BTreeMap::new(),
-        stored: BTreeMap::new(),
-        declines: BTreeMap::new(),
+    let (from, until) = match date {
+        Some(d) => {
+            let (a, b) = local_day_range(d, tz)?;
+            (Some(a), Some(b))
+        }
+        None => (None, None),
     };
-    let filter = "(?1 IS NULL OR b.received_at / 86400 = ?1) AND (?2 IS NULL OR b.terminal_id = ?2)";
+    let mut rows: BTreeMap<(Date, u32), ReconciliationRow> = BTreeMap::new();
+    let rows_of = |rows: &mut BTreeMap<(Date, u32), ReconciliationRow>, t_received: u32, terminal_id: u32| {
+        let d = local_date(t_received, tz);
+        let key = (d, terminal_id);
+        rows.entry(key).or_insert_with(|| ReconciliationRow {
+            date: d.to_string(),
+            terminal_id,
+            store_id: None,
+            store: None,
+            batches: 0,
+            held_batches: 0,
+            records: 0,
+            card_transactions: 0,
+            posted: 0,
+            copies: 0,
+            rejected: 0,
+            held: 0,
+            exceptions: 0,
+            declared: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            declines: BTreeMap::new(),
+        });
+        key
+    };
+    let filter = "(?1 IS NULL OR b.received_at >= ?1) AND (?2 IS NULL OR b.received_at < ?2) AND (?3 IS NULL OR b.terminal_id = ?3)";
     {
         let mut stmt = conn.prepare(&format!(
-            "SELECT b.received_at / 86400, b.terminal_id, b.status, b.record_count, b.card_transactions, b.posted,
-                    b.duplicates, b.rejected, b.held, b.totals
+            "SELECT b.received_at, b.terminal_id, b.status, b.record_count, b.card_transactions,
+                    b.duplicates, b.rejected, b.totals
              FROM batches b WHERE {filter}"
         ))?;
-        let mut q = stmt.query(params![day, terminal])?;
+        let mut q = stmt.query(params![from, until, terminal])?;
         while let Some(r) = q.next()? {
-            let (d, t): (u32, u32) = (r.get(0)?, r.get(1)?);
-            let row = rows.entry((d, t)).or_insert_with(|| new_row(d, t));
+            let key = rows_of(&mut rows, r.get(0)?, r.get(1)?);
+            let Some(row) = rows.get_mut(&key) else { continue };
             row.batches += 1;
             row.held_batches += u32::from(r.get::<_, String>(2)? == "held");
             row.records += r.get::<_, u64>(3)?;
             row.card_transactions += r.get::<_, u64>(4)?;
             // Posted and held are counted below from the records' current
             // state: a record held at ingestion may have been posted since.
-            row.duplicates += r.get::<_, u64>(6)?;
-            row.rejected += r.get::<_, u64>(7)?;
-            let totals: BTreeMap<String, Total> = serde_json::from_str(&r.get::<_, String>(9)?)?;
+            row.copies += r.get::<_, u64>(5)?;
+            row.rejected += r.get::<_, u64>(6)?;
+            let totals: BTreeMap<String, Total> = serde_json::from_str(&r.get::<_, String>(7)?)?;
             for (ty, x) in totals {
                 let e = row.declared.entry(ty).or_default();
                 e.count += x.count;
@@ -111,56 +144,69 @@ pub(crate) fn reconciliation(
     }
     {
         let mut stmt = conn.prepare(&format!(
-            "SELECT b.received_at / 86400, b.terminal_id, c.tx_type, COUNT(*), SUM(c.points),
+            "SELECT b.received_at, b.terminal_id, c.tx_type, COUNT(*), SUM(c.points),
                     SUM(c.status = 'posted'), SUM(c.status = 'pending')
              FROM card_transactions c JOIN batches b ON b.terminal_id = c.terminal_id AND b.batch_no = c.batch_no
-             WHERE {filter} GROUP BY 1, 2, 3"
+             WHERE {filter} GROUP BY b.terminal_id, b.batch_no, c.tx_type"
         ))?;
-        let mut q = stmt.query(params![day, terminal])?;
+        let mut q = stmt.query(params![from, until, terminal])?;
         while let Some(r) = q.next()? {
-            let (d, t): (u32, u32) = (r.get(0)?, r.get(1)?);
-            let row = rows.entry((d, t)).or_insert_with(|| new_row(d, t));
-            row.stored.insert(
-                r.get(2)?,
-                Total {
-                    count: r.get(3)?,
-                    points: r.get(4)?,
-                },
-            );
+            let key = rows_of(&mut rows, r.get(0)?, r.get(1)?);
+            let Some(row) = rows.get_mut(&key) else { continue };
+            let e = row.stored.entry(r.get(2)?).or_default();
+            e.count += r.get::<_, u64>(3)?;
+            e.points += r.get::<_, u64>(4)?;
             row.posted += r.get::<_, u64>(5)?;
             row.held += r.get::<_, u64>(6)?;
         }
     }
     {
         let mut stmt = conn.prepare(&format!(
-            "SELECT b.received_at / 86400, b.terminal_id, COALESCE(d.reason, d.verdict), COUNT(*)
+            "SELECT b.received_at, b.terminal_id, COALESCE(d.reason, d.verdict), COUNT(*)
              FROM terminal_records d JOIN batches b ON b.terminal_id = d.terminal_id AND b.batch_no = d.batch_no
-             WHERE d.verdict IN ('decline', 'refer') AND {filter} GROUP BY 1, 2, 3"
+             WHERE d.verdict IN ('decline', 'refer') AND {filter} GROUP BY b.terminal_id, b.batch_no, 3"
         ))?;
-        let mut q = stmt.query(params![day, terminal])?;
+        let mut q = stmt.query(params![from, until, terminal])?;
         while let Some(r) = q.next()? {
-            let (d, t): (u32, u32) = (r.get(0)?, r.get(1)?);
-            let row = rows.entry((d, t)).or_insert_with(|| new_row(d, t));
-            row.declines.insert(r.get(2)?, r.get(3)?);
+            let key = rows_of(&mut rows, r.get(0)?, r.get(1)?);
+            let Some(row) = rows.get_mut(&key) else { continue };
+            *row.declines.entry(r.get(2)?).or_insert(0) += r.get::<_, u64>(3)?;
         }
     }
     let mut exceptions_by_class = BTreeMap::new();
     {
         let mut stmt = conn.prepare(
-            "SELECT at / 86400, terminal_id, class, COUNT(*) FROM exceptions b
-             WHERE (?1 IS NULL OR at / 86400 = ?1) AND (?2 IS NULL OR terminal_id = ?2) GROUP BY 1, 2, 3",
+            "SELECT at, terminal_id, class, COUNT(*) FROM exceptions
+             WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) AND (?3 IS NULL OR terminal_id = ?3)
+             GROUP BY 1, 2, 3",
         )?;
-        let mut q = stmt.query(params![day, terminal])?;
+        let mut q = stmt.query(params![from, until, terminal])?;
         while let Some(r) = q.next()? {
-            let (d, t, class, n): (u32, Option<u32>, String, u64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            let (at, t, class, n): (u32, Option<u32>, String, u64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             *exceptions_by_class.entry(class).or_insert(0) += n;
-            if let Some(row) = t.and_then(|t| rows.get_mut(&(d, t))) {
+            if let Some(row) = t.and_then(|t| rows.get_mut(&(local_date(at, tz), t))) {
                 row.exceptions += n;
             }
         }
     }
+    let mut rows: Vec<ReconciliationRow> = rows.into_values().collect();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT s.store_id, s.name FROM terminals t JOIN stores s ON s.store_id = t.store_id
+             WHERE t.terminal_id = ?1",
+        )?;
+        for row in &mut rows {
+            if let Some((id, name)) = stmt
+                .query_row([row.terminal_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                row.store_id = Some(id);
+                row.store = Some(name);
+            }
+        }
+    }
     Ok(ReconciliationReport {
-        rows: rows.into_values().collect(),
+        rows,
         exceptions_by_class,
     })
 }
@@ -374,7 +420,7 @@ struct Agg {
     earned: i64,
     redeemed: i64,
     spend: u64,
-    stores: BTreeMap<u32, u64>,
+    stores: BTreeMap<(Option<u32>, String), u64>,
 }
 
 /// Recency score: 3 within 30 days, 2 within 90, else 1.
@@ -420,9 +466,12 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
     // Key: Ok(customer id) or Err(card hex) for anonymous cards.
     let mut aggs: BTreeMap<Result<u64, String>, Agg> = BTreeMap::new();
     let mut stmt = conn.prepare(
-        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal
+        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal,
+                s.store_id, s.name
          FROM card_transactions t JOIN cards c ON c.card_id = t.card_id
          LEFT JOIN customers k ON k.customer_id = c.customer_id
+         LEFT JOIN terminals m ON m.terminal_id = t.origin_terminal
+         LEFT JOIN stores s ON s.store_id = m.store_id
          WHERE t.status = 'posted' ORDER BY c.card_id, t.counter",
     )?;
     let mut q = stmt.query([])?;
@@ -455,7 +504,13 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
             "refund-redeem" => a.redeemed -= points,
             _ => {}
         }
-        *a.stores.entry(r.get(7)?).or_insert(0) += 1;
+        // Where: the store of the till (a till assigned to none counts as
+        // its own place).
+        let place = match (r.get::<_, Option<u32>>(8)?, r.get::<_, Option<String>>(9)?) {
+            (Some(id), Some(name)) => (Some(id), name),
+            _ => (None, format!("terminal {}", r.get::<_, u32>(7)?)),
+        };
+        *a.stores.entry(place).or_insert(0) += 1;
     }
     let mut rows = Vec::new();
     let mut segments = BTreeMap::new();
@@ -466,11 +521,11 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
         let (r, f, m) = (r_score(recency_days), f_score(visits), m_score(a.earned));
         let seg = segment(r, f, m);
         *segments.entry(seg.to_owned()).or_insert(0u64) += 1;
-        let favourite_store = a
+        let favourite = a
             .stores
             .iter()
-            .max_by_key(|(t, n)| (**n, std::cmp::Reverse(**t)))
-            .map(|(t, _)| *t);
+            .max_by_key(|(place, n)| (**n, std::cmp::Reverse((*place).clone())))
+            .map(|(place, _)| place.clone());
         rows.push(CustomerRow {
             customer_id: key.ok(),
             name: a.name,
@@ -484,7 +539,8 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
             points_earned: a.earned,
             points_redeemed: a.redeemed,
             spend_minor: a.spend,
-            favourite_store,
+            favourite_store_id: favourite.as_ref().and_then(|p| p.0),
+            favourite_store: favourite.map(|p| p.1),
             rfm: format!("R{r}F{f}M{m}"),
             segment: seg.to_owned(),
         });

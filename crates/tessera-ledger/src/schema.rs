@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -239,6 +239,27 @@ CREATE TABLE sync_deliveries (
 ) WITHOUT ROWID;
 ";
 
+/// Version 7: the office's daily operations. Stores as named entities,
+/// each terminal's store and the reason it was revoked, and the anchor of
+/// the office's audit log (`docs/audit.md`): the entry count and the hash
+/// of the newest entry, kept here so that an audit file cut short or
+/// rewritten is found by comparing it with the ledger.
+const MIGRATION_OPS: &str = "
+CREATE TABLE stores (
+    store_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    city TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+);
+ALTER TABLE terminals ADD COLUMN store_id INTEGER REFERENCES stores (store_id);
+ALTER TABLE terminals ADD COLUMN revoke_reason TEXT;
+CREATE TABLE audit_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    entries INTEGER NOT NULL,
+    head BLOB NOT NULL
+);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -282,6 +303,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         if version < 6 {
             tx.execute_batch(MIGRATION_SYNC_ACK)?;
         }
+        if version < 7 {
+            tx.execute_batch(MIGRATION_OPS)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -314,6 +338,43 @@ mod tests {
                 "INSERT INTO sync_deliveries VALUES (7, 'other', x'BE4C000000000001', 2, 100)",
                 [],
             )
+            .is_err());
+    }
+
+    #[test]
+    fn version_6_files_gain_stores_and_the_audit_anchor() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for m in [
+            MIGRATION_1,
+            MIGRATION_2,
+            MIGRATION_3,
+            MIGRATION_4,
+            MIGRATION_5,
+            MIGRATION_SYNC_ACK,
+        ] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO terminals (terminal_id, registered_at, last_head) VALUES (7, 100, x'00')",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        prepare(&mut conn).unwrap();
+        let row: (Option<u32>, Option<String>) = conn
+            .query_row(
+                "SELECT store_id, revoke_reason FROM terminals WHERE terminal_id = 7",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (None, None));
+        conn.execute("INSERT INTO stores VALUES (3, 'Центральный', '', 100)", [])
+            .unwrap();
+        conn.execute("INSERT INTO audit_anchor VALUES (1, 1, x'00')", [])
+            .unwrap();
+        assert!(conn
+            .execute("INSERT INTO audit_anchor VALUES (2, 1, x'00')", [])
             .is_err());
     }
 

@@ -291,10 +291,15 @@ pub struct Customer {
 /// ledger received its batches).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReconciliationRow {
-    /// Day, `YYYY-MM-DD`.
+    /// Local day the batches were received, `YYYY-MM-DD` (in the time zone
+    /// the report was asked for).
     pub date: String,
     /// The terminal.
     pub terminal_id: u32,
+    /// The store the terminal is registered to (`office terminal assign`).
+    pub store_id: Option<u32>,
+    /// That store's name.
+    pub store: Option<String>,
     /// Batches received (posted or held).
     pub batches: u32,
     /// Of which still held.
@@ -305,8 +310,12 @@ pub struct ReconciliationRow {
     pub card_transactions: u64,
     /// Card transactions stored from these batches and posted by now.
     pub posted: u64,
-    /// Duplicates ignored.
-    pub duplicates: u64,
+    /// Copies of card transactions the ledger already held, counted once:
+    /// normally the same transaction delivered by another till that
+    /// recovered it from the card's log (a card pulled mid-transaction).
+    /// A till repeating its own record is also a `duplicate-record`
+    /// exception.
+    pub copies: u64,
     /// Card transactions rejected.
     pub rejected: u64,
     /// Card transactions stored from these batches and still held beyond
@@ -432,8 +441,11 @@ pub struct CustomerRow {
     /// Purchases that earned, in minor units (completions only: recovered
     /// records do not carry the purchase).
     pub spend_minor: u64,
-    /// The terminal where most transactions were made.
-    pub favourite_store: Option<u32>,
+    /// The store where most transactions were made (`office store`), by
+    /// name; `terminal N` for a till assigned to no store.
+    pub favourite_store: Option<String>,
+    /// That store's id (none for a till assigned to no store).
+    pub favourite_store_id: Option<u32>,
     /// Recency, frequency, monetary scores, 1–3 each, as `"R3F2M1"`.
     pub rfm: String,
     /// Segment: `champion`, `loyal`, `new`, `promising`, `at-risk`,

@@ -6,6 +6,7 @@
 
 mod common;
 
+use jiff::tz::TimeZone;
 use std::io::{BufRead, BufReader, Read};
 
 use common::*;
@@ -25,7 +26,7 @@ fn snapshot(l: &Ledger) -> String {
         s += &format!("{:?}\n", l.card(card_id(n)).unwrap());
     }
     s += &serde_json::to_string(&l.exceptions().unwrap()).unwrap();
-    s += &serde_json::to_string(&l.reconciliation(None, None).unwrap()).unwrap();
+    s += &serde_json::to_string(&l.reconciliation(None, None, &TimeZone::UTC).unwrap()).unwrap();
     s += &serde_json::to_string(&l.liability(1).unwrap()).unwrap();
     s += &format!("{:?}{:?}", l.settled_counters().unwrap(), l.hotlist().unwrap());
     s
@@ -159,7 +160,7 @@ fn out_of_order_batches_are_held_then_posted_in_order() {
         AckStatus::Duplicate
     );
     assert!(ledger.exceptions().unwrap().is_empty());
-    let rec = ledger.reconciliation(None, Some(21)).unwrap();
+    let rec = ledger.reconciliation(None, Some(21), &TimeZone::UTC).unwrap();
     assert_eq!(rec.rows.len(), 1);
     assert_eq!(
         (rec.rows[0].batches, rec.rows[0].held_batches, rec.rows[0].posted),
@@ -822,7 +823,11 @@ fn an_import_cut_halfway_leaves_nothing_and_the_retry_posts_once() {
     }
     let mut ledger = shop.ledger();
     assert_eq!(ledger.card(card_id(1)).unwrap(), None);
-    assert!(ledger.reconciliation(None, None).unwrap().rows.is_empty());
+    assert!(ledger
+        .reconciliation(None, None, &TimeZone::UTC)
+        .unwrap()
+        .rows
+        .is_empty());
     let out = ledger.ingest(&batch[..], T0).unwrap();
     assert_eq!((out.ack.status, out.report.posted), (AckStatus::Posted, 40));
     assert_eq!(ledger.ingest(&batch[..], T0).unwrap().ack.status, AckStatus::Duplicate);
@@ -868,7 +873,7 @@ fn erasing_a_customer_keeps_the_books() {
     let report = ledger.customers_report(T0 + 86_400).unwrap();
     assert_eq!(report.rows[0].name.as_deref(), Some("Анна Петрова"));
     let liability = ledger.liability(5).unwrap();
-    let recon = ledger.reconciliation(None, None).unwrap();
+    let recon = ledger.reconciliation(None, None, &TimeZone::UTC).unwrap();
     let book = ledger.card(card_id(1)).unwrap().unwrap();
     assert_eq!(book.customer_id, Some(id));
 
@@ -889,7 +894,7 @@ fn erasing_a_customer_keeps_the_books() {
         (book.shadow_balance, 2, 1)
     );
     assert_eq!(ledger.liability(5).unwrap(), liability);
-    assert_eq!(ledger.reconciliation(None, None).unwrap(), recon);
+    assert_eq!(ledger.reconciliation(None, None, &TimeZone::UTC).unwrap(), recon);
     let report = ledger.customers_report(T0 + 86_400).unwrap();
     assert_eq!((report.rows[0].customer_id, report.rows[0].name.as_ref()), (None, None));
     assert_eq!(report.rows[0].transactions, 2);
@@ -923,14 +928,14 @@ fn reports_on_a_small_day() {
         ledger.ingest(&shop.settle(id)[..], day).unwrap();
     }
     let date = Date::from_unix_days(day / 86_400);
-    let recon = ledger.reconciliation(Some(date), None).unwrap();
+    let recon = ledger.reconciliation(Some(date), None, &TimeZone::UTC).unwrap();
     assert_eq!(recon.rows.len(), 2);
     for row in &recon.rows {
         assert_eq!(row.date, date.to_string());
         // Each till also journals, as recovered evidence, the last
-        // transaction a card made at the other till: duplicates.
+        // transaction a card made at the other till: copies.
         assert_eq!((row.rejected, row.held), (0, 0));
-        assert_eq!(row.posted + row.duplicates, row.card_transactions);
+        assert_eq!(row.posted + row.copies, row.card_transactions);
         assert_eq!(
             row.declared.values().map(|t| t.count).sum::<u64>(),
             row.card_transactions
@@ -938,7 +943,7 @@ fn reports_on_a_small_day() {
         assert_eq!(row.stored.values().map(|t| t.count).sum::<u64>(), row.posted);
         assert_eq!(row.exceptions, 0);
     }
-    assert!(recon.rows.iter().map(|r| r.duplicates).sum::<u64>() > 0);
+    assert!(recon.rows.iter().map(|r| r.copies).sum::<u64>() > 0);
     let posted: u64 = recon.rows.iter().map(|r| r.posted).sum();
     assert_eq!(
         posted,
@@ -951,12 +956,20 @@ fn reports_on_a_small_day() {
                 month: 1,
                 day: 1
             }),
-            None
+            None,
+            &TimeZone::UTC
         )
         .unwrap()
         .rows
         .is_empty());
-    assert_eq!(ledger.reconciliation(None, Some(12)).unwrap().rows.len(), 1);
+    assert_eq!(
+        ledger
+            .reconciliation(None, Some(12), &TimeZone::UTC)
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
     let total: i64 = cards.iter().map(|c| i64::from(c.state().unwrap().balance)).sum();
     let l = ledger.liability(2).unwrap();
     assert_eq!((l.cards, l.points_outstanding, l.value_minor), (3, total, total * 2));
@@ -964,8 +977,21 @@ fn reports_on_a_small_day() {
     assert_eq!(cr.rows.len(), 3, "three anonymous cards");
     for row in &cr.rows {
         assert_eq!((row.visits, row.recency_days), (1, 0));
-        assert!(matches!(row.favourite_store, Some(11 | 12)));
+        // Tills assigned to no store are their own place.
+        assert!(
+            matches!(row.favourite_store.as_deref(), Some("terminal 11" | "terminal 12")),
+            "{row:?}"
+        );
+        assert_eq!(row.favourite_store_id, None);
         assert_eq!(row.segment, "new");
+    }
+    // Both tills in one store: that store is every customer's favourite.
+    ledger.add_store(3, "Центральный", "Нижний Новгород", day).unwrap();
+    ledger.assign_terminal(11, 3).unwrap();
+    ledger.assign_terminal(12, 3).unwrap();
+    for row in &ledger.customers_report(day + 3_600).unwrap().rows {
+        assert_eq!(row.favourite_store.as_deref(), Some("Центральный"));
+        assert_eq!(row.favourite_store_id, Some(3));
     }
     assert!(cr.rows.iter().any(|r| r.points_redeemed == 10));
     // Everything serializes for the CLI.
@@ -994,7 +1020,7 @@ fn declines_are_stored_for_reconciliation() {
     let mut ledger = shop.ledger();
     ledger.register_terminal(13, T0).unwrap();
     ledger.ingest(&shop.settle(13)[..], shop.now()).unwrap();
-    let recon = ledger.reconciliation(None, Some(13)).unwrap();
+    let recon = ledger.reconciliation(None, Some(13), &TimeZone::UTC).unwrap();
     assert_eq!(
         recon.rows[0].declines.values().sum::<u64>(),
         1,

@@ -8,6 +8,12 @@
 //! | `office-cert.pem`, `office-key.pem` | the TLS identity the terminals pin (the key `0600`) |
 //! | `ledger.sqlite` | the ledger (never recreated when missing) |
 //! | `campaigns.toml` + `.sig` | the published campaign file the office serves at sync |
+//! | `audit.jsonl` | the audit log of office actions (`0600`, append-only, hash-chained, anchored in the ledger: [`crate::audit`]) |
+//!
+//! Every operation that changes the office checks the audit log first
+//! (nothing is done while it does not verify) and appends its entry after,
+//! naming the operator ([`OfficeDir::with_operator`], else
+//! [`crate::audit::operator`]'s environment).
 //!
 //! The directory itself is `0700`.
 //!
@@ -27,6 +33,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::{json, Value};
 use tessera_crypto::files::{write_atomic, write_new_private};
 use tessera_crypto::keys::{IssuerKeys, OfficeLink, TerminalBundle};
 use tessera_ledger::{Ledger, LedgerError, LedgerKeys, NewCustomer};
@@ -34,7 +41,12 @@ use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_rules::offers::{sign_campaigns, signature_path, CampaignSet};
 use tessera_rules::policy::Policy;
 
+use crate::audit::{self, AuditEntry, AuditError};
+
 use crate::tls::{OfficeIdentity, TlsError, CERT_FILE, KEY_FILE};
+
+mod ops;
+pub use ops::{CustomerExport, CustomerRef};
 
 /// The key store's file name.
 pub const KEYS_FILE: &str = "issuer-keys.json";
@@ -98,6 +110,14 @@ pub enum OfficeDirError {
     /// The TLS identity could not be made or read.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The card was issued but belongs to no customer any more (erased).
+    #[error("card {0} belongs to no customer (its customer was erased)")]
+    NoCustomer(String),
+    /// The audit log refused: no operator name, or a log that does not
+    /// verify (nothing was done), or it could not be written (the action
+    /// before it was done; its entry is missing: see the message).
+    #[error("audit: {0}")]
+    Audit(#[from] AuditError),
     /// A file could not be read or written: check the path and permissions.
     #[error("{what}: {source}")]
     Io {
@@ -157,12 +177,105 @@ pub struct Signed {
 #[derive(Debug, Clone)]
 pub struct OfficeDir {
     path: PathBuf,
+    operator: Option<String>,
 }
 
 impl OfficeDir {
-    /// The office at `path` (nothing is read yet).
+    /// The office at `path` (nothing is read yet). Its actions are audited
+    /// under the operator named by the environment
+    /// ([`crate::audit::operator`]) unless [`OfficeDir::with_operator`]
+    /// names one.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            operator: None,
+        }
+    }
+
+    /// The same office, its actions audited under `operator` (`None`: the
+    /// environment's, see [`crate::audit::operator`]).
+    pub fn with_operator(mut self, operator: Option<String>) -> Self {
+        self.operator = operator;
+        self
+    }
+
+    /// The operator this office's actions are audited under.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Audit`]: no name, or not a valid one.
+    pub fn operator(&self) -> Result<String, OfficeDirError> {
+        Ok(audit::operator(self.operator.as_deref())?)
+    }
+
+    /// Checks, before an action changes anything, that it can be audited:
+    /// the operator's name and a log that verifies. Returns the operator.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Audit`]; those of [`OfficeDir::open`].
+    pub fn audit_ready(&self) -> Result<String, OfficeDirError> {
+        let operator = self.operator()?;
+        let (_keys, ledger) = self.open()?;
+        audit::ready(&self.path, &ledger)?;
+        Ok(operator)
+    }
+
+    /// Appends an entry to the office's audit log: `action` (a short dotted
+    /// name, e.g. `card.adjust`) done now by `operator`, with `details`
+    /// (ids and values, never personal data). Call
+    /// [`OfficeDir::audit_ready`] before the action, this after it.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Audit`]; those of [`OfficeDir::open`].
+    pub fn audit(&self, operator: &str, action: &str, details: Value) -> Result<AuditEntry, OfficeDirError> {
+        let (_keys, mut ledger) = self.open()?;
+        Ok(audit::append(
+            &self.path,
+            &mut ledger,
+            operator,
+            action,
+            details,
+            audit::now(),
+        )?)
+    }
+
+    /// Audits with an open ledger (see [`OfficeDir::audit`]).
+    fn audit_with(
+        &self,
+        ledger: &mut Ledger,
+        operator: &str,
+        action: &str,
+        details: Value,
+    ) -> Result<(), OfficeDirError> {
+        audit::append(&self.path, ledger, operator, action, details, audit::now())?;
+        Ok(())
+    }
+
+    /// The keys and the ledger, the operator, and a check that the audit
+    /// log verifies: what every office action starts with.
+    fn open_for_action(&self) -> Result<(IssuerKeys, Ledger, String), OfficeDirError> {
+        let operator = self.operator()?;
+        let (keys, ledger) = self.open()?;
+        audit::ready(&self.path, &ledger)?;
+        Ok((keys, ledger, operator))
+    }
+
+    /// The audit log's entries, oldest first.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Audit`].
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, OfficeDirError> {
+        self.load_keys()?;
+        Ok(audit::entries(&self.path)?)
+    }
+
+    /// Verifies the audit log: the chain of hashes and its anchor in the
+    /// ledger (see [`crate::audit`] for what is and is not detected).
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Audit`]; those of [`OfficeDir::open`].
+    pub fn audit_verify(&self) -> Result<audit::AuditCheck, OfficeDirError> {
+        let (_keys, ledger) = self.open()?;
+        Ok(audit::verify(&self.path, &ledger)?)
     }
 
     /// Where it is.
@@ -179,6 +292,7 @@ impl OfficeDir {
     /// [`OfficeDirError::Exists`] when the directory already holds an
     /// office (its keys are never overwritten); I/O, TLS, ledger errors.
     pub fn init(&self, tls_names: &[String]) -> Result<NewOffice, OfficeDirError> {
+        let operator = self.operator()?;
         let dir = &self.path;
         if dir.join(KEYS_FILE).exists() {
             return Err(OfficeDirError::Exists(format!(
@@ -207,7 +321,14 @@ impl OfficeDir {
         let identity = OfficeIdentity::generate(tls_names)?;
         identity.write_new(dir)?;
         write_once(&dir.join(KEYS_FILE), keys.to_json().as_bytes())?;
-        drop(Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys))?);
+        let mut ledger = Ledger::open(&dir.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys))?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "office.init",
+            json!({"issuer_id": hex::encode_upper(keys.issuer_id), "key_version": keys.key_version,
+                   "tls_cert_sha256": hex::encode(identity.cert_sha256())}),
+        )?;
         Ok(NewOffice {
             issuer_id: keys.issuer_id,
             key_version: keys.key_version,
@@ -282,7 +403,7 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::Exists`] when a certificate or key is there.
     pub fn new_tls_identity(&self, tls_names: &[String]) -> Result<OfficeIdentity, OfficeDirError> {
-        self.load_keys()?;
+        let (_keys, mut ledger, operator) = self.open_for_action()?;
         if self.path.join(CERT_FILE).exists() || self.path.join(KEY_FILE).exists() {
             return Err(OfficeDirError::Exists(format!(
                 "{} already has a TLS certificate or key: they are never overwritten",
@@ -291,6 +412,12 @@ impl OfficeDir {
         }
         let identity = OfficeIdentity::generate(tls_names)?;
         identity.write_new(&self.path)?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "office.tls-cert",
+            json!({"tls_cert_sha256": hex::encode(identity.cert_sha256())}),
+        )?;
         Ok(identity)
     }
 
@@ -329,7 +456,7 @@ impl OfficeDir {
         now: u32,
         make: impl FnOnce(&IssuerKeys, OfficeLink) -> Result<TerminalBundle, E>,
     ) -> Result<TerminalBundle, E> {
-        let (keys, mut ledger) = self.open()?;
+        let (keys, mut ledger, operator) = self.open_for_action()?;
         if out.exists() {
             return Err(
                 OfficeDirError::Exists(format!("{} already exists: it is never overwritten", out.display())).into(),
@@ -347,6 +474,12 @@ impl OfficeDir {
             .register_terminal(terminal_id, now)
             .map_err(OfficeDirError::from)?;
         write_once(out, bundle.to_json().as_bytes())?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "terminal.export",
+            json!({"terminal_id": terminal_id, "bundle": out.display().to_string(), "plain_http": plain_http}),
+        )?;
         Ok(bundle)
     }
 
@@ -358,12 +491,18 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::Exhausted`] at version 255; I/O errors.
     pub fn rotate_keys(&self) -> Result<(u8, u8), OfficeDirError> {
-        let mut keys = self.load_keys()?;
+        let (mut keys, mut ledger, operator) = self.open_for_action()?;
         let from = keys.key_version;
         keys.rotate()
             .map_err(|_| OfficeDirError::Exhausted("the key version is exhausted (255)"))?;
         let path = self.path.join(KEYS_FILE);
         write_atomic(&path, keys.to_json().as_bytes()).map_err(io(path.display().to_string()))?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "keys.rotate",
+            json!({"from_key_version": from, "key_version": keys.key_version}),
+        )?;
         Ok((from, keys.key_version))
     }
 
@@ -377,13 +516,20 @@ impl OfficeDir {
     /// [`OfficeDirError::Unsignable`] for a file the tills would refuse;
     /// those of [`OfficeDir::open`]; I/O errors.
     pub fn sign_campaigns(&self, file: &Path, now: u32) -> Result<Signed, OfficeDirError> {
-        let (keys, mut ledger) = self.open()?;
+        let (keys, mut ledger, operator) = self.open_for_action()?;
         let (text, set, sig) = prepare_campaigns(file, &keys)?;
         let digest = ledger.register_campaigns(&text, now)?;
         let signature_file = write_signature(file, &sig)?;
         let target = self.path.join(CAMPAIGNS_FILE);
         write_signature(&target, &sig)?;
         write_atomic(&target, text.as_bytes()).map_err(io(target.display().to_string()))?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "campaigns.sign",
+            json!({"file": file.display().to_string(), "version": set.version,
+                   "campaigns": set.campaigns.len(), "sha256": hex::encode(digest)}),
+        )?;
         Ok(Signed {
             version: set.version,
             campaigns: set.campaigns.len(),
@@ -399,16 +545,23 @@ impl OfficeDir {
     /// # Errors
     /// As [`OfficeDir::sign_campaigns`].
     pub fn sign_policy(&self, file: &Path, now: u32) -> Result<Signed, OfficeDirError> {
-        let (keys, mut ledger) = self.open()?;
+        let (keys, mut ledger, operator) = self.open_for_action()?;
         let (text, policy, sig) = prepare_policy(file, &keys)?;
         ledger.register_policy(&text, now)?;
-        Ok(Signed {
+        let signed = Signed {
             version: policy.version,
             campaigns: 0,
             signature_file: write_signature(file, &sig)?,
             published: None,
             digest: policy.digest,
-        })
+        };
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "policy.sign",
+            json!({"file": file.display().to_string(), "version": policy.version, "sha256": hex::encode(policy.digest)}),
+        )?;
+        Ok(signed)
     }
 
     /// Imports a batch file carried from a till (`tessera pos settle
@@ -452,7 +605,7 @@ impl OfficeDir {
         version: Option<u16>,
         now: u32,
     ) -> Result<SignedProfile, OfficeDirError> {
-        let (keys, mut ledger) = self.open()?;
+        let (keys, mut ledger, operator) = self.open_for_action()?;
         let card = profile.card_id;
         profile.version = match version {
             Some(v) => v,
@@ -471,6 +624,12 @@ impl OfficeDir {
             .sign(&profile)
             .map_err(|_| OfficeDirError::Exhausted("the profile cannot be encoded"))?;
         ledger.queue_profile_update(card, profile.version, signed.to_bytes(), now)?;
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "profile.update",
+            json!({"card_id": hex::encode_upper(card), "profile_version": profile.version}),
+        )?;
         Ok(signed)
     }
 }

@@ -44,8 +44,10 @@
 //! signature as published in the office directory (`campaigns.toml`,
 //! `campaigns.toml.sig`).
 
+pub mod audit;
 pub mod dir;
 mod metrics;
+pub mod reports;
 pub mod server;
 pub mod tls;
 

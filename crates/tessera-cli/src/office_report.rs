@@ -1,0 +1,280 @@
+//! `tessera office report …`: each report its own subcommand with only the
+//! filters it understands (anything else is refused by the parser), the
+//! tables from `tessera_office::reports`, and `--json` / `--csv`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use tessera_ledger::LedgerError;
+use tessera_office::reports::{self, View};
+
+use crate::args::date;
+use crate::fail::Failure;
+use crate::office::{ledger_err, now, open_office};
+use crate::out::print_json;
+use crate::OutputArgs;
+
+/// `tessera office report …`
+#[derive(Subcommand)]
+pub enum ReportCmd {
+    /// Per terminal and local day: batches, records, posted, copies,
+    /// rejected, held, exceptions, refusals — and whether it all adds up.
+    #[command(after_help = "Examples:\n  tessera office report reconciliation --dir office\n  \
+        tessera office report reconciliation --dir office --date 2026-12-03 --terminal 7\n  \
+        tessera office report reconciliation --dir office --wide --csv > recon.csv")]
+    Reconciliation(ReconciliationArgs),
+    /// Points outstanding, in points and money.
+    #[command(after_help = "Example:\n  tessera office report liability --dir office --point-value 0.01")]
+    Liability(LiabilityArgs),
+    /// Every exception with its evidence, oldest first.
+    Exceptions(ReportDir),
+    /// Whether every point is explained, and what is not (docs/settlement.md).
+    Explained(ReportDir),
+    /// Visit frequency, recency, favourite store, RFM segment per customer.
+    Customers(CustomersArgs),
+}
+
+/// The office directory and the output format of a report.
+#[derive(Args)]
+pub struct ReportDir {
+    /// The office directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// CSV instead of a table (every column).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// Arguments of `office report reconciliation`.
+#[derive(Args)]
+pub struct ReconciliationArgs {
+    #[command(flatten)]
+    pub report: ReportDir,
+    /// Only this local day, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    pub date: Option<String>,
+    /// Only this terminal, in detail: declared against stored per type,
+    /// refusals per reason.
+    #[arg(long, value_name = "ID")]
+    pub terminal: Option<u32>,
+    /// Only the terminals of this store (`office store list`).
+    #[arg(long, value_name = "ID", conflicts_with = "terminal")]
+    pub store: Option<u32>,
+    /// Every column (store, declared and stored totals, refusals by
+    /// reason); wider than a screen.
+    #[arg(long)]
+    pub wide: bool,
+}
+
+/// Arguments of `office report liability`.
+#[derive(Args)]
+pub struct LiabilityArgs {
+    #[command(flatten)]
+    pub report: ReportDir,
+    /// What one point is worth in money (the currency of the policy):
+    /// `0.01`, `0,01`.
+    #[arg(long, value_name = "AMOUNT", default_value = "0.01")]
+    pub point_value: String,
+}
+
+/// Arguments of `office report customers`.
+#[derive(Args)]
+pub struct CustomersArgs {
+    #[command(flatten)]
+    pub report: ReportDir,
+    /// Every column (RFM scores, first visit, transactions, cards).
+    #[arg(long)]
+    pub wide: bool,
+}
+
+impl ReportCmd {
+    /// Whether the output is JSON (for the failure's format).
+    pub fn json(&self) -> bool {
+        self.dir().output.json
+    }
+
+    fn dir(&self) -> &ReportDir {
+        match self {
+            ReportCmd::Reconciliation(a) => &a.report,
+            ReportCmd::Liability(a) => &a.report,
+            ReportCmd::Exceptions(a) | ReportCmd::Explained(a) => a,
+            ReportCmd::Customers(a) => &a.report,
+        }
+    }
+}
+
+/// Runs `office report …`.
+pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
+    let d = cmd.dir();
+    let (_keys, mut ledger) = open_office(&d.dir)?;
+    let mut view = View::local();
+    if matches!(cmd, ReportCmd::Exceptions(_) | ReportCmd::Explained(_)) {
+        // Holes that stayed open too long are exceptions by now.
+        ledger
+            .age_gaps(now()?, tessera_ledger::GAP_AGE_SECS)
+            .map_err(ledger_err)?;
+    }
+    let (name, value, table) = match cmd {
+        ReportCmd::Reconciliation(a) => {
+            let day = a.date.as_deref().map(|s| date(s, "date")).transpose()?;
+            let r = ledger.reconciliation(day, a.terminal, &view.tz).map_err(|e| match e {
+                LedgerError::UnknownTerminal(t) => Failure::usage(format!(
+                    "no terminal {t} is registered in this ledger: nothing to report"
+                )),
+                e => ledger_err(e),
+            })?;
+            view.wide = a.wide;
+            let table = match a.terminal {
+                Some(t) if !a.wide && !d.csv => reports::reconciliation_detail(&r, t),
+                _ => reports::reconciliation(&r, &view),
+            };
+            if d.csv {
+                // CSV is for machines: every column.
+                view.wide = true;
+            }
+            let table = if d.csv {
+                reports::reconciliation(&r, &view)
+            } else {
+                table
+            };
+            ("reconciliation", serde_json::to_value(&r), table)
+        }
+        ReportCmd::Liability(a) => {
+            let per_point = money_minor(&a.point_value, view.minor_units_per_unit, "point value")?;
+            let r = ledger.liability(per_point).map_err(ledger_err)?;
+            let mut v = serde_json::to_value(&r);
+            if let Ok(serde_json::Value::Object(m)) = &mut v {
+                m.insert("currency".into(), view.currency.clone().into());
+                m.insert("minor_units_per_unit".into(), view.minor_units_per_unit.into());
+            }
+            ("liability", v, reports::liability(&r, &view))
+        }
+        ReportCmd::Exceptions(_) => return stream_exceptions(&ledger, d, &view),
+        ReportCmd::Explained(_) => {
+            let p = ledger.explanation().map_err(ledger_err)?;
+            ("explained", serde_json::to_value(&p), reports::explained(&p))
+        }
+        ReportCmd::Customers(a) => {
+            let r = ledger.customers_report(now()?).map_err(ledger_err)?;
+            view.wide = a.wide || d.csv;
+            ("customers", serde_json::to_value(&r), reports::customers(&r, &view))
+        }
+    };
+    let value = value.map_err(|e| Failure::new(crate::fail::EXIT_FILE, format!("report: {e}")))?;
+    if d.output.json {
+        print_json(json!({"report": name, "data": value}));
+    } else if d.csv {
+        let t = table;
+        write_stdout(&t.csv());
+    } else {
+        write_stdout(&table.text());
+    }
+    Ok(())
+}
+
+/// The exceptions report, one exception at a time from the ledger to
+/// stdout (flat memory whatever their number): JSON with the same shape as
+/// the other reports, CSV, or a table.
+fn stream_exceptions(ledger: &tessera_ledger::Ledger, d: &ReportDir, view: &View) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    const GONE: &str = "stdout closed";
+    let broken = |e: std::io::Error| {
+        LedgerError::Io(if e.kind() == std::io::ErrorKind::BrokenPipe {
+            GONE.to_owned()
+        } else {
+            e.to_string()
+        })
+    };
+    let t = reports::exceptions_table();
+    let head = if d.output.json {
+        format!(
+            "{{\"version\":{},\"ok\":true,\"report\":\"exceptions\",\"data\":[",
+            crate::out::JSON_VERSION
+        )
+    } else if d.csv {
+        t.csv()
+    } else {
+        format!("{}\n", t.title)
+    };
+    let head = if d.output.json || d.csv {
+        head
+    } else {
+        let cols: Vec<String> = reports::EXCEPTION_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+        format!("{head}{}\n", reports::exception_line(&cols))
+    };
+    let mut n = 0u64;
+    let written = out.write_all(head.as_bytes()).map_err(broken).and_then(|()| {
+        ledger.each_exception(|e| {
+            n += 1;
+            let line = if d.output.json {
+                format!("{}{}", if n == 1 { "" } else { "," }, reports::exception_json(&e, view))
+            } else {
+                let row = reports::exception_row(&e, view);
+                if d.csv {
+                    row.iter().map(|c| reports::csv_field(c)).collect::<Vec<_>>().join(",") + "\n"
+                } else {
+                    reports::exception_line(&row) + "\n"
+                }
+            };
+            out.write_all(line.as_bytes()).map_err(broken)
+        })
+    });
+    let written = written.and_then(|()| {
+        let tail = if d.output.json {
+            "]}\n"
+        } else if !d.csv && n == 0 {
+            "  (none)\n"
+        } else {
+            ""
+        };
+        out.write_all(tail.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(broken)
+    });
+    match written {
+        Ok(()) => Ok(()),
+        // A reader that stopped early (`| head`): what it read is whole.
+        Err(LedgerError::Io(m)) if m == GONE => Ok(()),
+        Err(e) => Err(ledger_err(e)),
+    }
+}
+
+/// Writes to stdout; a reader that stopped early (`| head`) is not an error.
+fn write_stdout(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+}
+
+/// An amount of money (`0.01`, `0,01`, `2`) in minor units.
+fn money_minor(s: &str, minor_units_per_unit: u64, what: &str) -> Result<u64, Failure> {
+    let bad = || Failure::usage(format!("invalid {what} {s:?}: give an amount such as 0.01"));
+    let t = s.trim().replace(',', ".");
+    let (whole, frac) = t.split_once('.').unwrap_or((&t, ""));
+    let decimals = minor_units_per_unit.max(1).to_string().len() - 1;
+    if whole.is_empty() && frac.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+        || frac.len() > decimals
+    {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac_minor: u64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<decimals$}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(minor_units_per_unit.max(1))
+        .and_then(|w| w.checked_add(frac_minor))
+        .ok_or_else(bad)
+}

@@ -1,0 +1,439 @@
+//! The office's daily operations on the ledger: stores and the terminals
+//! in them, the hotlist as a list of entries the office adds to and removes
+//! from, customer search, and the anchor of the office's audit log.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use crate::types::{card_hex, Customer};
+use crate::{card_of, hotlist_insert, Ledger, LedgerError};
+
+/// A store: a named place where terminals stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Store {
+    /// The store's number (the one tills record as their store).
+    pub store_id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its city (may be empty).
+    pub city: String,
+    /// When it was added (Unix seconds).
+    pub created_at: u32,
+    /// How many terminals are registered to it.
+    pub terminals: u32,
+}
+
+/// A registered terminal, as `office terminal list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TerminalInfo {
+    /// The terminal.
+    pub terminal_id: u32,
+    /// Its store, if it was assigned one.
+    pub store_id: Option<u32>,
+    /// The store's name.
+    pub store_name: Option<String>,
+    /// When it was registered (Unix seconds).
+    pub registered_at: u32,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<u32>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// The number of its last batch received (0: none).
+    pub last_batch_no: u32,
+    /// When its last batch was received.
+    pub last_batch_at: Option<u32>,
+}
+
+/// One card on the hotlist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HotlistEntry {
+    /// The card, 16 upper-case hex digits.
+    #[serde(serialize_with = "ser_card")]
+    pub card_id: [u8; 8],
+    /// Why it is there (the office's reason, or the ledger's exception).
+    pub reason: String,
+    /// Since when (Unix seconds).
+    pub at: u32,
+}
+
+fn ser_card<S: serde::Serializer>(v: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&card_hex(v))
+}
+
+/// What a hotlist change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HotlistChange {
+    /// The hotlist version after the call (it goes up by one with every
+    /// change, and only then).
+    pub version: u32,
+    /// Whether anything changed (false: the card was already on the list,
+    /// or, for a removal, was not on it).
+    pub changed: bool,
+}
+
+/// What `office customer search` looks for; every criterion given must
+/// match. Names and cities match as case-insensitive substrings (Unicode
+/// lower case: «анна» finds «Анна Петрова»).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerQuery {
+    /// Part of the name.
+    pub name: Option<String>,
+    /// One of the customer's cards.
+    pub card: Option<[u8; 8]>,
+    /// Part of the home city.
+    pub city: Option<String>,
+}
+
+/// The anchor of the office's audit log: how many entries it has and the
+/// hash of the newest one (see `docs/audit.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditAnchor {
+    /// Number of entries.
+    pub entries: u64,
+    /// Hash of the newest entry.
+    pub head: [u8; 32],
+}
+
+fn not_issued(card: &[u8; 8]) -> LedgerError {
+    LedgerError::NotIssued(card_hex(card))
+}
+
+impl Ledger {
+    /// Whether this office issued the card (registered it at issuance).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn card_issued(&self, card_id: [u8; 8]) -> Result<bool, LedgerError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
+            [&card_id[..]],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Adds a store.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty name or store 0,
+    /// [`LedgerError::StoreExists`], a storage error.
+    pub fn add_store(&mut self, store_id: u32, name: &str, city: &str, now: u32) -> Result<(), LedgerError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(LedgerError::Malformed("the store's name is empty".into()));
+        }
+        if store_id == 0 {
+            return Err(LedgerError::Malformed("store numbers start at 1".into()));
+        }
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO stores (store_id, name, city, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![store_id, name, city.trim(), now],
+        )?;
+        if n == 0 {
+            return Err(LedgerError::StoreExists(store_id));
+        }
+        Ok(())
+    }
+
+    /// Every store, by number, with its terminal count.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn stores(&self) -> Result<Vec<Store>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.store_id, s.name, s.city, s.created_at,
+                    (SELECT COUNT(*) FROM terminals t WHERE t.store_id = s.store_id)
+             FROM stores s ORDER BY s.store_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Store {
+                store_id: r.get(0)?,
+                name: r.get(1)?,
+                city: r.get(2)?,
+                created_at: r.get(3)?,
+                terminals: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The store a terminal is registered to: `None` for a terminal with no
+    /// store (or an unknown one). For reports by store.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn terminal_store(&self, terminal_id: u32) -> Result<Option<Store>, LedgerError> {
+        let store: Option<u32> = self
+            .conn
+            .query_row(
+                "SELECT store_id FROM terminals WHERE terminal_id = ?1",
+                [terminal_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(match store {
+            Some(s) => self.stores()?.into_iter().find(|x| x.store_id == s),
+            None => None,
+        })
+    }
+
+    /// Registers a terminal to a store (or moves it to another).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTerminal`], [`LedgerError::UnknownStore`], a
+    /// storage error.
+    pub fn assign_terminal(&mut self, terminal_id: u32, store_id: u32) -> Result<(), LedgerError> {
+        let tx = self.conn.transaction()?;
+        let known: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = ?1)",
+            [store_id],
+            |r| r.get(0),
+        )?;
+        if !known {
+            return Err(LedgerError::UnknownStore(store_id));
+        }
+        let n = tx.execute(
+            "UPDATE terminals SET store_id = ?1 WHERE terminal_id = ?2",
+            params![store_id, terminal_id],
+        )?;
+        if n == 0 {
+            return Err(LedgerError::UnknownTerminal(terminal_id));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every registered terminal, by id: store, registration, revocation,
+    /// last batch.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn terminals(&self) -> Result<Vec<TerminalInfo>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT t.terminal_id, t.store_id, s.name, t.registered_at, t.revoked_at, t.revoke_reason,
+                    t.last_batch_no, (SELECT MAX(b.received_at) FROM batches b WHERE b.terminal_id = t.terminal_id)
+             FROM terminals t LEFT JOIN stores s ON s.store_id = t.store_id ORDER BY t.terminal_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(TerminalInfo {
+                terminal_id: r.get(0)?,
+                store_id: r.get(1)?,
+                store_name: r.get(2)?,
+                registered_at: r.get(3)?,
+                revoked_at: r.get(4)?,
+                revoke_reason: r.get(5)?,
+                last_batch_no: r.get(6)?,
+                last_batch_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a terminal with a reason (see [`Ledger::revoke_terminal`]):
+    /// its later batches and syncs are refused (403) and recorded as
+    /// `revoked-terminal` exceptions. Returns false if it was revoked
+    /// already (the first time and reason stay).
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty reason,
+    /// [`LedgerError::UnknownTerminal`], a storage error.
+    pub fn revoke_terminal_for(&mut self, terminal_id: u32, reason: &str, now: u32) -> Result<bool, LedgerError> {
+        if reason.trim().is_empty() {
+            return Err(LedgerError::Malformed("give the reason for the revocation".into()));
+        }
+        if self.terminal_active(terminal_id)? == Some(false) {
+            return Ok(false);
+        }
+        self.revoke_terminal(terminal_id, now)?;
+        self.conn.execute(
+            "UPDATE terminals SET revoke_reason = ?1 WHERE terminal_id = ?2 AND revoke_reason IS NULL",
+            params![reason.trim(), terminal_id],
+        )?;
+        Ok(true)
+    }
+
+    /// Puts a card this office issued on the hotlist with a reason; the
+    /// hotlist version goes up by one if the card was not on it.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty reason,
+    /// [`LedgerError::NotIssued`] for a card this office never issued, a
+    /// storage error.
+    pub fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError> {
+        if reason.trim().is_empty() {
+            return Err(LedgerError::Malformed("give the reason for the hotlisting".into()));
+        }
+        if !self.card_issued(card_id)? {
+            return Err(not_issued(&card_id));
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = hotlist_insert(&tx, &card_id, reason.trim(), now)?;
+        tx.commit()?;
+        Ok(HotlistChange {
+            version: self.hotlist()?.version,
+            changed,
+        })
+    }
+
+    /// Takes a card off the hotlist; the hotlist version goes up by one if
+    /// it was on it, so that the tills' next sync replaces their list (a
+    /// till never replaces its list with an older version). A card the
+    /// till already blocked stays blocked on the card itself.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM hotlist WHERE card_id = ?1", [&card_id[..]])?;
+        if n > 0 {
+            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'hotlist_version'", [])?;
+        }
+        tx.commit()?;
+        Ok(HotlistChange {
+            version: self.hotlist()?.version,
+            changed: n > 0,
+        })
+    }
+
+    /// The hotlist's entries, by card id.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn hotlist_entries(&self) -> Result<Vec<HotlistEntry>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT card_id, reason, at FROM hotlist ORDER BY card_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.map(|r| {
+            let (c, reason, at) = r?;
+            Ok(HotlistEntry {
+                card_id: card_of(c)?,
+                reason,
+                at,
+            })
+        })
+        .collect()
+    }
+
+    /// The customer a card belongs to (`None`: unknown card, or its
+    /// customer was erased).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn customer_of_card(&self, card_id: [u8; 8]) -> Result<Option<u64>, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT customer_id FROM cards WHERE card_id = ?1",
+                [&card_id[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The customers matching every criterion of `q`, by customer id (all
+    /// of them for an empty query).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn search_customers(&self, q: &CustomerQuery) -> Result<Vec<Customer>, LedgerError> {
+        let by_card = match q.card {
+            Some(c) => match self.customer_of_card(c)? {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let fold = |s: &str| s.trim().to_lowercase();
+        let (name, city) = (q.name.as_deref().map(fold), q.city.as_deref().map(fold));
+        let mut stmt = self
+            .conn
+            .prepare("SELECT customer_id, name, home_city FROM customers ORDER BY customer_id")?;
+        let ids = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|(id, n, c)| {
+                by_card.is_none_or(|x| x == *id)
+                    && name.as_ref().is_none_or(|w| fold(n).contains(w.as_str()))
+                    && city.as_ref().is_none_or(|w| fold(c).contains(w.as_str()))
+            })
+            .map(|(id, _, _)| id)
+            .collect::<Vec<_>>();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = self.customer(id)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The audit log's anchor (`None` before the first entry).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn audit_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {
+        let row: Option<(u64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT entries, head FROM audit_anchor WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(entries, head)| {
+            Ok(AuditAnchor {
+                entries,
+                head: head
+                    .try_into()
+                    .map_err(|_| LedgerError::Storage("the audit anchor's hash is not 32 bytes".into()))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Moves the audit log's anchor: `append` gets the current anchor,
+    /// writes the entry (to the audit file) and returns the new anchor,
+    /// all while this ledger holds its write lock, so two office commands
+    /// never append the same entry number. Nothing is stored if `append`
+    /// fails.
+    ///
+    /// # Errors
+    /// `append`'s, or a storage error.
+    pub fn advance_audit_anchor<E: From<LedgerError>>(
+        &mut self,
+        append: impl FnOnce(Option<AuditAnchor>) -> Result<AuditAnchor, E>,
+    ) -> Result<AuditAnchor, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(LedgerError::from)?;
+        let current: Option<(u64, Vec<u8>)> = tx
+            .query_row("SELECT entries, head FROM audit_anchor WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(LedgerError::from)?;
+        let current = current
+            .map(|(entries, head)| {
+                Ok::<_, LedgerError>(AuditAnchor {
+                    entries,
+                    head: head
+                        .try_into()
+                        .map_err(|_| LedgerError::Storage("the audit anchor's hash is not 32 bytes".into()))?,
+                })
+            })
+            .transpose()?;
+        let next = append(current)?;
+        tx.execute(
+            "INSERT INTO audit_anchor (id, entries, head) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET entries = excluded.entries, head = excluded.head",
+            params![next.entries, &next.head[..]],
+        )
+        .map_err(LedgerError::from)?;
+        tx.commit().map_err(LedgerError::from)?;
+        Ok(next)
+    }
+}
