@@ -5,6 +5,8 @@
 # (opensc-tool, pcsc_scan/scriptor), SoftHSM2 (softhsm2: the PKCS#11 token
 # the tessera-pkcs11 tests and benchmark keep their keys in), a C compiler
 # and valgrind for the C ABI's example test (crates/tessera-ffi), plus
+# tmux (the clerk-session test in crates/tessera-cli/tests/clerk_session.rs
+# runs the till in a real pseudo-terminal), plus
 # pkg-config, ss (iproute2) and python3 (the C ABI's ctypes smoke test) when
 # those commands are missing.
 #
@@ -14,7 +16,7 @@
 # Usage: scripts/install-deps.sh
 set -euo pipefail
 
-packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2 gcc valgrind)
+packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2 gcc valgrind tmux)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -115,9 +115,14 @@ fn every_decline_and_referral_reason() {
     s.clock.0.store(TEST_TIME, Ordering::SeqCst);
 
     let mut t = s.till.tap(&mut c).unwrap();
-    refused(t.purchase(50, &[]).unwrap(), "D04"); // 0.50 earns no point
-    refused(t.purchase(100_000_000, &[]).unwrap(), "D05"); // above the offline purchase limit
-    refused(t.purchase(600_000, &[]).unwrap(), "D06"); // 6000 points > the earn cap
+    // 0.50 earns no point: a sale approved with 0 points, the card untouched.
+    assert!(matches!(
+        t.purchase(50, &[]).unwrap(),
+        TillOutcome::ApprovedNoPoints { .. }
+    ));
+    refused(t.redeem(0).unwrap(), "D04"); // nothing to redeem
+    refused(t.purchase(100_000_000, &[]).unwrap(), "R05"); // above the offline purchase limit: referred
+    refused(t.purchase(600_000, &[]).unwrap(), "R06"); // 6000 points > the earn cap: referred
     refused(t.redeem(10_001).unwrap(), "D07");
     refused(t.redeem(1).unwrap(), "D08");
     for _ in 0..5 {
@@ -167,7 +172,7 @@ fn every_decline_and_referral_reason() {
         .map(|r| r.entry.reason.unwrap())
         .collect();
     for code in [
-        "D02", "D03", "D04", "D05", "D06", "D07", "D08", "D09", "D10", "R01", "R02", "R03",
+        "D02", "D03", "D04", "R05", "R06", "D07", "D08", "D09", "D10", "R01", "R02", "R03",
     ] {
         assert!(codes.iter().any(|c| c == code), "{code} not journaled: {codes:?}");
     }

@@ -35,9 +35,20 @@ pub struct ProfileArgs {
     pub valid_until: String,
 }
 
-/// Parses a `YYYY-MM-DD` argument.
+/// Parses a `YYYY-MM-DD` argument (a malformed date and one the calendar
+/// lacks, like `1990-02-30`, get different messages).
 pub fn date(s: &str, what: &str) -> Result<Date, Failure> {
-    Date::parse_iso(s).map_err(|_| Failure::usage(format!("invalid {what} {s:?}: use YYYY-MM-DD")))
+    tessera_terminal::display::parse_date(s).map_err(|e| Failure::usage(format!("invalid {what} {s:?}: {e}")))
+}
+
+/// A birth date: a real date, not after today (the till's clock,
+/// `TESSERA_NOW` honoured).
+fn birth_date(s: &str) -> Result<Date, Failure> {
+    let d = date(s, "birth date")?;
+    let today = tessera_terminal::policy::date_from_unix(tessera_terminal::Clock::now(&crate::pos::clock()?));
+    tessera_terminal::display::check_birth_date(d, today)
+        .map_err(|e| Failure::usage(format!("invalid birth date {s:?}: {e}")))?;
+    Ok(d)
 }
 
 /// Parses a 16-hex-digit argument (card id, household).
@@ -54,7 +65,7 @@ pub fn profile_from(a: &ProfileArgs, card_id: [u8; 8], version: u16) -> Result<P
         card_id,
         version,
         name: a.name.trim().to_owned(),
-        birth_date: date(&a.birth_date, "birth date")?,
+        birth_date: birth_date(&a.birth_date)?,
         home_city: a.city.trim().to_owned(),
         household: match &a.household {
             Some(h) => hex8(h, "household")?,

@@ -377,6 +377,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                         format!("{} {what}: {}", decision.code(), decision.message())
                     }
                     TillOutcome::AlreadyDone { .. } => format!("ALREADY DONE {what}: nothing charged twice"),
+                    TillOutcome::ApprovedNoPoints { .. } => format!("APPROVED {what}: 0 points, card untouched"),
                 });
             }
             Ok(())
@@ -433,6 +434,9 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                             ),
                             TillOutcome::Refused { decision, .. } => {
                                 format!("clerk repeats the purchase: {} {}", decision.code(), decision.message())
+                            }
+                            TillOutcome::ApprovedNoPoints { .. } => {
+                                "clerk repeats the purchase: APPROVED, 0 points".to_owned()
                             }
                         });
                     }

@@ -4,6 +4,24 @@
 //! and simulator crates, prints human or `--json` output and owns the exit
 //! codes (see `README.md`, "Exit codes").
 
+// Standard output or error closed early (`tessera pos history | head -1`)
+// is not a failure of the command: what was committed stays committed and
+// the exit code is the command's. These shadow the standard macros in every
+// module of this binary; a write that fails is dropped (and later output
+// too), never a panic.
+macro_rules! println {
+    () => { $crate::out::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::out::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($t:tt)*) => { $crate::out::write_stdout(format_args!($($t)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::out::write_stderr(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::out::write_stderr(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod args;
 mod card;
 mod demo;
@@ -37,7 +55,7 @@ enum Top {
     /// Issue and inspect simulated cards.
     #[command(subcommand)]
     Card(card::CardCmd),
-    /// The clerk's point of sale: read, earn, redeem.
+    /// The clerk's point of sale: read, earn, redeem, refund, shift, history, totals, status, readers, settle, sync.
     #[command(subcommand)]
     Pos(pos::PosCmd),
     /// The back office: key ceremony, issuance, ledger, server, reports.
@@ -45,6 +63,21 @@ enum Top {
     Office(office::OfficeCmd),
     /// Issue a few cards and run a short day at the till.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  tessera completions bash > ~/.local/share/bash-completion/completions/tessera\n  tessera completions zsh > ~/.zfunc/_tessera"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (tessera.1, tessera-pos.1, tessera-pos-earn.1, …) into a directory.
+    #[command(after_help = "Example:\n  tessera man --out /usr/local/share/man/man1")]
+    Man {
+        /// The directory (created when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Options shared by commands that print data.
@@ -99,6 +132,14 @@ fn main() -> ExitCode {
         Top::Pos(c) => pos::run(c),
         Top::Office(c) => office::run(c),
         Top::Demo(a) => demo::run(a),
+        Top::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tessera", &mut buf);
+            out::write_stdout(format_args!("{}", String::from_utf8_lossy(&buf)));
+            Ok(())
+        }
+        Top::Man { out } => out::man_pages(<Cli as clap::CommandFactory>::command(), &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

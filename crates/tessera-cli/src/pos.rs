@@ -10,6 +10,8 @@
 //! | `campaigns.toml`, `campaigns.toml.sig` | campaigns signed by the issuer (optional: none) |
 //! | `profiles/` | verified customer profiles cached by digest |
 //! | `profile-updates/`, `settled.json`, `unblocks.json` | issuer decisions written by `pos sync` (see `settle.rs`) |
+//! | `time_zone` | the till's time zone, an IANA name (optional: the system's, `TZ` honoured) |
+//! | `shift.json` | the open shift's start (`pos shift open`; removed by `pos shift close`) |
 //!
 //! `--keys BUNDLE.json` (from `tessera office export-terminal`) gives the
 //! terminal its keys; `--test-keys` uses the published test keys with a
@@ -24,9 +26,10 @@ use tessera_crypto::keys::{IssuerKeys, TerminalKeys};
 use tessera_crypto::rng::Rng;
 use tessera_simulator::SimCard;
 use tessera_terminal::dir::{DirError, TerminalDir};
+use tessera_terminal::display;
 use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
 use tessera_terminal::policy::Decision;
-use tessera_terminal::station::{self, DirTill, Operation, TapReport};
+use tessera_terminal::station::{self, DirTill, Operation, ReceiptRef, TapReport};
 use tessera_terminal::till::{TillError, TillOutcome};
 use tessera_terminal::{Clock, FixedClock, SoftwareSam, SystemClock};
 
@@ -38,25 +41,87 @@ use crate::{OutputArgs, TerminalArgs};
 #[derive(Subcommand)]
 pub enum PosCmd {
     /// Tap a card: greet the customer, show tier, balance and today's offers.
+    #[command(
+        after_help = "Examples:\n  tessera pos read --card ada.card --keys till.json\n  tessera pos read --reader ACS --keys till.json"
+    )]
     Read(CardArgs),
     /// A purchase: points follow from the amount, categories and campaigns.
+    #[command(
+        after_help = "Examples:\n  tessera pos earn --card ada.card --keys till.json --amount 12,50 --category coffee\n  tessera pos earn --card ada.card --keys till.json --amount 3.20 --category bakery,coffee\n  tessera pos earn --card ada.card --keys till.json --amount 9.99 --category other\n\nAmounts take a decimal comma or point (12,50 or 12.50), no thousands separators.\nCategories are checked against the policy's list; anything else is rung up as `other`."
+    )]
     Earn(EarnArgs),
     /// Spend points from the card.
+    #[command(after_help = "Example:\n  tessera pos redeem --card ada.card --keys till.json --points 200")]
     Redeem(RedeemArgs),
     /// Reverse an earlier earn or redemption of the presented card.
+    #[command(
+        after_help = "Examples (the card is presented):\n  tessera pos refund --card ada.card --keys till.json --of 0001-0003   (the receipt's reference)\n  tessera pos refund --card ada.card --keys till.json --of 3           (the card's transaction number)\n  tessera pos refund --card ada.card --keys till.json --of 7E57000000000001:3"
+    )]
     Refund(RefundArgs),
-    /// The journal, newest last.
+    /// Open or close the shift; close prints its final totals.
+    #[command(subcommand)]
+    Shift(ShiftCmd),
+    /// The journal as a receipt roll, newest last.
+    #[command(
+        after_help = "Examples:\n  tessera pos history --limit 20\n  tessera pos history --card 7E57000000000001 --json"
+    )]
     History(HistoryArgs),
-    /// Shift report: counts and sums per type, declines per reason.
+    /// Totals of the open shift (or of today): sales, points and counts per type and category, refusals per reason.
+    #[command(after_help = "Examples:\n  tessera pos totals\n  tessera pos totals --since 2026-12-03 --json")]
     Totals(TotalsArgs),
     /// Journal size and health, pending and unsettled records, rule versions.
-    Status(ReportArgs),
+    #[command(after_help = "Example:\n  tessera pos status --keys till.json")]
+    Status(StatusArgs),
     /// List the PC/SC readers.
     Readers(OutputArgs),
     /// Settle the journal with the back office (upload, or a batch file).
+    #[command(
+        after_help = "Examples:\n  tessera pos settle --keys till.json --server https://office.example:8443\n  tessera pos settle --keys till.json --out batch.bin\n  tessera pos settle --keys till.json --ack-file ack.json\n\nWhile the office is unreachable, each retry is told on standard error:\n  office unreachable (…), retry 2 of 10 in 100 ms"
+    )]
     Settle(crate::settle::SettleArgs),
     /// Fetch hotlist, campaigns, profile updates and settled counters.
+    #[command(
+        after_help = "Example:\n  tessera pos sync --keys till.json --server https://office.example:8443 --attempts 5"
+    )]
     Sync(crate::settle::SyncArgs),
+}
+
+/// `tessera pos shift …`
+#[derive(Subcommand)]
+pub enum ShiftCmd {
+    /// Start a shift now: `pos totals` counts from here.
+    #[command(after_help = "Example:\n  tessera pos shift open")]
+    Open(JournalArgs),
+    /// End the shift now and print its final totals.
+    #[command(after_help = "Example:\n  tessera pos shift close")]
+    Close(JournalArgs),
+}
+
+/// The till's directory and journal only (reports need no keys).
+#[derive(Args)]
+pub struct JournalArgs {
+    /// Terminal state directory [default: $TESSERA_TERMINAL_DIR, else
+    /// $XDG_DATA_HOME/tessera/terminal, else ~/.local/share/tessera/terminal].
+    #[arg(long, value_name = "DIR")]
+    pub terminal_dir: Option<PathBuf>,
+    /// This terminal's identifier, for a new directory.
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub terminal_id: u32,
+    /// Accepted for scripts that pass the keys to every `pos` command; a
+    /// report of the journal needs none.
+    #[arg(long, value_name = "BUNDLE.json", hide = true)]
+    pub keys: Option<PathBuf>,
+    /// Accepted and ignored, as `--keys`.
+    #[arg(long, hide = true)]
+    pub test_keys: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+impl JournalArgs {
+    fn dir(&self) -> PathBuf {
+        terminal_dir_of(self.terminal_dir.as_ref())
+    }
 }
 
 /// Which card, and where the terminal state lives.
@@ -83,10 +148,11 @@ pub struct CardArgs {
 pub struct EarnArgs {
     #[command(flatten)]
     pub card: CardArgs,
-    /// Purchase amount, e.g. 12.50.
+    /// Purchase amount, e.g. 12.50 or 12,50.
     #[arg(long, allow_hyphen_values = true)]
     pub amount: String,
-    /// Purchased categories (repeat or comma-separate), e.g. coffee.
+    /// Purchased categories (repeat or comma-separate), e.g. coffee; one
+    /// the policy does not know is refused (use `other` for anything else).
     #[arg(long = "category", value_delimiter = ',')]
     pub categories: Vec<String>,
     #[command(flatten)]
@@ -135,8 +201,9 @@ pub struct RedeemArgs {
 pub struct RefundArgs {
     #[command(flatten)]
     pub card: CardArgs,
-    /// The transaction to reverse, as CARD:COUNTER (card id in hex).
-    #[arg(long = "of", value_name = "CARD:COUNTER")]
+    /// The transaction to reverse: the receipt's reference (A3F9-0012), the
+    /// card's transaction number (12), or CARD-ID:COUNTER.
+    #[arg(long = "of", value_name = "REF")]
     pub of: String,
     #[command(flatten)]
     pub again: AgainArg,
@@ -144,11 +211,33 @@ pub struct RefundArgs {
     pub approval: ApprovalArg,
 }
 
-/// Arguments of reports on the journal.
+/// Arguments of `pos status`: the directory and the keys (to check the
+/// signed files).
 #[derive(Args)]
-pub struct ReportArgs {
-    #[command(flatten)]
-    pub terminal: TerminalArgs,
+pub struct StatusArgs {
+    /// Terminal state directory [default: $TESSERA_TERMINAL_DIR, else
+    /// $XDG_DATA_HOME/tessera/terminal, else ~/.local/share/tessera/terminal].
+    #[arg(long, value_name = "DIR")]
+    pub terminal_dir: Option<PathBuf>,
+    /// This terminal's identifier, for a new directory.
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub terminal_id: u32,
+    /// This terminal's keys (a bundle from `tessera office export-terminal`).
+    #[arg(long, value_name = "BUNDLE.json", conflicts_with = "test_keys")]
+    pub keys: Option<PathBuf>,
+    /// Use the published test keys (training only).
+    #[arg(long)]
+    pub test_keys: bool,
+    /// The PKCS#11 module of a bundle whose masters are in a token (only
+    /// its public keys are read).
+    #[arg(long, value_name = "PATH", requires = "keys", conflicts_with = "test_keys")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Accepted for scripts; status opens no token session.
+    #[arg(long, value_name = "LABEL", hide = true)]
+    pub token_label: Option<String>,
+    /// Accepted for scripts; status needs no PIN.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub pin_file: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -162,22 +251,31 @@ pub struct HistoryArgs {
     /// At most this many records, the newest.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Every journal record, the approvals written before the card answered
+    /// too (by default an approval the card answered shows as its answer).
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
-    pub report: ReportArgs,
+    pub report: JournalArgs,
 }
 
 /// Arguments of `pos totals`.
 #[derive(Args)]
 pub struct TotalsArgs {
-    /// Start of the shift, YYYY-MM-DD (UTC) [default: today].
+    /// From local midnight of this day, YYYY-MM-DD [default: the open
+    /// shift, else today].
     #[arg(long, value_name = "DATE")]
     pub since: Option<String>,
     #[command(flatten)]
-    pub report: ReportArgs,
+    pub report: JournalArgs,
 }
 
 pub(crate) fn terminal_dir(a: &TerminalArgs) -> PathBuf {
-    if let Some(d) = &a.terminal_dir {
+    terminal_dir_of(a.terminal_dir.as_ref())
+}
+
+fn terminal_dir_of(given: Option<&PathBuf>) -> PathBuf {
+    if let Some(d) = given {
         return d.clone();
     }
     if let Some(d) = std::env::var_os("TESSERA_TERMINAL_DIR") {
@@ -315,47 +413,10 @@ fn till_failure(e: TillError) -> Failure {
         TillError::Terminal(t) => Failure::from(t),
         TillError::Journal(j) => file_err("journal", j),
         TillError::Hotlisted => Failure::new(EXIT_DECLINED, "Card blocked — please keep the card and call the office"),
-        e @ TillError::WrongCard { .. } => Failure::usage(e.to_string()),
+        e @ (TillError::WrongCard { .. } | TillError::WrongReference { .. }) => Failure::usage(e.to_string()),
         TillError::Dir(d) => dir_failure(d),
         other => Failure::new(crate::fail::EXIT_CARD, other.to_string()),
     }
-}
-
-/// Parses a purchase amount like `12.50` into minor units.
-fn parse_amount(s: &str, minor_per_unit: u64) -> Result<u64, Failure> {
-    let t = s.trim();
-    let bad = || Failure::usage(format!("invalid amount {s:?}: give a positive amount like 12.50"));
-    if t.starts_with('-') {
-        return Err(Failure::usage(format!(
-            "invalid amount {s:?}: amounts cannot be negative"
-        )));
-    }
-    let digits = minor_per_unit.checked_ilog10().unwrap_or(0) as usize;
-    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    if frac.len() > digits {
-        return Err(Failure::usage(format!(
-            "invalid amount {s:?}: at most {digits} decimals"
-        )));
-    }
-    let whole: u64 = whole.parse().map_err(|_| bad())?;
-    let frac: u64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<digits$}").parse().map_err(|_| bad())?
-    };
-    let minor = whole
-        .checked_mul(minor_per_unit)
-        .and_then(|w| w.checked_add(frac))
-        .ok_or_else(bad)?;
-    if minor == 0 {
-        return Err(Failure::usage(format!(
-            "invalid amount {s:?}: the amount must be more than zero"
-        )));
-    }
-    Ok(minor)
 }
 
 /// Runs a `pos` subcommand.
@@ -367,20 +428,20 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
         }
         PosCmd::Earn(e) => {
             let json = e.card.output.json;
-            let op = || -> Result<Operation, Failure> {
-                let policy_minor = 100;
+            let (amount, categories) = (e.amount.clone(), e.categories.clone());
+            // The amount and categories are checked against the policy in
+            // force before the card is touched: a typo changes nothing.
+            let op = move |policy: &tessera_terminal::policy::Policy| -> Result<Operation, Failure> {
+                let amount_minor = display::parse_amount(&amount, policy.points.minor_units_per_unit)
+                    .map_err(|err| Failure::usage(format!("invalid amount {amount:?}: {err}")))?;
+                let categories = display::check_categories(&categories, &policy.known_categories())
+                    .map_err(|err| Failure::usage(err.to_string()))?;
                 Ok(Operation::Purchase {
-                    amount_minor: parse_amount(&e.amount, policy_minor)?,
-                    categories: e
-                        .categories
-                        .iter()
-                        .map(|c| c.trim().to_lowercase())
-                        .filter(|c| !c.is_empty())
-                        .collect(),
+                    amount_minor,
+                    categories,
                 })
             };
-            op().and_then(|op| tap(&e.card, op, e.again.again, e.approval.approval.as_deref()))
-                .map_err(|f| f.json(json))
+            tap_with(&e.card, op, e.again.again, e.approval.approval.as_deref()).map_err(|f| f.json(json))
         }
         PosCmd::Redeem(r) => {
             let json = r.card.output.json;
@@ -397,14 +458,12 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
         }
         PosCmd::Refund(r) => {
             let json = r.card.output.json;
-            parse_ref(&r.of)
-                .and_then(|(id, original)| {
+            ReceiptRef::parse(&r.of)
+                .map_err(|e| Failure::usage(e.to_string()))
+                .and_then(|reference| {
                     tap(
                         &r.card,
-                        Operation::Refund {
-                            card: Some(id),
-                            original,
-                        },
+                        Operation::RefundOf(reference),
                         r.again.again,
                         r.approval.approval.as_deref(),
                     )
@@ -420,43 +479,44 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
             totals(&t).map_err(|f| f.json(json))
         }
         PosCmd::Status(s) => status(&s).map_err(|f| f.json(s.output.json)),
+        PosCmd::Shift(ShiftCmd::Open(a)) => shift_open(&a).map_err(|f| f.json(a.output.json)),
+        PosCmd::Shift(ShiftCmd::Close(a)) => shift_close(&a).map_err(|f| f.json(a.output.json)),
         PosCmd::Readers(o) => readers(o).map_err(|f| f.json(o.json)),
         PosCmd::Settle(a) => crate::settle::settle(&a).map_err(|f| f.json(a.output.json)),
         PosCmd::Sync(a) => crate::settle::sync(&a).map_err(|f| f.json(a.output.json)),
     }
 }
 
-fn parse_ref(s: &str) -> Result<([u8; 8], u32), Failure> {
-    let bad = || {
-        Failure::usage(format!(
-            "invalid --of {s:?}: give CARD:COUNTER, e.g. 7E57000000000001:3"
-        ))
-    };
-    let (card, n) = s.trim().split_once(':').ok_or_else(bad)?;
-    let mut id = [0u8; 8];
-    hex::decode_to_slice(card, &mut id).map_err(|_| bad())?;
-    let n: u32 = n.parse().map_err(|_| bad())?;
-    if n == 0 {
-        return Err(bad());
-    }
-    Ok((id, n))
-}
-
 fn decision_failure(d: &Decision) -> Failure {
-    let code = if matches!(d, Decision::Refer(_)) {
-        EXIT_REFERRED
+    let (code, word) = if matches!(d, Decision::Refer(_)) {
+        (EXIT_REFERRED, "REFERRED")
     } else {
-        EXIT_DECLINED
-    };
-    let word = if matches!(d, Decision::Refer(_)) {
-        "REFERRED"
-    } else {
-        "DECLINED"
+        (EXIT_DECLINED, "DECLINED")
     };
     Failure::new(code, format!("{word} — {} ({})", d.message(), d.code()))
 }
 
+/// Prints a refusal on standard error as `main` would, its verdict word
+/// coloured when standard output is a terminal, and gives its exit code.
+fn refusal(f: Failure, colour: bool) -> Failure {
+    if !colour {
+        return f;
+    }
+    let (word, rest) = f.message.split_once(' ').unwrap_or((f.message.as_str(), ""));
+    eprintln!("tessera: {} {rest}", out::verdict(word, colour));
+    f.printed(true)
+}
+
 fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Result<(), Failure> {
+    tap_with(a, move |_| Ok(op), again, approval)
+}
+
+fn tap_with(
+    a: &CardArgs,
+    op: impl FnOnce(&tessera_terminal::policy::Policy) -> Result<Operation, Failure>,
+    again: bool,
+    approval: Option<&str>,
+) -> Result<(), Failure> {
     let approval = approval
         .map(|c| crate::office_approve::till_approval(&a.terminal, c))
         .transpose()?;
@@ -464,6 +524,14 @@ fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Resu
     if let Some(ap) = approval {
         till.set_approval(ap);
     }
+    let zone = till.dir().time_zone().map_err(dir_failure)?;
+    let policy = till.till().config().policy.clone();
+    let op = op(&policy)?;
+    let sale_minor = match &op {
+        Operation::Purchase { amount_minor, .. } => Some(*amount_minor),
+        _ => None,
+    };
+    let colour = out::colour(a.output.json);
     let mut card = open_card(a)?;
     let tap = till.operate(&mut card, op, again).map_err(till_failure)?;
     let TapReport {
@@ -487,7 +555,10 @@ fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Resu
             Some(TillOutcome::AlreadyDone { earlier }) => Some(already_done_failure(earlier)),
             _ => None,
         };
+        let now = clock()?.now();
         let mut doc = json!({
+            "time": now,
+            "time_local": zone.iso8601(now),
             "card": out::card_json(&info),
             "offers": offers,
             "recovered": recovered.iter().map(|r| r.seq).collect::<Vec<_>>(),
@@ -559,7 +630,12 @@ fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Resu
     }
     match &outcome {
         None => {
-            println!("Hello {}! Tier {} · Balance {} points.", p.name, p.tier, info.balance);
+            println!(
+                "Hello {}! Tier {} · Balance {} points.",
+                p.name,
+                p.tier,
+                display::format_points(u64::from(info.balance))
+            );
             for o in &offers {
                 println!("  Offer: {o}");
             }
@@ -573,11 +649,21 @@ fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Resu
                 tessera_protocol::messages::TxKind::Redeem => "redeemed",
                 _ => "refunded",
             };
+            let reference = ReceiptRef::for_record(&receipt.card_id, r.counter);
+            let sale = match sale_minor {
+                Some(minor) => format!(" on a sale of {}", policy.money(minor)),
+                None => String::new(),
+            };
             println!(
-                "APPROVED — {sign}{} points {what} for {}. New balance {} points. (card #{}, {} APDUs)",
-                r.amount,
+                "{} — {sign}{} points {what}{sale} for {}. New balance {} points.",
+                out::verdict("APPROVED", colour),
+                display::format_points(u64::from(r.amount)),
                 p.name,
-                r.balance_after,
+                display::format_points(u64::from(r.balance_after)),
+            );
+            println!(
+                "  Receipt {reference} · {} · card #{} · {} APDUs",
+                zone.local_seconds(r.time),
                 r.counter,
                 trace.commands()
             );
@@ -588,7 +674,16 @@ fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Resu
             }
             Ok(())
         }
-        Some(TillOutcome::Refused { decision, .. }) => Err(decision_failure(decision)),
+        Some(TillOutcome::ApprovedNoPoints { .. }) => {
+            println!(
+                "{} — sale of {} approved with 0 points (the amount earns none; the card was not changed). Balance {} points.",
+                out::verdict("APPROVED", colour),
+                policy.money(sale_minor.unwrap_or(0)),
+                display::format_points(u64::from(info.balance)),
+            );
+            Ok(())
+        }
+        Some(TillOutcome::Refused { decision, .. }) => Err(refusal(decision_failure(decision), colour)),
         Some(TillOutcome::AlreadyDone { earlier }) => Err(already_done_failure(earlier)),
     }
 }
@@ -617,8 +712,19 @@ fn already_done_failure(earlier: &[JournalRecord]) -> Failure {
     )
 }
 
+/// The directory's money format and time zone, for reports.
+fn report_format(dir: &Path) -> Result<(tessera_terminal::policy::Policy, display::Zone), Failure> {
+    let d = TerminalDir::new(dir);
+    Ok((
+        d.display_policy().map_err(dir_failure)?,
+        d.time_zone().map_err(dir_failure)?,
+    ))
+}
+
 fn history(h: &HistoryArgs) -> Result<(), Failure> {
-    let journal = open_journal(&terminal_dir(&h.report.terminal), h.report.terminal.terminal_id)?;
+    let dir = h.report.dir();
+    let journal = open_journal(&dir, h.report.terminal_id)?;
+    let (policy, zone) = report_format(&dir)?;
     let card = match &h.card {
         Some(c) => {
             let mut id = [0u8; 8];
@@ -630,101 +736,261 @@ fn history(h: &HistoryArgs) -> Result<(), Failure> {
     };
     let recs = station::history(&journal, card.as_ref(), h.limit).map_err(|e| file_err("journal", e))?;
     if h.report.output.json {
-        print_json(
-            json!({"terminal_id": journal.terminal_id(), "records": recs.iter().map(record_json).collect::<Vec<_>>()}),
-        );
+        print_json(json!({
+            "terminal_id": journal.terminal_id(),
+            "currency": policy.currency,
+            "records": recs.iter().map(|r| record_json(r, &zone)).collect::<Vec<_>>(),
+        }));
         return Ok(());
     }
     if recs.is_empty() {
         println!("The journal is empty.");
     }
-    for r in &recs {
-        println!("{}", record_line(r));
+    let shown: Vec<&JournalRecord> = if h.all {
+        recs.iter().collect()
+    } else {
+        station::receipt_roll(&recs, journal.terminal_id())
+    };
+    for r in shown {
+        println!("{}", record_line(r, &policy, &zone, !h.all));
     }
     Ok(())
 }
 
-fn record_json(r: &JournalRecord) -> serde_json::Value {
+fn record_json(r: &JournalRecord, zone: &display::Zone) -> serde_json::Value {
     let mut v = serde_json::to_value(&r.entry).unwrap_or_default();
     if let serde_json::Value::Object(m) = &mut v {
         m.insert("seq".into(), json!(r.seq));
         m.insert("terminal_id".into(), json!(r.terminal_id));
         m.insert("hash".into(), json!(hex::encode(r.hash)));
+        m.insert("time_local".into(), json!(zone.iso8601(r.entry.time)));
+        m.insert(
+            "receipt_ref".into(),
+            json!(station::record_reference(r).map(|x| x.to_string())),
+        );
     }
     v
 }
 
-fn record_line(r: &JournalRecord) -> String {
+/// One line of the receipt roll: local time, what, amount, points,
+/// reference, verdict.
+fn record_line(
+    r: &JournalRecord,
+    policy: &tessera_terminal::policy::Policy,
+    zone: &display::Zone,
+    roll: bool,
+) -> String {
     let e = &r.entry;
-    let card = e.card_id.as_deref().unwrap_or("-");
-    let counter = e.card_counter.map(|c| format!("#{c}")).unwrap_or_default();
     let what = e.tx_type.as_deref().unwrap_or("-");
-    let pts = e.points.map(|p| p.to_string()).unwrap_or_default();
-    let detail = match e.kind {
+    let money = e.purchase_minor.map(|m| policy.money(m)).unwrap_or_default();
+    let reference = station::record_reference(r).map(|x| x.to_string()).unwrap_or_default();
+    let refused = e.kind == EntryKind::Decision && e.verdict != Some(Verdict::Approve);
+    // A refused operation moved no points: its request is not shown as if
+    // it had (a decline of an unquotable purchase journals u32::MAX).
+    let pts = match (refused, e.points, e.delta()) {
+        (true, _, _) => String::new(),
+        (_, _, Some(d)) => format!("{d:+} pts"),
+        (_, Some(p), None) => format!("{} pts", display::format_points(u64::from(p))),
+        _ => String::new(),
+    };
+    let verdict = match e.kind {
         EntryKind::Decision => match e.verdict {
+            Some(Verdict::Approve) if what == tessera_terminal::till::SALE => {
+                "approved, 0 points, card untouched".to_owned()
+            }
+            Some(Verdict::Approve) if roll => "approved, card answer unknown (card pulled): tap it again".to_owned(),
             Some(Verdict::Approve) => "approved".to_owned(),
-            Some(Verdict::Decline) => format!("declined {}", e.reason.as_deref().unwrap_or("")),
-            Some(Verdict::Refer) => format!("referred {}", e.reason.as_deref().unwrap_or("")),
+            Some(Verdict::Decline) => format!("DECLINED {}", e.reason.as_deref().unwrap_or("")),
+            Some(Verdict::Refer) => format!("REFERRED {}", e.reason.as_deref().unwrap_or("")),
             None => String::new(),
         },
-        EntryKind::Completion => format!("done, balance {}", e.balance_after.unwrap_or(0)),
+        EntryKind::Completion => format!(
+            "{}, balance {}",
+            if roll { "approved" } else { "done" },
+            display::format_points(u64::from(e.balance_after.unwrap_or(0)))
+        ),
         EntryKind::Recovered => format!(
-            "recovered from terminal {} seq {}, balance {}",
+            "recovered (terminal {} #{}), balance {}",
             e.origin_terminal.unwrap_or(0),
             e.origin_seq.unwrap_or(0),
-            e.balance_after.unwrap_or(0)
+            display::format_points(u64::from(e.balance_after.unwrap_or(0)))
         ),
         EntryKind::Void => format!("void ({})", e.reason.as_deref().unwrap_or("")),
     };
-    let kind = match e.kind {
-        EntryKind::Decision => "decision",
-        EntryKind::Completion => "completion",
-        EntryKind::Recovered => "recovered",
-        EntryKind::Void => "void",
-    };
+    let of = e.reference.map(|n| format!(" of #{n}")).unwrap_or_default();
     format!(
-        "{:>6} {:>10} {kind:<10} {card} {counter:<6} {what:<13} {pts:>7}  {detail}",
-        r.seq, e.time
+        "{:>5}  {}  {:<13} {:>14} {:>10}  {:<10} {verdict}{of}",
+        r.seq,
+        zone.local_seconds(e.time),
+        what,
+        money,
+        pts,
+        reference,
     )
+    .trim_end()
+    .to_owned()
+}
+
+fn totals_json(
+    t: &station::ShiftTotals,
+    policy: &tessera_terminal::policy::Policy,
+    zone: &display::Zone,
+) -> serde_json::Value {
+    let row = |k: &String, x: &station::TypeTotal, key: &str| json!({key: k, "count": x.count, "points": x.points, "sales_minor": x.sales_minor, "sales": policy.money(x.sales_minor)});
+    json!({
+        "since": t.since,
+        "since_local": zone.iso8601(t.since),
+        "until": t.until,
+        "until_local": t.until.map(|u| zone.iso8601(u)),
+        "currency": policy.currency,
+        "sales_minor": t.sales_minor(),
+        "sales": policy.money(t.sales_minor()),
+        "transactions": t.transactions.iter().map(|(k, x)| row(k, x, "type")).collect::<Vec<_>>(),
+        "categories": t.categories.iter().map(|(k, x)| row(k, x, "category")).collect::<Vec<_>>(),
+        "refusals": t.refusals.iter().map(|(k, n)| json!({"reason": k, "count": n, "message": reason_title(k)})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_totals(title: &str, t: &station::ShiftTotals, policy: &tessera_terminal::policy::Policy) {
+    println!("{title}");
+    let count: u64 = t.transactions.values().map(|x| x.count).sum();
+    println!("  Sales {} · {count} transactions", policy.money(t.sales_minor()));
+    if t.transactions.is_empty() {
+        println!("  No card transactions.");
+    }
+    for (k, x) in &t.transactions {
+        println!(
+            "  {k:<14} {:>5} × {:>16} {:>12} points",
+            x.count,
+            policy.money(x.sales_minor),
+            display::format_points(x.points.unsigned_abs())
+        );
+    }
+    if !t.categories.is_empty() {
+        println!("  By category:");
+    }
+    for (k, x) in &t.categories {
+        println!(
+            "    {k:<12} {:>5} × {:>16} {:>12} points",
+            x.count,
+            policy.money(x.sales_minor),
+            display::format_points(x.points.unsigned_abs())
+        );
+    }
+    for (k, n) in &t.refusals {
+        println!("  refused {k:<6} {n:>5}  {}", reason_title(k));
+    }
 }
 
 fn totals(t: &TotalsArgs) -> Result<(), Failure> {
-    let journal = open_journal(&terminal_dir(&t.report.terminal), t.report.terminal.terminal_id)?;
-    let since = match &t.since {
+    let dir = t.report.dir();
+    let journal = open_journal(&dir, t.report.terminal_id)?;
+    let (policy, zone) = report_format(&dir)?;
+    let now = clock()?.now();
+    let (shift, open) = match &t.since {
         Some(d) => {
-            let date = tessera_protocol::profile::Date::parse_iso(d)
-                .map_err(|_| Failure::usage(format!("invalid date {d:?}: use YYYY-MM-DD")))?;
-            date.to_unix_days() * 86_400
+            let date = display::parse_date(d).map_err(|e| Failure::usage(format!("invalid date {d:?}: {e}")))?;
+            (
+                station::totals(&journal, zone.start_of(date)).map_err(|e| file_err("journal", e))?,
+                false,
+            )
         }
-        None => clock()?.now() / 86_400 * 86_400,
+        None => station::shift_totals(&TerminalDir::new(&dir), &journal, &zone, now).map_err(shift_failure)?,
     };
-    let shift = station::totals(&journal, since).map_err(|e| file_err("journal", e))?;
-    let (by_type, refusals) = (&shift.transactions, &shift.refusals);
     if t.report.output.json {
-        print_json(json!({
-            "since": since,
-            "transactions": by_type.iter().map(|(k, t)| json!({"type": k, "count": t.count, "points": t.points})).collect::<Vec<_>>(),
-            "refusals": refusals.iter().map(|(k, n)| json!({"reason": k, "count": n, "message": reason_title(k)})).collect::<Vec<_>>(),
-        }));
+        let mut v = totals_json(&shift, &policy, &zone);
+        v["shift_open"] = json!(open);
+        print_json(v);
         return Ok(());
     }
-    println!("Shift since {} — terminal {}", since, journal.terminal_id());
-    if by_type.is_empty() {
-        println!("  No card transactions.");
+    let title = if open {
+        format!(
+            "Shift open since {} — terminal {}",
+            zone.local(shift.since),
+            journal.terminal_id()
+        )
+    } else {
+        format!(
+            "Since {} (no shift open; `tessera pos shift open` starts one) — terminal {}",
+            zone.local(shift.since),
+            journal.terminal_id()
+        )
+    };
+    print_totals(&title, &shift, &policy);
+    Ok(())
+}
+
+fn shift_failure(e: station::ShiftError) -> Failure {
+    match e {
+        station::ShiftError::AlreadyOpen { .. } | station::ShiftError::NotOpen => {
+            Failure::new(EXIT_ALREADY_DONE, e.to_string())
+        }
+        station::ShiftError::Dir(d) => dir_failure(d),
+        other => file_err("journal", other),
     }
-    for (k, t) in by_type {
-        println!("  {k:<14} {:>5} transactions {:>9} points", t.count, t.points);
-    }
-    for (k, n) in refusals {
-        println!("  refused {k:<6} {n:>5}  {}", reason_title(k));
+}
+
+fn shift_open(a: &JournalArgs) -> Result<(), Failure> {
+    let dir = a.dir();
+    drop(open_journal(&dir, a.terminal_id)?);
+    let (_, zone) = report_format(&dir)?;
+    let now = clock()?.now();
+    let d = TerminalDir::new(&dir);
+    let opened = station::open_shift(&d, now).map_err(|e| match e {
+        station::ShiftError::AlreadyOpen { since } => Failure::new(
+            EXIT_ALREADY_DONE,
+            format!(
+                "a shift is already open since {}: close it first with `tessera pos shift close`",
+                zone.local(since)
+            ),
+        ),
+        other => shift_failure(other),
+    })?;
+    if a.output.json {
+        print_json(json!({"opened_at": opened, "opened_at_local": zone.iso8601(opened)}));
+    } else {
+        println!("Shift opened at {}.", zone.local(opened));
     }
     Ok(())
 }
 
-fn status(s: &ReportArgs) -> Result<(), Failure> {
-    let dir = terminal_dir(&s.terminal);
-    let (keys, bundle_id) = terminal_keys(&s.terminal)?;
-    let journal = open_journal_checked(&dir, s.terminal.terminal_id, bundle_id)?;
+fn shift_close(a: &JournalArgs) -> Result<(), Failure> {
+    let dir = a.dir();
+    let journal = open_journal(&dir, a.terminal_id)?;
+    let (policy, zone) = report_format(&dir)?;
+    let now = clock()?.now();
+    let t = station::close_shift(&TerminalDir::new(&dir), &journal, now).map_err(shift_failure)?;
+    if a.output.json {
+        let mut v = totals_json(&t, &policy, &zone);
+        v["closed_at"] = json!(now);
+        v["closed_at_local"] = json!(zone.iso8601(now));
+        print_json(v);
+        return Ok(());
+    }
+    let title = format!(
+        "Shift closed — {} to {} — terminal {} — final totals",
+        zone.local(t.since),
+        zone.local(now),
+        journal.terminal_id()
+    );
+    print_totals(&title, &t, &policy);
+    Ok(())
+}
+
+fn status(s: &StatusArgs) -> Result<(), Failure> {
+    let terminal = TerminalArgs {
+        terminal_dir: s.terminal_dir.clone(),
+        terminal_id: s.terminal_id,
+        store: 1,
+        keys: s.keys.clone(),
+        test_keys: s.test_keys,
+        pkcs11_module: s.pkcs11_module.clone(),
+        token_label: s.token_label.clone(),
+        pin_file: s.pin_file.clone(),
+    };
+    let dir = terminal_dir(&terminal);
+    let (keys, bundle_id) = terminal_keys(&terminal)?;
+    let journal = open_journal_checked(&dir, s.terminal_id, bundle_id)?;
     let st =
         station::status(&TerminalDir::new(&dir), &journal, &keys.issuer_public).map_err(|e| file_err("journal", e))?;
     let (chain, pending, unsettled, settled_up_to) = (st.chain, st.pending, st.unsettled, st.settled_up_to);
@@ -833,15 +1099,19 @@ fn reason_title(code: &str) -> &'static str {
         "D02" => "card expired",
         "D03" => "card not yet valid",
         "D04" => "zero points",
-        "D05" => "purchase above the offline limit",
+        "D05" => "purchase above the offline limit (before R05)",
         "D06" => "above the earn cap",
         "D07" => "above the redeem cap",
         "D08" => "not enough points",
         "D09" => "already refunded",
         "D10" => "original transaction unknown",
+        "D11" => "refund of a refund",
         "R01" => "referred: offline redemption count",
         "R02" => "referred: offline redeemed points",
         "R03" => "referred: till clock behind the card",
+        "R04" => "referred: refund outside the card's log",
+        "R05" => "referred: purchase above the offline limit",
+        "R06" => "referred: above the offline earn cap",
         _ => "other",
     }
 }

@@ -75,10 +75,40 @@ pub struct SyncArgs {
     /// The back office, e.g. https://127.0.0.1:8420 (the bundle pins its certificate).
     #[arg(long, value_name = "URL")]
     pub server: String,
+    /// Attempts before giving up on an unreachable office.
+    #[arg(long, default_value_t = 10)]
+    pub attempts: u32,
+    /// Give up retrying after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub deadline: u64,
     #[command(flatten)]
     pub terminal: TerminalArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Attempts and deadline from the command line; each retry is told on
+/// standard error, one line per attempt (also when standard error is not a
+/// terminal, so that a log shows it), except with `--json`.
+fn retry_policy(attempts: u32, deadline: u64, quiet: bool) -> RetryPolicy {
+    fn tell(n: &tessera_client::RetryNotice) {
+        let secs = n.delay.as_secs_f64();
+        let wait = if secs < 1.0 {
+            format!("{} ms", n.delay.as_millis())
+        } else {
+            format!("{secs:.0} s")
+        };
+        eprintln!(
+            "office unreachable ({}), retry {} of {} in {wait}",
+            n.reason, n.next_attempt, n.max_attempts
+        );
+    }
+    RetryPolicy {
+        max_attempts: attempts.max(1),
+        deadline: std::time::Duration::from_secs(deadline),
+        on_retry: (!quiet).then_some(tell as fn(&tessera_client::RetryNotice)),
+        ..RetryPolicy::default()
+    }
 }
 
 /// Reads a terminal bundle (`tessera office export-terminal`).
@@ -157,12 +187,8 @@ pub fn settle(a: &SettleArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let server = a.server.as_deref().unwrap_or_default();
-    let retry = RetryPolicy {
-        max_attempts: a.attempts.max(1),
-        deadline: std::time::Duration::from_secs(a.deadline),
-        ..RetryPolicy::default()
-    };
     let quiet = a.output.json;
+    let retry = retry_policy(a.attempts, a.deadline, quiet);
     let done = tessera_client::settle(&mut journal, &bundle, server, &retry, now, |event| {
         if quiet {
             return;
@@ -223,7 +249,8 @@ pub fn sync(a: &SyncArgs) -> Result<(), Failure> {
     let bundle = bundle_for(&a.terminal)?;
     // `sync` checks the directory is this terminal's before writing.
     let dir = TerminalDir::new(terminal_dir(&a.terminal));
-    let r = tessera_client::sync(&dir, &bundle, &a.server, &RetryPolicy::default()).map_err(settle_failure)?;
+    let retry = retry_policy(a.attempts, a.deadline, a.output.json);
+    let r = tessera_client::sync(&dir, &bundle, &a.server, &retry).map_err(settle_failure)?;
     if a.output.json {
         print_json(json!({
             "acknowledged": r.acknowledged,

@@ -137,16 +137,24 @@ fn bad_input_gives_one_line_a_code_and_changes_nothing() {
         (&["earn", "--amount", "0.00"], 2, "more than zero"),
         (&["earn", "--amount", "-5"], 2, "cannot be negative"),
         (&["earn", "--amount", "1.234"], 2, "decimals"),
-        (&["earn", "--amount", "99999999999999999999"], 2, "positive amount"),
-        (&["earn", "--amount", "12,50"], 2, "positive amount"),
-        (&["earn", "--amount", "4294967295"], 1, "offline limit"),
+        (&["earn", "--amount", "99999999999999999999"], 2, "too large"),
+        (&["earn", "--amount", "1,234.5"], 2, "ambiguous"),
+        (&["earn", "--amount", "1,234"], 2, "at most 2 decimals"),
+        (
+            &["earn", "--amount", "12,50", "--category", "cofee"],
+            2,
+            "did you mean coffee?",
+        ),
+        // Above the offline limit: the office decides, a referral (exit 5).
+        (&["earn", "--amount", "4294967295"], 5, "offline limit"),
         (&["redeem", "--points", "0"], 2, "at least 1 point"),
         (&["redeem", "--points", "-5"], 2, "cannot be negative"),
         (&["redeem", "--points", "4294967296"], 2, "whole number"),
         (&["redeem", "--points", "1e3"], 2, "whole number"),
         (&["redeem", "--points", "101"], 1, "Not enough points"),
         (&["redeem", "--points", "1001"], 1, "Not enough points"),
-        (&["refund", "--of", "nonsense"], 2, "CARD:COUNTER"),
+        (&["refund", "--of", "nonsense"], 2, "A3F9-0012"),
+        (&["refund", "--of", "0999-0001"], 2, "present the card"),
         (&["refund", "--of", "7E57000000000999:1"], 2, "present the card"),
     ];
     for (args, code, words) in cases {

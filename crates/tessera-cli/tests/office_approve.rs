@@ -527,8 +527,8 @@ fn a_purchase_above_the_offline_limit_is_approved_by_code_and_its_points_reconci
     env.issue("a.card", CARD_A);
     let card = env.s("a.card");
     let (exit, v) = env.pos_json(T0, &["earn", "--card", card, "--amount", "15000"]);
-    assert_eq!(exit, Some(1), "{v}");
-    assert_eq!(v["outcome"]["reason"], "D05");
+    assert_eq!(exit, Some(5), "referred: {v}");
+    assert_eq!(v["outcome"]["reason"], "R05");
     let code = env.approve(T0, "7", CARD_A, "earn", "15000.00", "30m");
     // The code is for that purchase: another amount is refused.
     let (exit, v) = env.pos_json(
@@ -551,11 +551,11 @@ fn a_purchase_above_the_offline_limit_is_approved_by_code_and_its_points_reconci
     env.ok(T0 + 120, &["office", "verify", "--dir", env.s("office")]);
     assert!(env.exceptions().is_empty(), "{:?}", env.exceptions());
     assert_eq!(env.approvals(T0 + 120)[0]["state"], "used");
-    // Its refund is above the till's earn cap too (D06): a refund code.
+    // Its refund is above the till's earn cap too (R06): a refund code.
     let of = format!("{CARD_A}:1");
     let (exit, v) = env.pos_json(T0 + 180, &["refund", "--card", card, "--of", &of]);
-    assert_eq!(exit, Some(1), "{v}");
-    assert_eq!(v["outcome"]["reason"], "D06");
+    assert_eq!(exit, Some(5), "referred: {v}");
+    assert_eq!(v["outcome"]["reason"], "R06");
     let code = env.approve(T0 + 180, "7", CARD_A, "refund", "15000", "30m");
     let (exit, v) = env.pos_json(T0 + 240, &["refund", "--card", card, "--of", &of, "--approval", &code]);
     assert_eq!(exit, Some(0), "{v}");

@@ -32,6 +32,22 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     /// Timeout of one request (connect, send and answer).
     pub request_timeout: Duration,
+    /// Told before each wait for another attempt (for a progress line:
+    /// "office unreachable, retry 2 of 5 in 4 s"); `None`: nothing told.
+    pub on_retry: Option<fn(&RetryNotice)>,
+}
+
+/// A failed attempt that will be retried ([`RetryPolicy::on_retry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryNotice {
+    /// The number of the coming attempt (2 for the first retry).
+    pub next_attempt: u32,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// The wait before it.
+    pub delay: Duration,
+    /// Why the last attempt failed.
+    pub reason: String,
 }
 
 impl Default for RetryPolicy {
@@ -43,6 +59,7 @@ impl Default for RetryPolicy {
             max_attempts: 10,
             deadline: Duration::from_secs(120),
             request_timeout: Duration::from_secs(300),
+            on_retry: None,
         }
     }
 }
@@ -263,6 +280,14 @@ fn with_retry(retry: &RetryPolicy, mut attempt: impl FnMut() -> Attempt) -> Resu
         if attempts >= retry.max_attempts.max(1) || start.elapsed() + delay > retry.deadline {
             return Err(ClientError::Unavailable { attempts, last });
         }
+        if let Some(tell) = retry.on_retry {
+            tell(&RetryNotice {
+                next_attempt: attempts + 1,
+                max_attempts: retry.max_attempts.max(1),
+                delay,
+                reason: last.clone(),
+            });
+        }
         std::thread::sleep(delay);
         delay = (delay * 2).min(retry.max_delay);
     }
@@ -472,10 +497,17 @@ mod tests {
 
     #[test]
     fn retry_gives_up_after_max_attempts_and_never_retries_refusals() {
+        static TOLD: std::sync::Mutex<Vec<(u32, u32)>> = std::sync::Mutex::new(Vec::new());
+        fn tell(n: &RetryNotice) {
+            if let Ok(mut t) = TOLD.lock() {
+                t.push((n.next_attempt, n.max_attempts));
+            }
+        }
         let policy = RetryPolicy {
             initial_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
             max_attempts: 3,
+            on_retry: Some(tell),
             ..RetryPolicy::default()
         };
         let mut n = 0;
@@ -483,6 +515,8 @@ mod tests {
             n += 1;
             Attempt::Retry("down".into())
         });
+        // Each retry is told before its wait, counted: 2 of 3, 3 of 3.
+        assert_eq!(*TOLD.lock().unwrap(), vec![(2, 3), (3, 3)]);
         assert!(matches!(r, Err(ClientError::Unavailable { attempts: 3, .. })));
         assert_eq!(n, 3);
         let mut n = 0;

@@ -39,5 +39,5 @@ pub mod http;
 pub mod tls;
 mod workflow;
 
-pub use http::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
+pub use http::{ack_sync, fetch_sync, upload_batch, ClientError, RetryNotice, RetryPolicy};
 pub use workflow::{settle, status_name, sync, SettleError, SettleEvent, SettleReport, SyncReport};

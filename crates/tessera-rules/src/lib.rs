@@ -7,7 +7,9 @@
 //!   category multipliers, offline caps and velocity limits), the hotlist,
 //!   and [`policy::authorize`], the offline decision itself;
 //! * [`offers`]: signed campaign files and [`offers::quote`], the points a
-//!   purchase earns under them.
+//!   purchase earns under them;
+//! * [`display`]: money, amounts, local times, dates and categories as
+//!   people read and type them.
 //!
 //! [`CardInfo`] is what the decision knows of the card: what the till read
 //! from it in the authenticated session.
@@ -23,6 +25,7 @@
 use tessera_protocol::messages::{CardId, LogRecord, Velocity, Visits};
 use tessera_protocol::profile::Profile;
 
+pub mod display;
 pub mod offers;
 pub mod policy;
 

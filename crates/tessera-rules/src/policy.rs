@@ -67,6 +67,9 @@ pub struct PointsRates {
     pub base_points_per_unit: u32,
 }
 
+/// The currency of a policy without `points.currency`.
+pub const DEFAULT_CURRENCY: &str = "EUR";
+
 /// Per-transaction caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -96,8 +99,16 @@ pub struct Policy {
     pub version: u32,
     /// Points rates.
     pub points: PointsRates,
+    /// The currency's code as people read it (`EUR`; key `points.currency`,
+    /// default [`DEFAULT_CURRENCY`]).
+    pub currency: String,
     /// Multiplier in percent by purchase category (lower-case names).
     pub category_multipliers: BTreeMap<String, u32>,
+    /// Further categories the till accepts at multiplier 100 (top-level
+    /// `categories`, optional): with the multiplier categories and
+    /// [`crate::display::OTHER_CATEGORY`], the list a clerk's category is
+    /// checked against ([`Policy::known_categories`]).
+    pub categories: BTreeSet<String>,
     /// Multiplier in percent by loyalty tier.
     pub tier_multipliers: BTreeMap<u8, u32>,
     /// Per-transaction caps.
@@ -130,7 +141,9 @@ impl Policy {
                 minor_units_per_unit: 100,
                 base_points_per_unit: 1,
             },
+            currency: DEFAULT_CURRENCY.into(),
             category_multipliers: BTreeMap::new(),
+            categories: BTreeSet::new(),
             tier_multipliers: BTreeMap::new(),
             limits: Limits {
                 max_earn_points: 0,
@@ -160,6 +173,7 @@ impl Policy {
             "",
             &[
                 "version",
+                "categories",
                 "points",
                 "category_multipliers",
                 "tier_multipliers",
@@ -171,11 +185,48 @@ impl Policy {
         let version = toml_file::num(&root, "", "version", 1u32, u32::MAX)?;
 
         let t = toml_file::table(&root, "", "points")?;
-        toml_file::only(t, "points", &["minor_units_per_unit", "base_points_per_unit"])?;
+        toml_file::only(
+            t,
+            "points",
+            &["minor_units_per_unit", "base_points_per_unit", "currency"],
+        )?;
+        let currency = match t.get("currency") {
+            None => DEFAULT_CURRENCY.to_owned(),
+            Some(toml::Value::String(c))
+                if (1..=8).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphabetic() || ch == '$') =>
+            {
+                c.clone()
+            }
+            Some(_) => {
+                return Err(toml_file::bad(
+                    "points.currency",
+                    "a currency code of 1 to 8 letters in quotes, like \"EUR\"",
+                ))
+            }
+        };
         let points = PointsRates {
             minor_units_per_unit: toml_file::num(t, "points", "minor_units_per_unit", 1u64, 1_000_000)?,
             base_points_per_unit: toml_file::num(t, "points", "base_points_per_unit", 1u32, 1_000_000)?,
         };
+        let mut categories = BTreeSet::new();
+        if let Some(v) = root.get("categories") {
+            let toml::Value::Array(list) = v else {
+                return Err(toml_file::bad("categories", "must be a list of category names"));
+            };
+            for (i, c) in list.iter().enumerate() {
+                match c.as_str() {
+                    Some(name) if is_category_name(name) => {
+                        categories.insert(name.to_owned());
+                    }
+                    _ => {
+                        return Err(toml_file::bad(
+                            &format!("categories[{i}]"),
+                            "a category name is lower case, without commas or spaces, at most 64 bytes",
+                        ))
+                    }
+                }
+            }
+        }
 
         let t = toml_file::table(&root, "", "category_multipliers")?;
         let mut category_multipliers = BTreeMap::new();
@@ -229,7 +280,9 @@ impl Policy {
         Ok(Self {
             version,
             points,
+            currency,
             category_multipliers,
+            categories,
             tier_multipliers,
             limits,
             velocity,
@@ -287,6 +340,20 @@ impl Policy {
             Some((m, c)) if m != 100 => (m, Some(c)),
             _ => (100, None),
         }
+    }
+
+    /// Every category a clerk may ring up: the multiplier categories, the
+    /// `categories` list, and [`crate::display::OTHER_CATEGORY`].
+    pub fn known_categories(&self) -> BTreeSet<String> {
+        let mut k: BTreeSet<String> = self.category_multipliers.keys().cloned().collect();
+        k.extend(self.categories.iter().cloned());
+        k.insert(crate::display::OTHER_CATEGORY.to_owned());
+        k
+    }
+
+    /// Minor units as money in the policy's currency: `1,234.50 EUR`.
+    pub fn money(&self, minor: u64) -> String {
+        crate::display::format_money(minor, self.points.minor_units_per_unit, &self.currency)
     }
 
     /// The tier multiplier in percent (100 for a tier not in the policy).
@@ -430,17 +497,21 @@ pub enum DeclineReason {
     ProfileNotYetValid {
         /// First valid day.
         valid_from: Date,
+        /// The till's date (its clock may be the one that is wrong).
+        today: Date,
     },
     /// `D04`: zero points: nothing to earn or redeem.
     ZeroAmount,
-    /// `D05`: the purchase is above the offline limit.
+    /// `D05`: the purchase is above the offline limit. No longer decided
+    /// ([`authorize`] refers it, `R05`); kept to read older journals.
     PurchaseTooLarge {
         /// The limit, in minor units.
         max_minor: u64,
         /// Minor units per unit (to show the limit as money).
         minor_units_per_unit: u64,
     },
-    /// `D06`: more points than one earn (or its refund) may add.
+    /// `D06`: more points than one earn (or its refund) may add. No longer
+    /// decided ([`authorize`] refers it, `R06`); kept to read older journals.
     AboveEarnCap {
         /// The cap.
         max: u32,
@@ -463,6 +534,12 @@ pub enum DeclineReason {
     /// `D10`: the original transaction of a refund is not in the terminal's
     /// journal.
     RefundUnknownOriginal,
+    /// `D11`: the transaction named for a refund is itself a refund; only
+    /// earns and redemptions can be refunded.
+    RefundOfRefund {
+        /// The refund's card counter.
+        original: u32,
+    },
     /// `C01`–`C08`: the office approval code the clerk typed does not
     /// approve this operation (see [`ApprovalRefusal`]).
     Approval(ApprovalRefusal),
@@ -561,7 +638,7 @@ fn utc_minute(secs: u32) -> String {
 }
 
 impl DeclineReason {
-    /// The stable code (`D01`–`D10`).
+    /// The stable code (`D01`–`D11`).
     pub fn code(&self) -> &'static str {
         match self {
             Self::Hotlisted => "D01",
@@ -575,6 +652,7 @@ impl DeclineReason {
             Self::RefundAlreadyDone => "D09",
             Self::RefundUnknownOriginal => "D10",
             Self::Approval(a) => a.code(),
+            Self::RefundOfRefund { .. } => "D11",
         }
     }
 
@@ -585,9 +663,9 @@ impl DeclineReason {
             Self::ProfileExpired { valid_until } => {
                 format!("Card expired on {valid_until} — the customer needs a new card")
             }
-            Self::ProfileNotYetValid { valid_from } => {
-                format!("Card not valid before {valid_from} — it cannot be used yet")
-            }
+            Self::ProfileNotYetValid { valid_from, today } => format!(
+                "Card valid from {valid_from}, but this till's clock says {today} — check the till's date; if it is right, the card cannot be used yet"
+            ),
             Self::ZeroAmount => "Nothing to earn or redeem: zero points".into(),
             Self::PurchaseTooLarge {
                 max_minor,
@@ -606,6 +684,9 @@ impl DeclineReason {
                 "Original transaction not found at this till — refund at the original till or call the office".into()
             }
             Self::Approval(a) => a.message(),
+            Self::RefundOfRefund { original } => format!(
+                "Transaction #{original} is itself a refund — only an earn or a redemption can be refunded"
+            ),
         }
     }
 }
@@ -657,16 +738,34 @@ pub enum ReferReason {
         /// The original's counter.
         original: u32,
     },
+    /// `R05`: the purchase is above the offline limit: only the office can
+    /// approve it (it was the decline `D05` before).
+    PurchaseAboveLimit {
+        /// The limit, in minor units.
+        max_minor: u64,
+        /// Minor units per unit (to show the limit as money).
+        minor_units_per_unit: u64,
+        /// The policy's currency.
+        currency: String,
+    },
+    /// `R06`: more points than one earn (or its refund) may add offline: the
+    /// office decides (it was the decline `D06` before).
+    AboveEarnCap {
+        /// The cap.
+        max: u32,
+    },
 }
 
 impl ReferReason {
-    /// The stable code (`R01`–`R03`).
+    /// The stable code (`R01`–`R06`).
     pub fn code(&self) -> &'static str {
         match self {
             Self::VelocityCount { .. } => "R01",
             Self::VelocityPoints { .. } => "R02",
             Self::ClockBehindCard { .. } => "R03",
             Self::RefundOutsideLog { .. } => "R04",
+            Self::PurchaseAboveLimit { .. } => "R05",
+            Self::AboveEarnCap { .. } => "R06",
         }
     }
 
@@ -686,6 +785,18 @@ impl ReferReason {
             Self::RefundOutsideLog { original } => format!(
                 "Transaction #{original} is too old for an offline refund (no longer on the card) — call the office"
             ),
+            Self::PurchaseAboveLimit {
+                max_minor,
+                minor_units_per_unit,
+                currency,
+            } => format!(
+                "Purchase above the offline limit of {} — call the office",
+                crate::display::format_money(*max_minor, *minor_units_per_unit, currency)
+            ),
+            Self::AboveEarnCap { max } => format!(
+                "At most {} points can be earned at once offline — call the office",
+                crate::display::format_points(u64::from(*max))
+            ),
         }
     }
 }
@@ -702,7 +813,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// The stable code: `A00`, `D01`–`D10`, `R01`–`R04`.
+    /// The stable code: `A00`, `D01`–`D11`, `R01`–`R06`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Approve => "A00",
@@ -742,8 +853,8 @@ impl fmt::Display for Decision {
 ///    `D02`, or before its `valid_from` → `D03`;
 /// 3. the card's last transaction is later than `now_unix` by more than
 ///    `max_clock_skew_secs` → refer `R03`;
-/// 4. zero points → `D04`; a purchase above `max_purchase_minor` → `D05`;
-///    an earn or earn refund above `max_earn_points` → `D06`; a redemption
+/// 4. zero points → `D04`; a purchase above `max_purchase_minor` → refer
+///    `R05`; an earn or earn refund above `max_earn_points` → refer `R06`; a redemption
 ///    or redemption refund above `max_redeem_points` → `D07`;
 /// 5. a debit (redemption, earn refund) above the card's balance → `D08`;
 /// 6. for a redemption only, the card's own velocity counters:
@@ -765,6 +876,7 @@ pub fn authorize(policy: &Policy, hotlist: &Hotlist, card: &CardInfo, req: &TxRe
     if today < card.profile.valid_from {
         return Decision::Decline(D::ProfileNotYetValid {
             valid_from: card.profile.valid_from,
+            today,
         });
     }
     if let Some(last) = &card.last_record {
@@ -779,14 +891,15 @@ pub fn authorize(policy: &Policy, hotlist: &Hotlist, card: &CardInfo, req: &TxRe
         return Decision::Decline(D::ZeroAmount);
     }
     if req.purchase_minor > policy.limits.max_purchase_minor {
-        return Decision::Decline(D::PurchaseTooLarge {
+        return Decision::Refer(ReferReason::PurchaseAboveLimit {
             max_minor: policy.limits.max_purchase_minor,
             minor_units_per_unit: policy.points.minor_units_per_unit,
+            currency: policy.currency.clone(),
         });
     }
     match req.kind {
         TxKind::Earn | TxKind::RefundEarn if req.points > policy.limits.max_earn_points => {
-            return Decision::Decline(D::AboveEarnCap {
+            return Decision::Refer(ReferReason::AboveEarnCap {
                 max: policy.limits.max_earn_points,
             });
         }
@@ -819,12 +932,12 @@ pub fn authorize(policy: &Policy, hotlist: &Hotlist, card: &CardInfo, req: &TxRe
 
 /// [`authorize`] for an operation the office approved with a referral
 /// code the till verified: the same checks in the same order, except the
-/// limits an office approval lifts — the purchase limit (`D05`), the earn
-/// and redemption caps (`D06`, `D07`) and the offline velocity limits
+/// limits an office approval lifts — the purchase limit (`R05`), the earn
+/// and redemption caps (`R06`, `D07`) and the offline velocity limits
 /// (`R01`, `R02`). What a code cannot override: the hotlist (`D01`), the
 /// card's validity dates (`D02`, `D03`), a till clock behind the card
 /// (`R03`), zero points (`D04`), the card's balance (`D08`), the journal's
-/// refund checks (`D09`, `D10`), and everything the card itself refuses
+/// refund checks (`D09`, `D10`, `D11`), and everything the card itself refuses
 /// (a refund whose original has left its log, `R04`; a balance overflow).
 pub fn authorize_approved(
     policy: &Policy,
@@ -1233,7 +1346,7 @@ mod tests {
         declined(
             &decide(&c, &req(TxKind::Earn, 1)),
             "D03",
-            "Card not valid before 2026-03-17 — it cannot be used yet",
+            "Card valid from 2026-03-17, but this till's clock says 2026-03-16 — check the till's date; if it is right, the card cannot be used yet",
         );
     }
 
@@ -1273,8 +1386,8 @@ mod tests {
         big.purchase_minor = 1_000_001;
         declined(
             &decide(&c, &big),
-            "D05",
-            "Purchase above the offline limit of 10000.00 — call the office",
+            "R05",
+            "Purchase above the offline limit of 10,000.00 EUR — call the office",
         );
         big.purchase_minor = 1_000_000;
         assert!(decide(&c, &big).is_approved());
@@ -1282,8 +1395,8 @@ mod tests {
         for kind in [TxKind::Earn, TxKind::RefundEarn] {
             declined(
                 &decide(&c, &req(kind, 5001)),
-                "D06",
-                "At most 5000 points can be earned at once — call the office",
+                "R06",
+                "At most 5,000 points can be earned at once offline — call the office",
             );
         }
         for kind in [TxKind::Redeem, TxKind::RefundRedeem] {
@@ -1329,7 +1442,7 @@ mod tests {
         // A purchase above the offline limit.
         let mut big = req(TxKind::Earn, 10);
         big.purchase_minor = p.limits.max_purchase_minor + 1;
-        assert_eq!(authorize(&p, &h, &c, &big, NOW).code(), "D05");
+        assert_eq!(authorize(&p, &h, &c, &big, NOW).code(), "R05");
         assert!(authorize_approved(&p, &h, &c, &big, NOW).is_approved());
         // The hotlist, the card's dates, the clock and zero points still apply.
         let mut hot = Hotlist::empty();
@@ -1414,13 +1527,19 @@ mod tests {
             "D10",
             "Original transaction not found at this till — refund at the original till or call the office",
         );
+        let d = Decision::Decline(DeclineReason::RefundOfRefund { original: 4 });
+        declined(
+            &d,
+            "D11",
+            "Transaction #4 is itself a refund — only an earn or a redemption can be refunded",
+        );
     }
 
     #[test]
     fn fail_closed_fallback_declines() {
         let p = Policy::fail_closed();
         let d = authorize(&p, &Hotlist::empty(), &card(), &req(TxKind::Earn, 1), NOW);
-        assert_eq!(d.code(), "D06");
+        assert_eq!(d.code(), "R06");
         let d = authorize(&p, &Hotlist::empty(), &card(), &req(TxKind::Redeem, 1), NOW);
         assert_eq!(d.code(), "D07");
     }

@@ -11,6 +11,8 @@
 //! | `profiles/` | the profile cache ([`ProfileCache`]) | each profile's issuer signature, when read |
 //! | `profile-updates/<CARD>.json` | signed profiles waiting for their card | the card checks the issuer MAC |
 //! | `settled.json`, `unblocks.json`, `key-updates.json`, `adjustments.json` | issuer decisions waiting for their card | the card checks the issuer MAC |
+//! | `time_zone` | the till's time zone, an IANA name (optional: the system's, `TZ` honoured) | refused when the zone is unknown |
+//! | `shift.json` | when the open shift started (`tessera pos shift open`) | written by the till |
 //!
 //! The directory is created `0700` (it holds personal data); the journal is
 //! `0600`. Files the office signs are refused when edited
@@ -85,6 +87,9 @@ pub enum DirError {
         /// What to do.
         fix: &'static str,
     },
+    /// The file `time_zone` names a zone the time zone database lacks.
+    #[error("time_zone: {0}")]
+    TimeZone(String),
     /// A file the office signs does not verify (edited, or of another
     /// issuer): it is never applied.
     #[error("{what} refused: {why} — {fix}")]
@@ -107,6 +112,27 @@ pub fn load_bundle(path: &Path) -> Result<tessera_crypto::keys::TerminalBundle, 
     let what = format!("keys {}", path.display());
     let text = std::fs::read_to_string(path).map_err(io(what))?;
     tessera_crypto::keys::TerminalBundle::from_json(&text).map_err(|_| DirError::NotABundle(path.display().to_string()))
+}
+
+/// Writes generated documents (man pages, completion scripts) into
+/// `dir`, creating it when missing: each file replaced atomically, with
+/// its plain name (a name with a path separator is refused).
+///
+/// # Errors
+/// [`DirError::Io`] naming the directory or file.
+pub fn write_documents(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<usize, DirError> {
+    std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
+    for (name, bytes) in files {
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(DirError::Io {
+                what: name.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a plain file name"),
+            });
+        }
+        let path = dir.join(name);
+        crate::settlement::write_atomic(&path, bytes).map_err(io(path.display().to_string()))?;
+    }
+    Ok(files.len())
 }
 
 /// A till's directory (see the module documentation).
@@ -199,6 +225,33 @@ impl TerminalDir {
     /// [`DirError::Unsigned`] or [`DirError::Refused`] for a file the
     /// office did not sign as it is; [`DirError::Io`].
     pub fn load_config(&self, issuer: &IssuerPublicKey) -> Result<TillConfig, DirError> {
+        // A file the office signed that does not verify under the keys
+        // the till was given: on the published test keys, the keys are the
+        // cause, not the file.
+        let on_test_keys = tessera_crypto::keys::IssuerKeys::test()
+            .map(|k| k.terminal_keys().issuer_public == *issuer)
+            .unwrap_or(false);
+        macro_rules! on_test_keys {
+            ($else:literal) => {
+                concat!(
+                    "this till runs on the published TEST keys (--test-keys), under which a file the office signed with its own keys never verifies: give the till its key bundle (--keys BUNDLE.json from `tessera office export-terminal`); else ",
+                    $else
+                )
+            };
+        }
+        let (sync_fix, fresh_fix, policy_fix) = if on_test_keys {
+            (
+                on_test_keys!("run `tessera pos sync`"),
+                on_test_keys!("ask the office for a fresh file"),
+                on_test_keys!("ask the office for a signed policy"),
+            )
+        } else {
+            (
+                "run `tessera pos sync` (or check that --keys is this office's bundle)",
+                "ask the office for a fresh file (or check that --keys is this office's bundle)",
+                "ask the office for a signed policy (or check that --keys is this office's bundle)",
+            )
+        };
         const SYNC: &str = "run `tessera pos sync`";
         const FRESH: &str = "ask the office for a fresh file";
         let policy = match self.signed(
@@ -207,20 +260,21 @@ impl TerminalDir {
             "policy",
             "ask the office to sign the policy",
         )? {
-            Some((body, sig)) => Policy::load_signed(&body, sig.trim(), issuer)
-                .map_err(|e| refused("policy", "ask the office for a signed policy", e))?,
+            Some((body, sig)) => {
+                Policy::load_signed(&body, sig.trim(), issuer).map_err(|e| refused("policy", policy_fix, e))?
+            }
             None => Policy::default_policy(),
         };
         let hotlist = match self.signed("hotlist.toml", "hotlist.toml.sig", "hotlist", SYNC)? {
             Some((body, sig)) => {
                 let text = String::from_utf8(body).map_err(|e| refused("hotlist", SYNC, e))?;
-                Hotlist::load_signed(&text, &sig, issuer).map_err(|e| refused("hotlist", SYNC, e))?
+                Hotlist::load_signed(&text, &sig, issuer).map_err(|e| refused("hotlist", sync_fix, e))?
             }
             None => Hotlist::empty(),
         };
         let campaigns = match self.signed("campaigns.toml", "campaigns.toml.sig", "campaigns", FRESH)? {
             Some((body, sig)) => {
-                CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| refused("campaigns", FRESH, e))?
+                CampaignSet::load_signed(&body, sig.trim(), issuer).map_err(|e| refused("campaigns", fresh_fix, e))?
             }
             None => CampaignSet::empty(),
         };
@@ -251,6 +305,85 @@ impl TerminalDir {
             fix: unsigned,
         })?;
         Ok(Some((body, signature)))
+    }
+
+    /// The policy's money format (currency, decimals) for reports that
+    /// have no keys to check its signature (`pos history`, `pos totals`):
+    /// `policy.toml` parsed **without** its signature, or the default. It
+    /// formats amounts already journaled and is never used to decide.
+    ///
+    /// # Errors
+    /// [`DirError::Refused`] for a file that does not parse.
+    pub fn display_policy(&self) -> Result<Policy, DirError> {
+        let path = self.path.join("policy.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                Policy::from_toml(&text).map_err(|e| refused("policy", "ask the office for a signed policy", e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default_policy()),
+            Err(e) => Err(io("policy")(e)),
+        }
+    }
+
+    /// The till's time zone: the IANA name in the file `time_zone` of the
+    /// directory when there is one (e.g. `Europe/Paris`), else the system's
+    /// (`TZ`, then `/etc/localtime`, else UTC).
+    ///
+    /// # Errors
+    /// [`DirError::TimeZone`] for a name the time zone database lacks (the
+    /// till then refuses to print times it cannot place);
+    /// [`DirError::Io`] for an unreadable file.
+    pub fn time_zone(&self) -> Result<tessera_rules::display::Zone, DirError> {
+        let path = self.path.join("time_zone");
+        match std::fs::read_to_string(&path) {
+            Ok(name) => tessera_rules::display::Zone::named(name.trim()).map_err(|e| DirError::TimeZone(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(tessera_rules::display::Zone::system()),
+            Err(e) => Err(DirError::Io {
+                what: "time_zone".into(),
+                source: e,
+            }),
+        }
+    }
+
+    /// The open shift's start (Unix seconds), from `shift.json`; `None`
+    /// when no shift is open.
+    ///
+    /// # Errors
+    /// [`DirError::Io`]; [`DirError::Refused`] for an unreadable file.
+    pub fn shift_opened(&self) -> Result<Option<u32>, DirError> {
+        let path = self.path.join("shift.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("shift")(e)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| refused("shift.json", "remove it and open a new shift", e))?;
+        v.get("opened_at")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|t| u32::try_from(t).ok())
+            .map(Some)
+            .ok_or_else(|| refused("shift.json", "remove it and open a new shift", "no opened_at"))
+    }
+
+    /// Records that a shift opened at `at` (`shift.json`), or, with
+    /// `None`, that none is open.
+    ///
+    /// # Errors
+    /// [`DirError::Io`]; the file is then unchanged.
+    pub fn set_shift(&self, at: Option<u32>) -> Result<(), DirError> {
+        self.create()?;
+        let path = self.path.join("shift.json");
+        match at {
+            Some(t) => {
+                let doc = serde_json::json!({"version": 1, "opened_at": t});
+                crate::settlement::write_atomic(&path, format!("{doc}\n").as_bytes()).map_err(io("shift"))
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("shift")(e)),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// The profile cache (`profiles/`).
@@ -557,6 +690,43 @@ mod tests {
         let err = d.load_config(&issuer).unwrap_err();
         assert!(matches!(err, DirError::Refused { what: "policy", .. }), "{err}");
         assert!(err.to_string().contains("ask the office for a signed policy"), "{err}");
+    }
+
+    #[test]
+    fn a_till_on_the_test_keys_is_told_the_keys_are_the_cause() {
+        let (_tmp, d, test) = dir();
+        d.create().unwrap();
+        // Campaigns the real office signed, on a till given the test keys.
+        let office = IssuerKeys::generate(2).unwrap();
+        let text = "version = 3\ncampaigns = []\n";
+        std::fs::write(d.path().join("campaigns.toml"), text).unwrap();
+        let sig = sign_campaigns(text.as_bytes(), &office.issuer).unwrap();
+        std::fs::write(d.path().join("campaigns.toml.sig"), &sig).unwrap();
+        let err = d.load_config(&test.terminal_keys().issuer_public).unwrap_err();
+        assert!(err.to_string().contains("runs on the published TEST keys"), "{err}");
+        // Under the office's own keys the file is fine.
+        assert_eq!(
+            d.load_config(&office.terminal_keys().issuer_public)
+                .unwrap()
+                .campaigns
+                .version,
+            3
+        );
+    }
+
+    #[test]
+    fn time_zone_and_shift_files() {
+        let (_tmp, d, _) = dir();
+        d.create().unwrap();
+        std::fs::write(d.path().join("time_zone"), "Europe/Paris\n").unwrap();
+        assert_eq!(d.time_zone().unwrap().name(), Some("Europe/Paris"));
+        std::fs::write(d.path().join("time_zone"), "Mars/Olympus").unwrap();
+        assert!(matches!(d.time_zone(), Err(DirError::TimeZone(_))));
+        assert_eq!(d.shift_opened().unwrap(), None);
+        d.set_shift(Some(1_796_198_400)).unwrap();
+        assert_eq!(d.shift_opened().unwrap(), Some(1_796_198_400));
+        d.set_shift(None).unwrap();
+        assert_eq!(d.shift_opened().unwrap(), None);
     }
 
     #[test]

@@ -61,9 +61,12 @@ pub fn card_json(c: &CardInfo) -> Value {
     })
 }
 
-/// A receipt: the card's certified record of a transaction.
+/// A receipt: the card's certified record of a transaction, and its short
+/// reference for the printed receipt (`receipt_ref`, `0C01-0003`: see
+/// [`crate::station::ReceiptRef`]).
 pub fn receipt_json(r: &Receipt) -> Value {
     json!({
+        "receipt_ref": crate::station::ReceiptRef::for_record(&r.card_id, r.record.counter).to_string(),
         "card_id": card_id(&r.card_id),
         "key_version": r.key_version,
         "record": record_json(&r.record),
@@ -106,6 +109,14 @@ pub fn outcome_json(o: &TillOutcome) -> Value {
             "decision_seq": decision_seq,
             "receipt": receipt_json(receipt),
             "quote": quote.as_ref().map(quote_json),
+        }),
+        TillOutcome::ApprovedNoPoints { quote, decision_seq } => json!({
+            "decision": "approve",
+            "decision_seq": decision_seq,
+            "receipt": null,
+            "card_touched": false,
+            "points": 0,
+            "quote": quote_json(quote),
         }),
         TillOutcome::Refused { decision, decision_seq } => json!({
             "decision": if matches!(decision, Decision::Refer(_)) { "refer" } else { "decline" },

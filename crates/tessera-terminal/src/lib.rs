@@ -57,7 +57,7 @@ pub mod journal;
 pub mod json;
 pub mod settlement;
 pub mod station;
-pub use tessera_rules::{offers, policy, CardInfo};
+pub use tessera_rules::{display, offers, policy, CardInfo};
 mod sam;
 pub mod till;
 mod trace;

@@ -76,6 +76,10 @@ pub enum Operation {
         /// Points to spend.
         points: u32,
     },
+    /// Reverse an earlier earn or redemption of the presented card, named
+    /// by its receipt reference ([`ReceiptRef`]): a reference of another
+    /// card is refused before anything is done.
+    RefundOf(ReceiptRef),
     /// Reverse an earlier earn or redemption of the presented card.
     Refund {
         /// The card the original was made on, when the clerk gave it: a
@@ -237,6 +241,15 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
                 }
                 Some(t.refund(original)?)
             }
+            Operation::RefundOf(r) => {
+                if !r.matches(&card.card_id) {
+                    return Err(TillError::WrongReference {
+                        presented: card.card_id,
+                        reference: r.to_string(),
+                    });
+                }
+                Some(t.refund(r.counter)?)
+            }
         };
         Ok(TapReport {
             card,
@@ -279,13 +292,43 @@ pub fn history(journal: &Journal, card: Option<&CardId>, limit: usize) -> Result
     Ok(recs)
 }
 
-/// Count and points of one transaction type in a shift.
+/// The records a receipt roll shows, of `records` (as [`history`] gives
+/// them): one line per operation — an approved decision whose card answer
+/// is among them (completion, recovery or void) is left out, the answer
+/// standing for it; refusals, zero-point sales, still pending approvals
+/// and everything else stay.
+pub fn receipt_roll(records: &[JournalRecord], terminal_id: u32) -> Vec<&JournalRecord> {
+    let answered: std::collections::HashSet<u32> = records
+        .iter()
+        .filter(|r| match r.entry.kind {
+            EntryKind::Completion | EntryKind::Void => true,
+            EntryKind::Recovered => r.entry.origin_terminal == Some(terminal_id),
+            EntryKind::Decision => false,
+        })
+        .filter_map(|r| r.entry.origin_seq)
+        .collect();
+    records
+        .iter()
+        .filter(|r| {
+            !(r.entry.kind == EntryKind::Decision
+                && r.entry.verdict == Some(Verdict::Approve)
+                && answered.contains(&r.seq))
+        })
+        .collect()
+}
+
+/// Count, points and sales of one transaction type (or one category) in a
+/// shift.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TypeTotal {
-    /// Completed card transactions.
+    /// Completed card transactions (for `sale`: approved sales without
+    /// points).
     pub count: u64,
     /// Points moved (absolute).
     pub points: i64,
+    /// The purchases' amounts, in minor units (earns and sales; 0 for the
+    /// others).
+    pub sales_minor: u64,
 }
 
 /// A shift report.
@@ -293,10 +336,143 @@ pub struct TypeTotal {
 pub struct ShiftTotals {
     /// Start of the shift (Unix seconds).
     pub since: u32,
-    /// Completed card transactions per type (`earn`, `redeem`, …).
+    /// End of the report (Unix seconds, exclusive), when it has one.
+    pub until: Option<u32>,
+    /// Completed card transactions per type (`earn`, `redeem`,
+    /// `refund-earn`, `refund-redeem`, and `sale` for approved sales that
+    /// earned no points).
     pub transactions: BTreeMap<String, TypeTotal>,
+    /// Earns and sales per purchased category (a purchase of several
+    /// categories counts in each; `(none)` for a purchase without one).
+    pub categories: BTreeMap<String, TypeTotal>,
     /// Declines and referrals per reason code.
     pub refusals: BTreeMap<String, u64>,
+}
+
+impl ShiftTotals {
+    /// Money taken in earns and sales, in minor units.
+    pub fn sales_minor(&self) -> u64 {
+        self.transactions.values().map(|t| t.sales_minor).sum()
+    }
+}
+
+/// A receipt reference: what a receipt carries so that the transaction
+/// can be refunded with the card presented — the last four hex digits of
+/// the card id and the card's transaction counter, `A3F9-0012`
+/// ([`ReceiptRef::for_record`]).
+///
+/// [`ReceiptRef::parse`] also takes the counter alone (`12`, the card is
+/// the one presented) and the full form `CARD-ID:COUNTER`
+/// (`7E57000000000001:12`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptRef {
+    /// Which card, as far as the reference says.
+    pub card: RefCard,
+    /// The card's transaction counter.
+    pub counter: u32,
+}
+
+/// The card part of a [`ReceiptRef`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefCard {
+    /// Whichever card is presented (the counter alone was given).
+    Presented,
+    /// The last two bytes of the card id (the short form).
+    Tail([u8; 2]),
+    /// The whole card id.
+    Full(CardId),
+}
+
+/// A receipt reference that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid reference {0:?}: give the receipt's reference like A3F9-0012, the card's transaction number like 12, or CARD-ID:COUNTER")]
+pub struct RefError(pub String);
+
+impl ReceiptRef {
+    /// The reference of the card's transaction `counter`.
+    pub fn for_record(card: &CardId, counter: u32) -> Self {
+        Self {
+            card: RefCard::Tail([card[6], card[7]]),
+            counter,
+        }
+    }
+
+    /// Reads a reference (see the type's documentation).
+    ///
+    /// # Errors
+    /// [`RefError`]; a counter of 0 is refused (counters start at 1).
+    pub fn parse(s: &str) -> Result<Self, RefError> {
+        let t = s.trim();
+        let bad = || RefError(s.to_owned());
+        let counter = |n: &str| -> Result<u32, RefError> {
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            match n.parse::<u32>() {
+                Ok(0) | Err(_) => Err(bad()),
+                Ok(c) => Ok(c),
+            }
+        };
+        if let Some((card, n)) = t.split_once(':') {
+            let mut id = [0u8; 8];
+            hex::decode_to_slice(card, &mut id).map_err(|_| bad())?;
+            return Ok(Self {
+                card: RefCard::Full(id),
+                counter: counter(n)?,
+            });
+        }
+        if let Some((tail, n)) = t.split_once('-') {
+            let mut b = [0u8; 2];
+            if tail.len() != 4 {
+                return Err(bad());
+            }
+            hex::decode_to_slice(tail, &mut b).map_err(|_| bad())?;
+            return Ok(Self {
+                card: RefCard::Tail(b),
+                counter: counter(n)?,
+            });
+        }
+        Ok(Self {
+            card: RefCard::Presented,
+            counter: counter(t.trim_start_matches('#'))?,
+        })
+    }
+
+    /// Whether the reference can be of `card`.
+    pub fn matches(&self, card: &CardId) -> bool {
+        match self.card {
+            RefCard::Presented => true,
+            RefCard::Tail(t) => t == [card[6], card[7]],
+            RefCard::Full(c) => c == *card,
+        }
+    }
+}
+
+impl std::fmt::Display for ReceiptRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.card {
+            RefCard::Presented => write!(f, "{}", self.counter),
+            RefCard::Tail(t) => write!(f, "{}-{:04}", hex::encode_upper(t), self.counter),
+            RefCard::Full(c) => write!(f, "{}:{}", hex::encode_upper(c), self.counter),
+        }
+    }
+}
+
+impl std::str::FromStr for ReceiptRef {
+    type Err = RefError;
+    fn from_str(s: &str) -> Result<Self, RefError> {
+        Self::parse(s)
+    }
+}
+
+/// The receipt reference of a journal record of a card transaction
+/// (`None` for decisions without a card counter).
+pub fn record_reference(r: &JournalRecord) -> Option<ReceiptRef> {
+    let card = r.entry.card_id.as_deref()?;
+    let mut id = [0u8; 8];
+    hex::decode_to_slice(card, &mut id).ok()?;
+    let counter = r.entry.card_counter?;
+    Some(ReceiptRef::for_record(&id, counter))
 }
 
 /// Counts and sums per transaction type, and refusals per reason, of the
@@ -307,12 +483,35 @@ pub struct ShiftTotals {
 /// # Errors
 /// [`JournalError`].
 pub fn totals(journal: &Journal, since: u32) -> Result<ShiftTotals, JournalError> {
+    totals_between(journal, since, None)
+}
+
+/// [`totals`] of the records journaled from `since` up to, not including,
+/// `until` (a closed shift).
+///
+/// # Errors
+/// [`JournalError`].
+pub fn totals_between(journal: &Journal, since: u32, until: Option<u32>) -> Result<ShiftTotals, JournalError> {
     let mut out = ShiftTotals {
         since,
+        until,
         ..ShiftTotals::default()
     };
     let me = journal.terminal_id();
-    for r in journal.records()?.into_iter().filter(|r| r.entry.time >= since) {
+    let in_range = |t: u32| t >= since && until.is_none_or(|u| t < u);
+    for r in journal.records()?.into_iter().filter(|r| in_range(r.entry.time)) {
+        // An approved sale that earned nothing: no card transaction.
+        if r.entry.kind == EntryKind::Decision
+            && r.entry.verdict == Some(Verdict::Approve)
+            && r.entry.tx_type.as_deref() == Some(crate::till::SALE)
+        {
+            let amount = r.entry.purchase_minor.unwrap_or(0);
+            add(out.transactions.entry(crate::till::SALE.into()).or_default(), 0, amount);
+            for c in categories_of(&r.entry.categories) {
+                add(out.categories.entry(c).or_default(), 0, amount);
+            }
+            continue;
+        }
         // This till's own card transactions: completed, or resolved at a
         // later tap after the card was pulled (other tills' records that a
         // tap recovered are theirs).
@@ -320,12 +519,17 @@ pub fn totals(journal: &Journal, since: u32) -> Result<ShiftTotals, JournalError
             || (r.entry.kind == EntryKind::Recovered && r.entry.origin_terminal == Some(me));
         match (ours, r.entry.kind, r.entry.delta()) {
             (true, _, Some(d)) => {
+                let amount = r.entry.purchase_minor.unwrap_or(0);
                 let x = out
                     .transactions
                     .entry(r.entry.tx_type.clone().unwrap_or_default())
                     .or_default();
-                x.count += 1;
-                x.points += d.abs();
+                add(x, d.abs(), amount);
+                if r.entry.tx_type.as_deref() == Some("earn") {
+                    for c in categories_of(&r.entry.categories) {
+                        add(out.categories.entry(c).or_default(), d.abs(), amount);
+                    }
+                }
             }
             (_, EntryKind::Decision, _) if r.entry.verdict != Some(Verdict::Approve) => {
                 *out.refusals
@@ -336,6 +540,82 @@ pub fn totals(journal: &Journal, since: u32) -> Result<ShiftTotals, JournalError
         }
     }
     Ok(out)
+}
+
+fn add(t: &mut TypeTotal, points: i64, sales_minor: u64) {
+    t.count += 1;
+    t.points += points;
+    t.sales_minor = t.sales_minor.saturating_add(sales_minor);
+}
+
+fn categories_of(c: &[String]) -> Vec<String> {
+    if c.is_empty() {
+        vec!["(none)".into()]
+    } else {
+        c.to_vec()
+    }
+}
+
+/// Why a shift could not be opened or closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShiftError {
+    /// A shift is open already: close it first.
+    #[error("a shift is already open (since Unix time {since}): close it first with `tessera pos shift close`")]
+    AlreadyOpen {
+        /// When it opened.
+        since: u32,
+    },
+    /// No shift is open.
+    #[error("no shift is open: open one with `tessera pos shift open`")]
+    NotOpen,
+    /// The directory.
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    /// The journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Opens a shift at `now`: [`shift_totals`] count from here on.
+///
+/// # Errors
+/// [`ShiftError::AlreadyOpen`] (nothing changed); [`ShiftError::Dir`].
+pub fn open_shift(dir: &TerminalDir, now: u32) -> Result<u32, ShiftError> {
+    if let Some(since) = dir.shift_opened()? {
+        return Err(ShiftError::AlreadyOpen { since });
+    }
+    dir.set_shift(Some(now))?;
+    Ok(now)
+}
+
+/// The totals of the open shift, or, when none is open, of the day so far
+/// (from local midnight in `zone`); the flag tells which.
+///
+/// # Errors
+/// [`ShiftError::Dir`], [`ShiftError::Journal`].
+pub fn shift_totals(
+    dir: &TerminalDir,
+    journal: &Journal,
+    zone: &tessera_rules::display::Zone,
+    now: u32,
+) -> Result<(ShiftTotals, bool), ShiftError> {
+    Ok(match dir.shift_opened()? {
+        Some(since) => (totals(journal, since)?, true),
+        None => (totals(journal, zone.start_of_day(now))?, false),
+    })
+}
+
+/// Closes the open shift at `now` and gives its final totals.
+///
+/// # Errors
+/// [`ShiftError::NotOpen`] (nothing changed); [`ShiftError::Dir`],
+/// [`ShiftError::Journal`].
+pub fn close_shift(dir: &TerminalDir, journal: &Journal, now: u32) -> Result<ShiftTotals, ShiftError> {
+    let since = dir.shift_opened()?.ok_or(ShiftError::NotOpen)?;
+    let t = totals_between(journal, since, Some(now.saturating_add(1)))?;
+    dir.set_shift(None)?;
+    Ok(t)
 }
 
 /// The till's health.
@@ -383,4 +663,40 @@ pub fn status(dir: &TerminalDir, journal: &Journal, issuer: &IssuerPublicKey) ->
             .load_config(issuer)
             .map(|c| (c.policy.version, c.hotlist.version, c.campaigns.version)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_references_short_counter_alone_and_full() {
+        let card = [0x7E, 0x57, 0, 0, 0, 0, 0xA3, 0xF9];
+        let r = ReceiptRef::for_record(&card, 12);
+        assert_eq!(r.to_string(), "A3F9-0012");
+        assert_eq!(ReceiptRef::parse("A3F9-0012").unwrap(), r);
+        assert_eq!(ReceiptRef::parse("a3f9-12").unwrap(), r);
+        assert!(r.matches(&card));
+        assert!(!r.matches(&[0x7E, 0x57, 0, 0, 0, 0, 0xA3, 0xFA]));
+        let n = ReceiptRef::parse(" 12 ").unwrap();
+        assert_eq!((n.card, n.counter), (RefCard::Presented, 12));
+        assert!(n.matches(&card));
+        let f = ReceiptRef::parse("7E5700000000A3F9:12").unwrap();
+        assert_eq!(f.card, RefCard::Full(card));
+        assert_eq!(ReceiptRef::for_record(&card, 123_456).to_string(), "A3F9-123456");
+        for bad in [
+            "",
+            "0",
+            "A3F9-0",
+            "A3F-0012",
+            "ZZZZ-0012",
+            "7E57:1",
+            "x",
+            "-1",
+            "12.5",
+            "4294967296",
+        ] {
+            assert!(ReceiptRef::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

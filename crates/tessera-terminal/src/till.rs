@@ -38,6 +38,10 @@ use crate::policy::{
 use crate::{Adjustment, CardInfo, Clock, PendingTx, Receipt, Resolution, Sam, Session, Terminal, TerminalError};
 use tessera_crypto::referral::Mismatch;
 
+/// The journal's transaction type of an approved sale that earned no
+/// points and did not touch the card ([`TillOutcome::ApprovedNoPoints`]).
+pub const SALE: &str = "sale";
+
 /// A profile update from the back office: the signed profile and the
 /// issuer's MAC over its exact blob (spec §5.9), which the card checks. The
 /// MAC is made with the issuer key of one key version of the card; around a
@@ -99,6 +103,15 @@ pub enum TillError {
         /// The card the clerk named.
         given: CardId,
     },
+    /// A refund named a receipt reference of another card than the one
+    /// presented: nothing was done.
+    #[error("reference {reference} is not of this card ({}): present the card of the receipt", hex::encode_upper(.presented))]
+    WrongReference {
+        /// The card presented.
+        presented: CardId,
+        /// The reference given.
+        reference: String,
+    },
     /// The till's directory could not be kept in step with the card (see
     /// [`DirError`](crate::dir::DirError)); what the card did is journaled.
     #[error(transparent)]
@@ -125,6 +138,15 @@ pub enum TillOutcome {
     AlreadyDone {
         /// The earlier operations, as journaled now (`recovered`).
         earlier: Vec<JournalRecord>,
+    },
+    /// A sale that earns no points (a purchase of 0.01): approved, with 0
+    /// points; journaled as an approved decision of type `sale`; the card
+    /// was not touched (no card transaction, nothing certified).
+    ApprovedNoPoints {
+        /// How the (zero) points were computed.
+        quote: Quote,
+        /// Journal sequence of the decision.
+        decision_seq: u32,
     },
     /// Declined or referred; journaled; the card was not touched.
     Refused {
@@ -712,6 +734,9 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
     /// [`TillError`]; a refusal by policy is an `Ok(TillOutcome::Refused)`.
     pub fn purchase(&mut self, purchase_minor: u64, categories: &[String]) -> Result<TillOutcome, TillError> {
         let q = self.quote(purchase_minor, categories);
+        if q.total == 0 && purchase_minor > 0 {
+            return self.sale_without_points(purchase_minor, categories, q);
+        }
         let req = TxRequest {
             kind: TxKind::Earn,
             points: q.total,
@@ -733,6 +758,52 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         });
         e.quote_lines = q.lines.iter().map(|l| (l.campaign_id.clone(), l.points)).collect();
         self.run(req, e, None, Some(q))
+    }
+
+    /// A purchase that earns nothing: the card's checks still apply (a
+    /// blocked, expired card or a wrong clock is refused as for any
+    /// purchase), a `D04` (zero points) becomes an approved `sale`.
+    fn sale_without_points(
+        &mut self,
+        purchase_minor: u64,
+        categories: &[String],
+        q: Quote,
+    ) -> Result<TillOutcome, TillError> {
+        if !self.completed_earlier.is_empty() && !self.allow_repeat {
+            return Ok(TillOutcome::AlreadyDone {
+                earlier: self.completed_earlier.clone(),
+            });
+        }
+        let card = self.session.card().clone();
+        let req = TxRequest {
+            kind: TxKind::Earn,
+            points: 0,
+            purchase_minor,
+            categories: categories.to_vec(),
+        };
+        let mut e = self.card_entry(EntryKind::Decision);
+        e.purchase_minor = Some(purchase_minor);
+        e.categories = categories.to_vec();
+        let decision = authorize(
+            &self.config.policy,
+            &self.config.hotlist,
+            &card,
+            &req,
+            self.session.now(),
+        );
+        if decision != Decision::Decline(DeclineReason::ZeroAmount) {
+            e.tx_type = Some(TxKind::Earn.name().to_owned());
+            e.points = Some(0);
+            return self.refuse(e, decision);
+        }
+        e.tx_type = Some(SALE.to_owned());
+        e.points = Some(0);
+        e.verdict = Some(Verdict::Approve);
+        let d = self.journal.append(e)?;
+        Ok(TillOutcome::ApprovedNoPoints {
+            quote: q,
+            decision_seq: d.seq,
+        })
     }
 
     /// A redemption of `points`.
@@ -781,6 +852,10 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
             // refuses such a refund offline (v2), the office decides.
             e.tx_type = Some("refund".into());
             return self.refuse(e, Decision::Refer(ReferReason::RefundOutsideLog { original }));
+        }
+        if found.as_ref().is_some_and(|r| r.kind.reversal().is_none()) {
+            e.tx_type = Some("refund".into());
+            return self.refuse(e, Decision::Decline(DeclineReason::RefundOfRefund { original }));
         }
         let Some(orig) = found.filter(|r| r.kind.reversal().is_some()) else {
             e.tx_type = Some("refund".into());
