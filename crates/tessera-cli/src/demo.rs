@@ -529,7 +529,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     let mut posted = 0;
     for (id, batch_no) in settled {
         let rows = ledger
-            .reconciliation(None, Some(id), &jiff::tz::TimeZone::UTC)
+            .reconciliation(None, Some(id), &tessera_terminal::display::Zone::utc())
             .map_err(office_err)?
             .rows;
         let (n, p, d) = rows

@@ -144,7 +144,8 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             ("reconciliation", serde_json::to_value(&r), table)
         }
         ReportCmd::Liability(a) => {
-            let per_point = money_minor(&a.point_value, view.minor_units_per_unit, "point value")?;
+            let per_point = tessera_terminal::display::parse_amount(&a.point_value, view.minor_units_per_unit)
+                .map_err(|e| Failure::usage(format!("invalid point value {:?}: {e}", a.point_value)))?;
             let r = ledger.liability(per_point).map_err(ledger_err)?;
             let mut v = serde_json::to_value(&r);
             if let Ok(serde_json::Value::Object(m)) = &mut v {
@@ -248,33 +249,4 @@ fn stream_exceptions(ledger: &tessera_ledger::Ledger, d: &ReportDir, view: &View
 fn write_stdout(s: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
-}
-
-/// An amount of money (`0.01`, `0,01`, `2`) in minor units.
-fn money_minor(s: &str, minor_units_per_unit: u64, what: &str) -> Result<u64, Failure> {
-    let bad = || Failure::usage(format!("invalid {what} {s:?}: give an amount such as 0.01"));
-    let t = s.trim().replace(',', ".");
-    let (whole, frac) = t.split_once('.').unwrap_or((&t, ""));
-    let decimals = minor_units_per_unit.max(1).to_string().len() - 1;
-    if whole.is_empty() && frac.is_empty()
-        || !whole.chars().all(|c| c.is_ascii_digit())
-        || !frac.chars().all(|c| c.is_ascii_digit())
-        || frac.len() > decimals
-    {
-        return Err(bad());
-    }
-    let whole: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
-    let frac_minor: u64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<decimals$}").parse().map_err(|_| bad())?
-    };
-    whole
-        .checked_mul(minor_units_per_unit.max(1))
-        .and_then(|w| w.checked_add(frac_minor))
-        .ok_or_else(bad)
 }

@@ -976,7 +976,7 @@ impl Ledger {
         &self,
         date: Option<tessera_protocol::profile::Date>,
         terminal: Option<u32>,
-        tz: &jiff::tz::TimeZone,
+        tz: &tessera_rules::display::Zone,
     ) -> Result<ReconciliationReport, LedgerError> {
         if let Some(t) = terminal {
             if self.terminal_active(t)?.is_none() {

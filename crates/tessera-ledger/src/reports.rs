@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::tz::TimeZone;
+use tessera_rules::display::Zone;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tessera_protocol::profile::Date;
@@ -60,21 +60,14 @@ pub(crate) fn each_exception(
 }
 
 /// The local day of a Unix time in `tz`.
-pub(crate) fn local_date(t: u32, tz: &TimeZone) -> Date {
-    let days = jiff::Timestamp::from_second(i64::from(t))
-        .ok()
-        .map(|ts| ts.to_zoned(tz.clone()).date())
-        .and_then(|d| Date::new(u16::try_from(d.year()).ok()?, d.month() as u8, d.day() as u8).ok());
-    days.unwrap_or_else(|| Date::from_unix_days(t / DAY))
+pub(crate) fn local_date(t: u32, tz: &Zone) -> Date {
+    tz.date(t)
 }
 
 /// The Unix times `[start, end)` of local day `d` in `tz`.
-fn local_day_range(d: Date, tz: &TimeZone) -> Result<(i64, i64), LedgerError> {
-    let bad = |e: jiff::Error| LedgerError::Malformed(format!("date {d}: {e}"));
-    let civil = jiff::civil::Date::new(d.year as i16, d.month as i8, d.day as i8).map_err(bad)?;
-    let start = civil.to_zoned(tz.clone()).map_err(bad)?;
-    let end = civil.tomorrow().map_err(bad)?.to_zoned(tz.clone()).map_err(bad)?;
-    Ok((start.timestamp().as_second(), end.timestamp().as_second()))
+fn local_day_range(d: Date, tz: &Zone) -> Result<(i64, i64), LedgerError> {
+    let next = Date::from_unix_days(d.to_unix_days() + 1);
+    Ok((i64::from(tz.start_of(d)), i64::from(tz.start_of(next))))
 }
 
 /// Reconciliation per terminal and settlement day (local days in `tz`).
@@ -82,7 +75,7 @@ pub(crate) fn reconciliation(
     conn: &Connection,
     date: Option<Date>,
     terminal: Option<u32>,
-    tz: &TimeZone,
+    tz: &Zone,
 ) -> Result<ReconciliationReport, LedgerError> {
     let (from, until) = match date {
         Some(d) => {

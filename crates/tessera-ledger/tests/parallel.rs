@@ -7,7 +7,7 @@
 
 mod common;
 
-use jiff::tz::TimeZone;
+use tessera_rules::display::Zone;
 use std::io::{BufReader, Read};
 
 use common::*;
@@ -135,7 +135,7 @@ fn books(l: &Ledger) -> String {
         s += &format!("{:?}\n", l.card(card_id(n)).unwrap());
     }
     s += &serde_json::to_string(&l.exceptions().unwrap()).unwrap();
-    s += &serde_json::to_string(&l.reconciliation(None, None, &TimeZone::UTC).unwrap()).unwrap();
+    s += &serde_json::to_string(&l.reconciliation(None, None, &Zone::utc()).unwrap()).unwrap();
     s += &serde_json::to_string(&l.liability(1).unwrap()).unwrap();
     s += &format!("{:?}{:?}", l.settled_counters().unwrap(), l.hotlist().unwrap());
     s

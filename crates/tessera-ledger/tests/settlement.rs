@@ -6,7 +6,7 @@
 
 mod common;
 
-use jiff::tz::TimeZone;
+use tessera_rules::display::Zone;
 use std::io::{BufRead, BufReader, Read};
 
 use common::*;
@@ -26,7 +26,7 @@ fn snapshot(l: &Ledger) -> String {
         s += &format!("{:?}\n", l.card(card_id(n)).unwrap());
     }
     s += &serde_json::to_string(&l.exceptions().unwrap()).unwrap();
-    s += &serde_json::to_string(&l.reconciliation(None, None, &TimeZone::UTC).unwrap()).unwrap();
+    s += &serde_json::to_string(&l.reconciliation(None, None, &Zone::utc()).unwrap()).unwrap();
     s += &serde_json::to_string(&l.liability(1).unwrap()).unwrap();
     s += &format!("{:?}{:?}", l.settled_counters().unwrap(), l.hotlist().unwrap());
     s
@@ -160,7 +160,7 @@ fn out_of_order_batches_are_held_then_posted_in_order() {
         AckStatus::Duplicate
     );
     assert!(ledger.exceptions().unwrap().is_empty());
-    let rec = ledger.reconciliation(None, Some(21), &TimeZone::UTC).unwrap();
+    let rec = ledger.reconciliation(None, Some(21), &Zone::utc()).unwrap();
     assert_eq!(rec.rows.len(), 1);
     assert_eq!(
         (rec.rows[0].batches, rec.rows[0].held_batches, rec.rows[0].posted),
@@ -824,7 +824,7 @@ fn an_import_cut_halfway_leaves_nothing_and_the_retry_posts_once() {
     let mut ledger = shop.ledger();
     assert_eq!(ledger.card(card_id(1)).unwrap(), None);
     assert!(ledger
-        .reconciliation(None, None, &TimeZone::UTC)
+        .reconciliation(None, None, &Zone::utc())
         .unwrap()
         .rows
         .is_empty());
@@ -873,7 +873,7 @@ fn erasing_a_customer_keeps_the_books() {
     let report = ledger.customers_report(T0 + 86_400).unwrap();
     assert_eq!(report.rows[0].name.as_deref(), Some("Анна Петрова"));
     let liability = ledger.liability(5).unwrap();
-    let recon = ledger.reconciliation(None, None, &TimeZone::UTC).unwrap();
+    let recon = ledger.reconciliation(None, None, &Zone::utc()).unwrap();
     let book = ledger.card(card_id(1)).unwrap().unwrap();
     assert_eq!(book.customer_id, Some(id));
 
@@ -894,7 +894,7 @@ fn erasing_a_customer_keeps_the_books() {
         (book.shadow_balance, 2, 1)
     );
     assert_eq!(ledger.liability(5).unwrap(), liability);
-    assert_eq!(ledger.reconciliation(None, None, &TimeZone::UTC).unwrap(), recon);
+    assert_eq!(ledger.reconciliation(None, None, &Zone::utc()).unwrap(), recon);
     let report = ledger.customers_report(T0 + 86_400).unwrap();
     assert_eq!((report.rows[0].customer_id, report.rows[0].name.as_ref()), (None, None));
     assert_eq!(report.rows[0].transactions, 2);
@@ -928,7 +928,7 @@ fn reports_on_a_small_day() {
         ledger.ingest(&shop.settle(id)[..], day).unwrap();
     }
     let date = Date::from_unix_days(day / 86_400);
-    let recon = ledger.reconciliation(Some(date), None, &TimeZone::UTC).unwrap();
+    let recon = ledger.reconciliation(Some(date), None, &Zone::utc()).unwrap();
     assert_eq!(recon.rows.len(), 2);
     for row in &recon.rows {
         assert_eq!(row.date, date.to_string());
@@ -957,14 +957,14 @@ fn reports_on_a_small_day() {
                 day: 1
             }),
             None,
-            &TimeZone::UTC
+            &Zone::utc()
         )
         .unwrap()
         .rows
         .is_empty());
     assert_eq!(
         ledger
-            .reconciliation(None, Some(12), &TimeZone::UTC)
+            .reconciliation(None, Some(12), &Zone::utc())
             .unwrap()
             .rows
             .len(),
@@ -1020,7 +1020,7 @@ fn declines_are_stored_for_reconciliation() {
     let mut ledger = shop.ledger();
     ledger.register_terminal(13, T0).unwrap();
     ledger.ingest(&shop.settle(13)[..], shop.now()).unwrap();
-    let recon = ledger.reconciliation(None, Some(13), &TimeZone::UTC).unwrap();
+    let recon = ledger.reconciliation(None, Some(13), &Zone::utc()).unwrap();
     assert_eq!(
         recon.rows[0].declines.values().sum::<u64>(),
         1,

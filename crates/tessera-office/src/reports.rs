@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use jiff::tz::TimeZone;
+use tessera_rules::display::{self, Zone};
 use tessera_ledger::{
     CustomersReport, Exception, Explanation, LiabilityReport, ReconciliationReport, ReconciliationRow,
 };
@@ -33,7 +33,7 @@ pub const SCREEN_WIDTH: usize = 100;
 #[derive(Debug, Clone)]
 pub struct View {
     /// The time zone dates and times are shown in.
-    pub tz: TimeZone,
+    pub tz: Zone,
     /// Minor units in one unit of the currency (100 for cents).
     pub minor_units_per_unit: u64,
     /// The currency's code (`EUR`), printed after amounts.
@@ -48,17 +48,17 @@ impl View {
     pub fn local() -> Self {
         let policy = tessera_rules::policy::Policy::default_policy();
         View {
-            tz: TimeZone::system(),
+            tz: Zone::system(),
             minor_units_per_unit: policy.points.minor_units_per_unit,
-            currency: currency_of(&policy),
+            currency: policy.points.currency,
             wide: false,
         }
     }
 
-    /// UTC and cents, for tests and examples.
+    /// UTC and euro cents, for tests and examples.
     pub fn utc() -> Self {
         View {
-            tz: TimeZone::UTC,
+            tz: Zone::utc(),
             minor_units_per_unit: 100,
             currency: "EUR".into(),
             wide: false,
@@ -67,68 +67,24 @@ impl View {
 
     /// A Unix time as local `YYYY-MM-DD HH:MM`.
     pub fn time(&self, t: u32) -> String {
-        match jiff::Timestamp::from_second(i64::from(t)) {
-            Ok(ts) => ts.to_zoned(self.tz.clone()).strftime("%Y-%m-%d %H:%M").to_string(),
-            Err(_) => t.to_string(),
-        }
+        self.tz.local(t)
     }
 
     /// A Unix time as ISO 8601 with the local offset (for JSON beside the
     /// Unix seconds).
     pub fn iso(&self, t: u32) -> String {
-        match jiff::Timestamp::from_second(i64::from(t)) {
-            Ok(ts) => ts
-                .to_zoned(self.tz.clone())
-                .strftime("%Y-%m-%dT%H:%M:%S%:z")
-                .to_string(),
-            Err(_) => t.to_string(),
-        }
+        self.tz.iso8601(t)
     }
 
     /// An amount in minor units as money: `1,234.50 EUR`.
     pub fn money(&self, minor: i64) -> String {
-        let unit = self.minor_units_per_unit.max(1);
-        let decimals = decimals(self.minor_units_per_unit);
-        let sign = if minor < 0 { "-" } else { "" };
-        let abs = minor.unsigned_abs();
-        let whole = group(abs / unit);
-        if decimals == 0 {
-            format!("{sign}{whole} {}", self.currency)
-        } else {
-            let frac = abs % unit;
-            format!("{sign}{whole}.{frac:0decimals$} {}", self.currency)
-        }
+        display::format_signed_money(minor, self.minor_units_per_unit, &self.currency)
     }
-}
-
-/// The currency code a policy names, or the generic sign when it names none.
-fn currency_of(policy: &tessera_rules::policy::Policy) -> String {
-    let _ = policy;
-    "¤".into()
-}
-
-/// Digits after the decimal point for `minor_units_per_unit` (100 → 2).
-fn decimals(minor_units_per_unit: u64) -> usize {
-    let mut n = 0;
-    let mut u = minor_units_per_unit.max(1);
-    while u >= 10 {
-        u /= 10;
-        n += 1;
-    }
-    n
 }
 
 /// `1234567` → `1,234,567`.
 pub fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    display::group_thousands(n)
 }
 
 /// Points with thousands separators: `-1,250`.
@@ -620,6 +576,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn money_and_points_read_as_people_write_them() {
         let v = View::utc();
         assert_eq!(v.money(1_234_567), "12,345.67 EUR");
@@ -637,9 +594,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn times_are_local() {
         let berlin = View {
-            tz: TimeZone::get("Europe/Berlin").unwrap_or(TimeZone::fixed(jiff::tz::offset(1))),
+            tz: Zone::named("Europe/Berlin").unwrap(),
             ..View::utc()
         };
         // 2026-12-03 23:30 UTC is already the 4th in Berlin.

@@ -203,6 +203,13 @@ impl Zone {
         }
     }
 
+    /// Coordinated universal time.
+    pub fn utc() -> Self {
+        Self {
+            tz: jiff::tz::TimeZone::UTC,
+        }
+    }
+
     /// The zone named `name` (IANA, e.g. `Europe/Paris`, or `UTC`).
     ///
     /// # Errors
