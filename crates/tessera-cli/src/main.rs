@@ -163,3 +163,15 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every command and argument of the CLI is consistent (no flag given
+    /// twice, no conflict naming a missing argument): clap checks this only
+    /// when a command is run, so check the whole tree at once.
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -8,8 +8,8 @@ use serde_json::json;
 use tessera_crypto::referral::ReferralKind;
 use tessera_ledger::approvals::ApprovalStatus;
 use tessera_office::dir::OfficeDir;
+use tessera_office::reports::View;
 use tessera_terminal::approval::TillApproval;
-use tessera_terminal::policy::date_from_unix;
 use tessera_terminal::Clock;
 
 use crate::args::hex8;
@@ -140,32 +140,20 @@ fn duration(s: &str) -> Result<u32, Failure> {
 }
 
 /// A purchase as the till takes it (`12.50`, `12,50`, `12`) in minor
-/// units (100 per unit, as `pos earn`).
+/// units of the policy's currency (as `pos earn`).
 fn money_minor(s: &str) -> Result<u64, Failure> {
-    let t = s.trim().replace(',', ".");
-    let bad = || Failure::usage(format!("invalid amount {s:?}: give the purchase like 250.00"));
-    let (whole, frac) = t.split_once('.').unwrap_or((&t, ""));
-    if whole.is_empty() || frac.len() > 2 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let whole: u64 = whole.parse().map_err(|_| bad())?;
-    let frac: u64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<2}").parse().map_err(|_| bad())?
-    };
-    whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(bad)
+    tessera_terminal::display::parse_amount(s, View::local().minor_units_per_unit)
+        .map_err(|e| Failure::usage(format!("invalid amount {s:?}: {e}")))
 }
 
-/// `YYYY-MM-DD HH:MM UTC`.
-fn utc(secs: u32) -> String {
-    let d = secs % 86_400;
-    format!("{} {:02}:{:02} UTC", date_from_unix(secs), d / 3600, d % 3600 / 60)
+/// Local `YYYY-MM-DD HH:MM` (the office's time zone, `TZ` honoured).
+fn local(secs: u32) -> String {
+    View::local().time(secs)
 }
 
 fn amount_text(kind: &str, amount: u64) -> String {
     if kind == "earn" {
-        format!("{}.{:02}", amount / 100, amount % 100)
+        View::local().money(i64::try_from(amount).unwrap_or(i64::MAX))
     } else {
         format!("{amount} points")
     }
@@ -214,7 +202,7 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
             issued.terminal_id,
             what(issued.kind, issued.amount),
             out::card_id(&issued.card_id),
-            utc(issued.expires_at),
+            local(issued.expires_at),
             issued.issued_by
         );
         println!("Read to the clerk: {}", issued.code);
@@ -247,9 +235,9 @@ fn list(l: &ListArgs) -> Result<(), Failure> {
                 out::card_id(&a.card_id),
                 a.kind.to_owned(),
                 amount_text(a.kind, a.amount),
-                utc(a.expires_at),
+                local(a.expires_at),
                 a.issued_by.clone(),
-                utc(a.issued_at),
+                local(a.issued_at),
                 s.state.as_str().to_owned(),
                 s.uses
                     .iter()

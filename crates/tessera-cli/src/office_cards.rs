@@ -240,12 +240,10 @@ fn adjust(a: &AdjustArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for a person reading the table (JSON and CSV
-/// keep Unix seconds).
-fn utc(secs: u32) -> String {
-    let day = tessera_protocol::profile::Date::from_unix_days(secs / 86_400);
-    let s = secs % 86_400;
-    format!("{day} {:02}:{:02} UTC", s / 3600, s % 3600 / 60)
+/// Local `YYYY-MM-DD HH:MM` for a person reading the table (the office's
+/// time zone, `TZ` honoured; JSON and CSV keep Unix seconds).
+fn local(secs: u32) -> String {
+    tessera_office::reports::View::local().time(secs)
 }
 
 fn csv_field(s: &str) -> String {
@@ -321,7 +319,7 @@ fn list(a: &AdjustListArgs) -> Result<(), Failure> {
             c[3],
             c[4],
             c[5],
-            utc(r.issued_at),
+            local(r.issued_at),
             c[6],
             c[8]
         );

@@ -114,6 +114,8 @@ fn run_section(title: &str) {
         .env_remove("TESSERA_NOW")
         .output()
         .unwrap();
+    // What a reader of the README would see (shown with --nocapture).
+    println!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
         out.status.success(),
         "README section {title:?} failed:\n{}\n{}",

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use tessera_rules::display::Zone;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use tessera_protocol::profile::Date;
+use tessera_rules::display::Zone;
 use tessera_settlement::batch::Total;
 
 use crate::{

@@ -7,8 +7,8 @@
 
 mod common;
 
-use tessera_rules::display::Zone;
 use std::io::{BufReader, Read};
+use tessera_rules::display::Zone;
 
 use common::*;
 use tessera_crypto::cert::certificate;

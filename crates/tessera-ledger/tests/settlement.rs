@@ -6,8 +6,8 @@
 
 mod common;
 
-use tessera_rules::display::Zone;
 use std::io::{BufRead, BufReader, Read};
+use tessera_rules::display::Zone;
 
 use common::*;
 use tessera_crypto::rng::Rng;
@@ -823,11 +823,7 @@ fn an_import_cut_halfway_leaves_nothing_and_the_retry_posts_once() {
     }
     let mut ledger = shop.ledger();
     assert_eq!(ledger.card(card_id(1)).unwrap(), None);
-    assert!(ledger
-        .reconciliation(None, None, &Zone::utc())
-        .unwrap()
-        .rows
-        .is_empty());
+    assert!(ledger.reconciliation(None, None, &Zone::utc()).unwrap().rows.is_empty());
     let out = ledger.ingest(&batch[..], T0).unwrap();
     assert_eq!((out.ack.status, out.report.posted), (AckStatus::Posted, 40));
     assert_eq!(ledger.ingest(&batch[..], T0).unwrap().ack.status, AckStatus::Duplicate);
@@ -963,11 +959,7 @@ fn reports_on_a_small_day() {
         .rows
         .is_empty());
     assert_eq!(
-        ledger
-            .reconciliation(None, Some(12), &Zone::utc())
-            .unwrap()
-            .rows
-            .len(),
+        ledger.reconciliation(None, Some(12), &Zone::utc()).unwrap().rows.len(),
         1
     );
     let total: i64 = cards.iter().map(|c| i64::from(c.state().unwrap().balance)).sum();

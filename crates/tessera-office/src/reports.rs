@@ -20,10 +20,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use tessera_rules::display::{self, Zone};
 use tessera_ledger::{
     CustomersReport, Exception, Explanation, LiabilityReport, ReconciliationReport, ReconciliationRow,
 };
+use tessera_rules::display::{self, Zone};
 use tessera_settlement::batch::Total;
 
 /// The widest a default table may be, in characters.
@@ -50,7 +50,7 @@ impl View {
         View {
             tz: Zone::system(),
             minor_units_per_unit: policy.points.minor_units_per_unit,
-            currency: policy.points.currency,
+            currency: policy.currency,
             wide: false,
         }
     }
