@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tessera_crypto::rng::Rng;
 use tessera_ledger::{AdjustmentKind, AdjustmentRow, Ledger, LedgerError};
 use tessera_office::dir::{OfficeDir, OfficeDirError};
+use tessera_office::reports::csv_field;
 use tessera_simulator::SimCard;
 use tessera_terminal::issuer::{personalize, IssueParams};
 use tessera_terminal::Clock;
@@ -244,14 +245,6 @@ fn adjust(a: &AdjustArgs) -> Result<(), Failure> {
 /// time zone, `TZ` honoured; JSON and CSV keep Unix seconds).
 fn local(secs: u32) -> String {
     tessera_office::reports::View::local().time(secs)
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 fn list(a: &AdjustListArgs) -> Result<(), Failure> {

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tessera_ledger::{CustomerQuery, LedgerError};
 use tessera_office::audit::AuditError;
 use tessera_office::dir::{CustomerRef, OfficeDir, OfficeDirError};
+use tessera_office::reports::csv_field;
 use tessera_terminal::Clock;
 
 use crate::args::hex8;
@@ -315,17 +316,9 @@ fn when_opt(t: Option<u32>) -> String {
     t.map(|t| when(u64::from(t))).unwrap_or_default()
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 /// Writes text to standard output; a reader that stopped early (`| head`)
 /// is not an error: what it read is whole lines.
-fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

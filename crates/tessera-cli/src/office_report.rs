@@ -170,9 +170,9 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
         print_json(json!({"report": name, "data": value}));
     } else if d.csv {
         let t = table;
-        write_stdout(&t.csv());
+        crate::office_ops::emit(&t.csv());
     } else {
-        write_stdout(&table.text());
+        crate::office_ops::emit(&table.text());
     }
     Ok(())
 }
@@ -243,10 +243,4 @@ fn stream_exceptions(ledger: &tessera_ledger::Ledger, d: &ReportDir, view: &View
         Err(LedgerError::Io(m)) if m == GONE => Ok(()),
         Err(e) => Err(ledger_err(e)),
     }
-}
-
-/// Writes to stdout; a reader that stopped early (`| head`) is not an error.
-fn write_stdout(s: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
 }

@@ -59,17 +59,6 @@ pub(crate) fn each_exception(
     Ok(())
 }
 
-/// The local day of a Unix time in `tz`.
-pub(crate) fn local_date(t: u32, tz: &Zone) -> Date {
-    tz.date(t)
-}
-
-/// The Unix times `[start, end)` of local day `d` in `tz`.
-fn local_day_range(d: Date, tz: &Zone) -> Result<(i64, i64), LedgerError> {
-    let next = Date::from_unix_days(d.to_unix_days() + 1);
-    Ok((i64::from(tz.start_of(d)), i64::from(tz.start_of(next))))
-}
-
 /// Reconciliation per terminal and settlement day (local days in `tz`).
 pub(crate) fn reconciliation(
     conn: &Connection,
@@ -77,16 +66,17 @@ pub(crate) fn reconciliation(
     terminal: Option<u32>,
     tz: &Zone,
 ) -> Result<ReconciliationReport, LedgerError> {
+    // The local day `[start, end)` in Unix seconds.
     let (from, until) = match date {
-        Some(d) => {
-            let (a, b) = local_day_range(d, tz)?;
-            (Some(a), Some(b))
-        }
+        Some(d) => (
+            Some(tz.start_of(d)),
+            Some(tz.start_of(Date::from_unix_days(d.to_unix_days() + 1))),
+        ),
         None => (None, None),
     };
     let mut rows: BTreeMap<(Date, u32), ReconciliationRow> = BTreeMap::new();
     let rows_of = |rows: &mut BTreeMap<(Date, u32), ReconciliationRow>, t_received: u32, terminal_id: u32| {
-        let d = local_date(t_received, tz);
+        let d = tz.date(t_received);
         let key = (d, terminal_id);
         rows.entry(key).or_insert_with(|| ReconciliationRow {
             date: d.to_string(),
@@ -177,7 +167,7 @@ pub(crate) fn reconciliation(
         while let Some(r) = q.next()? {
             let (at, t, class, n): (u32, Option<u32>, String, u64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             *exceptions_by_class.entry(class).or_insert(0) += n;
-            if let Some(row) = t.and_then(|t| rows.get_mut(&(local_date(at, tz), t))) {
+            if let Some(row) = t.and_then(|t| rows.get_mut(&(tz.date(at), t))) {
                 row.exceptions += n;
             }
         }
