@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use hex::FromHex as _;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tessera_protocol::messages::Visits;
@@ -162,8 +163,12 @@ impl Rules {
             )));
         };
         let epoch = Date::from_unix_days(0);
+        // The card id decides the campaigns' control groups.
+        let Some(card_id) = e.card_id.as_deref().and_then(|h| <[u8; 8]>::from_hex(h).ok()) else {
+            return Ok(Some(("the decision names no card", Value::Null)));
+        };
         let profile = Profile {
-            card_id: [0; 8],
+            card_id,
             version: 0,
             name: String::new(),
             birth_date,

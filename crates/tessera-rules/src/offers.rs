@@ -26,6 +26,8 @@ pub const MAX_CAMPAIGN_NAME: usize = 64;
 pub const MAX_CAMPAIGN_ID: usize = 32;
 /// Widest birthday window, in days either side of the birthday.
 pub const MAX_BIRTHDAY_WINDOW: u16 = 31;
+/// Largest control share a campaign may hold out, in percent.
+pub const MAX_HOLDOUT_PERCENT: u8 = 50;
 
 /// Why a campaign file was refused. One line each.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +97,10 @@ pub struct Campaign {
     pub valid_until: Date,
     /// What it gives.
     pub kind: CampaignKind,
+    /// Share of eligible cards held out as the campaign's control group,
+    /// in percent (0–50, `holdout_percent`, default 0): they never get
+    /// the campaign, so its effect can be measured ([`in_control`]).
+    pub holdout_percent: u8,
 }
 
 impl Campaign {
@@ -102,6 +108,38 @@ impl Campaign {
     pub fn is_valid_on(&self, day: Date) -> bool {
         self.valid_from <= day && day <= self.valid_until
     }
+
+    /// Whether `card_id` is in this campaign's control group, which
+    /// never gets it ([`in_control`] with the campaign's id and share).
+    pub fn holds_out(&self, card_id: &[u8; 8]) -> bool {
+        in_control(&self.id, card_id, self.holdout_percent)
+    }
+}
+
+/// A card's holdout bucket for a campaign, 0–9999: the first four bytes
+/// of SHA-256(`"tessera holdout"` ‖ 00 ‖ campaign id ‖ 00 ‖ card id) as
+/// a big-endian integer, modulo 10,000. It depends on nothing but the two
+/// ids, so every till (offline), the ledger and the analytics agree on it,
+/// and the buckets of one card in two campaigns are independent.
+pub fn holdout_bucket(campaign_id: &str, card_id: &[u8; 8]) -> u16 {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"tessera holdout\0");
+    h.update(campaign_id.as_bytes());
+    h.update([0]);
+    h.update(card_id);
+    let d = h.finalize();
+    let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+    // 2^32 mod 10,000 = 7,296: the first buckets are 1 in 429,497 more
+    // likely than the others.
+    u16::try_from(n % 10_000).unwrap_or(0)
+}
+
+/// Whether a card is in the control group of a campaign holding out
+/// `holdout_percent` percent of its eligible cards: its
+/// [`holdout_bucket`] is below `holdout_percent` × 100.
+pub fn in_control(campaign_id: &str, card_id: &[u8; 8], holdout_percent: u8) -> bool {
+    holdout_percent > 0 && holdout_bucket(campaign_id, card_id) < u16::from(holdout_percent.min(100)) * 100
 }
 
 /// A published set of campaigns.
@@ -202,6 +240,12 @@ impl CampaignSet {
     pub fn active_on(&self, day: Date) -> impl Iterator<Item = &Campaign> {
         self.campaigns.iter().filter(move |c| c.is_valid_on(day))
     }
+
+    /// The campaigns valid on `day` that apply to `card_id`: those whose
+    /// control group it is not in ([`Campaign::holds_out`]).
+    pub fn active_for<'a>(&'a self, day: Date, card_id: &'a [u8; 8]) -> impl Iterator<Item = &'a Campaign> {
+        self.active_on(day).filter(move |c| !c.holds_out(card_id))
+    }
 }
 
 /// Where the signature of a campaign file lives: `<path>.sig`.
@@ -252,7 +296,7 @@ fn verifying_key(key: &IssuerPublicKey) -> Result<VerifyingKey, OfferError> {
 }
 
 fn parse_campaign(t: &toml::Table, path: &str) -> Result<Campaign, PolicyError> {
-    let common = ["id", "name", "valid_from", "valid_until", "kind"];
+    let common = ["id", "name", "valid_from", "valid_until", "kind", "holdout_percent"];
     let kind_name = toml_file::text(t, path, "kind", 32)?;
     let extra: &[&str] = match kind_name {
         "birthday_bonus" => &["points", "window_days"],
@@ -307,12 +351,17 @@ fn parse_campaign(t: &toml::Table, path: &str) -> Result<Campaign, PolicyError> 
             multiplier_percent: multiplier()?,
         },
     };
+    let holdout_percent = match t.get("holdout_percent") {
+        None => 0,
+        Some(_) => toml_file::num(t, path, "holdout_percent", 0u8, MAX_HOLDOUT_PERCENT)?,
+    };
     Ok(Campaign {
         id: id.to_owned(),
         name: name.to_owned(),
         valid_from,
         valid_until,
         kind,
+        holdout_percent,
     })
 }
 
@@ -415,7 +464,7 @@ pub fn quote(
         run.multiply("policy.category", &format!("Category {}", category.trim()), m);
     }
     let preferred = categories.iter().any(|c| prefers(profile, c));
-    for c in campaigns.active_on(today) {
+    for c in campaigns.active_for(today, &profile.card_id) {
         if let CampaignKind::PreferredCategory { multiplier_percent } = c.kind {
             if preferred {
                 run.multiply(&c.id, &c.name, multiplier_percent);
@@ -426,7 +475,7 @@ pub fn quote(
     if m != 100 {
         run.multiply("policy.tier", &format!("Tier {}", profile.tier), m);
     }
-    for c in campaigns.active_on(today) {
+    for c in campaigns.active_for(today, &profile.card_id) {
         if let CampaignKind::Tier {
             tier,
             multiplier_percent,
@@ -437,7 +486,7 @@ pub fn quote(
             }
         }
     }
-    for c in campaigns.active_on(today) {
+    for c in campaigns.active_for(today, &profile.card_id) {
         match c.kind {
             CampaignKind::BirthdayBonus { points, window_days }
                 if birthday_bonus_due(profile, visits, today, window_days) =>
@@ -464,7 +513,7 @@ pub fn quote(
 /// on coffee, bakery", "Gold customers: ×1.25 on every purchase".
 pub fn offers_today(campaigns: &CampaignSet, profile: &Profile, visits: &Visits, today: Date) -> Vec<String> {
     let mut out = Vec::new();
-    for c in campaigns.active_on(today) {
+    for c in campaigns.active_for(today, &profile.card_id) {
         let name = &c.name;
         match c.kind {
             CampaignKind::BirthdayBonus { points, window_days } => {
@@ -982,5 +1031,65 @@ mod tests {
             let sum: i64 = i64::from(q.base) + q.lines.iter().map(|l| l.points).sum::<i64>();
             prop_assert_eq!(sum, i64::from(q.total));
         }
+    }
+}
+
+#[cfg(test)]
+mod holdout_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_fixed_by_the_two_ids() {
+        let card = [0xBE, 0x4C, 0, 0, 0, 0, 0, 7];
+        let b = holdout_bucket("gold-week", &card);
+        assert_eq!(b, holdout_bucket("gold-week", &card));
+        assert!(b < 10_000);
+        // The bucket is the documented hash, computed here from the text.
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(
+            [b"tessera holdout\0".as_slice(), b"gold-week", &[0], &card].concat(),
+        );
+        assert_eq!(u32::from(b), u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 10_000);
+        assert!(!in_control("gold-week", &card, 0));
+    }
+
+    #[test]
+    fn the_control_share_is_what_the_file_says() {
+        let mut control = 0;
+        for n in 0u32..20_000 {
+            let mut card = [0xBE, 0x4C, 0, 0, 0, 0, 0, 0];
+            card[4..].copy_from_slice(&n.to_be_bytes());
+            control += u32::from(in_control("spring", &card, 10));
+        }
+        // 10 % of 20,000 is 2,000; binomial sd is about 42.
+        assert!((1_850..2_150).contains(&control), "{control}");
+    }
+
+    #[test]
+    fn a_held_out_card_gets_no_points_from_the_campaign() {
+        let set = CampaignSet::from_toml(
+            "version = 1\n[[campaigns]]\nid = \"all-tiers\"\nname = \"Tier 0 x2\"\nvalid_from = \"2026-01-01\"\n\
+             valid_until = \"2026-12-31\"\nkind = \"tier\"\ntier = 0\nmultiplier_percent = 200\nholdout_percent = 50\n",
+        )
+        .unwrap();
+        assert_eq!(set.campaigns[0].holdout_percent, 50);
+        let day = Date::parse_iso("2026-06-01").unwrap();
+        let (mut held, mut given) = (None, None);
+        for n in 0u8..64 {
+            let card = [0xBE, 0x4C, 0, 0, 0, 0, 0, n];
+            if set.campaigns[0].holds_out(&card) {
+                held.get_or_insert(card);
+            } else {
+                given.get_or_insert(card);
+            }
+        }
+        let (held, given) = (held.unwrap(), given.unwrap());
+        assert_eq!(set.active_for(day, &held).count(), 0);
+        assert_eq!(set.active_for(day, &given).count(), 1);
+        let too_much = CampaignSet::from_toml(
+            "version = 1\n[[campaigns]]\nid = \"x\"\nname = \"x\"\nvalid_from = \"2026-01-01\"\n\
+             valid_until = \"2026-12-31\"\nkind = \"tier\"\ntier = 0\nmultiplier_percent = 200\nholdout_percent = 51\n",
+        );
+        assert!(too_much.unwrap_err().to_string().contains("holdout_percent"));
     }
 }
