@@ -95,6 +95,22 @@ pub struct Entry {
     /// one hash as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// Purchase decisions, when the till gives them: the basket's lines,
+    /// each a category and its amount in minor units. Their amounts add
+    /// up to `purchase_minor` and their categories, in order of first
+    /// appearance, are `categories`. Absent (empty) otherwise, so records
+    /// without lines hash as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basket: Vec<BasketLine>,
+}
+
+/// One line of a purchase's basket: what kind of goods and for how much.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasketLine {
+    /// The category, as the policy lists it.
+    pub category: String,
+    /// The line's amount, in minor currency units.
+    pub amount_minor: u64,
 }
 
 /// The card's side of a purchase's points (applet-spec §7: from the
@@ -140,6 +156,7 @@ impl Entry {
             quote_inputs: None,
             quote_lines: Vec::new(),
             approval: None,
+            basket: Vec::new(),
         }
     }
 
