@@ -27,7 +27,7 @@ use tessera_crypto::rng::Rng;
 use tessera_simulator::SimCard;
 use tessera_terminal::dir::{DirError, TerminalDir};
 use tessera_terminal::display;
-use tessera_terminal::journal::{EntryKind, Journal, JournalRecord, Verdict};
+use tessera_terminal::journal::{BasketLine, EntryKind, Journal, JournalRecord, Verdict};
 use tessera_terminal::policy::Decision;
 use tessera_terminal::station::{self, DirTill, Operation, ReceiptRef, TapReport};
 use tessera_terminal::till::{TillError, TillOutcome};
@@ -47,7 +47,7 @@ pub enum PosCmd {
     Read(CardArgs),
     /// A purchase: points follow from the amount, categories and campaigns.
     #[command(
-        after_help = "Examples:\n  tessera pos earn --card ada.card --keys till.json --amount 12,50 --category coffee\n  tessera pos earn --card ada.card --keys till.json --amount 3.20 --category bakery,coffee\n  tessera pos earn --card ada.card --keys till.json --amount 9.99 --category other\n\nAmounts take a decimal comma or point (12,50 or 12.50), no thousands separators.\nCategories are checked against the policy's list; anything else is rung up as `other`."
+        after_help = "Examples:\n  tessera pos earn --card ada.card --keys till.json --amount 12,50 --category coffee\n  tessera pos earn --card ada.card --keys till.json --amount 3.20 --category bakery,coffee\n  tessera pos earn --card ada.card --keys till.json --amount 9.99 --category other\n  tessera pos earn --card ada.card --keys till.json --line coffee=3,50 --line bakery=2,40\n\nAmounts take a decimal comma or point (12,50 or 12.50), no thousands separators.\nCategories are checked against the policy's list; anything else is rung up as `other`."
     )]
     Earn(EarnArgs),
     /// Spend points from the card.
@@ -149,12 +149,17 @@ pub struct EarnArgs {
     #[command(flatten)]
     pub card: CardArgs,
     /// Purchase amount, e.g. 12.50 or 12,50.
-    #[arg(long, allow_hyphen_values = true)]
-    pub amount: String,
+    #[arg(long, allow_hyphen_values = true, required_unless_present = "lines")]
+    pub amount: Option<String>,
     /// Purchased categories (repeat or comma-separate), e.g. coffee; one
     /// the policy does not know is refused (use `other` for anything else).
-    #[arg(long = "category", value_delimiter = ',')]
+    #[arg(long = "category", value_delimiter = ',', conflicts_with = "lines")]
     pub categories: Vec<String>,
+    /// A basket line CATEGORY=AMOUNT (repeat for each line), instead of
+    /// --amount and --category: the amount is the lines' total and the
+    /// office sees what was bought for how much.
+    #[arg(long = "line", id = "lines", conflicts_with = "amount", allow_hyphen_values = true)]
+    pub lines: Vec<String>,
     #[command(flatten)]
     pub again: AgainArg,
     #[command(flatten)]
@@ -413,7 +418,9 @@ fn till_failure(e: TillError) -> Failure {
         TillError::Terminal(t) => Failure::from(t),
         TillError::Journal(j) => file_err("journal", j),
         TillError::Hotlisted => Failure::new(EXIT_DECLINED, "Card blocked — please keep the card and call the office"),
-        e @ (TillError::WrongCard { .. } | TillError::WrongReference { .. }) => Failure::usage(e.to_string()),
+        e @ (TillError::WrongCard { .. } | TillError::WrongReference { .. } | TillError::InvalidBasket(_)) => {
+            Failure::usage(e.to_string())
+        }
         TillError::Dir(d) => dir_failure(d),
         other => Failure::new(crate::fail::EXIT_CARD, other.to_string()),
     }
@@ -428,10 +435,20 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
         }
         PosCmd::Earn(e) => {
             let json = e.card.output.json;
-            let (amount, categories) = (e.amount.clone(), e.categories.clone());
+            let (amount, categories, lines) = (e.amount.clone(), e.categories.clone(), e.lines.clone());
             // The amount and categories are checked against the policy in
             // force before the card is touched: a typo changes nothing.
             let op = move |policy: &tessera_terminal::policy::Policy| -> Result<Operation, Failure> {
+                let Some(amount) = amount else {
+                    let (lines, _) =
+                        display::parse_basket(&lines, policy.points.minor_units_per_unit, &policy.known_categories())
+                            .map_err(|err| Failure::usage(err.to_string()))?;
+                    let lines = lines
+                        .into_iter()
+                        .map(|(category, amount_minor)| BasketLine { category, amount_minor })
+                        .collect();
+                    return Ok(Operation::Basket { lines });
+                };
                 let amount_minor = display::parse_amount(&amount, policy.points.minor_units_per_unit)
                     .map_err(|err| Failure::usage(format!("invalid amount {amount:?}: {err}")))?;
                 let categories = display::check_categories(&categories, &policy.known_categories())
@@ -529,6 +546,7 @@ fn tap_with(
     let op = op(&policy)?;
     let sale_minor = match &op {
         Operation::Purchase { amount_minor, .. } => Some(*amount_minor),
+        Operation::Basket { lines } => Some(lines.iter().map(|l| l.amount_minor).sum()),
         _ => None,
     };
     let colour = out::colour(a.output.json);

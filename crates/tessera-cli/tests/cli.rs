@@ -97,13 +97,48 @@ fn issue_read_earn_redeem() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("New balance 70 points"));
 
+    // A basket, line by line: 3.50 + 6.50 + 1.00 = 11.00, one point per
+    // unit; the lines go into the journal with the decision.
+    let out = env.run(&[
+        "pos",
+        "earn",
+        "--test-keys",
+        "--card",
+        c,
+        "--line",
+        "coffee=3,50",
+        "--line",
+        "bakery=6.50",
+        "--line",
+        "coffee=1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j = json(&out);
+    assert_eq!(j["outcome"]["quote"]["base"], 11);
+    let total = j["outcome"]["quote"]["total"].as_u64().unwrap();
+    assert!(total >= 11, "{j}");
+    assert_eq!(j["outcome"]["receipt"]["record"]["balance_after"], 70 + total);
+    // The journal keeps each record's hashed body as text in its SQLite
+    // file: find the decision's.
+    let journal = std::fs::read(env.path("terminal").join("journal.sqlite")).unwrap();
+    let journal = String::from_utf8_lossy(&journal);
+    assert!(
+        journal.contains(r#""purchase_minor":1100,"categories":["coffee","bakery"]"#),
+        "the decision's amount and categories"
+    );
+    assert!(
+        journal.contains(r#""basket":[{"category":"coffee","amount_minor":350},{"category":"bakery","amount_minor":650},{"category":"coffee","amount_minor":100}]"#),
+        "the basket is journaled"
+    );
+
     let out = env.run(&["card", "show", "--card", c, "--json"]);
     let j = json(&out);
-    assert_eq!(j["balance"], 70);
-    assert_eq!(j["counter"], 2);
+    assert_eq!(j["balance"], 70 + total);
+    assert_eq!(j["counter"], 3);
     assert_eq!(j["profile"]["home_city"], "Нижний Новгород");
     assert_eq!(j["profile_signature_valid"], true);
-    assert_eq!(j["log"].as_array().unwrap().len(), 2);
+    assert_eq!(j["log"].as_array().unwrap().len(), 3);
 }
 
 fn assert_refused(env: &Env, card: &Path, args: &[&str], code: i32, words: &str) {
@@ -144,6 +179,13 @@ fn bad_input_gives_one_line_a_code_and_changes_nothing() {
             &["earn", "--amount", "12,50", "--category", "cofee"],
             2,
             "did you mean coffee?",
+        ),
+        (&["earn", "--line", "cofee=3,50"], 2, "did you mean coffee?"),
+        (&["earn", "--line", "coffee 3,50"], 2, "CATEGORY=AMOUNT"),
+        (
+            &["earn", "--line", "coffee=3,50", "--line", "bakery=0"],
+            2,
+            "more than zero",
         ),
         // Above the offline limit: the office decides, a referral (exit 5).
         (&["earn", "--amount", "4294967295"], 5, "offline limit"),

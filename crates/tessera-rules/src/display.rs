@@ -378,6 +378,66 @@ pub fn check_categories(given: &[String], known: &BTreeSet<String>) -> Result<Ve
     Ok(out)
 }
 
+/// Why a basket line the clerk typed was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BasketError {
+    /// Not `CATEGORY=AMOUNT`.
+    #[error("basket line {0:?} is not CATEGORY=AMOUNT (e.g. coffee=3,50)")]
+    Malformed(String),
+    /// The amount of a line is refused.
+    #[error("basket line {line:?}: invalid amount: {error}")]
+    Amount {
+        /// The line as typed.
+        line: String,
+        /// Why its amount is refused.
+        error: AmountError,
+    },
+    /// The category of a line is unknown.
+    #[error(transparent)]
+    Category(#[from] CategoryError),
+    /// The lines add up to more than 64 bits of minor units.
+    #[error("the basket's lines add up to more than any purchase can be")]
+    TooLarge,
+}
+
+/// Parses and checks a purchase's basket lines, each `CATEGORY=AMOUNT`
+/// (`coffee=3,50`, amounts as [`parse_amount`] takes them, categories as
+/// [`check_categories`] checks them). Returns each line's normalized
+/// category and amount in minor units, in the order given, and their
+/// total.
+///
+/// # Errors
+/// [`BasketError`] for the first line refused, or when the total does not
+/// fit in 64 bits. An empty list is [`BasketError::Malformed`].
+pub fn parse_basket(
+    lines: &[String],
+    per_unit: u64,
+    known: &BTreeSet<String>,
+) -> Result<(Vec<(String, u64)>, u64), BasketError> {
+    if lines.is_empty() {
+        return Err(BasketError::Malformed(String::new()));
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    let mut total: u64 = 0;
+    for line in lines {
+        let Some((category, amount)) = line.split_once('=') else {
+            return Err(BasketError::Malformed(line.clone()));
+        };
+        let category = check_categories(&[category.to_owned()], known)?;
+        let Some(category) = category.into_iter().next() else {
+            return Err(BasketError::Malformed(line.clone()));
+        };
+        let amount = parse_amount(amount, per_unit).map_err(|error| BasketError::Amount {
+            line: line.clone(),
+            error,
+        })?;
+        total = total.checked_add(amount).ok_or(BasketError::TooLarge)?;
+        out.push((category, amount));
+    }
+    Ok((out, total))
+}
+
 /// The nearest of `candidates` to `word`, if at most two edits away
 /// (insertions, deletions, substitutions, transpositions).
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
@@ -416,6 +476,50 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basket_lines_are_category_equals_amount() {
+        let known: BTreeSet<String> = ["coffee", "bakery"].iter().map(|s| (*s).to_owned()).collect();
+        let lines = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_basket(&lines(&["coffee=3,50", " Bakery =2.00", "other=0,01"]), 100, &known),
+            Ok((
+                vec![("coffee".into(), 350), ("bakery".into(), 200), ("other".into(), 1)],
+                551
+            ))
+        );
+        assert_eq!(
+            parse_basket(&lines(&["coffee 3,50"]), 100, &known),
+            Err(BasketError::Malformed("coffee 3,50".into()))
+        );
+        assert!(matches!(
+            parse_basket(&lines(&["cofee=3"]), 100, &known),
+            Err(BasketError::Category(CategoryError { suggestion: Some(ref s), .. })) if s == "coffee"
+        ));
+        assert!(matches!(
+            parse_basket(&lines(&["coffee=0"]), 100, &known),
+            Err(BasketError::Amount {
+                error: AmountError::Zero,
+                ..
+            })
+        ));
+        assert_eq!(
+            parse_basket(
+                &lines(&["coffee=100000000000000000", "bakery=100000000000000000"]),
+                100,
+                &known
+            ),
+            Err(BasketError::TooLarge)
+        );
+        assert_eq!(
+            parse_basket(&[], 100, &known),
+            Err(BasketError::Malformed(String::new()))
+        );
+        assert!(matches!(
+            parse_basket(&lines(&["=3"]), 100, &known),
+            Err(BasketError::Malformed(_))
+        ));
+    }
 
     #[test]
     fn amounts_with_comma_or_point_and_refusals() {

@@ -96,7 +96,9 @@ pub enum JournalError {
 }
 
 pub use tessera_settlement::batch::SealedRange;
-pub use tessera_settlement::record::{record_hash, tx_kind, Entry, EntryKind, QuoteInputs, RawRecord, Verdict};
+pub use tessera_settlement::record::{
+    record_hash, tx_kind, BasketLine, Entry, EntryKind, QuoteInputs, RawRecord, Verdict,
+};
 
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,6 +71,13 @@ pub enum Operation {
         /// Purchased categories, lower-case.
         categories: Vec<String>,
     },
+    /// A purchase given line by line: the amount is the lines' total,
+    /// the categories theirs, and the lines are journaled
+    /// ([`Till::purchase_basket`](crate::till::Till::purchase_basket)).
+    Basket {
+        /// The basket's lines.
+        lines: Vec<crate::journal::BasketLine>,
+    },
     /// Spend points.
     Redeem {
         /// Points to spend.
@@ -231,6 +238,7 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
                 amount_minor,
                 categories,
             } => Some(t.purchase(amount_minor, &categories)?),
+            Operation::Basket { lines } => Some(t.purchase_basket(&lines)?),
             Operation::Redeem { points } => Some(t.redeem(points)?),
             Operation::Refund { card: given, original } => {
                 if let Some(given) = given.filter(|g| *g != card.card_id) {

@@ -29,7 +29,7 @@ use tessera_protocol::profile::SignedProfile;
 use tessera_transport::Transport;
 
 use crate::approval::{ReferralKind, TillApproval, WRONG_CODES_PER_HOUR};
-use crate::journal::{Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
+use crate::journal::{BasketLine, Entry, EntryKind, Journal, JournalError, JournalRecord, Verdict};
 use crate::offers::{offers_today, quote, CampaignSet, Quote};
 use crate::policy::{
     authorize, authorize_approved, date_from_unix, ApprovalRefusal, Decision, DeclineReason, Hotlist, Policy,
@@ -116,6 +116,9 @@ pub enum TillError {
     /// [`DirError`](crate::dir::DirError)); what the card did is journaled.
     #[error(transparent)]
     Dir(#[from] crate::dir::DirError),
+    /// The basket lines cannot make a purchase: nothing was done.
+    #[error("invalid basket: {0}")]
+    InvalidBasket(&'static str),
 }
 
 /// What became of an operation.
@@ -733,9 +736,46 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
     /// # Errors
     /// [`TillError`]; a refusal by policy is an `Ok(TillOutcome::Refused)`.
     pub fn purchase(&mut self, purchase_minor: u64, categories: &[String]) -> Result<TillOutcome, TillError> {
+        self.purchase_with(purchase_minor, categories, Vec::new())
+    }
+
+    /// A purchase given as basket lines (category and amount each): the
+    /// amount is their total, the categories theirs in order of first
+    /// appearance, and the lines are journaled with the decision, so the
+    /// office sees what was bought for how much.
+    ///
+    /// # Errors
+    /// [`TillError::InvalidBasket`] for no lines, a line of 0 or totals
+    /// beyond 64 bits; else as [`Till::purchase`].
+    pub fn purchase_basket(&mut self, lines: &[BasketLine]) -> Result<TillOutcome, TillError> {
+        let mut total: u64 = 0;
+        let mut categories: Vec<String> = Vec::new();
+        for l in lines {
+            if l.amount_minor == 0 {
+                return Err(TillError::InvalidBasket("a basket line of 0"));
+            }
+            total = total.checked_add(l.amount_minor).ok_or(TillError::InvalidBasket(
+                "the lines add up to more than any purchase can be",
+            ))?;
+            if !categories.contains(&l.category) {
+                categories.push(l.category.clone());
+            }
+        }
+        if lines.is_empty() {
+            return Err(TillError::InvalidBasket("a basket has at least one line"));
+        }
+        self.purchase_with(total, &categories, lines.to_vec())
+    }
+
+    fn purchase_with(
+        &mut self,
+        purchase_minor: u64,
+        categories: &[String],
+        basket: Vec<BasketLine>,
+    ) -> Result<TillOutcome, TillError> {
         let q = self.quote(purchase_minor, categories);
         if q.total == 0 && purchase_minor > 0 {
-            return self.sale_without_points(purchase_minor, categories, q);
+            return self.sale_without_points(purchase_minor, categories, basket, q);
         }
         let req = TxRequest {
             kind: TxKind::Earn,
@@ -745,6 +785,7 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         };
         let mut e = self.card_entry(EntryKind::Decision);
         e.purchase_minor = Some(purchase_minor);
+        e.basket = basket;
         // What the ledger needs to recompute these points.
         let card = self.session.card();
         e.policy = Some(hex::encode(self.config.policy.digest));
@@ -767,6 +808,7 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         &mut self,
         purchase_minor: u64,
         categories: &[String],
+        basket: Vec<BasketLine>,
         q: Quote,
     ) -> Result<TillOutcome, TillError> {
         if !self.completed_earlier.is_empty() && !self.allow_repeat {
@@ -784,6 +826,7 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         let mut e = self.card_entry(EntryKind::Decision);
         e.purchase_minor = Some(purchase_minor);
         e.categories = categories.to_vec();
+        e.basket = basket;
         let decision = authorize(
             &self.config.policy,
             &self.config.hotlist,
