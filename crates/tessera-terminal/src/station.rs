@@ -73,7 +73,7 @@ pub enum Operation {
     },
     /// A purchase given line by line: the amount is the lines' total,
     /// the categories theirs, and the lines are journaled
-    /// ([`Till::purchase_basket`](crate::till::Till::purchase_basket)).
+    /// ([`TillTap::purchase_basket`](crate::till::TillTap::purchase_basket)).
     Basket {
         /// The basket's lines.
         lines: Vec<crate::journal::BasketLine>,

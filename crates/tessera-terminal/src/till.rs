@@ -746,7 +746,7 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
     ///
     /// # Errors
     /// [`TillError::InvalidBasket`] for no lines, a line of 0 or totals
-    /// beyond 64 bits; else as [`Till::purchase`].
+    /// beyond 64 bits; else as [`TillTap::purchase`].
     pub fn purchase_basket(&mut self, lines: &[BasketLine]) -> Result<TillOutcome, TillError> {
         let mut total: u64 = 0;
         let mut categories: Vec<String> = Vec::new();
