@@ -39,6 +39,10 @@ pub use error::LedgerError;
 pub use ingest::VerifiedBatch;
 pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
 pub use schema::SCHEMA_VERSION;
+pub use warehouse::{
+    CampaignCard, CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, HouseholdRow, Period, PointsPeriodRow,
+    PurchaseRow, StorePeriodRow,
+};
 
 /// One item of a sync feed a terminal acknowledged writing
 /// (`POST /v1/sync/ack`).

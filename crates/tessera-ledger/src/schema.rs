@@ -382,7 +382,8 @@ CREATE TABLE wh_dim_date (
 );
 CREATE TABLE wh_dim_customer (
     customer_key INTEGER PRIMARY KEY,
-    customer_id INTEGER NOT NULL UNIQUE
+    customer_id INTEGER NOT NULL UNIQUE,
+    tier INTEGER NOT NULL
 );
 CREATE TABLE wh_dim_household (
     household_key INTEGER PRIMARY KEY,

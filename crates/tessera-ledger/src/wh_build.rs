@@ -227,10 +227,11 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
 /// leave.
 fn refresh_card_dims(conn: &Connection) -> Result<(), LedgerError> {
     conn.prepare_cached(
-        "INSERT INTO wh_dim_customer (customer_id)
-         SELECT DISTINCT c.customer_id FROM wh_touched_cards t JOIN cards c ON c.card_id = t.card_id
-         WHERE c.customer_id IS NOT NULL
-         ON CONFLICT (customer_id) DO NOTHING",
+        "INSERT INTO wh_dim_customer (customer_id, tier)
+         SELECT DISTINCT cu.customer_id, cu.tier FROM wh_touched_cards t JOIN cards c ON c.card_id = t.card_id
+         JOIN customers cu ON cu.customer_id = c.customer_id
+         WHERE true
+         ON CONFLICT (customer_id) DO UPDATE SET tier = excluded.tier WHERE wh_dim_customer.tier <> excluded.tier",
     )?
     .execute([])?;
     conn.prepare_cached(
