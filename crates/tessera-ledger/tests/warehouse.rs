@@ -492,3 +492,148 @@ fn the_warehouse_zone_decides_the_local_day() {
     let ledger = shop.ledger();
     assert_eq!(ledger.warehouse_zone().name(), Some("Europe/Moscow"));
 }
+
+/// A real till under the example campaigns: the ledger's recomputation
+/// agrees, and the warehouse keeps which rule gave which points. 40.00 of
+/// coffee for a tier-1 customer who prefers coffee: base 40, the policy's
+/// coffee ×2 (+40), the "favourites" campaign ×1.5 (+40), the policy's
+/// tier 1 ×1.10 (+12) = 132.
+#[test]
+fn the_points_of_each_rule_are_kept_per_purchase() {
+    let campaigns_toml = include_str!("../../tessera-rules/campaigns.example.toml");
+    let shop = Shop::new();
+    let mut ledger = shop.ledger();
+    ledger.register_terminal(51, T0).unwrap();
+    ledger.register_campaigns(campaigns_toml, T0).unwrap();
+    let id = customer(&mut ledger, b"HH000042", 1);
+    ledger.register_card(card_id(1), id, 1, T0).unwrap();
+    let mut till = shop.till_with(
+        51,
+        tessera_terminal::policy::Policy::default_policy(),
+        tessera_terminal::offers::CampaignSet::from_toml(campaigns_toml).unwrap(),
+    );
+    let mut card = issued_card(1);
+    shop.advance(60);
+    card.insert().unwrap();
+    let mut tap = till.tap(&mut card).unwrap();
+    let points = match tap.purchase(4_000, &["coffee".to_owned()]).unwrap() {
+        tessera_terminal::till::TillOutcome::Approved { receipt, .. } => receipt.record.amount,
+        other => panic!("{other:?}"),
+    };
+    drop(tap);
+    drop(till);
+    assert_eq!(points, 132);
+    ledger.ingest(&shop.settle(51)[..], shop.now()).unwrap();
+    assert!(ledger.exceptions().unwrap().is_empty());
+    let rows = ledger.customer_purchases(id).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].rules,
+        vec![
+            ("favourites".to_owned(), 40),
+            ("policy.category".to_owned(), 40),
+            ("policy.tier".to_owned(), 12)
+        ]
+    );
+    assert_eq!(rows[0].categories, vec![("coffee".to_owned(), 4_000)]);
+    // The campaign line is linked to the campaign dimension.
+    let before = dump(&shop);
+    assert!(
+        before
+            .iter()
+            .any(|l| l.ends_with("Text(\"favourites\")|Text(\"favourites\")|Integer(40)")),
+        "{before:?}"
+    );
+    ledger.rebuild_warehouse().unwrap();
+    assert_eq!(dump(&shop), before);
+}
+
+/// Campaign outcomes: eligible are the cards whose first purchase is
+/// before the campaign's first day (and, for a tier campaign, of its
+/// tier); visits and spend are counted over the campaign's days, zeros
+/// included; the control flag is the holdout group's.
+#[test]
+fn campaign_outcomes_count_eligible_cards_over_the_campaign_days() {
+    let shop = Shop::new();
+    let mut ledger = setup(&shop);
+    let toml = "version = 3
+[[campaigns]]
+id = \"tier-one\"
+name = \"Silver days\"
+valid_from = 2026-11-28
+valid_until = 2026-11-30
+kind = \"tier\"
+tier = 1
+multiplier_percent = 150
+holdout_percent = 50
+
+[[campaigns]]
+id = \"visit-3\"
+name = \"Third visit\"
+valid_from = 2026-11-28
+valid_until = 2026-11-30
+kind = \"nth_visit\"
+every = 3
+points = 10
+";
+    ledger.register_campaigns(toml, T0).unwrap();
+    let day = 86_400;
+    let b = journal_batch(
+        &shop.journal_path(88),
+        88,
+        vec![
+            // Day 0, before the campaigns: cards 9 (tier 1), 10 (tier 2), 11.
+            earn(9, 1, 10, 10, 88, T0, 1_000, &[]),
+            earn(10, 1, 10, 10, 88, T0, 1_000, &[]),
+            earn(11, 1, 10, 10, 88, T0, 1_000, &[]),
+            // During: card 9 twice on the 29th and once on the 30th; card
+            // 10 once on the 29th; card 12's first purchase (not eligible).
+            earn(9, 2, 10, 20, 88, T0 + 2 * day, 1_000, &[]),
+            earn(9, 3, 10, 30, 88, T0 + 2 * day + 60, 1_000, &[]),
+            earn(9, 4, 5, 35, 88, T0 + 3 * day, 500, &[]),
+            earn(10, 2, 20, 30, 88, T0 + 2 * day, 2_000, &[]),
+            earn(12, 1, 10, 10, 88, T0 + 2 * day, 1_000, &[]),
+            // After: not counted.
+            earn(10, 3, 10, 40, 88, T0 + 4 * day, 1_000, &[]),
+        ],
+        T0 + 5 * day,
+    );
+    ledger.ingest(&b[..], T0 + 5 * day).unwrap();
+    let outcomes = ledger.campaign_outcomes().unwrap();
+    let control = |c: &str, n| tessera_rules::offers::in_control(c, &card_id(n), 50);
+    let got: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            (
+                o.id.as_str(),
+                o.kind.as_str(),
+                o.valid_from.as_str(),
+                o.holdout_percent,
+                o.cards
+                    .iter()
+                    .map(|c| (c.card_id.clone(), c.control, c.visits, c.spend_minor))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let h = |n| hex::encode_upper(card_id(n));
+    assert_eq!(
+        got,
+        vec![
+            (
+                "tier-one",
+                "tier",
+                "2026-11-28",
+                50,
+                vec![(h(9), control("tier-one", 9), 2, 2_500)]
+            ),
+            (
+                "visit-3",
+                "nth_visit",
+                "2026-11-28",
+                0,
+                vec![(h(9), false, 2, 2_500), (h(10), false, 1, 2_000), (h(11), false, 0, 0)]
+            ),
+        ]
+    );
+}
