@@ -408,8 +408,9 @@ struct Agg {
     last: u32,
     earned: i64,
     redeemed: i64,
-    spend: u64,
+    spend: i64,
     stores: BTreeMap<(Option<u32>, String), u64>,
+    categories: BTreeMap<String, i64>,
 }
 
 /// Recency score: 3 within 30 days, 2 within 90, else 1.
@@ -456,16 +457,33 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
     // recency.
     // Key: Ok(customer id) or Err(card hex) for anonymous cards.
     let mut aggs: BTreeMap<Result<u64, String>, Agg> = BTreeMap::new();
+    // The purchase facts are the approve decision's (whichever copy of the
+    // card's record posted first); a refund's money is its original's, in
+    // the share of the points refunded; the store is the one the deciding
+    // till was assigned to when the decision posted (else the till's store
+    // now, else the till itself).
     let mut stmt = conn.prepare(
-        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points, t.purchase_minor, t.origin_terminal,
-                s.store_id, s.name
+        "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points,
+                CASE WHEN t.tx_type = 'earn' THEN d.purchase_minor
+                     WHEN t.tx_type = 'refund-earn' THEN (
+                         SELECT od.purchase_minor * t.points / o.points FROM card_transactions o
+                         JOIN terminal_records od ON od.terminal_id = o.origin_terminal AND od.seq = o.origin_seq
+                             AND od.kind = 'decision' AND od.verdict = 'approve' AND od.card_id = o.card_id
+                             AND od.card_counter = o.counter
+                         WHERE o.card_id = t.card_id AND o.counter = t.reference AND o.tx_type = 'earn'
+                             AND o.points > 0) END,
+                t.origin_terminal, s.store_id, s.name, d.terminal_id, d.seq
          FROM card_transactions t JOIN cards c ON c.card_id = t.card_id
          LEFT JOIN customers k ON k.customer_id = c.customer_id
+         LEFT JOIN terminal_records d ON d.terminal_id = t.origin_terminal AND d.seq = t.origin_seq
+             AND d.kind = 'decision' AND d.verdict = 'approve' AND d.card_id = t.card_id AND d.card_counter = t.counter
          LEFT JOIN terminals m ON m.terminal_id = t.origin_terminal
-         LEFT JOIN stores s ON s.store_id = m.store_id
+         LEFT JOIN stores s ON s.store_id = COALESCE(d.store_id, m.store_id)
          WHERE t.status = 'posted' AND t.tx_type NOT IN ('issuer-credit', 'issuer-debit')
          ORDER BY c.card_id, t.counter",
     )?;
+    let mut categories = conn
+        .prepare_cached("SELECT category, amount_minor FROM decision_categories WHERE terminal_id = ?1 AND seq = ?2")?;
     let mut q = stmt.query([])?;
     while let Some(r) = q.next()? {
         let card = hex::encode_upper(r.get::<_, Vec<u8>>(0)?);
@@ -482,6 +500,7 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
         let time: u32 = r.get(3)?;
         let ty: String = r.get(4)?;
         let points: i64 = r.get(5)?;
+        let money: i64 = r.get::<_, Option<i64>>(6)?.unwrap_or(0);
         a.transactions += 1;
         a.days.insert(time / DAY);
         a.first = a.first.min(time);
@@ -489,15 +508,22 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
         match ty.as_str() {
             "earn" => {
                 a.earned += points;
-                a.spend += r.get::<_, Option<u64>>(6)?.unwrap_or(0);
+                a.spend += money;
+                if let (Some(tid), Some(seq)) = (r.get::<_, Option<u32>>(10)?, r.get::<_, Option<u32>>(11)?) {
+                    let mut c = categories.query(params![tid, seq])?;
+                    while let Some(row) = c.next()? {
+                        *a.categories.entry(row.get(0)?).or_insert(0) += row.get::<_, i64>(1)?;
+                    }
+                }
             }
-            "refund-earn" => a.earned -= points,
+            "refund-earn" => {
+                a.earned -= points;
+                a.spend -= money;
+            }
             "redeem" => a.redeemed += points,
             "refund-redeem" => a.redeemed -= points,
             _ => {}
         }
-        // Where: the store of the till (a till assigned to none counts as
-        // its own place).
         let place = match (r.get::<_, Option<u32>>(8)?, r.get::<_, Option<String>>(9)?) {
             (Some(id), Some(name)) => (Some(id), name),
             _ => (None, format!("terminal {}", r.get::<_, u32>(7)?)),
@@ -509,7 +535,10 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
     for (key, a) in aggs {
         let visits = a.days.len() as u64;
         let recency_days = now.saturating_sub(a.last) / DAY;
-        let span_days = f64::from(now.saturating_sub(a.first) / DAY + 1);
+        // Visits in the 30 days up to `now` (days `now/DAY - 29 ..= now/DAY`):
+        // counted, never extrapolated from a shorter history.
+        let today = now / DAY;
+        let recent = a.days.range(today.saturating_sub(29)..=today).count();
         let (r, f, m) = (r_score(recency_days), f_score(visits), m_score(a.earned));
         let seg = segment(r, f, m);
         *segments.entry(seg.to_owned()).or_insert(0u64) += 1;
@@ -527,10 +556,16 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
             first_visit: date_of(a.first),
             last_visit: date_of(a.last),
             recency_days,
-            visits_per_30_days: (visits as f64) * 30.0 / span_days,
+            #[allow(clippy::cast_precision_loss)]
+            visits_per_30_days: recent as f64,
             points_earned: a.earned,
             points_redeemed: a.redeemed,
-            spend_minor: a.spend,
+            spend_minor: u64::try_from(a.spend).unwrap_or(0),
+            favourite_category: a
+                .categories
+                .iter()
+                .max_by(|x, y| x.1.cmp(y.1).then_with(|| y.0.cmp(x.0)))
+                .map(|(c, _)| c.clone()),
             favourite_store_id: favourite.as_ref().and_then(|p| p.0),
             favourite_store: favourite.map(|p| p.1),
             rfm: format!("R{r}F{f}M{m}"),

@@ -578,17 +578,25 @@ pub struct CustomerRow {
     pub last_visit: String,
     /// Days since the last visit.
     pub recency_days: u32,
-    /// Visits per 30 days since the first visit.
+    /// Visits (distinct days with a transaction) in the 30 days up to the
+    /// report's time, counted: a customer seen once yesterday has 1.0, not
+    /// an extrapolation to 30.
     pub visits_per_30_days: f64,
     /// Points earned (earns less refunded earns).
     pub points_earned: i64,
     /// Points redeemed (redemptions less refunded ones).
     pub points_redeemed: i64,
-    /// Purchases that earned, in minor units (completions only: recovered
-    /// records do not carry the purchase).
+    /// Money spent, in minor units: the purchase amounts of the approve
+    /// decisions behind the posted earns (whichever till's copy of the
+    /// card's record posted first), less the amounts of their refunds (in
+    /// the share of the points refunded); 0 at the least.
     pub spend_minor: u64,
+    /// The category of the most money spent (basket lines, or the
+    /// purchase shared among its categories); ties go to the first name.
+    pub favourite_category: Option<String>,
     /// The store where most transactions were made (`office store`), by
-    /// name; `terminal N` for a till assigned to no store.
+    /// name: the store the deciding till was assigned to when its decision
+    /// posted; `terminal N` for a till assigned to no store.
     pub favourite_store: Option<String>,
     /// That store's id (none for a till assigned to no store).
     pub favourite_store_id: Option<u32>,

@@ -284,6 +284,7 @@ fn decided(j: &mut Journal, id: u32, mut e: Entry) -> Entry {
     d.reference = e.reference;
     d.purchase_minor = e.purchase_minor;
     d.categories.clone_from(&e.categories);
+    d.basket = std::mem::take(&mut e.basket);
     d.verdict = Some(tessera_terminal::journal::Verdict::Approve);
     let seq = j.append(d).unwrap().seq;
     rec.terminal_seq = seq;
