@@ -90,21 +90,33 @@ fn check_row(i: usize, &(x, t_x, t): &(u32, f64, f64)) -> Result<(), AnalyticsEr
     Ok(())
 }
 
-/// The sample, compressed to distinct `(x, t_x, T)` with their counts and
-/// grouped by `x` (the gamma-function terms depend on `x` alone).
+/// The sample, compressed to distinct `(x, t_x, T)` with their counts,
+/// with the distinct `x` values (the gamma-function terms depend on `x`
+/// alone) and the distinct times (`ln(α + τ)` is computed once per time
+/// value and evaluation: visit data in days have few distinct times).
 struct Sample {
     /// Distinct x values, ascending.
     xs: Vec<u32>,
-    /// Per row: index into `xs`, t_x, T, count.
-    rows: Vec<(usize, f64, f64, f64)>,
+    /// Distinct t_x and T values, ascending.
+    times: Vec<f64>,
+    /// Per row: index into `xs`, index of t_x and of T into `times`, count.
+    rows: Vec<(usize, usize, usize, f64)>,
     customers: usize,
     mean_x: f64,
     mean_t: f64,
 }
 
+/// Per-evaluation scratch space of [`Sample::log_likelihood`].
+#[derive(Default)]
+struct Scratch {
+    per_x: Vec<[f64; 3]>,
+    ln_times: Vec<f64>,
+}
+
 impl Sample {
     fn new(data: &[(u32, f64, f64)]) -> Result<Sample, AnalyticsError> {
         let mut groups: BTreeMap<(u32, u64, u64), u64> = BTreeMap::new();
+        let mut times: BTreeMap<u64, usize> = BTreeMap::new();
         let (mut sx, mut st) = (0.0, 0.0);
         for (i, row) in data.iter().enumerate() {
             check_row(i, row)?;
@@ -112,8 +124,14 @@ impl Sample {
             // +0.0 and -0.0 compare equal; normalise so they share a key.
             let key = (x, (t_x + 0.0).to_bits(), (t + 0.0).to_bits());
             *groups.entry(key).or_insert(0) += 1;
+            times.insert(key.1, 0);
+            times.insert(key.2, 0);
             sx += x as f64;
             st += t;
+        }
+        // Non-negative floats order as their bit patterns do.
+        for (i, slot) in times.values_mut().enumerate() {
+            *slot = i;
         }
         let mut xs: Vec<u32> = groups.keys().map(|k| k.0).collect();
         xs.dedup();
@@ -121,12 +139,16 @@ impl Sample {
             .iter()
             .map(|(&(x, tx, t), &n)| {
                 let xi = xs.binary_search(&x).unwrap_or(0);
-                (xi, f64::from_bits(tx), f64::from_bits(t), n as f64)
+                let txi = times.get(&tx).copied().unwrap_or(0);
+                let ti = times.get(&t).copied().unwrap_or(0);
+                (xi, txi, ti, n as f64)
             })
             .collect();
+        let times = times.keys().map(|&b| f64::from_bits(b)).collect();
         let n = data.len().max(1) as f64;
         Ok(Sample {
             xs,
+            times,
             rows,
             customers: data.len(),
             mean_x: sx / n,
@@ -134,11 +156,11 @@ impl Sample {
         })
     }
 
-    fn log_likelihood(&self, p: &BgNbdParams, cache: &mut Vec<[f64; 3]>) -> f64 {
+    fn log_likelihood(&self, p: &BgNbdParams, scratch: &mut Scratch) -> f64 {
         let BgNbdParams { r, alpha, a, b } = *p;
         let (ln_alpha, lg_r, lg_b, lg_ab) = (alpha.ln(), ln_gamma(r), ln_gamma(b), ln_gamma(a + b));
         let ln_a = a.ln();
-        cache.clear();
+        scratch.per_x.clear();
         for &x in &self.xs {
             let xf = x as f64;
             // ln[Γ(r+x) α^r / Γ(r)] + ln[B(a, b+x) / B(a, b)]
@@ -149,16 +171,19 @@ impl Sample {
             } else {
                 f64::NEG_INFINITY
             };
-            cache.push([g, q, r + xf]);
+            scratch.per_x.push([g, q, r + xf]);
         }
+        scratch.ln_times.clear();
+        scratch.ln_times.extend(self.times.iter().map(|t| (alpha + t).ln()));
+        let (per_x, ln_t) = (&scratch.per_x, &scratch.ln_times);
         let mut ll = 0.0;
-        for &(xi, t_x, t, n) in &self.rows {
-            let [g, q, rx] = cache[xi];
-            let a3 = -rx * (alpha + t).ln();
+        for &(xi, txi, ti, n) in &self.rows {
+            let [g, q, rx] = per_x[xi];
+            let a3 = -rx * ln_t[ti];
             let term = if q == f64::NEG_INFINITY {
                 a3
             } else {
-                let a4 = q - rx * (alpha + t_x).ln();
+                let a4 = q - rx * ln_t[txi];
                 let (hi, lo) = if a3 >= a4 { (a3, a4) } else { (a4, a3) };
                 hi + (lo - hi).exp().ln_1p()
             };
@@ -182,7 +207,7 @@ impl Sample {
 pub fn log_likelihood(params: &BgNbdParams, data: &[(u32, f64, f64)]) -> Result<f64, AnalyticsError> {
     params.check()?;
     let sample = Sample::new(data)?;
-    Ok(sample.log_likelihood(params, &mut Vec::new()))
+    Ok(sample.log_likelihood(params, &mut Scratch::default()))
 }
 
 /// Largest |ln θ| the fit explores: parameters stay within e^±50.
@@ -211,7 +236,7 @@ pub fn fit_with(data: &[(u32, f64, f64)], tol: Tolerance) -> Result<BgNbdFit, An
         return Err(AnalyticsError::NotEnoughData { needed: 1, got: 0 });
     }
     let n = sample.customers as f64;
-    let mut cache = Vec::new();
+    let mut scratch = Scratch::default();
     let mut objective = |th: &[f64]| {
         if th.iter().any(|v| v.abs() > LOG_BOUND) {
             return f64::INFINITY;
@@ -222,23 +247,40 @@ pub fn fit_with(data: &[(u32, f64, f64)], tol: Tolerance) -> Result<BgNbdFit, An
             a: th[2].exp(),
             b: th[3].exp(),
         };
-        -sample.log_likelihood(&p, &mut cache) / n
+        -sample.log_likelihood(&p, &mut scratch) / n
     };
     // Starts: r0 × mean(T) / mean(x) puts the NBD mean rate r/α at the
     // sample's visits per unit time, for three spreads of r, a and b.
     let rate_t = sample.mean_t.max(1e-6) / sample.mean_x.max(1e-3);
     let starts: [(f64, f64, f64); 3] = [(1.0, 1.0, 1.0), (0.3, 0.5, 2.0), (3.0, 2.0, 8.0)];
-    let mut best: Option<(crate::optimize::Minimum, usize)> = None;
+    // Each start is run to a coarse tolerance; the best is then polished
+    // to the full one.
+    let coarse = Tolerance {
+        f_rel: tol.f_rel.max(1e-5),
+        x_abs: tol.x_abs.max(1e-3),
+        ..tol
+    };
+    let mut best: Option<crate::optimize::Minimum> = None;
     let mut evaluations = 0;
-    for (i, &(r0, a0, b0)) in starts.iter().enumerate() {
+    for &(r0, a0, b0) in &starts {
         let alpha0 = (r0 * rate_t).clamp(1e-6, 1e6);
-        let m = nelder_mead(&mut objective, &[r0.ln(), alpha0.ln(), a0.ln(), b0.ln()], 0.5, tol);
+        let m = nelder_mead(&mut objective, &[r0.ln(), alpha0.ln(), a0.ln(), b0.ln()], 0.5, coarse);
         evaluations += m.evaluations;
-        if m.value.is_finite() && best.as_ref().map_or(true, |(b, _)| m.value < b.value) {
-            best = Some((m, i));
+        if m.value.is_finite() && best.as_ref().map_or(true, |b| m.value < b.value) {
+            best = Some(m);
         }
     }
-    let (m, _) = best.ok_or(AnalyticsError::NoFit)?;
+    let start = best.ok_or(AnalyticsError::NoFit)?;
+    let polished = nelder_mead(&mut objective, &start.x, 0.05, tol);
+    evaluations += polished.evaluations;
+    let m = if polished.value <= start.value {
+        polished
+    } else {
+        crate::optimize::Minimum {
+            converged: false,
+            ..start
+        }
+    };
     let params = BgNbdParams {
         r: m.x[0].exp(),
         alpha: m.x[1].exp(),
