@@ -195,8 +195,10 @@ impl Sample {
 
 /// The sample log-likelihood of FHL (2005), eq. 6, summed over customers:
 ///
-/// `L = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
-///    + [x > 0] B(a+1, b+x−1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x))`
+/// ```text
+/// L = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
+///   + [x > 0] B(a+1, b+x−1)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+t_x)^(r+x))
+/// ```
 ///
 /// computed in logarithms (log-sum-exp for the two terms).
 ///
@@ -266,7 +268,7 @@ pub fn fit_with(data: &[(u32, f64, f64)], tol: Tolerance) -> Result<BgNbdFit, An
         let alpha0 = (r0 * rate_t).clamp(1e-6, 1e6);
         let m = nelder_mead(&mut objective, &[r0.ln(), alpha0.ln(), a0.ln(), b0.ln()], 0.5, coarse);
         evaluations += m.evaluations;
-        if m.value.is_finite() && best.as_ref().map_or(true, |b| m.value < b.value) {
+        if m.value.is_finite() && !matches!(&best, Some(b) if b.value <= m.value) {
             best = Some(m);
         }
     }
@@ -326,8 +328,10 @@ pub fn probability_alive(p: &BgNbdParams, x: u32, t_x: f64, t: f64) -> Result<f6
 /// E[Y(t) | x, t_x, T]: the expected number of visits in the next `horizon`
 /// time units of a customer with history `(x, t_x, T)` (FHL 2005, eq. 10):
 ///
-/// `(a+b+x−1)/(a−1) · [1 − ((α+T)/(α+T+t))^(r+x) ₂F₁(r+x, b+x; a+b+x−1; t/(α+T+t))]
-///  / (1 + [x > 0] · a/(b+x−1) · ((α+T)/(α+t_x))^(r+x))`
+/// ```text
+///   (a+b+x−1)/(a−1) · [1 − ((α+T)/(α+T+t))^(r+x) ₂F₁(r+x, b+x; a+b+x−1; t/(α+T+t))]
+/// / (1 + [x > 0] · a/(b+x−1) · ((α+T)/(α+t_x))^(r+x))
+/// ```
 ///
 /// At `a = 1` the expression has a removable singularity; within 1e-6 of it
 /// the value is the mean of the values at `a = 1 ± 1e-6`.

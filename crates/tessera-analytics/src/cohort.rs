@@ -10,6 +10,10 @@ use crate::{invalid, AnalyticsError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The longest a table may run, from its oldest cohort to its last month:
+/// 100 years, far beyond any loyalty programme, and a bound on memory.
+pub const MAX_MONTHS: i64 = 1200;
+
 /// A calendar month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct YearMonth {
@@ -64,8 +68,9 @@ pub struct CohortRow {
 ///
 /// # Errors
 /// [`AnalyticsError::InvalidInput`] for a month outside 1..=12, an active
-/// month before the customer's first month or after `through`, or a first
-/// month after `through`.
+/// month before the customer's first month or after `through`, a first
+/// month after `through`, or a cohort more than [`MAX_MONTHS`] before
+/// `through`.
 pub fn retention_table(customers: &[CohortCustomer], through: YearMonth) -> Result<Vec<CohortRow>, AnalyticsError> {
     let end = through
         .index()
@@ -79,6 +84,9 @@ pub fn retention_table(customers: &[CohortCustomer], through: YearMonth) -> Resu
             .ok_or(invalid(i, "the first month is not a month 1..=12"))?;
         if first > end {
             return Err(invalid(i, "the first visit is after the last month of the table"));
+        }
+        if end - first >= MAX_MONTHS {
+            return Err(invalid(i, "the table would span more than 1,200 months"));
         }
         let mut ks = BTreeSet::from([0i64]);
         for m in &c.active {
@@ -227,6 +235,31 @@ mod tests {
             ym(2026, 12)
         ));
         assert!(retention_table(&[], ym(2026, 0)).is_err());
+        // 1,200 months back is refused, 1,199 is fine.
+        assert!(bad(
+            CohortCustomer {
+                first: ym(1926, 12),
+                active: vec![]
+            },
+            ym(2026, 12)
+        ));
+        let t = retention_table(
+            &[CohortCustomer {
+                first: ym(1927, 1),
+                active: vec![],
+            }],
+            ym(2026, 12),
+        )
+        .unwrap();
+        assert_eq!(t[0].active.len(), 1200);
+        // Extreme years are refused, not allocated.
+        assert!(bad(
+            CohortCustomer {
+                first: ym(i32::MIN, 1),
+                active: vec![]
+            },
+            ym(i32::MAX, 12)
+        ));
         assert!(retention_table(&[], ym(2026, 1)).unwrap().is_empty());
     }
 }

@@ -149,7 +149,7 @@ pub fn fit(data: &[(u32, f64)]) -> Result<GammaGammaFit, AnalyticsError> {
             Tolerance::default(),
         );
         evaluations += m.evaluations;
-        if m.value.is_finite() && best.as_ref().map_or(true, |b| m.value < b.value) {
+        if m.value.is_finite() && !matches!(&best, Some(b) if b.value <= m.value) {
             best = Some(m);
         }
     }

@@ -1,6 +1,7 @@
 //! Validation against the published reference fits on the CDNOW sample
 //! (2,357 customers of the first-quarter-1997 cohort, 39 weeks of
 //! calibration; see data/README.md for source, licence and citations).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use tessera_analytics::bgnbd::{self, BgNbdParams};
 use tessera_analytics::gamma_gamma;
