@@ -193,7 +193,8 @@ impl Sample {
     }
 }
 
-/// The sample log-likelihood of FHL (2005), eq. 6, summed over customers:
+/// The sample log-likelihood of the BG/NBD model (FHL 2005), summed over
+/// customers:
 ///
 /// ```text
 /// L = B(a, b+x)/B(a, b) · Γ(r+x) α^r / (Γ(r) (α+T)^(r+x))
@@ -309,7 +310,7 @@ fn ln_dead_odds(p: &BgNbdParams, x: u32, t_x: f64, t: f64) -> f64 {
 }
 
 /// P(alive | x, t_x, T): the probability that the customer is still active
-/// at `T` (FHL 2005 technical appendix; Fader, Hardie & Lee 2008 note):
+/// at `T`, from the two terms of the likelihood (FHL 2005):
 ///
 /// `1 / (1 + [x > 0] · a/(b+x−1) · ((α+T)/(α+t_x))^(r+x))`
 ///
@@ -326,7 +327,7 @@ pub fn probability_alive(p: &BgNbdParams, x: u32, t_x: f64, t: f64) -> Result<f6
 }
 
 /// E[Y(t) | x, t_x, T]: the expected number of visits in the next `horizon`
-/// time units of a customer with history `(x, t_x, T)` (FHL 2005, eq. 10):
+/// time units of a customer with history `(x, t_x, T)` (FHL 2005):
 ///
 /// ```text
 ///   (a+b+x−1)/(a−1) · [1 − ((α+T)/(α+T+t))^(r+x) ₂F₁(r+x, b+x; a+b+x−1; t/(α+T+t))]

@@ -82,7 +82,7 @@ fn ll_row(p: &GammaGammaParams, x: u32, m: f64) -> f64 {
         - (px + p.q) * (p.gamma + m * xf).ln()
 }
 
-/// The sample log-likelihood (Fader & Hardie 2013, eq. 3), summed over the
+/// The sample log-likelihood (Fader & Hardie 2013), summed over the
 /// rows with `x ≥ 1`; rows with `x = 0` are skipped:
 ///
 /// `f(m̄ | p, q, γ; x) = Γ(px+q) / (Γ(px) Γ(q)) · γ^q m̄^(px−1) x^(px) / (γ + m̄x)^(px+q)`
@@ -169,7 +169,7 @@ pub fn fit(data: &[(u32, f64)]) -> Result<GammaGammaFit, AnalyticsError> {
 }
 
 /// E[M | p, q, γ, m̄, x]: the expected spend per visit of a customer with
-/// `x` repeat visits of mean spend `m̄` (Fader & Hardie 2013, eq. 5):
+/// `x` repeat visits of mean spend `m̄` (Fader & Hardie 2013):
 ///
 /// `p (γ + x m̄) / (p x + q − 1)`
 ///
