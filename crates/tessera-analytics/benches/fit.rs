@@ -1,5 +1,6 @@
 //! Fitting BG/NBD on synthetic customers drawn from the CDNOW estimates,
-//! and scoring every customer (expected visits in 52 weeks, P(alive)).
+//! scoring every customer (expected visits in 52 weeks, P(alive)), and
+//! fitting Gamma-Gamma on their simulated spend.
 //!
 //! `cargo bench -p tessera-analytics --bench fit` runs 100,000 customers;
 //! without `--bench` (as `cargo test --benches` runs it) 2,000, to check
@@ -9,7 +10,7 @@
 mod sim;
 
 use std::time::Instant;
-use tessera_analytics::bgnbd;
+use tessera_analytics::{bgnbd, gamma_gamma};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -40,6 +41,18 @@ fn main() {
     }
     let scoring = t2.elapsed();
 
+    let (gp, gq, gg) = (6.25, 3.74, 15.44);
+    let spend = sim::simulate_spend(&data, gp, gq, gg, 43);
+    let t3 = Instant::now();
+    let gfit = match gamma_gamma::fit(&spend) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("Gamma-Gamma fit failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    let gfitting = t3.elapsed();
+
     println!("bgnbd fit: {n} customers ({repeaters} with repeat visits), seed 42");
     println!("  true      r={r} alpha={alpha} a={a} b={b}");
     let p = fit.params;
@@ -59,5 +72,17 @@ fn main() {
         scoring.as_secs_f64() * 1e3,
         total / n as f64,
         alive / n as f64
+    );
+    let g = gfit.params;
+    println!("gamma-gamma fit: {} repeat customers, seed 43", gfit.customers);
+    println!("  true      p={gp} q={gq} gamma={gg}");
+    println!(
+        "  fitted    p={:.4} q={:.4} gamma={:.4}  LL={:.2}  converged={}",
+        g.p, g.q, g.gamma, gfit.log_likelihood, gfit.converged
+    );
+    println!(
+        "  fit       {:>10.3} ms  ({} log-likelihood evaluations)",
+        gfitting.as_secs_f64() * 1e3,
+        gfit.evaluations
     );
 }

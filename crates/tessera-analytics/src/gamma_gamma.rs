@@ -125,16 +125,34 @@ pub fn fit(data: &[(u32, f64)]) -> Result<GammaGammaFit, AnalyticsError> {
     }
     let n = rows.len() as f64;
     let mean_m = rows.iter().map(|r| r.1).sum::<f64>() / n;
-    let objective = |th: &[f64]| {
+    // The terms that depend on x alone are computed once per distinct x and
+    // evaluation; ln m̄ once per row.
+    let mut xs: Vec<u32> = rows.iter().map(|r| r.0).collect();
+    xs.sort_unstable();
+    xs.dedup();
+    let prepared: Vec<(usize, f64, f64, f64)> = rows
+        .iter()
+        .map(|&(x, m)| (xs.binary_search(&x).unwrap_or(0), f64::from(x), m, m.ln()))
+        .collect();
+    let mut per_x: Vec<f64> = Vec::with_capacity(xs.len());
+    let mut objective = |th: &[f64]| {
         if th.iter().any(|v| v.abs() > 50.0) {
             return f64::INFINITY;
         }
-        let p = GammaGammaParams {
-            p: th[0].exp(),
-            q: th[1].exp(),
-            gamma: th[2].exp(),
-        };
-        -rows.iter().map(|&(x, m)| ll_row(&p, x, m)).sum::<f64>() / n
+        let (p, q, g) = (th[0].exp(), th[1].exp(), th[2].exp());
+        let (lg_q, ln_g) = (ln_gamma(q), g.ln());
+        per_x.clear();
+        per_x.extend(xs.iter().map(|&x| {
+            let xf = f64::from(x);
+            let px = p * xf;
+            ln_gamma(px + q) - ln_gamma(px) - lg_q + q * ln_g + px * xf.ln()
+        }));
+        let mut ll = 0.0;
+        for &(xi, xf, m, ln_m) in &prepared {
+            let px = p * xf;
+            ll += per_x[xi] + (px - 1.0) * ln_m - (px + q) * (g + m * xf).ln();
+        }
+        -ll / n
     };
     // Starts with the population mean p γ / (q − 1) at the sample mean.
     let starts = [(1.0, 2.0), (5.0, 4.0), (0.5, 10.0)];
@@ -143,7 +161,7 @@ pub fn fit(data: &[(u32, f64)]) -> Result<GammaGammaFit, AnalyticsError> {
     for &(p0, q0) in &starts {
         let g0 = (mean_m * (q0 - 1.0) / p0).clamp(1e-9, 1e12);
         let m = nelder_mead(
-            objective,
+            &mut objective,
             &[f64::ln(p0), f64::ln(q0), g0.ln()],
             0.5,
             Tolerance::default(),

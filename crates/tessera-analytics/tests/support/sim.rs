@@ -84,3 +84,22 @@ pub fn simulate(n: usize, r: f64, alpha: f64, a: f64, b: f64, seed: u64) -> Vec<
         })
         .collect()
 }
+
+/// Mean spend of each customer's `x` repeat visits from Gamma-Gamma
+/// parameters: ν ~ gamma(q, rate γ) per customer, each visit's spend
+/// ~ gamma(p, rate ν); 0 for `x = 0`.
+#[allow(dead_code)]
+pub fn simulate_spend(visits: &[(u32, f64, f64)], p: f64, q: f64, gamma: f64, seed: u64) -> Vec<(u32, f64)> {
+    let mut rng = Rng::new(seed);
+    visits
+        .iter()
+        .map(|&(x, _, _)| {
+            if x == 0 {
+                return (0, 0.0);
+            }
+            let nu = rng.gamma(q) / gamma;
+            let total: f64 = (0..x).map(|_| rng.gamma(p) / nu).sum();
+            (x, total / f64::from(x))
+        })
+        .collect()
+}
