@@ -218,8 +218,9 @@ const LOG_BOUND: f64 = 50.0;
 
 /// Maximum-likelihood fit of `(r, alpha, a, b)`: Nelder–Mead on the
 /// logarithms of the parameters from three starts (see `docs/analytics.md`),
-/// each converged to 1e-8 relative on −LL/N and on the parameters; the best
-/// is returned.
+/// each to a coarse tolerance (1e-5 on −LL/N, 1e-3 on the log parameters);
+/// the best is then polished to [`Tolerance::default`], 1e-8 relative on
+/// −LL/N and on the parameters.
 ///
 /// # Errors
 /// [`AnalyticsError::NotEnoughData`] for an empty sample;
