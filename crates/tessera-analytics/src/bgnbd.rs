@@ -36,17 +36,12 @@ pub struct BgNbdParams {
 
 impl BgNbdParams {
     fn check(&self) -> Result<(), AnalyticsError> {
-        for (v, name) in [
+        crate::check_positive(&[
             (self.r, "r must be finite and > 0"),
             (self.alpha, "alpha must be finite and > 0"),
             (self.a, "a must be finite and > 0"),
             (self.b, "b must be finite and > 0"),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(AnalyticsError::InvalidParameter(name));
-            }
-        }
-        Ok(())
+        ])
     }
 }
 

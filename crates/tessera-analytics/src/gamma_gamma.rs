@@ -21,22 +21,18 @@ pub struct GammaGammaParams {
     pub p: f64,
     /// Shape of the gamma distribution of ν across customers.
     pub q: f64,
-    /// Scale of the gamma distribution of ν across customers, in money.
+    /// Rate of the gamma distribution of ν across customers; since ν is a
+    /// rate per money unit, γ is in money units (it scales spend).
     pub gamma: f64,
 }
 
 impl GammaGammaParams {
     fn check(&self) -> Result<(), AnalyticsError> {
-        for (v, name) in [
+        crate::check_positive(&[
             (self.p, "p must be finite and > 0"),
             (self.q, "q must be finite and > 0"),
             (self.gamma, "gamma must be finite and > 0"),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(AnalyticsError::InvalidParameter(name));
-            }
-        }
-        Ok(())
+        ])
     }
 
     /// The population mean spend per visit, `p γ / (q − 1)`; `None` when

@@ -72,6 +72,15 @@ pub enum AnalyticsError {
     NoFit,
 }
 
+/// Checks that every model parameter is finite and > 0; the message of the
+/// first that is not is the error.
+pub(crate) fn check_positive(params: &[(f64, &'static str)]) -> Result<(), AnalyticsError> {
+    match params.iter().find(|(v, _)| !(v.is_finite() && *v > 0.0)) {
+        Some(&(_, name)) => Err(AnalyticsError::InvalidParameter(name)),
+        None => Ok(()),
+    }
+}
+
 /// Shorthand for a row error.
 pub(crate) fn invalid(index: usize, reason: &'static str) -> AnalyticsError {
     AnalyticsError::InvalidInput { index, reason }
