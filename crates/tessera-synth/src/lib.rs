@@ -51,8 +51,8 @@
 //! expectation, and the control group's own uplift is zero by construction.
 //! [`Summary::holdout`] counts both groups' visits in the campaign window.
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use tessera_crypto::cert::certificate;
 use tessera_crypto::keys::IssuerKeys;
@@ -267,14 +267,14 @@ impl Spec {
     }
 }
 
-/// The demo's history: 400 customers, 8,000 purchases in 3 stores of 2
-/// terminals over 180 days from 2026-05-01, settled daily (a few seconds
-/// in a debug build).
+/// The demo's history: 400 customers, 5,000 purchases in 3 stores of 2
+/// terminals over 180 days from 2026-05-01, settled weekly (seconds in a
+/// debug build).
 pub fn demo_spec() -> Spec {
     Spec {
         seed: 12,
         customers: 400,
-        purchases: 8_000,
+        purchases: 5_000,
         stores: 3,
         terminals_per_store: 2,
         start: Date {
@@ -283,7 +283,7 @@ pub fn demo_spec() -> Spec {
             day: 1,
         },
         days: 180,
-        settle_every_days: 1,
+        settle_every_days: 7,
     }
 }
 
@@ -510,7 +510,9 @@ impl Generator {
             let digits = format!("{:06}", households % 1_000_000);
             household[2..].copy_from_slice(digits.as_bytes());
             for _ in 0..size {
-                let Ok(index) = u32::try_from(customers.len()) else { break };
+                let Ok(index) = u32::try_from(customers.len()) else {
+                    break;
+                };
                 if index >= spec.customers {
                     break;
                 }
@@ -855,7 +857,11 @@ impl Generator {
         let total_share: u64 = shares.iter().sum();
         let mut left = minor;
         for (k, share) in shares.iter().enumerate() {
-            let amount = if k + 1 == lines { left } else { minor * share / total_share };
+            let amount = if k + 1 == lines {
+                left
+            } else {
+                minor * share / total_share
+            };
             left -= amount;
             let category = CATEGORIES[r.weighted(&weights)].to_owned();
             match basket.iter_mut().find(|l| l.category == category) {
@@ -1168,11 +1174,35 @@ mod tests {
     fn bad_specs_are_refused() {
         let ok = demo_spec();
         for (spec, what) in [
-            (Spec { customers: 0, ..ok.clone() }, "customers"),
-            (Spec { terminals_per_store: 100, ..ok.clone() }, "terminals_per_store"),
+            (
+                Spec {
+                    customers: 0,
+                    ..ok.clone()
+                },
+                "customers",
+            ),
+            (
+                Spec {
+                    terminals_per_store: 100,
+                    ..ok.clone()
+                },
+                "terminals_per_store",
+            ),
             (Spec { days: 3, ..ok.clone() }, "days"),
-            (Spec { settle_every_days: 0, ..ok.clone() }, "settle_every_days"),
-            (Spec { purchases: 0, ..ok.clone() }, "purchases"),
+            (
+                Spec {
+                    settle_every_days: 0,
+                    ..ok.clone()
+                },
+                "settle_every_days",
+            ),
+            (
+                Spec {
+                    purchases: 0,
+                    ..ok.clone()
+                },
+                "purchases",
+            ),
         ] {
             let e = Generator::new(&spec).unwrap_err();
             assert!(e.to_string().contains(what), "{e}");

@@ -16,13 +16,31 @@ pub(crate) struct Locale {
 pub(crate) const LOCALES: &[Locale] = &[
     Locale {
         city: "Нижний Новгород",
-        given: &["Анна", "Мария", "Ольга", "Иван", "Дмитрий", "Сергей", "Елена", "Алексей"],
+        given: &[
+            "Анна",
+            "Мария",
+            "Ольга",
+            "Иван",
+            "Дмитрий",
+            "Сергей",
+            "Елена",
+            "Алексей",
+        ],
         family: &["Петрова", "Иванова", "Смирнова", "Кузнецова", "Соколова", "Попова"],
         family_first: false,
     },
     Locale {
         city: "München",
-        given: &["Jürgen", "Lena", "Sophie", "Lukas", "Maximilian", "Hannah", "Jörg", "Käthe"],
+        given: &[
+            "Jürgen",
+            "Lena",
+            "Sophie",
+            "Lukas",
+            "Maximilian",
+            "Hannah",
+            "Jörg",
+            "Käthe",
+        ],
         family: &["Müller", "Schmidt", "Schäfer", "Weiß", "Groß", "Becker"],
         family_first: false,
     },
