@@ -46,7 +46,9 @@
 //! [`HOLDOUT_PERCENT`] % of the cards by
 //! [`tessera_rules::offers::in_control`]. While it runs, the treated
 //! customers (not in the control group) visit [`Model::campaign_lift_percent`]
-//! % more often; the control group's behaviour does not change, so the
+//! % more often (their dropout per visit divided by the same factor, so
+//! their chance of dropping out per day stays what it was: both groups
+//! survive alike); the control group's behaviour does not change, so the
 //! uplift in visits measured treated against control is that lift in
 //! expectation, and the control group's own uplift is zero by construction.
 //! [`Summary::holdout`] counts both groups' visits in the campaign window.
@@ -471,6 +473,18 @@ fn advance(mut t: f64, mut e: f64, rate: f64, window: Option<Window>) -> f64 {
     t + e / rate
 }
 
+/// The dropout probability after a visit at `t`: inside the campaign
+/// window a treated customer's extra visits carry no extra risk of
+/// dropping out (`p / factor` per visit at `factor` times the rate), so
+/// both groups survive alike and the treated make `factor` times the
+/// visits in expectation.
+fn dropout_at(p: f64, t: f64, window: Option<Window>) -> f64 {
+    match window {
+        Some(w) if w.from <= t && t < w.until => p / w.factor,
+        _ => p,
+    }
+}
+
 /// Random streams: one per customer and purpose.
 const STREAM_CUSTOMER: u64 = 1;
 const STREAM_TIMING: u64 = 2;
@@ -611,7 +625,7 @@ impl Generator {
             let mut t = c.t0;
             while t < horizon {
                 n += 1;
-                if timing.chance(c.dropout) {
+                if timing.chance(dropout_at(c.dropout, t, window)) {
                     break;
                 }
                 t = advance(t, timing.exp1(), rate, window);
@@ -764,8 +778,9 @@ impl Generator {
             let card = &mut cards[i];
             let unix = spec.start_unix() + day * 86_400 + OPENS_AT + (t - f64::from(day) * OPEN_SECS) as u32;
             self.visit(c, card, unix, p, &mut tills, &mut sum)?;
-            if !card.timing.chance(c.dropout) {
-                let next = advance(t, card.timing.exp1(), self.scale * c.lambda / OPEN_SECS, self.window(c));
+            let window = self.window(c);
+            if !card.timing.chance(dropout_at(c.dropout, t, window)) {
+                let next = advance(t, card.timing.exp1(), self.scale * c.lambda / OPEN_SECS, window);
                 if next < horizon {
                     heap.push(Reverse((next.to_bits(), i)));
                 }
