@@ -116,8 +116,16 @@ fn a_small_history_posts_cleanly_and_adds_up() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    for sample in ['а', 'ü', 'α', '藤'] {
-        assert!(scripts.iter().any(|s| s.contains(sample)), "no name with {sample}");
+    for (script, range) in [
+        ("Cyrillic", '\u{0400}'..='\u{04FF}'),
+        ("Latin with diacritics", '\u{00C0}'..='\u{017F}'),
+        ("Greek", '\u{0370}'..='\u{03FF}'),
+        ("Han or kana", '\u{3040}'..='\u{9FFF}'),
+    ] {
+        assert!(
+            scripts.iter().any(|s| s.chars().any(|c| range.contains(&c))),
+            "no name in {script}"
+        );
     }
     // Households of 1 to 4 people.
     let biggest = n("SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM customers GROUP BY household)");
