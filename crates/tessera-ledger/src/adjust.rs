@@ -315,6 +315,13 @@ impl Ledger {
                 now
             ],
         )?;
+        // The old card's successor, in the card dimension.
+        if let Some(zone) = self.warehouse.then_some(&self.wh_zone) {
+            crate::wh_build::touch_card_dim(&tx, &old)?;
+            crate::wh_build::maintain(&tx, zone)?;
+        } else {
+            crate::wh_build::set_meta(&tx, "stale", Some("1"))?;
+        }
         tx.commit()?;
         Ok(Replacement {
             old_card: old,

@@ -20,6 +20,8 @@ use tessera_protocol::messages::{CardId, LogRecord, TxKind};
 use tessera_settlement::batch::{Ack, AckStatus, BatchError, BatchReader, Header};
 use tessera_settlement::record::{tx_kind, Entry, EntryKind, Verdict};
 
+use tessera_rules::display::Zone;
+
 use crate::error::from_batch;
 use crate::matching;
 use crate::{hotlist_insert, raise, Exception, ExceptionClass, IngestOutcome, IngestReport, LedgerError, LedgerKeys};
@@ -320,12 +322,13 @@ fn raise_alone(
 pub(crate) fn ingest<R: BufRead>(
     conn: &mut Connection,
     keys: &LedgerKeys,
+    wh: Option<&Zone>,
     input: R,
     now: u32,
 ) -> Result<IngestOutcome, LedgerError> {
     let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
     let h = reader.header().clone();
-    ingest_with(conn, keys, h, now, |key, _, each| read_all(reader, key, each))
+    ingest_with(conn, keys, wh, h, now, |key, _, each| read_all(reader, key, each))
 }
 
 /// See [`crate::Ledger::ingest_send`]: as [`ingest`], reading on a second
@@ -333,12 +336,13 @@ pub(crate) fn ingest<R: BufRead>(
 pub(crate) fn ingest_send<R: BufRead + Send>(
     conn: &mut Connection,
     keys: &LedgerKeys,
+    wh: Option<&Zone>,
     input: R,
     now: u32,
 ) -> Result<IngestOutcome, LedgerError> {
     let reader = BatchReader::open(input).map_err(|e| from_batch(0, e))?;
     let h = reader.header().clone();
-    ingest_with(conn, keys, h, now, |key, certify, each| {
+    ingest_with(conn, keys, wh, h, now, |key, certify, each| {
         read_all_parallel(reader, key, keys, certify, each)
     })
 }
@@ -423,11 +427,12 @@ pub(crate) fn verify_ahead<R: BufRead>(
 pub(crate) fn post_verified(
     conn: &mut Connection,
     keys: &LedgerKeys,
+    wh: Option<&Zone>,
     batch: VerifiedBatch,
     now: u32,
 ) -> Result<IngestOutcome, LedgerError> {
     let VerifiedBatch { first, last, records } = batch;
-    ingest_with(conn, keys, first, now, move |_, _, each| {
+    ingest_with(conn, keys, wh, first, now, move |_, _, each| {
         for r in records {
             each(r)?;
         }
@@ -438,6 +443,7 @@ pub(crate) fn post_verified(
 fn ingest_with(
     conn: &mut Connection,
     keys: &LedgerKeys,
+    wh: Option<&Zone>,
     h: Header,
     now: u32,
     read: impl FnOnce(&Key, bool, Each<'_>) -> Result<Header, Refused>,
@@ -491,7 +497,7 @@ fn ingest_with(
     };
     let key = keys.batch_key(tid);
     let post = matches!(mode, Mode::Post);
-    match process(conn, keys, &h, |key, each| read(key, post, each), mode, &key, now) {
+    match process(conn, keys, wh, &h, |key, each| read(key, post, each), mode, &key, now) {
         Ok(outcome) => Ok(outcome),
         Err(Refused { err, exception }) => {
             // The batch's transaction is gone (rolled back): record the
@@ -504,9 +510,11 @@ fn ingest_with(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn process(
     conn: &mut Connection,
     keys: &LedgerKeys,
+    wh: Option<&Zone>,
     h: &Header,
     read: impl FnOnce(&Key, Each<'_>) -> Result<Header, Refused>,
     mode: Mode,
@@ -519,7 +527,7 @@ fn process(
     let tx = conn.savepoint()?;
     match mode {
         Mode::Post => {
-            let mut p = Posting::new(&tx, keys, tid, h.batch_no, now);
+            let mut p = Posting::new(&tx, keys, wh.is_some(), tid, h.batch_no, now);
             let header = read(key, &mut |r| p.record(r))?;
             p.flush()?;
             if p.totals != header.totals {
@@ -571,7 +579,7 @@ fn process(
                 params![header.batch_no, header.seq_to, head, tid],
             )?;
             let mut report = p.into_report();
-            release_held(&tx, keys, &header, now, &mut report)?;
+            release_held(&tx, keys, wh.is_some(), &header, now, &mut report)?;
             // Records that waited for this till's decisions (copies other
             // tills delivered first, or this batch's own).
             for e in matching::resolve(&tx, Some(tid), None, now)? {
@@ -579,6 +587,10 @@ fn process(
                 if report.exceptions.len() < REPORTED_EXCEPTIONS {
                     report.exceptions.push(e);
                 }
+            }
+            // The warehouse, over the rows this batch touched.
+            if let Some(zone) = wh {
+                crate::wh_build::maintain(&tx, zone)?;
             }
             tx.commit()?;
             let ack = Ack::new(key, tid, header.batch_no, &header.head, AckStatus::Posted);
@@ -725,6 +737,7 @@ pub(crate) fn missing_from(conn: &Connection, tid: u32, held: u32) -> Result<Opt
 fn release_held(
     conn: &Connection,
     keys: &LedgerKeys,
+    touch: bool,
     posted: &Header,
     now: u32,
     report: &mut IngestReport,
@@ -769,7 +782,7 @@ fn release_held(
             }
             return Ok(());
         }
-        let mut p = Posting::new(conn, keys, tid, next, now);
+        let mut p = Posting::new(conn, keys, touch, tid, next, now);
         {
             let mut stmt = conn
                 .prepare("SELECT seq, entry FROM held_records WHERE terminal_id = ?1 AND batch_no = ?2 ORDER BY seq")?;
@@ -888,10 +901,12 @@ struct Posting<'c> {
     totals: std::collections::BTreeMap<String, tessera_settlement::batch::Total>,
     /// Signed policies and campaign files, parsed once per batch.
     rules: crate::points::Rules,
+    /// Whether to note the rows touched for the warehouse (`wh_touched`).
+    touch: bool,
 }
 
 impl<'c> Posting<'c> {
-    fn new(conn: &'c Connection, keys: &'c LedgerKeys, terminal_id: u32, batch_no: u32, now: u32) -> Self {
+    fn new(conn: &'c Connection, keys: &'c LedgerKeys, touch: bool, terminal_id: u32, batch_no: u32, now: u32) -> Self {
         let report = IngestReport {
             terminal_id,
             batch_no,
@@ -907,7 +922,19 @@ impl<'c> Posting<'c> {
             report,
             totals: std::collections::BTreeMap::new(),
             rules: crate::points::Rules::default(),
+            touch,
         }
+    }
+
+    /// Notes a card transaction whose warehouse facts must be brought up
+    /// to date at the end of the batch.
+    fn touched(&self, card: &[u8], counter: u32) -> Result<(), LedgerError> {
+        if self.touch {
+            self.conn
+                .prepare_cached("INSERT INTO wh_touched (card_id, counter) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+                .execute(params![card, counter])?;
+        }
+        Ok(())
     }
 
     fn into_report(self) -> IngestReport {
@@ -970,8 +997,9 @@ impl<'c> Posting<'c> {
         self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter,
-                     tx_type, verdict, reason, points, purchase_minor, origin_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     tx_type, verdict, reason, points, purchase_minor, origin_seq, categories, basket, store_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     (SELECT store_id FROM terminals WHERE terminal_id = ?1))",
             )?
             .execute(params![
                 self.terminal_id,
@@ -986,8 +1014,31 @@ impl<'c> Posting<'c> {
                 e.reason,
                 e.points,
                 e.purchase_minor,
-                e.origin_seq
+                e.origin_seq,
+                (!e.categories.is_empty())
+                    .then(|| serde_json::to_string(&e.categories))
+                    .transpose()?,
+                (!e.basket.is_empty())
+                    .then(|| serde_json::to_string(&e.basket))
+                    .transpose()?
             ])?;
+        let approved = e.kind == EntryKind::Decision && e.verdict == Some(Verdict::Approve);
+        if approved {
+            // The purchase facts belong to the decision: its amount per
+            // category, and the card transaction it allowed is touched
+            // (its copy may have been posted before, from another till).
+            for (category, amount, from_basket) in crate::wh_build::category_amounts(e) {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO decision_categories (terminal_id, seq, category, amount_minor, from_basket)
+                         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![self.terminal_id, seq, category, amount, from_basket])?;
+            }
+            if let (Some(card), Some(counter)) = (e.card_id.as_deref().and_then(parse_card), e.card_counter) {
+                self.touched(&card, counter)?;
+            }
+        }
         // A decision that went ahead on an office approval code.
         if e.kind == EntryKind::Decision && e.verdict == Some(Verdict::Approve) {
             for (class, ev) in crate::approvals::check_use(self.conn, self.terminal_id, self.batch_no, seq, e)? {
@@ -1001,8 +1052,18 @@ impl<'c> Posting<'c> {
                 )?;
             }
         }
-        // A purchase's points against the signed rules it names.
-        if let Some((why, mut ev)) = self.rules.check(self.conn, e)? {
+        // A purchase's points against the signed rules it names; when they
+        // agree, which campaign or rule gave which points.
+        let (problem, lines) = self.rules.check(self.conn, e)?;
+        for (source, points) in lines {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO decision_points (terminal_id, seq, source, points) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (terminal_id, seq, source) DO UPDATE SET points = decision_points.points + excluded.points",
+                )?
+                .execute(params![self.terminal_id, seq, source, points])?;
+        }
+        if let Some((why, mut ev)) = problem {
             if !ev.is_object() {
                 ev = json!({});
             }
@@ -1275,6 +1336,7 @@ impl<'c> Posting<'c> {
                 ])?
                 > 0;
             if inserted {
+                self.touched(&card, rec.counter)?;
                 if let matching::Match::Orphan(why, held) = found {
                     let ev = matching::evidence(&claim, why, held, Some(seq));
                     self.raise(
@@ -1679,6 +1741,7 @@ impl<'c> Posting<'c> {
                     "UPDATE card_transactions SET status = 'posted', posted_at = ?1 WHERE card_id = ?2 AND counter = ?3",
                 )?
                 .execute(params![self.now, &card[..], next])?;
+            self.touched(card, next)?;
             st.pending -= 1;
             self.apply(card, st, &s.record, s.terminal_id, s.batch_no, s.seq)?;
             if s.terminal_id == self.terminal_id && s.batch_no == self.batch_no {

@@ -19,6 +19,8 @@ mod points;
 mod reports;
 mod schema;
 mod types;
+pub mod warehouse;
+mod wh_build;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -37,6 +39,10 @@ pub use error::LedgerError;
 pub use ingest::VerifiedBatch;
 pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
 pub use schema::SCHEMA_VERSION;
+pub use warehouse::{
+    CampaignCard, CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, HouseholdRow, Period, PointsPeriodRow,
+    PurchaseRow, StorePeriodRow,
+};
 
 /// One item of a sync feed a terminal acknowledged writing
 /// (`POST /v1/sync/ack`).
@@ -245,6 +251,10 @@ pub trait LedgerStore: Send {
 pub struct Ledger {
     conn: Connection,
     keys: LedgerKeys,
+    /// Whether posting maintains the warehouse ([`Ledger::set_warehouse`]).
+    warehouse: bool,
+    /// The warehouse's zone ([`Ledger::set_warehouse_zone`]).
+    wh_zone: tessera_rules::display::Zone,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -332,7 +342,13 @@ impl Ledger {
         // The policy shipped with Tessera is the office's own (tills
         // without a policy file decide under it).
         points::register(&conn, "policies", tessera_rules::policy::DEFAULT_POLICY_TOML, 0)?;
-        Ok(Ledger { conn, keys })
+        let wh_zone = warehouse::stored_zone(&conn)?;
+        Ok(Ledger {
+            conn,
+            keys,
+            warehouse: true,
+            wh_zone,
+        })
     }
 
     /// Opens a ledger that must already exist — what an office does at
@@ -454,7 +470,14 @@ impl Ledger {
     /// an exception); [`LedgerError::Storage`] (500). On every error the
     /// batch left no trace but the exception named.
     pub fn ingest<R: BufRead>(&mut self, input: R, now: u32) -> Result<IngestOutcome, LedgerError> {
-        let out = ingest::ingest(&mut self.conn, &self.keys, input, now)?;
+        self.note_unmaintained()?;
+        let out = ingest::ingest(
+            &mut self.conn,
+            &self.keys,
+            self.warehouse.then_some(&self.wh_zone),
+            input,
+            now,
+        )?;
         self.age_gaps(now, GAP_AGE_SECS)?;
         Ok(out)
     }
@@ -468,7 +491,14 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::ingest`].
     pub fn ingest_send<R: BufRead + Send>(&mut self, input: R, now: u32) -> Result<IngestOutcome, LedgerError> {
-        let out = ingest::ingest_send(&mut self.conn, &self.keys, input, now)?;
+        self.note_unmaintained()?;
+        let out = ingest::ingest_send(
+            &mut self.conn,
+            &self.keys,
+            self.warehouse.then_some(&self.wh_zone),
+            input,
+            now,
+        )?;
         self.age_gaps(now, GAP_AGE_SECS)?;
         Ok(out)
     }
@@ -490,7 +520,14 @@ impl Ledger {
     /// # Errors
     /// As [`Ledger::ingest`].
     pub fn post_verified(&mut self, batch: VerifiedBatch, now: u32) -> Result<IngestOutcome, LedgerError> {
-        let out = ingest::post_verified(&mut self.conn, &self.keys, batch, now)?;
+        self.note_unmaintained()?;
+        let out = ingest::post_verified(
+            &mut self.conn,
+            &self.keys,
+            self.warehouse.then_some(&self.wh_zone),
+            batch,
+            now,
+        )?;
         self.age_gaps(now, GAP_AGE_SECS)?;
         Ok(out)
     }
@@ -511,14 +548,18 @@ impl Ledger {
     ) -> Vec<Result<IngestOutcome, LedgerError>> {
         let n = uploads.len();
         let failed = |e: &LedgerError| (0..n).map(|_| Err(LedgerError::Storage(e.to_string()))).collect();
+        if let Err(e) = self.note_unmaintained() {
+            return failed(&e);
+        }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return failed(&e.into());
         }
+        let wh = self.warehouse.then_some(&self.wh_zone);
         let outcomes: Vec<Result<IngestOutcome, LedgerError>> = uploads
             .into_iter()
             .map(|u| match u {
-                Upload::Verified(b) => ingest::post_verified(&mut self.conn, &self.keys, *b, now),
-                Upload::Stream(r) => ingest::ingest_send(&mut self.conn, &self.keys, r, now),
+                Upload::Verified(b) => ingest::post_verified(&mut self.conn, &self.keys, wh, *b, now),
+                Upload::Stream(r) => ingest::ingest_send(&mut self.conn, &self.keys, wh, r, now),
             })
             .collect();
         let finished = reports::age_gaps(&self.conn, now, GAP_AGE_SECS)
@@ -620,12 +661,29 @@ impl Ledger {
         if !known {
             return Err(LedgerError::UnknownCustomer(customer_id));
         }
+        let before: Option<(u64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT cu.customer_id, cu.household FROM cards c JOIN customers cu ON cu.customer_id = c.customer_id
+                 WHERE c.card_id = ?1",
+                [&card_id[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
         tx.execute(
             "INSERT INTO cards (card_id, customer_id, key_version, registered_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (card_id) DO UPDATE SET customer_id = excluded.customer_id,
                  key_version = excluded.key_version, registered_at = COALESCE(registered_at, excluded.registered_at)",
             params![&card_id[..], customer_id, key_version, now],
         )?;
+        // The card's facts follow it to its customer (and household).
+        let zone = self.warehouse.then_some(&self.wh_zone);
+        if zone.is_some() {
+            wh_build::touch_card(&tx, &card_id)?;
+        }
+        wh_build::after_change(&tx, zone)?;
+        if let (Some(_), Some((old, household))) = (zone, before) {
+            wh_build::drop_unlinked(&tx, &[old], &[household])?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -653,6 +711,23 @@ impl Ledger {
 
     fn erase_customer_rows(&mut self, customer_id: u64) -> Result<(), LedgerError> {
         let tx = self.conn.transaction()?;
+        let zone = self.warehouse.then_some(&self.wh_zone);
+        let household: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT household FROM customers WHERE customer_id = ?1",
+                [customer_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if zone.is_some() {
+            let cards: Vec<Vec<u8>> = tx
+                .prepare("SELECT card_id FROM cards WHERE customer_id = ?1")?
+                .query_map([customer_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for c in cards {
+                wh_build::touch_card(&tx, &c)?;
+            }
+        }
         tx.execute(
             "DELETE FROM profile_updates WHERE card_id IN (SELECT card_id FROM cards WHERE customer_id = ?1)",
             [customer_id],
@@ -663,6 +738,11 @@ impl Ledger {
         )?;
         if tx.execute("DELETE FROM customers WHERE customer_id = ?1", [customer_id])? == 0 {
             return Err(LedgerError::UnknownCustomer(customer_id));
+        }
+        // The facts stay, unlinked from the person: anonymous figures.
+        wh_build::after_change(&tx, zone)?;
+        if zone.is_some() {
+            wh_build::drop_unlinked(&tx, &[customer_id], &household.into_iter().collect::<Vec<_>>())?;
         }
         tx.commit()?;
         Ok(())
@@ -1019,7 +1099,21 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn register_campaigns(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
-        points::register(&self.conn, "campaign_sets", toml, now)
+        let tx = self.conn.transaction()?;
+        let before: i64 = tx.query_row("SELECT COUNT(*) FROM campaign_sets", [], |r| r.get(0))?;
+        let digest = points::register(&tx, "campaign_sets", toml, now)?;
+        let after: i64 = tx.query_row("SELECT COUNT(*) FROM campaign_sets", [], |r| r.get(0))?;
+        // A new file's campaigns join the campaign dimension (a file
+        // registered again changes nothing).
+        if after > before {
+            if self.warehouse {
+                wh_build::register_campaigns(&tx, toml)?;
+            } else {
+                wh_build::set_meta(&tx, "stale", Some("1"))?;
+            }
+        }
+        tx.commit()?;
+        Ok(digest)
     }
 
     /// Checks the whole ledger: SQLite's full `integrity_check` and the

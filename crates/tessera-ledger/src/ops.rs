@@ -131,6 +131,8 @@ impl Ledger {
         if n == 0 {
             return Err(LedgerError::StoreExists(store_id));
         }
+        // The store dimension.
+        crate::wh_build::after_change(&self.conn, self.warehouse.then_some(&self.wh_zone))?;
         Ok(())
     }
 

@@ -25,6 +25,12 @@ use tessera_settlement::record::{Entry, EntryKind, Verdict};
 
 use crate::LedgerError;
 
+/// Why a decision's points are not explained, and the evidence.
+pub(crate) type Problem = (&'static str, Value);
+
+/// The lines of a recomputed quote: campaign id or policy rule, points.
+pub(crate) type Lines = Vec<(String, i64)>;
+
 /// Parsed files by digest (`None`: not registered or not parsable).
 #[derive(Default)]
 pub(crate) struct Rules {
@@ -91,18 +97,27 @@ fn stored(conn: &Connection, table: &str, digest: &[u8; 32]) -> Result<Option<St
 impl Rules {
     /// A problem with an approved purchase decision's points: why, and the
     /// evidence. `None` when they are what the signed rules give (or the
-    /// entry is not a purchase decision, or predates journaled rules).
-    pub(crate) fn check(&mut self, conn: &Connection, e: &Entry) -> Result<Option<(&'static str, Value)>, LedgerError> {
+    /// entry is not a purchase decision, or predates journaled rules);
+    /// then also the recomputed quote's lines (campaign id or
+    /// `policy.category` / `policy.tier`, points), empty otherwise.
+    pub(crate) fn check(&mut self, conn: &Connection, e: &Entry) -> Result<(Option<Problem>, Lines), LedgerError> {
+        match self.check_lines(conn, e)? {
+            Ok(lines) => Ok((None, lines)),
+            Err(problem) => Ok((Some(problem), Vec::new())),
+        }
+    }
+
+    fn check_lines(&mut self, conn: &Connection, e: &Entry) -> Result<Result<Lines, Problem>, LedgerError> {
         if e.kind != EntryKind::Decision || e.verdict != Some(Verdict::Approve) || e.tx_type.as_deref() != Some("earn")
         {
-            return Ok(None);
+            return Ok(Ok(Vec::new()));
         }
         let Some(policy_hex) = e.policy.as_deref() else {
             // Journaled before decisions named their policy.
-            return Ok(None);
+            return Ok(Ok(Vec::new()));
         };
         let Some(pd) = digest_of(policy_hex) else {
-            return Ok(Some((
+            return Ok(Err((
                 "the decision's policy digest is malformed",
                 json!({"policy": policy_hex}),
             )));
@@ -136,28 +151,28 @@ impl Rules {
             },
         };
         let Some(policy) = self.policies.get(&pd).and_then(Option::as_deref) else {
-            return Ok(Some((
+            return Ok(Err((
                 "the decision names a policy the office never signed",
                 json!({"policy": policy_hex}),
             )));
         };
         let Some(campaigns) = campaigns else {
-            return Ok(Some((
+            return Ok(Err((
                 "the decision names a campaign file the office never signed",
                 json!({"campaigns": e.campaigns}),
             )));
         };
         let Some(inputs) = &e.quote_inputs else {
-            return Ok(Some(("the decision journals no quote inputs", Value::Null)));
+            return Ok(Err(("the decision journals no quote inputs", Value::Null)));
         };
         let (Some(points), Some(purchase)) = (e.points, e.purchase_minor) else {
-            return Ok(Some((
+            return Ok(Err((
                 "the decision journals no points or no purchase amount",
                 Value::Null,
             )));
         };
         let Ok(birth_date) = Date::parse_iso(&inputs.birth_date) else {
-            return Ok(Some((
+            return Ok(Err((
                 "the decision's birth date is malformed",
                 json!({"birth_date": inputs.birth_date}),
             )));
@@ -165,7 +180,7 @@ impl Rules {
         let epoch = Date::from_unix_days(0);
         // The card id decides the campaigns' control groups.
         let Some(card_id) = e.card_id.as_deref().and_then(|h| <[u8; 8]>::from_hex(h).ok()) else {
-            return Ok(Some(("the decision names no card", Value::Null)));
+            return Ok(Err(("the decision names no card", Value::Null)));
         };
         let profile = Profile {
             card_id,
@@ -194,9 +209,9 @@ impl Rules {
             date_from_unix(e.time),
         );
         if q.total == points {
-            return Ok(None);
+            return Ok(Ok(q.lines.iter().map(|l| (l.campaign_id.clone(), l.points)).collect()));
         }
-        Ok(Some((
+        Ok(Err((
             "the points are not what the signed policy and campaigns give",
             json!({
                 "journaled_points": points,

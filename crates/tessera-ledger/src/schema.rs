@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -338,6 +338,124 @@ CREATE TABLE approval_uses (
 CREATE INDEX approval_uses_code ON approval_uses (code);
 ";
 
+/// Version 10: the purchase facts of each approve decision and the
+/// warehouse (`docs/warehouse.md`). Books: each decision keeps its
+/// categories and basket (JSON, as journaled) and the store its till was
+/// assigned to when it posted; `decision_categories` holds its amount per
+/// category (basket lines summed per category, or the amount shared
+/// equally among the journaled categories); `decision_points` holds which
+/// campaign or policy rule gave which points, when the ledger's
+/// recomputation agreed with the till. The `wh_` tables are the
+/// dimensional model maintained from the books.
+const MIGRATION_WAREHOUSE: &str = "
+ALTER TABLE terminal_records ADD COLUMN categories TEXT;
+ALTER TABLE terminal_records ADD COLUMN basket TEXT;
+ALTER TABLE terminal_records ADD COLUMN store_id INTEGER;
+CREATE TABLE decision_categories (
+    terminal_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    from_basket INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, seq, category)
+) WITHOUT ROWID;
+CREATE TABLE decision_points (
+    terminal_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (terminal_id, seq, source)
+) WITHOUT ROWID;
+CREATE TABLE wh_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO wh_meta (key, value) VALUES ('zone', 'UTC');
+CREATE TABLE wh_dim_date (
+    date_key INTEGER PRIMARY KEY,
+    start_unix INTEGER NOT NULL UNIQUE,
+    end_unix INTEGER NOT NULL,
+    date TEXT NOT NULL,
+    year INTEGER NOT NULL,
+    month INTEGER NOT NULL,
+    day INTEGER NOT NULL,
+    month_label TEXT NOT NULL,
+    iso_week TEXT NOT NULL,
+    weekday INTEGER NOT NULL
+);
+CREATE TABLE wh_dim_customer (
+    customer_key INTEGER PRIMARY KEY,
+    customer_id INTEGER NOT NULL UNIQUE,
+    tier INTEGER NOT NULL
+);
+CREATE TABLE wh_dim_household (
+    household_key INTEGER PRIMARY KEY,
+    household BLOB NOT NULL UNIQUE
+);
+CREATE TABLE wh_dim_card (
+    card_key INTEGER PRIMARY KEY,
+    card_id BLOB NOT NULL UNIQUE,
+    customer_key INTEGER,
+    household_key INTEGER,
+    replaced_by BLOB
+);
+CREATE INDEX wh_dim_card_customer ON wh_dim_card (customer_key);
+CREATE TABLE wh_dim_store (
+    store_key INTEGER PRIMARY KEY,
+    store_id INTEGER NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    city TEXT NOT NULL
+);
+CREATE TABLE wh_dim_category (
+    category_key INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE wh_dim_campaign (
+    campaign_key INTEGER PRIMARY KEY,
+    campaign_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    tier INTEGER,
+    valid_from TEXT NOT NULL,
+    valid_until TEXT NOT NULL,
+    first_day INTEGER NOT NULL,
+    last_day INTEGER NOT NULL,
+    holdout_percent INTEGER NOT NULL,
+    set_version INTEGER NOT NULL
+);
+CREATE TABLE wh_fact_tx (
+    card_id BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    tx_type TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    delta INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    date_key INTEGER NOT NULL,
+    store_key INTEGER,
+    card_key INTEGER NOT NULL,
+    customer_key INTEGER,
+    household_key INTEGER,
+    reference INTEGER NOT NULL,
+    PRIMARY KEY (card_id, counter)
+);
+CREATE INDEX wh_fact_tx_date ON wh_fact_tx (date_key);
+CREATE INDEX wh_fact_tx_customer ON wh_fact_tx (customer_key);
+CREATE TABLE wh_fact_category (
+    card_id BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    category_key INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    from_basket INTEGER NOT NULL,
+    PRIMARY KEY (card_id, counter, category_key)
+);
+CREATE TABLE wh_fact_points (
+    card_id BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    campaign_key INTEGER,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (card_id, counter, source)
+);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -394,9 +512,18 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         if version < 9 {
             tx.execute_batch(MIGRATION_APPROVALS)?;
         }
+        if version < 10 {
+            tx.execute_batch(MIGRATION_WAREHOUSE)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
+    // The rows a batch touched, for the warehouse (this connection's own).
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS wh_touched (
+             card_id BLOB NOT NULL, counter INTEGER NOT NULL, PRIMARY KEY (card_id, counter)) WITHOUT ROWID;
+         CREATE TEMP TABLE IF NOT EXISTS wh_touched_cards (card_id BLOB PRIMARY KEY) WITHOUT ROWID;",
+    )?;
     Ok(())
 }
 

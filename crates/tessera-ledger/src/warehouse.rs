@@ -1,0 +1,775 @@
+//! The warehouse beside the books (`docs/warehouse.md`): a dimensional
+//! model of the card transactions — facts of transactions, categories and
+//! points by rule; dimensions of customers, households, cards, stores,
+//! categories, campaigns and local dates — in the `wh_` tables of the same
+//! database, maintained as batches post, and the queries the analytics
+//! read it with.
+
+use rusqlite::Connection;
+use tessera_rules::display::Zone;
+
+use crate::{wh_build, Ledger, LedgerError};
+
+/// The zone recorded in the warehouse (`UTC` for a new ledger).
+pub(crate) fn stored_zone(conn: &Connection) -> Result<Zone, LedgerError> {
+    let name = wh_build::meta(conn, "zone")?.unwrap_or_else(|| "UTC".to_owned());
+    Zone::named(&name).map_err(|e| LedgerError::Storage(format!("the warehouse's time zone: {e}")))
+}
+
+impl Ledger {
+    /// Whether posting a batch maintains the warehouse (on by default).
+    /// While it is off, batches post as before and the warehouse falls
+    /// behind: it is marked stale, and [`Ledger::rebuild_warehouse`]
+    /// brings it up to date. The setting lasts as long as this `Ledger`.
+    pub fn set_warehouse(&mut self, enabled: bool) {
+        self.warehouse = enabled;
+    }
+
+    /// Whether posting maintains the warehouse ([`Ledger::set_warehouse`]).
+    pub fn warehouse_enabled(&self) -> bool {
+        self.warehouse
+    }
+
+    /// Empties the warehouse and builds it again from the books, in one
+    /// transaction; returns the number of transaction fact rows (one per
+    /// posted card transaction).
+    ///
+    /// # Errors
+    /// A storage error (then nothing changed).
+    pub fn rebuild_warehouse(&mut self) -> Result<u64, LedgerError> {
+        let tx = self.conn.transaction()?;
+        let n = wh_build::rebuild(&tx, &self.wh_zone)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Records `zone` as the warehouse's: local dates, days, weeks and
+    /// months of every fact and report are read in it. Changing it
+    /// rebuilds the warehouse (the date keys change). A new ledger's zone
+    /// is UTC (`docs/warehouse.md`).
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for a zone without an IANA name (it could
+    /// not be recorded), or a storage error (then nothing changed).
+    pub fn set_warehouse_zone(&mut self, zone: &Zone) -> Result<(), LedgerError> {
+        let Some(name) = zone.name() else {
+            return Err(LedgerError::Malformed(
+                "the warehouse's time zone needs an IANA name (e.g. Europe/Paris)".into(),
+            ));
+        };
+        let name = name.to_owned();
+        if self.wh_zone.name() == Some(name.as_str()) {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        wh_build::set_meta(&tx, "zone", Some(&name))?;
+        wh_build::rebuild(&tx, zone)?;
+        tx.commit()?;
+        self.wh_zone = zone.clone();
+        Ok(())
+    }
+
+    /// The warehouse's zone ([`Ledger::set_warehouse_zone`]).
+    pub fn warehouse_zone(&self) -> &Zone {
+        &self.wh_zone
+    }
+
+    /// Whether batches posted while the warehouse was off
+    /// ([`Ledger::set_warehouse`]) since its last rebuild.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn warehouse_stale(&self) -> Result<bool, LedgerError> {
+        Ok(wh_build::meta(&self.conn, "stale")?.is_some())
+    }
+
+    /// Marks the warehouse stale before a batch posts without it.
+    pub(crate) fn note_unmaintained(&self) -> Result<(), LedgerError> {
+        if !self.warehouse {
+            wh_build::set_meta(&self.conn, "stale", Some("1"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A period of the performance reports, in the warehouse's zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// A local day, labelled `YYYY-MM-DD`.
+    Day,
+    /// An ISO 8601 week (Monday to Sunday), labelled `YYYY-Www`.
+    Week,
+    /// A calendar month, labelled `YYYY-MM`.
+    Month,
+}
+
+impl Period {
+    /// The `wh_dim_date` column holding this period's label.
+    fn column(self) -> &'static str {
+        match self {
+            Self::Day => "dd.date",
+            Self::Week => "dd.iso_week",
+            Self::Month => "dd.month_label",
+        }
+    }
+}
+
+/// What the warehouse knows of one customer — or of one anonymous card
+/// (a card no registered customer holds, or held by an erased one), which
+/// counts as a customer of its own.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CustomerFacts {
+    /// The registered customer (`None`: an anonymous card).
+    pub customer_id: Option<u64>,
+    /// The customer's cards with transactions (hex), in order.
+    pub cards: Vec<String>,
+    /// The customer's household (hex, from the profile).
+    pub household: Option<String>,
+    /// Purchases: posted `earn` transactions.
+    pub purchases: u64,
+    /// Visits: distinct local days with a purchase.
+    pub visits: u64,
+    /// The first purchase (Unix seconds).
+    pub first_visit: Option<u32>,
+    /// The last purchase (Unix seconds).
+    pub last_visit: Option<u32>,
+    /// The first purchase's local date (`YYYY-MM-DD`).
+    pub first_visit_date: Option<String>,
+    /// The last purchase's local date (`YYYY-MM-DD`).
+    pub last_visit_date: Option<String>,
+    /// Money spent, minor units: purchase amounts minus the amounts of
+    /// their refunds.
+    pub spend_minor: i64,
+    /// Points of the purchases (before refunds).
+    pub points_earned: u64,
+    /// Points redeemed (before refunds of redemptions).
+    pub points_redeemed: u64,
+    /// The store of most purchases (store number, name); ties go to the
+    /// lower number.
+    pub favourite_store: Option<(u32, String)>,
+    /// The category of the most money spent; ties go to the name first in
+    /// order.
+    pub favourite_category: Option<String>,
+    /// The local day numbers (days since 1970-01-01) of the visits, in
+    /// order: for BG/NBD, `x` = visits − 1, `t_x` = last − first, `T` =
+    /// `today` − first.
+    pub visit_days: Vec<i32>,
+    /// The money of each visit's purchases (minor units), one per entry of
+    /// `visit_days`.
+    pub visit_spend_minor: Vec<i64>,
+    /// The local day number of `now`.
+    pub today: i32,
+}
+
+/// Customers of a first-visit month active some months later.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CohortCell {
+    /// The month of the customers' first visit (`YYYY-MM`).
+    pub cohort: String,
+    /// Months after that month (0 = the first month: the cohort's size).
+    pub months_after: u32,
+    /// Customers of the cohort with a visit in that month.
+    pub active: u64,
+}
+
+/// A store's figures in one period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StorePeriodRow {
+    /// The period's label.
+    pub period: String,
+    /// The store number.
+    pub store_id: u32,
+    /// The store's name.
+    pub store: String,
+    /// Purchases.
+    pub purchases: u64,
+    /// Distinct customers (anonymous cards each count as one).
+    pub customers: u64,
+    /// Money: purchase amounts minus refunded amounts (minor units).
+    pub spend_minor: i64,
+    /// Points of purchases.
+    pub points_issued: u64,
+    /// Points redeemed.
+    pub points_redeemed: u64,
+}
+
+/// A category's figures in one period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CategoryPeriodRow {
+    /// The period's label.
+    pub period: String,
+    /// The category.
+    pub category: String,
+    /// Purchases with this category.
+    pub purchases: u64,
+    /// Distinct customers (anonymous cards each count as one).
+    pub customers: u64,
+    /// Money attributed to the category (minor units; refunds not
+    /// deducted).
+    pub spend_minor: i64,
+}
+
+/// The points economy in one period.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PointsPeriodRow {
+    /// The period's label.
+    pub period: String,
+    /// Points of purchases, minus the points of their refunds.
+    pub issued: i64,
+    /// Points redeemed, minus the points of refunded redemptions.
+    pub redeemed: i64,
+    /// Issuer adjustments: credits minus debits.
+    pub adjusted: i64,
+    /// The liability at the period's end: every posted point so far
+    /// (issued − redeemed + adjusted, cumulative).
+    pub outstanding: i64,
+    /// `redeemed / issued` of the period (`None` when nothing was issued).
+    pub redemption_rate: Option<f64>,
+}
+
+/// A household's figures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HouseholdRow {
+    /// The household (hex).
+    pub household: String,
+    /// Its registered customers with cards.
+    pub customers: u64,
+    /// Their cards.
+    pub cards: u64,
+    /// Visits: distinct (customer, local day) pairs with a purchase.
+    pub visits: u64,
+    /// Money spent (purchases minus refunds, minor units).
+    pub spend_minor: i64,
+    /// Points of purchases.
+    pub points: u64,
+}
+
+/// One eligible card's outcome in a campaign.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CampaignCard {
+    /// The card (hex).
+    pub card_id: String,
+    /// Whether the card is in the campaign's control group
+    /// ([`tessera_rules::offers::in_control`]).
+    pub control: bool,
+    /// Visits during the campaign's days (0 counts).
+    pub visits: u64,
+    /// Money spent during the campaign's days (0 counts).
+    pub spend_minor: i64,
+}
+
+/// A campaign and the outcome of each eligible card.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CampaignOutcome {
+    /// The campaign's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind (`birthday_bonus`, `nth_visit`, `preferred_category`,
+    /// `tier`).
+    pub kind: String,
+    /// First day (`YYYY-MM-DD`).
+    pub valid_from: String,
+    /// Last day (`YYYY-MM-DD`).
+    pub valid_until: String,
+    /// Share held out, percent.
+    pub holdout_percent: u8,
+    /// The eligible cards (`docs/warehouse.md`), by card id.
+    pub cards: Vec<CampaignCard>,
+}
+
+/// One transaction of a customer, for a drill-down.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PurchaseRow {
+    /// The card (hex).
+    pub card_id: String,
+    /// The card's counter.
+    pub counter: u32,
+    /// The transaction type (`earn`, `redeem`, `refund-earn`, ...).
+    pub tx_type: String,
+    /// The card's time (Unix seconds).
+    pub time: u32,
+    /// Its local date.
+    pub date: String,
+    /// The store (number, name), when its decision is known.
+    pub store: Option<(u32, String)>,
+    /// Money (purchase amount, or refunded amount), minor units.
+    pub amount_minor: i64,
+    /// Points.
+    pub points: u32,
+    /// Amount per category.
+    pub categories: Vec<(String, i64)>,
+    /// Points per campaign or policy rule.
+    pub rules: Vec<(String, i64)>,
+}
+
+/// One subject of the customer facts: a customer or an anonymous card.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+enum Subject {
+    Customer(i64),
+    Card(i64),
+}
+
+fn subject(customer_key: Option<i64>, card_key: i64) -> Subject {
+    customer_key.map_or(Subject::Card(card_key), Subject::Customer)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn label_of_day(day: i32) -> String {
+    tessera_protocol::profile::Date::from_days_since_epoch(i64::from(day)).to_string()
+}
+
+impl Ledger {
+    /// Per customer (and per anonymous card), what the warehouse knows:
+    /// see [`CustomerFacts`]. Transactions after `now` are left out.
+    /// Ordered by customer id, then the anonymous cards by card id.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn customer_facts(&self, now: u32) -> Result<Vec<CustomerFacts>, LedgerError> {
+        use std::collections::{BTreeMap, BTreeSet};
+        #[derive(Default)]
+        struct Acc {
+            customer_id: Option<u64>,
+            cards: BTreeSet<String>,
+            household: Option<String>,
+            purchases: u64,
+            first: Option<u32>,
+            last: Option<u32>,
+            spend: i64,
+            earned: u64,
+            redeemed: u64,
+            days: BTreeMap<i32, i64>,
+            stores: BTreeMap<(u32, String), u64>,
+            categories: BTreeMap<String, i64>,
+        }
+        let mut acc: BTreeMap<Subject, Acc> = BTreeMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT f.customer_key, f.card_key, c.card_id, cu.customer_id, h.household, f.tx_type, f.points,
+                    f.amount_minor, f.time, f.date_key, s.store_id, s.name
+             FROM wh_fact_tx f
+             JOIN wh_dim_card c ON c.card_key = f.card_key
+             LEFT JOIN wh_dim_customer cu ON cu.customer_key = f.customer_key
+             LEFT JOIN wh_dim_household h ON h.household_key = f.household_key
+             LEFT JOIN wh_dim_store s ON s.store_key = f.store_key
+             WHERE f.time <= ?1
+             ORDER BY f.card_key, f.counter",
+        )?;
+        let mut rows = stmt.query([now])?;
+        while let Some(r) = rows.next()? {
+            let (ck, card_key): (Option<i64>, i64) = (r.get(0)?, r.get(1)?);
+            let a = acc.entry(subject(ck, card_key)).or_default();
+            a.cards.insert(hex::encode_upper(r.get::<_, Vec<u8>>(2)?));
+            a.customer_id = r.get::<_, Option<i64>>(3)?.map(to_u64);
+            a.household = r.get::<_, Option<Vec<u8>>>(4)?.map(hex::encode_upper);
+            let (tx_type, points, amount, time, day): (String, u32, i64, u32, i32) =
+                (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?);
+            match tx_type.as_str() {
+                "earn" => {
+                    a.purchases += 1;
+                    a.spend += amount;
+                    a.earned += u64::from(points);
+                    a.first = Some(a.first.map_or(time, |f| f.min(time)));
+                    a.last = Some(a.last.map_or(time, |l| l.max(time)));
+                    *a.days.entry(day).or_default() += amount;
+                    if let (Some(id), Some(name)) = (r.get::<_, Option<u32>>(10)?, r.get::<_, Option<String>>(11)?) {
+                        *a.stores.entry((id, name)).or_default() += 1;
+                    }
+                }
+                "refund-earn" => a.spend -= amount,
+                "redeem" => a.redeemed += u64::from(points),
+                _ => {}
+            }
+        }
+        drop(rows);
+        let mut stmt = self.conn.prepare(
+            "SELECT f.customer_key, f.card_key, cat.name, SUM(fc.amount_minor)
+             FROM wh_fact_category fc
+             JOIN wh_fact_tx f ON f.card_id = fc.card_id AND f.counter = fc.counter
+             JOIN wh_dim_category cat ON cat.category_key = fc.category_key
+             WHERE f.time <= ?1
+             GROUP BY f.customer_key, f.card_key, cat.name",
+        )?;
+        let mut rows = stmt.query([now])?;
+        while let Some(r) = rows.next()? {
+            let (ck, card_key): (Option<i64>, i64) = (r.get(0)?, r.get(1)?);
+            if let Some(a) = acc.get_mut(&subject(ck, card_key)) {
+                *a.categories.entry(r.get(2)?).or_default() += r.get::<_, i64>(3)?;
+            }
+        }
+        let zone = &self.wh_zone;
+        let today = i32::try_from(zone.date(now).days_since_epoch()).unwrap_or(0);
+        let mut out: Vec<CustomerFacts> = acc
+            .into_values()
+            .map(|a| {
+                let favourite_store = a
+                    .stores
+                    .iter()
+                    .max_by(|x, y| x.1.cmp(y.1).then_with(|| y.0.cmp(x.0)))
+                    .map(|(k, _)| k.clone());
+                let favourite_category = a
+                    .categories
+                    .iter()
+                    .max_by(|x, y| x.1.cmp(y.1).then_with(|| y.0.cmp(x.0)))
+                    .map(|(k, _)| k.clone());
+                CustomerFacts {
+                    customer_id: a.customer_id,
+                    cards: a.cards.into_iter().collect(),
+                    household: a.household,
+                    purchases: a.purchases,
+                    visits: a.days.len() as u64,
+                    first_visit: a.first,
+                    last_visit: a.last,
+                    first_visit_date: a.first.map(|t| zone.date(t).to_string()),
+                    last_visit_date: a.last.map(|t| zone.date(t).to_string()),
+                    spend_minor: a.spend,
+                    points_earned: a.earned,
+                    points_redeemed: a.redeemed,
+                    favourite_store,
+                    favourite_category,
+                    visit_days: a.days.keys().copied().collect(),
+                    visit_spend_minor: a.days.values().copied().collect(),
+                    today,
+                }
+            })
+            .collect();
+        out.sort_by(|x, y| {
+            (x.customer_id.is_none(), x.customer_id, &x.cards).cmp(&(y.customer_id.is_none(), y.customer_id, &y.cards))
+        });
+        Ok(out)
+    }
+
+    /// Cohorts by the month of the first visit and their activity in each
+    /// month after (anonymous cards each count as one customer); the cell
+    /// of `months_after` 0 is the cohort's size. Ordered by cohort and
+    /// month; months without an active customer are left out.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn cohorts(&self) -> Result<Vec<CohortCell>, LedgerError> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut months: BTreeMap<Subject, BTreeSet<(i32, i32)>> = BTreeMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT f.customer_key, f.card_key, dd.year, dd.month
+             FROM wh_fact_tx f JOIN wh_dim_date dd ON dd.date_key = f.date_key
+             WHERE f.tx_type = 'earn'",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            months
+                .entry(subject(r.get(0)?, r.get(1)?))
+                .or_default()
+                .insert((r.get(2)?, r.get(3)?));
+        }
+        let mut cells: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for set in months.values() {
+            let Some(&(y0, m0)) = set.iter().next() else { continue };
+            let cohort = format!("{y0:04}-{m0:02}");
+            for &(y, m) in set {
+                let after = u32::try_from((y - y0) * 12 + (m - m0)).unwrap_or(0);
+                *cells.entry((cohort.clone(), after)).or_default() += 1;
+            }
+        }
+        Ok(cells
+            .into_iter()
+            .map(|((cohort, months_after), active)| CohortCell {
+                cohort,
+                months_after,
+                active,
+            })
+            .collect())
+    }
+
+    /// Each store's figures per period (stores of the purchases' decisions;
+    /// a transaction whose decision has not reached the office has no
+    /// store and is left out). Ordered by period, then store number.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn store_performance(&self, period: Period) -> Result<Vec<StorePeriodRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {p}, s.store_id, s.name,
+                 SUM(CASE WHEN f.tx_type = 'earn' THEN 1 ELSE 0 END),
+                 COUNT(DISTINCT CASE WHEN f.tx_type = 'earn' THEN COALESCE(f.customer_key, -f.card_key) END),
+                 SUM(CASE WHEN f.tx_type = 'earn' THEN f.amount_minor
+                          WHEN f.tx_type = 'refund-earn' THEN -f.amount_minor ELSE 0 END),
+                 SUM(CASE WHEN f.tx_type = 'earn' THEN f.points ELSE 0 END),
+                 SUM(CASE WHEN f.tx_type = 'redeem' THEN f.points ELSE 0 END)
+             FROM wh_fact_tx f
+             JOIN wh_dim_store s ON s.store_key = f.store_key
+             JOIN wh_dim_date dd ON dd.date_key = f.date_key
+             GROUP BY {p}, s.store_id, s.name
+             ORDER BY {p}, s.store_id",
+            p = period.column()
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StorePeriodRow {
+                period: r.get(0)?,
+                store_id: r.get(1)?,
+                store: r.get(2)?,
+                purchases: to_u64(r.get(3)?),
+                customers: to_u64(r.get(4)?),
+                spend_minor: r.get(5)?,
+                points_issued: to_u64(r.get(6)?),
+                points_redeemed: to_u64(r.get(7)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Each category's figures per period. Ordered by period, then
+    /// category.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn category_performance(&self, period: Period) -> Result<Vec<CategoryPeriodRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {p}, cat.name, COUNT(*), COUNT(DISTINCT COALESCE(f.customer_key, -f.card_key)),
+                 SUM(fc.amount_minor)
+             FROM wh_fact_category fc
+             JOIN wh_fact_tx f ON f.card_id = fc.card_id AND f.counter = fc.counter
+             JOIN wh_dim_category cat ON cat.category_key = fc.category_key
+             JOIN wh_dim_date dd ON dd.date_key = f.date_key
+             GROUP BY {p}, cat.name
+             ORDER BY {p}, cat.name",
+            p = period.column()
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CategoryPeriodRow {
+                period: r.get(0)?,
+                category: r.get(1)?,
+                purchases: to_u64(r.get(2)?),
+                customers: to_u64(r.get(3)?),
+                spend_minor: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The points economy per period, in order: issued, redeemed,
+    /// adjusted, the outstanding liability at each period's end and the
+    /// redemption rate. Tessera's points do not expire.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn points_economy(&self, period: Period) -> Result<Vec<PointsPeriodRow>, LedgerError> {
+        let sql = format!(
+            "SELECT {p},
+                 SUM(CASE f.tx_type WHEN 'earn' THEN f.points WHEN 'refund-earn' THEN -f.points ELSE 0 END),
+                 SUM(CASE f.tx_type WHEN 'redeem' THEN f.points WHEN 'refund-redeem' THEN -f.points ELSE 0 END),
+                 SUM(CASE f.tx_type WHEN 'issuer-credit' THEN f.points WHEN 'issuer-debit' THEN -f.points
+                     ELSE 0 END),
+                 SUM(f.delta)
+             FROM wh_fact_tx f JOIN wh_dim_date dd ON dd.date_key = f.date_key
+             GROUP BY {p}
+             ORDER BY {p}",
+            p = period.column()
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows: Vec<(String, i64, i64, i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut outstanding = 0i64;
+        Ok(rows
+            .into_iter()
+            .map(|(period, issued, redeemed, adjusted, delta)| {
+                outstanding += delta;
+                #[allow(clippy::cast_precision_loss)]
+                let redemption_rate = (issued > 0).then(|| redeemed as f64 / issued as f64);
+                PointsPeriodRow {
+                    period,
+                    issued,
+                    redeemed,
+                    adjusted,
+                    outstanding,
+                    redemption_rate,
+                }
+            })
+            .collect())
+    }
+
+    /// Each household's figures, by household.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn households(&self) -> Result<Vec<HouseholdRow>, LedgerError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT h.household,
+                 (SELECT COUNT(DISTINCT c.customer_key) FROM wh_dim_card c WHERE c.household_key = h.household_key),
+                 (SELECT COUNT(*) FROM wh_dim_card c WHERE c.household_key = h.household_key),
+                 (SELECT COUNT(*) FROM (SELECT DISTINCT f.customer_key, f.date_key FROM wh_fact_tx f
+                      WHERE f.household_key = h.household_key AND f.tx_type = 'earn') v),
+                 (SELECT COALESCE(SUM(CASE f.tx_type WHEN 'earn' THEN f.amount_minor
+                      WHEN 'refund-earn' THEN -f.amount_minor ELSE 0 END), 0)
+                  FROM wh_fact_tx f WHERE f.household_key = h.household_key),
+                 (SELECT COALESCE(SUM(f.points), 0) FROM wh_fact_tx f
+                  WHERE f.household_key = h.household_key AND f.tx_type = 'earn')
+             FROM wh_dim_household h
+             ORDER BY h.household",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(HouseholdRow {
+                household: hex::encode_upper(r.get::<_, Vec<u8>>(0)?),
+                customers: to_u64(r.get(1)?),
+                cards: to_u64(r.get(2)?),
+                visits: to_u64(r.get(3)?),
+                spend_minor: r.get(4)?,
+                points: to_u64(r.get(5)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every registered campaign with the outcome of each eligible card
+    /// (`docs/warehouse.md`, "Campaign outcomes"): a card is eligible when
+    /// its first purchase falls before the campaign's first day and, for a
+    /// tier campaign, its customer is of that tier; `control` is its
+    /// holdout group; visits and spend are those of the campaign's days.
+    /// Who got points plays no part. Ordered by campaign id, then card.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn campaign_outcomes(&self) -> Result<Vec<CampaignOutcome>, LedgerError> {
+        type CampaignRow = (String, String, String, Option<u8>, String, String, i64, i64, u8);
+        let campaigns: Vec<CampaignRow> = self
+            .conn
+            .prepare(
+                "SELECT campaign_id, name, kind, tier, valid_from, valid_until, first_day, last_day, holdout_percent
+                 FROM wh_dim_campaign ORDER BY campaign_id",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (id, name, kind, tier, valid_from, valid_until, first_day, last_day, holdout) in campaigns {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT c.card_id,
+                     COUNT(DISTINCT CASE WHEN f.tx_type = 'earn' AND f.date_key BETWEEN ?2 AND ?3
+                         THEN f.date_key END),
+                     COALESCE(SUM(CASE WHEN f.date_key BETWEEN ?2 AND ?3 THEN
+                         CASE f.tx_type WHEN 'earn' THEN f.amount_minor WHEN 'refund-earn' THEN -f.amount_minor
+                         ELSE 0 END ELSE 0 END), 0)
+                 FROM wh_dim_card c
+                 JOIN wh_fact_tx f ON f.card_key = c.card_key
+                 LEFT JOIN wh_dim_customer cu ON cu.customer_key = c.customer_key
+                 WHERE (?1 IS NULL OR cu.tier = ?1)
+                 GROUP BY c.card_id
+                 HAVING MIN(CASE WHEN f.tx_type = 'earn' THEN f.date_key END) < ?2
+                 ORDER BY c.card_id",
+            )?;
+            let cards = stmt
+                .query_map(rusqlite::params![tier, first_day, last_day], |r| {
+                    let card: Vec<u8> = r.get(0)?;
+                    Ok((card, to_u64(r.get(1)?), r.get::<_, i64>(2)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(|(card, visits, spend_minor)| {
+                    let mut id8 = [0u8; 8];
+                    let n = card.len().min(8);
+                    id8[..n].copy_from_slice(&card[..n]);
+                    CampaignCard {
+                        card_id: hex::encode_upper(&card),
+                        control: tessera_rules::offers::in_control(&id, &id8, holdout),
+                        visits,
+                        spend_minor,
+                    }
+                })
+                .collect();
+            out.push(CampaignOutcome {
+                id,
+                name,
+                kind,
+                valid_from,
+                valid_until,
+                holdout_percent: holdout,
+                cards,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A customer's transactions, oldest first, with their store,
+    /// categories and the rules that gave the points (empty for an
+    /// unknown or erased customer).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn customer_purchases(&self, customer_id: u64) -> Result<Vec<PurchaseRow>, LedgerError> {
+        type Row = (Vec<u8>, u32, String, u32, i32, Option<u32>, Option<String>, i64, u32);
+        let rows: Vec<Row> = self
+            .conn
+            .prepare(
+                "SELECT f.card_id, f.counter, f.tx_type, f.time, f.date_key, s.store_id, s.name, f.amount_minor,
+                        f.points
+                 FROM wh_fact_tx f
+                 JOIN wh_dim_customer cu ON cu.customer_key = f.customer_key
+                 LEFT JOIN wh_dim_store s ON s.store_key = f.store_key
+                 WHERE cu.customer_id = ?1
+                 ORDER BY f.time, f.card_id, f.counter",
+            )?
+            .query_map([customer_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (card, counter, tx_type, time, day, store_id, store, amount_minor, points) in rows {
+            let categories = self
+                .conn
+                .prepare_cached(
+                    "SELECT cat.name, fc.amount_minor FROM wh_fact_category fc
+                     JOIN wh_dim_category cat ON cat.category_key = fc.category_key
+                     WHERE fc.card_id = ?1 AND fc.counter = ?2 ORDER BY cat.name",
+                )?
+                .query_map(rusqlite::params![card, counter], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let rules = self
+                .conn
+                .prepare_cached(
+                    "SELECT source, points FROM wh_fact_points WHERE card_id = ?1 AND counter = ?2 ORDER BY source",
+                )?
+                .query_map(rusqlite::params![card, counter], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            out.push(PurchaseRow {
+                card_id: hex::encode_upper(&card),
+                counter,
+                tx_type,
+                time,
+                date: label_of_day(day),
+                store: store_id.zip(store),
+                amount_minor,
+                points,
+                categories,
+                rules,
+            });
+        }
+        Ok(out)
+    }
+}
