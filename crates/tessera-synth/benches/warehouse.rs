@@ -160,8 +160,9 @@ fn main() {
     // 2. Two fresh ledgers, the same batches, side by side.
     let mut a = fresh(dir.path(), "a", &g, &keys);
     let mut b = fresh(dir.path(), "b", &g, &keys);
-    // A without warehouse maintenance, B with it (the ledger's toggle,
-    // branch `warehouse`): `a.ledger.set_warehouse(false); b.ledger.set_warehouse(true);`
+    // A without warehouse maintenance, B with it.
+    a.ledger.set_warehouse(false);
+    b.ledger.set_warehouse(true);
     let hwm_before = vm_hwm_kib();
     for f in &files {
         let batch = f.load();
@@ -202,6 +203,87 @@ fn main() {
         },
     );
     assert_eq!(plain_rows as u64, summary.active_customers);
+    let mut queries = vec![(
+        format!(
+            "customers report ({} rows) / plain SQL per card ({plain_rows} rows)",
+            report.rows.len()
+        ),
+        report_s,
+        plain_s,
+    )];
+    let plain = |label: &str, sql: &str| {
+        time(&format!("plain SQL: {label}"), || {
+            conn.prepare(sql).unwrap().query_map([], |_| Ok(())).unwrap().count()
+        })
+    };
+    let (n, s) = time("warehouse: customer facts", || {
+        b.ledger.customer_facts(now).unwrap().len()
+    });
+    let (m, ps) = plain(
+        "purchases, days, first and last visit, spend per card",
+        "SELECT card_id, COUNT(*), COUNT(DISTINCT card_time / 86400), MIN(card_time), MAX(card_time), SUM(purchase_minor)
+         FROM card_transactions WHERE status = 'posted' AND tx_type = 'earn' GROUP BY card_id",
+    );
+    queries.push((format!("customer facts ({n} rows) / plain SQL ({m} rows)"), s, ps));
+    let (n, s) = time("warehouse: cohorts", || b.ledger.cohorts().unwrap().len());
+    let (m, ps) = plain(
+        "cards active per first-purchase month and month",
+        "WITH p AS (SELECT card_id, strftime('%Y-%m', card_time, 'unixepoch') AS month FROM card_transactions
+                    WHERE status = 'posted' AND tx_type = 'earn'),
+              f AS (SELECT card_id, MIN(month) AS cohort FROM p GROUP BY card_id)
+         SELECT f.cohort, p.month, COUNT(DISTINCT p.card_id) FROM p JOIN f ON f.card_id = p.card_id GROUP BY 1, 2",
+    );
+    queries.push((format!("cohorts ({n} cells) / plain SQL ({m} cells)"), s, ps));
+    let (n, s) = time("warehouse: store performance by month", || {
+        b.ledger
+            .store_performance(tessera_ledger::warehouse::Period::Month)
+            .unwrap()
+            .len()
+    });
+    let (m, ps) = plain(
+        "purchases, customers, spend, points per store and month",
+        "SELECT strftime('%Y-%m', t.card_time, 'unixepoch'), tm.store_id,
+                SUM(t.tx_type = 'earn'), COUNT(DISTINCT CASE WHEN t.tx_type = 'earn' THEN t.card_id END),
+                SUM(CASE WHEN t.tx_type = 'earn' THEN t.purchase_minor ELSE 0 END),
+                SUM(CASE WHEN t.tx_type = 'earn' THEN t.points ELSE 0 END),
+                SUM(CASE WHEN t.tx_type = 'redeem' THEN t.points ELSE 0 END)
+         FROM card_transactions t JOIN terminals tm ON tm.terminal_id = t.origin_terminal
+         WHERE t.status = 'posted' GROUP BY 1, 2",
+    );
+    queries.push((
+        format!("store performance by month ({n} rows) / plain SQL ({m} rows)"),
+        s,
+        ps,
+    ));
+    let (n, s) = time("warehouse: points economy by month", || {
+        b.ledger
+            .points_economy(tessera_ledger::warehouse::Period::Month)
+            .unwrap()
+            .len()
+    });
+    let (m, ps) = plain(
+        "points per type and month",
+        "SELECT strftime('%Y-%m', card_time, 'unixepoch'), tx_type, SUM(points) FROM card_transactions
+         WHERE status = 'posted' GROUP BY 1, 2",
+    );
+    queries.push((
+        format!("points economy by month ({n} rows) / plain SQL ({m} rows)"),
+        s,
+        ps,
+    ));
+    let (n, s) = time("warehouse: category performance by month", || {
+        b.ledger
+            .category_performance(tessera_ledger::warehouse::Period::Month)
+            .unwrap()
+            .len()
+    });
+    queries.push((format!("category performance by month ({n} rows)"), s, f64::NAN));
+    let (n, s) = time("warehouse: households", || b.ledger.households().unwrap().len());
+    queries.push((format!("households ({n} rows)"), s, f64::NAN));
+    let (n, s) = time("warehouse: campaign outcomes", || {
+        b.ledger.campaign_outcomes().unwrap().len()
+    });
+    queries.push((format!("campaign outcomes ({n} rows)"), s, f64::NAN));
 
     let records = summary.journal_records as f64;
     println!();
@@ -239,11 +321,13 @@ fn main() {
         mib(file_size(&a.path)),
         mib(file_size(&b.path))
     );
-    println!(
-        "| customers report ({} rows) / plain SQL aggregation ({plain_rows} rows) | {report_s:.3} s / {plain_s:.3} s = {:.2} |",
-        report.rows.len(),
-        report_s / plain_s
-    );
+    for (label, s, ps) in &queries {
+        if ps.is_nan() {
+            println!("| {label} | {s:.3} s |");
+        } else {
+            println!("| {label} | {s:.3} s / {ps:.3} s = {:.2} |", s / ps);
+        }
+    }
     println!(
         "| peak RSS (VmHWM) before / after ingest | {hwm_before} / {hwm_after} KiB (+{} KiB) |",
         hwm_after.saturating_sub(hwm_before)
