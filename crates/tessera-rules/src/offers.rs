@@ -1046,9 +1046,7 @@ mod holdout_tests {
         assert!(b < 10_000);
         // The bucket is the documented hash, computed here from the text.
         use sha2::Digest as _;
-        let d = sha2::Sha256::digest(
-            [b"tessera holdout\0".as_slice(), b"gold-week", &[0], &card].concat(),
-        );
+        let d = sha2::Sha256::digest([b"tessera holdout\0".as_slice(), b"gold-week", &[0], &card].concat());
         assert_eq!(u32::from(b), u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 10_000);
         assert!(!in_control("gold-week", &card, 0));
     }
