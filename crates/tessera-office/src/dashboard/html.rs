@@ -19,7 +19,7 @@ nav a[aria-current=page]{font-weight:bold}
 main{padding:1em 1.2em}
 table{border-collapse:collapse;margin:0.6em 0}
 th,td{border-bottom:1px solid #ddd;padding:0.25em 0.6em;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .empty{color:#777;font-style:italic}
 .cards{display:flex;flex-wrap:wrap;gap:1em}
 .card{background:#fff;border:1px solid #ddd;padding:0.6em 1em;min-width:11em}
