@@ -437,3 +437,180 @@ pub fn export(data: &DashboardData, zone: &Zone, out: &Path) -> Result<Vec<std::
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tessera_ledger::CustomerRow;
+
+    fn report() -> (CustomersReport, LiabilityReport) {
+        let row = |id: Option<u64>, name: Option<&str>, segment: &str, spend: u64, recency: u32| CustomerRow {
+            customer_id: id,
+            name: name.map(str::to_owned),
+            cards: vec!["00112233445566AA".into()],
+            transactions: 3,
+            visits: 2,
+            first_visit: "2026-11-01".into(),
+            last_visit: "2026-12-01".into(),
+            recency_days: recency,
+            visits_per_30_days: 2.0,
+            points_earned: 100,
+            points_redeemed: 0,
+            spend_minor: spend,
+            favourite_store: Some("Main <Street>".into()),
+            favourite_store_id: Some(1),
+            rfm: "R3F2M1".into(),
+            segment: segment.into(),
+        };
+        let customers = CustomersReport {
+            as_of: "2026-12-03".into(),
+            rows: vec![
+                row(Some(1), Some("<script>alert(1)</script>"), "loyal", 123_456, 2),
+                row(None, None, "hibernating", 700, 200),
+            ],
+            segments: [("hibernating".to_owned(), 1), ("loyal".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+        };
+        let liability = LiabilityReport {
+            cards: 2,
+            points_outstanding: 1_234,
+            minor_units_per_point: 1,
+            value_minor: 1_234,
+            card_balances: 1_234,
+            unexplained_points: 0,
+            hotlisted_cards: 0,
+            hotlisted_points: 0,
+            pending_records: 0,
+            pending_points: 0,
+        };
+        (customers, liability)
+    }
+
+    #[test]
+    fn dashboard_figures_come_from_the_reports_and_carry_their_values() {
+        let (c, l) = report();
+        let d = DashboardData::from_reports("2026-12-03 10:00", Currency::euro(), &c, &l);
+        assert_eq!(d.overview.customers, Some(2));
+        assert_eq!(d.overview.active_customers_90d, Some(1));
+        assert_eq!(d.overview.spend_minor, Some(124_156));
+        assert_eq!(d.overview.liability_minor, Some(1_234));
+        assert_eq!(d.customers[1].key, "card-00112233445566aa");
+        let loyal = d.segments.iter().find(|s| s.name == "loyal").unwrap();
+        assert_eq!((loyal.customers, loyal.spend_minor), (1, 123_456));
+        assert!(!loyal.rule.is_empty() && !loyal.meaning.is_empty());
+        let site = pages(&d, &Zone::utc());
+        let index = &site.iter().find(|p| p.name == "index.html").unwrap().body;
+        assert!(index.contains("data-figure=\"overview.spend_minor\" data-value=\"124156\">1,241.56 EUR</td>"));
+        assert!(index.contains("data-figure=\"overview.points_outstanding\" data-value=\"1234\">1,234</td>"));
+        let customers = &site.iter().find(|p| p.name == "customers.html").unwrap().body;
+        assert!(customers.contains("data-figure=\"customers.c1.spend_minor\" data-value=\"123456\""));
+        assert!(site.iter().any(|p| p.name == "customer-c1.html"));
+        assert!(site.iter().any(|p| p.name == "customer-card-00112233445566aa.html"));
+        for p in &site {
+            assert!(!p.body.contains("<script"), "{}: markup from data is escaped", p.name);
+            let outside = p.body.replace("http://www.w3.org/2000/svg", "");
+            assert!(
+                !outside.contains("http://") && !outside.contains("https://"),
+                "{}",
+                p.name
+            );
+            assert!(
+                !p.body.contains("href=\"/") && !p.body.contains("src="),
+                "{}: relative links only",
+                p.name
+            );
+        }
+        assert!(customers.contains("&lt;script&gt;"));
+        assert!(page(&d, &Zone::utc(), "customer-nobody.html").is_none());
+        assert!(page(&d, &Zone::utc(), "../index.html").is_none());
+    }
+
+    #[test]
+    fn dashboard_empty_sections_say_no_data_yet() {
+        let d = DashboardData::empty("2026-12-03 10:00", Currency::euro());
+        for p in pages(&d, &Zone::utc()) {
+            if p.name != "index.html" {
+                assert!(p.body.contains("No data yet."), "{}", p.name);
+            }
+        }
+        let index = page(&d, &Zone::utc(), "index.html").unwrap().body;
+        assert!(index.contains("data-figure=\"overview.customers\" data-value=\"\">—</td>"));
+    }
+
+    #[test]
+    fn dashboard_charts_appear_with_data() {
+        let mut d = DashboardData::empty("2026-12-03 10:00", Currency::euro());
+        d.cohorts.push(Cohort {
+            cohort: "2026-11".into(),
+            size: 10,
+            retention: vec![1.0, 0.4],
+        });
+        d.points.push(PointsPeriod {
+            period: "2026-11".into(),
+            issued: 100,
+            redeemed: 20,
+            outstanding: 80,
+            redemption_rate: Some(0.2),
+        });
+        d.stores.push(StorePeriod {
+            period: "2026-11".into(),
+            store: "Main".into(),
+            purchases: 3,
+            customers: 2,
+            spend_minor: 5_000,
+        });
+        d.campaigns.push(CampaignEffect {
+            id: "autumn".into(),
+            name: "Autumn".into(),
+            treated: 90,
+            control: 10,
+            visits_treated: 2.5,
+            visits_control: 2.0,
+            visits_uplift: 0.5,
+            visits_ci_low: 0.1,
+            visits_ci_high: 0.9,
+            spend_uplift_minor: 1_000,
+            spend_ci_low_minor: -200,
+            spend_ci_high_minor: 2_200,
+        });
+        let z = Zone::utc();
+        let cohorts = page(&d, &z, "cohorts.html").unwrap().body;
+        assert!(
+            cohorts.contains("<svg")
+                && cohorts.contains("data-figure=\"cohorts.2026-11.retention.1\" data-value=\"0.4\"")
+        );
+        let points = page(&d, &z, "points.html").unwrap().body;
+        assert!(points.contains("<polyline") && points.contains("data-value=\"0.2\">20.0%"));
+        let stores = page(&d, &z, "stores.html").unwrap().body;
+        assert!(
+            stores.contains("<polyline") && stores.contains("No data yet."),
+            "categories are still empty"
+        );
+        let campaigns = page(&d, &z, "campaigns.html").unwrap().body;
+        assert!(campaigns.contains("-2.00 EUR") && campaigns.contains("data-value=\"1000\""));
+    }
+
+    #[test]
+    fn dashboard_export_is_private_and_refuses_a_full_directory() {
+        let (c, l) = report();
+        let d = DashboardData::from_reports("2026-12-03 10:00", Currency::euro(), &c, &l);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("site");
+        let files = export(&d, &Zone::utc(), &out).unwrap();
+        assert!(files.iter().any(|f| f.ends_with("index.html")));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&out), 0o700);
+            for f in &files {
+                assert_eq!(mode(f), 0o600, "{}", f.display());
+            }
+        }
+        assert!(matches!(export(&d, &Zone::utc(), &out), Err(ExportError::NotEmpty(_))));
+        let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert_eq!(index, page(&d, &Zone::utc(), "index.html").unwrap().body);
+    }
+}

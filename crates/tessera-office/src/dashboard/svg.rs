@@ -305,7 +305,8 @@ mod tests {
     fn dashboard_chart_scales_are_round_and_cover_the_maximum() {
         assert_eq!(scale(0.0), (1.0, 1.0));
         assert_eq!(scale(7.0), (8.0, 2.0));
-        assert_eq!(scale(1234.0), (1400.0, 200.0));
+        assert_eq!(scale(1234.0), (1500.0, 500.0));
+        assert_eq!(scale(950.0), (1000.0, 200.0));
         let empty = bar_chart("none", &[], &|v| format!("{v}"));
         assert!(empty.ends_with("</svg>"));
     }
