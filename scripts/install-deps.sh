@@ -6,7 +6,8 @@
 # the tessera-pkcs11 tests and benchmark keep their keys in), a C compiler
 # and valgrind for the C ABI's example test (crates/tessera-ffi), plus
 # tmux (the clerk-session test in crates/tessera-cli/tests/clerk_session.rs
-# runs the till in a real pseudo-terminal), plus
+# runs the till in a real pseudo-terminal), chromium (the dashboard test in
+# crates/tessera-cli/tests/dashboard.rs drives it headless), plus
 # pkg-config, ss (iproute2) and python3 (the C ABI's ctypes smoke test) when
 # those commands are missing.
 #
@@ -16,7 +17,7 @@
 # Usage: scripts/install-deps.sh
 set -euo pipefail
 
-packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2 gcc valgrind tmux)
+packages=(pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools softhsm2 gcc valgrind tmux chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -29,6 +29,7 @@ mod fail;
 mod office;
 mod office_approve;
 mod office_cards;
+mod office_dashboard;
 mod office_ops;
 mod office_report;
 mod out;

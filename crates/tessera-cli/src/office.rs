@@ -83,6 +83,8 @@ pub enum OfficeCmd {
     /// Referral approval: a code for the clerk to type at the till that
     /// referred an operation (`approve list`: the issued approvals).
     Approve(crate::office_approve::ApproveArgs),
+    #[command(flatten)]
+    Dashboard(crate::office_dashboard::DashboardCmd),
 }
 
 /// Arguments of `office manufacture`.
@@ -291,6 +293,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         }
         OfficeCmd::Cards(c) => crate::office_cards::run(c),
         OfficeCmd::Approve(a) => crate::office_approve::run(a),
+        OfficeCmd::Dashboard(c) => crate::office_dashboard::run(&c).map_err(|f| f.json(c.json())),
     }
 }
 

@@ -26,6 +26,12 @@
 //!   documentation), once the request's MAC, time and nonce check out.
 //! * `GET /metrics`: the counters in the Prometheus text format, to
 //!   loopback peers only.
+//! * `/dashboard/…`: the staff dashboard ([`crate::dashboard`]): `GET` and
+//!   `POST /dashboard/login` (the staff token for a session cookie), `POST
+//!   /dashboard/logout`, and the pages, each only with a valid session
+//!   (`GET` without one is redirected to the login page, anything else is
+//!   `401`). Every answer carries the dashboard's content security policy
+//!   and `X-Content-Type-Options: nosniff`.
 //!
 //! Every request is counted and logged in one line on standard error
 //! (route, terminal when authenticated, status, bytes, duration). Every
@@ -104,6 +110,10 @@ pub struct ServerConfig {
     /// One line per request on standard error (route, terminal, status,
     /// bytes, duration; never personal data or keys).
     pub request_log: bool,
+    /// The time zone the dashboard shows times in.
+    pub zone: tessera_rules::display::Zone,
+    /// The currency the dashboard shows money in.
+    pub currency: crate::dashboard::Currency,
 }
 
 impl ServerConfig {
@@ -118,6 +128,8 @@ impl ServerConfig {
             max_concurrent_uploads: DEFAULT_MAX_UPLOADS,
             upload_slot_wait: DEFAULT_UPLOAD_SLOT_WAIT,
             request_log: true,
+            zone: tessera_rules::display::Zone::system(),
+            currency: crate::dashboard::Currency::office(),
         }
     }
 }
@@ -175,6 +187,8 @@ struct Office {
     /// else the system's temporary directory.
     spool_dir: PathBuf,
     metrics: crate::metrics::Metrics,
+    /// Wrong staff tokens lately.
+    logins: Mutex<crate::dashboard::auth::LoginLimiter>,
 }
 
 impl Office {
@@ -208,6 +222,7 @@ impl Office {
             seen_nonces: Mutex::new(std::collections::HashMap::new()),
             spool_dir,
             metrics: crate::metrics::Metrics::default(),
+            logins: Mutex::new(crate::dashboard::auth::LoginLimiter::default()),
         }))
     }
 }
@@ -524,6 +539,11 @@ fn routes(office: Arc<Office>) -> Router {
         .route("/v1/sync", get(get_sync))
         .route("/v1/sync/ack", post(post_sync_ack))
         .route("/metrics", get(get_metrics))
+        .route("/dashboard", get(|| async { dashboard_redirect("/dashboard/") }))
+        .route("/dashboard/", get(dashboard_page))
+        .route("/dashboard/login", get(dashboard_login_form).post(dashboard_login))
+        .route("/dashboard/logout", post(dashboard_logout))
+        .route("/dashboard/{name}", get(dashboard_page))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such resource: see docs/settlement.md") })
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&office), observe))
@@ -537,6 +557,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/sync" => "/v1/sync",
         "/v1/sync/ack" => "/v1/sync/ack",
         "/metrics" => "/metrics",
+        p if p == "/dashboard" || p.starts_with("/dashboard/") => "/dashboard",
         _ => "other",
     }
 }
@@ -594,6 +615,181 @@ async fn get_metrics(State(office): State<Arc<Office>>, request: Request) -> Res
         office.metrics.render(),
     )
         .into_response()
+}
+
+/// Adds the dashboard's security headers to an answer.
+fn dashboard_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", crate::dashboard::CONTENT_SECURITY_POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(value) {
+            h.insert(header::HeaderName::from_static(name), v);
+        }
+    }
+    r
+}
+
+fn dashboard_redirect(to: &'static str) -> Response {
+    dashboard_headers((StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response())
+}
+
+fn dashboard_html(status: StatusCode, body: String) -> Response {
+    dashboard_headers((status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response())
+}
+
+/// The office's staff credentials, read afresh (a new token takes effect
+/// at once); `None` when none was made or the file cannot be read.
+fn dashboard_staff(office: &Office) -> Option<crate::dashboard::auth::Staff> {
+    let dir = office.config.office_dir.as_ref()?;
+    match crate::dashboard::auth::Staff::load(dir) {
+        Ok(staff) => staff,
+        Err(e) => {
+            if office.config.request_log {
+                eprintln!("dashboard: {e}");
+            }
+            None
+        }
+    }
+}
+
+/// Whether the request carries a valid dashboard session.
+fn dashboard_session(office: &Office, request: &Request) -> bool {
+    let Some(staff) = dashboard_staff(office) else {
+        return false;
+    };
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(crate::dashboard::auth::session_from_cookies)
+        .any(|value| staff.session_valid(value, system_now()))
+}
+
+async fn dashboard_login_form() -> Response {
+    dashboard_html(StatusCode::OK, crate::dashboard::login_page(None))
+}
+
+/// The largest login form read.
+const MAX_LOGIN_BYTES: usize = 4096;
+
+async fn dashboard_login(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    if let Err(wait) = office
+        .logins
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .check(started)
+    {
+        let mut r = dashboard_html(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::dashboard::login_page(Some(&format!("Too many wrong tokens: try again in {wait} s."))),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let body = match axum::body::to_bytes(request.into_body(), MAX_LOGIN_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return dashboard_html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                crate::dashboard::login_page(Some("The login form is too large.")),
+            )
+        }
+    };
+    let token = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|form| form.split('&').find_map(|pair| pair.strip_prefix("token=")))
+        .unwrap_or("");
+    let staff = dashboard_staff(&office);
+    match staff {
+        Some(staff) if staff.token_matches(token) => {
+            let cookie = crate::dashboard::auth::session_cookie(&staff.new_session(system_now()));
+            let mut r = dashboard_redirect("/dashboard/");
+            if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        staff => {
+            office
+                .logins
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .failed(started);
+            let message = if staff.is_none() {
+                "No staff token is set for this office: make one with `tessera office dashboard-token`."
+            } else {
+                "Wrong staff token."
+            };
+            dashboard_html(StatusCode::UNAUTHORIZED, crate::dashboard::login_page(Some(message)))
+        }
+    }
+}
+
+async fn dashboard_logout() -> Response {
+    let mut r = dashboard_redirect("/dashboard/login");
+    if let Ok(v) = header::HeaderValue::from_str(&crate::dashboard::auth::cleared_cookie()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> Response {
+    let name = request
+        .uri()
+        .path()
+        .strip_prefix("/dashboard/")
+        .unwrap_or("")
+        .to_owned();
+    // The stylesheet and the icon carry no data: the login page needs them.
+    match name.as_str() {
+        "dashboard.css" => {
+            return dashboard_headers(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    crate::dashboard::STYLESHEET,
+                )
+                    .into_response(),
+            )
+        }
+        "favicon.svg" => {
+            return dashboard_headers(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "image/svg+xml")],
+                    crate::dashboard::FAVICON,
+                )
+                    .into_response(),
+            )
+        }
+        _ => {}
+    }
+    if !dashboard_session(&office, &request) {
+        return dashboard_redirect("/dashboard/login");
+    }
+    let name = if name.is_empty() { "index.html".to_owned() } else { name };
+    let worker = Arc::clone(&office);
+    let page = tokio::task::spawn_blocking(move || {
+        let now = worker.now();
+        let data = crate::dashboard::collect(&worker.ledger(), now, &worker.config.zone, &worker.config.currency)?;
+        Ok::<_, LedgerError>(crate::dashboard::page(&data, &worker.config.zone, &name))
+    })
+    .await;
+    match page {
+        Ok(Ok(Some(page))) => dashboard_html(StatusCode::OK, page.body),
+        Ok(Ok(None)) => dashboard_headers(refuse(StatusCode::NOT_FOUND, "no such dashboard page")),
+        Ok(Err(e)) => dashboard_headers(refuse(ledger_status(&e), &e.to_string())),
+        Err(_) => dashboard_headers(refuse(StatusCode::INTERNAL_SERVER_ERROR, "the dashboard page failed")),
+    }
 }
 
 async fn shutdown_signal() {

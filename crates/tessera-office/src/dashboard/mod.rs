@@ -1,0 +1,616 @@
+//! The dashboard: the office's figures as server-rendered HTML pages with
+//! SVG charts drawn here, served by `office serve` under `/dashboard/`
+//! behind a staff login ([`auth`]) and written as static files by
+//! `office dashboard --out DIR` ([`export`]).
+//!
+//! The pages render given figures ([`DashboardData`]); they compute no
+//! analytics. [`collect`] fills what the ledger offers and leaves the other
+//! sections empty, which the pages show as "no data yet". Every figure a
+//! test can compare carries its machine value:
+//! `<td data-figure="overview.customers" data-value="1234">1,234</td>`.
+//!
+//! Nothing on a page is loaded from outside the office: no script at all,
+//! one stylesheet (`dashboard.css`) beside the pages, and the
+//! [`CONTENT_SECURITY_POLICY`] says so to the browser.
+//!
+//! ```
+//! use tessera_office::dashboard::{pages, Currency, DashboardData};
+//! use tessera_rules::display::Zone;
+//!
+//! let data = DashboardData::empty("2026-12-03 10:00", Currency::euro());
+//! let site = pages(&data, &Zone::utc());
+//! assert!(site.iter().any(|p| p.name == "index.html"));
+//! assert!(site.iter().all(|p| !p.body.contains("<script")));
+//! ```
+
+pub mod auth;
+mod html;
+pub mod svg;
+
+use std::path::Path;
+
+use serde::Serialize;
+use tessera_ledger::{CustomersReport, Ledger, LedgerError, LiabilityReport};
+pub use tessera_rules::display::Zone;
+
+pub use html::{login_page, page, pages, Page, FAVICON, STYLESHEET};
+
+/// The `Content-Security-Policy` of every dashboard page: everything from
+/// the office itself, no script at all, no frames, forms posted only back
+/// to the office.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; script-src 'none'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The currency figures are shown in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Currency {
+    /// The currency's code, printed after amounts (`EUR`).
+    pub code: String,
+    /// Minor units in one unit (100 for cents).
+    pub minor_units_per_unit: u64,
+    /// What one point is worth in minor units (the liability's rate).
+    pub minor_units_per_point: u64,
+}
+
+impl Currency {
+    /// The office's: the currency of the default till policy, a point
+    /// worth 0.01 of it (the liability report's default).
+    pub fn office() -> Self {
+        let policy = tessera_rules::policy::Policy::default_policy();
+        let per_unit = policy.points.minor_units_per_unit;
+        Currency {
+            code: policy.currency,
+            minor_units_per_unit: per_unit,
+            minor_units_per_point: tessera_rules::display::parse_amount("0.01", per_unit)
+                .unwrap_or(1)
+                .max(1),
+        }
+    }
+
+    /// Euro cents, a point worth one cent (tests, examples).
+    pub fn euro() -> Self {
+        Currency {
+            code: "EUR".into(),
+            minor_units_per_unit: 100,
+            minor_units_per_point: 1,
+        }
+    }
+}
+
+/// Everything the dashboard shows: plain computed values, money in minor
+/// units of [`DashboardData::currency`]. A section that has no source yet
+/// is empty (or `None`) and its page says "no data yet".
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DashboardData {
+    /// When the figures were taken, local time of the office (`YYYY-MM-DD HH:MM`).
+    pub as_of: String,
+    /// The currency of every `*_minor` figure.
+    pub currency: Currency,
+    /// The headline figures.
+    pub overview: Overview,
+    /// Customer segments with their legend.
+    pub segments: Vec<Segment>,
+    /// Cohorts by first visit month.
+    pub cohorts: Vec<Cohort>,
+    /// Campaigns and their measured effect against the control group.
+    pub campaigns: Vec<CampaignEffect>,
+    /// Store performance by period.
+    pub stores: Vec<StorePeriod>,
+    /// Category performance by period.
+    pub categories: Vec<CategoryPeriod>,
+    /// The points economy by period.
+    pub points: Vec<PointsPeriod>,
+    /// One row per customer (and per anonymous card).
+    pub customers: Vec<CustomerSummary>,
+}
+
+/// The headline figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Overview {
+    /// Customers (and anonymous cards) with a posted transaction.
+    pub customers: Option<u64>,
+    /// Of them, those with a visit in the last 90 days.
+    pub active_customers_90d: Option<u64>,
+    /// Purchases posted.
+    pub purchases: Option<u64>,
+    /// Money spent in those purchases, minor units.
+    pub spend_minor: Option<u64>,
+    /// Points the books owe.
+    pub points_outstanding: Option<i64>,
+    /// Their value, minor units.
+    pub liability_minor: Option<i64>,
+    /// The store with the most spend, by name.
+    pub top_store: Option<String>,
+}
+
+/// One customer segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    /// Its name (`champion`, …).
+    pub name: String,
+    /// Customers in it.
+    pub customers: u64,
+    /// Their spend, minor units.
+    pub spend_minor: u64,
+    /// The rule that puts a customer in it.
+    pub rule: String,
+    /// What it means for marketing.
+    pub meaning: String,
+}
+
+/// Customers first seen in one month and how many came back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cohort {
+    /// The month of the first visit, `YYYY-MM`.
+    pub cohort: String,
+    /// Customers in the cohort.
+    pub size: u64,
+    /// Share (0–1) of the cohort with a visit in month 0, 1, 2, … after it.
+    pub retention: Vec<f64>,
+}
+
+/// A campaign's effect: treated customers against its control group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignEffect {
+    /// The campaign's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Eligible customers who got the offer.
+    pub treated: u64,
+    /// Eligible customers held out.
+    pub control: u64,
+    /// Visits per treated customer.
+    pub visits_treated: f64,
+    /// Visits per control customer.
+    pub visits_control: f64,
+    /// `visits_treated - visits_control`.
+    pub visits_uplift: f64,
+    /// Lower bound of the uplift's confidence interval.
+    pub visits_ci_low: f64,
+    /// Upper bound of the uplift's confidence interval.
+    pub visits_ci_high: f64,
+    /// Spend uplift per customer, minor units.
+    pub spend_uplift_minor: i64,
+    /// Lower bound of its confidence interval, minor units.
+    pub spend_ci_low_minor: i64,
+    /// Upper bound of its confidence interval, minor units.
+    pub spend_ci_high_minor: i64,
+}
+
+/// One store in one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StorePeriod {
+    /// The period (`YYYY-MM`).
+    pub period: String,
+    /// The store's name.
+    pub store: String,
+    /// Purchases.
+    pub purchases: u64,
+    /// Distinct customers.
+    pub customers: u64,
+    /// Spend, minor units.
+    pub spend_minor: u64,
+}
+
+/// One category in one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryPeriod {
+    /// The period (`YYYY-MM`).
+    pub period: String,
+    /// The category.
+    pub category: String,
+    /// Purchases with a line in it.
+    pub purchases: u64,
+    /// Spend in it, minor units.
+    pub spend_minor: u64,
+}
+
+/// The points economy in one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PointsPeriod {
+    /// The period (`YYYY-MM`).
+    pub period: String,
+    /// Points issued.
+    pub issued: i64,
+    /// Points redeemed.
+    pub redeemed: i64,
+    /// Points outstanding at the end of the period.
+    pub outstanding: i64,
+    /// Redeemed over issued in the period (0–1), when anything was issued.
+    pub redemption_rate: Option<f64>,
+}
+
+/// One customer (or anonymous card).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerSummary {
+    /// The page key: `c<id>` for a customer, `card-<hex>` for an anonymous card.
+    pub key: String,
+    /// The customer, when registered and not erased.
+    pub customer_id: Option<u64>,
+    /// The name, when known.
+    pub name: Option<String>,
+    /// The segment.
+    pub segment: Option<String>,
+    /// Distinct days with a transaction.
+    pub visits: u64,
+    /// Spend, minor units.
+    pub spend_minor: u64,
+    /// Expected visits in the next 90 days (BG/NBD), when fitted.
+    pub expected_visits_90d: Option<f64>,
+    /// Customer lifetime value, minor units, when fitted.
+    pub clv_minor: Option<i64>,
+    /// The store of most visits.
+    pub favourite_store: Option<String>,
+    /// The category of most spend.
+    pub favourite_category: Option<String>,
+    /// The household, when the profile names one.
+    pub household: Option<String>,
+    /// The customer's transactions, newest first (empty when not known).
+    pub transactions: Vec<CustomerTransaction>,
+}
+
+/// One transaction in a customer's drill-down.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerTransaction {
+    /// Local date and time (`YYYY-MM-DD HH:MM`).
+    pub date_local: String,
+    /// The store's name.
+    pub store: Option<String>,
+    /// `earn`, `redeem`, `refund`, …
+    pub tx_type: String,
+    /// The purchase amount, minor units.
+    pub amount_minor: Option<u64>,
+    /// Signed points.
+    pub points: i64,
+    /// Categories of the basket.
+    pub categories: Vec<String>,
+}
+
+impl DashboardData {
+    /// Figures with every section empty.
+    pub fn empty(as_of: &str, currency: Currency) -> Self {
+        DashboardData {
+            as_of: as_of.into(),
+            currency,
+            overview: Overview::default(),
+            segments: Vec::new(),
+            cohorts: Vec::new(),
+            campaigns: Vec::new(),
+            stores: Vec::new(),
+            categories: Vec::new(),
+            points: Vec::new(),
+            customers: Vec::new(),
+        }
+    }
+
+    /// Fills the overview, segments and customers from the ledger's
+    /// customers and liability reports.
+    pub fn from_reports(
+        as_of: &str,
+        currency: Currency,
+        customers: &CustomersReport,
+        liability: &LiabilityReport,
+    ) -> Self {
+        let mut d = DashboardData::empty(as_of, currency);
+        d.overview.customers = Some(customers.rows.len() as u64);
+        d.overview.active_customers_90d = Some(customers.rows.iter().filter(|r| r.recency_days <= 90).count() as u64);
+        d.overview.spend_minor = Some(customers.rows.iter().map(|r| r.spend_minor).sum());
+        d.overview.points_outstanding = Some(liability.points_outstanding);
+        d.overview.liability_minor = Some(liability.value_minor);
+        for (name, n) in &customers.segments {
+            let (rule, meaning) = legend(name);
+            d.segments.push(Segment {
+                name: name.clone(),
+                customers: *n,
+                spend_minor: customers
+                    .rows
+                    .iter()
+                    .filter(|r| &r.segment == name)
+                    .map(|r| r.spend_minor)
+                    .sum(),
+                rule: rule.into(),
+                meaning: meaning.into(),
+            });
+        }
+        d.customers = customers
+            .rows
+            .iter()
+            .map(|r| CustomerSummary {
+                key: match (r.customer_id, r.cards.first()) {
+                    (Some(id), _) => format!("c{id}"),
+                    (None, Some(card)) => format!("card-{}", card.to_ascii_lowercase()),
+                    (None, None) => "card-unknown".into(),
+                },
+                customer_id: r.customer_id,
+                name: r.name.clone(),
+                segment: Some(r.segment.clone()),
+                visits: r.visits,
+                spend_minor: r.spend_minor,
+                expected_visits_90d: None,
+                clv_minor: None,
+                favourite_store: r.favourite_store.clone(),
+                favourite_category: None,
+                household: None,
+                transactions: Vec::new(),
+            })
+            .collect();
+        d
+    }
+}
+
+/// The rule and the meaning of a segment of the customers report.
+fn legend(segment: &str) -> (&'static str, &'static str) {
+    match segment {
+        "champion" => (
+            "R3 F3, or R3 F2 M3",
+            "recent, frequent and spending: reward them, ask them for referrals",
+        ),
+        "loyal" => ("R2–3 F2–3", "regulars: keep them with personal offers"),
+        "new" => ("R3 F1", "first visits lately: welcome them, bring them back soon"),
+        "promising" => ("R2 F1", "came once or twice a while ago: a reason to return"),
+        "at-risk" => ("R1 F2–3", "used to come often, not lately: win them back"),
+        "hibernating" => ("the rest", "rare and long ago: low-cost reminders only"),
+        _ => ("", ""),
+    }
+}
+
+/// Takes the dashboard's figures from the ledger as of `now`, times in
+/// `zone`, money in `currency`: the overview, segments and customers from
+/// [`Ledger::customers_report`] and [`Ledger::liability`]. Sections whose
+/// queries the ledger does not answer stay empty.
+///
+/// # Errors
+/// The ledger's error.
+pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> Result<DashboardData, LedgerError> {
+    let customers = ledger.customers_report(now)?;
+    let liability = ledger.liability(currency.minor_units_per_point)?;
+    Ok(DashboardData::from_reports(
+        &zone.local(now),
+        currency.clone(),
+        &customers,
+        &liability,
+    ))
+}
+
+/// Errors writing the static dashboard.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The output directory exists and is not empty.
+    #[error("{0} exists and is not empty: the dashboard is written into a new or empty directory")]
+    NotEmpty(std::path::PathBuf),
+    /// A file or the directory could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// What.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Writes the dashboard's pages and stylesheet into `out` as static files
+/// with relative links (open `index.html`): the directory is made `0700`
+/// and every file `0600` (the customer pages carry names). `out` must not
+/// exist or be an empty directory. Returns the files written.
+///
+/// # Errors
+/// [`ExportError::NotEmpty`], [`ExportError::Io`].
+pub fn export(data: &DashboardData, zone: &Zone, out: &Path) -> Result<Vec<std::path::PathBuf>, ExportError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ExportError::Io { path, source }
+    };
+    match std::fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(ExportError::NotEmpty(out.to_owned()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.create(out).map_err(io(out))?;
+        }
+        Err(e) => return Err(io(out)(e)),
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o700)).map_err(io(out))?;
+    }
+    let mut written = Vec::new();
+    for (name, body) in [("dashboard.css", STYLESHEET), ("favicon.svg", FAVICON)] {
+        let path = out.join(name);
+        tessera_crypto::files::write_new_private(&path, body.as_bytes()).map_err(io(&path))?;
+        written.push(path);
+    }
+    for page in pages(data, zone) {
+        let path = out.join(&page.name);
+        tessera_crypto::files::write_new_private(&path, page.body.as_bytes()).map_err(io(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tessera_ledger::CustomerRow;
+
+    fn report() -> (CustomersReport, LiabilityReport) {
+        let row = |id: Option<u64>, name: Option<&str>, segment: &str, spend: u64, recency: u32| CustomerRow {
+            customer_id: id,
+            name: name.map(str::to_owned),
+            cards: vec!["00112233445566AA".into()],
+            transactions: 3,
+            visits: 2,
+            first_visit: "2026-11-01".into(),
+            last_visit: "2026-12-01".into(),
+            recency_days: recency,
+            visits_per_30_days: 2.0,
+            points_earned: 100,
+            points_redeemed: 0,
+            spend_minor: spend,
+            favourite_store: Some("Main <Street>".into()),
+            favourite_store_id: Some(1),
+            rfm: "R3F2M1".into(),
+            segment: segment.into(),
+        };
+        let customers = CustomersReport {
+            as_of: "2026-12-03".into(),
+            rows: vec![
+                row(Some(1), Some("<script>alert(1)</script>"), "loyal", 123_456, 2),
+                row(None, None, "hibernating", 700, 200),
+            ],
+            segments: [("hibernating".to_owned(), 1), ("loyal".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+        };
+        let liability = LiabilityReport {
+            cards: 2,
+            points_outstanding: 1_234,
+            minor_units_per_point: 1,
+            value_minor: 1_234,
+            card_balances: 1_234,
+            unexplained_points: 0,
+            hotlisted_cards: 0,
+            hotlisted_points: 0,
+            pending_records: 0,
+            pending_points: 0,
+        };
+        (customers, liability)
+    }
+
+    #[test]
+    fn dashboard_figures_come_from_the_reports_and_carry_their_values() {
+        let (c, l) = report();
+        let d = DashboardData::from_reports("2026-12-03 10:00", Currency::euro(), &c, &l);
+        assert_eq!(d.overview.customers, Some(2));
+        assert_eq!(d.overview.active_customers_90d, Some(1));
+        assert_eq!(d.overview.spend_minor, Some(124_156));
+        assert_eq!(d.overview.liability_minor, Some(1_234));
+        assert_eq!(d.customers[1].key, "card-00112233445566aa");
+        let loyal = d.segments.iter().find(|s| s.name == "loyal").unwrap();
+        assert_eq!((loyal.customers, loyal.spend_minor), (1, 123_456));
+        assert!(!loyal.rule.is_empty() && !loyal.meaning.is_empty());
+        let site = pages(&d, &Zone::utc());
+        let index = &site.iter().find(|p| p.name == "index.html").unwrap().body;
+        assert!(index.contains("data-figure=\"overview.spend_minor\" data-value=\"124156\">1,241.56 EUR</td>"));
+        assert!(index.contains("data-figure=\"overview.points_outstanding\" data-value=\"1234\">1,234</td>"));
+        let customers = &site.iter().find(|p| p.name == "customers.html").unwrap().body;
+        assert!(customers.contains("data-figure=\"customers.c1.spend_minor\" data-value=\"123456\""));
+        assert!(site.iter().any(|p| p.name == "customer-c1.html"));
+        assert!(site.iter().any(|p| p.name == "customer-card-00112233445566aa.html"));
+        for p in &site {
+            assert!(!p.body.contains("<script"), "{}: markup from data is escaped", p.name);
+            let outside = p.body.replace("http://www.w3.org/2000/svg", "");
+            assert!(
+                !outside.contains("http://") && !outside.contains("https://"),
+                "{}",
+                p.name
+            );
+            assert!(
+                !p.body.contains("href=\"/") && !p.body.contains("src="),
+                "{}: relative links only",
+                p.name
+            );
+        }
+        assert!(customers.contains("&lt;script&gt;"));
+        assert!(page(&d, &Zone::utc(), "customer-nobody.html").is_none());
+        assert!(page(&d, &Zone::utc(), "../index.html").is_none());
+    }
+
+    #[test]
+    fn dashboard_empty_sections_say_no_data_yet() {
+        let d = DashboardData::empty("2026-12-03 10:00", Currency::euro());
+        for p in pages(&d, &Zone::utc()) {
+            if p.name != "index.html" {
+                assert!(p.body.contains("No data yet."), "{}", p.name);
+            }
+        }
+        let index = page(&d, &Zone::utc(), "index.html").unwrap().body;
+        assert!(index.contains("data-figure=\"overview.customers\" data-value=\"\">—</td>"));
+    }
+
+    #[test]
+    fn dashboard_charts_appear_with_data() {
+        let mut d = DashboardData::empty("2026-12-03 10:00", Currency::euro());
+        d.cohorts.push(Cohort {
+            cohort: "2026-11".into(),
+            size: 10,
+            retention: vec![1.0, 0.4],
+        });
+        d.points.push(PointsPeriod {
+            period: "2026-11".into(),
+            issued: 100,
+            redeemed: 20,
+            outstanding: 80,
+            redemption_rate: Some(0.2),
+        });
+        d.stores.push(StorePeriod {
+            period: "2026-11".into(),
+            store: "Main".into(),
+            purchases: 3,
+            customers: 2,
+            spend_minor: 5_000,
+        });
+        d.campaigns.push(CampaignEffect {
+            id: "autumn".into(),
+            name: "Autumn".into(),
+            treated: 90,
+            control: 10,
+            visits_treated: 2.5,
+            visits_control: 2.0,
+            visits_uplift: 0.5,
+            visits_ci_low: 0.1,
+            visits_ci_high: 0.9,
+            spend_uplift_minor: 1_000,
+            spend_ci_low_minor: -200,
+            spend_ci_high_minor: 2_200,
+        });
+        let z = Zone::utc();
+        let cohorts = page(&d, &z, "cohorts.html").unwrap().body;
+        assert!(
+            cohorts.contains("<svg")
+                && cohorts.contains("data-figure=\"cohorts.2026-11.retention.1\" data-value=\"0.4\"")
+        );
+        let points = page(&d, &z, "points.html").unwrap().body;
+        assert!(points.contains("<polyline") && points.contains("data-value=\"0.2\">20.0%"));
+        let stores = page(&d, &z, "stores.html").unwrap().body;
+        assert!(
+            stores.contains("<polyline") && stores.contains("No data yet."),
+            "categories are still empty"
+        );
+        let campaigns = page(&d, &z, "campaigns.html").unwrap().body;
+        assert!(campaigns.contains("-2.00 EUR") && campaigns.contains("data-value=\"1000\""));
+    }
+
+    #[test]
+    fn dashboard_export_is_private_and_refuses_a_full_directory() {
+        let (c, l) = report();
+        let d = DashboardData::from_reports("2026-12-03 10:00", Currency::euro(), &c, &l);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("site");
+        let files = export(&d, &Zone::utc(), &out).unwrap();
+        assert!(files.iter().any(|f| f.ends_with("index.html")));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&out), 0o700);
+            for f in &files {
+                assert_eq!(mode(f), 0o600, "{}", f.display());
+            }
+        }
+        assert!(matches!(export(&d, &Zone::utc(), &out), Err(ExportError::NotEmpty(_))));
+        let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert_eq!(index, page(&d, &Zone::utc(), "index.html").unwrap().body);
+    }
+}
