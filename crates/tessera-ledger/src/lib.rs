@@ -82,7 +82,7 @@ pub const COUNTER_JUMP_LIMIT: u32 = 100;
 pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
 pub use types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
 pub use types::{
-    CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, IngestOutcome,
+    CardBook, Customer, CustomerRow, CustomersReport, SegmentLegendRow, Exception, ExceptionClass, Explanation, IngestOutcome,
     IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,
 };
 

@@ -10,7 +10,7 @@ use tessera_rules::display::Zone;
 use tessera_settlement::batch::Total;
 
 use crate::{
-    card_of, raise, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, LedgerError, LiabilityReport,
+    card_of, raise, CustomerRow, CustomersReport, SegmentLegendRow, Exception, ExceptionClass, Explanation, LedgerError, LiabilityReport,
     ReconciliationReport, ReconciliationRow,
 };
 
@@ -413,42 +413,13 @@ struct Agg {
     categories: BTreeMap<String, i64>,
 }
 
-/// Recency score: 3 within 30 days, 2 within 90, else 1.
-fn r_score(days: u32) -> u8 {
-    match days {
-        0..=30 => 3,
-        31..=90 => 2,
-        _ => 1,
-    }
-}
-
-/// Frequency score on distinct visit days: 3 from 8, 2 from 3, else 1.
-fn f_score(visits: u64) -> u8 {
-    match visits {
-        8.. => 3,
-        3..=7 => 2,
-        _ => 1,
-    }
-}
-
-/// Monetary score on points earned: 3 from 1,000, 2 from 200, else 1.
-fn m_score(points: i64) -> u8 {
-    match points {
-        1_000.. => 3,
-        200..=999 => 2,
-        _ => 1,
-    }
-}
-
-fn segment(r: u8, f: u8, m: u8) -> &'static str {
-    match (r, f, m) {
-        (3, 3, _) | (3, 2, 3) => "champion",
-        (2..=3, 2..=3, _) => "loyal",
-        (3, 1, _) => "new",
-        (2, 1, _) => "promising",
-        (1, 2..=3, _) => "at-risk",
-        _ => "hibernating",
-    }
+/// A segment's key in reports: its name in snake case (`champions`,
+/// `cannot_lose_them`, …).
+pub(crate) fn segment_key(segment: tessera_analytics::rfm::Segment) -> String {
+    serde_json::to_value(segment)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// The customers report as of `now`.
@@ -530,18 +501,29 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
         };
         *a.stores.entry(place).or_insert(0) += 1;
     }
+    // RFM on money: quintile scores within this population
+    // (docs/analytics.md), on days since the last visit, visit days and
+    // money spent.
+    let population: Vec<tessera_analytics::rfm::RfmInput> = aggs
+        .values()
+        .map(|a| tessera_analytics::rfm::RfmInput {
+            recency_days: now.saturating_sub(a.last) / DAY,
+            visits: u32::try_from(a.days.len()).unwrap_or(u32::MAX),
+            spend_minor: a.spend,
+        })
+        .collect();
+    let scores = tessera_analytics::rfm::score(&population);
     let mut rows = Vec::new();
     let mut segments = BTreeMap::new();
-    for (key, a) in aggs {
+    for ((key, a), score) in aggs.into_iter().zip(scores) {
         let visits = a.days.len() as u64;
         let recency_days = now.saturating_sub(a.last) / DAY;
         // Visits in the 30 days up to `now` (days `now/DAY - 29 ..= now/DAY`):
         // counted, never extrapolated from a shorter history.
         let today = now / DAY;
         let recent = a.days.range(today.saturating_sub(29)..=today).count();
-        let (r, f, m) = (r_score(recency_days), f_score(visits), m_score(a.earned));
-        let seg = segment(r, f, m);
-        *segments.entry(seg.to_owned()).or_insert(0u64) += 1;
+        let seg = segment_key(score.segment);
+        *segments.entry(seg.clone()).or_insert(0u64) += 1;
         let favourite = a
             .stores
             .iter()
@@ -568,14 +550,25 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
                 .map(|(c, _)| c.clone()),
             favourite_store_id: favourite.as_ref().and_then(|p| p.0),
             favourite_store: favourite.map(|p| p.1),
-            rfm: format!("R{r}F{f}M{m}"),
-            segment: seg.to_owned(),
+            rfm: format!("R{}F{}M{}", score.r, score.f, score.m),
+            segment: seg,
         });
     }
+    let legend = tessera_analytics::rfm::legend()
+        .iter()
+        .map(|l| SegmentLegendRow {
+            segment: segment_key(l.segment),
+            name: l.name.to_owned(),
+            rule: l.rule.to_owned(),
+            meaning: l.meaning.to_owned(),
+            action: l.action.to_owned(),
+        })
+        .collect();
     Ok(CustomersReport {
         as_of: date_of(now),
         rows,
         segments,
+        legend,
     })
 }
 

@@ -600,10 +600,14 @@ pub struct CustomerRow {
     pub favourite_store: Option<String>,
     /// That store's id (none for a till assigned to no store).
     pub favourite_store_id: Option<u32>,
-    /// Recency, frequency, monetary scores, 1–3 each, as `"R3F2M1"`.
+    /// Recency, frequency and money scores, 1–5 each, as `"R5F3M4"`:
+    /// quintiles within the report's population (`docs/analytics.md`), M
+    /// on [`CustomerRow::spend_minor`] (money, not points).
     pub rfm: String,
-    /// Segment: `champion`, `loyal`, `new`, `promising`, `at-risk`,
-    /// `hibernating`.
+    /// The segment's key (`champions`, `loyal`, `cannot_lose_them`,
+    /// `at_risk`, `potential_loyalists`, `new`, `promising`,
+    /// `need_attention`, `hibernating`, `lost`): see
+    /// [`CustomersReport::legend`].
     pub segment: String,
 }
 
@@ -616,4 +620,21 @@ pub struct CustomersReport {
     pub rows: Vec<CustomerRow>,
     /// Customers per segment.
     pub segments: BTreeMap<String, u64>,
+    /// Every segment's rule and meaning, in rule order.
+    pub legend: Vec<SegmentLegendRow>,
+}
+
+/// One segment of the RFM legend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentLegendRow {
+    /// The segment's key, as in [`CustomerRow::segment`].
+    pub segment: String,
+    /// Its display name.
+    pub name: String,
+    /// The rule on the scores R, F, M (tried in legend order).
+    pub rule: String,
+    /// What its customers have in common.
+    pub meaning: String,
+    /// The suggested action.
+    pub action: String,
 }
