@@ -41,9 +41,19 @@ pub struct DemoArgs {
     /// Keep the cards in process even when pcscd with virtual readers runs.
     #[arg(long)]
     pub in_process: bool,
+    /// Where the demo writes the dashboard of the chain's generated
+    /// history [default: tessera-demo-dashboard in the system's temporary
+    /// directory]. A directory the demo wrote before is replaced; any
+    /// other must be new or empty.
+    #[arg(long, value_name = "DIR")]
+    pub dashboard: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
+
+/// The file that marks a dashboard directory as the demo's own (so a
+/// later run may replace it).
+const DASHBOARD_MARK: &str = ".tessera-demo-dashboard";
 
 /// 2026-03-16 09:00 UTC: two days after Анна's birthday.
 const OPENING: u32 = 1_773_651_600;
@@ -205,16 +215,85 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
     let stack = detect_stack(a.in_process);
     let work = std::env::temp_dir().join(format!("tessera-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| Failure::new(EXIT_FILE, format!("{}: {e}", work.display())))?;
-    let result = run_day(&a, &keys, &stack, &work);
+    let result = run_day(&a, &keys, &stack, &work)
+        .and_then(|day| Ok((day, history(&a, &keys, &work)?)));
     let _ = std::fs::remove_dir_all(&work);
-    let (events, summary) = result?;
+    let ((events, summary), analytics) = result?;
     if json {
-        print_json(json!({"events": events, "back_office": summary}));
+        print_json(json!({"events": events, "back_office": summary, "analytics": analytics}));
     }
     if summary["reconciled"] != json!(true) {
         return Err(Failure::new(EXIT_CARD, "demo reconciliation failed"));
     }
     Ok(())
+}
+
+/// The analyst's view: six months of a chain's history, generated
+/// (`tessera_synth::demo_spec`, seeded) and settled through real batches
+/// into a ledger of its own, summarised, and the dashboard written.
+fn history(a: &DemoArgs, keys: &IssuerKeys, work: &std::path::Path) -> Result<serde_json::Value, Failure> {
+    let json = a.output.json;
+    let spec = tessera_synth::demo_spec();
+    let file_err = |e: String| Failure::new(EXIT_FILE, e);
+    let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("history ledger: {e}"));
+    let out = a
+        .dashboard
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("tessera-demo-dashboard"));
+    // Refuse a directory that is not the demo's before any work.
+    if out.join(DASHBOARD_MARK).exists() {
+        std::fs::remove_dir_all(&out).map_err(|e| file_err(format!("{}: {e}", out.display())))?;
+    }
+    if !json {
+        println!();
+        println!(
+            "The office's analyst: {} months of a chain's history ({} stores, {} customers, {} purchases; \
+             generated with seed {}, settled in real batches to a ledger of its own)…",
+            spec.days / 30,
+            spec.stores,
+            spec.customers,
+            spec.purchases,
+            spec.seed
+        );
+    }
+    let path = work.join("history.sqlite");
+    let mut ledger = Ledger::open(&path, tessera_ledger::LedgerKeys::from_issuer(keys)).map_err(office_err)?;
+    let now = spec.start_unix().saturating_add(spec.days.saturating_mul(86_400));
+    let generated = tessera_synth::generate_into(&spec, &mut ledger, keys, now)
+        .map_err(|e| file_err(format!("history: {e}")))?;
+    let summary = tessera_office::analytics::summary(&ledger, now).map_err(office_err)?;
+    let zone = tessera_office::dashboard::Zone::utc();
+    let currency = tessera_office::dashboard::Currency::office();
+    let data = tessera_office::dashboard::collect(&ledger, now, &zone, &currency).map_err(office_err)?;
+    let files = tessera_office::dashboard::export(&data, &zone, &out).map_err(|e| file_err(e.to_string()))?;
+    std::fs::write(out.join(DASHBOARD_MARK), b"written by tessera demo\n")
+        .map_err(|e| file_err(format!("{}: {e}", out.display())))?;
+    let index = out.join("index.html");
+    if !json {
+        let view = tessera_office::reports::View {
+            tz: zone.clone(),
+            ..tessera_office::reports::View::local()
+        };
+        for line in tessera_office::analytics::summary_lines(&summary, &view) {
+            println!("  {line}");
+        }
+        println!(
+            "  (The campaign's true effect in the generator: {}% more visits for treated customers.)",
+            tessera_synth::MODEL.campaign_lift_percent
+        );
+        println!("Dashboard: {} pages written. Open {}", files.len(), index.display());
+    }
+    Ok(json!({
+        "generated": {
+            "seed": spec.seed,
+            "customers": generated.customers,
+            "purchases": generated.purchases,
+            "spend_minor": generated.spend_minor,
+            "stores": generated.stores,
+        },
+        "summary": serde_json::to_value(&summary).unwrap_or_default(),
+        "dashboard": index.display().to_string(),
+    }))
 }
 
 type Outcome = (Vec<serde_json::Value>, serde_json::Value);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tessera_ledger::LedgerError;
+use tessera_office::analytics;
 use tessera_office::reports::{self, View};
 
 use crate::args::date;
@@ -32,8 +33,70 @@ pub enum ReportCmd {
     Exceptions(ReportDir),
     /// Whether every point is explained, and what is not (docs/settlement.md).
     Explained(ReportDir),
-    /// Visit frequency, recency, favourite store, RFM segment per customer.
+    /// Visit frequency, recency, favourite store and category, RFM
+    /// segment per customer.
     Customers(CustomersArgs),
+    /// Customers and spend per RFM segment, with the segments' legend.
+    Rfm(CustomersArgs),
+    /// Cohorts by first purchase month and their retention.
+    Cohorts(CustomersArgs),
+    /// Customer lifetime value: BG/NBD visits, Gamma-Gamma spend.
+    Clv(CustomersArgs),
+    /// Campaign uplift in visits and spend, treated against control.
+    Campaigns(ReportDir),
+    /// Store performance by period.
+    #[command(after_help = "Example:\n  tessera office report stores --dir office --period week")]
+    Stores(PeriodArgs),
+    /// Category performance by period.
+    Categories(PeriodArgs),
+    /// Households: customers, cards, visits, spend.
+    Households(ReportDir),
+    /// The points economy by period: issued, redeemed, outstanding, redemption rate.
+    Points(PointsArgs),
+}
+
+/// Arguments of a report by period.
+#[derive(Args)]
+pub struct PeriodArgs {
+    #[command(flatten)]
+    pub report: ReportDir,
+    /// The period: day, week (ISO) or month.
+    #[arg(long, value_enum, default_value = "month")]
+    pub period: PeriodArg,
+}
+
+/// Arguments of `office report points`.
+#[derive(Args)]
+pub struct PointsArgs {
+    #[command(flatten)]
+    pub report: ReportDir,
+    /// The period: day, week (ISO) or month.
+    #[arg(long, value_enum, default_value = "month")]
+    pub period: PeriodArg,
+    /// What one point is worth in money (the currency of the policy).
+    #[arg(long, value_name = "AMOUNT", default_value = "0.01")]
+    pub point_value: String,
+}
+
+/// A report's period.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PeriodArg {
+    /// Local days.
+    Day,
+    /// ISO weeks.
+    Week,
+    /// Calendar months.
+    Month,
+}
+
+impl PeriodArg {
+    fn period(self) -> tessera_ledger::Period {
+        match self {
+            PeriodArg::Day => tessera_ledger::Period::Day,
+            PeriodArg::Week => tessera_ledger::Period::Week,
+            PeriodArg::Month => tessera_ledger::Period::Month,
+        }
+    }
 }
 
 /// The office directory and the output format of a report.
@@ -102,7 +165,10 @@ impl ReportCmd {
             ReportCmd::Reconciliation(a) => &a.report,
             ReportCmd::Liability(a) => &a.report,
             ReportCmd::Exceptions(a) | ReportCmd::Explained(a) => a,
-            ReportCmd::Customers(a) => &a.report,
+            ReportCmd::Customers(a) | ReportCmd::Rfm(a) | ReportCmd::Cohorts(a) | ReportCmd::Clv(a) => &a.report,
+            ReportCmd::Campaigns(a) | ReportCmd::Households(a) => a,
+            ReportCmd::Stores(a) | ReportCmd::Categories(a) => &a.report,
+            ReportCmd::Points(a) => &a.report,
         }
     }
 }
@@ -163,6 +229,43 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             let r = ledger.customers_report(now()?).map_err(ledger_err)?;
             view.wide = a.wide || d.csv;
             ("customers", serde_json::to_value(&r), reports::customers(&r, &view))
+        }
+        ReportCmd::Rfm(a) => {
+            let r = analytics::rfm(&ledger, now()?).map_err(ledger_err)?;
+            view.wide = a.wide || d.csv;
+            ("rfm", serde_json::to_value(&r), analytics::rfm_table(&r, &view))
+        }
+        ReportCmd::Cohorts(a) => {
+            let r = analytics::cohorts(&ledger).map_err(ledger_err)?;
+            view.wide = a.wide || d.csv;
+            ("cohorts", serde_json::to_value(&r), analytics::cohorts_table(&r, &view))
+        }
+        ReportCmd::Clv(a) => {
+            let r = analytics::customer_value(&ledger, now()?).map_err(ledger_err)?;
+            view.wide = a.wide || d.csv;
+            ("clv", serde_json::to_value(&r), analytics::clv_table(&r, &view))
+        }
+        ReportCmd::Campaigns(_) => {
+            let r = analytics::campaigns(&ledger).map_err(ledger_err)?;
+            ("campaigns", serde_json::to_value(&r), analytics::campaigns_table(&r, &view))
+        }
+        ReportCmd::Stores(a) => {
+            let r = analytics::stores(&ledger, a.period.period()).map_err(ledger_err)?;
+            ("stores", serde_json::to_value(&r), analytics::stores_table(&r, &view))
+        }
+        ReportCmd::Categories(a) => {
+            let r = analytics::categories(&ledger, a.period.period()).map_err(ledger_err)?;
+            ("categories", serde_json::to_value(&r), analytics::categories_table(&r, &view))
+        }
+        ReportCmd::Households(_) => {
+            let r = analytics::households(&ledger).map_err(ledger_err)?;
+            ("households", serde_json::to_value(&r), analytics::households_table(&r, &view))
+        }
+        ReportCmd::Points(a) => {
+            let per_point = tessera_terminal::display::parse_amount(&a.point_value, view.minor_units_per_unit)
+                .map_err(|e| Failure::usage(format!("invalid point value {:?}: {e}", a.point_value)))?;
+            let r = analytics::points_economy(&ledger, a.period.period(), per_point).map_err(ledger_err)?;
+            ("points", serde_json::to_value(&r), analytics::points_table(&r, &view))
         }
     };
     let value = value.map_err(|e| Failure::new(crate::fail::EXIT_FILE, format!("report: {e}")))?;

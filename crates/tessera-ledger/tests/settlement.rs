@@ -975,8 +975,13 @@ fn reports_on_a_small_day() {
             "{row:?}"
         );
         assert_eq!(row.favourite_store_id, None);
-        assert_eq!(row.segment, "new");
+        // Everyone came once today: ties take the middle quintile, so all
+        // three score R3 F3 and need attention (docs/analytics.md).
+        assert!(row.rfm.starts_with("R3F3M"), "{row:?}");
+        assert_eq!(row.segment, "need_attention");
     }
+    assert_eq!(cr.segments.get("need_attention"), Some(&3));
+    assert_eq!(cr.legend.len(), 10);
     // Both tills in one store: that store is every customer's favourite.
     ledger.add_store(3, "Центральный", "Нижний Новгород", day).unwrap();
     ledger.assign_terminal(11, 3).unwrap();

@@ -46,6 +46,7 @@
 
 pub mod audit;
 pub mod cards;
+pub mod analytics;
 pub mod dashboard;
 pub mod dir;
 mod metrics;

@@ -541,7 +541,7 @@ pub fn customers(r: &CustomersReport, view: &View) -> Table {
         "store",
     ];
     if view.wide {
-        cols.extend(["rfm", "first visit", "transactions", "cards"]);
+        cols.extend(["rfm", "category", "first visit", "transactions", "cards"]);
     }
     let mut t = Table::new("Customers", &cols);
     for c in &r.rows {
@@ -560,6 +560,7 @@ pub fn customers(r: &CustomersReport, view: &View) -> Table {
         if view.wide {
             cells.extend([
                 c.rfm.clone(),
+                c.favourite_category.clone().unwrap_or_default(),
                 c.first_visit.clone(),
                 group(c.transactions),
                 c.cards.join(" "),
@@ -568,6 +569,12 @@ pub fn customers(r: &CustomersReport, view: &View) -> Table {
         t.push(cells);
     }
     t.summary.push(format!("As of {}.", r.as_of));
+    t.summary.push(
+        "Segments: R, F and M are quintiles 1-5 within these customers (5 best; M on money spent):".into(),
+    );
+    for l in r.legend.iter().filter(|l| r.segments.contains_key(&l.segment)) {
+        t.summary.push(format!("  {:<20} {:<30} {}", l.segment, l.rule, l.meaning));
+    }
     t
 }
 

@@ -255,7 +255,7 @@ fn overview(data: &DashboardData, zone: &Zone) -> String {
         let bars: Vec<(String, f64)> = data
             .segments
             .iter()
-            .map(|s| (s.name.clone(), s.customers as f64))
+            .map(|s| (s.label.clone(), s.customers as f64))
             .collect();
         b.push_str(&bar_chart("Customers per segment", &bars, &|v| format!("{v:.0}")));
     }
@@ -422,7 +422,7 @@ fn segments(data: &DashboardData, zone: &Zone) -> String {
         let _ = write!(
             b,
             "<tr><th scope=\"row\">{}</th>{}{}{}{}</tr>",
-            escape(&s.name),
+            escape(&s.label),
             figure(&k("customers"), &s.customers.to_string(), &count(s.customers), true),
             figure(
                 &k("spend_minor"),
@@ -438,7 +438,7 @@ fn segments(data: &DashboardData, zone: &Zone) -> String {
     let bars: Vec<(String, f64)> = data
         .segments
         .iter()
-        .map(|s| (s.name.clone(), s.spend_minor as f64))
+        .map(|s| (s.label.clone(), s.spend_minor as f64))
         .collect();
     let per_unit = data.currency.minor_units_per_unit.max(1) as f64;
     b.push_str(&bar_chart(

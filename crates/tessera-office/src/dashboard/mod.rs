@@ -30,7 +30,9 @@ pub mod svg;
 use std::path::Path;
 
 use serde::Serialize;
-use tessera_ledger::{CustomersReport, Ledger, LedgerError, LiabilityReport};
+use tessera_ledger::{CustomersReport, Ledger, LedgerError, LiabilityReport, Period};
+
+use crate::analytics;
 pub use tessera_rules::display::Zone;
 
 pub use html::{login_page, page, pages, Page, FAVICON, STYLESHEET};
@@ -126,8 +128,10 @@ pub struct Overview {
 /// One customer segment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Segment {
-    /// Its name (`champion`, …).
+    /// Its key (`champions`, …), as in the customers report.
     pub name: String,
+    /// Its display name (`Champions`).
+    pub label: String,
     /// Customers in it.
     pub customers: u64,
     /// Their spend, minor units.
@@ -298,19 +302,23 @@ impl DashboardData {
         d.overview.spend_minor = Some(customers.rows.iter().map(|r| r.spend_minor).sum());
         d.overview.points_outstanding = Some(liability.points_outstanding);
         d.overview.liability_minor = Some(liability.value_minor);
-        for (name, n) in &customers.segments {
-            let (rule, meaning) = legend(name);
+        for l in &customers.legend {
+            let n = customers.segments.get(&l.segment).copied().unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
             d.segments.push(Segment {
-                name: name.clone(),
-                customers: *n,
+                name: l.segment.clone(),
+                label: l.name.clone(),
+                customers: n,
                 spend_minor: customers
                     .rows
                     .iter()
-                    .filter(|r| &r.segment == name)
+                    .filter(|r| r.segment == l.segment)
                     .map(|r| r.spend_minor)
                     .sum(),
-                rule: rule.into(),
-                meaning: meaning.into(),
+                rule: l.rule.clone(),
+                meaning: l.meaning.clone(),
             });
         }
         d.customers = customers
@@ -330,7 +338,7 @@ impl DashboardData {
                 expected_visits_90d: None,
                 clv_minor: None,
                 favourite_store: r.favourite_store.clone(),
-                favourite_category: None,
+                favourite_category: r.favourite_category.clone(),
                 household: None,
                 transactions: Vec::new(),
             })
@@ -339,38 +347,152 @@ impl DashboardData {
     }
 }
 
-/// The rule and the meaning of a segment of the customers report.
-fn legend(segment: &str) -> (&'static str, &'static str) {
-    match segment {
-        "champion" => (
-            "R3 F3, or R3 F2 M3",
-            "recent, frequent and spending: reward them, ask them for referrals",
-        ),
-        "loyal" => ("R2–3 F2–3", "regulars: keep them with personal offers"),
-        "new" => ("R3 F1", "first visits lately: welcome them, bring them back soon"),
-        "promising" => ("R2 F1", "came once or twice a while ago: a reason to return"),
-        "at-risk" => ("R1 F2–3", "used to come often, not lately: win them back"),
-        "hibernating" => ("the rest", "rare and long ago: low-cost reminders only"),
-        _ => ("", ""),
+impl DashboardData {
+    /// Adds the cohorts report.
+    pub fn with_cohorts(&mut self, r: &analytics::CohortsReport) {
+        self.cohorts = r
+            .rows
+            .iter()
+            .map(|c| Cohort {
+                cohort: c.cohort.clone(),
+                size: c.size,
+                retention: c.retention.clone(),
+            })
+            .collect();
+    }
+
+    /// Adds the campaigns report: the campaigns with an uplift estimate
+    /// (a control group of at least 2 cards, and 2 treated).
+    pub fn with_campaigns(&mut self, r: &analytics::CampaignsReport) {
+        #[allow(clippy::cast_possible_truncation)]
+        let minor = |v: f64| v.round() as i64;
+        self.campaigns = r
+            .rows
+            .iter()
+            .filter_map(|c| {
+                let (v, s) = (c.visits.as_ref()?, c.spend_minor.as_ref()?);
+                Some(CampaignEffect {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    treated: c.treated,
+                    control: c.control,
+                    visits_treated: v.treated_mean,
+                    visits_control: v.control_mean,
+                    visits_uplift: v.difference,
+                    visits_ci_low: v.ci95_low,
+                    visits_ci_high: v.ci95_high,
+                    spend_uplift_minor: minor(s.difference),
+                    spend_ci_low_minor: minor(s.ci95_low),
+                    spend_ci_high_minor: minor(s.ci95_high),
+                })
+            })
+            .collect();
+    }
+
+    /// Adds the stores report (and the overview's top store).
+    pub fn with_stores(&mut self, r: &analytics::StoresReport) {
+        self.stores = r
+            .rows
+            .iter()
+            .map(|s| StorePeriod {
+                period: s.period.clone(),
+                store: s.store.clone(),
+                purchases: s.purchases,
+                customers: s.customers,
+                spend_minor: u64::try_from(s.spend_minor).unwrap_or(0),
+            })
+            .collect();
+        self.overview.top_store = analytics::top_store(&r.rows).map(|(name, _)| name);
+        self.overview.purchases = Some(r.rows.iter().map(|s| s.purchases).sum());
+    }
+
+    /// Adds the categories report.
+    pub fn with_categories(&mut self, r: &analytics::CategoriesReport) {
+        self.categories = r
+            .rows
+            .iter()
+            .map(|c| CategoryPeriod {
+                period: c.period.clone(),
+                category: c.category.clone(),
+                purchases: c.purchases,
+                spend_minor: u64::try_from(c.spend_minor).unwrap_or(0),
+            })
+            .collect();
+    }
+
+    /// Adds the points economy report.
+    pub fn with_points(&mut self, r: &analytics::PointsReport) {
+        self.points = r
+            .rows
+            .iter()
+            .map(|p| PointsPeriod {
+                period: p.period.clone(),
+                issued: p.issued,
+                redeemed: p.redeemed,
+                outstanding: p.outstanding,
+                redemption_rate: p.redemption_rate,
+            })
+            .collect();
+    }
+
+    /// Adds each customer's predicted visits and value.
+    pub fn with_clv(&mut self, r: &analytics::ClvReport) {
+        for c in &mut self.customers {
+            let row = r.rows.iter().find(|x| match c.customer_id {
+                Some(id) => x.customer_id == Some(id),
+                None => x.customer_id.is_none() && c.key == format!("card-{}", x.card.to_ascii_lowercase()),
+            });
+            if let Some(x) = row {
+                c.expected_visits_90d = x.expected_visits_90d.is_finite().then_some(x.expected_visits_90d);
+                #[allow(clippy::cast_possible_truncation)]
+                {
+                    c.clv_minor = x.clv_minor.filter(|v| v.is_finite()).map(|v| v.round() as i64);
+                }
+            }
+        }
     }
 }
 
 /// Takes the dashboard's figures from the ledger as of `now`, times in
 /// `zone`, money in `currency`: the overview, segments and customers from
-/// [`Ledger::customers_report`] and [`Ledger::liability`]. Sections whose
-/// queries the ledger does not answer stay empty.
+/// [`Ledger::customers_report`] and [`Ledger::liability`], the other
+/// sections from the reports of [`analytics`] (the same figures as
+/// `office report …`), and each registered customer's transactions.
 ///
 /// # Errors
 /// The ledger's error.
 pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> Result<DashboardData, LedgerError> {
     let customers = ledger.customers_report(now)?;
     let liability = ledger.liability(currency.minor_units_per_point)?;
-    Ok(DashboardData::from_reports(
-        &zone.local(now),
-        currency.clone(),
-        &customers,
-        &liability,
-    ))
+    let mut d = DashboardData::from_reports(&zone.local(now), currency.clone(), &customers, &liability);
+    d.with_cohorts(&analytics::cohorts(ledger)?);
+    d.with_campaigns(&analytics::campaigns(ledger)?);
+    d.with_stores(&analytics::stores(ledger, Period::Month)?);
+    d.with_categories(&analytics::categories(ledger, Period::Month)?);
+    d.with_points(&analytics::points_economy(ledger, Period::Month, currency.minor_units_per_point)?);
+    d.with_clv(&analytics::customer_value(ledger, now)?);
+    let facts = ledger.customer_facts(now)?;
+    for c in &mut d.customers {
+        let Some(id) = c.customer_id else { continue };
+        c.household = facts
+            .iter()
+            .find(|f| f.customer_id == Some(id))
+            .and_then(|f| f.household.clone());
+        let mut rows = ledger.customer_purchases(id)?;
+        rows.reverse();
+        c.transactions = rows
+            .into_iter()
+            .map(|p| CustomerTransaction {
+                date_local: zone.local(p.time),
+                store: p.store.map(|(_, name)| name),
+                tx_type: p.tx_type,
+                amount_minor: u64::try_from(p.amount_minor).ok().filter(|a| *a > 0),
+                points: i64::from(p.points),
+                categories: p.categories.into_iter().map(|(c, _)| c).collect(),
+            })
+            .collect();
+    }
+    Ok(d)
 }
 
 /// Errors writing the static dashboard.
@@ -458,6 +580,7 @@ mod tests {
             points_earned: 100,
             points_redeemed: 0,
             spend_minor: spend,
+            favourite_category: Some("bakery".into()),
             favourite_store: Some("Main <Street>".into()),
             favourite_store_id: Some(1),
             rfm: "R3F2M1".into(),
@@ -471,6 +594,16 @@ mod tests {
             ],
             segments: [("hibernating".to_owned(), 1), ("loyal".to_owned(), 1)]
                 .into_iter()
+                .collect(),
+            legend: ["loyal", "hibernating"]
+                .iter()
+                .map(|k| tessera_ledger::SegmentLegendRow {
+                    segment: (*k).into(),
+                    name: k.to_uppercase(),
+                    rule: "R >= 3".into(),
+                    meaning: "regulars".into(),
+                    action: "keep them".into(),
+                })
                 .collect(),
         };
         let liability = LiabilityReport {
