@@ -251,8 +251,8 @@ fn history(a: &DemoArgs, keys: &IssuerKeys, work: &std::path::Path) -> Result<se
              generated with seed {}, settled in real batches to a ledger of its own)…",
             spec.days / 30,
             spec.stores,
-            spec.customers,
-            spec.purchases,
+            tessera_office::reports::group(u64::from(spec.customers)),
+            tessera_office::reports::group(spec.purchases),
             spec.seed
         );
     }

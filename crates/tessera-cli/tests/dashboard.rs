@@ -108,6 +108,9 @@ impl Env {
             &e.s("t7.json"),
         ]);
         let keys = e.s("t7.json");
+        // The till is in a store: the store's figures reach the dashboard.
+        e.ok(&["office", "store", "add", "--dir", &office, "--id", "3", "--name", "Nord & <Süd>", "--city", "Köln"]);
+        e.ok(&["office", "terminal", "assign", "--dir", &office, "--terminal-id", "7", "--store", "3"]);
         for (card, name, amounts) in [
             ("anna.card", "Анна <Петрова> & Co", &["40", "12.50"][..]),
             ("ben.card", "Ben O'Neill", &["7"][..]),

@@ -842,13 +842,14 @@ pub fn summary_lines(s: &Summary, view: &View) -> Vec<String> {
     for c in &s.campaigns {
         if let (Some(v), Some(sp)) = (&c.visits, &c.spend_minor) {
             out.push(format!(
-                "Campaign {} ({}% held out, {} treated / {} control cards): {:+.2} visits per card \
+                "Campaign {} ({}% held out, {} treated / {} control cards): {:+.2} visits per card{} \
                  (95% CI {:+.2} to {:+.2}), {} spend per card (95% CI {} to {}).",
                 c.id,
                 c.holdout_percent,
                 group(c.treated),
                 group(c.control),
                 v.difference,
+                v.relative.map(|r| format!(" ({:+.0}%)", r * 100.0)).unwrap_or_default(),
                 v.ci95_low,
                 v.ci95_high,
                 m(sp.difference),

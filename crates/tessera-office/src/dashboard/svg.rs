@@ -121,16 +121,22 @@ pub fn bar_chart(title: &str, bars: &[(String, f64)], label: &dyn Fn(f64) -> Str
         let bar = (slot * 0.7).min(60.0);
         let x = LEFT + slot * i as f64 + (slot - bar) / 2.0;
         let y = TOP + plot_h - h;
+        let (lx, ly) = (x + bar / 2.0, HEIGHT - BOTTOM + 16.0);
+        // Labels wider than their slot are slanted so they do not overlap.
+        let anchor = if name.chars().count() as f64 * 6.5 > slot {
+            format!("text-anchor=\"end\" transform=\"rotate(-20 {lx:.1} {ly:.1})\" ")
+        } else {
+            "text-anchor=\"middle\" ".to_owned()
+        };
         let _ = write!(
             out,
             "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{}: {}</title></rect>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{}</text>",
+             <text x=\"{lx:.1}\" y=\"{ly:.1}\" {}font-size=\"11\">{}</text>",
             bar,
             PALETTE[0],
             escape(name),
             escape(&label(v)),
-            x + bar / 2.0,
-            HEIGHT - BOTTOM + 16.0,
+            anchor,
             escape(name)
         );
     }
