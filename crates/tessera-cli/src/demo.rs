@@ -215,8 +215,8 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
     let stack = detect_stack(a.in_process);
     let work = std::env::temp_dir().join(format!("tessera-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| Failure::new(EXIT_FILE, format!("{}: {e}", work.display())))?;
-    let result = run_day(&a, &keys, &stack, &work)
-        .and_then(|day| Ok((day, history(&a, &keys, &work)?)));
+    let out = dashboard_dir(&a)?;
+    let result = run_day(&a, &keys, &stack, &work).and_then(|day| Ok((day, history(&a, &keys, &work, &out)?)));
     let _ = std::fs::remove_dir_all(&work);
     let ((events, summary), analytics) = result?;
     if json {
@@ -231,18 +231,39 @@ fn day(a: DemoArgs) -> Result<(), Failure> {
 /// The analyst's view: six months of a chain's history, generated
 /// (`tessera_synth::demo_spec`, seeded) and settled through real batches
 /// into a ledger of its own, summarised, and the dashboard written.
-fn history(a: &DemoArgs, keys: &IssuerKeys, work: &std::path::Path) -> Result<serde_json::Value, Failure> {
-    let json = a.output.json;
-    let spec = tessera_synth::demo_spec();
-    let file_err = |e: String| Failure::new(EXIT_FILE, e);
-    let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("history ledger: {e}"));
+/// Where the dashboard goes: refused before any work unless it is new,
+/// empty, or written by the demo before.
+fn dashboard_dir(a: &DemoArgs) -> Result<std::path::PathBuf, Failure> {
     let out = a
         .dashboard
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("tessera-demo-dashboard"));
-    // Refuse a directory that is not the demo's before any work.
+    let ours = out.join(DASHBOARD_MARK).exists();
+    let empty = std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none());
+    if !ours && !empty {
+        return Err(Failure::new(
+            EXIT_FILE,
+            format!(
+                "{} exists, is not empty and was not written by the demo: name another with --dashboard DIR",
+                out.display()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn history(
+    a: &DemoArgs,
+    keys: &IssuerKeys,
+    work: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<serde_json::Value, Failure> {
+    let json = a.output.json;
+    let spec = tessera_synth::demo_spec();
+    let file_err = |e: String| Failure::new(EXIT_FILE, e);
+    let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("history ledger: {e}"));
     if out.join(DASHBOARD_MARK).exists() {
-        std::fs::remove_dir_all(&out).map_err(|e| file_err(format!("{}: {e}", out.display())))?;
+        std::fs::remove_dir_all(out).map_err(|e| file_err(format!("{}: {e}", out.display())))?;
     }
     if !json {
         println!();
@@ -259,13 +280,13 @@ fn history(a: &DemoArgs, keys: &IssuerKeys, work: &std::path::Path) -> Result<se
     let path = work.join("history.sqlite");
     let mut ledger = Ledger::open(&path, tessera_ledger::LedgerKeys::from_issuer(keys)).map_err(office_err)?;
     let now = spec.start_unix().saturating_add(spec.days.saturating_mul(86_400));
-    let generated = tessera_synth::generate_into(&spec, &mut ledger, keys, now)
-        .map_err(|e| file_err(format!("history: {e}")))?;
+    let generated =
+        tessera_synth::generate_into(&spec, &mut ledger, keys, now).map_err(|e| file_err(format!("history: {e}")))?;
     let summary = tessera_office::analytics::summary(&ledger, now).map_err(office_err)?;
     let zone = tessera_office::dashboard::Zone::utc();
     let currency = tessera_office::dashboard::Currency::office();
     let data = tessera_office::dashboard::collect(&ledger, now, &zone, &currency).map_err(office_err)?;
-    let files = tessera_office::dashboard::export(&data, &zone, &out).map_err(|e| file_err(e.to_string()))?;
+    let files = tessera_office::dashboard::export(&data, &zone, out).map_err(|e| file_err(e.to_string()))?;
     std::fs::write(out.join(DASHBOARD_MARK), b"written by tessera demo\n")
         .map_err(|e| file_err(format!("{}: {e}", out.display())))?;
     let index = out.join("index.html");

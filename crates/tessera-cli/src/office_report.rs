@@ -247,7 +247,11 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
         }
         ReportCmd::Campaigns(_) => {
             let r = analytics::campaigns(&ledger).map_err(ledger_err)?;
-            ("campaigns", serde_json::to_value(&r), analytics::campaigns_table(&r, &view))
+            (
+                "campaigns",
+                serde_json::to_value(&r),
+                analytics::campaigns_table(&r, &view),
+            )
         }
         ReportCmd::Stores(a) => {
             let r = analytics::stores(&ledger, a.period.period()).map_err(ledger_err)?;
@@ -255,11 +259,19 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
         }
         ReportCmd::Categories(a) => {
             let r = analytics::categories(&ledger, a.period.period()).map_err(ledger_err)?;
-            ("categories", serde_json::to_value(&r), analytics::categories_table(&r, &view))
+            (
+                "categories",
+                serde_json::to_value(&r),
+                analytics::categories_table(&r, &view),
+            )
         }
         ReportCmd::Households(_) => {
             let r = analytics::households(&ledger).map_err(ledger_err)?;
-            ("households", serde_json::to_value(&r), analytics::households_table(&r, &view))
+            (
+                "households",
+                serde_json::to_value(&r),
+                analytics::households_table(&r, &view),
+            )
         }
         ReportCmd::Points(a) => {
             let per_point = tessera_terminal::display::parse_amount(&a.point_value, view.minor_units_per_unit)

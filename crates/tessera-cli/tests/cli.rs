@@ -303,15 +303,58 @@ fn issue_never_overwrites_and_validates_first() {
 #[test]
 fn demo_runs_and_reconciles() {
     let env = Env::new();
-    let out = env.run(&["demo", "--seed", "3", "--in-process"]);
+    let dash = env.path("dash");
+    let dash = dash.to_str().unwrap();
+    let out = env.run(&["demo", "--seed", "3", "--in-process", "--dashboard", dash]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = stdout(&out);
     assert!(s.contains("Every point is explained."));
+    // The analyst's summary of the generated history, and its dashboard.
+    assert!(s.contains("400 customers spent"), "{s}");
+    assert!(s.contains("Segments (RFM on money): "), "{s}");
+    assert!(s.contains("Campaign favourites-double (20% held out"), "{s}");
+    assert!(s.contains("Top store: "), "{s}");
+    assert!(s.contains(&format!("Open {dash}/index.html")), "{s}");
+    for page in [
+        "index",
+        "segments",
+        "cohorts",
+        "campaigns",
+        "stores",
+        "points",
+        "customers",
+    ] {
+        let html = std::fs::read_to_string(env.path("dash").join(format!("{page}.html"))).unwrap();
+        assert!(html.contains("data-figure") && !html.contains("No data yet."), "{page}");
+    }
+    // A directory that is not the demo's is never overwritten.
+    std::fs::create_dir(env.path("mine")).unwrap();
+    std::fs::write(env.path("mine").join("notes.txt"), "mine").unwrap();
+    let out = env.run(&[
+        "demo",
+        "--seed",
+        "3",
+        "--in-process",
+        "--dashboard",
+        env.path("mine").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("was not written by the demo"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "refused before the day begins");
+    assert_eq!(
+        std::fs::read_to_string(env.path("mine").join("notes.txt")).unwrap(),
+        "mine"
+    );
     assert!(s.contains("Анна Петрова"));
     assert!(s.contains("Happy birthday week +50"), "{s}");
     assert!(s.contains("went through"), "{s}");
-    let out = env.run(&["demo", "--seed", "3", "--json", "--in-process"]);
+    // The demo replaces its own dashboard of a previous run.
+    let out = env.run(&["demo", "--seed", "3", "--json", "--in-process", "--dashboard", dash]);
     let j = json(&out);
+    let a = &j["analytics"];
+    assert_eq!(a["generated"]["customers"], 400);
+    assert_eq!(a["summary"]["customers"], 400);
+    assert_eq!(a["dashboard"], format!("{dash}/index.html"));
     let b = &j["back_office"];
     assert_eq!(b["reconciled"], true);
     assert_eq!(b["chains_intact"], true);

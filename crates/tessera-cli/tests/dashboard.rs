@@ -109,8 +109,30 @@ impl Env {
         ]);
         let keys = e.s("t7.json");
         // The till is in a store: the store's figures reach the dashboard.
-        e.ok(&["office", "store", "add", "--dir", &office, "--id", "3", "--name", "Nord & <Süd>", "--city", "Köln"]);
-        e.ok(&["office", "terminal", "assign", "--dir", &office, "--terminal-id", "7", "--store", "3"]);
+        e.ok(&[
+            "office",
+            "store",
+            "add",
+            "--dir",
+            &office,
+            "--id",
+            "3",
+            "--name",
+            "Nord & <Süd>",
+            "--city",
+            "Köln",
+        ]);
+        e.ok(&[
+            "office",
+            "terminal",
+            "assign",
+            "--dir",
+            &office,
+            "--terminal-id",
+            "7",
+            "--store",
+            "3",
+        ]);
         for (card, name, amounts) in [
             ("anna.card", "Анна <Петрова> & Co", &["40", "12.50"][..]),
             ("ben.card", "Ben O'Neill", &["7"][..]),
@@ -480,7 +502,11 @@ fn expected(env: &Env) -> BTreeMap<String, String> {
     }
     let stores = report("stores");
     for row in stores["rows"].as_array().unwrap() {
-        let key = format!("stores.{}.{}", row["period"].as_str().unwrap(), row["store"].as_str().unwrap());
+        let key = format!(
+            "stores.{}.{}",
+            row["period"].as_str().unwrap(),
+            row["store"].as_str().unwrap()
+        );
         for f in ["purchases", "customers", "spend_minor"] {
             m.insert(format!("{key}.{f}"), row[f].to_string());
         }

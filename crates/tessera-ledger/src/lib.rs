@@ -82,8 +82,8 @@ pub const COUNTER_JUMP_LIMIT: u32 = 100;
 pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
 pub use types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
 pub use types::{
-    CardBook, Customer, CustomerRow, CustomersReport, SegmentLegendRow, Exception, ExceptionClass, Explanation, IngestOutcome,
-    IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow,
+    CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, IngestOutcome,
+    IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow, SegmentLegendRow,
 };
 
 /// Verifies settlement batches without a ledger: see [`Ledger::verifier`].

@@ -10,8 +10,8 @@ use tessera_rules::display::Zone;
 use tessera_settlement::batch::Total;
 
 use crate::{
-    card_of, raise, CustomerRow, CustomersReport, SegmentLegendRow, Exception, ExceptionClass, Explanation, LedgerError, LiabilityReport,
-    ReconciliationReport, ReconciliationRow,
+    card_of, raise, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, LedgerError, LiabilityReport,
+    ReconciliationReport, ReconciliationRow, SegmentLegendRow,
 };
 
 const DAY: u32 = 86_400;

@@ -27,8 +27,8 @@ use serde::Serialize;
 use tessera_analytics::uplift::UpliftOutcome;
 use tessera_analytics::{bgnbd, clv, gamma_gamma, uplift};
 use tessera_ledger::{
-    CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, CustomersReport, HouseholdRow, Ledger,
-    LedgerError, Period, PointsPeriodRow, StorePeriodRow,
+    CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, CustomersReport, HouseholdRow, Ledger, LedgerError,
+    Period, PointsPeriodRow, StorePeriodRow,
 };
 
 use crate::reports::{group, points, Table, View};
@@ -213,7 +213,13 @@ pub fn cohorts(ledger: &Ledger) -> Result<CohortsReport, LedgerError> {
 /// The cohorts report as a table: cohort, size, then retention in month
 /// 1, 2, … (the first six on a screen, all with `wide`).
 pub fn cohorts_table(r: &CohortsReport, view: &View) -> Table {
-    let months = r.rows.iter().map(|c| c.retention.len()).max().unwrap_or(1).saturating_sub(1);
+    let months = r
+        .rows
+        .iter()
+        .map(|c| c.retention.len())
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1);
     let shown = if view.wide { months } else { months.min(6) };
     let heads: Vec<String> = (1..=shown).map(|k| format!("m+{k}")).collect();
     let mut cols: Vec<&str> = vec!["cohort", "customers"];
@@ -346,7 +352,10 @@ pub fn clv_from(facts: &[CustomerFacts]) -> ClvReport {
         .collect();
     let (gg, gg_missing) = match gamma_gamma::fit(&spend) {
         Ok(g) if g.params.population_mean_spend().is_some() => (Some(g), None),
-        Ok(_) => (None, Some("the Gamma-Gamma fit has no finite mean spend (q <= 1)".to_owned())),
+        Ok(_) => (
+            None,
+            Some("the Gamma-Gamma fit has no finite mean spend (q <= 1)".to_owned()),
+        ),
         Err(e) => (None, Some(format!("no Gamma-Gamma fit: {e}"))),
     };
     let mut rows: Vec<ClvRow> = histories
@@ -376,7 +385,9 @@ pub fn clv_from(facts: &[CustomerFacts]) -> ClvReport {
         .collect();
     rows.sort_by(|a, b| {
         let key = |r: &ClvRow| r.clv_minor.unwrap_or(r.expected_visits_90d);
-        key(b).total_cmp(&key(a)).then_with(|| a.customer_id.cmp(&b.customer_id))
+        key(b)
+            .total_cmp(&key(a))
+            .then_with(|| a.customer_id.cmp(&b.customer_id))
     });
     ClvReport {
         options: CLV_OPTIONS,
@@ -407,7 +418,14 @@ fn customer_cell(id: Option<u64>, card: &str) -> String {
 pub fn clv_table(r: &ClvReport, view: &View) -> Table {
     let mut t = Table::new(
         "Customer lifetime value (BG/NBD visits, Gamma-Gamma spend)",
-        &["customer", "repeat visits", "P(alive)", "visits next 90 d", "spend per visit", "value 12 months"],
+        &[
+            "customer",
+            "repeat visits",
+            "P(alive)",
+            "visits next 90 d",
+            "spend per visit",
+            "value 12 months",
+        ],
     );
     let shown = if view.wide { r.rows.len() } else { r.rows.len().min(50) };
     #[allow(clippy::cast_possible_truncation)]
@@ -423,7 +441,10 @@ pub fn clv_table(r: &ClvReport, view: &View) -> Table {
         ]);
     }
     if shown < r.rows.len() {
-        t.notes.push(format!("{} more customers with --wide or --csv.", group((r.rows.len() - shown) as u64)));
+        t.notes.push(format!(
+            "{} more customers with --wide or --csv.",
+            group((r.rows.len() - shown) as u64)
+        ));
     }
     match &r.models {
         Some(m) => {
@@ -539,7 +560,10 @@ pub fn campaigns_from(outcomes: &[CampaignOutcome]) -> CampaignsReport {
             #[allow(clippy::cast_precision_loss)]
             let split = |f: &dyn Fn(&tessera_ledger::CampaignCard) -> f64| {
                 let (t, k): (Vec<_>, Vec<_>) = c.cards.iter().partition(|x| !x.control);
-                (t.iter().map(|x| f(x)).collect::<Vec<f64>>(), k.iter().map(|x| f(x)).collect::<Vec<f64>>())
+                (
+                    t.iter().map(|x| f(x)).collect::<Vec<f64>>(),
+                    k.iter().map(|x| f(x)).collect::<Vec<f64>>(),
+                )
             };
             #[allow(clippy::cast_precision_loss)]
             let (vt, vc) = split(&|x| x.visits as f64);
@@ -574,7 +598,15 @@ pub fn campaigns(ledger: &Ledger) -> Result<CampaignsReport, LedgerError> {
 pub fn campaigns_table(r: &CampaignsReport, view: &View) -> Table {
     let mut t = Table::new(
         "Campaigns: treated against held-out control, per eligible card during the campaign",
-        &["campaign", "days", "holdout", "treated", "control", "visits uplift (95% CI)", "spend uplift (95% CI)"],
+        &[
+            "campaign",
+            "days",
+            "holdout",
+            "treated",
+            "control",
+            "visits uplift (95% CI)",
+            "spend uplift (95% CI)",
+        ],
     );
     #[allow(clippy::cast_possible_truncation)]
     let m = |v: f64| view.money(v.round() as i64);
@@ -631,7 +663,15 @@ pub fn stores(ledger: &Ledger, period: Period) -> Result<StoresReport, LedgerErr
 pub fn stores_table(r: &StoresReport, view: &View) -> Table {
     let mut t = Table::new(
         "Stores by period",
-        &["period", "store", "purchases", "customers", "spend", "points issued", "points redeemed"],
+        &[
+            "period",
+            "store",
+            "purchases",
+            "customers",
+            "spend",
+            "points issued",
+            "points redeemed",
+        ],
     );
     for s in &r.rows {
         t.push(vec![
@@ -684,7 +724,10 @@ pub fn categories(ledger: &Ledger, period: Period) -> Result<CategoriesReport, L
 
 /// The categories report as a table.
 pub fn categories_table(r: &CategoriesReport, view: &View) -> Table {
-    let mut t = Table::new("Categories by period", &["period", "category", "purchases", "customers", "spend"]);
+    let mut t = Table::new(
+        "Categories by period",
+        &["period", "category", "purchases", "customers", "spend"],
+    );
     for c in &r.rows {
         t.push(vec![
             c.period.clone(),
@@ -694,7 +737,8 @@ pub fn categories_table(r: &CategoriesReport, view: &View) -> Table {
             view.money(c.spend_minor),
         ]);
     }
-    t.notes.push("spend: the money of the lines in the category (refunds not deducted).".into());
+    t.notes
+        .push("spend: the money of the lines in the category (refunds not deducted).".into());
     t
 }
 
@@ -749,7 +793,11 @@ pub struct PointsReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn points_economy(ledger: &Ledger, period: Period, minor_units_per_point: u64) -> Result<PointsReport, LedgerError> {
+pub fn points_economy(
+    ledger: &Ledger,
+    period: Period,
+    minor_units_per_point: u64,
+) -> Result<PointsReport, LedgerError> {
     Ok(PointsReport {
         period,
         minor_units_per_point,
@@ -761,7 +809,15 @@ pub fn points_economy(ledger: &Ledger, period: Period, minor_units_per_point: u6
 pub fn points_table(r: &PointsReport, view: &View) -> Table {
     let mut t = Table::new(
         "Points economy by period",
-        &["period", "issued", "redeemed", "adjusted", "outstanding", "liability", "redemption rate"],
+        &[
+            "period",
+            "issued",
+            "redeemed",
+            "adjusted",
+            "outstanding",
+            "liability",
+            "redemption rate",
+        ],
     );
     let per = i64::try_from(r.minor_units_per_point).unwrap_or(1);
     for p in &r.rows {
@@ -1017,7 +1073,13 @@ mod tests {
         // The most valuable have the most and latest repeat visits; the
         // lapsed are less likely alive than the regulars of as many visits.
         assert_eq!((r.rows[0].repeat_visits, r.rows[0].t_x_days), (5, 100));
-        let alive = |x: u32, t_x: u32| r.rows.iter().find(|c| c.repeat_visits == x && c.t_x_days == t_x).unwrap().p_alive;
+        let alive = |x: u32, t_x: u32| {
+            r.rows
+                .iter()
+                .find(|c| c.repeat_visits == x && c.t_x_days == t_x)
+                .unwrap()
+                .p_alive
+        };
         assert!(alive(3, 9) < alive(3, 60));
         assert!(r.rows.windows(2).all(|w| w[0].clv_minor >= w[1].clv_minor));
         assert!(r.rows.iter().all(|c| (0.0..=1.0).contains(&c.p_alive)));

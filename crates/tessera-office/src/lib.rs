@@ -44,9 +44,9 @@
 //! signature as published in the office directory (`campaigns.toml`,
 //! `campaigns.toml.sig`).
 
+pub mod analytics;
 pub mod audit;
 pub mod cards;
-pub mod analytics;
 pub mod dashboard;
 pub mod dir;
 mod metrics;

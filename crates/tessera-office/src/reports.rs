@@ -569,11 +569,11 @@ pub fn customers(r: &CustomersReport, view: &View) -> Table {
         t.push(cells);
     }
     t.summary.push(format!("As of {}.", r.as_of));
-    t.summary.push(
-        "Segments: R, F and M are quintiles 1-5 within these customers (5 best; M on money spent):".into(),
-    );
+    t.summary
+        .push("Segments: R, F and M are quintiles 1-5 within these customers (5 best; M on money spent):".into());
     for l in r.legend.iter().filter(|l| r.segments.contains_key(&l.segment)) {
-        t.summary.push(format!("  {:<20} {:<30} {}", l.segment, l.rule, l.meaning));
+        t.summary
+            .push(format!("  {:<20} {:<30} {}", l.segment, l.rule, l.meaning));
     }
     t
 }

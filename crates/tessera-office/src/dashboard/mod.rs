@@ -469,7 +469,11 @@ pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> R
     d.with_campaigns(&analytics::campaigns(ledger)?);
     d.with_stores(&analytics::stores(ledger, Period::Month)?);
     d.with_categories(&analytics::categories(ledger, Period::Month)?);
-    d.with_points(&analytics::points_economy(ledger, Period::Month, currency.minor_units_per_point)?);
+    d.with_points(&analytics::points_economy(
+        ledger,
+        Period::Month,
+        currency.minor_units_per_point,
+    )?);
     d.with_clv(&analytics::customer_value(ledger, now)?);
     let facts = ledger.customer_facts(now)?;
     for c in &mut d.customers {
