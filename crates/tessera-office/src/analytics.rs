@@ -302,11 +302,14 @@ pub const CLV_OPTIONS: clv::ClvOptions = clv::ClvOptions {
     monthly_discount_rate: 0.01,
 };
 
+/// `(x, t_x, T, mean repeat money)`: see [`clv_history`].
+pub type History = (u32, u32, u32, f64);
+
 /// A customer's BG/NBD history in days and the mean money of the repeat
 /// visits: `(x, t_x, T, mean)`, `x` = visits − 1, `t_x` = last − first
 /// visit day, `T` = today − first, `mean` = the mean of the visits' money
 /// after the first (0 without repeat visits). `None` for no visit.
-pub fn clv_history(f: &CustomerFacts) -> Option<(u32, u32, u32, f64)> {
+pub fn clv_history(f: &CustomerFacts) -> Option<History> {
     let first = *f.visit_days.first()?;
     let last = *f.visit_days.last()?;
     let x = u32::try_from(f.visit_days.len() - 1).ok()?;
@@ -328,8 +331,7 @@ pub fn clv_history(f: &CustomerFacts) -> Option<(u32, u32, u32, f64)> {
 /// (the others get the population's expected spend), the value over
 /// [`CLV_OPTIONS`].
 pub fn clv_from(facts: &[CustomerFacts]) -> ClvReport {
-    let histories: Vec<(&CustomerFacts, (u32, u32, u32, f64))> =
-        facts.iter().filter_map(|f| Some((f, clv_history(f)?))).collect();
+    let histories: Vec<(&CustomerFacts, History)> = facts.iter().filter_map(|f| Some((f, clv_history(f)?))).collect();
     let visits: Vec<(u32, f64, f64)> = histories
         .iter()
         .map(|(_, (x, t_x, t, _))| (*x, f64::from(*t_x), f64::from(*t)))
