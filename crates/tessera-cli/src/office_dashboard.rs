@@ -71,7 +71,8 @@ pub fn run(cmd: &DashboardCmd) -> Result<(), Failure> {
 }
 
 fn write_static(a: &DashboardArgs) -> Result<(), Failure> {
-    let (_keys, ledger) = open_office(&a.dir)?;
+    let (_keys, mut ledger) = open_office(&a.dir)?;
+    tessera_office::analytics::bring_up_to_date(&mut ledger).map_err(ledger_err)?;
     let zone = Zone::system();
     let data = dashboard::collect(&ledger, now()?, &zone, &Currency::office()).map_err(ledger_err)?;
     let files = dashboard::export(&data, &zone, &a.out).map_err(|e| match e {

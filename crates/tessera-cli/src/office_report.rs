@@ -177,6 +177,7 @@ impl ReportCmd {
 pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
     let d = cmd.dir();
     let (_keys, mut ledger) = open_office(&d.dir)?;
+    analytics::bring_up_to_date(&mut ledger).map_err(ledger_err)?;
     let mut view = View::local();
     if matches!(cmd, ReportCmd::Exceptions(_) | ReportCmd::Explained(_)) {
         // Holes that stayed open too long are exceptions by now.

@@ -368,6 +368,9 @@ CREATE TABLE decision_points (
 ) WITHOUT ROWID;
 CREATE TABLE wh_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO wh_meta (key, value) VALUES ('zone', 'UTC');
+-- A ledger upgraded with postings already in it has an empty warehouse:
+-- stale until rebuilt.
+INSERT INTO wh_meta (key, value) SELECT 'stale', '1' WHERE EXISTS (SELECT 1 FROM card_transactions);
 CREATE TABLE wh_dim_date (
     date_key INTEGER PRIMARY KEY,
     start_unix INTEGER NOT NULL UNIQUE,

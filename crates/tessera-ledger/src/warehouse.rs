@@ -74,8 +74,12 @@ impl Ledger {
         &self.wh_zone
     }
 
-    /// Whether batches posted while the warehouse was off
-    /// ([`Ledger::set_warehouse`]) since its last rebuild.
+    /// Whether the warehouse is behind the books until
+    /// [`Ledger::rebuild_warehouse`]: something changed them while its
+    /// maintenance was off ([`Ledger::set_warehouse`]: a batch, a card
+    /// registered, replaced or erased, a store, a campaign file), or the
+    /// ledger was upgraded from a version without a warehouse with
+    /// postings in it.
     ///
     /// # Errors
     /// A storage error.
@@ -600,17 +604,26 @@ impl Ledger {
     /// A storage error.
     pub fn households(&self) -> Result<Vec<HouseholdRow>, LedgerError> {
         let mut stmt = self.conn.prepare(
-            "SELECT h.household,
-                 (SELECT COUNT(DISTINCT c.customer_key) FROM wh_dim_card c WHERE c.household_key = h.household_key),
-                 (SELECT COUNT(*) FROM wh_dim_card c WHERE c.household_key = h.household_key),
-                 (SELECT COUNT(*) FROM (SELECT DISTINCT f.customer_key, f.date_key FROM wh_fact_tx f
-                      WHERE f.household_key = h.household_key AND f.tx_type = 'earn') v),
-                 (SELECT COALESCE(SUM(CASE f.tx_type WHEN 'earn' THEN f.amount_minor
-                      WHEN 'refund-earn' THEN -f.amount_minor ELSE 0 END), 0)
-                  FROM wh_fact_tx f WHERE f.household_key = h.household_key),
-                 (SELECT COALESCE(SUM(f.points), 0) FROM wh_fact_tx f
-                  WHERE f.household_key = h.household_key AND f.tx_type = 'earn')
+            // One pass per source, joined by household (no correlated
+            // subquery: the facts are scanned once, whatever the number of
+            // households).
+            "WITH c AS (SELECT household_key, COUNT(DISTINCT customer_key) AS customers, COUNT(*) AS cards
+                        FROM wh_dim_card WHERE household_key IS NOT NULL GROUP BY household_key),
+                  v AS (SELECT household_key, COUNT(*) AS visits
+                        FROM (SELECT DISTINCT household_key, customer_key, date_key FROM wh_fact_tx
+                              WHERE household_key IS NOT NULL AND tx_type = 'earn') d
+                        GROUP BY household_key),
+                  m AS (SELECT household_key,
+                               SUM(CASE tx_type WHEN 'earn' THEN amount_minor
+                                   WHEN 'refund-earn' THEN -amount_minor ELSE 0 END) AS spend,
+                               SUM(CASE WHEN tx_type = 'earn' THEN points ELSE 0 END) AS points
+                        FROM wh_fact_tx WHERE household_key IS NOT NULL GROUP BY household_key)
+             SELECT h.household, COALESCE(c.customers, 0), COALESCE(c.cards, 0), COALESCE(v.visits, 0),
+                    COALESCE(m.spend, 0), COALESCE(m.points, 0)
              FROM wh_dim_household h
+             LEFT JOIN c ON c.household_key = h.household_key
+             LEFT JOIN v ON v.household_key = h.household_key
+             LEFT JOIN m ON m.household_key = h.household_key
              ORDER BY h.household",
         )?;
         let rows = stmt.query_map([], |r| {

@@ -33,6 +33,21 @@ use tessera_ledger::{
 
 use crate::reports::{group, points, Table, View};
 
+/// Rebuilds the warehouse when it is behind the books
+/// ([`Ledger::warehouse_stale`]: maintenance was off, or the ledger was
+/// upgraded with postings in it), so that the reports read every posting;
+/// returns whether it rebuilt. Reports call it first.
+///
+/// # Errors
+/// The ledger's error (then nothing changed).
+pub fn bring_up_to_date(ledger: &mut Ledger) -> Result<bool, LedgerError> {
+    if ledger.warehouse_stale()? {
+        ledger.rebuild_warehouse()?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Customers and spend of one RFM segment, with its legend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SegmentRow {

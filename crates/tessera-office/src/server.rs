@@ -780,7 +780,13 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
     let worker = Arc::clone(&office);
     let page = tokio::task::spawn_blocking(move || {
         let now = worker.now();
-        let data = crate::dashboard::collect(&worker.ledger(), now, &worker.config.zone, &worker.config.currency)?;
+        let data = crate::dashboard::collect_for(
+            &worker.ledger(),
+            now,
+            &worker.config.zone,
+            &worker.config.currency,
+            Some(&name),
+        )?;
         Ok::<_, LedgerError>(crate::dashboard::page(&data, &worker.config.zone, &name))
     })
     .await;

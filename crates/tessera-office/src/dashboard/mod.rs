@@ -437,12 +437,14 @@ impl DashboardData {
 
     /// Adds each customer's predicted visits and value.
     pub fn with_clv(&mut self, r: &analytics::ClvReport) {
+        let key = |id: Option<u64>, card: &str| match id {
+            Some(id) => format!("c{id}"),
+            None => format!("card-{}", card.to_ascii_lowercase()),
+        };
+        let by_key: std::collections::HashMap<String, &analytics::ClvRow> =
+            r.rows.iter().map(|x| (key(x.customer_id, &x.card), x)).collect();
         for c in &mut self.customers {
-            let row = r.rows.iter().find(|x| match c.customer_id {
-                Some(id) => x.customer_id == Some(id),
-                None => x.customer_id.is_none() && c.key == format!("card-{}", x.card.to_ascii_lowercase()),
-            });
-            if let Some(x) = row {
+            if let Some(x) = by_key.get(&c.key) {
                 c.expected_visits_90d = x.expected_visits_90d.is_finite().then_some(x.expected_visits_90d);
                 #[allow(clippy::cast_possible_truncation)]
                 {
@@ -462,6 +464,24 @@ impl DashboardData {
 /// # Errors
 /// The ledger's error.
 pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> Result<DashboardData, LedgerError> {
+    collect_for(ledger, now, zone, currency, None)
+}
+
+/// [`collect`] for one page: the drill-down transactions only of the
+/// customer whose page `page` is (`customer-c42.html`), none for another
+/// page; `None`: every customer's (the static export). What `office
+/// serve` calls per request.
+///
+/// # Errors
+/// The ledger's error.
+pub fn collect_for(
+    ledger: &Ledger,
+    now: u32,
+    zone: &Zone,
+    currency: &Currency,
+    page: Option<&str>,
+) -> Result<DashboardData, LedgerError> {
+    let wanted = page.map(|p| p.strip_prefix("customer-").and_then(|k| k.strip_suffix(".html")));
     let customers = ledger.customers_report(now)?;
     let liability = ledger.liability(currency.minor_units_per_point)?;
     let mut d = DashboardData::from_reports(&zone.local(now), currency.clone(), &customers, &liability);
@@ -475,13 +495,17 @@ pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> R
         currency.minor_units_per_point,
     )?);
     d.with_clv(&analytics::customer_value(ledger, now)?);
-    let facts = ledger.customer_facts(now)?;
+    let households: std::collections::BTreeMap<u64, String> = ledger
+        .customer_facts(now)?
+        .into_iter()
+        .filter_map(|f| Some((f.customer_id?, f.household?)))
+        .collect();
     for c in &mut d.customers {
         let Some(id) = c.customer_id else { continue };
-        c.household = facts
-            .iter()
-            .find(|f| f.customer_id == Some(id))
-            .and_then(|f| f.household.clone());
+        c.household = households.get(&id).cloned();
+        if wanted.is_some_and(|w| w != Some(c.key.as_str())) {
+            continue;
+        }
         let mut rows = ledger.customer_purchases(id)?;
         rows.reverse();
         c.transactions = rows
