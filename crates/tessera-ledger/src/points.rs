@@ -112,6 +112,25 @@ impl Rules {
         {
             return Ok(Ok(Vec::new()));
         }
+        // A basket is what was bought: its lines add up to the purchase
+        // amount and name its categories, in order of first appearance.
+        if !e.basket.is_empty() {
+            let total = e.basket.iter().try_fold(0u64, |sum, l| {
+                (l.amount_minor > 0).then(|| sum.checked_add(l.amount_minor)).flatten()
+            });
+            let mut categories: Vec<&str> = Vec::new();
+            for l in &e.basket {
+                if !categories.contains(&l.category.as_str()) {
+                    categories.push(&l.category);
+                }
+            }
+            if total.is_none() || total != e.purchase_minor || categories != e.categories {
+                return Ok(Err((
+                    "the decision's basket lines do not add up to its purchase amount and categories",
+                    json!({"purchase_minor": e.purchase_minor, "categories": e.categories, "basket": e.basket}),
+                )));
+            }
+        }
         let Some(policy_hex) = e.policy.as_deref() else {
             // Journaled before decisions named their policy.
             return Ok(Ok(Vec::new()));

@@ -81,3 +81,57 @@ fn m_of_rfm_is_money_not_points() {
         .iter()
         .all(|l| !l.rule.is_empty() && !l.meaning.is_empty() && !l.action.is_empty()));
 }
+
+/// A till's basket must be what it charged: lines that do not add up to
+/// the purchase amount (or name other categories) are a `points
+/// mismatch`; the card's record still posts.
+#[test]
+fn a_basket_that_does_not_add_up_is_an_exception() {
+    use tessera_ledger::ExceptionClass;
+    use tessera_settlement::record::BasketLine;
+    let line = |c: &str, a: u64| BasketLine {
+        category: c.into(),
+        amount_minor: a,
+    };
+    for (case, basket, categories, raised) in [
+        (
+            "honest",
+            vec![line("bakery", 300), line("dairy", 700)],
+            vec!["bakery", "dairy"],
+            false,
+        ),
+        (
+            "short",
+            vec![line("bakery", 300), line("dairy", 600)],
+            vec!["bakery", "dairy"],
+            true,
+        ),
+        ("other categories", vec![line("bakery", 1_000)], vec!["wine"], true),
+        (
+            "a line of 0",
+            vec![line("bakery", 1_000), line("dairy", 0)],
+            vec!["bakery", "dairy"],
+            true,
+        ),
+    ] {
+        let shop = Shop::new();
+        let mut ledger = shop.ledger();
+        ledger.register_terminal(88, T0).unwrap();
+        let mut e = earn(1, 10, T0, 1_000);
+        e.basket = basket;
+        e.categories = categories.iter().map(|c| (*c).to_owned()).collect();
+        let batch = journal_batch(&shop.journal_path(88), 88, vec![e], T0);
+        let out = ledger.ingest(&batch[..], T0 + 60).unwrap();
+        assert_eq!(out.report.posted, 1, "{case}");
+        let ex = ledger.exceptions().unwrap();
+        let mismatch = ex.iter().find(|x| x.class == ExceptionClass::PointsMismatch);
+        assert_eq!(mismatch.is_some(), raised, "{case}: {ex:?}");
+        if let Some(m) = mismatch {
+            assert!(
+                m.evidence["why"].as_str().unwrap().contains("basket"),
+                "{case}: {}",
+                m.evidence
+            );
+        }
+    }
+}
