@@ -492,6 +492,12 @@ fn expected(env: &Env) -> BTreeMap<String, String> {
     for (name, n) in c["segments"].as_object().unwrap() {
         m.insert(format!("segments.{name}.customers"), n.to_string());
     }
+    // The table names the segments' rules (the legend), RFM on money.
+    let table = env.ok(&["office", "report", "customers", "--dir", &office]);
+    assert!(
+        table.contains("M on money spent") && table.contains("need_attention") && table.contains("R = 3 (and F <= 3)"),
+        "{table}"
+    );
     let report = |name: &str| env.json(&["office", "report", name, "--dir", &office])["data"].clone();
     for row in report("cohorts")["rows"].as_array().unwrap() {
         let cohort = row["cohort"].as_str().unwrap();
