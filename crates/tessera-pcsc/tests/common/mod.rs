@@ -105,6 +105,30 @@ impl Pcscd {
     }
 }
 
+impl Pcscd {
+    /// Waits (up to 10 s) until the daemon's process is gone after a
+    /// signal: a killed process closes its listening socket only as it is
+    /// torn down, and a client may still connect until then. Returns
+    /// whether it is gone.
+    pub fn wait_gone(&self) -> bool {
+        let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            let zombie = std::fs::read_to_string(proc_dir.join("stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+            if zombie {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    }
+}
+
 impl Drop for Pcscd {
     fn drop(&mut self) {
         self.stop();
