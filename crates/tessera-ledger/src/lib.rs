@@ -86,6 +86,18 @@ pub use types::{
     IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow, SegmentLegendRow,
 };
 
+/// One customer and the card registered to them, for
+/// [`Ledger::register_customers_and_cards`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRegistration {
+    /// The customer's personal data.
+    pub customer: NewCustomer,
+    /// The customer's card.
+    pub card_id: [u8; 8],
+    /// The card's key version.
+    pub key_version: u8,
+}
+
 /// Verifies settlement batches without a ledger: see [`Ledger::verifier`].
 #[derive(Clone, Debug)]
 pub struct BatchVerifier {
@@ -319,6 +331,86 @@ pub(crate) fn hotlist_insert(conn: &Connection, card_id: &CardId, reason: &str, 
         conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'hotlist_version'", [])?;
     }
     Ok(n > 0)
+}
+
+/// Inserts a customer's personal data (after checking it) on `conn`;
+/// returns the customer id.
+fn insert_customer(conn: &Connection, c: &NewCustomer) -> Result<u64, LedgerError> {
+    if c.name.trim().is_empty() {
+        return Err(LedgerError::Malformed("customer name is empty".into()));
+    }
+    conn.prepare_cached(
+        "INSERT INTO customers (name, birth_date, home_city, household, preferences, tier)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        c.name,
+        c.birth_date.to_string(),
+        c.home_city,
+        &c.household[..],
+        serde_json::to_string(&c.preferences)?,
+        c.tier
+    ])?;
+    u64::try_from(conn.last_insert_rowid()).map_err(|_| LedgerError::Storage("customer id".into()))
+}
+
+/// Registers (or moves) a card to a known customer on `conn`, inside the
+/// caller's transaction, and notes it for the warehouse when `touch`.
+/// Returns the customer and household the card was linked to before, if
+/// any: [`finish_card_links`] drops them from the warehouse if nothing
+/// links them any more.
+fn link_card(
+    conn: &Connection,
+    card_id: &[u8; 8],
+    customer_id: u64,
+    key_version: u8,
+    now: u32,
+    touch: bool,
+) -> Result<Option<(u64, Vec<u8>)>, LedgerError> {
+    let known: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE customer_id = ?1)")?
+        .query_row([customer_id], |r| r.get(0))?;
+    if !known {
+        return Err(LedgerError::UnknownCustomer(customer_id));
+    }
+    let before: Option<(u64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT cu.customer_id, cu.household FROM cards c JOIN customers cu ON cu.customer_id = c.customer_id
+             WHERE c.card_id = ?1",
+        )?
+        .query_row([&card_id[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    conn.prepare_cached(
+        "INSERT INTO cards (card_id, customer_id, key_version, registered_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (card_id) DO UPDATE SET customer_id = excluded.customer_id,
+             key_version = excluded.key_version, registered_at = COALESCE(registered_at, excluded.registered_at)",
+    )?
+    .execute(params![&card_id[..], customer_id, key_version, now])?;
+    // The card's facts follow it to its customer (and household).
+    if touch {
+        wh_build::touch_card(conn, card_id)?;
+    }
+    Ok(before)
+}
+
+/// After cards were linked ([`link_card`]): maintains the warehouse (or
+/// marks it stale when `zone` is `None`), then drops the customers and
+/// households in `moved` that no card links any more.
+fn finish_card_links(
+    conn: &Connection,
+    zone: Option<&tessera_rules::display::Zone>,
+    moved: Vec<(u64, Vec<u8>)>,
+) -> Result<(), LedgerError> {
+    wh_build::after_change(conn, zone)?;
+    if zone.is_some() && !moved.is_empty() {
+        let (mut customers, mut households): (Vec<u64>, Vec<Vec<u8>>) = moved.into_iter().unzip();
+        customers.sort_unstable();
+        customers.dedup();
+        households.sort_unstable();
+        households.dedup();
+        wh_build::drop_unlinked(conn, &customers, &households)?;
+    }
+    Ok(())
 }
 
 impl Ledger {
@@ -576,22 +668,49 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::Malformed`] for an empty name, or a storage error.
     pub fn register_customer(&mut self, c: &NewCustomer) -> Result<u64, LedgerError> {
-        if c.name.trim().is_empty() {
-            return Err(LedgerError::Malformed("customer name is empty".into()));
+        insert_customer(&self.conn, c)
+    }
+
+    /// Registers many customers, each with a card, in one transaction:
+    /// the same checks, the same rows and the same warehouse as
+    /// [`Ledger::register_customer`] then [`Ledger::register_card`] (to the
+    /// new customer, `now` as its registration time) for each entry in
+    /// order, with one commit and one warehouse maintenance instead of one
+    /// per entry. All or nothing: if any entry is refused, nothing of the
+    /// call is written. Returns the new customer ids, in the order of
+    /// `entries`.
+    ///
+    /// A card listed twice, or already registered, moves to the later
+    /// customer and keeps its books, as [`Ledger::register_card`] does.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] naming the first refused entry (counted
+    /// from 1) and why (an empty name), or a storage error.
+    pub fn register_customers_and_cards(
+        &mut self,
+        entries: &[NewRegistration],
+        now: u32,
+    ) -> Result<Vec<u64>, LedgerError> {
+        let zone = self.warehouse.then_some(&self.wh_zone);
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut moved = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let at = |err: LedgerError| match err {
+                LedgerError::Malformed(why) => {
+                    LedgerError::Malformed(format!("registration {} of {}: {why}", i + 1, entries.len()))
+                }
+                other => other,
+            };
+            let id = insert_customer(&tx, &e.customer).map_err(at)?;
+            if let Some(before) = link_card(&tx, &e.card_id, id, e.key_version, now, zone.is_some()).map_err(at)? {
+                moved.push(before);
+            }
+            ids.push(id);
         }
-        self.conn.execute(
-            "INSERT INTO customers (name, birth_date, home_city, household, preferences, tier)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                c.name,
-                c.birth_date.to_string(),
-                c.home_city,
-                &c.household[..],
-                serde_json::to_string(&c.preferences)?,
-                c.tier
-            ],
-        )?;
-        u64::try_from(self.conn.last_insert_rowid()).map_err(|_| LedgerError::Storage("customer id".into()))
+        finish_card_links(&tx, zone, moved)?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// A customer's personal data and cards (the export of a data subject
@@ -652,38 +771,10 @@ impl Ledger {
         key_version: u8,
         now: u32,
     ) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction()?;
-        let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM customers WHERE customer_id = ?1)",
-            [customer_id],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Err(LedgerError::UnknownCustomer(customer_id));
-        }
-        let before: Option<(u64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT cu.customer_id, cu.household FROM cards c JOIN customers cu ON cu.customer_id = c.customer_id
-                 WHERE c.card_id = ?1",
-                [&card_id[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        tx.execute(
-            "INSERT INTO cards (card_id, customer_id, key_version, registered_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (card_id) DO UPDATE SET customer_id = excluded.customer_id,
-                 key_version = excluded.key_version, registered_at = COALESCE(registered_at, excluded.registered_at)",
-            params![&card_id[..], customer_id, key_version, now],
-        )?;
-        // The card's facts follow it to its customer (and household).
         let zone = self.warehouse.then_some(&self.wh_zone);
-        if zone.is_some() {
-            wh_build::touch_card(&tx, &card_id)?;
-        }
-        wh_build::after_change(&tx, zone)?;
-        if let (Some(_), Some((old, household))) = (zone, before) {
-            wh_build::drop_unlinked(&tx, &[old], &[household])?;
-        }
+        let tx = self.conn.transaction()?;
+        let moved = link_card(&tx, &card_id, customer_id, key_version, now, zone.is_some())?;
+        finish_card_links(&tx, zone, moved.into_iter().collect())?;
         tx.commit()?;
         Ok(())
     }

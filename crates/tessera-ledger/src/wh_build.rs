@@ -14,6 +14,15 @@
 //! ON CONFLICT`, correlated subqueries, `LIMIT`): local dates come from
 //! `wh_dim_date`, whose rows hold the Unix range of each local day,
 //! computed in Rust from the warehouse's zone.
+//!
+//! Every maintenance statement is driven by the touched rows:
+//! `wh_touched t CROSS JOIN card_transactions ct CROSS JOIN
+//! terminal_records d`, the join conditions in `WHERE`. SQLite keeps the
+//! tables of a `CROSS JOIN` in the order written; without it, having no
+//! statistics of the temporary tables, it chose to scan the whole books or
+//! the whole journal and look each row up in the few touched ones — every
+//! batch, so ingestion slowed down with the size of the books
+//! (BENCHMARKS.md). Other databases read it as the inner join it is.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tessera_protocol::profile::Date;
@@ -126,17 +135,15 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
     // decision arrives late, its refunds are brought up to date too.
     conn.prepare_cached(
         "INSERT INTO wh_touched (card_id, counter)
-         SELECT r.card_id, r.counter FROM wh_touched t
-         JOIN card_transactions r ON r.card_id = t.card_id AND r.reference = t.counter
-         WHERE r.tx_type = 'refund-earn' AND r.status = 'posted'
+         SELECT r.card_id, r.counter FROM wh_touched t CROSS JOIN card_transactions r
+         WHERE r.card_id = t.card_id AND r.reference = t.counter AND r.tx_type = 'refund-earn' AND r.status = 'posted'
          ON CONFLICT DO NOTHING",
     )?
     .execute([])?;
     let span: (Option<u32>, Option<u32>) = conn
         .prepare_cached(
-            "SELECT MIN(ct.card_time), MAX(ct.card_time) FROM wh_touched t
-             JOIN card_transactions ct ON ct.card_id = t.card_id AND ct.counter = t.counter
-             WHERE ct.status = 'posted'",
+            "SELECT MIN(ct.card_time), MAX(ct.card_time) FROM wh_touched t CROSS JOIN card_transactions ct
+             WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted'",
         )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if let (Some(from), Some(to)) = span {
@@ -156,11 +163,9 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
     .execute([])?;
     conn.prepare_cached(&format!(
         "INSERT INTO wh_dim_category (name)
-         SELECT DISTINCT dc.category FROM wh_touched t
-         JOIN card_transactions ct ON ct.card_id = t.card_id AND ct.counter = t.counter
-         JOIN terminal_records d ON {DECISION}
+         SELECT DISTINCT dc.category FROM wh_touched t CROSS JOIN card_transactions ct CROSS JOIN terminal_records d
          JOIN decision_categories dc ON dc.terminal_id = d.terminal_id AND dc.seq = d.seq
-         WHERE ct.status = 'posted'
+         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted' AND {DECISION}
          ON CONFLICT (name) DO NOTHING"
     ))?
     .execute([])?;
@@ -182,12 +187,11 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
              (SELECT dd.date_key FROM wh_dim_date dd WHERE dd.start_unix <= ct.card_time
               ORDER BY dd.start_unix DESC LIMIT 1),
              ds.store_key, dcard.card_key, dcard.customer_key, dcard.household_key, ct.reference
-         FROM wh_touched t
-         JOIN card_transactions ct ON ct.card_id = t.card_id AND ct.counter = t.counter
+         FROM wh_touched t CROSS JOIN card_transactions ct
          JOIN wh_dim_card dcard ON dcard.card_id = ct.card_id
          LEFT JOIN terminal_records d ON {DECISION}
          LEFT JOIN wh_dim_store ds ON ds.store_id = d.store_id
-         WHERE ct.status = 'posted'
+         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted'
          ON CONFLICT (card_id, counter) DO UPDATE SET amount_minor = excluded.amount_minor,
              date_key = excluded.date_key, store_key = excluded.store_key, customer_key = excluded.customer_key,
              household_key = excluded.household_key"
@@ -196,24 +200,20 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
     conn.prepare_cached(&format!(
         "INSERT INTO wh_fact_category (card_id, counter, category_key, amount_minor, from_basket)
          SELECT ct.card_id, ct.counter, cat.category_key, dc.amount_minor, dc.from_basket
-         FROM wh_touched t
-         JOIN card_transactions ct ON ct.card_id = t.card_id AND ct.counter = t.counter
-         JOIN terminal_records d ON {DECISION}
+         FROM wh_touched t CROSS JOIN card_transactions ct CROSS JOIN terminal_records d
          JOIN decision_categories dc ON dc.terminal_id = d.terminal_id AND dc.seq = d.seq
          JOIN wh_dim_category cat ON cat.name = dc.category
-         WHERE ct.status = 'posted'
+         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted' AND {DECISION}
          ON CONFLICT (card_id, counter, category_key) DO NOTHING"
     ))?
     .execute([])?;
     conn.prepare_cached(&format!(
         "INSERT INTO wh_fact_points (card_id, counter, source, campaign_key, points)
          SELECT ct.card_id, ct.counter, dp.source, cmp.campaign_key, dp.points
-         FROM wh_touched t
-         JOIN card_transactions ct ON ct.card_id = t.card_id AND ct.counter = t.counter
-         JOIN terminal_records d ON {DECISION}
+         FROM wh_touched t CROSS JOIN card_transactions ct CROSS JOIN terminal_records d
          JOIN decision_points dp ON dp.terminal_id = d.terminal_id AND dp.seq = d.seq
          LEFT JOIN wh_dim_campaign cmp ON cmp.campaign_id = dp.source
-         WHERE ct.status = 'posted'
+         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted' AND {DECISION}
          ON CONFLICT (card_id, counter, source) DO NOTHING"
     ))?
     .execute([])?;
@@ -228,17 +228,17 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
 fn refresh_card_dims(conn: &Connection) -> Result<(), LedgerError> {
     conn.prepare_cached(
         "INSERT INTO wh_dim_customer (customer_id, tier)
-         SELECT DISTINCT cu.customer_id, cu.tier FROM wh_touched_cards t JOIN cards c ON c.card_id = t.card_id
+         SELECT DISTINCT cu.customer_id, cu.tier FROM wh_touched_cards t CROSS JOIN cards c
          JOIN customers cu ON cu.customer_id = c.customer_id
-         WHERE true
+         WHERE c.card_id = t.card_id
          ON CONFLICT (customer_id) DO UPDATE SET tier = excluded.tier WHERE wh_dim_customer.tier <> excluded.tier",
     )?
     .execute([])?;
     conn.prepare_cached(
         "INSERT INTO wh_dim_household (household)
-         SELECT DISTINCT cu.household FROM wh_touched_cards t JOIN cards c ON c.card_id = t.card_id
+         SELECT DISTINCT cu.household FROM wh_touched_cards t CROSS JOIN cards c
          JOIN customers cu ON cu.customer_id = c.customer_id
-         WHERE true
+         WHERE c.card_id = t.card_id
          ON CONFLICT (household) DO NOTHING",
     )?
     .execute([])?;

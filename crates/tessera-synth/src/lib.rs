@@ -59,7 +59,7 @@ use std::collections::{BinaryHeap, HashMap};
 use tessera_crypto::cert::certificate;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::Key;
-use tessera_ledger::{IngestOutcome, Ledger, LedgerError, NewCustomer};
+use tessera_ledger::{IngestOutcome, Ledger, LedgerError, NewCustomer, NewRegistration};
 use tessera_protocol::messages::{LogRecord, TxKind, Velocity, Visits};
 use tessera_protocol::profile::{Date, Profile};
 use tessera_rules::offers::{in_control, quote, CampaignSet};
@@ -669,8 +669,9 @@ impl Generator {
     /// Registers the chain in a ledger, as the office does before the
     /// history starts: the policy and the campaign file, the stores and
     /// their terminals, every customer and their card (with the keys'
-    /// current key version), all at `now`. Expects a fresh ledger (customer
-    /// ids are the ledger's own).
+    /// current key version, in one [`Ledger::register_customers_and_cards`]
+    /// transaction), all at `now`. Expects a fresh ledger (customer ids
+    /// are the ledger's own).
     ///
     /// # Errors
     /// [`SynthError::Ledger`].
@@ -689,18 +690,26 @@ impl Generator {
                 ledger.assign_terminal(id, s)?;
             }
         }
-        for c in &self.customers {
-            let p = &c.profile;
-            let id = ledger.register_customer(&NewCustomer {
-                name: p.name.clone(),
-                birth_date: p.birth_date,
-                home_city: p.home_city.clone(),
-                household: p.household,
-                preferences: p.preferences.clone(),
-                tier: p.tier,
-            })?;
-            ledger.register_card(p.card_id, id, keys.key_version, now)?;
-        }
+        let entries: Vec<NewRegistration> = self
+            .customers
+            .iter()
+            .map(|c| {
+                let p = &c.profile;
+                NewRegistration {
+                    customer: NewCustomer {
+                        name: p.name.clone(),
+                        birth_date: p.birth_date,
+                        home_city: p.home_city.clone(),
+                        household: p.household,
+                        preferences: p.preferences.clone(),
+                        tier: p.tier,
+                    },
+                    card_id: p.card_id,
+                    key_version: keys.key_version,
+                }
+            })
+            .collect();
+        ledger.register_customers_and_cards(&entries, now)?;
         Ok(())
     }
 
