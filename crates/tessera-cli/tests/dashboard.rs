@@ -687,6 +687,34 @@ fn dashboard_pages_load_cleanly_in_chromium_and_show_the_reports_figures() {
             assert!(!l.contains("://") && !l.starts_with('/'), "{page}: link {l}");
         }
     }
+    // The server's figures follow the ledger: a customer erased by
+    // another process is gone from the served pages at once.
+    let customers = env.json(&["office", "report", "customers", "--dir", &office]);
+    let ben = customers["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "Ben O'Neill")
+        .unwrap()
+        .clone();
+    let (key, card) = (
+        format!("c{}", ben["customer_id"]),
+        ben["cards"][0].as_str().unwrap().to_owned(),
+    );
+    b.navigate(&format!("{base}/dashboard/customers.html"));
+    assert!(b
+        .eval("document.body.innerText")
+        .as_str()
+        .unwrap()
+        .contains("Ben O'Neill"));
+    env.ok(&[
+        "office", "customer", "erase", "--dir", &office, "--card", &card, "--yes",
+    ]);
+    b.navigate(&format!("{base}/dashboard/customers.html"));
+    let text = b.eval("document.body.innerText").as_str().unwrap().to_owned();
+    assert!(!text.contains("Ben O'Neill"), "{text}");
+    b.navigate(&format!("{base}/dashboard/customer-{key}.html"));
+    assert!(b.figures().is_empty(), "the erased customer's page is gone");
     drop(b);
     drop(server);
 }

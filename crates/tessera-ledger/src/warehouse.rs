@@ -87,6 +87,18 @@ impl Ledger {
         Ok(wh_build::meta(&self.conn, "stale")?.is_some())
     }
 
+    /// A value that changes whenever the ledger's database changes: a
+    /// commit by another connection (SQLite's `data_version`) or a row
+    /// changed through this one. Equal stamps mean the same figures, so a
+    /// reader may keep what it computed (the dashboard server does).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn change_stamp(&self) -> Result<(i64, u64), LedgerError> {
+        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok((version, self.conn.total_changes()))
+    }
+
     /// Marks the warehouse stale before a batch posts without it.
     pub(crate) fn note_unmaintained(&self) -> Result<(), LedgerError> {
         if !self.warehouse {

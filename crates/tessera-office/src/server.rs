@@ -189,6 +189,20 @@ struct Office {
     metrics: crate::metrics::Metrics,
     /// Wrong staff tokens lately.
     logins: Mutex<crate::dashboard::auth::LoginLimiter>,
+    /// The dashboard's figures (without drill-downs), the ledger's change
+    /// stamp they were taken at, and when: reused while the ledger has not
+    /// changed, for at most [`DASHBOARD_FRESH_SECS`].
+    dashboard: Mutex<Option<DashboardSnapshot>>,
+}
+
+/// How long the dashboard's figures are reused while the ledger does not
+/// change (recency and "active in the last 90 days" move with the clock).
+pub const DASHBOARD_FRESH_SECS: u32 = 300;
+
+struct DashboardSnapshot {
+    stamp: (i64, u64),
+    taken_at: u32,
+    data: Arc<crate::dashboard::DashboardData>,
 }
 
 impl Office {
@@ -223,6 +237,7 @@ impl Office {
             spool_dir,
             metrics: crate::metrics::Metrics::default(),
             logins: Mutex::new(crate::dashboard::auth::LoginLimiter::default()),
+            dashboard: Mutex::new(None),
         }))
     }
 }
@@ -780,14 +795,48 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
     let worker = Arc::clone(&office);
     let page = tokio::task::spawn_blocking(move || {
         let now = worker.now();
-        let data = crate::dashboard::collect_for(
-            &worker.ledger(),
-            now,
-            &worker.config.zone,
-            &worker.config.currency,
-            Some(&name),
-        )?;
-        Ok::<_, LedgerError>(crate::dashboard::page(&data, &worker.config.zone, &name))
+        let ledger = worker.ledger();
+        let zone = &worker.config.zone;
+        let stamp = ledger.change_stamp()?;
+        let mut cache = worker
+            .dashboard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let data = match cache.as_ref() {
+            Some(c) if c.stamp == stamp && now.saturating_sub(c.taken_at) < DASHBOARD_FRESH_SECS => Arc::clone(&c.data),
+            _ => {
+                // Every figure but the drill-downs, once per change.
+                let data = Arc::new(crate::dashboard::collect_for(
+                    &ledger,
+                    now,
+                    zone,
+                    &worker.config.currency,
+                    Some("index.html"),
+                )?);
+                *cache = Some(DashboardSnapshot {
+                    stamp: ledger.change_stamp()?,
+                    taken_at: now,
+                    data: Arc::clone(&data),
+                });
+                data
+            }
+        };
+        drop(cache);
+        let key = name.strip_prefix("customer-").and_then(|k| k.strip_suffix(".html"));
+        let page = match key {
+            Some(key) => match data.customers.iter().find(|c| c.key == key) {
+                Some(c) => {
+                    let mut c = c.clone();
+                    if let Some(id) = c.customer_id {
+                        c.transactions = crate::dashboard::customer_transactions(&ledger, zone, id)?;
+                    }
+                    Some(crate::dashboard::customer_page_of(&data, zone, &c))
+                }
+                None => None,
+            },
+            None => crate::dashboard::page(&data, zone, &name),
+        };
+        Ok::<_, LedgerError>(page)
     })
     .await;
     match page {

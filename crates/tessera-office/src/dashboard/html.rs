@@ -321,6 +321,15 @@ fn customers(data: &DashboardData, zone: &Zone) -> String {
     framed(data, zone, "customers.html", "Customers", &b)
 }
 
+/// The drill-down page of customer `c` (its transactions as given), with
+/// the other figures of `data`.
+pub fn customer_page_of(data: &DashboardData, zone: &Zone, c: &super::CustomerSummary) -> Page {
+    Page {
+        name: format!("customer-{}.html", c.key),
+        body: customer_page(data, zone, c),
+    }
+}
+
 fn customer_page(data: &DashboardData, zone: &Zone, c: &super::CustomerSummary) -> String {
     let title = c
         .name

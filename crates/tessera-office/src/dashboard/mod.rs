@@ -35,7 +35,7 @@ use tessera_ledger::{CustomersReport, Ledger, LedgerError, LiabilityReport, Peri
 use crate::analytics;
 pub use tessera_rules::display::Zone;
 
-pub use html::{login_page, page, pages, Page, FAVICON, STYLESHEET};
+pub use html::{customer_page_of, login_page, page, pages, Page, FAVICON, STYLESHEET};
 
 /// The `Content-Security-Policy` of every dashboard page: everything from
 /// the office itself, no script at all, no frames, forms posted only back
@@ -506,21 +506,33 @@ pub fn collect_for(
         if wanted.is_some_and(|w| w != Some(c.key.as_str())) {
             continue;
         }
-        let mut rows = ledger.customer_purchases(id)?;
-        rows.reverse();
-        c.transactions = rows
-            .into_iter()
-            .map(|p| CustomerTransaction {
-                date_local: zone.local(p.time),
-                store: p.store.map(|(_, name)| name),
-                tx_type: p.tx_type,
-                amount_minor: u64::try_from(p.amount_minor).ok().filter(|a| *a > 0),
-                points: i64::from(p.points),
-                categories: p.categories.into_iter().map(|(c, _)| c).collect(),
-            })
-            .collect();
+        c.transactions = customer_transactions(ledger, zone, id)?;
     }
     Ok(d)
+}
+
+/// A customer's drill-down transactions, newest first.
+///
+/// # Errors
+/// The ledger's error.
+pub fn customer_transactions(
+    ledger: &Ledger,
+    zone: &Zone,
+    customer_id: u64,
+) -> Result<Vec<CustomerTransaction>, LedgerError> {
+    let mut rows = ledger.customer_purchases(customer_id)?;
+    rows.reverse();
+    Ok(rows
+        .into_iter()
+        .map(|p| CustomerTransaction {
+            date_local: zone.local(p.time),
+            store: p.store.map(|(_, name)| name),
+            tx_type: p.tx_type,
+            amount_minor: u64::try_from(p.amount_minor).ok().filter(|a| *a > 0),
+            points: i64::from(p.points),
+            categories: p.categories.into_iter().map(|(c, _)| c).collect(),
+        })
+        .collect())
 }
 
 /// Errors writing the static dashboard.
