@@ -193,6 +193,11 @@ struct Office {
     /// stamp they were taken at, and when: reused while the ledger has not
     /// changed, for at most [`DASHBOARD_FRESH_SECS`].
     dashboard: Mutex<Option<DashboardSnapshot>>,
+    /// A second connection to the office's ledger for the dashboard's
+    /// reads, so that computing its figures never holds up posting (WAL:
+    /// readers and the writer do not wait for each other); `None` without
+    /// an office directory, then the dashboard reads through `ledger`.
+    dashboard_ledger: Option<Mutex<Ledger>>,
 }
 
 /// How long the dashboard's figures are reused while the ledger does not
@@ -225,6 +230,11 @@ impl Office {
             }
             None => std::env::temp_dir(),
         };
+        let dashboard_ledger = config
+            .office_dir
+            .as_ref()
+            .and_then(|d| crate::dir::OfficeDir::new(d).open().ok())
+            .map(|(_, l)| Mutex::new(l));
         Ok(Arc::new(Self {
             verifier: ledger.verifier(),
             posting: Mutex::new(Vec::new()),
@@ -238,6 +248,7 @@ impl Office {
             metrics: crate::metrics::Metrics::default(),
             logins: Mutex::new(crate::dashboard::auth::LoginLimiter::default()),
             dashboard: Mutex::new(None),
+            dashboard_ledger,
         }))
     }
 }
@@ -795,7 +806,10 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
     let worker = Arc::clone(&office);
     let page = tokio::task::spawn_blocking(move || {
         let now = worker.now();
-        let ledger = worker.ledger();
+        let ledger = match &worker.dashboard_ledger {
+            Some(l) => l.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            None => worker.ledger(),
+        };
         let zone = &worker.config.zone;
         let stamp = ledger.change_stamp()?;
         let mut cache = worker
