@@ -599,18 +599,30 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn households(&self) -> Result<Vec<HouseholdRow>, LedgerError> {
+        // Each figure grouped once over its table, then joined to the
+        // households: a correlated subquery per household would read the
+        // facts once per household (no index by household).
         let mut stmt = self.conn.prepare(
-            "SELECT h.household,
-                 (SELECT COUNT(DISTINCT c.customer_key) FROM wh_dim_card c WHERE c.household_key = h.household_key),
-                 (SELECT COUNT(*) FROM wh_dim_card c WHERE c.household_key = h.household_key),
-                 (SELECT COUNT(*) FROM (SELECT DISTINCT f.customer_key, f.date_key FROM wh_fact_tx f
-                      WHERE f.household_key = h.household_key AND f.tx_type = 'earn') v),
-                 (SELECT COALESCE(SUM(CASE f.tx_type WHEN 'earn' THEN f.amount_minor
-                      WHEN 'refund-earn' THEN -f.amount_minor ELSE 0 END), 0)
-                  FROM wh_fact_tx f WHERE f.household_key = h.household_key),
-                 (SELECT COALESCE(SUM(f.points), 0) FROM wh_fact_tx f
-                  WHERE f.household_key = h.household_key AND f.tx_type = 'earn')
+            "WITH cards AS (
+                 SELECT household_key, COUNT(DISTINCT customer_key) AS customers, COUNT(*) AS cards
+                 FROM wh_dim_card WHERE household_key IS NOT NULL GROUP BY household_key),
+             visits AS (
+                 SELECT household_key, COUNT(*) AS visits FROM (
+                     SELECT DISTINCT household_key, customer_key, date_key FROM wh_fact_tx
+                     WHERE household_key IS NOT NULL AND tx_type = 'earn') v
+                 GROUP BY household_key),
+             facts AS (
+                 SELECT household_key,
+                     SUM(CASE tx_type WHEN 'earn' THEN amount_minor WHEN 'refund-earn' THEN -amount_minor ELSE 0 END)
+                         AS spend,
+                     SUM(CASE WHEN tx_type = 'earn' THEN points ELSE 0 END) AS points
+                 FROM wh_fact_tx WHERE household_key IS NOT NULL GROUP BY household_key)
+             SELECT h.household, COALESCE(c.customers, 0), COALESCE(c.cards, 0), COALESCE(v.visits, 0),
+                 COALESCE(f.spend, 0), COALESCE(f.points, 0)
              FROM wh_dim_household h
+             LEFT JOIN cards c ON c.household_key = h.household_key
+             LEFT JOIN visits v ON v.household_key = h.household_key
+             LEFT JOIN facts f ON f.household_key = h.household_key
              ORDER BY h.household",
         )?;
         let rows = stmt.query_map([], |r| {
