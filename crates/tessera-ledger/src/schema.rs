@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -459,6 +459,13 @@ CREATE TABLE wh_fact_points (
 );
 ";
 
+/// Version 11: the refunds of a card by the counter they refund, so that
+/// the warehouse finds the refunds of the rows a batch touched without
+/// reading every transaction of their cards (`wh_build::maintain`).
+const MIGRATION_BULK: &str = "
+CREATE INDEX card_transactions_refunds ON card_transactions (card_id, reference) WHERE tx_type = 'refund-earn';
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -517,6 +524,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 10 {
             tx.execute_batch(MIGRATION_WAREHOUSE)?;
+        }
+        if version < 11 {
+            tx.execute_batch(MIGRATION_BULK)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

@@ -615,27 +615,30 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn households(&self) -> Result<Vec<HouseholdRow>, LedgerError> {
+        // Each figure grouped once over its table, then joined to the
+        // households: a correlated subquery per household would read the
+        // facts once per household (no index by household).
         let mut stmt = self.conn.prepare(
-            // One pass per source, joined by household (no correlated
-            // subquery: the facts are scanned once, whatever the number of
-            // households).
-            "WITH c AS (SELECT household_key, COUNT(DISTINCT customer_key) AS customers, COUNT(*) AS cards
-                        FROM wh_dim_card WHERE household_key IS NOT NULL GROUP BY household_key),
-                  v AS (SELECT household_key, COUNT(*) AS visits
-                        FROM (SELECT DISTINCT household_key, customer_key, date_key FROM wh_fact_tx
-                              WHERE household_key IS NOT NULL AND tx_type = 'earn') d
-                        GROUP BY household_key),
-                  m AS (SELECT household_key,
-                               SUM(CASE tx_type WHEN 'earn' THEN amount_minor
-                                   WHEN 'refund-earn' THEN -amount_minor ELSE 0 END) AS spend,
-                               SUM(CASE WHEN tx_type = 'earn' THEN points ELSE 0 END) AS points
-                        FROM wh_fact_tx WHERE household_key IS NOT NULL GROUP BY household_key)
+            "WITH cards AS (
+                 SELECT household_key, COUNT(DISTINCT customer_key) AS customers, COUNT(*) AS cards
+                 FROM wh_dim_card WHERE household_key IS NOT NULL GROUP BY household_key),
+             visits AS (
+                 SELECT household_key, COUNT(*) AS visits FROM (
+                     SELECT DISTINCT household_key, customer_key, date_key FROM wh_fact_tx
+                     WHERE household_key IS NOT NULL AND tx_type = 'earn') v
+                 GROUP BY household_key),
+             facts AS (
+                 SELECT household_key,
+                     SUM(CASE tx_type WHEN 'earn' THEN amount_minor WHEN 'refund-earn' THEN -amount_minor ELSE 0 END)
+                         AS spend,
+                     SUM(CASE WHEN tx_type = 'earn' THEN points ELSE 0 END) AS points
+                 FROM wh_fact_tx WHERE household_key IS NOT NULL GROUP BY household_key)
              SELECT h.household, COALESCE(c.customers, 0), COALESCE(c.cards, 0), COALESCE(v.visits, 0),
-                    COALESCE(m.spend, 0), COALESCE(m.points, 0)
+                 COALESCE(f.spend, 0), COALESCE(f.points, 0)
              FROM wh_dim_household h
-             LEFT JOIN c ON c.household_key = h.household_key
-             LEFT JOIN v ON v.household_key = h.household_key
-             LEFT JOIN m ON m.household_key = h.household_key
+             LEFT JOIN cards c ON c.household_key = h.household_key
+             LEFT JOIN visits v ON v.household_key = h.household_key
+             LEFT JOIN facts f ON f.household_key = h.household_key
              ORDER BY h.household",
         )?;
         let rows = stmt.query_map([], |r| {

@@ -132,7 +132,9 @@ fn cover_days(conn: &Connection, zone: &Zone, from: u32, to: u32) -> Result<(), 
 /// `wh_touched` (and the cards in `wh_touched_cards`), then empties both.
 pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError> {
     // A refund's amount follows its original's: when the original's
-    // decision arrives late, its refunds are brought up to date too.
+    // decision arrives late, its refunds are brought up to date too (found
+    // by the index `card_transactions_refunds`, not by reading every
+    // transaction of the card).
     conn.prepare_cached(
         "INSERT INTO wh_touched (card_id, counter)
          SELECT r.card_id, r.counter FROM wh_touched t CROSS JOIN card_transactions r

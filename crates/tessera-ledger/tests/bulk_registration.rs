@@ -1,6 +1,7 @@
 //! Bulk registration (`Ledger::register_customers_and_cards`): the same
 //! rows, books and warehouse as the single calls one after another, and a
-//! refused entry anywhere changes nothing.
+//! refused entry anywhere changes nothing. Also the households query over
+//! the registered chain against its definition.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -274,4 +275,65 @@ fn an_empty_list_registers_nobody_and_changes_nothing() {
     let untouched = dump(&shop.ledger_path());
     assert_eq!(ledger.register_customers_and_cards(&[], T0).unwrap(), Vec::<u64>::new());
     assert_eq!(dump(&shop.ledger_path()), untouched);
+}
+
+/// `Ledger::households` groups each figure once; its definition, one
+/// correlated subquery per household, gives the same rows.
+#[test]
+fn households_equal_their_definition() {
+    let (before, after) = batches();
+    let shop = Shop::new();
+    let mut ledger = fresh(&shop, true);
+    ledger.ingest(&before[..], T0 + 400).unwrap();
+    let mut list = entries();
+    // A household of two customers with a card each, and a second card.
+    list.push(NewRegistration {
+        customer: person("Anna Nowak", b"HH000001", 0),
+        card_id: card_id(14),
+        key_version: 1,
+    });
+    ledger.register_customers_and_cards(&list, T0 + 500).unwrap();
+    ledger.register_card(card_id(15), 2, 1, T0 + 500).unwrap();
+    ledger.ingest(&after[..], T0 + 86_700).unwrap();
+    let got: Vec<(String, u64, u64, u64, i64, u64)> = ledger
+        .households()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.household, h.customers, h.cards, h.visits, h.spend_minor, h.points))
+        .collect();
+    let conn = Connection::open(shop.ledger_path()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT hex(h.household),
+                 (SELECT COUNT(DISTINCT c.customer_key) FROM wh_dim_card c WHERE c.household_key = h.household_key),
+                 (SELECT COUNT(*) FROM wh_dim_card c WHERE c.household_key = h.household_key),
+                 (SELECT COUNT(*) FROM (SELECT DISTINCT f.customer_key, f.date_key FROM wh_fact_tx f
+                      WHERE f.household_key = h.household_key AND f.tx_type = 'earn') v),
+                 (SELECT COALESCE(SUM(CASE f.tx_type WHEN 'earn' THEN f.amount_minor
+                      WHEN 'refund-earn' THEN -f.amount_minor ELSE 0 END), 0)
+                  FROM wh_fact_tx f WHERE f.household_key = h.household_key),
+                 (SELECT COALESCE(SUM(f.points), 0) FROM wh_fact_tx f
+                  WHERE f.household_key = h.household_key AND f.tx_type = 'earn')
+             FROM wh_dim_household h ORDER BY h.household",
+        )
+        .unwrap();
+    let want: Vec<(String, u64, u64, u64, i64, u64)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(
+        got,
+        [
+            // Piotr (card 10 bought for 50.00, card 15 nothing) and Anna.
+            ("4848303030303031".to_owned(), 2, 3, 1, 5_000, 50),
+            ("4848303030303032".to_owned(), 1, 1, 1, 1_001, 10),
+            // Jan, with card 9's two purchases on two days.
+            ("4848303030303033".to_owned(), 1, 1, 2, 15_000, 150),
+            ("4848303030303034".to_owned(), 1, 1, 1, 500, 5),
+        ]
+    );
 }

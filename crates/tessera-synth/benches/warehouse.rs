@@ -173,6 +173,12 @@ fn main() {
         }
     }
     let hwm_after = vm_hwm_kib();
+    println!(
+        "  ingest: A (warehouse off) {:.2} s, B (on) {:.2} s, B / A = {:.3}",
+        a.ingest_s,
+        b.ingest_s,
+        b.ingest_s / a.ingest_s
+    );
     for l in [&a, &b] {
         assert!(l.ledger.exceptions().unwrap().is_empty());
         let ex = l.ledger.explanation().unwrap();
