@@ -18,14 +18,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rusqlite::Connection;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerKeys, Period};
 use tessera_office::{analytics, dashboard};
-use tessera_synth::Spec;
 
 fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let t = Instant::now();
@@ -33,23 +31,11 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (v, t.elapsed().as_secs_f64())
 }
 
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let customers = env("TESSERA_BENCH_CUSTOMERS").unwrap_or(if full { 100_000 } else { 200 });
-    let purchases = env("TESSERA_BENCH_PURCHASES").unwrap_or(if full { 2_000_000 } else { 2_000 });
-    let mut spec = Spec::benchmark(2026, u32::try_from(customers).unwrap(), purchases);
-    if !full && customers < 10_000 {
-        spec.stores = 5;
-        spec.terminals_per_store = 2;
-    }
-    let base = std::env::var_os("TESSERA_BENCH_DIR")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
-        .unwrap_or_else(std::env::temp_dir);
+    let spec = tessera_synth::bench_spec(full);
+    let (customers, purchases) = (spec.customers, spec.purchases);
+    let base = tessera_synth::bench_dir();
     let dir = tempfile::tempdir_in(&base).unwrap();
     let path = dir.path().join("ledger.sqlite");
     let keys = IssuerKeys::test().unwrap();

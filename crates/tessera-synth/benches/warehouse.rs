@@ -30,7 +30,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerKeys};
-use tessera_synth::{ingest, Batch, Generator, Spec, Summary, SynthError};
+use tessera_synth::{ingest, Batch, Generator, Summary, SynthError};
 
 /// Runs `f`, prints how long it took under `label`, returns its value and
 /// the seconds.
@@ -94,10 +94,6 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0
 }
@@ -109,17 +105,9 @@ fn file_size(path: &Path) -> u64 {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let customers = env("TESSERA_BENCH_CUSTOMERS").unwrap_or(if full { 100_000 } else { 200 });
-    let purchases = env("TESSERA_BENCH_PURCHASES").unwrap_or(if full { 2_000_000 } else { 2_000 });
-    let mut spec = Spec::benchmark(2026, u32::try_from(customers).unwrap(), purchases);
-    if !full && customers < 10_000 {
-        spec.stores = 5;
-        spec.terminals_per_store = 2;
-    }
-    let base = std::env::var_os("TESSERA_BENCH_DIR")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
-        .unwrap_or_else(std::env::temp_dir);
+    let spec = tessera_synth::bench_spec(full);
+    let (customers, purchases) = (spec.customers, spec.purchases);
+    let base = tessera_synth::bench_dir();
     let dir = tempfile::tempdir_in(&base).unwrap();
     let batch_dir = tempfile::tempdir().unwrap();
     let keys = IssuerKeys::test().unwrap();

@@ -289,6 +289,32 @@ pub fn demo_spec() -> Spec {
     }
 }
 
+/// The benchmarks' history: under `cargo bench` (`full`) 100,000
+/// customers and 2,000,000 purchases, else a tiny one (200 / 2,000 in 5
+/// stores of 2 terminals) that only proves the bench works;
+/// `TESSERA_BENCH_CUSTOMERS` and `TESSERA_BENCH_PURCHASES` set the size.
+pub fn bench_spec(full: bool) -> Spec {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let customers = env("TESSERA_BENCH_CUSTOMERS").unwrap_or(if full { 100_000 } else { 200 });
+    let purchases = env("TESSERA_BENCH_PURCHASES").unwrap_or(if full { 2_000_000 } else { 2_000 });
+    let mut spec = Spec::benchmark(2026, u32::try_from(customers).unwrap_or(u32::MAX), purchases);
+    if !full && customers < 10_000 {
+        spec.stores = 5;
+        spec.terminals_per_store = 2;
+    }
+    spec
+}
+
+/// Where the benchmarks put their ledgers: `TESSERA_BENCH_DIR`, else
+/// `/dev/shm` when it exists (no disk flushes in the figures), else the
+/// temporary directory.
+pub fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("TESSERA_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
 /// Why generation failed. Nothing is half-written in the ledger: a batch
 /// the ledger refuses is refused whole, and generation stops there.
 #[derive(Debug, thiserror::Error)]
