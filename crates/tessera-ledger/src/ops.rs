@@ -132,6 +132,9 @@ impl Ledger {
             return Err(LedgerError::StoreExists(store_id));
         }
         // The store dimension.
+        if self.warehouse {
+            crate::wh_build::refresh_stores(&self.conn)?;
+        }
         crate::wh_build::after_change(&self.conn, self.warehouse.then_some(&self.wh_zone))?;
         Ok(())
     }

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -466,6 +466,55 @@ const MIGRATION_BULK: &str = "
 CREATE INDEX card_transactions_refunds ON card_transactions (card_id, reference) WHERE tx_type = 'refund-earn';
 ";
 
+/// Version 12: the warehouse's facts keyed so that new facts are appended.
+/// `wh_fact_tx` gets a surrogate `tx_key` in posting order (its
+/// `(card_id, counter)` stays unique); the category and points facts are
+/// keyed by `tx_key` instead of the card and counter, and the index by
+/// customer goes (a customer's facts are found through `wh_dim_card`).
+/// Before, every new fact went to a random place in four B-trees keyed
+/// by card; a batch of 200 purchases dirtied hundreds of pages there
+/// (BENCHMARKS.md). The facts are derived: the tables are made anew and
+/// a ledger with postings is stale until the next rebuild.
+const MIGRATION_FACT_KEYS: &str = "
+DROP TABLE wh_fact_points;
+DROP TABLE wh_fact_category;
+DROP TABLE wh_fact_tx;
+CREATE TABLE wh_fact_tx (
+    tx_key INTEGER PRIMARY KEY,
+    card_id BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    tx_type TEXT NOT NULL,
+    points INTEGER NOT NULL,
+    delta INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    date_key INTEGER NOT NULL,
+    store_key INTEGER,
+    card_key INTEGER NOT NULL,
+    customer_key INTEGER,
+    household_key INTEGER,
+    reference INTEGER NOT NULL,
+    UNIQUE (card_id, counter)
+);
+CREATE INDEX wh_fact_tx_date ON wh_fact_tx (date_key);
+CREATE TABLE wh_fact_category (
+    tx_key INTEGER NOT NULL,
+    category_key INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    from_basket INTEGER NOT NULL,
+    PRIMARY KEY (tx_key, category_key)
+) WITHOUT ROWID;
+CREATE TABLE wh_fact_points (
+    tx_key INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    campaign_key INTEGER,
+    points INTEGER NOT NULL,
+    PRIMARY KEY (tx_key, source)
+) WITHOUT ROWID;
+INSERT INTO wh_meta (key, value) SELECT 'stale', '1' WHERE EXISTS (SELECT 1 FROM card_transactions)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -528,6 +577,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         if version < 11 {
             tx.execute_batch(MIGRATION_BULK)?;
         }
+        if version < 12 {
+            tx.execute_batch(MIGRATION_FACT_KEYS)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;
     }
@@ -535,7 +587,11 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
     conn.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS wh_touched (
              card_id BLOB NOT NULL, counter INTEGER NOT NULL, PRIMARY KEY (card_id, counter)) WITHOUT ROWID;
-         CREATE TEMP TABLE IF NOT EXISTS wh_touched_cards (card_id BLOB PRIMARY KEY) WITHOUT ROWID;",
+         CREATE TEMP TABLE IF NOT EXISTS wh_touched_cards (card_id BLOB PRIMARY KEY) WITHOUT ROWID;
+         CREATE TEMP TABLE IF NOT EXISTS wh_batch (
+             card_id BLOB NOT NULL, counter INTEGER NOT NULL, tx_type TEXT NOT NULL, points INTEGER NOT NULL,
+             delta INTEGER NOT NULL, card_time INTEGER NOT NULL, reference INTEGER NOT NULL, d_terminal INTEGER,
+             d_seq INTEGER, purchase_minor INTEGER, store_id INTEGER, PRIMARY KEY (card_id, counter)) WITHOUT ROWID;",
     )?;
     Ok(())
 }

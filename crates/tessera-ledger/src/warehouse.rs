@@ -405,7 +405,7 @@ impl Ledger {
         let mut stmt = self.conn.prepare(
             "SELECT f.customer_key, f.card_key, cat.name, SUM(fc.amount_minor)
              FROM wh_fact_category fc
-             JOIN wh_fact_tx f ON f.card_id = fc.card_id AND f.counter = fc.counter
+             JOIN wh_fact_tx f ON f.tx_key = fc.tx_key
              JOIN wh_dim_category cat ON cat.category_key = fc.category_key
              WHERE f.time <= ?1
              GROUP BY f.customer_key, f.card_key, cat.name",
@@ -548,7 +548,7 @@ impl Ledger {
             "SELECT {p}, cat.name, COUNT(*), COUNT(DISTINCT COALESCE(f.customer_key, -f.card_key)),
                  SUM(fc.amount_minor)
              FROM wh_fact_category fc
-             JOIN wh_fact_tx f ON f.card_id = fc.card_id AND f.counter = fc.counter
+             JOIN wh_fact_tx f ON f.tx_key = fc.tx_key
              JOIN wh_dim_category cat ON cat.category_key = fc.category_key
              JOIN wh_dim_date dd ON dd.date_key = f.date_key
              GROUP BY {p}, cat.name
@@ -741,16 +741,29 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn customer_purchases(&self, customer_id: u64) -> Result<Vec<PurchaseRow>, LedgerError> {
-        type Row = (Vec<u8>, u32, String, u32, i32, Option<u32>, Option<String>, i64, u32);
+        type Row = (
+            i64,
+            Vec<u8>,
+            u32,
+            String,
+            u32,
+            i32,
+            Option<u32>,
+            Option<String>,
+            i64,
+            u32,
+        );
+        // Through the customer's cards (`wh_dim_card_customer`), then each
+        // card's facts by their key: the facts have no index by customer.
         let rows: Vec<Row> = self
             .conn
             .prepare(
-                "SELECT f.card_id, f.counter, f.tx_type, f.time, f.date_key, s.store_id, s.name, f.amount_minor,
-                        f.points
-                 FROM wh_fact_tx f
-                 JOIN wh_dim_customer cu ON cu.customer_key = f.customer_key
+                "SELECT f.tx_key, f.card_id, f.counter, f.tx_type, f.time, f.date_key, s.store_id, s.name,
+                        f.amount_minor, f.points
+                 FROM wh_dim_customer cu CROSS JOIN wh_dim_card c CROSS JOIN wh_fact_tx f
                  LEFT JOIN wh_dim_store s ON s.store_key = f.store_key
-                 WHERE cu.customer_id = ?1
+                 WHERE cu.customer_id = ?1 AND c.customer_key = cu.customer_key AND f.card_id = c.card_id
+                     AND f.customer_key = cu.customer_key
                  ORDER BY f.time, f.card_id, f.counter",
             )?
             .query_map([customer_id], |r| {
@@ -764,26 +777,25 @@ impl Ledger {
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    r.get(9)?,
                 ))
             })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(rows.len());
-        for (card, counter, tx_type, time, day, store_id, store, amount_minor, points) in rows {
+        for (tx_key, card, counter, tx_type, time, day, store_id, store, amount_minor, points) in rows {
             let categories = self
                 .conn
                 .prepare_cached(
                     "SELECT cat.name, fc.amount_minor FROM wh_fact_category fc
                      JOIN wh_dim_category cat ON cat.category_key = fc.category_key
-                     WHERE fc.card_id = ?1 AND fc.counter = ?2 ORDER BY cat.name",
+                     WHERE fc.tx_key = ?1 ORDER BY cat.name",
                 )?
-                .query_map(rusqlite::params![card, counter], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([tx_key], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             let rules = self
                 .conn
-                .prepare_cached(
-                    "SELECT source, points FROM wh_fact_points WHERE card_id = ?1 AND counter = ?2 ORDER BY source",
-                )?
-                .query_map(rusqlite::params![card, counter], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .prepare_cached("SELECT source, points FROM wh_fact_points WHERE tx_key = ?1 ORDER BY source")?
+                .query_map([tx_key], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             out.push(PurchaseRow {
                 card_id: hex::encode_upper(&card),

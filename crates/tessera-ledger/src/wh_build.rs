@@ -142,85 +142,105 @@ pub(crate) fn maintain(conn: &Connection, zone: &Zone) -> Result<(), LedgerError
          ON CONFLICT DO NOTHING",
     )?
     .execute([])?;
+    // The touched rows that are posted, with their decision, read from the
+    // books once: every statement below reads this small table.
+    conn.prepare_cached(&format!(
+        "INSERT INTO wh_batch (card_id, counter, tx_type, points, delta, card_time, reference, d_terminal, d_seq,
+             purchase_minor, store_id)
+         SELECT ct.card_id, ct.counter, ct.tx_type, ct.points, ct.delta, ct.card_time, ct.reference, d.terminal_id,
+             d.seq, d.purchase_minor, d.store_id
+         FROM wh_touched t CROSS JOIN card_transactions ct
+         LEFT JOIN terminal_records d ON {DECISION}
+         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted'"
+    ))?
+    .execute([])?;
     let span: (Option<u32>, Option<u32>) = conn
-        .prepare_cached(
-            "SELECT MIN(ct.card_time), MAX(ct.card_time) FROM wh_touched t CROSS JOIN card_transactions ct
-             WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted'",
-        )?
+        .prepare_cached("SELECT MIN(card_time), MAX(card_time) FROM wh_batch")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if let (Some(from), Some(to)) = span {
         cover_days(conn, zone, from, to)?;
     }
+    // A card's dimension rows change only through the calls that note the
+    // card itself (registration, replacement, erasure): a card already in
+    // `wh_dim_card` needs nothing here, a card first seen in settlement
+    // gets its row.
     conn.prepare_cached(
-        "INSERT INTO wh_touched_cards (card_id) SELECT DISTINCT card_id FROM wh_touched WHERE true
+        "INSERT INTO wh_touched_cards (card_id) SELECT DISTINCT b.card_id FROM wh_batch b
+         WHERE NOT EXISTS (SELECT 1 FROM wh_dim_card dc WHERE dc.card_id = b.card_id)
          ON CONFLICT DO NOTHING",
     )?
     .execute([])?;
     refresh_card_dims(conn)?;
+    conn.prepare_cached(
+        "INSERT INTO wh_dim_category (name)
+         SELECT DISTINCT dc.category FROM wh_batch b
+         JOIN decision_categories dc ON dc.terminal_id = b.d_terminal AND dc.seq = b.d_seq
+         WHERE true
+         ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute([])?;
+    conn.prepare_cached(
+        "INSERT INTO wh_fact_tx (card_id, counter, tx_type, points, delta, amount_minor, time, date_key, store_key,
+             card_key, customer_key, household_key, reference)
+         SELECT b.card_id, b.counter, b.tx_type, b.points, b.delta,
+             CASE WHEN b.tx_type = 'earn' THEN COALESCE(b.purchase_minor, 0)
+                  WHEN b.tx_type = 'refund-earn' THEN COALESCE((
+                      SELECT od.purchase_minor * b.points / o.points
+                      FROM card_transactions o
+                      JOIN terminal_records od ON od.terminal_id = o.origin_terminal AND od.seq = o.origin_seq
+                          AND od.kind = 'decision' AND od.verdict = 'approve' AND od.card_id = o.card_id
+                          AND od.card_counter = o.counter
+                      WHERE o.card_id = b.card_id AND o.counter = b.reference AND o.tx_type = 'earn'
+                          AND o.points > 0), 0)
+                  ELSE 0 END,
+             b.card_time,
+             (SELECT dd.date_key FROM wh_dim_date dd WHERE dd.start_unix <= b.card_time
+              ORDER BY dd.start_unix DESC LIMIT 1),
+             ds.store_key, dcard.card_key, dcard.customer_key, dcard.household_key, b.reference
+         FROM wh_batch b
+         JOIN wh_dim_card dcard ON dcard.card_id = b.card_id
+         LEFT JOIN wh_dim_store ds ON ds.store_id = b.store_id
+         WHERE true
+         ON CONFLICT (card_id, counter) DO UPDATE SET amount_minor = excluded.amount_minor,
+             date_key = excluded.date_key, store_key = excluded.store_key, customer_key = excluded.customer_key,
+             household_key = excluded.household_key",
+    )?
+    .execute([])?;
+    conn.prepare_cached(
+        "INSERT INTO wh_fact_category (tx_key, category_key, amount_minor, from_basket)
+         SELECT f.tx_key, cat.category_key, dc.amount_minor, dc.from_basket
+         FROM wh_batch b CROSS JOIN wh_fact_tx f
+         JOIN decision_categories dc ON dc.terminal_id = b.d_terminal AND dc.seq = b.d_seq
+         JOIN wh_dim_category cat ON cat.name = dc.category
+         WHERE f.card_id = b.card_id AND f.counter = b.counter
+         ON CONFLICT (tx_key, category_key) DO NOTHING",
+    )?
+    .execute([])?;
+    conn.prepare_cached(
+        "INSERT INTO wh_fact_points (tx_key, source, campaign_key, points)
+         SELECT f.tx_key, dp.source, cmp.campaign_key, dp.points
+         FROM wh_batch b CROSS JOIN wh_fact_tx f
+         JOIN decision_points dp ON dp.terminal_id = b.d_terminal AND dp.seq = b.d_seq
+         LEFT JOIN wh_dim_campaign cmp ON cmp.campaign_id = dp.source
+         WHERE f.card_id = b.card_id AND f.counter = b.counter
+         ON CONFLICT (tx_key, source) DO NOTHING",
+    )?
+    .execute([])?;
+    conn.prepare_cached("DELETE FROM wh_batch")?.execute([])?;
+    conn.prepare_cached("DELETE FROM wh_touched")?.execute([])?;
+    conn.prepare_cached("DELETE FROM wh_touched_cards")?.execute([])?;
+    Ok(())
+}
+
+/// The store dimension from `stores`: every store, its name and city
+/// (after a store is added, and in a rebuild; batches add no store).
+pub(crate) fn refresh_stores(conn: &Connection) -> Result<(), LedgerError> {
     conn.prepare_cached(
         "INSERT INTO wh_dim_store (store_id, name, city) SELECT store_id, name, city FROM stores WHERE true
          ON CONFLICT (store_id) DO UPDATE SET name = excluded.name, city = excluded.city
          WHERE wh_dim_store.name <> excluded.name OR wh_dim_store.city <> excluded.city",
     )?
     .execute([])?;
-    conn.prepare_cached(&format!(
-        "INSERT INTO wh_dim_category (name)
-         SELECT DISTINCT dc.category FROM wh_touched t CROSS JOIN card_transactions ct CROSS JOIN terminal_records d
-         JOIN decision_categories dc ON dc.terminal_id = d.terminal_id AND dc.seq = d.seq
-         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted' AND {DECISION}
-         ON CONFLICT (name) DO NOTHING"
-    ))?
-    .execute([])?;
-    conn.prepare_cached(&format!(
-        "INSERT INTO wh_fact_tx (card_id, counter, tx_type, points, delta, amount_minor, time, date_key, store_key,
-             card_key, customer_key, household_key, reference)
-         SELECT ct.card_id, ct.counter, ct.tx_type, ct.points, ct.delta,
-             CASE WHEN ct.tx_type = 'earn' THEN COALESCE(d.purchase_minor, 0)
-                  WHEN ct.tx_type = 'refund-earn' THEN COALESCE((
-                      SELECT od.purchase_minor * ct.points / o.points
-                      FROM card_transactions o
-                      JOIN terminal_records od ON od.terminal_id = o.origin_terminal AND od.seq = o.origin_seq
-                          AND od.kind = 'decision' AND od.verdict = 'approve' AND od.card_id = o.card_id
-                          AND od.card_counter = o.counter
-                      WHERE o.card_id = ct.card_id AND o.counter = ct.reference AND o.tx_type = 'earn'
-                          AND o.points > 0), 0)
-                  ELSE 0 END,
-             ct.card_time,
-             (SELECT dd.date_key FROM wh_dim_date dd WHERE dd.start_unix <= ct.card_time
-              ORDER BY dd.start_unix DESC LIMIT 1),
-             ds.store_key, dcard.card_key, dcard.customer_key, dcard.household_key, ct.reference
-         FROM wh_touched t CROSS JOIN card_transactions ct
-         JOIN wh_dim_card dcard ON dcard.card_id = ct.card_id
-         LEFT JOIN terminal_records d ON {DECISION}
-         LEFT JOIN wh_dim_store ds ON ds.store_id = d.store_id
-         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted'
-         ON CONFLICT (card_id, counter) DO UPDATE SET amount_minor = excluded.amount_minor,
-             date_key = excluded.date_key, store_key = excluded.store_key, customer_key = excluded.customer_key,
-             household_key = excluded.household_key"
-    ))?
-    .execute([])?;
-    conn.prepare_cached(&format!(
-        "INSERT INTO wh_fact_category (card_id, counter, category_key, amount_minor, from_basket)
-         SELECT ct.card_id, ct.counter, cat.category_key, dc.amount_minor, dc.from_basket
-         FROM wh_touched t CROSS JOIN card_transactions ct CROSS JOIN terminal_records d
-         JOIN decision_categories dc ON dc.terminal_id = d.terminal_id AND dc.seq = d.seq
-         JOIN wh_dim_category cat ON cat.name = dc.category
-         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted' AND {DECISION}
-         ON CONFLICT (card_id, counter, category_key) DO NOTHING"
-    ))?
-    .execute([])?;
-    conn.prepare_cached(&format!(
-        "INSERT INTO wh_fact_points (card_id, counter, source, campaign_key, points)
-         SELECT ct.card_id, ct.counter, dp.source, cmp.campaign_key, dp.points
-         FROM wh_touched t CROSS JOIN card_transactions ct CROSS JOIN terminal_records d
-         JOIN decision_points dp ON dp.terminal_id = d.terminal_id AND dp.seq = d.seq
-         LEFT JOIN wh_dim_campaign cmp ON cmp.campaign_id = dp.source
-         WHERE ct.card_id = t.card_id AND ct.counter = t.counter AND ct.status = 'posted' AND {DECISION}
-         ON CONFLICT (card_id, counter, source) DO NOTHING"
-    ))?
-    .execute([])?;
-    conn.prepare_cached("DELETE FROM wh_touched")?.execute([])?;
-    conn.prepare_cached("DELETE FROM wh_touched_cards")?.execute([])?;
     Ok(())
 }
 
@@ -380,6 +400,7 @@ pub(crate) fn rebuild(conn: &Connection, zone: &Zone) -> Result<u64, LedgerError
          INSERT INTO wh_touched (card_id, counter) SELECT card_id, counter FROM card_transactions
              WHERE status = 'posted';",
     )?;
+    refresh_stores(conn)?;
     maintain(conn, zone)?;
     set_meta(conn, "stale", None)?;
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM wh_fact_tx", [], |r| r.get(0))?;

@@ -121,9 +121,11 @@ fn dump(path: &Path) -> Vec<String> {
          LEFT JOIN wh_dim_customer cu ON cu.customer_key = f.customer_key
          LEFT JOIN wh_dim_household h ON h.household_key = f.household_key
          ORDER BY f.card_id, f.counter",
-        "SELECT hex(fc.card_id), fc.counter, cat.name, fc.amount_minor, fc.from_basket FROM wh_fact_category fc
-         JOIN wh_dim_category cat ON cat.category_key = fc.category_key ORDER BY fc.card_id, fc.counter, cat.name",
-        "SELECT hex(card_id), counter, source, points FROM wh_fact_points ORDER BY card_id, counter, source",
+        "SELECT hex(f.card_id), f.counter, cat.name, fc.amount_minor, fc.from_basket FROM wh_fact_category fc
+         JOIN wh_fact_tx f ON f.tx_key = fc.tx_key
+         JOIN wh_dim_category cat ON cat.category_key = fc.category_key ORDER BY f.card_id, f.counter, cat.name",
+        "SELECT hex(f.card_id), f.counter, p.source, p.points FROM wh_fact_points p
+         JOIN wh_fact_tx f ON f.tx_key = p.tx_key ORDER BY f.card_id, f.counter, p.source",
         "SELECT hex(c.card_id), cu.customer_id, hex(h.household), hex(c.replaced_by) FROM wh_dim_card c
          LEFT JOIN wh_dim_customer cu ON cu.customer_key = c.customer_key
          LEFT JOIN wh_dim_household h ON h.household_key = c.household_key ORDER BY c.card_id",

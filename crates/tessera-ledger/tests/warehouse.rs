@@ -146,10 +146,12 @@ fn dump(shop: &Shop) -> Vec<String> {
          LEFT JOIN wh_dim_customer cu ON cu.customer_key = f.customer_key
          LEFT JOIN wh_dim_household h ON h.household_key = f.household_key
          ORDER BY f.card_id, f.counter",
-        "SELECT hex(fc.card_id), fc.counter, cat.name, fc.amount_minor, fc.from_basket FROM wh_fact_category fc
-         JOIN wh_dim_category cat ON cat.category_key = fc.category_key ORDER BY fc.card_id, fc.counter, cat.name",
-        "SELECT hex(p.card_id), p.counter, p.source, cm.campaign_id, p.points FROM wh_fact_points p
-         LEFT JOIN wh_dim_campaign cm ON cm.campaign_key = p.campaign_key ORDER BY p.card_id, p.counter, p.source",
+        "SELECT hex(f.card_id), f.counter, cat.name, fc.amount_minor, fc.from_basket FROM wh_fact_category fc
+         JOIN wh_fact_tx f ON f.tx_key = fc.tx_key
+         JOIN wh_dim_category cat ON cat.category_key = fc.category_key ORDER BY f.card_id, f.counter, cat.name",
+        "SELECT hex(f.card_id), f.counter, p.source, cm.campaign_id, p.points FROM wh_fact_points p
+         JOIN wh_fact_tx f ON f.tx_key = p.tx_key
+         LEFT JOIN wh_dim_campaign cm ON cm.campaign_key = p.campaign_key ORDER BY f.card_id, f.counter, p.source",
         "SELECT hex(c.card_id), cu.customer_id, hex(h.household), hex(c.replaced_by) FROM wh_dim_card c
          LEFT JOIN wh_dim_customer cu ON cu.customer_key = c.customer_key
          LEFT JOIN wh_dim_household h ON h.household_key = c.household_key ORDER BY c.card_id",
@@ -466,6 +468,50 @@ fn the_toggle_leaves_the_warehouse_to_the_rebuild() {
     assert_eq!(ledger.rebuild_warehouse().unwrap(), 1);
     assert!(!ledger.warehouse_stale().unwrap());
     assert_eq!(ledger.customer_facts(T0 + 10).unwrap()[0].spend_minor, 12_000);
+}
+
+/// A version-11 file (facts keyed by card and counter) opened by this
+/// code: its facts are made anew, the warehouse is stale, and the rebuild
+/// gives what maintenance had made, categories and rules included.
+#[test]
+fn a_version_11_warehouse_is_stale_after_the_upgrade_and_rebuilt_equal() {
+    let shop = Shop::new();
+    let mut ledger = setup(&shop);
+    let b = journal_batch(
+        &shop.journal_path(88),
+        88,
+        vec![earn(9, 1, 120, 120, 88, T0, 12_000, &["food", "toys"])],
+        T0,
+    );
+    ledger.ingest(&b[..], T0 + 10).unwrap();
+    drop(ledger);
+    let maintained = dump(&shop);
+    {
+        // Back to version 11's layout of the facts, rows in it.
+        let conn = Connection::open(shop.ledger_path()).unwrap();
+        conn.execute_batch(
+            "DROP TABLE wh_fact_points; DROP TABLE wh_fact_category; DROP TABLE wh_fact_tx;
+             CREATE TABLE wh_fact_tx (card_id BLOB NOT NULL, counter INTEGER NOT NULL, tx_type TEXT NOT NULL,
+                 PRIMARY KEY (card_id, counter));
+             CREATE INDEX wh_fact_tx_customer ON wh_fact_tx (tx_type);
+             CREATE TABLE wh_fact_category (card_id BLOB NOT NULL, counter INTEGER NOT NULL,
+                 PRIMARY KEY (card_id, counter));
+             CREATE TABLE wh_fact_points (card_id BLOB NOT NULL, counter INTEGER NOT NULL,
+                 PRIMARY KEY (card_id, counter));
+             INSERT INTO wh_fact_tx SELECT card_id, counter, tx_type FROM card_transactions;
+             PRAGMA user_version = 11;",
+        )
+        .unwrap();
+    }
+    let mut ledger = shop.ledger();
+    assert!(ledger.warehouse_stale().unwrap());
+    assert!(ledger.customer_facts(T0 + 10).unwrap().is_empty());
+    assert_eq!(ledger.rebuild_warehouse().unwrap(), 1);
+    drop(ledger);
+    assert_eq!(dump(&shop), maintained);
+    let conn = Connection::open(shop.ledger_path()).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, tessera_ledger::SCHEMA_VERSION);
 }
 
 /// The zone decides local dates: at 23:30 UTC on 2026-11-27 it is already
