@@ -69,6 +69,7 @@ fn batch(dir: &Path, keys: &IssuerKeys, id: u32, cards: &[u32], n: u32) -> Vec<u
         policy: Policy::default_policy(),
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     let mut till = Till::new(terminal, Journal::open(&path, id).unwrap(), config).unwrap();
     for _ in 0..n {

@@ -66,6 +66,7 @@ fn till_with(terminal_id: u32, policy: Policy, dir: &tempfile::TempDir) -> TestT
         policy,
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     Till::new(test_terminal(terminal_id), journal, config).unwrap()
 }

@@ -258,6 +258,12 @@ fn v1_card_refuses_issuer_decisions() {
         secure(&mut card, &mut ch, Ins::AckSettlement, 0, &data),
         StatusWord::ConditionsNotSatisfied
     );
+    // v2.2: a card that cannot check the office's answer does not ask.
+    let ask = encode_all(&[(tags::AMOUNT, &10u32.to_be_bytes()), (tags::TERMINAL_ID, &[0, 0, 0, 9])]);
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::AuthorizationRequest, 2, &ask),
+        StatusWord::ConditionsNotSatisfied
+    );
     select(&mut card);
     let u = encode_all(&[(tags::ISSUER_SEQ, &1u32.to_be_bytes()), (tags::ISSUER_MAC, &[0; 8])]);
     let c = Command::new(CLA_PROPRIETARY, Ins::Unblock, 0, 0, u, None);
@@ -399,4 +405,87 @@ fn issuer_adjust_bad_input() {
         StatusWord::Ok
     );
     assert_eq!(card.state().unwrap().balance, 410);
+}
+
+#[test]
+fn authorization_request_and_answer_bad_input() {
+    let mut card = card_with_history(511); // balance 400, counter 2
+    let id = card_id(511);
+    let before = card.memory();
+    let ask = |amount: u32, reference: Option<u32>| {
+        let mut d = encode_all(&[(tags::AMOUNT, &amount.to_be_bytes()), (tags::TERMINAL_ID, &[0, 0, 0, 9])]);
+        if let Some(r) = reference {
+            d.extend(encode(tags::REFERENCE, &r.to_be_bytes()));
+        }
+        d
+    };
+    let cases: Vec<(u8, Vec<u8>, StatusWord)> = vec![
+        // P1 not a kind a request can be for (00, an adjustment, 07).
+        (0x00, ask(10, None), StatusWord::WrongP1P2),
+        (0x05, ask(10, None), StatusWord::WrongP1P2),
+        (0x07, ask(10, None), StatusWord::WrongP1P2),
+        // No points; a refund without its reference, an earn with one; a
+        // reference beyond the counter; an extra object.
+        (0x02, ask(0, None), StatusWord::WrongData),
+        (0x04, ask(10, None), StatusWord::WrongData),
+        (0x01, ask(10, Some(1)), StatusWord::WrongData),
+        (0x04, ask(10, Some(3)), StatusWord::WrongData),
+        (0x02, [ask(10, None), encode(tags::TIME, &[0; 4])].concat(), StatusWord::WrongData),
+        (0x02, ask(10, None)[..6].to_vec(), StatusWord::WrongData),
+    ];
+    for (p1, d, want) in cases {
+        let mut ch = session(&mut card, &id);
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::AuthorizationRequest, p1, &d),
+            want,
+            "P1 {p1:02X} {}",
+            hex::encode(&d)
+        );
+    }
+    // Outside a session: 6982.
+    select(&mut card);
+    let c = Command::new(CLA_SECURE, Ins::AuthorizationRequest, 2, 0, ask(10, None), Some(256));
+    assert_eq!(
+        sw(&card.transmit(&c.to_bytes()).unwrap()),
+        StatusWord::SecurityNotSatisfied
+    );
+    // An answer object of the wrong length or with an unknown decision
+    // byte, on a REDEEM: 6A80.
+    let redeem = |answer: &[u8]| {
+        let mut d = encode_all(&[
+            (tags::AMOUNT, &10u32.to_be_bytes()),
+            (tags::TERMINAL_ID, &[0, 0, 0, 9]),
+            (tags::TERMINAL_SEQ, &[0, 0, 0, 1]),
+            (tags::TIME, &[0x6B, 0x09, 0x70, 0xC0]),
+            (tags::STORE_ID, &[0, 0, 0, 1]),
+        ]);
+        d.extend(encode(tags::AUTH_RESPONSE, answer));
+        d
+    };
+    for bad in [vec![0u8; 12], vec![0u8; 14], [vec![2u8], vec![0; 12]].concat()] {
+        let mut ch = session(&mut card, &id);
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::AuthorizationRequest, 2, &ask(10, None)),
+            StatusWord::Ok
+        );
+        assert_eq!(
+            secure(&mut card, &mut ch, Ins::Redeem, 0, &redeem(&bad)),
+            StatusWord::WrongData
+        );
+    }
+    // A well-formed answer without a request in the session: 6985.
+    let mut ch = session(&mut card, &id);
+    let m = issuer_mac(
+        &id,
+        IssuerDecision::Authorization {
+            cryptogram: [0; 8],
+            decision: 0,
+            settled: 0,
+        },
+    );
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::Redeem, 0, &redeem(&[[0u8; 5].as_slice(), &m].concat())),
+        StatusWord::ConditionsNotSatisfied
+    );
+    assert_eq!(card.memory().cells(), before.cells(), "nothing changed");
 }

@@ -89,6 +89,7 @@ fn till(
         policy,
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     Till::new(terminal, Journal::open(&path, id).unwrap(), config).unwrap()
 }
@@ -214,6 +215,7 @@ fn hostile_settlement_over_https() {
             terminal_seq: 90_000,
             time: TEST_TIME,
             reference: 0,
+            online: false,
             certificate: [0; 16],
         };
         rec.certificate = certificate(&keys.card_cert_key(&id), &id, &rec);

@@ -235,6 +235,7 @@ fn till(dir: &tempfile::TempDir) -> Till<SoftwareSam, FixedClock> {
             policy: Policy::default_policy(),
             hotlist: Hotlist::default(),
             campaigns: CampaignSet::empty(),
+            online: Default::default(),
         },
     )
     .unwrap()

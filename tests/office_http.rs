@@ -188,6 +188,7 @@ fn batch(dir: &Path, keys: &IssuerKeys, id: u32, card: u32, n: u32) -> Vec<u8> {
         policy: Policy::default_policy(),
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     let mut till = Till::new(terminal, journal, config).unwrap();
     for _ in 0..n {

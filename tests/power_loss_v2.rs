@@ -190,6 +190,58 @@ fn issuer_adjust_is_atomic() {
 }
 
 #[test]
+fn online_redemption_with_settlement_is_atomic() {
+    // v2.2: an online-approved redemption above nothing offline would allow,
+    // with the office's "settled up to 2": balance, counter, log slot and the
+    // restarted velocity counters in one commit.
+    let base = with_history(404);
+    let (old, new) = cut_everywhere(&base, 0x32, 10, |arm| {
+        let mut t = test_terminal(2).with_rng(Rng::seeded(3));
+        let mut s = t.tap(&mut *arm)?;
+        let request = s.request_authorization(tessera_protocol::messages::TxKind::Redeem, 300, 0)?;
+        let answer = tessera_protocol::messages::AuthorizationResponse {
+            approved: true,
+            settled: 2,
+            issuer_mac: issuer_mac(
+                &card_id(404),
+                IssuerDecision::Authorization {
+                    cryptogram: request.cryptogram,
+                    decision: 0,
+                    settled: 2,
+                },
+            ),
+        };
+        s.transact_authorized(&request, &answer).map(|_| ())
+    });
+    assert!(old > 0 && new > 0);
+}
+
+#[test]
+fn online_earn_with_settlement_is_atomic() {
+    // Balance, counter, log slot, visits and velocity counters: five fields.
+    let base = with_history(405);
+    let (old, new) = cut_everywhere(&base, 0x30, 12, |arm| {
+        let mut t = test_terminal(2).with_rng(Rng::seeded(3));
+        let mut s = t.tap(&mut *arm)?;
+        let request = s.request_authorization(tessera_protocol::messages::TxKind::Earn, 70, 0)?;
+        let answer = tessera_protocol::messages::AuthorizationResponse {
+            approved: true,
+            settled: 2,
+            issuer_mac: issuer_mac(
+                &card_id(405),
+                IssuerDecision::Authorization {
+                    cryptogram: request.cryptogram,
+                    decision: 0,
+                    settled: 2,
+                },
+            ),
+        };
+        s.transact_authorized(&request, &answer).map(|_| ())
+    });
+    assert!(old > 0 && new > 0);
+}
+
+#[test]
 fn unblock_is_atomic() {
     let (mut card, _) = issued_card(402, 402);
     // Two failed authentications: the counter is at 2.

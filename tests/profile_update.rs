@@ -41,6 +41,7 @@ fn a_profile_update_reaches_the_card_at_its_next_tap() {
         policy: Policy::default_policy(),
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     let mut till = Till::new(test_terminal(1), journal, config).unwrap();
     let update = v2(id);

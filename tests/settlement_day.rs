@@ -126,6 +126,7 @@ fn till_with(
         policy,
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     Till::new(terminal, journal, config).unwrap()
 }

@@ -66,6 +66,7 @@ fn till(dir: &std::path::Path, id: u32, clock: &SharedClock) -> Till<SoftwareSam
         policy: policy(),
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     Till::new(terminal, journal, config).unwrap()
 }

@@ -42,6 +42,7 @@ fn setup(hotlist: Hotlist) -> Setup {
         policy: Policy::default_policy(),
         hotlist,
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     Setup {
         _dir: dir,

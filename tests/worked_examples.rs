@@ -52,6 +52,7 @@ struct Examples {
     unblock: String,
     keyupdate: String,
     adjust: String,
+    online: String,
     values: String,
 }
 
@@ -147,6 +148,33 @@ fn generate() -> Examples {
         })
         .unwrap();
     let adjust = both.take_trace();
+
+    // v2.2: AUTHORIZATION REQUEST for a redemption of 250 points, the
+    // office's approval with "settled up to 4", and the REDEEM carrying it.
+    let (request, online_answer, online_receipt) = {
+        let mut s = both.tap(&mut card).unwrap();
+        let request = s
+            .request_authorization(tessera_protocol::messages::TxKind::Redeem, 250, 0)
+            .unwrap();
+        let answer = tessera_protocol::messages::AuthorizationResponse {
+            approved: true,
+            settled: 4,
+            issuer_mac: rotated
+                .issuer_mac_of(
+                    &id,
+                    2,
+                    IssuerDecision::Authorization {
+                        cryptogram: request.cryptogram,
+                        decision: 0,
+                        settled: 4,
+                    },
+                )
+                .unwrap(),
+        };
+        let r = s.transact_authorized(&request, &answer).unwrap();
+        (request, answer, r)
+    };
+    let online = both.take_trace();
 
     // Derived values a vendor checks an implementation against.
     let sel_raw = earn.entries[0].response.clone().unwrap();
@@ -261,6 +289,38 @@ fn generate() -> Examples {
         hex::encode_upper(rotated.card_cert_key(&id).bytes())
     );
 
+    let _ = writeln!(
+        v,
+        "# v2.2: AUTHORIZATION REQUEST for REDEEM 250 and the office's approval, settled up to 4 (§4.17, §5.10), key version 2"
+    );
+    let mut input = b"TQ".to_vec();
+    input.push(0x01);
+    input.extend_from_slice(&id);
+    input.extend_from_slice(&request.body());
+    assert_eq!(
+        tessera_crypto::cmac(&rotated.card_cert_key(&id), &input)[..8],
+        request.cryptogram
+    );
+    let _ = writeln!(v, "online_request_cryptogram_input = {}", hex::encode_upper(&input));
+    let _ = writeln!(v, "online_request_cryptogram = {}", hex::encode_upper(request.cryptogram));
+    let mut input = b"TI".to_vec();
+    input.extend_from_slice(&[0x02, 0x3A]);
+    input.extend_from_slice(&id);
+    input.extend_from_slice(&request.cryptogram);
+    input.push(0x00);
+    input.extend_from_slice(&4u32.to_be_bytes());
+    assert_eq!(
+        tessera_crypto::cmac(&rotated.card_issuer_key(&id), &input)[..8],
+        online_answer.issuer_mac
+    );
+    let _ = writeln!(v, "online_issuer_mac_input = {}", hex::encode_upper(&input));
+    let _ = writeln!(v, "online_issuer_mac = {}", hex::encode_upper(online_answer.issuer_mac));
+    let _ = writeln!(
+        v,
+        "online_record = {}",
+        hex::encode_upper(online_receipt.record.to_bytes())
+    );
+
     Examples {
         personalize: render("Personalization of card 7E57000000000001 with the test keys", &perso),
         earn: render("First tap at terminal 00000101: profile not cached, EARN 120", &earn),
@@ -278,6 +338,10 @@ fn generate() -> Examples {
             "Sixth tap: ISSUER ADJUST, the issuer's credit of 200 points (adjustment sequence 1)",
             &adjust,
         ),
+        online: render(
+            "Seventh tap: AUTHORIZATION REQUEST for REDEEM 250, then REDEEM with the office's approval (settled up to 4)",
+            &online,
+        ),
         values: v,
     }
 }
@@ -293,6 +357,7 @@ fn worked_examples_are_frozen() {
         ("traces/unblock.apdu", &ex.unblock),
         ("traces/keyupdate.apdu", &ex.keyupdate),
         ("traces/adjust.apdu", &ex.adjust),
+        ("traces/online.apdu", &ex.online),
         ("traces/values.txt", &ex.values),
     ];
     let dir = fixtures();
@@ -356,4 +421,12 @@ fn recorded_traces_replay_byte_for_byte() {
     assert_eq!(replay(&mut card, "traces/adjust.apdu"), 3);
     let st = card.state().unwrap();
     assert_eq!((st.balance, st.counter, st.adjust_seq), (320, 4, 1));
+    assert_eq!(replay(&mut card, "traces/online.apdu"), 4);
+    let st = card.state().unwrap();
+    assert_eq!((st.balance, st.counter), (70, 5));
+    assert_eq!(
+        (st.velocity.unsettled_redeems, st.velocity.unsettled_points, st.velocity.settled_counter),
+        (1, 250, 4)
+    );
+    assert!(st.last_record().unwrap().online);
 }

@@ -13,7 +13,7 @@ pub mod storage;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use tessera_crypto::cert::certificate;
+use tessera_crypto::cert::{certificate, request_cryptogram};
 use tessera_crypto::channel::{SecureChannel, SessionKeys};
 use tessera_crypto::keys::{decrypt_new_keys, issuer_mac, key_update_key, IssuerDecision};
 use tessera_crypto::sign::profile_digest;
@@ -21,8 +21,9 @@ use tessera_crypto::{CryptoError, Key};
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AckCommand, AdjustCommand, AuthCommand, AuthResponse, KeyUpdateCommand, Lifecycle, LogRecord, NewCardKeys,
-    PersonalizeData, SelectResponse, TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
+    AckCommand, AdjustCommand, AuthCommand, AuthResponse, AuthorizationRequest, AuthorizationRequestCommand,
+    AuthorizationResponse, KeyUpdateCommand, Lifecycle, LogRecord, NewCardKeys, PersonalizeData, SelectResponse,
+    TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{SignedProfile, MAX_PROFILE_BLOB};
 use tessera_protocol::tlv::{encode, tags, TlvList};
@@ -50,8 +51,14 @@ enum Session {
     /// Selected; the challenge is single-use and consumed by AUTHENTICATE or
     /// PERSONALIZE.
     Selected { challenge: Option<[u8; CHALLENGE_LEN]> },
-    /// Mutually authenticated, with its secure channel.
-    Authenticated { channel: Box<SecureChannel> },
+    /// Mutually authenticated, with its secure channel and, after an
+    /// AUTHORIZATION REQUEST (v2.2), the request that awaits the office's
+    /// answer (taken by the next EARN, REDEEM or REFUND, whatever its
+    /// outcome).
+    Authenticated {
+        channel: Box<SecureChannel>,
+        pending: Option<Box<AuthorizationRequest>>,
+    },
 }
 
 /// Result of a command handler: a response, or a status word alone.
@@ -177,6 +184,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             | Ins::UpdateProfile
             | Ins::KeyUpdate
             | Ins::IssuerAdjust
+            | Ins::AuthorizationRequest
             | Ins::Block => CLA_SECURE,
             _ => return Err(StatusWord::InsNotSupported),
         };
@@ -208,6 +216,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                     Ins::UpdateProfile => self.update_profile(cmd, &data),
                     Ins::KeyUpdate => self.key_update(cmd, &data),
                     Ins::IssuerAdjust => self.issuer_adjust(cmd, &data),
+                    Ins::AuthorizationRequest => self.authorization_request(cmd, &data),
                     Ins::ReadLog => self.read_log(cmd, &data),
                     _ => self.block(cmd, &data),
                 }
@@ -218,7 +227,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
     /// §5.5: checks the C-MAC of a secure command. A wrong MAC closes the
     /// session (`6988`); a command without a session gets `6982`.
     fn unwrap_secure(&mut self, cmd: &Command) -> Result<Vec<u8>, StatusWord> {
-        let Session::Authenticated { channel } = &mut self.session else {
+        let Session::Authenticated { channel, .. } = &mut self.session else {
             return Err(StatusWord::SecurityNotSatisfied);
         };
         match channel.verify_command(cmd) {
@@ -232,7 +241,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
 
     fn respond(&self, data: Vec<u8>) -> Outcome {
         match &self.session {
-            Session::Authenticated { channel } => Ok(channel.protect_response(data)),
+            Session::Authenticated { channel, .. } => Ok(channel.protect_response(data)),
             _ => Err(StatusWord::SecurityNotSatisfied),
         }
     }
@@ -341,6 +350,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         };
         self.session = Session::Authenticated {
             channel: Box::new(SecureChannel::new(keys)),
+            pending: None,
         };
         self.respond(body.to_bytes())
     }
@@ -354,7 +364,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             return Err(StatusWord::WrongData);
         }
         let profile = Zeroizing::new(self.state.profile.clone());
-        let Session::Authenticated { channel } = &mut self.session else {
+        let Session::Authenticated { channel, .. } = &mut self.session else {
             return Err(StatusWord::SecurityNotSatisfied);
         };
         let ct = channel.encrypt(&profile);
@@ -370,12 +380,24 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         if self.state.lifecycle != Lifecycle::Active {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
+        // v2.2: every transaction command takes the session's pending
+        // authorization request, whatever its outcome: an answer is good
+        // for one attempt only.
+        let pending = match &mut self.session {
+            Session::Authenticated { pending, .. } => pending.take(),
+            _ => None,
+        };
         let tx = TxCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
         // A refund names the transaction it reverses, which must be older;
         // other transactions name none.
         if tx.amount == 0 || refund != (tx.reference != 0) || tx.reference > self.state.counter {
             return Err(StatusWord::WrongData);
         }
+        let settle = match &tx.authorization {
+            None => None,
+            Some(answer) => Some(self.check_authorization(kind, &tx, pending.as_deref(), answer)?),
+        };
+        let online = settle.is_some();
         let s = &self.state;
         let cap = match kind {
             TxKind::Earn | TxKind::RefundEarn => s.earn_cap,
@@ -383,10 +405,14 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             // Not reached: adjustments go through `issuer_adjust`.
             TxKind::IssuerCredit | TxKind::IssuerDebit => return Err(StatusWord::WrongP1P2),
         };
-        if tx.amount > cap {
+        // The office's approval lifts the card's per-transaction caps.
+        if tx.amount > cap && !online {
             return Err(StatusWord::AboveCap);
         }
-        if refund {
+        // ... and the log window of refunds: an original that has left the
+        // log was checked by the office, which holds every record. One
+        // still in the log is checked here as always.
+        if refund && !(online && s.counter - tx.reference >= LOG_CAPACITY as u32) {
             self.check_refund(kind, tx.reference, tx.amount)?;
         }
         let s = &self.state;
@@ -407,6 +433,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             terminal_seq: tx.terminal_seq,
             time: tx.time,
             reference: tx.reference,
+            online,
             certificate: [0; 16],
         };
         let k_cert = s.key_cert.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
@@ -418,6 +445,13 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             (Field::Counter, counter.to_be_bytes().to_vec()),
             (Field::Log(CardState::slot(counter)), record.to_bytes()),
         ];
+        // v2.2: the office's "settled up to N" with an online approval
+        // restarts the velocity counters in the same commit (as ACKNOWLEDGE
+        // SETTLEMENT would, §4.10), before this redemption is counted.
+        let mut velocity = match settle {
+            Some(n) if n > s.velocity.settled_counter => Some(s.settled_velocity(n)),
+            _ => None,
+        };
         match kind {
             TxKind::Earn => {
                 let mut v = s.visits;
@@ -427,15 +461,104 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
                 writes.push((Field::Visits, v.to_bytes().to_vec()));
             }
             TxKind::Redeem => {
-                let mut v = s.velocity;
+                let mut v = velocity.unwrap_or(s.velocity);
                 v.unsettled_redeems = v.unsettled_redeems.saturating_add(1);
                 v.unsettled_points = v.unsettled_points.saturating_add(tx.amount);
-                writes.push((Field::Velocity, v.to_bytes().to_vec()));
+                velocity = Some(v);
             }
             TxKind::RefundEarn | TxKind::RefundRedeem | TxKind::IssuerCredit | TxKind::IssuerDebit => {}
         }
+        if let Some(v) = velocity {
+            writes.push((Field::Velocity, v.to_bytes().to_vec()));
+        }
         self.commit(writes)?;
         self.respond(encode(tags::LOG_RECORD, &record.to_bytes()))
+    }
+
+    /// §4.17 AUTHORIZATION REQUEST (v2.2): the card's request for the
+    /// office's online decision on a proposed operation, bound to the
+    /// card's id, counter, balance and velocity counters and a fresh
+    /// challenge, under K_cert. Nothing persistent changes; the request is
+    /// kept in the session for the operation command that follows.
+    fn authorization_request(&mut self, cmd: &Command, data: &[u8]) -> Outcome {
+        let kind = match (cmd.p1, cmd.p2) {
+            (0x01, 0) => TxKind::Earn,
+            (0x02, 0) => TxKind::Redeem,
+            (0x03, 0) => TxKind::RefundEarn,
+            (0x04, 0) => TxKind::RefundRedeem,
+            _ => return Err(StatusWord::WrongP1P2),
+        };
+        if self.state.lifecycle != Lifecycle::Active {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let a = AuthorizationRequestCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
+        let refund = kind.is_refund();
+        if a.amount == 0 || refund != (a.reference != 0) || a.reference > self.state.counter {
+            return Err(StatusWord::WrongData);
+        }
+        // Only a card that can check the office's answer may ask for one.
+        if self.state.key_issuer.is_none() {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        if self.state.counter == u32::MAX {
+            return Err(StatusWord::CounterExhausted);
+        }
+        let s = &self.state;
+        let k_cert = s.key_cert.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        self.rng.fill_bytes(&mut challenge);
+        let mut request = AuthorizationRequest {
+            counter: s.counter,
+            kind,
+            amount: a.amount,
+            terminal_id: a.terminal_id,
+            reference: a.reference,
+            balance: s.balance,
+            velocity: s.velocity,
+            challenge,
+            cryptogram: [0; 8],
+        };
+        request.cryptogram = request_cryptogram(k_cert, &s.card_id, &request);
+        let body = encode(tags::AUTH_REQUEST, &request.to_bytes());
+        if let Session::Authenticated { pending, .. } = &mut self.session {
+            *pending = Some(Box::new(request));
+        }
+        self.respond(body)
+    }
+
+    /// §4.17 (v2.2): checks the office's answer carried by a transaction
+    /// command against the session's pending request: there is one, the
+    /// command is the operation it proposed, the issuer MAC is right, the
+    /// office approved, and its settled counter is one the card has
+    /// reached. Returns that counter (0: none said).
+    fn check_authorization(
+        &mut self,
+        kind: TxKind,
+        tx: &TxCommand,
+        pending: Option<&AuthorizationRequest>,
+        answer: &AuthorizationResponse,
+    ) -> Result<u32, StatusWord> {
+        let request = pending.ok_or(StatusWord::ConditionsNotSatisfied)?;
+        if (request.kind, request.amount, request.terminal_id, request.reference)
+            != (kind, tx.amount, tx.terminal_id, tx.reference)
+        {
+            return Err(StatusWord::WrongData);
+        }
+        self.check_issuer_mac(
+            IssuerDecision::Authorization {
+                cryptogram: request.cryptogram,
+                decision: answer.decision_byte(),
+                settled: answer.settled,
+            },
+            &answer.issuer_mac,
+        )?;
+        if !answer.approved {
+            return Err(StatusWord::DeclinedByIssuer);
+        }
+        if answer.settled > self.state.counter {
+            return Err(StatusWord::WrongData);
+        }
+        Ok(answer.settled)
     }
 
     /// §4.9 steps 6–8 (v2): the original must still be in the log, of the
@@ -555,6 +678,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             terminal_seq: a.terminal_seq,
             time: a.time,
             reference: a.seq,
+            online: false,
             certificate: [0; 16],
         };
         let k_cert = s.key_cert.as_ref().ok_or(StatusWord::ConditionsNotSatisfied)?;
@@ -584,20 +708,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
         self.check_issuer_mac(IssuerDecision::Settled(upto), &ack.issuer_mac)?;
         let s = &self.state;
         if upto > s.velocity.settled_counter {
-            // Redemptions after `upto` are recounted from the log when it
-            // reaches back that far; otherwise the counters stay as they are,
-            // which can only overstate the unsettled amount (the safe side).
-            let covered = s.counter - upto <= LOG_CAPACITY as u32;
-            let mut v = s.velocity;
-            if covered {
-                let after: Vec<&LogRecord> = s
-                    .records()
-                    .filter(|r| r.counter > upto && r.kind == TxKind::Redeem)
-                    .collect();
-                v.unsettled_redeems = after.len() as u32;
-                v.unsettled_points = after.iter().fold(0u32, |a, r| a.saturating_add(r.amount));
-            }
-            v.settled_counter = upto;
+            let v = s.settled_velocity(upto);
             self.commit(vec![(Field::Velocity, v.to_bytes().to_vec())])?;
         }
         let v: Velocity = self.state.velocity;
@@ -629,7 +740,7 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
             return Err(StatusWord::ConditionsNotSatisfied);
         }
         let up = UpdateProfileCommand::parse(data).map_err(|_| StatusWord::WrongData)?;
-        let Session::Authenticated { channel } = &mut self.session else {
+        let Session::Authenticated { channel, .. } = &mut self.session else {
             return Err(StatusWord::SecurityNotSatisfied);
         };
         // The encryption counter advances whether or not decryption works.

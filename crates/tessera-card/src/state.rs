@@ -207,6 +207,25 @@ impl CardState {
         self.log[usize::from(Self::slot(self.counter))].as_ref()
     }
 
+    /// The velocity counters once the office has settled every transaction
+    /// up to `n` (spec §4.10 step 6; `n` above the settled counter):
+    /// redemptions after `n` are recounted from the log when it reaches back
+    /// that far; otherwise the counters keep their values, which can only
+    /// overstate the unsettled amount (the safe side).
+    pub fn settled_velocity(&self, n: u32) -> Velocity {
+        let mut v = self.velocity;
+        if self.counter - n <= LOG_CAPACITY as u32 {
+            let after = self
+                .records()
+                .filter(|r| r.counter > n && r.kind == tessera_protocol::messages::TxKind::Redeem);
+            let (count, points) = after.fold((0u32, 0u32), |(c, p), r| (c + 1, p.saturating_add(r.amount)));
+            v.unsettled_redeems = count;
+            v.unsettled_points = points;
+        }
+        v.settled_counter = n;
+        v
+    }
+
     /// Log records, newest first.
     pub fn records(&self) -> impl Iterator<Item = &LogRecord> + '_ {
         let n = (self.counter as usize).min(LOG_CAPACITY);

@@ -376,6 +376,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
             policy: Policy::default_policy(),
             hotlist: Hotlist::empty(),
             campaigns: campaigns.clone(),
+            online: Default::default(),
         };
         tills.push(Till::new(terminal, journal, config).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?);
     }

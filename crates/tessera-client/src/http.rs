@@ -457,6 +457,106 @@ pub fn ack_sync(
         .ok_or_else(|| ClientError::BadAnswer("the sync acknowledgement's answer".into()))
 }
 
+/// Asks the office for its decision on a card's online request
+/// (`POST /v1/authorize`, MAC'd with the bundle's batch key, the body bound
+/// in) and returns its answer once its MAC verifies and it answers this
+/// request. Attempts until `timeout` has passed (a `503` or a lost
+/// connection is tried again while time remains); each attempt is a fresh
+/// request, and the office gives a request it decided before the same
+/// decision.
+///
+/// # Errors
+/// As [`upload_batch`]; [`ClientError::Unavailable`] when no answer came
+/// in time; [`ClientError::BadAnswer`] for an answer that is not genuine
+/// or for another request.
+pub fn authorize(
+    base_url: &str,
+    bundle: &TerminalBundle,
+    card_id: &tessera_protocol::messages::CardId,
+    key_version: u8,
+    request: &tessera_protocol::messages::AuthorizationRequest,
+    timeout: Duration,
+) -> Result<tessera_terminal::till::OnlineAnswer, ClientError> {
+    use tessera_settlement::authorize::{AuthorizeAnswer, AuthorizeRequest};
+    endpoint(base_url, "/v1/authorize", bundle.office)?;
+    let body = serde_json::to_vec(&AuthorizeRequest::new(card_id, key_version, request))
+        .map_err(|e| ClientError::BadBatch(e.to_string()))?;
+    let agent = agent(timeout, bundle.office)?;
+    let retry = RetryPolicy {
+        max_attempts: u32::MAX,
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(500),
+        deadline: timeout,
+        request_timeout: timeout,
+        on_retry: None,
+    };
+    let mut last_nonce = [0u8; 16];
+    let answer = with_retry(&retry, || {
+        let mut nonce = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        last_nonce = nonce;
+        let time = unix_now();
+        let mac = hex::encode(tessera_settlement::authorize::request_mac(
+            &bundle.batch_key,
+            bundle.terminal_id,
+            time,
+            &nonce,
+            &body,
+        ));
+        let url = match endpoint(
+            base_url,
+            &format!(
+                "/v1/authorize?terminal={}&nonce={}&time={time}&mac={mac}",
+                bundle.terminal_id,
+                hex::encode(nonce)
+            ),
+            bundle.office,
+        ) {
+            Ok(u) => u,
+            Err(e) => return Attempt::Fatal(e),
+        };
+        classify(
+            agent
+                .post(&url)
+                .set("Content-Type", "application/json")
+                .send_bytes(&body),
+        )
+    })?;
+    let a: AuthorizeAnswer = serde_json::from_slice(&answer)
+        .map_err(|_| ClientError::BadAnswer("not an authorization answer".into()))?;
+    let response = a
+        .check(&bundle.batch_key, bundle.terminal_id, &last_nonce, card_id, request)
+        .map_err(ClientError::BadAnswer)?;
+    Ok(tessera_terminal::till::OnlineAnswer {
+        code: a.code,
+        message: a.message,
+        response,
+    })
+}
+
+/// The office over HTTPS as a till's [`OnlineAuthorizer`]
+/// (`tessera_terminal::till::TillTap::use_online`).
+///
+/// [`OnlineAuthorizer`]: tessera_terminal::till::OnlineAuthorizer
+pub struct OfficeAuthorizer<'b> {
+    /// The office's base URL.
+    pub base_url: &'b str,
+    /// The till's bundle (its batch key authenticates the request).
+    pub bundle: &'b TerminalBundle,
+}
+
+impl tessera_terminal::till::OnlineAuthorizer for OfficeAuthorizer<'_> {
+    fn authorize(
+        &mut self,
+        card_id: &tessera_protocol::messages::CardId,
+        key_version: u8,
+        request: &tessera_protocol::messages::AuthorizationRequest,
+        timeout: Duration,
+    ) -> Result<tessera_terminal::till::OnlineAnswer, String> {
+        authorize(self.base_url, self.bundle, card_id, key_version, request, timeout).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,9 @@
 //!   counters, unblocks and key updates, check them, write them into the
 //!   till's directory, acknowledge;
 //! * the single round trips under them: [`upload_batch`], [`fetch_sync`],
-//!   [`ack_sync`], with retries ([`RetryPolicy`]).
+//!   [`ack_sync`], with retries ([`RetryPolicy`]);
+//! * [`authorize`] (and [`OfficeAuthorizer`] for a till's tap): the office's
+//!   online decision on a card's request, within the till's wait.
 //!
 //! Every request and answer is authenticated with the terminal's batch key
 //! from its bundle, over HTTPS pinned to the office's certificate
@@ -39,5 +41,7 @@ pub mod http;
 pub mod tls;
 mod workflow;
 
-pub use http::{ack_sync, fetch_sync, upload_batch, ClientError, RetryNotice, RetryPolicy};
+pub use http::{
+    ack_sync, authorize, fetch_sync, upload_batch, ClientError, OfficeAuthorizer, RetryNotice, RetryPolicy,
+};
 pub use workflow::{settle, status_name, sync, SettleError, SettleEvent, SettleReport, SyncReport};

@@ -37,6 +37,17 @@ pub enum IssuerDecision<'a> {
         /// Points.
         points: u32,
     },
+    /// v2.2: the answer to an authorization request (spec §4.17): the
+    /// request's cryptogram, the decision (`00` approved, `01` declined)
+    /// and the counter up to which the card is settled (0: none said).
+    Authorization {
+        /// The request cryptogram (ARQC) the answer is for.
+        cryptogram: [u8; MAC_LEN],
+        /// `00` approved, `01` declined.
+        decision: u8,
+        /// Settled up to this counter; 0 says nothing.
+        settled: u32,
+    },
     /// KEY UPDATE to this key version with these encrypted keys.
     KeyUpdate {
         /// The new key version.
@@ -48,7 +59,8 @@ pub enum IssuerDecision<'a> {
 
 /// `IMAC = CMAC(K_iss, "TI" ‖ 02 ‖ INS ‖ card id ‖ payload)[0..8]` (spec
 /// §5.9), the payload being `[N]32`, `SHA-256(blob)`, `[seq]32`,
-/// `[seq]32 ‖ [kind]8 ‖ [points]32` or `[v]8 ‖ ciphertext`.
+/// `[seq]32 ‖ [kind]8 ‖ [points]32`, `ARQC ‖ [decision]8 ‖ [N]32` or
+/// `[v]8 ‖ ciphertext`.
 pub fn issuer_mac(k_iss: &Key, card_id: &CardId, decision: IssuerDecision<'_>) -> [u8; MAC_LEN] {
     let (ins, payload): (u8, Vec<u8>) = match decision {
         IssuerDecision::Settled(n) => (0x38, n.to_be_bytes().to_vec()),
@@ -59,6 +71,16 @@ pub fn issuer_mac(k_iss: &Key, card_id: &CardId, decision: IssuerDecision<'_>) -
             p.push(kind);
             p.extend_from_slice(&points.to_be_bytes());
             (0x36, p)
+        }
+        IssuerDecision::Authorization {
+            cryptogram,
+            decision,
+            settled,
+        } => {
+            let mut p = cryptogram.to_vec();
+            p.push(decision);
+            p.extend_from_slice(&settled.to_be_bytes());
+            (0x3A, p)
         }
         IssuerDecision::KeyUpdate {
             key_version,

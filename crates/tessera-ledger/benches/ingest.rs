@@ -66,6 +66,7 @@ fn record(i: u32, cert_keys: &[Key]) -> ([u8; 8], LogRecord) {
         terminal_seq: 2 * i + 1,
         time: T0 + i,
         reference: 0,
+        online: false,
         certificate: [0; 16],
     };
     rec.certificate = certificate(&cert_keys[card as usize], &id, &rec);

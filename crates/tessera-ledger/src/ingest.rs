@@ -1307,8 +1307,8 @@ impl<'c> Posting<'c> {
                 .prepare_cached(
                     "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
                          origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
-                         purchase_minor, categories, received_at, posted_at, decision)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+                         purchase_minor, categories, received_at, posted_at, decision, online)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
                      ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![
@@ -1332,11 +1332,22 @@ impl<'c> Posting<'c> {
                     categories,
                     self.now,
                     post.then_some(self.now),
-                    found.state()
+                    found.state(),
+                    rec.online
                 ])?
                 > 0;
             if inserted {
                 self.touched(&card, rec.counter)?;
+                if let Some(ev) = crate::online::record_posted(self.conn, &card, &rec)? {
+                    self.raise(
+                        crate::online::UNMATCHED,
+                        Some(card),
+                        Some(rec.counter),
+                        self.terminal_id,
+                        self.batch_no,
+                        ev,
+                    )?;
+                }
                 if let matching::Match::Orphan(why, held) = found {
                     let ev = matching::evidence(&claim, why, held, Some(seq));
                     self.raise(
@@ -1534,6 +1545,7 @@ impl<'c> Posting<'c> {
             terminal_seq: origin_seq,
             time,
             reference,
+            online: false,
             certificate,
         };
         Ok(Some(Stored {

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use crate::LedgerError;
 
 /// Schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 const MIGRATION_1: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -515,6 +515,36 @@ INSERT INTO wh_meta (key, value) SELECT 'stale', '1' WHERE EXISTS (SELECT 1 FROM
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 ";
 
+
+/// Version 13 (card application v2.2): online authorization. Each card
+/// record keeps whether the card made it on an online approval (bit 7 of
+/// its kind, certified); each decision of `POST /v1/authorize` is kept
+/// (`online_authorizations`, one row per card and request cryptogram),
+/// with its state: `approved` (its record not arrived), `posted`,
+/// `lapsed` (the card gave the counter to another transaction) or
+/// `declined`.
+const MIGRATION_ONLINE: &str = "
+ALTER TABLE card_transactions ADD COLUMN online INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE online_authorizations (
+    card_id BLOB NOT NULL,
+    cryptogram BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    reference INTEGER NOT NULL,
+    terminal_id INTEGER NOT NULL,
+    key_version INTEGER NOT NULL,
+    approved INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    message TEXT NOT NULL,
+    settled INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('approved', 'posted', 'lapsed', 'declined')),
+    decided_at INTEGER NOT NULL,
+    UNIQUE (card_id, cryptogram)
+);
+CREATE INDEX online_authorizations_card ON online_authorizations (card_id, counter);
+";
+
 /// Opens the connection's settings and brings the schema up to date.
 ///
 /// # Errors
@@ -579,6 +609,9 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), LedgerError> {
         }
         if version < 12 {
             tx.execute_batch(MIGRATION_FACT_KEYS)?;
+        }
+        if version < 13 {
+            tx.execute_batch(MIGRATION_ONLINE)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

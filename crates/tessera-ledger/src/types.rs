@@ -121,11 +121,15 @@ pub enum ExceptionClass {
     /// ignores the rule. Raised also from a refused conflicting batch whose
     /// verified records use a code again.
     ApprovalReused,
+    /// A card record marked as authorized online (card application v2.2)
+    /// that matches no online approval in the books. The record is posted
+    /// — the card moved the points — and its approval is not explained.
+    OnlineUnmatched,
 }
 
 impl ExceptionClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::DuplicateRecord,
         Self::Gap,
         Self::Conflict,
@@ -149,6 +153,7 @@ impl ExceptionClass {
         Self::ApprovalUnknown,
         Self::ApprovalMismatch,
         Self::ApprovalReused,
+        Self::OnlineUnmatched,
     ];
 
     /// The stable name: `"duplicate-record"`, `"gap"`, …
@@ -177,6 +182,7 @@ impl ExceptionClass {
             Self::ApprovalUnknown => "approval-unknown",
             Self::ApprovalMismatch => "approval-mismatch",
             Self::ApprovalReused => "approval-reused",
+            Self::OnlineUnmatched => "online-unmatched",
         }
     }
 

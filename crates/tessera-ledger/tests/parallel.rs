@@ -64,6 +64,7 @@ fn certified_v2(counter: u32, balance_after: u32, seq: u32) -> Entry {
         terminal_seq: seq,
         time: T0,
         reference: 0,
+        online: false,
         certificate: [0; 16],
     };
     rec.certificate = certificate(&diversify(&master_v2(), labels::CARD_CERT, &id, 2), &id, &rec);

@@ -55,7 +55,9 @@ pub mod server;
 pub mod tls;
 
 pub use server::{serve, spawn, Running, ServerConfig, ServerError, Transport, DEFAULT_ADDR, MAX_BATCH_BYTES};
-pub use tessera_client::{ack_sync, fetch_sync, upload_batch, ClientError, RetryPolicy};
+pub use tessera_client::{
+    ack_sync, authorize, fetch_sync, settle, upload_batch, ClientError, OfficeAuthorizer, RetryPolicy,
+};
 pub use tessera_settlement::sync::{
     ack_mac, request_mac, AckKeyUpdate, AckProfile, AckUnblock, SyncAck, SyncAdjustment, SyncCampaigns, SyncData,
     SyncEnvelope, SyncHotlist, SyncKeyUpdate, SyncOpenError, SyncProfile, SyncSettled, SyncUnblock, SYNC_ACK_FORMAT,

@@ -34,6 +34,9 @@ pub(crate) struct Metrics {
     records: AtomicU64,
     card_transactions_posted: AtomicU64,
     sync_acks: AtomicU64,
+    /// Online authorizations answered: approved, declined.
+    online_approved: AtomicU64,
+    online_declined: AtomicU64,
     /// Commits of posted uploads, and the uploads they carried.
     group_commits: AtomicU64,
     group_uploads: AtomicU64,
@@ -115,6 +118,15 @@ impl Metrics {
         self.sync_acks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An online authorization answered.
+    pub(crate) fn authorization(&self, approved: bool) {
+        if approved {
+            self.online_approved.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.online_declined.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The Prometheus text exposition of every counter.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -137,7 +149,7 @@ impl Metrics {
         for (route, n) in lock(&self.unauthenticated).iter() {
             let _ = writeln!(out, "tessera_http_unauthenticated_total{{route=\"{route}\"}} {n}");
         }
-        let simple: [(&str, &str, &str, u64); 10] = [
+        let simple: [(&str, &str, &str, u64); 12] = [
             (
                 "tessera_http_received_bytes_total",
                 "counter",
@@ -179,6 +191,18 @@ impl Metrics {
                 "counter",
                 "Sync acknowledgements recorded.",
                 self.sync_acks.load(Ordering::Relaxed),
+            ),
+            (
+                "tessera_online_approved_total",
+                "counter",
+                "Online authorizations the office approved.",
+                self.online_approved.load(Ordering::Relaxed),
+            ),
+            (
+                "tessera_online_declined_total",
+                "counter",
+                "Online authorizations the office declined.",
+                self.online_declined.load(Ordering::Relaxed),
             ),
             (
                 "tessera_ledger_commits_total",

@@ -24,6 +24,13 @@
 //! * `GET /v1/sync?terminal=N&nonce=HEX&time=T&mac=HEX` answers the
 //!   [`SyncData`] for terminal N, MAC'd with its batch key (see the crate
 //!   documentation), once the request's MAC, time and nonce check out.
+//! * `POST /v1/authorize?terminal=N&nonce=HEX&time=T&mac=HEX`: a card's
+//!   online authorization request, authenticated like a sync
+//!   acknowledgement (the MAC binds the body); decided by the ledger
+//!   ([`Ledger::authorize_online`]) within
+//!   [`tessera_settlement::authorize::AUTHORIZE_DEADLINE_MS`] (`503` with
+//!   `Retry-After` when the books are too busy to decide in time), answered
+//!   with the card's answer under the issuer key and a MAC for the till.
 //! * `GET /metrics`: the counters in the Prometheus text format, to
 //!   loopback peers only.
 //! * `/dashboard/…`: the staff dashboard ([`crate::dashboard`]): `GET` and
@@ -114,6 +121,9 @@ pub struct ServerConfig {
     pub zone: tessera_rules::display::Zone,
     /// The currency the dashboard shows money in.
     pub currency: crate::dashboard::Currency,
+    /// The office's own limits on online authorizations
+    /// (`POST /v1/authorize`).
+    pub online_policy: tessera_ledger::OnlinePolicy,
 }
 
 impl ServerConfig {
@@ -130,6 +140,7 @@ impl ServerConfig {
             request_log: true,
             zone: tessera_rules::display::Zone::system(),
             currency: crate::dashboard::Currency::office(),
+            online_policy: tessera_ledger::OnlinePolicy::default(),
         }
     }
 }
@@ -564,6 +575,7 @@ fn routes(office: Arc<Office>) -> Router {
         .route("/v1/batches", post(post_batch))
         .route("/v1/sync", get(get_sync))
         .route("/v1/sync/ack", post(post_sync_ack))
+        .route("/v1/authorize", post(post_authorize))
         .route("/metrics", get(get_metrics))
         .route("/dashboard", get(|| async { dashboard_redirect("/dashboard/") }))
         .route("/dashboard/", get(dashboard_page))
@@ -582,6 +594,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/batches" => "/v1/batches",
         "/v1/sync" => "/v1/sync",
         "/v1/sync/ack" => "/v1/sync/ack",
+        "/v1/authorize" => "/v1/authorize",
         "/metrics" => "/metrics",
         p if p == "/dashboard" || p.starts_with("/dashboard/") => "/dashboard",
         _ => "other",
@@ -1401,6 +1414,143 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("sync ack failed: {e}")),
     };
     authenticated(response)
+}
+
+/// `POST /v1/authorize?terminal=N&nonce=HEX&time=T&mac=HEX`: the office
+/// decides a card's online request (module docs).
+async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> Response {
+    use tessera_settlement::authorize::{AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_DEADLINE_MS, MAX_AUTHORIZE_BYTES};
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(AUTHORIZE_DEADLINE_MS);
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let q = match signed_query(&query) {
+        Ok(q) => q,
+        Err(r) => return r.response(),
+    };
+    if system_now().abs_diff(q.time) > tessera_settlement::sync::SYNC_REQUEST_WINDOW_SECS {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the request's time is too far from the office's clock",
+        );
+    }
+    let body = match tokio::time::timeout_at(
+        deadline,
+        axum::body::to_bytes(request.into_body(), MAX_AUTHORIZE_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("an authorization request is at most {MAX_AUTHORIZE_BYTES} bytes"),
+            )
+        }
+        Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the request did not arrive in time"),
+    };
+    let key = office.keys.terminal_batch_key(q.terminal_id);
+    let expected = tessera_settlement::authorize::request_mac(&key, q.terminal_id, q.time, &q.nonce, &body);
+    if !tessera_crypto::ct_eq(&expected, &q.mac) {
+        return refuse(StatusCode::UNAUTHORIZED, "the authorization request's MAC does not verify");
+    }
+    if let Err(r) = office.fresh(&q, b'Z') {
+        return r.response();
+    }
+    let terminal_id = q.terminal_id;
+    let authenticated = |mut r: Response| {
+        r.extensions_mut().insert(Authenticated(terminal_id));
+        r.extensions_mut().insert(BodyBytes(body.len() as u64));
+        r
+    };
+    let parsed = serde_json::from_slice::<AuthorizeRequest>(&body)
+        .map_err(|_| "not an authorization request".to_owned())
+        .and_then(|r| r.parse());
+    let (card_id, key_version, card_request) = match parsed {
+        Ok(p) => p,
+        Err(e) => return authenticated(refuse(StatusCode::BAD_REQUEST, &e)),
+    };
+    if card_request.terminal_id != terminal_id {
+        return authenticated(refuse(
+            StatusCode::BAD_REQUEST,
+            "the card's request names another terminal",
+        ));
+    }
+    let now = office.now();
+    let worker = {
+        let office = Arc::clone(&office);
+        let query = tessera_ledger::OnlineQuery {
+            terminal_id,
+            card_id,
+            key_version,
+            request: card_request.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut ledger = office.ledger();
+            if !terminal_known(&ledger, terminal_id)? {
+                return Err(LedgerError::UnknownTerminal(terminal_id));
+            }
+            ledger.authorize_online(&query, &office.config.online_policy, now)
+        })
+    };
+    let verdict = match tokio::time::timeout_at(deadline, worker).await {
+        Ok(Ok(Ok(v))) => v,
+        Ok(Ok(Err(e @ LedgerError::UnknownTerminal(_)))) => {
+            return authenticated(refuse(StatusCode::FORBIDDEN, &format!("{e}: nothing decided")))
+        }
+        Ok(Ok(Err(e))) => return authenticated(refuse(ledger_status(&e), &e.to_string())),
+        Ok(Err(e)) => {
+            return authenticated(refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("authorization failed: {e}"),
+            ))
+        }
+        // The books are busy (a large posting): the decision, if it is
+        // taken after all, is the one a retry gets.
+        Err(_) => {
+            let mut r = refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the office could not decide in time: retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return authenticated(r);
+        }
+    };
+    let decision = u8::from(!verdict.approved);
+    let Some(issuer_mac) = office.keys.issuer_mac_of(
+        &card_id,
+        key_version,
+        IssuerDecision::Authorization {
+            cryptogram: card_request.cryptogram,
+            decision,
+            settled: verdict.settled,
+        },
+    ) else {
+        return authenticated(refuse(
+            StatusCode::BAD_REQUEST,
+            &format!("key version {key_version} is not one of the office's"),
+        ));
+    };
+    let response = tessera_protocol::messages::AuthorizationResponse {
+        approved: verdict.approved,
+        settled: verdict.settled,
+        issuer_mac,
+    };
+    office.metrics.authorization(verdict.approved);
+    let answer = AuthorizeAnswer::new(
+        &key,
+        terminal_id,
+        &q.nonce,
+        &card_id,
+        &card_request.cryptogram,
+        &verdict.code,
+        &verdict.message,
+        &response,
+    );
+    authenticated(match serde_json::to_string(&answer) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    })
 }
 
 fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncData, (StatusCode, String)> {

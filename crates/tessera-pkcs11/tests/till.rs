@@ -60,6 +60,7 @@ fn day_at_the_till<S: Sam>(keys: &IssuerKeys, sam: S) -> (Vec<(u32, u32, [u8; 16
         policy: Policy::default_policy(),
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     let mut till = Till::new(terminal, journal, config).unwrap();
     let mut certified = Vec::new();

@@ -43,6 +43,9 @@ pub enum Ins {
     /// `36` ISSUER ADJUST (spec §4.16, v2.1): the issuer credits or debits
     /// points, with its own adjustment sequence.
     IssuerAdjust,
+    /// `3A` AUTHORIZATION REQUEST (spec §4.17, v2.2): the card's request
+    /// for an online authorization of a proposed operation.
+    AuthorizationRequest,
     /// `C0` GET RESPONSE (ISO 7816-4; handled by transports).
     GetResponse,
     /// Any other instruction byte.
@@ -66,6 +69,7 @@ impl From<u8> for Ins {
             0x2C => Self::Unblock,
             0xD8 => Self::KeyUpdate,
             0x36 => Self::IssuerAdjust,
+            0x3A => Self::AuthorizationRequest,
             0xC0 => Self::GetResponse,
             other => Self::Other(other),
         }
@@ -89,6 +93,7 @@ impl From<Ins> for u8 {
             Ins::Unblock => 0x2C,
             Ins::KeyUpdate => 0xD8,
             Ins::IssuerAdjust => 0x36,
+            Ins::AuthorizationRequest => 0x3A,
             Ins::GetResponse => 0xC0,
             Ins::Other(v) => v,
         }

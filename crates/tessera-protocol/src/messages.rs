@@ -439,11 +439,16 @@ pub struct TxCommand {
     pub store_id: u32,
     /// For REFUND: the counter of the transaction it reverses; 0 otherwise.
     pub reference: u32,
+    /// v2.2: the office's authorization response to the card's request
+    /// of this session (spec §4.17), when the operation was authorized
+    /// online.
+    pub authorization: Option<AuthorizationResponse>,
 }
 
 impl TxCommand {
     /// Encodes the command data (without the MAC object). The reference
-    /// object is present only when non-zero.
+    /// object is present only when non-zero, the authorization response
+    /// only when there is one (last).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = encode_all(&[
             (tags::AMOUNT, &self.amount.to_be_bytes()),
@@ -454,6 +459,9 @@ impl TxCommand {
         ]);
         if self.reference != 0 {
             out.extend(encode(tags::REFERENCE, &self.reference.to_be_bytes()));
+        }
+        if let Some(a) = &self.authorization {
+            out.extend(encode(tags::AUTH_RESPONSE, &a.to_bytes()));
         }
         out
     }
@@ -471,6 +479,7 @@ impl TxCommand {
             tags::TIME,
             tags::STORE_ID,
             tags::REFERENCE,
+            tags::AUTH_RESPONSE,
         ])?;
         let reference = match l.get(tags::REFERENCE) {
             Some(_) => match l.u32(tags::REFERENCE)? {
@@ -479,6 +488,10 @@ impl TxCommand {
             },
             None => 0,
         };
+        let authorization = match l.get(tags::AUTH_RESPONSE) {
+            Some(raw) => Some(AuthorizationResponse::parse(raw)?),
+            None => None,
+        };
         Ok(Self {
             amount: l.u32(tags::AMOUNT)?,
             terminal_id: l.u32(tags::TERMINAL_ID)?,
@@ -486,9 +499,14 @@ impl TxCommand {
             time: l.u32(tags::TIME)?,
             store_id: l.u32(tags::STORE_ID)?,
             reference,
+            authorization,
         })
     }
 }
+
+/// Bit 7 of a log record's kind byte (v2.2, spec §6.2): the transaction
+/// was authorized online by the office.
+pub const ONLINE_FLAG: u8 = 0x80;
 
 /// One record of the card's transaction log (spec §6.2): 45 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -509,6 +527,10 @@ pub struct LogRecord {
     pub time: u32,
     /// For refunds, the counter of the reversed transaction; 0 otherwise.
     pub reference: u32,
+    /// v2.2: the card made the transaction on the office's online
+    /// authorization (spec §4.17): bit 7 of the kind byte, certified with
+    /// it.
+    pub online: bool,
     /// Transaction certificate (spec §5.7).
     pub certificate: [u8; CERT_LEN],
 }
@@ -534,7 +556,7 @@ impl LogRecord {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::LEN);
         out.extend_from_slice(&self.counter.to_be_bytes());
-        out.push(self.kind.to_byte());
+        out.push(self.kind.to_byte() | if self.online { ONLINE_FLAG } else { 0 });
         out.extend_from_slice(&self.amount.to_be_bytes());
         out.extend_from_slice(&self.balance_after.to_be_bytes());
         out.extend_from_slice(&self.terminal_id.to_be_bytes());
@@ -557,16 +579,211 @@ impl LogRecord {
         let u = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let mut certificate = [0u8; CERT_LEN];
         certificate.copy_from_slice(&b[Self::BODY_LEN..]);
+        let online = b[4] & ONLINE_FLAG != 0;
+        let kind = TxKind::from_byte(b[4] & !ONLINE_FLAG)?;
+        // Issuer adjustments are the office's own decision: never online.
+        if online && kind.is_adjustment() {
+            return Err(bad);
+        }
         Ok(Self {
             counter: u(0),
-            kind: TxKind::from_byte(b[4])?,
+            kind,
             amount: u(5),
             balance_after: u(9),
             terminal_id: u(13),
             terminal_seq: u(17),
             time: u(21),
             reference: u(25),
+            online,
             certificate,
+        })
+    }
+}
+
+/// Data of AUTHORIZATION REQUEST (spec §4.17, v2.2), before the MAC
+/// object: the proposed operation. Its kind travels in P1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationRequestCommand {
+    /// Points the operation would move; never zero.
+    pub amount: u32,
+    /// The terminal asking.
+    pub terminal_id: u32,
+    /// Refunds: the counter of the reversed transaction; 0 otherwise.
+    pub reference: u32,
+}
+
+impl AuthorizationRequestCommand {
+    /// Encodes the command data; the reference object only when non-zero.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = encode_all(&[
+            (tags::AMOUNT, &self.amount.to_be_bytes()),
+            (tags::TERMINAL_ID, &self.terminal_id.to_be_bytes()),
+        ]);
+        if self.reference != 0 {
+            out.extend(encode(tags::REFERENCE, &self.reference.to_be_bytes()));
+        }
+        out
+    }
+
+    /// Decodes the command data.
+    ///
+    /// # Errors
+    /// Any [`ProtocolError`] on malformed data (a zero reference included).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let l = TlvList::parse(bytes)?;
+        l.only(&[tags::AMOUNT, tags::TERMINAL_ID, tags::REFERENCE])?;
+        let reference = match l.get(tags::REFERENCE) {
+            Some(_) => match l.u32(tags::REFERENCE)? {
+                0 => return Err(ProtocolError::InvalidValue(tags::REFERENCE)),
+                r => r,
+            },
+            None => 0,
+        };
+        Ok(Self {
+            amount: l.u32(tags::AMOUNT)?,
+            terminal_id: l.u32(tags::TERMINAL_ID)?,
+            reference,
+        })
+    }
+}
+
+/// The card's authorization request (spec §4.17, v2.2; object `DF0A`, 49
+/// bytes): the proposed operation, the card's state, a fresh challenge and
+/// the request cryptogram over them, which only the card and the office can
+/// compute (spec §5.10).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthorizationRequest {
+    /// The card's transaction counter (the operation would get counter + 1).
+    pub counter: u32,
+    /// The proposed operation's kind (earn, redeem or a refund).
+    pub kind: TxKind,
+    /// Its points.
+    pub amount: u32,
+    /// The terminal that asked.
+    pub terminal_id: u32,
+    /// Refunds: the reversed transaction's counter; 0 otherwise.
+    pub reference: u32,
+    /// The card's balance.
+    pub balance: u32,
+    /// The card's offline velocity counters.
+    pub velocity: Velocity,
+    /// The card's authorization challenge, fresh for this request.
+    pub challenge: [u8; CHALLENGE_LEN],
+    /// The request cryptogram (ARQC, spec §5.10).
+    pub cryptogram: [u8; MAC_LEN],
+}
+
+impl AuthorizationRequest {
+    /// Length of the request body (everything but the cryptogram).
+    pub const BODY_LEN: usize = 41;
+    /// Encoded length.
+    pub const LEN: usize = Self::BODY_LEN + MAC_LEN;
+
+    /// The request body, which the cryptogram covers (after its domain
+    /// tag and the card id, spec §5.10).
+    pub fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.extend_from_slice(&self.counter.to_be_bytes());
+        out.push(self.kind.to_byte());
+        out.extend_from_slice(&self.amount.to_be_bytes());
+        out.extend_from_slice(&self.terminal_id.to_be_bytes());
+        out.extend_from_slice(&self.reference.to_be_bytes());
+        out.extend_from_slice(&self.balance.to_be_bytes());
+        out.extend_from_slice(&self.velocity.to_bytes());
+        out.extend_from_slice(&self.challenge);
+        out
+    }
+
+    /// Encodes the value of `DF0A`: body ‖ cryptogram.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.body();
+        out.extend_from_slice(&self.cryptogram);
+        out
+    }
+
+    /// Decodes the value of `DF0A`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] on a wrong length, or a kind that no
+    /// request carries (an issuer adjustment).
+    pub fn parse(b: &[u8]) -> Result<Self, ProtocolError> {
+        let bad = ProtocolError::InvalidValue(tags::AUTH_REQUEST);
+        if b.len() != Self::LEN {
+            return Err(bad);
+        }
+        let u = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let kind = TxKind::from_byte(b[4]).map_err(|_| bad.clone())?;
+        if kind.is_adjustment() {
+            return Err(bad);
+        }
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        challenge.copy_from_slice(&b[33..41]);
+        let mut cryptogram = [0u8; MAC_LEN];
+        cryptogram.copy_from_slice(&b[41..49]);
+        Ok(Self {
+            counter: u(0),
+            kind,
+            amount: u(5),
+            terminal_id: u(9),
+            reference: u(13),
+            balance: u(17),
+            velocity: Velocity::parse(&b[21..33]).map_err(|_| bad.clone())?,
+            challenge,
+            cryptogram,
+        })
+    }
+}
+
+/// The office's answer to an authorization request (spec §4.17, v2.2;
+/// object `DF0B`, 13 bytes), relayed by the terminal in the operation
+/// command: the decision, the counter up to which the office has settled
+/// the card (0: none said), and the issuer MAC over the request's
+/// cryptogram and both (spec §5.9).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthorizationResponse {
+    /// `true`: approved (`00`); `false`: declined (`01`).
+    pub approved: bool,
+    /// Every transaction of the card up to this counter is settled; 0 says
+    /// nothing (the velocity counters are left as they are).
+    pub settled: u32,
+    /// Issuer MAC (spec §5.9) with INS `3A`.
+    pub issuer_mac: [u8; MAC_LEN],
+}
+
+impl AuthorizationResponse {
+    /// Encoded length.
+    pub const LEN: usize = 13;
+
+    /// The decision byte: `00` approved, `01` declined.
+    pub fn decision_byte(&self) -> u8 {
+        u8::from(!self.approved)
+    }
+
+    /// Encodes the value of `DF0B`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::LEN);
+        out.push(self.decision_byte());
+        out.extend_from_slice(&self.settled.to_be_bytes());
+        out.extend_from_slice(&self.issuer_mac);
+        out
+    }
+
+    /// Decodes the value of `DF0B`.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidValue`] on a wrong length or a decision byte
+    /// other than `00` and `01`.
+    pub fn parse(b: &[u8]) -> Result<Self, ProtocolError> {
+        let bad = ProtocolError::InvalidValue(tags::AUTH_RESPONSE);
+        if b.len() != Self::LEN || b[0] > 1 {
+            return Err(bad);
+        }
+        let mut issuer_mac = [0u8; MAC_LEN];
+        issuer_mac.copy_from_slice(&b[5..13]);
+        Ok(Self {
+            approved: b[0] == 0,
+            settled: u32::from_be_bytes([b[1], b[2], b[3], b[4]]),
+            issuer_mac,
         })
     }
 }
@@ -916,6 +1133,7 @@ mod tests {
             terminal_seq: 9,
             time: 1_800_000_000,
             reference: 0,
+            online: false,
             certificate: [0xAB; 16],
         }
     }
@@ -998,7 +1216,7 @@ mod tests {
 
         #[test]
         fn tx_command_round_trip(amount: u32, terminal_id: u32, terminal_seq: u32, time: u32, store_id: u32, reference: u32) {
-            let c = TxCommand { amount, terminal_id, terminal_seq, time, store_id, reference };
+            let c = TxCommand { amount, terminal_id, terminal_seq, time, store_id, reference, authorization: None };
             prop_assert_eq!(TxCommand::parse(&c.to_bytes()).unwrap(), c);
         }
     }

@@ -65,6 +65,9 @@ pub enum StatusWord {
     /// `9106`: the refund exceeds what remains refundable of the original;
     /// `0` remaining means it was refunded already (v2).
     RefundExceedsOriginal,
+    /// `9107`: the office declined the operation in its authorization
+    /// response (v2.2, spec §4.17); nothing changed.
+    DeclinedByIssuer,
     /// Any other status word.
     Other(u16),
 }
@@ -98,6 +101,7 @@ impl StatusWord {
             Self::CounterExhausted => 0x9104,
             Self::ReferenceMismatch => 0x9105,
             Self::RefundExceedsOriginal => 0x9106,
+            Self::DeclinedByIssuer => 0x9107,
             Self::Other(v) => v,
         }
     }
@@ -142,6 +146,7 @@ impl From<u16> for StatusWord {
             (0x91, 0x04) => Self::CounterExhausted,
             (0x91, 0x05) => Self::ReferenceMismatch,
             (0x91, 0x06) => Self::RefundExceedsOriginal,
+            (0x91, 0x07) => Self::DeclinedByIssuer,
             _ => Self::Other(v),
         }
     }

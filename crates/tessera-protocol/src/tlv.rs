@@ -91,6 +91,12 @@ pub mod tags {
     pub const ISSUER_SEQ: u32 = 0xDF08;
     /// `DF09` adjustment sequence of an ISSUER ADJUST (v2.1, spec §4.16).
     pub const ADJUST_SEQ: u32 = 0xDF09;
+    /// `DF0A` the card's authorization request (v2.2, spec §4.17), 49
+    /// bytes: the request body and its cryptogram.
+    pub const AUTH_REQUEST: u32 = 0xDF0A;
+    /// `DF0B` the office's authorization response (v2.2, spec §4.17), 13
+    /// bytes: decision, settled counter and issuer MAC.
+    pub const AUTH_RESPONSE: u32 = 0xDF0B;
     /// Secure messaging MAC (ISO 7816-4 cryptographic checksum), 8 bytes.
     pub const MAC: u32 = 0x8E;
     /// Issuer signature over the profile, 64 bytes (r ‖ s).

@@ -534,6 +534,19 @@ pub enum DeclineReason {
     /// `D10`: the original transaction of a refund is not in the terminal's
     /// journal.
     RefundUnknownOriginal,
+    /// The office declined the operation online (card application v2.2):
+    /// its code (`O01`–`O08`, or `D01`, `D08` as the office saw them) and
+    /// its line for the clerk.
+    Office {
+        /// The office's code, one of [`OFFICE_CODES`] (`O00` for a code
+        /// this till does not know).
+        code: &'static str,
+        /// The office's line for the clerk.
+        message: String,
+    },
+    /// `O09`: the office did not answer an online authorization in time,
+    /// and the till's policy declines without an answer.
+    OfficeUnreachable,
     /// `D11`: the transaction named for a refund is itself a refund; only
     /// earns and redemptions can be refunded.
     RefundOfRefund {
@@ -652,6 +665,8 @@ impl DeclineReason {
             Self::RefundAlreadyDone => "D09",
             Self::RefundUnknownOriginal => "D10",
             Self::Approval(a) => a.code(),
+            Self::Office { code, .. } => code,
+            Self::OfficeUnreachable => "O09",
             Self::RefundOfRefund { .. } => "D11",
         }
     }
@@ -684,9 +699,27 @@ impl DeclineReason {
                 "Original transaction not found at this till — refund at the original till or call the office".into()
             }
             Self::Approval(a) => a.message(),
+            Self::Office { message, .. } => message.clone(),
+            Self::OfficeUnreachable => {
+                "The office did not answer in time — the operation is declined; try again or call the office".into()
+            }
             Self::RefundOfRefund { original } => format!(
                 "Transaction #{original} is itself a refund — only an earn or a redemption can be refunded"
             ),
+        }
+    }
+}
+
+/// The codes an office's online decline may carry (`docs/settlement.md`,
+/// "Online authorization"); any other is read as `O00`.
+pub const OFFICE_CODES: [&str; 10] = ["O01", "O02", "D01", "O03", "O04", "O05", "D08", "O06", "O07", "O08"];
+
+impl DeclineReason {
+    /// The office's decline with `code` and `message` as it sent them.
+    pub fn office(code: &str, message: &str) -> Self {
+        Self::Office {
+            code: OFFICE_CODES.into_iter().find(|c| *c == code).unwrap_or("O00"),
+            message: message.chars().filter(|c| !c.is_control()).take(200).collect(),
         }
     }
 }
@@ -1143,6 +1176,7 @@ mod tests {
             terminal_seq: 1,
             time,
             reference: 0,
+            online: false,
             certificate: [0; 16],
         }
     }

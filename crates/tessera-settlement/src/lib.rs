@@ -38,6 +38,7 @@
 //! # Ok::<(), tessera_settlement::batch::BatchError>(())
 //! ```
 
+pub mod authorize;
 pub mod batch;
 pub mod record;
 pub mod sync;

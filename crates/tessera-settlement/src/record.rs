@@ -102,6 +102,17 @@ pub struct Entry {
     /// without lines hash as before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub basket: Vec<BasketLine>,
+    /// Completion and recovered (card application v2.2): the card made the
+    /// transaction on the office's online authorization — bit 7 of the
+    /// record's kind byte, covered by the certificate. Absent (false)
+    /// otherwise, so records without it hash as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub online: bool,
+    /// Approved decisions only (v2.2): the cryptogram of the card's
+    /// authorization request (16 hex digits) when the office authorized
+    /// the decision online. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
 }
 
 /// One line of a purchase's basket: what kind of goods and for how much.
@@ -157,6 +168,8 @@ impl Entry {
             quote_lines: Vec::new(),
             approval: None,
             basket: Vec::new(),
+            online: false,
+            authorization: None,
         }
     }
 
@@ -173,6 +186,7 @@ impl Entry {
         e.origin_seq = Some(r.terminal_seq);
         e.origin_terminal = Some(r.terminal_id);
         e.card_time = Some(r.time);
+        e.online = r.online;
         e
     }
 
@@ -199,6 +213,7 @@ impl Entry {
             terminal_seq: self.origin_seq?,
             time: self.card_time?,
             reference: self.reference.unwrap_or(0),
+            online: self.online,
             certificate,
         })
     }

@@ -1057,6 +1057,7 @@ impl Generator {
             terminal_seq: seq,
             time: at,
             reference,
+            online: false,
             certificate: [0; 16],
         };
         rec.certificate = certificate(&card.cert_key, &id, &rec);

@@ -87,6 +87,7 @@ fn main() {
         policy: Policy::default_policy(),
         hotlist: Hotlist::empty(),
         campaigns: CampaignSet::empty(),
+        online: Default::default(),
     };
     let mut till = Till::new(terminal, journal, config).unwrap();
     let m = if full { 500 } else { 20 };

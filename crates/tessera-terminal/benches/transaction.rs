@@ -121,6 +121,7 @@ fn main() {
         terminal_seq: 1,
         time: 1,
         reference: 0,
+        online: false,
         certificate: [0; 16],
     };
     let data = [0u8; 24];

@@ -282,6 +282,7 @@ impl TerminalDir {
             policy,
             hotlist,
             campaigns,
+            online: Default::default(),
         })
     }
 

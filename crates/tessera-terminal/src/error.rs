@@ -148,6 +148,10 @@ pub enum TerminalError {
     /// original, or the original was refunded already (`9106`).
     #[error("the original transaction was already refunded")]
     RefundExceedsOriginal,
+    /// The office declined the operation online (its answer is a decline):
+    /// the card was not asked.
+    #[error("the office declined the operation")]
+    DeclinedOnline,
     /// The card gave no usable answer to a transaction, and its
     /// authenticated state, read again in the same tap, shows it did not
     /// happen. Nothing changed; it may be tried again.

@@ -71,8 +71,9 @@ use tessera_crypto::sign::profile_digest;
 use tessera_protocol::apdu::{Command, Response};
 use tessera_protocol::ins::{CLA_ISO, CLA_PROPRIETARY, CLA_SECURE};
 use tessera_protocol::messages::{
-    AckCommand, AdjustCommand, AuthCommand, AuthResponse, CardId, KeyUpdateCommand, Lifecycle, LogRecord,
-    SelectResponse, TxCommand, TxKind, UnblockCommand, UpdateProfileCommand, Velocity,
+    AckCommand, AdjustCommand, AuthCommand, AuthResponse, AuthorizationRequest, AuthorizationRequestCommand,
+    AuthorizationResponse, CardId, KeyUpdateCommand, Lifecycle, LogRecord, SelectResponse, TxCommand, TxKind,
+    UnblockCommand, UpdateProfileCommand, Velocity,
 };
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_protocol::tlv::{tags, TlvList};
@@ -574,7 +575,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// [`TerminalError::Interrupted`] when the answer was lost (resolve it
     /// at the next tap), the card's refusals as typed variants.
     pub fn earn(&mut self, points: u32) -> Result<Receipt, TerminalError> {
-        self.transact(TxKind::Earn, points, 0, None)
+        self.transact(TxKind::Earn, points, 0, None, None)
     }
 
     /// §4.5 REDEEM: spends points. One command APDU.
@@ -583,7 +584,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
     /// As [`Session::earn`]; [`TerminalError::InsufficientBalance`] without
     /// talking to the card when the balance is known to be too low.
     pub fn redeem(&mut self, points: u32) -> Result<Receipt, TerminalError> {
-        self.transact(TxKind::Redeem, points, 0, None)
+        self.transact(TxKind::Redeem, points, 0, None, None)
     }
 
     /// §4.9 REFUND: reverses the earn or redemption `original` of this card
@@ -611,7 +612,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                 "the original transaction is not on this card",
             ));
         }
-        self.transact(kind, original.amount, original.counter, None)
+        self.transact(kind, original.amount, original.counter, None, None)
     }
 
     /// §4.10 ACKNOWLEDGE SETTLEMENT: relays the back office's decision that
@@ -678,6 +679,98 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             adjustment.points,
             adjustment.seq,
             Some(adjustment.issuer_mac),
+            None,
+        )
+    }
+
+    /// §4.17 AUTHORIZATION REQUEST (v2.2): asks the card for its request
+    /// of the office's online decision on an operation (kind, points and,
+    /// for a refund, the reversed counter), to be sent to the office as it
+    /// is. One command APDU; the card keeps the request in this session for
+    /// [`Session::transact_authorized`].
+    ///
+    /// # Errors
+    /// [`TerminalError::InvalidRequest`] for an adjustment, no points, or a
+    /// refund without its reference; [`TerminalError::Card`] when the card
+    /// refuses (`6985` on a card that cannot check the answer: one
+    /// personalized under v1, or a card without application 2.2, `6D00`);
+    /// [`TerminalError::NotGenuine`] when the answer is not the card's, or
+    /// is not about what was asked.
+    pub fn request_authorization(
+        &mut self,
+        kind: TxKind,
+        amount: u32,
+        reference: u32,
+    ) -> Result<AuthorizationRequest, TerminalError> {
+        if kind.is_adjustment() || amount == 0 || kind.is_refund() != (reference != 0) {
+            return Err(TerminalError::InvalidRequest(
+                "an authorization request is for an earn, a redemption or a refund of some points",
+            ));
+        }
+        let data = AuthorizationRequestCommand {
+            amount,
+            terminal_id: self.terminal.terminal_id,
+            reference,
+        }
+        .to_bytes();
+        let label = "AUTHORIZATION REQUEST";
+        let resp = self.secure(label, Ins::AuthorizationRequest, kind.to_byte(), &data, 256)?;
+        if resp.sw != StatusWord::Ok {
+            return Err(TerminalError::Card {
+                command: label,
+                sw: resp.sw,
+            });
+        }
+        let l = self.verified(label, &resp)?;
+        let raw = l
+            .require(tags::AUTH_REQUEST)
+            .map_err(|e| TerminalError::from((label, e)))?;
+        let request = AuthorizationRequest::parse(raw).map_err(|e| TerminalError::from((label, e)))?;
+        if (
+            request.counter,
+            request.kind,
+            request.amount,
+            request.terminal_id,
+            request.reference,
+            request.balance,
+        ) != (
+            self.card.counter,
+            kind,
+            amount,
+            self.terminal.terminal_id,
+            reference,
+            self.card.balance,
+        ) {
+            return Err(TerminalError::NotGenuine);
+        }
+        Ok(request)
+    }
+
+    /// The operation of an authorization request, made with the office's
+    /// answer to it (spec §4.17): the card checks the answer's issuer MAC
+    /// against the request it keeps in this session, and with an approval
+    /// lifts its per-transaction caps and, for a refund, its log window. The
+    /// outcome is established as for [`Session::earn`].
+    ///
+    /// # Errors
+    /// [`TerminalError::DeclinedOnline`] when the answer is a decline (the
+    /// card is not asked); [`TerminalError::Card`] when the card refuses
+    /// the answer (`6988` a wrong MAC, `6A80` another operation, `6985` no
+    /// request in this session); otherwise as [`Session::earn`].
+    pub fn transact_authorized(
+        &mut self,
+        request: &AuthorizationRequest,
+        answer: &AuthorizationResponse,
+    ) -> Result<Receipt, TerminalError> {
+        if !answer.approved {
+            return Err(TerminalError::DeclinedOnline);
+        }
+        self.transact(
+            request.kind,
+            request.amount,
+            request.reference,
+            None,
+            Some(answer.clone()),
         )
     }
 
@@ -687,6 +780,7 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
         amount: u32,
         reference: u32,
         issuer_mac: Option<[u8; 8]>,
+        authorization: Option<AuthorizationResponse>,
     ) -> Result<Receipt, TerminalError> {
         if amount == 0 {
             return Err(TerminalError::InvalidRequest("the amount must be at least 1 point"));
@@ -709,7 +803,9 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
             time: self.terminal.clock.now(),
             store_id: self.terminal.store_id,
             reference,
+            authorization,
         };
+        let online = tx.authorization.is_some();
         let (label, ins, p1) = match kind {
             TxKind::Earn => ("EARN", Ins::Earn, 0),
             TxKind::Redeem => ("REDEEM", Ins::Redeem, 0),
@@ -766,7 +862,8 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                     && rec.terminal_id == tx.terminal_id
                     && rec.terminal_seq == seq
                     && rec.time == tx.time
-                    && rec.reference == reference =>
+                    && rec.reference == reference
+                    && rec.online == online =>
             {
                 rec
             }
@@ -790,6 +887,15 @@ impl<S: Sam, C: Clock, T: Transport> Session<'_, S, C, T> {
                 self.card.velocity.unsettled_points = self.card.velocity.unsettled_points.saturating_add(amount);
             }
             TxKind::RefundEarn | TxKind::RefundRedeem | TxKind::IssuerCredit | TxKind::IssuerDebit => {}
+        }
+        // An online approval that said "settled up to N" restarted the
+        // card's counters from its log (§4.17); until the next
+        // authentication this view keeps the higher, pre-recount values
+        // (the safe side) and only the settled counter moves.
+        if let Some(a) = &tx.authorization {
+            if a.settled > self.card.velocity.settled_counter {
+                self.card.velocity.settled_counter = a.settled;
+            }
         }
         Ok(Receipt {
             card_id: self.card.card_id,

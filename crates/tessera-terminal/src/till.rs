@@ -24,7 +24,9 @@
 
 use std::collections::BTreeMap;
 
-use tessera_protocol::messages::{CardId, KeyUpdateCommand, LogRecord, TxKind};
+use tessera_protocol::messages::{
+    AuthorizationRequest, AuthorizationResponse, CardId, KeyUpdateCommand, LogRecord, TxKind,
+};
 use tessera_protocol::profile::SignedProfile;
 use tessera_transport::Transport;
 
@@ -78,6 +80,99 @@ pub struct TillConfig {
     pub hotlist: Hotlist,
     /// Verified campaigns.
     pub campaigns: CampaignSet,
+    /// When to ask the office online, how long to wait, and what to do
+    /// without an answer (card application v2.2; applies only when the tap
+    /// has an authorizer, [`TillTap::use_online`]).
+    pub online: OnlineSettings,
+}
+
+/// When the till asks the office for an online authorization (with an
+/// authorizer at the tap), and what it does without an answer.
+///
+/// The till goes online, with the card in the field, when its offline
+/// decision is a referral the office can lift — offline velocity (`R01`,
+/// `R02`), a purchase above the offline limit (`R05`), an earn above the
+/// offline cap (`R06`), a redemption above the till's cap (`D07`), a
+/// refund whose original left the card's log
+/// (`R04`, found when the card refuses it) — or when the card's own cap
+/// refuses the amount; at or above [`OnlineSettings::floor_points`]; and
+/// for every operation with [`OnlineMode::Always`]. It never asks for what
+/// it declines offline (the hotlist, validity dates, the balance, the
+/// journal's refund checks), nor for a clock behind the card (`R03`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnlineSettings {
+    /// Which operations go online.
+    pub mode: OnlineMode,
+    /// Operations of at least this many points go online (none: no floor).
+    pub floor_points: Option<u32>,
+    /// How long the till waits for the office's answer.
+    pub timeout: std::time::Duration,
+    /// What an unanswered request becomes.
+    pub without_answer: WithoutAnswer,
+}
+
+impl Default for OnlineSettings {
+    /// Online for referrals, no floor, 5 seconds, referred without an
+    /// answer (the clerk may then call the office for a voice code).
+    fn default() -> Self {
+        Self {
+            mode: OnlineMode::Referred,
+            floor_points: None,
+            timeout: std::time::Duration::from_secs(5),
+            without_answer: WithoutAnswer::Refer,
+        }
+    }
+}
+
+/// Which operations go online ([`OnlineSettings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnlineMode {
+    /// What the office can lift: referrals, the card's caps, the floor.
+    Referred,
+    /// Every earn, redemption and refund the till approves or refers
+    /// offline.
+    Always,
+}
+
+/// What an online request without an answer in time becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithoutAnswer {
+    /// Declined (`O09`).
+    Decline,
+    /// The offline decision stands: a referral is referred (call the office
+    /// for a voice code), an offline decline (`D07`) declined; an operation
+    /// that went online only for the floor or [`OnlineMode::Always`] is
+    /// declined (`O09`).
+    Refer,
+}
+
+/// The office's answer to a card's online request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineAnswer {
+    /// `A00` or the office's decline code.
+    pub code: String,
+    /// The office's line for the clerk.
+    pub message: String,
+    /// The card's answer (`DF0B`), relayed to the card as it is.
+    pub response: AuthorizationResponse,
+}
+
+/// Asks the office: implemented over HTTPS by `tessera-client`
+/// (`OfficeAuthorizer`), by tests with an office of their own.
+pub trait OnlineAuthorizer {
+    /// The office's answer to the card's request, within `timeout`.
+    ///
+    /// # Errors
+    /// A one-line reason when there is no answer in time (unreachable,
+    /// refused, not genuine): the till applies
+    /// [`OnlineSettings::without_answer`].
+    fn authorize(
+        &mut self,
+        card_id: &CardId,
+        key_version: u8,
+        request: &AuthorizationRequest,
+        timeout: std::time::Duration,
+    ) -> Result<OnlineAnswer, String>;
 }
 
 /// Errors at the till.
@@ -295,6 +390,7 @@ impl<S: Sam, C: Clock> Till<S, C> {
             adjustment_refused: None,
             allow_repeat: false,
             approval: None,
+            online: None,
         };
         tap.recover()?;
         if tap.config.hotlist.contains(&tap.session.card().card_id) {
@@ -387,6 +483,7 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     pub completed_earlier: Vec<JournalRecord>,
     allow_repeat: bool,
     approval: Option<TillApproval>,
+    online: Option<&'a mut dyn OnlineAuthorizer>,
     /// Decisions journaled as `void` by this tap.
     pub voided: Vec<JournalRecord>,
     /// The profile version written to the card by this tap, if any.
@@ -402,7 +499,7 @@ pub struct TillTap<'a, S: Sam, C: Clock, T: Transport> {
     pub adjustment_refused: Option<(u32, String)>,
 }
 
-impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
+impl<'a, S: Sam, C: Clock, T: Transport> TillTap<'a, S, C, T> {
     /// The card.
     pub fn card(&self) -> &CardInfo {
         self.session.card()
@@ -558,6 +655,13 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         self.allow_repeat = true;
     }
 
+    /// Lets this tap ask the office online (card application v2.2) under
+    /// the till's [`OnlineSettings`]: the card stays in the field while the
+    /// till waits for the answer.
+    pub fn use_online(&mut self, authorizer: &'a mut dyn OnlineAuthorizer) {
+        self.online = Some(authorizer);
+    }
+
     /// The office's approval code for the next operation: it is checked
     /// against the card, the operation and its amount before the card is
     /// asked anything, and, when it verifies, the operation is decided
@@ -643,14 +747,40 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         e.tx_type = Some(req.kind.name().to_owned());
         e.points = Some(req.points);
         e.categories.clone_from(&req.categories);
+        let mut authorized = None;
         let decision = match self.approval.take() {
-            None => authorize(
-                &self.config.policy,
-                &self.config.hotlist,
-                &card,
-                &req,
-                self.session.now(),
-            ),
+            None => {
+                let offline = authorize(
+                    &self.config.policy,
+                    &self.config.hotlist,
+                    &card,
+                    &req,
+                    self.session.now(),
+                );
+                if self.online.is_some() && self.goes_online(&offline, &req) {
+                    let reference = original.as_ref().map_or(0, |o| o.counter);
+                    match self.ask_office(&req, reference)? {
+                        Ok(Ok(pair)) => {
+                            let d = authorize_approved(
+                                &self.config.policy,
+                                &self.config.hotlist,
+                                &card,
+                                &req,
+                                self.session.now(),
+                            );
+                            if d.is_approved() {
+                                e.authorization = Some(hex::encode_upper(pair.0.cryptogram));
+                                authorized = Some(pair);
+                            }
+                            d
+                        }
+                        Ok(Err(declined)) => declined,
+                        Err(()) => self.without_answer(offline),
+                    }
+                } else {
+                    offline
+                }
+            }
             Some(a) => {
                 if let Err(refusal) = self.check_approval(&a, &req)? {
                     return self.refuse(e, Decision::Decline(DeclineReason::Approval(refusal)));
@@ -671,14 +801,85 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
         if !decision.is_approved() {
             return self.refuse(e, decision);
         }
+        self.execute(req, e, original, q, authorized)
+    }
+
+    /// Whether an operation goes online ([`OnlineSettings`]).
+    fn goes_online(&self, offline: &Decision, req: &TxRequest) -> bool {
+        let s = &self.config.online;
+        match offline {
+            Decision::Refer(r) => !matches!(r, ReferReason::ClockBehindCard { .. }),
+            Decision::Approve => {
+                s.mode == OnlineMode::Always || s.floor_points.is_some_and(|f| req.points >= f)
+            }
+            // The till's redemption cap: the office may lift it, as a
+            // voice code does.
+            Decision::Decline(DeclineReason::AboveRedeemCap { .. }) => true,
+            Decision::Decline(_) => false,
+        }
+    }
+
+    /// Asks the card for its request and the office for its answer, with
+    /// the card in the field. `Ok(Ok(..))`: approved, the request and the
+    /// card's answer; `Ok(Err(decision))`: declined by the office (or the
+    /// card cannot ask); `Err(())`: no answer in time.
+    #[allow(clippy::type_complexity)]
+    fn ask_office(
+        &mut self,
+        req: &TxRequest,
+        reference: u32,
+    ) -> Result<Result<Result<(AuthorizationRequest, AuthorizationResponse), Decision>, ()>, TillError> {
+        let Some(authorizer) = self.online.as_mut() else {
+            return Ok(Err(()));
+        };
+        let request = match self.session.request_authorization(req.kind, req.points, reference) {
+            Ok(r) => r,
+            Err(e @ (TerminalError::Transport(_) | TerminalError::NotGenuine)) => return Err(e.into()),
+            // The card cannot ask (an older application): as without an
+            // answer, in a fresh session.
+            Err(_) => {
+                self.session.reauthenticate()?;
+                return Ok(Err(()));
+            }
+        };
+        let card = self.session.card();
+        let (card_id, key_version) = (card.card_id, card.key_version);
+        match authorizer.authorize(&card_id, key_version, &request, self.config.online.timeout) {
+            Ok(a) if a.response.approved => Ok(Ok(Ok((request, a.response)))),
+            Ok(a) => Ok(Ok(Err(Decision::Decline(DeclineReason::office(&a.code, &a.message))))),
+            Err(_) => Ok(Err(())),
+        }
+    }
+
+    /// The decision when the office did not answer in time.
+    fn without_answer(&self, offline: Decision) -> Decision {
+        match (self.config.online.without_answer, offline) {
+            (WithoutAnswer::Refer, d @ (Decision::Refer(_) | Decision::Decline(_))) => d,
+            _ => Decision::Decline(DeclineReason::OfficeUnreachable),
+        }
+    }
+
+    /// Journals the approved decision, transacts (with the office's answer
+    /// when it went online), journals the card's record.
+    fn execute(
+        &mut self,
+        req: TxRequest,
+        mut e: Entry,
+        original: Option<LogRecord>,
+        q: Option<Quote>,
+        authorized: Option<(AuthorizationRequest, AuthorizationResponse)>,
+    ) -> Result<TillOutcome, TillError> {
+        let card = self.session.card().clone();
         e.verdict = Some(Verdict::Approve);
         e.card_counter = Some(card.counter.saturating_add(1));
         let d = self.journal.append(e)?;
         self.session.set_next_seq(d.seq);
-        let result = match (&original, req.kind) {
-            (Some(orig), _) => self.session.refund(orig),
-            (None, TxKind::Earn) => self.session.earn(req.points),
-            (None, _) => self.session.redeem(req.points),
+        let online = authorized.is_some();
+        let result = match (&authorized, &original, req.kind) {
+            (Some((request, answer)), _, _) => self.session.transact_authorized(request, answer),
+            (None, Some(orig), _) => self.session.refund(orig),
+            (None, None, TxKind::Earn) => self.session.earn(req.points),
+            (None, None, _) => self.session.redeem(req.points),
         };
         match result {
             Ok(receipt) => {
@@ -699,21 +900,55 @@ impl<S: Sam, C: Clock, T: Transport> TillTap<'_, S, C, T> {
             }
             // Outcome unknown: the decision stays pending until the card is seen again.
             Err(err @ TerminalError::Interrupted(_)) => Err(err.into()),
-            // The card refused a refund whose original has left its log
-            // (established from its authenticated state): the office decides.
-            Err(TerminalError::RefundOutsideLog) => {
+            // The card refused a refund whose original has left its log, or
+            // an amount above its own cap (established from its
+            // authenticated state): the office decides — online when this
+            // tap can ask, else by referral.
+            Err(err @ (TerminalError::RefundOutsideLog | TerminalError::AboveCap)) if !online => {
                 let mut v = self.card_entry(EntryKind::Void);
                 v.card_counter = d.entry.card_counter;
                 v.tx_type = d.entry.tx_type.clone();
                 v.points = d.entry.points;
                 v.origin_seq = Some(d.seq);
-                v.reason = Some("card: original outside the log".into());
+                v.reason = Some(match err {
+                    TerminalError::RefundOutsideLog => "card: original outside the log".into(),
+                    _ => format!("card: {err}"),
+                });
                 self.journal.append(v)?;
-                let original = d.entry.reference.unwrap_or(0);
+                let reference = d.entry.reference.unwrap_or(0);
                 let mut e = self.card_entry(EntryKind::Decision);
                 e.tx_type = d.entry.tx_type.clone();
+                e.points = d.entry.points;
+                e.purchase_minor = d.entry.purchase_minor;
+                e.categories.clone_from(&d.entry.categories);
+                e.basket.clone_from(&d.entry.basket);
+                e.policy.clone_from(&d.entry.policy);
+                e.campaigns.clone_from(&d.entry.campaigns);
+                e.quote_inputs.clone_from(&d.entry.quote_inputs);
+                e.quote_lines.clone_from(&d.entry.quote_lines);
                 e.reference = d.entry.reference;
-                self.refuse(e, Decision::Refer(ReferReason::RefundOutsideLog { original }))
+                let offline = matches!(err, TerminalError::RefundOutsideLog)
+                    .then_some(Decision::Refer(ReferReason::RefundOutsideLog { original: reference }));
+                if self.online.is_none() {
+                    return match offline {
+                        Some(d) => self.refuse(e, d),
+                        None => Err(err.into()),
+                    };
+                }
+                match self.ask_office(&req, reference)? {
+                    Ok(Ok(pair)) => {
+                        e.authorization = Some(hex::encode_upper(pair.0.cryptogram));
+                        self.execute(req, e, original, q, Some(pair))
+                    }
+                    Ok(Err(declined)) => self.refuse(e, declined),
+                    Err(()) => match offline {
+                        Some(d) => {
+                            let d = self.without_answer(d);
+                            self.refuse(e, d)
+                        }
+                        None => Err(err.into()),
+                    },
+                }
             }
             // The card did not do it — established from its authenticated
             // state, not from a status word: the approval is void.

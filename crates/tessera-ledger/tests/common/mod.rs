@@ -132,6 +132,7 @@ impl Shop {
             policy,
             hotlist: Hotlist::empty(),
             campaigns,
+            online: Default::default(),
         };
         Till::new(terminal, journal, config).unwrap()
     }
@@ -347,6 +348,7 @@ fn certified_record(
         terminal_seq,
         time,
         reference,
+        online: false,
         certificate: [0; 16],
     };
     rec.certificate = certificate(&keys.card_cert_key(&id), &id, &rec);
