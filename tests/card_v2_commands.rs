@@ -473,6 +473,30 @@ fn authorization_request_and_answer_bad_input() {
             StatusWord::WrongData
         );
     }
+    // A genuine decline relayed anyway: 9107, and nothing changes; an
+    // approval after an ISSUER ADJUST moved the counter: 6A80.
+    let mut ch = session(&mut card, &id);
+    let cmd = ch.protect_command(CLA_SECURE, Ins::AuthorizationRequest.into(), 2, 0, &ask(10, None), Some(256));
+    let resp = Response::parse(&card.transmit(&cmd.to_bytes()).unwrap()).unwrap();
+    let body = ch.verify_response(&resp).unwrap();
+    let list = tessera_protocol::tlv::TlvList::parse(&body).unwrap();
+    let request = tessera_protocol::messages::AuthorizationRequest::parse(list.require(tags::AUTH_REQUEST).unwrap()).unwrap();
+    let answer = |decision: u8| {
+        let m = issuer_mac(
+            &id,
+            IssuerDecision::Authorization {
+                cryptogram: request.cryptogram,
+                decision,
+                settled: 0,
+            },
+        );
+        [vec![decision, 0, 0, 0, 0], m.to_vec()].concat()
+    };
+    assert_eq!(
+        secure(&mut card, &mut ch, Ins::Redeem, 0, &redeem(&answer(1))),
+        StatusWord::DeclinedByIssuer
+    );
+    assert_eq!(card.memory().cells(), before.cells(), "a decline changes nothing");
     // A well-formed answer without a request in the session: 6985.
     let mut ch = session(&mut card, &id);
     let m = issuer_mac(

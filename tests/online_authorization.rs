@@ -119,7 +119,6 @@ fn send_raw(card: &mut SimCard, n: u32, ask: (TxKind, u32, u32), op: (TxKind, u3
     let request = s.request_authorization(ask.0, ask.1, ask.2).unwrap();
     let a = match pick {
         Pick::Genuine => answer(n, &request, true, 0),
-        Pick::Declined => answer(n, &request, false, 0),
         Pick::OtherCard => answer(n + 1, &request, true, 0),
         Pick::SettledBeyond => answer(n, &request, true, request.counter + 1),
     };
@@ -135,7 +134,6 @@ fn send_raw(card: &mut SimCard, n: u32, ask: (TxKind, u32, u32), op: (TxKind, u3
 #[derive(Clone, Copy)]
 enum Pick {
     Genuine,
-    Declined,
     OtherCard,
     SettledBeyond,
 }
@@ -159,7 +157,7 @@ fn an_answer_for_another_amount_kind_card_or_settled_counter_is_refused_and_chan
         send_raw(&mut card, 603, (TxKind::Redeem, 150, 0), (TxKind::Redeem, 150, 0), Pick::OtherCard),
         StatusWord::BadMac
     );
-    // A decline relayed anyway: 9107.
+    // A decline relayed anyway is 9107 (tests/card_v2_commands.rs).
     let mut t = test_terminal(7);
     let mut s = t.tap(&mut card).unwrap();
     let request = s.request_authorization(TxKind::Redeem, 150, 0).unwrap();
@@ -274,4 +272,34 @@ fn the_office_settled_counter_restarts_the_velocity_counters_in_the_same_commit(
         (v.unsettled_redeems, v.unsettled_points, v.settled_counter),
         (2, 160, 3)
     );
+}
+
+#[test]
+fn an_approval_is_refused_once_another_transaction_moved_the_counter() {
+    let mut card = small_caps_card(609);
+    let mut t = test_terminal(7);
+    let mut s = t.tap(&mut card).unwrap();
+    let request = s.request_authorization(TxKind::Redeem, 150, 0).unwrap();
+    let a = answer(609, &request, true, 0);
+    // An issuer credit between request and operation: the office approved
+    // a state the card has left.
+    let credit = tessera_terminal::Adjustment {
+        card_id: card_id(609),
+        key_version: 1,
+        seq: 1,
+        kind: TxKind::IssuerCredit,
+        points: 5,
+        issuer_mac: issuer_mac(
+            &card_id(609),
+            IssuerDecision::Adjust {
+                seq: 1,
+                kind: 0x05,
+                points: 5,
+            },
+        ),
+    };
+    s.adjust(&credit).unwrap();
+    assert_eq!(refused(s.transact_authorized(&request, &a).unwrap_err()), StatusWord::WrongData);
+    drop(s);
+    assert_eq!(card.state().unwrap().balance, 505);
 }
