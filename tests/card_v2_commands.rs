@@ -413,7 +413,10 @@ fn authorization_request_and_answer_bad_input() {
     let id = card_id(511);
     let before = card.memory();
     let ask = |amount: u32, reference: Option<u32>| {
-        let mut d = encode_all(&[(tags::AMOUNT, &amount.to_be_bytes()), (tags::TERMINAL_ID, &[0, 0, 0, 9])]);
+        let mut d = encode_all(&[
+            (tags::AMOUNT, &amount.to_be_bytes()),
+            (tags::TERMINAL_ID, &[0, 0, 0, 9]),
+        ]);
         if let Some(r) = reference {
             d.extend(encode(tags::REFERENCE, &r.to_be_bytes()));
         }
@@ -430,7 +433,11 @@ fn authorization_request_and_answer_bad_input() {
         (0x04, ask(10, None), StatusWord::WrongData),
         (0x01, ask(10, Some(1)), StatusWord::WrongData),
         (0x04, ask(10, Some(3)), StatusWord::WrongData),
-        (0x02, [ask(10, None), encode(tags::TIME, &[0; 4])].concat(), StatusWord::WrongData),
+        (
+            0x02,
+            [ask(10, None), encode(tags::TIME, &[0; 4])].concat(),
+            StatusWord::WrongData,
+        ),
         (0x02, ask(10, None)[..6].to_vec(), StatusWord::WrongData),
     ];
     for (p1, d, want) in cases {
@@ -476,11 +483,19 @@ fn authorization_request_and_answer_bad_input() {
     // A genuine decline relayed anyway: 9107, and nothing changes; an
     // approval after an ISSUER ADJUST moved the counter: 6A80.
     let mut ch = session(&mut card, &id);
-    let cmd = ch.protect_command(CLA_SECURE, Ins::AuthorizationRequest.into(), 2, 0, &ask(10, None), Some(256));
+    let cmd = ch.protect_command(
+        CLA_SECURE,
+        Ins::AuthorizationRequest.into(),
+        2,
+        0,
+        &ask(10, None),
+        Some(256),
+    );
     let resp = Response::parse(&card.transmit(&cmd.to_bytes()).unwrap()).unwrap();
     let body = ch.verify_response(&resp).unwrap();
     let list = tessera_protocol::tlv::TlvList::parse(&body).unwrap();
-    let request = tessera_protocol::messages::AuthorizationRequest::parse(list.require(tags::AUTH_REQUEST).unwrap()).unwrap();
+    let request =
+        tessera_protocol::messages::AuthorizationRequest::parse(list.require(tags::AUTH_REQUEST).unwrap()).unwrap();
     let answer = |decision: u8| {
         let m = issuer_mac(
             &id,
@@ -508,7 +523,13 @@ fn authorization_request_and_answer_bad_input() {
         },
     );
     assert_eq!(
-        secure(&mut card, &mut ch, Ins::Redeem, 0, &redeem(&[[0u8; 5].as_slice(), &m].concat())),
+        secure(
+            &mut card,
+            &mut ch,
+            Ins::Redeem,
+            0,
+            &redeem(&[[0u8; 5].as_slice(), &m].concat())
+        ),
         StatusWord::ConditionsNotSatisfied
     );
     assert_eq!(card.memory().cells(), before.cells(), "nothing changed");

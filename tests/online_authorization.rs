@@ -68,16 +68,30 @@ fn a_redemption_above_the_cap_goes_ahead_with_the_office_approval_and_is_marked_
     assert!(matches!(s.redeem(150), Err(TerminalError::AboveCap)));
     let request = s.request_authorization(TxKind::Redeem, 150, 0).unwrap();
     assert_eq!(
-        (request.counter, request.kind, request.amount, request.balance, request.terminal_id),
+        (
+            request.counter,
+            request.kind,
+            request.amount,
+            request.balance,
+            request.terminal_id
+        ),
         (1, TxKind::Redeem, 150, 500, 7)
     );
     // The office can check that the card made the request.
     keys.certificate_verifier()
         .verify_request(&card_id(601), 1, &request)
         .unwrap();
-    let r = s.transact_authorized(&request, &answer(601, &request, true, 0)).unwrap();
+    let r = s
+        .transact_authorized(&request, &answer(601, &request, true, 0))
+        .unwrap();
     assert_eq!(
-        (r.record.counter, r.record.kind, r.record.amount, r.record.balance_after, r.record.online),
+        (
+            r.record.counter,
+            r.record.kind,
+            r.record.amount,
+            r.record.balance_after,
+            r.record.online
+        ),
         (2, TxKind::Redeem, 150, 350, true)
     );
     // Certified with the online bit: the office sees the record was
@@ -144,17 +158,35 @@ fn an_answer_for_another_amount_kind_card_or_settled_counter_is_refused_and_chan
     let before = card.memory();
     // Amount changed after the request: the operation is not the one asked.
     assert_eq!(
-        send_raw(&mut card, 603, (TxKind::Redeem, 150, 0), (TxKind::Redeem, 400, 0), Pick::Genuine),
+        send_raw(
+            &mut card,
+            603,
+            (TxKind::Redeem, 150, 0),
+            (TxKind::Redeem, 400, 0),
+            Pick::Genuine
+        ),
         StatusWord::WrongData
     );
     // Kind changed: an approval to earn used for a redemption.
     assert_eq!(
-        send_raw(&mut card, 603, (TxKind::Earn, 150, 0), (TxKind::Redeem, 150, 0), Pick::Genuine),
+        send_raw(
+            &mut card,
+            603,
+            (TxKind::Earn, 150, 0),
+            (TxKind::Redeem, 150, 0),
+            Pick::Genuine
+        ),
         StatusWord::WrongData
     );
     // Another card's answer (re-targeted): its issuer MAC is not this card's.
     assert_eq!(
-        send_raw(&mut card, 603, (TxKind::Redeem, 150, 0), (TxKind::Redeem, 150, 0), Pick::OtherCard),
+        send_raw(
+            &mut card,
+            603,
+            (TxKind::Redeem, 150, 0),
+            (TxKind::Redeem, 150, 0),
+            Pick::OtherCard
+        ),
         StatusWord::BadMac
     );
     // A decline relayed anyway is 9107 (tests/card_v2_commands.rs).
@@ -164,10 +196,19 @@ fn an_answer_for_another_amount_kind_card_or_settled_counter_is_refused_and_chan
     let mut flipped = answer(603, &request, false, 0);
     // ... and a decline flipped to an approval on the link: the MAC covers the decision.
     flipped.approved = true;
-    assert_eq!(refused(s.transact_authorized(&request, &flipped).unwrap_err()), StatusWord::BadMac);
+    assert_eq!(
+        refused(s.transact_authorized(&request, &flipped).unwrap_err()),
+        StatusWord::BadMac
+    );
     drop(s);
     assert_eq!(
-        send_raw(&mut card, 603, (TxKind::Redeem, 150, 0), (TxKind::Redeem, 150, 0), Pick::SettledBeyond),
+        send_raw(
+            &mut card,
+            603,
+            (TxKind::Redeem, 150, 0),
+            (TxKind::Redeem, 150, 0),
+            Pick::SettledBeyond
+        ),
         StatusWord::WrongData
     );
     assert_eq!(card.memory().cells(), before.cells());
@@ -189,7 +230,10 @@ fn an_answer_is_good_once_in_its_session_only() {
     // Replayed after a new request (another challenge, another counter).
     let again = s.request_authorization(TxKind::Redeem, 150, 0).unwrap();
     assert_ne!(again.challenge, request.challenge);
-    assert_eq!(refused(s.transact_authorized(&again, &a).unwrap_err()), StatusWord::BadMac);
+    assert_eq!(
+        refused(s.transact_authorized(&again, &a).unwrap_err()),
+        StatusWord::BadMac
+    );
     drop(s);
     // Replayed at a new tap: the card forgot the request when it left the
     // field (the card pulled between request and answer is the same case).
@@ -230,8 +274,12 @@ fn a_refund_whose_original_left_the_log_is_made_with_the_office_approval() {
         s.earn(1).unwrap();
     }
     assert!(matches!(s.refund(&original), Err(TerminalError::RefundOutsideLog)));
-    let request = s.request_authorization(TxKind::RefundRedeem, 80, original.counter).unwrap();
-    let r = s.transact_authorized(&request, &answer(606, &request, true, 0)).unwrap();
+    let request = s
+        .request_authorization(TxKind::RefundRedeem, 80, original.counter)
+        .unwrap();
+    let r = s
+        .transact_authorized(&request, &answer(606, &request, true, 0))
+        .unwrap();
     assert_eq!(
         (r.record.kind, r.record.reference, r.record.amount, r.record.online),
         (TxKind::RefundRedeem, 2, 80, true)
@@ -248,7 +296,9 @@ fn a_refund_still_in_the_log_is_checked_by_the_card_even_when_approved() {
     s.refund(&original).unwrap();
     // Refunded in full already: the office's approval cannot make the card
     // refund it twice while the card can see it.
-    let request = s.request_authorization(TxKind::RefundRedeem, 80, original.counter).unwrap();
+    let request = s
+        .request_authorization(TxKind::RefundRedeem, 80, original.counter)
+        .unwrap();
     assert!(matches!(
         s.transact_authorized(&request, &answer(607, &request, true, 0)),
         Err(TerminalError::RefundExceedsOriginal)
@@ -265,7 +315,8 @@ fn the_office_settled_counter_restarts_the_velocity_counters_in_the_same_commit(
     }
     let request = s.request_authorization(TxKind::Redeem, 150, 0).unwrap();
     // Settled up to 3: the redemption of counter 4 and this one stay unsettled.
-    s.transact_authorized(&request, &answer(608, &request, true, 3)).unwrap();
+    s.transact_authorized(&request, &answer(608, &request, true, 3))
+        .unwrap();
     drop(s);
     let v = card.state().unwrap().velocity;
     assert_eq!(
@@ -299,7 +350,10 @@ fn an_approval_is_refused_once_another_transaction_moved_the_counter() {
         ),
     };
     s.adjust(&credit).unwrap();
-    assert_eq!(refused(s.transact_authorized(&request, &a).unwrap_err()), StatusWord::WrongData);
+    assert_eq!(
+        refused(s.transact_authorized(&request, &a).unwrap_err()),
+        StatusWord::WrongData
+    );
     drop(s);
     assert_eq!(card.state().unwrap().balance, 505);
 }

@@ -90,7 +90,9 @@ fn office(cards: &[u32]) -> Office {
         })
         .unwrap();
     for c in cards {
-        ledger.register_card(card_id(*c), customer, keys.key_versions()[0], TEST_TIME).unwrap();
+        ledger
+            .register_card(card_id(*c), customer, keys.key_versions()[0], TEST_TIME)
+            .unwrap();
     }
     drop(ledger);
     Office {
@@ -133,12 +135,23 @@ fn till(o: &Office, journal: &Path, without_answer: WithoutAnswer) -> Till<Softw
     Till::new(terminal, Journal::open(journal, TILL).unwrap(), config).unwrap()
 }
 
+/// The office at `url` for the till's taps.
+fn authorizer(o: &Office, url: &str) -> tessera_office::OfficeAuthorizer {
+    tessera_office::OfficeAuthorizer {
+        base_url: url.to_owned(),
+        bundle: TerminalBundle::from_json(&o.bundle.to_json()).unwrap(),
+    }
+}
+
 /// Redeems `points` at the till, online through `url`.
-fn redeem_online(t: &mut Till<SoftwareSam, FixedClock>, card: &mut SimCard, o: &Office, url: &str, points: u32) -> TillOutcome {
-    let mut online = tessera_office::OfficeAuthorizer {
-        base_url: url,
-        bundle: &o.bundle,
-    };
+fn redeem_online(
+    t: &mut Till<SoftwareSam, FixedClock>,
+    card: &mut SimCard,
+    o: &Office,
+    url: &str,
+    points: u32,
+) -> TillOutcome {
+    let mut online = authorizer(o, url);
     card.insert().unwrap();
     let mut tap = t.tap(&mut *card).unwrap();
     tap.use_online(&mut online);
@@ -146,7 +159,8 @@ fn redeem_online(t: &mut Till<SoftwareSam, FixedClock>, card: &mut SimCard, o: &
 }
 
 fn settle(t: &mut Till<SoftwareSam, FixedClock>, o: &Office, url: &str) {
-    let report = tessera_office::settle(t.journal_mut(), &o.bundle, url, &RetryPolicy::once(), TEST_TIME, |_| {}).unwrap();
+    let report =
+        tessera_office::settle(t.journal_mut(), &o.bundle, url, &RetryPolicy::once(), TEST_TIME, |_| {}).unwrap();
     assert!(report.settled_up_to > 0);
 }
 
@@ -175,7 +189,10 @@ fn beyond_the_offline_limits_approved_online_visible_before_the_batch_and_matche
     // (R01 at the sixth): online.
     for _ in 0..4 {
         let out = redeem_online(&mut t, &mut card, &o, &server.http(), 10);
-        assert!(matches!(out, TillOutcome::Approved { ref receipt, .. } if !receipt.record.online), "{out:?}");
+        assert!(
+            matches!(out, TillOutcome::Approved { ref receipt, .. } if !receipt.record.online),
+            "{out:?}"
+        );
     }
     let TillOutcome::Approved { receipt, .. } = redeem_online(&mut t, &mut card, &o, &server.http(), 10) else {
         panic!("the velocity referral was not approved online");
@@ -291,7 +308,10 @@ fn declined_online_for_a_hotlisted_card_and_for_more_points_than_the_card_has() 
     // request not kept at all.
     let kept = ledger.online_authorizations(card_id(703)).unwrap();
     assert_eq!(kept.len(), 1);
-    assert_eq!((kept[0].code.as_str(), kept[0].state.as_str(), kept[0].amount), ("D08", "declined", 500));
+    assert_eq!(
+        (kept[0].code.as_str(), kept[0].state.as_str(), kept[0].amount),
+        ("D08", "declined", 500)
+    );
     let hot = ledger.online_authorizations(card_id(702)).unwrap();
     assert_eq!((hot.len(), hot[0].code.as_str()), (1, "D01"));
 }
@@ -315,10 +335,7 @@ fn a_refund_whose_original_left_the_log_is_approved_online_once() {
     // The office must hold the original to refund it: settle first.
     settle(&mut t, &o, &server.http());
     let refund = |t: &mut Till<SoftwareSam, FixedClock>, card: &mut SimCard| {
-        let mut online = tessera_office::OfficeAuthorizer {
-            base_url: &server.http(),
-            bundle: &o.bundle,
-        };
+        let mut online = authorizer(&o, &server.http());
         card.insert().unwrap();
         let mut tap = t.tap(&mut *card).unwrap();
         tap.use_online(&mut online);
@@ -358,7 +375,11 @@ fn an_unreachable_office_is_handled_as_the_policy_says_and_a_pulled_card_does_no
     let TillOutcome::Refused { decision, .. } = redeem_online(&mut t, &mut card, &o, &gone, 12_000) else {
         panic!()
     };
-    assert_eq!(decision.code(), "D07", "declined offline above the cap: the offline decision stands");
+    assert_eq!(
+        decision.code(),
+        "D07",
+        "declined offline above the cap: the offline decision stands"
+    );
     let mut t = till(&o, &work.path().join("decline.sqlite"), WithoutAnswer::Decline);
     let TillOutcome::Refused { decision, .. } = redeem_online(&mut t, &mut card, &o, &gone, 12_000) else {
         panic!()
@@ -388,8 +409,15 @@ fn an_unreachable_office_is_handled_as_the_policy_says_and_a_pulled_card_does_no
         let kv = s.card().key_version;
         drop(s);
         card.remove();
-        let a = tessera_office::authorize(&server.http(), &o.bundle, &card_id(705), kv, &request, Duration::from_secs(3))
-            .unwrap();
+        let a = tessera_office::authorize(
+            &server.http(),
+            &o.bundle,
+            &card_id(705),
+            kv,
+            &request,
+            Duration::from_secs(3),
+        )
+        .unwrap();
         (request, a)
     };
     assert!(answer.response.approved);

@@ -302,7 +302,11 @@ fn generate() -> Examples {
         request.cryptogram
     );
     let _ = writeln!(v, "online_request_cryptogram_input = {}", hex::encode_upper(&input));
-    let _ = writeln!(v, "online_request_cryptogram = {}", hex::encode_upper(request.cryptogram));
+    let _ = writeln!(
+        v,
+        "online_request_cryptogram = {}",
+        hex::encode_upper(request.cryptogram)
+    );
     let mut input = b"TI".to_vec();
     input.extend_from_slice(&[0x02, 0x3A]);
     input.extend_from_slice(&id);
@@ -425,7 +429,11 @@ fn recorded_traces_replay_byte_for_byte() {
     let st = card.state().unwrap();
     assert_eq!((st.balance, st.counter), (70, 5));
     assert_eq!(
-        (st.velocity.unsettled_redeems, st.velocity.unsettled_points, st.velocity.settled_counter),
+        (
+            st.velocity.unsettled_redeems,
+            st.velocity.unsettled_points,
+            st.velocity.settled_counter
+        ),
         (1, 250, 4)
     );
     assert!(st.last_record().unwrap().online);

@@ -540,8 +540,13 @@ impl<S: Storage, R: RngCore + CryptoRng> Applet<S, R> {
     ) -> Result<u32, StatusWord> {
         let request = pending.ok_or(StatusWord::ConditionsNotSatisfied)?;
         // The operation asked for, on the state the office decided on.
-        if (request.kind, request.amount, request.terminal_id, request.reference, request.counter)
-            != (kind, tx.amount, tx.terminal_id, tx.reference, self.state.counter)
+        if (
+            request.kind,
+            request.amount,
+            request.terminal_id,
+            request.reference,
+            request.counter,
+        ) != (kind, tx.amount, tx.terminal_id, tx.reference, self.state.counter)
         {
             return Err(StatusWord::WrongData);
         }

@@ -185,6 +185,13 @@ pub struct ApprovalArg {
     /// operation, amount and till before the card is touched; single use.
     #[arg(long, value_name = "CODE")]
     pub approval: Option<String>,
+    /// Ask the office at this URL online, with the card on the reader,
+    /// when the till's policy says so (what only the office can lift:
+    /// referrals, the redemption cap, a refund whose original left the
+    /// card's log); needs --keys BUNDLE.json. Without an answer within 5 s
+    /// the referral stands (call the office for a code).
+    #[arg(long, value_name = "URL")]
+    pub online: Option<String>,
 }
 
 /// Arguments of `pos redeem`.
@@ -431,7 +438,16 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
     match cmd {
         PosCmd::Read(a) => {
             let json = a.output.json;
-            tap(&a, Operation::Read, false, None).map_err(|f| f.json(json))
+            tap(
+                &a,
+                Operation::Read,
+                false,
+                &ApprovalArg {
+                    approval: None,
+                    online: None,
+                },
+            )
+            .map_err(|f| f.json(json))
         }
         PosCmd::Earn(e) => {
             let json = e.card.output.json;
@@ -458,33 +474,19 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
                     categories,
                 })
             };
-            tap_with(&e.card, op, e.again.again, e.approval.approval.as_deref()).map_err(|f| f.json(json))
+            tap_with(&e.card, op, e.again.again, &e.approval).map_err(|f| f.json(json))
         }
         PosCmd::Redeem(r) => {
             let json = r.card.output.json;
             parse_points(&r.points)
-                .and_then(|points| {
-                    tap(
-                        &r.card,
-                        Operation::Redeem { points },
-                        r.again.again,
-                        r.approval.approval.as_deref(),
-                    )
-                })
+                .and_then(|points| tap(&r.card, Operation::Redeem { points }, r.again.again, &r.approval))
                 .map_err(|f| f.json(json))
         }
         PosCmd::Refund(r) => {
             let json = r.card.output.json;
             ReceiptRef::parse(&r.of)
                 .map_err(|e| Failure::usage(e.to_string()))
-                .and_then(|reference| {
-                    tap(
-                        &r.card,
-                        Operation::RefundOf(reference),
-                        r.again.again,
-                        r.approval.approval.as_deref(),
-                    )
-                })
+                .and_then(|reference| tap(&r.card, Operation::RefundOf(reference), r.again.again, &r.approval))
                 .map_err(|f| f.json(json))
         }
         PosCmd::History(h) => {
@@ -524,7 +526,7 @@ fn refusal(f: Failure, colour: bool) -> Failure {
     f.printed(true)
 }
 
-fn tap(a: &CardArgs, op: Operation, again: bool, approval: Option<&str>) -> Result<(), Failure> {
+fn tap(a: &CardArgs, op: Operation, again: bool, approval: &ApprovalArg) -> Result<(), Failure> {
     tap_with(a, move |_| Ok(op), again, approval)
 }
 
@@ -532,14 +534,29 @@ fn tap_with(
     a: &CardArgs,
     op: impl FnOnce(&tessera_terminal::policy::Policy) -> Result<Operation, Failure>,
     again: bool,
-    approval: Option<&str>,
+    approval: &ApprovalArg,
 ) -> Result<(), Failure> {
+    let online = approval.online.as_deref();
     let approval = approval
+        .approval
+        .as_deref()
         .map(|c| crate::office_approve::till_approval(&a.terminal, c))
         .transpose()?;
     let mut till = open_till(&a.terminal)?;
     if let Some(ap) = approval {
         till.set_approval(ap);
+    }
+    if let Some(url) = online {
+        let Some(keys) = &a.terminal.keys else {
+            return Err(Failure::new(
+                crate::fail::EXIT_USAGE,
+                "--online needs the till's keys: give --keys BUNDLE.json (from `tessera office export-terminal`)",
+            ));
+        };
+        till.set_online(Box::new(tessera_client::OfficeAuthorizer {
+            base_url: url.to_owned(),
+            bundle: crate::settle::load_bundle(keys)?,
+        }));
     }
     let zone = till.dir().time_zone().map_err(dir_failure)?;
     let policy = till.till().config().policy.clone();

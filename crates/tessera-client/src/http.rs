@@ -522,8 +522,8 @@ pub fn authorize(
                 .send_bytes(&body),
         )
     })?;
-    let a: AuthorizeAnswer = serde_json::from_slice(&answer)
-        .map_err(|_| ClientError::BadAnswer("not an authorization answer".into()))?;
+    let a: AuthorizeAnswer =
+        serde_json::from_slice(&answer).map_err(|_| ClientError::BadAnswer("not an authorization answer".into()))?;
     let response = a
         .check(&bundle.batch_key, bundle.terminal_id, &last_nonce, card_id, request)
         .map_err(ClientError::BadAnswer)?;
@@ -538,14 +538,14 @@ pub fn authorize(
 /// (`tessera_terminal::till::TillTap::use_online`).
 ///
 /// [`OnlineAuthorizer`]: tessera_terminal::till::OnlineAuthorizer
-pub struct OfficeAuthorizer<'b> {
+pub struct OfficeAuthorizer {
     /// The office's base URL.
-    pub base_url: &'b str,
+    pub base_url: String,
     /// The till's bundle (its batch key authenticates the request).
-    pub bundle: &'b TerminalBundle,
+    pub bundle: TerminalBundle,
 }
 
-impl tessera_terminal::till::OnlineAuthorizer for OfficeAuthorizer<'_> {
+impl tessera_terminal::till::OnlineAuthorizer for OfficeAuthorizer {
     fn authorize(
         &mut self,
         card_id: &tessera_protocol::messages::CardId,
@@ -553,7 +553,7 @@ impl tessera_terminal::till::OnlineAuthorizer for OfficeAuthorizer<'_> {
         request: &tessera_protocol::messages::AuthorizationRequest,
         timeout: Duration,
     ) -> Result<tessera_terminal::till::OnlineAnswer, String> {
-        authorize(self.base_url, self.bundle, card_id, key_version, request, timeout).map_err(|e| e.to_string())
+        authorize(&self.base_url, &self.bundle, card_id, key_version, request, timeout).map_err(|e| e.to_string())
     }
 }
 

@@ -11,10 +11,10 @@
 
 mod adjust;
 pub mod approvals;
-pub mod online;
 mod error;
 mod ingest;
 mod matching;
+pub mod online;
 mod ops;
 mod points;
 mod reports;
@@ -38,8 +38,8 @@ use tessera_rules::policy::Hotlist;
 
 pub use error::LedgerError;
 pub use ingest::VerifiedBatch;
-pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
 pub use online::{OnlineAuthorization, OnlinePolicy, OnlineQuery, OnlineVerdict};
+pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
 pub use schema::SCHEMA_VERSION;
 pub use warehouse::{
     CampaignCard, CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, HouseholdRow, Period, PointsPeriodRow,

@@ -235,8 +235,8 @@ impl Ledger {
 }
 
 fn outstanding(conn: &rusqlite::Connection, card: &CardId) -> Result<i64, LedgerError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT kind, amount FROM online_authorizations WHERE card_id = ?1 AND state = 'approved'")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT kind, amount FROM online_authorizations WHERE card_id = ?1 AND state = 'approved'")?;
     let rows = stmt.query_map([&card[..]], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
     let mut sum = 0i64;
     for row in rows {
@@ -282,7 +282,16 @@ fn decide(
                     EXISTS (SELECT 1 FROM hotlist h WHERE h.card_id = c.card_id), pending
              FROM cards c WHERE card_id = ?1",
             [card],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            },
         )
         .optional()?;
     let Some((last_counter, shadow, registered, flagged, hotlisted, pending)) = book else {

@@ -515,7 +515,6 @@ INSERT INTO wh_meta (key, value) SELECT 'stale', '1' WHERE EXISTS (SELECT 1 FROM
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 ";
 
-
 /// Version 13 (card application v2.2): online authorization. Each card
 /// record keeps whether the card made it on an online approval (bit 7 of
 /// its kind, certified); each decision of `POST /v1/authorize` is kept

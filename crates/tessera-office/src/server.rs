@@ -1419,7 +1419,9 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
 /// `POST /v1/authorize?terminal=N&nonce=HEX&time=T&mac=HEX`: the office
 /// decides a card's online request (module docs).
 async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> Response {
-    use tessera_settlement::authorize::{AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_DEADLINE_MS, MAX_AUTHORIZE_BYTES};
+    use tessera_settlement::authorize::{
+        AuthorizeAnswer, AuthorizeRequest, AUTHORIZE_DEADLINE_MS, MAX_AUTHORIZE_BYTES,
+    };
     let started = tokio::time::Instant::now();
     let deadline = started + Duration::from_millis(AUTHORIZE_DEADLINE_MS);
     let query = request.uri().query().unwrap_or("").to_owned();
@@ -1433,25 +1435,24 @@ async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> 
             "the request's time is too far from the office's clock",
         );
     }
-    let body = match tokio::time::timeout_at(
-        deadline,
-        axum::body::to_bytes(request.into_body(), MAX_AUTHORIZE_BYTES),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("an authorization request is at most {MAX_AUTHORIZE_BYTES} bytes"),
-            )
-        }
-        Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the request did not arrive in time"),
-    };
+    let body =
+        match tokio::time::timeout_at(deadline, axum::body::to_bytes(request.into_body(), MAX_AUTHORIZE_BYTES)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("an authorization request is at most {MAX_AUTHORIZE_BYTES} bytes"),
+                )
+            }
+            Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the request did not arrive in time"),
+        };
     let key = office.keys.terminal_batch_key(q.terminal_id);
     let expected = tessera_settlement::authorize::request_mac(&key, q.terminal_id, q.time, &q.nonce, &body);
     if !tessera_crypto::ct_eq(&expected, &q.mac) {
-        return refuse(StatusCode::UNAUTHORIZED, "the authorization request's MAC does not verify");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "the authorization request's MAC does not verify",
+        );
     }
     if let Err(r) = office.fresh(&q, b'Z') {
         return r.response();

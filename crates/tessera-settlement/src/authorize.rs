@@ -238,12 +238,23 @@ mod tests {
             settled: 0,
             issuer_mac: [3; 8],
         };
-        let a = AuthorizeAnswer::new(&key, 7, b"nonce", &[0x7E; 8], &[1, 2, 3, 4, 5, 6, 7, 8], "D01", "blocked", &response);
+        let a = AuthorizeAnswer::new(
+            &key,
+            7,
+            b"nonce",
+            &[0x7E; 8],
+            &[1, 2, 3, 4, 5, 6, 7, 8],
+            "D01",
+            "blocked",
+            &response,
+        );
         assert_eq!(a.check(&key, 7, b"nonce", &[0x7E; 8], &request()).unwrap(), response);
         // Another nonce (a replayed answer), another till, another key.
         assert!(a.check(&key, 7, b"other", &[0x7E; 8], &request()).is_err());
         assert!(a.check(&key, 8, b"nonce", &[0x7E; 8], &request()).is_err());
-        assert!(a.check(&Key::new([6; 16]), 7, b"nonce", &[0x7E; 8], &request()).is_err());
+        assert!(a
+            .check(&Key::new([6; 16]), 7, b"nonce", &[0x7E; 8], &request())
+            .is_err());
         // A decline turned into an approval, or its reason changed.
         let mut flipped = a.clone();
         flipped.approved = true;

@@ -133,6 +133,7 @@ pub struct DirTill<S: Sam, C: Clock> {
     dir: TerminalDir,
     till: Till<S, C>,
     approval: Option<TillApproval>,
+    online: Option<Box<dyn crate::till::OnlineAuthorizer>>,
 }
 
 impl<S: Sam, C: Clock> DirTill<S, C> {
@@ -155,6 +156,7 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
             dir,
             till,
             approval: None,
+            online: None,
         })
     }
 
@@ -166,6 +168,13 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
     /// card is not touched. Used once: a read ignores it and drops it.
     pub fn set_approval(&mut self, approval: TillApproval) {
         self.approval = Some(approval);
+    }
+
+    /// The office to ask online (card application v2.2) at every
+    /// following [`DirTill::operate`], under the till's
+    /// [`crate::till::OnlineSettings`] ([`crate::till::TillTap::use_online`]).
+    pub fn set_online(&mut self, authorizer: Box<dyn crate::till::OnlineAuthorizer>) {
+        self.online = Some(authorizer);
     }
 
     /// The till's directory.
@@ -214,12 +223,16 @@ impl<S: Sam, C: Clock> DirTill<S, C> {
         again: bool,
     ) -> Result<TapReport, TillError> {
         let approval = self.approval.take();
+        let online = self.online.as_deref_mut();
         let mut t = self.till.tap(transport)?;
         if again {
             t.allow_repeat();
         }
         if let Some(a) = approval {
             t.use_approval(a);
+        }
+        if let Some(o) = online {
+            t.use_online(o);
         }
         if t.profile_updated.is_some() {
             // Delivered: the card holds it now.

@@ -809,9 +809,7 @@ impl<'a, S: Sam, C: Clock, T: Transport> TillTap<'a, S, C, T> {
         let s = &self.config.online;
         match offline {
             Decision::Refer(r) => !matches!(r, ReferReason::ClockBehindCard { .. }),
-            Decision::Approve => {
-                s.mode == OnlineMode::Always || s.floor_points.is_some_and(|f| req.points >= f)
-            }
+            Decision::Approve => s.mode == OnlineMode::Always || s.floor_points.is_some_and(|f| req.points >= f),
             // The till's redemption cap: the office may lift it, as a
             // voice code does.
             Decision::Decline(DeclineReason::AboveRedeemCap { .. }) => true,
