@@ -72,6 +72,12 @@ enum Step {
     Read(usize),
     /// A refund of the card's transaction with this counter.
     Refund(usize, u32),
+    /// A purchase the till refers (above its offline limit), resolved
+    /// online with the office, the card in the field.
+    BuyOnline(usize, u64, &'static [&'static str]),
+    /// The same at a till whose link is down: resolved by telephone, the
+    /// clerk reading the reference and typing the office's answer code.
+    BuyVoice(usize, u64, &'static [&'static str]),
 }
 
 fn customers() -> Vec<(Profile, &'static str)> {
@@ -362,6 +368,77 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         );
     }
 
+    let script = [
+        Step::Read(0),
+        Step::Buy(0, 1250, &["coffee"]),
+        Step::Buy(1, 8_990, &["wine"]),
+        Step::Buy(2, 2_400, &["books"]),
+        Step::Redeem(1, 500),
+        Step::BuyPulled(2, 640, &["tea"]),
+        Step::Buy(1, 4_500, &[]),
+        Step::Read(2),
+        Step::Redeem(0, 30),
+        Step::Refund(1, 2),
+        Step::Buy(0, 1250, &["coffee"]),
+        Step::BuyOnline(2, 1_240_000, &["books"]),
+        Step::BuyVoice(1, 1_150_000, &["wine"]),
+    ];
+    // The office's books know the customers and their cards, and its
+    // server runs all day on loopback (a fresh certificate the tills'
+    // bundles pin): tills ask it online, and settle with it at night.
+    let ledger_path = work.join("ledger.sqlite");
+    let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("ledger: {e}"));
+    let now = OPENING + 420 * script.len() as u32 + 3_600;
+    {
+        let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
+        // The campaigns the office signed this morning: purchases are
+        // recomputed under them.
+        ledger.register_campaigns(CAMPAIGNS, 0).map_err(office_err)?;
+        // Every till is registered before any settles (as `office
+        // export-terminal` does): a copy one till recovers names the other.
+        for id in [101, 102] {
+            ledger.register_terminal(id, OPENING).map_err(office_err)?;
+        }
+        for card in &cards {
+            let st = card.state()?;
+            let p = tessera_protocol::profile::SignedProfile::parse(&st.profile)
+                .map_err(|e| Failure::new(EXIT_FILE, format!("demo profile: {e}")))?
+                .profile;
+            let customer = ledger
+                .register_customer(&tessera_ledger::NewCustomer {
+                    name: p.name.clone(),
+                    birth_date: p.birth_date,
+                    home_city: p.home_city.clone(),
+                    household: p.household,
+                    preferences: p.preferences.clone(),
+                    tier: p.tier,
+                })
+                .map_err(office_err)?;
+            ledger
+                .register_card(st.card_id, customer, st.key_version, OPENING)
+                .map_err(office_err)?;
+        }
+    }
+    let net_err = |e: String| Failure::new(EXIT_FILE, format!("office: {e}"));
+    let identity = tessera_office::OfficeIdentity::generate(&[]).map_err(|e| net_err(e.to_string()))?;
+    let pin = identity.cert_sha256();
+    let mut config = tessera_office::ServerConfig::new(tessera_office::Transport::Tls(
+        identity.server_config().map_err(|e| net_err(e.to_string()))?,
+    ));
+    config.request_log = false;
+    config.fixed_now = Some(now);
+    let server_keys = IssuerKeys::from_json(&keys.to_json()).map_err(|e| net_err(e.to_string()))?;
+    let server = tessera_office::spawn(
+        Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?,
+        server_keys,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        config,
+    )
+    .map_err(|e| net_err(e.to_string()))?;
+    let url = format!("https://{}", server.addr());
+    let bundle_of =
+        |id: u32| keys.terminal_bundle(id, tessera_crypto::keys::OfficeLink::Pinned { cert_sha256: pin });
+
     // Two tills, each with its own journal.
     let clock = DemoClock(Arc::new(AtomicU32::new(OPENING)));
     let mut tills = Vec::new();
@@ -381,20 +458,8 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         tills.push(Till::new(terminal, journal, config).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?);
     }
 
-    let script = [
-        Step::Read(0),
-        Step::Buy(0, 1250, &["coffee"]),
-        Step::Buy(1, 8_990, &["wine"]),
-        Step::Buy(2, 2_400, &["books"]),
-        Step::Redeem(1, 500),
-        Step::BuyPulled(2, 640, &["tea"]),
-        Step::Buy(1, 4_500, &[]),
-        Step::Read(2),
-        Step::Redeem(0, 30),
-        Step::Refund(1, 2),
-        Step::Buy(0, 1250, &["coffee"]),
-    ];
     let mut events = Vec::new();
+    let mut phone: Vec<String> = Vec::new();
     if !json {
         println!();
         println!(
@@ -408,7 +473,12 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         let now = clock.0.load(Ordering::SeqCst);
         let hhmm = format!("{:02}:{:02}", now % 86_400 / 3600, now % 3600 / 60);
         let (c, pulled) = match step {
-            Step::Buy(c, ..) | Step::Redeem(c, _) | Step::Read(c) | Step::Refund(c, _) => (*c, false),
+            Step::Buy(c, ..)
+            | Step::Redeem(c, _)
+            | Step::Read(c)
+            | Step::Refund(c, _)
+            | Step::BuyOnline(c, ..)
+            | Step::BuyVoice(c, ..) => (*c, false),
             Step::BuyPulled(c, ..) => (*c, true),
         };
         let card = &mut cards[c];
@@ -432,8 +502,65 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         till.terminal_mut().take_trace();
         let mut customer = String::from("-");
         let mut lines: Vec<String> = Vec::new();
+        let till_id = 101 + t as u32;
+        let mut online = tessera_client::OfficeAuthorizer {
+            base_url: url.clone(),
+            bundle: bundle_of(till_id),
+        };
+        // The telephone: the clerk reads the reference, the office operator
+        // decides it in the office's books and reads back the answer code.
+        phone.clear();
+        let office_keys = keys;
+        let mut voice = tessera_terminal::till::VoiceAuthorizer {
+            terminal_id: till_id,
+            ask: |p: &tessera_terminal::till::VoicePrompt, _why: Option<&str>| -> Option<String> {
+                phone.push(format!(
+                    "clerk calls the office: card {}, {} of {} points, reference {}",
+                    out::card_id(&p.card_id),
+                    p.kind.name(),
+                    p.points,
+                    p.reference
+                ));
+                let reference = tessera_crypto::voice::VoiceReference::parse(&p.reference).ok()?;
+                let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(office_keys)).ok()?;
+                let (verdict, _, kv) = ledger
+                    .authorize_by_voice(
+                        p.terminal_id,
+                        p.card_id,
+                        &reference,
+                        p.kind,
+                        p.points,
+                        p.original,
+                        "demo operator",
+                        &tessera_ledger::OnlinePolicy::default(),
+                        now,
+                    )
+                    .ok()?;
+                if !verdict.approved {
+                    phone.push(format!("office: {} {}", verdict.code, verdict.message));
+                    return None;
+                }
+                let mac = office_keys.issuer_mac_of(
+                    &p.card_id,
+                    kv,
+                    tessera_crypto::keys::IssuerDecision::Authorization {
+                        cryptogram: reference.cryptogram,
+                        decision: 0,
+                        settled: 0,
+                    },
+                )?;
+                let code = tessera_crypto::voice::VoiceAnswer { issuer_mac: mac }.to_code();
+                phone.push(format!("office reads back the answer code {code}; the clerk types it"));
+                Some(code)
+            },
+        };
         let done = present(stack, t, card, |tr| -> Result<(), TillError> {
             let mut tap = till.tap(tr)?;
+            match step {
+                Step::BuyOnline(..) => tap.use_online(&mut online),
+                Step::BuyVoice(..) => tap.use_online(&mut voice),
+                _ => {}
+            }
             customer = tap.card().profile.name.clone();
             let outcome = match step {
                 Step::Read(_) => {
@@ -445,12 +572,20 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                     lines.extend(tap.offers().into_iter().map(|o| format!("  offer: {o}")));
                     None
                 }
-                Step::Buy(_, cents, cats) | Step::BuyPulled(_, cents, cats) => {
+                Step::Buy(_, cents, cats)
+                | Step::BuyPulled(_, cents, cats)
+                | Step::BuyOnline(_, cents, cats)
+                | Step::BuyVoice(_, cents, cats) => {
                     let cats: Vec<String> = cats.iter().map(|s| (*s).to_owned()).collect();
+                    let how = match step {
+                        Step::BuyOnline(..) => " (above the offline limit: asked online)",
+                        Step::BuyVoice(..) => " (above the offline limit, link down: by telephone)",
+                        _ => "",
+                    };
                     let what = if cats.is_empty() {
-                        format!("purchase {}", money(*cents))
+                        format!("purchase {}{how}", money(*cents))
                     } else {
-                        format!("purchase {} {}", money(*cents), cats.join(","))
+                        format!("purchase {} {}{how}", money(*cents), cats.join(","))
                     };
                     Some((what, tap.purchase(*cents, &cats)?))
                 }
@@ -469,8 +604,9 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                                 format!(" ({})", parts.join(", "))
                             })
                             .unwrap_or_default();
+                        let online = if r.online { ", authorized by the office, certified by the card" } else { "" };
                         format!(
-                            "APPROVED {what}: {sign}{} → balance {}{detail}",
+                            "APPROVED {what}: {sign}{} → balance {}{detail}{online}",
                             r.amount, r.balance_after
                         )
                     }
@@ -483,6 +619,13 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
             }
             Ok(())
         })?;
+        drop(voice);
+        if !phone.is_empty() {
+            let approved_at = lines.len().saturating_sub(1);
+            for (k, l) in phone.drain(..).enumerate() {
+                lines.insert(approved_at + k, l);
+            }
+        }
         let mut apdus = till.terminal_mut().take_trace().commands();
         if let Err(e) = done {
             let pending = match &e {
@@ -494,7 +637,6 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                 // The customer taps again at the same till: the card's own
                 // log tells whether the purchase went through.
                 card.set_faults(Faults::default());
-                let till_id = 101 + t as u32;
                 let again = present(stack, t, card, |tr| -> Result<Vec<String>, TillError> {
                     let mut tap = till.tap(tr)?;
                     let mine = |origin: Option<u32>, terminal: Option<u32>| {
@@ -565,49 +707,17 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     // over HTTPS to the office (on loopback, its certificate pinned in the
     // tills' bundles); the ledger verifies (batch MAC, hash chain, every
     // certificate) and posts it.
-    let ledger_path = work.join("ledger.sqlite");
-    let office_err = |e: tessera_ledger::LedgerError| Failure::new(EXIT_FILE, format!("ledger: {e}"));
-    let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?;
-    // The campaigns the office signed this morning: purchases are
-    // recomputed under them.
-    ledger.register_campaigns(CAMPAIGNS, 0).map_err(office_err)?;
-    let now = clock.0.load(Ordering::SeqCst) + 3_600;
     let mut chains_ok = true;
     let mut records = 0;
     if !json {
         println!();
     }
-    // Every till is registered before any settles (as `office
-    // export-terminal` does): a copy one till recovers names the other.
-    for t in &tills {
-        ledger
-            .register_terminal(t.journal().terminal_id(), now)
-            .map_err(office_err)?;
-    }
-    drop(ledger);
-    let net_err = |e: String| Failure::new(EXIT_FILE, format!("office: {e}"));
-    let identity = tessera_office::OfficeIdentity::generate(&[]).map_err(|e| net_err(e.to_string()))?;
-    let pin = identity.cert_sha256();
-    let mut config = tessera_office::ServerConfig::new(tessera_office::Transport::Tls(
-        identity.server_config().map_err(|e| net_err(e.to_string()))?,
-    ));
-    config.request_log = false;
-    config.fixed_now = Some(now);
-    let server_keys = IssuerKeys::from_json(&keys.to_json()).map_err(|e| net_err(e.to_string()))?;
-    let server = tessera_office::spawn(
-        Ledger::open(&ledger_path, LedgerKeys::from_issuer(keys)).map_err(office_err)?,
-        server_keys,
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        config,
-    )
-    .map_err(|e| net_err(e.to_string()))?;
-    let url = format!("https://{}", server.addr());
     let mut settled = Vec::new();
     for t in tills.iter_mut() {
         let id = t.journal().terminal_id();
         chains_ok &= t.journal().verify_chain().is_ok();
         records += t.journal().len();
-        let bundle = keys.terminal_bundle(id, tessera_crypto::keys::OfficeLink::Pinned { cert_sha256: pin });
+        let bundle = bundle_of(id);
         // The client checks each acknowledgement's MAC and that it names
         // this terminal's batch before the till marks anything settled.
         let report = tessera_client::settle(
@@ -654,11 +764,16 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
             .map_or(0, |b| b.shadow_balance);
         balances.push((out::card_id(&st.card_id), st.balance, shadow, st.counter));
     }
+    let mut authorizations = Vec::new();
+    for card in &cards {
+        authorizations.extend(ledger.online_authorizations(card.state()?.card_id).map_err(office_err)?);
+    }
     let liability = ledger.liability(1).map_err(office_err)?;
     let proof = ledger.explanation().map_err(office_err)?;
     let reconciled = chains_ok
         && proof.explained
         && exceptions.is_empty()
+        && authorizations.iter().all(|a| a.state == "posted")
         && balances.iter().all(|(_, b, shadow, _)| i64::from(*b) == *shadow);
     if !json {
         println!();
@@ -676,6 +791,13 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
             liability.points_outstanding,
             proof.matched_records,
             proof.matched_records + proof.awaiting_records + proof.orphan_records
+        );
+        println!(
+            "  Authorized by the office: {} ({} online, {} by telephone), {} matched to the card's certified record at settlement",
+            authorizations.len(),
+            authorizations.iter().filter(|a| a.delivery == "online").count(),
+            authorizations.iter().filter(|a| a.delivery == "voice").count(),
+            authorizations.iter().filter(|a| a.state == "posted").count()
         );
         for p in &proof.problems {
             println!("  not explained: {p}");
@@ -698,6 +820,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
         "card_transactions_posted": posted,
         "exceptions": exceptions.len(),
         "points_outstanding": liability.points_outstanding,
+        "office_authorizations": authorizations,
         "cards": balances.iter().map(|(id, b, shadow, n)| json!({"card_id": id, "balance": b, "counter": n, "ledger_balance": shadow})).collect::<Vec<_>>(),
         "explanation": serde_json::to_value(&proof).unwrap_or_default(),
         "reconciled": reconciled,

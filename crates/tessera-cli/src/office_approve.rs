@@ -62,6 +62,17 @@ pub struct IssueArgs {
     /// the login name ($USER, $LOGNAME)].
     #[arg(long, value_name = "NAME")]
     pub operator: Option<String>,
+    /// The reference the till shows for a card's request (card application
+    /// 2.2, `XXXXX-XXXXX-XXXXX-XX`): the office decides it as an online
+    /// request and, approved, prints the answer code for the clerk, which
+    /// the card itself checks. With it, --amount is the points the till
+    /// shows, for an earn too.
+    #[arg(long, value_name = "REF")]
+    pub request: Option<String>,
+    /// With --request and --kind refund: the card counter of the refunded
+    /// transaction.
+    #[arg(long, value_name = "COUNTER")]
+    pub original: Option<u32>,
     /// Print versioned JSON instead of human-readable text.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +180,59 @@ fn what(kind: &str, amount: u64) -> String {
     format!("{noun} of {}", amount_text(kind, amount))
 }
 
+/// `office approve --request REF`: the telephone delivery of an online
+/// authorization.
+fn voice(
+    a: &IssueArgs,
+    dir: &std::path::Path,
+    terminal_id: u32,
+    card: [u8; 8],
+    kind: ReferralKind,
+    amount: &str,
+    text: &str,
+) -> Result<(), Failure> {
+    use tessera_protocol::messages::TxKind;
+    let reference = tessera_crypto::voice::VoiceReference::parse(text)
+        .map_err(|e| Failure::usage(format!("the request reference: {e}")))?;
+    let points = parse_points(amount)?;
+    let (tx_kind, original) = match kind {
+        ReferralKind::Earn => (TxKind::Earn, 0),
+        ReferralKind::Redeem => (TxKind::Redeem, 0),
+        ReferralKind::Refund => (
+            TxKind::RefundRedeem,
+            a.original
+                .filter(|c| *c > 0)
+                .ok_or_else(|| Failure::usage("a refund needs --original COUNTER (the refunded transaction)"))?,
+        ),
+    };
+    let now = clock()?.now();
+    let (verdict, answer) = OfficeDir::new(dir)
+        .with_operator(a.operator.clone())
+        .approve_voice(terminal_id, card, &reference, tx_kind, points, original, now)?;
+    let code = answer.map(|x| x.to_code());
+    if a.json {
+        print_json(json!({
+            "authorization": {
+                "approved": verdict.approved, "code": verdict.code, "message": verdict.message,
+                "answer": code,
+            }
+        }));
+    } else if let Some(code) = &code {
+        println!(
+            "Approved: read this answer to the clerk at till {terminal_id}: {code}\n(card {}, {} of {points} points; the card checks it for its own request)",
+            hex::encode_upper(card),
+            tx_kind.name()
+        );
+    } else {
+        println!("{} {}", verdict.code, verdict.message);
+    }
+    if verdict.approved {
+        Ok(())
+    } else {
+        Err(Failure::new(crate::fail::EXIT_DECLINED, format!("{} {}", verdict.code, verdict.message)).printed(!a.json))
+    }
+}
+
 fn issue(a: &IssueArgs) -> Result<(), Failure> {
     let dir = required(&a.dir, "--dir DIR")?;
     let terminal_id = required(&a.terminal_id, "--terminal-id T")?;
@@ -179,6 +243,9 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
         Kind::Refund => ReferralKind::Refund,
     };
     let amount_arg = required(&a.amount, "--amount")?;
+    if let Some(text) = &a.request {
+        return voice(a, &dir, terminal_id, card, kind, &amount_arg, text);
+    }
     let amount = match kind {
         ReferralKind::Earn => money_minor(&amount_arg)?,
         _ => u64::from(parse_points(&amount_arg)?),

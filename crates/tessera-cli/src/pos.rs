@@ -190,8 +190,14 @@ pub struct ApprovalArg {
     /// referrals, the redemption cap, a refund whose original left the
     /// card's log); needs --keys BUNDLE.json. Without an answer within 5 s
     /// the referral stands (call the office for a code).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "voice")]
     pub online: Option<String>,
+    /// Ask the office by telephone, with the card on the reader, when the
+    /// till's policy would go online: the till shows a reference to read
+    /// to the office (`office approve --request REF`) and waits for the
+    /// answer code on standard input; the card checks the code itself.
+    #[arg(long)]
+    pub voice: bool,
 }
 
 /// Arguments of `pos redeem`.
@@ -445,6 +451,7 @@ pub fn run(cmd: PosCmd) -> Result<(), Failure> {
                 &ApprovalArg {
                     approval: None,
                     online: None,
+                    voice: false,
                 },
             )
             .map_err(|f| f.json(json))
@@ -537,6 +544,7 @@ fn tap_with(
     approval: &ApprovalArg,
 ) -> Result<(), Failure> {
     let online = approval.online.as_deref();
+    let voice = approval.voice;
     let approval = approval
         .approval
         .as_deref()
@@ -545,6 +553,34 @@ fn tap_with(
     let mut till = open_till(&a.terminal)?;
     if let Some(ap) = approval {
         till.set_approval(ap);
+    }
+    if voice {
+        let terminal_id = till.journal().terminal_id();
+        till.set_online(Box::new(tessera_terminal::till::VoiceAuthorizer {
+            terminal_id,
+            ask: |p: &tessera_terminal::till::VoicePrompt, why: Option<&str>| {
+                if let Some(why) = why {
+                    eprintln!("tessera: {why}");
+                } else {
+                    let what = if p.original == 0 {
+                        format!("{} of {} points", p.kind.name(), p.points)
+                    } else {
+                        format!("{} of {} points of #{}", p.kind.name(), p.points, p.original)
+                    };
+                    eprintln!(
+                        "Call the office and read: till {}, card {}, {what}, reference {}",
+                        p.terminal_id,
+                        hex::encode_upper(p.card_id),
+                        p.reference
+                    );
+                }
+                eprint!("The office's answer code (Enter alone gives up): ");
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).ok()?;
+                let line = line.trim().to_owned();
+                (!line.is_empty()).then_some(line)
+            },
+        }));
     }
     if let Some(url) = online {
         let Some(keys) = &a.terminal.keys else {

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod referral;
 pub mod rng;
 pub mod sign;
+pub mod voice;
 
 use aes::cipher::{BlockEncrypt, KeyInit};
 use cmac::Mac;

@@ -202,6 +202,38 @@ pub struct Verified {
     pub expires_at: u32,
 }
 
+/// The symbols of a typed code: case, spaces and dashes do not matter; `O`
+/// is read as `0`, `I` and `L` as `1` (Crockford). `Err` names the first
+/// character outside the alphabet.
+pub(crate) fn parse_symbols(text: &str) -> Result<Vec<u8>, char> {
+    let mut symbols = Vec::with_capacity(SYMBOLS);
+    for ch in text.chars().filter(|c| !matches!(c, '-' | ' ' | '\t')) {
+        let up = match ch.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        };
+        let v = ALPHABET.iter().position(|&a| char::from(a) == up).ok_or(ch)?;
+        symbols.push(v as u8);
+    }
+    Ok(symbols)
+}
+
+/// Symbols as text, in groups of the given sizes joined by dashes.
+pub(crate) fn render_symbols(symbols: &[u8], groups: &[usize]) -> String {
+    let mut out = String::new();
+    let mut it = symbols.iter();
+    for (g, &n) in groups.iter().enumerate() {
+        if g > 0 {
+            out.push('-');
+        }
+        for &s in it.by_ref().take(n) {
+            out.push(char::from(ALPHABET[usize::from(s & 0x1f)]));
+        }
+    }
+    out
+}
+
 /// GF(32) multiplication, reduction polynomial `x⁵ + x² + 1`.
 fn gf_mul(mut a: u8, mut b: u8) -> u8 {
     let mut p = 0u8;
@@ -218,8 +250,9 @@ fn gf_mul(mut a: u8, mut b: u8) -> u8 {
     p & 0x1f
 }
 
-/// The check symbol of 15 data symbols.
-fn check_symbol(data: &[u8]) -> u8 {
+/// The check symbol of data symbols (15 for a referral code; any number
+/// below 31 keeps the single-error and swap properties).
+pub(crate) fn check_symbol(data: &[u8]) -> u8 {
     let mut w = 1u8;
     let mut sum = 0u8;
     for &d in data {
@@ -291,19 +324,7 @@ impl ReferralCode {
     /// # Errors
     /// [`CodeFormatError`]: not a code, or a typo the check symbol caught.
     pub fn parse(text: &str) -> Result<Self, CodeFormatError> {
-        let mut symbols = Vec::with_capacity(SYMBOLS);
-        for ch in text.chars().filter(|c| !matches!(c, '-' | ' ' | '\t')) {
-            let up = match ch.to_ascii_uppercase() {
-                'O' => '0',
-                'I' | 'L' => '1',
-                c => c,
-            };
-            let v = ALPHABET
-                .iter()
-                .position(|&a| char::from(a) == up)
-                .ok_or(CodeFormatError::Symbol(ch))?;
-            symbols.push(v as u8);
-        }
+        let symbols = parse_symbols(text).map_err(CodeFormatError::Symbol)?;
         let symbols: [u8; SYMBOLS] = symbols
             .as_slice()
             .try_into()

@@ -118,6 +118,9 @@ pub struct OnlineAuthorization {
     pub state: String,
     /// Decided at, Unix seconds.
     pub decided_at: u32,
+    /// `online` (`POST /v1/authorize`) or `voice` (read over the
+    /// telephone, `office approve --request`).
+    pub delivery: String,
 }
 
 fn ser_card<S: serde::Serializer>(c: &CardId, s: S) -> Result<S::Ok, S::Error> {
@@ -169,30 +172,106 @@ impl Ledger {
                 settled,
             });
         }
-        let verdict = decide(&tx, q, policy, now)?;
-        tx.execute(
-            "INSERT INTO online_authorizations (card_id, cryptogram, counter, kind, amount, reference, terminal_id,
-                 key_version, approved, code, message, settled, state, decided_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                card,
-                &r.cryptogram[..],
-                r.counter,
-                r.kind.name(),
-                r.amount,
-                r.reference,
-                q.terminal_id,
-                q.key_version,
-                verdict.approved,
-                verdict.code,
-                verdict.message,
-                verdict.settled,
-                if verdict.approved { "approved" } else { "declined" },
-                now
-            ],
-        )?;
+        let verdict = decide(&tx, q, Some(r.balance), policy, now)?;
+        insert(&tx, q, &verdict, "online", None, now)?;
         tx.commit()?;
         Ok(verdict)
+    }
+
+    /// Decides a request read over the telephone (module docs; the voice
+    /// reference of `tessera_crypto::voice`): the same checks as
+    /// [`Ledger::authorize_online`] but the cryptogram's (which the office
+    /// cannot check without the request's body; the card checks the answer
+    /// against its own request) and with the books' balance when they hold
+    /// every transaction of the card. Recorded like an online decision
+    /// (`delivery` `voice`, with the operator), and matched at posting the
+    /// same way. Returns the decision and the card's counter the reference
+    /// names.
+    ///
+    /// # Errors
+    /// A storage error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorize_by_voice(
+        &mut self,
+        terminal_id: u32,
+        card_id: CardId,
+        voice: &tessera_crypto::voice::VoiceReference,
+        kind: TxKind,
+        amount: u32,
+        reference: u32,
+        operator: &str,
+        policy: &OnlinePolicy,
+        now: u32,
+    ) -> Result<(OnlineVerdict, u32, u8), LedgerError> {
+        let tx = self.conn.transaction()?;
+        let card = &card_id[..];
+        let known: Option<(u32, u8)> = tx
+            .query_row(
+                "SELECT last_counter, key_version FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
+                [card],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((last_counter, key_version)) = known else {
+            return Ok((OnlineVerdict::decline("O01", message_of("O01")), 0, 0));
+        };
+        let counter = voice.counter(last_counter);
+        // A refund reverses its original's kind, which the books know.
+        let kind = if kind.is_refund() {
+            let original: Option<String> = tx
+                .query_row(
+                    "SELECT tx_type FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
+                    params![card, reference],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            original
+                .and_then(|t| TxKind::ALL.into_iter().find(|k| k.name() == t))
+                .and_then(TxKind::reversal)
+                .unwrap_or(kind)
+        } else {
+            kind
+        };
+        if let Some((approved, code, message, settled)) = tx
+            .query_row(
+                "SELECT approved, code, message, settled FROM online_authorizations
+                 WHERE card_id = ?1 AND cryptogram = ?2",
+                params![card, &voice.cryptogram[..]],
+                |row| Ok((row.get::<_, bool>(0)?, row.get(1)?, row.get(2)?, row.get::<_, u32>(3)?)),
+            )
+            .optional()?
+        {
+            let v = OnlineVerdict {
+                approved,
+                code,
+                message,
+                settled,
+            };
+            return Ok((v, counter, key_version));
+        }
+        let q = OnlineQuery {
+            terminal_id,
+            card_id,
+            key_version,
+            request: AuthorizationRequest {
+                counter,
+                kind,
+                amount,
+                terminal_id,
+                reference,
+                balance: 0,
+                velocity: tessera_protocol::messages::Velocity::default(),
+                challenge: [0; 8],
+                cryptogram: voice.cryptogram,
+            },
+        };
+        let mut verdict = decide(&tx, &q, None, policy, now)?;
+        // The telephone answer says nothing about settlement (the clerk
+        // would have to type it).
+        verdict.settled = 0;
+        insert(&tx, &q, &verdict, "voice", Some(operator), now)?;
+        tx.commit()?;
+        Ok((verdict, counter, key_version))
     }
 
     /// Every online decision of a card, oldest first.
@@ -201,7 +280,7 @@ impl Ledger {
     /// A storage error.
     pub fn online_authorizations(&self, card_id: CardId) -> Result<Vec<OnlineAuthorization>, LedgerError> {
         let mut stmt = self.conn.prepare(
-            "SELECT counter, kind, amount, reference, terminal_id, code, state, decided_at
+            "SELECT counter, kind, amount, reference, terminal_id, code, state, decided_at, delivery
              FROM online_authorizations WHERE card_id = ?1 ORDER BY decided_at, rowid",
         )?;
         let rows = stmt.query_map([&card_id[..]], |r| {
@@ -219,6 +298,7 @@ impl Ledger {
                 code: r.get(5)?,
                 state: r.get(6)?,
                 decided_at: r.get(7)?,
+                delivery: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -232,6 +312,41 @@ impl Ledger {
     pub fn online_outstanding(&self, card_id: CardId) -> Result<i64, LedgerError> {
         outstanding(&self.conn, &card_id)
     }
+}
+
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    q: &OnlineQuery,
+    verdict: &OnlineVerdict,
+    delivery: &str,
+    operator: Option<&str>,
+    now: u32,
+) -> Result<(), LedgerError> {
+    let r = &q.request;
+    tx.execute(
+        "INSERT INTO online_authorizations (card_id, cryptogram, counter, kind, amount, reference, terminal_id,
+             key_version, approved, code, message, settled, state, decided_at, delivery, operator)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        params![
+            &q.card_id[..],
+            &r.cryptogram[..],
+            r.counter,
+            r.kind.name(),
+            r.amount,
+            r.reference,
+            q.terminal_id,
+            q.key_version,
+            verdict.approved,
+            verdict.code,
+            verdict.message,
+            verdict.settled,
+            if verdict.approved { "approved" } else { "declined" },
+            now,
+            delivery,
+            operator
+        ],
+    )?;
+    Ok(())
 }
 
 fn outstanding(conn: &rusqlite::Connection, card: &CardId) -> Result<i64, LedgerError> {
@@ -267,9 +382,14 @@ pub fn message_of(code: &str) -> String {
     .to_owned()
 }
 
+/// `balance`: the card's certified balance (an online request), or `None`
+/// (a request read over the telephone: its balance is not certified to the
+/// office, which then judges on its books when they hold every transaction
+/// of the card).
 fn decide(
     tx: &rusqlite::Transaction<'_>,
     q: &OnlineQuery,
+    balance: Option<u32>,
     policy: &OnlinePolicy,
     now: u32,
 ) -> Result<OnlineVerdict, LedgerError> {
@@ -311,13 +431,15 @@ fn decide(
     }
     // With every transaction of the card in the books (none pending, none
     // since), the card's certified balance must be the shadow balance.
-    if r.counter == last_counter && pending == 0 && i64::from(r.balance) != shadow {
+    let complete = r.counter == last_counter && pending == 0;
+    if complete && balance.is_some_and(|b| i64::from(b) != shadow) {
         return d("O05");
     }
-    if !r.kind.is_credit() && r.amount > r.balance {
+    let available = balance.map(i64::from).or(complete.then_some(shadow));
+    if let Some(available) = available.filter(|a| !r.kind.is_credit() && i64::from(r.amount) > *a) {
         return Ok(OnlineVerdict::decline(
             "D08",
-            format!("Not enough points: the card has {}, {} asked", r.balance, r.amount),
+            format!("Not enough points: the card has {available}, {} asked", r.amount),
         ));
     }
     if r.kind.is_refund() {

@@ -521,7 +521,8 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 /// (`online_authorizations`, one row per card and request cryptogram),
 /// with its state: `approved` (its record not arrived), `posted`,
 /// `lapsed` (the card gave the counter to another transaction) or
-/// `declined`.
+/// `declined`; and how it was delivered (`online`, or `voice`: read over
+/// the telephone, with the office operator).
 const MIGRATION_ONLINE: &str = "
 ALTER TABLE card_transactions ADD COLUMN online INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE online_authorizations (
@@ -539,6 +540,8 @@ CREATE TABLE online_authorizations (
     settled INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('approved', 'posted', 'lapsed', 'declined')),
     decided_at INTEGER NOT NULL,
+    delivery TEXT NOT NULL CHECK (delivery IN ('online', 'voice')),
+    operator TEXT,
     UNIQUE (card_id, cryptogram)
 );
 CREATE INDEX online_authorizations_card ON online_authorizations (card_id, counter);

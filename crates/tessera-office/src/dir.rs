@@ -832,6 +832,68 @@ impl OfficeDir {
         Ok(issued)
     }
 
+    /// The office's decision on a card's request read over the telephone
+    /// (card application v2.2, `tessera_crypto::voice`): decided by the
+    /// ledger as an online request is ([`Ledger::authorize_by_voice`]) and,
+    /// approved, answered with the code the clerk types in — the issuer MAC
+    /// the card checks against its own request. Audited as
+    /// `authorization.voice` under [`OfficeDir::operator`].
+    ///
+    /// # Errors
+    /// As [`OfficeDir::approve`].
+    ///
+    /// [`Ledger::authorize_by_voice`]: tessera_ledger::Ledger::authorize_by_voice
+    #[allow(clippy::too_many_arguments)]
+    pub fn approve_voice(
+        &self,
+        terminal_id: u32,
+        card_id: [u8; 8],
+        voice: &tessera_crypto::voice::VoiceReference,
+        kind: tessera_protocol::messages::TxKind,
+        points: u32,
+        original: u32,
+        now: u32,
+    ) -> Result<(tessera_ledger::OnlineVerdict, Option<tessera_crypto::voice::VoiceAnswer>), OfficeDirError> {
+        let (keys, mut ledger, operator) = self.open_for_action()?;
+        let policy = tessera_ledger::OnlinePolicy::default();
+        let (verdict, counter, key_version) = ledger.authorize_by_voice(
+            terminal_id,
+            card_id,
+            voice,
+            kind,
+            points,
+            original,
+            &operator,
+            &policy,
+            now,
+        )?;
+        let answer = verdict
+            .approved
+            .then(|| {
+                keys.issuer_mac_of(
+                    &card_id,
+                    key_version,
+                    tessera_crypto::keys::IssuerDecision::Authorization {
+                        cryptogram: voice.cryptogram,
+                        decision: 0,
+                        settled: 0,
+                    },
+                )
+            })
+            .flatten()
+            .map(|issuer_mac| tessera_crypto::voice::VoiceAnswer { issuer_mac });
+        self.audit_with(
+            &mut ledger,
+            &operator,
+            "authorization.voice",
+            serde_json::json!({
+                "terminal_id": terminal_id, "card_id": hex::encode_upper(card_id), "kind": kind.name(),
+                "points": points, "reference": original, "counter": counter, "code": verdict.code,
+            }),
+        )?;
+        Ok((verdict, answer))
+    }
+
     /// Every issued approval, newest first, with its state at `now`
     /// (issued, used, expired) and the settled decisions that used it.
     ///

@@ -1151,3 +1151,77 @@ impl<'a, S: Sam, C: Clock, T: Transport> TillTap<'a, S, C, T> {
         self.run(req, e, Some(orig), None)
     }
 }
+
+/// What the clerk reads to the office for a request delivered by voice
+/// ([`VoiceAuthorizer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoicePrompt {
+    /// The card.
+    pub card_id: CardId,
+    /// The operation's kind.
+    pub kind: TxKind,
+    /// Its points.
+    pub points: u32,
+    /// Refunds: the refunded transaction's counter; 0 otherwise.
+    pub original: u32,
+    /// The till.
+    pub terminal_id: u32,
+    /// The reference code to read out (`XXXXX-XXXXX-XXXXX-XX`).
+    pub reference: String,
+}
+
+/// The telephone delivery of an online authorization: the same card
+/// request and the same card-checked answer as over the network
+/// (`tessera_crypto::voice`). `ask` shows the clerk the [`VoicePrompt`] and
+/// returns the answer code the office read back, or `None` when the clerk
+/// gives up; a code that is not one (a typo its check character catches)
+/// is asked for again, up to three times. The card checks the answer
+/// itself: a wrong code changes nothing. The clerk's wait is the clerk's:
+/// the till's timeout does not apply.
+pub struct VoiceAuthorizer<F: FnMut(&VoicePrompt, Option<&str>) -> Option<String>> {
+    /// Shows the prompt (and, after a typo, why the code was not taken)
+    /// and returns the typed answer.
+    pub ask: F,
+    /// The till's terminal id.
+    pub terminal_id: u32,
+}
+
+impl<F: FnMut(&VoicePrompt, Option<&str>) -> Option<String>> OnlineAuthorizer for VoiceAuthorizer<F> {
+    fn authorize(
+        &mut self,
+        card_id: &CardId,
+        _key_version: u8,
+        request: &AuthorizationRequest,
+        _timeout: std::time::Duration,
+    ) -> Result<OnlineAnswer, String> {
+        let prompt = VoicePrompt {
+            card_id: *card_id,
+            kind: request.kind,
+            points: request.amount,
+            original: request.reference,
+            terminal_id: self.terminal_id,
+            reference: tessera_crypto::voice::VoiceReference::new(request.cryptogram, request.counter).to_code(),
+        };
+        let mut why: Option<String> = None;
+        for _ in 0..3 {
+            let Some(text) = (self.ask)(&prompt, why.as_deref()) else {
+                return Err("no answer code given".into());
+            };
+            match tessera_crypto::voice::VoiceAnswer::parse(&text) {
+                Ok(a) => {
+                    return Ok(OnlineAnswer {
+                        code: "A00".into(),
+                        message: "Approved by the office (voice)".into(),
+                        response: AuthorizationResponse {
+                            approved: true,
+                            settled: 0,
+                            issuer_mac: a.issuer_mac,
+                        },
+                    })
+                }
+                Err(e) => why = Some(e.to_string()),
+            }
+        }
+        Err(why.unwrap_or_default())
+    }
+}
