@@ -1,13 +1,18 @@
 //! A simulated day (issue acceptance): three tills, 200 cards, 2,000
-//! offline transactions with cards pulled away, then settlement over HTTP to
-//! `tessera office serve` on loopback — with one batch sent twice, two
-//! batches out of order, one record tampered, one batch from an unknown
-//! terminal, one cloned card used at two stores and one forged certificate.
+//! transactions with cards pulled away — offline, and one in fifty a
+//! purchase above the offline limit that the till asks the office for
+//! online, the office's server running all day — then settlement over
+//! HTTP to `tessera office serve` on loopback — with one batch sent twice,
+//! two batches out of order, one record tampered, one batch from an
+//! unknown terminal, one cloned card used at two stores and one forged
+//! certificate.
 //!
 //! Afterwards: for every card, the ledger's shadow balance equals the card's
 //! balance; every injected fault appears exactly once in the exceptions
 //! with the right class; nothing is posted twice; the untouched batches are
-//! fully posted.
+//! fully posted; every online approval is matched to its card record once
+//! (or lapsed, its card pulled before the answer reached it), none is
+//! unmatched.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -199,6 +204,37 @@ fn a_day_of_settlement_with_every_fault_injected() {
     // Terminal 999 was never registered: its bundle is made by hand.
     let rogue_bundle = keys.terminal_bundle(UNKNOWN_TILL, bundles[&TILLS[0]].office);
 
+    // The office knows its cards (issued to one customer here), and its
+    // server runs all day for online authorization.
+    {
+        let mut ledger = Ledger::open(&office.join("ledger.sqlite"), LedgerKeys::from_issuer(&keys)).unwrap();
+        let a = anna();
+        let customer = ledger
+            .register_customer(&tessera_ledger::NewCustomer {
+                name: a.name.clone(),
+                birth_date: a.birth_date,
+                home_city: a.home_city.clone(),
+                household: a.household,
+                preferences: a.preferences.clone(),
+                tier: a.tier,
+            })
+            .unwrap();
+        for n in 0..CARDS {
+            ledger
+                .register_card(card_id(n), customer, keys.key_versions()[0], tessera_suite::TEST_TIME)
+                .unwrap();
+        }
+    }
+    let day_server = Server::start(&office);
+    let mut authorizers: Vec<tessera_office::OfficeAuthorizer> = TILLS
+        .iter()
+        .map(|id| tessera_office::OfficeAuthorizer {
+            base_url: day_server.url.clone(),
+            bundle: TerminalBundle::from_json(&bundles[id].to_json()).unwrap(),
+        })
+        .collect();
+    let mut online_approved = 0;
+
     // The day.
     let clock = SharedClock(Arc::new(AtomicU32::new(tessera_suite::TEST_TIME)));
     let mut tills: Vec<_> = TILLS.iter().map(|&id| till(work.path(), id, &keys, &clock)).collect();
@@ -227,7 +263,21 @@ fn a_day_of_settlement_with_every_fault_injected() {
             lose_response_of_apdu: pull,
             ..Faults::default()
         });
-        approved += usize::from(transact(&mut tills[t], card, &mut rng));
+        if i % 50 == 25 {
+            // Above the offline limit (R05): asked online, the card in the
+            // field (and sometimes pulled meanwhile).
+            let ok = (|| -> Result<bool, TillError> {
+                let mut tap = tills[t].tap(&mut *card)?;
+                tap.use_online(&mut authorizers[t]);
+                let o = tap.purchase(1_200_000, &[])?;
+                Ok(matches!(o, TillOutcome::Approved { ref receipt, .. } if receipt.record.online))
+            })();
+            let ok = matches!(ok, Ok(true));
+            online_approved += usize::from(ok);
+            approved += usize::from(ok);
+        } else {
+            approved += usize::from(transact(&mut tills[t], card, &mut rng));
+        }
         card.set_faults(Faults::default());
         if i == 1_000 {
             // Card 7 is cloned: its copy and the original each make the next
@@ -282,6 +332,9 @@ fn a_day_of_settlement_with_every_fault_injected() {
         drop(tills[t].tap(&mut *card).unwrap());
     }
     drop(tills);
+    drop(authorizers);
+    drop(day_server);
+    assert!(online_approved >= 20, "{online_approved} online approvals");
 
     // A rogue till nobody registered.
     let mut rogue = till(work.path(), UNKNOWN_TILL, &keys, &clock);
@@ -417,9 +470,28 @@ fn a_day_of_settlement_with_every_fault_injected() {
             "card {n}"
         );
     }
+    // Every online approval met its certified record once, or lapsed (its
+    // card pulled before the answer reached it: the counter went to the
+    // next transaction); none is left unexplained.
+    let mut posted_online = 0;
+    for n in 0..CARDS {
+        for a in ledger.online_authorizations(card_id(n)).unwrap() {
+            assert!(
+                a.state == "posted" || a.state == "lapsed" || a.state == "declined",
+                "card {n}: {a:?}"
+            );
+            posted_online += usize::from(a.state == "posted");
+        }
+        assert_eq!(ledger.online_outstanding(card_id(n)).unwrap(), 0, "card {n}");
+    }
+    assert!(
+        posted_online >= online_approved,
+        "{posted_online} posted, {online_approved} seen approved"
+    );
+    assert_eq!(count(ExceptionClass::OnlineUnmatched), 0);
     drop(clone);
     eprintln!(
-        "{approved} approved transactions; day settled in {:?}",
+        "{approved} approved transactions ({online_approved} online, {posted_online} online records posted); day settled in {:?}",
         started.elapsed()
     );
 }

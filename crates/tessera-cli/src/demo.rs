@@ -436,8 +436,7 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     )
     .map_err(|e| net_err(e.to_string()))?;
     let url = format!("https://{}", server.addr());
-    let bundle_of =
-        |id: u32| keys.terminal_bundle(id, tessera_crypto::keys::OfficeLink::Pinned { cert_sha256: pin });
+    let bundle_of = |id: u32| keys.terminal_bundle(id, tessera_crypto::keys::OfficeLink::Pinned { cert_sha256: pin });
 
     // Two tills, each with its own journal.
     let clock = DemoClock(Arc::new(AtomicU32::new(OPENING)));
@@ -604,7 +603,11 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                                 format!(" ({})", parts.join(", "))
                             })
                             .unwrap_or_default();
-                        let online = if r.online { ", authorized by the office, certified by the card" } else { "" };
+                        let online = if r.online {
+                            ", authorized by the office, certified by the card"
+                        } else {
+                            ""
+                        };
                         format!(
                             "APPROVED {what}: {sign}{} → balance {}{detail}{online}",
                             r.amount, r.balance_after
@@ -766,7 +769,11 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
     }
     let mut authorizations = Vec::new();
     for card in &cards {
-        authorizations.extend(ledger.online_authorizations(card.state()?.card_id).map_err(office_err)?);
+        authorizations.extend(
+            ledger
+                .online_authorizations(card.state()?.card_id)
+                .map_err(office_err)?,
+        );
     }
     let liability = ledger.liability(1).map_err(office_err)?;
     let proof = ledger.explanation().map_err(office_err)?;

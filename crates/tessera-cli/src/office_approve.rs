@@ -206,9 +206,15 @@ fn voice(
         ),
     };
     let now = clock()?.now();
-    let (verdict, answer) = OfficeDir::new(dir)
-        .with_operator(a.operator.clone())
-        .approve_voice(terminal_id, card, &reference, tx_kind, points, original, now)?;
+    let (verdict, answer) = OfficeDir::new(dir).with_operator(a.operator.clone()).approve_voice(
+        terminal_id,
+        card,
+        &reference,
+        tx_kind,
+        points,
+        original,
+        now,
+    )?;
     let code = answer.map(|x| x.to_code());
     if a.json {
         print_json(json!({
@@ -229,7 +235,11 @@ fn voice(
     if verdict.approved {
         Ok(())
     } else {
-        Err(Failure::new(crate::fail::EXIT_DECLINED, format!("{} {}", verdict.code, verdict.message)).printed(!a.json))
+        Err(Failure::new(
+            crate::fail::EXIT_DECLINED,
+            format!("{} {}", verdict.code, verdict.message),
+        )
+        .printed(!a.json))
     }
 }
 

@@ -163,7 +163,10 @@ mod tests {
         let code = r.to_code();
         assert_eq!(code.len(), 17 + 3);
         assert_eq!(VoiceReference::parse(&code).unwrap(), r);
-        assert_eq!(VoiceReference::parse(&code.to_lowercase().replace('-', " ")).unwrap(), r);
+        assert_eq!(
+            VoiceReference::parse(&code.to_lowercase().replace('-', " ")).unwrap(),
+            r
+        );
         assert_eq!(r.counter(70_000), 70_004);
         assert_eq!(r.counter(0), 70_004 % 32_768);
         let a = VoiceAnswer {
@@ -193,6 +196,9 @@ mod tests {
                 found: 12
             })
         );
-        assert_eq!(VoiceAnswer::parse("7KQ2-M9XD-3FHT-U1"), Err(VoiceCodeError::Symbol('U')));
+        assert_eq!(
+            VoiceAnswer::parse("7KQ2-M9XD-3FHT-U1"),
+            Err(VoiceCodeError::Symbol('U'))
+        );
     }
 }

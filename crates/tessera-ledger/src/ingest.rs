@@ -868,7 +868,7 @@ struct Stored {
 }
 
 fn record_json(r: &LogRecord) -> Value {
-    json!({
+    let mut v = json!({
         "counter": r.counter,
         "type": r.kind.name(),
         "points": r.amount,
@@ -878,7 +878,12 @@ fn record_json(r: &LogRecord) -> Value {
         "time": r.time,
         "reference": r.reference,
         "certificate": hex::encode_upper(r.certificate),
-    })
+    });
+    // Card application 2.2: the online mark, when the card set it.
+    if let (true, Value::Object(m)) = (r.online, &mut v) {
+        m.insert("online".into(), json!(true));
+    }
+    v
 }
 
 fn parse_card(s: &str) -> Option<CardId> {
@@ -1490,11 +1495,11 @@ impl<'c> Posting<'c> {
     fn stored(&self, card: &CardId, counter: u32, pending_only: bool) -> Result<Option<Stored>, LedgerError> {
         let sql = if pending_only {
             "SELECT tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate,
-                    terminal_id, batch_no, seq
+                    terminal_id, batch_no, seq, online
              FROM card_transactions WHERE card_id = ?1 AND counter = ?2 AND status = 'pending'"
         } else {
             "SELECT tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate,
-                    terminal_id, batch_no, seq
+                    terminal_id, batch_no, seq, online
              FROM card_transactions WHERE card_id = ?1 AND counter = ?2"
         };
         let row = self
@@ -1513,6 +1518,7 @@ impl<'c> Posting<'c> {
                     r.get::<_, u32>(8)?,
                     r.get::<_, u32>(9)?,
                     r.get::<_, u32>(10)?,
+                    r.get::<_, bool>(11)?,
                 ))
             })
             .optional()?;
@@ -1528,6 +1534,7 @@ impl<'c> Posting<'c> {
             terminal_id,
             batch_no,
             seq,
+            online,
         )) = row
         else {
             return Ok(None);
@@ -1545,7 +1552,7 @@ impl<'c> Posting<'c> {
             terminal_seq: origin_seq,
             time,
             reference,
-            online: false,
+            online,
             certificate,
         };
         Ok(Some(Stored {

@@ -853,7 +853,13 @@ impl OfficeDir {
         points: u32,
         original: u32,
         now: u32,
-    ) -> Result<(tessera_ledger::OnlineVerdict, Option<tessera_crypto::voice::VoiceAnswer>), OfficeDirError> {
+    ) -> Result<
+        (
+            tessera_ledger::OnlineVerdict,
+            Option<tessera_crypto::voice::VoiceAnswer>,
+        ),
+        OfficeDirError,
+    > {
         let (keys, mut ledger, operator) = self.open_for_action()?;
         let policy = tessera_ledger::OnlinePolicy::default();
         let (verdict, counter, key_version) = ledger.authorize_by_voice(
