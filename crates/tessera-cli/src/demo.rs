@@ -622,7 +622,8 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
             }
             Ok(())
         })?;
-        drop(voice);
+        // The telephone's closure borrowed the call's lines until here.
+        let _ = voice;
         if !phone.is_empty() {
             let approved_at = lines.len().saturating_sub(1);
             for (k, l) in phone.drain(..).enumerate() {
