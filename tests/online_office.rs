@@ -10,8 +10,10 @@
 //!   last sync, and for more points than the card has (asked by a till that
 //!   skips its own check);
 //! * a refund whose original has left the card's log is approved online;
-//! * an unreachable office (stopped, or killed) is handled as the till's
-//!   policy says: the referral stands, or it is declined;
+//! * an unreachable office (stopped, killed with SIGKILL while the till's
+//!   request is in it, or hung without answering) is handled as the till's
+//!   policy says — the referral stands, or it is declined — within the
+//!   till's timeout, and the next tap is approved once;
 //! * the card pulled between request and answer: nothing happens, and the
 //!   office's approval lapses when the card's counter moves on;
 //! * settlement posts each online record once and matches it to its
@@ -492,4 +494,103 @@ fn an_unreachable_office_is_handled_as_the_policy_says_and_a_pulled_card_does_no
         .map(|a| a.state)
         .collect();
     assert_eq!(states, ["lapsed"], "the card gave the counter to the purchase");
+}
+
+/// Reads one HTTP request (head and `Content-Length` body) from `s`.
+fn read_request(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            return buf;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    buf.extend(body);
+    buf
+}
+
+#[test]
+fn the_office_killed_mid_request_or_hung_leaves_nothing_done_and_the_next_tap_works() {
+    use std::io::Write;
+    let o = office(&[706]);
+    let mut card = card(&o, 706, 50_000);
+    let work = tempfile::tempdir().unwrap();
+    let mut t = till(&o, &work.path().join("till.sqlite"), WithoutAnswer::Decline);
+
+    // Killed: a relay in front of the office forwards the till's request,
+    // then the office is killed (SIGKILL) before it can answer.
+    let server = Server::start(&o.dir, &["--plain-http"], &[]);
+    let upstream = server.addr.clone();
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_url = format!("http://{}", relay.local_addr().unwrap());
+    let killer = std::thread::spawn(move || {
+        let (mut c, _) = relay.accept().unwrap();
+        let request = read_request(&mut c);
+        let mut up = std::net::TcpStream::connect(&upstream).unwrap();
+        up.write_all(&request).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(server);
+        drop(c);
+        drop(relay);
+    });
+    let TillOutcome::Refused { decision, .. } = redeem_online(&mut t, &mut card, &o, &relay_url, 12_000) else {
+        panic!()
+    };
+    killer.join().unwrap();
+    assert_eq!(decision.code(), "O09");
+    assert_eq!(card.state().unwrap().balance, 50_000, "the card did nothing");
+
+    // Hung: an office that takes the connection and never answers; the till
+    // waits its timeout (3 s here), no longer.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        hung.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < until {
+            if let Ok((c, _)) = hung.accept() {
+                held.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let started = std::time::Instant::now();
+    let TillOutcome::Refused { decision, .. } = redeem_online(&mut t, &mut card, &o, &hung_url, 12_000) else {
+        panic!()
+    };
+    let waited = started.elapsed();
+    assert_eq!(decision.code(), "O09");
+    assert!(waited < Duration::from_secs(7), "waited {waited:?}");
+    holder.join().unwrap();
+
+    // The office back: the next tap asks again and is approved once; the
+    // approval the killed office may have recorded lapses, never doubles.
+    let server = Server::start(&o.dir, &["--plain-http"], &[]);
+    let TillOutcome::Approved { receipt, .. } = redeem_online(&mut t, &mut card, &o, &server.http(), 12_000) else {
+        panic!()
+    };
+    assert_eq!((receipt.record.balance_after, receipt.record.online), (38_000, true));
+    settle(&mut t, &o, &server.http());
+    drop(server);
+    let ledger = open_ledger(&o.dir, &o.keys);
+    let states: Vec<String> = ledger
+        .online_authorizations(card_id(706))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(states.iter().filter(|s| *s == "posted").count(), 1, "{states:?}");
+    assert!(states.iter().all(|s| s == "posted" || s == "lapsed"), "{states:?}");
+    assert_eq!(ledger.online_outstanding(card_id(706)).unwrap(), 0);
+    assert_eq!(ledger.card(card_id(706)).unwrap().unwrap().shadow_balance, 38_000);
 }

@@ -242,6 +242,41 @@ fn online_earn_with_settlement_is_atomic() {
 }
 
 #[test]
+fn online_refund_outside_the_log_with_settlement_is_atomic() {
+    // A refund of the redemption (counter 2) after eight more earns, when
+    // the original has left the log: balance, counter, log slot and the
+    // restarted velocity counters in one commit.
+    let mut card = card_with_history(406);
+    {
+        let mut t = test_terminal(1);
+        let mut s = t.tap(&mut card).unwrap();
+        for _ in 0..8 {
+            s.earn(1).unwrap();
+        }
+    }
+    let base = card.memory();
+    let (old, new) = cut_everywhere(&base, 0x34, 10, |arm| {
+        let mut t = test_terminal(2).with_rng(Rng::seeded(3));
+        let mut s = t.tap(&mut *arm)?;
+        let request = s.request_authorization(tessera_protocol::messages::TxKind::RefundRedeem, 100, 2)?;
+        let answer = tessera_protocol::messages::AuthorizationResponse {
+            approved: true,
+            settled: 10,
+            issuer_mac: issuer_mac(
+                &card_id(406),
+                IssuerDecision::Authorization {
+                    cryptogram: request.cryptogram,
+                    decision: 0,
+                    settled: 10,
+                },
+            ),
+        };
+        s.transact_authorized(&request, &answer).map(|_| ())
+    });
+    assert!(old > 0 && new > 0);
+}
+
+#[test]
 fn unblock_is_atomic() {
     let (mut card, _) = issued_card(402, 402);
     // Two failed authentications: the counter is at 2.
