@@ -384,6 +384,26 @@ int32_t tessera_till_settle(const struct TesseraTill *till,
                             char **out_json);
 
 /*
+ Lets the till ask the office at `server_url` online (card application
+ 2.2; e.g. `https://office:8420`, the bundle pins its certificate), with
+ the card on the reader, for what only the office can lift: offline
+ referrals (velocity, the purchase limit, the earn cap), the redemption
+ cap, and refunds or amounts the card itself refuses (its log window, its
+ caps). The card checks the office's answer itself. Without an answer
+ within 5 s the referral stands (`REFERRED`, call the office). Null
+ `server_url` stops asking. Applies to every following operation of this
+ handle; the decision's document then carries the office's code
+ (`A00`, `O01`…`O09`, `D01`, `D08`) as any other.
+
+ Codes: `TESSERA_KEYS` (a till on the test keys: no bundle to
+ authenticate to the office), `TESSERA_INVALID_ARGUMENT`.
+
+ # Safety
+ `till` is a live handle; `server_url` null or a NUL-terminated string.
+ */
+int32_t tessera_till_set_online(const struct TesseraTill *till, const char *server_url);
+
+/*
  Fetches the office's news for this till (hotlist, campaigns, profile
  updates, settled counters, unblocks, key updates), checks and writes
  them into the till's directory, and tells the office. The open till

@@ -39,7 +39,8 @@ pub use codes::*;
 pub use sim::{tessera_sim_issue, tessera_sim_set_present, tessera_sim_state, tessera_transport_sim};
 pub use till::{
     tessera_till_close, tessera_till_open, tessera_till_purchase, tessera_till_quote, tessera_till_read,
-    tessera_till_redeem, tessera_till_refund, tessera_till_settle, tessera_till_sync, TesseraTill,
+    tessera_till_redeem, tessera_till_refund, tessera_till_set_online, tessera_till_settle, tessera_till_sync,
+    TesseraTill,
 };
 pub use transport::{
     tessera_pcsc_readers, tessera_pcsc_wait_for_card, tessera_transport_callback, tessera_transport_free,

@@ -63,6 +63,9 @@ pub(crate) struct TillState {
     bundle: Option<PathBuf>,
     /// The till's clock, for the seals.
     clock: FfiClock,
+    /// The office to ask online (card application 2.2), when set
+    /// (`tessera_till_set_online`).
+    online: Option<tessera_client::OfficeAuthorizer>,
 }
 
 /// An open till: its journal, keys, signed rules and the issuer decisions
@@ -184,6 +187,7 @@ pub unsafe extern "C" fn tessera_till_open(
                 test_keys: options.test_keys,
                 bundle: bundle.map(PathBuf::from),
                 clock,
+                online: None,
             }),
         });
         // SAFETY: forwarded from this function's contract.
@@ -239,6 +243,9 @@ pub(crate) fn run_op(state: &mut TillState, link: &mut dyn tessera_transport::Tr
         let mut t = state.till.tap(&mut *link)?;
         if flags & TESSERA_FLAG_ALLOW_REPEAT != 0 {
             t.allow_repeat();
+        }
+        if let Some(o) = state.online.as_mut() {
+            t.use_online(o);
         }
         let info = t.card().clone();
         if t.profile_updated.is_some() {
@@ -603,6 +610,42 @@ pub unsafe extern "C" fn tessera_till_settle(
                 "records": report.records,
             }),
         ))
+    })
+}
+
+/// Lets the till ask the office at `server_url` online (card application
+/// 2.2; e.g. `https://office:8420`, the bundle pins its certificate), with
+/// the card on the reader, for what only the office can lift: offline
+/// referrals (velocity, the purchase limit, the earn cap), the redemption
+/// cap, and refunds or amounts the card itself refuses (its log window, its
+/// caps). The card checks the office's answer itself. Without an answer
+/// within 5 s the referral stands (`REFERRED`, call the office). Null
+/// `server_url` stops asking. Applies to every following operation of this
+/// handle; the decision's document then carries the office's code
+/// (`A00`, `O01`…`O09`, `D01`, `D08`) as any other.
+///
+/// Codes: `TESSERA_KEYS` (a till on the test keys: no bundle to
+/// authenticate to the office), `TESSERA_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `till` is a live handle; `server_url` null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn tessera_till_set_online(till: *const TesseraTill, server_url: *const c_char) -> i32 {
+    guard(std::ptr::null_mut(), || {
+        // SAFETY: by the contract, a non-null `till` is a live handle.
+        let till = unsafe { till.as_ref() }.ok_or_else(|| Failure::invalid("the till is a null pointer"))?;
+        // SAFETY: forwarded from this function's contract.
+        let url = unsafe { opt_str_arg(server_url, "server_url") }?;
+        let mut state = till.lock()?;
+        state.online = match url {
+            None => None,
+            Some(u) if u.is_empty() => return Err(Failure::invalid("server_url is empty")),
+            Some(u) => Some(tessera_client::OfficeAuthorizer {
+                base_url: u.to_owned(),
+                bundle: settlement_bundle(&state)?,
+            }),
+        };
+        Ok(Reply::ok())
     })
 }
 

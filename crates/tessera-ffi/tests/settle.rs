@@ -140,3 +140,108 @@ fn a_till_settles_and_syncs_through_the_c_abi() {
         assert_eq!(book.discrepancy, 0);
     }
 }
+
+#[test]
+fn a_referral_is_approved_online_through_the_c_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::generate(2).unwrap();
+    let card_id = [0x7E, 0x57, 0, 0, 0, 0, 0, 0x43];
+    let ledger_path = dir.path().join("ledger.sqlite");
+    let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(&keys)).unwrap();
+    ledger.register_terminal(42, 0).unwrap();
+    let customer = ledger
+        .register_customer(&tessera_ledger::NewCustomer {
+            name: "Ada".into(),
+            birth_date: Date::new(1990, 1, 2).unwrap(),
+            home_city: "Lyon".into(),
+            household: [0; 8],
+            preferences: vec![],
+            tier: 0,
+        })
+        .unwrap();
+    ledger.register_card(card_id, customer, 2, 0).unwrap();
+    let mut config = ServerConfig::new(Transport::PlainLoopback);
+    config.request_log = false;
+    let office = tessera_office::spawn(
+        ledger,
+        IssuerKeys::from_json(&keys.to_json()).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        config,
+    )
+    .unwrap();
+    let url = c(&format!("http://{}", office.addr()));
+    let bundle_path = dir.path().join("till-42.json");
+    std::fs::write(
+        &bundle_path,
+        keys.terminal_bundle(42, OfficeLink::PlainLoopback).to_json().as_bytes(),
+    )
+    .unwrap();
+    let card_path = dir.path().join("ada.card");
+    let mut sim = SimCard::manufacture(card_id, &keys.card_perso_key(&card_id), Rng::Os).unwrap();
+    let profile = Profile {
+        card_id,
+        version: 1,
+        name: "Ada".into(),
+        birth_date: Date::new(1990, 1, 2).unwrap(),
+        home_city: "Lyon".into(),
+        household: [0; 8],
+        preferences: vec![],
+        tier: 0,
+        valid_from: Date::new(2026, 1, 1).unwrap(),
+        valid_until: Date::new(2035, 12, 31).unwrap(),
+    };
+    personalize(&mut sim, &keys, profile, &IssueParams::default()).unwrap();
+    sim.save_as(&card_path).unwrap();
+    let card = c(card_path.to_str().unwrap());
+    let mut out = ptr::null_mut();
+    // SAFETY: valid strings and out-pointers for every call below.
+    unsafe {
+        let mut transport = ptr::null_mut();
+        assert_eq!(tessera_transport_sim(card.as_ptr(), &mut transport), TESSERA_OK);
+        let till_dir = c(dir.path().join("till").to_str().unwrap());
+        let bundle = c(bundle_path.to_str().unwrap());
+        let mut till = ptr::null_mut();
+        assert_eq!(
+            tessera_till_open(till_dir.as_ptr(), bundle.as_ptr(), ptr::null(), &mut till),
+            TESSERA_OK
+        );
+        // Offline, a purchase above the limit is referred.
+        let code = tessera_till_purchase(till, transport, 1_200_000, ptr::null(), 0, &mut out);
+        let doc = take(out);
+        assert_eq!(code, TESSERA_REFERRED, "{doc}");
+        // Online: the office approves, the card checks its answer.
+        assert_eq!(tessera_till_set_online(till, url.as_ptr()), TESSERA_OK);
+        let code = tessera_till_purchase(till, transport, 1_200_000, ptr::null(), 0, &mut out);
+        let doc = take(out);
+        assert_eq!(code, TESSERA_OK, "{doc}");
+        assert_eq!(doc["outcome"]["receipt"]["record"]["online"], true, "{doc}");
+        // Stopped asking: referred again.
+        assert_eq!(tessera_till_set_online(till, ptr::null()), TESSERA_OK);
+        let code = tessera_till_purchase(till, transport, 1_200_000, ptr::null(), 0, &mut out);
+        take(out);
+        assert_eq!(code, TESSERA_REFERRED);
+        // The office unreachable: the referral stands.
+        let nowhere = c("http://127.0.0.1:9");
+        assert_eq!(tessera_till_set_online(till, nowhere.as_ptr()), TESSERA_OK);
+        let code = tessera_till_purchase(till, transport, 1_200_000, ptr::null(), 0, &mut out);
+        take(out);
+        assert_eq!(code, TESSERA_REFERRED);
+        tessera_till_close(till);
+        // A till on the test keys cannot ask the office.
+        let training = c(dir.path().join("training").to_str().unwrap());
+        let opts = c(r#"{"v":1,"test_keys":true}"#);
+        let mut till = ptr::null_mut();
+        assert_eq!(
+            tessera_till_open(training.as_ptr(), ptr::null(), opts.as_ptr(), &mut till),
+            TESSERA_OK
+        );
+        assert_eq!(tessera_till_set_online(till, url.as_ptr()), TESSERA_KEYS);
+        tessera_till_close(till);
+        tessera_transport_free(transport);
+    }
+    office.stop().unwrap();
+    let ledger = Ledger::open_existing(&ledger_path, LedgerKeys::from_issuer(&keys)).unwrap();
+    let auths = ledger.online_authorizations(card_id).unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!(auths[0].code, "A00");
+}

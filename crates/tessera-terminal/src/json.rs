@@ -44,6 +44,7 @@ pub fn record_json(r: &LogRecord) -> Value {
         "terminal_seq": r.terminal_seq,
         "time": r.time,
         "reference": r.reference,
+        "online": r.online,
         "certificate": hex::encode_upper(r.certificate),
     })
 }
