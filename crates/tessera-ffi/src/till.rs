@@ -639,7 +639,7 @@ pub unsafe extern "C" fn tessera_till_set_online(till: *const TesseraTill, serve
         let mut state = till.lock()?;
         state.online = match url {
             None => None,
-            Some(u) if u.is_empty() => return Err(Failure::invalid("server_url is empty")),
+            Some("") => return Err(Failure::invalid("server_url is empty")),
             Some(u) => Some(tessera_client::OfficeAuthorizer {
                 base_url: u.to_owned(),
                 bundle: settlement_bundle(&state)?,
