@@ -411,9 +411,13 @@ fn show(a: &ShowArgs) -> Result<(), Failure> {
     let postings = ledger.card_postings(card).map_err(ledger_err)?;
     let replaced_by = ledger.replacement_of(card).map_err(ledger_err)?;
     let replaces = ledger.replaces(card).map_err(ledger_err)?;
+    let online = ledger.online_authorizations(card).map_err(ledger_err)?;
+    let outstanding = ledger.online_outstanding(card).map_err(ledger_err)?;
     if a.office.output.json {
         print_json(json!({
             "card": book,
+            "online_authorizations": online,
+            "online_outstanding": outstanding,
             "replaced_by": replaced_by.map(|c| out::card_id(&c)),
             "replaces": replaces.map(|c| out::card_id(&c)),
             "adjustments": adjustments.iter().map(adjustment_json).collect::<Vec<_>>(),
@@ -438,6 +442,27 @@ fn show(a: &ShowArgs) -> Result<(), Failure> {
     }
     for p in &postings {
         println!("  {} ({:+} points)", p.what, p.delta);
+    }
+    if outstanding != 0 {
+        println!(
+            "  Approved online, its record not settled yet: {outstanding:+} points (book balance once it is: {}).",
+            book.shadow_balance + outstanding
+        );
+    }
+    for o in &online {
+        let what = if o.reference == 0 {
+            format!("{} of {} points", o.kind, o.amount)
+        } else {
+            format!("{} of {} points of #{}", o.kind, o.amount, o.reference)
+        };
+        println!(
+            "  Authorization ({}) at till {} for counter #{}: {what} — {} ({})",
+            o.delivery,
+            o.terminal_id,
+            u64::from(o.counter) + 1,
+            o.code,
+            o.state
+        );
     }
     for r in &adjustments {
         println!(
