@@ -203,6 +203,14 @@ pub struct ServeArgs {
     /// Uploads spooled or ingested at once (more are answered 503).
     #[arg(long, value_name = "N", default_value_t = tessera_office::server::DEFAULT_MAX_UPLOADS)]
     pub max_uploads: usize,
+    /// Online authorizations the office approves per card and UTC day
+    /// (more are declined O08).
+    #[arg(long, value_name = "N", default_value_t = tessera_ledger::OnlinePolicy::default().max_operations_per_day)]
+    pub online_max_operations: u32,
+    /// Points of online-approved debits (redemptions, refunds of earns) per
+    /// card and UTC day (more are declined O08).
+    #[arg(long, value_name = "POINTS", default_value_t = tessera_ledger::OnlinePolicy::default().max_debit_points_per_day)]
+    pub online_max_debit_points: u64,
 }
 
 /// Arguments of `office import`.
@@ -566,6 +574,10 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
         office_dir: Some(dir.clone()),
         upload_deadline: Duration::from_secs(a.upload_deadline),
         max_concurrent_uploads: a.max_uploads,
+        online_policy: tessera_ledger::OnlinePolicy {
+            max_operations_per_day: a.online_max_operations,
+            max_debit_points_per_day: a.online_max_debit_points,
+        },
         ..tessera_office::ServerConfig::new(transport)
     };
     if let Ok(v) = std::env::var("TESSERA_MAX_BATCH_BYTES") {
