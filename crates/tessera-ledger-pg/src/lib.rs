@@ -1,0 +1,121 @@
+//! The Tessera ledger's schema on PostgreSQL and its versioned migrations:
+//! the first part of the PostgreSQL backend for scale-out (`docs/scale.md`).
+//!
+//! [`migrate`] brings a database to [`SCHEMA_VERSION`]:
+//!
+//! * every step in **one transaction**: a failure (or a crash) leaves the
+//!   database at the version it had, with nothing of the step applied;
+//! * **one migrator at a time**: the transaction first takes a
+//!   transaction-scoped advisory lock ([`MIGRATION_LOCK`]), so several
+//!   `office serve` processes starting together against one database
+//!   migrate it once, the others finding it done;
+//! * **a database newer than the code is refused** ([`PgError::NewerSchema`])
+//!   and left untouched.
+//!
+//! The version lives in `tessera_schema (version)`, one row. Version 1 is
+//! the embedded SQLite ledger's schema 13 with PostgreSQL's types
+//! (`schema/001_books.sql`). What is not here yet: the ledger's operations
+//! on it (ingestion, reports, the warehouse), which still run on SQLite
+//! only.
+
+use postgres::{Client, NoTls};
+
+/// The schema version this code brings a database to.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The key of the transaction-scoped advisory lock migrations take
+/// (`pg_advisory_xact_lock`): ASCII "tessera" as a number.
+pub const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261;
+
+/// The migrations, in order: step n brings version n − 1 to n.
+const MIGRATIONS: [&str; 1] = [include_str!("schema/001_books.sql")];
+
+/// Errors of the PostgreSQL ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// The database's schema is newer than this code's: run a newer
+    /// Tessera. Nothing was changed.
+    #[error(
+        "the database's ledger schema is version {found}, newer than this program's {expected}: use a newer Tessera"
+    )]
+    NewerSchema {
+        /// The database's version.
+        found: i64,
+        /// This code's version.
+        expected: i64,
+    },
+    /// The server refused or failed (connection, SQL, a migration step);
+    /// a failed migration changed nothing.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+}
+
+/// Connects to `url` (`postgres://user@host:port/db`, no TLS: a database
+/// server on the office's own network or loopback) and migrates it.
+///
+/// # Errors
+/// [`PgError`]: the connection, or as [`migrate`].
+pub fn connect(url: &str) -> Result<Client, PgError> {
+    let mut client = Client::connect(url, NoTls)?;
+    migrate(&mut client)?;
+    Ok(client)
+}
+
+/// The database's schema version (0 for a database without the ledger).
+///
+/// # Errors
+/// [`PgError::Postgres`].
+pub fn schema_version(client: &mut Client) -> Result<i64, PgError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('tessera_schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_opt("SELECT version FROM tessera_schema", &[])?
+        .map_or(0, |r| r.get(0)))
+}
+
+/// Brings the database to [`SCHEMA_VERSION`] (module docs) and returns the
+/// version it had.
+///
+/// # Errors
+/// [`PgError::NewerSchema`] (nothing changed); [`PgError::Postgres`] when a
+/// step fails (nothing of it applied).
+pub fn migrate(client: &mut Client) -> Result<i64, PgError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS tessera_schema (version bigint NOT NULL)")?;
+    let found: i64 = tx
+        .query_opt("SELECT version FROM tessera_schema", &[])?
+        .map_or(0, |r| r.get(0));
+    if found > SCHEMA_VERSION {
+        return Err(PgError::NewerSchema {
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    let done = usize::try_from(found).unwrap_or(0);
+    for step in MIGRATIONS.iter().skip(done) {
+        tx.batch_execute(step)?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("DELETE FROM tessera_schema", &[])?;
+        tx.execute("INSERT INTO tessera_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])?;
+    }
+    tx.commit()?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_step_per_version() {
+        assert_eq!(MIGRATIONS.len(), usize::try_from(SCHEMA_VERSION).unwrap_or(0));
+        assert!(MIGRATIONS[0].contains("CREATE TABLE card_transactions"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Migrations on a real PostgreSQL server (a private cluster started by
+//! `scripts/pg-up.sh`, stopped by PID at the end): a fresh database gets
+//! the whole schema in one step, a second run changes nothing, a database
+//! newer than the code is refused untouched, a failing step leaves nothing
+//! of itself, several servers migrating at once migrate once, and the
+//! books' keys hold as on SQLite.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use postgres::{Client, NoTls};
+use tessera_ledger_pg::{connect, migrate, schema_version, PgError, SCHEMA_VERSION};
+
+/// A private cluster for this test run.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(scripts().join("pg-up.sh"))
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-up.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Self { dir, url }
+    }
+
+    /// A new, empty database `name` and its URL.
+    fn database(&self, name: &str) -> String {
+        let mut admin = Client::connect(&self.url, NoTls).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let base = self.url.rsplit_once('/').unwrap().0;
+        format!("{base}/{name}")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(scripts().join("pg-down.sh"))
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+fn tables(c: &mut Client) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn migrations_once_in_one_transaction_and_newer_refused() {
+    let cluster = Cluster::start();
+
+    // Fresh: the whole schema, version 1; again: nothing changes.
+    let url = cluster.database("fresh");
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    assert_eq!(schema_version(&mut c).unwrap(), 0);
+    assert_eq!(migrate(&mut c).unwrap(), 0);
+    assert_eq!(schema_version(&mut c).unwrap(), SCHEMA_VERSION);
+    let n = tables(&mut c);
+    assert_eq!(n, 38, "the ledger's 37 tables and tessera_schema");
+    assert_eq!(migrate(&mut c).unwrap(), SCHEMA_VERSION);
+    assert_eq!(tables(&mut c), n);
+    let rows: i64 = c.query_one("SELECT count(*) FROM tessera_schema", &[]).unwrap().get(0);
+    assert_eq!(rows, 1);
+
+    // The books' keys, as on SQLite: one record per card and counter.
+    c.batch_execute(
+        "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
+             origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
+             received_at)
+         VALUES ('\\x7e57000000000001', 1, 'posted', 'earn', 10, 10, 10, 7, 1, 5, 0, '\\x00', 'completion', 7, 1, 1, 5)",
+    )
+    .unwrap();
+    let again = c.batch_execute(
+        "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
+             origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
+             received_at)
+         VALUES ('\\x7e57000000000001', 1, 'posted', 'earn', 99, 99, 99, 8, 1, 5, 0, '\\x00', 'completion', 8, 1, 1, 5)",
+    );
+    assert!(again.is_err(), "a counter is posted once");
+    let bad_status = c.batch_execute(
+        "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
+             totals, sealed_at, received_at)
+         VALUES (7, 1, 'maybe', 1, 1, 1, '\\x00', '\\x00', '{}', 1, 1)",
+    );
+    assert!(bad_status.is_err(), "the checks hold");
+    drop(c);
+
+    // Newer than the code: refused, untouched.
+    let url = cluster.database("newer");
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    c.batch_execute("CREATE TABLE tessera_schema (version bigint NOT NULL); INSERT INTO tessera_schema VALUES (2)")
+        .unwrap();
+    match connect(&url) {
+        Err(PgError::NewerSchema { found, expected }) => assert_eq!((found, expected), (2, SCHEMA_VERSION)),
+        other => panic!("a newer database: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(schema_version(&mut c).unwrap(), 2);
+    assert_eq!(tables(&mut c), 1, "nothing was created");
+    drop(c);
+
+    // A step that fails (a table in the way) leaves nothing of itself: not
+    // the tables before it, not the version.
+    let url = cluster.database("blocked");
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    c.batch_execute("CREATE TABLE exceptions (whatever int)").unwrap();
+    assert!(matches!(migrate(&mut c), Err(PgError::Postgres(_))));
+    assert_eq!(schema_version(&mut c).unwrap(), 0);
+    assert_eq!(tables(&mut c), 1, "only the table that was in the way");
+    drop(c);
+
+    // Four servers starting together: one migrates, the others find it done.
+    let url = cluster.database("race");
+    let go = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let found: Vec<i64> = (0..4)
+        .map(|_| {
+            let (url, go) = (url.clone(), std::sync::Arc::clone(&go));
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&url, NoTls).unwrap();
+                go.wait();
+                migrate(&mut c).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(found.iter().filter(|v| **v == 0).count(), 1, "{found:?}");
+    assert_eq!(found.iter().filter(|v| **v == SCHEMA_VERSION).count(), 3, "{found:?}");
+    let mut c = Client::connect(&url, NoTls).unwrap();
+    assert_eq!(tables(&mut c), 38);
+}
