@@ -71,6 +71,13 @@ pub enum OfficeCmd {
     /// and issuer masters; the old ones are kept). Re-export the terminal
     /// bundles, then every issued card moves at its next tap after sync.
     RotateKeys(DirArgs),
+    /// Copy the ledger into a PostgreSQL database (new, or with an empty
+    /// ledger) and prove the copy, table by table, before it commits; with
+    /// --verify, only compare the two.
+    #[command(
+        after_help = "Examples:\n  tessera office migrate --dir office --to postgres://tessera@127.0.0.1:5432/tessera\n  tessera office migrate --dir office --to postgres://tessera@127.0.0.1:5432/tessera --verify"
+    )]
+    Migrate(MigrateArgs),
     /// Check a campaign file and sign it (writes FILE.sig); with --dir, with
     /// the office's key, publishing it in the office directory.
     SignCampaigns(SignArgs),
@@ -110,6 +117,19 @@ pub struct DirArgs {
     pub who: crate::office_ops::OperatorArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Arguments of `office migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub office: DirArgs,
+    /// The PostgreSQL database, `postgres://USER@HOST:PORT/DB`.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Only compare the ledger with the database (exit 1 when they differ).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Arguments of `office init`.
@@ -291,6 +311,7 @@ pub fn run(cmd: OfficeCmd) -> Result<(), Failure> {
         OfficeCmd::UpdateProfile(a) => update_profile(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::Unblock(a) => unblock(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::RotateKeys(a) => rotate_keys(&a).map_err(|f| f.json(a.output.json)),
+        OfficeCmd::Migrate(a) => migrate(&a).map_err(|f| f.json(a.office.output.json)),
         OfficeCmd::SignCampaigns(a) => {
             let json = a.output.json;
             sign(a).map_err(|f| f.json(json))
@@ -662,6 +683,62 @@ fn import(a: &ImportArgs) -> Result<(), Failure> {
         println!("{ack_value}");
     }
     Ok(())
+}
+
+fn migrate(a: &MigrateArgs) -> Result<(), Failure> {
+    let office = OfficeDir::new(&a.office.dir);
+    let result = if a.verify {
+        office.compare_with_postgres(&a.to)
+    } else {
+        office.migrate_to_postgres(&a.to)
+    };
+    let tables = result.map_err(|e| match e {
+        e @ OfficeDirError::Postgres(
+            tessera_ledger_pg::PgError::NotEmpty(_) | tessera_ledger_pg::PgError::CopyMismatch(_),
+        ) => Failure::new(EXIT_DECLINED, e.to_string()),
+        e => office_err(e),
+    })?;
+    let rows: u64 = tables.iter().map(|t| t.sqlite_rows).sum();
+    let differing: Vec<&str> = tables.iter().filter(|t| !t.equal()).map(|t| t.table.as_str()).collect();
+    if a.office.output.json {
+        print_json(json!({
+            "copied": !a.verify,
+            "equal": differing.is_empty(),
+            "tables": tables.iter().map(|t| json!({
+                "table": t.table, "sqlite_rows": t.sqlite_rows, "postgres_rows": t.postgres_rows,
+                "sqlite_digest": t.sqlite_digest, "postgres_digest": t.postgres_digest, "equal": t.equal(),
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for t in &tables {
+            println!(
+                "  {:<24} {:>9} rows  {}",
+                t.table,
+                t.postgres_rows,
+                if t.equal() {
+                    "equal".to_owned()
+                } else {
+                    format!("DIFFERS (SQLite {} rows)", t.sqlite_rows)
+                }
+            );
+        }
+        if differing.is_empty() {
+            println!(
+                "{} {} tables, {rows} rows: the PostgreSQL ledger equals this one, row for row.",
+                if a.verify { "Compared" } else { "Copied and verified" },
+                tables.len()
+            );
+        }
+    }
+    if differing.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            EXIT_DECLINED,
+            format!("the PostgreSQL ledger differs in {}", differing.join(", ")),
+        )
+        .printed(a.office.output.json))
+    }
 }
 
 fn verify(a: &DirArgs) -> Result<(), Failure> {

@@ -20,6 +20,8 @@
 
 use postgres::{Client, NoTls};
 
+pub mod copy;
+
 /// The schema version this code brings a database to.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -49,6 +51,19 @@ pub enum PgError {
     /// a failed migration changed nothing.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
+    /// The SQLite ledger to copy could not be read.
+    #[error("the SQLite ledger: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A copy target's ledger table already holds rows: nothing is
+    /// overwritten, nothing was copied.
+    #[error("the PostgreSQL ledger is not empty (table {0} holds rows): copy into a new database")]
+    NotEmpty(String),
+    /// A value or table that cannot be copied as it is.
+    #[error("copy: {0}")]
+    Copy(String),
+    /// The copy does not equal its source: rolled back, nothing copied.
+    #[error("the copy of table {0} does not equal the SQLite ledger's: rolled back, nothing copied")]
+    CopyMismatch(String),
 }
 
 /// Connects to `url` (`postgres://user@host:port/db`, no TLS: a database

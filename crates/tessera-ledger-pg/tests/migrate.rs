@@ -151,3 +151,43 @@ fn migrations_once_in_one_transaction_and_newer_refused() {
     let mut c = Client::connect(&url, NoTls).unwrap();
     assert_eq!(tables(&mut c), 38);
 }
+
+#[test]
+fn the_postgresql_schema_has_the_sqlite_ledgers_tables_and_columns() {
+    assert_eq!(
+        tessera_ledger_pg::copy::SQLITE_SCHEMA_VERSION,
+        tessera_ledger::SCHEMA_VERSION,
+        "the copy follows the SQLite ledger's schema: update both together"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("ledger.sqlite");
+    let keys = tessera_crypto::keys::IssuerKeys::test().unwrap();
+    drop(tessera_ledger::Ledger::open(&path, tessera_ledger::LedgerKeys::from_issuer(&keys)).unwrap());
+    let sqlite = rusqlite::Connection::open(&path).unwrap();
+    let mut sqlite_cols: Vec<(String, String)> = sqlite
+        .prepare(
+            "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    sqlite_cols.sort();
+    let cluster = Cluster::start();
+    let url = cluster.database("columns");
+    let mut c = connect(&url).unwrap();
+    let mut pg_cols: Vec<(String, String)> = c
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> 'tessera_schema'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    pg_cols.sort();
+    assert_eq!(pg_cols, sqlite_cols);
+}

@@ -126,6 +126,10 @@ pub enum OfficeDirError {
         /// The error.
         source: std::io::Error,
     },
+    /// Copying the ledger into PostgreSQL failed, or the copy does not
+    /// equal the ledger (then nothing was copied).
+    #[error(transparent)]
+    Postgres(#[from] tessera_ledger_pg::PgError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OfficeDirError {
@@ -898,6 +902,43 @@ impl OfficeDir {
             }),
         )?;
         Ok((verdict, answer))
+    }
+
+    /// Copies the office's ledger into the PostgreSQL database at `url`
+    /// (`office migrate --to`), after the checks of serving (books that
+    /// disagree with their postings are not copied): every table in one
+    /// transaction, proved equal to the ledger — row counts and contents —
+    /// before it commits ([`tessera_ledger_pg::copy`]). The database must be
+    /// new or hold an empty ledger. Returns the per-table comparison.
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::open_for_serving`]; [`OfficeDirError::Postgres`].
+    pub fn migrate_to_postgres(&self, url: &str) -> Result<Vec<tessera_ledger_pg::copy::TableDigest>, OfficeDirError> {
+        let (_keys, ledger) = self.open_for_serving()?;
+        drop(ledger);
+        let mut client = tessera_ledger_pg::connect(url)?;
+        Ok(tessera_ledger_pg::copy::copy_ledger(
+            &self.path.join(LEDGER_FILE),
+            &mut client,
+        )?)
+    }
+
+    /// Compares the office's ledger with the PostgreSQL ledger at `url`,
+    /// table by table (`office migrate --to URL --verify`).
+    ///
+    /// # Errors
+    /// As [`OfficeDir::migrate_to_postgres`].
+    pub fn compare_with_postgres(
+        &self,
+        url: &str,
+    ) -> Result<Vec<tessera_ledger_pg::copy::TableDigest>, OfficeDirError> {
+        let (_keys, ledger) = self.open()?;
+        drop(ledger);
+        let mut client = tessera_ledger_pg::connect(url)?;
+        Ok(tessera_ledger_pg::copy::compare(
+            &self.path.join(LEDGER_FILE),
+            &mut client,
+        )?)
     }
 
     /// Every issued approval, newest first, with its state at `now`
