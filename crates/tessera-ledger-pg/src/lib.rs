@@ -21,6 +21,7 @@
 use postgres::{Client, NoTls};
 
 pub mod copy;
+pub mod posting;
 
 /// The schema version this code brings a database to.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -49,7 +50,7 @@ pub enum PgError {
     },
     /// The server refused or failed (connection, SQL, a migration step);
     /// a failed migration changed nothing.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", pg_message(.0))]
     Postgres(#[from] postgres::Error),
     /// The SQLite ledger to copy could not be read.
     #[error("the SQLite ledger: {0}")]
@@ -61,9 +62,21 @@ pub enum PgError {
     /// A value or table that cannot be copied as it is.
     #[error("copy: {0}")]
     Copy(String),
+    /// A batch refused at posting (not genuine, unknown or revoked
+    /// terminal, conflicting with a posted batch): nothing written.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The copy does not equal its source: rolled back, nothing copied.
     #[error("the copy of table {0} does not equal the SQLite ledger's: rolled back, nothing copied")]
     CopyMismatch(String),
+}
+
+/// The server's own message (and SQLSTATE) when it gave one.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// Connects to `url` (`postgres://user@host:port/db`, no TLS: a database

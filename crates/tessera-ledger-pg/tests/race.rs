@@ -1,0 +1,252 @@
+//! The posting core on PostgreSQL raced (`tessera_ledger_pg::posting`):
+//! four connections — four office servers — post the batches of eight tills
+//! at once, shuffled (a till's later batch often before its earlier one)
+//! and each batch sent twice by different servers, the tills' cards shared
+//! so that other tills' recovered copies of the same records arrive in
+//! other batches. Afterwards every card's books equal the card: each
+//! record posted once, the counters gapless, the shadow balance the card's
+//! balance; every till's batches posted in order, none left held; no
+//! conflict, no deadlock, no error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::rng::Rng;
+use tessera_ledger::LedgerKeys;
+use tessera_ledger_pg::posting::{PgLedger, Status};
+use tessera_simulator::SimCard;
+use tessera_terminal::batch::write_range;
+use tessera_terminal::issuer::{personalize, IssueParams};
+use tessera_terminal::journal::Journal;
+use tessera_terminal::offers::CampaignSet;
+use tessera_terminal::policy::{Hotlist, Policy};
+use tessera_terminal::till::{Till, TillConfig};
+use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
+
+const TILLS: u32 = 8;
+const CARDS: u32 = 12;
+const BATCHES: u32 = 4;
+const PURCHASES: u32 = 10;
+const SERVERS: usize = 4;
+const NOW: u32 = 1_790_000_000;
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(scripts().join("pg-up.sh"))
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-up.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            url: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(scripts().join("pg-down.sh"))
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+fn card_id(n: u32) -> [u8; 8] {
+    let mut id = [0x7E, 0x57, 0x9A, 0, 0, 0, 0, 0];
+    id[4..].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+/// A sealed batch: its terminal, number and bytes.
+type Sealed = (u32, u32, Vec<u8>);
+
+/// The day: every till's batches and the cards as they ended.
+fn day(work: &Path, keys: &IssuerKeys) -> (Vec<Sealed>, Vec<SimCard>) {
+    let mut cards: Vec<SimCard> = (0..CARDS)
+        .map(|n| {
+            let id = card_id(n);
+            let mut c = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(u64::from(n))).unwrap();
+            personalize(
+                &mut c,
+                keys,
+                tessera_protocol::profile::Profile {
+                    card_id: id,
+                    version: 1,
+                    name: format!("Customer {n}"),
+                    birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+                    home_city: "Lyon".into(),
+                    household: [0; 8],
+                    preferences: vec![],
+                    tier: 0,
+                    valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
+                    valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
+                },
+                &IssueParams::default(),
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    let mut tills: Vec<Till<SoftwareSam, FixedClock>> = (1..=TILLS)
+        .map(|id| {
+            let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), id)
+                .with_rng(Rng::seeded(u64::from(id)));
+            let config = TillConfig {
+                policy: Policy::default_policy(),
+                hotlist: Hotlist::empty(),
+                campaigns: CampaignSet::empty(),
+                online: Default::default(),
+            };
+            Till::new(
+                terminal,
+                Journal::open(&work.join(format!("till-{id}.sqlite")), id).unwrap(),
+                config,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut batches = Vec::new();
+    for _ in 0..BATCHES {
+        for (t, till) in tills.iter_mut().enumerate() {
+            for _ in 0..PURCHASES {
+                let c = (rng.next_u32() % CARDS) as usize;
+                cards[c].insert().unwrap();
+                let mut tap = till.tap(&mut cards[c]).unwrap();
+                tap.purchase(u64::from(rng.next_u32() % 5_000 + 100), &[]).unwrap();
+            }
+            let id = t as u32 + 1;
+            let range = till.journal_mut().seal_next(NOW).unwrap().expect("records to seal");
+            let mut out = Vec::new();
+            write_range(till.journal(), &keys.terminal_batch_key(id), &range, &mut out).unwrap();
+            batches.push((id, range.batch_no, out));
+        }
+    }
+    (batches, cards)
+}
+
+#[test]
+fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::test().unwrap();
+    let (batches, cards) = day(work.path(), &keys);
+    let cluster = Cluster::start();
+    let mut setup = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    for id in 1..=TILLS {
+        setup.register_terminal(id, NOW).unwrap();
+    }
+    // Every batch twice, shuffled.
+    let mut queue: Vec<Sealed> = batches.iter().cloned().chain(batches.iter().cloned()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for i in (1..queue.len()).rev() {
+        let j = (rng.next_u32() as usize) % (i + 1);
+        queue.swap(i, j);
+    }
+    let queue = Arc::new(Mutex::new(queue));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let servers: Vec<_> = (0..SERVERS)
+        .map(|_| {
+            let (queue, results, url) = (Arc::clone(&queue), Arc::clone(&results), cluster.url.clone());
+            let keys = LedgerKeys::from_issuer(&IssuerKeys::test().unwrap());
+            std::thread::spawn(move || {
+                let mut ledger = PgLedger::open(&url, keys).unwrap();
+                loop {
+                    let Some((t, n, b)) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let r = ledger.ingest(&b, NOW).map(|o| o.status).map_err(|e| e.to_string());
+                    results.lock().unwrap().push((t, n, r));
+                }
+            })
+        })
+        .collect();
+    for s in servers {
+        s.join().unwrap();
+    }
+    let results = results.lock().unwrap();
+    let errors: Vec<_> = results.iter().filter(|(_, _, r)| r.is_err()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let held = results.iter().filter(|(_, _, r)| *r == Ok(Status::Held)).count();
+    eprintln!(
+        "{} submissions: {} posted, {held} held first, {} duplicates",
+        results.len(),
+        results.iter().filter(|(_, _, r)| *r == Ok(Status::Posted)).count(),
+        results.iter().filter(|(_, _, r)| *r == Ok(Status::Duplicate)).count()
+    );
+
+    let c = setup.client();
+    // Every till's batches, in order, none held.
+    for id in 1..=TILLS {
+        let last: i64 = c
+            .query_one(
+                "SELECT last_batch_no FROM terminals WHERE terminal_id = $1",
+                &[&i64::from(id)],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(last, i64::from(BATCHES), "till {id}");
+    }
+    let held_left: i64 = c
+        .query_one("SELECT count(*) FROM batches WHERE status = 'held'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(held_left, 0);
+    let conflicts: i64 = c.query_one("SELECT count(*) FROM exceptions", &[]).unwrap().get(0);
+    assert_eq!(conflicts, 0, "no conflict, no bad certificate");
+    // Every card's books equal the card.
+    let mut expected = BTreeMap::new();
+    for card in &cards {
+        let st = card.state().unwrap();
+        expected.insert(st.card_id, (i64::from(st.counter), i64::from(st.balance)));
+    }
+    for (id, (counter, balance)) in expected {
+        let r = c
+            .query_one(
+                "SELECT last_counter, shadow_balance, pending,
+                        (SELECT count(*) FROM card_transactions t WHERE t.card_id = c.card_id),
+                        (SELECT count(DISTINCT counter) FROM card_transactions t WHERE t.card_id = c.card_id),
+                        (SELECT COALESCE(SUM(delta), 0)::bigint FROM card_transactions t WHERE t.card_id = c.card_id)
+                 FROM cards c WHERE card_id = $1",
+                &[&&id[..]],
+            )
+            .unwrap();
+        let (last, shadow, pending, rows, distinct, sum): (i64, i64, i64, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        assert_eq!(
+            (last, shadow, pending),
+            (counter, balance, 0),
+            "card {}",
+            hex::encode(id)
+        );
+        assert_eq!(
+            (rows, distinct, sum),
+            (counter, counter, balance),
+            "card {}",
+            hex::encode(id)
+        );
+    }
+}
