@@ -115,7 +115,7 @@ fn canon(out: &mut Vec<u8>, v: Canon<'_>) {
 }
 
 /// Escapes text for `COPY … FROM STDIN` (text format).
-fn copy_text(out: &mut Vec<u8>, t: &[u8]) {
+pub(crate) fn copy_text(out: &mut Vec<u8>, t: &[u8]) {
     for &b in t {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),

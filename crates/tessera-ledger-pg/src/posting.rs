@@ -40,6 +40,7 @@
 //! is held `pending` and posted when the gap closes.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use postgres::{Client, Transaction};
 use tessera_ledger::LedgerKeys;
@@ -279,13 +280,17 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
         .collect();
     cards.sort_unstable();
     cards.dedup();
-    for c in &cards {
-        tx.execute(
-            "INSERT INTO cards (card_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&&c[..]],
-        )?;
-        tx.query_one("SELECT 1 FROM cards WHERE card_id = $1 FOR UPDATE", &[&&c[..]])?;
-    }
+    // Created when new, then locked, both in card id order (the lock node
+    // sits above the sort: rows are locked in the order they are returned).
+    let ids: Vec<Vec<u8>> = cards.iter().map(|c| c.to_vec()).collect();
+    tx.execute(
+        "INSERT INTO cards (card_id) SELECT c FROM unnest($1::bytea[]) AS c ORDER BY c ON CONFLICT DO NOTHING",
+        &[&ids],
+    )?;
+    tx.query(
+        "SELECT card_id FROM cards WHERE card_id = ANY($1) ORDER BY card_id FOR UPDATE",
+        &[&ids],
+    )?;
     let mut out = Outcome {
         status: Status::Posted,
         posted: 0,
@@ -385,41 +390,28 @@ fn held_batch(tx: &mut Transaction<'_>, terminal: i64, batch_no: i64) -> Result<
     })
 }
 
-/// Posts the batch's card records, card by card in card id order, each
-/// card's in counter order (module docs).
+/// A value for `COPY … FROM STDIN` (text format): `\N` for none.
+fn field(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        Some(t) => crate::copy::copy_text(out, t.as_bytes()),
+        None => out.extend_from_slice(b"\\N"),
+    }
+}
+
+fn bytea(b: &[u8]) -> String {
+    format!("\\\\x{}", hex::encode(b))
+}
+
+/// Posts the batch's records, set-based: the decisions and the card records
+/// go in with `COPY` (the card records into a staging table), then a few
+/// statements sort them out — copies of posted records, conflicting ones,
+/// new ones — and post, per card, the run of counters that follows on from
+/// its last posted one (the batch's new records and the pending ones they
+/// complete), moving its shadow balance by their sum. The cards are locked
+/// already, in card id order.
 fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32) -> Result<Outcome, PgError> {
     let terminal = i64::from(v.header.terminal_id);
     let batch_no = i64::from(v.header.batch_no);
-    let mut by_card: BTreeMap<CardId, Vec<(u32, LogRecord, EntryKind)>> = BTreeMap::new();
-    for (seq, e) in &v.records {
-        tx.execute(
-            "INSERT INTO terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter, tx_type,
-                 verdict, reason, points, purchase_minor)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            &[
-                &terminal,
-                &i64::from(*seq),
-                &batch_no,
-                &serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|k| k.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                &i64::from(e.time),
-                &e.card_id.as_deref().and_then(|c| hex::decode(c).ok()),
-                &e.card_counter.map(i64::from),
-                &e.tx_type,
-                &e.verdict
-                    .and_then(|k| serde_json::to_value(k).ok()?.as_str().map(str::to_owned)),
-                &e.reason,
-                &e.points.map(i64::from),
-                &e.purchase_minor.and_then(|m| i64::try_from(m).ok()),
-            ],
-        )?;
-        if let Some((card, rec)) = card_of(e) {
-            by_card.entry(card).or_default().push((*seq, rec, e.kind));
-        }
-    }
-    let verifier = keys.certificate_verifier();
     let mut out = Outcome {
         status: Status::Posted,
         posted: 0,
@@ -427,140 +419,212 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         pending: 0,
         conflicts: 0,
     };
-    for (card, mut recs) in by_card {
-        recs.sort_by_key(|(_, r, _)| r.counter);
-        let cid = &card[..];
-        tx.execute(
-            "INSERT INTO cards (card_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&cid],
-        )?;
-        let row = tx.query_one(
-            "SELECT key_version, last_counter, shadow_balance FROM cards WHERE card_id = $1 FOR UPDATE",
-            &[&cid],
-        )?;
-        let key_version = u8::try_from(row.get::<_, i64>(0)).unwrap_or(1);
-        let (mut last, mut balance): (i64, i64) = (row.get(1), row.get(2));
-        for (seq, rec, kind) in recs {
-            if verifier.verify(&card, key_version, &rec).is_err() {
-                exception(tx, "bad-certificate", &card, &rec, terminal, batch_no, now)?;
-                continue;
+    // The journal's records.
+    let mut lines = Vec::new();
+    for (seq, e) in &v.records {
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|k| k.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let verdict = e.verdict.and_then(|k| serde_json::to_value(k).ok()?.as_str().map(str::to_owned));
+        let card = e.card_id.as_deref().and_then(|c| hex::decode(c).ok()).map(|c| bytea(&c));
+        let cols: [Option<String>; 12] = [
+            Some(terminal.to_string()),
+            Some(seq.to_string()),
+            Some(batch_no.to_string()),
+            Some(kind),
+            Some(e.time.to_string()),
+            card,
+            e.card_counter.map(|c| c.to_string()),
+            e.tx_type.clone(),
+            verdict,
+            e.reason.clone(),
+            e.points.map(|p| p.to_string()),
+            e.purchase_minor.map(|m| m.to_string()),
+        ];
+        for (k, c) in cols.iter().enumerate() {
+            if k > 0 {
+                lines.push(b'\t');
             }
-            let counter = i64::from(rec.counter);
-            let existing = tx.query_opt(
-                "SELECT certificate, tx_type, points, balance_after FROM card_transactions
-                 WHERE card_id = $1 AND counter = $2",
-                &[&cid, &counter],
-            )?;
-            if let Some(x) = existing {
-                let same = x.get::<_, Vec<u8>>(0) == rec.certificate
-                    && x.get::<_, String>(1) == rec.kind.name()
-                    && x.get::<_, i64>(2) == i64::from(rec.amount)
-                    && x.get::<_, i64>(3) == i64::from(rec.balance_after);
-                if same {
-                    tx.execute(
-                        "INSERT INTO duplicate_copies (card_id, counter, terminal_id, batch_no, seq)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                        &[&cid, &counter, &terminal, &batch_no, &i64::from(seq)],
-                    )?;
-                    out.duplicates += 1;
-                } else {
-                    exception(tx, "conflict", &card, &rec, terminal, batch_no, now)?;
-                    tx.execute(
-                        "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'clone', $2) ON CONFLICT DO NOTHING",
-                        &[&cid, &i64::from(now)],
-                    )?;
-                    out.conflicts += 1;
-                }
-                continue;
-            }
-            let post = counter == last + 1;
-            insert_record(tx, &card, &rec, kind, terminal, batch_no, seq, post, now)?;
-            if post {
-                last = counter;
-                balance += rec.kind.delta(rec.amount);
-                out.posted += 1;
-                // Pending records that now follow on.
-                loop {
-                    let next = tx.query_opt(
-                        "UPDATE card_transactions SET status = 'posted', posted_at = $3
-                         WHERE card_id = $1 AND counter = $2 AND status = 'pending' RETURNING delta",
-                        &[&cid, &(last + 1), &i64::from(now)],
-                    )?;
-                    let Some(n) = next else { break };
-                    last += 1;
-                    balance += n.get::<_, i64>(0);
-                    out.posted += 1;
-                    out.pending = out.pending.saturating_sub(1);
+            // Hex bytea values carry their own escaped backslash.
+            if k == 5 {
+                match c {
+                    Some(b) => lines.extend_from_slice(b.as_bytes()),
+                    None => lines.extend_from_slice(b"\\N"),
                 }
             } else {
-                out.pending += 1;
+                field(&mut lines, c.as_deref());
             }
         }
-        let pending: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM card_transactions WHERE card_id = $1 AND status = 'pending'",
-                &[&cid],
-            )?
-            .get(0);
-        let card_balance: Option<i64> = tx
-            .query_opt(
-                "SELECT balance_after FROM card_transactions WHERE card_id = $1 AND counter = $2",
-                &[&cid, &last],
-            )?
-            .map(|r| r.get(0));
+        lines.push(b'\n');
+    }
+    let mut w = tx.copy_in(
+        "COPY terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter, tx_type, verdict,
+             reason, points, purchase_minor) FROM STDIN",
+    )?;
+    w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
+    w.finish()?;
+
+    // The card records, their certificates checked under each card's key
+    // version.
+    let mut recs: Vec<(CardId, LogRecord, EntryKind, u32)> = v
+        .records
+        .iter()
+        .filter_map(|(seq, e)| card_of(e).map(|(c, r)| (c, r, e.kind, *seq)))
+        .collect();
+    if recs.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<Vec<u8>> = {
+        let mut ids: Vec<Vec<u8>> = recs.iter().map(|(c, ..)| c.to_vec()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let versions: BTreeMap<Vec<u8>, u8> = tx
+        .query("SELECT card_id, key_version FROM cards WHERE card_id = ANY($1)", &[&ids])?
+        .iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0), u8::try_from(r.get::<_, i64>(1)).unwrap_or(1)))
+        .collect();
+    let verifier = keys.certificate_verifier();
+    let mut bad = Vec::new();
+    recs.retain(|(card, rec, ..)| {
+        let kv = versions.get(&card[..]).copied().unwrap_or(1);
+        let ok = verifier.verify(card, kv, rec).is_ok();
+        if !ok {
+            bad.push((*card, rec.clone()));
+        }
+        ok
+    });
+    for (card, rec) in &bad {
+        exception(tx, "bad-certificate", card, rec, terminal, batch_no, now)?;
+    }
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS stage (
+             card_id bytea NOT NULL, counter bigint NOT NULL, tx_type text NOT NULL, points bigint NOT NULL,
+             delta bigint NOT NULL, balance_after bigint NOT NULL, origin_terminal bigint NOT NULL,
+             origin_seq bigint NOT NULL, card_time bigint NOT NULL, reference bigint NOT NULL,
+             certificate bytea NOT NULL, kind text NOT NULL, seq bigint NOT NULL, online bigint NOT NULL)
+             ON COMMIT DELETE ROWS;
+         TRUNCATE stage",
+    )?;
+    let mut lines = Vec::new();
+    for (card, r, kind, seq) in &recs {
+        writeln!(
+            lines,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            bytea(card),
+            r.counter,
+            r.kind.name(),
+            r.amount,
+            r.kind.delta(r.amount),
+            r.balance_after,
+            r.terminal_id,
+            r.terminal_seq,
+            r.time,
+            r.reference,
+            bytea(&r.certificate),
+            if *kind == EntryKind::Recovered { "recovered" } else { "completion" },
+            seq,
+            u8::from(r.online),
+        )
+        .map_err(|e| PgError::Copy(e.to_string()))?;
+    }
+    let mut w = tx.copy_in(
+        "COPY stage (card_id, counter, tx_type, points, delta, balance_after, origin_terminal, origin_seq,
+             card_time, reference, certificate, kind, seq, online) FROM STDIN",
+    )?;
+    w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
+    w.finish()?;
+
+    // Copies of posted records (same card, counter and content).
+    out.duplicates = tx.execute(
+        "INSERT INTO duplicate_copies (card_id, counter, terminal_id, batch_no, seq)
+         SELECT s.card_id, s.counter, $1, $2, MIN(s.seq) FROM stage s
+         JOIN card_transactions t ON t.card_id = s.card_id AND t.counter = s.counter
+         WHERE t.certificate = s.certificate AND t.tx_type = s.tx_type AND t.points = s.points
+           AND t.balance_after = s.balance_after
+         GROUP BY s.card_id, s.counter
+         ON CONFLICT DO NOTHING",
+        &[&terminal, &batch_no],
+    )?;
+    // Another record under a posted counter: two chips hold the card's keys.
+    let conflicts = tx.query(
+        "SELECT DISTINCT ON (s.card_id, s.counter) s.card_id, s.counter, s.tx_type, s.points, s.balance_after,
+                s.certificate
+         FROM stage s JOIN card_transactions t ON t.card_id = s.card_id AND t.counter = s.counter
+         WHERE NOT (t.certificate = s.certificate AND t.tx_type = s.tx_type AND t.points = s.points
+                    AND t.balance_after = s.balance_after)
+         ORDER BY s.card_id, s.counter",
+        &[],
+    )?;
+    for c in &conflicts {
+        let evidence = serde_json::json!({
+            "counter": c.get::<_, i64>(1), "type": c.get::<_, String>(2), "points": c.get::<_, i64>(3),
+            "balance_after": c.get::<_, i64>(4), "certificate": hex::encode_upper(c.get::<_, Vec<u8>>(5)),
+        });
+        let card: Vec<u8> = c.get(0);
         tx.execute(
-            "UPDATE cards SET last_counter = $2, shadow_balance = $3, card_balance = $4, pending = $5
-             WHERE card_id = $1",
-            &[&cid, &last, &balance, &card_balance.unwrap_or(0), &pending],
+            "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
+             VALUES ('conflict', $1, $2, $3, $4, $5, $6)",
+            &[&card, &c.get::<_, i64>(1), &terminal, &batch_no, &evidence.to_string(), &i64::from(now)],
+        )?;
+        tx.execute(
+            "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'clone', $2) ON CONFLICT DO NOTHING",
+            &[&card, &i64::from(now)],
         )?;
     }
-    Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn insert_record(
-    tx: &mut Transaction<'_>,
-    card: &CardId,
-    rec: &LogRecord,
-    kind: EntryKind,
-    terminal: i64,
-    batch_no: i64,
-    seq: u32,
-    post: bool,
-    now: u32,
-) -> Result<(), PgError> {
+    out.conflicts = conflicts.len() as u64;
+    // New records, pending until the run below posts them.
     tx.execute(
         "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
              origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
-             received_at, posted_at, online)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        &[
-            &&card[..],
-            &i64::from(rec.counter),
-            &if post { "posted" } else { "pending" },
-            &rec.kind.name(),
-            &i64::from(rec.amount),
-            &rec.kind.delta(rec.amount),
-            &i64::from(rec.balance_after),
-            &i64::from(rec.terminal_id),
-            &i64::from(rec.terminal_seq),
-            &i64::from(rec.time),
-            &i64::from(rec.reference),
-            &&rec.certificate[..],
-            &if kind == EntryKind::Recovered {
-                "recovered"
-            } else {
-                "completion"
-            },
-            &terminal,
-            &batch_no,
-            &i64::from(seq),
-            &i64::from(now),
-            &post.then_some(i64::from(now)),
-            &i64::from(rec.online),
-        ],
+             received_at, online)
+         SELECT DISTINCT ON (card_id, counter) card_id, counter, 'pending', tx_type, points, delta, balance_after,
+                origin_terminal, origin_seq, card_time, reference, certificate, kind, $1, $2, seq, $3, online
+         FROM stage s
+         WHERE NOT EXISTS (SELECT 1 FROM card_transactions t WHERE t.card_id = s.card_id AND t.counter = s.counter)
+         ORDER BY card_id, counter, seq",
+        &[&terminal, &batch_no, &i64::from(now)],
     )?;
-    Ok(())
+    // Per card, the run of pending counters that follows on from its last
+    // posted one: counter − (its rank among the card's pending) = last.
+    let posted = tx.query(
+        "WITH p AS (
+             SELECT t.card_id, t.counter, k.last_counter,
+                    t.counter - row_number() OVER (PARTITION BY t.card_id ORDER BY t.counter) AS island
+             FROM card_transactions t JOIN cards k ON k.card_id = t.card_id
+             WHERE t.status = 'pending' AND t.card_id = ANY($1)),
+         run AS (SELECT card_id, counter FROM p WHERE island = last_counter),
+         done AS (
+             UPDATE card_transactions t SET status = 'posted', posted_at = $2
+             FROM run WHERE t.card_id = run.card_id AND t.counter = run.counter
+             RETURNING t.card_id, t.counter, t.delta, t.balance_after),
+         agg AS (
+             SELECT card_id, COUNT(*) AS n, MAX(counter) AS last, SUM(delta)::bigint AS moved,
+                    (ARRAY_AGG(balance_after ORDER BY counter DESC))[1] AS balance
+             FROM done GROUP BY card_id)
+         UPDATE cards k SET last_counter = agg.last, shadow_balance = k.shadow_balance + agg.moved,
+                card_balance = agg.balance
+         FROM agg WHERE k.card_id = agg.card_id
+         RETURNING agg.n",
+        &[&ids, &i64::from(now)],
+    )?;
+    out.posted = posted.iter().map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)).sum();
+    tx.execute(
+        "UPDATE cards k SET pending = (SELECT count(*) FROM card_transactions t
+                                       WHERE t.card_id = k.card_id AND t.status = 'pending')
+         WHERE k.card_id = ANY($1)",
+        &[&ids],
+    )?;
+    let still: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM card_transactions WHERE terminal_id = $1 AND batch_no = $2 AND status = 'pending'",
+            &[&terminal, &batch_no],
+        )?
+        .get(0);
+    out.pending = u64::try_from(still).unwrap_or(0);
+    Ok(out)
 }
 
 fn exception(

@@ -250,3 +250,101 @@ fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
         );
     }
 }
+
+#[test]
+fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::test().unwrap();
+    let (mut batches, mut cards) = day(work.path(), &keys);
+    batches.retain(|(t, n, _)| *t <= 2 && *n == 1);
+    let cluster = Cluster::start();
+    let mut ledger = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    for id in 1..=TILLS + 2 {
+        ledger.register_terminal(id, NOW).unwrap();
+    }
+    // A card copied: the original and the copy each make the next
+    // transaction, at two tills of their own.
+    let original = &mut cards[0];
+    let mut copy = SimCard::from_eeprom(original.memory(), Rng::seeded(99)).unwrap();
+    let till_at = |id: u32, dir: &Path| {
+        let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), id)
+            .with_rng(Rng::seeded(u64::from(id)));
+        let config = TillConfig {
+            policy: Policy::default_policy(),
+            hotlist: Hotlist::empty(),
+            campaigns: CampaignSet::empty(),
+            online: Default::default(),
+        };
+        Till::new(terminal, Journal::open(&dir.join(format!("x-{id}.sqlite")), id).unwrap(), config).unwrap()
+    };
+    let seal = |till: &mut Till<SoftwareSam, FixedClock>, id: u32| {
+        let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_range(till.journal(), &keys.terminal_batch_key(id), &range, &mut out).unwrap();
+        out
+    };
+    let mut a = till_at(TILLS + 1, work.path());
+    let mut b = till_at(TILLS + 2, work.path());
+    original.insert().unwrap();
+    a.tap(&mut *original).unwrap().purchase(1_000, &[]).unwrap();
+    copy.insert().unwrap();
+    b.tap(&mut copy).unwrap().purchase(2_000, &[]).unwrap();
+    let (ba, bb) = (seal(&mut a, TILLS + 1), seal(&mut b, TILLS + 2));
+    // The clone's batches first: their card's earlier counters have not
+    // come yet — they wait (pending) and nothing conflicts yet.
+    let o = ledger.ingest(&ba, NOW).unwrap();
+    assert!(o.pending > 0, "{o:?}");
+    let o = ledger.ingest(&bb, NOW).unwrap();
+    assert_eq!(o.conflicts, 1, "{o:?}");
+    for (_, _, day_batch) in &batches {
+        ledger.ingest(day_batch, NOW).unwrap();
+    }
+    let c = ledger.client();
+    let classes: Vec<String> = c
+        .query("SELECT class FROM exceptions ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(classes, ["conflict"]);
+    let hot: i64 = c
+        .query_one("SELECT count(*) FROM hotlist WHERE card_id = $1", &[&&card_id(0)[..]])
+        .unwrap()
+        .get(0);
+    assert_eq!(hot, 1, "the cloned card is hotlisted");
+
+    // A batch whose card record carries a forged certificate.
+    let mut forger = IssuerKeys::test().unwrap();
+    forger.cert_master = tessera_crypto::Key::new([0x66; 16]);
+    let fid = card_id(900);
+    let mut forged = SimCard::manufacture(fid, &forger.card_perso_key(&fid), Rng::seeded(900)).unwrap();
+    personalize(&mut forged, &forger, tessera_protocol::profile::Profile {
+        card_id: fid,
+        version: 1,
+        name: "Forger".into(),
+        birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+        home_city: "Lyon".into(),
+        household: [0; 8],
+        preferences: vec![],
+        tier: 0,
+        valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
+        valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
+    }, &IssueParams::default())
+    .unwrap();
+    forged.insert().unwrap();
+    a.tap(&mut forged).unwrap().purchase(3_000, &[]).unwrap();
+    let bf = seal(&mut a, TILLS + 1);
+    let o = ledger.ingest(&bf, NOW).unwrap();
+    assert_eq!((o.posted, o.conflicts), (0, 0), "{o:?}");
+    let c = ledger.client();
+    let bad: i64 = c
+        .query_one("SELECT count(*) FROM exceptions WHERE class = 'bad-certificate'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(bad, 1);
+    let posted: i64 = c
+        .query_one("SELECT count(*) FROM card_transactions WHERE card_id = $1", &[&&fid[..]])
+        .unwrap()
+        .get(0);
+    assert_eq!(posted, 0, "a forged record is never posted");
+}

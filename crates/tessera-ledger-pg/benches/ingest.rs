@@ -1,0 +1,246 @@
+//! One batch posted on PostgreSQL against a raw `COPY` of the same rows
+//! into a table with the same keys, and against the SQLite ledger, in one
+//! run (the scale-out issue's first figure).
+//!
+//! One till's batch of N purchases over N / 10 cards (a day at a busy
+//! till), sealed with the test keys. Then, each on a fresh database:
+//!
+//! * **raw COPY**: the batch's card records, already parsed, `COPY`'d into
+//!   a table keyed by `(card_id, counter)` with the columns of
+//!   `card_transactions` — the floor any posting on PostgreSQL is compared
+//!   with;
+//! * **PostgreSQL posting core** (`tessera_ledger_pg::posting`): verified
+//!   (chain, MAC, certificates) and posted;
+//! * **SQLite ledger** (`tessera_ledger::Ledger::ingest`): verified and
+//!   posted with every check of the embedded ledger (matching, points,
+//!   warehouse off) — more work than the core does, so its ratio is not
+//!   like for like.
+//!
+//! The PostgreSQL server is a private cluster (`scripts/pg-up.sh`) on this
+//! machine, over loopback TCP, `fsync` on.
+//!
+//! `cargo bench -p tessera-ledger-pg --bench ingest` posts N = 5,000
+//! purchases. Without `--bench` (as `cargo test --all-targets` runs it) it
+//! does N = 40, to prove it still works.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls};
+use tessera_crypto::keys::IssuerKeys;
+use tessera_crypto::rng::Rng;
+use tessera_ledger::{Ledger, LedgerKeys};
+use tessera_ledger_pg::posting::PgLedger;
+use tessera_settlement::batch::BatchReader;
+use tessera_settlement::record::EntryKind;
+use tessera_simulator::SimCard;
+use tessera_terminal::batch::write_range;
+use tessera_terminal::issuer::{personalize, IssueParams};
+use tessera_terminal::journal::Journal;
+use tessera_terminal::offers::CampaignSet;
+use tessera_terminal::policy::{Hotlist, Policy};
+use tessera_terminal::till::{Till, TillConfig};
+use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
+
+const NOW: u32 = 1_790_000_000;
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+fn card_id(n: u32) -> [u8; 8] {
+    let mut id = [0x7E, 0x57, 0xBE, 0, 0, 0, 0, 0];
+    id[4..].copy_from_slice(&n.to_be_bytes());
+    id
+}
+
+fn batch(work: &Path, keys: &IssuerKeys, purchases: u32) -> Vec<u8> {
+    let n_cards = (purchases / 10).max(1);
+    let mut cards: Vec<SimCard> = (0..n_cards)
+        .map(|n| {
+            let id = card_id(n);
+            let mut c = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(u64::from(n))).unwrap();
+            let mut p = tessera_protocol::profile::Profile {
+                card_id: id,
+                version: 1,
+                name: format!("Customer {n}"),
+                birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+                home_city: "Lyon".into(),
+                household: [0; 8],
+                preferences: vec![],
+                tier: 0,
+                valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
+                valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
+            };
+            p.card_id = id;
+            personalize(&mut c, keys, p, &IssueParams::default()).unwrap();
+            c
+        })
+        .collect();
+    let terminal =
+        Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), 7).with_rng(Rng::seeded(7));
+    let config = TillConfig {
+        policy: Policy::default_policy(),
+        hotlist: Hotlist::empty(),
+        campaigns: CampaignSet::empty(),
+        online: Default::default(),
+    };
+    let mut till = Till::new(terminal, Journal::open(&work.join("till.sqlite"), 7).unwrap(), config).unwrap();
+    for i in 0..purchases {
+        let c = (i % n_cards) as usize;
+        cards[c].insert().unwrap();
+        till.tap(&mut cards[c]).unwrap().purchase(1_000 + u64::from(i % 50) * 10, &[]).unwrap();
+    }
+    let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();
+    let mut out = Vec::new();
+    write_range(till.journal(), &keys.terminal_batch_key(7), &range, &mut out).unwrap();
+    out
+}
+
+fn raw_copy(url: &str, batch: &[u8]) -> (Duration, usize) {
+    // Parsed before the clock starts: the floor is the database's work.
+    let mut reader = BatchReader::open(batch).unwrap();
+    let mut lines = Vec::new();
+    let mut n = 0;
+    while let Some(r) = reader.next_record().unwrap() {
+        let e = &r.entry;
+        if !matches!(e.kind, EntryKind::Completion | EntryKind::Recovered) {
+            continue;
+        }
+        let rec = e.card_record().unwrap();
+        writeln!(
+            lines,
+            "\\\\x{}\t{}\tposted\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t\\\\x{}\tcompletion\t7\t1\t{}\t{NOW}",
+            e.card_id.as_deref().unwrap().to_lowercase(),
+            rec.counter,
+            rec.kind.name(),
+            rec.amount,
+            rec.kind.delta(rec.amount),
+            rec.balance_after,
+            rec.terminal_id,
+            rec.terminal_seq,
+            rec.time,
+            rec.reference,
+            hex::encode(rec.certificate),
+            r.seq,
+        )
+        .unwrap();
+        n += 1;
+    }
+    let mut c = Client::connect(url, NoTls).unwrap();
+    c.batch_execute(
+        "CREATE TABLE raw_tx (card_id bytea NOT NULL, counter bigint NOT NULL, status text NOT NULL,
+             tx_type text NOT NULL, points bigint NOT NULL, delta bigint NOT NULL, balance_after bigint NOT NULL,
+             origin_terminal bigint NOT NULL, origin_seq bigint NOT NULL, card_time bigint NOT NULL,
+             reference bigint NOT NULL, certificate bytea NOT NULL, kind text NOT NULL, terminal_id bigint NOT NULL,
+             batch_no bigint NOT NULL, seq bigint NOT NULL, received_at bigint NOT NULL,
+             PRIMARY KEY (card_id, counter))",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut tx = c.transaction().unwrap();
+    let mut w = tx
+        .copy_in(
+            "COPY raw_tx (card_id, counter, status, tx_type, points, delta, balance_after, origin_terminal,
+                 origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq, received_at)
+             FROM STDIN",
+        )
+        .unwrap();
+    w.write_all(&lines).unwrap();
+    w.finish().unwrap();
+    tx.commit().unwrap();
+    (start.elapsed(), n)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let purchases = if full { 5_000 } else { 40 };
+    let work = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::test().unwrap();
+    let t = Instant::now();
+    let b = batch(work.path(), &keys, purchases);
+    println!(
+        "one batch of {purchases} purchases over {} cards ({} bytes), made in {:.1} s",
+        (purchases / 10).max(1),
+        b.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let pg_dir = work.path().join("pg");
+    let out = Command::new("bash")
+        .arg(scripts().join("pg-up.sh"))
+        .args(["--dir", pg_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let base = url.rsplit_once('/').unwrap().0.to_owned();
+    let mut admin = Client::connect(&url, NoTls).unwrap();
+    admin.batch_execute("CREATE DATABASE raw").unwrap();
+    admin.batch_execute("CREATE DATABASE core").unwrap();
+
+    let (raw, records) = raw_copy(&format!("{base}/raw"), &b);
+
+    // Verification alone (header, chain, MAC, certificates), as both
+    // ledgers do it before posting.
+    let verifier = Ledger::open(&work.path().join("verifier.sqlite"), LedgerKeys::from_issuer(&keys))
+        .unwrap()
+        .verifier();
+    let start = Instant::now();
+    verifier.verify(&b[..], usize::MAX).unwrap();
+    let verify = start.elapsed();
+
+    let mut core = PgLedger::open(&format!("{base}/core"), LedgerKeys::from_issuer(&keys)).unwrap();
+    core.register_terminal(7, NOW).unwrap();
+    let start = Instant::now();
+    let o = core.ingest(&b, NOW).unwrap();
+    let pg = start.elapsed();
+    assert_eq!(o.posted, records as u64);
+
+    let mut sqlite = Ledger::open(&work.path().join("ledger.sqlite"), LedgerKeys::from_issuer(&keys)).unwrap();
+    sqlite.set_warehouse(false);
+    sqlite.register_terminal(7, NOW).unwrap();
+    let start = Instant::now();
+    sqlite.ingest(&b[..], NOW).unwrap();
+    let lite = start.elapsed();
+
+    let _ = Command::new("bash")
+        .arg(scripts().join("pg-down.sh"))
+        .args(["--dir", pg_dir.to_str().unwrap()])
+        .output();
+    let rate = |d: Duration| records as f64 / d.as_secs_f64();
+    println!("| ingest of one batch ({records} card records) | time | records/s | raw COPY / this |");
+    println!("|---|---|---|---|");
+    println!(
+        "| raw COPY into a table with the same keys | {:.3} s | {:.0} | 1.00 |",
+        raw.as_secs_f64(),
+        rate(raw)
+    );
+    println!(
+        "| PostgreSQL posting core (verify + post) | {:.3} s | {:.0} | {:.3} |",
+        pg.as_secs_f64(),
+        rate(pg),
+        raw.as_secs_f64() / pg.as_secs_f64()
+    );
+    println!(
+        "| verification alone (chain, MAC, certificates) | {:.3} s | {:.0} | |",
+        verify.as_secs_f64(),
+        rate(verify)
+    );
+    let post = pg.saturating_sub(verify);
+    println!(
+        "| PostgreSQL posting core without verification (core − verification) | {:.3} s | {:.0} | {:.3} |",
+        post.as_secs_f64(),
+        rate(post),
+        raw.as_secs_f64() / post.as_secs_f64()
+    );
+    println!(
+        "| SQLite ledger (verify + every check, warehouse off) | {:.3} s | {:.0} | {:.3} |",
+        lite.as_secs_f64(),
+        rate(lite),
+        raw.as_secs_f64() / lite.as_secs_f64()
+    );
+}
