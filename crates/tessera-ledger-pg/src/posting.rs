@@ -3,7 +3,9 @@
 //! balance — correct when several office servers post at once.
 //!
 //! This is the part of ingestion whose correctness depends on the
-//! database's concurrency control; it is written and raced here first
+//! database's concurrency control, and the one that must be fast: a batch
+//! is posted with a fixed number of statements, its rows written with
+//! `COPY` (`post_records`). It is written and raced here first
 //! (`tests/race.rs`). The ledger's other checks at posting — matching each
 //! record to its decision, refunds with their originals, the points, the
 //! approvals, online authorizations, the warehouse — are not ported yet:
@@ -75,6 +77,10 @@ pub struct Outcome {
     /// Conflicting card records (exception raised, card hotlisted).
     pub conflicts: u64,
 }
+
+/// A record the books hold already: certificate, type, points, balance
+/// after.
+type HeldRecord = (Vec<u8>, String, i64, i64);
 
 /// A verified batch: its header and records.
 struct Verified {
@@ -402,13 +408,16 @@ fn bytea(b: &[u8]) -> String {
     format!("\\\\x{}", hex::encode(b))
 }
 
-/// Posts the batch's records, set-based: the decisions and the card records
-/// go in with `COPY` (the card records into a staging table), then a few
-/// statements sort them out — copies of posted records, conflicting ones,
-/// new ones — and post, per card, the run of counters that follows on from
-/// its last posted one (the batch's new records and the pending ones they
-/// complete), moving its shadow balance by their sum. The cards are locked
-/// already, in card id order.
+/// Posts the batch's records with a fixed number of statements, whatever
+/// its size: the journal records go in with one `COPY`; the cards' books
+/// (locked already, in card id order) and the rows the books hold at the
+/// batch's counters are read with one query each; the records are sorted
+/// out here — copies of held records, conflicting ones, new ones, and per
+/// card the run of counters that follows on from its last posted one among
+/// its new and pending records — and the new records go in with one more
+/// `COPY`, posted or pending as they fall; the pending records the run
+/// completes and the cards' counters, balances and pending counts are
+/// updated with one statement each.
 fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32) -> Result<Outcome, PgError> {
     let terminal = i64::from(v.header.terminal_id);
     let batch_no = i64::from(v.header.batch_no);
@@ -426,8 +435,14 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             .ok()
             .and_then(|k| k.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let verdict = e.verdict.and_then(|k| serde_json::to_value(k).ok()?.as_str().map(str::to_owned));
-        let card = e.card_id.as_deref().and_then(|c| hex::decode(c).ok()).map(|c| bytea(&c));
+        let verdict = e
+            .verdict
+            .and_then(|k| serde_json::to_value(k).ok()?.as_str().map(str::to_owned));
+        let card = e
+            .card_id
+            .as_deref()
+            .and_then(|c| hex::decode(c).ok())
+            .map(|c| bytea(&c));
         let cols: [Option<String>; 12] = [
             Some(terminal.to_string()),
             Some(seq.to_string()),
@@ -466,7 +481,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     w.finish()?;
 
     // The card records, their certificates checked under each card's key
-    // version.
+    // version, one per card and counter (a batch may carry a record and a
+    // recovered copy of it: the first counts).
     let mut recs: Vec<(CardId, LogRecord, EntryKind, u32)> = v
         .records
         .iter()
@@ -475,21 +491,31 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     if recs.is_empty() {
         return Ok(out);
     }
+    recs.sort_by_key(|(c, r, _, seq)| (*c, r.counter, *seq));
+    recs.dedup_by_key(|(c, r, ..)| (*c, r.counter));
     let ids: Vec<Vec<u8>> = {
         let mut ids: Vec<Vec<u8>> = recs.iter().map(|(c, ..)| c.to_vec()).collect();
-        ids.sort_unstable();
         ids.dedup();
         ids
     };
-    let versions: BTreeMap<Vec<u8>, u8> = tx
-        .query("SELECT card_id, key_version FROM cards WHERE card_id = ANY($1)", &[&ids])?
+    // The cards' books (locked by the caller).
+    let mut books: BTreeMap<Vec<u8>, (u8, i64, i64)> = tx
+        .query(
+            "SELECT card_id, key_version, last_counter, pending FROM cards WHERE card_id = ANY($1)",
+            &[&ids],
+        )?
         .iter()
-        .map(|r| (r.get::<_, Vec<u8>>(0), u8::try_from(r.get::<_, i64>(1)).unwrap_or(1)))
+        .map(|r| {
+            (
+                r.get::<_, Vec<u8>>(0),
+                (u8::try_from(r.get::<_, i64>(1)).unwrap_or(1), r.get(2), r.get(3)),
+            )
+        })
         .collect();
     let verifier = keys.certificate_verifier();
     let mut bad = Vec::new();
     recs.retain(|(card, rec, ..)| {
-        let kv = versions.get(&card[..]).copied().unwrap_or(1);
+        let kv = books.get(&card[..]).map_or(1, |b| b.0);
         let ok = verifier.verify(card, kv, rec).is_ok();
         if !ok {
             bad.push((*card, rec.clone()));
@@ -499,131 +525,199 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     for (card, rec) in &bad {
         exception(tx, "bad-certificate", card, rec, terminal, batch_no, now)?;
     }
-    tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS stage (
-             card_id bytea NOT NULL, counter bigint NOT NULL, tx_type text NOT NULL, points bigint NOT NULL,
-             delta bigint NOT NULL, balance_after bigint NOT NULL, origin_terminal bigint NOT NULL,
-             origin_seq bigint NOT NULL, card_time bigint NOT NULL, reference bigint NOT NULL,
-             certificate bytea NOT NULL, kind text NOT NULL, seq bigint NOT NULL, online bigint NOT NULL)
-             ON COMMIT DELETE ROWS;
-         TRUNCATE stage",
-    )?;
-    let mut lines = Vec::new();
-    for (card, r, kind, seq) in &recs {
-        writeln!(
-            lines,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            bytea(card),
-            r.counter,
-            r.kind.name(),
-            r.amount,
-            r.kind.delta(r.amount),
-            r.balance_after,
-            r.terminal_id,
-            r.terminal_seq,
-            r.time,
-            r.reference,
-            bytea(&r.certificate),
-            if *kind == EntryKind::Recovered { "recovered" } else { "completion" },
-            seq,
-            u8::from(r.online),
-        )
-        .map_err(|e| PgError::Copy(e.to_string()))?;
+    // What the books hold already at these counters (posted ones, and the
+    // pending ones of cards that have any), in one query each.
+    let (mut kc, mut kn) = (Vec::new(), Vec::new());
+    for (card, rec, ..) in &recs {
+        let (_, last, pending) = books.get(&card[..]).copied().unwrap_or((1, 0, 0));
+        if i64::from(rec.counter) <= last || pending > 0 {
+            kc.push(card.to_vec());
+            kn.push(i64::from(rec.counter));
+        }
     }
-    let mut w = tx.copy_in(
-        "COPY stage (card_id, counter, tx_type, points, delta, balance_after, origin_terminal, origin_seq,
-             card_time, reference, certificate, kind, seq, online) FROM STDIN",
-    )?;
-    w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
-    w.finish()?;
-
-    // Copies of posted records (same card, counter and content).
-    out.duplicates = tx.execute(
-        "INSERT INTO duplicate_copies (card_id, counter, terminal_id, batch_no, seq)
-         SELECT s.card_id, s.counter, $1, $2, MIN(s.seq) FROM stage s
-         JOIN card_transactions t ON t.card_id = s.card_id AND t.counter = s.counter
-         WHERE t.certificate = s.certificate AND t.tx_type = s.tx_type AND t.points = s.points
-           AND t.balance_after = s.balance_after
-         GROUP BY s.card_id, s.counter
-         ON CONFLICT DO NOTHING",
-        &[&terminal, &batch_no],
-    )?;
-    // Another record under a posted counter: two chips hold the card's keys.
-    let conflicts = tx.query(
-        "SELECT DISTINCT ON (s.card_id, s.counter) s.card_id, s.counter, s.tx_type, s.points, s.balance_after,
-                s.certificate
-         FROM stage s JOIN card_transactions t ON t.card_id = s.card_id AND t.counter = s.counter
-         WHERE NOT (t.certificate = s.certificate AND t.tx_type = s.tx_type AND t.points = s.points
-                    AND t.balance_after = s.balance_after)
-         ORDER BY s.card_id, s.counter",
-        &[],
-    )?;
-    for c in &conflicts {
-        let evidence = serde_json::json!({
-            "counter": c.get::<_, i64>(1), "type": c.get::<_, String>(2), "points": c.get::<_, i64>(3),
-            "balance_after": c.get::<_, i64>(4), "certificate": hex::encode_upper(c.get::<_, Vec<u8>>(5)),
-        });
-        let card: Vec<u8> = c.get(0);
-        tx.execute(
-            "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
-             VALUES ('conflict', $1, $2, $3, $4, $5, $6)",
-            &[&card, &c.get::<_, i64>(1), &terminal, &batch_no, &evidence.to_string(), &i64::from(now)],
+    let mut held: BTreeMap<(Vec<u8>, i64), HeldRecord> = BTreeMap::new();
+    if !kc.is_empty() {
+        for r in tx.query(
+            "SELECT t.card_id, t.counter, t.certificate, t.tx_type, t.points, t.balance_after
+             FROM card_transactions t JOIN unnest($1::bytea[], $2::bigint[]) AS k(card_id, counter)
+               ON t.card_id = k.card_id AND t.counter = k.counter",
+            &[&kc, &kn],
+        )? {
+            held.insert((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4), r.get(5)));
+        }
+    }
+    let with_pending: Vec<Vec<u8>> = books.iter().filter(|(_, b)| b.2 > 0).map(|(c, _)| c.clone()).collect();
+    let mut pending_rows: BTreeMap<Vec<u8>, Vec<(i64, i64, i64)>> = BTreeMap::new();
+    if !with_pending.is_empty() {
+        for r in tx.query(
+            "SELECT card_id, counter, delta, balance_after FROM card_transactions
+             WHERE status = 'pending' AND card_id = ANY($1) ORDER BY card_id, counter",
+            &[&with_pending],
+        )? {
+            pending_rows
+                .entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2), r.get(3)));
+        }
+    }
+    // Sort each card's records out, and find the run of counters that
+    // follows on from its last posted one among its new and pending ones.
+    let mut lines = Vec::new();
+    let (mut up_c, mut up_n) = (Vec::new(), Vec::new());
+    let (mut cc, mut cl, mut cm, mut cb, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut dups = Vec::new();
+    let mut conflicts = Vec::new();
+    let mut k = 0;
+    while k < recs.len() {
+        let card = recs[k].0;
+        let mut end = k;
+        while end < recs.len() && recs[end].0 == card {
+            end += 1;
+        }
+        let (_, last, _) = books.get(&card[..]).copied().unwrap_or((1, 0, 0));
+        // counter → (delta, balance after, index of a new record or none).
+        let mut cand: BTreeMap<i64, (i64, i64, Option<usize>)> = pending_rows
+            .remove(&card[..])
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, d, b)| (n, (d, b, None)))
+            .collect();
+        for (idx, (_, rec, _, seq)) in recs.iter().enumerate().take(end).skip(k) {
+            let n = i64::from(rec.counter);
+            if let Some((cert, ty, points, balance)) = held.get(&(card.to_vec(), n)) {
+                let same = cert[..] == rec.certificate[..]
+                    && ty == rec.kind.name()
+                    && *points == i64::from(rec.amount)
+                    && *balance == i64::from(rec.balance_after);
+                if same {
+                    dups.push((card, n, *seq));
+                } else {
+                    conflicts.push((card, rec.clone()));
+                }
+                continue;
+            }
+            cand.insert(n, (rec.kind.delta(rec.amount), i64::from(rec.balance_after), Some(idx)));
+        }
+        let mut next = last + 1;
+        let (mut moved, mut balance) = (0i64, None);
+        let mut posted_new: Vec<usize> = Vec::new();
+        for (n, (d, b, new)) in &cand {
+            if *n != next {
+                break;
+            }
+            next += 1;
+            moved += d;
+            balance = Some(*b);
+            out.posted += 1;
+            match new {
+                Some(idx) => posted_new.push(*idx),
+                None => {
+                    up_c.push(card.to_vec());
+                    up_n.push(*n);
+                }
+            }
+        }
+        let mut still_pending = 0i64;
+        for (n, (_, _, new)) in &cand {
+            let Some(idx) = new else {
+                if *n >= next {
+                    still_pending += 1;
+                }
+                continue;
+            };
+            let post = posted_new.contains(idx);
+            if !post {
+                still_pending += 1;
+                out.pending += 1;
+            }
+            let (_, r, kind, seq) = &recs[*idx];
+            writeln!(
+                lines,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{terminal}\t{batch_no}\t{seq}\t{now}\t{}\t{}",
+                bytea(&card),
+                r.counter,
+                if post { "posted" } else { "pending" },
+                r.kind.name(),
+                r.amount,
+                r.kind.delta(r.amount),
+                r.balance_after,
+                r.terminal_id,
+                r.terminal_seq,
+                r.time,
+                r.reference,
+                bytea(&r.certificate),
+                if *kind == EntryKind::Recovered {
+                    "recovered"
+                } else {
+                    "completion"
+                },
+                if post { now.to_string() } else { "\\N".to_owned() },
+                u8::from(r.online),
+            )
+            .map_err(|e| PgError::Copy(e.to_string()))?;
+        }
+        if let Some(b) = balance {
+            cc.push(card.to_vec());
+            cl.push(next - 1);
+            cm.push(moved);
+            cb.push(b);
+            cp.push(still_pending);
+        } else if still_pending != books.get(&card[..]).map_or(0, |b| b.2) {
+            cc.push(card.to_vec());
+            cl.push(last);
+            cm.push(0);
+            cb.push(i64::MIN);
+            cp.push(still_pending);
+        }
+        if let Some(b) = books.get_mut(&card[..]) {
+            b.2 = still_pending;
+        }
+        k = end;
+    }
+    if !lines.is_empty() {
+        let mut w = tx.copy_in(
+            "COPY card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
+                 origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
+                 received_at, posted_at, online) FROM STDIN",
         )?;
+        w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
+        w.finish()?;
+    }
+    if !up_c.is_empty() {
+        tx.execute(
+            "UPDATE card_transactions t SET status = 'posted', posted_at = $3
+             FROM unnest($1::bytea[], $2::bigint[]) AS k(card_id, counter)
+             WHERE t.card_id = k.card_id AND t.counter = k.counter",
+            &[&up_c, &up_n, &i64::from(now)],
+        )?;
+    }
+    if !cc.is_empty() {
+        tx.execute(
+            "UPDATE cards c SET last_counter = k.last, shadow_balance = c.shadow_balance + k.moved,
+                    card_balance = CASE WHEN k.balance = -9223372036854775808 THEN c.card_balance ELSE k.balance END,
+                    pending = k.pending
+             FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                  AS k(card_id, last, moved, balance, pending)
+             WHERE c.card_id = k.card_id",
+            &[&cc, &cl, &cm, &cb, &cp],
+        )?;
+    }
+    for (card, n, seq) in &dups {
+        tx.execute(
+            "INSERT INTO duplicate_copies (card_id, counter, terminal_id, batch_no, seq)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&&card[..], n, &terminal, &batch_no, &i64::from(*seq)],
+        )?;
+    }
+    out.duplicates = dups.len() as u64;
+    for (card, rec) in &conflicts {
+        exception(tx, "conflict", card, rec, terminal, batch_no, now)?;
         tx.execute(
             "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'clone', $2) ON CONFLICT DO NOTHING",
-            &[&card, &i64::from(now)],
+            &[&&card[..], &i64::from(now)],
         )?;
     }
     out.conflicts = conflicts.len() as u64;
-    // New records, pending until the run below posts them.
-    tx.execute(
-        "INSERT INTO card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
-             origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
-             received_at, online)
-         SELECT DISTINCT ON (card_id, counter) card_id, counter, 'pending', tx_type, points, delta, balance_after,
-                origin_terminal, origin_seq, card_time, reference, certificate, kind, $1, $2, seq, $3, online
-         FROM stage s
-         WHERE NOT EXISTS (SELECT 1 FROM card_transactions t WHERE t.card_id = s.card_id AND t.counter = s.counter)
-         ORDER BY card_id, counter, seq",
-        &[&terminal, &batch_no, &i64::from(now)],
-    )?;
-    // Per card, the run of pending counters that follows on from its last
-    // posted one: counter − (its rank among the card's pending) = last.
-    let posted = tx.query(
-        "WITH p AS (
-             SELECT t.card_id, t.counter, k.last_counter,
-                    t.counter - row_number() OVER (PARTITION BY t.card_id ORDER BY t.counter) AS island
-             FROM card_transactions t JOIN cards k ON k.card_id = t.card_id
-             WHERE t.status = 'pending' AND t.card_id = ANY($1)),
-         run AS (SELECT card_id, counter FROM p WHERE island = last_counter),
-         done AS (
-             UPDATE card_transactions t SET status = 'posted', posted_at = $2
-             FROM run WHERE t.card_id = run.card_id AND t.counter = run.counter
-             RETURNING t.card_id, t.counter, t.delta, t.balance_after),
-         agg AS (
-             SELECT card_id, COUNT(*) AS n, MAX(counter) AS last, SUM(delta)::bigint AS moved,
-                    (ARRAY_AGG(balance_after ORDER BY counter DESC))[1] AS balance
-             FROM done GROUP BY card_id)
-         UPDATE cards k SET last_counter = agg.last, shadow_balance = k.shadow_balance + agg.moved,
-                card_balance = agg.balance
-         FROM agg WHERE k.card_id = agg.card_id
-         RETURNING agg.n",
-        &[&ids, &i64::from(now)],
-    )?;
-    out.posted = posted.iter().map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)).sum();
-    tx.execute(
-        "UPDATE cards k SET pending = (SELECT count(*) FROM card_transactions t
-                                       WHERE t.card_id = k.card_id AND t.status = 'pending')
-         WHERE k.card_id = ANY($1)",
-        &[&ids],
-    )?;
-    let still: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM card_transactions WHERE terminal_id = $1 AND batch_no = $2 AND status = 'pending'",
-            &[&terminal, &batch_no],
-        )?
-        .get(0);
-    out.pending = u64::try_from(still).unwrap_or(0);
     Ok(out)
 }
 

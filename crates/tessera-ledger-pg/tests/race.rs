@@ -275,7 +275,12 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
             campaigns: CampaignSet::empty(),
             online: Default::default(),
         };
-        Till::new(terminal, Journal::open(&dir.join(format!("x-{id}.sqlite")), id).unwrap(), config).unwrap()
+        Till::new(
+            terminal,
+            Journal::open(&dir.join(format!("x-{id}.sqlite")), id).unwrap(),
+            config,
+        )
+        .unwrap()
     };
     let seal = |till: &mut Till<SoftwareSam, FixedClock>, id: u32| {
         let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();
@@ -318,18 +323,23 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
     forger.cert_master = tessera_crypto::Key::new([0x66; 16]);
     let fid = card_id(900);
     let mut forged = SimCard::manufacture(fid, &forger.card_perso_key(&fid), Rng::seeded(900)).unwrap();
-    personalize(&mut forged, &forger, tessera_protocol::profile::Profile {
-        card_id: fid,
-        version: 1,
-        name: "Forger".into(),
-        birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
-        home_city: "Lyon".into(),
-        household: [0; 8],
-        preferences: vec![],
-        tier: 0,
-        valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
-        valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
-    }, &IssueParams::default())
+    personalize(
+        &mut forged,
+        &forger,
+        tessera_protocol::profile::Profile {
+            card_id: fid,
+            version: 1,
+            name: "Forger".into(),
+            birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+            home_city: "Lyon".into(),
+            household: [0; 8],
+            preferences: vec![],
+            tier: 0,
+            valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
+            valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
+        },
+        &IssueParams::default(),
+    )
     .unwrap();
     forged.insert().unwrap();
     a.tap(&mut forged).unwrap().purchase(3_000, &[]).unwrap();
@@ -343,7 +353,10 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
         .get(0);
     assert_eq!(bad, 1);
     let posted: i64 = c
-        .query_one("SELECT count(*) FROM card_transactions WHERE card_id = $1", &[&&fid[..]])
+        .query_one(
+            "SELECT count(*) FROM card_transactions WHERE card_id = $1",
+            &[&&fid[..]],
+        )
         .unwrap()
         .get(0);
     assert_eq!(posted, 0, "a forged record is never posted");
