@@ -3,10 +3,12 @@
 # data directory, an unprivileged owner, a free loopback port, no password
 # (trust, loopback and its own socket directory only).
 #
-# Usage: scripts/pg-up.sh [--dir DIR]
+# Usage: scripts/pg-up.sh [--dir DIR] [--restart]
 #
 #   --dir DIR   state directory: data/, socket, postgres.log, postgres.pid,
-#               url (default /tmp/tessera-pg, env TESSERA_PG_DIR)
+#               url, port (default /tmp/tessera-pg, env TESSERA_PG_DIR)
+#   --restart   start the cluster already in DIR again (after a crash or
+#               pg-down.sh --keep) on its port, its data as it is
 #
 # Installs Debian's postgresql when its server binaries are missing (as
 # root, or through sudo). As root the cluster belongs to the unprivileged
@@ -21,9 +23,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="${TESSERA_PG_DIR:-/tmp/tessera-pg}"
+restart=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --dir) dir="$2"; shift 2 ;;
+        --restart) restart=1; shift ;;
         *) echo "pg-up.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -44,17 +48,30 @@ fi
 bin="$(bindir)"
 [ -x "$bin/initdb" ] || { echo "pg-up.sh: no initdb after installing postgresql" >&2; exit 1; }
 
+run=()
+if [ "$(id -u)" -eq 0 ]; then
+    run=(runuser -u tessera-pg --)
+fi
+if [ "$restart" -eq 1 ]; then
+    dir="$(cd "$dir" && pwd)"
+    port="$(cat "$dir/port")"
+    "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null \
+        || { echo "pg-up.sh: the server did not start again:" >&2; tail -20 "$dir/postgres.log" >&2; exit 1; }
+    head -1 "$dir/data/postmaster.pid" >"$dir/postgres.pid"
+    cat "$dir/url"
+    exit 0
+fi
+
 "$here/pg-down.sh" --dir "$dir" >/dev/null 2>&1 || true
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 rm -rf "$dir/data"
 
-run=()
 if [ "$(id -u)" -eq 0 ]; then
     id tessera-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tessera-pg
     chown tessera-pg "$dir"
     chmod 0700 "$dir"
-    run=(runuser -u tessera-pg --)
 fi
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
@@ -68,5 +85,6 @@ head -1 "$dir/data/postmaster.pid" >"$dir/postgres.pid"
 "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U tessera tessera \
     || { echo "pg-up.sh: createdb failed" >&2; tail -20 "$dir/postgres.log" >&2; exit 1; }
 url="postgres://tessera@127.0.0.1:$port/tessera"
+echo "$port" >"$dir/port"
 echo "$url" >"$dir/url"
 echo "$url"

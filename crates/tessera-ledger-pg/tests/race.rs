@@ -66,6 +66,27 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Stops the server as a crash would (immediate shutdown), then starts
+    /// it again on the same data: recovery from the WAL.
+    fn crash_and_restart(&self) {
+        let dir = self.dir.path().to_str().unwrap();
+        let out = Command::new("bash")
+            .arg(scripts().join("pg-down.sh"))
+            .args(["--dir", dir, "--crash"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let out = Command::new("bash")
+            .arg(scripts().join("pg-up.sh"))
+            .args(["--dir", dir, "--restart"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new("bash")
@@ -360,4 +381,92 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
         .unwrap()
         .get(0);
     assert_eq!(posted, 0, "a forged record is never posted");
+}
+
+#[test]
+fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::test().unwrap();
+    let (batches, cards) = day(work.path(), &keys);
+    let cluster = Cluster::start();
+    let mut setup = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    for id in 1..=TILLS {
+        setup.register_terminal(id, NOW).unwrap();
+    }
+    drop(setup);
+    // A till-like poster: each batch until it is acknowledged, reconnecting
+    // after a failure, as `pos settle` retries an upload.
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let poster = {
+        let (done, failures, url) = (Arc::clone(&done), Arc::clone(&failures), cluster.url.clone());
+        let batches = batches.clone();
+        std::thread::spawn(move || {
+            let keys = || LedgerKeys::from_issuer(&IssuerKeys::test().unwrap());
+            let mut ledger: Option<PgLedger> = None;
+            let mut statuses = Vec::new();
+            for (_, _, b) in &batches {
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    assert!(attempts < 300, "no answer after 300 attempts");
+                    if ledger.is_none() {
+                        ledger = PgLedger::open(&url, keys()).ok();
+                    }
+                    let Some(l) = ledger.as_mut() else {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    };
+                    match l.ingest(b, NOW) {
+                        Ok(o) => {
+                            statuses.push(o.status);
+                            break;
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            ledger = None;
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // A till's pace, so that the restart lands mid-ingest.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            statuses
+        })
+    };
+    while done.load(std::sync::atomic::Ordering::SeqCst) < batches.len() / 3 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cluster.crash_and_restart();
+    let statuses = poster.join().unwrap();
+    assert!(
+        failures.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the restart landed mid-ingest"
+    );
+    // Each batch acknowledged once it went through: posted, or a duplicate
+    // when its commit had landed before the answer was lost.
+    assert_eq!(statuses.len(), batches.len());
+    assert!(statuses.iter().all(|s| matches!(s, Status::Posted | Status::Duplicate)));
+    let mut ledger = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    let c = ledger.client();
+    for card in &cards {
+        let st = card.state().unwrap();
+        let r = c
+            .query_one(
+                "SELECT last_counter, shadow_balance, pending,
+                        (SELECT count(*) FROM card_transactions t WHERE t.card_id = c.card_id)
+                 FROM cards c WHERE card_id = $1",
+                &[&&st.card_id[..]],
+            )
+            .unwrap();
+        let (last, shadow, pending, rows): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(
+            (last, shadow, pending, rows),
+            (i64::from(st.counter), i64::from(st.balance), 0, i64::from(st.counter)),
+            "card {}: nothing lost, nothing doubled",
+            hex::encode(st.card_id)
+        );
+    }
 }
