@@ -7,10 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use tessera_ledger_pg::cluster::Cluster;
 
 const T0: u32 = 1_790_000_000;
 
@@ -49,47 +50,6 @@ impl Env {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(scripts().join("pg-up.sh"))
-            .args(["--dir", dir.path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-up.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        Self { dir, url }
-    }
-
-    fn database(&self, name: &str) -> String {
-        psql(&self.url, &format!("CREATE DATABASE {name}"));
-        format!("{}/{name}", self.url.rsplit_once('/').unwrap().0)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(scripts().join("pg-down.sh"))
-            .args(["--dir", self.dir.path().to_str().unwrap()])
-            .output();
     }
 }
 
@@ -208,8 +168,8 @@ fn a_ledger_is_copied_into_postgresql_proved_equal_and_never_overwritten() {
         "lost",
     ]);
 
-    let cluster = Cluster::start();
-    let url = cluster.database("books");
+    let cluster = Cluster::start().unwrap();
+    let url = cluster.database("books").unwrap();
     let v: Value =
         serde_json::from_str(&env.ok(&["office", "migrate", "--dir", office, "--to", &url, "--json"])).unwrap();
     assert_eq!(
@@ -284,7 +244,7 @@ fn a_ledger_is_copied_into_postgresql_proved_equal_and_never_overwritten() {
     db.execute("UPDATE cards SET shadow_balance = shadow_balance + 1000", [])
         .unwrap();
     drop(db);
-    let fresh = cluster.database("fresh");
+    let fresh = cluster.database("fresh").unwrap();
     let o = env.run(&["office", "migrate", "--dir", office, "--to", &fresh]);
     assert_ne!(o.status.code(), Some(0));
     assert!(

@@ -19,15 +19,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_ledger::LedgerKeys;
+use tessera_ledger_pg::cluster::Cluster;
 use tessera_ledger_pg::posting::PgLedger;
 use tessera_simulator::SimCard;
 use tessera_terminal::batch::write_range;
@@ -40,10 +39,6 @@ use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
 
 const NOW: u32 = 1_790_000_000;
 const PURCHASES: u32 = 10;
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
 
 fn till_batch(work: &Path, keys: &IssuerKeys, id: u32) -> Vec<u8> {
     let mut cid = [0x7E, 0x57, 0xC0, 0, 0, 0, 0, 0];
@@ -70,10 +65,18 @@ fn till_batch(work: &Path, keys: &IssuerKeys, id: u32) -> Vec<u8> {
         campaigns: CampaignSet::empty(),
         online: Default::default(),
     };
-    let mut till = Till::new(terminal, Journal::open(&work.join(format!("t{id}.sqlite")), id).unwrap(), config).unwrap();
+    let mut till = Till::new(
+        terminal,
+        Journal::open(&work.join(format!("t{id}.sqlite")), id).unwrap(),
+        config,
+    )
+    .unwrap();
     for i in 0..PURCHASES {
         card.insert().unwrap();
-        till.tap(&mut card).unwrap().purchase(1_000 + u64::from(i) * 10, &[]).unwrap();
+        till.tap(&mut card)
+            .unwrap()
+            .purchase(1_000 + u64::from(i) * 10, &[])
+            .unwrap();
     }
     let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();
     let mut out = Vec::new();
@@ -127,24 +130,14 @@ fn main() {
         "{tills} tills, one batch of {PURCHASES} purchases each, made in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let pg_dir = work.path().join("pg");
-    let out = Command::new("bash")
-        .arg(scripts().join("pg-up.sh"))
-        .args(["--dir", pg_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let base = url.rsplit_once('/').unwrap().0.to_owned();
-    let mut admin = Client::connect(&url, NoTls).unwrap();
+    let cluster = Cluster::start().unwrap();
     let records = f64::from(tills * PURCHASES);
     let mut one = None;
     println!("| posting connections | {tills} batches posted in | card records/s | speed-up over one |");
     println!("|---|---|---|---|");
     for threads in [1usize, 2, 4] {
-        let db = format!("c{threads}");
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-        let took = run(&format!("{base}/{db}"), &batches, threads, tills);
+        let url = cluster.database(&format!("c{threads}")).unwrap();
+        let took = run(&url, &batches, threads, tills);
         let first = *one.get_or_insert(took);
         println!(
             "| {threads} | {:.3} s | {:.0} | {:.2} |",
@@ -153,8 +146,4 @@ fn main() {
             first.as_secs_f64() / took.as_secs_f64()
         );
     }
-    let _ = Command::new("bash")
-        .arg(scripts().join("pg-down.sh"))
-        .args(["--dir", pg_dir.to_str().unwrap()])
-        .output();
 }

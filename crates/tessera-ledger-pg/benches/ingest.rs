@@ -27,14 +27,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_ledger::{Ledger, LedgerKeys};
+use tessera_ledger_pg::cluster::Cluster;
 use tessera_ledger_pg::posting::PgLedger;
 use tessera_settlement::batch::BatchReader;
 use tessera_settlement::record::EntryKind;
@@ -48,10 +47,6 @@ use tessera_terminal::till::{Till, TillConfig};
 use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
 
 const NOW: u32 = 1_790_000_000;
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
 
 fn card_id(n: u32) -> [u8; 8] {
     let mut id = [0x7E, 0x57, 0xBE, 0, 0, 0, 0, 0];
@@ -193,20 +188,8 @@ fn main() {
         b.len(),
         t.elapsed().as_secs_f64()
     );
-    let pg_dir = work.path().join("pg");
-    let out = Command::new("bash")
-        .arg(scripts().join("pg-up.sh"))
-        .args(["--dir", pg_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let base = url.rsplit_once('/').unwrap().0.to_owned();
-    let mut admin = Client::connect(&url, NoTls).unwrap();
-    admin.batch_execute("CREATE DATABASE raw").unwrap();
-    admin.batch_execute("CREATE DATABASE core").unwrap();
-
-    let (raw, records) = raw_copy(&format!("{base}/raw"), &b);
+    let cluster = Cluster::start().unwrap();
+    let (raw, records) = raw_copy(&cluster.database("raw").unwrap(), &b);
 
     // Verification alone (header, chain, MAC, certificates), as both
     // ledgers do it before posting.
@@ -217,7 +200,7 @@ fn main() {
     verifier.verify(&b[..], usize::MAX).unwrap();
     let verify = start.elapsed();
 
-    let mut core = PgLedger::open(&format!("{base}/core"), LedgerKeys::from_issuer(&keys)).unwrap();
+    let mut core = PgLedger::open(&cluster.database("core").unwrap(), LedgerKeys::from_issuer(&keys)).unwrap();
     core.register_terminal(7, NOW).unwrap();
     let start = Instant::now();
     let o = core.ingest(&b, NOW).unwrap();
@@ -231,10 +214,7 @@ fn main() {
     sqlite.ingest(&b[..], NOW).unwrap();
     let lite = start.elapsed();
 
-    let _ = Command::new("bash")
-        .arg(scripts().join("pg-down.sh"))
-        .args(["--dir", pg_dir.to_str().unwrap()])
-        .output();
+    drop(cluster);
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!("| ingest of one batch ({records} card records) | time | card records/s | raw COPY / this |");
     println!("|---|---|---|---|");

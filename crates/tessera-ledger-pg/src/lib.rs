@@ -20,6 +20,7 @@
 
 use postgres::{Client, NoTls};
 
+pub mod cluster;
 pub mod copy;
 pub mod posting;
 

@@ -7,56 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use postgres::{Client, NoTls};
+use tessera_ledger_pg::cluster::Cluster;
 use tessera_ledger_pg::{connect, migrate, schema_version, PgError, SCHEMA_VERSION};
-
-/// A private cluster for this test run.
-struct Cluster {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(scripts().join("pg-up.sh"))
-            .args(["--dir", dir.path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-up.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        Self { dir, url }
-    }
-
-    /// A new, empty database `name` and its URL.
-    fn database(&self, name: &str) -> String {
-        let mut admin = Client::connect(&self.url, NoTls).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        let base = self.url.rsplit_once('/').unwrap().0;
-        format!("{base}/{name}")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(scripts().join("pg-down.sh"))
-            .args(["--dir", self.dir.path().to_str().unwrap()])
-            .output();
-    }
-}
 
 fn tables(c: &mut Client) -> i64 {
     c.query_one(
@@ -69,10 +22,10 @@ fn tables(c: &mut Client) -> i64 {
 
 #[test]
 fn migrations_once_in_one_transaction_and_newer_refused() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start().unwrap();
 
     // Fresh: the whole schema, version 1; again: nothing changes.
-    let url = cluster.database("fresh");
+    let url = cluster.database("fresh").unwrap();
     let mut c = Client::connect(&url, NoTls).unwrap();
     assert_eq!(schema_version(&mut c).unwrap(), 0);
     assert_eq!(migrate(&mut c).unwrap(), 0);
@@ -108,7 +61,7 @@ fn migrations_once_in_one_transaction_and_newer_refused() {
     drop(c);
 
     // Newer than the code: refused, untouched.
-    let url = cluster.database("newer");
+    let url = cluster.database("newer").unwrap();
     let mut c = Client::connect(&url, NoTls).unwrap();
     c.batch_execute("CREATE TABLE tessera_schema (version bigint NOT NULL); INSERT INTO tessera_schema VALUES (2)")
         .unwrap();
@@ -122,7 +75,7 @@ fn migrations_once_in_one_transaction_and_newer_refused() {
 
     // A step that fails (a table in the way) leaves nothing of itself: not
     // the tables before it, not the version.
-    let url = cluster.database("blocked");
+    let url = cluster.database("blocked").unwrap();
     let mut c = Client::connect(&url, NoTls).unwrap();
     c.batch_execute("CREATE TABLE exceptions (whatever int)").unwrap();
     assert!(matches!(migrate(&mut c), Err(PgError::Postgres(_))));
@@ -131,7 +84,7 @@ fn migrations_once_in_one_transaction_and_newer_refused() {
     drop(c);
 
     // Four servers starting together: one migrates, the others find it done.
-    let url = cluster.database("race");
+    let url = cluster.database("race").unwrap();
     let go = std::sync::Arc::new(std::sync::Barrier::new(4));
     let found: Vec<i64> = (0..4)
         .map(|_| {
@@ -175,8 +128,8 @@ fn the_postgresql_schema_has_the_sqlite_ledgers_tables_and_columns() {
         .map(Result::unwrap)
         .collect();
     sqlite_cols.sort();
-    let cluster = Cluster::start();
-    let url = cluster.database("columns");
+    let cluster = Cluster::start().unwrap();
+    let url = cluster.database("columns").unwrap();
     let mut c = connect(&url).unwrap();
     let mut pg_cols: Vec<(String, String)> = c
         .query(

@@ -11,8 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -20,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
 use tessera_ledger::LedgerKeys;
+use tessera_ledger_pg::cluster::Cluster;
 use tessera_ledger_pg::posting::{PgLedger, Status};
 use tessera_simulator::SimCard;
 use tessera_terminal::batch::write_range;
@@ -36,65 +36,6 @@ const BATCHES: u32 = 4;
 const PURCHASES: u32 = 10;
 const SERVERS: usize = 4;
 const NOW: u32 = 1_790_000_000;
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash")
-            .arg(scripts().join("pg-up.sh"))
-            .args(["--dir", dir.path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg-up.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            url: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-            dir,
-        }
-    }
-}
-
-impl Cluster {
-    /// Stops the server as a crash would (immediate shutdown), then starts
-    /// it again on the same data: recovery from the WAL.
-    fn crash_and_restart(&self) {
-        let dir = self.dir.path().to_str().unwrap();
-        let out = Command::new("bash")
-            .arg(scripts().join("pg-down.sh"))
-            .args(["--dir", dir, "--crash"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let out = Command::new("bash")
-            .arg(scripts().join("pg-up.sh"))
-            .args(["--dir", dir, "--restart"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(scripts().join("pg-down.sh"))
-            .args(["--dir", self.dir.path().to_str().unwrap()])
-            .output();
-    }
-}
 
 fn card_id(n: u32) -> [u8; 8] {
     let mut id = [0x7E, 0x57, 0x9A, 0, 0, 0, 0, 0];
@@ -175,8 +116,8 @@ fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
     let work = tempfile::tempdir().unwrap();
     let keys = IssuerKeys::test().unwrap();
     let (batches, cards) = day(work.path(), &keys);
-    let cluster = Cluster::start();
-    let mut setup = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    let cluster = Cluster::start().unwrap();
+    let mut setup = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
     for id in 1..=TILLS {
         setup.register_terminal(id, NOW).unwrap();
     }
@@ -191,7 +132,7 @@ fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
     let results = Arc::new(Mutex::new(Vec::new()));
     let servers: Vec<_> = (0..SERVERS)
         .map(|_| {
-            let (queue, results, url) = (Arc::clone(&queue), Arc::clone(&results), cluster.url.clone());
+            let (queue, results, url) = (Arc::clone(&queue), Arc::clone(&results), cluster.url().to_owned());
             let keys = LedgerKeys::from_issuer(&IssuerKeys::test().unwrap());
             std::thread::spawn(move || {
                 let mut ledger = PgLedger::open(&url, keys).unwrap();
@@ -278,8 +219,8 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
     let keys = IssuerKeys::test().unwrap();
     let (mut batches, mut cards) = day(work.path(), &keys);
     batches.retain(|(t, n, _)| *t <= 2 && *n == 1);
-    let cluster = Cluster::start();
-    let mut ledger = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    let cluster = Cluster::start().unwrap();
+    let mut ledger = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
     for id in 1..=TILLS + 2 {
         ledger.register_terminal(id, NOW).unwrap();
     }
@@ -388,8 +329,8 @@ fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
     let work = tempfile::tempdir().unwrap();
     let keys = IssuerKeys::test().unwrap();
     let (batches, cards) = day(work.path(), &keys);
-    let cluster = Cluster::start();
-    let mut setup = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    let cluster = Cluster::start().unwrap();
+    let mut setup = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
     for id in 1..=TILLS {
         setup.register_terminal(id, NOW).unwrap();
     }
@@ -399,7 +340,7 @@ fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let poster = {
-        let (done, failures, url) = (Arc::clone(&done), Arc::clone(&failures), cluster.url.clone());
+        let (done, failures, url) = (Arc::clone(&done), Arc::clone(&failures), cluster.url().to_owned());
         let batches = batches.clone();
         std::thread::spawn(move || {
             let keys = || LedgerKeys::from_issuer(&IssuerKeys::test().unwrap());
@@ -439,7 +380,7 @@ fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
     while done.load(std::sync::atomic::Ordering::SeqCst) < batches.len() / 3 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    cluster.crash_and_restart();
+    cluster.crash_and_restart().unwrap();
     let statuses = poster.join().unwrap();
     assert!(
         failures.load(std::sync::atomic::Ordering::SeqCst) > 0,
@@ -449,7 +390,7 @@ fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
     // when its commit had landed before the answer was lost.
     assert_eq!(statuses.len(), batches.len());
     assert!(statuses.iter().all(|s| matches!(s, Status::Posted | Status::Duplicate)));
-    let mut ledger = PgLedger::open(&cluster.url, LedgerKeys::from_issuer(&keys)).unwrap();
+    let mut ledger = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
     let c = ledger.client();
     for card in &cards {
         let st = card.state().unwrap();
