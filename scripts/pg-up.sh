@@ -69,7 +69,10 @@ dir="$(cd "$dir" && pwd)"
 rm -rf "$dir/data"
 
 if [ "$(id -u)" -eq 0 ]; then
-    id tessera-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tessera-pg
+    # Two clusters started at once on a fresh machine may both create the
+    # user: the one that loses finds it made.
+    id tessera-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin tessera-pg \
+        || id tessera-pg >/dev/null 2>&1
     chown tessera-pg "$dir"
     chmod 0700 "$dir"
 fi
