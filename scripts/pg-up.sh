@@ -40,10 +40,19 @@ bindir() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1
 }
 
-if [ -z "$(bindir)" ] || [ ! -x "$(bindir)/initdb" ]; then
+install() {
+    # One installer at a time (clusters started together by parallel
+    # tests), and none when another one has installed it meanwhile.
+    if [ -n "$(bindir)" ] && [ -x "$(bindir)/initdb" ]; then return 0; fi
     echo "pg-up.sh: installing postgresql from Debian's packages" >&2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 \
         || { as_root apt-get update -q >&2 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; }
+}
+if [ -z "$(bindir)" ] || [ ! -x "$(bindir)/initdb" ]; then
+    exec 9>/tmp/tessera-pg-install.lock
+    flock 9
+    install
+    flock -u 9
 fi
 bin="$(bindir)"
 [ -x "$bin/initdb" ] || { echo "pg-up.sh: no initdb after installing postgresql" >&2; exit 1; }
