@@ -188,8 +188,9 @@ pub struct ApprovalArg {
     /// Ask the office at this URL online, with the card on the reader,
     /// when the till's policy says so (what only the office can lift:
     /// referrals, the redemption cap, a refund whose original left the
-    /// card's log); needs --keys BUNDLE.json. Without an answer within 5 s
-    /// the referral stands (call the office for a code).
+    /// card's log); needs --keys BUNDLE.json. When, how long to wait and
+    /// what to do without an answer: the till directory's online.toml
+    /// (default: referrals only, 5 s, the referral stands).
     #[arg(long, value_name = "URL", conflicts_with = "voice")]
     pub online: Option<String>,
     /// Ask the office by telephone, with the card on the reader, when the

@@ -305,6 +305,51 @@ fn online_and_voice_need_a_bundle_and_a_well_formed_reference() {
         "http://127.0.0.1:9",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    // The till's online.toml: an unreachable office declines (O09) instead
+    // of leaving the referral; a malformed file is refused, nothing done.
+    // (A till of its own: the training run above made terminal 1's journal.)
+    std::fs::remove_dir_all(env.path("terminal")).unwrap();
+    env.ok(&["pos", "read", "--keys", env.s("t7.json"), "--card", env.s("anna.card")]);
+    let earn = [
+        "pos",
+        "earn",
+        "--keys",
+        env.s("t7.json"),
+        "--card",
+        env.s("anna.card"),
+        "--amount",
+        "15000",
+        "--online",
+        "http://127.0.0.1:9",
+        "--json",
+    ];
+    let o = env.run(&earn);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(
+        env.path("terminal").join("online.toml"),
+        "without_answer = \"decline\"\ntimeout_ms = 500\n",
+    )
+    .unwrap();
+    let o = env.run(&earn);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"]["reason"], "O09", "{v}");
+    std::fs::write(
+        env.path("terminal").join("online.toml"),
+        "without_answer = \"approve\"\n",
+    )
+    .unwrap();
+    let o = env.run(&earn);
+    assert_eq!(o.status.code(), Some(4));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("online.toml"), "{v}");
+    std::fs::remove_file(env.path("terminal").join("online.toml")).unwrap();
     // A reference read wrong: refused before anything is decided.
     let o = env.run(&[
         "office",

@@ -12,6 +12,7 @@
 //! | `profile-updates/<CARD>.json` | signed profiles waiting for their card | the card checks the issuer MAC |
 //! | `settled.json`, `unblocks.json`, `key-updates.json`, `adjustments.json` | issuer decisions waiting for their card | the card checks the issuer MAC |
 //! | `time_zone` | the till's time zone, an IANA name (optional: the system's, `TZ` honoured) | refused when the zone is unknown |
+//! | `online.toml` | when the till asks the office online, how long it waits, what it does without an answer ([`TerminalDir::online_settings`]; optional: the defaults) | refused when malformed (unknown keys included) |
 //! | `shift.json` | when the open shift started (`tessera pos shift open`) | written by the till |
 //!
 //! The directory is created `0700` (it holds personal data); the journal is
@@ -282,8 +283,70 @@ impl TerminalDir {
             policy,
             hotlist,
             campaigns,
-            online: Default::default(),
+            online: self.online_settings()?,
         })
+    }
+
+    /// The till's online settings from `online.toml` (card application
+    /// 2.2; [`crate::till::OnlineSettings`]): `mode = "referred" | "always"`,
+    /// `floor_points = N`, `timeout_ms = N` (100 to 60,000), `without_answer
+    /// = "refer" | "decline"`, each optional; absent file: the defaults.
+    /// They apply only when the till has an office to ask (`pos … --online`,
+    /// `--voice`); the office's answer is checked by the card whatever they
+    /// say, so the file is the till's own, not signed.
+    ///
+    /// # Errors
+    /// [`DirError::Io`]; [`DirError::Refused`] for a malformed file or an
+    /// unknown key or value.
+    pub fn online_settings(&self) -> Result<crate::till::OnlineSettings, DirError> {
+        use crate::till::{OnlineMode, OnlineSettings, WithoutAnswer};
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            mode: Option<String>,
+            floor_points: Option<u32>,
+            timeout_ms: Option<u64>,
+            without_answer: Option<String>,
+        }
+        const FIX: &str = "fix online.toml (mode, floor_points, timeout_ms, without_answer) or remove it";
+        let path = self.path.join("online.toml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OnlineSettings::default()),
+            Err(e) => return Err(io("online.toml")(e)),
+        };
+        let f: File = toml::from_str(&text).map_err(|e| refused("online.toml", FIX, e.message().to_owned()))?;
+        let mut s = OnlineSettings::default();
+        match f.mode.as_deref() {
+            None | Some("referred") => {}
+            Some("always") => s.mode = OnlineMode::Always,
+            Some(other) => {
+                return Err(refused(
+                    "online.toml",
+                    FIX,
+                    format!("mode {other:?}: referred or always"),
+                ))
+            }
+        }
+        match f.without_answer.as_deref() {
+            None | Some("refer") => {}
+            Some("decline") => s.without_answer = WithoutAnswer::Decline,
+            Some(other) => {
+                return Err(refused(
+                    "online.toml",
+                    FIX,
+                    format!("without_answer {other:?}: refer or decline"),
+                ))
+            }
+        }
+        if let Some(ms) = f.timeout_ms {
+            if !(100..=60_000).contains(&ms) {
+                return Err(refused("online.toml", FIX, format!("timeout_ms {ms}: 100 to 60000")));
+            }
+            s.timeout = std::time::Duration::from_millis(ms);
+        }
+        s.floor_points = f.floor_points;
+        Ok(s)
     }
 
     /// A signed file and its signature, or `None` when the file is absent;
@@ -713,6 +776,39 @@ mod tests {
                 .version,
             3
         );
+    }
+
+    #[test]
+    fn online_settings_file() {
+        use crate::till::{OnlineMode, OnlineSettings, WithoutAnswer};
+        let (_tmp, d, _) = dir();
+        d.create().unwrap();
+        assert_eq!(d.online_settings().unwrap(), OnlineSettings::default());
+        std::fs::write(
+            d.path().join("online.toml"),
+            "mode = \"always\"\nfloor_points = 5000\ntimeout_ms = 2500\nwithout_answer = \"decline\"\n",
+        )
+        .unwrap();
+        let s = d.online_settings().unwrap();
+        assert_eq!(
+            (s.mode, s.floor_points, s.timeout, s.without_answer),
+            (
+                OnlineMode::Always,
+                Some(5000),
+                std::time::Duration::from_millis(2500),
+                WithoutAnswer::Decline
+            )
+        );
+        for bad in [
+            "mode = \"never\"",
+            "timeout_ms = 5",
+            "without_answer = \"approve\"",
+            "floor = 3",
+            "mode = ",
+        ] {
+            std::fs::write(d.path().join("online.toml"), bad).unwrap();
+            assert!(matches!(d.online_settings(), Err(DirError::Refused { .. })), "{bad}");
+        }
     }
 
     #[test]
