@@ -163,9 +163,25 @@ impl PgLedger {
     /// [`PgError::Postgres`] (nothing written).
     pub fn ingest(&mut self, batch: &[u8], now: u32) -> Result<Outcome, PgError> {
         let v = verify(&self.keys, batch)?;
+        let terminal = i64::from(v.header.terminal_id);
         let mut tx = self.client.transaction()?;
         let out = post_batch(&mut tx, &self.keys, v, now)?;
         tx.commit()?;
+        if matches!(out.status, Status::Posted | Status::Duplicate) {
+            // Records of other cards that waited for this till's chain, in a
+            // transaction of their own that locks their cards in card id
+            // order and nothing else (a crash before it leaves them
+            // `awaiting`, examined again after the till's next batch).
+            let mut tx = self.client.transaction()?;
+            tx.query(
+                "SELECT card_id FROM cards WHERE card_id IN (
+                     SELECT card_id FROM card_transactions WHERE decision = 'awaiting' AND origin_terminal = $1)
+                 ORDER BY card_id FOR UPDATE",
+                &[&terminal],
+            )?;
+            match_records(&mut tx, "t.origin_terminal = $1", &[&terminal], now)?;
+            tx.commit()?;
+        }
         Ok(out)
     }
 }
@@ -354,6 +370,14 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
         "UPDATE terminals SET last_batch_no = $1, last_seq = $2, last_head = $3 WHERE terminal_id = $4",
         &[&batch_no, &i64::from(h.seq_to), &head, &terminal],
     )?;
+    // This batch's records (their cards are locked), against what the
+    // origins' chains hold now.
+    match_records(
+        tx,
+        "t.terminal_id = $1 AND t.batch_no = $2",
+        &[&terminal, &batch_no],
+        now,
+    )?;
     Ok(out)
 }
 
@@ -443,7 +467,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             .as_deref()
             .and_then(|c| hex::decode(c).ok())
             .map(|c| bytea(&c));
-        let cols: [Option<String>; 12] = [
+        let cols: [Option<String>; 13] = [
             Some(terminal.to_string()),
             Some(seq.to_string()),
             Some(batch_no.to_string()),
@@ -456,6 +480,11 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             e.reason.clone(),
             e.points.map(|p| p.to_string()),
             e.purchase_minor.map(|m| m.to_string()),
+            // A void names the decision it voids.
+            (e.kind == EntryKind::Void)
+                .then_some(e.origin_seq)
+                .flatten()
+                .map(|s| s.to_string()),
         ];
         for (k, c) in cols.iter().enumerate() {
             if k > 0 {
@@ -475,7 +504,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     }
     let mut w = tx.copy_in(
         "COPY terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter, tx_type, verdict,
-             reason, points, purchase_minor) FROM STDIN",
+             reason, points, purchase_minor, origin_seq) FROM STDIN",
     )?;
     w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
     w.finish()?;
@@ -719,6 +748,68 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     }
     out.conflicts = conflicts.len() as u64;
     Ok(out)
+}
+
+/// Matches card records to the decisions that allowed them, as the SQLite
+/// ledger does (`docs/settlement.md`, "The ledger", step 4): a record whose
+/// origin till's chain holds, at the record's sequence, an approve
+/// decision of the same card, counter, type and points, not voided, is
+/// `matched`; one whose origin is not registered, is revoked, or whose
+/// chain covers the sequence with something else is an `orphan` (with an
+/// exception); otherwise it keeps `awaiting`. `scope` selects the records
+/// examined (their cards locked by the caller).
+fn match_records(
+    tx: &mut Transaction<'_>,
+    scope: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+    now: u32,
+) -> Result<(), PgError> {
+    let sql = format!(
+        "WITH c AS (
+             SELECT t.card_id, t.counter, t.origin_terminal, t.origin_seq, t.tx_type, t.points, t.terminal_id,
+                    t.batch_no
+             FROM card_transactions t WHERE t.decision = 'awaiting' AND ({scope})),
+         m AS (
+             SELECT c.*, CASE
+                 WHEN d.seq IS NOT NULL THEN
+                     CASE WHEN d.kind = 'decision' AND d.verdict = 'approve' AND d.card_id = c.card_id
+                               AND d.card_counter = c.counter AND d.tx_type = c.tx_type AND d.points = c.points
+                          THEN CASE WHEN EXISTS (
+                                   SELECT 1 FROM terminal_records v WHERE v.kind = 'void' AND v.card_id = c.card_id
+                                   AND v.card_counter = c.counter AND v.terminal_id = c.origin_terminal
+                                   AND v.origin_seq = c.origin_seq)
+                               THEN 'orphan' ELSE 'matched' END
+                          ELSE 'orphan' END
+                 WHEN o.terminal_id IS NULL OR o.revoked_at IS NOT NULL OR c.origin_seq <= o.last_seq THEN 'orphan'
+                 ELSE 'awaiting' END AS state
+             FROM c LEFT JOIN terminal_records d ON d.terminal_id = c.origin_terminal AND d.seq = c.origin_seq
+                    LEFT JOIN terminals o ON o.terminal_id = c.origin_terminal)
+         UPDATE card_transactions t SET decision = m.state FROM m
+         WHERE t.card_id = m.card_id AND t.counter = m.counter AND m.state <> 'awaiting'
+         RETURNING t.card_id, t.counter, m.state, m.origin_terminal, m.origin_seq, m.terminal_id, m.batch_no"
+    );
+    for r in tx.query(&sql, params)? {
+        if r.get::<_, &str>(2) != "orphan" {
+            continue;
+        }
+        let evidence = serde_json::json!({
+            "origin_terminal": r.get::<_, i64>(3), "origin_seq": r.get::<_, i64>(4),
+            "why": "no approve decision of the origin till explains the record",
+        });
+        tx.execute(
+            "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
+             VALUES ('orphan', $1, $2, $3, $4, $5, $6)",
+            &[
+                &r.get::<_, Vec<u8>>(0),
+                &r.get::<_, i64>(1),
+                &r.get::<_, i64>(5),
+                &r.get::<_, i64>(6),
+                &evidence.to_string(),
+                &i64::from(now),
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 fn exception(

@@ -178,7 +178,17 @@ fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
         .get(0);
     assert_eq!(held_left, 0);
     let conflicts: i64 = c.query_one("SELECT count(*) FROM exceptions", &[]).unwrap().get(0);
-    assert_eq!(conflicts, 0, "no conflict, no bad certificate");
+    assert_eq!(conflicts, 0, "no conflict, no bad certificate, no orphan");
+    // Every record matched to the decision that allowed it, whichever till
+    // delivered it first.
+    let unmatched: i64 = c
+        .query_one(
+            "SELECT count(*) FROM card_transactions WHERE decision <> 'matched'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(unmatched, 0);
     // Every card's books equal the card.
     let mut expected = BTreeMap::new();
     for card in &cards {
@@ -410,4 +420,77 @@ fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
             hex::encode(st.card_id)
         );
     }
+}
+
+#[test]
+fn a_record_no_approved_decision_explains_is_an_orphan_and_the_others_match() {
+    let work = tempfile::tempdir().unwrap();
+    let keys = IssuerKeys::test().unwrap();
+    let cluster = Cluster::start().unwrap();
+    let mut ledger = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
+    ledger.register_terminal(1, NOW).unwrap();
+    let id = card_id(700);
+    let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(700)).unwrap();
+    personalize(
+        &mut card,
+        &keys,
+        tessera_protocol::profile::Profile {
+            card_id: id,
+            version: 1,
+            name: "Orphan".into(),
+            birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+            home_city: "Lyon".into(),
+            household: [0; 8],
+            preferences: vec![],
+            tier: 0,
+            valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
+            valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
+        },
+        &IssueParams::default(),
+    )
+    .unwrap();
+    // An earn at a till the office never registered (its batch never comes)…
+    let mut rogue = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), 50);
+    rogue.tap(&mut card).unwrap().earn(5_000).unwrap();
+    // …reaches the office as the registered till's recovered copy, with the
+    // till's own purchase after it.
+    let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), 1).with_rng(Rng::seeded(1));
+    let config = TillConfig {
+        policy: Policy::default_policy(),
+        hotlist: Hotlist::empty(),
+        campaigns: CampaignSet::empty(),
+        online: Default::default(),
+    };
+    let mut till = Till::new(
+        terminal,
+        Journal::open(&work.path().join("t1.sqlite"), 1).unwrap(),
+        config,
+    )
+    .unwrap();
+    card.insert().unwrap();
+    till.tap(&mut card).unwrap().purchase(1_000, &[]).unwrap();
+    let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();
+    let mut b = Vec::new();
+    write_range(till.journal(), &keys.terminal_batch_key(1), &range, &mut b).unwrap();
+    let o = ledger.ingest(&b, NOW).unwrap();
+    assert_eq!(o.posted, 2, "{o:?}");
+    let c = ledger.client();
+    let states: Vec<(i64, String)> = c
+        .query(
+            "SELECT counter, decision FROM card_transactions WHERE card_id = $1 ORDER BY counter",
+            &[&&id[..]],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(states, [(1, "orphan".to_owned()), (2, "matched".to_owned())]);
+    let orphans: i64 = c
+        .query_one(
+            "SELECT count(*) FROM exceptions WHERE class = 'orphan' AND counter = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 1);
 }
