@@ -6,11 +6,13 @@
 //! database's concurrency control, and the one that must be fast: a batch
 //! is posted with a fixed number of statements, its rows written with
 //! `COPY` (`post_records`). It is written and raced here first
-//! (`tests/race.rs`). The ledger's other checks at posting — matching each
-//! record to its decision, refunds with their originals, the points, the
-//! approvals, online authorizations, the warehouse — are not ported yet:
-//! records posted here stay `decision = 'awaiting'`, and the SQLite ledger
-//! remains the one `office serve` runs.
+//! (`tests/race.rs`). Each record is also matched to the decision that
+//! allowed it, as on SQLite (`matched`, `orphan` with an exception, or
+//! `awaiting` its origin till's chain, examined again after that till's
+//! next batch). The ledger's other checks at posting — refunds with their
+//! originals, the points, the approvals, online authorizations, the
+//! warehouse — are not ported yet, and the SQLite ledger remains the one
+//! `office serve` runs.
 //!
 //! **Verification** is the SQLite ledger's: the batch streams through
 //! `BatchReader` (header, hash chain, MAC under the terminal's batch key)
