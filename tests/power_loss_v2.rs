@@ -189,6 +189,26 @@ fn issuer_adjust_is_atomic() {
     }
 }
 
+/// The office's approval of `request` on card `n`, settled up to `settled`.
+fn approval(
+    n: u32,
+    request: &tessera_protocol::messages::AuthorizationRequest,
+    settled: u32,
+) -> tessera_protocol::messages::AuthorizationResponse {
+    tessera_protocol::messages::AuthorizationResponse {
+        approved: true,
+        settled,
+        issuer_mac: issuer_mac(
+            &card_id(n),
+            IssuerDecision::Authorization {
+                cryptogram: request.cryptogram,
+                decision: 0,
+                settled,
+            },
+        ),
+    }
+}
+
 #[test]
 fn online_redemption_with_settlement_is_atomic() {
     // v2.2: an online-approved redemption above nothing offline would allow,
@@ -199,18 +219,7 @@ fn online_redemption_with_settlement_is_atomic() {
         let mut t = test_terminal(2).with_rng(Rng::seeded(3));
         let mut s = t.tap(&mut *arm)?;
         let request = s.request_authorization(tessera_protocol::messages::TxKind::Redeem, 300, 0)?;
-        let answer = tessera_protocol::messages::AuthorizationResponse {
-            approved: true,
-            settled: 2,
-            issuer_mac: issuer_mac(
-                &card_id(404),
-                IssuerDecision::Authorization {
-                    cryptogram: request.cryptogram,
-                    decision: 0,
-                    settled: 2,
-                },
-            ),
-        };
+        let answer = approval(404, &request, 2);
         s.transact_authorized(&request, &answer).map(|_| ())
     });
     assert!(old > 0 && new > 0);
@@ -224,18 +233,7 @@ fn online_earn_with_settlement_is_atomic() {
         let mut t = test_terminal(2).with_rng(Rng::seeded(3));
         let mut s = t.tap(&mut *arm)?;
         let request = s.request_authorization(tessera_protocol::messages::TxKind::Earn, 70, 0)?;
-        let answer = tessera_protocol::messages::AuthorizationResponse {
-            approved: true,
-            settled: 2,
-            issuer_mac: issuer_mac(
-                &card_id(405),
-                IssuerDecision::Authorization {
-                    cryptogram: request.cryptogram,
-                    decision: 0,
-                    settled: 2,
-                },
-            ),
-        };
+        let answer = approval(405, &request, 2);
         s.transact_authorized(&request, &answer).map(|_| ())
     });
     assert!(old > 0 && new > 0);
@@ -259,18 +257,7 @@ fn online_refund_outside_the_log_with_settlement_is_atomic() {
         let mut t = test_terminal(2).with_rng(Rng::seeded(3));
         let mut s = t.tap(&mut *arm)?;
         let request = s.request_authorization(tessera_protocol::messages::TxKind::RefundRedeem, 100, 2)?;
-        let answer = tessera_protocol::messages::AuthorizationResponse {
-            approved: true,
-            settled: 10,
-            issuer_mac: issuer_mac(
-                &card_id(406),
-                IssuerDecision::Authorization {
-                    cryptogram: request.cryptogram,
-                    decision: 0,
-                    settled: 10,
-                },
-            ),
-        };
+        let answer = approval(406, &request, 10);
         s.transact_authorized(&request, &answer).map(|_| ())
     });
     assert!(old > 0 && new > 0);

@@ -522,33 +522,25 @@ fn run_day(a: &DemoArgs, keys: &IssuerKeys, stack: &Stack, work: &std::path::Pat
                 ));
                 let reference = tessera_crypto::voice::VoiceReference::parse(&p.reference).ok()?;
                 let mut ledger = Ledger::open(&ledger_path, LedgerKeys::from_issuer(office_keys)).ok()?;
-                let (verdict, _, kv) = ledger
-                    .authorize_by_voice(
-                        p.terminal_id,
-                        p.card_id,
-                        &reference,
-                        p.kind,
-                        p.points,
-                        p.original,
-                        "demo operator",
-                        &tessera_ledger::OnlinePolicy::default(),
-                        now,
-                    )
-                    .ok()?;
-                if !verdict.approved {
+                let (verdict, _, answer) = tessera_office::authorization::decide_by_voice(
+                    &mut ledger,
+                    office_keys,
+                    p.terminal_id,
+                    p.card_id,
+                    &reference,
+                    p.kind,
+                    p.points,
+                    p.original,
+                    "demo operator",
+                    &tessera_ledger::OnlinePolicy::default(),
+                    now,
+                )
+                .ok()?;
+                let Some(answer) = answer else {
                     phone.push(format!("office: {} {}", verdict.code, verdict.message));
                     return None;
-                }
-                let mac = office_keys.issuer_mac_of(
-                    &p.card_id,
-                    kv,
-                    tessera_crypto::keys::IssuerDecision::Authorization {
-                        cryptogram: reference.cryptogram,
-                        decision: 0,
-                        settled: 0,
-                    },
-                )?;
-                let code = tessera_crypto::voice::VoiceAnswer { issuer_mac: mac }.to_code();
+                };
+                let code = answer.to_code();
                 phone.push(format!("office reads back the answer code {code}; the clerk types it"));
                 Some(code)
             },

@@ -403,6 +403,32 @@ fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+/// The URL of a request to `path` authenticated as sync acknowledgements
+/// and authorization requests are: the query `terminal`, a fresh 16-byte
+/// `nonce`, `time` and `mac` = `mac(time, nonce)` under the bundle's batch
+/// key; and the nonce, to check the answer against.
+fn signed_url(
+    base_url: &str,
+    bundle: &TerminalBundle,
+    path: &str,
+    mac: impl FnOnce(u32, &[u8]) -> [u8; 16],
+) -> Result<(String, [u8; 16]), ClientError> {
+    let mut nonce = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut nonce);
+    let time = unix_now();
+    let mac = hex::encode(mac(time, &nonce));
+    let url = endpoint(
+        base_url,
+        &format!(
+            "{path}?terminal={}&nonce={}&time={time}&mac={mac}",
+            bundle.terminal_id,
+            hex::encode(nonce)
+        ),
+        bundle.office,
+    )?;
+    Ok((url, nonce))
+}
+
 /// Tells the office what the till wrote from a sync feed
 /// (`POST /v1/sync/ack`, MAC'd like the sync request with the body bound
 /// in), so it stops serving those items to this terminal. Returns how many
@@ -422,25 +448,9 @@ pub fn ack_sync(
     let body = serde_json::to_vec(ack).map_err(|e| ClientError::BadBatch(e.to_string()))?;
     let agent = agent(retry.request_timeout, bundle.office)?;
     let answer = with_retry(retry, || {
-        let mut nonce = [0u8; 16];
-        rand_core::OsRng.fill_bytes(&mut nonce);
-        let time = unix_now();
-        let mac = hex::encode(tessera_settlement::sync::ack_mac(
-            &bundle.batch_key,
-            bundle.terminal_id,
-            time,
-            &nonce,
-            &body,
-        ));
-        let url = match endpoint(
-            base_url,
-            &format!(
-                "/v1/sync/ack?terminal={}&nonce={}&time={time}&mac={mac}",
-                bundle.terminal_id,
-                hex::encode(nonce)
-            ),
-            bundle.office,
-        ) {
+        let (url, _) = match signed_url(base_url, bundle, "/v1/sync/ack", |time, nonce| {
+            tessera_settlement::sync::ack_mac(&bundle.batch_key, bundle.terminal_id, time, nonce, &body)
+        }) {
             Ok(u) => u,
             Err(e) => return Attempt::Fatal(e),
         };
@@ -492,29 +502,13 @@ pub fn authorize(
     };
     let mut last_nonce = [0u8; 16];
     let answer = with_retry(&retry, || {
-        let mut nonce = [0u8; 16];
-        rand_core::OsRng.fill_bytes(&mut nonce);
-        last_nonce = nonce;
-        let time = unix_now();
-        let mac = hex::encode(tessera_settlement::authorize::request_mac(
-            &bundle.batch_key,
-            bundle.terminal_id,
-            time,
-            &nonce,
-            &body,
-        ));
-        let url = match endpoint(
-            base_url,
-            &format!(
-                "/v1/authorize?terminal={}&nonce={}&time={time}&mac={mac}",
-                bundle.terminal_id,
-                hex::encode(nonce)
-            ),
-            bundle.office,
-        ) {
+        let (url, nonce) = match signed_url(base_url, bundle, "/v1/authorize", |time, nonce| {
+            tessera_settlement::authorize::request_mac(&bundle.batch_key, bundle.terminal_id, time, nonce, &body)
+        }) {
             Ok(u) => u,
             Err(e) => return Attempt::Fatal(e),
         };
+        last_nonce = nonce;
         classify(
             agent
                 .post(&url)

@@ -37,6 +37,40 @@ const PURCHASES: u32 = 10;
 const SERVERS: usize = 4;
 const NOW: u32 = 1_790_000_000;
 
+/// A customer's profile for card `id`.
+fn profile(id: [u8; 8], name: impl Into<String>) -> tessera_protocol::profile::Profile {
+    tessera_protocol::profile::Profile {
+        card_id: id,
+        version: 1,
+        name: name.into(),
+        birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+        home_city: "Lyon".into(),
+        household: [0; 8],
+        preferences: vec![],
+        tier: 0,
+        valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
+        valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
+    }
+}
+
+/// A till of terminal `id` on the test keys, its journal in `dir`.
+fn till_at(keys: &IssuerKeys, id: u32, dir: &Path) -> Till<SoftwareSam, FixedClock> {
+    let terminal =
+        Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), id).with_rng(Rng::seeded(u64::from(id)));
+    let config = TillConfig {
+        policy: Policy::default_policy(),
+        hotlist: Hotlist::empty(),
+        campaigns: CampaignSet::empty(),
+        online: Default::default(),
+    };
+    Till::new(
+        terminal,
+        Journal::open(&dir.join(format!("till-{id}.sqlite")), id).unwrap(),
+        config,
+    )
+    .unwrap()
+}
+
 fn card_id(n: u32) -> [u8; 8] {
     let mut id = [0x7E, 0x57, 0x9A, 0, 0, 0, 0, 0];
     id[4..].copy_from_slice(&n.to_be_bytes());
@@ -55,42 +89,14 @@ fn day(work: &Path, keys: &IssuerKeys) -> (Vec<Sealed>, Vec<SimCard>) {
             personalize(
                 &mut c,
                 keys,
-                tessera_protocol::profile::Profile {
-                    card_id: id,
-                    version: 1,
-                    name: format!("Customer {n}"),
-                    birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
-                    home_city: "Lyon".into(),
-                    household: [0; 8],
-                    preferences: vec![],
-                    tier: 0,
-                    valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
-                    valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
-                },
+                profile(id, format!("Customer {n}")),
                 &IssueParams::default(),
             )
             .unwrap();
             c
         })
         .collect();
-    let mut tills: Vec<Till<SoftwareSam, FixedClock>> = (1..=TILLS)
-        .map(|id| {
-            let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), id)
-                .with_rng(Rng::seeded(u64::from(id)));
-            let config = TillConfig {
-                policy: Policy::default_policy(),
-                hotlist: Hotlist::empty(),
-                campaigns: CampaignSet::empty(),
-                online: Default::default(),
-            };
-            Till::new(
-                terminal,
-                Journal::open(&work.join(format!("till-{id}.sqlite")), id).unwrap(),
-                config,
-            )
-            .unwrap()
-        })
-        .collect();
+    let mut tills: Vec<Till<SoftwareSam, FixedClock>> = (1..=TILLS).map(|id| till_at(keys, id, work)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut batches = Vec::new();
     for _ in 0..BATCHES {
@@ -238,30 +244,14 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
     // transaction, at two tills of their own.
     let original = &mut cards[0];
     let mut copy = SimCard::from_eeprom(original.memory(), Rng::seeded(99)).unwrap();
-    let till_at = |id: u32, dir: &Path| {
-        let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), id)
-            .with_rng(Rng::seeded(u64::from(id)));
-        let config = TillConfig {
-            policy: Policy::default_policy(),
-            hotlist: Hotlist::empty(),
-            campaigns: CampaignSet::empty(),
-            online: Default::default(),
-        };
-        Till::new(
-            terminal,
-            Journal::open(&dir.join(format!("x-{id}.sqlite")), id).unwrap(),
-            config,
-        )
-        .unwrap()
-    };
     let seal = |till: &mut Till<SoftwareSam, FixedClock>, id: u32| {
         let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();
         let mut out = Vec::new();
         write_range(till.journal(), &keys.terminal_batch_key(id), &range, &mut out).unwrap();
         out
     };
-    let mut a = till_at(TILLS + 1, work.path());
-    let mut b = till_at(TILLS + 2, work.path());
+    let mut a = till_at(&keys, TILLS + 1, work.path());
+    let mut b = till_at(&keys, TILLS + 2, work.path());
     original.insert().unwrap();
     a.tap(&mut *original).unwrap().purchase(1_000, &[]).unwrap();
     copy.insert().unwrap();
@@ -295,24 +285,7 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
     forger.cert_master = tessera_crypto::Key::new([0x66; 16]);
     let fid = card_id(900);
     let mut forged = SimCard::manufacture(fid, &forger.card_perso_key(&fid), Rng::seeded(900)).unwrap();
-    personalize(
-        &mut forged,
-        &forger,
-        tessera_protocol::profile::Profile {
-            card_id: fid,
-            version: 1,
-            name: "Forger".into(),
-            birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
-            home_city: "Lyon".into(),
-            household: [0; 8],
-            preferences: vec![],
-            tier: 0,
-            valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
-            valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
-        },
-        &IssueParams::default(),
-    )
-    .unwrap();
+    personalize(&mut forged, &forger, profile(fid, "Forger"), &IssueParams::default()).unwrap();
     forged.insert().unwrap();
     a.tap(&mut forged).unwrap().purchase(3_000, &[]).unwrap();
     let bf = seal(&mut a, TILLS + 1);
@@ -431,42 +404,13 @@ fn a_record_no_approved_decision_explains_is_an_orphan_and_the_others_match() {
     ledger.register_terminal(1, NOW).unwrap();
     let id = card_id(700);
     let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(700)).unwrap();
-    personalize(
-        &mut card,
-        &keys,
-        tessera_protocol::profile::Profile {
-            card_id: id,
-            version: 1,
-            name: "Orphan".into(),
-            birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
-            home_city: "Lyon".into(),
-            household: [0; 8],
-            preferences: vec![],
-            tier: 0,
-            valid_from: tessera_protocol::profile::Date::new(2020, 1, 1).unwrap(),
-            valid_until: tessera_protocol::profile::Date::new(2035, 12, 31).unwrap(),
-        },
-        &IssueParams::default(),
-    )
-    .unwrap();
+    personalize(&mut card, &keys, profile(id, "Orphan"), &IssueParams::default()).unwrap();
     // An earn at a till the office never registered (its batch never comes)…
     let mut rogue = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), 50);
     rogue.tap(&mut card).unwrap().earn(5_000).unwrap();
     // …reaches the office as the registered till's recovered copy, with the
     // till's own purchase after it.
-    let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(NOW), 1).with_rng(Rng::seeded(1));
-    let config = TillConfig {
-        policy: Policy::default_policy(),
-        hotlist: Hotlist::empty(),
-        campaigns: CampaignSet::empty(),
-        online: Default::default(),
-    };
-    let mut till = Till::new(
-        terminal,
-        Journal::open(&work.path().join("t1.sqlite"), 1).unwrap(),
-        config,
-    )
-    .unwrap();
+    let mut till = till_at(&keys, 1, work.path());
     card.insert().unwrap();
     till.tap(&mut card).unwrap().purchase(1_000, &[]).unwrap();
     let range = till.journal_mut().seal_next(NOW).unwrap().unwrap();

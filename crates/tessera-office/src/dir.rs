@@ -865,8 +865,9 @@ impl OfficeDir {
         OfficeDirError,
     > {
         let (keys, mut ledger, operator) = self.open_for_action()?;
-        let policy = tessera_ledger::OnlinePolicy::default();
-        let (verdict, counter, key_version) = ledger.authorize_by_voice(
+        let (verdict, counter, answer) = crate::authorization::decide_by_voice(
+            &mut ledger,
+            &keys,
             terminal_id,
             card_id,
             voice,
@@ -874,24 +875,9 @@ impl OfficeDir {
             points,
             original,
             &operator,
-            &policy,
+            &tessera_ledger::OnlinePolicy::default(),
             now,
         )?;
-        let answer = verdict
-            .approved
-            .then(|| {
-                keys.issuer_mac_of(
-                    &card_id,
-                    key_version,
-                    tessera_crypto::keys::IssuerDecision::Authorization {
-                        cryptogram: voice.cryptogram,
-                        decision: 0,
-                        settled: 0,
-                    },
-                )
-            })
-            .flatten()
-            .map(|issuer_mac| tessera_crypto::voice::VoiceAnswer { issuer_mac });
         self.audit_with(
             &mut ledger,
             &operator,

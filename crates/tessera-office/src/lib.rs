@@ -46,6 +46,7 @@
 
 pub mod analytics;
 pub mod audit;
+pub mod authorization;
 pub mod cards;
 pub mod dashboard;
 pub mod dir;

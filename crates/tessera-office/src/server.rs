@@ -1517,25 +1517,13 @@ async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> 
             return authenticated(r);
         }
     };
-    let decision = u8::from(!verdict.approved);
-    let Some(issuer_mac) = office.keys.issuer_mac_of(
-        &card_id,
-        key_version,
-        IssuerDecision::Authorization {
-            cryptogram: card_request.cryptogram,
-            decision,
-            settled: verdict.settled,
-        },
-    ) else {
+    let Some(response) =
+        crate::authorization::card_answer(&office.keys, &card_id, key_version, card_request.cryptogram, &verdict)
+    else {
         return authenticated(refuse(
             StatusCode::BAD_REQUEST,
             &format!("key version {key_version} is not one of the office's"),
         ));
-    };
-    let response = tessera_protocol::messages::AuthorizationResponse {
-        approved: verdict.approved,
-        settled: verdict.settled,
-        issuer_mac,
     };
     office.metrics.authorization(verdict.approved);
     let answer = AuthorizeAnswer::new(
