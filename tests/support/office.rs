@@ -70,6 +70,13 @@ impl Server {
         format!("https://{}", self.addr)
     }
 
+    /// Kills it with SIGKILL (no shutdown: requests in flight are cut)
+    /// and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Its plain-HTTP base URL (for `--plain-http`).
     pub fn http(&self) -> String {
         format!("http://{}", self.addr)

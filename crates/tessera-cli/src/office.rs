@@ -231,6 +231,11 @@ pub struct ServeArgs {
     /// card and UTC day (more are declined O08).
     #[arg(long, value_name = "POINTS", default_value_t = tessera_ledger::OnlinePolicy::default().max_debit_points_per_day)]
     pub online_max_debit_points: u64,
+    /// Serve the books from PostgreSQL, refusing to start unless they
+    /// moved there (`office migrate`, which writes `books.toml`). Without
+    /// it the books are served from wherever they are.
+    #[arg(long)]
+    pub postgres: bool,
 }
 
 /// Arguments of `office import`.
@@ -574,8 +579,15 @@ fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
 
 fn serve(a: &ServeArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
-    // Never serve on books that disagree with their own postings.
-    let (keys, ledger) = OfficeDir::new(dir).open_for_serving().map_err(office_err)?;
+    let office = OfficeDir::new(dir);
+    let on_postgres = office.postgres_url().map_err(office_err)?.is_some();
+    let (keys, books) = if on_postgres || a.postgres {
+        office.open_postgres().map_err(office_err)?
+    } else {
+        // Never serve on books that disagree with their own postings.
+        let (keys, ledger) = office.open_for_serving().map_err(office_err)?;
+        (keys, ledger.into())
+    };
     let transport = if a.plain_http {
         if !a.listen.ip().is_loopback() {
             return Err(Failure::usage(format!(
@@ -615,7 +627,7 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
         );
     }
     let json = a.office.output.json;
-    tessera_office::serve(ledger, keys, a.listen, config, |addr| {
+    tessera_office::serve(books, keys, a.listen, config, |addr| {
         if json {
             print_json(json!({"listening": addr.to_string()}));
         } else {

@@ -211,7 +211,32 @@ fn a_ledger_is_copied_into_postgresql_proved_equal_and_never_overwritten() {
         "DELETE FROM exceptions WHERE at = 1 AND class = 'gap' AND evidence = '{}'",
     );
 
-    // Never overwritten.
+    // The books moved: books.toml (0600) names the database, and the SQLite
+    // ledger is refused for what would write it, migrating again included.
+    let books = std::fs::read_to_string(env.path("office").join("books.toml")).unwrap();
+    assert!(books.contains(&format!("postgres = \"{url}\"")), "{books}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(env.path("office").join("books.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    for args in [
+        &["office", "migrate", "--dir", office, "--to", &url][..],
+        &["office", "import", "--dir", office, env.s("batch.jsonl")][..],
+    ] {
+        let o = env.run(args);
+        assert_ne!(o.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("are on PostgreSQL") && err.contains("nothing was done"),
+            "{err}"
+        );
+    }
+    // Never overwritten, even with books.toml gone.
+    std::fs::remove_file(env.path("office").join("books.toml")).unwrap();
     let again = env.run(&["office", "migrate", "--dir", office, "--to", &url]);
     assert_eq!(
         again.status.code(),
@@ -220,6 +245,7 @@ fn a_ledger_is_copied_into_postgresql_proved_equal_and_never_overwritten() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    assert!(!env.path("office").join("books.toml").exists());
 
     // --verify: equal, then a changed row is found.
     env.ok(&["office", "migrate", "--dir", office, "--to", &url, "--verify"]);

@@ -112,6 +112,7 @@ fn run(url: &str, batches: &[Vec<u8>], threads: usize, tills: u32) -> Duration {
     let took = start.elapsed();
     let posted: i64 = setup
         .client()
+        .unwrap()
         .query_one("SELECT count(*) FROM card_transactions WHERE status = 'posted'", &[])
         .unwrap()
         .get(0);

@@ -76,10 +76,34 @@ impl Cluster {
     /// # Errors
     /// [`PgError::Copy`] with the script's message.
     pub fn crash_and_restart(&self) -> Result<(), PgError> {
-        let dir = self.dir.path().display().to_string();
-        script("pg-down.sh", &["--dir", &dir, "--crash"])?;
+        self.crash()?;
         std::thread::sleep(std::time::Duration::from_millis(300));
-        script("pg-up.sh", &["--dir", &dir, "--restart"])?;
+        self.restart()
+    }
+
+    /// Stops the server as a crash would (immediate shutdown: no
+    /// checkpoint, connections cut); [`Cluster::restart`] starts it again.
+    ///
+    /// # Errors
+    /// [`PgError::Copy`] with the script's message.
+    pub fn crash(&self) -> Result<(), PgError> {
+        script(
+            "pg-down.sh",
+            &["--dir", &self.dir.path().display().to_string(), "--crash"],
+        )?;
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same data and port
+    /// (recovery from the WAL after [`Cluster::crash`]).
+    ///
+    /// # Errors
+    /// [`PgError::Copy`] with the script's message.
+    pub fn restart(&self) -> Result<(), PgError> {
+        script(
+            "pg-up.sh",
+            &["--dir", &self.dir.path().display().to_string(), "--restart"],
+        )?;
         Ok(())
     }
 }

@@ -14,15 +14,19 @@
 //!
 //! The version lives in `tessera_schema (version)`, one row. Version 1 is
 //! the embedded SQLite ledger's schema 13 with PostgreSQL's types
-//! (`schema/001_books.sql`). What is not here yet: the ledger's operations
-//! on it (ingestion, reports, the warehouse), which still run on SQLite
-//! only.
+//! (`schema/001_books.sql`). On it: the posting core
+//! ([`posting::PgLedger`]) and the sync feed's reads and writes, behind the
+//! ledger's storage trait (`tessera_ledger::LedgerStore`), which is what
+//! `office serve --postgres` runs. What is not here yet: the ledger's other
+//! checks at posting, online authorization, the reports and the warehouse
+//! (`docs/scale.md`, "Not done yet").
 
 use postgres::{Client, NoTls};
 
 pub mod cluster;
 pub mod copy;
 pub mod posting;
+mod store;
 
 /// The schema version this code brings a database to.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -66,10 +70,43 @@ pub enum PgError {
     /// A batch refused at posting (not genuine, unknown or revoked
     /// terminal, conflicting with a posted batch): nothing written.
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(tessera_ledger::LedgerError),
     /// The copy does not equal its source: rolled back, nothing copied.
     #[error("the copy of table {0} does not equal the SQLite ledger's: rolled back, nothing copied")]
     CopyMismatch(String),
+}
+
+impl From<PgError> for tessera_ledger::LedgerError {
+    /// The ledger's error for the server's answer: a refusal as it is; a
+    /// lost or refused connection, a server shutting down or a transaction
+    /// PostgreSQL chose to abort (serialization, deadlock) as
+    /// [`LedgerError::Unavailable`](tessera_ledger::LedgerError::Unavailable)
+    /// — nothing was committed, the caller retries; anything else as a
+    /// storage error.
+    fn from(e: PgError) -> Self {
+        use tessera_ledger::LedgerError;
+        match e {
+            PgError::Refused(l) => l,
+            PgError::NewerSchema { found, expected } => LedgerError::NewerSchema { found, expected },
+            PgError::Postgres(p) => {
+                let retry = match p.as_db_error() {
+                    // Class 08 (connection), 57P01-57P03 (shutdown,
+                    // crash, cannot connect now), 40001 and 40P01.
+                    Some(db) => {
+                        let code = db.code().code();
+                        code.starts_with("08") || code.starts_with("57P") || code == "40001" || code == "40P01"
+                    }
+                    None => true,
+                };
+                if retry {
+                    LedgerError::Unavailable(pg_message(&p))
+                } else {
+                    LedgerError::Storage(format!("PostgreSQL: {}", pg_message(&p)))
+                }
+            }
+            other => LedgerError::Storage(other.to_string()),
+        }
+    }
 }
 
 /// The server's own message (and SQLSTATE) when it gave one.

@@ -43,11 +43,12 @@
 //! `conflict` exception and the card hotlisted; a counter beyond the next
 //! is held `pending` and posted when the gap closes.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use postgres::{Client, Transaction};
-use tessera_ledger::LedgerKeys;
+use tessera_ledger::{from_batch, LedgerError, LedgerKeys};
 use tessera_protocol::messages::{CardId, LogRecord};
 use tessera_settlement::batch::{BatchReader, Header};
 use tessera_settlement::record::{Entry, EntryKind};
@@ -91,17 +92,20 @@ struct Verified {
 }
 
 fn unhex32(s: &str) -> Result<Vec<u8>, PgError> {
-    let v = hex::decode(s).map_err(|_| PgError::Refused("a chain head is 64 hex digits".into()))?;
+    let v =
+        hex::decode(s).map_err(|_| PgError::Refused(LedgerError::Malformed("a chain head is 64 hex digits".into())))?;
     if v.len() != 32 {
-        return Err(PgError::Refused("a chain head is 32 bytes".into()));
+        return Err(PgError::Refused(LedgerError::Malformed(
+            "a chain head is 32 bytes".into(),
+        )));
     }
     Ok(v)
 }
 
 fn verify(keys: &LedgerKeys, batch: &[u8]) -> Result<Verified, PgError> {
-    let bad = |e: tessera_settlement::batch::BatchError| PgError::Refused(e.to_string());
-    let mut reader = BatchReader::open(batch).map_err(bad)?;
+    let mut reader = BatchReader::open(batch).map_err(|e| PgError::Refused(from_batch(0, e)))?;
     let terminal = reader.header().terminal_id;
+    let bad = |e| PgError::Refused(from_batch(terminal, e));
     let mut records = Vec::new();
     while let Some(r) = reader.next_record().map_err(bad)? {
         records.push((r.seq, r.entry));
@@ -121,8 +125,9 @@ fn card_of(entry: &Entry) -> Option<(CardId, LogRecord)> {
 
 /// The PostgreSQL ledger's posting core (module docs).
 pub struct PgLedger {
-    client: Client,
-    keys: LedgerKeys,
+    client: RefCell<Client>,
+    url: String,
+    pub(crate) keys: LedgerKeys,
 }
 
 impl PgLedger {
@@ -132,14 +137,35 @@ impl PgLedger {
     /// As [`crate::connect`].
     pub fn open(url: &str, keys: LedgerKeys) -> Result<Self, PgError> {
         Ok(Self {
-            client: crate::connect(url)?,
+            client: RefCell::new(crate::connect(url)?),
+            url: url.to_owned(),
             keys,
         })
     }
 
-    /// The connection, for reading the books.
-    pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+    /// The connection, for reading the books (connected again first if
+    /// the server closed it).
+    ///
+    /// # Errors
+    /// [`PgError::Postgres`] when connecting again fails.
+    pub fn client(&mut self) -> Result<&mut Client, PgError> {
+        self.reconnect()?;
+        Ok(self.client.get_mut())
+    }
+
+    /// Connects again when the connection was lost (a restart of the
+    /// server): what failed on the old one was rolled back by the server.
+    fn reconnect(&self) -> Result<(), PgError> {
+        if self.client.borrow().is_closed() {
+            *self.client.borrow_mut() = crate::connect(&self.url)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the connection (connected again first if needed).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, PgError>) -> Result<T, PgError> {
+        self.reconnect()?;
+        f(&mut self.client.borrow_mut())
     }
 
     /// Registers a terminal (idempotent).
@@ -147,12 +173,14 @@ impl PgLedger {
     /// # Errors
     /// [`PgError::Postgres`].
     pub fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), PgError> {
-        self.client.execute(
-            "INSERT INTO terminals (terminal_id, registered_at, last_head) VALUES ($1, $2, $3)
-             ON CONFLICT (terminal_id) DO NOTHING",
-            &[&i64::from(terminal_id), &i64::from(now), &vec![0u8; 32]],
-        )?;
-        Ok(())
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO terminals (terminal_id, registered_at, last_head) VALUES ($1, $2, $3)
+                 ON CONFLICT (terminal_id) DO NOTHING",
+                &[&i64::from(terminal_id), &i64::from(now), &vec![0u8; 32]],
+            )?;
+            Ok(())
+        })
     }
 
     /// Verifies and posts one batch (module docs), in one transaction; a
@@ -164,27 +192,35 @@ impl PgLedger {
     /// unknown or revoked terminal, another batch under a posted number;
     /// [`PgError::Postgres`] (nothing written).
     pub fn ingest(&mut self, batch: &[u8], now: u32) -> Result<Outcome, PgError> {
+        self.ingest_headed(batch, now).map(|(_, o)| o)
+    }
+
+    /// [`Self::ingest`], with the batch's header.
+    pub(crate) fn ingest_headed(&self, batch: &[u8], now: u32) -> Result<(Header, Outcome), PgError> {
         let v = verify(&self.keys, batch)?;
+        let header = v.header.clone();
         let terminal = i64::from(v.header.terminal_id);
-        let mut tx = self.client.transaction()?;
-        let out = post_batch(&mut tx, &self.keys, v, now)?;
-        tx.commit()?;
-        if matches!(out.status, Status::Posted | Status::Duplicate) {
-            // Records of other cards that waited for this till's chain, in a
-            // transaction of their own that locks their cards in card id
-            // order and nothing else (a crash before it leaves them
-            // `awaiting`, examined again after the till's next batch).
-            let mut tx = self.client.transaction()?;
-            tx.query(
-                "SELECT card_id FROM cards WHERE card_id IN (
-                     SELECT card_id FROM card_transactions WHERE decision = 'awaiting' AND origin_terminal = $1)
-                 ORDER BY card_id FOR UPDATE",
-                &[&terminal],
-            )?;
-            match_records(&mut tx, "t.origin_terminal = $1", &[&terminal], now)?;
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            let out = post_batch(&mut tx, &self.keys, v, now)?;
             tx.commit()?;
-        }
-        Ok(out)
+            if matches!(out.status, Status::Posted | Status::Duplicate) {
+                // Records of other cards that waited for this till's chain, in a
+                // transaction of their own that locks their cards in card id
+                // order and nothing else (a crash before it leaves them
+                // `awaiting`, examined again after the till's next batch).
+                let mut tx = client.transaction()?;
+                tx.query(
+                    "SELECT card_id FROM cards WHERE card_id IN (
+                         SELECT card_id FROM card_transactions WHERE decision = 'awaiting' AND origin_terminal = $1)
+                     ORDER BY card_id FOR UPDATE",
+                    &[&terminal],
+                )?;
+                match_records(&mut tx, "t.origin_terminal = $1", &[&terminal], now)?;
+                tx.commit()?;
+            }
+            Ok((header, out))
+        })
     }
 }
 
@@ -196,10 +232,10 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
         &[&terminal],
     )?;
     let Some(row) = row else {
-        return Err(PgError::Refused(format!("unknown terminal {}", h.terminal_id)));
+        return Err(PgError::Refused(LedgerError::UnknownTerminal(h.terminal_id)));
     };
     if row.get::<_, Option<i64>>(0).is_some() {
-        return Err(PgError::Refused(format!("terminal {} is revoked", h.terminal_id)));
+        return Err(PgError::Refused(LedgerError::RevokedTerminal(h.terminal_id)));
     }
     let (last_batch, last_seq, last_head): (i64, i64, Vec<u8>) = (row.get(1), row.get(2), row.get(3));
     let batch_no = i64::from(h.batch_no);
@@ -219,10 +255,10 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
                 pending: 0,
                 conflicts: 0,
             }),
-            _ => Err(PgError::Refused(format!(
-                "batch {} of terminal {} conflicts with the posted one",
-                h.batch_no, h.terminal_id
-            ))),
+            _ => Err(PgError::Refused(LedgerError::BatchConflict {
+                terminal_id: h.terminal_id,
+                batch_no: h.batch_no,
+            })),
         };
     }
     let prev = unhex32(&h.prev_head)?;
@@ -267,10 +303,11 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
         });
     }
     if i64::from(h.seq_from) != last_seq + 1 || prev != last_head {
-        return Err(PgError::Refused(format!(
-            "batch {} of terminal {} does not continue its chain",
-            h.batch_no, h.terminal_id
-        )));
+        return Err(PgError::Refused(LedgerError::BrokenChain {
+            terminal_id: h.terminal_id,
+            seq: h.seq_from,
+            why: format!("batch {} does not continue the posted chain", h.batch_no),
+        }));
     }
     // This batch and the held ones it releases post in this transaction:
     // every card any of them touches is locked now, in card id order, so
@@ -327,10 +364,11 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
             let (p, h) = (&chain[k - 1].header, &b.header);
             if h.seq_from != p.seq_to.wrapping_add(1) || h.prev_head != p.head {
                 // A held batch that does not continue the chain stays out.
-                return Err(PgError::Refused(format!(
-                    "held batch {} of terminal {} does not continue its chain",
-                    h.batch_no, h.terminal_id
-                )));
+                return Err(PgError::Refused(LedgerError::BrokenChain {
+                    terminal_id: h.terminal_id,
+                    seq: h.seq_from,
+                    why: format!("held batch {} does not continue the chain", h.batch_no),
+                }));
             }
         }
         let o = post_one(tx, keys, b, now)?;
@@ -398,7 +436,7 @@ fn held_batch(tx: &mut Transaction<'_>, terminal: i64, batch_no: i64) -> Result<
         .iter()
         .map(|r| {
             let entry: Entry = serde_json::from_str(r.get::<_, &str>(1))
-                .map_err(|e| PgError::Refused(format!("a held record: {e}")))?;
+                .map_err(|e| PgError::Refused(LedgerError::Storage(format!("a held record: {e}"))))?;
             Ok((u32::try_from(r.get::<_, i64>(0)).unwrap_or(0), entry))
         })
         .collect::<Result<Vec<_>, PgError>>()?;
@@ -543,18 +581,71 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             )
         })
         .collect();
+    // Each certificate under its card's key version, in counter order, as
+    // on SQLite: a card never registered nor posted to takes whichever
+    // version verifies; a card only moves forward (KEY UPDATE, applet-spec
+    // §4.15) — a newer version from this counter on, an older one only for
+    // counters made before the card was seen at its current version.
+    let mut versions: BTreeMap<Vec<u8>, (u8, i64, bool, bool)> = tx
+        .query(
+            "SELECT card_id, key_version, key_version_from,
+                    registered_at IS NULL AND last_counter = 0 AND pending = 0
+             FROM cards WHERE card_id = ANY($1)",
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, Vec<u8>>(0),
+                (u8::try_from(r.get::<_, i64>(1)).unwrap_or(1), r.get(2), r.get(3), false),
+            )
+        })
+        .collect();
+    let known: Vec<u8> = keys.cert_versions().rev().collect();
     let verifier = keys.certificate_verifier();
     let mut bad = Vec::new();
     recs.retain(|(card, rec, ..)| {
-        let kv = books.get(&card[..]).map_or(1, |b| b.0);
-        let ok = verifier.verify(card, kv, rec).is_ok();
+        let Some((kv, from, guessed, moved)) = versions.get_mut(&card[..]) else {
+            bad.push((*card, rec.clone()));
+            return false;
+        };
+        let counter = i64::from(rec.counter);
+        let mut ok = verifier.verify(card, *kv, rec).is_ok();
         if !ok {
+            let found = known
+                .iter()
+                .copied()
+                .filter(|v| *guessed || *v > *kv || (*v < *kv && counter < *from))
+                .find(|v| verifier.verify(card, *v, rec).is_ok());
+            if let Some(v) = found {
+                if *guessed || v > *kv {
+                    (*kv, *from, *moved) = (v, counter, true);
+                }
+                ok = true;
+            }
+        }
+        if ok {
+            *guessed = false;
+        } else {
             bad.push((*card, rec.clone()));
         }
         ok
     });
     for (card, rec) in &bad {
         exception(tx, "bad-certificate", card, rec, terminal, batch_no, now)?;
+    }
+    let moved: Vec<_> = versions.iter().filter(|(_, v)| v.3).collect();
+    if !moved.is_empty() {
+        let (mc, mv, mf): (Vec<Vec<u8>>, Vec<i64>, Vec<i64>) = (
+            moved.iter().map(|(c, _)| (*c).clone()).collect(),
+            moved.iter().map(|(_, v)| i64::from(v.0)).collect(),
+            moved.iter().map(|(_, v)| v.1).collect(),
+        );
+        tx.execute(
+            "UPDATE cards c SET key_version = m.v, key_version_from = m.f
+             FROM unnest($1::bytea[], $2::bigint[], $3::bigint[]) AS m(card_id, v, f) WHERE c.card_id = m.card_id",
+            &[&mc, &mv, &mf],
+        )?;
     }
     // What the books hold already at these counters (posted ones, and the
     // pending ones of cards that have any), in one query each.
@@ -743,10 +834,15 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     out.duplicates = dups.len() as u64;
     for (card, rec) in &conflicts {
         exception(tx, "conflict", card, rec, terminal, batch_no, now)?;
-        tx.execute(
+        let new = tx.execute(
             "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'clone', $2) ON CONFLICT DO NOTHING",
             &[&&card[..], &i64::from(now)],
         )?;
+        if new > 0 {
+            // The published hotlist's version moves with every change, so
+            // that tills take the new list.
+            bump_hotlist_version(tx)?;
+        }
     }
     out.conflicts = conflicts.len() as u64;
     Ok(out)
@@ -839,6 +935,17 @@ fn exception(
             &evidence.to_string(),
             &i64::from(now),
         ],
+    )?;
+    Ok(())
+}
+
+/// Moves the hotlist's version on (the row is created at 1 in a fresh
+/// database; a copied ledger brings its own).
+pub(crate) fn bump_hotlist_version(tx: &mut impl postgres::GenericClient) -> Result<(), PgError> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('hotlist_version', 1)
+         ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
+        &[],
     )?;
     Ok(())
 }

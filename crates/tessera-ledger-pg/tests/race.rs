@@ -166,7 +166,7 @@ fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
         results.iter().filter(|(_, _, r)| *r == Ok(Status::Duplicate)).count()
     );
 
-    let c = setup.client();
+    let c = setup.client().expect("connected");
     // Every till's batches, in order, none held.
     for id in 1..=TILLS {
         let last: i64 = c
@@ -266,7 +266,7 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
     for (_, _, day_batch) in &batches {
         ledger.ingest(day_batch, NOW).unwrap();
     }
-    let c = ledger.client();
+    let c = ledger.client().expect("connected");
     let classes: Vec<String> = c
         .query("SELECT class FROM exceptions ORDER BY id", &[])
         .unwrap()
@@ -291,7 +291,7 @@ fn a_cloned_card_and_a_forged_certificate_are_exceptions_and_a_gap_waits() {
     let bf = seal(&mut a, TILLS + 1);
     let o = ledger.ingest(&bf, NOW).unwrap();
     assert_eq!((o.posted, o.conflicts), (0, 0), "{o:?}");
-    let c = ledger.client();
+    let c = ledger.client().expect("connected");
     let bad: i64 = c
         .query_one("SELECT count(*) FROM exceptions WHERE class = 'bad-certificate'", &[])
         .unwrap()
@@ -374,7 +374,7 @@ fn postgresql_restarted_mid_ingest_fails_cleanly_and_retries_post_once() {
     assert_eq!(statuses.len(), batches.len());
     assert!(statuses.iter().all(|s| matches!(s, Status::Posted | Status::Duplicate)));
     let mut ledger = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
-    let c = ledger.client();
+    let c = ledger.client().expect("connected");
     for card in &cards {
         let st = card.state().unwrap();
         let r = c
@@ -418,7 +418,7 @@ fn a_record_no_approved_decision_explains_is_an_orphan_and_the_others_match() {
     write_range(till.journal(), &keys.terminal_batch_key(1), &range, &mut b).unwrap();
     let o = ledger.ingest(&b, NOW).unwrap();
     assert_eq!(o.posted, 2, "{o:?}");
-    let c = ledger.client();
+    let c = ledger.client().expect("connected");
     let states: Vec<(i64, String)> = c
         .query(
             "SELECT counter, decision FROM card_transactions WHERE card_id = $1 ORDER BY counter",

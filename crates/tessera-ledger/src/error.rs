@@ -93,6 +93,15 @@ pub enum LedgerError {
     /// cannot decode. HTTP 500.
     #[error("ledger storage: {0}")]
     Storage(String),
+    /// The database server cannot be reached or lost the connection (a
+    /// restart, a network cut): nothing was committed that the caller did
+    /// not see acknowledged; retry. HTTP 503.
+    #[error("the ledger's database is unavailable: {0}; retry shortly")]
+    Unavailable(String),
+    /// An operation this storage backend does not provide yet (named):
+    /// nothing was done. HTTP 501.
+    #[error("{0} is not available on this ledger backend")]
+    Unsupported(String),
 }
 
 impl LedgerError {
@@ -105,6 +114,8 @@ impl LedgerError {
             Self::UnknownCustomer(_) | Self::UnknownStore(_) | Self::NotIssued(_) => 404,
             Self::BatchConflict { .. } | Self::StoreExists(_) | Self::Refused(_) => 409,
             Self::NewerSchema { .. } | Self::Storage(_) => 500,
+            Self::Unsupported(_) => 501,
+            Self::Unavailable(_) => 503,
         }
     }
 }
@@ -121,8 +132,9 @@ impl From<serde_json::Error> for LedgerError {
     }
 }
 
-/// A batch error of a known terminal, as a ledger error.
-pub(crate) fn from_batch(terminal_id: u32, e: BatchError) -> LedgerError {
+/// A batch error of a known terminal (`0` before the header is read), as
+/// a ledger error.
+pub fn from_batch(terminal_id: u32, e: BatchError) -> LedgerError {
     match e {
         BatchError::Malformed(m) => LedgerError::Malformed(m),
         BatchError::UnsupportedVersion(v) => LedgerError::UnsupportedVersion(v),

@@ -36,7 +36,7 @@ use tessera_protocol::messages::CardId;
 use tessera_protocol::profile::MAX_PROFILE_BLOB;
 use tessera_rules::policy::Hotlist;
 
-pub use error::LedgerError;
+pub use error::{from_batch, LedgerError};
 pub use ingest::VerifiedBatch;
 pub use online::{OnlineAuthorization, OnlinePolicy, OnlineQuery, OnlineVerdict};
 pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
@@ -59,11 +59,21 @@ pub enum SyncDelivery {
 }
 
 impl SyncDelivery {
-    fn key(&self) -> (&'static str, [u8; 8], u32) {
+    /// How it is stored (`sync_deliveries`): kind, card, reference.
+    pub fn key(&self) -> (&'static str, [u8; 8], u32) {
         match *self {
             Self::Profile(c, v) => ("profile", c, u32::from(v)),
             Self::Unblock(c, s) => ("unblock", c, s),
             Self::KeyUpdate(c, v) => ("key_update", c, u32::from(v)),
+        }
+    }
+
+    /// The delivery stored as `kind`, `card`, `reference` ([`Self::key`]).
+    pub fn from_key(kind: &str, card: [u8; 8], reference: u32) -> Self {
+        match kind {
+            "profile" => Self::Profile(card, u16::try_from(reference).unwrap_or(u16::MAX)),
+            "unblock" => Self::Unblock(card, reference),
+            _ => Self::KeyUpdate(card, u8::try_from(reference).unwrap_or(u8::MAX)),
         }
     }
 }
@@ -180,7 +190,7 @@ impl LedgerKeys {
 
     /// The key versions the ledger holds certificate masters of, oldest
     /// first.
-    pub(crate) fn cert_versions(&self) -> impl DoubleEndedIterator<Item = u8> + '_ {
+    pub fn cert_versions(&self) -> impl DoubleEndedIterator<Item = u8> + '_ {
         self.cert_masters.keys().copied()
     }
 
@@ -259,6 +269,52 @@ pub trait LedgerStore: Send {
     /// # Errors
     /// As the inherent method.
     fn exceptions(&self) -> Result<Vec<Exception>, LedgerError>;
+    /// See [`Ledger::unblocks`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn unblocks(&self) -> Result<Vec<([u8; 8], u32)>, LedgerError>;
+    /// See [`Ledger::pending_adjustments`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn pending_adjustments(&self) -> Result<Vec<AdjustmentRow>, LedgerError>;
+    /// See [`Ledger::card_key_versions`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn card_key_versions(&self) -> Result<std::collections::BTreeMap<[u8; 8], u8>, LedgerError>;
+    /// See [`Ledger::cards_below_key_version`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn cards_below_key_version(&self, key_version: u8) -> Result<Vec<([u8; 8], u8)>, LedgerError>;
+    /// See [`Ledger::sync_delivered`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn sync_delivered(&self, terminal_id: u32) -> Result<BTreeSet<SyncDelivery>, LedgerError>;
+    /// See [`Ledger::record_sync_deliveries`].
+    ///
+    /// # Errors
+    /// As the inherent method.
+    fn record_sync_deliveries(
+        &mut self,
+        terminal_id: u32,
+        deliveries: &[SyncDelivery],
+        now: u32,
+    ) -> Result<usize, LedgerError>;
+    /// See [`Ledger::authorize_online`].
+    ///
+    /// # Errors
+    /// As the inherent method; [`LedgerError::Unsupported`] from a backend
+    /// that does not decide online requests.
+    fn authorize_online(
+        &mut self,
+        query: &OnlineQuery,
+        policy: &OnlinePolicy,
+        now: u32,
+    ) -> Result<OnlineVerdict, LedgerError>;
 }
 
 /// The SQLite ledger.
@@ -1020,13 +1076,7 @@ impl Ledger {
         let mut out = std::collections::BTreeSet::new();
         for row in rows {
             let (kind, card, r) = row?;
-            let card = card_of(card)?;
-            let d = match kind.as_str() {
-                "profile" => SyncDelivery::Profile(card, u16::try_from(r).unwrap_or(u16::MAX)),
-                "unblock" => SyncDelivery::Unblock(card, r),
-                _ => SyncDelivery::KeyUpdate(card, u8::try_from(r).unwrap_or(u8::MAX)),
-            };
-            out.insert(d);
+            out.insert(SyncDelivery::from_key(&kind, card_of(card)?, r));
         }
         Ok(out)
     }
@@ -1289,5 +1339,36 @@ impl LedgerStore for Ledger {
     }
     fn exceptions(&self) -> Result<Vec<Exception>, LedgerError> {
         Ledger::exceptions(self)
+    }
+    fn unblocks(&self) -> Result<Vec<([u8; 8], u32)>, LedgerError> {
+        Ledger::unblocks(self)
+    }
+    fn pending_adjustments(&self) -> Result<Vec<AdjustmentRow>, LedgerError> {
+        Ledger::pending_adjustments(self)
+    }
+    fn card_key_versions(&self) -> Result<std::collections::BTreeMap<[u8; 8], u8>, LedgerError> {
+        Ledger::card_key_versions(self)
+    }
+    fn cards_below_key_version(&self, key_version: u8) -> Result<Vec<([u8; 8], u8)>, LedgerError> {
+        Ledger::cards_below_key_version(self, key_version)
+    }
+    fn sync_delivered(&self, terminal_id: u32) -> Result<BTreeSet<SyncDelivery>, LedgerError> {
+        Ledger::sync_delivered(self, terminal_id)
+    }
+    fn record_sync_deliveries(
+        &mut self,
+        terminal_id: u32,
+        deliveries: &[SyncDelivery],
+        now: u32,
+    ) -> Result<usize, LedgerError> {
+        Ledger::record_sync_deliveries(self, terminal_id, deliveries, now)
+    }
+    fn authorize_online(
+        &mut self,
+        query: &OnlineQuery,
+        policy: &OnlinePolicy,
+        now: u32,
+    ) -> Result<OnlineVerdict, LedgerError> {
+        Ledger::authorize_online(self, query, policy, now)
     }
 }

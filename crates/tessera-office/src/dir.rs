@@ -9,6 +9,7 @@
 //! | `ledger.sqlite` | the ledger (never recreated when missing) |
 //! | `campaigns.toml` + `.sig` | the published campaign file the office serves at sync |
 //! | `audit.jsonl` | the audit log of office actions (`0600`, append-only, hash-chained, anchored in the ledger: [`crate::audit`]) |
+//! | `books.toml` | written by [`OfficeDir::migrate_to_postgres`] (`0600`): the books are in that PostgreSQL database since, and `ledger.sqlite` is kept as it was copied, no longer written |
 //!
 //! Every operation that changes the office checks the audit log first
 //! (nothing is done while it does not verify) and appends its entry after,
@@ -52,6 +53,9 @@ pub use ops::{CustomerExport, CustomerRef};
 pub const KEYS_FILE: &str = "issuer-keys.json";
 /// The ledger's file name.
 pub const LEDGER_FILE: &str = "ledger.sqlite";
+/// The file that says where the books are once they moved to PostgreSQL
+/// (`postgres = "URL"`).
+pub const BOOKS_FILE: &str = "books.toml";
 /// The published campaign file's name.
 pub const CAMPAIGNS_FILE: &str = "campaigns.toml";
 
@@ -130,6 +134,24 @@ pub enum OfficeDirError {
     /// equal the ledger (then nothing was copied).
     #[error(transparent)]
     Postgres(#[from] tessera_ledger_pg::PgError),
+    /// The books moved to PostgreSQL (`books.toml`): the SQLite ledger is
+    /// no longer written, and this operation is not available on
+    /// PostgreSQL yet. Nothing was done.
+    #[error("the books of {dir} are on PostgreSQL ({BOOKS_FILE}): {what} works on the SQLite ledger only, not on PostgreSQL yet; nothing was done")]
+    BooksOnPostgres {
+        /// The office directory.
+        dir: String,
+        /// The operation refused.
+        what: &'static str,
+    },
+    /// `books.toml` is unreadable or names no database: restore it (its
+    /// content is `postgres = "postgres://…"`).
+    #[error("{0}")]
+    BadBooksFile(String),
+    /// The office is asked to serve from PostgreSQL, but its books were
+    /// never moved there.
+    #[error("the books of {0} are in its SQLite ledger: move them first with `tessera office migrate --dir {0} --to postgres://…`")]
+    BooksNotOnPostgres(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OfficeDirError {
@@ -364,6 +386,18 @@ impl OfficeDir {
     /// # Errors
     /// Those of [`OfficeDir::load_keys`]; [`OfficeDirError::Ledger`].
     pub fn open(&self) -> Result<(IssuerKeys, Ledger), OfficeDirError> {
+        if self.postgres_url()?.is_some() {
+            return Err(OfficeDirError::BooksOnPostgres {
+                dir: self.path.display().to_string(),
+                what: "this operation",
+            });
+        }
+        self.open_sqlite()
+    }
+
+    /// The SQLite ledger, wherever the books are (for comparing it with
+    /// its copy).
+    fn open_sqlite(&self) -> Result<(IssuerKeys, Ledger), OfficeDirError> {
         let keys = self.load_keys()?;
         let ledger = Ledger::open_existing(&self.path.join(LEDGER_FILE), LedgerKeys::from_issuer(&keys))?;
         Ok((keys, ledger))
@@ -900,13 +934,89 @@ impl OfficeDir {
     /// # Errors
     /// Those of [`OfficeDir::open_for_serving`]; [`OfficeDirError::Postgres`].
     pub fn migrate_to_postgres(&self, url: &str) -> Result<Vec<tessera_ledger_pg::copy::TableDigest>, OfficeDirError> {
+        if url.contains(['"', '\\', '\n', '\r']) {
+            return Err(OfficeDirError::BadBooksFile(
+                "a database URL has no quotes, backslashes or line breaks (percent-encode them)".into(),
+            ));
+        }
         let (_keys, ledger) = self.open_for_serving()?;
         drop(ledger);
         let mut client = tessera_ledger_pg::connect(url)?;
-        Ok(tessera_ledger_pg::copy::copy_ledger(
-            &self.path.join(LEDGER_FILE),
-            &mut client,
-        )?)
+        let tables = tessera_ledger_pg::copy::copy_ledger(&self.path.join(LEDGER_FILE), &mut client)?;
+        // From now on the books are there: the SQLite ledger is refused
+        // for every operation that would write it (`BooksOnPostgres`).
+        let path = self.path.join(BOOKS_FILE);
+        let text = format!(
+            "# The books of this office are in PostgreSQL since `office migrate`;\n\
+             # ledger.sqlite is kept as it was copied and no longer written.\n\
+             postgres = {}\n",
+            format_args!("\"{url}\"")
+        );
+        write_atomic(&path, text.as_bytes()).map_err(io(path.display().to_string()))?;
+        Ok(tables)
+    }
+
+    /// The PostgreSQL database the books moved to ([`BOOKS_FILE`]), `None`
+    /// while they are in the SQLite ledger.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::BadBooksFile`] for a file that names no database;
+    /// [`OfficeDirError::Io`].
+    pub fn postgres_url(&self) -> Result<Option<String>, OfficeDirError> {
+        let path = self.path.join(BOOKS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path.display().to_string())(e)),
+        };
+        let bad = |why: &str| OfficeDirError::BadBooksFile(format!("{}: {why}", path.display()));
+        let mut url = None;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some(value) = line
+                .strip_prefix("postgres")
+                .map(str::trim_start)
+                .and_then(|l| l.strip_prefix('='))
+            else {
+                return Err(bad("only `postgres = \"postgres://…\"` belongs here"));
+            };
+            let value = value.trim();
+            let inner = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .filter(|v| !v.contains(['"', '\\']))
+                .ok_or_else(|| bad("the database URL is a quoted string"))?;
+            if url.replace(inner.to_owned()).is_some() {
+                return Err(bad("names two databases"));
+            }
+        }
+        let url = url.ok_or_else(|| bad("names no database"))?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad("the database URL starts with postgres://"));
+        }
+        Ok(Some(url))
+    }
+
+    /// The office's keys and its books on PostgreSQL, for serving
+    /// (`office serve --postgres`): the database named in [`BOOKS_FILE`],
+    /// reachable and at a schema this code knows.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::BooksNotOnPostgres`] when the books were never
+    /// moved; [`OfficeDirError::Postgres`] when the database cannot be
+    /// reached or is newer; those of loading the keys.
+    pub fn open_postgres(&self) -> Result<(IssuerKeys, crate::server::Books), OfficeDirError> {
+        let url = self
+            .postgres_url()?
+            .ok_or_else(|| OfficeDirError::BooksNotOnPostgres(self.path.display().to_string()))?;
+        let keys = self.load_keys()?;
+        // Reachable and migrated now: a wrong URL fails at start, not at
+        // the first upload.
+        drop(tessera_ledger_pg::connect(&url)?);
+        let ledger_keys = LedgerKeys::from_issuer(&keys);
+        Ok((keys, crate::server::Books::Postgres { url, keys: ledger_keys }))
     }
 
     /// Compares the office's ledger with the PostgreSQL ledger at `url`,
@@ -918,7 +1028,7 @@ impl OfficeDir {
         &self,
         url: &str,
     ) -> Result<Vec<tessera_ledger_pg::copy::TableDigest>, OfficeDirError> {
-        let (_keys, ledger) = self.open()?;
+        let (_keys, ledger) = self.open_sqlite()?;
         drop(ledger);
         let mut client = tessera_ledger_pg::connect(url)?;
         Ok(tessera_ledger_pg::copy::compare(

@@ -58,7 +58,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use rand_core::RngCore;
 use tessera_crypto::keys::IssuerKeys;
-use tessera_ledger::{BatchVerifier, IngestOutcome, Ledger, LedgerError, Upload};
+use tessera_ledger::{BatchVerifier, IngestOutcome, Ledger, LedgerError, LedgerStore, Upload};
 
 use tessera_crypto::keys::IssuerDecision;
 use tessera_ledger::SyncDelivery;
@@ -165,6 +165,59 @@ pub enum ServerError {
     PlainNotLoopback(SocketAddr),
 }
 
+/// Where the office's books are.
+pub enum Books {
+    /// The embedded SQLite ledger (one writer: uploads waiting for it are
+    /// posted together, with one commit).
+    Sqlite(Ledger),
+    /// A PostgreSQL database (`tessera_ledger_pg`): every upload posts on
+    /// a connection of its own, and several servers may share the
+    /// database. Connections are opened when needed and kept for reuse;
+    /// one the database closed (a restart) is opened again.
+    Postgres {
+        /// `postgres://user@host:port/db`.
+        url: String,
+        /// The keys batches and certificates are verified with.
+        keys: tessera_ledger::LedgerKeys,
+    },
+}
+
+impl From<Ledger> for Books {
+    fn from(ledger: Ledger) -> Self {
+        Self::Sqlite(ledger)
+    }
+}
+
+impl std::fmt::Debug for Books {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(l) => f.debug_tuple("Sqlite").field(l).finish(),
+            Self::Postgres { .. } => f.write_str("Postgres"),
+        }
+    }
+}
+
+/// The books as the running server holds them.
+enum Store {
+    Sqlite {
+        ledger: Mutex<Ledger>,
+        /// Verifies uploads without the ledger's lock.
+        verifier: BatchVerifier,
+        /// Uploads verified (or not) and waiting for the ledger: whoever
+        /// takes the ledger's lock next posts all of them with one commit.
+        posting: Mutex<Vec<Posting>>,
+    },
+    Postgres {
+        url: String,
+        keys: tessera_ledger::LedgerKeys,
+        /// Connections not in use.
+        idle: Mutex<Vec<tessera_ledger_pg::posting::PgLedger>>,
+    },
+}
+
+/// Connections kept open for reuse on PostgreSQL.
+const PG_IDLE_CONNECTIONS: usize = 16;
+
 /// An upload waiting for the ledger, and where its outcome goes.
 type Posting = (
     Upload<std::io::BufReader<std::fs::File>>,
@@ -180,12 +233,7 @@ const VERIFY_AHEAD_BYTES: u64 = 1024 * 1024;
 const VERIFY_AHEAD_RECORDS: usize = 8_192;
 
 struct Office {
-    ledger: Mutex<Ledger>,
-    /// Verifies uploads without the ledger's lock.
-    verifier: BatchVerifier,
-    /// Uploads verified (or not) and waiting for the ledger: whoever takes
-    /// the ledger's lock next posts all of them with one commit.
-    posting: Mutex<Vec<Posting>>,
+    store: Store,
     keys: IssuerKeys,
     config: ServerConfig,
     /// Sync nonces answered recently (terminal, nonce) → request time.
@@ -222,7 +270,7 @@ struct DashboardSnapshot {
 }
 
 impl Office {
-    fn new(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Result<Arc<Self>, ServerError> {
+    fn new(books: Books, keys: IssuerKeys, config: ServerConfig) -> Result<Arc<Self>, ServerError> {
         let spool_dir = match &config.office_dir {
             Some(dir) => {
                 let spool = dir.join("spool");
@@ -241,15 +289,32 @@ impl Office {
             }
             None => std::env::temp_dir(),
         };
-        let dashboard_ledger = config
-            .office_dir
-            .as_ref()
-            .and_then(|d| crate::dir::OfficeDir::new(d).open().ok())
-            .map(|(_, l)| Mutex::new(l));
+        let (store, dashboard_ledger) = match books {
+            Books::Sqlite(ledger) => (
+                Store::Sqlite {
+                    verifier: ledger.verifier(),
+                    posting: Mutex::new(Vec::new()),
+                    ledger: Mutex::new(ledger),
+                },
+                config
+                    .office_dir
+                    .as_ref()
+                    .and_then(|d| crate::dir::OfficeDir::new(d).open().ok())
+                    .map(|(_, l)| Mutex::new(l)),
+            ),
+            // The office directory's SQLite ledger is not the books then:
+            // the dashboard is not served from it.
+            Books::Postgres { url, keys } => (
+                Store::Postgres {
+                    url,
+                    keys,
+                    idle: Mutex::new(Vec::new()),
+                },
+                None,
+            ),
+        };
         Ok(Arc::new(Self {
-            verifier: ledger.verifier(),
-            posting: Mutex::new(Vec::new()),
-            ledger: Mutex::new(ledger),
+            store,
             keys,
             uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
             acks: Arc::new(tokio::sync::Semaphore::new(MAX_SYNC_ACKS)),
@@ -272,24 +337,84 @@ fn system_now() -> u32 {
         .unwrap_or(0)
 }
 
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock rolled its database transaction back:
+    // the ledger itself is consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Office {
-    fn ledger(&self) -> MutexGuard<'_, Ledger> {
-        // A panic while holding the lock rolled its database transaction
-        // back: the ledger itself is consistent.
-        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Runs `f` on the books: the SQLite ledger under its lock, or a
+    /// PostgreSQL connection of its own (opened when none is idle; kept
+    /// for reuse unless the database closed it).
+    fn with_store<T>(&self, f: impl FnOnce(&mut dyn LedgerStore) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+        match &self.store {
+            Store::Sqlite { ledger, .. } => f(&mut *locked(ledger)),
+            Store::Postgres { url, keys, idle } => {
+                let popped = locked(idle).pop();
+                let mut conn = match popped {
+                    Some(c) => c,
+                    None => tessera_ledger_pg::posting::PgLedger::open(url, keys.clone()).map_err(LedgerError::from)?,
+                };
+                let result = f(&mut conn);
+                let mut idle = locked(idle);
+                if idle.len() < PG_IDLE_CONNECTIONS {
+                    idle.push(conn);
+                }
+                result
+            }
+        }
     }
 
-    /// Posts one upload: queued, then posted by whichever upload takes the
-    /// ledger's lock next, together with every other upload queued by then
-    /// (one commit to disk for all; each batch all or nothing on its own).
-    /// An upload queued before the lock is taken is posted before it is
-    /// released, so the outcome is there once this thread has had the lock.
-    fn post(&self, upload: Upload<std::io::BufReader<std::fs::File>>, now: u32) -> Result<IngestOutcome, LedgerError> {
+    /// Posts one spooled upload of `received` bytes.
+    ///
+    /// On SQLite: read and verified here when small, beside the other
+    /// uploads (what fails to verify is streamed again under the lock,
+    /// where it is refused and its exception recorded); then queued and
+    /// posted by whichever upload takes the ledger's lock next, together
+    /// with every other upload queued by then (one commit to disk for all;
+    /// each batch all or nothing on its own). An upload queued before the
+    /// lock is taken is posted before it is released, so the outcome is
+    /// there once this thread has had the lock.
+    ///
+    /// On PostgreSQL: verified and posted on a connection of its own, in
+    /// one transaction (`tessera_ledger_pg::posting`).
+    fn post(&self, mut file: std::fs::File, received: u64, now: u32) -> Result<IngestOutcome, LedgerError> {
+        let (ledger, verifier, posting) = match &self.store {
+            Store::Sqlite {
+                ledger,
+                verifier,
+                posting,
+            } => (ledger, verifier, posting),
+            Store::Postgres { .. } => {
+                return self.with_store(|s| s.ingest_dyn(&mut std::io::BufReader::new(file), now));
+            }
+        };
+        let ahead = (received <= VERIFY_AHEAD_BYTES)
+            .then(|| {
+                verifier
+                    .verify(
+                        std::io::BufReader::with_capacity(64 * 1024, &file),
+                        VERIFY_AHEAD_RECORDS,
+                    )
+                    .ok()
+            })
+            .flatten();
+        let upload = match ahead {
+            Some(batch) => Upload::Verified(Box::new(batch)),
+            None => {
+                use std::io::Seek;
+                if let Err(e) = file.rewind() {
+                    return Err(LedgerError::Storage(format!("rereading the spooled batch: {e}")));
+                }
+                Upload::Stream(std::io::BufReader::with_capacity(64 * 1024, file))
+            }
+        };
         let (sender, outcome) = std::sync::mpsc::channel();
-        self.queue().push((upload, sender));
+        locked(posting).push((upload, sender));
         {
-            let mut ledger = self.ledger();
-            let queued = std::mem::take(&mut *self.queue());
+            let mut ledger = locked(ledger);
+            let queued = std::mem::take(&mut *locked(posting));
             if !queued.is_empty() {
                 let (uploads, senders): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
                 self.metrics.group_posted(uploads.len());
@@ -301,10 +426,6 @@ impl Office {
         outcome
             .recv()
             .unwrap_or_else(|_| Err(LedgerError::Storage("the posting of this upload stopped".into())))
-    }
-
-    fn queue(&self) -> MutexGuard<'_, Vec<Posting>> {
-        self.posting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now(&self) -> u32 {
@@ -326,7 +447,7 @@ impl Office {
 /// [`ServerError::Bind`] if the address cannot be bound, [`ServerError::Io`]
 /// if the runtime cannot start.
 pub fn serve(
-    ledger: Ledger,
+    books: impl Into<Books>,
     keys: IssuerKeys,
     addr: SocketAddr,
     config: ServerConfig,
@@ -341,7 +462,7 @@ pub fn serve(
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         on_bound(listener.local_addr()?);
-        serve_on(listener, ledger, keys, config, shutdown_signal()).await
+        serve_on(listener, books, keys, config, shutdown_signal()).await
     })
 }
 
@@ -391,7 +512,13 @@ impl Drop for Running {
 ///
 /// # Errors
 /// As [`serve`].
-pub fn spawn(ledger: Ledger, keys: IssuerKeys, addr: SocketAddr, config: ServerConfig) -> Result<Running, ServerError> {
+pub fn spawn(
+    books: impl Into<Books>,
+    keys: IssuerKeys,
+    addr: SocketAddr,
+    config: ServerConfig,
+) -> Result<Running, ServerError> {
+    let books = books.into();
     if matches!(config.transport, Transport::PlainLoopback) && !addr.ip().is_loopback() {
         return Err(ServerError::PlainNotLoopback(addr));
     }
@@ -408,7 +535,7 @@ pub fn spawn(ledger: Ledger, keys: IssuerKeys, addr: SocketAddr, config: ServerC
                 }
             };
             let _ = bound_tx.send(listener.local_addr().map_err(ServerError::Io));
-            serve_on(listener, ledger, keys, config, async move {
+            serve_on(listener, books, keys, config, async move {
                 let _ = stop_rx.await;
             })
             .await
@@ -438,7 +565,7 @@ pub fn spawn(ledger: Ledger, keys: IssuerKeys, addr: SocketAddr, config: ServerC
 /// not on loopback; [`ServerError::Io`] if the listener fails.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
-    ledger: Ledger,
+    books: impl Into<Books>,
     keys: IssuerKeys,
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -451,8 +578,9 @@ pub async fn serve_on(
         Transport::Tls(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::clone(c))),
         Transport::PlainLoopback => None,
     };
-    let office = Office::new(ledger, keys, config)?;
-    // Gaps age into exceptions even on a day without settlement.
+    let office = Office::new(books.into(), keys, config)?;
+    // Gaps age into exceptions even on a day without settlement (SQLite:
+    // the aging of gaps is not on PostgreSQL yet).
     let ager = {
         let office = Arc::clone(&office);
         tokio::spawn(async move {
@@ -462,7 +590,10 @@ pub async fn serve_on(
                 let office = Arc::clone(&office);
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = office.now();
-                    office.ledger().age_gaps(now, tessera_ledger::GAP_AGE_SECS)
+                    match &office.store {
+                        Store::Sqlite { ledger, .. } => locked(ledger).age_gaps(now, tessera_ledger::GAP_AGE_SECS),
+                        Store::Postgres { .. } => Ok(0),
+                    }
                 })
                 .await;
             }
@@ -566,8 +697,8 @@ pub const GAP_AGING_INTERVAL: Duration = Duration::from_secs(3600);
 ///
 /// # Errors
 /// [`ServerError::Io`] if the spool directory cannot be made.
-pub fn router(ledger: Ledger, keys: IssuerKeys, config: ServerConfig) -> Result<Router, ServerError> {
-    Ok(routes(Office::new(ledger, keys, config)?))
+pub fn router(books: impl Into<Books>, keys: IssuerKeys, config: ServerConfig) -> Result<Router, ServerError> {
+    Ok(routes(Office::new(books.into(), keys, config)?))
 }
 
 fn routes(office: Arc<Office>) -> Router {
@@ -819,9 +950,10 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
     let worker = Arc::clone(&office);
     let page = tokio::task::spawn_blocking(move || {
         let now = worker.now();
-        let ledger = match &worker.dashboard_ledger {
-            Some(l) => l.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-            None => worker.ledger(),
+        let ledger = match (&worker.dashboard_ledger, &worker.store) {
+            (Some(l), _) => locked(l),
+            (None, Store::Sqlite { ledger, .. }) => locked(ledger),
+            (None, Store::Postgres { .. }) => return Err(LedgerError::Unsupported("the dashboard".into())),
         };
         let zone = &worker.config.zone;
         let stamp = ledger.change_stamp()?;
@@ -1121,34 +1253,7 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
     let now = office.now();
     let worker = {
         let office = Arc::clone(&office);
-        tokio::task::spawn_blocking(move || {
-            // Verified here, beside the other uploads; what fails to verify
-            // is streamed again under the lock, where it is refused and its
-            // exception recorded.
-            let mut file = file;
-            let ahead = (received <= VERIFY_AHEAD_BYTES)
-                .then(|| {
-                    office
-                        .verifier
-                        .verify(
-                            std::io::BufReader::with_capacity(64 * 1024, &file),
-                            VERIFY_AHEAD_RECORDS,
-                        )
-                        .ok()
-                })
-                .flatten();
-            let upload = match ahead {
-                Some(batch) => Upload::Verified(Box::new(batch)),
-                None => {
-                    use std::io::Seek;
-                    if let Err(e) = file.rewind() {
-                        return Err(LedgerError::Storage(format!("rereading the spooled batch: {e}")));
-                    }
-                    Upload::Stream(std::io::BufReader::with_capacity(64 * 1024, file))
-                }
-            };
-            office.post(upload, now)
-        })
+        tokio::task::spawn_blocking(move || office.post(file, received, now))
     };
     let result = worker.await;
     drop(slot);
@@ -1395,11 +1500,12 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
     let worker = {
         let office = Arc::clone(&office);
         tokio::task::spawn_blocking(move || {
-            let mut ledger = office.ledger();
-            if !terminal_known(&ledger, terminal_id)? {
-                return Err(LedgerError::UnknownTerminal(terminal_id));
-            }
-            ledger.record_sync_deliveries(terminal_id, &deliveries, now)
+            office.with_store(|ledger| {
+                if !terminal_known(ledger, terminal_id)? {
+                    return Err(LedgerError::UnknownTerminal(terminal_id));
+                }
+                ledger.record_sync_deliveries(terminal_id, &deliveries, now)
+            })
         })
     };
     let response = match worker.await {
@@ -1486,11 +1592,12 @@ async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> 
             request: card_request.clone(),
         };
         tokio::task::spawn_blocking(move || {
-            let mut ledger = office.ledger();
-            if !terminal_known(&ledger, terminal_id)? {
-                return Err(LedgerError::UnknownTerminal(terminal_id));
-            }
-            ledger.authorize_online(&query, &office.config.online_policy, now)
+            office.with_store(|ledger| {
+                if !terminal_known(ledger, terminal_id)? {
+                    return Err(LedgerError::UnknownTerminal(terminal_id));
+                }
+                ledger.authorize_online(&query, &office.config.online_policy, now)
+            })
         })
     };
     let verdict = match tokio::time::timeout_at(deadline, worker).await {
@@ -1545,25 +1652,31 @@ async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> 
 fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncData, (StatusCode, String)> {
     let ledger_err = |e: LedgerError| (ledger_status(&e), e.to_string());
     let campaigns = published_campaigns(office).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let ledger = office.ledger();
-    if !terminal_known(&ledger, terminal_id).map_err(ledger_err)? {
+    let read = office
+        .with_store(|ledger| {
+            if !terminal_known(ledger, terminal_id)? {
+                return Ok(None);
+            }
+            Ok(Some((
+                ledger.hotlist()?,
+                ledger.profile_updates()?,
+                ledger.settled_counters()?,
+                ledger.unblocks()?,
+                ledger.pending_adjustments()?,
+                ledger.card_key_versions()?,
+                ledger.cards_below_key_version(office.keys.key_version)?,
+                // What this terminal acknowledged writing is not served to
+                // it again.
+                ledger.sync_delivered(terminal_id)?,
+            )))
+        })
+        .map_err(ledger_err)?;
+    let Some((hotlist, updates, settled, unblocks, adjustments, versions, behind, delivered)) = read else {
         return Err((
             StatusCode::FORBIDDEN,
             format!("unknown or revoked terminal {terminal_id}"),
         ));
-    }
-    let hotlist = ledger.hotlist().map_err(ledger_err)?;
-    let updates = ledger.profile_updates().map_err(ledger_err)?;
-    let settled = ledger.settled_counters().map_err(ledger_err)?;
-    let unblocks = ledger.unblocks().map_err(ledger_err)?;
-    let adjustments = ledger.pending_adjustments().map_err(ledger_err)?;
-    let versions = ledger.card_key_versions().map_err(ledger_err)?;
-    let behind = ledger
-        .cards_below_key_version(office.keys.key_version)
-        .map_err(ledger_err)?;
-    // What this terminal acknowledged writing is not served to it again.
-    let delivered = ledger.sync_delivered(terminal_id).map_err(ledger_err)?;
-    drop(ledger);
+    };
     let updates: Vec<_> = updates
         .into_iter()
         .filter(|(card, version, _)| !delivered.contains(&SyncDelivery::Profile(*card, *version)))
@@ -1662,7 +1775,7 @@ fn build_sync(office: &Office, terminal_id: u32, nonce: String) -> Result<SyncDa
 }
 
 /// Whether the ledger knows `terminal_id` as an active terminal.
-fn terminal_known(ledger: &Ledger, terminal_id: u32) -> Result<bool, LedgerError> {
+fn terminal_known(ledger: &dyn LedgerStore, terminal_id: u32) -> Result<bool, LedgerError> {
     Ok(ledger.terminal_active(terminal_id)? == Some(true))
 }
 

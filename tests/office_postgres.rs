@@ -1,0 +1,474 @@
+//! The back office on PostgreSQL, as processes (issue: scale-out): the
+//! books moved from the office's SQLite ledger with `office migrate`, then
+//! served by `tessera office serve` — two of them sharing one database.
+//!
+//! * **One of two servers killed with SIGKILL while the tills upload**:
+//!   the other keeps serving; the tills whose server died see their
+//!   upload fail and send it again, unchanged, to the other; every batch
+//!   is posted once (a batch whose commit landed before the kill is
+//!   acknowledged as a duplicate), every card record once, and every
+//!   card's books equal the card.
+//! * **PostgreSQL stopped as by a crash while the tills upload**, then
+//!   started again (recovery from its WAL): uploads fail cleanly (the
+//!   server answers 503, or the connection fails) while it is down, and
+//!   succeed when it is back, through the same server, which opens its
+//!   connections again; nothing is lost or doubled.
+//! * **The README's command** (`scripts/office-postgres.sh`) starts the
+//!   office on a private local cluster when none is configured, moves the
+//!   books there, and a till settles through it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use tessera_crypto::keys::{IssuerKeys, TerminalBundle};
+use tessera_crypto::rng::Rng;
+use tessera_ledger::{Ledger, LedgerKeys, LedgerStore, NewCustomer};
+use tessera_ledger_pg::cluster::Cluster;
+use tessera_ledger_pg::posting::PgLedger;
+use tessera_office::RetryPolicy;
+use tessera_simulator::SimCard;
+use tessera_suite::office::Server;
+use tessera_suite::pcscd::tessera_bin;
+use tessera_suite::{anna, card_id, TEST_TIME};
+use tessera_terminal::issuer::{personalize, IssueParams};
+use tessera_terminal::journal::Journal;
+use tessera_terminal::offers::CampaignSet;
+use tessera_terminal::policy::{Hotlist, Policy};
+use tessera_terminal::till::{Till, TillConfig, TillOutcome};
+use tessera_terminal::{FixedClock, SoftwareSam, Terminal};
+
+/// Tills; each has two cards of its own.
+const TILLS: u32 = 6;
+/// Rounds of purchases, each followed by a settlement.
+const ROUNDS: u32 = 4;
+/// Purchases per till and round.
+const PER_ROUND: u32 = 10;
+
+fn tessera(args: &[&str]) -> String {
+    let out = Command::new(tessera_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn till_id(k: u32) -> u32 {
+    200 + k
+}
+
+fn card_no(k: u32, c: u32) -> u32 {
+    1_000 + 2 * k + c
+}
+
+struct Office {
+    _work: tempfile::TempDir,
+    dir: PathBuf,
+    keys: IssuerKeys,
+    bundles: Vec<TerminalBundle>,
+    url: String,
+}
+
+/// An office with [`TILLS`] terminals and their cards registered, its
+/// books then moved to the database `url`.
+fn office(url: &str) -> Office {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("office");
+    let d = dir.to_str().unwrap();
+    tessera(&["office", "init", "--dir", d]);
+    let keys = IssuerKeys::from_json(&std::fs::read_to_string(dir.join("issuer-keys.json")).unwrap()).unwrap();
+    let mut bundles = Vec::new();
+    for k in 0..TILLS {
+        let out = work.path().join(format!("till{k}.json"));
+        tessera(&[
+            "office",
+            "export-terminal",
+            "--dir",
+            d,
+            "--terminal-id",
+            &till_id(k).to_string(),
+            "--out",
+            out.to_str().unwrap(),
+            "--plain-http",
+        ]);
+        bundles.push(TerminalBundle::from_json(&std::fs::read_to_string(out).unwrap()).unwrap());
+    }
+    let mut ledger = Ledger::open_existing(&dir.join("ledger.sqlite"), LedgerKeys::from_issuer(&keys)).unwrap();
+    let a = anna();
+    let customer = ledger
+        .register_customer(&NewCustomer {
+            name: a.name.clone(),
+            birth_date: a.birth_date,
+            home_city: a.home_city.clone(),
+            household: a.household,
+            preferences: a.preferences.clone(),
+            tier: a.tier,
+        })
+        .unwrap();
+    for k in 0..TILLS {
+        for c in 0..2 {
+            ledger
+                .register_card(card_id(card_no(k, c)), customer, keys.key_versions()[0], TEST_TIME)
+                .unwrap();
+        }
+    }
+    drop(ledger);
+    tessera(&["office", "migrate", "--dir", d, "--to", url]);
+    Office {
+        _work: work,
+        dir,
+        keys,
+        bundles,
+        url: url.to_owned(),
+    }
+}
+
+fn card(keys: &IssuerKeys, n: u32) -> SimCard {
+    let id = card_id(n);
+    let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::seeded(u64::from(n))).unwrap();
+    personalize(&mut card, keys, anna(), &IssueParams::default()).unwrap();
+    card
+}
+
+fn till(keys: &IssuerKeys, journal: &Path, id: u32) -> Till<SoftwareSam, FixedClock> {
+    let terminal = Terminal::new(SoftwareSam::new(keys.terminal_keys()), FixedClock(TEST_TIME), id)
+        .with_store(1)
+        .with_rng(Rng::seeded(u64::from(id)));
+    let config = TillConfig {
+        policy: Policy::default_policy(),
+        hotlist: Hotlist::empty(),
+        campaigns: CampaignSet::empty(),
+        online: Default::default(),
+    };
+    Till::new(terminal, Journal::open(journal, id).unwrap(), config).unwrap()
+}
+
+/// One till's day: its two cards, rounds of purchases, and after each a
+/// settlement that goes to `urls[0]` and, whenever an upload fails, is
+/// sent again to the next of `urls` (as a till behind a load balancer
+/// whose server died). Returns the cards and how many uploads failed.
+struct TillRun {
+    cards: Vec<SimCard>,
+    failures: u32,
+    batches: u32,
+    records: u32,
+}
+
+fn run_till(
+    o: &Office,
+    k: u32,
+    urls: Vec<Arc<std::sync::Mutex<String>>>,
+    barrier: &Barrier,
+    uploading: &AtomicBool,
+) -> TillRun {
+    let dir = o.dir.parent().unwrap();
+    let mut t = till(&o.keys, &dir.join(format!("till{k}.sqlite")), till_id(k));
+    let mut cards = vec![card(&o.keys, card_no(k, 0)), card(&o.keys, card_no(k, 1))];
+    let mut failures = 0;
+    for _ in 0..ROUNDS {
+        barrier.wait();
+        for i in 0..PER_ROUND {
+            let c = &mut cards[(i % 2) as usize];
+            let mut tap = t.tap(&mut *c).unwrap();
+            let o = tap.purchase(u64::from(100 + 37 * i + 11 * k), &[]).unwrap();
+            assert!(matches!(o, TillOutcome::Approved { .. }), "{o:?}");
+        }
+        uploading.store(true, Ordering::SeqCst);
+        let mut attempt = 0usize;
+        loop {
+            let url = urls[attempt % urls.len()].lock().unwrap().clone();
+            match tessera_office::settle(
+                t.journal_mut(),
+                &o.bundles[k as usize],
+                &url,
+                &RetryPolicy::once(),
+                TEST_TIME,
+                |_| {},
+            ) {
+                Ok(_) => break,
+                Err(_) => {
+                    failures += 1;
+                    attempt += 1;
+                    assert!(attempt < 400, "till {k}: no server took its batch");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        barrier.wait();
+    }
+    let j = t.journal_mut();
+    assert_eq!(
+        j.settled_up_to().unwrap(),
+        j.len(),
+        "till {k}: every record acknowledged"
+    );
+    let batches = j.batches().unwrap().len() as u32;
+    TillRun {
+        cards,
+        failures,
+        batches,
+        records: j.len(),
+    }
+}
+
+/// Every batch of every till posted once, every card record once, every
+/// card's books equal to the card, no exception.
+fn check_books(o: &Office, runs: &[TillRun]) {
+    let mut pg = PgLedger::open(&o.url, LedgerKeys::from_issuer(&o.keys)).unwrap();
+    for (k, run) in runs.iter().enumerate() {
+        let tid = i64::from(till_id(k as u32));
+        let c = pg.client().unwrap();
+        let row = c
+            .query_one(
+                "SELECT count(*), COALESCE(max(batch_no), 0), count(DISTINCT batch_no) FROM batches
+                 WHERE terminal_id = $1 AND status = 'posted'",
+                &[&tid],
+            )
+            .unwrap();
+        let (n, max, distinct): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            (n, max, distinct),
+            (i64::from(run.batches), i64::from(run.batches), n),
+            "till {k}"
+        );
+        let records: i64 = c
+            .query_one("SELECT count(*) FROM terminal_records WHERE terminal_id = $1", &[&tid])
+            .unwrap()
+            .get(0);
+        assert_eq!(records, i64::from(run.records), "till {k}: each journal record once");
+        for card in &run.cards {
+            let st = card.state().unwrap();
+            let posted: i64 = pg
+                .client()
+                .unwrap()
+                .query_one(
+                    "SELECT count(*) FROM card_transactions WHERE card_id = $1 AND status = 'posted'",
+                    &[&&st.card_id[..]],
+                )
+                .unwrap()
+                .get(0);
+            assert_eq!(posted, i64::from(st.counter), "each card record once");
+            let book = pg.card(st.card_id).unwrap().unwrap();
+            assert_eq!(
+                (book.shadow_balance, book.card_balance, book.last_counter, book.pending),
+                (i64::from(st.balance), i64::from(st.balance), st.counter, 0)
+            );
+        }
+    }
+    let exceptions = pg.exceptions().unwrap();
+    assert!(exceptions.is_empty(), "{exceptions:?}");
+}
+
+#[test]
+fn one_of_two_office_servers_killed_mid_upload_the_other_serves_and_every_batch_posts_once() {
+    let cluster = Cluster::start().unwrap();
+    let o = Arc::new(office(cluster.url()));
+    let mut a = Server::start(&o.dir, &["--plain-http"], &[]);
+    let b = Server::start(&o.dir, &["--plain-http"], &[]);
+    let (url_a, url_b) = (
+        Arc::new(std::sync::Mutex::new(a.http())),
+        Arc::new(std::sync::Mutex::new(b.http())),
+    );
+    let barrier = Arc::new(Barrier::new(TILLS as usize + 1));
+    let uploading = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..TILLS)
+        .map(|k| {
+            let (o, barrier, uploading) = (Arc::clone(&o), Arc::clone(&barrier), Arc::clone(&uploading));
+            // Half the tills upload to A, half to B; each fails over to the other.
+            let urls = if k % 2 == 0 {
+                vec![Arc::clone(&url_a), Arc::clone(&url_b)]
+            } else {
+                vec![Arc::clone(&url_b), Arc::clone(&url_a)]
+            };
+            std::thread::spawn(move || run_till(&o, k, urls, &barrier, &uploading))
+        })
+        .collect();
+    for round in 0..ROUNDS {
+        uploading.store(false, Ordering::SeqCst);
+        barrier.wait();
+        if round == 1 {
+            // Once the tills have started this round's uploads, A dies.
+            while !uploading.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(3));
+            a.kill();
+        }
+        barrier.wait();
+    }
+    let runs: Vec<TillRun> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    // The tills of A failed over; those of B never saw a failure.
+    let (of_a, of_b): (u32, u32) = (
+        runs.iter().step_by(2).map(|r| r.failures).sum(),
+        runs.iter().skip(1).step_by(2).map(|r| r.failures).sum(),
+    );
+    assert!(of_a >= TILLS / 2, "every till of A failed over at least once: {of_a}");
+    assert_eq!(of_b, 0, "B kept serving");
+    check_books(&o, &runs);
+    // B is still serving, and the till directory's `office verify` would
+    // read SQLite: the books say they are on PostgreSQL.
+    let out = Command::new(tessera_bin())
+        .args(["office", "verify", "--dir", o.dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on PostgreSQL"));
+    drop(b);
+}
+
+#[test]
+fn postgresql_crashed_while_tills_upload_they_fail_cleanly_and_post_once_when_it_is_back() {
+    let cluster = Cluster::start().unwrap();
+    let o = Arc::new(office(cluster.url()));
+    let server = Server::start(&o.dir, &["--plain-http"], &[]);
+    let url = Arc::new(std::sync::Mutex::new(server.http()));
+    let barrier = Arc::new(Barrier::new(TILLS as usize + 1));
+    let uploading = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..TILLS)
+        .map(|k| {
+            let (o, barrier, uploading, url) = (
+                Arc::clone(&o),
+                Arc::clone(&barrier),
+                Arc::clone(&uploading),
+                Arc::clone(&url),
+            );
+            std::thread::spawn(move || run_till(&o, k, vec![url], &barrier, &uploading))
+        })
+        .collect();
+    let down = AtomicU32::new(0);
+    for round in 0..ROUNDS {
+        uploading.store(false, Ordering::SeqCst);
+        barrier.wait();
+        if round == 2 {
+            while !uploading.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(3));
+            cluster.crash().unwrap();
+            // Down long enough for every till's upload to fail against it.
+            std::thread::sleep(Duration::from_millis(1_500));
+            down.fetch_add(1, Ordering::SeqCst);
+            cluster.restart().unwrap();
+        }
+        barrier.wait();
+    }
+    let runs: Vec<TillRun> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let failures: u32 = runs.iter().map(|r| r.failures).sum();
+    assert_eq!(down.load(Ordering::SeqCst), 1);
+    assert!(failures >= 1, "uploads failed while the database was down");
+    check_books(&o, &runs);
+    drop(server);
+}
+
+#[test]
+fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_through_it() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("office");
+    let pg = work.path().join("office.postgres");
+    // An office that has worked on SQLite: a till's bundle exported.
+    let d = dir.to_str().unwrap();
+    tessera(&["office", "init", "--dir", d]);
+    let bundle_path = work.path().join("till.json");
+    tessera(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        d,
+        "--terminal-id",
+        "7",
+        "--out",
+        bundle_path.to_str().unwrap(),
+        "--plain-http",
+    ]);
+    let mut child = Command::new("bash")
+        .arg(tessera_ledger_pg::cluster::scripts_dir().join("office-postgres.sh"))
+        .arg(&dir)
+        .args(["--plain-http", "--listen", "127.0.0.1:0"])
+        .env("TESSERA_BIN", tessera_bin())
+        .env_remove("TESSERA_POSTGRES")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stop_cluster = |pg: &Path| {
+        let _ = Command::new("bash")
+            .arg(tessera_ledger_pg::cluster::scripts_dir().join("pg-down.sh"))
+            .args(["--dir", pg.to_str().unwrap()])
+            .output();
+    };
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => {
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    break a.to_owned();
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                stop_cluster(&pg);
+                panic!("the office did not start: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    };
+    // A local cluster of its own, and the books moved there.
+    let url = std::fs::read_to_string(pg.join("url")).unwrap().trim().to_owned();
+    let books = std::fs::read_to_string(dir.join("books.toml")).unwrap();
+    assert!(books.contains(&url), "{books}");
+
+    // Office operations that write the SQLite ledger are refused now,
+    // nothing done (not on PostgreSQL yet).
+    let out = Command::new(tessera_bin())
+        .args(["office", "export-terminal", "--dir", d, "--terminal-id", "8"])
+        .args(["--out", work.path().join("till8.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on PostgreSQL"));
+    assert!(!work.path().join("till8.json").exists());
+    let keys = IssuerKeys::from_json(&std::fs::read_to_string(dir.join("issuer-keys.json")).unwrap()).unwrap();
+    let bundle = TerminalBundle::from_json(&std::fs::read_to_string(&bundle_path).unwrap()).unwrap();
+    let pg_ledger = PgLedger::open(&url, LedgerKeys::from_issuer(&keys)).unwrap();
+    let mut t = till(&keys, &work.path().join("till7.sqlite"), 7);
+    let mut c = card(&keys, 77);
+    for i in 0..3u64 {
+        let mut tap = t.tap(&mut c).unwrap();
+        assert!(matches!(
+            tap.purchase(1_000 + i, &[]).unwrap(),
+            TillOutcome::Approved { .. }
+        ));
+    }
+    let report = tessera_office::settle(
+        t.journal_mut(),
+        &bundle,
+        &format!("http://{addr}"),
+        &RetryPolicy::once(),
+        TEST_TIME,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(report.settled_up_to, t.journal_mut().len());
+    let st = c.state().unwrap();
+    let book = pg_ledger.card(st.card_id).unwrap().unwrap();
+    assert_eq!((book.shadow_balance, book.last_counter), (i64::from(st.balance), 3));
+
+    let _ = child.kill();
+    let _ = child.wait();
+    stop_cluster(&pg);
+}
