@@ -269,8 +269,8 @@ fn check_books(o: &Office, runs: &[TillRun]) {
 fn one_of_two_office_servers_killed_mid_upload_the_other_serves_and_every_batch_posts_once() {
     let cluster = Cluster::start().unwrap();
     let o = Arc::new(office(cluster.url()));
-    let mut a = Server::start(&o.dir, &["--plain-http"], &[]);
-    let b = Server::start(&o.dir, &["--plain-http"], &[]);
+    let mut a = Server::start(&o.dir, &["--plain-http", "--postgres-connections", "2"], &[]);
+    let b = Server::start(&o.dir, &["--plain-http", "--postgres-connections", "2"], &[]);
     let (url_a, url_b) = (
         Arc::new(std::sync::Mutex::new(a.http())),
         Arc::new(std::sync::Mutex::new(b.http())),
@@ -326,7 +326,7 @@ fn one_of_two_office_servers_killed_mid_upload_the_other_serves_and_every_batch_
 fn postgresql_crashed_while_tills_upload_they_fail_cleanly_and_post_once_when_it_is_back() {
     let cluster = Cluster::start().unwrap();
     let o = Arc::new(office(cluster.url()));
-    let server = Server::start(&o.dir, &["--plain-http"], &[]);
+    let server = Server::start(&o.dir, &["--plain-http", "--postgres-connections", "2"], &[]);
     let url = Arc::new(std::sync::Mutex::new(server.http()));
     let barrier = Arc::new(Barrier::new(TILLS as usize + 1));
     let uploading = Arc::new(AtomicBool::new(false));
@@ -467,6 +467,12 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     let st = c.state().unwrap();
     let book = pg_ledger.card(st.card_id).unwrap().unwrap();
     assert_eq!((book.shadow_balance, book.last_counter), (i64::from(st.balance), 3));
+    // The sync feed is read from the same books: the card's settled
+    // counter, MAC'd for the card.
+    let feed = tessera_office::fetch_sync(&format!("http://{addr}"), &bundle, &RetryPolicy::once()).unwrap();
+    let settled: Vec<(String, u32)> = feed.settled.iter().map(|s| (s.card_id.clone(), s.counter)).collect();
+    assert_eq!(settled, [(hex::encode_upper(st.card_id), 3)]);
+    assert!(!feed.settled[0].issuer_macs.is_empty());
 
     let _ = child.kill();
     let _ = child.wait();

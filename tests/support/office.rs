@@ -65,6 +65,11 @@ impl Server {
         Self { child, addr }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its HTTPS base URL.
     pub fn https(&self) -> String {
         format!("https://{}", self.addr)

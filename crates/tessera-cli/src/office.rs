@@ -236,6 +236,10 @@ pub struct ServeArgs {
     /// it the books are served from wherever they are.
     #[arg(long)]
     pub postgres: bool,
+    /// Connections this server opens to PostgreSQL at most (requests
+    /// beyond wait for one).
+    #[arg(long, value_name = "N", default_value_t = tessera_office::server::DEFAULT_PG_CONNECTIONS)]
+    pub postgres_connections: usize,
 }
 
 /// Arguments of `office import`.
@@ -582,7 +586,10 @@ fn serve(a: &ServeArgs) -> Result<(), Failure> {
     let office = OfficeDir::new(dir);
     let on_postgres = office.postgres_url().map_err(office_err)?.is_some();
     let (keys, books) = if on_postgres || a.postgres {
-        office.open_postgres().map_err(office_err)?
+        if a.postgres_connections == 0 {
+            return Err(Failure::usage("--postgres-connections is at least 1"));
+        }
+        office.open_postgres(a.postgres_connections).map_err(office_err)?
     } else {
         // Never serve on books that disagree with their own postings.
         let (keys, ledger) = office.open_for_serving().map_err(office_err)?;

@@ -128,6 +128,30 @@ pub fn connect(url: &str) -> Result<Client, PgError> {
     Ok(client)
 }
 
+/// Connects to `url` without migrating: for the connections of a server
+/// that migrated the database when it started. One query checks that the
+/// database is at [`SCHEMA_VERSION`], without the migration lock.
+///
+/// # Errors
+/// [`PgError::NewerSchema`] for a newer database; [`PgError::Copy`] for one
+/// not migrated to this version; [`PgError::Postgres`].
+pub fn connect_current(url: &str) -> Result<Client, PgError> {
+    let mut client = Client::connect(url, NoTls)?;
+    let found = schema_version(&mut client)?;
+    if found > SCHEMA_VERSION {
+        return Err(PgError::NewerSchema {
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    if found < SCHEMA_VERSION {
+        return Err(PgError::Copy(format!(
+            "the database's ledger schema is version {found}, not {SCHEMA_VERSION}: migrate it first"
+        )));
+    }
+    Ok(client)
+}
+
 /// The database's schema version (0 for a database without the ledger).
 ///
 /// # Errors

@@ -9,10 +9,11 @@
 //! (`tests/race.rs`). Each record is also matched to the decision that
 //! allowed it, as on SQLite (`matched`, `orphan` with an exception, or
 //! `awaiting` its origin till's chain, examined again after that till's
-//! next batch). The ledger's other checks at posting — refunds with their
-//! originals, the points, the approvals, online authorizations, the
-//! warehouse — are not ported yet, and the SQLite ledger remains the one
-//! `office serve` runs.
+//! next batch). Certificates are checked under each card's key version,
+//! which moves forward as on SQLite. The ledger's other checks at posting
+//! — refunds with their originals, the points, the approvals, online
+//! authorizations, adjustments, the warehouse — are not ported yet: on
+//! PostgreSQL, `office serve` posts what this core posts (`docs/scale.md`).
 //!
 //! **Verification** is the SQLite ledger's: the batch streams through
 //! `BatchReader` (header, hash chain, MAC under the terminal's batch key)
@@ -143,6 +144,25 @@ impl PgLedger {
         })
     }
 
+    /// Connects to `url`, which must be migrated already
+    /// ([`crate::connect_current`]): the connections of a server after the
+    /// first.
+    ///
+    /// # Errors
+    /// As [`crate::connect_current`].
+    pub fn open_current(url: &str, keys: LedgerKeys) -> Result<Self, PgError> {
+        Ok(Self {
+            client: RefCell::new(crate::connect_current(url)?),
+            url: url.to_owned(),
+            keys,
+        })
+    }
+
+    /// Whether the database closed this connection.
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
+
     /// The connection, for reading the books (connected again first if
     /// the server closed it).
     ///
@@ -157,7 +177,7 @@ impl PgLedger {
     /// server): what failed on the old one was rolled back by the server.
     fn reconnect(&self) -> Result<(), PgError> {
         if self.client.borrow().is_closed() {
-            *self.client.borrow_mut() = crate::connect(&self.url)?;
+            *self.client.borrow_mut() = crate::connect_current(&self.url)?;
         }
         Ok(())
     }
@@ -204,7 +224,20 @@ impl PgLedger {
             let mut tx = client.transaction()?;
             let out = post_batch(&mut tx, &self.keys, v, now)?;
             tx.commit()?;
-            if matches!(out.status, Status::Posted | Status::Duplicate) {
+            // Whether records of other batches wait for this till's chain (an
+            // index lookup): most batches have none, and then no second
+            // transaction, no second commit. One committed after this check
+            // was matched against this chain by its own batch's
+            // transaction, or waits for this till's next batch.
+            let waiting = matches!(out.status, Status::Posted | Status::Duplicate)
+                && client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM card_transactions
+                                        WHERE decision = 'awaiting' AND origin_terminal = $1)",
+                        &[&terminal],
+                    )?
+                    .get::<_, bool>(0);
+            if waiting {
                 // Records of other cards that waited for this till's chain, in a
                 // transaction of their own that locks their cards in card id
                 // order and nothing else (a crash before it leaves them

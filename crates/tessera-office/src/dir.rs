@@ -1001,13 +1001,14 @@ impl OfficeDir {
 
     /// The office's keys and its books on PostgreSQL, for serving
     /// (`office serve --postgres`): the database named in [`BOOKS_FILE`],
-    /// reachable and at a schema this code knows.
+    /// reachable and migrated to this code's schema, served through at most
+    /// `connections` connections.
     ///
     /// # Errors
     /// [`OfficeDirError::BooksNotOnPostgres`] when the books were never
     /// moved; [`OfficeDirError::Postgres`] when the database cannot be
     /// reached or is newer; those of loading the keys.
-    pub fn open_postgres(&self) -> Result<(IssuerKeys, crate::server::Books), OfficeDirError> {
+    pub fn open_postgres(&self, connections: usize) -> Result<(IssuerKeys, crate::server::Books), OfficeDirError> {
         let url = self
             .postgres_url()?
             .ok_or_else(|| OfficeDirError::BooksNotOnPostgres(self.path.display().to_string()))?;
@@ -1016,7 +1017,14 @@ impl OfficeDir {
         // the first upload.
         drop(tessera_ledger_pg::connect(&url)?);
         let ledger_keys = LedgerKeys::from_issuer(&keys);
-        Ok((keys, crate::server::Books::Postgres { url, keys: ledger_keys }))
+        Ok((
+            keys,
+            crate::server::Books::Postgres {
+                url,
+                keys: ledger_keys,
+                connections,
+            },
+        ))
     }
 
     /// Compares the office's ledger with the PostgreSQL ledger at `url`,

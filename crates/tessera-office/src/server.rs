@@ -40,6 +40,22 @@
 //!   `401`). Every answer carries the dashboard's content security policy
 //!   and `X-Content-Type-Options: nosniff`.
 //!
+//! **The books** ([`Books`]) are the embedded SQLite ledger — one writer,
+//! uploads posted in groups under its lock, as above — or a PostgreSQL
+//! database (`tessera_ledger_pg`), which several servers share: there each
+//! upload is verified and posted in a transaction of its own on a
+//! connection of its own (the database's row locks order batches of one
+//! terminal and the records of one card, whichever server posts them), and
+//! a database that is unreachable or restarting is answered `503` with
+//! `Retry-After` (nothing posted that was not acknowledged). On PostgreSQL
+//! the sync feed and its acknowledgements are served as on SQLite; online
+//! authorization (`501`), the dashboard (`501`) and the aging of gaps are
+//! not available there yet. The nonces of sync, acknowledgement and
+//! authorization requests are remembered per server: a request replayed to
+//! another server of the same books is answered again, which changes
+//! nothing (the feed is sealed for its till, an acknowledgement is
+//! recorded once, a decision is the same for the same request).
+//!
 //! Every request is counted and logged in one line on standard error
 //! (route, terminal when authenticated, status, bytes, duration). Every
 //! refusal is `{"error": "one line"}`.
@@ -179,8 +195,14 @@ pub enum Books {
         url: String,
         /// The keys batches and certificates are verified with.
         keys: tessera_ledger::LedgerKeys,
+        /// Most connections open at once ([`DEFAULT_PG_CONNECTIONS`]);
+        /// requests beyond wait for one.
+        connections: usize,
     },
 }
+
+/// Connections a server opens to PostgreSQL at most, by default.
+pub const DEFAULT_PG_CONNECTIONS: usize = 8;
 
 impl From<Ledger> for Books {
     fn from(ledger: Ledger) -> Self {
@@ -210,13 +232,20 @@ enum Store {
     Postgres {
         url: String,
         keys: tessera_ledger::LedgerKeys,
-        /// Connections not in use.
-        idle: Mutex<Vec<tessera_ledger_pg::posting::PgLedger>>,
+        pool: Mutex<PgPool>,
+        /// Signalled when a connection is given back or closed.
+        freed: std::sync::Condvar,
+        max: usize,
     },
 }
 
-/// Connections kept open for reuse on PostgreSQL.
-const PG_IDLE_CONNECTIONS: usize = 16;
+/// A server's PostgreSQL connections.
+#[derive(Default)]
+struct PgPool {
+    idle: Vec<tessera_ledger_pg::posting::PgLedger>,
+    /// Open, idle or in use.
+    open: usize,
+}
 
 /// An upload waiting for the ledger, and where its outcome goes.
 type Posting = (
@@ -304,11 +333,13 @@ impl Office {
             ),
             // The office directory's SQLite ledger is not the books then:
             // the dashboard is not served from it.
-            Books::Postgres { url, keys } => (
+            Books::Postgres { url, keys, connections } => (
                 Store::Postgres {
                     url,
                     keys,
-                    idle: Mutex::new(Vec::new()),
+                    pool: Mutex::new(PgPool::default()),
+                    freed: std::sync::Condvar::new(),
+                    max: connections.max(1),
                 },
                 None,
             ),
@@ -345,25 +376,51 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Office {
     /// Runs `f` on the books: the SQLite ledger under its lock, or a
-    /// PostgreSQL connection of its own (opened when none is idle; kept
-    /// for reuse unless the database closed it).
+    /// PostgreSQL connection of its own — an idle one, a new one while
+    /// fewer than the most are open, else the next one given back. A
+    /// connection the database closed is not kept.
     fn with_store<T>(&self, f: impl FnOnce(&mut dyn LedgerStore) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
-        match &self.store {
-            Store::Sqlite { ledger, .. } => f(&mut *locked(ledger)),
-            Store::Postgres { url, keys, idle } => {
-                let popped = locked(idle).pop();
-                let mut conn = match popped {
-                    Some(c) => c,
-                    None => tessera_ledger_pg::posting::PgLedger::open(url, keys.clone()).map_err(LedgerError::from)?,
-                };
-                let result = f(&mut conn);
-                let mut idle = locked(idle);
-                if idle.len() < PG_IDLE_CONNECTIONS {
-                    idle.push(conn);
-                }
-                result
+        let (url, keys, pool, freed, max) = match &self.store {
+            Store::Sqlite { ledger, .. } => return f(&mut *locked(ledger)),
+            Store::Postgres {
+                url,
+                keys,
+                pool,
+                freed,
+                max,
+            } => (url, keys, pool, freed, *max),
+        };
+        let mut p = locked(pool);
+        let mut conn = loop {
+            if let Some(c) = p.idle.pop() {
+                // The pool is never held while the books are worked on.
+                drop(p);
+                break c;
             }
+            if p.open < max {
+                p.open += 1;
+                drop(p);
+                match tessera_ledger_pg::posting::PgLedger::open_current(url, keys.clone()) {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        locked(pool).open -= 1;
+                        freed.notify_one();
+                        return Err(e.into());
+                    }
+                }
+            }
+            p = freed.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+        };
+        let result = f(&mut conn);
+        let mut p = locked(pool);
+        if conn.is_closed() {
+            p.open -= 1;
+        } else {
+            p.idle.push(conn);
         }
+        drop(p);
+        freed.notify_one();
+        result
     }
 
     /// Posts one spooled upload of `received` bytes.
@@ -1001,7 +1058,7 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
     match page {
         Ok(Ok(Some(page))) => dashboard_html(StatusCode::OK, page.body),
         Ok(Ok(None)) => dashboard_headers(refuse(StatusCode::NOT_FOUND, "no such dashboard page")),
-        Ok(Err(e)) => dashboard_headers(refuse(ledger_status(&e), &e.to_string())),
+        Ok(Err(e)) => dashboard_headers(ledger_refusal(&e)),
         Err(_) => dashboard_headers(refuse(StatusCode::INTERNAL_SERVER_ERROR, "the dashboard page failed")),
     }
 }
@@ -1275,9 +1332,20 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
                 Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         }
-        Ok(Err(e)) => refuse(ledger_status(&e), &e.to_string()),
+        Ok(Err(e)) => ledger_refusal(&e),
     };
     authenticated(response, received)
+}
+
+/// The refusal for a ledger error; a database that is unreachable or
+/// restarting is `503` with `Retry-After: 5` (nothing was done: retry).
+fn ledger_refusal(e: &LedgerError) -> Response {
+    let mut r = refuse(ledger_status(e), &e.to_string());
+    if matches!(e, LedgerError::Unavailable(_)) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    r
 }
 
 fn ledger_status(e: &LedgerError) -> StatusCode {
@@ -1516,7 +1584,7 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
         Ok(Err(e @ LedgerError::UnknownTerminal(_))) => {
             refuse(StatusCode::FORBIDDEN, &format!("{e}: nothing recorded"))
         }
-        Ok(Err(e)) => refuse(ledger_status(&e), &e.to_string()),
+        Ok(Err(e)) => ledger_refusal(&e),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("sync ack failed: {e}")),
     };
     authenticated(response)
@@ -1605,7 +1673,7 @@ async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> 
         Ok(Ok(Err(e @ LedgerError::UnknownTerminal(_)))) => {
             return authenticated(refuse(StatusCode::FORBIDDEN, &format!("{e}: nothing decided")))
         }
-        Ok(Ok(Err(e))) => return authenticated(refuse(ledger_status(&e), &e.to_string())),
+        Ok(Ok(Err(e))) => return authenticated(ledger_refusal(&e)),
         Ok(Err(e)) => {
             return authenticated(refuse(
                 StatusCode::INTERNAL_SERVER_ERROR,
