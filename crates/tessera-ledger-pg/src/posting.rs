@@ -421,6 +421,31 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
     let head = unhex32(&h.head)?;
     let prev = unhex32(&h.prev_head)?;
     let out = post_records(tx, keys, v, now)?;
+    // The header's totals against the records' (the count the till makes
+    // when it seals): genuine (the MAC verified) but not what the records
+    // say is named; the records are posted.
+    let mut totals: BTreeMap<String, tessera_settlement::batch::Total> = BTreeMap::new();
+    for (_, e) in &v.records {
+        if let (Some(delta), Some(t)) = (e.delta(), e.tx_type.as_ref()) {
+            let x = totals.entry(t.clone()).or_default();
+            x.count += 1;
+            x.points += delta.unsigned_abs();
+        }
+    }
+    if totals != h.totals {
+        let evidence = serde_json::json!({
+            "batch_no": h.batch_no,
+            "seq_from": h.seq_from,
+            "seq_to": h.seq_to,
+            "record_count": h.record_count,
+            "prev_head": h.prev_head.to_lowercase(),
+            "head": h.head.to_lowercase(),
+            "sealed_at": h.sealed_at,
+            "why": "the header's totals are not the records' totals",
+            "records_totals": totals,
+        });
+        raise(tx, "totals-mismatch", None, None, terminal, batch_no, &evidence, now)?;
+    }
     tx.execute(
         "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
              totals, sealed_at, received_at, posted_at)
@@ -667,6 +692,34 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     for (card, rec) in &bad {
         exception(tx, "bad-certificate", card, rec, terminal, batch_no, now)?;
     }
+    // A completion is this till's own record: the card must have recorded
+    // this till and the decision's sequence. Otherwise it was copied from
+    // another till's batch (or journaled wrongly): named, and posted or
+    // counted as a copy as any record is.
+    for (card, rec, kind, seq) in &recs {
+        if *kind != EntryKind::Completion {
+            continue;
+        }
+        let origin = v.records.iter().find(|(s, _)| s == seq).and_then(|(_, e)| e.origin_seq);
+        if rec.terminal_id != v.header.terminal_id || origin != Some(rec.terminal_seq) {
+            let evidence = serde_json::json!({
+                "seq": seq,
+                "why": "journaled as this till's completion; the card recorded another till or sequence",
+                "journaled_origin_seq": origin,
+                "record": record_json(rec),
+            });
+            raise(
+                tx,
+                "misattributed",
+                Some(&card[..]),
+                Some(i64::from(rec.counter)),
+                terminal,
+                batch_no,
+                &evidence,
+                now,
+            )?;
+        }
+    }
     let moved: Vec<_> = versions.iter().filter(|(_, v)| v.3).collect();
     if !moved.is_empty() {
         let (mc, mv, mf): (Vec<Vec<u8>>, Vec<i64>, Vec<i64>) = (
@@ -722,6 +775,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     let (mut cc, mut cl, mut cm, mut cb, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut dups = Vec::new();
     let mut conflicts = Vec::new();
+    let mut jumps = Vec::new();
     let mut k = 0;
     while k < recs.len() {
         let card = recs[k].0;
@@ -781,11 +835,17 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 continue;
             };
             let post = posted_new.contains(idx);
+            let (_, r, kind, seq) = &recs[*idx];
             if !post {
                 still_pending += 1;
                 out.pending += 1;
+                // Far beyond the last posted counter: a clone whose counter
+                // jumped, or a card used without settlement.
+                let jump = i64::from(r.counter) - (next - 1);
+                if jump > i64::from(tessera_ledger::COUNTER_JUMP_LIMIT) {
+                    jumps.push((card, r.clone(), *seq, next - 1, jump));
+                }
             }
-            let (_, r, kind, seq) = &recs[*idx];
             writeln!(
                 lines,
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{terminal}\t{batch_no}\t{seq}\t{now}\t{}\t{}",
@@ -878,6 +938,33 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         }
     }
     out.conflicts = conflicts.len() as u64;
+    for (card, rec, seq, last, jump) in &jumps {
+        let evidence = serde_json::json!({
+            "seq": seq,
+            "last_posted_counter": last,
+            "jump": jump,
+            "limit": tessera_ledger::COUNTER_JUMP_LIMIT,
+            "record": record_json(rec),
+            "action": "hotlisted",
+        });
+        raise(
+            tx,
+            "counter-jump",
+            Some(&card[..]),
+            Some(i64::from(rec.counter)),
+            terminal,
+            batch_no,
+            &evidence,
+            now,
+        )?;
+        let new = tx.execute(
+            "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'counter jump', $2) ON CONFLICT DO NOTHING",
+            &[&&card[..], &i64::from(now)],
+        )?;
+        if new > 0 {
+            bump_hotlist_version(tx)?;
+        }
+    }
     Ok(out)
 }
 
@@ -917,15 +1004,22 @@ fn match_records(
                     LEFT JOIN terminals o ON o.terminal_id = c.origin_terminal)
          UPDATE card_transactions t SET decision = m.state FROM m
          WHERE t.card_id = m.card_id AND t.counter = m.counter AND m.state <> 'awaiting'
-         RETURNING t.card_id, t.counter, m.state, m.origin_terminal, m.origin_seq, m.terminal_id, m.batch_no"
+         RETURNING t.card_id, t.counter, m.state, m.origin_terminal, m.origin_seq, m.terminal_id, m.batch_no,
+                   t.tx_type, t.points, t.seq"
     );
     for r in tx.query(&sql, params)? {
         if r.get::<_, &str>(2) != "orphan" {
             continue;
         }
+        // As on SQLite (`matching::evidence`).
         let evidence = serde_json::json!({
-            "origin_terminal": r.get::<_, i64>(3), "origin_seq": r.get::<_, i64>(4),
+            "seq": r.get::<_, i64>(9),
             "why": "no approve decision of the origin till explains the record",
+            "origin_terminal": r.get::<_, i64>(3),
+            "origin_seq": r.get::<_, i64>(4),
+            "type": r.get::<_, &str>(7),
+            "points": r.get::<_, i64>(8),
+            "held_at_origin": null,
         });
         tx.execute(
             "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
@@ -970,6 +1064,53 @@ fn exception(
         ],
     )?;
     Ok(())
+}
+
+/// Records an exception with its evidence.
+#[allow(clippy::too_many_arguments)]
+fn raise(
+    tx: &mut Transaction<'_>,
+    class: &str,
+    card: Option<&[u8]>,
+    counter: Option<i64>,
+    terminal: i64,
+    batch_no: i64,
+    evidence: &serde_json::Value,
+    now: u32,
+) -> Result<(), PgError> {
+    tx.execute(
+        "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &class,
+            &card,
+            &counter,
+            &terminal,
+            &batch_no,
+            &evidence.to_string(),
+            &i64::from(now),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A card record as the exceptions' evidence shows it (as on SQLite).
+fn record_json(r: &LogRecord) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "counter": r.counter,
+        "type": r.kind.name(),
+        "points": r.amount,
+        "balance_after": r.balance_after,
+        "terminal_id": r.terminal_id,
+        "terminal_seq": r.terminal_seq,
+        "time": r.time,
+        "reference": r.reference,
+        "certificate": hex::encode_upper(r.certificate),
+    });
+    if let (true, serde_json::Value::Object(m)) = (r.online, &mut v) {
+        m.insert("online".into(), serde_json::json!(true));
+    }
+    v
 }
 
 /// Moves the hotlist's version on (the row is created at 1 in a fresh
