@@ -215,8 +215,69 @@ impl PgLedger {
         self.ingest_headed(batch, now).map(|(_, o)| o)
     }
 
-    /// [`Self::ingest`], with the batch's header.
+    /// [`Self::ingest`], with the batch's header. A refusal the books name
+    /// as on SQLite — an unknown or revoked terminal, a broken chain, a
+    /// conflict with a posted batch — is recorded as an exception in a
+    /// transaction of its own once the batch's has rolled back. As on
+    /// SQLite, a chain broken inside the batch is named before its MAC is
+    /// checked (for a registered terminal); a batch that is well formed
+    /// but whose MAC does not verify leaves no trace.
     pub(crate) fn ingest_headed(&self, batch: &[u8], now: u32) -> Result<(Header, Outcome), PgError> {
+        match self.ingest_verified(batch, now) {
+            Err(PgError::Refused(e)) => {
+                if let Some(h) = BatchReader::open(batch).ok().map(|r| r.header().clone()) {
+                    self.record_refusal(&h, &e, now)?;
+                }
+                Err(PgError::Refused(e))
+            }
+            other => other,
+        }
+    }
+
+    /// The exception of a refused batch, when the refusal is one the books
+    /// name (evidence as on SQLite).
+    fn record_refusal(&self, h: &Header, e: &LedgerError, now: u32) -> Result<(), PgError> {
+        let mut ev = serde_json::json!({
+            "batch_no": h.batch_no,
+            "seq_from": h.seq_from,
+            "seq_to": h.seq_to,
+            "record_count": h.record_count,
+            "prev_head": h.prev_head.to_lowercase(),
+            "head": h.head.to_lowercase(),
+            "sealed_at": h.sealed_at,
+        });
+        let class = match e {
+            LedgerError::UnknownTerminal(_) => "unknown-terminal",
+            LedgerError::RevokedTerminal(_) => "revoked-terminal",
+            LedgerError::BrokenChain { seq, why, .. } => {
+                ev["seq"] = serde_json::json!(seq);
+                ev["why"] = serde_json::json!(why);
+                "broken-chain"
+            }
+            LedgerError::BatchConflict { .. } => {
+                ev["received_head"] = serde_json::json!(h.head.to_lowercase());
+                "batch-conflict"
+            }
+            _ => return Ok(()),
+        };
+        let terminal = i64::from(h.terminal_id);
+        self.with(|c| {
+            // A broken chain inside the batch is found before its terminal
+            // is looked up: named only for a registered terminal.
+            if class == "broken-chain"
+                && c.query_opt("SELECT 1 FROM terminals WHERE terminal_id = $1", &[&terminal])?
+                    .is_none()
+            {
+                return Ok(());
+            }
+            let mut tx = c.transaction()?;
+            raise(&mut tx, class, None, None, terminal, i64::from(h.batch_no), &ev, now)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn ingest_verified(&self, batch: &[u8], now: u32) -> Result<(Header, Outcome), PgError> {
         let v = verify(&self.keys, batch)?;
         let header = v.header.clone();
         let terminal = i64::from(v.header.terminal_id);

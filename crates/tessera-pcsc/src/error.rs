@@ -64,10 +64,33 @@ pub enum PcscError {
     },
 }
 
+/// Whether anything listens on pcsc-lite's socket (`PCSCLITE_CSOCK_NAME`,
+/// else pcsc-lite's default path): asked only when a call was refused as a
+/// security violation, which pcsc-lite also answers when its daemon was
+/// killed and its socket is half torn down.
+fn daemon_listening() -> bool {
+    #[cfg(unix)]
+    {
+        let path = std::env::var_os("PCSCLITE_CSOCK_NAME").map_or_else(
+            || std::path::PathBuf::from("/run/pcscd/pcscd.comm"),
+            std::path::PathBuf::from,
+        );
+        std::os::unix::net::UnixStream::connect(path).is_ok()
+    }
+    #[cfg(not(unix))]
+    {
+        true
+    }
+}
+
 impl PcscError {
     pub(crate) fn from_pcsc(operation: &'static str, err: pcsc::Error) -> Self {
         match err {
             pcsc::Error::NoService | pcsc::Error::ServiceStopped => Self::NoService,
+            // A "security violation" from a daemon nobody listens for is a
+            // daemon that went away; a real refusal (a policy denying this
+            // user) comes from a running one and stays what it is.
+            pcsc::Error::NoAccess if !daemon_listening() => Self::NoService,
             pcsc::Error::NoReadersAvailable => Self::NoReaders,
             pcsc::Error::RemovedCard | pcsc::Error::ResetCard | pcsc::Error::UnpoweredCard => Self::CardRemoved,
             other => Self::Pcsc {

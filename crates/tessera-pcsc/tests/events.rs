@@ -180,8 +180,10 @@ fn reader_and_card_events() {
     };
     eprintln!("events: after {:?}: {end}", started.elapsed());
     // A daemon killed in the middle of a call sometimes answers that call
-    // with SCARD_E_NO_SERVICE's neighbour "security violation" (0x8010006A)
-    // from pcsclite's half-closed socket; either way the watcher stops.
+    // with "security violation" (0x8010006A) from pcsclite's half-closed
+    // socket: NoService once nothing listens on the socket any more (the
+    // library checks), that code while the dying daemon still accepts;
+    // either way the watcher stops.
     assert!(
         matches!(end, PcscError::NoService) || matches!(&end, PcscError::Pcsc { code, .. } if *code == 0x8010_006A),
         "{end:?}"
