@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use postgres::{Client, Transaction};
-use tessera_ledger::{from_batch, LedgerError, LedgerKeys};
+use tessera_ledger::{from_batch, record_json, LedgerError, LedgerKeys};
 use tessera_protocol::messages::{CardId, LogRecord};
 use tessera_settlement::batch::{BatchReader, Header};
 use tessera_settlement::record::{Entry, EntryKind};
@@ -769,16 +769,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 "journaled_origin_seq": origin,
                 "record": record_json(rec),
             });
-            raise(
-                tx,
-                "misattributed",
-                Some(&card[..]),
-                Some(i64::from(rec.counter)),
-                terminal,
-                batch_no,
-                &evidence,
-                now,
-            )?;
+            raise_card(tx, "misattributed", card, rec, terminal, batch_no, &evidence, now)?;
         }
     }
     let moved: Vec<_> = versions.iter().filter(|(_, v)| v.3).collect();
@@ -988,15 +979,9 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     out.duplicates = dups.len() as u64;
     for (card, rec) in &conflicts {
         exception(tx, "conflict", card, rec, terminal, batch_no, now)?;
-        let new = tx.execute(
-            "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'clone', $2) ON CONFLICT DO NOTHING",
-            &[&&card[..], &i64::from(now)],
-        )?;
-        if new > 0 {
-            // The published hotlist's version moves with every change, so
-            // that tills take the new list.
-            bump_hotlist_version(tx)?;
-        }
+        // The published hotlist's version moves with every change, so that
+        // tills take the new list.
+        hotlist_card(tx, card, "clone", now)?;
     }
     out.conflicts = conflicts.len() as u64;
     for (card, rec, seq, last, jump) in &jumps {
@@ -1008,23 +993,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             "record": record_json(rec),
             "action": "hotlisted",
         });
-        raise(
-            tx,
-            "counter-jump",
-            Some(&card[..]),
-            Some(i64::from(rec.counter)),
-            terminal,
-            batch_no,
-            &evidence,
-            now,
-        )?;
-        let new = tx.execute(
-            "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'counter jump', $2) ON CONFLICT DO NOTHING",
-            &[&&card[..], &i64::from(now)],
-        )?;
-        if new > 0 {
-            bump_hotlist_version(tx)?;
-        }
+        raise_card(tx, "counter-jump", card, rec, terminal, batch_no, &evidence, now)?;
+        hotlist_card(tx, card, "counter jump", now)?;
     }
     Ok(out)
 }
@@ -1155,23 +1125,41 @@ fn raise(
     Ok(())
 }
 
-/// A card record as the exceptions' evidence shows it (as on SQLite).
-fn record_json(r: &LogRecord) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "counter": r.counter,
-        "type": r.kind.name(),
-        "points": r.amount,
-        "balance_after": r.balance_after,
-        "terminal_id": r.terminal_id,
-        "terminal_seq": r.terminal_seq,
-        "time": r.time,
-        "reference": r.reference,
-        "certificate": hex::encode_upper(r.certificate),
-    });
-    if let (true, serde_json::Value::Object(m)) = (r.online, &mut v) {
-        m.insert("online".into(), serde_json::json!(true));
+/// Records an exception about one card record.
+#[allow(clippy::too_many_arguments)]
+fn raise_card(
+    tx: &mut Transaction<'_>,
+    class: &str,
+    card: &CardId,
+    rec: &LogRecord,
+    terminal: i64,
+    batch_no: i64,
+    evidence: &serde_json::Value,
+    now: u32,
+) -> Result<(), PgError> {
+    raise(
+        tx,
+        class,
+        Some(&card[..]),
+        Some(i64::from(rec.counter)),
+        terminal,
+        batch_no,
+        evidence,
+        now,
+    )
+}
+
+/// Puts a card on the hotlist, moving the published version on when it
+/// was not there.
+fn hotlist_card(tx: &mut Transaction<'_>, card: &CardId, reason: &str, now: u32) -> Result<(), PgError> {
+    let new = tx.execute(
+        "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&&card[..], &reason, &i64::from(now)],
+    )?;
+    if new > 0 {
+        bump_hotlist_version(tx)?;
     }
-    v
+    Ok(())
 }
 
 /// Moves the hotlist's version on (the row is created at 1 in a fresh

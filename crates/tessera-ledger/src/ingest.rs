@@ -867,7 +867,8 @@ struct Stored {
     seq: u32,
 }
 
-fn record_json(r: &LogRecord) -> Value {
+/// A card record as the exceptions' evidence shows it (both backends).
+pub fn record_json(r: &LogRecord) -> Value {
     let mut v = json!({
         "counter": r.counter,
         "type": r.kind.name(),

@@ -37,7 +37,7 @@ use tessera_protocol::profile::MAX_PROFILE_BLOB;
 use tessera_rules::policy::Hotlist;
 
 pub use error::{from_batch, LedgerError};
-pub use ingest::VerifiedBatch;
+pub use ingest::{record_json, VerifiedBatch};
 pub use online::{OnlineAuthorization, OnlinePolicy, OnlineQuery, OnlineVerdict};
 pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, TerminalInfo};
 pub use schema::SCHEMA_VERSION;
