@@ -50,7 +50,7 @@ use std::io::Write as _;
 
 use postgres::{Client, Transaction};
 use tessera_ledger::{from_batch, record_json, LedgerError, LedgerKeys};
-use tessera_protocol::messages::{CardId, LogRecord};
+use tessera_protocol::messages::{CardId, LogRecord, TxKind};
 use tessera_settlement::batch::{BatchReader, Header};
 use tessera_settlement::record::{Entry, EntryKind};
 
@@ -687,11 +687,11 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         ids
     };
     // The cards' books (locked by the caller).
-    let mut books: BTreeMap<Vec<u8>, (u8, i64, i64)> = tx
-        .query(
-            "SELECT card_id, key_version, last_counter, pending FROM cards WHERE card_id = ANY($1)",
-            &[&ids],
-        )?
+    let rows = tx.query(
+        "SELECT card_id, key_version, last_counter, pending, card_balance FROM cards WHERE card_id = ANY($1)",
+        &[&ids],
+    )?;
+    let mut books: BTreeMap<Vec<u8>, (u8, i64, i64)> = rows
         .iter()
         .map(|r| {
             (
@@ -700,6 +700,9 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             )
         })
         .collect();
+    // The balance each card certified last (what its next record's balance
+    // must follow on from).
+    let balances: BTreeMap<Vec<u8>, i64> = rows.iter().map(|r| (r.get(0), r.get(4))).collect();
     // Each certificate under its card's key version, in counter order, as
     // on SQLite: a card never registered nor posted to takes whichever
     // version verifies; a card only moves forward (KEY UPDATE, applet-spec
@@ -828,6 +831,10 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     let mut dups = Vec::new();
     let mut conflicts = Vec::new();
     let mut jumps = Vec::new();
+    let mut jolts: Vec<Jolt> = Vec::new();
+    // Refunds posted now (this batch's, and released pending ones), paired
+    // with their originals once everything is posted.
+    let (mut refunds_c, mut refunds_n): (Vec<Vec<u8>>, Vec<i64>) = (Vec::new(), Vec::new());
     let mut k = 0;
     while k < recs.len() {
         let card = recs[k].0;
@@ -862,6 +869,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         let mut next = last + 1;
         let (mut moved, mut balance) = (0i64, None);
         let mut posted_new: Vec<usize> = Vec::new();
+        let mut previous = balances.get(&card[..]).copied().unwrap_or(0);
         for (n, (d, b, new)) in &cand {
             if *n != next {
                 break;
@@ -870,6 +878,23 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             moved += d;
             balance = Some(*b);
             out.posted += 1;
+            // The record is certified, so it happened: it is posted and the
+            // books follow the certified deltas; a balance that does not
+            // follow on from the card's previous one is named, the
+            // unexplained points kept, the card flagged and hotlisted. The
+            // next record is checked against the card's own balance, so
+            // one jump is one exception.
+            if *b != previous + d {
+                jolts.push(Jolt {
+                    card,
+                    counter: *n,
+                    record: new.map(|i| (recs[i].1.clone(), recs[i].3)),
+                    previous,
+                    delta: *d,
+                    found: *b,
+                });
+            }
+            previous = *b;
             match new {
                 Some(idx) => posted_new.push(*idx),
                 None => {
@@ -888,6 +913,10 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             };
             let post = posted_new.contains(idx);
             let (_, r, kind, seq) = &recs[*idx];
+            if post && matches!(r.kind, TxKind::RefundEarn | TxKind::RefundRedeem) {
+                refunds_c.push(card.to_vec());
+                refunds_n.push(i64::from(r.counter));
+            }
             if !post {
                 still_pending += 1;
                 out.pending += 1;
@@ -950,6 +979,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
         w.finish()?;
     }
+    refunds_c.extend(up_c.iter().cloned());
+    refunds_n.extend(up_n.iter().copied());
     if !up_c.is_empty() {
         tx.execute(
             "UPDATE card_transactions t SET status = 'posted', posted_at = $3
@@ -984,6 +1015,12 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         hotlist_card(tx, card, "clone", now)?;
     }
     out.conflicts = conflicts.len() as u64;
+    if !refunds_c.is_empty() {
+        pair_refunds(tx, &refunds_c, &refunds_n, terminal, batch_no, now)?;
+    }
+    if !jolts.is_empty() {
+        balance_discontinuities(tx, &jolts, terminal, batch_no, now)?;
+    }
     for (card, rec, seq, last, jump) in &jumps {
         let evidence = serde_json::json!({
             "seq": seq,
@@ -1122,6 +1159,167 @@ fn raise(
             &i64::from(now),
         ],
     )?;
+    Ok(())
+}
+
+/// A posted record whose balance does not follow on from its card's
+/// previous one.
+struct Jolt {
+    card: CardId,
+    counter: i64,
+    /// This batch's record and its sequence (`None`: a pending record
+    /// released now, read back from the books).
+    record: Option<(LogRecord, u32)>,
+    previous: i64,
+    delta: i64,
+    found: i64,
+}
+
+/// Names each balance discontinuity (as on SQLite), keeps the unexplained
+/// points in the card's `discrepancy`, flags and hotlists the card.
+fn balance_discontinuities(
+    tx: &mut Transaction<'_>,
+    jolts: &[Jolt],
+    terminal: i64,
+    batch_no: i64,
+    now: u32,
+) -> Result<(), PgError> {
+    for j in jolts {
+        let expected = j.previous + j.delta;
+        let (record, seq) = match &j.record {
+            Some((rec, seq)) => (record_json(rec), i64::from(*seq)),
+            None => {
+                let r = tx.query_one(
+                    &format!("SELECT seq, {STORED_RECORD} FROM card_transactions WHERE card_id = $1 AND counter = $2"),
+                    &[&&j.card[..], &j.counter],
+                )?;
+                (stored_record_json(&r, 1), r.get(0))
+            }
+        };
+        let evidence = serde_json::json!({
+            "seq": seq,
+            "action": "hotlisted",
+            "previous_balance": j.previous,
+            "delta": j.delta,
+            "expected": expected,
+            "balance_after": j.found,
+            "unexplained": j.found - expected,
+            "record": record,
+        });
+        raise(
+            tx,
+            "balance-discontinuity",
+            Some(&j.card[..]),
+            Some(j.counter),
+            terminal,
+            batch_no,
+            &evidence,
+            now,
+        )?;
+        tx.execute(
+            "UPDATE cards SET discrepancy = discrepancy + $2, flagged = 1 WHERE card_id = $1",
+            &[&&j.card[..], &(j.found - expected)],
+        )?;
+        // Points the books cannot explain: no till serves the card until
+        // the office has looked (docs/settlement.md).
+        hotlist_card(tx, &j.card, "balance discontinuity", now)?;
+    }
+    Ok(())
+}
+
+/// The columns of a stored card record that [`stored_record_json`] reads.
+const STORED_RECORD: &str =
+    "counter, tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate, online";
+
+/// A stored card record (the [`STORED_RECORD`] columns from `at` on) as
+/// `tessera_ledger::record_json` shows it.
+fn stored_record_json(r: &postgres::Row, at: usize) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "counter": r.get::<_, i64>(at),
+        "type": r.get::<_, &str>(at + 1),
+        "points": r.get::<_, i64>(at + 2),
+        "balance_after": r.get::<_, i64>(at + 3),
+        "terminal_id": r.get::<_, i64>(at + 4),
+        "terminal_seq": r.get::<_, i64>(at + 5),
+        "time": r.get::<_, i64>(at + 6),
+        "reference": r.get::<_, i64>(at + 7),
+        "certificate": hex::encode_upper(r.get::<_, Vec<u8>>(at + 8)),
+    });
+    if let (true, serde_json::Value::Object(m)) = (r.get::<_, i64>(at + 9) != 0, &mut v) {
+        m.insert("online".into(), serde_json::json!(true));
+    }
+    v
+}
+
+/// Pairs the refunds among the records `(cards[i], counters[i])`, posted
+/// in this transaction, with their originals, as on SQLite: the original
+/// (the refund's reference) posted on the same card, of the kind the refund
+/// reverses, and the refunds of it up to this one within its points;
+/// otherwise `refund-mismatch`, or `duplicate-refund` when it was refunded
+/// in full already. One query for all of them.
+fn pair_refunds(
+    tx: &mut Transaction<'_>,
+    cards: &[Vec<u8>],
+    counters: &[i64],
+    terminal: i64,
+    batch_no: i64,
+    now: u32,
+) -> Result<(), PgError> {
+    let stored = STORED_RECORD
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = tx.query(
+        &format!(
+            "SELECT r.card_id, r.seq, o.tx_type, o.points,
+                (SELECT COALESCE(sum(e.points), 0)::bigint FROM card_transactions e
+                 WHERE e.card_id = r.card_id AND e.reference = r.reference AND e.counter < r.counter
+                   AND e.status = 'posted' AND e.tx_type = r.tx_type),
+                {stored}
+         FROM card_transactions r
+         JOIN unnest($1::bytea[], $2::bigint[]) AS k(card_id, counter) ON r.card_id = k.card_id AND r.counter = k.counter
+         LEFT JOIN card_transactions o ON o.card_id = r.card_id AND o.counter = r.reference AND o.status = 'posted'
+         WHERE r.tx_type IN ('refund-earn', 'refund-redeem')
+         ORDER BY r.card_id, r.counter"
+        ),
+        &[&cards, &counters],
+    )?;
+    for r in rows {
+        let (counter, tx_type, points, reference): (i64, String, i64, i64) = (r.get(5), r.get(6), r.get(7), r.get(12));
+        let original: Option<(String, i64)> = r.get::<_, Option<String>>(2).map(|k| (k, r.get(3)));
+        let earlier: i64 = r.get(4);
+        let reverses = if tx_type == "refund-earn" { "earn" } else { "redeem" };
+        let problem = match &original {
+            None => Some(("refund-mismatch", "the original is not in the books")),
+            Some((kind, _)) if kind != reverses => Some(("refund-mismatch", "the original is of another kind")),
+            Some((_, p)) if earlier >= *p => Some(("duplicate-refund", "the original was refunded in full already")),
+            Some((_, p)) if earlier + points > *p => {
+                Some(("refund-mismatch", "the refunds exceed the original's points"))
+            }
+            Some(_) => None,
+        };
+        let Some((class, why)) = problem else { continue };
+        let record = stored_record_json(&r, 5);
+        let evidence = serde_json::json!({
+            "seq": r.get::<_, i64>(1),
+            "why": why,
+            "original": original.map(|(kind, p)| serde_json::json!({"counter": reference, "type": kind, "points": p})),
+            "refunded_before": earlier,
+            "record": record,
+        });
+        let card: Vec<u8> = r.get(0);
+        raise(
+            tx,
+            class,
+            Some(&card[..]),
+            Some(counter),
+            terminal,
+            batch_no,
+            &evidence,
+            now,
+        )?;
+    }
     Ok(())
 }
 
