@@ -26,13 +26,18 @@ use tessera_terminal::journal::{Entry, EntryKind, Journal};
 const NOW: u32 = 1_790_000_000;
 const TILL: u32 = 5;
 
+/// A record to certify: counter, kind, points, balance after, reference.
+type Spec = (u32, TxKind, u32, u32, u32);
+/// Exceptions by class, card and counter.
+type Named = BTreeMap<(String, Option<[u8; 8]>, Option<u32>), usize>;
+
 fn card(n: u8) -> [u8; 8] {
     [0x7E, 0x57, 0xAA, 0, 0, 0, 0, n]
 }
 
 /// A certified record of `card`: counter, kind, points, balance after,
 /// reference.
-fn record(keys: &IssuerKeys, card: [u8; 8], r: (u32, TxKind, u32, u32, u32)) -> LogRecord {
+fn record(keys: &IssuerKeys, card: [u8; 8], r: Spec) -> LogRecord {
     let (counter, kind, amount, balance_after, reference) = r;
     let mut rec = LogRecord {
         counter,
@@ -58,7 +63,7 @@ fn both_backends_name_the_same_exceptions_and_keep_the_same_books() {
     let a = card(1);
     let b = card(2);
     let c = card(3);
-    let history: Vec<([u8; 8], Vec<(u32, TxKind, u32, u32, u32)>)> = vec![
+    let history: Vec<([u8; 8], Vec<Spec>)> = vec![
         (
             a,
             vec![
@@ -103,7 +108,7 @@ fn both_backends_name_the_same_exceptions_and_keep_the_same_books() {
     pg.ingest(&batch, NOW).unwrap();
 
     let classes = |l: &dyn LedgerStore| {
-        let mut m: BTreeMap<(String, Option<[u8; 8]>, Option<u32>), usize> = BTreeMap::new();
+        let mut m = Named::new();
         for e in l.exceptions().unwrap() {
             *m.entry((e.class.as_str().to_owned(), e.card_id, e.counter))
                 .or_default() += 1;
