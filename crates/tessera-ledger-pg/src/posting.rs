@@ -433,6 +433,24 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
         .iter()
         .flat_map(|b| b.records.iter().filter_map(|(_, e)| card_of(e).map(|(c, _)| c)))
         .collect();
+    // An issuer credit to a replacement card moves the points off the card
+    // it replaced, when it posts: that card is locked with the others.
+    let credits: Vec<Vec<u8>> = chain
+        .iter()
+        .flat_map(|b| b.records.iter().filter_map(|(_, e)| card_of(e)))
+        .filter(|(_, r)| r.kind == TxKind::IssuerCredit)
+        .map(|(c, _)| c.to_vec())
+        .collect();
+    if !credits.is_empty() {
+        for r in tx.query(
+            "SELECT old_card FROM card_replacements WHERE new_card = ANY($1)",
+            &[&credits],
+        )? {
+            if let Ok(old) = <[u8; 8]>::try_from(r.get::<_, Vec<u8>>(0)) {
+                cards.push(old);
+            }
+        }
+    }
     cards.sort_unstable();
     cards.dedup();
     // Created when new, then locked, both in card id order (the lock node
@@ -835,6 +853,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     // Refunds posted now (this batch's, and released pending ones), paired
     // with their originals once everything is posted.
     let (mut refunds_c, mut refunds_n): (Vec<Vec<u8>>, Vec<i64>) = (Vec::new(), Vec::new());
+    // Issuer adjustments posted now, paired with what the office issued.
+    let (mut adjusted_c, mut adjusted_n): (Vec<Vec<u8>>, Vec<i64>) = (Vec::new(), Vec::new());
     let mut k = 0;
     while k < recs.len() {
         let card = recs[k].0;
@@ -917,6 +937,10 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 refunds_c.push(card.to_vec());
                 refunds_n.push(i64::from(r.counter));
             }
+            if post && r.kind.is_adjustment() {
+                adjusted_c.push(card.to_vec());
+                adjusted_n.push(i64::from(r.counter));
+            }
             if !post {
                 still_pending += 1;
                 out.pending += 1;
@@ -981,6 +1005,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     }
     refunds_c.extend(up_c.iter().cloned());
     refunds_n.extend(up_n.iter().copied());
+    adjusted_c.extend(up_c.iter().cloned());
+    adjusted_n.extend(up_n.iter().copied());
     if !up_c.is_empty() {
         tx.execute(
             "UPDATE card_transactions t SET status = 'posted', posted_at = $3
@@ -1020,6 +1046,9 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     }
     if !jolts.is_empty() {
         balance_discontinuities(tx, &jolts, terminal, batch_no, now)?;
+    }
+    if !adjusted_c.is_empty() {
+        pair_adjustments(tx, &adjusted_c, &adjusted_n, terminal, batch_no, now)?;
     }
     for (card, rec, seq, last, jump) in &jumps {
         let evidence = serde_json::json!({
@@ -1159,6 +1188,118 @@ fn raise(
             &i64::from(now),
         ],
     )?;
+    Ok(())
+}
+
+/// Pairs the issuer adjustments among the records `(cards[i],
+/// counters[i])`, posted in this transaction, with what the office issued,
+/// as on SQLite: the adjustment of the record's sequence (its reference),
+/// same direction and points, applied once — then marked applied (the
+/// sync feed stops serving it); a replacement's credit moves the points
+/// off the card it replaced (locked by the caller). Otherwise
+/// `adjustment-mismatch`.
+fn pair_adjustments(
+    tx: &mut Transaction<'_>,
+    cards: &[Vec<u8>],
+    counters: &[i64],
+    terminal: i64,
+    batch_no: i64,
+    now: u32,
+) -> Result<(), PgError> {
+    let stored = STORED_RECORD
+        .split(", ")
+        .map(|c| format!("r.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = tx.query(
+        &format!(
+            "SELECT r.card_id, r.seq, a.direction, a.points, a.state, a.applied_counter, a.from_card, {stored}
+             FROM card_transactions r
+             JOIN unnest($1::bytea[], $2::bigint[]) AS k(card_id, counter)
+               ON r.card_id = k.card_id AND r.counter = k.counter
+             LEFT JOIN adjustments a ON a.card_id = r.card_id AND a.seq = r.reference
+             WHERE r.tx_type IN ('issuer-credit', 'issuer-debit')
+             ORDER BY r.card_id, r.counter"
+        ),
+        &[&cards, &counters],
+    )?;
+    // Applied in this transaction: (card, sequence) → counter.
+    let mut applied_now: BTreeMap<(Vec<u8>, i64), i64> = BTreeMap::new();
+    for r in rows {
+        let card: Vec<u8> = r.get(0);
+        let (counter, direction, points, reference): (i64, String, i64, i64) =
+            (r.get(7), r.get(8), r.get(9), r.get(14));
+        let issued: Option<(String, i64, String, Option<i64>)> =
+            r.get::<_, Option<String>>(2).map(|d| (d, r.get(3), r.get(4), r.get(5)));
+        let problem = match &issued {
+            None => Some((
+                "the office never issued this adjustment",
+                serde_json::json!({"seq": reference}),
+            )),
+            Some((d, p, state, applied)) => {
+                let applied = applied_now.get(&(card.clone(), reference)).copied().or(*applied);
+                let state = if applied_now.contains_key(&(card.clone(), reference)) {
+                    "applied"
+                } else {
+                    state.as_str()
+                };
+                let ev = serde_json::json!({"seq": reference, "type": d, "points": p, "state": state, "applied_counter": applied});
+                if *d != direction || *p != points {
+                    Some(("the record is not the adjustment the office issued", ev))
+                } else if state == "applied" && applied != Some(counter) {
+                    Some(("the adjustment was applied twice", ev))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some((why, issued)) = problem {
+            let evidence = serde_json::json!({
+                "seq": r.get::<_, i64>(1),
+                "why": why,
+                "issued": issued,
+                "record": stored_record_json(&r, 7),
+            });
+            raise(
+                tx,
+                "adjustment-mismatch",
+                Some(&card[..]),
+                Some(counter),
+                terminal,
+                batch_no,
+                &evidence,
+                now,
+            )?;
+            continue;
+        }
+        tx.execute(
+            "UPDATE adjustments SET state = 'applied', applied_counter = $3, applied_at = $4
+             WHERE card_id = $1 AND seq = $2",
+            &[&card, &reference, &counter, &i64::from(now)],
+        )?;
+        applied_now.insert((card.clone(), reference), counter);
+        // A replacement: the points leave the replaced card's books now.
+        if let Some(old) = r.get::<_, Option<Vec<u8>>>(6) {
+            let (oh, nh) = (hex::encode_upper(&old), hex::encode_upper(&card));
+            tx.execute(
+                "UPDATE cards SET shadow_balance = shadow_balance - $2 WHERE card_id = $1",
+                &[&old, &points],
+            )?;
+            tx.execute(
+                "INSERT INTO card_postings (card_id, delta, what, other_card, adjustment_seq, posted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6), ($4, 0, $7, $1, $5, $6)",
+                &[
+                    &old,
+                    &-points,
+                    &format!("moved {points} points to card {nh}"),
+                    &card,
+                    &reference,
+                    &i64::from(now),
+                    &format!("received {points} points from card {oh} (adjustment {reference})"),
+                ],
+            )?;
+        }
+    }
     Ok(())
 }
 

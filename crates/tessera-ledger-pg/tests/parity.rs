@@ -155,3 +155,135 @@ fn both_backends_name_the_same_exceptions_and_keep_the_same_books() {
     assert!(pg.card(c).unwrap().unwrap().hotlisted);
     assert_eq!(sqlite.hotlist().unwrap().version, pg.hotlist().unwrap().version);
 }
+
+/// Issuer adjustments issued on SQLite, the books then moved to
+/// PostgreSQL (`copy_ledger`, as `office migrate` does), and the same
+/// batch of adjustment records posted to both: a goodwill credit applied
+/// once (then no longer served by the sync feed), applied twice, one never
+/// issued, and a replacement's credit, which moves the points off the
+/// card it replaced.
+#[test]
+fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
+    use TxKind::{Earn, IssuerCredit, IssuerDebit};
+    let keys = IssuerKeys::test().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("ledger.sqlite");
+    let (d, old, new) = (card(4), card(5), card(6));
+    let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
+    let mut seal = |journal: &mut Journal, recs: &[([u8; 8], Spec)]| {
+        for (id, r) in recs {
+            let rec = record(&keys, *id, *r);
+            journal
+                .append(Entry::from_card_record(EntryKind::Recovered, NOW, id, &rec))
+                .unwrap();
+        }
+        let range = journal.seal_next(NOW).unwrap().unwrap();
+        let mut batch = Vec::new();
+        write_range(journal, &keys.terminal_batch_key(TILL), &range, &mut batch).unwrap();
+        journal.acknowledge(range.batch_no, &range.head, NOW).unwrap();
+        batch
+    };
+
+    // On SQLite: the cards issued, the old card's points, then a goodwill
+    // credit and the replacement issued.
+    let mut sqlite = Ledger::open(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    sqlite.register_terminal(TILL, NOW).unwrap();
+    let customer = sqlite
+        .register_customer(&tessera_ledger::NewCustomer {
+            name: "Test Customer".into(),
+            birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
+            home_city: "Lyon".into(),
+            household: [0; 8],
+            preferences: vec![],
+            tier: 0,
+        })
+        .unwrap();
+    for id in [d, old, new] {
+        sqlite.register_card(id, customer, 1, NOW).unwrap();
+    }
+    sqlite
+        .ingest(&seal(&mut journal, &[(old, (1, Earn, 40, 40, 0))])[..], NOW)
+        .unwrap();
+    let goodwill = sqlite
+        .issue_adjustment(
+            &tessera_ledger::NewAdjustment {
+                card_id: d,
+                points: 30,
+                kind: tessera_ledger::AdjustmentKind::Goodwill,
+                reason: "a late delivery".into(),
+                operator: "test".into(),
+            },
+            NOW,
+        )
+        .unwrap();
+    let replacement = sqlite.replace_card(old, new, "lost", "test", NOW).unwrap();
+    drop(sqlite);
+    let cluster = Cluster::start().unwrap();
+    let mut client = tessera_ledger_pg::connect(cluster.url()).unwrap();
+    tessera_ledger_pg::copy::copy_ledger(&path, &mut client).unwrap();
+    drop(client);
+
+    let batch = seal(
+        &mut journal,
+        &[
+            (d, (1, IssuerCredit, 30, 30, goodwill.seq)),
+            (d, (2, IssuerCredit, 30, 60, goodwill.seq)), // applied twice
+            (d, (3, IssuerDebit, 5, 55, 7)),              // never issued
+            (
+                new,
+                (1, IssuerCredit, 40, 40, replacement.adjustment.as_ref().unwrap().seq),
+            ),
+        ],
+    );
+    let mut sqlite = Ledger::open_existing(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    sqlite.ingest(&batch[..], NOW).unwrap();
+    let mut pg = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
+    pg.ingest(&batch, NOW).unwrap();
+
+    let named = |l: &dyn LedgerStore| {
+        let mut m = Named::new();
+        for e in l.exceptions().unwrap() {
+            *m.entry((e.class.as_str().to_owned(), e.card_id, e.counter))
+                .or_default() += 1;
+        }
+        m
+    };
+    let on_pg = named(&pg);
+    assert_eq!(named(&sqlite), on_pg);
+    assert!(on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(2))));
+    assert!(on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(3))));
+    assert!(!on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(1))));
+    for id in [d, old, new] {
+        let (s, p) = (sqlite.card(id).unwrap().unwrap(), pg.card(id).unwrap().unwrap());
+        assert_eq!(
+            (
+                s.shadow_balance,
+                s.card_balance,
+                s.discrepancy,
+                s.last_counter,
+                s.hotlisted
+            ),
+            (
+                p.shadow_balance,
+                p.card_balance,
+                p.discrepancy,
+                p.last_counter,
+                p.hotlisted
+            ),
+            "card {id:02X?}"
+        );
+    }
+    // The replaced card's points moved to its successor.
+    assert_eq!(pg.card(old).unwrap().unwrap().shadow_balance, 0);
+    assert_eq!(pg.card(new).unwrap().unwrap().shadow_balance, 40);
+    // Applied adjustments are no longer served.
+    let pending = |l: &dyn LedgerStore| {
+        l.pending_adjustments()
+            .unwrap()
+            .iter()
+            .map(|a| (a.card_id, a.seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pending(&sqlite), pending(&pg));
+    assert!(pending(&pg).is_empty());
+}
