@@ -170,7 +170,7 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
     let path = work.path().join("ledger.sqlite");
     let (d, old, new) = (card(4), card(5), card(6));
     let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
-    let mut seal = |journal: &mut Journal, recs: &[([u8; 8], Spec)]| {
+    let seal = |journal: &mut Journal, recs: &[([u8; 8], Spec)]| {
         for (id, r) in recs {
             let rec = record(&keys, *id, *r);
             journal
