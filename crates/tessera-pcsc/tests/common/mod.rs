@@ -108,8 +108,10 @@ impl Pcscd {
 impl Pcscd {
     /// Waits (up to 10 s) until the daemon's process is gone after a
     /// signal: a killed process closes its listening socket only as it is
-    /// torn down, and a client may still connect until then. Returns
-    /// whether it is gone.
+    /// torn down, and a client may still connect until then. Gone means
+    /// reaped, or a zombie with no thread left: pcscd is multi-threaded,
+    /// and its main thread shows as a zombie while the others still hold
+    /// the socket. Returns whether it is gone.
     pub fn wait_gone(&self) -> bool {
         let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -120,7 +122,8 @@ impl Pcscd {
                         .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
                 })
                 .unwrap_or(true);
-            if zombie {
+            let threads = std::fs::read_dir(proc_dir.join("task")).map_or(0, Iterator::count);
+            if zombie && threads <= 1 {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
