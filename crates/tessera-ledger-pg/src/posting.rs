@@ -13,10 +13,12 @@
 //! key version (which moves forward), and the books name header totals
 //! that are not the records', completions copied from another till,
 //! counter jumps, balance discontinuities, refunds that do not pair with
-//! their original and adjustments the office did not issue (`tests/parity.rs`
-//! posts the same batches to both backends). Not ported yet: the points
-//! check of a decision, referral approvals, online authorizations, the
-//! warehouse and the aging of gaps (`docs/scale.md`).
+//! their original, adjustments the office did not issue, and purchase
+//! points that are not what the signed policy and campaigns give (the same
+//! recomputation, `tessera_ledger::points`); `tests/parity.rs` posts the
+//! same batches to both backends. Not ported yet: referral approvals,
+//! online authorizations, the warehouse and the aging of gaps
+//! (`docs/scale.md`).
 //!
 //! **Verification** is the SQLite ledger's: the batch streams through
 //! `BatchReader` (header, hash chain, MAC under the terminal's batch key)
@@ -48,6 +50,8 @@
 //! is held `pending` and posted when the gap closes.
 
 use std::cell::RefCell;
+
+use hex::FromHex as _;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
@@ -140,8 +144,18 @@ impl PgLedger {
     /// # Errors
     /// As [`crate::connect`].
     pub fn open(url: &str, keys: LedgerKeys) -> Result<Self, PgError> {
+        let mut client = crate::connect(url)?;
+        // As the SQLite ledger does at every open: the policy shipped with
+        // Tessera is the office's own (tills without a policy file decide
+        // under it), registered for the points check.
+        let toml = tessera_rules::policy::DEFAULT_POLICY_TOML;
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()).into();
+        client.execute(
+            "INSERT INTO policies (digest, toml, registered_at) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+            &[&&digest[..], &toml],
+        )?;
         Ok(Self {
-            client: RefCell::new(crate::connect(url)?),
+            client: RefCell::new(client),
             url: url.to_owned(),
             keys,
         })
@@ -503,6 +517,7 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
     let head = unhex32(&h.head)?;
     let prev = unhex32(&h.prev_head)?;
     let out = post_records(tx, keys, v, now)?;
+    check_points(tx, v, now)?;
     // The header's totals against the records' (the count the till makes
     // when it seals): genuine (the MAC verified) but not what the records
     // say is named; the records are posted.
@@ -1191,6 +1206,74 @@ fn raise(
             &i64::from(now),
         ],
     )?;
+    Ok(())
+}
+
+/// The points of each approved purchase decision recomputed from the
+/// signed policy and campaign file it names, as on SQLite
+/// (`tessera_ledger::points`): `points-mismatch` when they differ or name a
+/// file the office never registered; when they agree, which campaign or
+/// rule gave which points (`decision_points`).
+fn check_points(tx: &mut Transaction<'_>, v: &Verified, now: u32) -> Result<(), PgError> {
+    let terminal = i64::from(v.header.terminal_id);
+    let batch_no = i64::from(v.header.batch_no);
+    let mut rules = tessera_ledger::points::Rules::default();
+    let mut lines: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (seq, e) in &v.records {
+        if e.kind != EntryKind::Decision {
+            continue;
+        }
+        let (problem, quoted) = rules
+            .check_with(
+                &mut |table, digest| {
+                    Ok(tx
+                        .query_opt(&format!("SELECT toml FROM {table} WHERE digest = $1"), &[&&digest[..]])
+                        .map_err(|e| LedgerError::from(PgError::from(e)))?
+                        .map(|r| r.get(0)))
+                },
+                e,
+            )
+            .map_err(PgError::Refused)?;
+        for (source, points) in quoted {
+            *lines.entry((i64::from(*seq), source)).or_default() += points;
+        }
+        if let Some((why, mut ev)) = problem {
+            if !ev.is_object() {
+                ev = serde_json::json!({});
+            }
+            ev["seq"] = serde_json::json!(seq);
+            ev["why"] = serde_json::json!(why);
+            let card = e.card_id.as_deref().and_then(|c| <[u8; 8]>::from_hex(c).ok());
+            problems.push((card, e.card_counter.map(i64::from), ev));
+        }
+    }
+    for (card, counter, ev) in &problems {
+        raise(
+            tx,
+            "points-mismatch",
+            card.as_ref().map(|c| &c[..]),
+            *counter,
+            terminal,
+            batch_no,
+            ev,
+            now,
+        )?;
+    }
+    if !lines.is_empty() {
+        let (mut seqs, mut sources, mut points) = (Vec::new(), Vec::new(), Vec::new());
+        for ((seq, source), p) in lines {
+            seqs.push(seq);
+            sources.push(source);
+            points.push(p);
+        }
+        tx.execute(
+            "INSERT INTO decision_points (terminal_id, seq, source, points)
+             SELECT $1, s, src, p FROM unnest($2::bigint[], $3::text[], $4::bigint[]) AS l(s, src, p)
+             ON CONFLICT (terminal_id, seq, source) DO UPDATE SET points = decision_points.points + excluded.points",
+            &[&terminal, &seqs, &sources, &points],
+        )?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ mod ingest;
 mod matching;
 pub mod online;
 mod ops;
-mod points;
+pub mod points;
 mod reports;
 mod schema;
 mod types;

@@ -26,14 +26,20 @@ use tessera_settlement::record::{Entry, EntryKind, Verdict};
 use crate::LedgerError;
 
 /// Why a decision's points are not explained, and the evidence.
-pub(crate) type Problem = (&'static str, Value);
+pub type Problem = (&'static str, Value);
 
 /// The lines of a recomputed quote: campaign id or policy rule, points.
-pub(crate) type Lines = Vec<(String, i64)>;
+pub type Lines = Vec<(String, i64)>;
 
-/// Parsed files by digest (`None`: not registered or not parsable).
+/// The registered text of a signed file: the table (`policies` or
+/// `campaign_sets`) and its digest → its TOML, `None` when the office never
+/// registered it. How a backend answers [`Rules::check_with`].
+pub type Registered<'a> = dyn FnMut(&'static str, &[u8; 32]) -> Result<Option<String>, LedgerError> + 'a;
+
+/// The points check of purchase decisions (module docs), for one batch:
+/// the files parsed by digest (`None`: not registered or not parsable).
 #[derive(Default)]
-pub(crate) struct Rules {
+pub struct Rules {
     policies: HashMap<[u8; 32], Option<Arc<Policy>>>,
     campaigns: HashMap<[u8; 32], Option<Arc<CampaignSet>>>,
 }
@@ -87,7 +93,7 @@ fn digest_of(hex_digest: &str) -> Option<[u8; 32]> {
     hex::decode_to_slice(hex_digest, &mut d).ok().map(|()| d)
 }
 
-fn stored(conn: &Connection, table: &str, digest: &[u8; 32]) -> Result<Option<String>, LedgerError> {
+fn stored(conn: &Connection, table: &'static str, digest: &[u8; 32]) -> Result<Option<String>, LedgerError> {
     Ok(conn
         .prepare_cached(&format!("SELECT toml FROM {table} WHERE digest = ?1"))?
         .query_row([&digest[..]], |r| r.get(0))
@@ -101,13 +107,30 @@ impl Rules {
     /// then also the recomputed quote's lines (campaign id or
     /// `policy.category` / `policy.tier`, points), empty otherwise.
     pub(crate) fn check(&mut self, conn: &Connection, e: &Entry) -> Result<(Option<Problem>, Lines), LedgerError> {
-        match self.check_lines(conn, e)? {
+        self.check_with(&mut |table, digest| stored(conn, table, digest), e)
+    }
+
+    /// [`Rules::check`] on any backend: `registered` answers which files
+    /// the office signed.
+    ///
+    /// # Errors
+    /// What `registered` fails with.
+    pub fn check_with(
+        &mut self,
+        registered: &mut Registered<'_>,
+        e: &Entry,
+    ) -> Result<(Option<Problem>, Lines), LedgerError> {
+        match self.check_lines(registered, e)? {
             Ok(lines) => Ok((None, lines)),
             Err(problem) => Ok((Some(problem), Vec::new())),
         }
     }
 
-    fn check_lines(&mut self, conn: &Connection, e: &Entry) -> Result<Result<Lines, Problem>, LedgerError> {
+    fn check_lines(
+        &mut self,
+        registered: &mut Registered<'_>,
+        e: &Entry,
+    ) -> Result<Result<Lines, Problem>, LedgerError> {
         if e.kind != EntryKind::Decision || e.verdict != Some(Verdict::Approve) || e.tx_type.as_deref() != Some("earn")
         {
             return Ok(Ok(Vec::new()));
@@ -142,7 +165,7 @@ impl Rules {
             )));
         };
         if let std::collections::hash_map::Entry::Vacant(slot) = self.policies.entry(pd) {
-            let text = stored(conn, "policies", &pd)?;
+            let text = registered("policies", &pd)?;
             slot.insert(parse_cached(
                 &pd,
                 text,
@@ -157,7 +180,7 @@ impl Rules {
                 None => None,
                 Some(cd) => {
                     if let std::collections::hash_map::Entry::Vacant(slot) = self.campaigns.entry(cd) {
-                        let text = stored(conn, "campaign_sets", &cd)?;
+                        let text = registered("campaign_sets", &cd)?;
                         slot.insert(parse_cached(
                             &cd,
                             text,
