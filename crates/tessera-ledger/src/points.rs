@@ -110,8 +110,9 @@ impl Rules {
         self.check_with(&mut |table, digest| stored(conn, table, digest), e)
     }
 
-    /// [`Rules::check`] on any backend: `registered` answers which files
-    /// the office signed.
+    /// The check of one entry on any backend: the problem with an approved
+    /// purchase decision's points, if any, and the recomputed quote's lines
+    /// otherwise; `registered` answers which files the office signed.
     ///
     /// # Errors
     /// What `registered` fails with.
