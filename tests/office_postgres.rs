@@ -386,7 +386,8 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
         bundle_path.to_str().unwrap(),
         "--plain-http",
     ]);
-    let mut child = Command::new("bash")
+    let log = work.path().join("serve.log");
+    let child = Command::new("bash")
         .arg(tessera_ledger_pg::cluster::scripts_dir().join("office-postgres.sh"))
         .arg(&dir)
         .args(["--plain-http", "--listen", "127.0.0.1:0"])
@@ -394,16 +395,11 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
         .env_remove("TESSERA_POSTGRES")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let stop_cluster = |pg: &Path| {
-        let _ = Command::new("bash")
-            .arg(tessera_ledger_pg::cluster::scripts_dir().join("pg-down.sh"))
-            .args(["--dir", pg.to_str().unwrap()])
-            .output();
-    };
-    let stdout = child.stdout.take().unwrap();
+    let mut office = ScriptOffice { child, pg: pg.clone() };
+    let stdout = office.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -419,12 +415,10 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
                     break a.to_owned();
                 }
             }
-            Err(_) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                stop_cluster(&pg);
-                panic!("the office did not start: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            Err(_) => panic!(
+                "the office did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
         }
     };
     // A local cluster of its own, and the books moved there.
@@ -474,7 +468,23 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     assert_eq!(settled, [(hex::encode_upper(st.card_id), 3)]);
     assert!(!feed.settled[0].issuer_macs.is_empty());
 
-    let _ = child.kill();
-    let _ = child.wait();
-    stop_cluster(&pg);
+    drop(office);
+}
+
+/// The script's office server and the cluster it started: stopped when
+/// dropped, a failing test included.
+struct ScriptOffice {
+    child: std::process::Child,
+    pg: PathBuf,
+}
+
+impl Drop for ScriptOffice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("bash")
+            .arg(tessera_ledger_pg::cluster::scripts_dir().join("pg-down.sh"))
+            .args(["--dir", self.pg.to_str().unwrap()])
+            .output();
+    }
 }
