@@ -13,10 +13,11 @@
 //! key version (which moves forward), and the books name header totals
 //! that are not the records', completions copied from another till,
 //! counter jumps, balance discontinuities, refunds that do not pair with
-//! their original, adjustments the office did not issue, and purchase
-//! points that are not what the signed policy and campaigns give (the same
-//! recomputation, `tessera_ledger::points`); `tests/parity.rs` posts the
-//! same batches to both backends. Not ported yet: referral approvals,
+//! their original, adjustments the office did not issue, purchase points
+//! that are not what the signed policy and campaigns give (the same
+//! recomputation, `tessera_ledger::points`) and voids the card contradicts;
+//! `tests/parity.rs` posts the same batches to both backends. Not ported
+//! yet: referral approvals,
 //! online authorizations, the warehouse and the aging of gaps
 //! (`docs/scale.md`).
 //!
@@ -450,6 +451,19 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
         .iter()
         .flat_map(|b| b.records.iter().filter_map(|(_, e)| card_of(e).map(|(c, _)| c)))
         .collect();
+    // The cards the records post to get their row when new.
+    let mut new_rows: Vec<Vec<u8>> = cards.iter().map(|c| c.to_vec()).collect();
+    new_rows.sort_unstable();
+    new_rows.dedup();
+    // A void names the card whose record it contradicts: locked too (when
+    // the books know it).
+    cards.extend(chain.iter().flat_map(|b| {
+        b.records.iter().filter_map(|(_, e)| {
+            (e.kind == EntryKind::Void)
+                .then(|| e.card_id.as_deref().and_then(|c| <[u8; 8]>::from_hex(c).ok()))
+                .flatten()
+        })
+    }));
     // An issuer credit to a replacement card moves the points off the card
     // it replaced, when it posts: that card is locked with the others.
     let credits: Vec<Vec<u8>> = chain
@@ -475,7 +489,7 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
     let ids: Vec<Vec<u8>> = cards.iter().map(|c| c.to_vec()).collect();
     tx.execute(
         "INSERT INTO cards (card_id) SELECT c FROM unnest($1::bytea[]) AS c ORDER BY c ON CONFLICT DO NOTHING",
-        &[&ids],
+        &[&new_rows],
     )?;
     tx.query(
         "SELECT card_id FROM cards WHERE card_id = ANY($1) ORDER BY card_id FOR UPDATE",
@@ -567,12 +581,13 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
     )?;
     // This batch's records (their cards are locked), against what the
     // origins' chains hold now.
-    match_records(
+    let voided = match_records(
         tx,
         "t.terminal_id = $1 AND t.batch_no = $2",
         &[&terminal, &batch_no],
         now,
     )?;
+    contradicted_voids(tx, v, &voided, now)?;
     Ok(out)
 }
 
@@ -1096,7 +1111,7 @@ fn match_records(
     scope: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
     now: u32,
-) -> Result<(), PgError> {
+) -> Result<Vec<(Vec<u8>, i64)>, PgError> {
     let sql = format!(
         "WITH c AS (
              SELECT t.card_id, t.counter, t.origin_terminal, t.origin_seq, t.tx_type, t.points, t.terminal_id,
@@ -1111,18 +1126,44 @@ fn match_records(
                                    SELECT 1 FROM terminal_records v WHERE v.kind = 'void' AND v.card_id = c.card_id
                                    AND v.card_counter = c.counter AND v.terminal_id = c.origin_terminal
                                    AND v.origin_seq = c.origin_seq)
-                               THEN 'orphan' ELSE 'matched' END
+                               THEN 'voided' ELSE 'matched' END
                           ELSE 'orphan' END
                  WHEN o.terminal_id IS NULL OR o.revoked_at IS NOT NULL OR c.origin_seq <= o.last_seq THEN 'orphan'
                  ELSE 'awaiting' END AS state
              FROM c LEFT JOIN terminal_records d ON d.terminal_id = c.origin_terminal AND d.seq = c.origin_seq
                     LEFT JOIN terminals o ON o.terminal_id = c.origin_terminal)
-         UPDATE card_transactions t SET decision = m.state FROM m
+         UPDATE card_transactions t SET decision = CASE WHEN m.state = 'voided' THEN 'orphan' ELSE m.state END
+         FROM m
          WHERE t.card_id = m.card_id AND t.counter = m.counter AND m.state <> 'awaiting'
          RETURNING t.card_id, t.counter, m.state, m.origin_terminal, m.origin_seq, m.terminal_id, m.batch_no,
                    t.tx_type, t.points, t.seq"
     );
+    let mut voided = Vec::new();
     for r in tx.query(&sql, params)? {
+        if r.get::<_, &str>(2) == "voided" {
+            // The decision that allowed it was journaled void by its till,
+            // and the card certified it: its points are not explained.
+            let evidence = serde_json::json!({
+                "seq": r.get::<_, i64>(9),
+                "why": "the till journaled this decision void; the card certified it",
+                "origin_terminal": r.get::<_, i64>(3),
+                "origin_seq": r.get::<_, i64>(4),
+            });
+            let card: Vec<u8> = r.get(0);
+            let counter: i64 = r.get(1);
+            raise(
+                tx,
+                "void-contradicted",
+                Some(&card[..]),
+                Some(counter),
+                r.get(5),
+                r.get(6),
+                &evidence,
+                now,
+            )?;
+            voided.push((card, counter));
+            continue;
+        }
         if r.get::<_, &str>(2) != "orphan" {
             continue;
         }
@@ -1147,6 +1188,60 @@ fn match_records(
                 &evidence.to_string(),
                 &i64::from(now),
             ],
+        )?;
+    }
+    Ok(voided)
+}
+
+/// The voids of this batch the card contradicts, as on SQLite: the card's
+/// certified record of that very decision is in the books already, so its
+/// points are not explained (`orphan`) and `void-contradicted` is raised —
+/// once: a record whose match in this transaction met the void raised it
+/// already (`voided`). The voids' cards are locked by the caller.
+fn contradicted_voids(
+    tx: &mut Transaction<'_>,
+    v: &Verified,
+    voided: &[(Vec<u8>, i64)],
+    now: u32,
+) -> Result<(), PgError> {
+    let terminal = i64::from(v.header.terminal_id);
+    let batch_no = i64::from(v.header.batch_no);
+    for (seq, e) in &v.records {
+        let (EntryKind::Void, Some(card), Some(counter), Some(origin)) = (
+            e.kind,
+            e.card_id.as_deref().and_then(|c| <[u8; 8]>::from_hex(c).ok()),
+            e.card_counter,
+            e.origin_seq,
+        ) else {
+            continue;
+        };
+        let counter = i64::from(counter);
+        let certified = tx
+            .query_opt(
+                "UPDATE card_transactions SET decision = 'orphan'
+                 WHERE card_id = $1 AND counter = $2 AND origin_terminal = $3 AND origin_seq = $4
+                 RETURNING counter",
+                &[&&card[..], &counter, &terminal, &i64::from(origin)],
+            )?
+            .is_some();
+        if !certified || voided.iter().any(|(c, n)| c[..] == card[..] && *n == counter) {
+            continue;
+        }
+        let evidence = serde_json::json!({
+            "seq": seq,
+            "why": "the till journaled this decision void; the card certified it",
+            "origin_terminal": terminal,
+            "origin_seq": origin,
+        });
+        raise(
+            tx,
+            "void-contradicted",
+            Some(&card[..]),
+            Some(counter),
+            terminal,
+            batch_no,
+            &evidence,
+            now,
         )?;
     }
     Ok(())

@@ -6,7 +6,7 @@
 //! chosen to break the books' rules, recovered into a till's journal:
 //! refunds within and beyond their original, of the wrong kind, of an
 //! original the books never saw, refunded twice; a counter far beyond the
-//! last posted one; balances that do not follow on from the card's
+//! last posted one; a void of a decision the card certified; balances that do not follow on from the card's
 //! previous one (a refund beyond its original leaves the card at 0, not
 //! at −20).
 
@@ -94,6 +94,13 @@ fn both_backends_name_the_same_exceptions_and_keep_the_same_books() {
                 .unwrap();
         }
     }
+    // The till journals void the decision behind card a's first record,
+    // which the card certified: contradicted.
+    let mut void = Entry::new(EntryKind::Void, NOW);
+    void.card_id = Some(hex::encode_upper(a));
+    void.card_counter = Some(1);
+    void.origin_seq = Some(1_001);
+    journal.append(void).unwrap();
     let range = journal.seal_next(NOW).unwrap().unwrap();
     let mut batch = Vec::new();
     write_range(&journal, &keys.terminal_batch_key(TILL), &range, &mut batch).unwrap();
@@ -126,6 +133,7 @@ fn both_backends_name_the_same_exceptions_and_keep_the_same_books() {
     assert!(!named("refund-mismatch", a, 2));
     assert!(named("duplicate-refund", b, 3));
     assert!(named("counter-jump", c, 500));
+    assert!(named("void-contradicted", a, 1));
     assert!(named("balance-discontinuity", a, 3));
     assert!(named("balance-discontinuity", b, 3));
     for id in [a, b, c] {
@@ -291,7 +299,9 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
 /// A till's purchases, honest, and a copy of one decision with its points
 /// edited in another till's journal: on both backends the honest points
 /// are recomputed from the policy shipped with Tessera and explained line
-/// by line (`decision_points`), and the edited ones are `points-mismatch`.
+/// by line (`decision_points`), and the edited ones are `points-mismatch`;
+/// a decision the till voids in the same batch as the card's certified
+/// record of it is `void-contradicted` on both.
 #[test]
 fn purchase_points_are_recomputed_the_same_on_both_backends() {
     use tessera_crypto::rng::Rng;
@@ -336,6 +346,22 @@ fn purchase_points_are_recomputed_the_same_on_both_backends() {
     for minor in [1_250u64, 9_990, 30_000] {
         till.tap(&mut sim).unwrap().purchase(minor, &[]).unwrap();
     }
+    // The till then journals the second purchase's decision void, in the
+    // same batch as the card's certified record of it: contradicted.
+    let second = till
+        .journal()
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.kind == EntryKind::Completion)
+        .nth(1)
+        .unwrap()
+        .entry;
+    let mut void = Entry::new(EntryKind::Void, NOW);
+    void.card_id = second.card_id.clone();
+    void.card_counter = second.card_counter;
+    void.origin_seq = second.origin_seq;
+    till.journal_mut().append(void).unwrap();
     let honest = {
         let j = till.journal_mut();
         let range = j.seal_next(NOW).unwrap().unwrap();
@@ -387,6 +413,10 @@ fn purchase_points_are_recomputed_the_same_on_both_backends() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(mismatches, 1, "{on_pg:?}");
+    assert!(
+        on_pg.contains_key(&("void-contradicted".to_owned(), Some(id), second.card_counter)),
+        "{on_pg:?}"
+    );
     // The honest decisions' points, line by line, the same on both.
     let db = rusqlite::Connection::open(work.path().join("ledger.sqlite")).unwrap();
     let mut stmt = db
