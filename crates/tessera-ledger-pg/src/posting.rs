@@ -823,7 +823,14 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 "journaled_origin_seq": origin,
                 "record": record_json(rec),
             });
-            raise_card(tx, "misattributed", card, rec, terminal, batch_no, &evidence, now)?;
+            raise_on(
+                tx,
+                "misattributed",
+                &card[..],
+                i64::from(rec.counter),
+                (terminal, batch_no, now),
+                &evidence,
+            )?;
         }
     }
     let moved: Vec<_> = versions.iter().filter(|(_, v)| v.3).collect();
@@ -1092,7 +1099,14 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             "record": record_json(rec),
             "action": "hotlisted",
         });
-        raise_card(tx, "counter-jump", card, rec, terminal, batch_no, &evidence, now)?;
+        raise_on(
+            tx,
+            "counter-jump",
+            &card[..],
+            i64::from(rec.counter),
+            (terminal, batch_no, now),
+            &evidence,
+        )?;
         hotlist_card(tx, card, "counter jump", now)?;
     }
     Ok(out)
@@ -1151,15 +1165,13 @@ fn match_records(
             });
             let card: Vec<u8> = r.get(0);
             let counter: i64 = r.get(1);
-            raise(
+            raise_on(
                 tx,
                 "void-contradicted",
-                Some(&card[..]),
-                Some(counter),
-                r.get(5),
-                r.get(6),
+                &card[..],
+                counter,
+                (r.get(5), r.get(6), now),
                 &evidence,
-                now,
             )?;
             voided.push((card, counter));
             continue;
@@ -1177,18 +1189,8 @@ fn match_records(
             "points": r.get::<_, i64>(8),
             "held_at_origin": null,
         });
-        tx.execute(
-            "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
-             VALUES ('orphan', $1, $2, $3, $4, $5, $6)",
-            &[
-                &r.get::<_, Vec<u8>>(0),
-                &r.get::<_, i64>(1),
-                &r.get::<_, i64>(5),
-                &r.get::<_, i64>(6),
-                &evidence.to_string(),
-                &i64::from(now),
-            ],
-        )?;
+        let card: Vec<u8> = r.get(0);
+        raise_on(tx, "orphan", &card, r.get(1), (r.get(5), r.get(6), now), &evidence)?;
     }
     Ok(voided)
 }
@@ -1233,15 +1235,13 @@ fn contradicted_voids(
             "origin_terminal": terminal,
             "origin_seq": origin,
         });
-        raise(
+        raise_on(
             tx,
             "void-contradicted",
-            Some(&card[..]),
-            Some(counter),
-            terminal,
-            batch_no,
+            &card[..],
+            counter,
+            (terminal, batch_no, now),
             &evidence,
-            now,
         )?;
     }
     Ok(())
@@ -1260,20 +1260,14 @@ fn exception(
         "counter": rec.counter, "type": rec.kind.name(), "points": rec.amount,
         "balance_after": rec.balance_after, "certificate": hex::encode_upper(rec.certificate),
     });
-    tx.execute(
-        "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &class,
-            &&card[..],
-            &i64::from(rec.counter),
-            &terminal,
-            &batch_no,
-            &evidence.to_string(),
-            &i64::from(now),
-        ],
-    )?;
-    Ok(())
+    raise_on(
+        tx,
+        class,
+        &card[..],
+        i64::from(rec.counter),
+        (terminal, batch_no, now),
+        &evidence,
+    )
 }
 
 /// Records an exception with its evidence.
@@ -1387,11 +1381,7 @@ fn pair_adjustments(
     batch_no: i64,
     now: u32,
 ) -> Result<(), PgError> {
-    let stored = STORED_RECORD
-        .split(", ")
-        .map(|c| format!("r.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let stored = stored_columns("r");
     let rows = tx.query(
         &format!(
             "SELECT r.card_id, r.seq, a.direction, a.points, a.state, a.applied_counter, a.from_card, {stored}
@@ -1441,15 +1431,13 @@ fn pair_adjustments(
                 "issued": issued,
                 "record": stored_record_json(&r, 7),
             });
-            raise(
+            raise_on(
                 tx,
                 "adjustment-mismatch",
-                Some(&card[..]),
-                Some(counter),
-                terminal,
-                batch_no,
+                &card[..],
+                counter,
+                (terminal, batch_no, now),
                 &evidence,
-                now,
             )?;
             continue;
         }
@@ -1528,15 +1516,13 @@ fn balance_discontinuities(
             "unexplained": j.found - expected,
             "record": record,
         });
-        raise(
+        raise_on(
             tx,
             "balance-discontinuity",
-            Some(&j.card[..]),
-            Some(j.counter),
-            terminal,
-            batch_no,
+            &j.card[..],
+            j.counter,
+            (terminal, batch_no, now),
             &evidence,
-            now,
         )?;
         tx.execute(
             "UPDATE cards SET discrepancy = discrepancy + $2, flagged = 1 WHERE card_id = $1",
@@ -1552,6 +1538,15 @@ fn balance_discontinuities(
 /// The columns of a stored card record that [`stored_record_json`] reads.
 const STORED_RECORD: &str =
     "counter, tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate, online";
+
+/// The [`STORED_RECORD`] columns of the table aliased `alias`.
+fn stored_columns(alias: &str) -> String {
+    STORED_RECORD
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A stored card record (the [`STORED_RECORD`] columns from `at` on) as
 /// `tessera_ledger::record_json` shows it.
@@ -1587,11 +1582,7 @@ fn pair_refunds(
     batch_no: i64,
     now: u32,
 ) -> Result<(), PgError> {
-    let stored = STORED_RECORD
-        .split(", ")
-        .map(|c| format!("r.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let stored = stored_columns("r");
     let rows = tx.query(
         &format!(
             "SELECT r.card_id, r.seq, o.tx_type, o.points,
@@ -1631,42 +1622,23 @@ fn pair_refunds(
             "record": record,
         });
         let card: Vec<u8> = r.get(0);
-        raise(
-            tx,
-            class,
-            Some(&card[..]),
-            Some(counter),
-            terminal,
-            batch_no,
-            &evidence,
-            now,
-        )?;
+        raise_on(tx, class, &card[..], counter, (terminal, batch_no, now), &evidence)?;
     }
     Ok(())
 }
 
-/// Records an exception about one card record.
-#[allow(clippy::too_many_arguments)]
-fn raise_card(
+/// Records an exception about one card record of a batch (`at`: the
+/// batch's terminal and number, and the time).
+fn raise_on(
     tx: &mut Transaction<'_>,
     class: &str,
-    card: &CardId,
-    rec: &LogRecord,
-    terminal: i64,
-    batch_no: i64,
+    card: &[u8],
+    counter: i64,
+    at: (i64, i64, u32),
     evidence: &serde_json::Value,
-    now: u32,
 ) -> Result<(), PgError> {
-    raise(
-        tx,
-        class,
-        Some(&card[..]),
-        Some(i64::from(rec.counter)),
-        terminal,
-        batch_no,
-        evidence,
-        now,
-    )
+    let (terminal, batch_no, now) = at;
+    raise(tx, class, Some(card), Some(counter), terminal, batch_no, evidence, now)
 }
 
 /// Puts a card on the hotlist, moving the published version on when it

@@ -31,6 +31,16 @@ type Spec = (u32, TxKind, u32, u32, u32);
 /// Exceptions by class, card and counter.
 type Named = BTreeMap<(String, Option<[u8; 8]>, Option<u32>), usize>;
 
+/// A backend's exceptions, counted by class, card and counter.
+fn named_by(l: &dyn LedgerStore) -> Named {
+    let mut m = Named::new();
+    for e in l.exceptions().unwrap() {
+        *m.entry((e.class.as_str().to_owned(), e.card_id, e.counter))
+            .or_default() += 1;
+    }
+    m
+}
+
 fn card(n: u8) -> [u8; 8] {
     [0x7E, 0x57, 0xAA, 0, 0, 0, 0, n]
 }
@@ -114,14 +124,7 @@ fn both_backends_name_the_same_exceptions_and_keep_the_same_books() {
     pg.register_terminal(TILL, NOW).unwrap();
     pg.ingest(&batch, NOW).unwrap();
 
-    let classes = |l: &dyn LedgerStore| {
-        let mut m = Named::new();
-        for e in l.exceptions().unwrap() {
-            *m.entry((e.class.as_str().to_owned(), e.card_id, e.counter))
-                .or_default() += 1;
-        }
-        m
-    };
+    let classes = named_by;
     let (on_sqlite, on_pg) = (classes(&sqlite), classes(&pg));
     assert_eq!(on_sqlite, on_pg);
     // The rules each record breaks, named on both.
@@ -248,14 +251,7 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
     let mut pg = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
     pg.ingest(&batch, NOW).unwrap();
 
-    let named = |l: &dyn LedgerStore| {
-        let mut m = Named::new();
-        for e in l.exceptions().unwrap() {
-            *m.entry((e.class.as_str().to_owned(), e.card_id, e.counter))
-                .or_default() += 1;
-        }
-        m
-    };
+    let named = named_by;
     let on_pg = named(&pg);
     assert_eq!(named(&sqlite), on_pg);
     assert!(on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(2))));
@@ -397,14 +393,7 @@ fn purchase_points_are_recomputed_the_same_on_both_backends() {
         sqlite.ingest(&b[..], NOW).unwrap();
         pg.ingest(b, NOW).unwrap();
     }
-    let named = |l: &dyn LedgerStore| {
-        let mut m = Named::new();
-        for e in l.exceptions().unwrap() {
-            *m.entry((e.class.as_str().to_owned(), e.card_id, e.counter))
-                .or_default() += 1;
-        }
-        m
-    };
+    let named = named_by;
     let on_pg = named(&pg);
     assert_eq!(named(&sqlite), on_pg);
     let mismatches: usize = on_pg
