@@ -584,17 +584,12 @@ fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
 fn serve(a: &ServeArgs) -> Result<(), Failure> {
     let dir = &a.office.dir;
     let office = OfficeDir::new(dir);
-    let on_postgres = office.postgres_url().map_err(office_err)?.is_some();
-    let (keys, books) = if on_postgres || a.postgres {
-        if a.postgres_connections == 0 {
-            return Err(Failure::usage("--postgres-connections is at least 1"));
-        }
-        office.open_postgres(a.postgres_connections).map_err(office_err)?
-    } else {
-        // Never serve on books that disagree with their own postings.
-        let (keys, ledger) = office.open_for_serving().map_err(office_err)?;
-        (keys, ledger.into())
-    };
+    if a.postgres_connections == 0 {
+        return Err(Failure::usage("--postgres-connections is at least 1"));
+    }
+    let (keys, books) = office
+        .open_books(a.postgres, a.postgres_connections)
+        .map_err(office_err)?;
     let transport = if a.plain_http {
         if !a.listen.ip().is_loopback() {
             return Err(Failure::usage(format!(

@@ -999,6 +999,27 @@ impl OfficeDir {
         Ok(Some(url))
     }
 
+    /// The office's keys and its books, for serving, wherever they are:
+    /// on PostgreSQL once they moved there ([`OfficeDir::open_postgres`]),
+    /// else the SQLite ledger ([`OfficeDir::open_for_serving`]: books that
+    /// disagree with their postings are never served). `postgres` refuses
+    /// to serve books that never moved.
+    ///
+    /// # Errors
+    /// Those of the two; [`OfficeDirError::BooksNotOnPostgres`] with
+    /// `postgres` when the books are in the SQLite ledger.
+    pub fn open_books(
+        &self,
+        postgres: bool,
+        connections: usize,
+    ) -> Result<(IssuerKeys, crate::server::Books), OfficeDirError> {
+        if postgres || self.postgres_url()?.is_some() {
+            return self.open_postgres(connections);
+        }
+        let (keys, ledger) = self.open_for_serving()?;
+        Ok((keys, ledger.into()))
+    }
+
     /// The office's keys and its books on PostgreSQL, for serving
     /// (`office serve --postgres`): the database named in [`BOOKS_FILE`],
     /// reachable and migrated to this code's schema, served through at most
