@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tessera_ledger::LedgerError;
+use tessera_ledger::{LedgerError, Warehouse as _};
 use tessera_office::analytics;
 use tessera_office::reports::{self, View};
 

@@ -590,7 +590,7 @@ fn process(
             }
             // The warehouse, over the rows this batch touched.
             if let Some(zone) = wh {
-                crate::wh_build::maintain(&tx, zone)?;
+                crate::wh_build::maintain(&*tx, zone)?;
             }
             tx.commit()?;
             let ack = Ack::new(key, tid, header.batch_no, &header.head, AckStatus::Posted);

@@ -11,6 +11,7 @@
 
 mod adjust;
 pub mod approvals;
+pub mod db;
 mod error;
 mod ingest;
 mod matching;
@@ -36,6 +37,7 @@ use tessera_protocol::messages::CardId;
 use tessera_protocol::profile::MAX_PROFILE_BLOB;
 use tessera_rules::policy::Hotlist;
 
+pub use db::{SqlRow, SqlValue, WarehouseDb};
 pub use error::{from_batch, LedgerError};
 pub use ingest::{record_json, VerifiedBatch};
 pub use online::{OnlineAuthorization, OnlinePolicy, OnlineQuery, OnlineVerdict};
@@ -43,7 +45,7 @@ pub use ops::{AuditAnchor, CustomerQuery, HotlistChange, HotlistEntry, Store, Te
 pub use schema::SCHEMA_VERSION;
 pub use warehouse::{
     CampaignCard, CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, HouseholdRow, Period, PointsPeriodRow,
-    PurchaseRow, StorePeriodRow,
+    PurchaseRow, StorePeriodRow, Warehouse,
 };
 
 /// One item of a sync feed a terminal acknowledged writing
@@ -1215,15 +1217,6 @@ impl Ledger {
     /// A storage error.
     pub fn liability(&self, minor_units_per_point: u64) -> Result<LiabilityReport, LedgerError> {
         reports::liability(&self.conn, minor_units_per_point)
-    }
-
-    /// Visit frequency, recency, favourite store and RFM segment per
-    /// customer (and per anonymous card), as of `now`.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn customers_report(&self, now: u32) -> Result<CustomersReport, LedgerError> {
-        reports::customers(&self.conn, now)
     }
 
     /// Registers the exact text of a till policy the office signed

@@ -423,7 +423,7 @@ pub(crate) fn segment_key(segment: tessera_analytics::rfm::Segment) -> String {
 }
 
 /// The customers report as of `now`.
-pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, LedgerError> {
+pub(crate) fn customers(db: &dyn crate::db::WarehouseDb, now: u32) -> Result<CustomersReport, LedgerError> {
     // Issuer adjustments are no visits: they stay out of frequency and
     // recency.
     // Key: Ok(customer id) or Err(card hex) for anonymous cards.
@@ -433,7 +433,11 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
     // the share of the points refunded; the store is the one the deciding
     // till was assigned to when the decision posted (else the till's store
     // now, else the till itself).
-    let mut stmt = conn.prepare(
+    // One row per transaction and category of its decision (the
+    // categories of purchases only), in card and counter order: a
+    // transaction's rows are adjacent, and counted once.
+    let mut last: Option<(Vec<u8>, i64)> = None;
+    db.each(
         "SELECT c.card_id, c.customer_id, k.name, t.card_time, t.tx_type, t.points,
                 CASE WHEN t.tx_type = 'earn' THEN d.purchase_minor
                      WHEN t.tx_type = 'refund-earn' THEN (
@@ -443,64 +447,75 @@ pub(crate) fn customers(conn: &Connection, now: u32) -> Result<CustomersReport, 
                              AND od.card_counter = o.counter
                          WHERE o.card_id = t.card_id AND o.counter = t.reference AND o.tx_type = 'earn'
                              AND o.points > 0) END,
-                t.origin_terminal, s.store_id, s.name, d.terminal_id, d.seq
+                t.origin_terminal, s.store_id, s.name, t.counter, dc.category, dc.amount_minor
          FROM card_transactions t JOIN cards c ON c.card_id = t.card_id
          LEFT JOIN customers k ON k.customer_id = c.customer_id
          LEFT JOIN terminal_records d ON d.terminal_id = t.origin_terminal AND d.seq = t.origin_seq
              AND d.kind = 'decision' AND d.verdict = 'approve' AND d.card_id = t.card_id AND d.card_counter = t.counter
          LEFT JOIN terminals m ON m.terminal_id = t.origin_terminal
          LEFT JOIN stores s ON s.store_id = COALESCE(d.store_id, m.store_id)
+         LEFT JOIN decision_categories dc ON t.tx_type = 'earn' AND dc.terminal_id = d.terminal_id
+             AND dc.seq = d.seq
          WHERE t.status = 'posted' AND t.tx_type NOT IN ('issuer-credit', 'issuer-debit')
-         ORDER BY c.card_id, t.counter",
-    )?;
-    let mut categories = conn
-        .prepare_cached("SELECT category, amount_minor FROM decision_categories WHERE terminal_id = ?1 AND seq = ?2")?;
-    let mut q = stmt.query([])?;
-    while let Some(r) = q.next()? {
-        let card = hex::encode_upper(r.get::<_, Vec<u8>>(0)?);
-        let customer: Option<u64> = r.get(1)?;
-        let key = customer.ok_or_else(|| card.clone());
-        let a = aggs.entry(key).or_insert_with(|| Agg {
-            first: u32::MAX,
-            ..Agg::default()
-        });
-        if a.cards.last() != Some(&card) {
-            a.cards.push(card);
-        }
-        a.name = r.get(2)?;
-        let time: u32 = r.get(3)?;
-        let ty: String = r.get(4)?;
-        let points: i64 = r.get(5)?;
-        let money: i64 = r.get::<_, Option<i64>>(6)?.unwrap_or(0);
-        a.transactions += 1;
-        a.days.insert(time / DAY);
-        a.first = a.first.min(time);
-        a.last = a.last.max(time);
-        match ty.as_str() {
-            "earn" => {
-                a.earned += points;
-                a.spend += money;
-                if let (Some(tid), Some(seq)) = (r.get::<_, Option<u32>>(10)?, r.get::<_, Option<u32>>(11)?) {
-                    let mut c = categories.query(params![tid, seq])?;
-                    while let Some(row) = c.next()? {
-                        *a.categories.entry(row.get(0)?).or_insert(0) += row.get::<_, i64>(1)?;
+         ORDER BY c.card_id, t.counter, dc.category",
+        &[],
+        &mut |r| {
+            let card_id = r.blob(0)?;
+            let counter = r.i64(10)?;
+            let customer: Option<u64> = r.opt_int(1)?;
+            let again = last.as_ref().is_some_and(|(c, n)| *c == card_id && *n == counter);
+            if again {
+                // Another category of the same purchase.
+                let card = hex::encode_upper(&card_id);
+                let key = customer.ok_or(card);
+                if let (Some(a), Some(cat)) = (aggs.get_mut(&key), r.opt_text(11)?) {
+                    *a.categories.entry(cat).or_insert(0) += r.opt_i64(12)?.unwrap_or(0);
+                }
+                return Ok(());
+            }
+            last = Some((card_id.clone(), counter));
+            let card = hex::encode_upper(&card_id);
+            let key = customer.ok_or_else(|| card.clone());
+            let a = aggs.entry(key).or_insert_with(|| Agg {
+                first: u32::MAX,
+                ..Agg::default()
+            });
+            if a.cards.last() != Some(&card) {
+                a.cards.push(card);
+            }
+            a.name = r.opt_text(2)?;
+            let time: u32 = r.int(3)?;
+            let ty: String = r.text(4)?;
+            let points: i64 = r.i64(5)?;
+            let money: i64 = r.opt_i64(6)?.unwrap_or(0);
+            a.transactions += 1;
+            a.days.insert(time / DAY);
+            a.first = a.first.min(time);
+            a.last = a.last.max(time);
+            match ty.as_str() {
+                "earn" => {
+                    a.earned += points;
+                    a.spend += money;
+                    if let Some(cat) = r.opt_text(11)? {
+                        *a.categories.entry(cat).or_insert(0) += r.opt_i64(12)?.unwrap_or(0);
                     }
                 }
+                "refund-earn" => {
+                    a.earned -= points;
+                    a.spend -= money;
+                }
+                "redeem" => a.redeemed += points,
+                "refund-redeem" => a.redeemed -= points,
+                _ => {}
             }
-            "refund-earn" => {
-                a.earned -= points;
-                a.spend -= money;
-            }
-            "redeem" => a.redeemed += points,
-            "refund-redeem" => a.redeemed -= points,
-            _ => {}
-        }
-        let place = match (r.get::<_, Option<u32>>(8)?, r.get::<_, Option<String>>(9)?) {
-            (Some(id), Some(name)) => (Some(id), name),
-            _ => (None, format!("terminal {}", r.get::<_, u32>(7)?)),
-        };
-        *a.stores.entry(place).or_insert(0) += 1;
-    }
+            let place = match (r.opt_int::<u32>(8)?, r.opt_text(9)?) {
+                (Some(id), Some(name)) => (Some(id), name),
+                _ => (None, format!("terminal {}", r.int::<u32>(7)?)),
+            };
+            *a.stores.entry(place).or_insert(0) += 1;
+            Ok(())
+        },
+    )?;
     // RFM on money: quintile scores within this population
     // (docs/analytics.md), on days since the last visit, visit days and
     // money spent.

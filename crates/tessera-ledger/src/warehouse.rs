@@ -8,6 +8,7 @@
 use rusqlite::Connection;
 use tessera_rules::display::Zone;
 
+use crate::db::{SqlValue, WarehouseDb};
 use crate::{wh_build, Ledger, LedgerError};
 
 /// The zone recorded in the warehouse (`UTC` for a new ledger).
@@ -72,19 +73,6 @@ impl Ledger {
     /// The warehouse's zone ([`Ledger::set_warehouse_zone`]).
     pub fn warehouse_zone(&self) -> &Zone {
         &self.wh_zone
-    }
-
-    /// Whether the warehouse is behind the books until
-    /// [`Ledger::rebuild_warehouse`]: something changed them while its
-    /// maintenance was off ([`Ledger::set_warehouse`]: a batch, a card
-    /// registered, replaced or erased, a store, a campaign file), or the
-    /// ledger was upgraded from a version without a warehouse with
-    /// postings in it.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn warehouse_stale(&self) -> Result<bool, LedgerError> {
-        Ok(wh_build::meta(&self.conn, "stale")?.is_some())
     }
 
     /// A value that changes whenever the ledger's database changes: a
@@ -339,14 +327,52 @@ fn label_of_day(day: i32) -> String {
     tessera_protocol::profile::Date::from_days_since_epoch(i64::from(day)).to_string()
 }
 
-impl Ledger {
+/// The warehouse's reports, on whichever database holds it: the embedded
+/// SQLite [`Ledger`] or the PostgreSQL backend. The queries are written
+/// once ([`crate::db`]); a backend gives the database and the warehouse's
+/// zone.
+pub trait Warehouse {
+    /// The database the warehouse's tables are read from.
+    fn warehouse_db(&self) -> &dyn WarehouseDb;
+
+    /// The zone of the warehouse's local dates ([`Ledger::set_warehouse_zone`]).
+    fn warehouse_zone(&self) -> &Zone;
+
+    /// Empties the warehouse and builds it again from the books, in one
+    /// transaction; returns the number of transaction fact rows.
+    ///
+    /// # Errors
+    /// A storage error (then nothing changed).
+    fn rebuild_warehouse(&mut self) -> Result<u64, LedgerError>;
+
+    /// Whether the warehouse is behind the books until
+    /// [`Warehouse::rebuild_warehouse`]: something changed them while its
+    /// maintenance was off ([`Ledger::set_warehouse`]: a batch, a card
+    /// registered, replaced or erased, a store, a campaign file), or the
+    /// ledger was upgraded from a version without a warehouse with
+    /// postings in it.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn warehouse_stale(&self) -> Result<bool, LedgerError> {
+        Ok(wh_build::meta(self.warehouse_db(), "stale")?.is_some())
+    }
+
+    /// Visit frequency, recency, favourite store and RFM segment per
+    /// customer (and per anonymous card), as of `now`, from the books.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn customers_report(&self, now: u32) -> Result<crate::CustomersReport, LedgerError> {
+        crate::reports::customers(self.warehouse_db(), now)
+    }
     /// Per customer (and per anonymous card), what the warehouse knows:
     /// see [`CustomerFacts`]. Transactions after `now` are left out.
     /// Ordered by customer id, then the anonymous cards by card id.
     ///
     /// # Errors
     /// A storage error.
-    pub fn customer_facts(&self, now: u32) -> Result<Vec<CustomerFacts>, LedgerError> {
+    fn customer_facts(&self, now: u32) -> Result<Vec<CustomerFacts>, LedgerError> {
         use std::collections::{BTreeMap, BTreeSet};
         #[derive(Default)]
         struct Acc {
@@ -364,7 +390,8 @@ impl Ledger {
             categories: BTreeMap<String, i64>,
         }
         let mut acc: BTreeMap<Subject, Acc> = BTreeMap::new();
-        let mut stmt = self.conn.prepare(
+        let db = self.warehouse_db();
+        db.each(
             "SELECT f.customer_key, f.card_key, c.card_id, cu.customer_id, h.household, f.tx_type, f.points,
                     f.amount_minor, f.time, f.date_key, s.store_id, s.name
              FROM wh_fact_tx f
@@ -374,50 +401,50 @@ impl Ledger {
              LEFT JOIN wh_dim_store s ON s.store_key = f.store_key
              WHERE f.time <= ?1
              ORDER BY f.card_key, f.counter",
-        )?;
-        let mut rows = stmt.query([now])?;
-        while let Some(r) = rows.next()? {
-            let (ck, card_key): (Option<i64>, i64) = (r.get(0)?, r.get(1)?);
-            let a = acc.entry(subject(ck, card_key)).or_default();
-            a.cards.insert(hex::encode_upper(r.get::<_, Vec<u8>>(2)?));
-            a.customer_id = r.get::<_, Option<i64>>(3)?.map(to_u64);
-            a.household = r.get::<_, Option<Vec<u8>>>(4)?.map(hex::encode_upper);
-            let (tx_type, points, amount, time, day): (String, u32, i64, u32, i32) =
-                (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?);
-            match tx_type.as_str() {
-                "earn" => {
-                    a.purchases += 1;
-                    a.spend += amount;
-                    a.earned += u64::from(points);
-                    a.first = Some(a.first.map_or(time, |f| f.min(time)));
-                    a.last = Some(a.last.map_or(time, |l| l.max(time)));
-                    *a.days.entry(day).or_default() += amount;
-                    if let (Some(id), Some(name)) = (r.get::<_, Option<u32>>(10)?, r.get::<_, Option<String>>(11)?) {
-                        *a.stores.entry((id, name)).or_default() += 1;
+            &[SqlValue::from(now)],
+            &mut |r| {
+                let (ck, card_key) = (r.opt_i64(0)?, r.i64(1)?);
+                let a = acc.entry(subject(ck, card_key)).or_default();
+                a.cards.insert(hex::encode_upper(r.blob(2)?));
+                a.customer_id = r.opt_i64(3)?.map(to_u64);
+                a.household = r.opt_blob(4)?.map(hex::encode_upper);
+                let (tx_type, points, amount, time, day): (String, u32, i64, u32, i32) =
+                    (r.text(5)?, r.int(6)?, r.i64(7)?, r.int(8)?, r.int(9)?);
+                match tx_type.as_str() {
+                    "earn" => {
+                        a.purchases += 1;
+                        a.spend += amount;
+                        a.earned += u64::from(points);
+                        a.first = Some(a.first.map_or(time, |f| f.min(time)));
+                        a.last = Some(a.last.map_or(time, |l| l.max(time)));
+                        *a.days.entry(day).or_default() += amount;
+                        if let (Some(id), Some(name)) = (r.opt_int::<u32>(10)?, r.opt_text(11)?) {
+                            *a.stores.entry((id, name)).or_default() += 1;
+                        }
                     }
+                    "refund-earn" => a.spend -= amount,
+                    "redeem" => a.redeemed += u64::from(points),
+                    _ => {}
                 }
-                "refund-earn" => a.spend -= amount,
-                "redeem" => a.redeemed += u64::from(points),
-                _ => {}
-            }
-        }
-        drop(rows);
-        let mut stmt = self.conn.prepare(
-            "SELECT f.customer_key, f.card_key, cat.name, SUM(fc.amount_minor)
+                Ok(())
+            },
+        )?;
+        db.each(
+            "SELECT f.customer_key, f.card_key, cat.name, CAST(SUM(fc.amount_minor) AS BIGINT)
              FROM wh_fact_category fc
              JOIN wh_fact_tx f ON f.tx_key = fc.tx_key
              JOIN wh_dim_category cat ON cat.category_key = fc.category_key
              WHERE f.time <= ?1
              GROUP BY f.customer_key, f.card_key, cat.name",
+            &[SqlValue::from(now)],
+            &mut |r| {
+                if let Some(a) = acc.get_mut(&subject(r.opt_i64(0)?, r.i64(1)?)) {
+                    *a.categories.entry(r.text(2)?).or_default() += r.i64(3)?;
+                }
+                Ok(())
+            },
         )?;
-        let mut rows = stmt.query([now])?;
-        while let Some(r) = rows.next()? {
-            let (ck, card_key): (Option<i64>, i64) = (r.get(0)?, r.get(1)?);
-            if let Some(a) = acc.get_mut(&subject(ck, card_key)) {
-                *a.categories.entry(r.get(2)?).or_default() += r.get::<_, i64>(3)?;
-            }
-        }
-        let zone = &self.wh_zone;
+        let zone = self.warehouse_zone();
         let today = i32::try_from(zone.date(now).days_since_epoch()).unwrap_or(0);
         let mut out: Vec<CustomerFacts> = acc
             .into_values()
@@ -466,21 +493,22 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn cohorts(&self) -> Result<Vec<CohortCell>, LedgerError> {
+    fn cohorts(&self) -> Result<Vec<CohortCell>, LedgerError> {
         use std::collections::{BTreeMap, BTreeSet};
         let mut months: BTreeMap<Subject, BTreeSet<(i32, i32)>> = BTreeMap::new();
-        let mut stmt = self.conn.prepare(
+        self.warehouse_db().each(
             "SELECT DISTINCT f.customer_key, f.card_key, dd.year, dd.month
              FROM wh_fact_tx f JOIN wh_dim_date dd ON dd.date_key = f.date_key
              WHERE f.tx_type = 'earn'",
+            &[],
+            &mut |r| {
+                months
+                    .entry(subject(r.opt_i64(0)?, r.i64(1)?))
+                    .or_default()
+                    .insert((r.int(2)?, r.int(3)?));
+                Ok(())
+            },
         )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            months
-                .entry(subject(r.get(0)?, r.get(1)?))
-                .or_default()
-                .insert((r.get(2)?, r.get(3)?));
-        }
         let mut cells: BTreeMap<(String, u32), u64> = BTreeMap::new();
         for set in months.values() {
             let Some(&(y0, m0)) = set.iter().next() else { continue };
@@ -506,15 +534,15 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn store_performance(&self, period: Period) -> Result<Vec<StorePeriodRow>, LedgerError> {
+    fn store_performance(&self, period: Period) -> Result<Vec<StorePeriodRow>, LedgerError> {
         let sql = format!(
             "SELECT {p}, s.store_id, s.name,
-                 SUM(CASE WHEN f.tx_type = 'earn' THEN 1 ELSE 0 END),
+                 CAST(SUM(CASE WHEN f.tx_type = 'earn' THEN 1 ELSE 0 END) AS BIGINT),
                  COUNT(DISTINCT CASE WHEN f.tx_type = 'earn' THEN COALESCE(f.customer_key, -f.card_key) END),
-                 SUM(CASE WHEN f.tx_type = 'earn' THEN f.amount_minor
-                          WHEN f.tx_type = 'refund-earn' THEN -f.amount_minor ELSE 0 END),
-                 SUM(CASE WHEN f.tx_type = 'earn' THEN f.points ELSE 0 END),
-                 SUM(CASE WHEN f.tx_type = 'redeem' THEN f.points ELSE 0 END)
+                 CAST(SUM(CASE WHEN f.tx_type = 'earn' THEN f.amount_minor
+                          WHEN f.tx_type = 'refund-earn' THEN -f.amount_minor ELSE 0 END) AS BIGINT),
+                 CAST(SUM(CASE WHEN f.tx_type = 'earn' THEN f.points ELSE 0 END) AS BIGINT),
+                 CAST(SUM(CASE WHEN f.tx_type = 'redeem' THEN f.points ELSE 0 END) AS BIGINT)
              FROM wh_fact_tx f
              JOIN wh_dim_store s ON s.store_key = f.store_key
              JOIN wh_dim_date dd ON dd.date_key = f.date_key
@@ -522,20 +550,18 @@ impl Ledger {
              ORDER BY {p}, s.store_id",
             p = period.column()
         );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([], |r| {
+        self.warehouse_db().rows(&sql, &[], |r| {
             Ok(StorePeriodRow {
-                period: r.get(0)?,
-                store_id: r.get(1)?,
-                store: r.get(2)?,
-                purchases: to_u64(r.get(3)?),
-                customers: to_u64(r.get(4)?),
-                spend_minor: r.get(5)?,
-                points_issued: to_u64(r.get(6)?),
-                points_redeemed: to_u64(r.get(7)?),
+                period: r.text(0)?,
+                store_id: r.int(1)?,
+                store: r.text(2)?,
+                purchases: r.count(3)?,
+                customers: r.count(4)?,
+                spend_minor: r.i64(5)?,
+                points_issued: r.count(6)?,
+                points_redeemed: r.count(7)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// Each category's figures per period. Ordered by period, then
@@ -543,10 +569,10 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn category_performance(&self, period: Period) -> Result<Vec<CategoryPeriodRow>, LedgerError> {
+    fn category_performance(&self, period: Period) -> Result<Vec<CategoryPeriodRow>, LedgerError> {
         let sql = format!(
             "SELECT {p}, cat.name, COUNT(*), COUNT(DISTINCT COALESCE(f.customer_key, -f.card_key)),
-                 SUM(fc.amount_minor)
+                 CAST(SUM(fc.amount_minor) AS BIGINT)
              FROM wh_fact_category fc
              JOIN wh_fact_tx f ON f.tx_key = fc.tx_key
              JOIN wh_dim_category cat ON cat.category_key = fc.category_key
@@ -555,17 +581,15 @@ impl Ledger {
              ORDER BY {p}, cat.name",
             p = period.column()
         );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([], |r| {
+        self.warehouse_db().rows(&sql, &[], |r| {
             Ok(CategoryPeriodRow {
-                period: r.get(0)?,
-                category: r.get(1)?,
-                purchases: to_u64(r.get(2)?),
-                customers: to_u64(r.get(3)?),
-                spend_minor: r.get(4)?,
+                period: r.text(0)?,
+                category: r.text(1)?,
+                purchases: r.count(2)?,
+                customers: r.count(3)?,
+                spend_minor: r.i64(4)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     /// The points economy per period, in order: issued, redeemed,
@@ -574,23 +598,24 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn points_economy(&self, period: Period) -> Result<Vec<PointsPeriodRow>, LedgerError> {
+    fn points_economy(&self, period: Period) -> Result<Vec<PointsPeriodRow>, LedgerError> {
         let sql = format!(
             "SELECT {p},
-                 SUM(CASE f.tx_type WHEN 'earn' THEN f.points WHEN 'refund-earn' THEN -f.points ELSE 0 END),
-                 SUM(CASE f.tx_type WHEN 'redeem' THEN f.points WHEN 'refund-redeem' THEN -f.points ELSE 0 END),
-                 SUM(CASE f.tx_type WHEN 'issuer-credit' THEN f.points WHEN 'issuer-debit' THEN -f.points
-                     ELSE 0 END),
-                 SUM(f.delta)
+                 CAST(SUM(CASE f.tx_type WHEN 'earn' THEN f.points WHEN 'refund-earn' THEN -f.points ELSE 0 END)
+                     AS BIGINT),
+                 CAST(SUM(CASE f.tx_type WHEN 'redeem' THEN f.points WHEN 'refund-redeem' THEN -f.points ELSE 0 END)
+                     AS BIGINT),
+                 CAST(SUM(CASE f.tx_type WHEN 'issuer-credit' THEN f.points WHEN 'issuer-debit' THEN -f.points
+                     ELSE 0 END) AS BIGINT),
+                 CAST(SUM(f.delta) AS BIGINT)
              FROM wh_fact_tx f JOIN wh_dim_date dd ON dd.date_key = f.date_key
              GROUP BY {p}
              ORDER BY {p}",
             p = period.column()
         );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows: Vec<(String, i64, i64, i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<(String, i64, i64, i64, i64)> = self.warehouse_db().rows(&sql, &[], |r| {
+            Ok((r.text(0)?, r.i64(1)?, r.i64(2)?, r.i64(3)?, r.i64(4)?))
+        })?;
         let mut outstanding = 0i64;
         Ok(rows
             .into_iter()
@@ -614,11 +639,11 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn households(&self) -> Result<Vec<HouseholdRow>, LedgerError> {
+    fn households(&self) -> Result<Vec<HouseholdRow>, LedgerError> {
         // Each figure grouped once over its table, then joined to the
         // households: a correlated subquery per household would read the
         // facts once per household (no index by household).
-        let mut stmt = self.conn.prepare(
+        self.warehouse_db().rows(
             "WITH cards AS (
                  SELECT household_key, COUNT(DISTINCT customer_key) AS customers, COUNT(*) AS cards
                  FROM wh_dim_card WHERE household_key IS NOT NULL GROUP BY household_key),
@@ -634,24 +659,24 @@ impl Ledger {
                      SUM(CASE WHEN tx_type = 'earn' THEN points ELSE 0 END) AS points
                  FROM wh_fact_tx WHERE household_key IS NOT NULL GROUP BY household_key)
              SELECT h.household, COALESCE(c.customers, 0), COALESCE(c.cards, 0), COALESCE(v.visits, 0),
-                 COALESCE(f.spend, 0), COALESCE(f.points, 0)
+                 CAST(COALESCE(f.spend, 0) AS BIGINT), CAST(COALESCE(f.points, 0) AS BIGINT)
              FROM wh_dim_household h
              LEFT JOIN cards c ON c.household_key = h.household_key
              LEFT JOIN visits v ON v.household_key = h.household_key
              LEFT JOIN facts f ON f.household_key = h.household_key
              ORDER BY h.household",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(HouseholdRow {
-                household: hex::encode_upper(r.get::<_, Vec<u8>>(0)?),
-                customers: to_u64(r.get(1)?),
-                cards: to_u64(r.get(2)?),
-                visits: to_u64(r.get(3)?),
-                spend_minor: r.get(4)?,
-                points: to_u64(r.get(5)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            &[],
+            |r| {
+                Ok(HouseholdRow {
+                    household: hex::encode_upper(r.blob(0)?),
+                    customers: r.count(1)?,
+                    cards: r.count(2)?,
+                    visits: r.count(3)?,
+                    spend_minor: r.i64(4)?,
+                    points: r.count(5)?,
+                })
+            },
+        )
     }
 
     /// Every registered campaign with the outcome of each eligible card
@@ -663,37 +688,37 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn campaign_outcomes(&self) -> Result<Vec<CampaignOutcome>, LedgerError> {
+    fn campaign_outcomes(&self) -> Result<Vec<CampaignOutcome>, LedgerError> {
         type CampaignRow = (String, String, String, Option<u8>, String, String, i64, i64, u8);
-        let campaigns: Vec<CampaignRow> = self
-            .conn
-            .prepare(
-                "SELECT campaign_id, name, kind, tier, valid_from, valid_until, first_day, last_day, holdout_percent
-                 FROM wh_dim_campaign ORDER BY campaign_id",
-            )?
-            .query_map([], |r| {
+        let db = self.warehouse_db();
+        let campaigns: Vec<CampaignRow> = db.rows(
+            "SELECT campaign_id, name, kind, tier, valid_from, valid_until, first_day, last_day, holdout_percent
+             FROM wh_dim_campaign ORDER BY campaign_id",
+            &[],
+            |r| {
                 Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
+                    r.text(0)?,
+                    r.text(1)?,
+                    r.text(2)?,
+                    r.opt_int(3)?,
+                    r.text(4)?,
+                    r.text(5)?,
+                    r.i64(6)?,
+                    r.i64(7)?,
+                    r.int(8)?,
                 ))
-            })?
-            .collect::<Result<_, _>>()?;
+            },
+        )?;
         let mut out = Vec::new();
         for (id, name, kind, tier, valid_from, valid_until, first_day, last_day, holdout) in campaigns {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT c.card_id,
+            let cards = db
+                .rows(
+                    "SELECT c.card_id,
                      COUNT(DISTINCT CASE WHEN f.tx_type = 'earn' AND f.date_key BETWEEN ?2 AND ?3
                          THEN f.date_key END),
-                     COALESCE(SUM(CASE WHEN f.date_key BETWEEN ?2 AND ?3 THEN
+                     CAST(COALESCE(SUM(CASE WHEN f.date_key BETWEEN ?2 AND ?3 THEN
                          CASE f.tx_type WHEN 'earn' THEN f.amount_minor WHEN 'refund-earn' THEN -f.amount_minor
-                         ELSE 0 END ELSE 0 END), 0)
+                         ELSE 0 END ELSE 0 END), 0) AS BIGINT)
                  FROM wh_dim_card c
                  JOIN wh_fact_tx f ON f.card_key = c.card_key
                  LEFT JOIN wh_dim_customer cu ON cu.customer_key = c.customer_key
@@ -701,13 +726,13 @@ impl Ledger {
                  GROUP BY c.card_id
                  HAVING MIN(CASE WHEN f.tx_type = 'earn' THEN f.date_key END) < ?2
                  ORDER BY c.card_id",
-            )?;
-            let cards = stmt
-                .query_map(rusqlite::params![tier, first_day, last_day], |r| {
-                    let card: Vec<u8> = r.get(0)?;
-                    Ok((card, to_u64(r.get(1)?), r.get::<_, i64>(2)?))
-                })?
-                .collect::<Result<Vec<_>, _>>()?
+                    &[
+                        SqlValue::from(tier.map(i64::from)),
+                        SqlValue::Int(first_day),
+                        SqlValue::Int(last_day),
+                    ],
+                    |r| Ok((r.blob(0)?, r.count(1)?, r.i64(2)?)),
+                )?
                 .into_iter()
                 .map(|(card, visits, spend_minor)| {
                     let mut id8 = [0u8; 8];
@@ -740,7 +765,7 @@ impl Ledger {
     ///
     /// # Errors
     /// A storage error.
-    pub fn customer_purchases(&self, customer_id: u64) -> Result<Vec<PurchaseRow>, LedgerError> {
+    fn customer_purchases(&self, customer_id: u64) -> Result<Vec<PurchaseRow>, LedgerError> {
         type Row = (
             i64,
             Vec<u8>,
@@ -755,48 +780,45 @@ impl Ledger {
         );
         // Through the customer's cards (`wh_dim_card_customer`), then each
         // card's facts by their key: the facts have no index by customer.
-        let rows: Vec<Row> = self
-            .conn
-            .prepare(
-                "SELECT f.tx_key, f.card_id, f.counter, f.tx_type, f.time, f.date_key, s.store_id, s.name,
+        let db = self.warehouse_db();
+        let rows: Vec<Row> = db.rows(
+            "SELECT f.tx_key, f.card_id, f.counter, f.tx_type, f.time, f.date_key, s.store_id, s.name,
                         f.amount_minor, f.points
                  FROM wh_dim_customer cu CROSS JOIN wh_dim_card c CROSS JOIN wh_fact_tx f
                  LEFT JOIN wh_dim_store s ON s.store_key = f.store_key
                  WHERE cu.customer_id = ?1 AND c.customer_key = cu.customer_key AND f.card_id = c.card_id
                      AND f.customer_key = cu.customer_key
                  ORDER BY f.time, f.card_id, f.counter",
-            )?
-            .query_map([customer_id], |r| {
+            &[SqlValue::from(customer_id)],
+            |r| {
                 Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
+                    r.i64(0)?,
+                    r.blob(1)?,
+                    r.int(2)?,
+                    r.text(3)?,
+                    r.int(4)?,
+                    r.int(5)?,
+                    r.opt_int(6)?,
+                    r.opt_text(7)?,
+                    r.i64(8)?,
+                    r.int(9)?,
                 ))
-            })?
-            .collect::<Result<_, _>>()?;
+            },
+        )?;
         let mut out = Vec::with_capacity(rows.len());
         for (tx_key, card, counter, tx_type, time, day, store_id, store, amount_minor, points) in rows {
-            let categories = self
-                .conn
-                .prepare_cached(
-                    "SELECT cat.name, fc.amount_minor FROM wh_fact_category fc
-                     JOIN wh_dim_category cat ON cat.category_key = fc.category_key
-                     WHERE fc.tx_key = ?1 ORDER BY cat.name",
-                )?
-                .query_map([tx_key], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            let rules = self
-                .conn
-                .prepare_cached("SELECT source, points FROM wh_fact_points WHERE tx_key = ?1 ORDER BY source")?
-                .query_map([tx_key], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let categories = db.rows(
+                "SELECT cat.name, fc.amount_minor FROM wh_fact_category fc
+                 JOIN wh_dim_category cat ON cat.category_key = fc.category_key
+                 WHERE fc.tx_key = ?1 ORDER BY cat.name",
+                &[SqlValue::Int(tx_key)],
+                |r| Ok((r.text(0)?, r.i64(1)?)),
+            )?;
+            let rules = db.rows(
+                "SELECT source, points FROM wh_fact_points WHERE tx_key = ?1 ORDER BY source",
+                &[SqlValue::Int(tx_key)],
+                |r| Ok((r.text(0)?, r.i64(1)?)),
+            )?;
             out.push(PurchaseRow {
                 card_id: hex::encode_upper(&card),
                 counter,
@@ -811,5 +833,19 @@ impl Ledger {
             });
         }
         Ok(out)
+    }
+}
+
+impl Warehouse for Ledger {
+    fn warehouse_db(&self) -> &dyn WarehouseDb {
+        &self.conn
+    }
+
+    fn warehouse_zone(&self) -> &Zone {
+        &self.wh_zone
+    }
+
+    fn rebuild_warehouse(&mut self) -> Result<u64, LedgerError> {
+        Ledger::rebuild_warehouse(self)
     }
 }

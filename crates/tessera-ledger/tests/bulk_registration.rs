@@ -11,6 +11,7 @@ use std::path::Path;
 
 use common::*;
 use rusqlite::Connection;
+use tessera_ledger::Warehouse as _;
 use tessera_ledger::{Ledger, LedgerError, NewCustomer, NewRegistration};
 use tessera_protocol::messages::TxKind;
 use tessera_protocol::profile::Date;

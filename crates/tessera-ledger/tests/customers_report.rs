@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use tessera_ledger::Warehouse as _;
 use tessera_protocol::messages::TxKind;
 use tessera_terminal::journal::{Entry, EntryKind};
 

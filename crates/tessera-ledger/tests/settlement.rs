@@ -11,6 +11,7 @@ use tessera_rules::display::Zone;
 
 use common::*;
 use tessera_crypto::rng::Rng;
+use tessera_ledger::Warehouse as _;
 use tessera_ledger::{ExceptionClass, Ledger, LedgerError, LedgerKeys, NewCustomer};
 use tessera_protocol::messages::TxKind;
 use tessera_protocol::profile::Date;

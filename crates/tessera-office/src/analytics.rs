@@ -27,8 +27,8 @@ use serde::Serialize;
 use tessera_analytics::uplift::UpliftOutcome;
 use tessera_analytics::{bgnbd, clv, gamma_gamma, uplift};
 use tessera_ledger::{
-    CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, CustomersReport, HouseholdRow, Ledger, LedgerError,
-    Period, PointsPeriodRow, StorePeriodRow,
+    CampaignOutcome, CategoryPeriodRow, CohortCell, CustomerFacts, CustomersReport, HouseholdRow, LedgerError, Period,
+    PointsPeriodRow, StorePeriodRow, Warehouse,
 };
 
 use crate::reports::{group, points, Table, View};
@@ -40,7 +40,7 @@ use crate::reports::{group, points, Table, View};
 ///
 /// # Errors
 /// The ledger's error (then nothing changed).
-pub fn bring_up_to_date(ledger: &mut Ledger) -> Result<bool, LedgerError> {
+pub fn bring_up_to_date(ledger: &mut dyn Warehouse) -> Result<bool, LedgerError> {
     if ledger.warehouse_stale()? {
         ledger.rebuild_warehouse()?;
         return Ok(true);
@@ -108,7 +108,7 @@ pub fn rfm_from(c: &CustomersReport) -> RfmReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn rfm(ledger: &Ledger, now: u32) -> Result<RfmReport, LedgerError> {
+pub fn rfm(ledger: &dyn Warehouse, now: u32) -> Result<RfmReport, LedgerError> {
     Ok(rfm_from(&ledger.customers_report(now)?))
 }
 
@@ -221,7 +221,7 @@ pub fn cohorts_from(cells: &[CohortCell]) -> CohortsReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn cohorts(ledger: &Ledger) -> Result<CohortsReport, LedgerError> {
+pub fn cohorts(ledger: &dyn Warehouse) -> Result<CohortsReport, LedgerError> {
     Ok(cohorts_from(&ledger.cohorts()?))
 }
 
@@ -422,7 +422,7 @@ pub fn clv_from(facts: &[CustomerFacts]) -> ClvReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn customer_value(ledger: &Ledger, now: u32) -> Result<ClvReport, LedgerError> {
+pub fn customer_value(ledger: &dyn Warehouse, now: u32) -> Result<ClvReport, LedgerError> {
     Ok(clv_from(&ledger.customer_facts(now)?))
 }
 
@@ -607,7 +607,7 @@ pub fn campaigns_from(outcomes: &[CampaignOutcome]) -> CampaignsReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn campaigns(ledger: &Ledger) -> Result<CampaignsReport, LedgerError> {
+pub fn campaigns(ledger: &dyn Warehouse) -> Result<CampaignsReport, LedgerError> {
     Ok(campaigns_from(&ledger.campaign_outcomes()?))
 }
 
@@ -669,7 +669,7 @@ pub struct StoresReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn stores(ledger: &Ledger, period: Period) -> Result<StoresReport, LedgerError> {
+pub fn stores(ledger: &dyn Warehouse, period: Period) -> Result<StoresReport, LedgerError> {
     Ok(StoresReport {
         period,
         rows: ledger.store_performance(period)?,
@@ -732,7 +732,7 @@ pub struct CategoriesReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn categories(ledger: &Ledger, period: Period) -> Result<CategoriesReport, LedgerError> {
+pub fn categories(ledger: &dyn Warehouse, period: Period) -> Result<CategoriesReport, LedgerError> {
     Ok(CategoriesReport {
         period,
         rows: ledger.category_performance(period)?,
@@ -770,7 +770,7 @@ pub struct HouseholdsReport {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn households(ledger: &Ledger) -> Result<HouseholdsReport, LedgerError> {
+pub fn households(ledger: &dyn Warehouse) -> Result<HouseholdsReport, LedgerError> {
     Ok(HouseholdsReport {
         rows: ledger.households()?,
     })
@@ -811,7 +811,7 @@ pub struct PointsReport {
 /// # Errors
 /// The ledger's error.
 pub fn points_economy(
-    ledger: &Ledger,
+    ledger: &dyn Warehouse,
     period: Period,
     minor_units_per_point: u64,
 ) -> Result<PointsReport, LedgerError> {
@@ -873,7 +873,7 @@ pub struct Summary {
 ///
 /// # Errors
 /// The ledger's error.
-pub fn summary(ledger: &Ledger, now: u32) -> Result<Summary, LedgerError> {
+pub fn summary(ledger: &dyn Warehouse, now: u32) -> Result<Summary, LedgerError> {
     let customers = ledger.customers_report(now)?;
     let mut segments: Vec<SegmentRow> = rfm_from(&customers)
         .segments

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 use tessera_crypto::keys::IssuerKeys;
+use tessera_ledger::Warehouse as _;
 use tessera_ledger::{Ledger, LedgerKeys};
 use tessera_synth::{ingest, Batch, Generator, Summary, SynthError};
 

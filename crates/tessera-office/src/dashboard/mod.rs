@@ -30,6 +30,7 @@ pub mod svg;
 use std::path::Path;
 
 use serde::Serialize;
+use tessera_ledger::Warehouse as _;
 use tessera_ledger::{CustomersReport, Ledger, LedgerError, LiabilityReport, Period};
 
 use crate::analytics;
