@@ -34,7 +34,7 @@ use tessera_ledger::{
 use crate::reports::{group, points, Table, View};
 
 /// Rebuilds the warehouse when it is behind the books
-/// ([`Ledger::warehouse_stale`]: maintenance was off, or the ledger was
+/// ([`Warehouse::warehouse_stale`]: maintenance was off, or the ledger was
 /// upgraded with postings in it), so that the reports read every posting;
 /// returns whether it rebuilt. Reports call it first.
 ///
@@ -79,7 +79,7 @@ pub struct RfmReport {
     pub segments: Vec<SegmentRow>,
 }
 
-/// The RFM report of a customers report ([`Ledger::customers_report`]).
+/// The RFM report of a customers report ([`Warehouse::customers_report`]).
 pub fn rfm_from(c: &CustomersReport) -> RfmReport {
     let segments = c
         .legend
@@ -171,7 +171,7 @@ fn month_index(label: &str) -> Option<i64> {
 }
 
 /// The retention table of the warehouse's cohort cells
-/// ([`Ledger::cohorts`]): every cohort runs to the last month with data,
+/// ([`Warehouse::cohorts`]): every cohort runs to the last month with data,
 /// months without an active customer are 0.
 pub fn cohorts_from(cells: &[CohortCell]) -> CohortsReport {
     let last = cells
@@ -341,7 +341,7 @@ pub fn clv_history(f: &CustomerFacts) -> Option<History> {
 }
 
 /// The lifetime value report of the warehouse's customer facts
-/// ([`Ledger::customer_facts`]): BG/NBD fitted on every customer with a
+/// ([`Warehouse::customer_facts`]): BG/NBD fitted on every customer with a
 /// visit, Gamma-Gamma on those with a repeat visit of positive mean money
 /// (the others get the population's expected spend), the value over
 /// [`CLV_OPTIONS`].
@@ -567,7 +567,7 @@ fn to_uplift(o: UpliftOutcome) -> Option<Uplift> {
 }
 
 /// The campaigns report of the warehouse's campaign outcomes
-/// ([`Ledger::campaign_outcomes`]): per campaign, the mean visits and
+/// ([`Warehouse::campaign_outcomes`]): per campaign, the mean visits and
 /// money of its eligible treated cards against its control cards, with
 /// the Welch 95 % interval of the difference ([`uplift::uplift`]).
 pub fn campaigns_from(outcomes: &[CampaignOutcome]) -> CampaignsReport {

@@ -458,7 +458,7 @@ impl DashboardData {
 
 /// Takes the dashboard's figures from the ledger as of `now`, times in
 /// `zone`, money in `currency`: the overview, segments and customers from
-/// [`Ledger::customers_report`] and [`Ledger::liability`], the other
+/// [`tessera_ledger::Warehouse::customers_report`] and [`Ledger::liability`], the other
 /// sections from the reports of [`analytics`] (the same figures as
 /// `office report …`), and each registered customer's transactions.
 ///
