@@ -25,6 +25,7 @@ use postgres::{Client, NoTls};
 
 pub mod cluster;
 pub mod copy;
+pub mod db;
 pub mod posting;
 mod store;
 
@@ -74,6 +75,10 @@ pub enum PgError {
     /// The copy does not equal its source: rolled back, nothing copied.
     #[error("the copy of table {0} does not equal the SQLite ledger's: rolled back, nothing copied")]
     CopyMismatch(String),
+    /// The warehouse could not be read or brought up to date: the
+    /// transaction was rolled back.
+    #[error("the warehouse: {0}")]
+    Warehouse(tessera_ledger::LedgerError),
 }
 
 impl From<PgError> for tessera_ledger::LedgerError {
@@ -86,7 +91,7 @@ impl From<PgError> for tessera_ledger::LedgerError {
     fn from(e: PgError) -> Self {
         use tessera_ledger::LedgerError;
         match e {
-            PgError::Refused(l) => l,
+            PgError::Refused(l) | PgError::Warehouse(l) => l,
             PgError::NewerSchema { found, expected } => LedgerError::NewerSchema { found, expected },
             PgError::Postgres(p) => {
                 let retry = match p.as_db_error() {

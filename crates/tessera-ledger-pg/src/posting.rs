@@ -59,9 +59,11 @@ use std::io::Write as _;
 use postgres::{Client, Transaction};
 use tessera_ledger::{from_batch, record_json, LedgerError, LedgerKeys};
 use tessera_protocol::messages::{CardId, LogRecord, TxKind};
+use tessera_rules::display::Zone;
 use tessera_settlement::batch::{BatchReader, Header};
 use tessera_settlement::record::{Entry, EntryKind};
 
+use crate::db::PgDb;
 use crate::PgError;
 
 /// What became of a batch.
@@ -137,6 +139,28 @@ pub struct PgLedger {
     client: RefCell<Client>,
     url: String,
     pub(crate) keys: LedgerKeys,
+    /// The warehouse's zone, as recorded in the books.
+    pub(crate) wh_zone: Zone,
+}
+
+/// The session's own tables of the rows a transaction touched, for the
+/// warehouse (as the SQLite ledger's temporary tables; every statement
+/// that fills them empties them before the transaction ends).
+const SESSION_TABLES: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS wh_touched (
+        card_id bytea NOT NULL, counter bigint NOT NULL, PRIMARY KEY (card_id, counter));
+    CREATE TEMP TABLE IF NOT EXISTS wh_touched_cards (card_id bytea PRIMARY KEY);
+    CREATE TEMP TABLE IF NOT EXISTS wh_batch (
+        card_id bytea NOT NULL, counter bigint NOT NULL, tx_type text NOT NULL, points bigint NOT NULL,
+        delta bigint NOT NULL, card_time bigint NOT NULL, reference bigint NOT NULL, d_terminal bigint,
+        d_seq bigint, purchase_minor bigint, store_id bigint, PRIMARY KEY (card_id, counter));";
+
+/// A connection made ready for posting: the session's tables, and the
+/// warehouse's zone read.
+fn session(mut client: Client) -> Result<(Client, Zone), PgError> {
+    client.batch_execute(SESSION_TABLES)?;
+    let zone = tessera_ledger::warehouse::stored_zone(&PgDb::new(&mut client)).map_err(PgError::Warehouse)?;
+    Ok((client, zone))
 }
 
 impl PgLedger {
@@ -155,10 +179,12 @@ impl PgLedger {
             "INSERT INTO policies (digest, toml, registered_at) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
             &[&&digest[..], &toml],
         )?;
+        let (client, wh_zone) = session(client)?;
         Ok(Self {
             client: RefCell::new(client),
             url: url.to_owned(),
             keys,
+            wh_zone,
         })
     }
 
@@ -169,10 +195,12 @@ impl PgLedger {
     /// # Errors
     /// As [`crate::connect_current`].
     pub fn open_current(url: &str, keys: LedgerKeys) -> Result<Self, PgError> {
+        let (client, wh_zone) = session(crate::connect_current(url)?)?;
         Ok(Self {
-            client: RefCell::new(crate::connect_current(url)?),
+            client: RefCell::new(client),
             url: url.to_owned(),
             keys,
+            wh_zone,
         })
     }
 
@@ -195,7 +223,7 @@ impl PgLedger {
     /// server): what failed on the old one was rolled back by the server.
     fn reconnect(&self) -> Result<(), PgError> {
         if self.client.borrow().is_closed() {
-            *self.client.borrow_mut() = crate::connect_current(&self.url)?;
+            *self.client.borrow_mut() = session(crate::connect_current(&self.url)?)?.0;
         }
         Ok(())
     }
@@ -301,7 +329,7 @@ impl PgLedger {
         let terminal = i64::from(v.header.terminal_id);
         self.with(|client| {
             let mut tx = client.transaction()?;
-            let out = post_batch(&mut tx, &self.keys, v, now)?;
+            let out = post_batch(&mut tx, &self.keys, v, now, &self.wh_zone)?;
             tx.commit()?;
             // Whether records of other batches wait for this till's chain (an
             // index lookup): most batches have none, and then no second
@@ -329,6 +357,9 @@ impl PgLedger {
                     &[&terminal],
                 )?;
                 match_records(&mut tx, "t.origin_terminal = $1", &[&terminal], now)?;
+                // Their facts now have the decision's amount, store and
+                // categories.
+                maintain_warehouse(&mut tx, &self.wh_zone)?;
                 tx.commit()?;
             }
             Ok((header, out))
@@ -336,7 +367,23 @@ impl PgLedger {
     }
 }
 
-fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32) -> Result<Outcome, PgError> {
+/// Brings the warehouse up to date for the rows noted in `wh_touched`, in
+/// the caller's transaction (`tessera_ledger::warehouse::maintain`: the
+/// SQLite ledger's statements). Every row it writes belongs to a card
+/// the transaction holds locked, or is a dimension row inserted in key
+/// order, so two servers maintaining at once neither lose a fact nor
+/// deadlock on one another's.
+fn maintain_warehouse(tx: &mut Transaction<'_>, zone: &Zone) -> Result<(), PgError> {
+    tessera_ledger::warehouse::maintain(&PgDb::new(tx), zone).map_err(PgError::Warehouse)
+}
+
+fn post_batch(
+    tx: &mut Transaction<'_>,
+    keys: &LedgerKeys,
+    v: Verified,
+    now: u32,
+    zone: &Zone,
+) -> Result<Outcome, PgError> {
     let h = &v.header;
     let terminal = i64::from(h.terminal_id);
     let row = tx.query_opt(
@@ -520,6 +567,9 @@ fn post_batch(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: Verified, now: u32
         out.pending += o.pending;
         out.conflicts += o.conflicts;
     }
+    // The warehouse, over what this transaction posted (noted in
+    // `wh_touched` by `post_records` and `match_records`).
+    maintain_warehouse(tx, zone)?;
     Ok(out)
 }
 
@@ -662,9 +712,24 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         pending: 0,
         conflicts: 0,
     };
-    // The journal's records.
+    // The journal's records; a decision keeps the store its till is
+    // assigned to now, and an approved purchase its amount per category
+    // (`decision_categories`), as on SQLite.
+    let store: Option<i64> = tx
+        .query_opt("SELECT store_id FROM terminals WHERE terminal_id = $1", &[&terminal])?
+        .and_then(|r| r.get(0));
+    let store = store.map(|s| s.to_string());
+    let mut cat_rows: (Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>) = Default::default();
     let mut lines = Vec::new();
     for (seq, e) in &v.records {
+        if e.kind == EntryKind::Decision && e.verdict == Some(tessera_settlement::record::Verdict::Approve) {
+            for (category, amount, from_basket) in tessera_ledger::warehouse::category_amounts(e) {
+                cat_rows.0.push(i64::from(*seq));
+                cat_rows.1.push(category);
+                cat_rows.2.push(amount);
+                cat_rows.3.push(i64::from(from_basket));
+            }
+        }
         let kind = serde_json::to_value(e.kind)
             .ok()
             .and_then(|k| k.as_str().map(str::to_owned))
@@ -677,7 +742,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             .as_deref()
             .and_then(|c| hex::decode(c).ok())
             .map(|c| bytea(&c));
-        let cols: [Option<String>; 13] = [
+        let cols: [Option<String>; 16] = [
             Some(terminal.to_string()),
             Some(seq.to_string()),
             Some(batch_no.to_string()),
@@ -695,6 +760,13 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 .then_some(e.origin_seq)
                 .flatten()
                 .map(|s| s.to_string()),
+            (!e.categories.is_empty())
+                .then(|| serde_json::to_string(&e.categories).ok())
+                .flatten(),
+            (!e.basket.is_empty())
+                .then(|| serde_json::to_string(&e.basket).ok())
+                .flatten(),
+            store.clone(),
         ];
         for (k, c) in cols.iter().enumerate() {
             if k > 0 {
@@ -714,10 +786,18 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     }
     let mut w = tx.copy_in(
         "COPY terminal_records (terminal_id, seq, batch_no, kind, time, card_id, card_counter, tx_type, verdict,
-             reason, points, purchase_minor, origin_seq) FROM STDIN",
+             reason, points, purchase_minor, origin_seq, categories, basket, store_id) FROM STDIN",
     )?;
     w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
     w.finish()?;
+    if !cat_rows.0.is_empty() {
+        tx.execute(
+            "INSERT INTO decision_categories (terminal_id, seq, category, amount_minor, from_basket)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&terminal, &cat_rows.0, &cat_rows.1, &cat_rows.2, &cat_rows.3],
+        )?;
+    }
 
     // The card records, their certificates checked under each card's key
     // version, one per card and counter (a batch may carry a record and a
@@ -885,6 +965,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     // follows on from its last posted one among its new and pending ones.
     let mut lines = Vec::new();
     let (mut up_c, mut up_n) = (Vec::new(), Vec::new());
+    // Every record posted now, new or released: the warehouse's rows.
+    let (mut wh_c, mut wh_n): (Vec<Vec<u8>>, Vec<i64>) = (Vec::new(), Vec::new());
     let (mut cc, mut cl, mut cm, mut cb, mut cp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut dups = Vec::new();
     let mut conflicts = Vec::new();
@@ -938,6 +1020,8 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             moved += d;
             balance = Some(*b);
             out.posted += 1;
+            wh_c.push(card.to_vec());
+            wh_n.push(*n);
             // The record is certified, so it happened: it is posted and the
             // books follow the certified deltas; a balance that does not
             // follow on from the card's previous one is named, the
@@ -1042,6 +1126,13 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         )?;
         w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
         w.finish()?;
+    }
+    if !wh_c.is_empty() {
+        tx.execute(
+            "INSERT INTO wh_touched (card_id, counter) SELECT * FROM unnest($1::bytea[], $2::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&wh_c, &wh_n],
+        )?;
     }
     refunds_c.extend(up_c.iter().cloned());
     refunds_n.extend(up_n.iter().copied());
@@ -1153,7 +1244,21 @@ fn match_records(
                    t.tx_type, t.points, t.seq"
     );
     let mut voided = Vec::new();
-    for r in tx.query(&sql, params)? {
+    let rows = tx.query(&sql, params)?;
+    // Their facts change with their decision (the warehouse, when the
+    // caller maintains it).
+    let (cards, counters): (Vec<Vec<u8>>, Vec<i64>) = rows
+        .iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1)))
+        .unzip();
+    if !cards.is_empty() {
+        tx.execute(
+            "INSERT INTO wh_touched (card_id, counter) SELECT * FROM unnest($1::bytea[], $2::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&cards, &counters],
+        )?;
+    }
+    for r in rows {
         if r.get::<_, &str>(2) == "voided" {
             // The decision that allowed it was journaled void by its till,
             // and the card certified it: its points are not explained.

@@ -227,6 +227,59 @@ fn four_servers_racing_post_every_record_once_and_every_batch_in_order() {
             hex::encode(id)
         );
     }
+    // The warehouse the racing servers maintained, batch by batch, each in
+    // its batch's transaction: one fact per posted transaction, each with
+    // its decision's amount and categories (a decision that reached the
+    // office after the card's record, from another till, included), equal
+    // row for row to the warehouse rebuilt from the books.
+    let facts = |c: &mut postgres::Client| -> Vec<String> {
+        c.query(
+            "SELECT encode(f.card_id, 'hex'), f.counter, f.tx_type, f.points, f.delta, f.amount_minor, f.time,
+                    dd.date, s.store_id,
+                    (SELECT string_agg(cat.name || '=' || fc.amount_minor, ',' ORDER BY cat.name)
+                     FROM wh_fact_category fc JOIN wh_dim_category cat ON cat.category_key = fc.category_key
+                     WHERE fc.tx_key = f.tx_key),
+                    (SELECT string_agg(p.source || '=' || p.points, ',' ORDER BY p.source)
+                     FROM wh_fact_points p WHERE p.tx_key = f.tx_key)
+             FROM wh_fact_tx f JOIN wh_dim_date dd ON dd.date_key = f.date_key
+             LEFT JOIN wh_dim_store s ON s.store_key = f.store_key
+             ORDER BY f.card_id, f.counter",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {} {} {} {} {:?} {:?} {:?}",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, String>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4),
+                r.get::<_, i64>(5),
+                r.get::<_, i64>(6),
+                r.get::<_, String>(7),
+                r.get::<_, Option<i64>>(8),
+                r.get::<_, Option<String>>(9),
+                r.get::<_, Option<String>>(10)
+            )
+        })
+        .collect()
+    };
+    let maintained = facts(c);
+    let posted: i64 = c
+        .query_one("SELECT count(*) FROM card_transactions WHERE status = 'posted'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(maintained.len() as i64, posted, "one fact per posted transaction");
+    let money: i64 = c
+        .query_one("SELECT COALESCE(SUM(amount_minor), 0)::bigint FROM wh_fact_tx", &[])
+        .unwrap()
+        .get(0);
+    assert!(money > 0, "the purchases' amounts come from their decisions");
+    tessera_ledger::Warehouse::rebuild_warehouse(&mut setup).unwrap();
+    let rebuilt = facts(setup.client().expect("connected"));
+    assert_eq!(maintained, rebuilt, "the maintained warehouse is the rebuilt one");
 }
 
 #[test]

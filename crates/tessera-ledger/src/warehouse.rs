@@ -5,16 +5,51 @@
 //! database, maintained as batches post, and the queries the analytics
 //! read it with.
 
-use rusqlite::Connection;
 use tessera_rules::display::Zone;
 
 use crate::db::{SqlValue, WarehouseDb};
 use crate::{wh_build, Ledger, LedgerError};
 
 /// The zone recorded in the warehouse (`UTC` for a new ledger).
-pub(crate) fn stored_zone(conn: &Connection) -> Result<Zone, LedgerError> {
-    let name = wh_build::meta(conn, "zone")?.unwrap_or_else(|| "UTC".to_owned());
+///
+/// # Errors
+/// A storage error, or a recorded zone this build does not know.
+pub fn stored_zone(db: &dyn WarehouseDb) -> Result<Zone, LedgerError> {
+    let name = wh_build::meta(db, "zone")?.unwrap_or_else(|| "UTC".to_owned());
     Zone::named(&name).map_err(|e| LedgerError::Storage(format!("the warehouse's time zone: {e}")))
+}
+
+/// The amount of an approved purchase per category, as the books record
+/// it in `decision_categories` (category, minor units, whether from the
+/// basket's lines): the basket's lines summed per category, or, without a
+/// basket, the purchase amount shared equally among its journaled
+/// categories (the remainder to the first). Empty for anything but an
+/// `earn`.
+pub fn category_amounts(e: &tessera_settlement::record::Entry) -> Vec<(String, i64, bool)> {
+    wh_build::category_amounts(e)
+}
+
+/// For a backend that posts batches itself (the PostgreSQL one): brings
+/// the warehouse up to date for the card transactions it noted in the
+/// session's `wh_touched` table (`card_id`, `counter`; over-noting is
+/// harmless), in the caller's transaction, with the same statements the
+/// SQLite ledger runs after each batch; empties the noted rows.
+///
+/// # Errors
+/// A storage error (the caller rolls back).
+pub fn maintain(db: &dyn WarehouseDb, zone: &Zone) -> Result<(), LedgerError> {
+    wh_build::maintain(db, zone)
+}
+
+/// For a backend: empties the warehouse and builds it again from the books
+/// under `zone`, in the caller's transaction, as
+/// [`Ledger::rebuild_warehouse`] does; returns the number of transaction
+/// fact rows.
+///
+/// # Errors
+/// A storage error (the caller rolls back).
+pub fn rebuild(db: &dyn WarehouseDb, zone: &Zone) -> Result<u64, LedgerError> {
+    wh_build::rebuild(db, zone)
 }
 
 impl Ledger {
@@ -722,7 +757,7 @@ pub trait Warehouse {
                  FROM wh_dim_card c
                  JOIN wh_fact_tx f ON f.card_key = c.card_key
                  LEFT JOIN wh_dim_customer cu ON cu.customer_key = c.customer_key
-                 WHERE (?1 IS NULL OR cu.tier = ?1)
+                 WHERE (CAST(?1 AS BIGINT) IS NULL OR cu.tier = ?1)
                  GROUP BY c.card_id
                  HAVING MIN(CASE WHEN f.tx_type = 'earn' THEN f.date_key END) < ?2
                  ORDER BY c.card_id",
