@@ -468,6 +468,32 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     assert_eq!(settled, [(hex::encode_upper(st.card_id), 3)]);
     assert!(!feed.settled[0].issuer_macs.is_empty());
 
+    // The analytics read the warehouse on PostgreSQL, maintained as the
+    // batch posted: the points issued are the card's, and the customer
+    // (an anonymous card) is scored.
+    let points: serde_json::Value = serde_json::from_str(&tessera(&[
+        "office", "report", "points", "--dir", d, "--period", "day", "--json",
+    ]))
+    .unwrap();
+    let issued: i64 = points["data"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["issued"].as_i64().unwrap())
+        .sum();
+    assert_eq!(issued, i64::from(st.balance), "{points}");
+    let rfm: serde_json::Value =
+        serde_json::from_str(&tessera(&["office", "report", "rfm", "--dir", d, "--json"])).unwrap();
+    assert_eq!(rfm["data"]["customers"], 1, "{rfm}");
+    // A report of the books themselves is not on PostgreSQL yet: refused,
+    // never read from the SQLite file the books left.
+    let out = Command::new(tessera_bin())
+        .args(["office", "report", "reconciliation", "--dir", d])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("on PostgreSQL"));
+
     drop(office);
 }
 

@@ -367,7 +367,7 @@ pub(crate) fn token_failure(e: tessera_pkcs11::Pkcs11Error) -> Failure {
     }
 }
 
-fn office_err(e: OfficeDirError) -> Failure {
+pub(crate) fn office_err(e: OfficeDirError) -> Failure {
     match e {
         OfficeDirError::Ledger(l) => ledger_err(l),
         e @ OfficeDirError::Exists(_) => Failure::new(EXIT_DECLINED, e.to_string()),
@@ -383,6 +383,11 @@ fn load_keys(dir: &Path) -> Result<IssuerKeys, Failure> {
 
 pub(crate) fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
     OfficeDir::new(dir).open().map_err(office_err)
+}
+
+/// The warehouse of the office's books, on SQLite or PostgreSQL.
+pub(crate) fn open_warehouse(dir: &Path) -> Result<Box<dyn tessera_ledger::Warehouse>, Failure> {
+    OfficeDir::new(dir).open_warehouse().map_err(office_err)
 }
 
 pub(crate) fn now() -> Result<u32, Failure> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tessera_ledger::{LedgerError, Warehouse as _};
+use tessera_ledger::LedgerError;
 use tessera_office::analytics;
 use tessera_office::reports::{self, View};
 
@@ -176,8 +176,16 @@ impl ReportCmd {
 /// Runs `office report …`.
 pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
     let d = cmd.dir();
+    if !matches!(
+        cmd,
+        ReportCmd::Reconciliation(_) | ReportCmd::Liability(_) | ReportCmd::Exceptions(_) | ReportCmd::Explained(_)
+    ) {
+        // The analytics: from the warehouse, wherever the books are.
+        let mut warehouse = crate::office::open_warehouse(&d.dir)?;
+        analytics::bring_up_to_date(warehouse.as_mut()).map_err(ledger_err)?;
+        return analytics_report(cmd, d, warehouse.as_ref());
+    }
     let (_keys, mut ledger) = open_office(&d.dir)?;
-    analytics::bring_up_to_date(&mut ledger).map_err(ledger_err)?;
     let mut view = View::local();
     if matches!(cmd, ReportCmd::Exceptions(_) | ReportCmd::Explained(_)) {
         // Holes that stayed open too long are exceptions by now.
@@ -226,28 +234,43 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             let p = ledger.explanation().map_err(ledger_err)?;
             ("explained", serde_json::to_value(&p), reports::explained(&p))
         }
+        _ => return Err(misrouted()),
+    };
+    emit(name, value, table, d)
+}
+
+/// A report sent to the wrong backend's runner (not reached: `run`
+/// routes each report).
+fn misrouted() -> Failure {
+    Failure::usage("this report is not one of these books".to_owned())
+}
+
+/// The analytics reports, from the warehouse of either backend.
+fn analytics_report(cmd: &ReportCmd, d: &ReportDir, ledger: &dyn tessera_ledger::Warehouse) -> Result<(), Failure> {
+    let mut view = View::local();
+    let (name, value, table) = match cmd {
         ReportCmd::Customers(a) => {
             let r = ledger.customers_report(now()?).map_err(ledger_err)?;
             view.wide = a.wide || d.csv;
             ("customers", serde_json::to_value(&r), reports::customers(&r, &view))
         }
         ReportCmd::Rfm(a) => {
-            let r = analytics::rfm(&ledger, now()?).map_err(ledger_err)?;
+            let r = analytics::rfm(ledger, now()?).map_err(ledger_err)?;
             view.wide = a.wide || d.csv;
             ("rfm", serde_json::to_value(&r), analytics::rfm_table(&r, &view))
         }
         ReportCmd::Cohorts(a) => {
-            let r = analytics::cohorts(&ledger).map_err(ledger_err)?;
+            let r = analytics::cohorts(ledger).map_err(ledger_err)?;
             view.wide = a.wide || d.csv;
             ("cohorts", serde_json::to_value(&r), analytics::cohorts_table(&r, &view))
         }
         ReportCmd::Clv(a) => {
-            let r = analytics::customer_value(&ledger, now()?).map_err(ledger_err)?;
+            let r = analytics::customer_value(ledger, now()?).map_err(ledger_err)?;
             view.wide = a.wide || d.csv;
             ("clv", serde_json::to_value(&r), analytics::clv_table(&r, &view))
         }
         ReportCmd::Campaigns(_) => {
-            let r = analytics::campaigns(&ledger).map_err(ledger_err)?;
+            let r = analytics::campaigns(ledger).map_err(ledger_err)?;
             (
                 "campaigns",
                 serde_json::to_value(&r),
@@ -255,11 +278,11 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             )
         }
         ReportCmd::Stores(a) => {
-            let r = analytics::stores(&ledger, a.period.period()).map_err(ledger_err)?;
+            let r = analytics::stores(ledger, a.period.period()).map_err(ledger_err)?;
             ("stores", serde_json::to_value(&r), analytics::stores_table(&r, &view))
         }
         ReportCmd::Categories(a) => {
-            let r = analytics::categories(&ledger, a.period.period()).map_err(ledger_err)?;
+            let r = analytics::categories(ledger, a.period.period()).map_err(ledger_err)?;
             (
                 "categories",
                 serde_json::to_value(&r),
@@ -267,7 +290,7 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             )
         }
         ReportCmd::Households(_) => {
-            let r = analytics::households(&ledger).map_err(ledger_err)?;
+            let r = analytics::households(ledger).map_err(ledger_err)?;
             (
                 "households",
                 serde_json::to_value(&r),
@@ -277,10 +300,21 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
         ReportCmd::Points(a) => {
             let per_point = tessera_terminal::display::parse_amount(&a.point_value, view.minor_units_per_unit)
                 .map_err(|e| Failure::usage(format!("invalid point value {:?}: {e}", a.point_value)))?;
-            let r = analytics::points_economy(&ledger, a.period.period(), per_point).map_err(ledger_err)?;
+            let r = analytics::points_economy(ledger, a.period.period(), per_point).map_err(ledger_err)?;
             ("points", serde_json::to_value(&r), analytics::points_table(&r, &view))
         }
+        _ => return Err(misrouted()),
     };
+    emit(name, value, table, d)
+}
+
+/// Prints a report as JSON, CSV or a table.
+fn emit(
+    name: &str,
+    value: serde_json::Result<serde_json::Value>,
+    table: tessera_office::reports::Table,
+    d: &ReportDir,
+) -> Result<(), Failure> {
     let value = value.map_err(|e| Failure::new(crate::fail::EXIT_FILE, format!("report: {e}")))?;
     if d.output.json {
         print_json(json!({"report": name, "data": value}));

@@ -1048,6 +1048,31 @@ impl OfficeDir {
         ))
     }
 
+    /// The warehouse of the office's books, wherever they are: the SQLite
+    /// ledger, or the PostgreSQL database [`BOOKS_FILE`] names once the
+    /// books moved (`office migrate`) — what the analytics reports read
+    /// (`office report rfm`, `cohorts`, `clv`, `campaigns`, `stores`,
+    /// `categories`, `households`, `points`, `customers`). On PostgreSQL
+    /// the warehouse is maintained by every batch posted
+    /// (`docs/scale.md`); the SQLite file is not read, so a report never
+    /// shows the books as they were before the move.
+    ///
+    /// # Errors
+    /// [`OfficeDirError::Postgres`] when the database cannot be reached
+    /// or is newer; those of loading the keys or opening the ledger.
+    pub fn open_warehouse(&self) -> Result<Box<dyn tessera_ledger::Warehouse>, OfficeDirError> {
+        match self.postgres_url()? {
+            Some(url) => {
+                let keys = self.load_keys()?;
+                Ok(Box::new(tessera_ledger_pg::posting::PgLedger::open(
+                    &url,
+                    LedgerKeys::from_issuer(&keys),
+                )?))
+            }
+            None => Ok(Box::new(self.open_sqlite()?.1)),
+        }
+    }
+
     /// Compares the office's ledger with the PostgreSQL ledger at `url`,
     /// table by table (`office migrate --to URL --verify`).
     ///
