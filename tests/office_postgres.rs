@@ -514,3 +514,61 @@ impl Drop for ScriptOffice {
             .output();
     }
 }
+
+/// A signed sync request, sent as it is: its status line and body.
+fn raw_get(base: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[test]
+fn a_signed_request_answered_by_one_server_is_refused_by_the_other() {
+    let cluster = Cluster::start().unwrap();
+    let o = office(cluster.url());
+    let a = Server::start(&o.dir, &["--plain-http"], &[]);
+    let b = Server::start(&o.dir, &["--plain-http"], &[]);
+    let bundle = &o.bundles[0];
+    let signed = |nonce: &[u8]| {
+        let time = u32::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let mac = tessera_settlement::sync::request_mac(&bundle.batch_key, bundle.terminal_id, time, nonce);
+        format!(
+            "/v1/sync?terminal={}&nonce={}&time={time}&mac={}",
+            bundle.terminal_id,
+            hex::encode(nonce),
+            hex::encode(mac)
+        )
+    };
+    let request = signed(&[0x5A; 16]);
+    let (status, _) = raw_get(&a.http(), &request);
+    assert_eq!(status, 200, "the request itself is good");
+    // The same bytes, replayed to the other server and to the first.
+    let (status, body) = raw_get(&b.http(), &request);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("answered already"), "{body}");
+    let (status, _) = raw_get(&a.http(), &request);
+    assert_eq!(status, 401);
+    // A new nonce is answered by either.
+    assert_eq!(raw_get(&b.http(), &signed(&[0x5B; 16])).0, 200);
+    let stored: i64 = tessera_ledger_pg::connect(cluster.url())
+        .unwrap()
+        .query_one("SELECT count(*) FROM request_nonces", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 2, "one claim per request answered");
+}

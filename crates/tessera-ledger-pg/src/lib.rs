@@ -30,14 +30,17 @@ pub mod posting;
 mod store;
 
 /// The schema version this code brings a database to.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The key of the transaction-scoped advisory lock migrations take
 /// (`pg_advisory_xact_lock`): ASCII "tessera" as a number.
 pub const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261;
 
 /// The migrations, in order: step n brings version n − 1 to n.
-const MIGRATIONS: [&str; 1] = [include_str!("schema/001_books.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("schema/001_books.sql"),
+    include_str!("schema/002_request_nonces.sql"),
+];
 
 /// Errors of the PostgreSQL ledger.
 #[derive(Debug, thiserror::Error)]

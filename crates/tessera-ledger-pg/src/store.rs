@@ -353,6 +353,27 @@ impl LedgerStore for PgLedger {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    fn claim_nonce(&mut self, terminal_id: u32, key: &[u8], now: u32, forget_before: u32) -> Result<bool, LedgerError> {
+        Ok(self.with(|c| {
+            let mut tx = c.transaction()?;
+            // Claims too old to matter go first (their requests are
+            // refused by their time): the table stays the size of the
+            // window.
+            tx.execute(
+                "DELETE FROM request_nonces WHERE seen_at < $1",
+                &[&i64::from(forget_before)],
+            )?;
+            // The key decides between two servers claiming at once: one
+            // inserts, the other waits for it and inserts nothing.
+            let n = tx.execute(
+                "INSERT INTO request_nonces (terminal_id, nonce, seen_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&i64::from(terminal_id), &key, &i64::from(now)],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })?)
+    }
+
     fn authorize_online(
         &mut self,
         _query: &OnlineQuery,

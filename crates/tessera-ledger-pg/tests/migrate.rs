@@ -24,14 +24,17 @@ fn tables(c: &mut Client) -> i64 {
 fn migrations_once_in_one_transaction_and_newer_refused() {
     let cluster = Cluster::start().unwrap();
 
-    // Fresh: the whole schema, version 1; again: nothing changes.
+    // Fresh: the whole schema, every version; again: nothing changes.
     let url = cluster.database("fresh").unwrap();
     let mut c = Client::connect(&url, NoTls).unwrap();
     assert_eq!(schema_version(&mut c).unwrap(), 0);
     assert_eq!(migrate(&mut c).unwrap(), 0);
     assert_eq!(schema_version(&mut c).unwrap(), SCHEMA_VERSION);
     let n = tables(&mut c);
-    assert_eq!(n, 38, "the ledger's 37 tables and tessera_schema");
+    assert_eq!(
+        n, 39,
+        "the ledger's 37 tables, the servers' shared request_nonces (version 2) and tessera_schema"
+    );
     assert_eq!(migrate(&mut c).unwrap(), SCHEMA_VERSION);
     assert_eq!(tables(&mut c), n);
     let rows: i64 = c.query_one("SELECT count(*) FROM tessera_schema", &[]).unwrap().get(0);
@@ -63,13 +66,18 @@ fn migrations_once_in_one_transaction_and_newer_refused() {
     // Newer than the code: refused, untouched.
     let url = cluster.database("newer").unwrap();
     let mut c = Client::connect(&url, NoTls).unwrap();
-    c.batch_execute("CREATE TABLE tessera_schema (version bigint NOT NULL); INSERT INTO tessera_schema VALUES (2)")
-        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE tessera_schema (version bigint NOT NULL); INSERT INTO tessera_schema VALUES ({})",
+        SCHEMA_VERSION + 1
+    ))
+    .unwrap();
     match connect(&url) {
-        Err(PgError::NewerSchema { found, expected }) => assert_eq!((found, expected), (2, SCHEMA_VERSION)),
+        Err(PgError::NewerSchema { found, expected }) => {
+            assert_eq!((found, expected), (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+        }
         other => panic!("a newer database: {:?}", other.map(|_| ())),
     }
-    assert_eq!(schema_version(&mut c).unwrap(), 2);
+    assert_eq!(schema_version(&mut c).unwrap(), SCHEMA_VERSION + 1);
     assert_eq!(tables(&mut c), 1, "nothing was created");
     drop(c);
 
@@ -102,7 +110,7 @@ fn migrations_once_in_one_transaction_and_newer_refused() {
     assert_eq!(found.iter().filter(|v| **v == 0).count(), 1, "{found:?}");
     assert_eq!(found.iter().filter(|v| **v == SCHEMA_VERSION).count(), 3, "{found:?}");
     let mut c = Client::connect(&url, NoTls).unwrap();
-    assert_eq!(tables(&mut c), 38);
+    assert_eq!(tables(&mut c), 39);
 }
 
 #[test]
@@ -134,7 +142,7 @@ fn the_postgresql_schema_has_the_sqlite_ledgers_tables_and_columns() {
     let mut pg_cols: Vec<(String, String)> = c
         .query(
             "SELECT table_name::text, column_name::text FROM information_schema.columns
-             WHERE table_schema = 'public' AND table_name <> 'tessera_schema'",
+             WHERE table_schema = 'public' AND table_name NOT IN ('tessera_schema', 'request_nonces')",
             &[],
         )
         .unwrap()

@@ -317,6 +317,16 @@ pub trait LedgerStore: Send {
         policy: &OnlinePolicy,
         now: u32,
     ) -> Result<OnlineVerdict, LedgerError>;
+    /// Claims a signed request's nonce (`key`: its namespace and nonce) for
+    /// `terminal_id` in the books every server of them shares: `false`
+    /// when a server answered it already. Claims older than `forget_before`
+    /// (Unix seconds; requests that old are refused by their time) may be
+    /// dropped. Books one server holds alone (the SQLite ledger, locked by
+    /// its server) claim nothing: that server's memory is the record.
+    ///
+    /// # Errors
+    /// A storage error (the request is then not answered).
+    fn claim_nonce(&mut self, terminal_id: u32, key: &[u8], now: u32, forget_before: u32) -> Result<bool, LedgerError>;
 }
 
 /// The SQLite ledger.
@@ -1355,6 +1365,11 @@ impl LedgerStore for Ledger {
         now: u32,
     ) -> Result<usize, LedgerError> {
         Ledger::record_sync_deliveries(self, terminal_id, deliveries, now)
+    }
+    fn claim_nonce(&mut self, _terminal_id: u32, _key: &[u8], _now: u32, _forget: u32) -> Result<bool, LedgerError> {
+        // One server holds this file (its lock): its own memory of the
+        // nonces is the whole record.
+        Ok(true)
     }
     fn authorize_online(
         &mut self,

@@ -1100,9 +1100,18 @@ fn refuse_too_large(limit: u64) -> Response {
     )
 }
 
+/// An error answer: `{"error": "<one line>"}`.
+///
+/// A `503` says when to come back (`Retry-After: 5` unless the caller sets
+/// its own): the office is busy or its books cannot be reached for now.
 fn refuse(status: StatusCode, message: &str) -> Response {
     let line: String = message.lines().collect::<Vec<_>>().join(" ");
-    json_response(status, serde_json::json!({ "error": line }).to_string())
+    let mut r = json_response(status, serde_json::json!({ "error": line }).to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    r
 }
 
 /// Longest wait for the first line (the batch header) of an upload, within
@@ -1269,12 +1278,10 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
     let slot = tokio::time::timeout_at(slot_deadline, Arc::clone(&office.uploads).acquire_owned()).await;
     let Ok(Ok(slot)) = slot else {
         office.metrics.upload_busy();
-        let mut r = refuse(
+        let r = refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the office is busy with other uploads: retry shortly",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return authenticated(r, first.len() as u64);
     };
     let in_flight = office.metrics.upload_started();
@@ -1340,12 +1347,7 @@ async fn post_batch(State(office): State<Arc<Office>>, request: Request) -> Resp
 /// The refusal for a ledger error; a database that is unreachable or
 /// restarting is `503` with `Retry-After: 5` (nothing was done: retry).
 fn ledger_refusal(e: &LedgerError) -> Response {
-    let mut r = refuse(ledger_status(e), &e.to_string());
-    if matches!(e, LedgerError::Unavailable(_)) {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-    }
-    r
+    refuse(ledger_status(e), &e.to_string())
 }
 
 fn ledger_status(e: &LedgerError) -> StatusCode {
@@ -1412,8 +1414,33 @@ fn signed_query(query: &str) -> Result<SignedQuery, Refusal> {
 impl Office {
     /// The freshness half of request authentication, after the MAC
     /// verified: a time within the window of the office's clock and a nonce
-    /// not seen before (in its namespace: sync `b'Q'`, ack `b'A'`).
-    fn fresh(&self, q: &SignedQuery, namespace: u8) -> Result<(), Refusal> {
+    /// not seen before (in its namespace: sync `b'Q'`, ack `b'A'`,
+    /// authorization `b'Z'`) — by this server, and, on PostgreSQL, by any
+    /// server of the same books (their shared `request_nonces`).
+    async fn fresh(self: &Arc<Self>, q: &SignedQuery, namespace: u8) -> Result<(), Refusal> {
+        self.fresh_here(q, namespace)?;
+        if !matches!(self.store, Store::Postgres { .. }) {
+            return Ok(());
+        }
+        let mut key = vec![namespace];
+        key.extend_from_slice(&q.nonce);
+        let (office, terminal_id, wall) = (Arc::clone(self), q.terminal_id, system_now());
+        let forget = wall.saturating_sub(2 * tessera_settlement::sync::SYNC_REQUEST_WINDOW_SECS);
+        let claimed =
+            tokio::task::spawn_blocking(move || office.with_store(|s| s.claim_nonce(terminal_id, &key, wall, forget)))
+                .await;
+        match claimed {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(Refusal(StatusCode::UNAUTHORIZED, "this request was answered already")),
+            Ok(Err(_)) | Err(_) => Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the books cannot be reached to check the request: retry",
+            )),
+        }
+    }
+
+    /// [`Office::fresh`] in this server's memory.
+    fn fresh_here(&self, q: &SignedQuery, namespace: u8) -> Result<(), Refusal> {
         let wall = system_now();
         if wall.abs_diff(q.time) > tessera_settlement::sync::SYNC_REQUEST_WINDOW_SECS {
             return Err(Refusal(
@@ -1451,7 +1478,7 @@ async fn get_sync(State(office): State<Arc<Office>>, request: Request) -> Respon
     ) {
         return refuse(StatusCode::UNAUTHORIZED, "the sync request's MAC does not verify");
     }
-    if let Err(r) = office.fresh(&q, b'Q') {
+    if let Err(r) = office.fresh(&q, b'Q').await {
         return r.response();
     }
     let terminal_id = q.terminal_id;
@@ -1503,10 +1530,7 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
         );
     }
     let Ok(_slot) = Arc::clone(&office.acks).try_acquire_owned() else {
-        let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, "the office is busy: retry shortly");
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        return r;
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the office is busy: retry shortly");
     };
     let body = match tokio::time::timeout(
         HEADER_DEADLINE,
@@ -1533,7 +1557,7 @@ async fn post_sync_ack(State(office): State<Arc<Office>>, request: Request) -> R
     if !tessera_crypto::ct_eq(&expected, &q.mac) {
         return refuse(StatusCode::UNAUTHORIZED, "the acknowledgement's MAC does not verify");
     }
-    if let Err(r) = office.fresh(&q, b'A') {
+    if let Err(r) = office.fresh(&q, b'A').await {
         return r.response();
     }
     let terminal_id = q.terminal_id;
@@ -1628,7 +1652,7 @@ async fn post_authorize(State(office): State<Arc<Office>>, request: Request) -> 
             "the authorization request's MAC does not verify",
         );
     }
-    if let Err(r) = office.fresh(&q, b'Z') {
+    if let Err(r) = office.fresh(&q, b'Z').await {
         return r.response();
     }
     let terminal_id = q.terminal_id;
