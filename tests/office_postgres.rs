@@ -572,3 +572,108 @@ fn a_signed_request_answered_by_one_server_is_refused_by_the_other() {
         .get(0);
     assert_eq!(stored, 2, "one claim per request answered");
 }
+
+/// Online authorization through `office serve` on PostgreSQL: a
+/// redemption above the till's cap, asked of one server, approved there,
+/// in the shared books before any batch; a hotlisted card declined by the
+/// other; the till's batch, settled through the other server, meets the
+/// approval once.
+#[test]
+fn an_approval_taken_by_one_server_is_matched_when_the_batch_arrives_through_the_other() {
+    use tessera_terminal::till::{OnlineSettings, WithoutAnswer};
+    let cluster = Cluster::start().unwrap();
+    let o = office(cluster.url());
+    let a = Server::start(&o.dir, &["--plain-http"], &[]);
+    let b = Server::start(&o.dir, &["--plain-http"], &[]);
+    let (id, stolen_id) = (card_no(0, 0), card_no(0, 1));
+    let mut pg = PgLedger::open_current(cluster.url(), LedgerKeys::from_issuer(&o.keys)).unwrap();
+    pg.client()
+        .unwrap()
+        .execute(
+            "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, 'reported stolen', 0)",
+            &[&&card_id(stolen_id)[..]],
+        )
+        .unwrap();
+    // Both cards earned 50,000 points at a till the office has not heard from.
+    let mut cards: Vec<SimCard> = [id, stolen_id]
+        .iter()
+        .map(|n| {
+            let mut c = card(&o.keys, *n);
+            let mut t = Terminal::new(SoftwareSam::new(o.keys.terminal_keys()), FixedClock(TEST_TIME), 99);
+            t.tap(&mut c).unwrap().earn(50_000).unwrap();
+            c
+        })
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let terminal = Terminal::new(
+        SoftwareSam::new(o.keys.terminal_keys()),
+        FixedClock(TEST_TIME),
+        till_id(0),
+    )
+    .with_store(1)
+    .with_rng(Rng::seeded(5));
+    let config = TillConfig {
+        policy: Policy::default_policy(),
+        hotlist: Hotlist::empty(),
+        campaigns: CampaignSet::empty(),
+        online: OnlineSettings {
+            timeout: Duration::from_secs(5),
+            without_answer: WithoutAnswer::Decline,
+            ..OnlineSettings::default()
+        },
+    };
+    let mut t = Till::new(
+        terminal,
+        Journal::open(&work.path().join("till.sqlite"), till_id(0)).unwrap(),
+        config,
+    )
+    .unwrap();
+    let mut redeem = |card: &mut SimCard, server: &Server| {
+        let mut online = tessera_office::OfficeAuthorizer {
+            base_url: server.http(),
+            bundle: TerminalBundle::from_json(&o.bundles[0].to_json()).unwrap(),
+        };
+        card.insert().unwrap();
+        let mut tap = t.tap(&mut *card).unwrap();
+        tap.use_online(&mut online);
+        // Above the till's redemption cap (10,000 at once).
+        tap.redeem(12_000).unwrap()
+    };
+    let out = redeem(&mut cards[0], &a);
+    let TillOutcome::Approved { receipt, .. } = out else {
+        panic!("not approved online: {out:?}");
+    };
+    assert!(receipt.record.online);
+    let out = redeem(&mut cards[1], &b);
+    assert!(
+        matches!(out, TillOutcome::Refused { ref decision, .. } if decision.code() == "D01"),
+        "{out:?}"
+    );
+    let auths = pg.online_authorizations(card_id(id)).unwrap();
+    assert_eq!(auths.len(), 1);
+    assert_eq!((auths[0].state.as_str(), auths[0].code.as_str()), ("approved", "A00"));
+    assert_eq!(pg.online_outstanding(card_id(id)).unwrap(), -12_000);
+    assert_eq!(pg.online_authorizations(card_id(stolen_id)).unwrap()[0].code, "D01");
+
+    let report = tessera_office::settle(
+        t.journal_mut(),
+        &o.bundles[0],
+        &b.http(),
+        &RetryPolicy::once(),
+        TEST_TIME,
+        |_| {},
+    )
+    .unwrap();
+    assert!(report.settled_up_to > 0);
+    let auths = pg.online_authorizations(card_id(id)).unwrap();
+    assert_eq!(auths[0].state, "posted", "{auths:?}");
+    assert_eq!(pg.online_outstanding(card_id(id)).unwrap(), 0);
+    let book = pg.card(card_id(id)).unwrap().unwrap();
+    assert_eq!(book.shadow_balance, i64::from(cards[0].state().unwrap().balance));
+    assert_eq!(book.shadow_balance, 50_000 - 12_000);
+    assert!(!pg
+        .exceptions()
+        .unwrap()
+        .iter()
+        .any(|e| e.class == tessera_ledger::ExceptionClass::OnlineUnmatched));
+}

@@ -15,10 +15,12 @@
 //! counter jumps, balance discontinuities, refunds that do not pair with
 //! their original, adjustments the office did not issue, purchase points
 //! that are not what the signed policy and campaigns give (the same
-//! recomputation, `tessera_ledger::points`) and voids the card contradicts;
-//! `tests/parity.rs` posts the same batches to both backends. Not ported
-//! yet: referral approvals,
-//! online authorizations, the warehouse and the aging of gaps
+//! recomputation, `tessera_ledger::points`) and voids the card
+//! contradicts; each record meets the card's online
+//! approvals (`tessera_ledger::online::meet`); the warehouse is maintained
+//! in the same transaction. `tests/parity.rs` posts the same batches to
+//! both backends. Not ported yet: referral approvals, records of a
+//! replaced card made after its replacement, and the aging of gaps
 //! (`docs/scale.md`).
 //!
 //! **Verification** is the SQLite ledger's: the batch streams through
@@ -977,6 +979,9 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     let (mut refunds_c, mut refunds_n): (Vec<Vec<u8>>, Vec<i64>) = (Vec::new(), Vec::new());
     // Issuer adjustments posted now, paired with what the office issued.
     let (mut adjusted_c, mut adjusted_n): (Vec<Vec<u8>>, Vec<i64>) = (Vec::new(), Vec::new());
+    // Every record written now (posted or pending), in card and counter
+    // order: each meets the card's online approvals at its counter.
+    let mut written: Vec<usize> = Vec::new();
     let mut k = 0;
     while k < recs.len() {
         let card = recs[k].0;
@@ -1056,6 +1061,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 continue;
             };
             let post = posted_new.contains(idx);
+            written.push(*idx);
             let (_, r, kind, seq) = &recs[*idx];
             if post && matches!(r.kind, TxKind::RefundEarn | TxKind::RefundRedeem) {
                 refunds_c.push(card.to_vec());
@@ -1126,6 +1132,10 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         )?;
         w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
         w.finish()?;
+    }
+    if !written.is_empty() {
+        let written: Vec<(CardId, &LogRecord)> = written.iter().map(|i| (recs[*i].0, &recs[*i].1)).collect();
+        meet_approvals(tx, &written, (terminal, batch_no, now))?;
     }
     if !wh_c.is_empty() {
         tx.execute(
@@ -1201,6 +1211,76 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         hotlist_card(tx, card, "counter jump", now)?;
     }
     Ok(out)
+}
+
+/// The card records written now meet their cards' online approvals
+/// (`tessera_ledger::online::meet`, as on SQLite): the approval a record
+/// meets becomes `posted`, the others at its counter `lapsed`, and a
+/// record the card marked online that meets none is an `online-unmatched`
+/// exception. One query for the approvals of every card of the batch
+/// (their rows locked by the caller), one update for what changed.
+fn meet_approvals(
+    tx: &mut Transaction<'_>,
+    written: &[(CardId, &LogRecord)],
+    at: (i64, i64, u32),
+) -> Result<(), PgError> {
+    use tessera_ledger::online::{meet, Outstanding, OUTSTANDING_ORDER};
+    let mut cards: Vec<Vec<u8>> = written.iter().map(|(c, _)| c.to_vec()).collect();
+    cards.dedup();
+    let u32_at = |r: &postgres::Row, i: usize| {
+        u32::try_from(r.get::<_, i64>(i))
+            .map_err(|_| PgError::Warehouse(LedgerError::Storage("a stored approval is out of range".into())))
+    };
+    let mut approvals: BTreeMap<(Vec<u8>, u32), Vec<Outstanding>> = BTreeMap::new();
+    for r in tx.query(
+        &format!(
+            "SELECT card_id, counter, kind, amount, reference, cryptogram FROM online_authorizations
+             WHERE card_id = ANY($1) AND state = 'approved' ORDER BY card_id, {OUTSTANDING_ORDER}"
+        ),
+        &[&cards],
+    )? {
+        let a = Outstanding {
+            counter: u32_at(&r, 1)?,
+            kind: r.get(2),
+            amount: u32_at(&r, 3)?,
+            reference: u32_at(&r, 4)?,
+            cryptogram: r.get(5),
+        };
+        approvals.entry((r.get(0), a.counter)).or_default().push(a);
+    }
+    let (mut uc, mut ux, mut us): (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<&str>) = Default::default();
+    for (card, rec) in written {
+        let none = Vec::new();
+        let here = approvals
+            .get(&(card.to_vec(), rec.counter.saturating_sub(1)))
+            .unwrap_or(&none);
+        if here.is_empty() && !rec.online {
+            continue;
+        }
+        let m = meet(card, rec, here);
+        for (cryptogram, state) in m
+            .posted
+            .into_iter()
+            .map(|c| (c, "posted"))
+            .chain(m.lapsed.into_iter().map(|c| (c, "lapsed")))
+        {
+            uc.push(card.to_vec());
+            ux.push(cryptogram);
+            us.push(state);
+        }
+        if let Some(evidence) = m.unmatched {
+            raise_on(tx, "online-unmatched", &card[..], i64::from(rec.counter), at, &evidence)?;
+        }
+    }
+    if !uc.is_empty() {
+        tx.execute(
+            "UPDATE online_authorizations o SET state = k.state
+             FROM unnest($1::bytea[], $2::bytea[], $3::text[]) AS k(card_id, cryptogram, state)
+             WHERE o.card_id = k.card_id AND o.cryptogram = k.cryptogram",
+            &[&uc, &ux, &us],
+        )?;
+    }
+    Ok(())
 }
 
 /// Matches card records to the decisions that allowed them, as the SQLite

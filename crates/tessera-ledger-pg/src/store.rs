@@ -3,9 +3,8 @@
 //! writes — on the same tables, with the same meaning, as the SQLite
 //! ledger's methods of the same names.
 //!
-//! Online authorization is not ported yet: it answers
-//! [`LedgerError::Unsupported`], and a till then does what its settings
-//! say for an office that gives no answer (the referral stands, or `O09`).
+//! Online authorization decides with the SQLite ledger's SQL
+//! (`tessera_ledger::online`), the card's row locked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -19,7 +18,9 @@ use tessera_ledger::{
 use tessera_rules::policy::Hotlist;
 use tessera_settlement::batch::{Ack, AckStatus};
 
+use crate::db::PgDb;
 use crate::posting::{PgLedger, Status};
+use crate::PgError;
 
 fn card_of(v: Vec<u8>) -> Result<[u8; 8], LedgerError> {
     v.try_into()
@@ -31,6 +32,27 @@ fn u32_of(v: i64, what: &str) -> Result<u32, LedgerError> {
 }
 
 impl PgLedger {
+    /// Every online decision of a card, oldest first (as
+    /// `Ledger::online_authorizations`).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn online_authorizations(
+        &self,
+        card_id: [u8; 8],
+    ) -> Result<Vec<tessera_ledger::OnlineAuthorization>, LedgerError> {
+        tessera_ledger::online::authorizations_of(self, card_id)
+    }
+
+    /// The signed points of a card's online approvals whose records have
+    /// not arrived (as `Ledger::online_outstanding`).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn online_outstanding(&self, card_id: [u8; 8]) -> Result<i64, LedgerError> {
+        tessera_ledger::online::outstanding(self, &card_id)
+    }
+
     /// Verifies and posts one batch ([`PgLedger::ingest`]) and returns what
     /// the SQLite ledger returns: the acknowledgement MAC'd under the
     /// terminal's batch key (a held batch names the first batch the office
@@ -374,12 +396,37 @@ impl LedgerStore for PgLedger {
         })?)
     }
 
+    /// The SQLite ledger's decision (`tessera_ledger::online`), its SQL
+    /// shared, in a transaction that first locks the card's row: two
+    /// servers deciding for one card take turns, so its daily limits and
+    /// what remains of a refund's original hold across them, and the books
+    /// they read (last counter, balance, hotlist) are the committed ones.
     fn authorize_online(
         &mut self,
-        _query: &OnlineQuery,
-        _policy: &OnlinePolicy,
-        _now: u32,
+        query: &OnlineQuery,
+        policy: &OnlinePolicy,
+        now: u32,
     ) -> Result<OnlineVerdict, LedgerError> {
-        Err(LedgerError::Unsupported("online authorization".into()))
+        if let Some(forged) = tessera_ledger::online::check_request(&self.keys.certificate_verifier(), query) {
+            return Ok(forged);
+        }
+        Ok(self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "SELECT 1 FROM cards WHERE card_id = $1 FOR UPDATE",
+                &[&&query.card_id[..]],
+            )?;
+            let verdict = tessera_ledger::online::decide_and_record(
+                &PgDb::new(&mut tx),
+                query,
+                Some(query.request.balance),
+                policy,
+                now,
+                ("online", None),
+            )
+            .map_err(PgError::Warehouse)?;
+            tx.commit()?;
+            Ok(verdict)
+        })?)
     }
 }

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 
-use tessera_crypto::cert::certificate;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerKeys, LedgerStore};
 use tessera_ledger_pg::cluster::Cluster;
@@ -23,11 +22,12 @@ use tessera_protocol::messages::{LogRecord, TxKind};
 use tessera_terminal::batch::write_range;
 use tessera_terminal::journal::{Entry, EntryKind, Journal};
 
+mod common;
+
 const NOW: u32 = 1_790_000_000;
 const TILL: u32 = 5;
 
-/// A record to certify: counter, kind, points, balance after, reference.
-type Spec = (u32, TxKind, u32, u32, u32);
+use common::Spec;
 /// Exceptions by class, card and counter.
 type Named = BTreeMap<(String, Option<[u8; 8]>, Option<u32>), usize>;
 
@@ -48,21 +48,7 @@ fn card(n: u8) -> [u8; 8] {
 /// A certified record of `card`: counter, kind, points, balance after,
 /// reference.
 fn record(keys: &IssuerKeys, card: [u8; 8], r: Spec) -> LogRecord {
-    let (counter, kind, amount, balance_after, reference) = r;
-    let mut rec = LogRecord {
-        counter,
-        kind,
-        amount,
-        balance_after,
-        terminal_id: TILL,
-        terminal_seq: 1_000 + counter,
-        time: NOW,
-        reference,
-        online: false,
-        certificate: [0; 16],
-    };
-    rec.certificate = certificate(&keys.card_cert_key(&card), &card, &rec);
-    rec
+    common::certified(keys, card, TILL, NOW, r, false)
 }
 
 #[test]
@@ -182,36 +168,14 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
     let (d, old, new) = (card(4), card(5), card(6));
     let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
     let seal = |journal: &mut Journal, recs: &[([u8; 8], Spec)]| {
-        for (id, r) in recs {
-            let rec = record(&keys, *id, *r);
-            journal
-                .append(Entry::from_card_record(EntryKind::Recovered, NOW, id, &rec))
-                .unwrap();
-        }
-        let range = journal.seal_next(NOW).unwrap().unwrap();
-        let mut batch = Vec::new();
-        write_range(journal, &keys.terminal_batch_key(TILL), &range, &mut batch).unwrap();
-        journal.acknowledge(range.batch_no, &range.head, NOW).unwrap();
-        batch
+        let recs: Vec<_> = recs.iter().map(|(id, r)| (*id, record(&keys, *id, *r))).collect();
+        common::seal(&keys, journal, NOW, &recs)
     };
 
     // On SQLite: the cards issued, the old card's points, then a goodwill
     // credit and the replacement issued.
     let mut sqlite = Ledger::open(&path, LedgerKeys::from_issuer(&keys)).unwrap();
-    sqlite.register_terminal(TILL, NOW).unwrap();
-    let customer = sqlite
-        .register_customer(&tessera_ledger::NewCustomer {
-            name: "Test Customer".into(),
-            birth_date: tessera_protocol::profile::Date::new(1990, 1, 2).unwrap(),
-            home_city: "Lyon".into(),
-            household: [0; 8],
-            preferences: vec![],
-            tier: 0,
-        })
-        .unwrap();
-    for id in [d, old, new] {
-        sqlite.register_card(id, customer, 1, NOW).unwrap();
-    }
+    common::issue(&mut sqlite, TILL, &[d, old, new], NOW);
     sqlite
         .ingest(&seal(&mut journal, &[(old, (1, Earn, 40, 40, 0))])[..], NOW)
         .unwrap();
@@ -229,10 +193,7 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
         .unwrap();
     let replacement = sqlite.replace_card(old, new, "lost", "test", NOW).unwrap();
     drop(sqlite);
-    let cluster = Cluster::start().unwrap();
-    let mut client = tessera_ledger_pg::connect(cluster.url()).unwrap();
-    tessera_ledger_pg::copy::copy_ledger(&path, &mut client).unwrap();
-    drop(client);
+    let cluster = common::moved(&path);
 
     let batch = seal(
         &mut journal,

@@ -32,12 +32,19 @@
 //! its cryptogram and the counter's low bits, `tessera_crypto::voice`) is
 //! decided by the same checks but the cryptogram's, on the books' balance,
 //! and recorded and matched the same way (`delivery` `voice`).
+//!
+//! The decision's SQL is written once ([`decide_and_record`],
+//! [`meet`], over [`WarehouseDb`]) and runs on the SQLite ledger and on
+//! the PostgreSQL backend alike; a backend serving several office servers
+//! locks the card's row first, so that two servers deciding for one card
+//! take turns (the daily limits hold across them).
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use serde_json::json;
+use tessera_crypto::cert::CertificateVerifier;
 use tessera_protocol::messages::{AuthorizationRequest, CardId, LogRecord, TxKind};
 
+use crate::db::{SqlRow, SqlValue, WarehouseDb};
 use crate::{ExceptionClass, Ledger, LedgerError};
 
 /// The office's own limits of online operations per card and UTC day.
@@ -148,37 +155,15 @@ impl Ledger {
         policy: &OnlinePolicy,
         now: u32,
     ) -> Result<OnlineVerdict, LedgerError> {
-        let r = &q.request;
         // Only a genuine request is decided, or looked up: an altered one
         // (whatever it claims) is declined and not kept.
-        if self
-            .keys
-            .certificate_verifier()
-            .verify_request(&q.card_id, q.key_version, r)
-            .is_err()
-        {
-            return Ok(OnlineVerdict::decline("O02", message_of("O02")));
+        if let Some(forged) = check_request(&self.keys.certificate_verifier(), q) {
+            return Ok(forged);
         }
-        let tx = self.conn.transaction()?;
-        let card = &q.card_id[..];
-        if let Some((approved, code, message, settled)) = tx
-            .query_row(
-                "SELECT approved, code, message, settled FROM online_authorizations
-                 WHERE card_id = ?1 AND cryptogram = ?2",
-                params![card, &r.cryptogram[..]],
-                |row| Ok((row.get::<_, bool>(0)?, row.get(1)?, row.get(2)?, row.get::<_, u32>(3)?)),
-            )
-            .optional()?
-        {
-            return Ok(OnlineVerdict {
-                approved,
-                code,
-                message,
-                settled,
-            });
-        }
-        let verdict = decide(&tx, q, Some(r.balance), policy, now)?;
-        insert(&tx, q, &verdict, "online", None, now)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let verdict = decide_and_record(&tx, q, Some(q.request.balance), policy, now, ("online", None))?;
         tx.commit()?;
         Ok(verdict)
     }
@@ -208,28 +193,27 @@ impl Ledger {
         policy: &OnlinePolicy,
         now: u32,
     ) -> Result<(OnlineVerdict, u32, u8), LedgerError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let db: &dyn WarehouseDb = &tx;
         let card = &card_id[..];
-        let known: Option<(u32, u8)> = tx
-            .query_row(
-                "SELECT last_counter, key_version FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
-                [card],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
+        let known: Option<(u32, u8)> = db.first(
+            "SELECT last_counter, key_version FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
+            &[card.into()],
+            |r| Ok((r.int(0)?, r.int(1)?)),
+        )?;
         let Some((last_counter, key_version)) = known else {
             return Ok((OnlineVerdict::decline("O01", message_of("O01")), 0, 0));
         };
         let counter = voice.counter(last_counter);
         // A refund reverses its original's kind, which the books know.
         let kind = if kind.is_refund() {
-            let original: Option<String> = tx
-                .query_row(
-                    "SELECT tx_type FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
-                    params![card, reference],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let original: Option<String> = db.first(
+                "SELECT tx_type FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
+                &[card.into(), reference.into()],
+                |r| r.text(0),
+            )?;
             original
                 .and_then(|t| TxKind::ALL.into_iter().find(|k| k.name() == t))
                 .and_then(TxKind::reversal)
@@ -237,23 +221,6 @@ impl Ledger {
         } else {
             kind
         };
-        if let Some((approved, code, message, settled)) = tx
-            .query_row(
-                "SELECT approved, code, message, settled FROM online_authorizations
-                 WHERE card_id = ?1 AND cryptogram = ?2",
-                params![card, &voice.cryptogram[..]],
-                |row| Ok((row.get::<_, bool>(0)?, row.get(1)?, row.get(2)?, row.get::<_, u32>(3)?)),
-            )
-            .optional()?
-        {
-            let v = OnlineVerdict {
-                approved,
-                code,
-                message,
-                settled,
-            };
-            return Ok((v, counter, key_version));
-        }
         let q = OnlineQuery {
             terminal_id,
             card_id,
@@ -270,11 +237,7 @@ impl Ledger {
                 cryptogram: voice.cryptogram,
             },
         };
-        let mut verdict = decide(&tx, &q, None, policy, now)?;
-        // The telephone answer says nothing about settlement (the clerk
-        // would have to type it).
-        verdict.settled = 0;
-        insert(&tx, &q, &verdict, "voice", Some(operator), now)?;
+        let verdict = decide_and_record(db, &q, None, policy, now, ("voice", Some(operator)))?;
         tx.commit()?;
         Ok((verdict, counter, key_version))
     }
@@ -284,29 +247,7 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn online_authorizations(&self, card_id: CardId) -> Result<Vec<OnlineAuthorization>, LedgerError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT counter, kind, amount, reference, terminal_id, code, state, decided_at, delivery
-             FROM online_authorizations WHERE card_id = ?1 ORDER BY decided_at, rowid",
-        )?;
-        let rows = stmt.query_map([&card_id[..]], |r| {
-            let kind: String = r.get(1)?;
-            Ok(OnlineAuthorization {
-                card_id,
-                counter: r.get(0)?,
-                kind: TxKind::ALL
-                    .into_iter()
-                    .find(|k| k.name() == kind)
-                    .map_or("unknown", TxKind::name),
-                amount: r.get(2)?,
-                reference: r.get(3)?,
-                terminal_id: r.get(4)?,
-                code: r.get(5)?,
-                state: r.get(6)?,
-                decided_at: r.get(7)?,
-                delivery: r.get(8)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        authorizations_of(&self.conn, card_id)
     }
 
     /// The signed points of a card's online approvals whose records have
@@ -319,53 +260,164 @@ impl Ledger {
     }
 }
 
-fn insert(
-    tx: &rusqlite::Transaction<'_>,
-    q: &OnlineQuery,
-    verdict: &OnlineVerdict,
-    delivery: &str,
-    operator: Option<&str>,
-    now: u32,
-) -> Result<(), LedgerError> {
-    let r = &q.request;
-    tx.execute(
-        "INSERT INTO online_authorizations (card_id, cryptogram, counter, kind, amount, reference, terminal_id,
-             key_version, approved, code, message, settled, state, decided_at, delivery, operator)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        params![
-            &q.card_id[..],
-            &r.cryptogram[..],
-            r.counter,
-            r.kind.name(),
-            r.amount,
-            r.reference,
-            q.terminal_id,
-            q.key_version,
-            verdict.approved,
-            verdict.code,
-            verdict.message,
-            verdict.settled,
-            if verdict.approved { "approved" } else { "declined" },
-            now,
-            delivery,
-            operator
-        ],
-    )?;
-    Ok(())
+/// The first check, before the books are read: a request whose cryptogram
+/// does not verify under the card's key version is declined `O02` (and not
+/// kept); `None` for a genuine one.
+pub fn check_request(verifier: &CertificateVerifier, q: &OnlineQuery) -> Option<OnlineVerdict> {
+    verifier
+        .verify_request(&q.card_id, q.key_version, &q.request)
+        .is_err()
+        .then(|| OnlineVerdict::decline("O02", message_of("O02")))
 }
 
-fn outstanding(conn: &rusqlite::Connection, card: &CardId) -> Result<i64, LedgerError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT kind, amount FROM online_authorizations WHERE card_id = ?1 AND state = 'approved'")?;
-    let rows = stmt.query_map([&card[..]], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
-    let mut sum = 0i64;
-    for row in rows {
-        let (kind, amount) = row?;
-        if let Some(k) = TxKind::ALL.into_iter().find(|k| k.name() == kind) {
-            sum += k.delta(amount);
-        }
+/// The decision on a genuine request ([`check_request`]), in the caller's
+/// transaction: the one taken before for the same card and cryptogram, or
+/// a new one (the module's checks, in order), recorded. `balance` is the
+/// card's certified balance (an online request), or `None` (a request read
+/// over the telephone: its balance is not certified to the office, which
+/// then judges on its books when they hold every transaction of the card).
+/// `delivery`: `online` or `voice`, and the operator who read it.
+///
+/// A backend that several servers share locks the card's row before
+/// calling this, so that decisions on one card take turns; two deciding
+/// the same request at once store one decision, and both return it.
+///
+/// # Errors
+/// A storage error (nothing recorded: the caller rolls back).
+pub fn decide_and_record(
+    db: &dyn WarehouseDb,
+    q: &OnlineQuery,
+    balance: Option<u32>,
+    policy: &OnlinePolicy,
+    now: u32,
+    delivery: (&str, Option<&str>),
+) -> Result<OnlineVerdict, LedgerError> {
+    if let Some(v) = stored_verdict(db, &q.card_id, &q.request.cryptogram)? {
+        return Ok(v);
     }
-    Ok(sum)
+    let mut verdict = decide(db, q, balance, policy, now)?;
+    if balance.is_none() {
+        // The telephone answer says nothing about settlement (the clerk
+        // would have to type it).
+        verdict.settled = 0;
+    }
+    if !insert(db, q, &verdict, delivery, now)? {
+        // Decided meanwhile (by another server, for the same request):
+        // that decision stands.
+        return stored_verdict(db, &q.card_id, &q.request.cryptogram)?
+            .ok_or_else(|| LedgerError::Storage("an online decision vanished as it was taken".into()));
+    }
+    Ok(verdict)
+}
+
+fn stored_verdict(
+    db: &dyn WarehouseDb,
+    card: &CardId,
+    cryptogram: &[u8],
+) -> Result<Option<OnlineVerdict>, LedgerError> {
+    db.first(
+        "SELECT approved, code, message, settled FROM online_authorizations
+         WHERE card_id = ?1 AND cryptogram = ?2",
+        &[card[..].into(), cryptogram.into()],
+        |r| {
+            Ok(OnlineVerdict {
+                approved: r.i64(0)? != 0,
+                code: r.text(1)?,
+                message: r.text(2)?,
+                settled: r.int(3)?,
+            })
+        },
+    )
+}
+
+/// Every online decision of a card, oldest first (then by counter and
+/// cryptogram), from the books `db`.
+///
+/// # Errors
+/// A storage error.
+pub fn authorizations_of(db: &dyn WarehouseDb, card_id: CardId) -> Result<Vec<OnlineAuthorization>, LedgerError> {
+    db.rows(
+        "SELECT counter, kind, amount, reference, terminal_id, code, state, decided_at, delivery
+         FROM online_authorizations WHERE card_id = ?1 ORDER BY decided_at, counter, cryptogram",
+        &[card_id[..].into()],
+        |r| {
+            let kind = r.text(1)?;
+            Ok(OnlineAuthorization {
+                card_id,
+                counter: r.int(0)?,
+                kind: TxKind::ALL
+                    .into_iter()
+                    .find(|k| k.name() == kind)
+                    .map_or("unknown", TxKind::name),
+                amount: r.int(2)?,
+                reference: r.int(3)?,
+                terminal_id: r.int(4)?,
+                code: r.text(5)?,
+                state: r.text(6)?,
+                decided_at: r.int(7)?,
+                delivery: r.text(8)?,
+            })
+        },
+    )
+}
+
+/// Records a decision; `false` when one for the same card and cryptogram
+/// was there already (nothing written).
+fn insert(
+    db: &dyn WarehouseDb,
+    q: &OnlineQuery,
+    verdict: &OnlineVerdict,
+    delivery: (&str, Option<&str>),
+    now: u32,
+) -> Result<bool, LedgerError> {
+    let r = &q.request;
+    let n = db.run(
+        "INSERT INTO online_authorizations (card_id, cryptogram, counter, kind, amount, reference, terminal_id,
+             key_version, approved, code, message, settled, state, decided_at, delivery, operator)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+         ON CONFLICT (card_id, cryptogram) DO NOTHING",
+        &[
+            q.card_id[..].into(),
+            r.cryptogram[..].into(),
+            r.counter.into(),
+            r.kind.name().into(),
+            r.amount.into(),
+            r.reference.into(),
+            q.terminal_id.into(),
+            u32::from(q.key_version).into(),
+            i64::from(verdict.approved).into(),
+            verdict.code.as_str().into(),
+            verdict.message.as_str().into(),
+            verdict.settled.into(),
+            (if verdict.approved { "approved" } else { "declined" }).into(),
+            now.into(),
+            delivery.0.into(),
+            delivery.1.into(),
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+/// The signed points of a card's online approvals whose records have not
+/// arrived, in the books `db`.
+///
+/// # Errors
+/// A storage error.
+pub fn outstanding(db: &dyn WarehouseDb, card: &CardId) -> Result<i64, LedgerError> {
+    let rows = db.rows(
+        "SELECT kind, amount FROM online_authorizations WHERE card_id = ?1 AND state = 'approved'",
+        &[card[..].into()],
+        |r| Ok((r.text(0)?, r.int::<u32>(1)?)),
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(kind, amount)| {
+            TxKind::ALL
+                .into_iter()
+                .find(|k| k.name() == kind)
+                .map(|k| k.delta(amount))
+        })
+        .sum())
 }
 
 /// The clerk's line for a code.
@@ -387,38 +439,35 @@ pub fn message_of(code: &str) -> String {
     .to_owned()
 }
 
-/// `balance`: the card's certified balance (an online request), or `None`
-/// (a request read over the telephone: its balance is not certified to the
-/// office, which then judges on its books when they hold every transaction
-/// of the card).
 fn decide(
-    tx: &rusqlite::Transaction<'_>,
+    db: &dyn WarehouseDb,
     q: &OnlineQuery,
     balance: Option<u32>,
     policy: &OnlinePolicy,
     now: u32,
 ) -> Result<OnlineVerdict, LedgerError> {
     let r = &q.request;
-    let card = &q.card_id[..];
+    let card: SqlValue = q.card_id[..].into();
     let d = |code: &str| Ok(OnlineVerdict::decline(code, message_of(code)));
-    let book: Option<(u32, i64, bool, bool, bool, u32)> = tx
-        .query_row(
-            "SELECT last_counter, shadow_balance, registered_at IS NOT NULL, flagged != 0 OR discrepancy != 0,
-                    EXISTS (SELECT 1 FROM hotlist h WHERE h.card_id = c.card_id), pending
-             FROM cards c WHERE card_id = ?1",
-            [card],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ))
-            },
-        )
-        .optional()?;
+    let book = db.first(
+        "SELECT last_counter, shadow_balance,
+                CASE WHEN registered_at IS NOT NULL THEN 1 ELSE 0 END,
+                CASE WHEN flagged != 0 OR discrepancy != 0 THEN 1 ELSE 0 END,
+                CASE WHEN EXISTS (SELECT 1 FROM hotlist h WHERE h.card_id = c.card_id) THEN 1 ELSE 0 END,
+                pending
+         FROM cards c WHERE card_id = ?1",
+        std::slice::from_ref(&card),
+        |row: SqlRow<'_>| {
+            Ok((
+                row.int::<u32>(0)?,
+                row.i64(1)?,
+                row.i64(2)? != 0,
+                row.i64(3)? != 0,
+                row.i64(4)? != 0,
+                row.i64(5)?,
+            ))
+        },
+    )?;
     let Some((last_counter, shadow, registered, flagged, hotlisted, pending)) = book else {
         return d("O01");
     };
@@ -448,13 +497,11 @@ fn decide(
         ));
     }
     if r.kind.is_refund() {
-        let original: Option<(String, u32)> = tx
-            .query_row(
-                "SELECT tx_type, points FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
-                params![card, r.reference],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
+        let original = db.first(
+            "SELECT tx_type, points FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
+            &[card.clone(), r.reference.into()],
+            |row| Ok((row.text(0)?, row.count(1)?)),
+        )?;
         let Some((tx_type, points)) = original else {
             return d("O06");
         };
@@ -465,32 +512,36 @@ fn decide(
         if reversed != Some(r.kind) {
             return d("O06");
         }
-        let refunded: u64 = tx.query_row(
-            "SELECT COALESCE(SUM(points), 0) FROM card_transactions
-             WHERE card_id = ?1 AND reference = ?2 AND tx_type = ?3",
-            params![card, r.reference, r.kind.name()],
-            |row| row.get(0),
-        )?;
-        let approved: u64 = tx.query_row(
-            "SELECT COALESCE(SUM(amount), 0) FROM online_authorizations
+        let sum = |sql: &str| -> Result<u64, LedgerError> {
+            Ok(db
+                .first(sql, &[card.clone(), r.reference.into(), r.kind.name().into()], |row| {
+                    row.count(0)
+                })?
+                .unwrap_or(0))
+        };
+        let refunded = sum("SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM card_transactions
+             WHERE card_id = ?1 AND reference = ?2 AND tx_type = ?3")?;
+        let approved = sum(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM online_authorizations
              WHERE card_id = ?1 AND reference = ?2 AND kind = ?3 AND state = 'approved'",
-            params![card, r.reference, r.kind.name()],
-            |row| row.get(0),
         )?;
-        if refunded + approved + u64::from(r.amount) > u64::from(points) {
+        if refunded + approved + u64::from(r.amount) > points {
             return d("O07");
         }
     }
     let today = day(now);
-    let (ops, debits): (u32, u64) = tx.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind IN ('redeem', 'refund-earn') THEN amount ELSE 0 END), 0)
-         FROM online_authorizations
-         WHERE card_id = ?1 AND approved = 1 AND state != 'lapsed' AND decided_at >= ?2 AND decided_at < ?3",
-        params![card, today * 86_400, (today + 1) * 86_400],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
+    let (ops, debits) = db
+        .first(
+            "SELECT COUNT(*),
+                    CAST(COALESCE(SUM(CASE WHEN kind IN ('redeem', 'refund-earn') THEN amount ELSE 0 END), 0) AS BIGINT)
+             FROM online_authorizations
+             WHERE card_id = ?1 AND approved = 1 AND state != 'lapsed' AND decided_at >= ?2 AND decided_at < ?3",
+            &[card, (today * 86_400).into(), ((today + 1) * 86_400).into()],
+            |row| Ok((row.count(0)?, row.count(1)?)),
+        )?
+        .unwrap_or((0, 0));
     let debit = if r.kind.is_credit() { 0 } else { u64::from(r.amount) };
-    if ops >= policy.max_operations_per_day || debits + debit > policy.max_debit_points_per_day {
+    if ops >= u64::from(policy.max_operations_per_day) || debits + debit > policy.max_debit_points_per_day {
         return d("O08");
     }
     Ok(OnlineVerdict {
@@ -501,45 +552,115 @@ fn decide(
     })
 }
 
+/// An approval whose card record has not arrived: what a record must be
+/// to meet it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outstanding {
+    /// The card's counter when it asked.
+    pub counter: u32,
+    /// The operation's kind.
+    pub kind: String,
+    /// Points.
+    pub amount: u32,
+    /// Refunds: the original's counter.
+    pub reference: u32,
+    /// The request's cryptogram (with the card, the approval's key).
+    pub cryptogram: Vec<u8>,
+}
+
+/// What a card record written to the books does to the approvals
+/// outstanding at its counter ([`meet`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meeting {
+    /// The approval the record meets: now `posted`.
+    pub posted: Option<Vec<u8>>,
+    /// The other approvals at its counter: now `lapsed` (the card gave the
+    /// counter to another transaction).
+    pub lapsed: Vec<Vec<u8>>,
+    /// A record the card marked online that meets no approval: the
+    /// evidence of its `online unmatched` exception.
+    pub unmatched: Option<serde_json::Value>,
+}
+
 /// At posting: the record of an online-approved operation meets its
-/// approval (same card, counter, kind, points and reference) and the
-/// approval becomes `posted`; other approvals at that counter lapse (the card gave the counter to another transaction). A record the
-/// card marked online that meets no approval is an `online unmatched`
-/// exception (the record is posted: the card moved the points).
-pub(crate) fn record_posted(
-    conn: &rusqlite::Connection,
-    card: &CardId,
-    rec: &LogRecord,
-) -> Result<Option<serde_json::Value>, LedgerError> {
+/// approval (same card, counter, kind, points and reference; of several,
+/// the first of `at`, which the caller lists oldest first, then by
+/// cryptogram) and the approval becomes `posted`; the other approvals at
+/// that counter lapse. A record the card marked online that meets no
+/// approval is an `online unmatched` exception (the record is posted: the
+/// card moved the points). `at`: the card's outstanding approvals at the
+/// record's counter − 1.
+pub fn meet(card: &CardId, rec: &LogRecord, at: &[Outstanding]) -> Meeting {
     let counter = rec.counter.saturating_sub(1);
-    let matched = if rec.online {
-        conn.prepare_cached(
-            "UPDATE online_authorizations SET state = 'posted'
-             WHERE card_id = ?1 AND counter = ?2 AND kind = ?3 AND amount = ?4 AND reference = ?5
-               AND approved = 1 AND state = 'approved'
-               AND rowid = (SELECT MIN(rowid) FROM online_authorizations
-                            WHERE card_id = ?1 AND counter = ?2 AND kind = ?3 AND amount = ?4 AND reference = ?5
-                              AND approved = 1 AND state = 'approved')",
-        )?
-        .execute(params![&card[..], counter, rec.kind.name(), rec.amount, rec.reference])?
-    } else {
-        0
-    };
-    conn.prepare_cached(
-        "UPDATE online_authorizations SET state = 'lapsed' WHERE card_id = ?1 AND counter = ?2 AND state = 'approved'",
-    )?
-    .execute(params![&card[..], counter])?;
-    if rec.online && matched == 0 {
-        return Ok(Some(json!({
+    let mut m = Meeting::default();
+    for a in at.iter().filter(|a| a.counter == counter) {
+        let same = a.kind == rec.kind.name() && a.amount == rec.amount && a.reference == rec.reference;
+        if rec.online && same && m.posted.is_none() {
+            m.posted = Some(a.cryptogram.clone());
+        } else {
+            m.lapsed.push(a.cryptogram.clone());
+        }
+    }
+    if rec.online && m.posted.is_none() {
+        m.unmatched = Some(json!({
             "card_id": hex::encode_upper(card),
             "counter": rec.counter,
             "kind": rec.kind.name(),
             "points": rec.amount,
             "reference": rec.reference,
             "why": "the card marked the transaction authorized online, and the office holds no approval of it",
-        })));
+        }));
     }
-    Ok(None)
+    m
+}
+
+/// The order in which outstanding approvals are listed for [`meet`].
+pub const OUTSTANDING_ORDER: &str = "decided_at, cryptogram";
+
+/// [`meet`] in the SQLite ledger, for one record as it is written.
+pub(crate) fn record_posted(
+    db: &dyn WarehouseDb,
+    card: &CardId,
+    rec: &LogRecord,
+) -> Result<Option<serde_json::Value>, LedgerError> {
+    let counter = rec.counter.saturating_sub(1);
+    let at = db.rows(
+        &format!(
+            "SELECT counter, kind, amount, reference, cryptogram FROM online_authorizations
+             WHERE card_id = ?1 AND counter = ?2 AND state = 'approved' ORDER BY {OUTSTANDING_ORDER}"
+        ),
+        &[card[..].into(), counter.into()],
+        outstanding_row,
+    )?;
+    let m = meet(card, rec, &at);
+    let set = |state: &str, cryptogram: &[u8]| {
+        db.run(
+            "UPDATE online_authorizations SET state = ?3 WHERE card_id = ?1 AND cryptogram = ?2",
+            &[card[..].into(), cryptogram.into(), state.into()],
+        )
+    };
+    if let Some(c) = &m.posted {
+        set("posted", c)?;
+    }
+    for c in &m.lapsed {
+        set("lapsed", c)?;
+    }
+    Ok(m.unmatched)
+}
+
+/// An outstanding approval from `counter, kind, amount, reference,
+/// cryptogram`.
+///
+/// # Errors
+/// A storage error for a column of another type.
+pub fn outstanding_row(r: SqlRow<'_>) -> Result<Outstanding, LedgerError> {
+    Ok(Outstanding {
+        counter: r.int(0)?,
+        kind: r.text(1)?,
+        amount: r.int(2)?,
+        reference: r.int(3)?,
+        cryptogram: r.blob(4)?,
+    })
 }
 
 /// The class of the exception [`record_posted`] reports.

@@ -48,13 +48,13 @@
 //! terminal and the records of one card, whichever server posts them), and
 //! a database that is unreachable or restarting is answered `503` with
 //! `Retry-After` (nothing posted that was not acknowledged). On PostgreSQL
-//! the sync feed and its acknowledgements are served as on SQLite; online
-//! authorization (`501`), the dashboard (`501`) and the aging of gaps are
-//! not available there yet. The nonces of sync, acknowledgement and
-//! authorization requests are remembered per server: a request replayed to
-//! another server of the same books is answered again, which changes
-//! nothing (the feed is sealed for its till, an acknowledgement is
-//! recorded once, a decision is the same for the same request).
+//! the sync feed, its acknowledgements and online authorization are served
+//! as on SQLite (a card's decisions take turns on its row lock, whichever
+//! server takes them); the dashboard (`501`) and the aging of gaps are not
+//! available there yet. The nonce of a sync, acknowledgement or
+//! authorization request is claimed by the server that answers it, and on
+//! PostgreSQL in the books too: a request replayed to another server of
+//! the same books is refused there.
 //!
 //! Every request is counted and logged in one line on standard error
 //! (route, terminal when authenticated, status, bytes, duration). Every
