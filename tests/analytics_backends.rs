@@ -7,7 +7,8 @@
 //! office prints — RFM, cohorts, CLV with its fitted models, campaigns with
 //! uplift, stores, categories and points per day, week and month,
 //! households, the summary and every customer's drill-down — must be the
-//! same on both; and on PostgreSQL the warehouse maintained batch by batch
+//! same on both, and so must the liability and the dashboard built from
+//! them all; and on PostgreSQL the warehouse maintained batch by batch
 //! must equal the one rebuilt from its books.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -136,6 +137,17 @@ fn every_report_is_the_same_on_sqlite_and_on_postgresql() {
     let on_pg = reports(&pg, now);
     assert!(on_sqlite.len() > 200, "every customer's drill-down is compared");
     assert_same("SQLite and PostgreSQL", &on_sqlite, &on_pg);
+    // The liability, from the books beside the warehouse, and the
+    // dashboard built from all of them (every customer's page with its
+    // transactions): the same on both.
+    assert_eq!(sqlite.liability(1).unwrap(), Warehouse::liability(&pg, 1).unwrap());
+    assert!(Warehouse::liability(&pg, 1).unwrap().points_outstanding > 0);
+    let zone = tessera_terminal::display::Zone::utc();
+    let currency = tessera_office::dashboard::Currency::office();
+    let dashboard = |w: &dyn Warehouse| tessera_office::dashboard::collect(w, now, &zone, &currency).unwrap();
+    let (d_sqlite, d_pg) = (dashboard(&sqlite), dashboard(&pg));
+    assert!(d_pg.customers.len() >= 300 && d_pg.customers.iter().any(|c| !c.transactions.is_empty()));
+    assert_eq!(d_sqlite, d_pg);
 
     // Maintained batch by batch, the warehouse on PostgreSQL equals the
     // one built again from its books.

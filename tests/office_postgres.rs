@@ -485,6 +485,41 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     let rfm: serde_json::Value =
         serde_json::from_str(&tessera(&["office", "report", "rfm", "--dir", d, "--json"])).unwrap();
     assert_eq!(rfm["data"]["customers"], 1, "{rfm}");
+    // The liability is the PostgreSQL books': the card's points.
+    let liability: serde_json::Value =
+        serde_json::from_str(&tessera(&["office", "report", "liability", "--dir", d, "--json"])).unwrap();
+    assert_eq!(
+        liability["data"]["points_outstanding"],
+        i64::from(st.balance),
+        "{liability}"
+    );
+    // The dashboard is served from them too, behind the staff login.
+    let token: serde_json::Value =
+        serde_json::from_str(&tessera(&["office", "dashboard-token", "--dir", d, "--json"])).unwrap();
+    let base = format!("http://{addr}");
+    assert!(raw(&base, "GET /dashboard/ HTTP/1.1\r\n", "").starts_with("HTTP/1.1 303"));
+    let login = raw(
+        &base,
+        "POST /dashboard/login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+        &format!("token={}", token["token"].as_str().unwrap()),
+    );
+    let cookie = login
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session: {login}"))
+        .to_owned();
+    let page = raw(&base, &format!("GET /dashboard/ HTTP/1.1\r\nCookie: {cookie}\r\n"), "");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let figure = format!(
+        "data-figure=\"overview.points_outstanding\" data-value=\"{}\"",
+        st.balance
+    );
+    assert!(page.contains(&figure), "the card's points on the overview: {page}");
+
     // A report of the books themselves is not on PostgreSQL yet: refused,
     // never read from the SQLite file the books left.
     let out = Command::new(tessera_bin())
@@ -515,14 +550,26 @@ impl Drop for ScriptOffice {
     }
 }
 
-/// A signed sync request, sent as it is: its status line and body.
-fn raw_get(base: &str, path: &str) -> (u16, String) {
+/// One HTTP/1.1 request: `head` (request line and headers, each ending
+/// in CRLF) and `body`; the whole answer.
+fn raw(base: &str, head: &str, body: &str) -> String {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://").trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{head}Host: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A signed sync request, sent as it is: its status line and body.
+fn raw_get(base: &str, path: &str) -> (u16, String) {
+    let answer = raw(base, &format!("GET {path} HTTP/1.1\r\n"), "");
     let status = answer
         .split_whitespace()
         .nth(1)

@@ -9,7 +9,7 @@ use serde_json::json;
 use tessera_office::dashboard::{self, auth::Staff, Currency, ExportError, Zone};
 
 use crate::fail::{Failure, EXIT_DECLINED, EXIT_FILE};
-use crate::office::{ledger_err, now, open_office};
+use crate::office::{ledger_err, now, open_warehouse};
 use crate::out::print_json;
 use crate::OutputArgs;
 
@@ -71,10 +71,11 @@ pub fn run(cmd: &DashboardCmd) -> Result<(), Failure> {
 }
 
 fn write_static(a: &DashboardArgs) -> Result<(), Failure> {
-    let (_keys, mut ledger) = open_office(&a.dir)?;
-    tessera_office::analytics::bring_up_to_date(&mut ledger).map_err(ledger_err)?;
+    // Wherever the books are (SQLite, or PostgreSQL once they moved).
+    let mut books = open_warehouse(&a.dir)?;
+    tessera_office::analytics::bring_up_to_date(books.as_mut()).map_err(ledger_err)?;
     let zone = Zone::system();
-    let data = dashboard::collect(&ledger, now()?, &zone, &Currency::office()).map_err(ledger_err)?;
+    let data = dashboard::collect(books.as_ref(), now()?, &zone, &Currency::office()).map_err(ledger_err)?;
     let files = dashboard::export(&data, &zone, &a.out).map_err(|e| match e {
         e @ ExportError::NotEmpty(_) => Failure::new(EXIT_DECLINED, e.to_string()),
         e => Failure::new(EXIT_FILE, e.to_string()),
@@ -98,8 +99,8 @@ fn write_static(a: &DashboardArgs) -> Result<(), Failure> {
 }
 
 fn token(a: &TokenArgs) -> Result<(), Failure> {
-    // Only for an office that opens: never a token beside nothing.
-    open_office(&a.dir)?;
+    // Only for an office whose books open: never a token beside nothing.
+    open_warehouse(&a.dir)?;
     let token = Staff::create(&a.dir, now()?).map_err(|e| Failure::new(EXIT_FILE, e.to_string()))?;
     if a.output.json {
         print_json(json!({"token": token}));

@@ -178,11 +178,14 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
     let d = cmd.dir();
     if !matches!(
         cmd,
-        ReportCmd::Reconciliation(_) | ReportCmd::Liability(_) | ReportCmd::Exceptions(_) | ReportCmd::Explained(_)
+        ReportCmd::Reconciliation(_) | ReportCmd::Exceptions(_) | ReportCmd::Explained(_)
     ) {
-        // The analytics: from the warehouse, wherever the books are.
+        // The analytics and the liability: wherever the books are.
         let mut warehouse = crate::office::open_warehouse(&d.dir)?;
-        analytics::bring_up_to_date(warehouse.as_mut()).map_err(ledger_err)?;
+        if !matches!(cmd, ReportCmd::Liability(_)) {
+            // (The liability is the books' own, not the warehouse's.)
+            analytics::bring_up_to_date(warehouse.as_mut()).map_err(ledger_err)?;
+        }
         return analytics_report(cmd, d, warehouse.as_ref());
     }
     let (_keys, mut ledger) = open_office(&d.dir)?;
@@ -218,17 +221,6 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             };
             ("reconciliation", serde_json::to_value(&r), table)
         }
-        ReportCmd::Liability(a) => {
-            let per_point = tessera_terminal::display::parse_amount(&a.point_value, view.minor_units_per_unit)
-                .map_err(|e| Failure::usage(format!("invalid point value {:?}: {e}", a.point_value)))?;
-            let r = ledger.liability(per_point).map_err(ledger_err)?;
-            let mut v = serde_json::to_value(&r);
-            if let Ok(serde_json::Value::Object(m)) = &mut v {
-                m.insert("currency".into(), view.currency.clone().into());
-                m.insert("minor_units_per_unit".into(), view.minor_units_per_unit.into());
-            }
-            ("liability", v, reports::liability(&r, &view))
-        }
         ReportCmd::Exceptions(_) => return stream_exceptions(&ledger, d, &view),
         ReportCmd::Explained(_) => {
             let p = ledger.explanation().map_err(ledger_err)?;
@@ -249,6 +241,17 @@ fn misrouted() -> Failure {
 fn analytics_report(cmd: &ReportCmd, d: &ReportDir, ledger: &dyn tessera_ledger::Warehouse) -> Result<(), Failure> {
     let mut view = View::local();
     let (name, value, table) = match cmd {
+        ReportCmd::Liability(a) => {
+            let per_point = tessera_terminal::display::parse_amount(&a.point_value, view.minor_units_per_unit)
+                .map_err(|e| Failure::usage(format!("invalid point value {:?}: {e}", a.point_value)))?;
+            let r = ledger.liability(per_point).map_err(ledger_err)?;
+            let mut v = serde_json::to_value(&r);
+            if let Ok(serde_json::Value::Object(m)) = &mut v {
+                m.insert("currency".into(), view.currency.clone().into());
+                m.insert("minor_units_per_unit".into(), view.minor_units_per_unit.into());
+            }
+            ("liability", v, reports::liability(&r, &view))
+        }
         ReportCmd::Customers(a) => {
             let r = ledger.customers_report(now()?).map_err(ledger_err)?;
             view.wide = a.wide || d.csv;

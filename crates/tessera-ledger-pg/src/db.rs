@@ -177,6 +177,18 @@ impl Warehouse for PgLedger {
         &self.wh_zone
     }
 
+    /// The database cluster's write-ahead log position: every committed
+    /// change moves it on (so do changes to other databases of the
+    /// cluster, which only makes a cache refresh sooner).
+    fn change_stamp(&self) -> Result<(i64, u64), LedgerError> {
+        Ok(self.with(|c| {
+            let lsn: i64 = c
+                .query_one("SELECT CAST(pg_current_wal_lsn() - '0/0'::pg_lsn AS BIGINT)", &[])?
+                .get(0);
+            Ok((lsn, 0))
+        })?)
+    }
+
     /// Rebuilds in one transaction that first locks the warehouse's tables
     /// against writers (in the order posting writes them): batches posting
     /// meanwhile wait for it, then maintain their own rows.

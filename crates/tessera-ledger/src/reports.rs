@@ -194,22 +194,30 @@ pub(crate) fn reconciliation(
     })
 }
 
-/// Points outstanding and their value.
-pub(crate) fn liability(conn: &Connection, minor_units_per_point: u64) -> Result<LiabilityReport, LedgerError> {
-    let (cards, points, card_balances, unexplained, hot_cards, hot_points): (u64, i64, i64, i64, u64, i64) = conn
-        .query_row(
-            "SELECT COUNT(*), COALESCE(SUM(shadow_balance), 0), COALESCE(SUM(card_balance), 0),
-                    COALESCE(SUM(discrepancy), 0),
-                    COUNT(h.card_id), COALESCE(SUM(CASE WHEN h.card_id IS NOT NULL THEN shadow_balance END), 0)
+/// Points outstanding and their value, from the books `db` (the SQL both
+/// backends speak).
+pub(crate) fn liability(
+    db: &dyn crate::db::WarehouseDb,
+    minor_units_per_point: u64,
+) -> Result<LiabilityReport, LedgerError> {
+    let (cards, points, card_balances, unexplained, hot_cards, hot_points) = db
+        .first(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(shadow_balance), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(card_balance), 0) AS BIGINT), CAST(COALESCE(SUM(discrepancy), 0) AS BIGINT),
+                    COUNT(h.card_id),
+                    CAST(COALESCE(SUM(CASE WHEN h.card_id IS NOT NULL THEN shadow_balance END), 0) AS BIGINT)
              FROM cards c LEFT JOIN hotlist h ON h.card_id = c.card_id",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )?;
-    let (pending_records, pending_points): (u64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'pending'",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+            &[],
+            |r| Ok((r.count(0)?, r.i64(1)?, r.i64(2)?, r.i64(3)?, r.count(4)?, r.i64(5)?)),
+        )?
+        .unwrap_or_default();
+    let (pending_records, pending_points) = db
+        .first(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(delta), 0) AS BIGINT) FROM card_transactions WHERE status = 'pending'",
+            &[],
+            |r| Ok((r.count(0)?, r.i64(1)?)),
+        )?
+        .unwrap_or_default();
     let rate = i64::try_from(minor_units_per_point).unwrap_or(i64::MAX);
     Ok(LiabilityReport {
         cards,

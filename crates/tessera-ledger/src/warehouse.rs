@@ -380,6 +380,22 @@ pub trait Warehouse {
     /// A storage error (then nothing changed).
     fn rebuild_warehouse(&mut self) -> Result<u64, LedgerError>;
 
+    /// A value that changes whenever the books do (a cache of reports is
+    /// good while it holds): never the same across a committed change.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn change_stamp(&self) -> Result<(i64, u64), LedgerError>;
+
+    /// The points outstanding and their value at `minor_units_per_point`
+    /// (as [`Ledger::liability`]), from the books beside the warehouse.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn liability(&self, minor_units_per_point: u64) -> Result<crate::LiabilityReport, LedgerError> {
+        crate::reports::liability(self.warehouse_db(), minor_units_per_point)
+    }
+
     /// Whether the warehouse is behind the books until
     /// [`Warehouse::rebuild_warehouse`]: something changed them while its
     /// maintenance was off ([`Ledger::set_warehouse`]: a batch, a card
@@ -882,5 +898,9 @@ impl Warehouse for Ledger {
 
     fn rebuild_warehouse(&mut self) -> Result<u64, LedgerError> {
         Ledger::rebuild_warehouse(self)
+    }
+
+    fn change_stamp(&self) -> Result<(i64, u64), LedgerError> {
+        Ledger::change_stamp(self)
     }
 }

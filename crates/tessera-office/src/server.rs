@@ -50,11 +50,11 @@
 //! `Retry-After` (nothing posted that was not acknowledged). On PostgreSQL
 //! the sync feed, its acknowledgements and online authorization are served
 //! as on SQLite (a card's decisions take turns on its row lock, whichever
-//! server takes them); the dashboard (`501`) and the aging of gaps are not
-//! available there yet. The nonce of a sync, acknowledgement or
-//! authorization request is claimed by the server that answers it, and on
-//! PostgreSQL in the books too: a request replayed to another server of
-//! the same books is refused there.
+//! server takes them), and so is the dashboard (from a connection of the
+//! pool); the aging of gaps is not available there yet. The nonce of a
+//! sync, acknowledgement or authorization request is claimed by the server
+//! that answers it, and on PostgreSQL in the books too: a request replayed
+//! to another server of the same books is refused there.
 //!
 //! Every request is counted and logged in one line on standard error
 //! (route, terminal when authenticated, status, bytes, duration). Every
@@ -380,16 +380,31 @@ impl Office {
     /// fewer than the most are open, else the next one given back. A
     /// connection the database closed is not kept.
     fn with_store<T>(&self, f: impl FnOnce(&mut dyn LedgerStore) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
-        let (url, keys, pool, freed, max) = match &self.store {
-            Store::Sqlite { ledger, .. } => return f(&mut *locked(ledger)),
-            Store::Postgres {
-                url,
-                keys,
-                pool,
-                freed,
-                max,
-            } => (url, keys, pool, freed, *max),
+        match &self.store {
+            Store::Sqlite { ledger, .. } => f(&mut *locked(ledger)),
+            Store::Postgres { .. } => self.with_pg(|c| f(c)),
+        }
+    }
+
+    /// Runs `f` on a connection of the pool (on SQLite books:
+    /// [`LedgerError::Unsupported`]).
+    fn with_pg<T>(
+        &self,
+        f: impl FnOnce(&mut tessera_ledger_pg::posting::PgLedger) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let Store::Postgres {
+            url,
+            keys,
+            pool,
+            freed,
+            max,
+        } = &self.store
+        else {
+            return Err(LedgerError::Unsupported(
+                "PostgreSQL connections on SQLite books".into(),
+            ));
         };
+        let max = *max;
         let mut p = locked(pool);
         let mut conn = loop {
             if let Some(c) = p.idle.pop() {
@@ -1005,54 +1020,10 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
     }
     let name = if name.is_empty() { "index.html".to_owned() } else { name };
     let worker = Arc::clone(&office);
-    let page = tokio::task::spawn_blocking(move || {
-        let now = worker.now();
-        let ledger = match (&worker.dashboard_ledger, &worker.store) {
-            (Some(l), _) => locked(l),
-            (None, Store::Sqlite { ledger, .. }) => locked(ledger),
-            (None, Store::Postgres { .. }) => return Err(LedgerError::Unsupported("the dashboard".into())),
-        };
-        let zone = &worker.config.zone;
-        let stamp = ledger.change_stamp()?;
-        let mut cache = worker
-            .dashboard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let data = match cache.as_ref() {
-            Some(c) if c.stamp == stamp && now.saturating_sub(c.taken_at) < DASHBOARD_FRESH_SECS => Arc::clone(&c.data),
-            _ => {
-                // Every figure but the drill-downs, once per change.
-                let data = Arc::new(crate::dashboard::collect_for(
-                    &ledger,
-                    now,
-                    zone,
-                    &worker.config.currency,
-                    Some("index.html"),
-                )?);
-                *cache = Some(DashboardSnapshot {
-                    stamp: ledger.change_stamp()?,
-                    taken_at: now,
-                    data: Arc::clone(&data),
-                });
-                data
-            }
-        };
-        drop(cache);
-        let key = name.strip_prefix("customer-").and_then(|k| k.strip_suffix(".html"));
-        let page = match key {
-            Some(key) => match data.customers.iter().find(|c| c.key == key) {
-                Some(c) => {
-                    let mut c = c.clone();
-                    if let Some(id) = c.customer_id {
-                        c.transactions = crate::dashboard::customer_transactions(&ledger, zone, id)?;
-                    }
-                    Some(crate::dashboard::customer_page_of(&data, zone, &c))
-                }
-                None => None,
-            },
-            None => crate::dashboard::page(&data, zone, &name),
-        };
-        Ok::<_, LedgerError>(page)
+    let page = tokio::task::spawn_blocking(move || match (&worker.dashboard_ledger, &worker.store) {
+        (Some(l), _) => dashboard_render(&worker, &*locked(l), &name),
+        (None, Store::Sqlite { ledger, .. }) => dashboard_render(&worker, &*locked(ledger), &name),
+        (None, Store::Postgres { .. }) => worker.with_pg(|pg| dashboard_render(&worker, pg, &name)),
     })
     .await;
     match page {
@@ -1061,6 +1032,59 @@ async fn dashboard_page(State(office): State<Arc<Office>>, request: Request) -> 
         Ok(Err(e)) => dashboard_headers(ledger_refusal(&e)),
         Err(_) => dashboard_headers(refuse(StatusCode::INTERNAL_SERVER_ERROR, "the dashboard page failed")),
     }
+}
+
+/// The dashboard page `name` from `books`: the figures taken once per
+/// change of the books (the server's cache, good while their change stamp
+/// holds and for [`DASHBOARD_FRESH_SECS`]), a customer's page with its
+/// transactions.
+fn dashboard_render(
+    worker: &Office,
+    ledger: &dyn tessera_ledger::Warehouse,
+    name: &str,
+) -> Result<Option<crate::dashboard::Page>, LedgerError> {
+    let now = worker.now();
+    let zone = &worker.config.zone;
+    let stamp = ledger.change_stamp()?;
+    let mut cache = worker
+        .dashboard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let data = match cache.as_ref() {
+        Some(c) if c.stamp == stamp && now.saturating_sub(c.taken_at) < DASHBOARD_FRESH_SECS => Arc::clone(&c.data),
+        _ => {
+            // Every figure but the drill-downs, once per change.
+            let data = Arc::new(crate::dashboard::collect_for(
+                ledger,
+                now,
+                zone,
+                &worker.config.currency,
+                Some("index.html"),
+            )?);
+            *cache = Some(DashboardSnapshot {
+                stamp: ledger.change_stamp()?,
+                taken_at: now,
+                data: Arc::clone(&data),
+            });
+            data
+        }
+    };
+    drop(cache);
+    let key = name.strip_prefix("customer-").and_then(|k| k.strip_suffix(".html"));
+    let page = match key {
+        Some(key) => match data.customers.iter().find(|c| c.key == key) {
+            Some(c) => {
+                let mut c = c.clone();
+                if let Some(id) = c.customer_id {
+                    c.transactions = crate::dashboard::customer_transactions(ledger, zone, id)?;
+                }
+                Some(crate::dashboard::customer_page_of(&data, zone, &c))
+            }
+            None => None,
+        },
+        None => crate::dashboard::page(&data, zone, name),
+    };
+    Ok(page)
 }
 
 async fn shutdown_signal() {

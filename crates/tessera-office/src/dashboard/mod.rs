@@ -30,8 +30,7 @@ pub mod svg;
 use std::path::Path;
 
 use serde::Serialize;
-use tessera_ledger::Warehouse as _;
-use tessera_ledger::{CustomersReport, Ledger, LedgerError, LiabilityReport, Period};
+use tessera_ledger::{CustomersReport, LedgerError, LiabilityReport, Period, Warehouse};
 
 use crate::analytics;
 pub use tessera_rules::display::Zone;
@@ -458,13 +457,18 @@ impl DashboardData {
 
 /// Takes the dashboard's figures from the ledger as of `now`, times in
 /// `zone`, money in `currency`: the overview, segments and customers from
-/// [`tessera_ledger::Warehouse::customers_report`] and [`Ledger::liability`], the other
+/// [`Warehouse::customers_report`] and [`Warehouse::liability`], the other
 /// sections from the reports of [`analytics`] (the same figures as
 /// `office report …`), and each registered customer's transactions.
 ///
 /// # Errors
 /// The ledger's error.
-pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> Result<DashboardData, LedgerError> {
+pub fn collect(
+    ledger: &dyn Warehouse,
+    now: u32,
+    zone: &Zone,
+    currency: &Currency,
+) -> Result<DashboardData, LedgerError> {
     collect_for(ledger, now, zone, currency, None)
 }
 
@@ -476,7 +480,7 @@ pub fn collect(ledger: &Ledger, now: u32, zone: &Zone, currency: &Currency) -> R
 /// # Errors
 /// The ledger's error.
 pub fn collect_for(
-    ledger: &Ledger,
+    ledger: &dyn Warehouse,
     now: u32,
     zone: &Zone,
     currency: &Currency,
@@ -517,7 +521,7 @@ pub fn collect_for(
 /// # Errors
 /// The ledger's error.
 pub fn customer_transactions(
-    ledger: &Ledger,
+    ledger: &dyn Warehouse,
     zone: &Zone,
     customer_id: u64,
 ) -> Result<Vec<CustomerTransaction>, LedgerError> {
