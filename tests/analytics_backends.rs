@@ -148,6 +148,31 @@ fn every_report_is_the_same_on_sqlite_and_on_postgresql() {
     let (d_sqlite, d_pg) = (dashboard(&sqlite), dashboard(&pg));
     assert!(d_pg.customers.len() >= 300 && d_pg.customers.iter().any(|c| !c.transactions.is_empty()));
     assert_eq!(d_sqlite, d_pg);
+    // The reports of the books themselves: reconciliation per till and
+    // day, the explanation of every point, the exceptions.
+    let zone = tessera_terminal::display::Zone::utc();
+    let rec_pg = Warehouse::reconciliation(&pg, None, None, &zone).unwrap();
+    assert!(rec_pg.rows.len() > 20, "a row per till and day");
+    let rec_sqlite = sqlite.reconciliation(None, None, &zone).unwrap();
+    assert_eq!(rec_sqlite.rows.len(), rec_pg.rows.len());
+    for (x, y) in rec_sqlite.rows.iter().zip(&rec_pg.rows) {
+        assert_eq!(x, y);
+    }
+    assert_eq!(rec_sqlite, rec_pg);
+    let explained = Warehouse::explanation(&pg).unwrap();
+    assert_eq!(sqlite.explanation().unwrap(), explained);
+    assert_eq!(explained.posted_points, explained.points_outstanding);
+    let classes = |w: &dyn Warehouse| {
+        let mut v = Vec::new();
+        w.each_exception(&mut |e| {
+            v.push((e.class, e.card_id, e.counter, e.terminal_id, e.batch_no));
+            Ok(())
+        })
+        .unwrap();
+        v.sort();
+        v
+    };
+    assert_eq!(classes(&sqlite), classes(&pg));
 
     // Maintained batch by batch, the warehouse on PostgreSQL equals the
     // one built again from its books.

@@ -520,14 +520,32 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     );
     assert!(page.contains(&figure), "the card's points on the overview: {page}");
 
-    // A report of the books themselves is not on PostgreSQL yet: refused,
-    // never read from the SQLite file the books left.
-    let out = Command::new(tessera_bin())
-        .args(["office", "report", "reconciliation", "--dir", d])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("on PostgreSQL"));
+    // The reports of the books themselves read PostgreSQL too: the till's
+    // batch reconciled (its three earns declared and stored), every point
+    // explained by the till's approved decisions.
+    let rec: serde_json::Value =
+        serde_json::from_str(&tessera(&["office", "report", "reconciliation", "--dir", d, "--json"])).unwrap();
+    let rows = rec["data"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rec}");
+    assert_eq!(
+        (rows[0]["terminal_id"].as_u64(), rows[0]["posted"].as_u64()),
+        (Some(7), Some(3)),
+        "{rec}"
+    );
+    assert_eq!(rows[0]["declared"], rows[0]["stored"], "{rec}");
+    let explained: serde_json::Value =
+        serde_json::from_str(&tessera(&["office", "report", "explained", "--dir", d, "--json"])).unwrap();
+    assert_eq!(
+        explained["data"]["points_outstanding"],
+        i64::from(st.balance),
+        "{explained}"
+    );
+    assert_eq!(explained["data"]["posted_points"], i64::from(st.balance), "{explained}");
+    assert_eq!(explained["data"]["cards_off_books"], 0, "{explained}");
+    assert_eq!(explained["data"]["matched_records"], 3, "{explained}");
+    assert_eq!(explained["data"]["explained"], true, "{explained}");
+    let exceptions = tessera(&["office", "report", "exceptions", "--dir", d, "--json"]);
+    assert!(exceptions.contains("\"report\":\"exceptions\""), "{exceptions}");
 
     drop(office);
 }

@@ -390,6 +390,15 @@ pub(crate) fn open_warehouse(dir: &Path) -> Result<Box<dyn tessera_ledger::Wareh
     OfficeDir::new(dir).open_warehouse().map_err(office_err)
 }
 
+/// The office's books for their reports, on SQLite (gaps aged first at
+/// `age_gaps_at`) or PostgreSQL.
+pub(crate) fn open_books_reports(
+    dir: &Path,
+    age_gaps_at: Option<u32>,
+) -> Result<Box<dyn tessera_ledger::Warehouse>, Failure> {
+    OfficeDir::new(dir).open_books_reports(age_gaps_at).map_err(office_err)
+}
+
 pub(crate) fn now() -> Result<u32, Failure> {
     Ok(clock()?.now())
 }

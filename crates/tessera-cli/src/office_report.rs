@@ -13,7 +13,7 @@ use tessera_office::reports::{self, View};
 
 use crate::args::date;
 use crate::fail::Failure;
-use crate::office::{ledger_err, now, open_office};
+use crate::office::{ledger_err, now, open_books_reports};
 use crate::out::print_json;
 use crate::OutputArgs;
 
@@ -188,14 +188,12 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
         }
         return analytics_report(cmd, d, warehouse.as_ref());
     }
-    let (_keys, mut ledger) = open_office(&d.dir)?;
+    // The reports of the books, wherever they are; holes held too long
+    // are exceptions by now.
+    let ages = matches!(cmd, ReportCmd::Exceptions(_) | ReportCmd::Explained(_));
+    let books = open_books_reports(&d.dir, if ages { Some(now()?) } else { None })?;
+    let ledger = books.as_ref();
     let mut view = View::local();
-    if matches!(cmd, ReportCmd::Exceptions(_) | ReportCmd::Explained(_)) {
-        // Holes that stayed open too long are exceptions by now.
-        ledger
-            .age_gaps(now()?, tessera_ledger::GAP_AGE_SECS)
-            .map_err(ledger_err)?;
-    }
     let (name, value, table) = match cmd {
         ReportCmd::Reconciliation(a) => {
             let day = a.date.as_deref().map(|s| date(s, "date")).transpose()?;
@@ -221,7 +219,7 @@ pub fn run(cmd: &ReportCmd) -> Result<(), Failure> {
             };
             ("reconciliation", serde_json::to_value(&r), table)
         }
-        ReportCmd::Exceptions(_) => return stream_exceptions(&ledger, d, &view),
+        ReportCmd::Exceptions(_) => return stream_exceptions(ledger, d, &view),
         ReportCmd::Explained(_) => {
             let p = ledger.explanation().map_err(ledger_err)?;
             ("explained", serde_json::to_value(&p), reports::explained(&p))
@@ -333,7 +331,7 @@ fn emit(
 /// The exceptions report, one exception at a time from the ledger to
 /// stdout (flat memory whatever their number): JSON with the same shape as
 /// the other reports, CSV, or a table.
-fn stream_exceptions(ledger: &tessera_ledger::Ledger, d: &ReportDir, view: &View) -> Result<(), Failure> {
+fn stream_exceptions(ledger: &dyn tessera_ledger::Warehouse, d: &ReportDir, view: &View) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     const GONE: &str = "stdout closed";
@@ -363,7 +361,7 @@ fn stream_exceptions(ledger: &tessera_ledger::Ledger, d: &ReportDir, view: &View
     };
     let mut n = 0u64;
     let written = out.write_all(head.as_bytes()).map_err(broken).and_then(|()| {
-        ledger.each_exception(|e| {
+        ledger.each_exception(&mut |e| {
             n += 1;
             let line = if d.output.json {
                 format!("{}{}", if n == 1 { "" } else { "," }, reports::exception_json(&e, view))

@@ -79,24 +79,49 @@ pub enum Status {
     Held,
 }
 
-/// One batch's outcome.
+/// One batch's outcome, counted as the SQLite ledger counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     /// The batch's status.
     pub status: Status,
-    /// Card records posted (this batch's, and pending ones it released).
+    /// The batch's card records (completions and recovered records).
+    pub card_transactions: u64,
+    /// The batch's card records posted now.
     pub posted: u64,
-    /// Card records that were copies of posted ones.
+    /// Card records that were copies of ones the books hold, or of one
+    /// earlier in the batch.
     pub duplicates: u64,
-    /// Card records held for an earlier counter.
+    /// The batch's card records held for an earlier counter.
     pub pending: u64,
     /// Conflicting card records (exception raised, card hotlisted).
     pub conflicts: u64,
+    /// Card records not posted: the conflicting ones, those whose
+    /// certificate does not verify, incomplete ones.
+    pub rejected: u64,
+    /// Records of earlier batches posted now: held ones this batch's
+    /// records completed the counters of, and those of the held batches
+    /// it released.
+    pub released: u64,
+}
+
+impl Outcome {
+    fn none(status: Status) -> Self {
+        Self {
+            status,
+            card_transactions: 0,
+            posted: 0,
+            duplicates: 0,
+            pending: 0,
+            conflicts: 0,
+            rejected: 0,
+            released: 0,
+        }
+    }
 }
 
 /// A record the books hold already: certificate, type, points, balance
-/// after.
-type HeldRecord = (Vec<u8>, String, i64, i64);
+/// after, and the terminal, batch and sequence that delivered it.
+type HeldRecord = (Vec<u8>, String, i64, i64, (i64, i64, i64));
 
 /// A verified batch: its header and records.
 struct Verified {
@@ -409,13 +434,7 @@ fn post_batch(
             )?
             .map(|r| r.get(0));
         return match posted {
-            Some(p) if p == head => Ok(Outcome {
-                status: Status::Duplicate,
-                posted: 0,
-                duplicates: 0,
-                pending: 0,
-                conflicts: 0,
-            }),
+            Some(p) if p == head => Ok(Outcome::none(Status::Duplicate)),
             _ => Err(PgError::Refused(LedgerError::BatchConflict {
                 terminal_id: h.terminal_id,
                 batch_no: h.batch_no,
@@ -427,8 +446,8 @@ fn post_batch(
         // Held until its predecessor arrives (a re-send is a duplicate).
         let inserted = tx.execute(
             "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
-                 totals, sealed_at, received_at)
-             VALUES ($1, $2, 'held', $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                 totals, sealed_at, received_at, card_transactions)
+             VALUES ($1, $2, 'held', $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
             &[
                 &terminal,
                 &batch_no,
@@ -440,6 +459,10 @@ fn post_batch(
                 &serde_json::to_string(&h.totals).unwrap_or_default(),
                 &i64::from(h.sealed_at),
                 &i64::from(now),
+                &(v.records
+                    .iter()
+                    .filter(|(_, e)| matches!(e.kind, EntryKind::Completion | EntryKind::Recovered))
+                    .count() as i64),
             ],
         )?;
         if inserted > 0 {
@@ -455,13 +478,7 @@ fn post_batch(
                 )?;
             }
         }
-        return Ok(Outcome {
-            status: Status::Held,
-            posted: 0,
-            duplicates: 0,
-            pending: 0,
-            conflicts: 0,
-        });
+        return Ok(Outcome::none(Status::Held));
     }
     if i64::from(h.seq_from) != last_seq + 1 || prev != last_head {
         return Err(PgError::Refused(LedgerError::BrokenChain {
@@ -544,13 +561,7 @@ fn post_batch(
         "SELECT card_id FROM cards WHERE card_id = ANY($1) ORDER BY card_id FOR UPDATE",
         &[&ids],
     )?;
-    let mut out = Outcome {
-        status: Status::Posted,
-        posted: 0,
-        duplicates: 0,
-        pending: 0,
-        conflicts: 0,
-    };
+    let mut out = Outcome::none(Status::Posted);
     for (k, b) in chain.iter().enumerate() {
         if k > 0 {
             let (p, h) = (&chain[k - 1].header, &b.header);
@@ -564,10 +575,12 @@ fn post_batch(
             }
         }
         let o = post_one(tx, keys, b, now)?;
-        out.posted += o.posted;
-        out.duplicates += o.duplicates;
-        out.pending += o.pending;
-        out.conflicts += o.conflicts;
+        if k == 0 {
+            out = o;
+        } else {
+            // A held batch released: its records are the released ones.
+            out.released += o.posted + o.released;
+        }
     }
     // The warehouse, over what this transaction posted (noted in
     // `wh_touched` by `post_records` and `match_records`).
@@ -609,11 +622,16 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
         });
         raise(tx, "totals-mismatch", None, None, terminal, batch_no, &evidence, now)?;
     }
+    // The batch's counts, as on SQLite (a held batch posted now keeps
+    // the time it was received and gets its counts).
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     tx.execute(
         "INSERT INTO batches (terminal_id, batch_no, status, seq_from, seq_to, record_count, prev_head, head,
-             totals, sealed_at, received_at, posted_at)
-         VALUES ($1, $2, 'posted', $3, $4, $5, $6, $7, $8, $9, $10, $10)
-         ON CONFLICT (terminal_id, batch_no) DO UPDATE SET status = 'posted', posted_at = EXCLUDED.posted_at",
+             totals, sealed_at, received_at, posted_at, card_transactions, posted, duplicates, rejected, held)
+         VALUES ($1, $2, 'posted', $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (terminal_id, batch_no) DO UPDATE SET status = 'posted', posted_at = EXCLUDED.posted_at,
+             card_transactions = EXCLUDED.card_transactions, posted = EXCLUDED.posted,
+             duplicates = EXCLUDED.duplicates, rejected = EXCLUDED.rejected, held = EXCLUDED.held",
         &[
             &terminal,
             &batch_no,
@@ -625,6 +643,11 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
             &serde_json::to_string(&h.totals).unwrap_or_default(),
             &i64::from(h.sealed_at),
             &i64::from(now),
+            &n(out.card_transactions),
+            &n(out.posted),
+            &n(out.duplicates),
+            &n(out.rejected),
+            &n(out.pending),
         ],
     )?;
     tx.execute(
@@ -707,13 +730,7 @@ fn bytea(b: &[u8]) -> String {
 fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32) -> Result<Outcome, PgError> {
     let terminal = i64::from(v.header.terminal_id);
     let batch_no = i64::from(v.header.batch_no);
-    let mut out = Outcome {
-        status: Status::Posted,
-        posted: 0,
-        duplicates: 0,
-        pending: 0,
-        conflicts: 0,
-    };
+    let mut out = Outcome::none(Status::Posted);
     // The journal's records; a decision keeps the store its till is
     // assigned to now, and an approved purchase its amount per category
     // (`decision_categories`), as on SQLite.
@@ -802,18 +819,40 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     }
 
     // The card records, their certificates checked under each card's key
-    // version, one per card and counter (a batch may carry a record and a
-    // recovered copy of it: the first counts).
-    let mut recs: Vec<(CardId, LogRecord, EntryKind, u32)> = v
-        .records
-        .iter()
-        .filter_map(|(seq, e)| card_of(e).map(|(c, r)| (c, r, e.kind, *seq)))
-        .collect();
+    // version. A batch may carry a record and a copy of it (the first
+    // counts, the copy is a duplicate) or two records for one counter (a
+    // conflict), as on SQLite.
+    let mut recs: Vec<(CardId, LogRecord, EntryKind, u32)> = Vec::new();
+    for (seq, e) in &v.records {
+        if !matches!(e.kind, EntryKind::Completion | EntryKind::Recovered) {
+            continue;
+        }
+        out.card_transactions += 1;
+        match card_of(e) {
+            Some((c, r)) => recs.push((c, r, e.kind, *seq)),
+            None => {
+                // Incomplete: no card, counter or certificate to post.
+                out.rejected += 1;
+                let evidence = serde_json::json!({"seq": seq, "why": "incomplete card record", "entry": e});
+                let card = e.card_id.as_deref().and_then(|c| hex::decode(c).ok());
+                let counter = e.card_counter.map(i64::from);
+                raise(
+                    tx,
+                    "bad-certificate",
+                    card.as_deref(),
+                    counter,
+                    terminal,
+                    batch_no,
+                    &evidence,
+                    now,
+                )?;
+            }
+        }
+    }
     if recs.is_empty() {
         return Ok(out);
     }
     recs.sort_by_key(|(c, r, _, seq)| (*c, r.counter, *seq));
-    recs.dedup_by_key(|(c, r, ..)| (*c, r.counter));
     let ids: Vec<Vec<u8>> = {
         let mut ids: Vec<Vec<u8>> = recs.iter().map(|(c, ..)| c.to_vec()).collect();
         ids.dedup();
@@ -886,6 +925,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         }
         ok
     });
+    out.rejected += bad.len() as u64;
     for (card, rec) in &bad {
         exception(tx, "bad-certificate", card, rec, terminal, batch_no, now)?;
     }
@@ -941,12 +981,16 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
     let mut held: BTreeMap<(Vec<u8>, i64), HeldRecord> = BTreeMap::new();
     if !kc.is_empty() {
         for r in tx.query(
-            "SELECT t.card_id, t.counter, t.certificate, t.tx_type, t.points, t.balance_after
+            "SELECT DISTINCT t.card_id, t.counter, t.certificate, t.tx_type, t.points, t.balance_after,
+                    t.terminal_id, t.batch_no, t.seq
              FROM card_transactions t JOIN unnest($1::bytea[], $2::bigint[]) AS k(card_id, counter)
                ON t.card_id = k.card_id AND t.counter = k.counter",
             &[&kc, &kn],
         )? {
-            held.insert((r.get(0), r.get(1)), (r.get(2), r.get(3), r.get(4), r.get(5)));
+            held.insert(
+                (r.get(0), r.get(1)),
+                (r.get(2), r.get(3), r.get(4), r.get(5), (r.get(6), r.get(7), r.get(8))),
+            );
         }
     }
     let with_pending: Vec<Vec<u8>> = books.iter().filter(|(_, b)| b.2 > 0).map(|(c, _)| c.clone()).collect();
@@ -999,13 +1043,23 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             .collect();
         for (idx, (_, rec, _, seq)) in recs.iter().enumerate().take(end).skip(k) {
             let n = i64::from(rec.counter);
-            if let Some((cert, ty, points, balance)) = held.get(&(card.to_vec(), n)) {
+            if let Some((cert, ty, points, balance, first)) = held.get(&(card.to_vec(), n)) {
                 let same = cert[..] == rec.certificate[..]
                     && ty == rec.kind.name()
                     && *points == i64::from(rec.amount)
                     && *balance == i64::from(rec.balance_after);
                 if same {
-                    dups.push((card, n, *seq));
+                    dups.push((card, n, *seq, *first, idx));
+                } else {
+                    conflicts.push((card, rec.clone()));
+                }
+                continue;
+            }
+            // A second record of this batch for the same counter: a copy of
+            // the first (a duplicate), or another record (a conflict).
+            if let Some((_, _, Some(i))) = cand.get(&n) {
+                if recs[*i].1 == *rec {
+                    dups.push((card, n, *seq, (terminal, batch_no, i64::from(recs[*i].3)), idx));
                 } else {
                     conflicts.push((card, rec.clone()));
                 }
@@ -1024,7 +1078,11 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             next += 1;
             moved += d;
             balance = Some(*b);
-            out.posted += 1;
+            if new.is_some() {
+                out.posted += 1;
+            } else {
+                out.released += 1;
+            }
             wh_c.push(card.to_vec());
             wh_n.push(*n);
             // The record is certified, so it happened: it is posted and the
@@ -1167,12 +1225,41 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             &[&cc, &cl, &cm, &cb, &cp],
         )?;
     }
-    for (card, n, seq) in &dups {
-        tx.execute(
+    // Copies, as on SQLite: another till's copy is kept (which till saw
+    // which transaction) in `duplicate_copies`; a till that journaled one
+    // record twice, under two sequences, is named (`duplicate-record`).
+    for (card, n, seq, first, idx) in &dups {
+        let seq = i64::from(*seq);
+        let earlier = if first.0 == terminal {
+            Some((first.1, first.2))
+        } else if tx.execute(
             "INSERT INTO duplicate_copies (card_id, counter, terminal_id, batch_no, seq)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[&&card[..], n, &terminal, &batch_no, &i64::from(*seq)],
-        )?;
+            &[&&card[..], n, &terminal, &batch_no, &seq],
+        )? > 0
+        {
+            None
+        } else {
+            tx.query_opt(
+                "SELECT batch_no, seq FROM duplicate_copies WHERE card_id = $1 AND counter = $2 AND terminal_id = $3",
+                &[&&card[..], n, &terminal],
+            )?
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        };
+        if let Some((first_batch_no, first_seq)) = earlier.filter(|e| *e != (batch_no, seq)) {
+            let evidence = serde_json::json!({
+                "seq": seq, "first_batch_no": first_batch_no, "first_seq": first_seq,
+                "record": record_json(&recs[*idx].1),
+            });
+            raise_on(
+                tx,
+                "duplicate-record",
+                &card[..],
+                *n,
+                (terminal, batch_no, now),
+                &evidence,
+            )?;
+        }
     }
     out.duplicates = dups.len() as u64;
     for (card, rec) in &conflicts {
@@ -1182,6 +1269,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         hotlist_card(tx, card, "clone", now)?;
     }
     out.conflicts = conflicts.len() as u64;
+    out.rejected += out.conflicts;
     if !refunds_c.is_empty() {
         pair_refunds(tx, &refunds_c, &refunds_n, terminal, batch_no, now)?;
     }

@@ -83,11 +83,12 @@ impl PgLedger {
             terminal_id: h.terminal_id,
             batch_no: h.batch_no,
             records: h.record_count,
-            card_transactions: n(out.posted + out.duplicates + out.pending + out.conflicts),
+            card_transactions: n(out.card_transactions),
             posted: n(out.posted),
             duplicates: n(out.duplicates),
-            rejected: n(out.conflicts),
+            rejected: n(out.rejected),
             held: n(out.pending),
+            released: n(out.released),
             ..IngestReport::default()
         };
         Ok(IngestOutcome { ack, report })

@@ -211,8 +211,8 @@ fn both_backends_decide_record_and_match_online_requests_the_same() {
         .keys()
         .any(|(class, card, _)| class == "online-unmatched" && *card == Some(a)));
 
-    // A copy of the same record delivered again is a duplicate: nothing
-    // changes.
+    // A copy of the same record delivered again is a duplicate: no
+    // approval changes.
     let again = seal(
         &keys,
         &mut journal,
@@ -222,7 +222,15 @@ fn both_backends_decide_record_and_match_online_requests_the_same() {
     pg.ingest(&again, NOW).unwrap();
     assert_eq!(decisions(&sqlite, &pg, a).0, decisions(&sqlite, &pg, a).1);
     assert_eq!(states(&pg, a).get("posted"), Some(&1));
-    assert_eq!(named_by(&pg), named);
+    // The till journaled one record twice: named, on both, and nothing
+    // else.
+    let again_named = named_by(&pg);
+    assert_eq!(named_by(&sqlite), again_named);
+    assert_eq!(
+        again_named.get(&("duplicate-record".into(), Some(a), Some(3))),
+        Some(&1)
+    );
+    assert_eq!(again_named.len(), named.len() + 1);
 }
 
 /// Two servers deciding for one card at once: 2 × 12 requests of their

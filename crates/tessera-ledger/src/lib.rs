@@ -1213,11 +1213,6 @@ impl Ledger {
         terminal: Option<u32>,
         tz: &tessera_rules::display::Zone,
     ) -> Result<ReconciliationReport, LedgerError> {
-        if let Some(t) = terminal {
-            if self.terminal_active(t)?.is_none() {
-                return Err(LedgerError::UnknownTerminal(t));
-            }
-        }
         reports::reconciliation(&self.conn, date, terminal, tz)
     }
 

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
+
+use crate::db::{SqlValue, WarehouseDb};
 use serde_json::json;
 use tessera_protocol::profile::Date;
 use tessera_rules::display::Zone;
@@ -21,9 +23,9 @@ fn date_of(t: u32) -> String {
 }
 
 /// Every exception, oldest first.
-pub(crate) fn exceptions(conn: &Connection) -> Result<Vec<Exception>, LedgerError> {
+pub(crate) fn exceptions(db: &dyn WarehouseDb) -> Result<Vec<Exception>, LedgerError> {
     let mut all = Vec::new();
-    each_exception(conn, |e| {
+    each_exception(db, |e| {
         all.push(e);
         Ok(())
     })?;
@@ -33,39 +35,47 @@ pub(crate) fn exceptions(conn: &Connection) -> Result<Vec<Exception>, LedgerErro
 /// Calls `f` with every exception, oldest first, one at a time (memory
 /// stays flat however many there are); stops at `f`'s first error.
 pub(crate) fn each_exception(
-    conn: &Connection,
+    db: &dyn WarehouseDb,
     mut f: impl FnMut(Exception) -> Result<(), LedgerError>,
 ) -> Result<(), LedgerError> {
-    let mut stmt = conn.prepare(
+    db.each(
         "SELECT id, class, card_id, counter, terminal_id, batch_no, evidence, at FROM exceptions ORDER BY id",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let class: String = r.get(1)?;
-        let card: Option<Vec<u8>> = r.get(2)?;
-        let evidence: String = r.get(6)?;
-        f(Exception {
-            id: r.get(0)?,
-            class: ExceptionClass::parse(&class)
-                .ok_or_else(|| LedgerError::Storage(format!("stored exception class {class:?}")))?,
-            card_id: card.map(card_of).transpose()?,
-            counter: r.get(3)?,
-            terminal_id: r.get(4)?,
-            batch_no: r.get(5)?,
-            evidence: serde_json::from_str(&evidence)?,
-            at: r.get(7)?,
-        })?;
-    }
-    Ok(())
+        &[],
+        &mut |r| {
+            let class = r.text(1)?;
+            f(Exception {
+                id: r.int(0)?,
+                class: ExceptionClass::parse(&class)
+                    .ok_or_else(|| LedgerError::Storage(format!("stored exception class {class:?}")))?,
+                card_id: r.opt_blob(2)?.map(card_of).transpose()?,
+                counter: r.opt_int(3)?,
+                terminal_id: r.opt_int(4)?,
+                batch_no: r.opt_int(5)?,
+                evidence: serde_json::from_str(&r.text(6)?)?,
+                at: r.int(7)?,
+            })
+        },
+    )
 }
 
-/// Reconciliation per terminal and settlement day (local days in `tz`).
+/// Reconciliation per terminal and settlement day (local days in `tz`),
+/// from the books `db` (the SQL both backends speak).
 pub(crate) fn reconciliation(
-    conn: &Connection,
+    db: &dyn WarehouseDb,
     date: Option<Date>,
     terminal: Option<u32>,
     tz: &Zone,
 ) -> Result<ReconciliationReport, LedgerError> {
+    if let Some(t) = terminal {
+        let known = db.first(
+            "SELECT 1 FROM terminals WHERE terminal_id = ?1",
+            &[t.into()],
+            |_| Ok(()),
+        )?;
+        if known.is_none() {
+            return Err(LedgerError::UnknownTerminal(t));
+        }
+    }
     // The local day `[start, end)` in Unix seconds.
     let (from, until) = match date {
         Some(d) => (
@@ -98,94 +108,101 @@ pub(crate) fn reconciliation(
         });
         key
     };
-    let filter = "(?1 IS NULL OR b.received_at >= ?1) AND (?2 IS NULL OR b.received_at < ?2) AND (?3 IS NULL OR b.terminal_id = ?3)";
-    {
-        let mut stmt = conn.prepare(&format!(
+    let params: [SqlValue; 3] = [from.into(), until.into(), terminal.into()];
+    // (Each parameter's type is said where it is first used, for
+    // PostgreSQL.)
+    let filter =
+        "(CAST(?1 AS BIGINT) IS NULL OR b.received_at >= ?1) AND (CAST(?2 AS BIGINT) IS NULL OR b.received_at < ?2)
+                  AND (CAST(?3 AS BIGINT) IS NULL OR b.terminal_id = ?3)";
+    db.each(
+        &format!(
             "SELECT b.received_at, b.terminal_id, b.status, b.record_count, b.card_transactions,
                     b.duplicates, b.rejected, b.totals
              FROM batches b WHERE {filter}"
-        ))?;
-        let mut q = stmt.query(params![from, until, terminal])?;
-        while let Some(r) = q.next()? {
-            let key = rows_of(&mut rows, r.get(0)?, r.get(1)?);
-            let Some(row) = rows.get_mut(&key) else { continue };
+        ),
+        &params,
+        &mut |r| {
+            let key = rows_of(&mut rows, r.int(0)?, r.int(1)?);
+            let Some(row) = rows.get_mut(&key) else { return Ok(()) };
             row.batches += 1;
-            row.held_batches += u32::from(r.get::<_, String>(2)? == "held");
-            row.records += r.get::<_, u64>(3)?;
-            row.card_transactions += r.get::<_, u64>(4)?;
+            row.held_batches += u32::from(r.text(2)? == "held");
+            row.records += r.count(3)?;
+            row.card_transactions += r.count(4)?;
             // Posted and held are counted below from the records' current
             // state: a record held at ingestion may have been posted since.
-            row.copies += r.get::<_, u64>(5)?;
-            row.rejected += r.get::<_, u64>(6)?;
-            let totals: BTreeMap<String, Total> = serde_json::from_str(&r.get::<_, String>(7)?)?;
+            row.copies += r.count(5)?;
+            row.rejected += r.count(6)?;
+            let totals: BTreeMap<String, Total> = serde_json::from_str(&r.text(7)?)?;
             for (ty, x) in totals {
                 let e = row.declared.entry(ty).or_default();
                 e.count += x.count;
                 e.points += x.points;
             }
-        }
-    }
-    {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT b.received_at, b.terminal_id, c.tx_type, COUNT(*), SUM(c.points),
-                    SUM(c.status = 'posted'), SUM(c.status = 'pending')
+            Ok(())
+        },
+    )?;
+    db.each(
+        &format!(
+            "SELECT b.received_at, b.terminal_id, c.tx_type, COUNT(*), CAST(SUM(c.points) AS BIGINT),
+                    CAST(SUM(CASE WHEN c.status = 'posted' THEN 1 ELSE 0 END) AS BIGINT),
+                    CAST(SUM(CASE WHEN c.status = 'pending' THEN 1 ELSE 0 END) AS BIGINT)
              FROM card_transactions c JOIN batches b ON b.terminal_id = c.terminal_id AND b.batch_no = c.batch_no
              WHERE {filter} GROUP BY b.terminal_id, b.batch_no, c.tx_type"
-        ))?;
-        let mut q = stmt.query(params![from, until, terminal])?;
-        while let Some(r) = q.next()? {
-            let key = rows_of(&mut rows, r.get(0)?, r.get(1)?);
-            let Some(row) = rows.get_mut(&key) else { continue };
-            let e = row.stored.entry(r.get(2)?).or_default();
-            e.count += r.get::<_, u64>(3)?;
-            e.points += r.get::<_, u64>(4)?;
-            row.posted += r.get::<_, u64>(5)?;
-            row.held += r.get::<_, u64>(6)?;
-        }
-    }
-    {
-        let mut stmt = conn.prepare(&format!(
+        ),
+        &params,
+        &mut |r| {
+            let key = rows_of(&mut rows, r.int(0)?, r.int(1)?);
+            let Some(row) = rows.get_mut(&key) else { return Ok(()) };
+            let e = row.stored.entry(r.text(2)?).or_default();
+            e.count += r.count(3)?;
+            e.points += r.count(4)?;
+            row.posted += r.count(5)?;
+            row.held += r.count(6)?;
+            Ok(())
+        },
+    )?;
+    db.each(
+        &format!(
             "SELECT b.received_at, b.terminal_id, COALESCE(d.reason, d.verdict), COUNT(*)
              FROM terminal_records d JOIN batches b ON b.terminal_id = d.terminal_id AND b.batch_no = d.batch_no
              WHERE d.verdict IN ('decline', 'refer') AND {filter} GROUP BY b.terminal_id, b.batch_no, 3"
-        ))?;
-        let mut q = stmt.query(params![from, until, terminal])?;
-        while let Some(r) = q.next()? {
-            let key = rows_of(&mut rows, r.get(0)?, r.get(1)?);
-            let Some(row) = rows.get_mut(&key) else { continue };
-            *row.declines.entry(r.get(2)?).or_insert(0) += r.get::<_, u64>(3)?;
-        }
-    }
+        ),
+        &params,
+        &mut |r| {
+            let key = rows_of(&mut rows, r.int(0)?, r.int(1)?);
+            if let Some(row) = rows.get_mut(&key) {
+                *row.declines.entry(r.text(2)?).or_insert(0) += r.count(3)?;
+            }
+            Ok(())
+        },
+    )?;
     let mut exceptions_by_class = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT at, terminal_id, class, COUNT(*) FROM exceptions
-             WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2) AND (?3 IS NULL OR terminal_id = ?3)
-             GROUP BY 1, 2, 3",
-        )?;
-        let mut q = stmt.query(params![from, until, terminal])?;
-        while let Some(r) = q.next()? {
-            let (at, t, class, n): (u32, Option<u32>, String, u64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    db.each(
+        "SELECT at, terminal_id, class, COUNT(*) FROM exceptions
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR at >= ?1) AND (CAST(?2 AS BIGINT) IS NULL OR at < ?2)
+           AND (CAST(?3 AS BIGINT) IS NULL OR terminal_id = ?3)
+         GROUP BY 1, 2, 3",
+        &params,
+        &mut |r| {
+            let (at, t, class, n): (u32, Option<u32>, String, u64) =
+                (r.int(0)?, r.opt_int(1)?, r.text(2)?, r.count(3)?);
             *exceptions_by_class.entry(class).or_insert(0) += n;
             if let Some(row) = t.and_then(|t| rows.get_mut(&(tz.date(at), t))) {
                 row.exceptions += n;
             }
-        }
-    }
+            Ok(())
+        },
+    )?;
     let mut rows: Vec<ReconciliationRow> = rows.into_values().collect();
-    {
-        let mut stmt = conn.prepare(
+    for row in &mut rows {
+        if let Some((id, name)) = db.first(
             "SELECT s.store_id, s.name FROM terminals t JOIN stores s ON s.store_id = t.store_id
              WHERE t.terminal_id = ?1",
-        )?;
-        for row in &mut rows {
-            if let Some((id, name)) = stmt
-                .query_row([row.terminal_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-            {
-                row.store_id = Some(id);
-                row.store = Some(name);
-            }
+            &[row.terminal_id.into()],
+            |r| Ok((r.int(0)?, r.text(1)?)),
+        )? {
+            row.store_id = Some(id);
+            row.store = Some(name);
         }
     }
     Ok(ReconciliationReport {
@@ -313,51 +330,44 @@ pub(crate) fn verify(conn: &Connection, integrity: bool) -> Result<Vec<String>, 
     Ok(problems)
 }
 
-/// See [`Explanation`].
-pub(crate) fn explanation(conn: &Connection) -> Result<Explanation, LedgerError> {
-    let (cards, points_outstanding, unexplained_points): (u64, i64, i64) = conn.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(shadow_balance), 0), COALESCE(SUM(discrepancy), 0) FROM cards",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+/// See [`Explanation`]: from the books `db` (the SQL both backends speak).
+pub(crate) fn explanation(db: &dyn WarehouseDb) -> Result<Explanation, LedgerError> {
+    let one = |sql: &str| -> Result<i64, LedgerError> { Ok(db.first(sql, &[], |r| r.i64(0))?.unwrap_or(0)) };
+    let (cards, points_outstanding, unexplained_points) = db
+        .first(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(shadow_balance), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(discrepancy), 0) AS BIGINT) FROM cards",
+            &[],
+            |r| Ok((r.count(0)?, r.i64(1)?, r.i64(2)?)),
+        )?
+        .unwrap_or_default();
     // Replacements move points between cards' books without a card
     // record (`card_postings`); they sum to zero once both sides posted.
-    let posted_points: i64 = conn.query_row(
-        "SELECT (SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted')
-              + (SELECT COALESCE(SUM(delta), 0) FROM card_postings)",
-        [],
-        |r| r.get(0),
+    let posted_points = one(
+        "SELECT CAST((SELECT COALESCE(SUM(delta), 0) FROM card_transactions WHERE status = 'posted')
+              + (SELECT COALESCE(SUM(delta), 0) FROM card_postings) AS BIGINT)",
     )?;
-    let cards_off_books: u64 = conn.query_row(
-        "SELECT COUNT(*) FROM cards c WHERE c.shadow_balance != (
+    let cards_off_books = u64::try_from(one("SELECT COUNT(*) FROM cards c WHERE c.shadow_balance != (
              SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
              WHERE t.card_id = c.card_id AND t.status = 'posted')
-             + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id)",
-        [],
-        |r| r.get(0),
-    )?;
-    let mut by_state: BTreeMap<String, (u64, i64)> = BTreeMap::new();
-    {
-        let mut stmt =
-            conn.prepare("SELECT decision, COUNT(*), COALESCE(SUM(points), 0) FROM card_transactions GROUP BY 1")?;
-        let mut q = stmt.query([])?;
-        while let Some(r) = q.next()? {
-            by_state.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
-        }
-    }
-    let pending_records: u64 = conn.query_row(
-        "SELECT COUNT(*) FROM card_transactions WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
-    )?;
-    let mut exceptions = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT class, COUNT(*) FROM exceptions GROUP BY 1")?;
-        let mut q = stmt.query([])?;
-        while let Some(r) = q.next()? {
-            exceptions.insert(r.get::<_, String>(0)?, r.get::<_, u64>(1)?);
-        }
-    }
+             + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id)")?)
+    .unwrap_or(0);
+    let by_state: BTreeMap<String, (u64, i64)> = db
+        .rows(
+            "SELECT decision, COUNT(*), CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM card_transactions GROUP BY 1",
+            &[],
+            |r| Ok((r.text(0)?, (r.count(1)?, r.i64(2)?))),
+        )?
+        .into_iter()
+        .collect();
+    let pending_records =
+        u64::try_from(one("SELECT COUNT(*) FROM card_transactions WHERE status = 'pending'")?).unwrap_or(0);
+    let exceptions: BTreeMap<String, u64> = db
+        .rows("SELECT class, COUNT(*) FROM exceptions GROUP BY 1", &[], |r| {
+            Ok((r.text(0)?, r.count(1)?))
+        })?
+        .into_iter()
+        .collect();
     let state = |s: &str| by_state.get(s).copied().unwrap_or((0, 0));
     let (matched_records, matched_points) = state(crate::matching::MATCHED);
     let (awaiting_records, awaiting_points) = state(crate::matching::AWAITING);

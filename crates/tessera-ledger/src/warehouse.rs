@@ -396,6 +396,42 @@ pub trait Warehouse {
         crate::reports::liability(self.warehouse_db(), minor_units_per_point)
     }
 
+    /// Reconciliation per terminal and settlement day (as
+    /// [`Ledger::reconciliation`]), from the books beside the warehouse.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTerminal`] for a terminal never registered; a
+    /// storage error.
+    fn reconciliation(
+        &self,
+        date: Option<tessera_protocol::profile::Date>,
+        terminal: Option<u32>,
+        tz: &Zone,
+    ) -> Result<crate::ReconciliationReport, LedgerError> {
+        crate::reports::reconciliation(self.warehouse_db(), date, terminal, tz)
+    }
+
+    /// Whether every point is explained (as [`Ledger::explanation`]), from
+    /// the books beside the warehouse.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn explanation(&self) -> Result<crate::Explanation, LedgerError> {
+        crate::reports::explanation(self.warehouse_db())
+    }
+
+    /// Calls `f` with every exception, oldest first, one at a time (as
+    /// [`Ledger::each_exception`]).
+    ///
+    /// # Errors
+    /// A storage error, or `f`'s.
+    fn each_exception(
+        &self,
+        f: &mut dyn FnMut(crate::Exception) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        crate::reports::each_exception(self.warehouse_db(), f)
+    }
+
     /// Whether the warehouse is behind the books until
     /// [`Warehouse::rebuild_warehouse`]: something changed them while its
     /// maintenance was off ([`Ledger::set_warehouse`]: a batch, a card

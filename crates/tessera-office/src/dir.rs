@@ -1073,6 +1073,29 @@ impl OfficeDir {
         }
     }
 
+    /// The books for their reports (reconciliation, exceptions, explained,
+    /// liability), wherever they are: the SQLite ledger, or PostgreSQL
+    /// once they moved. With `age_gaps_at`, on SQLite, the holes held
+    /// longer than [`tessera_ledger::GAP_AGE_SECS`] are raised as
+    /// exceptions first (on PostgreSQL the aging of gaps is not available
+    /// yet: their held records still stand in the explanation's problems).
+    ///
+    /// # Errors
+    /// As [`OfficeDir::open_warehouse`]; a storage error aging the gaps.
+    pub fn open_books_reports(
+        &self,
+        age_gaps_at: Option<u32>,
+    ) -> Result<Box<dyn tessera_ledger::Warehouse>, OfficeDirError> {
+        if self.postgres_url()?.is_some() {
+            return self.open_warehouse();
+        }
+        let (_keys, mut ledger) = self.open_sqlite()?;
+        if let Some(now) = age_gaps_at {
+            ledger.age_gaps(now, tessera_ledger::GAP_AGE_SECS)?;
+        }
+        Ok(Box::new(ledger))
+    }
+
     /// Compares the office's ledger with the PostgreSQL ledger at `url`,
     /// table by table (`office migrate --to URL --verify`).
     ///
