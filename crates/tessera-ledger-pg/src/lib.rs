@@ -82,6 +82,10 @@ pub enum PgError {
     /// transaction was rolled back.
     #[error("the warehouse: {0}")]
     Warehouse(tessera_ledger::LedgerError),
+    /// The books' SQL shared with the SQLite ledger (online decisions,
+    /// approval codes) failed: the transaction was rolled back.
+    #[error("the books: {0}")]
+    Books(tessera_ledger::LedgerError),
 }
 
 impl From<PgError> for tessera_ledger::LedgerError {
@@ -94,7 +98,7 @@ impl From<PgError> for tessera_ledger::LedgerError {
     fn from(e: PgError) -> Self {
         use tessera_ledger::LedgerError;
         match e {
-            PgError::Refused(l) | PgError::Warehouse(l) => l,
+            PgError::Refused(l) | PgError::Warehouse(l) | PgError::Books(l) => l,
             PgError::NewerSchema { found, expected } => LedgerError::NewerSchema { found, expected },
             PgError::Postgres(p) => {
                 let retry = match p.as_db_error() {

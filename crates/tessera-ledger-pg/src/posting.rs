@@ -17,11 +17,12 @@
 //! that are not what the signed policy and campaigns give (the same
 //! recomputation, `tessera_ledger::points`) and voids the card
 //! contradicts; each record meets the card's online
-//! approvals (`tessera_ledger::online::meet`); the warehouse is maintained
+//! approvals (`tessera_ledger::online::meet`) and each decision on an
+//! office approval code is reconciled with the codes issued
+//! (`tessera_ledger::approvals::check_use`); the warehouse is maintained
 //! in the same transaction. `tests/parity.rs` posts the same batches to
-//! both backends. Not ported yet: referral approvals, records of a
-//! replaced card made after its replacement, and the aging of gaps
-//! (`docs/scale.md`).
+//! both backends. Not ported yet: records of a replaced card made after
+//! its replacement, and the aging of gaps (`docs/scale.md`).
 //!
 //! **Verification** is the SQLite ledger's: the batch streams through
 //! `BatchReader` (header, hash chain, MAC under the terminal's batch key)
@@ -38,6 +39,9 @@
 //!    UPDATE`, the row created first when new): a card's records post in
 //!    counter order against its balance, and two batches sharing cards
 //!    cannot deadlock (same order everywhere).
+//! 3. then the advisory lock of each office approval code its decisions
+//!    use, in key order: the uses of one code take turns, so a reuse is
+//!    always seen.
 //!
 //! Every decision reads the rows it has locked, after the lock is granted,
 //! so READ COMMITTED sees the other transactions' committed work. The
@@ -63,7 +67,7 @@ use tessera_ledger::{from_batch, record_json, LedgerError, LedgerKeys};
 use tessera_protocol::messages::{CardId, LogRecord, TxKind};
 use tessera_rules::display::Zone;
 use tessera_settlement::batch::{BatchReader, Header};
-use tessera_settlement::record::{Entry, EntryKind};
+use tessera_settlement::record::{Entry, EntryKind, Verdict};
 
 use crate::db::PgDb;
 use crate::PgError;
@@ -354,9 +358,24 @@ impl PgLedger {
         let v = verify(&self.keys, batch)?;
         let header = v.header.clone();
         let terminal = i64::from(v.header.terminal_id);
+        // Approve decisions on office codes, for a batch refused below.
+        let coded: Vec<(u32, Entry)> = v.records.iter().filter(|(_, e)| uses_code(e)).cloned().collect();
         self.with(|client| {
             let mut tx = client.transaction()?;
-            let out = post_batch(&mut tx, &self.keys, v, now, &self.wh_zone)?;
+            let out = match post_batch(&mut tx, &self.keys, v, now, &self.wh_zone) {
+                Ok(out) => out,
+                Err(PgError::Refused(e @ (LedgerError::BatchConflict { .. } | LedgerError::BrokenChain { .. })))
+                    if !coded.is_empty() =>
+                {
+                    // A genuine batch that does not continue the till's
+                    // posted chain (a copy of its directory): its codes
+                    // used again are named, as on SQLite.
+                    drop(tx);
+                    reused_in_refused(client, &header, &coded, now)?;
+                    return Err(PgError::Refused(e));
+                }
+                Err(e) => return Err(e),
+            };
             tx.commit()?;
             // Whether records of other batches wait for this till's chain (an
             // index lookup): most batches have none, and then no second
@@ -392,6 +411,35 @@ impl PgLedger {
             Ok((header, out))
         })
     }
+}
+
+/// For a refused genuine batch: each approve decision that uses a code a
+/// settled decision used already, as another decision, is an
+/// `approval-reused` exception (`tessera_ledger::approvals::
+/// reused_in_refused`), in a transaction of its own holding the codes'
+/// locks.
+fn reused_in_refused(client: &mut Client, h: &Header, coded: &[(u32, Entry)], now: u32) -> Result<(), PgError> {
+    let mut tx = client.transaction()?;
+    lock_codes(&mut tx, coded.iter().map(|(_, e)| e))?;
+    let found = tessera_ledger::approvals::reused_in_refused(&PgDb::new(&mut tx), h.terminal_id, h.batch_no, coded)
+        .map_err(PgError::Books)?;
+    for (class, evidence) in found {
+        let card = evidence["used"]["card_id"].as_str().and_then(|c| hex::decode(c).ok());
+        let counter = evidence["used"]["card_counter"].as_i64();
+        let (terminal, batch_no) = (i64::from(h.terminal_id), i64::from(h.batch_no));
+        raise(
+            &mut tx,
+            class.as_str(),
+            card.as_deref(),
+            counter,
+            terminal,
+            batch_no,
+            &evidence,
+            now,
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Brings the warehouse up to date for the rows noted in `wh_touched`, in
@@ -561,6 +609,7 @@ fn post_batch(
         "SELECT card_id FROM cards WHERE card_id = ANY($1) ORDER BY card_id FOR UPDATE",
         &[&ids],
     )?;
+    lock_codes(tx, chain.iter().flat_map(|b| b.records.iter().map(|(_, e)| e)))?;
     let mut out = Outcome::none(Status::Posted);
     for (k, b) in chain.iter().enumerate() {
         if k > 0 {
@@ -588,6 +637,59 @@ fn post_batch(
     Ok(out)
 }
 
+/// An approve decision that went ahead on an office approval code.
+fn uses_code(e: &Entry) -> bool {
+    e.kind == EntryKind::Decision && e.verdict == Some(Verdict::Approve) && e.approval.is_some()
+}
+
+/// Takes the transaction-scoped advisory lock of every approval code the
+/// entries' approve decisions use, in key order, after the cards' locks:
+/// two servers posting uses of one code take turns, so the second sees
+/// the first's use (`approval-reused`) and no two transactions wait on
+/// each other's codes.
+fn lock_codes<'e>(tx: &mut Transaction<'_>, entries: impl Iterator<Item = &'e Entry>) -> Result<(), PgError> {
+    let mut keys: Vec<i64> = entries
+        .filter(|e| uses_code(e))
+        .filter_map(|e| e.approval.as_deref())
+        .map(|code| {
+            let d = <sha2::Sha256 as sha2::Digest>::digest(format!("tessera approval {code}").as_bytes());
+            i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&k])?;
+    }
+    Ok(())
+}
+
+/// Each approve decision of the batch that went ahead on an office
+/// approval code against the codes the office issued, as on SQLite
+/// (`tessera_ledger::approvals::check_use`, the SQL shared): unknown,
+/// mismatched and reused codes named, the use recorded.
+fn check_codes(tx: &mut Transaction<'_>, v: &Verified, now: u32) -> Result<(), PgError> {
+    let (terminal, batch_no) = (v.header.terminal_id, v.header.batch_no);
+    for (seq, e) in v.records.iter().filter(|(_, e)| uses_code(e)) {
+        let found = tessera_ledger::approvals::check_use(&PgDb::new(&mut *tx), terminal, batch_no, *seq, e)
+            .map_err(PgError::Books)?;
+        let card = e.card_id.as_deref().and_then(|c| hex::decode(c).ok());
+        for (class, evidence) in found {
+            raise(
+                tx,
+                class.as_str(),
+                card.as_deref(),
+                e.card_counter.map(i64::from),
+                i64::from(terminal),
+                i64::from(batch_no),
+                &evidence,
+                now,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Posts one batch that continues its terminal's chain (its cards locked).
 fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32) -> Result<Outcome, PgError> {
     let h = &v.header;
@@ -597,6 +699,7 @@ fn post_one(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: u32)
     let prev = unhex32(&h.prev_head)?;
     let out = post_records(tx, keys, v, now)?;
     check_points(tx, v, now)?;
+    check_codes(tx, v, now)?;
     // The header's totals against the records' (the count the till makes
     // when it seals): genuine (the MAC verified) but not what the records
     // say is named; the records are posted.
@@ -1317,7 +1420,7 @@ fn meet_approvals(
     cards.dedup();
     let u32_at = |r: &postgres::Row, i: usize| {
         u32::try_from(r.get::<_, i64>(i))
-            .map_err(|_| PgError::Warehouse(LedgerError::Storage("a stored approval is out of range".into())))
+            .map_err(|_| PgError::Books(LedgerError::Storage("a stored approval is out of range".into())))
     };
     let mut approvals: BTreeMap<(Vec<u8>, u32), Vec<Outstanding>> = BTreeMap::new();
     for r in tx.query(

@@ -425,7 +425,7 @@ impl LedgerStore for PgLedger {
                 now,
                 ("online", None),
             )
-            .map_err(PgError::Warehouse)?;
+            .map_err(PgError::Books)?;
             tx.commit()?;
             Ok(verdict)
         })?)

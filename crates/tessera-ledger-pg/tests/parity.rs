@@ -391,3 +391,99 @@ fn purchase_points_are_recomputed_the_same_on_both_backends() {
     assert!(!lines.is_empty());
     assert_eq!(on_sqlite, lines);
 }
+
+/// Office approval codes issued on SQLite, the books moved, and the same
+/// batches posted to both: a decision on a genuine code, one on a code
+/// the office never issued, one on a code for another amount, a second
+/// use of a single-use code, and a refused copy of the till's batch (its
+/// directory copied) using a code again — named the same on both, and
+/// the uses recorded the same.
+#[test]
+fn approval_codes_are_reconciled_the_same_on_both_backends() {
+    use tessera_crypto::referral::ReferralKind;
+    use tessera_terminal::journal::Verdict;
+    let keys = IssuerKeys::test().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("ledger.sqlite");
+    let (a, b) = (card(7), card(8));
+    let mut sqlite = Ledger::open(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    common::issue(&mut sqlite, TILL, &[a, b], NOW);
+    let issue = |l: &mut Ledger, card, amount| {
+        l.issue_approval(TILL, card, ReferralKind::Redeem, amount, 3_600, "test", NOW)
+            .unwrap()
+            .code
+    };
+    let (good, twice, other) = (
+        issue(&mut sqlite, a, 30),
+        issue(&mut sqlite, b, 40),
+        issue(&mut sqlite, a, 50),
+    );
+    drop(sqlite);
+    let cluster = common::moved(&path);
+
+    let decision = |card: [u8; 8], counter: u32, points: u32, code: &str| {
+        let mut e = Entry::new(EntryKind::Decision, NOW + 60);
+        e.card_id = Some(hex::encode_upper(card));
+        e.card_counter = Some(counter);
+        e.tx_type = Some("redeem".into());
+        e.points = Some(points);
+        e.verdict = Some(Verdict::Approve);
+        e.approval = Some(code.to_owned());
+        e
+    };
+    let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
+    let copy = work.path().join("copy.sqlite");
+    for e in [
+        decision(a, 1, 30, &good),
+        decision(a, 2, 10, "NOT-A-CODE"),
+        decision(a, 3, 500, &other),
+        decision(b, 1, 40, &twice),
+        decision(b, 2, 40, &twice),
+    ] {
+        journal.append(e).unwrap();
+    }
+    // The till's directory copied before it seals: the copy journals its
+    // own batch 1 with the code used again.
+    drop(journal);
+    std::fs::copy(work.path().join("till.sqlite"), &copy).unwrap();
+    let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
+    let batch = common::seal(&keys, &mut journal, NOW + 120, &[]);
+    let mut copied = Journal::open(&copy, TILL).unwrap();
+    copied.append(decision(b, 3, 40, &twice)).unwrap();
+    let forked = common::seal(&keys, &mut copied, NOW + 180, &[]);
+
+    let mut sqlite = Ledger::open_existing(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    let mut pg = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
+    sqlite.ingest(&batch[..], NOW + 120).unwrap();
+    pg.ingest(&batch, NOW + 120).unwrap();
+    assert!(sqlite.ingest(&forked[..], NOW + 180).is_err());
+    assert!(pg.ingest(&forked, NOW + 180).is_err());
+
+    let on_pg = named_by(&pg);
+    assert_eq!(named_by(&sqlite), on_pg);
+    let named =
+        |class: &str, card: [u8; 8], counter: u32| on_pg.get(&(class.to_owned(), Some(card), Some(counter))).copied();
+    assert_eq!(named("approval-unknown", a, 2), Some(1));
+    assert_eq!(named("approval-mismatch", a, 3), Some(1));
+    // The second use of the single-use code when it settled, and again in
+    // the refused copy; the copy's copy of the first use (the code's other
+    // settled use stands against it); the copy's own new use.
+    assert_eq!(named("approval-reused", b, 2), Some(2));
+    assert_eq!(named("approval-reused", b, 1), Some(1));
+    assert_eq!(named("approval-reused", b, 3), Some(1), "the copied directory's use");
+    assert!(!on_pg
+        .keys()
+        .any(|(class, card, counter)| class.starts_with("approval") && *card == Some(a) && *counter == Some(1)));
+    let uses = |w: &dyn tessera_ledger::Warehouse| {
+        w.warehouse_db()
+            .rows(
+                "SELECT terminal_id, seq, code, batch_no, card_counter FROM approval_uses ORDER BY terminal_id, seq",
+                &[],
+                |r| Ok((r.i64(0)?, r.i64(1)?, r.text(2)?, r.i64(3)?, r.opt_i64(4)?)),
+            )
+            .unwrap()
+    };
+    let used = uses(&pg);
+    assert_eq!(used.len(), 5);
+    assert_eq!(uses(&sqlite), used);
+}

@@ -35,6 +35,8 @@ const CARDS: u32 = 12;
 const BATCHES: u32 = 4;
 const PURCHASES: u32 = 10;
 const SERVERS: usize = 4;
+mod common;
+
 const NOW: u32 = 1_790_000_000;
 
 /// A customer's profile for card `id`.
@@ -490,4 +492,84 @@ fn a_record_no_approved_decision_explains_is_an_orphan_and_the_others_match() {
         .unwrap()
         .get(0);
     assert_eq!(orphans, 1);
+}
+
+/// Two servers posting, at the same moment, two tills' decisions that use
+/// one single-use office code (a code read out twice): the code's lock
+/// makes them take turns, so the second to post always sees the first's
+/// use — one `approval-reused` per code, never none.
+#[test]
+fn two_servers_posting_uses_of_one_code_at_once_name_the_reuse() {
+    use std::sync::Barrier;
+    use tessera_crypto::referral::ReferralKind;
+    use tessera_terminal::journal::{Entry, EntryKind, Verdict};
+    const ROUNDS: u32 = 8;
+    let keys = IssuerKeys::test().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("ledger.sqlite");
+    let cards: Vec<[u8; 8]> = (0..ROUNDS).map(|n| card_id(900 + n)).collect();
+    let mut sqlite = tessera_ledger::Ledger::open(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    common::issue(&mut sqlite, 1, &cards, NOW);
+    sqlite.register_terminal(2, NOW).unwrap();
+    let codes: Vec<String> = cards
+        .iter()
+        .map(|c| {
+            sqlite
+                .issue_approval(1, *c, ReferralKind::Redeem, 25, 3_600, "test", NOW)
+                .unwrap()
+                .code
+        })
+        .collect();
+    drop(sqlite);
+    let cluster = common::moved(&path);
+    // Each till journals one decision per round on that round's code, and
+    // seals a batch per round.
+    let batches: Vec<Vec<Vec<u8>>> = [1u32, 2]
+        .iter()
+        .map(|till| {
+            let mut j = Journal::open(&work.path().join(format!("till-{till}.sqlite")), *till).unwrap();
+            (0..ROUNDS as usize)
+                .map(|r| {
+                    let mut e = Entry::new(EntryKind::Decision, NOW + 60);
+                    e.card_id = Some(hex::encode_upper(cards[r]));
+                    e.card_counter = Some(*till);
+                    e.tx_type = Some("redeem".into());
+                    e.points = Some(25);
+                    e.verdict = Some(Verdict::Approve);
+                    e.approval = Some(codes[r].clone());
+                    j.append(e).unwrap();
+                    common::seal(&keys, &mut j, NOW + 60, &[])
+                })
+                .collect()
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(2));
+    let servers: Vec<_> = batches
+        .into_iter()
+        .map(|till_batches| {
+            let (url, barrier) = (cluster.url().to_owned(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let keys = IssuerKeys::test().unwrap();
+                let mut pg = PgLedger::open_current(&url, LedgerKeys::from_issuer(&keys)).unwrap();
+                for b in till_batches {
+                    barrier.wait();
+                    assert_eq!(pg.ingest(&b, NOW + 120).unwrap().status, Status::Posted);
+                }
+            })
+        })
+        .collect();
+    for s in servers {
+        s.join().unwrap();
+    }
+    let pg = PgLedger::open_current(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
+    use tessera_ledger::LedgerStore as _;
+    let exceptions = pg.exceptions().unwrap();
+    for c in &cards {
+        let reused = exceptions
+            .iter()
+            .filter(|e| e.class.as_str() == "approval-reused" && e.card_id == Some(*c))
+            .count();
+        let named: Vec<_> = exceptions.iter().map(|e| (e.class.as_str(), e.card_id)).collect();
+        assert_eq!(reused, 1, "card {c:02X?}: {named:?}");
+    }
 }

@@ -3,13 +3,14 @@
 //! amount ([`Ledger::issue_approval`]), and the reconciliation of every
 //! approved decision that went ahead on one (at posting).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::params;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tessera_crypto::referral::{Referral, ReferralKey, ReferralKind, MAX_VALIDITY_SECS, SERIAL_MODULUS};
 use tessera_protocol::messages::CardId;
 use tessera_settlement::record::Entry;
 
+use crate::db::WarehouseDb;
 use crate::{card_of, ExceptionClass, Ledger, LedgerError};
 
 /// Shortest validity of a code, in seconds.
@@ -144,23 +145,23 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 }
 
 /// The settled, not voided, uses of a code.
-fn uses(conn: &Connection, code: &str) -> Result<Vec<ApprovalUse>, LedgerError> {
-    let mut stmt = conn.prepare_cached(
+fn uses(db: &dyn WarehouseDb, code: &str) -> Result<Vec<ApprovalUse>, LedgerError> {
+    db.rows(
         "SELECT u.terminal_id, u.seq, u.batch_no, u.card_counter, u.time FROM approval_uses u
          WHERE u.code = ?1 AND NOT EXISTS (SELECT 1 FROM terminal_records v
              WHERE v.kind = 'void' AND v.terminal_id = u.terminal_id AND v.origin_seq = u.seq)
          ORDER BY u.time, u.terminal_id, u.seq",
-    )?;
-    let rows = stmt.query_map([code], |r| {
-        Ok(ApprovalUse {
-            terminal_id: r.get(0)?,
-            seq: r.get(1)?,
-            batch_no: r.get(2)?,
-            card_counter: r.get(3)?,
-            time: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[code.into()],
+        |r| {
+            Ok(ApprovalUse {
+                terminal_id: r.int(0)?,
+                seq: r.int(1)?,
+                batch_no: r.int(2)?,
+                card_counter: r.opt_int(3)?,
+                time: r.int(4)?,
+            })
+        },
+    )
 }
 
 /// What a decision claims of its code, as evidence.
@@ -181,9 +182,14 @@ fn claim(terminal_id: u32, batch_no: u32, seq: u32, e: &Entry) -> Value {
 /// Reconciles one approve decision that names an approval code with the
 /// issued approvals, and records the use: the exceptions it raises
 /// (`approval-unknown`, `approval-mismatch`, `approval-reused`), with
-/// their evidence. Idempotent for the same decision.
-pub(crate) fn check_use(
-    conn: &Connection,
+/// their evidence. Idempotent for the same decision. The SQL both backends
+/// speak; a backend that several servers share serializes the decisions
+/// of one code (so that two uses of it are never both first).
+///
+/// # Errors
+/// A storage error.
+pub fn check_use(
+    db: &dyn WarehouseDb,
     terminal_id: u32,
     batch_no: u32,
     seq: u32,
@@ -194,12 +200,24 @@ pub(crate) fn check_use(
     };
     let mut out = Vec::new();
     let used = claim(terminal_id, batch_no, seq, e);
-    let issued = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE code = ?1"))?
-        .query_row([code], read_row)
-        .optional()?
-        .map(from_row)
-        .transpose()?;
+    let issued = db.first(
+        &format!("SELECT {COLUMNS} FROM approvals WHERE code = ?1"),
+        &[code.into()],
+        |r| {
+            from_row((
+                r.int(0)?,
+                r.int(1)?,
+                r.int(2)?,
+                r.blob(3)?,
+                r.text(4)?,
+                r.int(5)?,
+                r.int(6)?,
+                r.text(7)?,
+                r.text(8)?,
+                r.int(9)?,
+            ))
+        },
+    )?;
     match &issued {
         None => out.push((
             ExceptionClass::ApprovalUnknown,
@@ -241,7 +259,7 @@ pub(crate) fn check_use(
             }
         }
     }
-    let earlier: Vec<ApprovalUse> = uses(conn, code)?
+    let earlier: Vec<ApprovalUse> = uses(db, code)?
         .into_iter()
         .filter(|u| (u.terminal_id, u.seq) != (terminal_id, seq))
         .collect();
@@ -256,22 +274,23 @@ pub(crate) fn check_use(
             }),
         ));
     }
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO approval_uses (terminal_id, seq, code, batch_no, card_id, card_counter, tx_type,
+    let card = e.card_id.as_deref().and_then(|c| hex::decode(c).ok());
+    db.run(
+        "INSERT INTO approval_uses (terminal_id, seq, code, batch_no, card_id, card_counter, tx_type,
              amount, time)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        terminal_id,
-        seq,
-        code,
-        batch_no,
-        e.card_id.as_deref().and_then(|c| hex::decode(c).ok()),
-        e.card_counter,
-        e.tx_type,
-        e.purchase_minor.or(e.points.map(u64::from)),
-        e.time
-    ])?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+        &[
+            terminal_id.into(),
+            seq.into(),
+            code.into(),
+            batch_no.into(),
+            card.as_deref().into(),
+            e.card_counter.into(),
+            e.tx_type.as_deref().into(),
+            e.purchase_minor.or(e.points.map(u64::from)).into(),
+            e.time.into(),
+        ],
+    )?;
     Ok(out)
 }
 
@@ -279,8 +298,12 @@ pub(crate) fn check_use(
 /// whose MAC verified: a copy of the till's directory): each of its
 /// decisions that uses a code a settled decision used already, as another
 /// decision (another sequence, card counter or time) → `approval-reused`.
-pub(crate) fn reused_in_refused(
-    conn: &Connection,
+/// The SQL both backends speak.
+///
+/// # Errors
+/// A storage error.
+pub fn reused_in_refused(
+    db: &dyn WarehouseDb,
     terminal_id: u32,
     batch_no: u32,
     decisions: &[(u32, Entry)],
@@ -288,7 +311,7 @@ pub(crate) fn reused_in_refused(
     let mut out = Vec::new();
     for (seq, e) in decisions {
         let Some(code) = e.approval.as_deref() else { continue };
-        let earlier: Vec<ApprovalUse> = uses(conn, code)?
+        let earlier: Vec<ApprovalUse> = uses(db, code)?
             .into_iter()
             .filter(|u| {
                 !(u.terminal_id == terminal_id && u.seq == *seq && u.card_counter == e.card_counter && u.time == e.time)
@@ -304,20 +327,18 @@ pub(crate) fn reused_in_refused(
             "used": claim(terminal_id, batch_no, *seq, e),
         });
         // The same refused batch sent again names nothing new.
-        let known: bool = conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM exceptions
-                 WHERE class = ?1 AND terminal_id = ?2 AND batch_no = ?3 AND evidence = ?4)",
-            )?
-            .query_row(
-                params![
-                    ExceptionClass::ApprovalReused.as_str(),
-                    terminal_id,
-                    batch_no,
-                    ev.to_string()
+        let known = db
+            .first(
+                "SELECT 1 FROM exceptions WHERE class = ?1 AND terminal_id = ?2 AND batch_no = ?3 AND evidence = ?4",
+                &[
+                    ExceptionClass::ApprovalReused.as_str().into(),
+                    terminal_id.into(),
+                    batch_no.into(),
+                    ev.to_string().as_str().into(),
                 ],
-                |r| r.get(0),
-            )?;
+                |_| Ok(()),
+            )?
+            .is_some();
         if !known {
             out.push((ExceptionClass::ApprovalReused, ev));
         }

@@ -665,7 +665,7 @@ fn process(
             };
             if refused && !approved.is_empty() {
                 let tx = conn.savepoint()?;
-                for (class, ev) in crate::approvals::reused_in_refused(&tx, tid, header.batch_no, &approved)? {
+                for (class, ev) in crate::approvals::reused_in_refused(&*tx, tid, header.batch_no, &approved)? {
                     let card = ev["used"]["card_id"].as_str().and_then(parse_card);
                     let counter = ev["used"]["card_counter"].as_u64().and_then(|c| u32::try_from(c).ok());
                     raise(&tx, class, card, counter, Some(tid), Some(header.batch_no), ev, now)?;
