@@ -17,12 +17,13 @@
 //! (`schema/001_books.sql`). On it: the posting core
 //! ([`posting::PgLedger`]) and the sync feed's reads and writes, behind the
 //! ledger's storage trait (`tessera_ledger::LedgerStore`), which is what
-//! `office serve --postgres` runs. What is not here yet: the ledger's other
-//! checks at posting, online authorization, the reports and the warehouse
-//! (`docs/scale.md`, "Not done yet").
+//! `office serve --postgres` runs — with online authorization, the
+//! warehouse, the reports and the aging of gaps (`docs/scale.md`). Version
+//! 2 adds the nonces the servers of one database share.
 
 use postgres::{Client, NoTls};
 
+mod aging;
 pub mod cluster;
 pub mod copy;
 pub mod db;

@@ -20,9 +20,9 @@
 //! approvals (`tessera_ledger::online::meet`) and each decision on an
 //! office approval code is reconciled with the codes issued
 //! (`tessera_ledger::approvals::check_use`); the warehouse is maintained
-//! in the same transaction. `tests/parity.rs` posts the same batches to
-//! both backends. Not ported yet: records of a replaced card made after
-//! its replacement, and the aging of gaps (`docs/scale.md`).
+//! in the same transaction; records of a card the office replaced are
+//! named. `tests/parity.rs` posts the same batches to both backends. The
+//! aging of gaps is in `aging`.
 //!
 //! **Verification** is the SQLite ledger's: the batch streams through
 //! `BatchReader` (header, hash chain, MAC under the terminal's batch key)
@@ -1304,6 +1304,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
              ON CONFLICT DO NOTHING",
             &[&wh_c, &wh_n],
         )?;
+        replaced_cards_used(tx, &wh_c, &wh_n, now)?;
     }
     refunds_c.extend(up_c.iter().cloned());
     refunds_n.extend(up_n.iter().copied());
@@ -1482,7 +1483,7 @@ fn meet_approvals(
 /// chain covers the sequence with something else is an `orphan` (with an
 /// exception); otherwise it keeps `awaiting`. `scope` selects the records
 /// examined (their cards locked by the caller).
-fn match_records(
+pub(crate) fn match_records(
     tx: &mut Transaction<'_>,
     scope: &str,
     params: &[&(dyn postgres::types::ToSql + Sync)],
@@ -1911,6 +1912,45 @@ fn balance_discontinuities(
     Ok(())
 }
 
+/// Every record posted now, `(cards[i], counters[i])`, of a card the
+/// office replaced, as on SQLite: its balance moved to its successor, so
+/// whatever it does afterwards (offline, before the hotlist reached the
+/// till, or settled late) stays on its own books and is named
+/// (`replaced-card-used`). One query for all of them.
+fn replaced_cards_used(tx: &mut Transaction<'_>, cards: &[Vec<u8>], counters: &[i64], now: u32) -> Result<(), PgError> {
+    let rows = tx.query(
+        &format!(
+            "SELECT t.card_id, t.terminal_id, t.batch_no, t.seq, t.delta, r.new_card, {}
+             FROM unnest($1::bytea[], $2::bigint[]) AS k(card_id, counter)
+             JOIN card_replacements r ON r.old_card = k.card_id
+             JOIN card_transactions t ON t.card_id = k.card_id AND t.counter = k.counter
+             ORDER BY t.card_id, t.counter",
+            stored_columns("t")
+        ),
+        &[&cards, &counters],
+    )?;
+    for r in rows {
+        let card: Vec<u8> = r.get(0);
+        let evidence = serde_json::json!({
+            "seq": r.get::<_, i64>(3),
+            "why": "the card was replaced: its balance moved to the new card",
+            "new_card": hex::encode_upper(r.get::<_, Vec<u8>>(5)),
+            "delta": r.get::<_, i64>(4),
+            "record": stored_record_json(&r, 6),
+        });
+        let counter: i64 = r.get(6);
+        raise_on(
+            tx,
+            "replaced-card-used",
+            &card,
+            counter,
+            (r.get(1), r.get(2), now),
+            &evidence,
+        )?;
+    }
+    Ok(())
+}
+
 /// The columns of a stored card record that [`stored_record_json`] reads.
 const STORED_RECORD: &str =
     "counter, tx_type, points, balance_after, origin_terminal, origin_seq, card_time, reference, certificate, online";
@@ -2005,7 +2045,7 @@ fn pair_refunds(
 
 /// Records an exception about one card record of a batch (`at`: the
 /// batch's terminal and number, and the time).
-fn raise_on(
+pub(crate) fn raise_on(
     tx: &mut Transaction<'_>,
     class: &str,
     card: &[u8],

@@ -376,6 +376,10 @@ impl LedgerStore for PgLedger {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    fn age_gaps(&mut self, now: u32, older_than_secs: u32) -> Result<usize, LedgerError> {
+        PgLedger::age_gaps(self, now, older_than_secs)
+    }
+
     fn claim_nonce(&mut self, terminal_id: u32, key: &[u8], now: u32, forget_before: u32) -> Result<bool, LedgerError> {
         Ok(self.with(|c| {
             let mut tx = c.transaction()?;

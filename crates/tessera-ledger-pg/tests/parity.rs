@@ -205,6 +205,9 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
                 new,
                 (1, IssuerCredit, 40, 40, replacement.adjustment.as_ref().unwrap().seq),
             ),
+            // The replaced card used again (before the hotlist reached
+            // the till): its own books, named.
+            (old, (2, Earn, 5, 45, 0)),
         ],
     );
     let mut sqlite = Ledger::open_existing(&path, LedgerKeys::from_issuer(&keys)).unwrap();
@@ -218,6 +221,10 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
     assert!(on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(2))));
     assert!(on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(3))));
     assert!(!on_pg.contains_key(&("adjustment-mismatch".to_owned(), Some(d), Some(1))));
+    assert_eq!(
+        on_pg.get(&("replaced-card-used".to_owned(), Some(old), Some(2))),
+        Some(&1)
+    );
     for id in [d, old, new] {
         let (s, p) = (sqlite.card(id).unwrap().unwrap(), pg.card(id).unwrap().unwrap());
         assert_eq!(
@@ -238,8 +245,9 @@ fn issuer_adjustments_pair_the_same_on_both_backends_after_the_move() {
             "card {id:02X?}"
         );
     }
-    // The replaced card's points moved to its successor.
-    assert_eq!(pg.card(old).unwrap().unwrap().shadow_balance, 0);
+    // The replaced card's points moved to its successor; what it did
+    // afterwards stays on its own books.
+    assert_eq!(pg.card(old).unwrap().unwrap().shadow_balance, 5);
     assert_eq!(pg.card(new).unwrap().unwrap().shadow_balance, 40);
     // Applied adjustments are no longer served.
     let pending = |l: &dyn LedgerStore| {
@@ -486,4 +494,78 @@ fn approval_codes_are_reconciled_the_same_on_both_backends() {
     let used = uses(&pg);
     assert_eq!(used.len(), 5);
     assert_eq!(uses(&sqlite), used);
+}
+
+/// What waited too long, aged the same on both backends: a card's held
+/// record whose earlier counter never came (`gap`), a batch held for one
+/// its till never sent (`missing-batch`), a record whose origin till
+/// never settled its decision (`orphan`) — each once, however often the
+/// aging runs.
+#[test]
+fn gaps_age_into_the_same_exceptions_on_both_backends() {
+    use TxKind::Earn;
+    const OTHER: u32 = 6;
+    let keys = IssuerKeys::test().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("ledger.sqlite");
+    let (a, b) = (card(11), card(12));
+    let mut sqlite = Ledger::open(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    common::issue(&mut sqlite, TILL, &[a, b], NOW);
+    sqlite.register_terminal(OTHER, NOW).unwrap();
+    drop(sqlite);
+    let cluster = common::moved(&path);
+
+    let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
+    let first = common::seal(
+        &keys,
+        &mut journal,
+        NOW,
+        &[
+            (a, record(&keys, a, (1, Earn, 10, 10, 0))),
+            // Counter 2 never arrives: 3 is held.
+            (a, record(&keys, a, (3, Earn, 10, 30, 0))),
+            // Made at the other till, which never settles.
+            (b, common::certified(&keys, b, OTHER, NOW, (1, Earn, 5, 5, 0), false)),
+        ],
+    );
+    // Batch 2 is lost on the way; batch 3 arrives and is held.
+    let _lost = common::seal(&keys, &mut journal, NOW, &[(a, record(&keys, a, (2, Earn, 10, 20, 0)))]);
+    let third = common::seal(&keys, &mut journal, NOW, &[(a, record(&keys, a, (4, Earn, 10, 40, 0)))]);
+
+    let mut sqlite = Ledger::open_existing(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    let mut pg = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
+    for batch in [&first, &third] {
+        sqlite.ingest(&batch[..], NOW).unwrap();
+        pg.ingest(batch, NOW).unwrap();
+    }
+    // Not yet too old: nothing.
+    assert_eq!(
+        LedgerStore::age_gaps(&mut pg, NOW + 60, tessera_ledger::GAP_AGE_SECS).unwrap(),
+        0
+    );
+    assert!(named_by(&pg).is_empty());
+    let later = NOW + tessera_ledger::GAP_AGE_SECS + 60;
+    // The gap, the missing batch, and three orphans: card b's, and card
+    // a's two records, whose origin sequences (1,001 and 1,003) the till's
+    // chain never reached.
+    assert_eq!(sqlite.age_gaps(later, tessera_ledger::GAP_AGE_SECS).unwrap(), 5);
+    assert_eq!(pg.age_gaps(later, tessera_ledger::GAP_AGE_SECS).unwrap(), 5);
+    let on_pg = named_by(&pg);
+    assert_eq!(named_by(&sqlite), on_pg);
+    assert_eq!(on_pg.get(&("gap".to_owned(), Some(a), Some(2))), Some(&1));
+    assert_eq!(on_pg.get(&("missing-batch".to_owned(), None, None)), Some(&1));
+    assert_eq!(on_pg.get(&("orphan".to_owned(), Some(b), Some(1))), Some(&1));
+    // Once.
+    assert_eq!(pg.age_gaps(later + 3_600, tessera_ledger::GAP_AGE_SECS).unwrap(), 0);
+    assert_eq!(named_by(&pg), on_pg);
+    let decision = |w: &dyn tessera_ledger::Warehouse| {
+        w.warehouse_db()
+            .rows(
+                "SELECT decision FROM card_transactions ORDER BY card_id, counter",
+                &[],
+                |r| r.text(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(decision(&sqlite), decision(&pg));
 }

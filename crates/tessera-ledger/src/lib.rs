@@ -327,6 +327,12 @@ pub trait LedgerStore: Send {
     /// # Errors
     /// A storage error (the request is then not answered).
     fn claim_nonce(&mut self, terminal_id: u32, key: &[u8], now: u32, forget_before: u32) -> Result<bool, LedgerError>;
+    /// See [`Ledger::age_gaps`]: what waited longer than `older_than_secs`
+    /// at `now` raised as exceptions, once; returns how many.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn age_gaps(&mut self, now: u32, older_than_secs: u32) -> Result<usize, LedgerError>;
 }
 
 /// The SQLite ledger.
@@ -1360,6 +1366,9 @@ impl LedgerStore for Ledger {
         now: u32,
     ) -> Result<usize, LedgerError> {
         Ledger::record_sync_deliveries(self, terminal_id, deliveries, now)
+    }
+    fn age_gaps(&mut self, now: u32, older_than_secs: u32) -> Result<usize, LedgerError> {
+        Ledger::age_gaps(self, now, older_than_secs)
     }
     fn claim_nonce(&mut self, _terminal_id: u32, _key: &[u8], _now: u32, _forget: u32) -> Result<bool, LedgerError> {
         // One server holds this file (its lock): its own memory of the

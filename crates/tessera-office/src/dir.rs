@@ -1075,10 +1075,8 @@ impl OfficeDir {
 
     /// The books for their reports (reconciliation, exceptions, explained,
     /// liability), wherever they are: the SQLite ledger, or PostgreSQL
-    /// once they moved. With `age_gaps_at`, on SQLite, the holes held
-    /// longer than [`tessera_ledger::GAP_AGE_SECS`] are raised as
-    /// exceptions first (on PostgreSQL the aging of gaps is not available
-    /// yet: their held records still stand in the explanation's problems).
+    /// once they moved. With `age_gaps_at`, what waited longer than
+    /// [`tessera_ledger::GAP_AGE_SECS`] is raised as exceptions first.
     ///
     /// # Errors
     /// As [`OfficeDir::open_warehouse`]; a storage error aging the gaps.
@@ -1086,8 +1084,13 @@ impl OfficeDir {
         &self,
         age_gaps_at: Option<u32>,
     ) -> Result<Box<dyn tessera_ledger::Warehouse>, OfficeDirError> {
-        if self.postgres_url()?.is_some() {
-            return self.open_warehouse();
+        if let Some(url) = self.postgres_url()? {
+            let keys = self.load_keys()?;
+            let mut pg = tessera_ledger_pg::posting::PgLedger::open(&url, LedgerKeys::from_issuer(&keys))?;
+            if let Some(now) = age_gaps_at {
+                pg.age_gaps(now, tessera_ledger::GAP_AGE_SECS)?;
+            }
+            return Ok(Box::new(pg));
         }
         let (_keys, mut ledger) = self.open_sqlite()?;
         if let Some(now) = age_gaps_at {

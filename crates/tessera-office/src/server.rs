@@ -50,8 +50,8 @@
 //! `Retry-After` (nothing posted that was not acknowledged). On PostgreSQL
 //! the sync feed, its acknowledgements and online authorization are served
 //! as on SQLite (a card's decisions take turns on its row lock, whichever
-//! server takes them), and so is the dashboard (from a connection of the
-//! pool); the aging of gaps is not available there yet. The nonce of a
+//! server takes them), and so are the dashboard (from a connection of the
+//! pool) and the aging of gaps. The nonce of a
 //! sync, acknowledgement or authorization request is claimed by the server
 //! that answers it, and on PostgreSQL in the books too: a request replayed
 //! to another server of the same books is refused there.
@@ -651,8 +651,8 @@ pub async fn serve_on(
         Transport::PlainLoopback => None,
     };
     let office = Office::new(books.into(), keys, config)?;
-    // Gaps age into exceptions even on a day without settlement (SQLite:
-    // the aging of gaps is not on PostgreSQL yet).
+    // Gaps age into exceptions even on a day without settlement (on
+    // PostgreSQL each server ages; the aging's lock names each gap once).
     let ager = {
         let office = Arc::clone(&office);
         tokio::spawn(async move {
@@ -662,10 +662,7 @@ pub async fn serve_on(
                 let office = Arc::clone(&office);
                 let _ = tokio::task::spawn_blocking(move || {
                     let now = office.now();
-                    match &office.store {
-                        Store::Sqlite { ledger, .. } => locked(ledger).age_gaps(now, tessera_ledger::GAP_AGE_SECS),
-                        Store::Postgres { .. } => Ok(0),
-                    }
+                    office.with_store(|s| s.age_gaps(now, tessera_ledger::GAP_AGE_SECS))
                 })
                 .await;
             }
