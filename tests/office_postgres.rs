@@ -426,16 +426,78 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     let books = std::fs::read_to_string(dir.join("books.toml")).unwrap();
     assert!(books.contains(&url), "{books}");
 
-    // Office operations that write the SQLite ledger are refused now,
-    // nothing done (not on PostgreSQL yet).
-    let out = Command::new(tessera_bin())
-        .args(["office", "export-terminal", "--dir", d, "--terminal-id", "8"])
-        .args(["--out", work.path().join("till8.json").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("on PostgreSQL"));
-    assert!(!work.path().join("till8.json").exists());
+    // The office's own commands run on the PostgreSQL books, audited: a
+    // till registered, a card issued to a new customer and hotlisted.
+    let till8 = work.path().join("till8.json");
+    tessera(&[
+        "office",
+        "export-terminal",
+        "--dir",
+        d,
+        "--terminal-id",
+        "8",
+        "--out",
+        till8.to_str().unwrap(),
+        "--plain-http",
+    ]);
+    assert!(till8.exists());
+    let issued = work.path().join("new.card");
+    let card_out: serde_json::Value = serde_json::from_str(&tessera(&[
+        "office",
+        "issue",
+        "--dir",
+        d,
+        "--card",
+        issued.to_str().unwrap(),
+        "--card-id",
+        "0C0C000000000001",
+        "--name",
+        "Clara Test",
+        "--birth-date",
+        "1991-02-03",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(card_out["ok"], true, "{card_out}");
+    tessera(&[
+        "office",
+        "hotlist",
+        "add",
+        "--dir",
+        d,
+        "--card",
+        "0C0C000000000001",
+        "--reason",
+        "lost",
+    ]);
+    let listed = tessera(&["office", "hotlist", "list", "--dir", d]);
+    assert!(listed.contains("0C0C000000000001"), "{listed}");
+    tessera(&["office", "audit", "verify", "--dir", d]);
+    let one = |sql: &str| -> i64 {
+        tessera_ledger_pg::connect(&url)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(one("SELECT count(*) FROM terminals WHERE terminal_id = 8"), 1);
+    assert_eq!(
+        one("SELECT count(*) FROM cards WHERE card_id = '\\x0c0c000000000001' AND registered_at IS NOT NULL AND customer_id IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM hotlist WHERE card_id = '\\x0c0c000000000001'"),
+        1
+    );
+    let audited = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+    for action in ["terminal.export", "card.issue", "hotlist.add"] {
+        assert!(audited.contains(action), "{action} audited: {audited}");
+    }
+    assert_eq!(
+        one("SELECT entries FROM audit_anchor WHERE id = 1"),
+        i64::try_from(audited.lines().count()).unwrap(),
+        "the anchor on PostgreSQL follows the log"
+    );
     let keys = IssuerKeys::from_json(&std::fs::read_to_string(dir.join("issuer-keys.json")).unwrap()).unwrap();
     let bundle = TerminalBundle::from_json(&std::fs::read_to_string(&bundle_path).unwrap()).unwrap();
     let pg_ledger = PgLedger::open(&url, LedgerKeys::from_issuer(&keys)).unwrap();

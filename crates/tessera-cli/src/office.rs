@@ -500,8 +500,10 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
         refuse_existing_card(path)?;
     }
     let office = a.office.office();
+    // The books may be on SQLite or PostgreSQL: the card is registered
+    // wherever they are, once it is personalized.
     office.audit_ready().map_err(office_err)?;
-    let (keys, mut ledger) = open_office(&a.office.dir)?;
+    let keys = office.load_keys().map_err(office_err)?;
     let params = IssueParams {
         earn_cap: a.earn_cap,
         redeem_cap: a.redeem_cap,
@@ -534,7 +536,7 @@ fn issue(a: &IssueArgs) -> Result<(), Failure> {
     let id = signed.profile.card_id;
     let p = &signed.profile;
     let customer = office
-        .register_issued(&mut ledger, keys.key_version, &signed, now()?)
+        .register_issued_card(keys.key_version, &signed, now()?)
         .map_err(office_err)?;
     if let (Some(card), Some(path)) = (made.as_mut(), a.card.as_ref()) {
         card.save_as(path)

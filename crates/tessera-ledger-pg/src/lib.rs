@@ -27,6 +27,7 @@ mod aging;
 pub mod cluster;
 pub mod copy;
 pub mod db;
+mod office;
 pub mod posting;
 mod store;
 

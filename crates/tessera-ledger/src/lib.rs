@@ -11,6 +11,7 @@
 
 mod adjust;
 pub mod approvals;
+pub mod books;
 pub mod db;
 mod error;
 mod ingest;
@@ -409,85 +410,7 @@ pub(crate) fn hotlist_insert(conn: &Connection, card_id: &CardId, reason: &str, 
     Ok(n > 0)
 }
 
-/// Inserts a customer's personal data (after checking it) on `conn`;
-/// returns the customer id.
-fn insert_customer(conn: &Connection, c: &NewCustomer) -> Result<u64, LedgerError> {
-    if c.name.trim().is_empty() {
-        return Err(LedgerError::Malformed("customer name is empty".into()));
-    }
-    conn.prepare_cached(
-        "INSERT INTO customers (name, birth_date, home_city, household, preferences, tier)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        c.name,
-        c.birth_date.to_string(),
-        c.home_city,
-        &c.household[..],
-        serde_json::to_string(&c.preferences)?,
-        c.tier
-    ])?;
-    u64::try_from(conn.last_insert_rowid()).map_err(|_| LedgerError::Storage("customer id".into()))
-}
-
-/// Registers (or moves) a card to a known customer on `conn`, inside the
-/// caller's transaction, and notes it for the warehouse when `touch`.
-/// Returns the customer and household the card was linked to before, if
-/// any: [`finish_card_links`] drops them from the warehouse if nothing
-/// links them any more.
-fn link_card(
-    conn: &Connection,
-    card_id: &[u8; 8],
-    customer_id: u64,
-    key_version: u8,
-    now: u32,
-    touch: bool,
-) -> Result<Option<(u64, Vec<u8>)>, LedgerError> {
-    let known: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE customer_id = ?1)")?
-        .query_row([customer_id], |r| r.get(0))?;
-    if !known {
-        return Err(LedgerError::UnknownCustomer(customer_id));
-    }
-    let before: Option<(u64, Vec<u8>)> = conn
-        .prepare_cached(
-            "SELECT cu.customer_id, cu.household FROM cards c JOIN customers cu ON cu.customer_id = c.customer_id
-             WHERE c.card_id = ?1",
-        )?
-        .query_row([&card_id[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    conn.prepare_cached(
-        "INSERT INTO cards (card_id, customer_id, key_version, registered_at) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (card_id) DO UPDATE SET customer_id = excluded.customer_id,
-             key_version = excluded.key_version, registered_at = COALESCE(registered_at, excluded.registered_at)",
-    )?
-    .execute(params![&card_id[..], customer_id, key_version, now])?;
-    // The card's facts follow it to its customer (and household).
-    if touch {
-        wh_build::touch_card(conn, card_id)?;
-    }
-    Ok(before)
-}
-
-/// After cards were linked ([`link_card`]): maintains the warehouse (or
-/// marks it stale when `zone` is `None`), then drops the customers and
-/// households in `moved` that no card links any more.
-fn finish_card_links(
-    conn: &Connection,
-    zone: Option<&tessera_rules::display::Zone>,
-    moved: Vec<(u64, Vec<u8>)>,
-) -> Result<(), LedgerError> {
-    wh_build::after_change(conn, zone)?;
-    if zone.is_some() && !moved.is_empty() {
-        let (mut customers, mut households): (Vec<u64>, Vec<Vec<u8>>) = moved.into_iter().unzip();
-        customers.sort_unstable();
-        customers.dedup();
-        households.sort_unstable();
-        households.dedup();
-        wh_build::drop_unlinked(conn, &customers, &households)?;
-    }
-    Ok(())
-}
+pub(crate) use books::{finish_card_links, insert_customer, link_card};
 
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path`: WAL,

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tessera_ledger::{AuditAnchor, Ledger};
+use tessera_ledger::books::OfficeBooks;
+use tessera_ledger::AuditAnchor;
 
 /// The audit file's name in the office directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -270,7 +271,7 @@ fn check(lines: &[Result<AuditEntry, String>], anchor: Option<AuditAnchor>, exis
 ///
 /// # Errors
 /// [`AuditError::Io`], [`AuditError::Ledger`].
-pub fn verify(dir: &Path, ledger: &Ledger) -> Result<AuditCheck, AuditError> {
+pub fn verify(dir: &Path, ledger: &dyn OfficeBooks) -> Result<AuditCheck, AuditError> {
     let file = path(dir);
     let lines = read_lines(&file)?;
     Ok(check(&lines, ledger.audit_anchor()?, file.exists()))
@@ -281,7 +282,7 @@ pub fn verify(dir: &Path, ledger: &Ledger) -> Result<AuditCheck, AuditError> {
 ///
 /// # Errors
 /// [`AuditError::Broken`] naming the first problem; as [`verify`].
-pub fn ready(dir: &Path, ledger: &Ledger) -> Result<(), AuditError> {
+pub fn ready(dir: &Path, ledger: &dyn OfficeBooks) -> Result<(), AuditError> {
     let c = verify(dir, ledger)?;
     match c.problems.first() {
         Some(p) => Err(AuditError::Broken(p.clone())),
@@ -299,7 +300,7 @@ pub fn ready(dir: &Path, ledger: &Ledger) -> Result<(), AuditError> {
 /// [`AuditError::Io`], [`AuditError::Ledger`].
 pub fn append(
     dir: &Path,
-    ledger: &mut Ledger,
+    ledger: &mut dyn OfficeBooks,
     operator: &str,
     action: &str,
     details: Value,
@@ -311,7 +312,10 @@ pub fn append(
     }
     let file = path(dir);
     let mut written = None;
-    ledger.advance_audit_anchor(|anchor| {
+    // The books' lock is held while the entry is written; an audit error
+    // inside it is carried out past the books' error type.
+    let mut failed = None;
+    let mut write = |anchor: Option<AuditAnchor>| -> Result<AuditAnchor, AuditError> {
         let lines = read_lines(&file)?;
         let c = check(&lines, anchor, file.exists());
         if let Some(p) = c.problems.first() {
@@ -344,7 +348,17 @@ pub fn append(
             entries: seq,
             head: hash,
         })
-    })?;
+    };
+    let moved = ledger.advance_audit_anchor_with(&mut |anchor| {
+        write(anchor).map_err(|e| {
+            failed = Some(e);
+            tessera_ledger::LedgerError::Storage("the audit entry was not written".into())
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    moved?;
     written.ok_or_else(|| AuditError::Broken("no entry written".into()))
 }
 

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tessera_crypto::files::{write_atomic, write_new_private};
 use tessera_crypto::keys::{IssuerKeys, OfficeLink, TerminalBundle};
+use tessera_ledger::books::OfficeBooks;
 use tessera_ledger::{Ledger, LedgerError, LedgerKeys, NewCustomer};
 use tessera_protocol::profile::{Profile, SignedProfile};
 use tessera_rules::offers::{sign_campaigns, signature_path, CampaignSet};
@@ -240,8 +241,8 @@ impl OfficeDir {
     /// [`OfficeDirError::Audit`]; those of [`OfficeDir::open`].
     pub fn audit_ready(&self) -> Result<String, OfficeDirError> {
         let operator = self.operator()?;
-        let (_keys, ledger) = self.open()?;
-        audit::ready(&self.path, &ledger)?;
+        let (_keys, books) = self.open_office_books()?;
+        audit::ready(&self.path, books.as_ref())?;
         Ok(operator)
     }
 
@@ -253,10 +254,10 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::Audit`]; those of [`OfficeDir::open`].
     pub fn audit(&self, operator: &str, action: &str, details: Value) -> Result<AuditEntry, OfficeDirError> {
-        let (_keys, mut ledger) = self.open()?;
+        let (_keys, mut books) = self.open_office_books()?;
         Ok(audit::append(
             &self.path,
-            &mut ledger,
+            books.as_mut(),
             operator,
             action,
             details,
@@ -267,13 +268,40 @@ impl OfficeDir {
     /// Audits with an open ledger (see [`OfficeDir::audit`]).
     fn audit_with(
         &self,
-        ledger: &mut Ledger,
+        ledger: &mut dyn OfficeBooks,
         operator: &str,
         action: &str,
         details: Value,
     ) -> Result<(), OfficeDirError> {
         audit::append(&self.path, ledger, operator, action, details, audit::now())?;
         Ok(())
+    }
+
+    /// The keys and the office's books wherever they are (the SQLite
+    /// ledger, or PostgreSQL once they moved), for the actions both
+    /// backends carry ([`OfficeBooks`]).
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::load_keys`]; [`OfficeDirError::Ledger`],
+    /// [`OfficeDirError::Postgres`].
+    pub fn open_office_books(&self) -> Result<(IssuerKeys, Box<dyn OfficeBooks>), OfficeDirError> {
+        if let Some(url) = self.postgres_url()? {
+            let keys = self.load_keys()?;
+            let pg = tessera_ledger_pg::posting::PgLedger::open(&url, LedgerKeys::from_issuer(&keys))?;
+            return Ok((keys, Box::new(pg)));
+        }
+        let (keys, ledger) = self.open_sqlite()?;
+        Ok((keys, Box::new(ledger)))
+    }
+
+    /// [`OfficeDir::open_office_books`], the operator, and a check that
+    /// the audit log verifies: what an action both backends carry starts
+    /// with.
+    fn open_books_for_action(&self) -> Result<(IssuerKeys, Box<dyn OfficeBooks>, String), OfficeDirError> {
+        let operator = self.operator()?;
+        let (keys, books) = self.open_office_books()?;
+        audit::ready(&self.path, books.as_ref())?;
+        Ok((keys, books, operator))
     }
 
     /// The keys and the ledger, the operator, and a check that the audit
@@ -300,8 +328,8 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::Audit`]; those of [`OfficeDir::open`].
     pub fn audit_verify(&self) -> Result<audit::AuditCheck, OfficeDirError> {
-        let (_keys, ledger) = self.open()?;
-        Ok(audit::verify(&self.path, &ledger)?)
+        let (_keys, books) = self.open_office_books()?;
+        Ok(audit::verify(&self.path, books.as_ref())?)
     }
 
     /// Where it is.
@@ -494,7 +522,7 @@ impl OfficeDir {
         now: u32,
         make: impl FnOnce(&IssuerKeys, OfficeLink) -> Result<TerminalBundle, E>,
     ) -> Result<TerminalBundle, E> {
-        let (keys, mut ledger, operator) = self.open_for_action()?;
+        let (keys, mut ledger, operator) = self.open_books_for_action()?;
         if out.exists() {
             return Err(
                 OfficeDirError::Exists(format!("{} already exists: it is never overwritten", out.display())).into(),
@@ -513,7 +541,7 @@ impl OfficeDir {
             .map_err(OfficeDirError::from)?;
         write_once(out, bundle.to_json().as_bytes())?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "terminal.export",
             json!({"terminal_id": terminal_id, "bundle": out.display().to_string(), "plain_http": plain_http}),
@@ -696,7 +724,7 @@ impl<R: std::io::Read, F: FnMut(u64, u64)> std::io::Read for Progress<R, F> {
 /// # Errors
 /// The ledger's.
 pub fn register_issued(
-    ledger: &mut Ledger,
+    ledger: &mut dyn OfficeBooks,
     key_version: u8,
     signed: &SignedProfile,
     now: u32,

@@ -11,6 +11,7 @@ use tessera_ledger::{
 use tessera_protocol::profile::SignedProfile;
 
 use super::{write_once, OfficeDir, OfficeDirError};
+use tessera_ledger::books::OfficeBooks;
 
 /// One customer's personal data, as `office customer export` writes it
 /// (the answer to a data subject's access request).
@@ -50,11 +51,11 @@ impl OfficeDir {
     /// [`LedgerError::NotIssued`], [`LedgerError::Malformed`] (empty
     /// reason) inside [`OfficeDirError::Ledger`]; audit and open errors.
     pub fn hotlist_add(&self, card: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         let change = ledger.hotlist_add(card, reason, now)?;
         if change.changed {
             self.audit_with(
-                &mut ledger,
+                ledger.as_mut(),
                 &operator,
                 "hotlist.add",
                 json!({"card_id": card_hex(&card), "reason": reason.trim(), "hotlist_version": change.version}),
@@ -72,11 +73,11 @@ impl OfficeDir {
         if reason.trim().is_empty() {
             return Err(LedgerError::Malformed("give the reason for taking the card off the hotlist".into()).into());
         }
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         let change = ledger.hotlist_remove(card)?;
         if change.changed {
             self.audit_with(
-                &mut ledger,
+                ledger.as_mut(),
                 &operator,
                 "hotlist.remove",
                 json!({"card_id": card_hex(&card), "reason": reason.trim(), "hotlist_version": change.version}),
@@ -90,8 +91,8 @@ impl OfficeDir {
     /// # Errors
     /// Those of [`OfficeDir::open`].
     pub fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), OfficeDirError> {
-        let (_keys, ledger) = self.open()?;
-        Ok((ledger.hotlist()?.version, ledger.hotlist_entries()?))
+        let (_keys, books) = self.open_office_books()?;
+        Ok(books.hotlist_entries()?)
     }
 
     /// Adds a store (see [`Ledger::add_store`]); audited as `store.add`.
@@ -195,7 +196,7 @@ impl OfficeDir {
     /// The ledger's; audit errors.
     pub fn register_issued(
         &self,
-        ledger: &mut Ledger,
+        ledger: &mut dyn OfficeBooks,
         key_version: u8,
         signed: &SignedProfile,
         now: u32,
@@ -209,6 +210,21 @@ impl OfficeDir {
             json!({"card_id": card_hex(&signed.profile.card_id), "customer_id": customer, "key_version": key_version}),
         )?;
         Ok(customer)
+    }
+
+    /// [`OfficeDir::register_issued`] in the office's books, wherever they
+    /// are (the SQLite ledger, or PostgreSQL once they moved).
+    ///
+    /// # Errors
+    /// As [`OfficeDir::register_issued`]; those of opening the books.
+    pub fn register_issued_card(
+        &self,
+        key_version: u8,
+        signed: &SignedProfile,
+        now: u32,
+    ) -> Result<u64, OfficeDirError> {
+        let (_keys, mut books, _operator) = self.open_books_for_action()?;
+        self.register_issued(books.as_mut(), key_version, signed, now)
     }
 
     /// The customers matching `q` (see [`Ledger::search_customers`]).

@@ -1,0 +1,164 @@
+//! The office's own actions on the PostgreSQL books
+//! (`tessera_ledger::books::OfficeBooks`): terminals, customers and
+//! cards, the hotlist and the audit log's anchor, each in one
+//! transaction, with the SQLite ledger's SQL where it is more than one
+//! statement.
+//!
+//! Locks, as posting takes them: a card registered or hotlisted is its
+//! row's (`INSERT … ON CONFLICT` and `DELETE` lock the row they touch), so
+//! a batch posting for the card meanwhile waits for the change or sees it
+//! committed; the audit anchor is moved under a transaction-scoped
+//! advisory lock ([`AUDIT_LOCK`]), so two office commands on two machines
+//! never append the same entry number.
+
+use tessera_ledger::books::{finish_card_links, insert_customer, link_card, OfficeBooks};
+use tessera_ledger::{AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewCustomer};
+
+use crate::db::PgDb;
+use crate::posting::{bump_hotlist_version, PgLedger};
+use crate::PgError;
+
+/// The key of the audit anchor's advisory lock: ASCII "tsraud" as a
+/// number.
+pub(crate) const AUDIT_LOCK: i64 = 0x7473_7261_7564;
+
+fn anchor_of(entries: i64, head: Vec<u8>) -> Result<AuditAnchor, LedgerError> {
+    Ok(AuditAnchor {
+        entries: u64::try_from(entries).map_err(|_| LedgerError::Storage("the audit anchor's count".into()))?,
+        head: head
+            .try_into()
+            .map_err(|_| LedgerError::Storage("the audit anchor's hash is not 32 bytes".into()))?,
+    })
+}
+
+impl OfficeBooks for PgLedger {
+    fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
+        Ok(PgLedger::register_terminal(self, terminal_id, now)?)
+    }
+
+    fn register_customer(&mut self, c: &NewCustomer) -> Result<u64, LedgerError> {
+        Ok(self.with(|client| {
+            let mut tx = client.transaction()?;
+            let id = insert_customer(&PgDb::new(&mut tx), c).map_err(PgError::Books)?;
+            tx.commit()?;
+            Ok(id)
+        })?)
+    }
+
+    fn register_card(
+        &mut self,
+        card_id: [u8; 8],
+        customer_id: u64,
+        key_version: u8,
+        now: u32,
+    ) -> Result<(), LedgerError> {
+        let zone = self.wh_zone.clone();
+        Ok(self.with(|client| {
+            let mut tx = client.transaction()?;
+            {
+                let db = PgDb::new(&mut tx);
+                let moved = link_card(&db, &card_id, customer_id, key_version, now, true).map_err(PgError::Books)?;
+                finish_card_links(&db, Some(&zone), moved.into_iter().collect()).map_err(PgError::Books)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?)
+    }
+
+    fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(LedgerError::Malformed("give the reason for the hotlisting".into()));
+        }
+        let changed = self.with(|client| {
+            let mut tx = client.transaction()?;
+            let issued = tx
+                .query_opt(
+                    "SELECT 1 FROM cards WHERE card_id = $1 AND registered_at IS NOT NULL",
+                    &[&&card_id[..]],
+                )?
+                .is_some();
+            if !issued {
+                return Err(PgError::Refused(LedgerError::NotIssued(hex::encode_upper(card_id))));
+            }
+            let n = tx.execute(
+                "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&&card_id[..], &reason, &i64::from(now)],
+            )?;
+            if n > 0 {
+                bump_hotlist_version(&mut tx)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })?;
+        Ok(HotlistChange {
+            version: self.hotlist()?.version,
+            changed,
+        })
+    }
+
+    fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
+        let changed = self.with(|client| {
+            let mut tx = client.transaction()?;
+            let n = tx.execute("DELETE FROM hotlist WHERE card_id = $1", &[&&card_id[..]])?;
+            if n > 0 {
+                bump_hotlist_version(&mut tx)?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })?;
+        Ok(HotlistChange {
+            version: self.hotlist()?.version,
+            changed,
+        })
+    }
+
+    fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError> {
+        let rows = self.with(|c| Ok(c.query("SELECT card_id, reason, at FROM hotlist ORDER BY card_id", &[])?))?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                Ok(HotlistEntry {
+                    card_id: r
+                        .get::<_, Vec<u8>>(0)
+                        .try_into()
+                        .map_err(|_| LedgerError::Storage("a stored card id is not 8 bytes".into()))?,
+                    reason: r.get(1),
+                    at: u32::try_from(r.get::<_, i64>(2))
+                        .map_err(|_| LedgerError::Storage("a hotlist time out of range".into()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        Ok((self.hotlist()?.version, entries))
+    }
+
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {
+        let row = self.with(|c| Ok(c.query_opt("SELECT entries, head FROM audit_anchor WHERE id = 1", &[])?))?;
+        row.map(|r| anchor_of(r.get(0), r.get(1))).transpose()
+    }
+
+    fn advance_audit_anchor_with(
+        &mut self,
+        append: &mut dyn FnMut(Option<AuditAnchor>) -> Result<AuditAnchor, LedgerError>,
+    ) -> Result<AuditAnchor, LedgerError> {
+        Ok(self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+            let current = tx
+                .query_opt("SELECT entries, head FROM audit_anchor WHERE id = 1", &[])?
+                .map(|r| anchor_of(r.get(0), r.get(1)))
+                .transpose()
+                .map_err(PgError::Books)?;
+            let next = append(current).map_err(PgError::Books)?;
+            let entries = i64::try_from(next.entries)
+                .map_err(|_| PgError::Books(LedgerError::Storage("the audit anchor's count".into())))?;
+            tx.execute(
+                "INSERT INTO audit_anchor (id, entries, head) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET entries = EXCLUDED.entries, head = EXCLUDED.head",
+                &[&entries, &&next.head[..]],
+            )?;
+            tx.commit()?;
+            Ok(next)
+        })?)
+    }
+}
