@@ -8,8 +8,8 @@
 //! row's (`INSERT … ON CONFLICT` and `DELETE` lock the row they touch), so
 //! a batch posting for the card meanwhile waits for the change or sees it
 //! committed; the audit anchor is moved under a transaction-scoped
-//! advisory lock ([`AUDIT_LOCK`]), so two office commands on two machines
-//! never append the same entry number.
+//! advisory lock (`AUDIT_LOCK`), so two office commands at once never
+//! append the same entry number.
 
 use tessera_ledger::books::{finish_card_links, insert_customer, link_card, OfficeBooks};
 use tessera_ledger::{AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewCustomer};
