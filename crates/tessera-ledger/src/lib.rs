@@ -95,7 +95,7 @@ pub const COUNTER_JUMP_LIMIT: u32 = 100;
 
 /// A profile update for a card: card id, profile version, signed blob.
 pub type ProfileUpdate = ([u8; 8], u16, Vec<u8>);
-pub use types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
+pub use types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement, Soundness};
 pub use types::{
     CardBook, Customer, CustomerRow, CustomersReport, Exception, ExceptionClass, Explanation, IngestOutcome,
     IngestReport, LiabilityReport, NewCustomer, ReconciliationReport, ReconciliationRow, SegmentLegendRow,

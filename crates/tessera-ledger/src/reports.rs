@@ -260,73 +260,96 @@ pub(crate) fn verify(conn: &Connection, integrity: bool) -> Result<Vec<String>, 
             problems.extend(lines.into_iter().map(|l| format!("storage: {l}")));
         }
     }
-    // Each card's books against its postings.
+    problems.extend(books_problems(conn)?);
+    Ok(problems)
+}
+
+/// The books against the postings (the SQL both backends speak): per
+/// card, the shadow balance is the sum of its posted records (and of its
+/// replacement postings), the last counter its highest posted one, the
+/// certified balance its last record's, the held count its pending
+/// records, and posted balances chain; per terminal, the last batch is its
+/// highest posted one. One line per problem, at most 20 per check.
+pub(crate) fn books_problems(db: &dyn WarehouseDb) -> Result<Vec<String>, LedgerError> {
+    let mut problems = Vec::new();
     let checks: [(&str, &str); 5] = [
         (
             "shadow balance is not the sum of its posted records",
-            "SELECT hex(c.card_id), c.shadow_balance, (SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
-                 WHERE t.card_id = c.card_id AND t.status = 'posted')
-                 + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id) AS s
-                 FROM cards c WHERE c.shadow_balance != s",
+            "SELECT card_id, a, b FROM (
+                 SELECT c.card_id, c.shadow_balance AS a,
+                        CAST((SELECT COALESCE(SUM(t.delta), 0) FROM card_transactions t
+                              WHERE t.card_id = c.card_id AND t.status = 'posted')
+                           + (SELECT COALESCE(SUM(p.delta), 0) FROM card_postings p WHERE p.card_id = c.card_id)
+                             AS BIGINT) AS b
+                 FROM cards c) x WHERE a != b ORDER BY card_id",
         ),
         (
             "last counter is not its highest posted record",
-            "SELECT hex(c.card_id), c.last_counter, (SELECT COALESCE(MAX(t.counter), 0) FROM card_transactions t
-                 WHERE t.card_id = c.card_id AND t.status = 'posted') AS m FROM cards c WHERE c.last_counter != m",
+            "SELECT card_id, a, b FROM (
+                 SELECT c.card_id, c.last_counter AS a,
+                        (SELECT COALESCE(MAX(t.counter), 0) FROM card_transactions t
+                         WHERE t.card_id = c.card_id AND t.status = 'posted') AS b
+                 FROM cards c) x WHERE a != b ORDER BY card_id",
         ),
         (
             "certified balance is not its last posted record's",
-            "SELECT hex(c.card_id), c.card_balance, t.balance_after FROM cards c
+            "SELECT c.card_id, c.card_balance, t.balance_after FROM cards c
                  JOIN card_transactions t ON t.card_id = c.card_id AND t.counter = c.last_counter
-                 WHERE c.last_counter > 0 AND t.status = 'posted' AND c.card_balance != t.balance_after",
+                 WHERE c.last_counter > 0 AND t.status = 'posted' AND c.card_balance != t.balance_after
+                 ORDER BY c.card_id",
         ),
         (
             "held-record count is not its pending records'",
-            "SELECT hex(c.card_id), c.pending, (SELECT COUNT(*) FROM card_transactions t
-                 WHERE t.card_id = c.card_id AND t.status = 'pending') AS n FROM cards c WHERE c.pending != n",
+            "SELECT card_id, a, b FROM (
+                 SELECT c.card_id, c.pending AS a, (SELECT COUNT(*) FROM card_transactions t
+                     WHERE t.card_id = c.card_id AND t.status = 'pending') AS b
+                 FROM cards c) x WHERE a != b ORDER BY card_id",
         ),
         (
             "posted records' balances do not chain (and no exception names it)",
-            "SELECT hex(t.card_id), t.counter, t.balance_after FROM card_transactions t
+            "SELECT t.card_id, t.counter, t.balance_after FROM card_transactions t
                  JOIN card_transactions p ON p.card_id = t.card_id AND p.counter = t.counter - 1
                  WHERE t.status = 'posted' AND p.status = 'posted' AND t.balance_after != p.balance_after + t.delta
                    AND NOT EXISTS (SELECT 1 FROM exceptions e WHERE e.card_id = t.card_id AND e.counter = t.counter
-                                   AND e.class = 'balance-discontinuity')",
+                                   AND e.class = 'balance-discontinuity')
+                 ORDER BY t.card_id, t.counter",
         ),
     ];
     for (what, sql) in checks {
-        let mut stmt = conn.prepare(sql)?;
-        let mut q = stmt.query([])?;
         let mut n = 0;
-        while let Some(r) = q.next()? {
+        db.each(sql, &[], &mut |r| {
             n += 1;
             if n <= 20 {
                 problems.push(format!(
                     "card {}: {what} ({} vs {})",
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?
+                    hex::encode_upper(r.blob(0)?),
+                    r.i64(1)?,
+                    r.i64(2)?
                 ));
             }
-        }
+            Ok(())
+        })?;
         if n > 20 {
             problems.push(format!("… and {} more cards: {what}", n - 20));
         }
     }
     // Each terminal's chain position against its posted batches.
-    let mut stmt = conn.prepare(
-        "SELECT t.terminal_id, t.last_batch_no, (SELECT COALESCE(MAX(b.batch_no), 0) FROM batches b
-             WHERE b.terminal_id = t.terminal_id AND b.status = 'posted') AS m FROM terminals t WHERE t.last_batch_no != m",
+    db.each(
+        "SELECT terminal_id, a, b FROM (
+             SELECT t.terminal_id, t.last_batch_no AS a, (SELECT COALESCE(MAX(b.batch_no), 0) FROM batches b
+                 WHERE b.terminal_id = t.terminal_id AND b.status = 'posted') AS b
+             FROM terminals t) x WHERE a != b ORDER BY terminal_id",
+        &[],
+        &mut |r| {
+            problems.push(format!(
+                "terminal {}: last batch {} is not its highest posted batch {}",
+                r.i64(0)?,
+                r.i64(1)?,
+                r.i64(2)?
+            ));
+            Ok(())
+        },
     )?;
-    let mut q = stmt.query([])?;
-    while let Some(r) = q.next()? {
-        problems.push(format!(
-            "terminal {}: last batch {} is not its highest posted batch {}",
-            r.get::<_, u32>(0)?,
-            r.get::<_, u32>(1)?,
-            r.get::<_, u32>(2)?
-        ));
-    }
     Ok(problems)
 }
 

@@ -644,3 +644,13 @@ pub struct SegmentLegendRow {
     /// The suggested action.
     pub action: String,
 }
+
+/// Whether a ledger is sound ([`crate::Warehouse::soundness`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Soundness {
+    /// Whether the storage itself was scanned (SQLite's integrity check);
+    /// `false` on PostgreSQL, whose server keeps its own.
+    pub storage_checked: bool,
+    /// One line per problem; empty: sound.
+    pub problems: Vec<String>,
+}

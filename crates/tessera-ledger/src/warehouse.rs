@@ -411,6 +411,19 @@ pub trait Warehouse {
         crate::reports::reconciliation(self.warehouse_db(), date, terminal, tz)
     }
 
+    /// Whether the ledger is sound: the books against the postings (as
+    /// [`Ledger::verify`]), and the storage where the backend can scan it
+    /// here (the SQLite file; a PostgreSQL server keeps its own).
+    ///
+    /// # Errors
+    /// A storage error.
+    fn soundness(&self) -> Result<crate::Soundness, LedgerError> {
+        Ok(crate::Soundness {
+            storage_checked: false,
+            problems: crate::reports::books_problems(self.warehouse_db())?,
+        })
+    }
+
     /// Whether every point is explained (as [`Ledger::explanation`]), from
     /// the books beside the warehouse.
     ///
@@ -938,5 +951,13 @@ impl Warehouse for Ledger {
 
     fn change_stamp(&self) -> Result<(i64, u64), LedgerError> {
         Ledger::change_stamp(self)
+    }
+
+    /// SQLite's full `integrity_check`, then the books.
+    fn soundness(&self) -> Result<crate::Soundness, LedgerError> {
+        Ok(crate::Soundness {
+            storage_checked: true,
+            problems: Ledger::verify(self)?,
+        })
     }
 }

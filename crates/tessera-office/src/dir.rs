@@ -1127,6 +1127,15 @@ impl OfficeDir {
         Ok(Box::new(ledger))
     }
 
+    /// Whether the office's books are sound, wherever they are (`office
+    /// verify`: [`tessera_ledger::Warehouse::soundness`]).
+    ///
+    /// # Errors
+    /// As [`OfficeDir::open_books_reports`]; a storage error.
+    pub fn soundness(&self) -> Result<tessera_ledger::Soundness, OfficeDirError> {
+        Ok(self.open_books_reports(None)?.soundness()?)
+    }
+
     /// Compares the office's ledger with the PostgreSQL ledger at `url`,
     /// table by table (`office migrate --to URL --verify`).
     ///
