@@ -466,6 +466,38 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     ]))
     .unwrap();
     assert_eq!(card_out["ok"], true, "{card_out}");
+    let one = |sql: &str| -> i64 {
+        tessera_ledger_pg::connect(&url)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0)
+    };
+    // A referral approval code for the new till and card, before the card
+    // is hotlisted.
+    let code: serde_json::Value = serde_json::from_str(&tessera(&[
+        "office",
+        "approve",
+        "--dir",
+        d,
+        "--terminal-id",
+        "8",
+        "--card",
+        "0C0C000000000001",
+        "--kind",
+        "redeem",
+        "--amount",
+        "30",
+        "--valid-for",
+        "30m",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(
+        code["approval"]["code"].as_str().is_some_and(|c| c.len() > 10) && code["approval"]["terminal_id"] == 8,
+        "{code}"
+    );
+    assert_eq!(one("SELECT count(*) FROM approvals WHERE terminal_id = 8"), 1);
     tessera(&[
         "office",
         "hotlist",
@@ -499,13 +531,6 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
     );
     edit("UPDATE cards SET shadow_balance = shadow_balance - 1000 WHERE card_id = '\\x0c0c000000000001'");
     tessera(&["office", "verify", "--dir", d]);
-    let one = |sql: &str| -> i64 {
-        tessera_ledger_pg::connect(&url)
-            .unwrap()
-            .query_one(sql, &[])
-            .unwrap()
-            .get(0)
-    };
     assert_eq!(one("SELECT count(*) FROM terminals WHERE terminal_id = 8"), 1);
     assert_eq!(
         one("SELECT count(*) FROM cards WHERE card_id = '\\x0c0c000000000001' AND registered_at IS NOT NULL AND customer_id IS NOT NULL"),
@@ -516,7 +541,7 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
         1
     );
     let audited = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-    for action in ["terminal.export", "card.issue", "hotlist.add"] {
+    for action in ["terminal.export", "card.issue", "approval.issue", "hotlist.add"] {
         assert!(audited.contains(action), "{action} audited: {audited}");
     }
     assert_eq!(

@@ -11,6 +11,8 @@
 //! advisory lock (`AUDIT_LOCK`), so two office commands at once never
 //! append the same entry number.
 
+use tessera_crypto::referral::ReferralKey;
+use tessera_ledger::approvals::{issue_in, ApprovalRequest, IssuedApproval};
 use tessera_ledger::books::{finish_card_links, insert_customer, link_card, OfficeBooks};
 use tessera_ledger::{AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewCustomer};
 
@@ -130,6 +132,22 @@ impl OfficeBooks for PgLedger {
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
         Ok((self.hotlist()?.version, entries))
+    }
+
+    /// The SQLite ledger's SQL, the till's row locked first: two codes
+    /// issued for one till at once take two serials.
+    fn issue_approval(&mut self, a: &ApprovalRequest<'_>, now: u32) -> Result<IssuedApproval, LedgerError> {
+        let key = ReferralKey::derive(&self.keys.batch_key(a.terminal_id), a.terminal_id);
+        Ok(self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "SELECT 1 FROM terminals WHERE terminal_id = $1 FOR UPDATE",
+                &[&i64::from(a.terminal_id)],
+            )?;
+            let issued = issue_in(&PgDb::new(&mut tx), &key, a, now).map_err(PgError::Books)?;
+            tx.commit()?;
+            Ok(issued)
+        })?)
     }
 
     fn audit_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {

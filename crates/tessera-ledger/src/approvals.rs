@@ -3,7 +3,6 @@
 //! amount ([`Ledger::issue_approval`]), and the reconciliation of every
 //! approved decision that went ahead on one (at posting).
 
-use rusqlite::params;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tessera_crypto::referral::{Referral, ReferralKey, ReferralKind, MAX_VALIDITY_SECS, SERIAL_MODULUS};
@@ -346,6 +345,149 @@ pub fn reused_in_refused(
     Ok(out)
 }
 
+/// What an approval is for ([`issue_in`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalRequest<'a> {
+    /// The till that will use it.
+    pub terminal_id: u32,
+    /// The card.
+    pub card_id: CardId,
+    /// Earn, redeem or refund.
+    pub kind: ReferralKind,
+    /// Minor units (earn) or points (redeem, refund).
+    pub amount: u64,
+    /// How long it is valid, in seconds.
+    pub valid_for_secs: u32,
+    /// Who approves.
+    pub issued_by: &'a str,
+}
+
+/// [`Ledger::issue_approval`] in the caller's transaction, on either
+/// backend (the SQL both speak), under the till's referral `key`. A
+/// backend several servers share locks the till's row first, so that two
+/// codes issued at once take two serials.
+///
+/// # Errors
+/// As [`Ledger::issue_approval`].
+pub fn issue_in(
+    db: &dyn WarehouseDb,
+    key: &ReferralKey,
+    a: &ApprovalRequest<'_>,
+    now: u32,
+) -> Result<IssuedApproval, LedgerError> {
+    let ApprovalRequest {
+        terminal_id,
+        card_id,
+        kind,
+        amount,
+        valid_for_secs,
+        issued_by,
+    } = *a;
+    let bad = |m: String| Err(LedgerError::Malformed(m));
+    let revoked = db.first(
+        "SELECT CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END FROM terminals WHERE terminal_id = ?1",
+        &[terminal_id.into()],
+        |r| Ok(r.i64(0)? != 0),
+    )?;
+    match revoked {
+        None => {
+            return bad(format!(
+                "terminal {terminal_id} is not registered (office export-terminal)"
+            ))
+        }
+        Some(true) => return bad(format!("terminal {terminal_id} is revoked")),
+        Some(false) => {}
+    }
+    let issued = db
+        .first(
+            "SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
+            &[card_id[..].into()],
+            |_| Ok(()),
+        )?
+        .is_some();
+    if !issued {
+        return bad(format!(
+            "card {} was never issued by this office",
+            hex::encode_upper(card_id)
+        ));
+    }
+    if amount == 0 {
+        return bad("the amount must be more than zero".into());
+    }
+    if !(MIN_VALIDITY_SECS..=MAX_VALIDITY_SECS).contains(&valid_for_secs) {
+        return bad("a code is valid from 1 minute to 3 days".into());
+    }
+    let issued_by = issued_by.trim();
+    if issued_by.is_empty() {
+        return bad("name the person who approves (--operator)".into());
+    }
+    let expires_min = now.saturating_add(valid_for_secs).div_ceil(60);
+    let count: u32 = db
+        .first(
+            "SELECT COUNT(*) FROM approvals WHERE terminal_id = ?1",
+            &[terminal_id.into()],
+            |r| r.int(0),
+        )?
+        .unwrap_or(0);
+    // The serial goes round modulo 4096; the code differs by its expiry
+    // and MAC. A code equal to one issued before (about 2⁻³²) takes the
+    // next serial.
+    for step in 0..16u32 {
+        let serial = ((count + 1 + step) % SERIAL_MODULUS) as u16;
+        let r = Referral {
+            terminal_id,
+            card_id,
+            kind,
+            amount,
+            expires_min,
+            serial,
+        };
+        let code = r.code(key).to_string();
+        let taken = db
+            .first(
+                "SELECT 1 FROM approvals WHERE code = ?1",
+                &[code.as_str().into()],
+                |_| Ok(()),
+            )?
+            .is_some();
+        if taken {
+            continue;
+        }
+        let id: u64 = db
+            .first(
+                "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by,
+                     issued_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                &[
+                    terminal_id.into(),
+                    u32::from(serial).into(),
+                    card_id[..].into(),
+                    kind.name().into(),
+                    amount.into(),
+                    (expires_min * 60).into(),
+                    code.as_str().into(),
+                    issued_by.into(),
+                    now.into(),
+                ],
+                |r| r.int(0),
+            )?
+            .ok_or_else(|| LedgerError::Storage("approval id".into()))?;
+        return Ok(IssuedApproval {
+            id,
+            terminal_id,
+            serial,
+            card_id,
+            kind: kind.name(),
+            amount,
+            expires_at: expires_min * 60,
+            code,
+            issued_by: issued_by.to_owned(),
+            issued_at: now,
+        });
+    }
+    Err(LedgerError::Storage("no free approval serial".into()))
+}
+
 impl Ledger {
     /// Issues a referral approval for one till, card, kind and amount
     /// (minor units for an earn, points otherwise), valid `valid_for_secs`
@@ -367,99 +509,23 @@ impl Ledger {
         issued_by: &str,
         now: u32,
     ) -> Result<IssuedApproval, LedgerError> {
-        let bad = |m: String| Err(LedgerError::Malformed(m));
-        match self.terminal_active(terminal_id)? {
-            None => {
-                return bad(format!(
-                    "terminal {terminal_id} is not registered (office export-terminal)"
-                ))
-            }
-            Some(false) => return bad(format!("terminal {terminal_id} is revoked")),
-            Some(true) => {}
-        }
-        let issued: bool = self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
-            [&card_id[..]],
-            |r| r.get(0),
-        )?;
-        if !issued {
-            return bad(format!(
-                "card {} was never issued by this office",
-                hex::encode_upper(card_id)
-            ));
-        }
-        if amount == 0 {
-            return bad("the amount must be more than zero".into());
-        }
-        if !(MIN_VALIDITY_SECS..=MAX_VALIDITY_SECS).contains(&valid_for_secs) {
-            return bad("a code is valid from 1 minute to 3 days".into());
-        }
-        let issued_by = issued_by.trim();
-        if issued_by.is_empty() {
-            return bad("name the person who approves (--operator)".into());
-        }
-        let expires_min = now.saturating_add(valid_for_secs).div_ceil(60);
         let key = ReferralKey::derive(&self.keys.batch_key(terminal_id), terminal_id);
         let tx = self.conn.transaction()?;
-        let count: u32 = tx.query_row(
-            "SELECT COUNT(*) FROM approvals WHERE terminal_id = ?1",
-            [terminal_id],
-            |r| r.get(0),
-        )?;
-        // The serial goes round modulo 4096; the code differs by its expiry
-        // and MAC. A code equal to one issued before (about 2⁻³²) takes the
-        // next serial.
-        for step in 0..16u32 {
-            let serial = ((count + 1 + step) % SERIAL_MODULUS) as u16;
-            let r = Referral {
+        let issued = issue_in(
+            &tx,
+            &key,
+            &ApprovalRequest {
                 terminal_id,
                 card_id,
                 kind,
                 amount,
-                expires_min,
-                serial,
-            };
-            let code = r.code(&key).to_string();
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM approvals WHERE code = ?1)",
-                [&code],
-                |r| r.get(0),
-            )?;
-            if taken {
-                continue;
-            }
-            tx.execute(
-                "INSERT INTO approvals (terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by,
-                     issued_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    terminal_id,
-                    serial,
-                    &card_id[..],
-                    kind.name(),
-                    amount,
-                    expires_min * 60,
-                    code,
-                    issued_by,
-                    now
-                ],
-            )?;
-            let id = u64::try_from(tx.last_insert_rowid()).map_err(|_| LedgerError::Storage("approval id".into()))?;
-            tx.commit()?;
-            return Ok(IssuedApproval {
-                id,
-                terminal_id,
-                serial,
-                card_id,
-                kind: kind.name(),
-                amount,
-                expires_at: expires_min * 60,
-                code,
-                issued_by: issued_by.to_owned(),
-                issued_at: now,
-            });
-        }
-        Err(LedgerError::Storage("no free approval serial".into()))
+                valid_for_secs,
+                issued_by,
+            },
+            now,
+        )?;
+        tx.commit()?;
+        Ok(issued)
     }
 
     /// Every issued approval, newest first, with its state at `now` and

@@ -60,6 +60,17 @@ pub trait OfficeBooks {
     /// A storage error.
     fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError>;
 
+    /// Issues a referral approval code (see
+    /// [`Ledger::issue_approval`]).
+    ///
+    /// # Errors
+    /// As [`Ledger::issue_approval`].
+    fn issue_approval(
+        &mut self,
+        a: &crate::approvals::ApprovalRequest<'_>,
+        now: u32,
+    ) -> Result<crate::approvals::IssuedApproval, LedgerError>;
+
     /// The audit log's anchor (`None` before the first entry).
     ///
     /// # Errors
@@ -206,6 +217,23 @@ impl OfficeBooks for Ledger {
 
     fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError> {
         Ok((self.hotlist()?.version, Ledger::hotlist_entries(self)?))
+    }
+
+    fn issue_approval(
+        &mut self,
+        a: &crate::approvals::ApprovalRequest<'_>,
+        now: u32,
+    ) -> Result<crate::approvals::IssuedApproval, LedgerError> {
+        Ledger::issue_approval(
+            self,
+            a.terminal_id,
+            a.card_id,
+            a.kind,
+            a.amount,
+            a.valid_for_secs,
+            a.issued_by,
+            now,
+        )
     }
 
     fn audit_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {

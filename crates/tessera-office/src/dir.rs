@@ -884,10 +884,20 @@ impl OfficeDir {
         valid_for_secs: u32,
         now: u32,
     ) -> Result<tessera_ledger::approvals::IssuedApproval, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
-        let issued = ledger.issue_approval(terminal_id, card_id, kind, amount, valid_for_secs, &operator, now)?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
+        let issued = ledger.issue_approval(
+            &tessera_ledger::approvals::ApprovalRequest {
+                terminal_id,
+                card_id,
+                kind,
+                amount,
+                valid_for_secs,
+                issued_by: &operator,
+            },
+            now,
+        )?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "approval.issue",
             serde_json::json!({
