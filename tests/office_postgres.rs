@@ -498,6 +498,23 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
         "{code}"
     );
     assert_eq!(one("SELECT count(*) FROM approvals WHERE terminal_id = 8"), 1);
+    // A goodwill credit for the new card, served to the tills by sync.
+    tessera(&[
+        "office",
+        "adjust",
+        "--dir",
+        d,
+        "--card",
+        "0C0C000000000001",
+        "--points",
+        "200",
+        "--reason",
+        "welcome",
+    ]);
+    assert_eq!(
+        one("SELECT count(*) FROM adjustments WHERE card_id = '\\x0c0c000000000001' AND points = 200 AND state = 'issued'"),
+        1
+    );
     tessera(&[
         "office",
         "hotlist",
@@ -541,7 +558,13 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
         1
     );
     let audited = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-    for action in ["terminal.export", "card.issue", "approval.issue", "hotlist.add"] {
+    for action in [
+        "terminal.export",
+        "card.issue",
+        "approval.issue",
+        "card.adjust",
+        "hotlist.add",
+    ] {
         assert!(audited.contains(action), "{action} audited: {audited}");
     }
     assert_eq!(

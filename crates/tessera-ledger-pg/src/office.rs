@@ -13,8 +13,10 @@
 
 use tessera_crypto::referral::ReferralKey;
 use tessera_ledger::approvals::{issue_in, ApprovalRequest, IssuedApproval};
-use tessera_ledger::books::{finish_card_links, insert_customer, link_card, OfficeBooks};
-use tessera_ledger::{AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewCustomer};
+use tessera_ledger::books::{finish_card_links, insert_customer, issue_adjustment_in, link_card, OfficeBooks};
+use tessera_ledger::{
+    AdjustmentRow, AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewAdjustment, NewCustomer,
+};
 
 use crate::db::PgDb;
 use crate::posting::{bump_hotlist_version, PgLedger};
@@ -132,6 +134,20 @@ impl OfficeBooks for PgLedger {
             })
             .collect::<Result<Vec<_>, LedgerError>>()?;
         Ok((self.hotlist()?.version, entries))
+    }
+
+    /// The SQLite ledger's SQL, the card's row locked first: two
+    /// adjustments of one card issued at once take two sequences, and a
+    /// debit is checked against the books and the pending adjustments as
+    /// they are.
+    fn issue_adjustment(&mut self, a: &NewAdjustment, now: u32) -> Result<AdjustmentRow, LedgerError> {
+        Ok(self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT 1 FROM cards WHERE card_id = $1 FOR UPDATE", &[&&a.card_id[..]])?;
+            let row = issue_adjustment_in(&PgDb::new(&mut tx), a, now).map_err(PgError::Books)?;
+            tx.commit()?;
+            Ok(row)
+        })?)
     }
 
     /// The SQLite ledger's SQL, the till's row locked first: two codes

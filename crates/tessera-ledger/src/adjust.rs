@@ -20,6 +20,7 @@
 //! on the old card's books, neither lost nor doubled, until the office
 //! corrects the new card.
 
+use crate::db::WarehouseDb;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
@@ -67,37 +68,43 @@ fn query(conn: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<
     .collect()
 }
 
-fn registered(conn: &Connection, card: &[u8; 8]) -> Result<bool, LedgerError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
-        [&card[..]],
-        |r| r.get(0),
-    )?)
+fn registered(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<bool, LedgerError> {
+    Ok(db
+        .first(
+            "SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
+            &[card[..].into()],
+            |_| Ok(()),
+        )?
+        .is_some())
 }
 
-fn hotlisted(conn: &Connection, card: &[u8; 8]) -> Result<bool, LedgerError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM hotlist WHERE card_id = ?1)",
-        [&card[..]],
-        |r| r.get(0),
-    )?)
+fn hotlisted(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<bool, LedgerError> {
+    Ok(db
+        .first("SELECT 1 FROM hotlist WHERE card_id = ?1", &[card[..].into()], |_| {
+            Ok(())
+        })?
+        .is_some())
 }
 
-fn book_balance(conn: &Connection, card: &[u8; 8]) -> Result<i64, LedgerError> {
-    Ok(conn
-        .query_row(
+fn book_balance(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<i64, LedgerError> {
+    Ok(db
+        .first(
             "SELECT shadow_balance FROM cards WHERE card_id = ?1",
-            [&card[..]],
-            |r| r.get(0),
-        )
-        .optional()?
+            &[card[..].into()],
+            |r| r.i64(0),
+        )?
         .unwrap_or(0))
 }
 
-/// Issues one adjustment inside the caller's transaction.
+/// Issues one adjustment inside the caller's transaction (the SQL both
+/// backends speak; a backend several servers share locks the card's row
+/// first, so that two adjustments of one card take two sequences).
+///
+/// # Errors
+/// As [`Ledger::issue_adjustment`].
 #[allow(clippy::too_many_arguments)]
-fn issue(
-    conn: &Connection,
+pub fn issue(
+    conn: &dyn WarehouseDb,
     card: &[u8; 8],
     points: i64,
     kind: AdjustmentKind,
@@ -127,12 +134,14 @@ fn issue(
     if operator.trim().is_empty() {
         return Err(LedgerError::Refused("an adjustment needs the operator's name".into()));
     }
-    let pending: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(CASE direction WHEN 'issuer-debit' THEN -points ELSE points END), 0)
-         FROM adjustments WHERE card_id = ?1 AND state = 'issued'",
-        [&card[..]],
-        |r| r.get(0),
-    )?;
+    let pending: i64 = conn
+        .first(
+            "SELECT CAST(COALESCE(SUM(CASE direction WHEN 'issuer-debit' THEN -points ELSE points END), 0) AS BIGINT)
+             FROM adjustments WHERE card_id = ?1 AND state = 'issued'",
+            &[card[..].into()],
+            |r| r.i64(0),
+        )?
+        .unwrap_or(0);
     let balance = book_balance(conn, card)?;
     if points < 0 && balance + pending + points < 0 {
         return Err(LedgerError::Refused(format!(
@@ -142,27 +151,30 @@ fn issue(
     // The card takes only its next sequence: one more than every one
     // issued here and every one its records show (an adjustment this
     // ledger did not issue, an `adjustment-mismatch`, still used one).
-    let seq: u32 = conn.query_row(
-        "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM adjustments WHERE card_id = ?1),
-                    (SELECT COALESCE(MAX(reference), 0) FROM card_transactions
-                     WHERE card_id = ?1 AND tx_type IN ('issuer-credit', 'issuer-debit'))) + 1",
-        [&card[..]],
-        |r| r.get(0),
-    )?;
+    let seq: u32 = conn
+        .first(
+            "SELECT CASE WHEN a > b THEN a ELSE b END + 1 FROM (
+                 SELECT (SELECT COALESCE(MAX(seq), 0) FROM adjustments WHERE card_id = ?1) AS a,
+                        (SELECT COALESCE(MAX(reference), 0) FROM card_transactions
+                         WHERE card_id = ?1 AND tx_type IN ('issuer-credit', 'issuer-debit')) AS b) x",
+            &[card[..].into()],
+            |r| r.int(0),
+        )?
+        .ok_or_else(|| LedgerError::Storage("an adjustment sequence".into()))?;
     let direction = if points > 0 { "issuer-credit" } else { "issuer-debit" };
-    conn.execute(
+    conn.run(
         "INSERT INTO adjustments (card_id, seq, kind, direction, points, reason, operator, issued_at, from_card)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            &card[..],
-            seq,
-            kind.as_str(),
-            direction,
-            magnitude,
-            reason.trim(),
-            operator.trim(),
-            now,
-            from_card.map(|c| c.to_vec())
+        &[
+            card[..].into(),
+            seq.into(),
+            kind.as_str().into(),
+            direction.into(),
+            magnitude.into(),
+            reason.trim().into(),
+            operator.trim().into(),
+            now.into(),
+            from_card.map(|c| &c[..]).into(),
         ],
     )?;
     Ok(AdjustmentRow {
@@ -180,6 +192,25 @@ fn issue(
     })
 }
 
+/// [`Ledger::issue_adjustment`] in the caller's transaction, on either
+/// backend (the SQL both speak).
+///
+/// # Errors
+/// As [`Ledger::issue_adjustment`].
+pub fn issue_adjustment_in(db: &dyn WarehouseDb, a: &NewAdjustment, now: u32) -> Result<AdjustmentRow, LedgerError> {
+    if a.kind == AdjustmentKind::Goodwill && a.points < 0 {
+        return Err(LedgerError::Refused(
+            "a goodwill adjustment only credits: a debit is a correction".into(),
+        ));
+    }
+    if a.kind == AdjustmentKind::Replacement {
+        return Err(LedgerError::Refused(
+            "a replacement credit is issued by replacing the card".into(),
+        ));
+    }
+    issue(db, &a.card_id, a.points, a.kind, &a.reason, &a.operator, None, now)
+}
+
 impl Ledger {
     /// Issues an issuer adjustment (goodwill or correction) for a card: the
     /// next adjustment sequence of that card, to be delivered by sync with
@@ -191,18 +222,8 @@ impl Ledger {
     /// operator, a goodwill debit, a replacement kind, or a debit that would take the card's
     /// books (with its pending adjustments) below zero; a storage error.
     pub fn issue_adjustment(&mut self, a: &NewAdjustment, now: u32) -> Result<AdjustmentRow, LedgerError> {
-        if a.kind == AdjustmentKind::Goodwill && a.points < 0 {
-            return Err(LedgerError::Refused(
-                "a goodwill adjustment only credits: a debit is a correction".into(),
-            ));
-        }
-        if a.kind == AdjustmentKind::Replacement {
-            return Err(LedgerError::Refused(
-                "a replacement credit is issued by replacing the card".into(),
-            ));
-        }
         let tx = self.conn.transaction()?;
-        let row = issue(&tx, &a.card_id, a.points, a.kind, &a.reason, &a.operator, None, now)?;
+        let row = issue_adjustment_in(&tx, a, now)?;
         tx.commit()?;
         Ok(row)
     }

@@ -6,6 +6,7 @@
 //! written once here, over [`WarehouseDb`] (customers and cards, with the
 //! warehouse they feed).
 
+pub use crate::adjust::issue_adjustment_in;
 use crate::db::{SqlValue, WarehouseDb};
 use crate::{wh_build, AuditAnchor, HotlistChange, HotlistEntry, Ledger, LedgerError, NewCustomer};
 
@@ -59,6 +60,12 @@ pub trait OfficeBooks {
     /// # Errors
     /// A storage error.
     fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError>;
+
+    /// Issues an issuer adjustment (see [`Ledger::issue_adjustment`]).
+    ///
+    /// # Errors
+    /// As [`Ledger::issue_adjustment`].
+    fn issue_adjustment(&mut self, a: &crate::NewAdjustment, now: u32) -> Result<crate::AdjustmentRow, LedgerError>;
 
     /// Issues a referral approval code (see
     /// [`Ledger::issue_approval`]).
@@ -217,6 +224,10 @@ impl OfficeBooks for Ledger {
 
     fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError> {
         Ok((self.hotlist()?.version, Ledger::hotlist_entries(self)?))
+    }
+
+    fn issue_adjustment(&mut self, a: &crate::NewAdjustment, now: u32) -> Result<crate::AdjustmentRow, LedgerError> {
+        Ledger::issue_adjustment(self, a, now)
     }
 
     fn issue_approval(

@@ -838,7 +838,7 @@ impl OfficeDir {
         reason: &str,
         now: u32,
     ) -> Result<tessera_ledger::AdjustmentRow, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         let row = ledger.issue_adjustment(
             &tessera_ledger::NewAdjustment {
                 card_id,
@@ -850,7 +850,7 @@ impl OfficeDir {
             now,
         )?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "card.adjust",
             serde_json::json!({
