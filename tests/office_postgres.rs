@@ -515,6 +515,14 @@ fn the_readme_command_starts_the_office_on_a_local_cluster_and_a_till_settles_th
         one("SELECT count(*) FROM adjustments WHERE card_id = '\\x0c0c000000000001' AND points = 200 AND state = 'issued'"),
         1
     );
+    // Their lists read the PostgreSQL books.
+    let adjustments = tessera(&["office", "adjust", "list", "--dir", d, "--json"]);
+    assert!(
+        adjustments.contains("0C0C000000000001") && adjustments.contains("welcome"),
+        "{adjustments}"
+    );
+    let codes = tessera(&["office", "approve", "list", "--dir", d, "--json"]);
+    assert!(codes.contains(code["approval"]["code"].as_str().unwrap()), "{codes}");
     tessera(&[
         "office",
         "hotlist",

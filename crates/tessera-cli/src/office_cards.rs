@@ -249,10 +249,9 @@ fn local(secs: u32) -> String {
 
 fn list(a: &AdjustListArgs) -> Result<(), Failure> {
     let card = a.card.as_deref().map(|c| hex8(c, "card id")).transpose()?;
-    let (_, ledger) = OfficeDir::new(&a.office.dir).open().map_err(office_err)?;
-    let rows: Vec<AdjustmentRow> = ledger
+    let rows: Vec<AdjustmentRow> = OfficeDir::new(&a.office.dir)
         .adjustments(card)
-        .map_err(ledger_err)?
+        .map_err(office_err)?
         .into_iter()
         .filter(|r| !a.pending || r.state == "pending")
         .collect();

@@ -13,7 +13,9 @@
 
 use tessera_crypto::referral::ReferralKey;
 use tessera_ledger::approvals::{issue_in, ApprovalRequest, IssuedApproval};
-use tessera_ledger::books::{finish_card_links, insert_customer, issue_adjustment_in, link_card, OfficeBooks};
+use tessera_ledger::books::{
+    adjustments_in, finish_card_links, insert_customer, issue_adjustment_in, link_card, OfficeBooks,
+};
 use tessera_ledger::{
     AdjustmentRow, AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewAdjustment, NewCustomer,
 };
@@ -164,6 +166,14 @@ impl OfficeBooks for PgLedger {
             tx.commit()?;
             Ok(issued)
         })?)
+    }
+
+    fn adjustments(&self, card_id: Option<[u8; 8]>) -> Result<Vec<AdjustmentRow>, LedgerError> {
+        adjustments_in(self, card_id)
+    }
+
+    fn approvals(&self, now: u32) -> Result<Vec<tessera_ledger::approvals::ApprovalStatus>, LedgerError> {
+        tessera_ledger::approvals::approvals_in(self, now)
     }
 
     fn audit_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {

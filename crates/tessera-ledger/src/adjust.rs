@@ -21,52 +21,13 @@
 //! corrects the new card.
 
 use crate::db::WarehouseDb;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
 use crate::{card_of, hotlist_insert, Ledger, LedgerError};
 
 const COLUMNS: &str =
     "card_id, seq, kind, direction, points, reason, operator, issued_at, from_card, state, applied_counter";
-
-fn row(r: &Row<'_>) -> rusqlite::Result<(Vec<u8>, AdjustmentRow)> {
-    let kind: String = r.get(2)?;
-    let from: Option<Vec<u8>> = r.get(8)?;
-    let state: String = r.get(9)?;
-    Ok((
-        r.get(0)?,
-        AdjustmentRow {
-            card_id: [0; 8],
-            seq: r.get(1)?,
-            kind: AdjustmentKind::parse(&kind).unwrap_or(AdjustmentKind::Correction),
-            direction: r.get(3)?,
-            points: r.get(4)?,
-            reason: r.get(5)?,
-            operator: r.get(6)?,
-            issued_at: r.get(7)?,
-            from_card: from.and_then(|f| f.try_into().ok()),
-            state: if state == "applied" {
-                "applied".into()
-            } else {
-                "pending".into()
-            },
-            applied_counter: r.get(10)?,
-        },
-    ))
-}
-
-fn query(conn: &Connection, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<AdjustmentRow>, LedgerError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM adjustments {filter} ORDER BY card_id, seq"
-    ))?;
-    let rows = stmt.query_map(p, row)?;
-    rows.map(|r| {
-        let (c, mut a) = r?;
-        a.card_id = card_of(c)?;
-        Ok(a)
-    })
-    .collect()
-}
 
 fn registered(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<bool, LedgerError> {
     Ok(db
@@ -211,6 +172,43 @@ pub fn issue_adjustment_in(db: &dyn WarehouseDb, a: &NewAdjustment, now: u32) ->
     issue(db, &a.card_id, a.points, a.kind, &a.reason, &a.operator, None, now)
 }
 
+/// The adjustments the office issued, of one card or of all, by card and
+/// sequence (as [`Ledger::adjustments`]), on either backend.
+///
+/// # Errors
+/// A storage error.
+pub fn adjustments_in(db: &dyn WarehouseDb, card_id: Option<[u8; 8]>) -> Result<Vec<AdjustmentRow>, LedgerError> {
+    let (filter, params): (&str, Vec<crate::db::SqlValue>) = match &card_id {
+        Some(c) => ("WHERE card_id = ?1", vec![c[..].into()]),
+        None => ("", vec![]),
+    };
+    db.rows(
+        &format!("SELECT {COLUMNS} FROM adjustments {filter} ORDER BY card_id, seq"),
+        &params,
+        |r| {
+            let kind = r.text(2)?;
+            let from = r.opt_blob(8)?;
+            Ok(AdjustmentRow {
+                card_id: card_of(r.blob(0)?)?,
+                seq: r.int(1)?,
+                kind: AdjustmentKind::parse(&kind).unwrap_or(AdjustmentKind::Correction),
+                direction: r.text(3)?,
+                points: r.int(4)?,
+                reason: r.text(5)?,
+                operator: r.text(6)?,
+                issued_at: r.int(7)?,
+                from_card: from.and_then(|f| f.try_into().ok()),
+                state: if r.text(9)? == "applied" {
+                    "applied".into()
+                } else {
+                    "pending".into()
+                },
+                applied_counter: r.opt_int(10)?,
+            })
+        },
+    )
+}
+
 impl Ledger {
     /// Issues an issuer adjustment (goodwill or correction) for a card: the
     /// next adjustment sequence of that card, to be delivered by sync with
@@ -234,10 +232,7 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn adjustments(&self, card_id: Option<[u8; 8]>) -> Result<Vec<AdjustmentRow>, LedgerError> {
-        match card_id {
-            Some(c) => query(&self.conn, "WHERE card_id = ?1", &[&c.to_vec()]),
-            None => query(&self.conn, "", &[]),
-        }
+        adjustments_in(&self.conn, card_id)
     }
 
     /// The adjustments whose record has not been posted yet: what the sync
@@ -246,7 +241,11 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn pending_adjustments(&self) -> Result<Vec<AdjustmentRow>, LedgerError> {
-        query(&self.conn, "WHERE state = 'issued'", &[])
+        // Not applied yet: stored `issued`, shown `pending`.
+        Ok(adjustments_in(&self.conn, None)?
+            .into_iter()
+            .filter(|a| a.state == "pending")
+            .collect())
     }
 
     /// Replaces a lost or broken card: hotlists `old` and issues to `new`

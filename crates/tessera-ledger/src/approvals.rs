@@ -9,7 +9,7 @@ use tessera_crypto::referral::{Referral, ReferralKey, ReferralKind, MAX_VALIDITY
 use tessera_protocol::messages::CardId;
 use tessera_settlement::record::Entry;
 
-use crate::db::WarehouseDb;
+use crate::db::{SqlRow, WarehouseDb};
 use crate::{card_of, ExceptionClass, Ledger, LedgerError};
 
 /// Shortest validity of a code, in seconds.
@@ -128,21 +128,6 @@ fn from_row(r: Row) -> Result<IssuedApproval, LedgerError> {
 
 const COLUMNS: &str = "id, terminal_id, serial, card_id, kind, amount, expires_at, code, issued_by, issued_at";
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
-}
-
 /// The settled, not voided, uses of a code.
 fn uses(db: &dyn WarehouseDb, code: &str) -> Result<Vec<ApprovalUse>, LedgerError> {
     db.rows(
@@ -202,20 +187,7 @@ pub fn check_use(
     let issued = db.first(
         &format!("SELECT {COLUMNS} FROM approvals WHERE code = ?1"),
         &[code.into()],
-        |r| {
-            from_row((
-                r.int(0)?,
-                r.int(1)?,
-                r.int(2)?,
-                r.blob(3)?,
-                r.text(4)?,
-                r.int(5)?,
-                r.int(6)?,
-                r.text(7)?,
-                r.text(8)?,
-                r.int(9)?,
-            ))
-        },
+        issued_row,
     )?;
     match &issued {
         None => out.push((
@@ -343,6 +315,50 @@ pub fn reused_in_refused(
         }
     }
     Ok(out)
+}
+
+/// Every issued approval, newest first, with its state at `now` and the
+/// settled decisions that used it (as [`Ledger::approvals`]), on either
+/// backend.
+///
+/// # Errors
+/// A storage error.
+pub fn approvals_in(db: &dyn WarehouseDb, now: u32) -> Result<Vec<ApprovalStatus>, LedgerError> {
+    let issued = db.rows(
+        &format!("SELECT {COLUMNS} FROM approvals ORDER BY id DESC"),
+        &[],
+        issued_row,
+    )?;
+    issued
+        .into_iter()
+        .map(|approval| {
+            let uses = uses(db, &approval.code)?;
+            let state = if !uses.is_empty() {
+                ApprovalState::Used
+            } else if now > approval.expires_at {
+                ApprovalState::Expired
+            } else {
+                ApprovalState::Issued
+            };
+            Ok(ApprovalStatus { approval, state, uses })
+        })
+        .collect()
+}
+
+/// An issued approval from the `COLUMNS` of `approvals`.
+fn issued_row(r: SqlRow<'_>) -> Result<IssuedApproval, LedgerError> {
+    from_row((
+        r.int(0)?,
+        r.int(1)?,
+        r.int(2)?,
+        r.blob(3)?,
+        r.text(4)?,
+        r.int(5)?,
+        r.int(6)?,
+        r.text(7)?,
+        r.text(8)?,
+        r.int(9)?,
+    ))
 }
 
 /// What an approval is for ([`issue_in`]).
@@ -534,23 +550,6 @@ impl Ledger {
     /// # Errors
     /// A storage error.
     pub fn approvals(&self, now: u32) -> Result<Vec<ApprovalStatus>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM approvals ORDER BY id DESC"))?;
-        let rows: Vec<Row> = stmt.query_map([], read_row)?.collect::<Result<_, _>>()?;
-        rows.into_iter()
-            .map(|r| {
-                let approval = from_row(r)?;
-                let uses = uses(&self.conn, &approval.code)?;
-                let state = if !uses.is_empty() {
-                    ApprovalState::Used
-                } else if now > approval.expires_at {
-                    ApprovalState::Expired
-                } else {
-                    ApprovalState::Issued
-                };
-                Ok(ApprovalStatus { approval, state, uses })
-            })
-            .collect()
+        approvals_in(&self.conn, now)
     }
 }

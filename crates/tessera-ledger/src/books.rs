@@ -6,7 +6,7 @@
 //! written once here, over [`WarehouseDb`] (customers and cards, with the
 //! warehouse they feed).
 
-pub use crate::adjust::issue_adjustment_in;
+pub use crate::adjust::{adjustments_in, issue_adjustment_in};
 use crate::db::{SqlValue, WarehouseDb};
 use crate::{wh_build, AuditAnchor, HotlistChange, HotlistEntry, Ledger, LedgerError, NewCustomer};
 
@@ -77,6 +77,20 @@ pub trait OfficeBooks {
         a: &crate::approvals::ApprovalRequest<'_>,
         now: u32,
     ) -> Result<crate::approvals::IssuedApproval, LedgerError>;
+
+    /// The adjustments issued, of one card or of all (see
+    /// [`Ledger::adjustments`]).
+    ///
+    /// # Errors
+    /// A storage error.
+    fn adjustments(&self, card_id: Option<[u8; 8]>) -> Result<Vec<crate::AdjustmentRow>, LedgerError>;
+
+    /// Every approval code issued, newest first, with its state at `now`
+    /// (see [`Ledger::approvals`]).
+    ///
+    /// # Errors
+    /// A storage error.
+    fn approvals(&self, now: u32) -> Result<Vec<crate::approvals::ApprovalStatus>, LedgerError>;
 
     /// The audit log's anchor (`None` before the first entry).
     ///
@@ -245,6 +259,14 @@ impl OfficeBooks for Ledger {
             a.issued_by,
             now,
         )
+    }
+
+    fn adjustments(&self, card_id: Option<[u8; 8]>) -> Result<Vec<crate::AdjustmentRow>, LedgerError> {
+        Ledger::adjustments(self, card_id)
+    }
+
+    fn approvals(&self, now: u32) -> Result<Vec<crate::approvals::ApprovalStatus>, LedgerError> {
+        Ledger::approvals(self, now)
     }
 
     fn audit_anchor(&self) -> Result<Option<AuditAnchor>, LedgerError> {

@@ -1170,7 +1170,17 @@ impl OfficeDir {
     /// # Errors
     /// Those of [`OfficeDir::open`]; a storage error.
     pub fn approvals(&self, now: u32) -> Result<Vec<tessera_ledger::approvals::ApprovalStatus>, OfficeDirError> {
-        let (_keys, ledger) = self.open()?;
-        Ok(ledger.approvals(now)?)
+        let (_keys, books) = self.open_office_books()?;
+        Ok(books.approvals(now)?)
+    }
+
+    /// The adjustments issued, of one card or of all, wherever the books
+    /// are (`office adjust list`).
+    ///
+    /// # Errors
+    /// Those of [`OfficeDir::open_office_books`]; a storage error.
+    pub fn adjustments(&self, card: Option<[u8; 8]>) -> Result<Vec<tessera_ledger::AdjustmentRow>, OfficeDirError> {
+        let (_keys, books) = self.open_office_books()?;
+        Ok(books.adjustments(card)?)
     }
 }
