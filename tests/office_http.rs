@@ -404,9 +404,13 @@ fn a_trickling_till_delays_nobody_and_a_keyless_flood_writes_nothing() {
     );
     assert_eq!(after["tessera_batches_total{status=\"posted\"}"], 2.0);
     assert_eq!(after["tessera_upload_duration_seconds_count"], 2.0);
+    // The trickled upload's ten seconds of sleeps are in the duration,
+    // less however late the server started its clock after the header
+    // (a loaded machine: tens of milliseconds), never a fraction of them.
     assert!(
-        after["tessera_upload_duration_seconds_sum"] >= 10.0,
-        "the trickled upload took ≥ 10 s"
+        after["tessera_upload_duration_seconds_sum"] >= 8.0,
+        "the trickled upload's time is counted: {}",
+        after["tessera_upload_duration_seconds_sum"]
     );
     assert_eq!(after["tessera_uploads_in_flight"], 0.0);
     assert!(after["tessera_http_received_bytes_total"] >= (slow_batch.len() + quick_batch.len()) as f64);
