@@ -21,7 +21,7 @@
 use postgres::Transaction;
 use tessera_ledger::LedgerError;
 
-use crate::posting::{match_records, raise_on, PgLedger};
+use crate::posting::{match_records, raise_at, raise_on, PgLedger};
 use crate::PgError;
 
 /// The key of the aging's transaction-scoped advisory lock: ASCII
@@ -32,34 +32,6 @@ fn begin<'a>(c: &'a mut postgres::Client) -> Result<Transaction<'a>, PgError> {
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AGING_LOCK])?;
     Ok(tx)
-}
-
-/// Records an exception of the aging (its card or its till may be none).
-#[allow(clippy::too_many_arguments)]
-fn raise_aged(
-    tx: &mut Transaction<'_>,
-    class: &str,
-    card: Option<&[u8]>,
-    counter: Option<i64>,
-    terminal: Option<i64>,
-    batch_no: Option<i64>,
-    evidence: &serde_json::Value,
-    now: u32,
-) -> Result<(), PgError> {
-    tx.execute(
-        "INSERT INTO exceptions (class, card_id, counter, terminal_id, batch_no, evidence, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &class,
-            &card,
-            &counter,
-            &terminal,
-            &batch_no,
-            &evidence.to_string(),
-            &i64::from(now),
-        ],
-    )?;
-    Ok(())
 }
 
 impl PgLedger {
@@ -100,7 +72,7 @@ impl PgLedger {
                     "held_since": since,
                     "aged_secs": now64 - since,
                 });
-                raise_aged(&mut tx, "gap", Some(&card), Some(last + 1), None, None, &evidence, now)?;
+                raise_at(&mut tx, "gap", Some(&card), Some(last + 1), None, None, &evidence, now)?;
                 raised += 1;
             }
             tx.commit()?;
@@ -145,7 +117,7 @@ impl PgLedger {
                     "held_since": since,
                     "aged_secs": now64 - since,
                 });
-                raise_aged(&mut tx, "missing-batch", None, None, Some(tid), Some(batch_no), &evidence, now)?;
+                raise_at(&mut tx, "missing-batch", None, None, Some(tid), Some(batch_no), &evidence, now)?;
                 raised += 1;
             }
             tx.commit()?;

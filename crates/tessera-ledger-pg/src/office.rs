@@ -21,7 +21,7 @@ use tessera_ledger::{
 };
 
 use crate::db::PgDb;
-use crate::posting::{bump_hotlist_version, PgLedger};
+use crate::posting::{bump_hotlist_version, hotlist_card, PgLedger};
 use crate::PgError;
 
 /// The key of the audit anchor's advisory lock: ASCII "tsraud" as a
@@ -87,15 +87,9 @@ impl OfficeBooks for PgLedger {
             if !issued {
                 return Err(PgError::Refused(LedgerError::NotIssued(hex::encode_upper(card_id))));
             }
-            let n = tx.execute(
-                "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&&card_id[..], &reason, &i64::from(now)],
-            )?;
-            if n > 0 {
-                bump_hotlist_version(&mut tx)?;
-            }
+            let changed = hotlist_card(&mut tx, &card_id, reason, now)?;
             tx.commit()?;
-            Ok(n > 0)
+            Ok(changed)
         })?;
         Ok(HotlistChange {
             version: self.hotlist()?.version,

@@ -1647,7 +1647,7 @@ fn exception(
     )
 }
 
-/// Records an exception with its evidence.
+/// Records an exception with its evidence, of a terminal's batch.
 #[allow(clippy::too_many_arguments)]
 fn raise(
     tx: &mut Transaction<'_>,
@@ -1656,6 +1656,22 @@ fn raise(
     counter: Option<i64>,
     terminal: i64,
     batch_no: i64,
+    evidence: &serde_json::Value,
+    now: u32,
+) -> Result<(), PgError> {
+    raise_at(tx, class, card, counter, Some(terminal), Some(batch_no), evidence, now)
+}
+
+/// Records an exception with its evidence; its card, counter, terminal or
+/// batch may be none (the aging's gaps name no batch).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn raise_at(
+    tx: &mut Transaction<'_>,
+    class: &str,
+    card: Option<&[u8]>,
+    counter: Option<i64>,
+    terminal: Option<i64>,
+    batch_no: Option<i64>,
     evidence: &serde_json::Value,
     now: u32,
 ) -> Result<(), PgError> {
@@ -2058,8 +2074,8 @@ pub(crate) fn raise_on(
 }
 
 /// Puts a card on the hotlist, moving the published version on when it
-/// was not there.
-fn hotlist_card(tx: &mut Transaction<'_>, card: &CardId, reason: &str, now: u32) -> Result<(), PgError> {
+/// was not there; whether it was not.
+pub(crate) fn hotlist_card(tx: &mut Transaction<'_>, card: &CardId, reason: &str, now: u32) -> Result<bool, PgError> {
     let new = tx.execute(
         "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         &[&&card[..], &reason, &i64::from(now)],
@@ -2067,7 +2083,7 @@ fn hotlist_card(tx: &mut Transaction<'_>, card: &CardId, reason: &str, now: u32)
     if new > 0 {
         bump_hotlist_version(tx)?;
     }
-    Ok(())
+    Ok(new > 0)
 }
 
 /// Moves the hotlist's version on (the row is created at 1 in a fresh
