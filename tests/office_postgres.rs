@@ -24,6 +24,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
+use tessera_ledger::books::OfficeBooks;
 
 use tessera_crypto::keys::{IssuerKeys, TerminalBundle};
 use tessera_crypto::rng::Rng;

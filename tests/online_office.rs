@@ -24,6 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use tessera_ledger::books::OfficeBooks;
 
 use tessera_crypto::keys::{IssuerKeys, TerminalBundle};
 use tessera_crypto::rng::Rng;

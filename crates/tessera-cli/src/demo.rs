@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_ledger::books::OfficeBooks;
 
 use clap::Args;
 use serde_json::json;

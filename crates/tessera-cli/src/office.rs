@@ -16,7 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::rng::Rng;
-use tessera_ledger::{Ledger, LedgerError};
+use tessera_ledger::LedgerError;
 use tessera_office::dir::{sign_campaign_file, sign_policy_file, OfficeDir, OfficeDirError};
 use tessera_simulator::SimCard;
 use tessera_terminal::batch::AckStatus;
@@ -381,10 +381,6 @@ fn load_keys(dir: &Path) -> Result<IssuerKeys, Failure> {
     OfficeDir::new(dir).load_keys().map_err(office_err)
 }
 
-pub(crate) fn open_office(dir: &Path) -> Result<(IssuerKeys, Ledger), Failure> {
-    OfficeDir::new(dir).open().map_err(office_err)
-}
-
 /// The warehouse of the office's books, on SQLite or PostgreSQL.
 pub(crate) fn open_warehouse(dir: &Path) -> Result<Box<dyn tessera_ledger::Warehouse>, Failure> {
     OfficeDir::new(dir).open_warehouse().map_err(office_err)
@@ -583,7 +579,7 @@ fn reader_err(e: tessera_pcsc::PcscError) -> Failure {
 fn manufacture(a: &ManufactureArgs) -> Result<(), Failure> {
     let id = card_id_or_random(a.card_id.as_deref())?;
     refuse_existing_card(&a.card)?;
-    let (keys, _) = open_office(&a.office.dir)?;
+    let (keys, _) = OfficeDir::new(&a.office.dir).open_office_books().map_err(office_err)?;
     let mut card = SimCard::manufacture(id, &keys.card_perso_key(&id), Rng::Os)?;
     card.save_as(&a.card)
         .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;

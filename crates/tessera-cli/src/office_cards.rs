@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tessera_crypto::rng::Rng;
-use tessera_ledger::{AdjustmentKind, AdjustmentRow, Ledger, LedgerError};
+use tessera_ledger::{AdjustmentKind, AdjustmentRow, LedgerError};
 use tessera_office::dir::{OfficeDir, OfficeDirError};
 use tessera_office::reports::csv_field;
 use tessera_simulator::SimCard;
@@ -338,15 +338,16 @@ fn replace(a: &ReplaceArgs) -> Result<(), Failure> {
     refuse_existing_card(&a.card)?;
     let office = a.office.office();
     let operator = office.audit_ready().map_err(office_err)?;
-    let (keys, mut ledger): (_, Ledger) = office.open().map_err(office_err)?;
-    let (profile, customer) = tessera_office::cards::replacement_profile(&ledger, old, new_id, valid_from, valid_until)
-        .map_err(ledger_err)?;
+    let (keys, mut ledger) = office.open_office_books().map_err(office_err)?;
+    let (profile, customer) =
+        tessera_office::cards::replacement_profile(ledger.as_ref(), old, new_id, valid_from, valid_until)
+            .map_err(ledger_err)?;
     // Made in memory, registered and replaced in the ledger, then written:
     // a card file exists only for a card the ledger knows.
     let mut card = SimCard::manufacture(new_id, &keys.card_perso_key(&new_id), Rng::Os)?;
     let signed = personalize(&mut card, &keys, profile, &IssueParams::default()).map_err(Failure::from)?;
     let replaced = tessera_office::cards::register_replacement(
-        &mut ledger,
+        ledger.as_mut(),
         keys.key_version,
         &signed,
         customer,
@@ -401,7 +402,7 @@ fn replace(a: &ReplaceArgs) -> Result<(), Failure> {
 
 fn show(a: &ShowArgs) -> Result<(), Failure> {
     let card = hex8(&a.card, "card id")?;
-    let (_, ledger) = OfficeDir::new(&a.office.dir).open().map_err(office_err)?;
+    let (_, ledger) = OfficeDir::new(&a.office.dir).open_office_books().map_err(office_err)?;
     let book = ledger
         .card(card)
         .map_err(ledger_err)?

@@ -211,8 +211,10 @@ fn a_ledger_is_copied_into_postgresql_proved_equal_and_never_overwritten() {
         "DELETE FROM exceptions WHERE at = 1 AND class = 'gap' AND evidence = '{}'",
     );
 
-    // The books moved: books.toml (0600) names the database, and the SQLite
-    // ledger is refused for what would write it, migrating again included.
+    // The books moved: books.toml (0600) names the database; the SQLite
+    // ledger is no longer written (copying it again is refused), and the
+    // office's commands run on PostgreSQL: the batch imported again is
+    // the duplicate of the one the copy holds.
     let books = std::fs::read_to_string(env.path("office").join("books.toml")).unwrap();
     assert!(books.contains(&format!("postgres = \"{url}\"")), "{books}");
     {
@@ -223,18 +225,30 @@ fn a_ledger_is_copied_into_postgresql_proved_equal_and_never_overwritten() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    for args in [
-        &["office", "migrate", "--dir", office, "--to", &url][..],
-        &["office", "import", "--dir", office, env.s("batch.jsonl")][..],
-    ] {
-        let o = env.run(args);
-        assert_ne!(o.status.code(), Some(0));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("are on PostgreSQL") && err.contains("nothing was done"),
-            "{err}"
-        );
-    }
+    let o = env.run(&["office", "migrate", "--dir", office, "--to", &url]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("are on PostgreSQL already") && err.contains("nothing was done"),
+        "{err}"
+    );
+    let sqlite_before = std::fs::read(env.path("office").join("ledger.sqlite")).unwrap();
+    let again: Value =
+        serde_json::from_str(&env.ok(&["office", "import", "--dir", office, env.s("batch.jsonl"), "--json"])).unwrap();
+    assert_eq!(
+        (
+            again["report"]["posted"].as_u64(),
+            again["report"]["card_transactions"].as_u64()
+        ),
+        (Some(0), Some(4)),
+        "{again}"
+    );
+    assert_eq!(psql(&url, "SELECT count(*) FROM card_transactions"), "4");
+    assert_eq!(
+        std::fs::read(env.path("office").join("ledger.sqlite")).unwrap(),
+        sqlite_before,
+        "the SQLite file the books left is not written"
+    );
     // Never overwritten, even with books.toml gone.
     std::fs::remove_file(env.path("office").join("books.toml")).unwrap();
     let again = env.run(&["office", "migrate", "--dir", office, "--to", &url]);

@@ -7,6 +7,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
+use tessera_ledger::books::OfficeBooks;
 
 use tessera_crypto::keys::{IssuerKeys, OfficeLink};
 use tessera_crypto::rng::Rng;

@@ -14,7 +14,8 @@
 use tessera_crypto::referral::ReferralKey;
 use tessera_ledger::approvals::{issue_in, ApprovalRequest, IssuedApproval};
 use tessera_ledger::books::{
-    adjustments_in, finish_card_links, insert_customer, issue_adjustment_in, link_card, OfficeBooks,
+    adjustments_in, erase_customer_in, finish_card_links, insert_customer, issue_adjustment_in, link_card, BooksWork,
+    OfficeBooks,
 };
 use tessera_ledger::{
     AdjustmentRow, AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewAdjustment, NewCustomer,
@@ -38,8 +39,32 @@ fn anchor_of(entries: i64, head: Vec<u8>) -> Result<AuditAnchor, LedgerError> {
 }
 
 impl OfficeBooks for PgLedger {
-    fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
-        Ok(PgLedger::register_terminal(self, terminal_id, now)?)
+    fn transact(&mut self, f: &mut BooksWork<'_>) -> Result<(), LedgerError> {
+        let zone = self.wh_zone.clone();
+        Ok(self.with(|client| {
+            let mut tx = client.transaction()?;
+            f(&PgDb::new(&mut tx), Some(&zone)).map_err(PgError::Books)?;
+            tx.commit()?;
+            Ok(())
+        })?)
+    }
+
+    fn erase_customer_rows(&mut self, customer_id: u64) -> Result<(), LedgerError> {
+        self.transact(&mut |db, zone| erase_customer_in(db, zone, customer_id))
+    }
+
+    /// `VACUUM` of the tables that held the erased rows: their dead row
+    /// versions are removed from the tables' pages. What PostgreSQL keeps
+    /// beyond them — write-ahead log segments not yet recycled, a standby's
+    /// copy, backups — is the database administrator's to handle
+    /// (`docs/scale.md`).
+    fn scrub_erased(&mut self) -> Result<(), LedgerError> {
+        Ok(self.with(|c| {
+            c.batch_execute(
+                "VACUUM customers, profile_updates, cards, wh_dim_customer, wh_dim_household, wh_dim_card",
+            )?;
+            Ok(())
+        })?)
     }
 
     fn register_customer(&mut self, c: &NewCustomer) -> Result<u64, LedgerError> {

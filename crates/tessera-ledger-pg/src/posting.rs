@@ -448,7 +448,7 @@ fn reused_in_refused(client: &mut Client, h: &Header, coded: &[(u32, Entry)], no
 /// the transaction holds locked, or is a dimension row inserted in key
 /// order, so two servers maintaining at once neither lose a fact nor
 /// deadlock on one another's.
-fn maintain_warehouse(tx: &mut Transaction<'_>, zone: &Zone) -> Result<(), PgError> {
+pub(crate) fn maintain_warehouse(tx: &mut Transaction<'_>, zone: &Zone) -> Result<(), PgError> {
     tessera_ledger::warehouse::maintain(&PgDb::new(tx), zone).map_err(PgError::Warehouse)
 }
 
@@ -475,14 +475,19 @@ fn post_batch(
     let batch_no = i64::from(h.batch_no);
     let head = unhex32(&h.head)?;
     if batch_no <= last_batch {
-        let posted: Option<Vec<u8>> = tx
+        let posted: Option<(Vec<u8>, i64)> = tx
             .query_opt(
-                "SELECT head FROM batches WHERE terminal_id = $1 AND batch_no = $2",
+                "SELECT head, card_transactions FROM batches WHERE terminal_id = $1 AND batch_no = $2",
                 &[&terminal, &batch_no],
             )?
-            .map(|r| r.get(0));
+            .map(|r| (r.get(0), r.get(1)));
         return match posted {
-            Some(p) if p == head => Ok(Outcome::none(Status::Duplicate)),
+            // The same batch: its card transactions are those it posted
+            // with, as the SQLite ledger reports a copy it reads again.
+            Some((p, n)) if p == head => Ok(Outcome {
+                card_transactions: u64::try_from(n).unwrap_or(0),
+                ..Outcome::none(Status::Duplicate)
+            }),
             _ => Err(PgError::Refused(LedgerError::BatchConflict {
                 terminal_id: h.terminal_id,
                 batch_no: h.batch_no,

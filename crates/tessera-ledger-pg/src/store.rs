@@ -32,27 +32,6 @@ fn u32_of(v: i64, what: &str) -> Result<u32, LedgerError> {
 }
 
 impl PgLedger {
-    /// Every online decision of a card, oldest first (as
-    /// `Ledger::online_authorizations`).
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn online_authorizations(
-        &self,
-        card_id: [u8; 8],
-    ) -> Result<Vec<tessera_ledger::OnlineAuthorization>, LedgerError> {
-        tessera_ledger::online::authorizations_of(self, card_id)
-    }
-
-    /// The signed points of a card's online approvals whose records have
-    /// not arrived (as `Ledger::online_outstanding`).
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn online_outstanding(&self, card_id: [u8; 8]) -> Result<i64, LedgerError> {
-        tessera_ledger::online::outstanding(self, &card_id)
-    }
-
     /// Verifies and posts one batch ([`PgLedger::ingest`]) and returns what
     /// the SQLite ledger returns: the acknowledgement MAC'd under the
     /// terminal's batch key (a held batch names the first batch the office
@@ -146,12 +125,31 @@ impl LedgerStore for PgLedger {
         Ok(PgLedger::register_terminal(self, terminal_id, now)?)
     }
 
+    /// As on SQLite, the records of other tills awaiting its decisions are
+    /// examined again in the same transaction (their cards locked in card
+    /// id order, after the terminal's row, as posting locks them): they
+    /// will never be matched, and are orphans now.
     fn revoke_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
+        let zone = self.wh_zone.clone();
         let n = self.with(|c| {
-            Ok(c.execute(
+            let mut tx = c.transaction()?;
+            let terminal = i64::from(terminal_id);
+            let n = tx.execute(
                 "UPDATE terminals SET revoked_at = COALESCE(revoked_at, $2) WHERE terminal_id = $1",
-                &[&i64::from(terminal_id), &i64::from(now)],
-            )?)
+                &[&terminal, &i64::from(now)],
+            )?;
+            if n > 0 {
+                tx.query(
+                    "SELECT card_id FROM cards WHERE card_id IN (
+                         SELECT card_id FROM card_transactions WHERE decision = 'awaiting' AND origin_terminal = $1)
+                     ORDER BY card_id FOR UPDATE",
+                    &[&terminal],
+                )?;
+                crate::posting::match_records(&mut tx, "t.origin_terminal = $1", &[&terminal], now)?;
+                crate::posting::maintain_warehouse(&mut tx, &zone)?;
+            }
+            tx.commit()?;
+            Ok(n)
         })?;
         if n == 0 {
             return Err(LedgerError::UnknownTerminal(terminal_id));

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
+use tessera_ledger::books::OfficeBooks;
 
 use tessera_crypto::cert::request_cryptogram;
 use tessera_crypto::keys::IssuerKeys;

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use tessera_ledger::books::OfficeBooks;
 
 use tessera_crypto::keys::IssuerKeys;
 use tessera_ledger::{Ledger, LedgerKeys, LedgerStore};

@@ -23,13 +23,13 @@
 use crate::db::WarehouseDb;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::types::{AdjustmentKind, AdjustmentRow, CardPosting, NewAdjustment, Replacement};
-use crate::{card_of, hotlist_insert, Ledger, LedgerError};
+use crate::types::{AdjustmentKind, AdjustmentRow, NewAdjustment};
+use crate::{card_of, Ledger, LedgerError};
 
 const COLUMNS: &str =
     "card_id, seq, kind, direction, points, reason, operator, issued_at, from_card, state, applied_counter";
 
-fn registered(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<bool, LedgerError> {
+pub(crate) fn registered(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<bool, LedgerError> {
     Ok(db
         .first(
             "SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
@@ -47,7 +47,7 @@ fn hotlisted(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<bool, LedgerError> 
         .is_some())
 }
 
-fn book_balance(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<i64, LedgerError> {
+pub(crate) fn book_balance(db: &dyn WarehouseDb, card: &[u8; 8]) -> Result<i64, LedgerError> {
     Ok(db
         .first(
             "SELECT shadow_balance FROM cards WHERE card_id = ?1",
@@ -246,152 +246,6 @@ impl Ledger {
             .into_iter()
             .filter(|a| a.state == "pending")
             .collect())
-    }
-
-    /// Replaces a lost or broken card: hotlists `old` and issues to `new`
-    /// (already issued by the office, never used) a credit of `old`'s book
-    /// balance, kind `replacement`. The points leave `old`'s books when the
-    /// credit's record posts. One transaction: all of it or nothing.
-    ///
-    /// # Errors
-    /// [`LedgerError::Refused`] when either card was never issued, they are
-    /// the same card, `old` was replaced already, `new` has transactions or
-    /// replaces another card, `old`'s books are negative, or the
-    /// operator or reason is empty; a storage error.
-    pub fn replace_card(
-        &mut self,
-        old: [u8; 8],
-        new: [u8; 8],
-        reason: &str,
-        operator: &str,
-        now: u32,
-    ) -> Result<Replacement, LedgerError> {
-        let (oh, nh) = (hex::encode_upper(old), hex::encode_upper(new));
-        if old == new {
-            return Err(LedgerError::Refused("a card cannot replace itself".into()));
-        }
-        if operator.trim().is_empty() || reason.trim().is_empty() {
-            return Err(LedgerError::Refused(
-                "a replacement needs a reason and the operator's name".into(),
-            ));
-        }
-        let tx = self.conn.transaction()?;
-        for (c, h) in [(&old, &oh), (&new, &nh)] {
-            if !registered(&tx, c)? {
-                return Err(LedgerError::Refused(format!(
-                    "card {h} was never issued by this office"
-                )));
-            }
-        }
-        let replaced: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM card_replacements WHERE old_card = ?1 OR new_card = ?2)",
-            params![&old[..], &new[..]],
-            |r| r.get(0),
-        )?;
-        if replaced {
-            return Err(LedgerError::Refused(format!(
-                "card {oh} was replaced already, or card {nh} already replaces a card"
-            )));
-        }
-        let used: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM card_transactions WHERE card_id = ?1)
-                 OR EXISTS (SELECT 1 FROM adjustments WHERE card_id = ?1)",
-            [&new[..]],
-            |r| r.get(0),
-        )?;
-        if used {
-            return Err(LedgerError::Refused(format!(
-                "card {nh} has been used: replace with a new card"
-            )));
-        }
-        let balance = book_balance(&tx, &old)?;
-        let points = u32::try_from(balance)
-            .map_err(|_| LedgerError::Refused(format!("card {oh} has {balance} points on its books")))?;
-        hotlist_insert(&tx, &old, &format!("replaced by card {nh}"), now)?;
-        let adjustment = if points > 0 {
-            Some(issue(
-                &tx,
-                &new,
-                i64::from(points),
-                AdjustmentKind::Replacement,
-                &format!("replaces card {oh}: {}", reason.trim()),
-                operator,
-                Some(&old),
-                now,
-            )?)
-        } else {
-            None
-        };
-        tx.execute(
-            "INSERT INTO card_replacements (old_card, new_card, points, adjustment_seq, operator, reason, replaced_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                &old[..],
-                &new[..],
-                points,
-                adjustment.as_ref().map(|a| a.seq),
-                operator.trim(),
-                reason.trim(),
-                now
-            ],
-        )?;
-        // The old card's successor, in the card dimension.
-        if let Some(zone) = self.warehouse.then_some(&self.wh_zone) {
-            crate::wh_build::touch_card_dim(&tx, &old)?;
-            crate::wh_build::maintain(&tx, zone)?;
-        } else {
-            crate::wh_build::set_meta(&tx, "stale", Some("1"))?;
-        }
-        tx.commit()?;
-        Ok(Replacement {
-            old_card: old,
-            new_card: new,
-            points,
-            adjustment,
-        })
-    }
-
-    /// The card that replaced `card`, if the office replaced it.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn replacement_of(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
-        replaced_by(&self.conn, &card)
-    }
-
-    /// The card `card` replaces, if it is a replacement.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn replaces(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
-        let old: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT old_card FROM card_replacements WHERE new_card = ?1",
-                [&card[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        old.map(card_of).transpose()
-    }
-
-    /// A card's book entries that no card certified (balances moved by a
-    /// replacement), oldest first.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn card_postings(&self, card_id: [u8; 8]) -> Result<Vec<CardPosting>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT delta, what, posted_at FROM card_postings WHERE card_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([&card_id[..]], |r| {
-            Ok(CardPosting {
-                delta: r.get(0)?,
-                what: r.get(1)?,
-                posted_at: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

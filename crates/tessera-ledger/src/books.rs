@@ -7,18 +7,56 @@
 //! warehouse they feed).
 
 pub use crate::adjust::{adjustments_in, issue_adjustment_in};
-use crate::db::{SqlValue, WarehouseDb};
-use crate::{wh_build, AuditAnchor, HotlistChange, HotlistEntry, Ledger, LedgerError, NewCustomer};
+use rusqlite::TransactionBehavior;
+use tessera_protocol::profile::MAX_PROFILE_BLOB;
+use tessera_rules::display::Zone;
 
-/// What the office's commands do to its books, on either backend. Every
-/// method is one transaction: done, or nothing written.
-pub trait OfficeBooks {
-    /// Registers a terminal (idempotent: a known terminal, revoked or not,
-    /// is left as it is).
+use crate::adjust::{book_balance, issue, registered};
+use crate::db::{SqlRow, SqlValue, WarehouseDb};
+use crate::types::card_hex;
+use crate::warehouse::Warehouse;
+use crate::{
+    card_of, wh_build, AdjustmentKind, AuditAnchor, Customer, CustomerQuery, HotlistChange, HotlistEntry, Ledger,
+    LedgerError, LedgerStore, NewCustomer, Replacement, Store, TerminalInfo,
+};
+
+/// The work of one write transaction of the books
+/// ([`OfficeBooks::transact`]): given the transaction, and the warehouse's
+/// zone when the warehouse is maintained with the books.
+pub type BooksWork<'a> = dyn FnMut(&dyn WarehouseDb, Option<&Zone>) -> Result<(), LedgerError> + 'a;
+
+/// What the office's commands do to its books, on either backend (with
+/// what the servers do to them, [`LedgerStore`], and the reports they
+/// feed, [`Warehouse`]). Every method is one transaction: done, or nothing
+/// written. The provided methods are written once, over
+/// [`OfficeBooks::transact`] and [`Warehouse::warehouse_db`].
+pub trait OfficeBooks: LedgerStore + Warehouse {
+    /// Runs `f` in one write transaction of these books (SQLite: an
+    /// `IMMEDIATE` one, the database's write lock held; PostgreSQL: `READ
+    /// COMMITTED`, the rows written locked as they are written): committed
+    /// when `f` returns `Ok`, rolled back otherwise. `f` is given the
+    /// warehouse's zone when the warehouse is maintained with the books
+    /// (`None`: it is marked stale instead).
+    ///
+    /// # Errors
+    /// `f`'s, or a storage error.
+    fn transact(&mut self, f: &mut BooksWork<'_>) -> Result<(), LedgerError>;
+
+    /// Erases a customer's personal data in one transaction (see
+    /// [`Ledger::erase_customer`]); the storage it freed is cleaned by
+    /// [`OfficeBooks::scrub_erased`].
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownCustomer`], or a storage error.
+    fn erase_customer_rows(&mut self, customer_id: u64) -> Result<(), LedgerError>;
+
+    /// Cleans the storage that erased rows left (SQLite: the write-ahead
+    /// log checkpointed and truncated, the pages overwritten already;
+    /// PostgreSQL: `VACUUM` of the tables that held them).
     ///
     /// # Errors
     /// A storage error.
-    fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError>;
+    fn scrub_erased(&mut self) -> Result<(), LedgerError>;
 
     /// Registers a customer's personal data; returns the customer id.
     ///
@@ -109,6 +147,644 @@ pub trait OfficeBooks {
         &mut self,
         append: &mut dyn FnMut(Option<AuditAnchor>) -> Result<AuditAnchor, LedgerError>,
     ) -> Result<AuditAnchor, LedgerError>;
+
+    /// Decides a request read over the telephone
+    /// ([`crate::online::authorize_by_voice_in`]) in one transaction, the
+    /// card's row locked: two servers deciding for one card at once keep
+    /// its limits between them. Returns the decision, the card's counter
+    /// the reference names and the card's key version.
+    ///
+    /// # Errors
+    /// A storage error.
+    #[allow(clippy::too_many_arguments)]
+    fn authorize_by_voice(
+        &mut self,
+        terminal_id: u32,
+        card_id: [u8; 8],
+        voice: &tessera_crypto::voice::VoiceReference,
+        kind: tessera_protocol::messages::TxKind,
+        amount: u32,
+        reference: u32,
+        operator: &str,
+        policy: &crate::OnlinePolicy,
+        now: u32,
+    ) -> Result<(crate::OnlineVerdict, u32, u8), LedgerError> {
+        let mut out = None;
+        self.transact(&mut |db, _| {
+            out = Some(crate::online::authorize_by_voice_in(
+                db,
+                terminal_id,
+                card_id,
+                voice,
+                kind,
+                amount,
+                reference,
+                operator,
+                policy,
+                now,
+            )?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| LedgerError::Storage("the voice decision".into()))
+    }
+
+    /// Adds a store.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty name or store 0,
+    /// [`LedgerError::StoreExists`], a storage error.
+    fn add_store(&mut self, store_id: u32, name: &str, city: &str, now: u32) -> Result<(), LedgerError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(LedgerError::Malformed("the store's name is empty".into()));
+        }
+        if store_id == 0 {
+            return Err(LedgerError::Malformed("store numbers start at 1".into()));
+        }
+        self.transact(&mut |db, zone| {
+            let n = db.run(
+                "INSERT INTO stores (store_id, name, city, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (store_id) DO NOTHING",
+                &[store_id.into(), name.into(), city.trim().into(), now.into()],
+            )?;
+            if n == 0 {
+                return Err(LedgerError::StoreExists(store_id));
+            }
+            // The store dimension.
+            if zone.is_some() {
+                wh_build::refresh_stores(db)?;
+            }
+            wh_build::after_change(db, zone)
+        })
+    }
+
+    /// Every store, by number, with its terminal count.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn stores(&self) -> Result<Vec<Store>, LedgerError> {
+        self.warehouse_db().rows(
+            "SELECT s.store_id, s.name, s.city, s.created_at,
+                    (SELECT COUNT(*) FROM terminals t WHERE t.store_id = s.store_id)
+             FROM stores s ORDER BY s.store_id",
+            &[],
+            |r| {
+                Ok(Store {
+                    store_id: r.int(0)?,
+                    name: r.text(1)?,
+                    city: r.text(2)?,
+                    created_at: r.int(3)?,
+                    terminals: r.int(4)?,
+                })
+            },
+        )
+    }
+
+    /// Registers a terminal to a store (or moves it to another).
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownTerminal`], [`LedgerError::UnknownStore`], a
+    /// storage error.
+    fn assign_terminal(&mut self, terminal_id: u32, store_id: u32) -> Result<(), LedgerError> {
+        self.transact(&mut |db, _| {
+            if db
+                .first("SELECT 1 FROM stores WHERE store_id = ?1", &[store_id.into()], |_| {
+                    Ok(())
+                })?
+                .is_none()
+            {
+                return Err(LedgerError::UnknownStore(store_id));
+            }
+            let n = db.run(
+                "UPDATE terminals SET store_id = ?1 WHERE terminal_id = ?2",
+                &[store_id.into(), terminal_id.into()],
+            )?;
+            if n == 0 {
+                return Err(LedgerError::UnknownTerminal(terminal_id));
+            }
+            Ok(())
+        })
+    }
+
+    /// Every registered terminal, by id: store, registration, revocation,
+    /// last batch.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn terminals(&self) -> Result<Vec<TerminalInfo>, LedgerError> {
+        self.warehouse_db().rows(
+            "SELECT t.terminal_id, t.store_id, s.name, t.registered_at, t.revoked_at, t.revoke_reason,
+                    t.last_batch_no, (SELECT MAX(b.received_at) FROM batches b WHERE b.terminal_id = t.terminal_id)
+             FROM terminals t LEFT JOIN stores s ON s.store_id = t.store_id ORDER BY t.terminal_id",
+            &[],
+            |r| {
+                Ok(TerminalInfo {
+                    terminal_id: r.int(0)?,
+                    store_id: r.opt_int(1)?,
+                    store_name: r.opt_text(2)?,
+                    registered_at: r.int(3)?,
+                    revoked_at: r.opt_int(4)?,
+                    revoke_reason: r.opt_text(5)?,
+                    last_batch_no: r.int(6)?,
+                    last_batch_at: r.opt_int(7)?,
+                })
+            },
+        )
+    }
+
+    /// Revokes a terminal with a reason ([`LedgerStore::revoke_terminal`]):
+    /// its later batches and syncs are refused (403) and recorded as
+    /// `revoked-terminal` exceptions. Returns false if it was revoked
+    /// already (the first time and reason stay).
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty reason,
+    /// [`LedgerError::UnknownTerminal`], a storage error.
+    fn revoke_terminal_for(&mut self, terminal_id: u32, reason: &str, now: u32) -> Result<bool, LedgerError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(LedgerError::Malformed("give the reason for the revocation".into()));
+        }
+        if self.terminal_active(terminal_id)? == Some(false) {
+            return Ok(false);
+        }
+        self.revoke_terminal(terminal_id, now)?;
+        self.transact(&mut |db, _| {
+            db.run(
+                "UPDATE terminals SET revoke_reason = ?1 WHERE terminal_id = ?2 AND revoke_reason IS NULL",
+                &[reason.into(), terminal_id.into()],
+            )
+            .map(drop)
+        })?;
+        Ok(true)
+    }
+
+    /// Whether this office issued the card (registered it at issuance).
+    ///
+    /// # Errors
+    /// A storage error.
+    fn card_issued(&self, card_id: [u8; 8]) -> Result<bool, LedgerError> {
+        registered(self.warehouse_db(), &card_id)
+    }
+
+    /// The customer a card belongs to (`None`: unknown card, or its
+    /// customer was erased).
+    ///
+    /// # Errors
+    /// A storage error.
+    fn customer_of_card(&self, card_id: [u8; 8]) -> Result<Option<u64>, LedgerError> {
+        Ok(self
+            .warehouse_db()
+            .first(
+                "SELECT customer_id FROM cards WHERE card_id = ?1",
+                &[card_id[..].into()],
+                |r| r.opt_int(0),
+            )?
+            .flatten())
+    }
+
+    /// A customer's personal data and cards (the export of a data subject
+    /// access request); `None` if unknown or erased.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn customer(&self, customer_id: u64) -> Result<Option<Customer>, LedgerError> {
+        customer_in(self.warehouse_db(), customer_id)
+    }
+
+    /// The customers matching every criterion of `q`, by customer id (all
+    /// of them for an empty query).
+    ///
+    /// # Errors
+    /// A storage error.
+    fn search_customers(&self, q: &CustomerQuery) -> Result<Vec<Customer>, LedgerError> {
+        let by_card = match q.card {
+            Some(c) => match self.customer_of_card(c)? {
+                Some(id) => Some(id),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let fold = |s: &str| s.trim().to_lowercase();
+        let (name, city) = (q.name.as_deref().map(fold), q.city.as_deref().map(fold));
+        let db = self.warehouse_db();
+        let ids = db
+            .rows(
+                "SELECT customer_id, name, home_city FROM customers ORDER BY customer_id",
+                &[],
+                |r| Ok((r.int::<u64>(0)?, r.text(1)?, r.text(2)?)),
+            )?
+            .into_iter()
+            .filter(|(id, n, c)| {
+                by_card.is_none_or(|x| x == *id)
+                    && name.as_ref().is_none_or(|w| fold(n).contains(w.as_str()))
+                    && city.as_ref().is_none_or(|w| fold(c).contains(w.as_str()))
+            })
+            .map(|(id, _, _)| id);
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(c) = customer_in(db, id)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues a signed profile blob for a card's next tap. Queuing the same
+    /// version again replaces its blob (and makes it pending again if the
+    /// blob changed).
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for an empty blob or one above the card's
+    /// 512 bytes, or a storage error.
+    fn queue_profile_update(
+        &mut self,
+        card_id: [u8; 8],
+        version: u16,
+        blob: Vec<u8>,
+        now: u32,
+    ) -> Result<(), LedgerError> {
+        if blob.is_empty() || blob.len() > MAX_PROFILE_BLOB {
+            return Err(LedgerError::Malformed(format!("profile blob of {} bytes", blob.len())));
+        }
+        self.transact(&mut |db, _| {
+            db.run(
+                "INSERT INTO profile_updates (card_id, version, blob, queued_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (card_id, version) DO UPDATE SET
+                     delivered = CASE WHEN profile_updates.blob = excluded.blob THEN profile_updates.delivered ELSE 0 END,
+                     blob = excluded.blob, queued_at = excluded.queued_at",
+                &[card_id[..].into(), u32::from(version).into(), blob[..].into(), now.into()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Queues an issuer UNBLOCK for a card this office issued; returns its
+    /// issuer sequence (one more than the card's last).
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] for a card this office never issued, a
+    /// storage error.
+    fn queue_unblock(&mut self, card_id: [u8; 8], now: u32) -> Result<u32, LedgerError> {
+        let mut seq = 0;
+        self.transact(&mut |db, _| {
+            if !registered(db, &card_id)? {
+                return Err(LedgerError::Malformed(format!(
+                    "card {} was never issued by this office",
+                    card_hex(&card_id)
+                )));
+            }
+            seq = db
+                .first(
+                    "INSERT INTO unblocks (card_id, seq, queued_at)
+                     SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2 FROM unblocks WHERE card_id = ?1 RETURNING seq",
+                    &[card_id[..].into(), now.into()],
+                    |r| r.int(0),
+                )?
+                .ok_or_else(|| LedgerError::Storage("the unblock's sequence".into()))?;
+            Ok(())
+        })?;
+        Ok(seq)
+    }
+
+    /// Registers the exact text of a till policy the office signed
+    /// (`office sign-policy`); returns its SHA-256. Idempotent.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn register_policy(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
+        let mut digest = [0; 32];
+        self.transact(&mut |db, _| {
+            digest = register_text(db, "policies", toml, now)?.0;
+            Ok(())
+        })?;
+        Ok(digest)
+    }
+
+    /// Registers the exact text of a campaign file the office signed
+    /// (`office sign-campaigns`); returns its SHA-256. Idempotent. A new
+    /// file's campaigns join the campaign dimension.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn register_campaigns(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
+        let mut digest = [0; 32];
+        self.transact(&mut |db, zone| {
+            let (d, new) = register_text(db, "campaign_sets", toml, now)?;
+            digest = d;
+            // A file registered again changes nothing.
+            match (new, zone) {
+                (false, _) => Ok(()),
+                (true, Some(_)) => wh_build::register_campaigns(db, toml),
+                (true, None) => wh_build::set_meta(db, "stale", Some("1")),
+            }
+        })?;
+        Ok(digest)
+    }
+
+    /// Replaces a lost or damaged card with a freshly issued one: the old
+    /// card is hotlisted, and its book balance is issued to the new card as
+    /// a `replacement` credit (applied at the new card's first tap at a
+    /// synced till; when its record posts, the points move off the old
+    /// card's books). Both cards must be this office's; the new one must
+    /// be unused and replace no other card.
+    ///
+    /// # Errors
+    /// [`LedgerError::Refused`] for any of those, or for no reason or
+    /// operator given; a storage error.
+    fn replace_card(
+        &mut self,
+        old: [u8; 8],
+        new: [u8; 8],
+        reason: &str,
+        operator: &str,
+        now: u32,
+    ) -> Result<Replacement, LedgerError> {
+        if old == new {
+            return Err(LedgerError::Refused("a card cannot replace itself".into()));
+        }
+        if operator.trim().is_empty() || reason.trim().is_empty() {
+            return Err(LedgerError::Refused(
+                "a replacement needs a reason and the operator's name".into(),
+            ));
+        }
+        let mut done = None;
+        self.transact(&mut |db, zone| {
+            done = Some(replace_in(db, zone, old, new, reason.trim(), operator.trim(), now)?);
+            Ok(())
+        })?;
+        done.ok_or_else(|| LedgerError::Storage("the replacement".into()))
+    }
+
+    /// The card that replaced `card`, if the office replaced it.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn replacement_of(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+        self.warehouse_db().first(
+            "SELECT new_card FROM card_replacements WHERE old_card = ?1",
+            &[card[..].into()],
+            |r| card_of(r.blob(0)?),
+        )
+    }
+
+    /// The card `card` replaces, if it is a replacement.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn replaces(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
+        self.warehouse_db().first(
+            "SELECT old_card FROM card_replacements WHERE new_card = ?1",
+            &[card[..].into()],
+            |r| card_of(r.blob(0)?),
+        )
+    }
+
+    /// Every online decision of a card, oldest first.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn online_authorizations(&self, card_id: [u8; 8]) -> Result<Vec<crate::OnlineAuthorization>, LedgerError> {
+        crate::online::authorizations_of(self.warehouse_db(), card_id)
+    }
+
+    /// The signed points of a card's online approvals whose records have
+    /// not arrived: what the books will move when they do.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn online_outstanding(&self, card_id: [u8; 8]) -> Result<i64, LedgerError> {
+        crate::online::outstanding(self.warehouse_db(), &card_id)
+    }
+
+    /// A card's book entries that no card certified (balances moved by a
+    /// replacement), oldest first.
+    ///
+    /// # Errors
+    /// A storage error.
+    fn card_postings(&self, card_id: [u8; 8]) -> Result<Vec<crate::CardPosting>, LedgerError> {
+        self.warehouse_db().rows(
+            "SELECT delta, what, posted_at FROM card_postings WHERE card_id = ?1 ORDER BY id",
+            &[card_id[..].into()],
+            |r| {
+                Ok(crate::CardPosting {
+                    delta: r.i64(0)?,
+                    what: r.text(1)?,
+                    posted_at: r.int(2)?,
+                })
+            },
+        )
+    }
+}
+
+/// Registers a signed text (a policy or a campaign file) in `table` by its
+/// SHA-256; returns the digest and whether it was new.
+pub(crate) fn register_text(
+    db: &dyn WarehouseDb,
+    table: &str,
+    toml: &str,
+    now: u32,
+) -> Result<([u8; 32], bool), LedgerError> {
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()).into();
+    let n = db.run(
+        &format!(
+            "INSERT INTO {table} (digest, toml, registered_at) VALUES (?1, ?2, ?3) ON CONFLICT (digest) DO NOTHING"
+        ),
+        &[digest[..].into(), toml.into(), now.into()],
+    )?;
+    Ok((digest, n > 0))
+}
+
+/// A customer's record and cards (see [`OfficeBooks::customer`]).
+fn customer_in(db: &dyn WarehouseDb, customer_id: u64) -> Result<Option<Customer>, LedgerError> {
+    let row = db.first(
+        "SELECT name, birth_date, home_city, household, preferences, tier FROM customers WHERE customer_id = ?1",
+        &[customer_id.into()],
+        |r: SqlRow<'_>| {
+            Ok((
+                r.text(0)?,
+                r.text(1)?,
+                r.text(2)?,
+                r.blob(3)?,
+                r.text(4)?,
+                r.int::<u8>(5)?,
+            ))
+        },
+    )?;
+    let Some((name, birth_date, home_city, household, prefs, tier)) = row else {
+        return Ok(None);
+    };
+    let cards = db.rows(
+        "SELECT card_id FROM cards WHERE customer_id = ?1 ORDER BY card_id",
+        &[customer_id.into()],
+        |r| Ok(hex::encode_upper(r.blob(0)?)),
+    )?;
+    Ok(Some(Customer {
+        customer_id,
+        name,
+        birth_date,
+        home_city,
+        household: hex::encode_upper(household),
+        preferences: serde_json::from_str(&prefs)?,
+        tier,
+        cards,
+    }))
+}
+
+/// Erases a customer's personal data inside the caller's transaction: the
+/// customer row and the profile updates queued for their cards, delivered
+/// or not (their blobs hold the profile). The cards, their transactions
+/// and every report total stay; the cards become anonymous.
+///
+/// # Errors
+/// [`LedgerError::UnknownCustomer`], or a storage error.
+pub fn erase_customer_in(db: &dyn WarehouseDb, zone: Option<&Zone>, customer_id: u64) -> Result<(), LedgerError> {
+    let household = db.first(
+        "SELECT household FROM customers WHERE customer_id = ?1",
+        &[customer_id.into()],
+        |r| r.blob(0),
+    )?;
+    if zone.is_some() {
+        let cards = db.rows(
+            "SELECT card_id FROM cards WHERE customer_id = ?1",
+            &[customer_id.into()],
+            |r| r.blob(0),
+        )?;
+        for c in cards {
+            wh_build::touch_card(db, &c)?;
+        }
+    }
+    db.run(
+        "DELETE FROM profile_updates WHERE card_id IN (SELECT card_id FROM cards WHERE customer_id = ?1)",
+        &[customer_id.into()],
+    )?;
+    db.run(
+        "UPDATE cards SET customer_id = NULL WHERE customer_id = ?1",
+        &[customer_id.into()],
+    )?;
+    if db.run("DELETE FROM customers WHERE customer_id = ?1", &[customer_id.into()])? == 0 {
+        return Err(LedgerError::UnknownCustomer(customer_id));
+    }
+    // The facts stay, unlinked from the person: anonymous figures.
+    wh_build::after_change(db, zone)?;
+    if zone.is_some() {
+        wh_build::drop_unlinked(db, &[customer_id], &household.into_iter().collect::<Vec<_>>())?;
+    }
+    Ok(())
+}
+
+/// Puts a card on the hotlist and moves the hotlist's version on if it was
+/// not there, inside the caller's transaction. Returns whether it changed
+/// anything.
+pub(crate) fn hotlist_insert_in(
+    db: &dyn WarehouseDb,
+    card_id: &[u8; 8],
+    reason: &str,
+    now: u32,
+) -> Result<bool, LedgerError> {
+    let n = db.run(
+        "INSERT INTO hotlist (card_id, reason, at) VALUES (?1, ?2, ?3) ON CONFLICT (card_id) DO NOTHING",
+        &[card_id[..].into(), reason.into(), now.into()],
+    )?;
+    if n > 0 {
+        db.run(
+            "INSERT INTO meta (key, value) VALUES ('hotlist_version', 1)
+             ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
+            &[],
+        )?;
+    }
+    Ok(n > 0)
+}
+
+/// [`OfficeBooks::replace_card`] inside the caller's transaction (reason
+/// and operator trimmed and not empty).
+fn replace_in(
+    db: &dyn WarehouseDb,
+    zone: Option<&Zone>,
+    old: [u8; 8],
+    new: [u8; 8],
+    reason: &str,
+    operator: &str,
+    now: u32,
+) -> Result<Replacement, LedgerError> {
+    let (oh, nh) = (card_hex(&old), card_hex(&new));
+    for (c, h) in [(&old, &oh), (&new, &nh)] {
+        if !registered(db, c)? {
+            return Err(LedgerError::Refused(format!(
+                "card {h} was never issued by this office"
+            )));
+        }
+    }
+    let replaced = db
+        .first(
+            "SELECT 1 FROM card_replacements WHERE old_card = ?1 OR new_card = ?2",
+            &[old[..].into(), new[..].into()],
+            |_| Ok(()),
+        )?
+        .is_some();
+    if replaced {
+        return Err(LedgerError::Refused(format!(
+            "card {oh} was replaced already, or card {nh} already replaces a card"
+        )));
+    }
+    let used = db
+        .first(
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM card_transactions WHERE card_id = ?1)
+                 OR EXISTS (SELECT 1 FROM adjustments WHERE card_id = ?1)",
+            &[new[..].into()],
+            |_| Ok(()),
+        )?
+        .is_some();
+    if used {
+        return Err(LedgerError::Refused(format!(
+            "card {nh} has been used: replace with a new card"
+        )));
+    }
+    let balance = book_balance(db, &old)?;
+    let points = u32::try_from(balance)
+        .map_err(|_| LedgerError::Refused(format!("card {oh} has {balance} points on its books")))?;
+    hotlist_insert_in(db, &old, &format!("replaced by card {nh}"), now)?;
+    let adjustment = if points > 0 {
+        Some(issue(
+            db,
+            &new,
+            i64::from(points),
+            AdjustmentKind::Replacement,
+            &format!("replaces card {oh}: {reason}"),
+            operator,
+            Some(&old),
+            now,
+        )?)
+    } else {
+        None
+    };
+    db.run(
+        "INSERT INTO card_replacements (old_card, new_card, points, adjustment_seq, operator, reason, replaced_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        &[
+            old[..].into(),
+            new[..].into(),
+            points.into(),
+            adjustment.as_ref().map(|a| a.seq).into(),
+            operator.into(),
+            reason.into(),
+            now.into(),
+        ],
+    )?;
+    // The old card's successor, in the card dimension.
+    match zone {
+        Some(zone) => {
+            wh_build::touch_card_dim(db, &old)?;
+            wh_build::maintain(db, zone)?;
+        }
+        None => wh_build::set_meta(db, "stale", Some("1"))?,
+    }
+    Ok(Replacement {
+        old_card: old,
+        new_card: new,
+        points,
+        adjustment,
+    })
 }
 
 /// Inserts a customer's personal data (after checking it); returns the
@@ -210,8 +886,29 @@ pub fn finish_card_links(
 }
 
 impl OfficeBooks for Ledger {
-    fn register_terminal(&mut self, terminal_id: u32, now: u32) -> Result<(), LedgerError> {
-        Ledger::register_terminal(self, terminal_id, now)
+    fn transact(&mut self, f: &mut BooksWork<'_>) -> Result<(), LedgerError> {
+        let zone = self.warehouse.then_some(&self.wh_zone);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        f(&tx, zone)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// With SQLite's `secure_delete` on: the freed pages are overwritten.
+    fn erase_customer_rows(&mut self, customer_id: u64) -> Result<(), LedgerError> {
+        self.conn.pragma_update(None, "secure_delete", true)?;
+        let erased = self.transact(&mut |db, zone| erase_customer_in(db, zone, customer_id));
+        self.conn.pragma_update(None, "secure_delete", false)?;
+        erased
+    }
+
+    /// The write-ahead log checkpointed and truncated, so the data is gone
+    /// from the files, not only from the tables (while another connection
+    /// reads — a running `office serve` — SQLite truncates the log at a
+    /// later checkpoint instead).
+    fn scrub_erased(&mut self) -> Result<(), LedgerError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     fn register_customer(&mut self, c: &NewCustomer) -> Result<u64, LedgerError> {

@@ -35,7 +35,6 @@ use tessera_crypto::kdf::{derive_key, labels};
 use tessera_crypto::keys::IssuerKeys;
 use tessera_crypto::Key;
 use tessera_protocol::messages::CardId;
-use tessera_protocol::profile::MAX_PROFILE_BLOB;
 use tessera_rules::policy::Hotlist;
 
 pub use db::{SqlRow, SqlValue, WarehouseDb};
@@ -401,15 +400,10 @@ pub(crate) fn raise(
 /// Puts a card on the hotlist and bumps the hotlist version if it was not
 /// there. Returns whether it changed anything.
 pub(crate) fn hotlist_insert(conn: &Connection, card_id: &CardId, reason: &str, now: u32) -> Result<bool, LedgerError> {
-    let n = conn
-        .prepare_cached("INSERT OR IGNORE INTO hotlist (card_id, reason, at) VALUES (?1, ?2, ?3)")?
-        .execute(params![&card_id[..], reason, now])?;
-    if n > 0 {
-        conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'hotlist_version'", [])?;
-    }
-    Ok(n > 0)
+    books::hotlist_insert_in(conn, card_id, reason, now)
 }
 
+use books::OfficeBooks;
 pub(crate) use books::{finish_card_links, insert_customer, link_card};
 
 impl Ledger {
@@ -712,51 +706,6 @@ impl Ledger {
         Ok(ids)
     }
 
-    /// A customer's personal data and cards (the export of a data subject
-    /// access request); `None` if unknown or erased.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn customer(&self, customer_id: u64) -> Result<Option<Customer>, LedgerError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT name, birth_date, home_city, household, preferences, tier FROM customers WHERE customer_id = ?1",
-                [customer_id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, u8>(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((name, birth_date, home_city, household, prefs, tier)) = row else {
-            return Ok(None);
-        };
-        let mut stmt = self
-            .conn
-            .prepare("SELECT card_id FROM cards WHERE customer_id = ?1 ORDER BY card_id")?;
-        let cards = stmt
-            .query_map([customer_id], |r| r.get::<_, Vec<u8>>(0))?
-            .map(|c| Ok(hex::encode_upper(c?)))
-            .collect::<Result<Vec<_>, LedgerError>>()?;
-        Ok(Some(Customer {
-            customer_id,
-            name,
-            birth_date,
-            home_city,
-            household: hex::encode_upper(household),
-            preferences: serde_json::from_str(&prefs)?,
-            tier,
-            cards,
-        }))
-    }
-
     /// Registers a card to a customer with its key version (or moves it to
     /// another customer, or changes its key version). A card already known
     /// from settlement keeps its books.
@@ -791,78 +740,8 @@ impl Ledger {
     /// # Errors
     /// [`LedgerError::UnknownCustomer`], or a storage error.
     pub fn erase_customer(&mut self, customer_id: u64) -> Result<(), LedgerError> {
-        self.conn.pragma_update(None, "secure_delete", true)?;
-        let erased = self.erase_customer_rows(customer_id);
-        self.conn.pragma_update(None, "secure_delete", false)?;
-        erased?;
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
-    }
-
-    fn erase_customer_rows(&mut self, customer_id: u64) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction()?;
-        let zone = self.warehouse.then_some(&self.wh_zone);
-        let household: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT household FROM customers WHERE customer_id = ?1",
-                [customer_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if zone.is_some() {
-            let cards: Vec<Vec<u8>> = tx
-                .prepare("SELECT card_id FROM cards WHERE customer_id = ?1")?
-                .query_map([customer_id], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for c in cards {
-                wh_build::touch_card(&tx, &c)?;
-            }
-        }
-        tx.execute(
-            "DELETE FROM profile_updates WHERE card_id IN (SELECT card_id FROM cards WHERE customer_id = ?1)",
-            [customer_id],
-        )?;
-        tx.execute(
-            "UPDATE cards SET customer_id = NULL WHERE customer_id = ?1",
-            [customer_id],
-        )?;
-        if tx.execute("DELETE FROM customers WHERE customer_id = ?1", [customer_id])? == 0 {
-            return Err(LedgerError::UnknownCustomer(customer_id));
-        }
-        // The facts stay, unlinked from the person: anonymous figures.
-        wh_build::after_change(&tx, zone)?;
-        if zone.is_some() {
-            wh_build::drop_unlinked(&tx, &[customer_id], &household.into_iter().collect::<Vec<_>>())?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Queues a signed profile blob for a card's next tap. Queuing the same
-    /// version again replaces its blob (and makes it pending again if the
-    /// blob changed).
-    ///
-    /// # Errors
-    /// [`LedgerError::Malformed`] for an empty blob or one above the card's
-    /// 512 bytes, or a storage error.
-    pub fn queue_profile_update(
-        &mut self,
-        card_id: [u8; 8],
-        version: u16,
-        blob: Vec<u8>,
-        now: u32,
-    ) -> Result<(), LedgerError> {
-        if blob.is_empty() || blob.len() > MAX_PROFILE_BLOB {
-            return Err(LedgerError::Malformed(format!("profile blob of {} bytes", blob.len())));
-        }
-        self.conn.execute(
-            "INSERT INTO profile_updates (card_id, version, blob, queued_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (card_id, version) DO UPDATE SET
-                 delivered = CASE WHEN blob = excluded.blob THEN delivered ELSE 0 END,
-                 blob = excluded.blob, queued_at = excluded.queued_at",
-            params![&card_id[..], version, blob, now],
-        )?;
-        Ok(())
+        OfficeBooks::erase_customer_rows(self, customer_id)?;
+        self.scrub_erased()
     }
 
     /// The pending profile updates: per card, the latest version queued,
@@ -884,37 +763,6 @@ impl Ledger {
             Ok((card_of(c)?, v, b))
         })
         .collect()
-    }
-
-    /// Queues an issuer UNBLOCK for a card (its authentication-failure
-    /// counter goes back to 0 at its next tap at a synced till) and returns
-    /// its issuer sequence: one more than any queued before for this card.
-    ///
-    /// # Errors
-    /// [`LedgerError::Malformed`] for a card the ledger never registered; a
-    /// storage error.
-    pub fn queue_unblock(&mut self, card_id: [u8; 8], now: u32) -> Result<u32, LedgerError> {
-        let known: bool = self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
-            [&card_id[..]],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Err(LedgerError::Malformed(format!(
-                "card {} was never issued by this office",
-                hex::encode_upper(card_id)
-            )));
-        }
-        let seq: u32 = self.conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM unblocks WHERE card_id = ?1",
-            [&card_id[..]],
-            |r| r.get(0),
-        )?;
-        self.conn.execute(
-            "INSERT INTO unblocks (card_id, seq, queued_at) VALUES (?1, ?2, ?3)",
-            params![&card_id[..], seq, now],
-        )?;
-        Ok(seq)
     }
 
     /// The newest queued UNBLOCK of every card that has not transacted
@@ -1151,39 +999,6 @@ impl Ledger {
     /// A storage error.
     pub fn liability(&self, minor_units_per_point: u64) -> Result<LiabilityReport, LedgerError> {
         reports::liability(&self.conn, minor_units_per_point)
-    }
-
-    /// Registers the exact text of a till policy the office signed
-    /// (`office sign-policy`), so that purchases decided under it are
-    /// recomputed; returns its SHA-256. Idempotent.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn register_policy(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
-        points::register(&self.conn, "policies", toml, now)
-    }
-
-    /// Registers the exact text of a campaign file the office signed
-    /// (`office sign-campaigns`); returns its SHA-256. Idempotent.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn register_campaigns(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
-        let tx = self.conn.transaction()?;
-        let before: i64 = tx.query_row("SELECT COUNT(*) FROM campaign_sets", [], |r| r.get(0))?;
-        let digest = points::register(&tx, "campaign_sets", toml, now)?;
-        let after: i64 = tx.query_row("SELECT COUNT(*) FROM campaign_sets", [], |r| r.get(0))?;
-        // A new file's campaigns join the campaign dimension (a file
-        // registered again changes nothing).
-        if after > before {
-            if self.warehouse {
-                wh_build::register_campaigns(&tx, toml)?;
-            } else {
-                wh_build::set_meta(&tx, "stale", Some("1"))?;
-            }
-        }
-        tx.commit()?;
-        Ok(digest)
     }
 
     /// Checks the whole ledger: SQLite's full `integrity_check` and the

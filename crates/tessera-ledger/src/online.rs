@@ -167,97 +167,6 @@ impl Ledger {
         tx.commit()?;
         Ok(verdict)
     }
-
-    /// Decides a request read over the telephone (module docs; the voice
-    /// reference of `tessera_crypto::voice`): the same checks as
-    /// [`Ledger::authorize_online`] but the cryptogram's (which the office
-    /// cannot check without the request's body; the card checks the answer
-    /// against its own request) and with the books' balance when they hold
-    /// every transaction of the card. Recorded like an online decision
-    /// (`delivery` `voice`, with the operator), and matched at posting the
-    /// same way. Returns the decision and the card's counter the reference
-    /// names.
-    ///
-    /// # Errors
-    /// A storage error.
-    #[allow(clippy::too_many_arguments)]
-    pub fn authorize_by_voice(
-        &mut self,
-        terminal_id: u32,
-        card_id: CardId,
-        voice: &tessera_crypto::voice::VoiceReference,
-        kind: TxKind,
-        amount: u32,
-        reference: u32,
-        operator: &str,
-        policy: &OnlinePolicy,
-        now: u32,
-    ) -> Result<(OnlineVerdict, u32, u8), LedgerError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let db: &dyn WarehouseDb = &tx;
-        let card = &card_id[..];
-        let known: Option<(u32, u8)> = db.first(
-            "SELECT last_counter, key_version FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
-            &[card.into()],
-            |r| Ok((r.int(0)?, r.int(1)?)),
-        )?;
-        let Some((last_counter, key_version)) = known else {
-            return Ok((OnlineVerdict::decline("O01", message_of("O01")), 0, 0));
-        };
-        let counter = voice.counter(last_counter);
-        // A refund reverses its original's kind, which the books know.
-        let kind = if kind.is_refund() {
-            let original: Option<String> = db.first(
-                "SELECT tx_type FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
-                &[card.into(), reference.into()],
-                |r| r.text(0),
-            )?;
-            original
-                .and_then(|t| TxKind::ALL.into_iter().find(|k| k.name() == t))
-                .and_then(TxKind::reversal)
-                .unwrap_or(kind)
-        } else {
-            kind
-        };
-        let q = OnlineQuery {
-            terminal_id,
-            card_id,
-            key_version,
-            request: AuthorizationRequest {
-                counter,
-                kind,
-                amount,
-                terminal_id,
-                reference,
-                balance: 0,
-                velocity: tessera_protocol::messages::Velocity::default(),
-                challenge: [0; 8],
-                cryptogram: voice.cryptogram,
-            },
-        };
-        let verdict = decide_and_record(db, &q, None, policy, now, ("voice", Some(operator)))?;
-        tx.commit()?;
-        Ok((verdict, counter, key_version))
-    }
-
-    /// Every online decision of a card, oldest first.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn online_authorizations(&self, card_id: CardId) -> Result<Vec<OnlineAuthorization>, LedgerError> {
-        authorizations_of(&self.conn, card_id)
-    }
-
-    /// The signed points of a card's online approvals whose records have
-    /// not arrived: what the books will move when they do.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn online_outstanding(&self, card_id: CardId) -> Result<i64, LedgerError> {
-        outstanding(&self.conn, &card_id)
-    }
 }
 
 /// The first check, before the books are read: a request whose cryptogram
@@ -665,3 +574,90 @@ pub fn outstanding_row(r: SqlRow<'_>) -> Result<Outstanding, LedgerError> {
 
 /// The class of the exception [`record_posted`] reports.
 pub(crate) const UNMATCHED: ExceptionClass = ExceptionClass::OnlineUnmatched;
+
+/// Decides a request read over the telephone (module docs; the voice
+/// reference of `tessera_crypto::voice`), inside the caller's write
+/// transaction, the card's row locked first: the same checks as
+/// [`Ledger::authorize_online`] but the cryptogram's (which the office
+/// cannot check without the request's body; the card checks the answer
+/// against its own request) and with the books' balance when they hold
+/// every transaction of the card. Recorded like an online decision
+/// (`delivery` `voice`, with the operator), and matched at posting the
+/// same way. Returns the decision and the card's counter the reference
+/// names.
+///
+/// # Errors
+/// A storage error.
+#[allow(clippy::too_many_arguments)]
+pub fn authorize_by_voice_in(
+    db: &dyn WarehouseDb,
+    terminal_id: u32,
+    card_id: CardId,
+    voice: &tessera_crypto::voice::VoiceReference,
+    kind: TxKind,
+    amount: u32,
+    reference: u32,
+    operator: &str,
+    policy: &OnlinePolicy,
+    now: u32,
+) -> Result<(OnlineVerdict, u32, u8), LedgerError> {
+    lock_card(db, &card_id)?;
+    let card = &card_id[..];
+    let known: Option<(u32, u8)> = db.first(
+        "SELECT last_counter, key_version FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL",
+        &[card.into()],
+        |r| Ok((r.int(0)?, r.int(1)?)),
+    )?;
+    let Some((last_counter, key_version)) = known else {
+        return Ok((OnlineVerdict::decline("O01", message_of("O01")), 0, 0));
+    };
+    let counter = voice.counter(last_counter);
+    // A refund reverses its original's kind, which the books know.
+    let kind = if kind.is_refund() {
+        let original: Option<String> = db.first(
+            "SELECT tx_type FROM card_transactions WHERE card_id = ?1 AND counter = ?2",
+            &[card.into(), reference.into()],
+            |r| r.text(0),
+        )?;
+        original
+            .and_then(|t| TxKind::ALL.into_iter().find(|k| k.name() == t))
+            .and_then(TxKind::reversal)
+            .unwrap_or(kind)
+    } else {
+        kind
+    };
+    let q = OnlineQuery {
+        terminal_id,
+        card_id,
+        key_version,
+        request: AuthorizationRequest {
+            counter,
+            kind,
+            amount,
+            terminal_id,
+            reference,
+            balance: 0,
+            velocity: tessera_protocol::messages::Velocity::default(),
+            challenge: [0; 8],
+            cryptogram: voice.cryptogram,
+        },
+    };
+    let verdict = decide_and_record(db, &q, None, policy, now, ("voice", Some(operator)))?;
+    Ok((verdict, counter, key_version))
+}
+
+/// Locks a card's row for the rest of the caller's write transaction, in
+/// SQL both backends speak: an update that changes nothing (PostgreSQL
+/// takes the row's lock, which conflicts with the `FOR UPDATE` of online
+/// authorization and posting; SQLite holds the database's write lock
+/// already).
+///
+/// # Errors
+/// A storage error.
+pub fn lock_card(db: &dyn WarehouseDb, card_id: &CardId) -> Result<(), LedgerError> {
+    db.run(
+        "UPDATE cards SET key_version = key_version WHERE card_id = ?1",
+        &[card_id[..].into()],
+    )
+    .map(drop)
+}

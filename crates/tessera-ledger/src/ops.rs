@@ -5,7 +5,8 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use crate::types::{card_hex, Customer};
+use crate::books::OfficeBooks;
+use crate::types::card_hex;
 use crate::{card_of, hotlist_insert, Ledger, LedgerError};
 
 /// A store: a named place where terminals stand.
@@ -99,68 +100,6 @@ fn not_issued(card: &[u8; 8]) -> LedgerError {
 }
 
 impl Ledger {
-    /// Whether this office issued the card (registered it at issuance).
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn card_issued(&self, card_id: [u8; 8]) -> Result<bool, LedgerError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM cards WHERE card_id = ?1 AND registered_at IS NOT NULL)",
-            [&card_id[..]],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// Adds a store.
-    ///
-    /// # Errors
-    /// [`LedgerError::Malformed`] for an empty name or store 0,
-    /// [`LedgerError::StoreExists`], a storage error.
-    pub fn add_store(&mut self, store_id: u32, name: &str, city: &str, now: u32) -> Result<(), LedgerError> {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(LedgerError::Malformed("the store's name is empty".into()));
-        }
-        if store_id == 0 {
-            return Err(LedgerError::Malformed("store numbers start at 1".into()));
-        }
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO stores (store_id, name, city, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![store_id, name, city.trim(), now],
-        )?;
-        if n == 0 {
-            return Err(LedgerError::StoreExists(store_id));
-        }
-        // The store dimension.
-        if self.warehouse {
-            crate::wh_build::refresh_stores(&self.conn)?;
-        }
-        crate::wh_build::after_change(&self.conn, self.warehouse.then_some(&self.wh_zone))?;
-        Ok(())
-    }
-
-    /// Every store, by number, with its terminal count.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn stores(&self) -> Result<Vec<Store>, LedgerError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT s.store_id, s.name, s.city, s.created_at,
-                    (SELECT COUNT(*) FROM terminals t WHERE t.store_id = s.store_id)
-             FROM stores s ORDER BY s.store_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Store {
-                store_id: r.get(0)?,
-                name: r.get(1)?,
-                city: r.get(2)?,
-                created_at: r.get(3)?,
-                terminals: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// The store a terminal is registered to: `None` for a terminal with no
     /// store (or an unknown one). For reports by store.
     ///
@@ -180,81 +119,6 @@ impl Ledger {
             Some(s) => self.stores()?.into_iter().find(|x| x.store_id == s),
             None => None,
         })
-    }
-
-    /// Registers a terminal to a store (or moves it to another).
-    ///
-    /// # Errors
-    /// [`LedgerError::UnknownTerminal`], [`LedgerError::UnknownStore`], a
-    /// storage error.
-    pub fn assign_terminal(&mut self, terminal_id: u32, store_id: u32) -> Result<(), LedgerError> {
-        let tx = self.conn.transaction()?;
-        let known: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = ?1)",
-            [store_id],
-            |r| r.get(0),
-        )?;
-        if !known {
-            return Err(LedgerError::UnknownStore(store_id));
-        }
-        let n = tx.execute(
-            "UPDATE terminals SET store_id = ?1 WHERE terminal_id = ?2",
-            params![store_id, terminal_id],
-        )?;
-        if n == 0 {
-            return Err(LedgerError::UnknownTerminal(terminal_id));
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Every registered terminal, by id: store, registration, revocation,
-    /// last batch.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn terminals(&self) -> Result<Vec<TerminalInfo>, LedgerError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT t.terminal_id, t.store_id, s.name, t.registered_at, t.revoked_at, t.revoke_reason,
-                    t.last_batch_no, (SELECT MAX(b.received_at) FROM batches b WHERE b.terminal_id = t.terminal_id)
-             FROM terminals t LEFT JOIN stores s ON s.store_id = t.store_id ORDER BY t.terminal_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(TerminalInfo {
-                terminal_id: r.get(0)?,
-                store_id: r.get(1)?,
-                store_name: r.get(2)?,
-                registered_at: r.get(3)?,
-                revoked_at: r.get(4)?,
-                revoke_reason: r.get(5)?,
-                last_batch_no: r.get(6)?,
-                last_batch_at: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Revokes a terminal with a reason (see [`Ledger::revoke_terminal`]):
-    /// its later batches and syncs are refused (403) and recorded as
-    /// `revoked-terminal` exceptions. Returns false if it was revoked
-    /// already (the first time and reason stay).
-    ///
-    /// # Errors
-    /// [`LedgerError::Malformed`] for an empty reason,
-    /// [`LedgerError::UnknownTerminal`], a storage error.
-    pub fn revoke_terminal_for(&mut self, terminal_id: u32, reason: &str, now: u32) -> Result<bool, LedgerError> {
-        if reason.trim().is_empty() {
-            return Err(LedgerError::Malformed("give the reason for the revocation".into()));
-        }
-        if self.terminal_active(terminal_id)? == Some(false) {
-            return Ok(false);
-        }
-        self.revoke_terminal(terminal_id, now)?;
-        self.conn.execute(
-            "UPDATE terminals SET revoke_reason = ?1 WHERE terminal_id = ?2 AND revoke_reason IS NULL",
-            params![reason.trim(), terminal_id],
-        )?;
-        Ok(true)
     }
 
     /// Puts a card this office issued on the hotlist with a reason; the
@@ -318,63 +182,6 @@ impl Ledger {
             })
         })
         .collect()
-    }
-
-    /// The customer a card belongs to (`None`: unknown card, or its
-    /// customer was erased).
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn customer_of_card(&self, card_id: [u8; 8]) -> Result<Option<u64>, LedgerError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT customer_id FROM cards WHERE card_id = ?1",
-                [&card_id[..]],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
-    }
-
-    /// The customers matching every criterion of `q`, by customer id (all
-    /// of them for an empty query).
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn search_customers(&self, q: &CustomerQuery) -> Result<Vec<Customer>, LedgerError> {
-        let by_card = match q.card {
-            Some(c) => match self.customer_of_card(c)? {
-                Some(id) => Some(id),
-                None => return Ok(Vec::new()),
-            },
-            None => None,
-        };
-        let fold = |s: &str| s.trim().to_lowercase();
-        let (name, city) = (q.name.as_deref().map(fold), q.city.as_deref().map(fold));
-        let mut stmt = self
-            .conn
-            .prepare("SELECT customer_id, name, home_city FROM customers ORDER BY customer_id")?;
-        let ids = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|(id, n, c)| {
-                by_card.is_none_or(|x| x == *id)
-                    && name.as_ref().is_none_or(|w| fold(n).contains(w.as_str()))
-                    && city.as_ref().is_none_or(|w| fold(c).contains(w.as_str()))
-            })
-            .map(|(id, _, _)| id)
-            .collect::<Vec<_>>();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(c) = self.customer(id)? {
-                out.push(c);
-            }
-        }
-        Ok(out)
     }
 
     /// The audit log's anchor (`None` before the first entry).

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hex::FromHex as _;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tessera_protocol::messages::Visits;
 use tessera_protocol::profile::{Date, Profile};
@@ -271,10 +271,5 @@ impl Rules {
 /// Registers the exact text of a policy the office signed (idempotent);
 /// returns its digest.
 pub(crate) fn register(conn: &Connection, table: &str, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
-    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()).into();
-    conn.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO {table} (digest, toml, registered_at) VALUES (?1, ?2, ?3)"
-    ))?
-    .execute(params![&digest[..], toml, now])?;
-    Ok(digest)
+    Ok(crate::books::register_text(conn, table, toml, now)?.0)
 }

@@ -10,6 +10,7 @@ mod common;
 
 use common::*;
 use tessera_crypto::keys::IssuerDecision;
+use tessera_ledger::books::OfficeBooks;
 use tessera_ledger::{AdjustmentKind, ExceptionClass, Ledger, LedgerError, NewAdjustment};
 use tessera_protocol::messages::TxKind;
 use tessera_protocol::profile::Date;

@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::Path;
+use tessera_ledger::books::OfficeBooks;
 
 use common::*;
 use rusqlite::Connection;

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use tessera_ledger::books::OfficeBooks;
 use tessera_ledger::{AuditAnchor, CustomerQuery, LedgerError, NewCustomer};
 use tessera_protocol::profile::Date;
 

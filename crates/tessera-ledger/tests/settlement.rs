@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
+use tessera_ledger::books::OfficeBooks;
 use tessera_rules::display::Zone;
 
 use common::*;

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use rusqlite::Connection;
+use tessera_ledger::books::OfficeBooks;
 use tessera_ledger::Warehouse as _;
 use tessera_ledger::{Ledger, NewCustomer, Period};
 use tessera_protocol::messages::TxKind;

@@ -7,7 +7,8 @@
 
 use tessera_crypto::keys::{IssuerDecision, IssuerKeys};
 use tessera_crypto::voice::{VoiceAnswer, VoiceReference};
-use tessera_ledger::{Ledger, LedgerError, OnlinePolicy, OnlineVerdict};
+use tessera_ledger::books::OfficeBooks;
+use tessera_ledger::{LedgerError, OnlinePolicy, OnlineVerdict};
 use tessera_protocol::messages::{AuthorizationResponse, CardId, TxKind};
 
 /// The card's answer to the request with `cryptogram` of `card` at
@@ -37,14 +38,15 @@ pub fn card_answer(
     })
 }
 
-/// Decides a request read over the telephone (`Ledger::authorize_by_voice`)
+/// Decides a request read over the telephone
+/// ([`OfficeBooks::authorize_by_voice`], on either backend)
 /// and, approved, gives the answer code for the clerk.
 ///
 /// # Errors
 /// A storage error.
 #[allow(clippy::too_many_arguments)]
 pub fn decide_by_voice(
-    ledger: &mut Ledger,
+    ledger: &mut dyn OfficeBooks,
     keys: &IssuerKeys,
     terminal_id: u32,
     card: CardId,

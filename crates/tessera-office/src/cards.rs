@@ -5,10 +5,11 @@
 //! same personal data (from the customer registry), registered to that
 //! customer, and the lost card is hotlisted while its book balance is
 //! issued to the new card as a `replacement` credit
-//! ([`tessera_ledger::Ledger::replace_card`]). The credit reaches the new
+//! ([`OfficeBooks::replace_card`], on either backend). The credit reaches the new
 //! card at its first tap at a synced till, like any adjustment.
 
-use tessera_ledger::{Ledger, LedgerError, Replacement};
+use tessera_ledger::books::OfficeBooks;
+use tessera_ledger::{LedgerError, Replacement};
 use tessera_protocol::profile::{Date, Profile, SignedProfile};
 
 /// The profile of the card that replaces `old`: the old card's customer's
@@ -20,7 +21,7 @@ use tessera_protocol::profile::{Date, Profile, SignedProfile};
 /// already, or its customer's data was erased (issue a new card with
 /// `office issue` and move the balance with an adjustment); a storage error.
 pub fn replacement_profile(
-    ledger: &Ledger,
+    ledger: &dyn OfficeBooks,
     old: [u8; 8],
     new_id: [u8; 8],
     valid_from: Date,
@@ -59,14 +60,14 @@ pub fn replacement_profile(
 }
 
 /// Registers the personalized replacement card to `customer_id` and
-/// replaces `old` with it ([`Ledger::replace_card`]).
+/// replaces `old` with it ([`OfficeBooks::replace_card`]).
 ///
 /// # Errors
 /// The ledger's; [`LedgerError::Refused`] when the signed profile is not
 /// for a fresh card.
 #[allow(clippy::too_many_arguments)]
 pub fn register_replacement(
-    ledger: &mut Ledger,
+    ledger: &mut dyn OfficeBooks,
     key_version: u8,
     signed: &SignedProfile,
     customer_id: u64,

@@ -136,9 +136,9 @@ pub enum OfficeDirError {
     #[error(transparent)]
     Postgres(#[from] tessera_ledger_pg::PgError),
     /// The books moved to PostgreSQL (`books.toml`): the SQLite ledger is
-    /// no longer written, and this operation is not available on
-    /// PostgreSQL yet. Nothing was done.
-    #[error("the books of {dir} are on PostgreSQL ({BOOKS_FILE}): {what} works on the SQLite ledger only, not on PostgreSQL yet; nothing was done")]
+    /// no longer written, and this operation is one of the SQLite ledger
+    /// (moving it again). Nothing was done.
+    #[error("the books of {dir} are on PostgreSQL already ({BOOKS_FILE}): {what} works on the SQLite ledger they left; nothing was done")]
     BooksOnPostgres {
         /// The office directory.
         dir: String,
@@ -295,22 +295,12 @@ impl OfficeDir {
     }
 
     /// [`OfficeDir::open_office_books`], the operator, and a check that
-    /// the audit log verifies: what an action both backends carry starts
-    /// with.
+    /// the audit log verifies: what every office action starts with.
     fn open_books_for_action(&self) -> Result<(IssuerKeys, Box<dyn OfficeBooks>, String), OfficeDirError> {
         let operator = self.operator()?;
         let (keys, books) = self.open_office_books()?;
         audit::ready(&self.path, books.as_ref())?;
         Ok((keys, books, operator))
-    }
-
-    /// The keys and the ledger, the operator, and a check that the audit
-    /// log verifies: what every office action starts with.
-    fn open_for_action(&self) -> Result<(IssuerKeys, Ledger, String), OfficeDirError> {
-        let operator = self.operator()?;
-        let (keys, ledger) = self.open()?;
-        audit::ready(&self.path, &ledger)?;
-        Ok((keys, ledger, operator))
     }
 
     /// The audit log's entries, oldest first.
@@ -417,7 +407,7 @@ impl OfficeDir {
         if self.postgres_url()?.is_some() {
             return Err(OfficeDirError::BooksOnPostgres {
                 dir: self.path.display().to_string(),
-                what: "this operation",
+                what: "copying the ledger (office migrate)",
             });
         }
         self.open_sqlite()
@@ -469,7 +459,7 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::Exists`] when a certificate or key is there.
     pub fn new_tls_identity(&self, tls_names: &[String]) -> Result<OfficeIdentity, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         if self.path.join(CERT_FILE).exists() || self.path.join(KEY_FILE).exists() {
             return Err(OfficeDirError::Exists(format!(
                 "{} already has a TLS certificate or key: they are never overwritten",
@@ -479,7 +469,7 @@ impl OfficeDir {
         let identity = OfficeIdentity::generate(tls_names)?;
         identity.write_new(&self.path)?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "office.tls-cert",
             json!({"tls_cert_sha256": hex::encode(identity.cert_sha256())}),
@@ -557,14 +547,14 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::Exhausted`] at version 255; I/O errors.
     pub fn rotate_keys(&self) -> Result<(u8, u8), OfficeDirError> {
-        let (mut keys, mut ledger, operator) = self.open_for_action()?;
+        let (mut keys, mut ledger, operator) = self.open_books_for_action()?;
         let from = keys.key_version;
         keys.rotate()
             .map_err(|_| OfficeDirError::Exhausted("the key version is exhausted (255)"))?;
         let path = self.path.join(KEYS_FILE);
         write_atomic(&path, keys.to_json().as_bytes()).map_err(io(path.display().to_string()))?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "keys.rotate",
             json!({"from_key_version": from, "key_version": keys.key_version}),
@@ -582,7 +572,7 @@ impl OfficeDir {
     /// [`OfficeDirError::Unsignable`] for a file the tills would refuse;
     /// those of [`OfficeDir::open`]; I/O errors.
     pub fn sign_campaigns(&self, file: &Path, now: u32) -> Result<Signed, OfficeDirError> {
-        let (keys, mut ledger, operator) = self.open_for_action()?;
+        let (keys, mut ledger, operator) = self.open_books_for_action()?;
         let (text, set, sig) = prepare_campaigns(file, &keys)?;
         let digest = ledger.register_campaigns(&text, now)?;
         let signature_file = write_signature(file, &sig)?;
@@ -590,7 +580,7 @@ impl OfficeDir {
         write_signature(&target, &sig)?;
         write_atomic(&target, text.as_bytes()).map_err(io(target.display().to_string()))?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "campaigns.sign",
             json!({"file": file.display().to_string(), "version": set.version,
@@ -611,7 +601,7 @@ impl OfficeDir {
     /// # Errors
     /// As [`OfficeDir::sign_campaigns`].
     pub fn sign_policy(&self, file: &Path, now: u32) -> Result<Signed, OfficeDirError> {
-        let (keys, mut ledger, operator) = self.open_for_action()?;
+        let (keys, mut ledger, operator) = self.open_books_for_action()?;
         let (text, policy, sig) = prepare_policy(file, &keys)?;
         ledger.register_policy(&text, now)?;
         let signed = Signed {
@@ -622,7 +612,7 @@ impl OfficeDir {
             digest: policy.digest,
         };
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "policy.sign",
             json!({"file": file.display().to_string(), "version": policy.version, "sha256": hex::encode(policy.digest)}),
@@ -644,7 +634,7 @@ impl OfficeDir {
         now: u32,
         on_progress: impl FnMut(u64, u64),
     ) -> Result<tessera_ledger::IngestOutcome, OfficeDirError> {
-        let (_keys, mut ledger) = self.open()?;
+        let (_keys, mut ledger) = self.open_office_books()?;
         let f = std::fs::File::open(file).map_err(io(format!("batch file {}", file.display())))?;
         let total = f.metadata().map(|m| m.len()).unwrap_or(0);
         let reader = Progress {
@@ -655,7 +645,7 @@ impl OfficeDir {
         };
         let mut reader = std::io::BufReader::with_capacity(256 * 1024, reader);
         ledger
-            .ingest(&mut reader as &mut dyn std::io::BufRead, now)
+            .ingest_dyn(&mut reader, now)
             .map_err(OfficeDirError::BatchRefused)
     }
 
@@ -671,7 +661,7 @@ impl OfficeDir {
         version: Option<u16>,
         now: u32,
     ) -> Result<SignedProfile, OfficeDirError> {
-        let (keys, mut ledger, operator) = self.open_for_action()?;
+        let (keys, mut ledger, operator) = self.open_books_for_action()?;
         let card = profile.card_id;
         profile.version = match version {
             Some(v) => v,
@@ -691,7 +681,7 @@ impl OfficeDir {
             .map_err(|_| OfficeDirError::Exhausted("the profile cannot be encoded"))?;
         ledger.queue_profile_update(card, profile.version, signed.to_bytes(), now)?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "profile.update",
             json!({"card_id": hex::encode_upper(card), "profile_version": profile.version}),
@@ -936,9 +926,9 @@ impl OfficeDir {
         ),
         OfficeDirError,
     > {
-        let (keys, mut ledger, operator) = self.open_for_action()?;
+        let (keys, mut ledger, operator) = self.open_books_for_action()?;
         let (verdict, counter, answer) = crate::authorization::decide_by_voice(
-            &mut ledger,
+            ledger.as_mut(),
             &keys,
             terminal_id,
             card_id,
@@ -951,7 +941,7 @@ impl OfficeDir {
             now,
         )?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "authorization.voice",
             serde_json::json!({
@@ -981,8 +971,9 @@ impl OfficeDir {
         drop(ledger);
         let mut client = tessera_ledger_pg::connect(url)?;
         let tables = tessera_ledger_pg::copy::copy_ledger(&self.path.join(LEDGER_FILE), &mut client)?;
-        // From now on the books are there: the SQLite ledger is refused
-        // for every operation that would write it (`BooksOnPostgres`).
+        // From now on the books are there: every office command opens
+        // them there (`OfficeDir::open_office_books`), and the SQLite
+        // ledger is no longer written (`BooksOnPostgres`).
         let path = self.path.join(BOOKS_FILE);
         let text = format!(
             "# The books of this office are in PostgreSQL since `office migrate`;\n\
@@ -1066,16 +1057,27 @@ impl OfficeDir {
     /// # Errors
     /// [`OfficeDirError::BooksNotOnPostgres`] when the books were never
     /// moved; [`OfficeDirError::Postgres`] when the database cannot be
-    /// reached or is newer; those of loading the keys.
+    /// reached or is newer; [`OfficeDirError::Unsound`] when the books
+    /// disagree with their postings; those of loading the keys.
     pub fn open_postgres(&self, connections: usize) -> Result<(IssuerKeys, crate::server::Books), OfficeDirError> {
         let url = self
             .postgres_url()?
             .ok_or_else(|| OfficeDirError::BooksNotOnPostgres(self.path.display().to_string()))?;
         let keys = self.load_keys()?;
-        // Reachable and migrated now: a wrong URL fails at start, not at
-        // the first upload.
-        drop(tessera_ledger_pg::connect(&url)?);
         let ledger_keys = LedgerKeys::from_issuer(&keys);
+        // Reachable and migrated now, and sound: a wrong URL fails at
+        // start, not at the first upload, and books that disagree with
+        // their postings (a balance edited in the database) are never
+        // served, as on SQLite.
+        let pg = tessera_ledger_pg::posting::PgLedger::open(&url, ledger_keys.clone())?;
+        let problems = tessera_ledger::Warehouse::soundness(&pg)?.problems;
+        drop(pg);
+        if let Some(first) = problems.first() {
+            return Err(OfficeDirError::Unsound {
+                first: first.clone(),
+                count: problems.len(),
+            });
+        }
         Ok((
             keys,
             crate::server::Books::Postgres {

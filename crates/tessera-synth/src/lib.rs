@@ -55,6 +55,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use tessera_ledger::books::OfficeBooks;
 
 use tessera_crypto::cert::certificate;
 use tessera_crypto::keys::IssuerKeys;

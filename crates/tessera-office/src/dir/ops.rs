@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::json;
 use tessera_ledger::{
-    CardBook, Customer, CustomerQuery, HotlistChange, HotlistEntry, Ledger, LedgerError, Store, TerminalInfo,
+    CardBook, Customer, CustomerQuery, HotlistChange, HotlistEntry, LedgerError, Store, TerminalInfo,
 };
 use tessera_protocol::profile::SignedProfile;
 
@@ -44,7 +44,7 @@ fn card_hex(c: &[u8; 8]) -> String {
 
 impl OfficeDir {
     /// Puts a card this office issued on the hotlist (see
-    /// [`Ledger::hotlist_add`]); audited as `hotlist.add` when it changed
+    /// [`OfficeBooks::hotlist_add`]); audited as `hotlist.add` when it changed
     /// the list.
     ///
     /// # Errors
@@ -64,7 +64,7 @@ impl OfficeDir {
         Ok(change)
     }
 
-    /// Takes a card off the hotlist (see [`Ledger::hotlist_remove`]);
+    /// Takes a card off the hotlist (see [`OfficeBooks::hotlist_remove`]);
     /// audited as `hotlist.remove` with `reason` when it changed the list.
     ///
     /// # Errors
@@ -95,17 +95,17 @@ impl OfficeDir {
         Ok(books.hotlist_entries()?)
     }
 
-    /// Adds a store (see [`Ledger::add_store`]); audited as `store.add`.
+    /// Adds a store (see [`OfficeBooks::add_store`]); audited as `store.add`.
     ///
     /// # Errors
     /// [`LedgerError::StoreExists`], [`LedgerError::Malformed`]; audit and
     /// open errors.
     pub fn add_store(&self, store_id: u32, name: &str, city: &str, now: u32) -> Result<Store, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         ledger.add_store(store_id, name, city, now)?;
         // A store's name and city are the business's, not personal data.
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "store.add",
             json!({"store_id": store_id, "name": name.trim(), "city": city.trim()}),
@@ -119,20 +119,20 @@ impl OfficeDir {
     /// # Errors
     /// Those of [`OfficeDir::open`].
     pub fn stores(&self) -> Result<Vec<Store>, OfficeDirError> {
-        Ok(self.open()?.1.stores()?)
+        Ok(self.open_office_books()?.1.stores()?)
     }
 
-    /// Registers a terminal to a store (see [`Ledger::assign_terminal`]);
+    /// Registers a terminal to a store (see [`OfficeBooks::assign_terminal`]);
     /// audited as `terminal.assign`.
     ///
     /// # Errors
     /// [`LedgerError::UnknownTerminal`], [`LedgerError::UnknownStore`];
     /// audit and open errors.
     pub fn assign_terminal(&self, terminal_id: u32, store_id: u32) -> Result<(), OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         ledger.assign_terminal(terminal_id, store_id)?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "terminal.assign",
             json!({"terminal_id": terminal_id, "store_id": store_id}),
@@ -144,10 +144,10 @@ impl OfficeDir {
     /// # Errors
     /// Those of [`OfficeDir::open`].
     pub fn terminals(&self) -> Result<Vec<TerminalInfo>, OfficeDirError> {
-        Ok(self.open()?.1.terminals()?)
+        Ok(self.open_office_books()?.1.terminals()?)
     }
 
-    /// Revokes a terminal (see [`Ledger::revoke_terminal_for`]): its later
+    /// Revokes a terminal (see [`OfficeBooks::revoke_terminal_for`]): its later
     /// batches are refused over HTTP (403) and by `office import`, each a
     /// `revoked-terminal` exception in the exceptions report. Audited as
     /// `terminal.revoke`. Returns false if it was revoked already.
@@ -156,11 +156,11 @@ impl OfficeDir {
     /// [`LedgerError::UnknownTerminal`], [`LedgerError::Malformed`]; audit
     /// and open errors.
     pub fn revoke_terminal(&self, terminal_id: u32, reason: &str, now: u32) -> Result<bool, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         let revoked = ledger.revoke_terminal_for(terminal_id, reason, now)?;
         if revoked {
             self.audit_with(
-                &mut ledger,
+                ledger.as_mut(),
                 &operator,
                 "terminal.revoke",
                 json!({"terminal_id": terminal_id, "reason": reason.trim()}),
@@ -169,16 +169,16 @@ impl OfficeDir {
         Ok(revoked)
     }
 
-    /// Queues an issuer UNBLOCK for a card (see [`Ledger::queue_unblock`]);
+    /// Queues an issuer UNBLOCK for a card (see [`OfficeBooks::queue_unblock`]);
     /// audited as `card.unblock`. Returns its issuer sequence.
     ///
     /// # Errors
     /// The ledger's; audit and open errors.
     pub fn queue_unblock(&self, card: [u8; 8], now: u32) -> Result<u32, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
         let seq = ledger.queue_unblock(card, now)?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "card.unblock",
             json!({"card_id": card_hex(&card), "issuer_seq": seq}),
@@ -227,15 +227,15 @@ impl OfficeDir {
         self.register_issued(books.as_mut(), key_version, signed, now)
     }
 
-    /// The customers matching `q` (see [`Ledger::search_customers`]).
+    /// The customers matching `q` (see [`OfficeBooks::search_customers`]).
     ///
     /// # Errors
     /// Those of [`OfficeDir::open`].
     pub fn search_customers(&self, q: &CustomerQuery) -> Result<Vec<Customer>, OfficeDirError> {
-        Ok(self.open()?.1.search_customers(q)?)
+        Ok(self.open_office_books()?.1.search_customers(q)?)
     }
 
-    fn customer_id(ledger: &Ledger, who: CustomerRef) -> Result<u64, OfficeDirError> {
+    fn customer_id(ledger: &dyn OfficeBooks, who: CustomerRef) -> Result<u64, OfficeDirError> {
         match who {
             CustomerRef::Id(id) => Ok(id),
             CustomerRef::Card(card) => match ledger.customer_of_card(card)? {
@@ -261,8 +261,8 @@ impl OfficeDir {
         out: Option<&Path>,
         now: u32,
     ) -> Result<CustomerExport, OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
-        let id = Self::customer_id(&ledger, who)?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
+        let id = Self::customer_id(ledger.as_ref(), who)?;
         let customer = ledger.customer(id)?.ok_or(LedgerError::UnknownCustomer(id))?;
         let mut cards = Vec::new();
         for c in &customer.cards {
@@ -283,7 +283,7 @@ impl OfficeDir {
             write_once(path, text.as_bytes())?;
         }
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "customer.export",
             // Whether a file was written, not its name: an operator may
@@ -293,7 +293,7 @@ impl OfficeDir {
         Ok(export)
     }
 
-    /// Erases a customer's personal data (see [`Ledger::erase_customer`]):
+    /// Erases a customer's personal data (see [`OfficeBooks::erase_customer_rows`]):
     /// gone from the registry and from the profile updates queued for
     /// their cards, so sync never sends it again. The cards stay valid and
     /// keep their books as anonymous figures; the profile on a card is the
@@ -303,16 +303,19 @@ impl OfficeDir {
     /// # Errors
     /// As [`OfficeDir::export_customer`].
     pub fn erase_customer(&self, who: CustomerRef) -> Result<(u64, Vec<String>), OfficeDirError> {
-        let (_keys, mut ledger, operator) = self.open_for_action()?;
-        let id = Self::customer_id(&ledger, who)?;
+        let (_keys, mut ledger, operator) = self.open_books_for_action()?;
+        let id = Self::customer_id(ledger.as_ref(), who)?;
         let cards = ledger.customer(id)?.ok_or(LedgerError::UnknownCustomer(id))?.cards;
-        ledger.erase_customer(id)?;
+        ledger.erase_customer_rows(id)?;
         self.audit_with(
-            &mut ledger,
+            ledger.as_mut(),
             &operator,
             "customer.erase",
             json!({"customer_id": id, "cards": cards}),
         )?;
+        // Audited first: the erasure is committed whatever the cleaning of
+        // the storage it freed says.
+        ledger.scrub_erased()?;
         Ok((id, cards))
     }
 }
