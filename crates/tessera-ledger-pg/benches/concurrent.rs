@@ -10,8 +10,8 @@
 //! from one queue. Prints the wall time, card records per second and the
 //! speed-up over one connection.
 //!
-//! This measures the posting core against one PostgreSQL server, not `office
-//! serve` (which does not run on PostgreSQL yet): no HTTP, no TLS.
+//! This measures the posting core against one PostgreSQL server: no HTTP,
+//! no TLS (`benches/office_postgres.rs` measures `office serve` processes).
 //!
 //! `cargo bench -p tessera-ledger-pg --bench concurrent` runs it in full.
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does 4

@@ -17,12 +17,10 @@ use tessera_ledger::books::{
     adjustments_in, erase_customer_in, finish_card_links, insert_customer, issue_adjustment_in, link_card, BooksWork,
     OfficeBooks,
 };
-use tessera_ledger::{
-    AdjustmentRow, AuditAnchor, HotlistChange, HotlistEntry, LedgerError, LedgerStore, NewAdjustment, NewCustomer,
-};
+use tessera_ledger::{AdjustmentRow, AuditAnchor, LedgerError, NewAdjustment, NewCustomer};
 
 use crate::db::PgDb;
-use crate::posting::{bump_hotlist_version, hotlist_card, PgLedger};
+use crate::posting::PgLedger;
 use crate::PgError;
 
 /// The key of the audit anchor's advisory lock: ASCII "tsraud" as a
@@ -94,67 +92,6 @@ impl OfficeBooks for PgLedger {
             tx.commit()?;
             Ok(())
         })?)
-    }
-
-    fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError> {
-        let reason = reason.trim();
-        if reason.is_empty() {
-            return Err(LedgerError::Malformed("give the reason for the hotlisting".into()));
-        }
-        let changed = self.with(|client| {
-            let mut tx = client.transaction()?;
-            let issued = tx
-                .query_opt(
-                    "SELECT 1 FROM cards WHERE card_id = $1 AND registered_at IS NOT NULL",
-                    &[&&card_id[..]],
-                )?
-                .is_some();
-            if !issued {
-                return Err(PgError::Refused(LedgerError::NotIssued(hex::encode_upper(card_id))));
-            }
-            let changed = hotlist_card(&mut tx, &card_id, reason, now)?;
-            tx.commit()?;
-            Ok(changed)
-        })?;
-        Ok(HotlistChange {
-            version: self.hotlist()?.version,
-            changed,
-        })
-    }
-
-    fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
-        let changed = self.with(|client| {
-            let mut tx = client.transaction()?;
-            let n = tx.execute("DELETE FROM hotlist WHERE card_id = $1", &[&&card_id[..]])?;
-            if n > 0 {
-                bump_hotlist_version(&mut tx)?;
-            }
-            tx.commit()?;
-            Ok(n > 0)
-        })?;
-        Ok(HotlistChange {
-            version: self.hotlist()?.version,
-            changed,
-        })
-    }
-
-    fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError> {
-        let rows = self.with(|c| Ok(c.query("SELECT card_id, reason, at FROM hotlist ORDER BY card_id", &[])?))?;
-        let entries = rows
-            .iter()
-            .map(|r| {
-                Ok(HotlistEntry {
-                    card_id: r
-                        .get::<_, Vec<u8>>(0)
-                        .try_into()
-                        .map_err(|_| LedgerError::Storage("a stored card id is not 8 bytes".into()))?,
-                    reason: r.get(1),
-                    at: u32::try_from(r.get::<_, i64>(2))
-                        .map_err(|_| LedgerError::Storage("a hotlist time out of range".into()))?,
-                })
-            })
-            .collect::<Result<Vec<_>, LedgerError>>()?;
-        Ok((self.hotlist()?.version, entries))
     }
 
     /// The SQLite ledger's SQL, the card's row locked first: two

@@ -2079,25 +2079,8 @@ pub(crate) fn raise_on(
 }
 
 /// Puts a card on the hotlist, moving the published version on when it
-/// was not there; whether it was not.
+/// was not there; whether it was not (the SQLite ledger's SQL,
+/// `books::hotlist_insert_in`).
 pub(crate) fn hotlist_card(tx: &mut Transaction<'_>, card: &CardId, reason: &str, now: u32) -> Result<bool, PgError> {
-    let new = tx.execute(
-        "INSERT INTO hotlist (card_id, reason, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&&card[..], &reason, &i64::from(now)],
-    )?;
-    if new > 0 {
-        bump_hotlist_version(tx)?;
-    }
-    Ok(new > 0)
-}
-
-/// Moves the hotlist's version on (the row is created at 1 in a fresh
-/// database; a copied ledger brings its own).
-pub(crate) fn bump_hotlist_version(tx: &mut impl postgres::GenericClient) -> Result<(), PgError> {
-    tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('hotlist_version', 1)
-         ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
-        &[],
-    )?;
-    Ok(())
+    tessera_ledger::books::hotlist_insert_in(&crate::db::PgDb::new(tx), card, reason, now).map_err(PgError::Books)
 }

@@ -102,35 +102,61 @@ fn states(pg: &PgLedger, card: [u8; 8]) -> BTreeMap<String, usize> {
     m
 }
 
-#[test]
-fn both_backends_decide_record_and_match_online_requests_the_same() {
-    use TxKind::{Earn, Redeem, RefundEarn, RefundRedeem};
-    let keys = IssuerKeys::test().unwrap();
+/// Books on SQLite with cards `a`, `b` and `d` issued, their history
+/// posted (a: 1,000 then 200 points; b: 100; d: 500) and `b` hotlisted,
+/// then moved to PostgreSQL: both backends, the cluster, and the till's
+/// journal (for later batches).
+struct Moved {
+    sqlite: Ledger,
+    pg: PgLedger,
+    cluster: tessera_ledger_pg::cluster::Cluster,
+    journal: Journal,
+    _work: tempfile::TempDir,
+}
+
+fn moved_books(keys: &IssuerKeys, (a, b, d): ([u8; 8], [u8; 8], [u8; 8])) -> Moved {
+    use TxKind::Earn;
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("ledger.sqlite");
-    let (a, b, d, unknown) = (card(1), card(2), card(3), card(9));
     let mut journal = Journal::open(&work.path().join("till.sqlite"), TILL).unwrap();
-
-    // On SQLite: the cards issued and their history, card b hotlisted;
-    // then the books move to PostgreSQL.
-    let mut sqlite = Ledger::open(&path, LedgerKeys::from_issuer(&keys)).unwrap();
+    let mut sqlite = Ledger::open(&path, LedgerKeys::from_issuer(keys)).unwrap();
     common::issue(&mut sqlite, TILL, &[a, b, d], NOW);
     let history = seal(
-        &keys,
+        keys,
         &mut journal,
         &[
-            (a, record(&keys, a, (1, Earn, 1_000, 1_000), false)),
-            (a, record(&keys, a, (2, Earn, 200, 1_200), false)),
-            (b, record(&keys, b, (1, Earn, 100, 100), false)),
-            (d, record(&keys, d, (1, Earn, 500, 500), false)),
+            (a, record(keys, a, (1, Earn, 1_000, 1_000), false)),
+            (a, record(keys, a, (2, Earn, 200, 1_200), false)),
+            (b, record(keys, b, (1, Earn, 100, 100), false)),
+            (d, record(keys, d, (1, Earn, 500, 500), false)),
         ],
     );
     sqlite.ingest(&history[..], NOW).unwrap();
     sqlite.hotlist_add(b, "lost", NOW).unwrap();
     drop(sqlite);
     let cluster = common::moved(&path);
-    let mut sqlite = Ledger::open_existing(&path, LedgerKeys::from_issuer(&keys)).unwrap();
-    let mut pg = PgLedger::open(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
+    Moved {
+        sqlite: Ledger::open_existing(&path, LedgerKeys::from_issuer(keys)).unwrap(),
+        pg: PgLedger::open(cluster.url(), LedgerKeys::from_issuer(keys)).unwrap(),
+        cluster,
+        journal,
+        _work: work,
+    }
+}
+
+#[test]
+fn both_backends_decide_record_and_match_online_requests_the_same() {
+    use TxKind::{Earn, Redeem, RefundEarn, RefundRedeem};
+    let keys = IssuerKeys::test().unwrap();
+    let (a, b, d, unknown) = (card(1), card(2), card(3), card(9));
+    // Every part bound: the cluster and the directory live to the end.
+    let Moved {
+        mut sqlite,
+        mut pg,
+        mut journal,
+        cluster: _cluster,
+        _work,
+    } = moved_books(&keys, (a, b, d));
 
     let approved = request(&keys, a, (2, Redeem, 300, 0), 1_200, 1);
     let mut altered = approved.clone();
@@ -286,5 +312,105 @@ fn two_servers_deciding_for_one_card_keep_its_daily_limit_between_them() {
     let pg = PgLedger::open_current(cluster.url(), LedgerKeys::from_issuer(&keys)).unwrap();
     let rows = pg.online_authorizations(a).unwrap();
     assert_eq!(rows.len(), 25);
+    assert_eq!(rows.iter().filter(|r| r.state == "approved").count(), 5);
+}
+
+/// Voice authorization (`office approve --request`) on PostgreSQL: the
+/// same requests read over the telephone decided on both backends give
+/// the same decisions in the same rows; and a server deciding by voice
+/// while another decides online for the same card keeps the card's daily
+/// limit between them (the voice decision takes the card's row first).
+#[test]
+fn voice_decisions_are_the_same_on_both_backends_and_share_the_cards_limit_with_online_ones() {
+    use tessera_crypto::voice::VoiceReference;
+    use TxKind::{Earn, Redeem};
+    let keys = IssuerKeys::test().unwrap();
+    let (a, b, d, unknown) = (card(11), card(12), card(13), card(19));
+    let Moved {
+        mut sqlite,
+        mut pg,
+        cluster,
+        _work,
+        ..
+    } = moved_books(&keys, (a, b, d));
+    let policy = OnlinePolicy {
+        max_operations_per_day: 3,
+        max_debit_points_per_day: 100_000,
+    };
+    // (card, the card's counter, kind, points, reference, cryptogram byte)
+    let asks: Vec<([u8; 8], u32, TxKind, u32, u32, u8, &str)> = vec![
+        (a, 2, Redeem, 300, 0, 1, "A00"),
+        // Read out again after the line dropped: the same decision.
+        (a, 2, Redeem, 300, 0, 1, "A00"),
+        (b, 1, Redeem, 10, 0, 2, "D01"),
+        (unknown, 0, Earn, 10, 0, 3, "O01"),
+        // More than the books hold for the card.
+        (a, 2, Redeem, 5_000, 0, 4, "D08"),
+        (a, 2, Earn, 50, 0, 5, "A00"),
+        (a, 2, Earn, 60, 0, 6, "A00"),
+        // The day's limit of three approvals.
+        (a, 2, Earn, 70, 0, 7, "O08"),
+    ];
+    let decide = |l: &mut dyn OfficeBooks| -> Vec<(OnlineVerdict, u32)> {
+        asks.iter()
+            .map(|&(c, counter, kind, amount, reference, byte, _)| {
+                let voice = VoiceReference::new([byte; 8], counter);
+                let (v, counter, _) = l
+                    .authorize_by_voice(TILL, c, &voice, kind, amount, reference, "Marie", &policy, NOW)
+                    .unwrap();
+                (v, counter)
+            })
+            .collect()
+    };
+    let (on_sqlite, on_pg) = (decide(&mut sqlite), decide(&mut pg));
+    assert_eq!(on_sqlite, on_pg);
+    let codes: Vec<&str> = on_pg.iter().map(|(v, _)| v.code.as_str()).collect();
+    let expected: Vec<&str> = asks.iter().map(|a| a.6).collect();
+    assert_eq!(codes, expected);
+    for id in [a, b, unknown] {
+        let (s, p) = decisions(&sqlite, &pg, id);
+        assert_eq!(s, p, "card {id:02X?}");
+    }
+    assert!(pg
+        .online_authorizations(a)
+        .unwrap()
+        .iter()
+        .all(|r| r.delivery == "voice"));
+
+    // Card d: one server decides by voice while the other decides online,
+    // 8 requests each, under a limit of 5 a day.
+    let limit = OnlinePolicy {
+        max_operations_per_day: 5,
+        max_debit_points_per_day: 100_000,
+    };
+    let barrier = Arc::new(Barrier::new(2));
+    let servers: Vec<_> = (0..2u8)
+        .map(|s| {
+            let (url, barrier) = (cluster.url().to_owned(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let keys = IssuerKeys::test().unwrap();
+                let mut pg = PgLedger::open_current(&url, LedgerKeys::from_issuer(&keys)).unwrap();
+                barrier.wait();
+                (0..8u8)
+                    .map(|i| {
+                        if s == 0 {
+                            let voice = VoiceReference::new([100 + i; 8], 0);
+                            pg.authorize_by_voice(TILL, d, &voice, Earn, 1, 0, "Marie", &limit, NOW)
+                                .unwrap()
+                                .0
+                        } else {
+                            let q = request(&keys, d, (0, Earn, 1, 0), 0, 200 + i);
+                            pg.authorize_online(&q, &limit, NOW).unwrap()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let verdicts: Vec<OnlineVerdict> = servers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(verdicts.iter().filter(|v| v.approved).count(), 5, "{verdicts:?}");
+    assert!(verdicts.iter().all(|v| v.approved || v.code == "O08"), "{verdicts:?}");
+    let rows = pg.online_authorizations(d).unwrap();
+    assert_eq!(rows.len(), 16);
     assert_eq!(rows.iter().filter(|r| r.state == "approved").count(), 5);
 }

@@ -84,20 +84,63 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// [`LedgerError::Malformed`] for an empty reason,
     /// [`LedgerError::NotIssued`] for a card this office never issued, a
     /// storage error.
-    fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError>;
+    fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(LedgerError::Malformed("give the reason for the hotlisting".into()));
+        }
+        let mut changed = false;
+        self.transact(&mut |db, _| {
+            if !registered(db, &card_id)? {
+                return Err(LedgerError::NotIssued(card_hex(&card_id)));
+            }
+            changed = hotlist_insert_in(db, &card_id, reason, now)?;
+            Ok(())
+        })?;
+        Ok(HotlistChange {
+            version: self.hotlist()?.version,
+            changed,
+        })
+    }
 
-    /// Takes a card off the hotlist; the version goes up by one if it was
-    /// on it.
+    /// Takes a card off the hotlist; the hotlist version goes up by one if
+    /// it was on it, so that the tills' next sync replaces their list (a
+    /// till never replaces its list with an older version). A card the
+    /// till already blocked stays blocked on the card itself.
     ///
     /// # Errors
     /// A storage error.
-    fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError>;
+    fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
+        let mut changed = false;
+        self.transact(&mut |db, _| {
+            changed = db.run("DELETE FROM hotlist WHERE card_id = ?1", &[card_id[..].into()])? > 0;
+            if changed {
+                bump_hotlist_version(db)?;
+            }
+            Ok(())
+        })?;
+        Ok(HotlistChange {
+            version: self.hotlist()?.version,
+            changed,
+        })
+    }
 
     /// The hotlist's version and entries, by card id.
     ///
     /// # Errors
     /// A storage error.
-    fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError>;
+    fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError> {
+        let entries =
+            self.warehouse_db()
+                .rows("SELECT card_id, reason, at FROM hotlist ORDER BY card_id", &[], |r| {
+                    Ok(HotlistEntry {
+                        card_id: card_of(r.blob(0)?)?,
+                        reason: r.text(1)?,
+                        at: r.int(2)?,
+                    })
+                })?;
+        Ok((self.hotlist()?.version, entries))
+    }
 
     /// Issues an issuer adjustment (see [`Ledger::issue_adjustment`]).
     ///
@@ -676,24 +719,29 @@ pub fn erase_customer_in(db: &dyn WarehouseDb, zone: Option<&Zone>, customer_id:
 /// Puts a card on the hotlist and moves the hotlist's version on if it was
 /// not there, inside the caller's transaction. Returns whether it changed
 /// anything.
-pub(crate) fn hotlist_insert_in(
-    db: &dyn WarehouseDb,
-    card_id: &[u8; 8],
-    reason: &str,
-    now: u32,
-) -> Result<bool, LedgerError> {
+///
+/// # Errors
+/// A storage error.
+pub fn hotlist_insert_in(db: &dyn WarehouseDb, card_id: &[u8; 8], reason: &str, now: u32) -> Result<bool, LedgerError> {
     let n = db.run(
         "INSERT INTO hotlist (card_id, reason, at) VALUES (?1, ?2, ?3) ON CONFLICT (card_id) DO NOTHING",
         &[card_id[..].into(), reason.into(), now.into()],
     )?;
     if n > 0 {
-        db.run(
-            "INSERT INTO meta (key, value) VALUES ('hotlist_version', 1)
-             ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
-            &[],
-        )?;
+        bump_hotlist_version(db)?;
     }
     Ok(n > 0)
+}
+
+/// Moves the hotlist's version on (the row is created at 1 in books that
+/// have none).
+fn bump_hotlist_version(db: &dyn WarehouseDb) -> Result<(), LedgerError> {
+    db.run(
+        "INSERT INTO meta (key, value) VALUES ('hotlist_version', 1)
+         ON CONFLICT (key) DO UPDATE SET value = meta.value + 1",
+        &[],
+    )
+    .map(drop)
 }
 
 /// [`OfficeBooks::replace_card`] inside the caller's transaction (reason
@@ -923,18 +971,6 @@ impl OfficeBooks for Ledger {
         now: u32,
     ) -> Result<(), LedgerError> {
         Ledger::register_card(self, card_id, customer_id, key_version, now)
-    }
-
-    fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError> {
-        Ledger::hotlist_add(self, card_id, reason, now)
-    }
-
-    fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
-        Ledger::hotlist_remove(self, card_id)
-    }
-
-    fn hotlist_entries(&self) -> Result<(u32, Vec<HotlistEntry>), LedgerError> {
-        Ok((self.hotlist()?.version, Ledger::hotlist_entries(self)?))
     }
 
     fn issue_adjustment(&mut self, a: &crate::NewAdjustment, now: u32) -> Result<crate::AdjustmentRow, LedgerError> {

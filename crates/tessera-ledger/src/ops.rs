@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::books::OfficeBooks;
 use crate::types::card_hex;
-use crate::{card_of, hotlist_insert, Ledger, LedgerError};
+use crate::{Ledger, LedgerError};
 
 /// A store: a named place where terminals stand.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,10 +95,6 @@ pub struct AuditAnchor {
     pub head: [u8; 32],
 }
 
-fn not_issued(card: &[u8; 8]) -> LedgerError {
-    LedgerError::NotIssued(card_hex(card))
-}
-
 impl Ledger {
     /// The store a terminal is registered to: `None` for a terminal with no
     /// store (or an unknown one). For reports by store.
@@ -119,69 +115,6 @@ impl Ledger {
             Some(s) => self.stores()?.into_iter().find(|x| x.store_id == s),
             None => None,
         })
-    }
-
-    /// Puts a card this office issued on the hotlist with a reason; the
-    /// hotlist version goes up by one if the card was not on it.
-    ///
-    /// # Errors
-    /// [`LedgerError::Malformed`] for an empty reason,
-    /// [`LedgerError::NotIssued`] for a card this office never issued, a
-    /// storage error.
-    pub fn hotlist_add(&mut self, card_id: [u8; 8], reason: &str, now: u32) -> Result<HotlistChange, LedgerError> {
-        if reason.trim().is_empty() {
-            return Err(LedgerError::Malformed("give the reason for the hotlisting".into()));
-        }
-        if !self.card_issued(card_id)? {
-            return Err(not_issued(&card_id));
-        }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = hotlist_insert(&tx, &card_id, reason.trim(), now)?;
-        tx.commit()?;
-        Ok(HotlistChange {
-            version: self.hotlist()?.version,
-            changed,
-        })
-    }
-
-    /// Takes a card off the hotlist; the hotlist version goes up by one if
-    /// it was on it, so that the tills' next sync replaces their list (a
-    /// till never replaces its list with an older version). A card the
-    /// till already blocked stays blocked on the card itself.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = tx.execute("DELETE FROM hotlist WHERE card_id = ?1", [&card_id[..]])?;
-        if n > 0 {
-            tx.execute("UPDATE meta SET value = value + 1 WHERE key = 'hotlist_version'", [])?;
-        }
-        tx.commit()?;
-        Ok(HotlistChange {
-            version: self.hotlist()?.version,
-            changed: n > 0,
-        })
-    }
-
-    /// The hotlist's entries, by card id.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn hotlist_entries(&self) -> Result<Vec<HotlistEntry>, LedgerError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT card_id, reason, at FROM hotlist ORDER BY card_id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.map(|r| {
-            let (c, reason, at) = r?;
-            Ok(HotlistEntry {
-                card_id: card_of(c)?,
-                reason,
-                at,
-            })
-        })
-        .collect()
     }
 
     /// The audit log's anchor (`None` before the first entry).

@@ -88,7 +88,7 @@ fn the_hotlist_version_goes_up_with_every_change_and_only_then() {
     assert_eq!((c.version, c.changed), (1, true));
     let c = ledger.hotlist_add(card_id(1), "lost", T0).unwrap();
     assert_eq!((c.version, c.changed), (1, false));
-    assert_eq!(ledger.hotlist_entries().unwrap()[0].reason, "lost");
+    assert_eq!(ledger.hotlist_entries().unwrap().1[0].reason, "lost");
     let c = ledger.hotlist_remove(card_id(1)).unwrap();
     assert_eq!((c.version, c.changed), (2, true));
     let c = ledger.hotlist_remove(card_id(1)).unwrap();
