@@ -377,8 +377,9 @@ fn voice_decisions_are_the_same_on_both_backends_and_share_the_cards_limit_with_
         .iter()
         .all(|r| r.delivery == "voice"));
 
-    // Card d: one server decides by voice while the other decides online,
-    // 8 requests each, under a limit of 5 a day.
+    // Card d (at counter 1, 500 points): one server decides by voice
+    // while the other decides online, 8 requests each, under a limit of 5
+    // a day.
     let limit = OnlinePolicy {
         max_operations_per_day: 5,
         max_debit_points_per_day: 100_000,
@@ -394,12 +395,12 @@ fn voice_decisions_are_the_same_on_both_backends_and_share_the_cards_limit_with_
                 (0..8u8)
                     .map(|i| {
                         if s == 0 {
-                            let voice = VoiceReference::new([100 + i; 8], 0);
+                            let voice = VoiceReference::new([100 + i; 8], 1);
                             pg.authorize_by_voice(TILL, d, &voice, Earn, 1, 0, "Marie", &limit, NOW)
                                 .unwrap()
                                 .0
                         } else {
-                            let q = request(&keys, d, (0, Earn, 1, 0), 0, 200 + i);
+                            let q = request(&keys, d, (1, Earn, 1, 0), 500, 200 + i);
                             pg.authorize_online(&q, &limit, NOW).unwrap()
                         }
                     })
