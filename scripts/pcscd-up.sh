@@ -127,23 +127,6 @@ for p in "${ports[@]}"; do
         exit 1
     fi
 done
-# A port held by no listener may still be bound: the TIME-WAIT of the last
-# daemon's card connections (the driver binds without SO_REUSEADDR), or an
-# outgoing connection's ephemeral port. The driver would fail to listen
-# ("Address already in use"): wait for them to go (TIME-WAIT lasts 60 s).
-bound() { [ -n "$(ss -Htan "sport = :$1" 2>/dev/null)" ]; }
-for p in "${ports[@]}"; do
-    waited=0
-    while bound "$p"; do
-        if [ "$waited" -ge 90 ]; then
-            echo "pcscd-up: TCP port $p is still bound after ${waited}s:" >&2
-            ss -tan "sport = :$p" >&2 || true
-            exit 1
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
-done
 
 # Generate the reader configuration: one entry per pair of readers, each with
 # its own copy of the driver library.

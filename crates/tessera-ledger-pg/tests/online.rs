@@ -337,8 +337,10 @@ fn voice_decisions_are_the_same_on_both_backends_and_share_the_cards_limit_with_
         max_operations_per_day: 3,
         max_debit_points_per_day: 100_000,
     };
-    // (card, the card's counter, kind, points, reference, cryptogram byte)
-    let asks: Vec<([u8; 8], u32, TxKind, u32, u32, u8, &str)> = vec![
+    // (card, the card's counter, kind, points, reference, cryptogram byte,
+    // the decision expected)
+    type VoiceAsk = ([u8; 8], u32, TxKind, u32, u32, u8, &'static str);
+    let asks: Vec<VoiceAsk> = vec![
         (a, 2, Redeem, 300, 0, 1, "A00"),
         // Read out again after the line dropped: the same decision.
         (a, 2, Redeem, 300, 0, 1, "A00"),
