@@ -1115,6 +1115,42 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 .push((r.get(1), r.get(2), r.get(3)));
         }
     }
+    // A record this batch's own decision allowed is matched here, as
+    // `match_records` would match it (the decision at its origin sequence
+    // approves this card, counter, type and points, and no void of that
+    // decision is in the books, this batch's voids included): it is
+    // written `matched`, so the matching statement reads only what awaits
+    // other batches' decisions, not every record of the batch again.
+    let own: BTreeMap<u32, &Entry> = v.records.iter().map(|(s, e)| (*s, e)).collect();
+    let voids: std::collections::BTreeSet<(Vec<u8>, i64, i64, i64)> = tx
+        .query(
+            "SELECT card_id, card_counter, terminal_id, origin_seq FROM terminal_records
+             WHERE kind = 'void' AND card_id = ANY($1) AND card_counter IS NOT NULL AND origin_seq IS NOT NULL",
+            &[&ids],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let matched_here = |card: &CardId, r: &LogRecord| -> bool {
+        if r.terminal_id != v.header.terminal_id {
+            return false;
+        }
+        let Some(d) = own.get(&r.terminal_seq) else {
+            return false;
+        };
+        d.kind == EntryKind::Decision
+            && d.verdict == Some(Verdict::Approve)
+            && d.card_id.as_deref().and_then(|c| hex::decode(c).ok()).as_deref() == Some(&card[..])
+            && d.card_counter == Some(r.counter)
+            && d.tx_type.as_deref() == Some(r.kind.name())
+            && d.points == Some(r.amount)
+            && !voids.contains(&(
+                card.to_vec(),
+                i64::from(r.counter),
+                i64::from(r.terminal_id),
+                i64::from(r.terminal_seq),
+            ))
+    };
     // Sort each card's records out, and find the run of counters that
     // follows on from its last posted one among its new and pending ones.
     let mut lines = Vec::new();
@@ -1249,7 +1285,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
             }
             writeln!(
                 lines,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{terminal}\t{batch_no}\t{seq}\t{now}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{terminal}\t{batch_no}\t{seq}\t{now}\t{}\t{}\t{}",
                 bytea(&card),
                 r.counter,
                 if post { "posted" } else { "pending" },
@@ -1269,6 +1305,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
                 },
                 if post { now.to_string() } else { "\\N".to_owned() },
                 u8::from(r.online),
+                if matched_here(&card, r) { "matched" } else { "awaiting" },
             )
             .map_err(|e| PgError::Copy(e.to_string()))?;
         }
@@ -1294,7 +1331,7 @@ fn post_records(tx: &mut Transaction<'_>, keys: &LedgerKeys, v: &Verified, now: 
         let mut w = tx.copy_in(
             "COPY card_transactions (card_id, counter, status, tx_type, points, delta, balance_after,
                  origin_terminal, origin_seq, card_time, reference, certificate, kind, terminal_id, batch_no, seq,
-                 received_at, posted_at, online) FROM STDIN",
+                 received_at, posted_at, online, decision) FROM STDIN",
         )?;
         w.write_all(&lines).map_err(|e| PgError::Copy(e.to_string()))?;
         w.finish()?;
