@@ -28,7 +28,7 @@
 //! A request decided before (same card and cryptogram: the till asks again
 //! after a lost answer) gets the same decision, never a second one.
 //!
-//! A request read over the telephone ([`Ledger::authorize_by_voice`]:
+//! A request read over the telephone ([`crate::books::OfficeBooks::authorize_by_voice`]:
 //! its cryptogram and the counter's low bits, `tessera_crypto::voice`) is
 //! decided by the same checks but the cryptogram's, on the books' balance,
 //! and recorded and matched the same way (`delivery` `voice`).

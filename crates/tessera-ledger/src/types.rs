@@ -327,7 +327,7 @@ pub struct NewAdjustment {
     /// Signed points: positive credits, negative debits; never zero.
     pub points: i64,
     /// Goodwill or correction (replacements come from
-    /// [`crate::Ledger::replace_card`]).
+    /// [`crate::books::OfficeBooks::replace_card`]).
     pub kind: AdjustmentKind,
     /// Why, for the books (not empty).
     pub reason: String,
@@ -375,7 +375,7 @@ impl AdjustmentRow {
     }
 }
 
-/// The outcome of [`crate::Ledger::replace_card`].
+/// The outcome of [`crate::books::OfficeBooks::replace_card`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Replacement {
     /// The lost card (hex in JSON), now hotlisted.

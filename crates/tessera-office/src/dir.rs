@@ -900,7 +900,7 @@ impl OfficeDir {
 
     /// The office's decision on a card's request read over the telephone
     /// (card application v2.2, `tessera_crypto::voice`): decided by the
-    /// ledger as an online request is ([`Ledger::authorize_by_voice`]) and,
+    /// ledger as an online request is ([`OfficeBooks::authorize_by_voice`]) and,
     /// approved, answered with the code the clerk types in — the issuer MAC
     /// the card checks against its own request. Audited as
     /// `authorization.voice` under [`OfficeDir::operator`].
@@ -908,7 +908,7 @@ impl OfficeDir {
     /// # Errors
     /// As [`OfficeDir::approve`].
     ///
-    /// [`Ledger::authorize_by_voice`]: tessera_ledger::Ledger::authorize_by_voice
+    /// [`OfficeBooks::authorize_by_voice`]: tessera_ledger::books::OfficeBooks::authorize_by_voice
     #[allow(clippy::too_many_arguments)]
     pub fn approve_voice(
         &self,
