@@ -463,7 +463,8 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     }
 
     /// Queues an issuer UNBLOCK for a card this office issued; returns its
-    /// issuer sequence (one more than the card's last).
+    /// issuer sequence (one more than the card's last). The card's row is
+    /// locked first, so two unblocks queued at once take two sequences.
     ///
     /// # Errors
     /// [`LedgerError::Malformed`] for a card this office never issued, a
@@ -471,6 +472,7 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     fn queue_unblock(&mut self, card_id: [u8; 8], now: u32) -> Result<u32, LedgerError> {
         let mut seq = 0;
         self.transact(&mut |db, _| {
+            crate::online::lock_card(db, &card_id)?;
             if !registered(db, &card_id)? {
                 return Err(LedgerError::Malformed(format!(
                     "card {} was never issued by this office",
