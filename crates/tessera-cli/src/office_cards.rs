@@ -337,40 +337,21 @@ fn replace(a: &ReplaceArgs) -> Result<(), Failure> {
     }
     refuse_existing_card(&a.card)?;
     let office = a.office.office();
-    let operator = office.audit_ready().map_err(office_err)?;
-    let (keys, mut ledger) = office.open_office_books().map_err(office_err)?;
+    office.audit_ready().map_err(office_err)?;
+    let (keys, books) = office.open_office_books().map_err(office_err)?;
     let (profile, customer) =
-        tessera_office::cards::replacement_profile(ledger.as_ref(), old, new_id, valid_from, valid_until)
+        tessera_office::cards::replacement_profile(books.as_ref(), old, new_id, valid_from, valid_until)
             .map_err(ledger_err)?;
-    // Made in memory, registered and replaced in the ledger, then written:
-    // a card file exists only for a card the ledger knows.
+    drop(books);
+    // Made in memory, registered and replaced in the books (audited), then
+    // written: a card file exists only for a card the books know.
     let mut card = SimCard::manufacture(new_id, &keys.card_perso_key(&new_id), Rng::Os)?;
     let signed = personalize(&mut card, &keys, profile, &IssueParams::default()).map_err(Failure::from)?;
-    let replaced = tessera_office::cards::register_replacement(
-        ledger.as_mut(),
-        keys.key_version,
-        &signed,
-        customer,
-        old,
-        &a.reason,
-        &operator,
-        now()?,
-    )
-    .map_err(ledger_err)?;
+    let replaced = office
+        .register_replacement_card(keys.key_version, &signed, customer, old, &a.reason, now()?)
+        .map_err(office_err)?;
     card.save_as(&a.card)
         .map_err(|e| Failure::new(EXIT_FILE, format!("cannot write the card file: {e}")))?;
-    drop(ledger);
-    office
-        .audit(
-            &operator,
-            "card.replace",
-            json!({
-                "old_card": out::card_id(&replaced.old_card), "new_card": out::card_id(&replaced.new_card),
-                "points": replaced.points, "adjustment_seq": replaced.adjustment.as_ref().map(|r| r.seq),
-                "reason": a.reason.trim(),
-            }),
-        )
-        .map_err(office_err)?;
     if a.office.output.json {
         print_json(json!({
             "old_card": out::card_id(&replaced.old_card),

@@ -51,16 +51,17 @@ impl OfficeBooks for PgLedger {
         self.transact(&mut |db, zone| erase_customer_in(db, zone, customer_id))
     }
 
-    /// `VACUUM` of the tables that held the erased rows: their dead row
-    /// versions are removed from the tables' pages. What PostgreSQL keeps
+    /// `VACUUM` of the tables that held the erased personal data (the
+    /// customer's record, the profiles queued for their cards, their
+    /// warehouse dimensions): their dead row versions are removed from the
+    /// tables' pages. The cards' rows only lose the customer's number, and
+    /// the cards table is the books' largest: it is not scanned for that. What PostgreSQL keeps
     /// beyond them — write-ahead log segments not yet recycled, a standby's
     /// copy, backups — is the database administrator's to handle
     /// (`docs/scale.md`).
     fn scrub_erased(&mut self) -> Result<(), LedgerError> {
         Ok(self.with(|c| {
-            c.batch_execute(
-                "VACUUM customers, profile_updates, cards, wh_dim_customer, wh_dim_household, wh_dim_card",
-            )?;
+            c.batch_execute("VACUUM customers, profile_updates, wh_dim_customer, wh_dim_household")?;
             Ok(())
         })?)
     }

@@ -308,11 +308,7 @@ pub(crate) fn pair(
 
 /// The card that replaced `card`, if the office replaced it.
 pub(crate) fn replaced_by(conn: &Connection, card: &[u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
-    let new: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT new_card FROM card_replacements WHERE old_card = ?1")?
-        .query_row([&card[..]], |r| r.get(0))
-        .optional()?;
-    new.map(card_of).transpose()
+    crate::books::replacement_link(conn, "new_card", "old_card", *card)
 }
 
 /// Records the posting that moves `points` off the replaced `old` card.

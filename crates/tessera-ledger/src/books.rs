@@ -89,13 +89,11 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
         if reason.is_empty() {
             return Err(LedgerError::Malformed("give the reason for the hotlisting".into()));
         }
-        let mut changed = false;
-        self.transact(&mut |db, _| {
+        let changed = write(self, |db, _| {
             if !registered(db, &card_id)? {
                 return Err(LedgerError::NotIssued(card_hex(&card_id)));
             }
-            changed = hotlist_insert_in(db, &card_id, reason, now)?;
-            Ok(())
+            hotlist_insert_in(db, &card_id, reason, now)
         })?;
         Ok(HotlistChange {
             version: self.hotlist()?.version,
@@ -111,13 +109,12 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// # Errors
     /// A storage error.
     fn hotlist_remove(&mut self, card_id: [u8; 8]) -> Result<HotlistChange, LedgerError> {
-        let mut changed = false;
-        self.transact(&mut |db, _| {
-            changed = db.run("DELETE FROM hotlist WHERE card_id = ?1", &[card_id[..].into()])? > 0;
+        let changed = write(self, |db, _| {
+            let changed = db.run("DELETE FROM hotlist WHERE card_id = ?1", &[card_id[..].into()])? > 0;
             if changed {
                 bump_hotlist_version(db)?;
             }
-            Ok(())
+            Ok(changed)
         })?;
         Ok(HotlistChange {
             version: self.hotlist()?.version,
@@ -212,9 +209,8 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
         policy: &crate::OnlinePolicy,
         now: u32,
     ) -> Result<(crate::OnlineVerdict, u32, u8), LedgerError> {
-        let mut out = None;
-        self.transact(&mut |db, _| {
-            out = Some(crate::online::authorize_by_voice_in(
+        write(self, |db, _| {
+            crate::online::authorize_by_voice_in(
                 db,
                 terminal_id,
                 card_id,
@@ -225,10 +221,8 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
                 operator,
                 policy,
                 now,
-            )?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| LedgerError::Storage("the voice decision".into()))
+            )
+        })
     }
 
     /// Adds a store.
@@ -470,8 +464,7 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// [`LedgerError::Malformed`] for a card this office never issued, a
     /// storage error.
     fn queue_unblock(&mut self, card_id: [u8; 8], now: u32) -> Result<u32, LedgerError> {
-        let mut seq = 0;
-        self.transact(&mut |db, _| {
+        write(self, |db, _| {
             crate::online::lock_card(db, &card_id)?;
             if !registered(db, &card_id)? {
                 return Err(LedgerError::Malformed(format!(
@@ -479,17 +472,14 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
                     card_hex(&card_id)
                 )));
             }
-            seq = db
-                .first(
-                    "INSERT INTO unblocks (card_id, seq, queued_at)
-                     SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2 FROM unblocks WHERE card_id = ?1 RETURNING seq",
-                    &[card_id[..].into(), now.into()],
-                    |r| r.int(0),
-                )?
-                .ok_or_else(|| LedgerError::Storage("the unblock's sequence".into()))?;
-            Ok(())
-        })?;
-        Ok(seq)
+            db.first(
+                "INSERT INTO unblocks (card_id, seq, queued_at)
+                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2 FROM unblocks WHERE card_id = ?1 RETURNING seq",
+                &[card_id[..].into(), now.into()],
+                |r| r.int(0),
+            )?
+            .ok_or_else(|| LedgerError::Storage("the unblock's sequence".into()))
+        })
     }
 
     /// Registers the exact text of a till policy the office signed
@@ -498,12 +488,7 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// # Errors
     /// A storage error.
     fn register_policy(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
-        let mut digest = [0; 32];
-        self.transact(&mut |db, _| {
-            digest = register_text(db, "policies", toml, now)?.0;
-            Ok(())
-        })?;
-        Ok(digest)
+        write(self, |db, _| Ok(register_text(db, "policies", toml, now)?.0))
     }
 
     /// Registers the exact text of a campaign file the office signed
@@ -513,18 +498,16 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// # Errors
     /// A storage error.
     fn register_campaigns(&mut self, toml: &str, now: u32) -> Result<[u8; 32], LedgerError> {
-        let mut digest = [0; 32];
-        self.transact(&mut |db, zone| {
-            let (d, new) = register_text(db, "campaign_sets", toml, now)?;
-            digest = d;
+        write(self, |db, zone| {
+            let (digest, new) = register_text(db, "campaign_sets", toml, now)?;
             // A file registered again changes nothing.
             match (new, zone) {
-                (false, _) => Ok(()),
-                (true, Some(_)) => wh_build::register_campaigns(db, toml),
-                (true, None) => wh_build::set_meta(db, "stale", Some("1")),
+                (false, _) => {}
+                (true, Some(_)) => wh_build::register_campaigns(db, toml)?,
+                (true, None) => wh_build::set_meta(db, "stale", Some("1"))?,
             }
-        })?;
-        Ok(digest)
+            Ok(digest)
+        })
     }
 
     /// Replaces a lost or damaged card with a freshly issued one: the old
@@ -553,12 +536,9 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
                 "a replacement needs a reason and the operator's name".into(),
             ));
         }
-        let mut done = None;
-        self.transact(&mut |db, zone| {
-            done = Some(replace_in(db, zone, old, new, reason.trim(), operator.trim(), now)?);
-            Ok(())
-        })?;
-        done.ok_or_else(|| LedgerError::Storage("the replacement".into()))
+        write(self, |db, zone| {
+            replace_in(db, zone, old, new, reason.trim(), operator.trim(), now)
+        })
     }
 
     /// The card that replaced `card`, if the office replaced it.
@@ -566,11 +546,7 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// # Errors
     /// A storage error.
     fn replacement_of(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
-        self.warehouse_db().first(
-            "SELECT new_card FROM card_replacements WHERE old_card = ?1",
-            &[card[..].into()],
-            |r| card_of(r.blob(0)?),
-        )
+        replacement_link(self.warehouse_db(), "new_card", "old_card", card)
     }
 
     /// The card `card` replaces, if it is a replacement.
@@ -578,11 +554,7 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
     /// # Errors
     /// A storage error.
     fn replaces(&self, card: [u8; 8]) -> Result<Option<[u8; 8]>, LedgerError> {
-        self.warehouse_db().first(
-            "SELECT old_card FROM card_replacements WHERE new_card = ?1",
-            &[card[..].into()],
-            |r| card_of(r.blob(0)?),
-        )
+        replacement_link(self.warehouse_db(), "old_card", "new_card", card)
     }
 
     /// Every online decision of a card, oldest first.
@@ -620,6 +592,35 @@ pub trait OfficeBooks: LedgerStore + Warehouse {
             },
         )
     }
+}
+
+/// [`OfficeBooks::transact`] for work that gives a value: the value, once
+/// the transaction committed.
+fn write<B: OfficeBooks + ?Sized, T>(
+    books: &mut B,
+    mut f: impl FnMut(&dyn WarehouseDb, Option<&Zone>) -> Result<T, LedgerError>,
+) -> Result<T, LedgerError> {
+    let mut out = None;
+    books.transact(&mut |db, zone| {
+        out = Some(f(db, zone)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| LedgerError::Storage("a committed transaction gave no value".into()))
+}
+
+/// The other card of `card`'s replacement: `want` of the row whose `by`
+/// is `card` (`new_card` by `old_card`, or the reverse).
+pub(crate) fn replacement_link(
+    db: &dyn WarehouseDb,
+    want: &str,
+    by: &str,
+    card: [u8; 8],
+) -> Result<Option<[u8; 8]>, LedgerError> {
+    db.first(
+        &format!("SELECT {want} FROM card_replacements WHERE {by} = ?1"),
+        &[card[..].into()],
+        |r| card_of(r.blob(0)?),
+    )
 }
 
 /// Registers a signed text (a policy or a campaign file) in `table` by its

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::json;
 use tessera_ledger::{
-    CardBook, Customer, CustomerQuery, HotlistChange, HotlistEntry, LedgerError, Store, TerminalInfo,
+    CardBook, Customer, CustomerQuery, HotlistChange, HotlistEntry, LedgerError, Replacement, Store, TerminalInfo,
 };
 use tessera_protocol::profile::SignedProfile;
 
@@ -225,6 +225,49 @@ impl OfficeDir {
     ) -> Result<u64, OfficeDirError> {
         let (_keys, mut books, _operator) = self.open_books_for_action()?;
         self.register_issued(books.as_mut(), key_version, signed, now)
+    }
+
+    /// Registers a freshly personalized replacement card to `customer_id`
+    /// and replaces `old` with it ([`crate::cards::register_replacement`]:
+    /// the old card hotlisted, its balance credited to the new one) in the
+    /// office's books, wherever they are; audited as `card.replace`. Take
+    /// the profile from [`crate::cards::replacement_profile`] and call
+    /// [`OfficeDir::audit_ready`] before personalizing.
+    ///
+    /// # Errors
+    /// The ledger's ([`LedgerError::Refused`] for a replacement the books
+    /// refuse); audit and open errors.
+    pub fn register_replacement_card(
+        &self,
+        key_version: u8,
+        signed: &SignedProfile,
+        customer_id: u64,
+        old: [u8; 8],
+        reason: &str,
+        now: u32,
+    ) -> Result<Replacement, OfficeDirError> {
+        let (_keys, mut books, operator) = self.open_books_for_action()?;
+        let replaced = crate::cards::register_replacement(
+            books.as_mut(),
+            key_version,
+            signed,
+            customer_id,
+            old,
+            reason,
+            &operator,
+            now,
+        )?;
+        self.audit_with(
+            books.as_mut(),
+            &operator,
+            "card.replace",
+            json!({
+                "old_card": card_hex(&replaced.old_card), "new_card": card_hex(&replaced.new_card),
+                "points": replaced.points, "adjustment_seq": replaced.adjustment.as_ref().map(|r| r.seq),
+                "reason": reason.trim(),
+            }),
+        )?;
+        Ok(replaced)
     }
 
     /// The customers matching `q` (see [`OfficeBooks::search_customers`]).
